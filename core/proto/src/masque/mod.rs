@@ -1,0 +1,4 @@
+//! MASQUE request shapes: CONNECT-UDP (RFC 9298) and CONNECT-IP (RFC 9484).
+
+pub mod ip;
+pub mod udp;
