@@ -326,8 +326,9 @@ fn take(input: &[u8], remaining: u64) -> (&[u8], u64) {
 
 /// Reads a capsule header made of the `have` bytes kept in `partial` followed by `input`.
 ///
-/// Returns the bytes taken from `input`, the type and the length; or `None` when `input`
-/// ran out first, in which case all of it was kept in `partial`.
+/// Returns the bytes taken from `input`, the type and the length (the caller then replaces
+/// the state, which forgets `partial`); or `None` when `input` ran out first, in which case
+/// all of it was kept in `partial`.
 fn read_header(
     partial: &mut [u8; MAX_HEADER_LEN],
     have: &mut usize,
@@ -344,7 +345,6 @@ fn read_header(
         let needed = header_len_so_far(kept);
         if *have == needed {
             let (_, capsule_type, value_len) = parse_header(kept).ok()?;
-            *have = 0;
             return Some((reader.position(), capsule_type, value_len));
         }
         let n = (needed - *have).min(reader.remaining());
@@ -461,9 +461,8 @@ pub struct CapsuleAssembler<const N: usize> {
 impl<const N: usize> CapsuleAssembler<N> {
     /// An assembler at the start of a capsule stream.
     pub fn new(config: DecoderConfig) -> Self {
-        let max_value_len = u64::try_from(N).map_or(config.max_value_len, |n| {
-            n.min(config.max_value_len)
-        });
+        let max_value_len =
+            u64::try_from(N).map_or(config.max_value_len, |n| n.min(config.max_value_len));
         Self {
             assembly: Assembly::new(
                 DecoderConfig::new(config.known_types, max_value_len),
@@ -737,5 +736,402 @@ impl core::error::Error for DatagramEncodeError {
             Self::BufferTooSmall(e) => Some(e),
             Self::UdpPayloadTooLong(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn vi(v: u64) -> VarInt {
+        VarInt::new(v).unwrap()
+    }
+
+    /// A DATAGRAM capsule carrying a CONNECT-UDP payload.
+    const DATAGRAM_CAPSULE: &[u8] = &[
+        0x00, // Capsule Type: DATAGRAM
+        0x08, // Capsule Length: 8
+        0x00, // Context ID 0: a UDP payload
+        0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, // UDP payload
+    ];
+
+    /// A reserved capsule type (0x29 * N + 0x17, RFC 9297 §5.4, N = 0) with a 3-byte value.
+    const GREASE_CAPSULE: &[u8] = &[0x17, 0x03, 0xee, 0xee, 0xee];
+
+    /// Whether `a` and `b` are the same memory, not merely equal bytes.
+    fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+        a.as_ptr() == b.as_ptr() && a.len() == b.len()
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Owned {
+        Header(u64, u64),
+        Value(Vec<u8>),
+        End,
+    }
+
+    /// Feeds `chunks` in order, draining every event; returns them and `finish()`'s verdict.
+    fn run(config: DecoderConfig, chunks: &[&[u8]]) -> (Vec<Owned>, Result<(), CapsuleError>) {
+        let mut decoder = Decoder::new(config);
+        let mut events = Vec::new();
+        for &chunk in chunks {
+            let mut input = chunk;
+            loop {
+                match decoder.decode(input) {
+                    Err(e) => return (events, Err(e)),
+                    Ok((used, event)) => {
+                        input = &input[used..];
+                        match event {
+                            None => {
+                                assert!(input.is_empty(), "None before all input was used");
+                                break;
+                            }
+                            Some(Event::Header {
+                                capsule_type,
+                                value_len,
+                            }) => events.push(Owned::Header(capsule_type.into_inner(), value_len)),
+                            Some(Event::Value(v)) => events.push(Owned::Value(v.to_vec())),
+                            Some(Event::End) => events.push(Owned::End),
+                        }
+                    }
+                }
+            }
+        }
+        (events, decoder.finish())
+    }
+
+    #[test]
+    fn decodes_a_datagram_capsule_in_one_piece() {
+        let (events, end) = run(DecoderConfig::CONNECT_UDP, &[DATAGRAM_CAPSULE]);
+        assert_eq!(
+            events,
+            [
+                Owned::Header(0, 8),
+                Owned::Value(DATAGRAM_CAPSULE[2..].to_vec()),
+                Owned::End
+            ]
+        );
+        assert_eq!(end, Ok(()));
+    }
+
+    #[test]
+    fn value_chunks_are_slices_of_the_input() {
+        let mut decoder = Decoder::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(
+            decoder.decode(DATAGRAM_CAPSULE),
+            Ok((
+                2,
+                Some(Event::Header {
+                    capsule_type: types::DATAGRAM,
+                    value_len: 8
+                })
+            ))
+        );
+        let (used, event) = decoder.decode(&DATAGRAM_CAPSULE[2..]).unwrap();
+        let Some(Event::Value(chunk)) = event else {
+            panic!("expected a value chunk, got {event:?}")
+        };
+        assert_eq!(used, 8);
+        assert!(same_bytes(chunk, &DATAGRAM_CAPSULE[2..]));
+        // The end is due even though no input is left.
+        assert_eq!(decoder.decode(&[]), Ok((0, Some(Event::End))));
+        assert_eq!(decoder.decode(&[]), Ok((0, None)));
+    }
+
+    #[test]
+    fn one_byte_at_a_time_gives_one_byte_chunks() {
+        let bytes: Vec<&[u8]> = DATAGRAM_CAPSULE.chunks(1).collect();
+        let (events, end) = run(DecoderConfig::CONNECT_UDP, &bytes);
+        let mut expected = std::vec![Owned::Header(0, 8)];
+        expected.extend(
+            DATAGRAM_CAPSULE[2..]
+                .iter()
+                .map(|&b| Owned::Value(std::vec![b])),
+        );
+        expected.push(Owned::End);
+        assert_eq!(events, expected);
+        assert_eq!(end, Ok(()));
+    }
+
+    #[test]
+    fn headers_split_anywhere_are_reassembled() {
+        let capsule = [
+            0xc0, 0, 0, 0, 0, 0, 0, 0x01, // Capsule Type 1 on eight bytes
+            0x80, 0, 0, 0x01, // Capsule Length 1 on four bytes
+            0x42, // value
+        ];
+        for split in 1..capsule.len() {
+            let (head, tail) = capsule.split_at(split);
+            let (events, end) = run(DecoderConfig::new(types::CONNECT_IP, 16), &[head, tail]);
+            assert_eq!(
+                events,
+                [
+                    Owned::Header(1, 1),
+                    Owned::Value(std::vec![0x42]),
+                    Owned::End
+                ],
+                "split at {split}"
+            );
+            assert_eq!(end, Ok(()));
+        }
+    }
+
+    #[test]
+    fn unknown_capsules_are_dropped_silently() {
+        let address_request = [0x02, 0x00]; // unknown to CONNECT-UDP
+        let stream = [GREASE_CAPSULE, &address_request, DATAGRAM_CAPSULE].concat();
+        let (events, end) = run(DecoderConfig::CONNECT_UDP, &[&stream]);
+        assert_eq!(
+            events,
+            [
+                Owned::Header(0, 8),
+                Owned::Value(DATAGRAM_CAPSULE[2..].to_vec()),
+                Owned::End
+            ]
+        );
+        assert_eq!(end, Ok(()));
+    }
+
+    #[test]
+    fn unknown_capsule_of_any_length_is_skipped_without_buffering() {
+        let header = [0x17, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]; // 2^62-1 bytes
+        let zeros = [0u8; 4096];
+        let mut decoder = Decoder::new(DecoderConfig::CONNECT_UDP);
+        let mut assembler = CapsuleAssembler::<16>::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(decoder.decode(&header), Ok((9, None)));
+        assert_eq!(assembler.decode(&header), Ok((9, None)));
+        for _ in 0..256 {
+            assert_eq!(decoder.decode(&zeros), Ok((4096, None)));
+            assert_eq!(assembler.decode(&zeros), Ok((4096, None)));
+        }
+        let missing = VarInt::MAX.into_inner() - 256 * 4096;
+        let truncated = Err(CapsuleError::TruncatedValue {
+            capsule_type: vi(0x17),
+            missing,
+        });
+        assert_eq!(decoder.finish(), truncated);
+        assert_eq!(assembler.finish(), truncated);
+    }
+
+    #[test]
+    fn zero_length_capsules() {
+        let stream = [
+            0x17, 0x00, // unknown, empty: nothing to report
+            0x00, 0x00, // DATAGRAM, empty
+        ];
+        let (events, end) = run(DecoderConfig::CONNECT_UDP, &[&stream]);
+        assert_eq!(events, [Owned::Header(0, 0), Owned::End]);
+        assert_eq!(end, Ok(()));
+    }
+
+    #[test]
+    fn known_capsule_longer_than_the_maximum_is_rejected_and_sticky() {
+        let too_long = [0x00, 0x80, 0x01, 0x00, 0x00]; // DATAGRAM, 65536 bytes
+        let error = CapsuleError::TooLong {
+            capsule_type: types::DATAGRAM,
+            value_len: 65_536,
+            max: MAX_UDP_DATAGRAM_VALUE_LEN,
+        };
+        let mut decoder = Decoder::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(decoder.decode(&too_long), Err(error));
+        assert_eq!(decoder.decode(DATAGRAM_CAPSULE), Err(error));
+        assert_eq!(decoder.finish(), Err(error));
+
+        let longest = [0x00, 0x80, 0x00, 0xff, 0xff]; // DATAGRAM, 65535 bytes
+        let mut decoder = Decoder::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(
+            decoder.decode(&longest),
+            Ok((
+                5,
+                Some(Event::Header {
+                    capsule_type: types::DATAGRAM,
+                    value_len: 65_535
+                })
+            ))
+        );
+    }
+
+    #[test]
+    fn stream_ending_inside_a_capsule_is_truncated() {
+        let cases: [(&[u8], CapsuleError); 4] = [
+            (&[0x00], CapsuleError::TruncatedHeader),
+            (&[0x40], CapsuleError::TruncatedHeader),
+            (&[0x00, 0x80, 0x00], CapsuleError::TruncatedHeader),
+            (
+                &DATAGRAM_CAPSULE[..7],
+                CapsuleError::TruncatedValue {
+                    capsule_type: types::DATAGRAM,
+                    missing: 3,
+                },
+            ),
+        ];
+        for (stream, error) in cases {
+            let (_, end) = run(DecoderConfig::CONNECT_UDP, &[stream]);
+            assert_eq!(end, Err(error), "{stream:02x?}");
+        }
+        assert_eq!(run(DecoderConfig::CONNECT_UDP, &[]).1, Ok(()));
+    }
+
+    #[test]
+    fn finish_accepts_a_complete_capsule_whose_end_is_not_yet_drained() {
+        let mut decoder = Decoder::new(DecoderConfig::CONNECT_UDP);
+        decoder.decode(&[0x00, 0x00]).unwrap();
+        assert_eq!(decoder.finish(), Ok(()));
+    }
+
+    #[test]
+    fn assembler_borrows_whole_capsules_from_the_input() {
+        let mut assembler = CapsuleAssembler::<8>::new(DecoderConfig::CONNECT_UDP);
+        let (used, capsule) = assembler.decode(DATAGRAM_CAPSULE).unwrap();
+        let capsule = capsule.unwrap();
+        assert_eq!(used, DATAGRAM_CAPSULE.len());
+        assert_eq!(capsule.capsule_type, types::DATAGRAM);
+        assert!(
+            same_bytes(capsule.value, &DATAGRAM_CAPSULE[2..]),
+            "the value is the input itself, not a copy"
+        );
+    }
+
+    #[test]
+    fn assembler_gathers_split_capsules() {
+        let mut assembler = CapsuleAssembler::<8>::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(assembler.decode(&DATAGRAM_CAPSULE[..5]), Ok((5, None)));
+        let (used, capsule) = assembler.decode(&DATAGRAM_CAPSULE[5..]).unwrap();
+        assert_eq!(used, 5);
+        assert_eq!(
+            capsule,
+            Some(Capsule {
+                capsule_type: types::DATAGRAM,
+                value: &DATAGRAM_CAPSULE[2..],
+            })
+        );
+    }
+
+    #[test]
+    fn heapless_assembler_caps_length_at_its_capacity() {
+        let mut assembler = CapsuleAssembler::<7>::new(DecoderConfig::CONNECT_UDP);
+        assert_eq!(
+            assembler.decode(DATAGRAM_CAPSULE),
+            Err(CapsuleError::TooLong {
+                capsule_type: types::DATAGRAM,
+                value_len: 8,
+                max: 7
+            })
+        );
+    }
+
+    #[test]
+    fn assembler_skips_long_unknown_capsules_with_a_small_buffer() {
+        let mut stream = std::vec![0x17, 0x80, 0x01, 0x86, 0xa0]; // unknown, 100000 bytes
+        stream.resize(stream.len() + 100_000, 0xee);
+        stream.extend_from_slice(DATAGRAM_CAPSULE);
+        let mut assembler = CapsuleAssembler::<8>::new(DecoderConfig::CONNECT_UDP);
+        let mut found = Vec::new();
+        for chunk in stream.chunks(1000) {
+            let mut input = chunk;
+            loop {
+                let (used, capsule) = assembler.decode(input).unwrap();
+                input = &input[used..];
+                let Some(capsule) = capsule else { break };
+                found.push(capsule.value.to_vec());
+            }
+        }
+        assert_eq!(found, [DATAGRAM_CAPSULE[2..].to_vec()]);
+        assert_eq!(assembler.finish(), Ok(()));
+    }
+
+    #[test]
+    fn datagram_capsule_value_splits_into_context_and_payload() {
+        let capsule = Capsule {
+            capsule_type: types::DATAGRAM,
+            value: &DATAGRAM_CAPSULE[2..],
+        };
+        assert_eq!(
+            capsule.udp_datagram(),
+            Some(Ok(ContextDatagram {
+                context_id: datagram::UDP_PAYLOAD_CONTEXT_ID,
+                payload: &DATAGRAM_CAPSULE[3..],
+            }))
+        );
+        let empty = Capsule {
+            capsule_type: types::DATAGRAM,
+            value: &[],
+        };
+        assert_eq!(
+            empty.udp_datagram(),
+            Some(Err(PayloadError::ContextIdTruncated))
+        );
+        let other = Capsule {
+            capsule_type: types::ADDRESS_REQUEST,
+            value: &[],
+        };
+        assert_eq!(other.udp_datagram(), None);
+    }
+
+    #[test]
+    fn encodes_datagram_capsules() {
+        let mut out = [0; 16];
+        let len = encode_datagram(VarInt::ZERO, &DATAGRAM_CAPSULE[3..], &mut out).unwrap();
+        assert_eq!(&out[..len], DATAGRAM_CAPSULE);
+        let len = encode_datagram_header(VarInt::ZERO, 7, &mut out).unwrap();
+        assert_eq!(&out[..len], &DATAGRAM_CAPSULE[..3]);
+        assert_eq!(datagram_header_len(VarInt::ZERO, 7), 3);
+    }
+
+    #[test]
+    fn datagram_header_grows_with_the_length_varint() {
+        let mut out = [0; 8];
+        // Value = Context ID 65 (two bytes) + 62 bytes = 64: a two-byte length.
+        let len = encode_datagram_header(vi(65), 62, &mut out).unwrap();
+        assert_eq!(&out[..len], &[0x00, 0x40, 0x40, 0x40, 0x41]);
+        assert_eq!(datagram_header_len(vi(65), 62), 5);
+    }
+
+    #[test]
+    fn datagram_encoders_refuse_what_cannot_be_sent() {
+        let mut out = [0; 9];
+        assert_eq!(
+            encode_datagram(VarInt::ZERO, &[0xa1; 7], &mut out),
+            Err(DatagramEncodeError::BufferTooSmall(BufferTooSmall {
+                needed: 10,
+                available: 9
+            }))
+        );
+        assert_eq!(out, [0; 9], "nothing written on failure");
+        assert_eq!(
+            encode_datagram_header(VarInt::ZERO, datagram::MAX_UDP_PAYLOAD_LEN + 1, &mut out),
+            Err(DatagramEncodeError::UdpPayloadTooLong(
+                datagram::MAX_UDP_PAYLOAD_LEN + 1
+            ))
+        );
+        // Only Context ID 0 carries UDP payloads; others have no such limit.
+        assert_eq!(
+            encode_datagram_header(vi(2), datagram::MAX_UDP_PAYLOAD_LEN + 1, &mut out),
+            Ok(6)
+        );
+    }
+
+    #[test]
+    fn encode_header_writes_type_then_length() {
+        let mut out = [0; 4];
+        let mut writer = Writer::new(&mut out);
+        assert_eq!(
+            encode_header(types::ROUTE_ADVERTISEMENT, 300, &mut writer),
+            Ok(3)
+        );
+        assert_eq!(writer.written(), &[0x03, 0x41, 0x2c]);
+        assert_eq!(
+            encode_header(types::DATAGRAM, 64, &mut writer),
+            Err(BufferTooSmall {
+                needed: 6,
+                available: 4
+            })
+        );
+    }
+
+    #[test]
+    fn udp_datagram_value_limit_matches_the_udp_payload_limit() {
+        assert_eq!(MAX_UDP_DATAGRAM_VALUE_LEN, 65_535);
     }
 }

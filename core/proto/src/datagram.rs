@@ -290,12 +290,10 @@ pub fn encode_in_headroom(
 ) -> Result<usize, EncodeError> {
     let quarter = quarter_stream_id(stream_id)?;
     let available = buf.len();
-    let (room, payload) = buf
-        .split_at_mut_checked(headroom)
-        .ok_or(BufferTooSmall {
-            needed: headroom,
-            available,
-        })?;
+    let (room, payload) = buf.split_at_mut_checked(headroom).ok_or(BufferTooSmall {
+        needed: headroom,
+        available,
+    })?;
     check_udp_payload(context_id, payload.len())?;
     let prefix = quarter.encoded_len() + context_id.encoded_len();
     let start = headroom.checked_sub(prefix).ok_or(BufferTooSmall {
@@ -577,7 +575,10 @@ mod tests {
         let start = encode_in_headroom(&mut buf, MAX_PREFIX_LEN, 256, VarInt::ZERO).unwrap();
         assert_eq!(start, MAX_PREFIX_LEN - 3);
         assert_eq!(&buf[start..], &[0x40, 0x40, 0x00, 0xa1, 0xa2]);
-        assert!(buf[..start].iter().all(|&b| b == 0xee), "headroom untouched");
+        assert!(
+            buf[..start].iter().all(|&b| b == 0xee),
+            "headroom untouched"
+        );
     }
 
     #[test]
