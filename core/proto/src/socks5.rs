@@ -22,7 +22,9 @@
 //!   offers both and [`Config`] enables both. NMETHODS of 0 is answered X'FF'.
 //! - **Empty username or password** (ULEN or PLEN 0, which RFC 1929 does not allow) reach
 //!   the caller like any other credentials, to be accepted or refused by its verdict.
-//! - **RSV** in requests and UDP headers is ignored on receipt and written as zero.
+//! - **RSV** in requests and UDP headers is written as zero and ignored on receipt: RFC
+//!   1928 draws it as X'00', a value clients must send, but a server gains nothing by
+//!   refusing a client over it.
 //! - **Domain names** must be 1 to 255 visible ASCII characters: veil resolves them, and
 //!   anything else is refused with X'04' host unreachable, what resolving would give.
 //! - **BIND** and unknown commands get X'07' command not supported; an unknown ATYP gets
@@ -90,12 +92,11 @@ mod udp;
 pub use addr::{Domain, DomainError, MAX_DOMAIN_LEN, Target};
 pub use reply::{MAX_REPLY_LEN, Reply, ReplyCode, encode_reply};
 pub use server::{
-    Action, Command, Config, Credentials, NotAwaitingAuth, Refusal, Request, Server,
-    Socks5Error,
+    Action, Command, Config, Credentials, NotAwaitingAuth, Refusal, Request, Server, Socks5Error,
 };
 pub use udp::{
-    MAX_UDP_HEADER_LEN, UdpDatagram, UdpError, decode_udp, encode_udp_header,
-    prepend_udp_header, udp_header_len,
+    MAX_UDP_HEADER_LEN, UdpDatagram, UdpError, decode_udp, encode_udp_header, prepend_udp_header,
+    udp_header_len,
 };
 
 /// `VER` of every RFC 1928 message.

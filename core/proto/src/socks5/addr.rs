@@ -134,10 +134,8 @@ pub enum Target {
 
 impl Target {
     /// `0.0.0.0:0`, the address a server puts in replies that carry no address.
-    pub const UNSPECIFIED: Self = Self::Ip(SocketAddr::V4(SocketAddrV4::new(
-        Ipv4Addr::UNSPECIFIED,
-        0,
-    )));
+    pub const UNSPECIFIED: Self =
+        Self::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
 
     /// The port.
     pub fn port(&self) -> u16 {
@@ -271,24 +269,30 @@ mod tests {
         );
         let name = Target::Domain(Domain::new("a.io").unwrap(), 8080);
         // ATYP=3, length 4, "a.io", port 8080
-        assert_eq!(
-            encode(&name),
-            [0x03, 4, b'a', b'.', b'i', b'o', 0x1f, 0x90]
-        );
+        assert_eq!(encode(&name), [0x03, 4, b'a', b'.', b'i', b'o', 0x1f, 0x90]);
     }
 
     #[test]
     fn domain_validation() {
         assert_eq!(Domain::new(""), Err(DomainError::Empty));
         assert_eq!(Domain::new("a b"), Err(DomainError::NotPrintableAscii));
-        assert_eq!(Domain::new("bücher.de"), Err(DomainError::NotPrintableAscii));
+        assert_eq!(
+            Domain::new("bücher.de"),
+            Err(DomainError::NotPrintableAscii)
+        );
         assert_eq!(Domain::new("a\0"), Err(DomainError::NotPrintableAscii));
         assert_eq!(Domain::new("a\x7f"), Err(DomainError::NotPrintableAscii));
-        assert_eq!(Domain::from_bytes(&[0xff]), Err(DomainError::NotPrintableAscii));
+        assert_eq!(
+            Domain::from_bytes(&[0xff]),
+            Err(DomainError::NotPrintableAscii)
+        );
         let long = "a".repeat(256);
         assert_eq!(Domain::new(&long), Err(DomainError::TooLong(256)));
         assert_eq!(Domain::new(&long[..255]).unwrap().len(), 255);
-        assert_eq!(Domain::new("xn--bcher-kva.de").unwrap().as_str(), "xn--bcher-kva.de");
+        assert_eq!(
+            Domain::new("xn--bcher-kva.de").unwrap().as_str(),
+            "xn--bcher-kva.de"
+        );
     }
 
     #[test]

@@ -465,8 +465,10 @@ fn decode_auth<'a>(message: &mut Reader<'a>) -> Result<Step<'a>, Stop> {
 fn decode_request(message: &mut Reader<'_>) -> Result<Step<'static>, Stop> {
     expect_version(VERSION, message.u8()?)?;
     let cmd = message.u8()?;
-    // RFC 1928 §4 draws RSV as X'00' but says nothing of other values; veil ignores it,
-    // as receivers usually do with reserved fields.
+    //# RFC 1928 §3: "Where a given octet must take on a specific value, the syntax X'hh'
+    //# is used to denote the value of the single octet in that field."
+    // RSV is drawn as X'00', so clients must send zero; veil does not enforce it on
+    // receipt, and ignores the octet as receivers usually do with reserved fields.
     let _reserved = message.u8()?;
     let target = Target::decode(message);
     let refusal = match (Command::from_code(cmd), target) {
@@ -497,7 +499,8 @@ fn decode_request(message: &mut Reader<'_>) -> Result<Step<'static>, Stop> {
 /// The fixed reply for a refused request: the REP code, and `0.0.0.0:0`.
 fn refusal_reply(refusal: Refusal) -> &'static [u8] {
     const COMMAND_NOT_SUPPORTED: [u8; 10] = failure_reply_bytes(ReplyCode::CommandNotSupported);
-    const ADDRESS_TYPE_NOT_SUPPORTED: [u8; 10] = failure_reply_bytes(ReplyCode::AddressTypeNotSupported);
+    const ADDRESS_TYPE_NOT_SUPPORTED: [u8; 10] =
+        failure_reply_bytes(ReplyCode::AddressTypeNotSupported);
     const HOST_UNREACHABLE: [u8; 10] = failure_reply_bytes(ReplyCode::HostUnreachable);
     match refusal {
         Refusal::CommandNotSupported(_) => &COMMAND_NOT_SUPPORTED,
