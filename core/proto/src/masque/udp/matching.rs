@@ -1,0 +1,153 @@
+//! Proxy side: reading the target back out of a request's `:path` (RFC 9298 §3.1).
+
+use core::fmt;
+
+use super::Host;
+use super::target::{HostError, PortError, Target, decode_port};
+use super::template::{Lead, PathTemplate, Slot, Variable};
+
+impl PathTemplate<'_> {
+    /// Reads the target out of a request's `:path`, matching it against this template.
+    ///
+    /// See [the type's documentation](PathTemplate#how-a-path-is-matched) for how literal
+    /// text, values and a query are matched. The layout is checked first, then
+    /// `target_host` ([`Host::decode`]), then `target_port` ([`decode_port`]).
+    ///
+    /// Every error means the request is malformed; the proxy answers 400 (Bad Request).
+    //# RFC 9298 §3.1: "It extracts the "target_host" and "target_port" variables from the
+    //# URI it has reconstructed from the request headers, decodes their
+    //# percent-encoding, and establishes a tunnel by directly opening a UDP socket to the
+    //# requested target."
+    pub fn match_path(&self, path: &[u8]) -> Result<Target, PathError> {
+        let input = if self.has_query {
+            path
+        } else {
+            path.split(|&b| b == b'?').next().unwrap_or_default()
+        };
+        let mut rest = Rest { input, at: 0 };
+        rest.literal(self.prefix.as_bytes())?;
+        let first = rest.value(self.first, self.first_stop())?;
+        rest.literal(self.infix.as_bytes())?;
+        let second = rest.value(self.second, self.second_stop())?;
+        rest.literal(self.suffix.as_bytes())?;
+        rest.end()?;
+        let (host, port) = match self.first.variable {
+            Variable::TargetHost => (first, second),
+            Variable::TargetPort => (second, first),
+        };
+        Ok(Target {
+            host: Host::decode(host)?,
+            port: decode_port(port)?,
+        })
+    }
+}
+
+/// The part of a path not matched yet.
+struct Rest<'p> {
+    input: &'p [u8],
+    at: usize,
+}
+
+impl<'p> Rest<'p> {
+    fn unread(&self) -> &'p [u8] {
+        self.input.get(self.at..).unwrap_or_default()
+    }
+
+    /// Consumes `literal`, or reports the first byte that differs.
+    fn literal(&mut self, literal: &[u8]) -> Result<(), PathError> {
+        let unread = self.unread();
+        if unread.starts_with(literal) {
+            self.at += literal.len();
+            return Ok(());
+        }
+        let same = unread
+            .iter()
+            .zip(literal)
+            .take_while(|(a, b)| a == b)
+            .count();
+        Err(PathError::Mismatch {
+            offset: self.at + same,
+        })
+    }
+
+    /// Consumes what precedes a value, then the value up to `stop` (or the end).
+    fn value(&mut self, slot: Slot, stop: Option<u8>) -> Result<&'p [u8], PathError> {
+        match slot.lead {
+            Lead::Nothing => {}
+            Lead::Comma => self.literal(b",")?,
+            Lead::Named(byte) => {
+                self.literal(&[byte])?;
+                self.literal(slot.variable.name().as_bytes())?;
+                self.literal(b"=")?;
+            }
+        }
+        let unread = self.unread();
+        let len = stop
+            .and_then(|stop| unread.iter().position(|&b| b == stop))
+            .unwrap_or(unread.len());
+        self.at += len;
+        Ok(unread.get(..len).unwrap_or_default())
+    }
+
+    fn end(&self) -> Result<(), PathError> {
+        if self.unread().is_empty() {
+            Ok(())
+        } else {
+            Err(PathError::Mismatch { offset: self.at })
+        }
+    }
+}
+
+/// Why a request's `:path` names no valid target under a template.
+///
+/// Every variant means a malformed request: the proxy answers 400 (Bad Request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path's literal text differs from the template's.
+    Mismatch {
+        /// The first byte of the path that does not match.
+        offset: usize,
+    },
+    /// The `target_host` value is not a valid host.
+    Host(HostError),
+    /// The `target_port` value is not a valid port.
+    Port(PortError),
+}
+
+impl From<HostError> for PathError {
+    fn from(e: HostError) -> Self {
+        Self::Host(e)
+    }
+}
+
+impl From<PortError> for PathError {
+    fn from(e: PortError) -> Self {
+        Self::Port(e)
+    }
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mismatch { offset } => {
+                write!(
+                    f,
+                    "request path does not match the URI template at byte {offset}"
+                )
+            }
+            Self::Host(e) => e.fmt(f),
+            Self::Port(e) => e.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Mismatch { .. } => None,
+            Self::Host(e) => Some(e),
+            Self::Port(e) => Some(e),
+        }
+    }
+}
