@@ -17,7 +17,11 @@ fn datagram_capsule_stream(payload_len: usize, total: usize) -> Vec<u8> {
     let mut one = vec![0; payload_len + 16];
     let len = capsule::encode_datagram(VarInt::ZERO, &payload, &mut one).expect("fits");
     one.truncate(len);
-    one.iter().copied().cycle().take(total / len * len).collect()
+    one.iter()
+        .copied()
+        .cycle()
+        .take(total / len * len)
+        .collect()
 }
 
 /// Feeds `stream` to a decoder in `chunk`-sized reads, as a QUIC stream would deliver it,
@@ -63,9 +67,12 @@ fn capsule_decoder(c: &mut Criterion) {
         group.bench_function(format!("decode/{payload_len}B-capsules/16KiB-reads"), |b| {
             b.iter(|| decode_stream(black_box(&stream), 16 * 1024));
         });
-        group.bench_function(format!("assemble/{payload_len}B-capsules/16KiB-reads"), |b| {
-            b.iter(|| assemble_stream(black_box(&stream), 16 * 1024));
-        });
+        group.bench_function(
+            format!("assemble/{payload_len}B-capsules/16KiB-reads"),
+            |b| {
+                b.iter(|| assemble_stream(black_box(&stream), 16 * 1024));
+            },
+        );
     }
     group.finish();
 }

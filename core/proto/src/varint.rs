@@ -76,13 +76,15 @@ impl VarInt {
 
     /// Decodes a varint from the front of `buf`, returning it and the bytes it took.
     pub fn decode(buf: &[u8]) -> Result<(Self, usize), Truncated> {
+        // One fixed-width big-endian load per length instead of a byte loop: this sits on
+        // every datagram and capsule header.
         let first = *buf.first().ok_or(Truncated)?;
-        let len = Self::len_from_first_byte(first);
-        let bytes = buf.get(..len).ok_or(Truncated)?;
-        let mut value = u64::from(first & 0x3f);
-        for &b in &bytes[1..] {
-            value = (value << 8) | u64::from(b);
-        }
+        let (value, len) = match first >> 6 {
+            0b00 => (u64::from(first), 1),
+            0b01 => (u64::from(u16::from_be_bytes(prefix(buf)?) & 0x3fff), 2),
+            0b10 => (u64::from(u32::from_be_bytes(prefix(buf)?) & 0x3fff_ffff), 4),
+            _ => (u64::from_be_bytes(prefix(buf)?) & Self::MAX.0, 8),
+        };
         Ok((Self(value), len))
     }
 
@@ -165,6 +167,13 @@ impl fmt::Display for EncodeWithLenError {
 }
 
 impl core::error::Error for EncodeWithLenError {}
+
+/// The first `N` bytes of `buf` as an array.
+fn prefix<const N: usize>(buf: &[u8]) -> Result<[u8; N], Truncated> {
+    buf.get(..N)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(Truncated)
+}
 
 impl From<u8> for VarInt {
     fn from(v: u8) -> Self {
