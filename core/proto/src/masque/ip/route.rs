@@ -227,7 +227,7 @@ impl<'a> RouteAdvertisement<'a> {
         }
         //# RFC 9484 §4.7.3: "Validating this requirement is OPTIONAL, but if an endpoint
         //# detects the violation, it MUST abort the IP proxying request stream."
-        check_no_all_protocols_overlap(view.len(), |i| view.get(i))?;
+        check_no_all_protocols_overlap(|i| view.get(i))?;
         Ok(view)
     }
 
@@ -279,7 +279,7 @@ impl<'a> RouteAdvertisement<'a> {
         }
         //# RFC 9484 §4.7.3: "Endpoints MUST NOT send a ROUTE_ADVERTISEMENT capsule with
         //# routes that overlap in such a way."
-        check_no_all_protocols_overlap(ranges.len(), |i| ranges.get(i).copied())?;
+        check_no_all_protocols_overlap(|i| ranges.get(i).copied())?;
         let value_len = value_len(ranges);
         let mut writer = Writer::new(out);
         writer.reserve(capsule_len(types::ROUTE_ADVERTISEMENT, value_len))?;
@@ -404,18 +404,18 @@ fn check_in_sequence(
 
 /// Checks that no specific-protocol range overlaps an all-protocols range of its version.
 ///
-/// `get` reads the `count` ranges of a list that already passed [`check_in_sequence`]: each
-/// version's ranges are contiguous, start with its protocol-0 ranges, and those are sorted
-/// and disjoint, so their ends ascend and a binary search finds the one to compare.
+/// `get` reads the ranges (`None` past the last) of a list that already passed
+/// [`check_in_sequence`]: each version's ranges are contiguous and start with its
+/// protocol-0 ranges, which are sorted and disjoint, so their ends ascend and a binary
+/// search finds the one to compare. The whole check is O(n log n).
 fn check_no_all_protocols_overlap(
-    count: usize,
     get: impl Fn(usize) -> Option<IpAddressRange>,
 ) -> Result<(), Violation> {
     //# RFC 9484 §4.7.3: "Since setting the IP protocol to zero indicates all protocols are
     //# allowed, the requirements above make it possible for two routes to overlap when one
     //# has its IP protocol set to zero and the other has it set to non-zero."
     let mut block_start = 0;
-    while let Some(first) = get(block_start).filter(|_| block_start < count) {
+    while let Some(first) = get(block_start) {
         let same_version = |r: &IpAddressRange| r.version() == first.version();
         let mut zeros_end = block_start;
         while get(zeros_end).is_some_and(|r| same_version(&r) && r.ip_protocol == 0) {
