@@ -105,7 +105,9 @@ impl<'a> Tlvs<'a> {
 
     /// The value of the first TLV of type `kind`.
     pub fn find(&self, kind: u8) -> Option<&'a [u8]> {
-        self.iter().find(|tlv| tlv.kind == kind).map(|tlv| tlv.value)
+        self.iter()
+            .find(|tlv| tlv.kind == kind)
+            .map(|tlv| tlv.value)
     }
 
     /// The raw TLV area.
@@ -270,12 +272,11 @@ pub(super) fn parse_area(
                 return Err(TlvError::DuplicateChecksum { offset });
             }
             CRC32C => {
-                let received = <[u8; 4]>::try_from(tlv.value).map_err(|_| {
-                    TlvError::ChecksumLength {
+                let received =
+                    <[u8; 4]>::try_from(tlv.value).map_err(|_| TlvError::ChecksumLength {
                         offset,
                         len: tlv.value.len(),
-                    }
-                })?;
+                    })?;
                 checksum = Some(Checksum {
                     at: value_at,
                     received: u32::from_be_bytes(received),
@@ -386,8 +387,14 @@ mod tests {
         let area = [NOOP, 0, 0, ALPN, 0, 5, b'h', b'2'];
         assert_eq!(Tlvs::parse(&area), Err(TlvError::CrossesEnd { offset: 3 }));
         // A lone type byte: the length field itself is cut.
-        assert_eq!(Tlvs::parse(&[ALPN]), Err(TlvError::CrossesEnd { offset: 0 }));
-        assert_eq!(Tlvs::parse(&[ALPN, 0]), Err(TlvError::CrossesEnd { offset: 0 }));
+        assert_eq!(
+            Tlvs::parse(&[ALPN]),
+            Err(TlvError::CrossesEnd { offset: 0 })
+        );
+        assert_eq!(
+            Tlvs::parse(&[ALPN, 0]),
+            Err(TlvError::CrossesEnd { offset: 0 })
+        );
     }
 
     #[test]
@@ -419,15 +426,16 @@ mod tests {
             &mut value,
         )
         .unwrap();
-        assert_eq!(
-            &value[..len],
-            &[
-                0x03, // client: CLIENT_SSL | CLIENT_CERT_CONN
-                0, 0, 0, 0, // verify: 0, the certificate verified
-                SSL_VERSION, 0, 7, b'T', b'L', b'S', b'v', b'1', b'.', b'3', //
-                SSL_CN, 0, 11, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c', b'o', b'm',
-            ][..]
-        );
+        let expected = [
+            &[0x03][..],          // client: CLIENT_SSL | CLIENT_CERT_CONN
+            &[0, 0, 0, 0],        // verify: 0, the certificate verified
+            &[SSL_VERSION, 0, 7], // SSL_VERSION, 7 bytes
+            b"TLSv1.3",
+            &[SSL_CN, 0, 11], // SSL_CN, 11 bytes
+            b"example.com",
+        ]
+        .concat();
+        assert_eq!(&value[..len], &expected[..]);
         let tlv = Tlv {
             kind: SSL,
             value: &value[..len],
@@ -443,7 +451,10 @@ mod tests {
     fn rejects_malformed_ssl_values_at_the_tlv_offset() {
         // NOOP, then an SSL TLV (offset 3) with a 4-byte value: one short of client + verify.
         let short = [NOOP, 0, 0, SSL, 0, 4, 1, 0, 0, 0];
-        assert_eq!(Tlvs::parse(&short), Err(TlvError::SslTooShort { offset: 3 }));
+        assert_eq!(
+            Tlvs::parse(&short),
+            Err(TlvError::SslTooShort { offset: 3 })
+        );
         // SSL TLV whose sub-TLV (at offset 3 + 3 + 5 = 11) claims 9 bytes but has 1.
         let sub = [NOOP, 0, 0, SSL, 0, 9, 1, 0, 0, 0, 0, SSL_CN, 0, 9, b'x'];
         assert_eq!(Tlvs::parse(&sub), Err(TlvError::CrossesEnd { offset: 11 }));

@@ -77,9 +77,7 @@ impl fmt::Display for V1Error {
             Self::NoSpaceAfterProxy => f.write_str("PROXY v1: no space after \"PROXY\""),
             Self::LineTooLong => f.write_str("PROXY v1: no CRLF in the first 107 bytes"),
             Self::BareLineFeed => f.write_str("PROXY v1: line ends with LF, not CRLF"),
-            Self::UnknownProtocol => {
-                f.write_str("PROXY v1: protocol is not TCP4, TCP6 or UNKNOWN")
-            }
+            Self::UnknownProtocol => f.write_str("PROXY v1: protocol is not TCP4, TCP6 or UNKNOWN"),
             Self::EmptyField => f.write_str("PROXY v1: fields must be separated by one space"),
             Self::FieldCount { found } => {
                 write!(f, "PROXY v1: {found} fields after the protocol, expected 4")
@@ -379,8 +377,20 @@ mod tests {
         assert_eq!(port(b"0"), Ok(0));
         assert_eq!(port(b"443"), Ok(443));
         assert_eq!(port(b"65535"), Ok(65535));
-        for bad in [&b"65536"[..], b"00", b"080", b"+80", b"-1", b"8a", b"99999999999"] {
-            assert_eq!(port(bad), Err(V1Error::InvalidPort(Endpoint::Source)), "{bad:?}");
+        for bad in [
+            &b"65536"[..],
+            b"00",
+            b"080",
+            b"+80",
+            b"-1",
+            b"8a",
+            b"99999999999",
+        ] {
+            assert_eq!(
+                port(bad),
+                Err(V1Error::InvalidPort(Endpoint::Source)),
+                "{bad:?}"
+            );
         }
     }
 

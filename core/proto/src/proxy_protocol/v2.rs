@@ -165,7 +165,10 @@ impl fmt::Display for V2Error {
             Self::UnsupportedFamily(a) => write!(f, "PROXY v2: unknown address family {a:#x}"),
             Self::UnsupportedTransport(t) => write!(f, "PROXY v2: unknown transport {t:#x}"),
             Self::TooLong { len, max } => {
-                write!(f, "PROXY v2: {len}-byte header exceeds the {max}-byte limit")
+                write!(
+                    f,
+                    "PROXY v2: {len}-byte header exceeds the {max}-byte limit"
+                )
             }
             Self::AddressesTruncated { needed, available } => write!(
                 f,
@@ -388,7 +391,10 @@ impl fmt::Display for V2EncodeError {
                 write!(f, "PROXY v2: {len} bytes of addresses and TLVs, max 65535")
             }
             Self::TlvTooLong { kind, len } => {
-                write!(f, "PROXY v2: TLV {kind:#04x} value of {len} bytes, max 65535")
+                write!(
+                    f,
+                    "PROXY v2: TLV {kind:#04x} value of {len} bytes, max 65535"
+                )
             }
             Self::ChecksumTlvInList => {
                 f.write_str("PROXY v2: CRC32C TLV given in the list; use the crc32c flag")
