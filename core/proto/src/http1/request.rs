@@ -389,10 +389,11 @@ impl core::error::Error for RequestError {}
 /// the bytes after [`RequestHead::head_len`] are the body or tunnel data. After it returns
 /// a request or an error the decoder starts afresh for the next request.
 ///
-/// The decoder remembers how far it has looked, so feeding a head one byte at a time
-/// costs one parse per line rather than one per byte. It expects the buffer to only grow
-/// between calls; a shorter buffer restarts it, and [`reset`](Self::reset) does so
-/// explicitly.
+/// The decoder remembers how far it has looked and parses only when a new line break
+/// arrives, and then only up to the last one: feeding a head one byte at a time costs one
+/// parse per line rather than one per byte, and the outcome is the same however the bytes
+/// were split. It expects the buffer to only grow between calls; a shorter buffer restarts
+/// it, and [`reset`](Self::reset) does so explicitly.
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     limits: Limits,
@@ -401,8 +402,10 @@ pub struct RequestDecoder {
     /// Whether a byte other than CR or LF has been seen (empty lines before the
     /// request-line are skipped, RFC 9112 §2.2).
     started: bool,
-    /// Whether a line end has been seen after the start, i.e. the request-line is whole.
+    /// Whether an LF has been seen after the start, i.e. the request-line is whole.
     request_line_ended: bool,
+    /// Bytes up to and including the last CR or LF after the start: what gets parsed.
+    lines_end: usize,
 }
 
 impl RequestDecoder {
@@ -413,6 +416,7 @@ impl RequestDecoder {
             scanned: 0,
             started: false,
             request_line_ended: false,
+            lines_end: 0,
         }
     }
 
@@ -435,8 +439,9 @@ impl RequestDecoder {
             self.reset();
         }
         let window = buf.get(..self.limits.max_head_len).unwrap_or(buf);
-        if self.saw_new_line_end(window) {
-            if let Some(head) = parse_head(window)? {
+        if self.saw_new_line_break(window) {
+            let lines = window.get(..self.lines_end).unwrap_or(window);
+            if let Some(head) = parse_head(lines)? {
                 return classify(head).map(Some);
             }
         }
@@ -449,21 +454,28 @@ impl RequestDecoder {
         }
     }
 
-    /// Scans the bytes not seen before; reports whether they hold a line end after the
+    /// Scans the bytes not seen before; reports whether they hold a CR or LF after the
     /// start of the request-line, the only moment a parse can make progress.
-    fn saw_new_line_end(&mut self, window: &[u8]) -> bool {
-        let mut fresh = window.get(self.scanned..).unwrap_or_default();
+    fn saw_new_line_break(&mut self, window: &[u8]) -> bool {
+        let mut offset = self.scanned;
+        let mut fresh = window.get(offset..).unwrap_or_default();
         self.scanned = window.len();
         if !self.started {
             let Some(start) = fresh.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
                 return false;
             };
             self.started = true;
+            offset += start;
             fresh = fresh.get(start..).unwrap_or_default();
         }
-        let found = fresh.contains(&b'\n');
-        self.request_line_ended |= found;
-        found
+        self.request_line_ended |= fresh.contains(&b'\n');
+        match fresh.iter().rposition(|b| matches!(b, b'\r' | b'\n')) {
+            Some(last) => {
+                self.lines_end = offset + last + 1;
+                true
+            }
+            None => false,
+        }
     }
 }
 

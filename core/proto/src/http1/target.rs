@@ -62,7 +62,8 @@ pub enum TargetError {
     OriginForm,
     /// `OPTIONS *`: a question for the proxy itself, which veil does not answer.
     AsteriskForm,
-    /// Not a URI at all, or a URI without `//authority`.
+    /// Not a form a proxy acts on: for CONNECT, more than `host:port` (a path, query,
+    /// fragment or userinfo); otherwise not a URI, or a URI without `//authority`.
     Malformed,
     /// An absolute URI whose scheme veil does not forward (`https`, `ftp`, …): HTTPS goes
     /// through CONNECT, so the client should not send it in absolute-form.
@@ -96,7 +97,7 @@ impl fmt::Display for TargetError {
         f.write_str(match self {
             Self::OriginForm => "origin-form target sent to a proxy",
             Self::AsteriskForm => "asterisk-form target sent to a proxy",
-            Self::Malformed => "request-target is not an absolute http URI",
+            Self::Malformed => "request-target is not in a form a proxy acts on",
             Self::UnsupportedScheme => "URI scheme is not forwarded (use CONNECT for https)",
             Self::MissingAuthority => "http URI has no host",
             Self::UserInfo => "userinfo in the request-target",
@@ -125,6 +126,9 @@ pub(crate) struct AbsoluteTarget<'b> {
 //# request-target."
 pub(crate) fn parse_authority_form(target: &str) -> Result<Authority<'_>, TargetError> {
     require_ascii(target)?;
+    if target.contains(['/', '?', '#', '@']) {
+        return Err(TargetError::Malformed);
+    }
     parse_authority(target, None)
 }
 
@@ -330,9 +334,10 @@ mod tests {
             authority("example.com:000443"),
             Err(TargetError::InvalidPort)
         );
+        assert_eq!(authority("example.com:443/x"), Err(TargetError::Malformed));
         assert_eq!(
-            authority("example.com:443/x"),
-            Err(TargetError::InvalidPort)
+            authority("http://example.com:443"),
+            Err(TargetError::Malformed)
         );
         assert_eq!(authority(":443"), Err(TargetError::InvalidHost));
         assert_eq!(authority("2001:db8::1:443"), Err(TargetError::InvalidHost));
@@ -346,7 +351,7 @@ mod tests {
         assert_eq!(authority("a..b:443"), Err(TargetError::InvalidHost));
         assert_eq!(authority("a b:443"), Err(TargetError::InvalidCharacter));
         assert_eq!(authority("exämple:443"), Err(TargetError::InvalidCharacter));
-        assert_eq!(authority("user@host:443"), Err(TargetError::InvalidHost));
+        assert_eq!(authority("user@host:443"), Err(TargetError::Malformed));
     }
 
     #[test]
