@@ -15,32 +15,47 @@
 //! - **Trailing bytes** after the length the IP header announces (IPv4 Total Length, IPv6
 //!   Payload Length) are ignored, as every IP stack ignores link-layer padding:
 //!   [`IpPacket::as_bytes`] is the packet proper. An engine that wants to count or refuse
-//!   padded datagrams compares its length with the buffer's.
+//!   padded datagrams compares its length with the buffer's. Likewise bytes after the UDP
+//!   Length are not part of the UDP payload.
 //! - **The IPv4 header checksum is verified**; transport checksums are not (that would touch
 //!   every payload byte, and packets that arrived in QUIC datagrams are already
-//!   integrity-protected). Each transport view has a `checksum_valid` helper.
+//!   integrity-protected). Each transport view has a `checksum_valid` helper; an IPv4 UDP
+//!   checksum of 0 ("none") passes, an IPv6 one fails. The pseudo header uses the IPv6
+//!   header's destination, not a Routing header's final one: packets still routed through
+//!   other hops are not for the edge anyway.
 //! - **Fragments are not reassembled.** Any fragment, first or not, has
 //!   [`Transport::Fragment`] and no flow key; [`IpPacket::fragment`] says which piece it is.
-//!   An IPv6 atomic fragment (offset 0, no more fragments) is a whole packet.
+//!   An IPv6 atomic fragment (offset 0, no more fragments) is a whole packet. Two IPv6
+//!   Fragment headers in one packet are refused.
 //! - **The extension-header walk is bounded** by [`MAX_EXTENSION_HEADERS`]. It walks
 //!   Hop-by-Hop Options (first only), Routing, Fragment, Destination Options and
-//!   Authentication headers; it stops at a non-first fragment, whose data is not headers. ESP
-//!   and every other number is the upper-layer protocol ([`Transport::Other`]).
+//!   Authentication headers (the last in IPv4 too); it stops at a non-first fragment, whose
+//!   data is not headers. ESP and every other number is the upper-layer protocol
+//!   ([`Transport::Other`]).
 //! - **IPv6 jumbograms** (RFC 2675) are not supported: a Payload Length of 0 means an empty
 //!   payload.
+//! - **Errors** are veil's own [`ParseError`], one variant per malformation, each carrying
+//!   the offending field where there is one.
+//! - **ICMP errors** quote the offending packet as received, as much as fits in 576 bytes
+//!   for ICMPv4 (RFC 1812, more than RFC 792's header and 8 bytes) and in 1280 for ICMPv6
+//!   (RFC 4443). The builders refuse ([`EncodeIcmpError::Suppressed`]) what
+//!   [`may_send_icmp_error_for`] forbids, so the rules cannot be skipped by mistake; rate
+//!   limiting (RFC 4443 §2.4 (f)) is the engine's, which has the clock.
+//! - **The hop-limit decrement** updates the IPv4 checksum incrementally (RFC 1624) rather
+//!   than recomputing it: two additions, and a corrupted header stays detectably corrupted.
 //! - **Built packets** carry hop limit [`DEFAULT_HOP_LIMIT`], zero DSCP/ECN and flow label;
 //!   IPv4 ones are atomic (Don't Fragment set, Identification 0).
 //!
 //! # etherparse
 //!
-//! etherparse computes every Internet checksum here (`etherparse::checksum`), and the tests
+//! etherparse does the Internet checksum summation (`etherparse::checksum`), and the tests
 //! use its slicers and builders as an independent oracle. The views do their own slicing,
 //! because etherparse's `IpSlice` follows rules that differ from the ones above: it reads an
 //! IPv6 Payload Length of 0 as "the rest of the buffer", walks on past the Fragment header of
 //! a non-first fragment (whose data it then parses as headers), has no bound on the walk and
 //! does not expose the IPv6 fragment offset; its `UdpSlice` reads a UDP Length of 0 as "the
-//! rest", and `Icmpv4Slice` refuses timestamp messages of unusual length. The header-level
-//! slices would only replace three comparisons per header with an error mapping. So no
+//! rest", and `Icmpv4Slice` refuses timestamp messages of unusual length. Its header-level
+//! slices would only replace two or three comparisons per header with an error mapping. So no
 //! etherparse type appears in this module's API, and none of its errors need mapping.
 
 // "ICMPv4" and "ICMPv6" are protocol names in prose, not code to put in backticks.
