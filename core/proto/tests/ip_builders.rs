@@ -590,3 +590,23 @@ fn time_exceeded_after_an_expired_ttl_quotes_the_packet_as_received() {
     assert_eq!((icmp.icmp_type(), icmp.code()), (11, 0));
     assert_eq!(icmp.payload(), &bytes);
 }
+
+#[test]
+fn errors_display_a_message() {
+    assert_eq!(
+        EncodeUdpError::PayloadTooLarge {
+            len: 70_000,
+            max: 65_507
+        }
+        .to_string(),
+        "UDP payload of 70000 bytes exceeds the maximum of 65507"
+    );
+    assert_eq!(
+        EncodeIcmpError::Suppressed.to_string(),
+        "no ICMP error may be sent about this packet"
+    );
+    assert_eq!(
+        HopLimitError::Expired.to_string(),
+        "hop limit exceeded in transit"
+    );
+}

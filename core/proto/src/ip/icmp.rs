@@ -289,7 +289,8 @@ fn len_u16(len: usize) -> u16 {
 /// of one, or a fragment too short to tell), is a fragment other than the first, is sent to
 /// a multicast or limited-broadcast address, or comes from a source that is not one host:
 /// unspecified or zero network, loopback, multicast, limited broadcast or class E. The
-/// link-layer broadcast and multicast rules have no counterpart in a tunnel. The IPv6
+/// link-layer broadcast and multicast rules have no counterpart in a tunnel; directed
+/// broadcast and anycast addresses depend on subnets only the engine knows. The IPv6
 /// exception for Packet Too Big is applied by [`encode_icmpv6_error`].
 //# RFC 1122 §3.2.2: "An ICMP error message MUST NOT be sent as the result of receiving: an
 //# ICMP error message, or a datagram destined to an IP broadcast or IP multicast address, or

@@ -65,7 +65,7 @@ impl core::error::Error for EncodeUdpError {}
 /// IPv6 packet as the addresses are, into `out`. Returns the packet's length.
 ///
 /// The packet has correct IPv4 header and UDP checksums; see the module documentation for
-/// the header fields.
+/// the header fields. An IPv6 address's flow info and scope id are not used.
 pub fn encode_udp(
     out: &mut [u8],
     source: SocketAddr,
