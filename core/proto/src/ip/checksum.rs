@@ -62,8 +62,8 @@ fn ones_complement_add(a: u16, b: u16) -> u16 {
 mod tests {
     use super::*;
 
-    /// The IPv4 header of RFC 1071 style examples, checksum 0xb861 (a classic worked
-    /// example: 45 00 00 73 00 00 40 00 40 11 b8 61 c0 a8 00 01 c0 a8 00 c7).
+    /// A widely used worked example of an IPv4 header (192.168.0.1 → 192.168.0.199, UDP,
+    /// TTL 64) and its checksum, 0xb861.
     const HEADER: [u8; 20] = [
         0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
         0x01, 0xc0, 0xa8, 0x00, 0xc7,
