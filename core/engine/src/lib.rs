@@ -4,10 +4,16 @@
 //! runtime, no threads: the caller feeds datagrams and time in, and drains datagrams,
 //! timeouts and events out. See [`Endpoint`].
 
+mod cid;
 mod config;
+mod connect;
 pub mod egress;
+mod egress_shim;
 mod endpoint;
 mod error;
+mod tls;
+mod transmit;
+mod transport;
 mod types;
 
 pub use config::{

@@ -172,8 +172,14 @@ pub enum RefusedReason {
     /// No connection to the edge could be had before the pending deadline, or the endpoint
     /// is closing.
     EdgeUnavailable,
-    /// The connection was lost before the edge answered.
+    /// The connection was lost before the edge answered (and the pending deadline had
+    /// passed, so the request was not retried on a new connection).
     ConnectionLost,
+    /// The edge reset the request stream before answering, with this HTTP/3 error code.
+    Reset {
+        /// The application error code from RESET_STREAM or STOP_SENDING.
+        code: u64,
+    },
     /// The edge's answer was not valid HTTP/3 for a CONNECT (no `:status`, 1xx only, …).
     MalformedResponse,
 }
