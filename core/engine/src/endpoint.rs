@@ -305,7 +305,8 @@ impl Endpoint {
                 continue;
             };
             conn.queued = false;
-            let pacing = self.pacing.then_some(now + PACING_HORIZON);
+            let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
+            let pacing = self.pacing.then_some(now + horizon);
             match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
                 Step::Sent {
                     transmit,
