@@ -281,6 +281,8 @@ pub(crate) struct Transfers {
     pub(crate) other_closes: Vec<(TunnelId, CloseReason)>,
     /// Do not read this tunnel (the nth opened), to play a slow reader.
     pub(crate) unread: Option<usize>,
+    /// Tunnels opened so far.
+    pub(crate) opened: usize,
     order: Vec<TunnelId>,
 }
 
@@ -296,6 +298,7 @@ impl Transfers {
             refused: Vec::new(),
             other_closes: Vec::new(),
             unread: None,
+            opened: 0,
             order: Vec::new(),
         }
     }
@@ -318,6 +321,7 @@ impl Host for Transfers {
         match event {
             Event::TunnelOpened { tunnel } => {
                 self.flows.entry(tunnel).or_default().open = true;
+                self.opened += 1;
             }
             Event::TunnelReadable { tunnel } => {
                 self.flows.entry(tunnel).or_default().readable = true;
@@ -431,6 +435,8 @@ pub(crate) struct OneTunnel {
     pub(crate) sent: usize,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) refused: Option<RefusedReason>,
+    /// `ConnectionEstablished` and `ConnectionLost` events, in order.
+    pub(crate) connection_events: Vec<Event>,
     readable: bool,
     fin_sent: bool,
 }
@@ -457,6 +463,9 @@ impl Host for OneTunnel {
             Event::TunnelReadable { .. } => self.readable = true,
             Event::TunnelClosed { reason, .. } => self.closed = Some(reason),
             Event::TunnelRefused { reason, .. } => self.refused = Some(reason),
+            event @ (Event::ConnectionEstablished { .. } | Event::ConnectionLost { .. }) => {
+                self.connection_events.push(event);
+            }
             _ => {}
         }
     }
