@@ -9,6 +9,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use veil_proto::capsule::{self, CapsuleAssembler, Decoder, DecoderConfig, Event};
 use veil_proto::datagram;
+use veil_proto::ip::{self, IpPacket};
 use veil_proto::varint::VarInt;
 
 /// A capsule stream of DATAGRAM capsules, each carrying `payload_len` UDP bytes.
@@ -74,6 +75,13 @@ fn capsule_decoder(c: &mut Criterion) {
             },
         );
     }
+    // Baseline: copying the same stream once is what "memory speed" means on this machine.
+    let stream = datagram_capsule_stream(1200, 1 << 20);
+    let mut sink = vec![0; stream.len()];
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.bench_function("baseline/memcpy-1MiB", |b| {
+        b.iter(|| sink.copy_from_slice(black_box(&stream)));
+    });
     group.finish();
 }
 
@@ -103,6 +111,41 @@ fn datagram_demux(c: &mut Criterion) {
     group.finish();
 }
 
+fn ip_view(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ip");
+    group.throughput(Throughput::Elements(1));
+    let payload = [0x42; 1200];
+    for (name, src, dst) in [
+        ("v4", "192.0.2.1:5353", "198.51.100.7:53"),
+        ("v6", "[2001:db8::1]:5353", "[2001:db8::7]:53"),
+    ] {
+        let mut packet = [0; 1300];
+        let len = ip::encode_udp(
+            &mut packet,
+            src.parse().expect("address"),
+            dst.parse().expect("address"),
+            &payload,
+        )
+        .expect("fits");
+        let packet = &packet[..len];
+        group.bench_function(format!("parse/udp-{name}/1200B"), |b| {
+            b.iter(|| IpPacket::new_checked(black_box(packet)).expect("valid"));
+        });
+        group.bench_function(format!("parse+flow_key/udp-{name}/1200B"), |b| {
+            b.iter(|| {
+                IpPacket::new_checked(black_box(packet))
+                    .expect("valid")
+                    .flow_key()
+            });
+        });
+        // Reference: etherparse's own slicer on the same bytes (it checks less).
+        group.bench_function(format!("etherparse-slice/udp-{name}/1200B"), |b| {
+            b.iter(|| etherparse::SlicedPacket::from_ip(black_box(packet)).expect("valid"));
+        });
+    }
+    group.finish();
+}
+
 fn varint(c: &mut Criterion) {
     let mut group = c.benchmark_group("varint");
     group.throughput(Throughput::Elements(1));
@@ -112,5 +155,5 @@ fn varint(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, capsule_decoder, datagram_demux, varint);
+criterion_group!(benches, capsule_decoder, datagram_demux, ip_view, varint);
 criterion_main!(benches);

@@ -45,7 +45,6 @@
 
 mod expand;
 mod matching;
-mod percent;
 mod target;
 mod template;
 

@@ -22,6 +22,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::prefix::{IpPrefix, PrefixError, max_prefix_len};
 use crate::error::BufferTooSmall;
+use crate::masque::percent::{Decoded, Decoder, is_unreserved, put_encoded};
+use crate::masque::template::Sink;
 
 /// What a CONNECT-IP request may reach: a target and an IP protocol.
 ///
@@ -248,7 +250,7 @@ impl From<RawError> for IpProtoError {
 /// Whether `b` may appear raw in a value this module expands: RFC 3986 `unreserved`, plus
 /// `*` (RFC 9484 writes the wildcard unencoded: `/.well-known/masque/ip/*/*/`) and `%`.
 pub(crate) const fn is_expansion_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*' | b'%')
+    is_unreserved(b) || matches!(b, b'*' | b'%')
 }
 
 /// Percent-decodes `raw` into `out`, returning the decoded text.
@@ -257,37 +259,22 @@ fn decode<'o>(raw: &[u8], out: &'o mut [u8]) -> Result<&'o str, RawError> {
         return Err(RawError::Empty);
     }
     let mut len = 0;
-    let mut rest = raw;
-    while let Some((&b, tail)) = rest.split_first() {
-        let (byte, tail) = match b {
-            b'%' => match tail {
-                [hi, lo, tail @ ..] => (hex_pair(*hi, *lo)?, tail),
-                _ => return Err(RawError::BadPercentEncoding),
-            },
-            0x80.. => return Err(RawError::NonAscii),
-            _ if is_expansion_byte(b) => (b, tail),
-            _ => return Err(RawError::ForbiddenCharacter(b)),
+    for item in Decoder::new(raw) {
+        let byte = match item.map_err(|_| RawError::BadPercentEncoding)? {
+            Decoded::Raw(b) if b.is_ascii() && !is_expansion_byte(b) => {
+                return Err(RawError::ForbiddenCharacter(b));
+            }
+            Decoded::Raw(byte) | Decoded::Escaped(byte) => byte,
         };
         if !byte.is_ascii() {
             return Err(RawError::NonAscii);
         }
         *out.get_mut(len).ok_or(RawError::TooLong)? = byte;
         len += 1;
-        rest = tail;
     }
     let text = out.get(..len).ok_or(RawError::TooLong)?;
     // Every byte was checked to be ASCII, which is always UTF-8.
     core::str::from_utf8(text).map_err(|_| RawError::NonAscii)
-}
-
-fn hex_pair(hi: u8, lo: u8) -> Result<u8, RawError> {
-    let digit = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-            .ok_or(RawError::BadPercentEncoding)
-    };
-    Ok((digit(hi)? << 4) | digit(lo)?)
 }
 
 /// Decodes and validates a raw (still percent-encoded) `target` value.
@@ -369,89 +356,31 @@ pub(crate) fn parse_ipproto(raw: &[u8]) -> Result<IpProto, IpProtoError> {
         .map_err(|_| IpProtoError::OutOfRange(number))
 }
 
-/// Where expanded text goes: a buffer, or a counter that measures it first.
-pub(crate) trait Sink {
-    /// Appends `bytes`.
-    fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall>;
-}
-
-/// A [`Sink`] that only counts.
-pub(crate) struct Counter(pub(crate) usize);
-
-impl Sink for Counter {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
-        self.0 += bytes.len();
-        Ok(())
-    }
-}
-
-impl Sink for crate::Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
-        self.bytes(bytes)
-    }
-}
-
-/// Formats into a [`Sink`], percent-encoding `:` and `/` as the expansion needs.
-struct Encoder<'s, S: Sink> {
-    sink: &'s mut S,
-    failed: Option<BufferTooSmall>,
-}
-
-impl<S: Sink> fmt::Write for Encoder<'_, S> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut put = |bytes: &[u8]| {
-            self.sink.put(bytes).map_err(|e| {
-                self.failed = Some(e);
-                fmt::Error
-            })
-        };
-        for (i, part) in text.split(':').enumerate() {
-            if i > 0 {
-                //# RFC 9484 §4.6: "If "target" contains an IPv6 literal or prefix, the
-                //# colons (":") MUST be percent-encoded."
-                put(b"%3A")?;
-            }
-            put(part.as_bytes())?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes `value` through an [`Encoder`].
-fn put_display<S: Sink>(sink: &mut S, value: impl fmt::Display) -> Result<(), BufferTooSmall> {
-    let mut encoder = Encoder { sink, failed: None };
-    // Formatting core::net addresses and integers fails only when the sink does, which
-    // records why in `failed`.
-    let _ = fmt::write(&mut encoder, format_args!("{value}"));
-    encoder.failed.map_or(Ok(()), Err)
-}
-
 /// Writes the expansion of `target`.
-pub(crate) fn expand_target<S: Sink>(target: &Target, sink: &mut S) -> Result<(), BufferTooSmall> {
+pub(crate) fn expand_target(target: &Target, sink: &mut dyn Sink) -> Result<(), BufferTooSmall> {
     match target {
         Target::Any => sink.put(b"*"),
         Target::Name(name) => sink.put(name.as_str().as_bytes()),
         Target::Prefix(prefix) => {
-            put_display(sink, prefix.addr())?;
+            //# RFC 9484 §4.6: "If "target" contains an IPv6 literal or prefix, the
+            //# colons (":") MUST be percent-encoded."
+            put_encoded(sink, prefix.addr())?;
             if prefix.is_host() {
                 return Ok(());
             }
             //# RFC 9484 §4.6: "If present, the IP prefix length in "target" SHALL be
             //# preceded by a percent-encoded slash ("/"): "%2F"."
             sink.put(b"%2F")?;
-            put_display(sink, prefix.prefix_len())
+            put_encoded(sink, prefix.prefix_len())
         }
     }
 }
 
 /// Writes the expansion of `ipproto`.
-pub(crate) fn expand_ipproto<S: Sink>(
-    ipproto: IpProto,
-    sink: &mut S,
-) -> Result<(), BufferTooSmall> {
+pub(crate) fn expand_ipproto(ipproto: IpProto, sink: &mut dyn Sink) -> Result<(), BufferTooSmall> {
     match ipproto {
         IpProto::Any => sink.put(b"*"),
-        IpProto::Number(n) => put_display(sink, n),
+        IpProto::Number(n) => put_encoded(sink, n),
     }
 }
 

@@ -11,21 +11,39 @@
 use core::fmt;
 
 use super::scope::{
-    Counter, IpProto, IpProtoError, Scope, Sink, Target, TargetError, expand_ipproto,
-    expand_target, is_expansion_byte, parse_ipproto, parse_target,
+    IpProto, IpProtoError, Scope, Target, TargetError, expand_ipproto, expand_target,
+    is_expansion_byte, parse_ipproto, parse_target,
 };
-use crate::cursor::Writer;
 use crate::error::BufferTooSmall;
+use crate::masque::template::{
+    self, Layout, Scan, Sink, Slot, VariableSet, is_scheme, measure, write_measured,
+};
 
 /// The default template's path (RFC 9484 §3), for clients only configured with a host and
 /// a port.
 pub const DEFAULT_TEMPLATE: &str = "/.well-known/masque/ip/{target}/{ipproto}/";
 
 /// A template variable this module expands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Variable {
     Target,
     IpProto,
+}
+
+impl VariableSet for Variable {
+    const ALL: &'static [Self] = &[Self::Target, Self::IpProto];
+    const QUERY_FORMS: bool = false;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Target => "target",
+            Self::IpProto => "ipproto",
+        }
+    }
+
+    fn in_value(byte: u8) -> bool {
+        is_expansion_byte(byte)
+    }
 }
 
 /// A validated CONNECT-IP URI template, borrowing the configured text.
@@ -36,10 +54,8 @@ enum Variable {
 pub struct Template<'a> {
     scheme: Option<&'a str>,
     authority: Option<&'a str>,
-    /// The literal text before the first variable (the whole path if there is none).
-    head: &'a str,
-    /// Each variable, in order, with the literal text that follows it.
-    vars: [Option<(Variable, &'a str)>; 2],
+    /// The path and query.
+    layout: Layout<'a, Variable, 2>,
 }
 
 /// Why a URI template cannot be used. The client rejects its configuration.
@@ -203,11 +219,13 @@ impl Template<'static> {
     pub const DEFAULT: Self = Self {
         scheme: None,
         authority: None,
-        head: "/.well-known/masque/ip/",
-        vars: [
-            Some((Variable::Target, "/")),
-            Some((Variable::IpProto, "/")),
-        ],
+        layout: Layout {
+            head: "/.well-known/masque/ip/",
+            slots: [
+                Some(Slot::simple(Variable::Target, "/")),
+                Some(Slot::simple(Variable::IpProto, "/")),
+            ],
+        },
     };
 }
 
@@ -228,14 +246,13 @@ impl<'a> Template<'a> {
         }
         let (scheme, authority, path) = split_origin(template)?;
         let offset = template.len() - path.len();
-        let mut parts = Parts::new(path);
-        parse_path(path, offset, &mut parts)?;
-        parts.check_boundaries()?;
+        let layout = Layout::scan(path, offset)
+            .and_then(Scan::finish)
+            .map_err(TemplateError::from_engine)?;
         Ok(Self {
             scheme,
             authority,
-            head: parts.head,
-            vars: parts.vars,
+            layout,
         })
     }
 
@@ -251,16 +268,12 @@ impl<'a> Template<'a> {
 
     /// Whether the template has a `{target}` variable.
     pub fn has_target(&self) -> bool {
-        self.has(Variable::Target)
+        self.layout.has(Variable::Target)
     }
 
     /// Whether the template has an `{ipproto}` variable.
     pub fn has_ipproto(&self) -> bool {
-        self.has(Variable::IpProto)
-    }
-
-    fn has(&self, var: Variable) -> bool {
-        self.vars.iter().flatten().any(|(v, _)| *v == var)
+        self.layout.has(Variable::IpProto)
     }
 
     /// Extracts and validates the scope from a request's path and query (`:path`).
@@ -269,35 +282,14 @@ impl<'a> Template<'a> {
     /// errors mean it is, but a value is malformed, and RFC 9484 §4.1 makes the request
     /// malformed.
     pub fn parse(&self, path: &[u8]) -> Result<Scope, ScopeError> {
-        let mut rest = path
-            .strip_prefix(self.head.as_bytes())
-            .ok_or(ScopeError::NoMatch)?;
-        let mut raw_target = None;
-        let mut raw_ipproto = None;
-        for &(var, literal) in self.vars.iter().flatten() {
-            let literal = literal.as_bytes();
-            // The literal starts with a byte no expanded value holds (checked in `new`).
-            let end = literal
-                .first()
-                .and_then(|&delimiter| rest.iter().position(|&b| b == delimiter))
-                .unwrap_or(rest.len());
-            let (raw, tail) = rest.split_at_checked(end).ok_or(ScopeError::NoMatch)?;
-            rest = tail.strip_prefix(literal).ok_or(ScopeError::NoMatch)?;
-            match var {
-                Variable::Target => raw_target = Some(raw),
-                Variable::IpProto => raw_ipproto = Some(raw),
-            }
-        }
-        if !rest.is_empty() {
-            return Err(ScopeError::NoMatch);
-        }
+        let [target, ipproto] = self.layout.split(path).map_err(|_| ScopeError::NoMatch)?;
         //# RFC 9484 §4.1: "IP proxies MUST validate whether the decoded "target" and
         //# "ipproto" variables meet the requirements in Section 4.6. If they do not, the IP
         //# proxy MUST treat the request as malformed"
-        let target = raw_target
+        let target = target
             .map_or(Ok(Target::Any), parse_target)
             .map_err(ScopeError::Target)?;
-        let ipproto = raw_ipproto
+        let ipproto = ipproto
             .map_or(Ok(IpProto::Any), parse_ipproto)
             .map_err(ScopeError::IpProto)?;
         Ok(Scope { target, ipproto })
@@ -308,35 +300,25 @@ impl<'a> Template<'a> {
     /// `*` is written unencoded, as in RFC 9484's examples (`/.well-known/masque/ip/*/*/`);
     /// IPv6 colons and the prefix slash are percent-encoded as §4.6 requires.
     pub fn expand(&self, scope: &Scope, out: &mut [u8]) -> Result<usize, ExpandError> {
-        let len = self.expanded_len(scope)?;
-        let mut writer = Writer::new(out);
-        writer.reserve(len)?;
-        self.write_expansion(scope, &mut writer)?;
-        Ok(writer.finish())
+        write_measured(out, |sink| self.write_expansion(scope, sink))
     }
 
     /// Bytes [`Template::expand`] writes for `scope`.
     pub fn expanded_len(&self, scope: &Scope) -> Result<usize, ExpandError> {
-        let mut counter = Counter(0);
-        self.write_expansion(scope, &mut counter)?;
-        Ok(counter.0)
+        measure(|sink| self.write_expansion(scope, sink))
     }
 
-    fn write_expansion<S: Sink>(&self, scope: &Scope, sink: &mut S) -> Result<(), ExpandError> {
+    fn write_expansion(&self, scope: &Scope, sink: &mut dyn Sink) -> Result<(), ExpandError> {
         if scope.target != Target::Any && !self.has_target() {
             return Err(ExpandError::TargetNotInTemplate);
         }
         if scope.ipproto != IpProto::Any && !self.has_ipproto() {
             return Err(ExpandError::IpProtoNotInTemplate);
         }
-        sink.put(self.head.as_bytes())?;
-        for &(var, literal) in self.vars.iter().flatten() {
-            match var {
-                Variable::Target => expand_target(&scope.target, sink)?,
-                Variable::IpProto => expand_ipproto(scope.ipproto, sink)?,
-            }
-            sink.put(literal.as_bytes())?;
-        }
+        self.layout.emit(sink, |variable, sink| match variable {
+            Variable::Target => expand_target(&scope.target, sink),
+            Variable::IpProto => expand_ipproto(scope.ipproto, sink),
+        })?;
         Ok(())
     }
 }
@@ -353,10 +335,7 @@ fn split_origin(template: &str) -> Result<(Option<&str>, Option<&str>, &str), Te
     let (scheme, rest) = template
         .split_once("://")
         .ok_or(TemplateError::NotAbsolute)?;
-    let mut scheme_bytes = scheme.bytes();
-    let scheme_ok = scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    if !scheme_ok {
+    if !is_scheme(scheme) {
         return Err(TemplateError::InvalidScheme);
     }
     //# RFC 9484 §3: "The path component of the URI Template MUST start with a slash "/"."
@@ -378,124 +357,31 @@ fn split_origin(template: &str) -> Result<(Option<&str>, Option<&str>, &str), Te
     Ok((Some(scheme), Some(authority), path))
 }
 
-/// A template's path being split into literals and variables.
-struct Parts<'a> {
-    head: &'a str,
-    vars: [Option<(Variable, &'a str)>; 2],
-    count: usize,
-}
-
-impl<'a> Parts<'a> {
-    const fn new(path: &'a str) -> Self {
-        Self {
-            head: path,
-            vars: [None, None],
-            count: 0,
-        }
-    }
-
-    /// Records the literal text that ends at the next variable or at the end.
-    fn literal(&mut self, text: &'a str) {
-        match self.count.checked_sub(1).and_then(|i| self.vars.get_mut(i)) {
-            Some(Some((_, literal))) => *literal = text,
-            _ => self.head = text,
-        }
-    }
-
-    fn variable(&mut self, var: Variable, position: usize) -> Result<(), TemplateError> {
-        let duplicate = TemplateError::DuplicateVariable { position };
-        if self.vars.iter().flatten().any(|(v, _)| *v == var) {
-            return Err(duplicate);
-        }
-        // Two distinct variables exist, so a third slot is never needed.
-        *self.vars.get_mut(self.count).ok_or(duplicate)? = Some((var, ""));
-        self.count += 1;
-        Ok(())
-    }
-
-    fn check_boundaries(&self) -> Result<(), TemplateError> {
-        let mut vars = self.vars.iter().flatten().peekable();
-        while let Some((_, literal)) = vars.next() {
-            let is_last = vars.peek().is_none();
-            let clear = match literal.as_bytes().first() {
-                Some(&b) => !is_expansion_byte(b),
-                None => is_last,
-            };
-            if !clear {
-                return Err(TemplateError::AmbiguousBoundary);
+impl TemplateError {
+    /// The CONNECT-IP error for an error of the shared template engine.
+    fn from_engine(error: template::Error<Variable>) -> Self {
+        use template::ErrorKind as E;
+        let position = error.offset;
+        match error.kind {
+            // RFC 6570 forbids these in literals, and a fragment never reaches the request.
+            E::InvalidCharacter
+            | E::MalformedPercentEncoding
+            | E::Fragment
+            | E::UnmatchedClosingBrace => Self::InvalidCharacter { position },
+            E::UnclosedExpression => Self::UnclosedExpression { position },
+            // The operators RFC 9484 §3 forbids by name.
+            E::UnsupportedOperator(operator @ (b'+' | b'#' | b'.' | b'/' | b';')) => {
+                let operator = char::from(operator);
+                Self::ForbiddenOperator { operator, position }
             }
+            E::EmptyExpression
+            | E::UnsupportedOperator(_)
+            | E::UnsupportedModifier
+            | E::OperatorInName => Self::UnsupportedExpression { position },
+            E::InvalidVariableName | E::UnknownVariable => Self::UnknownVariable { position },
+            E::DuplicateVariable(_) => Self::DuplicateVariable { position },
+            E::UndelimitedVariable(_) => Self::AmbiguousBoundary,
         }
-        Ok(())
-    }
-}
-
-/// Walks the path and query, checking literals and recording expressions into `parts`.
-/// `offset` is where `path` starts in the template, for error positions.
-fn parse_path<'a>(
-    path: &'a str,
-    offset: usize,
-    parts: &mut Parts<'a>,
-) -> Result<(), TemplateError> {
-    let bytes = path.as_bytes();
-    let mut literal_start = 0;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let position = offset + i;
-        match b {
-            b'{' => {
-                let len = bytes
-                    .get(i..)
-                    .and_then(|rest| rest.iter().position(|&c| c == b'}'))
-                    .ok_or(TemplateError::UnclosedExpression { position })?;
-                let expression = path
-                    .get(i + 1..i + len)
-                    .ok_or(TemplateError::UnclosedExpression { position })?;
-                let var = parse_expression(expression, position)?;
-                parts.literal(path.get(literal_start..i).unwrap_or_default());
-                parts.variable(var, position)?;
-                i += len + 1;
-                literal_start = i;
-            }
-            b'%' => {
-                let escape = bytes.get(i + 1..i + 3);
-                if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
-                    return Err(TemplateError::InvalidCharacter { position });
-                }
-                i += 3;
-            }
-            _ if is_literal(b) => i += 1,
-            _ => return Err(TemplateError::InvalidCharacter { position }),
-        }
-    }
-    parts.literal(path.get(literal_start..).unwrap_or_default());
-    Ok(())
-}
-
-/// RFC 6570 §2.1 `literals` restricted to ASCII, minus `#` (a fragment never reaches the
-/// request) and `%` (handled as percent escapes).
-const fn is_literal(b: u8) -> bool {
-    matches!(b, 0x21 | 0x24 | 0x26 | 0x28..=0x3b | 0x3d | 0x3f..=0x5b | 0x5d | 0x5f | 0x61..=0x7a | 0x7e)
-}
-
-/// Parses the text between `{` and `}`.
-fn parse_expression(expression: &str, position: usize) -> Result<Variable, TemplateError> {
-    let unsupported = TemplateError::UnsupportedExpression { position };
-    let first = expression.chars().next().ok_or(unsupported)?;
-    //# RFC 9484 §3: "The URI Template MUST NOT use Reserved Expansion ("+" operator),
-    //# Fragment Expansion ("#" operator), Label Expansion with Dot-Prefix, Path Segment
-    //# Expansion with Slash-Prefix, nor Path-Style Parameter Expansion with
-    //# Semicolon-Prefix."
-    if matches!(first, '+' | '#' | '.' | '/' | ';') {
-        return Err(TemplateError::ForbiddenOperator {
-            operator: first,
-            position,
-        });
-    }
-    match expression {
-        "target" => Ok(Variable::Target),
-        "ipproto" => Ok(Variable::IpProto),
-        _ if expression.contains(['?', '&', '=', ',', '!', '@', '|', ':', '*']) => Err(unsupported),
-        _ => Err(TemplateError::UnknownVariable { position }),
     }
 }
 

@@ -2,9 +2,8 @@
 
 use core::fmt;
 
-use super::Host;
-use super::target::{HostError, PortError, Target, decode_port};
-use super::template::{Lead, PathTemplate, Slot, Variable};
+use super::target::{Host, HostError, PortError, Target, decode_port};
+use super::template::PathTemplate;
 
 impl PathTemplate<'_> {
     /// Reads the target out of a request's `:path`, matching it against this template.
@@ -19,82 +18,20 @@ impl PathTemplate<'_> {
     //# percent-encoding, and establishes a tunnel by directly opening a UDP socket to the
     //# requested target."
     pub fn match_path(&self, path: &[u8]) -> Result<Target, PathError> {
-        let input = if self.has_query {
+        let input = if self.has_query() {
             path
         } else {
             path.split(|&b| b == b'?').next().unwrap_or_default()
         };
-        let mut rest = Rest { input, at: 0 };
-        rest.literal(self.prefix.as_bytes())?;
-        let first = rest.value(self.first, self.first_stop())?;
-        rest.literal(self.infix.as_bytes())?;
-        let second = rest.value(self.second, self.second_stop())?;
-        rest.literal(self.suffix.as_bytes())?;
-        rest.end()?;
-        let (host, port) = match self.first.variable {
-            Variable::TargetHost => (first, second),
-            Variable::TargetPort => (second, first),
-        };
+        let [host, port] = self
+            .layout
+            .split(input)
+            .map_err(|offset| PathError::Mismatch { offset })?;
+        // A validated template holds both variables.
         Ok(Target {
-            host: Host::decode(host)?,
-            port: decode_port(port)?,
+            host: Host::decode(host.unwrap_or_default())?,
+            port: decode_port(port.unwrap_or_default())?,
         })
-    }
-}
-
-/// The part of a path not matched yet.
-struct Rest<'p> {
-    input: &'p [u8],
-    at: usize,
-}
-
-impl<'p> Rest<'p> {
-    fn unread(&self) -> &'p [u8] {
-        self.input.get(self.at..).unwrap_or_default()
-    }
-
-    /// Consumes `literal`, or reports the first byte that differs.
-    fn literal(&mut self, literal: &[u8]) -> Result<(), PathError> {
-        let unread = self.unread();
-        if unread.starts_with(literal) {
-            self.at += literal.len();
-            return Ok(());
-        }
-        let same = unread
-            .iter()
-            .zip(literal)
-            .take_while(|(a, b)| a == b)
-            .count();
-        Err(PathError::Mismatch {
-            offset: self.at + same,
-        })
-    }
-
-    /// Consumes what precedes a value, then the value up to `stop` (or the end).
-    fn value(&mut self, slot: Slot, stop: Option<u8>) -> Result<&'p [u8], PathError> {
-        match slot.lead {
-            Lead::Nothing => {}
-            Lead::Comma => self.literal(b",")?,
-            Lead::Named(byte) => {
-                self.literal(&[byte])?;
-                self.literal(slot.variable.name().as_bytes())?;
-                self.literal(b"=")?;
-            }
-        }
-        let unread = self.unread();
-        let len = stop
-            .and_then(|stop| unread.iter().position(|&b| b == stop))
-            .unwrap_or(unread.len());
-        self.at += len;
-        Ok(unread.get(..len).unwrap_or_default())
-    }
-
-    fn end(&self) -> Result<(), PathError> {
-        if self.unread().is_empty() {
-            Ok(())
-        } else {
-            Err(PathError::Mismatch { offset: self.at })
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::num::NonZeroU16;
 use core::str::FromStr;
 
-use super::percent::{Decoded, Decoder};
+use crate::masque::percent::{Decoded, Decoder};
 
 /// The longest DNS name [`Name`] holds, in characters, without a trailing dot.
 ///

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::percent::{decode_escape, is_unreserved};
+use crate::masque::template::{self, Layout, Slot, VariableSet, is_scheme};
 
 /// A variable RFC 9298 defines for its URI templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,13 +22,14 @@ impl Variable {
             Self::TargetPort => "target_port",
         }
     }
+}
 
-    fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "target_host" => Some(Self::TargetHost),
-            "target_port" => Some(Self::TargetPort),
-            _ => None,
-        }
+impl VariableSet for Variable {
+    const ALL: &'static [Self] = &[Self::TargetHost, Self::TargetPort];
+    const QUERY_FORMS: bool = true;
+
+    fn name(self) -> &'static str {
+        Variable::name(self)
     }
 }
 
@@ -36,25 +37,6 @@ impl fmt::Display for Variable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// What an expression writes before a variable's value (RFC 6570 §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Lead {
-    /// Nothing: the first variable of a simple expression, `{var}`.
-    Nothing,
-    /// `,`: a later variable of a simple expression, `{x,var}`.
-    Comma,
-    /// The byte, the variable's name and `=`: form-style `{?var}` (`?` first, `&` after)
-    /// and `{&var}`.
-    Named(u8),
-}
-
-/// One variable of a template, and what precedes its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct Slot {
-    pub(super) variable: Variable,
-    pub(super) lead: Lead,
 }
 
 /// The path-and-query part of a CONNECT-UDP URI template, e.g.
@@ -94,12 +76,8 @@ pub(super) struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PathTemplate<'a> {
     raw: &'a str,
-    pub(super) prefix: &'a str,
-    pub(super) first: Slot,
-    pub(super) infix: &'a str,
-    pub(super) second: Slot,
-    pub(super) suffix: &'a str,
-    pub(super) has_query: bool,
+    pub(super) layout: Layout<'a, Variable, 2>,
+    has_query: bool,
 }
 
 /// The path of RFC 9298's default template.
@@ -113,17 +91,13 @@ impl<'a> PathTemplate<'a> {
     /// RFC 9298's default template, [`DEFAULT_PATH_TEMPLATE`], already validated.
     pub const DEFAULT: PathTemplate<'static> = PathTemplate {
         raw: DEFAULT_PATH_TEMPLATE,
-        prefix: "/.well-known/masque/udp/",
-        first: Slot {
-            variable: Variable::TargetHost,
-            lead: Lead::Nothing,
+        layout: Layout {
+            head: "/.well-known/masque/udp/",
+            slots: [
+                Some(Slot::simple(Variable::TargetHost, "/")),
+                Some(Slot::simple(Variable::TargetPort, "/")),
+            ],
         },
-        infix: "/",
-        second: Slot {
-            variable: Variable::TargetPort,
-            lead: Lead::Nothing,
-        },
-        suffix: "/",
         has_query: false,
     };
 
@@ -142,63 +116,22 @@ impl<'a> PathTemplate<'a> {
         self.has_query
     }
 
-    /// The byte that ends the first variable's value in an expanded path.
-    ///
-    /// Always present in a validated template.
-    pub(super) fn first_stop(&self) -> Option<u8> {
-        match (self.infix.as_bytes().first(), self.second.lead) {
-            (Some(&byte), _) | (None, Lead::Named(byte)) => Some(byte),
-            (None, Lead::Comma) => Some(b','),
-            (None, Lead::Nothing) => None,
-        }
-    }
-
-    /// The byte that ends the second variable's value, or `None` if it runs to the end.
-    pub(super) fn second_stop(&self) -> Option<u8> {
-        self.suffix.as_bytes().first().copied()
-    }
-
     /// Parses `raw`, which starts `base` bytes into the text errors should point into.
     fn parse(raw: &'a str, base: usize) -> Result<Self, TemplateError> {
-        let bytes = raw.as_bytes();
-        if bytes.first() != Some(&b'/') {
+        if !raw.starts_with('/') {
             return Err(TemplateError::MissingLeadingSlash);
         }
-        let mut parts = Parts::default();
-        let mut literal_start = 0;
-        let mut at = 0;
-        while let Some(&byte) = bytes.get(at) {
-            let offset = base + at;
-            match byte {
-                b'{' => {
-                    let close = bytes
-                        .get(at..)
-                        .and_then(|rest| rest.iter().position(|&b| b == b'}'))
-                        .map(|len| at + len)
-                        .ok_or(TemplateError::UnclosedExpression { offset })?;
-                    let literal = raw.get(literal_start..at).unwrap_or_default();
-                    let expression = raw.get(at + 1..close).unwrap_or_default();
-                    parts.literal(literal, base + literal_start);
-                    parts.expression(expression, offset)?;
-                    at = close + 1;
-                    literal_start = at;
-                }
-                b'}' => return Err(TemplateError::UnmatchedClosingBrace { offset }),
-                b'#' => return Err(TemplateError::Fragment { offset }),
-                b'%' => {
-                    decode_escape(bytes.get(at + 1..).unwrap_or_default())
-                        .ok_or(TemplateError::MalformedPercentEncoding { offset })?;
-                    at += 3;
-                }
-                byte if is_literal(byte) => at += 1,
-                _ => return Err(TemplateError::InvalidCharacter { offset }),
-            }
+        let scan = Layout::scan(raw, base).map_err(TemplateError::from_engine)?;
+        let absent = Variable::ALL.iter().find(|&&v| !scan.layout().has(v));
+        if let Some(&variable) = absent {
+            return Err(TemplateError::MissingVariable(variable));
         }
-        parts.literal(
-            raw.get(literal_start..).unwrap_or_default(),
-            base + literal_start,
-        );
-        parts.finish(raw)
+        let layout = scan.finish().map_err(TemplateError::from_engine)?;
+        Ok(Self {
+            raw,
+            layout,
+            has_query: layout.has_query(),
+        })
     }
 }
 
@@ -212,168 +145,6 @@ impl Default for PathTemplate<'_> {
 impl fmt::Display for PathTemplate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.raw)
-    }
-}
-
-/// Whether `byte` may appear as itself in a template's literal text.
-//# RFC 9298 §2: "The URI Template MUST NOT contain any non-ASCII Unicode characters and
-//# MUST only contain ASCII characters in the range 0x21-0x7E inclusive (note that
-//# percent-encoding is allowed; see Section 2.1 of [URI])."
-//# RFC 6570 §2.1: "literals = %x21 / %x23-24 / %x26 / %x28-3B / %x3D / %x3F-5B / %x5D
-//# / %x5F / %x61-7A / %x7E / ucschar / iprivate / pct-encoded"
-// `%`, `{` and `}` are handled by the caller; `#` is a literal to RFC 6570 but starts a
-// fragment, which a request's :path never carries.
-const fn is_literal(byte: u8) -> bool {
-    matches!(
-        byte,
-        0x21 | 0x23..=0x24 | 0x26 | 0x28..=0x3B | 0x3D | 0x3F..=0x5B | 0x5D | 0x5F | 0x61..=0x7A | 0x7E
-    )
-}
-
-/// The pieces of a template gathered while scanning it.
-#[derive(Default)]
-struct Parts<'a> {
-    /// Literal text before, between and after the variables, with where each starts.
-    literals: [(&'a str, usize); 3],
-    /// The variables in template order.
-    slots: [Option<Slot>; 2],
-    /// How many slots are filled; also the index of the literal being gathered.
-    count: usize,
-    /// Whether a literal `?` or a `{?…}` expression starts a query.
-    has_query: bool,
-}
-
-impl<'a> Parts<'a> {
-    fn literal(&mut self, text: &'a str, offset: usize) {
-        self.has_query |= text.contains('?');
-        if let Some(literal) = self.literals.get_mut(self.count) {
-            *literal = (text, offset);
-        }
-    }
-
-    /// Records the variables of the expression between braces at `offset`.
-    fn expression(&mut self, expression: &str, offset: usize) -> Result<(), TemplateError> {
-        let (operator, list) = split_operator(expression, offset)?;
-        self.has_query |= operator == Some(b'?');
-        for (index, spec) in list.split(',').enumerate() {
-            let variable = parse_varspec(spec, offset)?;
-            if self.slots.iter().flatten().any(|s| s.variable == variable) {
-                return Err(TemplateError::DuplicateVariable(variable));
-            }
-            let lead = match (operator, index) {
-                (None, 0) => Lead::Nothing,
-                (None, _) => Lead::Comma,
-                (Some(b'?'), 0) => Lead::Named(b'?'),
-                (Some(_), _) => Lead::Named(b'&'),
-            };
-            if index > 0 {
-                // Variables of one expression have no literal between them.
-                self.literal("", offset);
-            }
-            // Only two variables exist and neither repeats, so this slot is free.
-            let slot = self
-                .slots
-                .get_mut(self.count)
-                .ok_or(TemplateError::DuplicateVariable(variable))?;
-            *slot = Some(Slot { variable, lead });
-            self.count += 1;
-        }
-        Ok(())
-    }
-
-    fn finish(self, raw: &'a str) -> Result<PathTemplate<'a>, TemplateError> {
-        let [first, second] = self.slots;
-        let first = first.ok_or(TemplateError::MissingVariable(Variable::TargetHost))?;
-        let missing = match first.variable {
-            Variable::TargetHost => Variable::TargetPort,
-            Variable::TargetPort => Variable::TargetHost,
-        };
-        let second = second.ok_or(TemplateError::MissingVariable(missing))?;
-        let [(prefix, _), (infix, infix_at), (suffix, suffix_at)] = self.literals;
-        let template = PathTemplate {
-            raw,
-            prefix,
-            first,
-            infix,
-            second,
-            suffix,
-            has_query: self.has_query,
-        };
-        check_delimiter(template.first_stop(), first.variable, infix_at)?;
-        if let Some(stop) = template.second_stop() {
-            check_delimiter(Some(stop), second.variable, suffix_at)?;
-        }
-        Ok(template)
-    }
-}
-
-/// Splits the operator, if any, off an expression's text.
-fn split_operator(expression: &str, offset: usize) -> Result<(Option<u8>, &str), TemplateError> {
-    match expression.as_bytes().first() {
-        None => Err(TemplateError::EmptyExpression { offset }),
-        //# RFC 9298 §2: "The URI Template MUST NOT use Reserved Expansion ("+"
-        //# operator), Fragment Expansion ("#" operator), Label Expansion with
-        //# Dot-Prefix, Path Segment Expansion with Slash-Prefix, nor Path-Style
-        //# Parameter Expansion with Semicolon-Prefix."
-        // `= , ! @ |` are reserved for future extensions by RFC 6570 §2.2.
-        Some(&operator @ (b'+' | b'#' | b'.' | b'/' | b';' | b'=' | b',' | b'!' | b'@' | b'|')) => {
-            Err(TemplateError::UnsupportedOperator { offset, operator })
-        }
-        Some(&operator @ (b'?' | b'&')) => {
-            Ok((Some(operator), expression.get(1..).unwrap_or_default()))
-        }
-        Some(_) => Ok((None, expression)),
-    }
-}
-
-/// Reads one variable specifier: a known variable name with no modifier.
-fn parse_varspec(spec: &str, offset: usize) -> Result<Variable, TemplateError> {
-    //# RFC 9298 §2: "The URI Template MUST be a level 3 template or lower."
-    // Prefix (`:3`) and explode (`*`) modifiers are level 4.
-    if spec.contains([':', '*']) {
-        return Err(TemplateError::UnsupportedModifier { offset });
-    }
-    if !is_varname(spec.as_bytes()) {
-        return Err(TemplateError::InvalidVariableName { offset });
-    }
-    Variable::from_name(spec).ok_or(TemplateError::UnknownVariable { offset })
-}
-
-/// Whether `name` matches RFC 6570's `varname`.
-//# RFC 6570 §2.3: "varname = varchar *( ["."] varchar )"
-//# RFC 6570 §2.3: "varchar = ALPHA / DIGIT / "_" / pct-encoded"
-fn is_varname(name: &[u8]) -> bool {
-    let mut at = 0;
-    let mut after_varchar = false;
-    while let Some(&byte) = name.get(at) {
-        match byte {
-            b'.' if after_varchar => {
-                after_varchar = false;
-                at += 1;
-            }
-            b'%' if decode_escape(name.get(at + 1..).unwrap_or_default()).is_some() => {
-                after_varchar = true;
-                at += 3;
-            }
-            byte if byte.is_ascii_alphanumeric() || byte == b'_' => {
-                after_varchar = true;
-                at += 1;
-            }
-            _ => return false,
-        }
-    }
-    after_varchar
-}
-
-/// Fails unless `stop`, the byte after `variable`'s value, cannot occur in that value.
-fn check_delimiter(
-    stop: Option<u8>,
-    variable: Variable,
-    offset: usize,
-) -> Result<(), TemplateError> {
-    match stop {
-        Some(byte) if !is_unreserved(byte) && byte != b'%' => Ok(()),
-        _ => Err(TemplateError::UndelimitedVariable { variable, offset }),
     }
 }
 
@@ -401,8 +172,12 @@ impl<'a> UriTemplate<'a> {
     //# of the URI."
     pub fn new(template: &'a str) -> Result<Self, TemplateError> {
         let bytes = template.as_bytes();
-        let scheme_len = scheme_len(bytes).ok_or(TemplateError::NotAbsolute)?;
-        let authority_start = scheme_len + "://".len();
+        let scheme = template
+            .split_once("://")
+            .map(|(scheme, _)| scheme)
+            .filter(|scheme| is_scheme(scheme))
+            .ok_or(TemplateError::NotAbsolute)?;
+        let authority_start = scheme.len() + "://".len();
         let authority_len = bytes
             .get(authority_start..)
             .unwrap_or_default()
@@ -419,7 +194,7 @@ impl<'a> UriTemplate<'a> {
         }
         Ok(Self {
             raw: template,
-            scheme: template.get(..scheme_len).unwrap_or_default(),
+            scheme,
             authority,
             path: PathTemplate::parse(template.get(path_start..).unwrap_or_default(), path_start)?,
         })
@@ -450,18 +225,6 @@ impl fmt::Display for UriTemplate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.raw)
     }
-}
-
-/// The length of a scheme followed by `://`, or `None` if `bytes` does not start so.
-//# RFC 3986 §3.1: "scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )"
-fn scheme_len(bytes: &[u8]) -> Option<usize> {
-    if !bytes.first()?.is_ascii_alphabetic() {
-        return None;
-    }
-    let len = bytes
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))?;
-    bytes.get(len..)?.starts_with(b"://").then_some(len)
 }
 
 fn check_authority(authority: &str, start: usize) -> Result<(), TemplateError> {
@@ -631,3 +394,24 @@ impl fmt::Display for TemplateError {
 }
 
 impl core::error::Error for TemplateError {}
+
+impl TemplateError {
+    /// The CONNECT-UDP error for an error of the shared template engine.
+    fn from_engine(template::Error { kind, offset }: template::Error<Variable>) -> Self {
+        use template::ErrorKind as E;
+        match kind {
+            E::InvalidCharacter => Self::InvalidCharacter { offset },
+            E::MalformedPercentEncoding => Self::MalformedPercentEncoding { offset },
+            E::Fragment => Self::Fragment { offset },
+            E::UnmatchedClosingBrace => Self::UnmatchedClosingBrace { offset },
+            E::UnclosedExpression => Self::UnclosedExpression { offset },
+            E::EmptyExpression => Self::EmptyExpression { offset },
+            E::UnsupportedOperator(operator) => Self::UnsupportedOperator { offset, operator },
+            E::UnsupportedModifier => Self::UnsupportedModifier { offset },
+            E::OperatorInName | E::InvalidVariableName => Self::InvalidVariableName { offset },
+            E::UnknownVariable => Self::UnknownVariable { offset },
+            E::DuplicateVariable(variable) => Self::DuplicateVariable(variable),
+            E::UndelimitedVariable(variable) => Self::UndelimitedVariable { variable, offset },
+        }
+    }
+}

@@ -1,9 +1,15 @@
-//! Percent-encoding helpers (RFC 3986 §2.1) shared by the template and target parsers.
+//! Percent-encoding (RFC 3986 §2.1) as CONNECT-UDP and CONNECT-IP use it: escapes in
+//! template literals, variable values decoded on the proxy, `:` encoded on the client.
+
+use core::fmt;
+
+use super::template::Sink;
+use crate::error::BufferTooSmall;
 
 /// The value of one hexadecimal digit, either case.
 //# RFC 3986 §2.1: "The uppercase hexadecimal digits 'A' through 'F' are equivalent to
 //# the lowercase digits 'a' through 'f', respectively."
-pub(super) const fn hex_value(byte: u8) -> Option<u8> {
+const fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
         b'a'..=b'f' => Some(byte - b'a' + 10),
@@ -72,6 +78,49 @@ impl Iterator for Decoder<'_> {
     }
 }
 
+/// Writes `value`'s text to `sink`, percent-encoding each `:` as `%3A`: the one character
+/// outside the unreserved set that an address, a DNS name or a number can hold.
+//# RFC 3986 §2.1: "For consistency, URI producers and normalizers should use uppercase
+//# hexadecimal digits for all percent-encodings."
+pub(super) fn put_encoded(
+    sink: &mut dyn Sink,
+    value: impl fmt::Display,
+) -> Result<(), BufferTooSmall> {
+    let mut encoder = ColonEncoder {
+        sink,
+        result: Ok(()),
+    };
+    // Formatting core::net addresses, names and integers fails only when the sink does,
+    // which leaves why in `result`.
+    let _ = fmt::write(&mut encoder, format_args!("{value}"));
+    encoder.result
+}
+
+/// Formats into a [`Sink`], writing `:` as `%3A`.
+struct ColonEncoder<'s> {
+    sink: &'s mut dyn Sink,
+    result: Result<(), BufferTooSmall>,
+}
+
+impl ColonEncoder<'_> {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.result = self.sink.put(bytes);
+        self.result.map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Write for ColonEncoder<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for (index, piece) in text.split(':').enumerate() {
+            if index > 0 {
+                self.put(b"%3A")?;
+            }
+            self.put(piece.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +163,25 @@ mod tests {
         expected.extend_from_slice(b"-._~");
         expected.sort_unstable();
         assert_eq!(unreserved, expected);
+    }
+
+    #[test]
+    fn put_encoded_writes_colons_as_3a() {
+        let mut out = [0; 64];
+        let mut writer = crate::Writer::new(&mut out);
+        let ip: core::net::IpAddr = "2001:db8::42".parse().unwrap();
+        put_encoded(&mut writer, ip).unwrap();
+        put_encoded(&mut writer, 443).unwrap();
+        assert_eq!(writer.written(), b"2001%3Adb8%3A%3A42443");
+        // "2001" fits, "%3A" does not: the sink's own error comes back.
+        let mut short = [0; 6];
+        let mut writer = crate::Writer::new(&mut short);
+        assert_eq!(
+            put_encoded(&mut writer, ip),
+            Err(BufferTooSmall {
+                needed: 7,
+                available: 6
+            })
+        );
     }
 }
