@@ -3,7 +3,7 @@
 //! Every type deserializes with serde, so a TOML file can give it; durations are written in
 //! milliseconds (`max_idle_timeout_ms = 30000`), fingerprints as hex (colons allowed).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,9 +56,9 @@ pub enum CongestionControl {
     /// CUBIC (RFC 9438), quiche's default.
     #[default]
     Cubic,
-    /// BBRv2 (quiche's `gcongestion` implementation).
+    /// `BBRv2` (quiche's `gcongestion` implementation).
     Bbr2,
-    /// NewReno (RFC 9002 §7).
+    /// `NewReno` (RFC 9002 §7).
     Reno,
 }
 
@@ -352,7 +352,7 @@ pub fn format_fingerprint(fingerprint: &[u8; 32]) -> String {
         if index > 0 {
             text.push(':');
         }
-        text.push_str(&format!("{byte:02x}"));
+        let _ = write!(text, "{byte:02x}");
     }
     text
 }

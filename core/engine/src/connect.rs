@@ -55,8 +55,8 @@ impl Rejection {
     const AUTH_DENIED: Self = Self::with_error(403, ProxyErrorType::HttpRequestDenied);
 
     /// Whether this rejection is about credentials (for the counters).
-    pub(crate) fn is_auth(&self) -> bool {
-        *self == Self::AUTH_REQUIRED || *self == Self::AUTH_DENIED
+    pub(crate) fn is_auth(self) -> bool {
+        self == Self::AUTH_REQUIRED || self == Self::AUTH_DENIED
     }
 
     /// The rejection a host's refusal becomes.

@@ -131,6 +131,8 @@ struct Conn {
     keep_alive_at: Option<Instant>,
 }
 
+// Four independent flags of one stream's two directions.
+#[allow(clippy::struct_excessive_bools)]
 struct Tunnel {
     conn: Option<u64>,
     stream: u64,
@@ -591,7 +593,7 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Graceful shutdown: GOAWAY, then CONNECTION_CLOSE with `error_code` and `reason` on
+    /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
     /// every connection; a client stops reconnecting and refuses waiting tunnels with
     /// `EdgeUnavailable`. Poll until `is_closed`.
     pub fn close(&mut self, now: Instant, error_code: u64, reason: &[u8]) {
@@ -981,7 +983,7 @@ impl Endpoint {
         }
     }
 
-    /// The peer reset its direction (RESET_STREAM) or stopped ours (STOP_SENDING).
+    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
     fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;

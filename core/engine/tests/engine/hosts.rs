@@ -225,11 +225,10 @@ impl Target {
             && self.fin_received
             && self.pending.is_empty()
             && !self.fin_sent
+            && endpoint.tunnel_finish(id).is_ok()
         {
-            if endpoint.tunnel_finish(id).is_ok() {
-                self.fin_sent = true;
-                busy = true;
-            }
+            self.fin_sent = true;
+            busy = true;
         }
         // Read side, bounded by the echo window.
         while self.readable && self.pending.len() < ECHO_WINDOW {
