@@ -381,3 +381,50 @@ fn optional_duration_ms<'de, D: Deserializer<'de>>(
 ) -> Result<Option<Duration>, D::Error> {
     Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_through_hex() {
+        let mut fingerprint = [0; 32];
+        for (i, byte) in fingerprint.iter_mut().enumerate() {
+            *byte = u8::try_from(i * 7).expect("small");
+        }
+        let text = format_fingerprint(&fingerprint);
+        assert_eq!(&text[..8], "00:07:0e");
+        assert_eq!(text.len(), 95);
+        assert_eq!(parse_fingerprint(&text), Some(fingerprint));
+        assert_eq!(
+            parse_fingerprint(&text.replace(':', "").to_uppercase()),
+            Some(fingerprint)
+        );
+        assert_eq!(parse_fingerprint(&text[..93]), None);
+        assert_eq!(parse_fingerprint(&format!("{text}00")), None);
+        assert_eq!(parse_fingerprint(&text.replace('e', "g")), None);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "Secret(***) Secret(***)");
+        assert_eq!(secret, Secret::new("hunter2"));
+        assert_ne!(secret, Secret::new("hunter3"));
+        assert!(secret.matches(b"hunter2") && !secret.matches(b"hunter"));
+        let verify = Verify::Pin([0xab; 32]);
+        assert!(format!("{verify:?}").starts_with("Pin(ab:ab:"));
+        assert_eq!(format!("{:?}", Pem::Text("KEY".to_owned())), "Text(***)");
+    }
+
+    #[test]
+    fn defaults_favour_throughput() {
+        let quic = QuicConfig::default();
+        assert_eq!(quic.initial_max_data, 16 * MIB);
+        assert_eq!(quic.initial_max_stream_data_bidi_remote, 2 * MIB);
+        assert_eq!(quic.initial_max_streams_bidi, 1000);
+        assert_eq!(quic.max_idle_timeout, Duration::from_secs(30));
+        let edge = EdgeConfig::default();
+        assert!(edge.tokens.is_empty() && edge.cert.is_none());
+    }
+}

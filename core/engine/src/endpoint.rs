@@ -581,6 +581,9 @@ impl Endpoint {
     /// or failed); a client tunnel still waiting is simply dropped. The id is dead
     /// afterwards; no event follows.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
         if !self.tunnels.contains_key(&tunnel) {
             return Err(TunnelError::UnknownTunnel);
         }
@@ -649,7 +652,10 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return None;
         };
-        if header.ty != quiche::Type::Initial {
+        if matches!(
+            header.ty,
+            quiche::Type::Short | quiche::Type::VersionNegotiation
+        ) {
             return None;
         }
         //# RFC 9000 §5.2.2: "If a server receives a packet that indicates an unsupported
@@ -659,6 +665,9 @@ impl Endpoint {
             if len >= MIN_INITIAL_LEN {
                 self.negotiate_version(meta, header);
             }
+            return None;
+        }
+        if header.ty != quiche::Type::Initial {
             return None;
         }
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
@@ -1266,7 +1275,9 @@ impl Endpoint {
                 continue;
             };
             match tunnel.state {
-                // The edge never answered: the request may wait for the next connection.
+                // The edge never answered: the request waits for the next connection. Sending
+                // it again is safe for CONNECT: if the lost connection's edge did dial, it
+                // closes that target connection along with the QUIC connection.
                 TunnelState::AwaitingResponse { target, deadline }
                     if !self.closing && deadline > now =>
                 {
