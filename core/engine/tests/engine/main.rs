@@ -10,6 +10,7 @@ mod hosts;
 mod reconnect;
 mod refusals;
 mod tls;
+mod throughput;
 mod tunnels;
 
 use std::time::{Duration, Instant};
