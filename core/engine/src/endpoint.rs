@@ -126,9 +126,13 @@ struct Conn {
     largest_request: Option<u64>,
     /// Refusals waiting for stream capacity.
     rejections: VecDeque<(u64, Rejection)>,
+    /// Accepted tunnels whose 200 waits for stream capacity.
+    accepting: Vec<TunnelId>,
     keep_alive_at: Option<Instant>,
 }
 
+// Four independent flags of one stream's two directions.
+#[allow(clippy::struct_excessive_bools)]
 struct Tunnel {
     conn: Option<u64>,
     stream: u64,
@@ -305,7 +309,8 @@ impl Endpoint {
                 continue;
             };
             conn.queued = false;
-            let pacing = self.pacing.then_some(now + PACING_HORIZON);
+            let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
+            let pacing = self.pacing.then_some(now + horizon);
             match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
                 Step::Sent {
                     transmit,
@@ -576,6 +581,9 @@ impl Endpoint {
     /// or failed); a client tunnel still waiting is simply dropped. The id is dead
     /// afterwards; no event follows.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
         if !self.tunnels.contains_key(&tunnel) {
             return Err(TunnelError::UnknownTunnel);
         }
@@ -588,7 +596,7 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Graceful shutdown: GOAWAY, then CONNECTION_CLOSE with `error_code` and `reason` on
+    /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
     /// every connection; a client stops reconnecting and refuses waiting tunnels with
     /// `EdgeUnavailable`. Poll until `is_closed`.
     pub fn close(&mut self, now: Instant, error_code: u64, reason: &[u8]) {
@@ -644,7 +652,10 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return None;
         };
-        if header.ty != quiche::Type::Initial {
+        if matches!(
+            header.ty,
+            quiche::Type::Short | quiche::Type::VersionNegotiation
+        ) {
             return None;
         }
         //# RFC 9000 §5.2.2: "If a server receives a packet that indicates an unsupported
@@ -654,6 +665,9 @@ impl Endpoint {
             if len >= MIN_INITIAL_LEN {
                 self.negotiate_version(meta, header);
             }
+            return None;
+        }
+        if header.ty != quiche::Type::Initial {
             return None;
         }
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
@@ -708,6 +722,7 @@ impl Endpoint {
                 goaway: false,
                 largest_request: None,
                 rejections: VecDeque::new(),
+                accepting: Vec::new(),
                 keep_alive_at: None,
             },
         );
@@ -977,7 +992,7 @@ impl Endpoint {
         }
     }
 
-    /// The peer reset its direction (RESET_STREAM) or stopped ours (STOP_SENDING).
+    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
     fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
@@ -1046,17 +1061,10 @@ impl Endpoint {
             };
             send_rejection(conn, stream, rejection);
         }
-        let accepting: Vec<TunnelId> = conn
-            .streams
-            .values()
-            .copied()
-            .filter(|id| {
-                self.tunnels
-                    .get(id)
-                    .is_some_and(|t| matches!(t.state, TunnelState::Accepting))
-            })
-            .collect();
-        for id in accepting {
+        if conn.accepting.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut conn.accepting) {
             self.retry_accept(handle, id);
         }
     }
@@ -1066,6 +1074,9 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
             return;
         };
+        if !matches!(tunnel.state, TunnelState::Accepting) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1087,7 +1098,7 @@ impl Endpoint {
                     self.events.push_back(Event::TunnelWritable { tunnel: id });
                 }
             }
-            Err(h3::Error::StreamBlocked) => {}
+            Err(h3::Error::StreamBlocked) => conn.accepting.push(id),
             Err(error) => {
                 tracing::debug!(?id, %error, "cannot send 200");
                 self.fail_tunnel(id);
@@ -1106,13 +1117,18 @@ impl Endpoint {
             let Some(&id) = conn.streams.get(&stream) else {
                 continue;
             };
-            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
-                stopped.push((stream, code));
-                continue;
-            }
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 continue;
             };
+            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
+                //# RFC 9114 §4.1.1: "Clients MUST NOT discard complete responses as a
+                //# result of having their request terminated abruptly"
+                // An edge that refuses also stops our request stream; its response follows.
+                if !matches!(tunnel.state, TunnelState::AwaitingResponse { .. }) {
+                    stopped.push((stream, code));
+                }
+                continue;
+            }
             if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
                 tunnel.write_blocked = false;
                 self.events.push_back(Event::TunnelWritable { tunnel: id });
@@ -1259,7 +1275,9 @@ impl Endpoint {
                 continue;
             };
             match tunnel.state {
-                // The edge never answered: the request may wait for the next connection.
+                // The edge never answered: the request waits for the next connection. Sending
+                // it again is safe for CONNECT: if the lost connection's edge did dial, it
+                // closes that target connection along with the QUIC connection.
                 TunnelState::AwaitingResponse { target, deadline }
                     if !self.closing && deadline > now =>
                 {
