@@ -215,13 +215,6 @@ impl Net {
         moved
     }
 
-    fn count_batch(&mut self, batched: bool, datagrams: usize) {
-        if batched {
-            self.stats.gso_batches += 1;
-            self.stats.gso_datagrams += datagrams as u64;
-        }
-    }
-
     fn fire_timers(&mut self, now: Instant) -> bool {
         let mut fired = false;
         if self.client.poll_timeout().is_some_and(|at| at <= now) {
