@@ -131,12 +131,16 @@ struct Conn {
     keep_alive_at: Option<Instant>,
 }
 
+// Independent flags of one stream's two directions.
+#[allow(clippy::struct_excessive_bools)]
 struct Tunnel {
     conn: Option<u64>,
     stream: u64,
     state: TunnelState,
     write_blocked: bool,
     local_fin: bool,
+    /// Edge: `tunnel_finish` was called while the 200 waited for room.
+    fin_pending: bool,
     fin_delivered: bool,
     /// Edge: bytes or FIN arrived before the host accepted.
     deferred_readable: bool,
@@ -502,11 +506,17 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        if !matches!(entry.state, TunnelState::Open) {
-            return Err(TunnelError::InvalidState);
-        }
         if entry.local_fin {
             return Ok(());
+        }
+        match entry.state {
+            TunnelState::Open => {}
+            // The FIN follows the 200 once the stream has room for it.
+            TunnelState::Accepting => {
+                entry.fin_pending = true;
+                return Ok(());
+            }
+            _ => return Err(TunnelError::InvalidState),
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
@@ -579,6 +589,9 @@ impl Endpoint {
     /// or failed); a client tunnel still waiting is simply dropped. The id is dead
     /// afterwards; no event follows.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
         if !self.tunnels.contains_key(&tunnel) {
             return Err(TunnelError::UnknownTunnel);
         }
@@ -591,7 +604,7 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Graceful shutdown: GOAWAY, then CONNECTION_CLOSE with `error_code` and `reason` on
+    /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
     /// every connection; a client stops reconnecting and refuses waiting tunnels with
     /// `EdgeUnavailable`. Poll until `is_closed`.
     pub fn close(&mut self, now: Instant, error_code: u64, reason: &[u8]) {
@@ -647,7 +660,10 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return None;
         };
-        if header.ty != quiche::Type::Initial {
+        if matches!(
+            header.ty,
+            quiche::Type::Short | quiche::Type::VersionNegotiation
+        ) {
             return None;
         }
         //# RFC 9000 §5.2.2: "If a server receives a packet that indicates an unsupported
@@ -657,6 +673,9 @@ impl Endpoint {
             if len >= MIN_INITIAL_LEN {
                 self.negotiate_version(meta, header);
             }
+            return None;
+        }
+        if header.ty != quiche::Type::Initial {
             return None;
         }
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
@@ -781,6 +800,8 @@ impl Endpoint {
         self.poll_h3(handle);
         self.retry_responses(handle);
         self.poll_writable(handle);
+        // A GOAWAY may have retired the current connection: waiting tunnels need another.
+        self.client_connect(now);
         self.flush_pending();
         if !self.reap(now, handle) {
             self.queue_send(handle);
@@ -981,7 +1002,7 @@ impl Endpoint {
         }
     }
 
-    /// The peer reset its direction (RESET_STREAM) or stopped ours (STOP_SENDING).
+    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
     fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
@@ -1085,6 +1106,9 @@ impl Endpoint {
                 }
                 if std::mem::take(&mut tunnel.write_blocked) {
                     self.events.push_back(Event::TunnelWritable { tunnel: id });
+                }
+                if std::mem::take(&mut tunnel.fin_pending) {
+                    let _ = self.tunnel_finish(id);
                 }
             }
             Err(h3::Error::StreamBlocked) => conn.accepting.push(id),
@@ -1264,7 +1288,9 @@ impl Endpoint {
                 continue;
             };
             match tunnel.state {
-                // The edge never answered: the request may wait for the next connection.
+                // The edge never answered: the request waits for the next connection. Sending
+                // it again is safe for CONNECT: if the lost connection's edge did dial, it
+                // closes that target connection along with the QUIC connection.
                 TunnelState::AwaitingResponse { target, deadline }
                     if !self.closing && deadline > now =>
                 {
@@ -1372,6 +1398,7 @@ impl Tunnel {
             state,
             write_blocked: false,
             local_fin: false,
+            fin_pending: false,
             fin_delivered: false,
             deferred_readable: false,
         }

@@ -64,6 +64,8 @@ pub(crate) struct LinkStats {
     pub(crate) reordered: u64,
     pub(crate) too_big: u64,
     pub(crate) gso_batches: u64,
+    /// Datagrams that travelled inside a GSO batch.
+    pub(crate) gso_datagrams: u64,
 }
 
 /// Two endpoints and the link between them.
@@ -152,7 +154,11 @@ impl Net {
         let mut moved = false;
         while let Some(transmit) = self.client.poll_transmit(now, &mut self.buf) {
             let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
-            self.stats.gso_batches += u64::from(transmit.segment_size.is_some());
+            count_batch(
+                &mut self.stats,
+                transmit.segment_size.is_some(),
+                segments.len(),
+            );
             for segment in segments {
                 let datagram = segment.to_vec();
                 if self.edge_alive {
@@ -168,8 +174,13 @@ impl Net {
             moved = true;
         }
         while let Some(transmit) = self.edge.poll_transmit(now, &mut self.buf) {
-            self.stats.gso_batches += u64::from(transmit.segment_size.is_some());
-            for segment in segments(&self.buf[..transmit.len], transmit.segment_size) {
+            let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
+            count_batch(
+                &mut self.stats,
+                transmit.segment_size.is_some(),
+                segments.len(),
+            );
+            for segment in segments {
                 let datagram = segment.to_vec();
                 if self.edge_alive {
                     push(
@@ -230,6 +241,13 @@ impl Net {
     }
 }
 
+fn count_batch(stats: &mut LinkStats, batched: bool, datagrams: usize) {
+    if batched {
+        stats.gso_batches += 1;
+        stats.gso_datagrams += datagrams as u64;
+    }
+}
+
 fn drain_events(endpoint: &mut Endpoint, host: &mut impl Host, now: Instant) -> bool {
     let mut any = false;
     while let Some(event) = endpoint.poll_event() {
@@ -277,13 +295,6 @@ fn chance(state: &mut u64) -> f64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;
-    let bits = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-    bits as f64 / (1u64 << 53) as f64
-}
-
-/// A host that does nothing (for sides a test drives by hand).
-pub(crate) struct Idle;
-
-impl Host for Idle {
-    fn on_event(&mut self, _: &mut Endpoint, _: Instant, _: Event) {}
+    let bits = u32::try_from(state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0);
+    f64::from(bits) / (f64::from(u32::MAX) + 1.0)
 }

@@ -89,9 +89,12 @@ pub(crate) struct EdgeHost {
     pub(crate) closed: Vec<(TunnelId, CloseReason)>,
     /// Bytes a `source.test` target sends.
     pub(crate) source_len: u64,
+    /// `source.test` sends zeros instead of the pattern (for throughput runs).
+    pub(crate) zero_source: bool,
     /// What `source.test` and `sink.test` tunnels received, by tunnel, once finished.
     pub(crate) finished_data: HashMap<TunnelId, Vec<u8>>,
     targets: HashMap<TunnelId, Target>,
+    buf: Vec<u8>,
 }
 
 impl Host for EdgeHost {
@@ -143,13 +146,14 @@ impl Host for EdgeHost {
 
     fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
         let mut busy = false;
-        let mut buf = vec![0; 16 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(16 * 1024, 0);
         let ids: Vec<TunnelId> = self.targets.keys().copied().collect();
         for id in ids {
             let Some(target) = self.targets.get_mut(&id) else {
                 continue;
             };
-            busy |= target.step(endpoint, id, &mut buf, self.source_len);
+            busy |= target.step(endpoint, id, &mut buf, self.source_len, self.zero_source);
             if target.fin_received
                 && matches!(
                     target.behaviour,
@@ -165,6 +169,7 @@ impl Host for EdgeHost {
                 busy = true;
             }
         }
+        self.buf = buf;
         busy
     }
 }
@@ -177,6 +182,7 @@ impl Target {
         id: TunnelId,
         buf: &mut [u8],
         source_len: u64,
+        zero_source: bool,
     ) -> bool {
         let mut busy = false;
         // Write side first: it frees room for reading.
@@ -196,7 +202,11 @@ impl Target {
                     let chunk = usize::try_from(source_len - self.sent)
                         .unwrap_or(usize::MAX)
                         .min(buf.len());
-                    fill(id.0, self.sent, &mut buf[..chunk]);
+                    if zero_source {
+                        buf[..chunk].fill(0);
+                    } else {
+                        fill(id.0, self.sent, &mut buf[..chunk]);
+                    }
                     let Ok(taken) = endpoint.tunnel_send(id, &buf[..chunk]) else {
                         return busy;
                     };
@@ -225,11 +235,10 @@ impl Target {
             && self.fin_received
             && self.pending.is_empty()
             && !self.fin_sent
+            && endpoint.tunnel_finish(id).is_ok()
         {
-            if endpoint.tunnel_finish(id).is_ok() {
-                self.fin_sent = true;
-                busy = true;
-            }
+            self.fin_sent = true;
+            busy = true;
         }
         // Read side, bounded by the echo window.
         while self.readable && self.pending.len() < ECHO_WINDOW {
@@ -284,6 +293,7 @@ pub(crate) struct Transfers {
     /// Tunnels opened so far.
     pub(crate) opened: usize,
     order: Vec<TunnelId>,
+    buf: Vec<u8>,
 }
 
 impl Transfers {
@@ -300,6 +310,7 @@ impl Transfers {
             unread: None,
             opened: 0,
             order: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -360,7 +371,8 @@ impl Host for Transfers {
             }
             busy = true;
         }
-        let mut buf = vec![0; 32 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(32 * 1024, 0);
         for (nth, id) in self.order.iter().enumerate() {
             let Some(flow) = self.flows.get_mut(id) else {
                 continue;
@@ -408,6 +420,7 @@ impl Host for Transfers {
                 busy |= len > 0 || fin;
             }
         }
+        self.buf = buf;
         busy
     }
 
