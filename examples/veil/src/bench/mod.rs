@@ -129,7 +129,8 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
 
     let mut report = String::new();
     if args.parts.contains(&Part::Goodput) {
-        let goodput = goodput(args, quic, &mut targets, client.socks).await?;
+        let processes = [None, Some(client.process.pid()), Some(edge.process.pid())];
+        let goodput = goodput(args, quic, &mut targets, client.socks, &processes).await?;
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
@@ -168,12 +169,28 @@ fn machine() -> String {
     )
 }
 
-/// Transfer times per path, one per round.
+/// One timed transfer.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    elapsed: Duration,
+    /// CPU time the bench, client and edge processes used meanwhile.
+    cpu: Duration,
+}
+
+/// Transfers per path, one per round.
 #[derive(Default)]
 struct Goodput {
-    direct: Vec<Duration>,
-    raw: Vec<Duration>,
-    proxied: Vec<Duration>,
+    direct: Vec<Sample>,
+    raw: Vec<Sample>,
+    proxied: Vec<Sample>,
+}
+
+/// CPU time used so far by all of `processes` (`None`: this one).
+fn cpu_total(processes: &[Option<u32>]) -> anyhow::Result<Duration> {
+    processes
+        .iter()
+        .map(|pid| procs::cpu_time(*pid))
+        .sum()
 }
 
 async fn goodput(
@@ -181,6 +198,7 @@ async fn goodput(
     quic: &QuicConfig,
     targets: &mut tcp::Targets,
     socks: std::net::SocketAddr,
+    processes: &[Option<u32>],
 ) -> anyhow::Result<Goodput> {
     let mut raw = if args.paths.contains(&Route::Raw) {
         Some(raw::RawPair::start(quic).await?)
@@ -193,6 +211,7 @@ async fn goodput(
         let bytes = if round == 0 { WARMUP_BYTES } else { args.bytes };
         let keep = round > 0;
         for path in &args.paths {
+            let cpu_before = cpu_total(processes)?;
             let elapsed = match path {
                 Route::Direct => targets.transfer(tcp::direct(targets.sink).await?, bytes).await?,
                 Route::Raw => match raw.as_mut() {
@@ -204,15 +223,20 @@ async fn goodput(
                     targets.transfer(stream, bytes).await?
                 }
             };
+            let sample = Sample {
+                elapsed,
+                cpu: cpu_total(processes)?.saturating_sub(cpu_before),
+            };
             if keep {
                 println!(
-                    "veil bench tcp: round {round} {path:?}: {:.1} MiB/s",
-                    mib_per_s(bytes, elapsed)
+                    "veil bench tcp: round {round} {path:?}: {:.1} MiB/s, {:.2} CPU s/GiB",
+                    mib_per_s(bytes, elapsed),
+                    cpu_per_gib(bytes, sample.cpu)
                 );
                 match path {
-                    Route::Direct => times.direct.push(elapsed),
-                    Route::Raw => times.raw.push(elapsed),
-                    Route::Proxied => times.proxied.push(elapsed),
+                    Route::Direct => times.direct.push(sample),
+                    Route::Raw => times.raw.push(sample),
+                    Route::Proxied => times.proxied.push(sample),
                 }
             }
         }
@@ -225,31 +249,42 @@ async fn goodput(
 
 impl Goodput {
     fn table(&self, bytes: u64) -> String {
-        let rates = |times: &[Duration]| -> Vec<f64> {
-            times.iter().map(|t| mib_per_s(bytes, *t)).collect()
+        let rates = |samples: &[Sample]| -> Vec<f64> {
+            samples.iter().map(|s| mib_per_s(bytes, s.elapsed)).collect()
         };
-        let (direct, raw, proxied) = (rates(&self.direct), rates(&self.raw), rates(&self.proxied));
-        let raw_median = median(&raw);
+        let costs = |samples: &[Sample]| -> Vec<f64> {
+            samples.iter().map(|s| cpu_per_gib(bytes, s.cpu)).collect()
+        };
+        let rounds = self.direct.len().max(self.raw.len()).max(self.proxied.len());
+        let raw_median = median(&rates(&self.raw));
+        let raw_cost = median(&costs(&self.raw));
         let mut out = format!(
-            "| goodput, {} MiB per transfer, median of {} rounds | MiB/s | Gbit/s | range MiB/s | ÷ raw quiche |\n|---|---|---|---|---|\n",
+            "| goodput, {} MiB per transfer, median of {rounds} rounds | MiB/s | Gbit/s | range MiB/s | ÷ raw quiche | CPU s per GiB, all processes | ÷ raw quiche |\n|---|---|---|---|---|---|---|\n",
             bytes / MIB,
-            self.direct.len().max(self.raw.len()).max(self.proxied.len())
         );
-        for (name, rates) in [
-            ("direct TCP (app → sink)", &direct),
-            ("raw quiche stream (no HTTP/3, no proxy)", &raw),
-            ("proxied: SOCKS5 → veil client → QUIC → veil edge → TCP", &proxied),
+        for (name, samples) in [
+            ("direct TCP (app → sink)", &self.direct),
+            ("raw quiche stream (no HTTP/3, no proxy)", &self.raw),
+            ("proxied: SOCKS5 → veil client → QUIC → veil edge → TCP", &self.proxied),
         ] {
-            let Some(m) = median(rates) else { continue };
-            let (lo, hi) = range(rates);
-            let ratio = raw_median.map_or_else(|| "–".to_owned(), |r| format!("{:.2}", m / r));
+            let (rates, costs) = (rates(samples), costs(samples));
+            let (Some(m), Some(cost)) = (median(&rates), median(&costs)) else {
+                continue;
+            };
+            let (lo, hi) = range(&rates);
+            let ratio = |base: Option<f64>, value: f64| {
+                base.map_or_else(|| "–".to_owned(), |b| format!("{:.2}", value / b))
+            };
             let _ = writeln!(
                 out,
-                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {ratio} |",
-                gbit(m)
+                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} |",
+                gbit(m),
+                ratio(raw_median, m),
+                ratio(raw_cost, cost),
             );
         }
         // The ratio of each round's pair, whose two transfers ran back to back.
+        let (raw, proxied) = (rates(&self.raw), rates(&self.proxied));
         let pairs: Vec<f64> = proxied.iter().zip(&raw).map(|(p, r)| p / r).collect();
         if let (Some(ratio), Some(p)) = (median(&pairs), median(&proxied)) {
             let _ = writeln!(
@@ -319,6 +354,11 @@ fn verdict(met: bool) -> &'static str {
 #[allow(clippy::cast_precision_loss)]
 fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / MIB as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn cpu_per_gib(bytes: u64, cpu: Duration) -> f64 {
+    cpu.as_secs_f64() * (1024 * MIB) as f64 / bytes.max(1) as f64
 }
 
 #[allow(clippy::cast_precision_loss)]

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -138,6 +139,28 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&status).context("no VmRSS line")
 }
 
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on every Linux
+/// architecture this runs on).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) process `pid` (`None`: this process) has used so far.
+pub(crate) fn cpu_time(pid: Option<u32>) -> anyhow::Result<Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(path)?;
+    let ticks = parse_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line; the command name (field
+/// 2, in parentheses) may hold spaces, so fields are counted after its closing `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
     line.trim().strip_suffix("kB")?.trim().parse().ok()
@@ -152,6 +175,13 @@ mod tests {
         let status = "Name:\tveil\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss(status), Some(5120));
         assert_eq!(parse_vm_rss("Name:\tveil\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4242 (tokio rt) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("4242 (veil) S 1"), None);
     }
 
     #[test]

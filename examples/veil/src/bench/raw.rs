@@ -80,11 +80,11 @@ impl RawPair {
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
 
-        let server = spawn_side("veil-bench-raw-server", move || async move {
+        let server = spawn_side("raw-server", move || async move {
             let udp = Udp::new(server_socket)?;
             server_loop(&udp, &mut server_config, &received_tx).await
         })?;
-        let client = spawn_side("veil-bench-raw-client", move || async move {
+        let client = spawn_side("raw-client", move || async move {
             let udp = Udp::new(client_socket)?;
             let scid = random_cid()?;
             let conn = quiche::connect(
@@ -188,7 +188,9 @@ async fn client_loop(
     let mut ready = Some(ready);
     let mut out = vec![0; MAX_GSO_PAYLOAD];
     let mut bufs = RecvBufs::new();
-    let payload = vec![0; SEND_CHUNK];
+    // Real bytes, not the shared zero page a zeroed allocation would read from.
+    let mut payload = vec![0; SEND_CHUNK];
+    crate::body::fill_pattern(0, &mut payload);
     let mut next_stream = 0;
     let mut active: Option<(u64, u64)> = None;
     loop {

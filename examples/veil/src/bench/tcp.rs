@@ -69,7 +69,9 @@ impl Targets {
         mut stream: TcpStream,
         bytes: u64,
     ) -> anyhow::Result<Duration> {
-        let chunk = vec![0; IO_CHUNK];
+        // Real bytes, not the shared zero page a zeroed allocation would read from.
+        let mut chunk = vec![0; IO_CHUNK];
+        crate::body::fill_pattern(0, &mut chunk);
         let started = Instant::now();
         let mut left = bytes;
         while left > 0 {
