@@ -5,7 +5,7 @@
 //!
 //! - the same transport settings: the quiche configuration is built from the same
 //!   [`QuicConfig`] the `veil` processes run with (congestion control, windows, payload
-//!   sizes, pacing), over the same TLS library (BoringSSL, TLS 1.3 defaults);
+//!   sizes, pacing), over the same TLS library (`BoringSSL`, TLS 1.3 defaults);
 //! - the same I/O: each side is a tokio task on a UDP socket driven through quinn-udp with
 //!   GSO batches of same-size packets and GRO receives, as veil-tokio does; each side has
 //!   an OS thread of its own, as the two `veil` processes do;
@@ -94,22 +94,24 @@ impl RawPair {
                 server_addr,
                 &mut client_config,
             )?;
-            client_loop(conn, &udp, jobs, ready_tx).await
+            Box::pin(client_loop(conn, &udp, jobs, ready_tx)).await
         })?;
-        let mut pair = Self {
+        let pair = Self {
             jobs: Some(jobs_tx),
             received,
             threads: vec![server, client],
         };
-        match tokio::time::timeout(Duration::from_secs(5), ready).await {
-            Ok(Ok(())) => Ok(pair),
-            _ => {
-                pair.jobs = None;
-                let failure = pair.join_all().err();
-                Err(failure.unwrap_or_else(|| anyhow::anyhow!("no handshake within 5 s")))
-                    .context("raw quiche baseline did not start")
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), ready).await {
+            return Ok(pair);
+        }
+        // A side that failed has ended with its error; one that hangs is left to end with
+        // the process.
+        for thread in pair.threads.into_iter().filter(JoinHandle::is_finished) {
+            if let Ok(Err(e)) = thread.join() {
+                return Err(e.context("raw quiche baseline did not start"));
             }
         }
+        bail!("raw quiche baseline: no handshake within 5 s")
     }
 
     /// Sends `bytes` on a new stream; returns the time from the first byte handed to
@@ -321,7 +323,11 @@ fn accept(
     let Some(meta) = bufs.meta.get(..count).and_then(<[_]>::first) else {
         return Ok(None);
     };
-    let mut first = bufs.storage.get(..meta.len.min(meta.stride.max(1))).unwrap_or_default().to_vec();
+    let mut first = bufs
+        .storage
+        .get(..meta.len.min(meta.stride.max(1)))
+        .unwrap_or_default()
+        .to_vec();
     let header = quiche::Header::from_slice(&mut first, quiche::MAX_CONN_ID_LEN)?;
     if header.ty != quiche::Type::Initial {
         return Ok(None);
@@ -355,11 +361,7 @@ fn feed(conn: &mut quiche::Connection, bufs: &mut RecvBufs, count: usize, local:
 /// Sends everything quiche has, in GSO batches built the way the engine builds them:
 /// consecutive full-size packets, the last one possibly shorter; a short first packet
 /// goes alone.
-async fn send_all(
-    conn: &mut quiche::Connection,
-    udp: &Udp,
-    out: &mut [u8],
-) -> anyhow::Result<()> {
+async fn send_all(conn: &mut quiche::Connection, udp: &Udp, out: &mut [u8]) -> anyhow::Result<()> {
     let full_size = conn.max_send_udp_payload_size();
     let max_segments = udp.state.max_gso_segments().clamp(1, MAX_SEGMENTS);
     loop {
@@ -412,8 +414,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// quiche settings from `quic`, as veil-engine builds them (without HTTP/3, which the
 /// baseline does not speak; ALPN stays `h3` so the handshake is the same size).
 fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<quiche::Config> {
-    let mut config =
-        quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)?;
+    let mut config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)?;
     config.set_application_protos(quiche::h3::APPLICATION_PROTOCOL)?;
     config.set_max_idle_timeout(u64::try_from(quic.max_idle_timeout.as_millis())?);
     config.set_max_recv_udp_payload_size(quic.max_recv_udp_payload_size);
@@ -427,8 +428,7 @@ fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<qu
     config.set_cc_algorithm(match quic.congestion_control {
         CongestionControl::Bbr2 => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
         CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,
-        // Cubic, and whatever a later engine adds.
-        _ => quiche::CongestionControlAlgorithm::CUBIC,
+        CongestionControl::Cubic => quiche::CongestionControlAlgorithm::CUBIC,
     });
     config.set_initial_congestion_window_packets(quic.initial_congestion_window_packets);
     config.enable_pacing(quic.pacing);
@@ -507,13 +507,23 @@ impl Udp {
                 .chunks_mut(RECV_BUF_LEN)
                 .map(IoSliceMut::new)
                 .collect();
+            // As veil-tokio does: a batch short of full clears the readiness at once.
+            let batch = slices.len();
+            let mut count = 0;
             let received = self.socket.try_io(Interest::READABLE, || {
-                self.state
-                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+                count = self
+                    .state
+                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)?;
+                if count < batch {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
             });
             match received {
+                Ok(()) => return Ok(count),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && count > 0 => return Ok(count),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
