@@ -9,7 +9,8 @@
 //!   received GOAWAY finish their tunnels).
 //! - Tunnels live in a table by [`TunnelId`]; each connection maps its stream IDs to them.
 //! - After every input the touched connection is processed (HTTP/3 events, writability,
-//!   waiting responses, client queue, reaping) and put in the send queue; `poll_transmit`
+//!   waiting responses, client queue, reaping) and put in the send queue; received
+//!   datagrams are processed at the next poll, once per batch rather than per packet; `poll_transmit`
 //!   takes connections from that queue in turn, one batch each, so one busy connection
 //!   cannot starve the others.
 //! - Backpressure: the engine never copies tunnel bytes into buffers of its own. A send
@@ -79,6 +80,10 @@ pub struct Endpoint {
     keep_alive: Option<Duration>,
     /// Reused buffer for discarding bytes of streams nobody reads.
     scratch: Vec<u8>,
+    /// Connections that received datagrams since they were last processed, and the time
+    /// of the latest: a batch of datagrams is processed once, at the next poll.
+    unprocessed: Vec<u64>,
+    received_at: Option<Instant>,
 }
 
 enum RoleState {
@@ -121,6 +126,8 @@ struct Conn {
     /// Keys of `Endpoint::routes` that lead here.
     routes: Vec<Vec<u8>>,
     queued: bool,
+    /// In `Endpoint::unprocessed`.
+    unprocessed: bool,
     held: Held,
     goaway: bool,
     largest_request: Option<u64>,
@@ -203,6 +210,8 @@ impl Endpoint {
             closing: false,
             fingerprint,
             scratch: vec![0; 4096],
+            unprocessed: Vec::new(),
+            received_at: None,
         })
     }
 
@@ -252,12 +261,33 @@ impl Endpoint {
         if let Err(error) = conn.quic.recv(datagram, info) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
-        self.process(now, handle);
+        // HTTP/3 events, writability and the rest wait for the next poll, so that a batch
+        // of datagrams (a GRO train, a recvmmsg batch) is processed once, not per packet.
+        if !conn.unprocessed {
+            conn.unprocessed = true;
+            self.unprocessed.push(handle);
+        }
+        self.received_at = Some(now);
+    }
+
+    /// Processes the connections that received datagrams since the last poll.
+    fn process_received(&mut self) {
+        let Some(now) = self.received_at.take() else {
+            return;
+        };
+        for handle in std::mem::take(&mut self.unprocessed) {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                continue;
+            };
+            conn.unprocessed = false;
+            self.process(now, handle);
+        }
     }
 
     /// Tells the endpoint that `now` has come; call it when `poll_timeout` is due (calling
     /// it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.process_received();
         let handles: Vec<u64> = self.conns.keys().copied().collect();
         for handle in handles {
             let Some(conn) = self.conns.get_mut(&handle) else {
@@ -294,6 +324,7 @@ impl Endpoint {
     /// bytes (or the PMTU when discovery is on); a larger `out` (up to 64 KiB) lets the
     /// engine batch up to 64 segments. `None`: nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        self.process_received();
         if let Some((packet, to, from)) = self.stateless.pop_front() {
             let len = packet.len();
             out.get_mut(..len)?.copy_from_slice(&packet);
@@ -342,6 +373,10 @@ impl Endpoint {
 
     /// When `handle_timeout` should be called next; `None`: no timer needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.received_at.is_some() {
+            // Datagrams wait to be processed: now, by the caller's clock.
+            return self.received_at;
+        }
         let conns = self.conns.values().flat_map(|conn| {
             [
                 conn.quic.timeout_instant(),
@@ -365,6 +400,7 @@ impl Endpoint {
 
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.process_received();
         self.events.pop_front()
     }
 
@@ -726,6 +762,7 @@ impl Endpoint {
                 streams: HashMap::new(),
                 routes: Vec::new(),
                 queued: false,
+                unprocessed: false,
                 held: Held::default(),
                 goaway: false,
                 largest_request: None,
