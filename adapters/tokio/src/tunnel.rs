@@ -322,8 +322,18 @@ async fn pump_up(rd: &mut OwnedReadHalf, writer: &mut TunnelWriter, initial: Byt
         return Direction::TunnelReset;
     }
     loop {
-        let mut chunk = BytesMut::with_capacity(MAX_CHUNK);
-        match rd.read_buf(&mut chunk).await {
+        // Wait before allocating: an idle tunnel holds no read buffer. The read itself goes
+        // through `AsyncRead`, which notes a short read as "drained" and so spares the
+        // system call that would only say "would block".
+        let mut chunk = BytesMut::new();
+        let read = match rd.readable().await {
+            Ok(()) => {
+                chunk.reserve(MAX_CHUNK);
+                rd.read_buf(&mut chunk).await
+            }
+            Err(e) => Err(e),
+        };
+        match read {
             Ok(0) => {
                 writer.finish();
                 return Direction::Finished;

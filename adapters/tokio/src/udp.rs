@@ -55,13 +55,28 @@ impl UdpIo {
                 .chunks_mut(RECV_BUF_LEN)
                 .map(IoSliceMut::new)
                 .collect();
+            let batch = slices.len();
+            let mut count = 0;
             let received = self.socket.try_io(Interest::READABLE, || {
-                self.state
-                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+                count = self
+                    .state
+                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)?;
+                // Fewer messages than asked for: the queue is empty now. Saying "would
+                // block" clears the readiness tokio saw before this call (a datagram
+                // arriving meanwhile sets it again), which spares the next wake-up a
+                // system call that would only say so.
+                if count < batch {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
             });
             match received {
-                Ok(count) => return Ok(count),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(()) => return Ok(count),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if count > 0 {
+                        return Ok(count);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
