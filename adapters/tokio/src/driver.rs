@@ -105,8 +105,6 @@ pub(crate) struct Driver {
     phase: Phase,
     send_buf: Box<[u8]>,
     recv_chunk: Box<[u8]>,
-    /// A chunk went to a tunnel's reader since the last flush.
-    delivered: bool,
 }
 
 impl Driver {
@@ -129,7 +127,6 @@ impl Driver {
             phase: Phase::Running,
             send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
             recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
-            delivered: false,
         }
     }
 
@@ -201,16 +198,6 @@ impl Driver {
     async fn flush(&mut self) -> io::Result<()> {
         loop {
             let mut progressed = false;
-            // Events first: bytes for the tunnels' readers go before this endpoint's own
-            // packets (an ACK, most often), which can wait while the readers, woken on
-            // this thread, write them out.
-            while let Some(event) = self.endpoint.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            if std::mem::take(&mut self.delivered) {
-                tokio::task::yield_now().await;
-            }
             while let Some(transmit) = self
                 .endpoint
                 .poll_transmit(Instant::now(), &mut self.send_buf)
@@ -228,6 +215,10 @@ impl Driver {
                     }
                     _ => self.udp.send(transmit.to, contents, None).await?,
                 }
+            }
+            while let Some(event) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_event(event);
             }
             if !progressed {
                 return Ok(());
@@ -480,7 +471,6 @@ impl Driver {
             if let Some(permit) = permit {
                 let bytes = Bytes::copy_from_slice(self.recv_chunk.get(..len).unwrap_or_default());
                 permit.send(Chunk { bytes, fin });
-                self.delivered = true;
             }
             if fin {
                 return;

@@ -161,8 +161,12 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
         report.push_str(&memory_table(args.tunnels, before, after));
     }
     println!("\n{report}");
-    drop(client);
-    drop(edge);
+    // Client first, so that the edge sees its connection close.
+    tokio::task::spawn_blocking(move || {
+        drop(client);
+        drop(edge);
+    })
+    .await?;
     Ok(())
 }
 
