@@ -92,8 +92,12 @@ pub struct QuicConfig {
         deserialize_with = "optional_duration_ms"
     )]
     pub keep_alive_interval: Option<Duration>,
-    /// Pace packets: the engine holds a packet until quiche's release time (within
-    /// [`PACING_HORIZON`](crate::PACING_HORIZON)) instead of sending bursts.
+    /// Pace packets: quiche computes a release time for each packet and the engine holds a
+    /// packet due later than `now` plus a horizon (the larger of
+    /// [`PACING_HORIZON`](crate::PACING_HORIZON) and quiche's `max_release_into_future`,
+    /// at most 5 ms) until a later `handle_timeout`. Off by default: it needs a driver
+    /// whose timers are finer than a millisecond to reach LAN speeds, and without it the
+    /// congestion window still bounds every burst.
     pub pacing: bool,
     /// Path MTU discovery (DPLPMTUD, RFC 8899) above `max_send_udp_payload_size`.
     pub pmtu_discovery: bool,
@@ -120,7 +124,7 @@ impl Default for QuicConfig {
             max_stream_window: 16 * MIB,
             max_idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(10)),
-            pacing: true,
+            pacing: false,
             pmtu_discovery: false,
             max_recv_udp_payload_size: 65527,
             max_send_udp_payload_size: 1350,

@@ -126,6 +126,8 @@ struct Conn {
     largest_request: Option<u64>,
     /// Refusals waiting for stream capacity.
     rejections: VecDeque<(u64, Rejection)>,
+    /// Accepted tunnels whose 200 waits for stream capacity.
+    accepting: Vec<TunnelId>,
     keep_alive_at: Option<Instant>,
 }
 
@@ -305,7 +307,8 @@ impl Endpoint {
                 continue;
             };
             conn.queued = false;
-            let pacing = self.pacing.then_some(now + PACING_HORIZON);
+            let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
+            let pacing = self.pacing.then_some(now + horizon);
             match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
                 Step::Sent {
                     transmit,
@@ -708,6 +711,7 @@ impl Endpoint {
                 goaway: false,
                 largest_request: None,
                 rejections: VecDeque::new(),
+                accepting: Vec::new(),
                 keep_alive_at: None,
             },
         );
@@ -1046,17 +1050,10 @@ impl Endpoint {
             };
             send_rejection(conn, stream, rejection);
         }
-        let accepting: Vec<TunnelId> = conn
-            .streams
-            .values()
-            .copied()
-            .filter(|id| {
-                self.tunnels
-                    .get(id)
-                    .is_some_and(|t| matches!(t.state, TunnelState::Accepting))
-            })
-            .collect();
-        for id in accepting {
+        if conn.accepting.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut conn.accepting) {
             self.retry_accept(handle, id);
         }
     }
@@ -1066,6 +1063,9 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
             return;
         };
+        if !matches!(tunnel.state, TunnelState::Accepting) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1087,7 +1087,7 @@ impl Endpoint {
                     self.events.push_back(Event::TunnelWritable { tunnel: id });
                 }
             }
-            Err(h3::Error::StreamBlocked) => {}
+            Err(h3::Error::StreamBlocked) => conn.accepting.push(id),
             Err(error) => {
                 tracing::debug!(?id, %error, "cannot send 200");
                 self.fail_tunnel(id);
@@ -1106,13 +1106,18 @@ impl Endpoint {
             let Some(&id) = conn.streams.get(&stream) else {
                 continue;
             };
-            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
-                stopped.push((stream, code));
-                continue;
-            }
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 continue;
             };
+            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
+                //# RFC 9114 §4.1.1: "Clients MUST NOT discard complete responses as a
+                //# result of having their request terminated abruptly"
+                // An edge that refuses also stops our request stream; its response follows.
+                if !matches!(tunnel.state, TunnelState::AwaitingResponse { .. }) {
+                    stopped.push((stream, code));
+                }
+                continue;
+            }
             if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
                 tunnel.write_blocked = false;
                 self.events.push_back(Event::TunnelWritable { tunnel: id });

@@ -75,6 +75,8 @@ struct Target {
     fin_sent: bool,
     received: Vec<u8>,
     sent: u64,
+    /// The last send was short: wait for `TunnelWritable`.
+    blocked: bool,
 }
 
 /// Most bytes the echo target holds per tunnel: a slow client reader stalls its tunnel.
@@ -117,12 +119,18 @@ impl Host for EdgeHost {
                         fin_sent: false,
                         received: Vec::new(),
                         sent: 0,
+                        blocked: false,
                     },
                 );
             }
             Event::TunnelReadable { tunnel } => {
                 if let Some(target) = self.targets.get_mut(&tunnel) {
                     target.readable = true;
+                }
+            }
+            Event::TunnelWritable { tunnel } => {
+                if let Some(target) = self.targets.get_mut(&tunnel) {
+                    target.blocked = false;
                 }
             }
             Event::TunnelClosed { tunnel, reason } => {
@@ -174,15 +182,13 @@ impl Target {
         // Write side first: it frees room for reading.
         match self.behaviour {
             Behaviour::Echo => {
-                while !self.pending.is_empty() {
+                while !self.pending.is_empty() && !self.blocked {
                     let Ok(taken) = endpoint.tunnel_send(id, &self.pending) else {
                         return busy;
                     };
-                    if taken == 0 {
-                        break;
-                    }
+                    self.blocked = taken < self.pending.len();
                     self.pending.drain(..taken);
-                    busy = true;
+                    busy |= taken > 0;
                 }
             }
             Behaviour::Source => {
@@ -257,6 +263,8 @@ struct Flow {
     received: u64,
     fin_received: bool,
     readable: bool,
+    /// The last send was short: wait for `TunnelWritable`.
+    blocked: bool,
     mismatch: Option<u64>,
 }
 
@@ -273,6 +281,8 @@ pub(crate) struct Transfers {
     pub(crate) other_closes: Vec<(TunnelId, CloseReason)>,
     /// Do not read this tunnel (the nth opened), to play a slow reader.
     pub(crate) unread: Option<usize>,
+    /// Tunnels opened so far.
+    pub(crate) opened: usize,
     order: Vec<TunnelId>,
 }
 
@@ -288,6 +298,7 @@ impl Transfers {
             refused: Vec::new(),
             other_closes: Vec::new(),
             unread: None,
+            opened: 0,
             order: Vec::new(),
         }
     }
@@ -310,9 +321,13 @@ impl Host for Transfers {
         match event {
             Event::TunnelOpened { tunnel } => {
                 self.flows.entry(tunnel).or_default().open = true;
+                self.opened += 1;
             }
             Event::TunnelReadable { tunnel } => {
                 self.flows.entry(tunnel).or_default().readable = true;
+            }
+            Event::TunnelWritable { tunnel } => {
+                self.flows.entry(tunnel).or_default().blocked = false;
             }
             Event::TunnelClosed {
                 tunnel,
@@ -398,5 +413,101 @@ impl Host for Transfers {
 
     fn done(&self) -> bool {
         self.finished == self.count
+    }
+}
+
+/// A client with one scripted tunnel.
+#[derive(Default)]
+pub(crate) struct OneTunnel {
+    pub(crate) target: Option<TunnelTarget>,
+    /// Bytes to send once the tunnel is open.
+    pub(crate) send: Vec<u8>,
+    /// Send only after the peer's FIN arrived (the peer half-closes first).
+    pub(crate) send_after_fin: bool,
+    /// FIN after `send`.
+    pub(crate) finish: bool,
+    /// Abort as soon as the tunnel opens.
+    pub(crate) abort_on_open: bool,
+    pub(crate) id: Option<TunnelId>,
+    pub(crate) opened: bool,
+    pub(crate) received: Vec<u8>,
+    pub(crate) fin_received: bool,
+    pub(crate) sent: usize,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) refused: Option<RefusedReason>,
+    /// `ConnectionEstablished` and `ConnectionLost` events, in order.
+    pub(crate) connection_events: Vec<Event>,
+    readable: bool,
+    fin_sent: bool,
+}
+
+impl OneTunnel {
+    pub(crate) fn to(target: TunnelTarget) -> Self {
+        Self {
+            target: Some(target),
+            ..Self::default()
+        }
+    }
+}
+
+impl Host for OneTunnel {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        match event {
+            Event::TunnelOpened { tunnel } => {
+                assert_eq!(Some(tunnel), self.id);
+                self.opened = true;
+                if self.abort_on_open {
+                    endpoint.tunnel_abort(tunnel).expect("abort");
+                }
+            }
+            Event::TunnelReadable { .. } => self.readable = true,
+            Event::TunnelClosed { reason, .. } => self.closed = Some(reason),
+            Event::TunnelRefused { reason, .. } => self.refused = Some(reason),
+            event @ (Event::ConnectionEstablished { .. } | Event::ConnectionLost { .. }) => {
+                self.connection_events.push(event);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, now: Instant) -> bool {
+        if let Some(target) = self.target.take() {
+            self.id = Some(endpoint.open_tunnel(now, &target).expect("open"));
+            return true;
+        }
+        let Some(id) = self.id else {
+            return false;
+        };
+        if !self.opened || self.abort_on_open || self.closed.is_some() {
+            return false;
+        }
+        let mut busy = false;
+        let mut buf = [0; 4096];
+        while self.readable {
+            let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) else {
+                self.readable = false;
+                break;
+            };
+            self.received.extend_from_slice(&buf[..len]);
+            self.fin_received |= fin;
+            self.readable = len > 0 && !fin;
+            busy |= len > 0 || fin;
+        }
+        if self.send_after_fin && !self.fin_received {
+            return busy;
+        }
+        if self.sent < self.send.len() {
+            let taken = endpoint
+                .tunnel_send(id, &self.send[self.sent..])
+                .expect("send");
+            self.sent += taken;
+            busy |= taken > 0;
+        }
+        if self.finish && self.sent == self.send.len() && !self.fin_sent {
+            endpoint.tunnel_finish(id).expect("finish");
+            self.fin_sent = true;
+            busy = true;
+        }
+        busy
     }
 }

@@ -3,6 +3,9 @@
 
 mod harness;
 mod hosts;
+mod reconnect;
+mod refusals;
+mod tls;
 mod tunnels;
 
 use std::time::{Duration, Instant};
