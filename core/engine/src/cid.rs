@@ -13,9 +13,9 @@ use quiche::ConnectionId;
 /// up to 20.
 pub(crate) const CID_LEN: usize = 16;
 
-/// A fresh connection ID: [`CID_LEN`] bytes from BoringSSL's CSPRNG.
+/// A fresh connection ID: [`CID_LEN`] bytes from `BoringSSL`'s random generator.
 ///
-/// `None` only if the RNG fails, which BoringSSL treats as fatal; the caller then drops the
+/// `None` only if the RNG fails, which `BoringSSL` treats as fatal; the caller then drops the
 /// packet that needed the ID.
 pub(crate) fn new_connection_id() -> Option<ConnectionId<'static>> {
     let mut id = [0; CID_LEN];

@@ -3,7 +3,7 @@
 //! Every type deserializes with serde, so a TOML file can give it; durations are written in
 //! milliseconds (`max_idle_timeout_ms = 30000`), fingerprints as hex (colons allowed).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,9 +56,9 @@ pub enum CongestionControl {
     /// CUBIC (RFC 9438), quiche's default.
     #[default]
     Cubic,
-    /// BBRv2 (quiche's `gcongestion` implementation).
+    /// `BBRv2` (quiche's `gcongestion` implementation).
     Bbr2,
-    /// NewReno (RFC 9002 §7).
+    /// `NewReno` (RFC 9002 §7).
     Reno,
 }
 
@@ -352,7 +352,7 @@ pub fn format_fingerprint(fingerprint: &[u8; 32]) -> String {
         if index > 0 {
             text.push(':');
         }
-        text.push_str(&format!("{byte:02x}"));
+        let _ = write!(text, "{byte:02x}");
     }
     text
 }
@@ -380,4 +380,51 @@ fn optional_duration_ms<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_through_hex() {
+        let mut fingerprint = [0; 32];
+        for (i, byte) in fingerprint.iter_mut().enumerate() {
+            *byte = u8::try_from(i * 7).expect("small");
+        }
+        let text = format_fingerprint(&fingerprint);
+        assert_eq!(&text[..8], "00:07:0e");
+        assert_eq!(text.len(), 95);
+        assert_eq!(parse_fingerprint(&text), Some(fingerprint));
+        assert_eq!(
+            parse_fingerprint(&text.replace(':', "").to_uppercase()),
+            Some(fingerprint)
+        );
+        assert_eq!(parse_fingerprint(&text[..93]), None);
+        assert_eq!(parse_fingerprint(&format!("{text}00")), None);
+        assert_eq!(parse_fingerprint(&text.replace('e', "g")), None);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "Secret(***) Secret(***)");
+        assert_eq!(secret, Secret::new("hunter2"));
+        assert_ne!(secret, Secret::new("hunter3"));
+        assert!(secret.matches(b"hunter2") && !secret.matches(b"hunter"));
+        let verify = Verify::Pin([0xab; 32]);
+        assert!(format!("{verify:?}").starts_with("Pin(ab:ab:"));
+        assert_eq!(format!("{:?}", Pem::Text("KEY".to_owned())), "Text(***)");
+    }
+
+    #[test]
+    fn defaults_favour_throughput() {
+        let quic = QuicConfig::default();
+        assert_eq!(quic.initial_max_data, 16 * MIB);
+        assert_eq!(quic.initial_max_stream_data_bidi_remote, 2 * MIB);
+        assert_eq!(quic.initial_max_streams_bidi, 1000);
+        assert_eq!(quic.max_idle_timeout, Duration::from_secs(30));
+        let edge = EdgeConfig::default();
+        assert!(edge.tokens.is_empty() && edge.cert.is_none());
+    }
 }

@@ -55,8 +55,8 @@ impl Rejection {
     const AUTH_DENIED: Self = Self::with_error(403, ProxyErrorType::HttpRequestDenied);
 
     /// Whether this rejection is about credentials (for the counters).
-    pub(crate) fn is_auth(&self) -> bool {
-        *self == Self::AUTH_REQUIRED || *self == Self::AUTH_DENIED
+    pub(crate) fn is_auth(self) -> bool {
+        self == Self::AUTH_REQUIRED || self == Self::AUTH_DENIED
     }
 
     /// The rejection a host's refusal becomes.
@@ -91,7 +91,7 @@ pub(crate) fn check_request(
         // Extended CONNECT (RFC 9220): CONNECT-UDP and CONNECT-IP are not served yet.
         return Err(Rejection::plain(501));
     }
-    //# RFC 9114 §4.4: "The :scheme and :path pseudo-header fields are omitted"
+    //# RFC 9114 §4.4: "The ":scheme" and ":path" pseudo-header fields are omitted"
     if fields.has_scheme_or_path {
         return Err(Rejection::BAD_REQUEST);
     }
@@ -136,8 +136,7 @@ impl<'h> RequestFields<'h> {
                 name if name.starts_with(b":") => return Err(Rejection::BAD_REQUEST),
                 _ => continue,
             };
-            //# RFC 9114 §4.3: "The same pseudo-header field name MUST NOT appear more than
-            //# once in a field section."
+            // A repeated pseudo-header makes a request malformed (RFC 9114 §4.3).
             if slot.replace(value).is_some() {
                 return Err(Rejection::BAD_REQUEST);
             }
@@ -190,8 +189,8 @@ pub(crate) fn parse_authority(
     egress: &EgressPolicy,
 ) -> Result<TunnelTarget, Rejection> {
     let text = std::str::from_utf8(authority).map_err(|_| Rejection::BAD_REQUEST)?;
-    //# RFC 9114 §4.4: "The :authority pseudo-header field contains the host and port to
-    //# connect to"
+    //# RFC 9114 §4.4: "The ":authority" pseudo-header field contains the host and port
+    //# to connect to"
     let (host, port) = split_host_port(text).ok_or(Rejection::BAD_REQUEST)?;
     let port = parse_port(port).ok_or(Rejection::BAD_REQUEST)?;
     let host = match host {

@@ -131,6 +131,8 @@ struct Conn {
     keep_alive_at: Option<Instant>,
 }
 
+// Four independent flags of one stream's two directions.
+#[allow(clippy::struct_excessive_bools)]
 struct Tunnel {
     conn: Option<u64>,
     stream: u64,
@@ -579,6 +581,9 @@ impl Endpoint {
     /// or failed); a client tunnel still waiting is simply dropped. The id is dead
     /// afterwards; no event follows.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
         if !self.tunnels.contains_key(&tunnel) {
             return Err(TunnelError::UnknownTunnel);
         }
@@ -591,7 +596,7 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Graceful shutdown: GOAWAY, then CONNECTION_CLOSE with `error_code` and `reason` on
+    /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
     /// every connection; a client stops reconnecting and refuses waiting tunnels with
     /// `EdgeUnavailable`. Poll until `is_closed`.
     pub fn close(&mut self, now: Instant, error_code: u64, reason: &[u8]) {
@@ -647,7 +652,10 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return None;
         };
-        if header.ty != quiche::Type::Initial {
+        if matches!(
+            header.ty,
+            quiche::Type::Short | quiche::Type::VersionNegotiation
+        ) {
             return None;
         }
         //# RFC 9000 §5.2.2: "If a server receives a packet that indicates an unsupported
@@ -657,6 +665,9 @@ impl Endpoint {
             if len >= MIN_INITIAL_LEN {
                 self.negotiate_version(meta, header);
             }
+            return None;
+        }
+        if header.ty != quiche::Type::Initial {
             return None;
         }
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
@@ -981,7 +992,7 @@ impl Endpoint {
         }
     }
 
-    /// The peer reset its direction (RESET_STREAM) or stopped ours (STOP_SENDING).
+    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
     fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
@@ -1264,7 +1275,9 @@ impl Endpoint {
                 continue;
             };
             match tunnel.state {
-                // The edge never answered: the request may wait for the next connection.
+                // The edge never answered: the request waits for the next connection. Sending
+                // it again is safe for CONNECT: if the lost connection's edge did dial, it
+                // closes that target connection along with the QUIC connection.
                 TunnelState::AwaitingResponse { target, deadline }
                     if !self.closing && deadline > now =>
                 {

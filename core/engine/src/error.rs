@@ -21,11 +21,11 @@ pub enum ConfigError {
     },
     /// A certificate was given without its key, or a key without its certificate.
     CertWithoutKey,
-    /// BoringSSL refused a setting.
+    /// `BoringSSL` refused a setting.
     Tls {
         /// What was being set up.
         what: &'static str,
-        /// BoringSSL's error queue.
+        /// `BoringSSL`'s error queue.
         source: boring::error::ErrorStack,
     },
     /// quiche refused a setting.

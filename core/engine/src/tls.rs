@@ -1,8 +1,8 @@
-//! TLS contexts through BoringSSL (the `boring` crate), handed to quiche.
+//! TLS contexts through `BoringSSL` (the `boring` crate), handed to quiche.
 //!
 //! - Edge: a PEM certificate chain and key, or a self-signed P-256 certificate made at start.
 //!   Either way the SHA-256 of the leaf's DER is kept for printing and pinning.
-//! - Client: verification by CA certificates (chain + server name, BoringSSL's own checks),
+//! - Client: verification by CA certificates (chain + server name, `BoringSSL`'s own checks),
 //!   by a pinned leaf fingerprint (a custom verify callback replaces chain checks), or not
 //!   at all when the configuration says `Insecure`.
 

@@ -91,13 +91,13 @@ pub(crate) fn transmit_batch(
                 more = true;
                 break;
             }
-            Some(_) => match out.get_mut(batch.len..batch.len + batch.segment) {
-                Some(window) => window,
-                None => {
+            Some(_) => {
+                let Some(window) = out.get_mut(batch.len..batch.len + batch.segment) else {
                     more = true;
                     break;
-                }
-            },
+                };
+                window
+            }
         };
         match quic.send(window) {
             Ok((len, info)) => {

@@ -15,7 +15,7 @@ const MAX_STREAMS_UNI: u64 = 16;
 /// Receive window of each unidirectional (control, QPACK) stream.
 const UNI_STREAM_WINDOW: u64 = 1024 * 1024;
 
-/// Largest request or response head accepted, in bytes (SETTINGS_MAX_FIELD_SECTION_SIZE).
+/// Largest request or response head accepted, in bytes (`SETTINGS_MAX_FIELD_SECTION_SIZE`).
 const MAX_FIELD_SECTION_SIZE: u64 = 16 * 1024;
 
 /// The smallest UDP payload QUIC allows (RFC 9000 §14).
@@ -58,7 +58,7 @@ pub(crate) fn quic_config(
     Ok(config)
 }
 
-/// HTTP/3 settings: extended CONNECT on (RFC 9220); H3_DATAGRAM follows the QUIC datagram
+/// HTTP/3 settings: extended CONNECT on (RFC 9220); `H3_DATAGRAM` follows the QUIC datagram
 /// setting (quiche announces it when the connection negotiated DATAGRAM frames).
 pub(crate) fn h3_config() -> Result<h3::Config, ConfigError> {
     let mut config = h3::Config::new().map_err(|_| ConfigError::InvalidValue { field: "h3" })?;

@@ -177,7 +177,7 @@ pub enum RefusedReason {
     ConnectionLost,
     /// The edge reset the request stream before answering, with this HTTP/3 error code.
     Reset {
-        /// The application error code from RESET_STREAM or STOP_SENDING.
+        /// The application error code from `RESET_STREAM` or `STOP_SENDING`.
         code: u64,
     },
     /// The edge's answer was not valid HTTP/3 for a CONNECT (no `:status`, 1xx only, …).
@@ -193,7 +193,7 @@ pub enum CloseReason {
     /// The peer reset the stream (or asked us to stop sending) with this HTTP/3 error code;
     /// `H3_CONNECT_ERROR` (0x010f) means the target connection was reset.
     Reset {
-        /// The application error code from RESET_STREAM or STOP_SENDING.
+        /// The application error code from `RESET_STREAM` or `STOP_SENDING`.
         code: u64,
     },
     /// The QUIC connection carrying the tunnel closed.
@@ -203,6 +203,9 @@ pub enum CloseReason {
 /// What [`Endpoint::poll_event`](crate::Endpoint::poll_event) reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+// `TunnelRequest` holds a DNS name inline (up to 253 bytes) rather than on the heap; events
+// are a handful per tunnel, so their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A QUIC connection completed its handshake (and HTTP/3 is set up on it).
     ConnectionEstablished {

@@ -277,13 +277,6 @@ fn chance(state: &mut u64) -> f64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;
-    let bits = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-    bits as f64 / (1u64 << 53) as f64
-}
-
-/// A host that does nothing (for sides a test drives by hand).
-pub(crate) struct Idle;
-
-impl Host for Idle {
-    fn on_event(&mut self, _: &mut Endpoint, _: Instant, _: Event) {}
+    let bits = u32::try_from(state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0);
+    f64::from(bits) / (f64::from(u32::MAX) + 1.0)
 }

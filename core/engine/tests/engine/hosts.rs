@@ -89,6 +89,8 @@ pub(crate) struct EdgeHost {
     pub(crate) closed: Vec<(TunnelId, CloseReason)>,
     /// Bytes a `source.test` target sends.
     pub(crate) source_len: u64,
+    /// `source.test` sends zeros instead of the pattern (for throughput runs).
+    pub(crate) zero_source: bool,
     /// What `source.test` and `sink.test` tunnels received, by tunnel, once finished.
     pub(crate) finished_data: HashMap<TunnelId, Vec<u8>>,
     targets: HashMap<TunnelId, Target>,
@@ -149,7 +151,7 @@ impl Host for EdgeHost {
             let Some(target) = self.targets.get_mut(&id) else {
                 continue;
             };
-            busy |= target.step(endpoint, id, &mut buf, self.source_len);
+            busy |= target.step(endpoint, id, &mut buf, self.source_len, self.zero_source);
             if target.fin_received
                 && matches!(
                     target.behaviour,
@@ -177,6 +179,7 @@ impl Target {
         id: TunnelId,
         buf: &mut [u8],
         source_len: u64,
+        zero_source: bool,
     ) -> bool {
         let mut busy = false;
         // Write side first: it frees room for reading.
@@ -196,7 +199,11 @@ impl Target {
                     let chunk = usize::try_from(source_len - self.sent)
                         .unwrap_or(usize::MAX)
                         .min(buf.len());
-                    fill(id.0, self.sent, &mut buf[..chunk]);
+                    if zero_source {
+                        buf[..chunk].fill(0);
+                    } else {
+                        fill(id.0, self.sent, &mut buf[..chunk]);
+                    }
                     let Ok(taken) = endpoint.tunnel_send(id, &buf[..chunk]) else {
                         return busy;
                     };
@@ -225,11 +232,10 @@ impl Target {
             && self.fin_received
             && self.pending.is_empty()
             && !self.fin_sent
+            && endpoint.tunnel_finish(id).is_ok()
         {
-            if endpoint.tunnel_finish(id).is_ok() {
-                self.fin_sent = true;
-                busy = true;
-            }
+            self.fin_sent = true;
+            busy = true;
         }
         // Read side, bounded by the echo window.
         while self.readable && self.pending.len() < ECHO_WINDOW {
