@@ -9,8 +9,8 @@ mod harness;
 mod hosts;
 mod reconnect;
 mod refusals;
-mod tls;
 mod throughput;
+mod tls;
 mod tunnels;
 
 use std::time::{Duration, Instant};

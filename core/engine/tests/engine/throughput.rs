@@ -34,7 +34,9 @@ impl Host for Drain {
         if !self.started {
             self.started = true;
             for _ in 0..self.count {
-                endpoint.open_tunnel(now, &target("source.test", 9)).expect("open");
+                endpoint
+                    .open_tunnel(now, &target("source.test", 9))
+                    .expect("open");
             }
             return true;
         }
@@ -77,7 +79,10 @@ fn run(count: usize, per_tunnel: u64) {
     edge.source_len = per_tunnel;
     edge.zero_source = true;
     let start = Instant::now();
-    assert!(net.run(&mut client, &mut edge, BUDGET * 3), "transfer incomplete");
+    assert!(
+        net.run(&mut client, &mut edge, BUDGET * 3),
+        "transfer incomplete"
+    );
     let elapsed = start.elapsed();
     let total = per_tunnel * count as u64;
     assert_eq!(client.received, total);
