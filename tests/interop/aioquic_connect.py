@@ -188,7 +188,11 @@ async def run(args):
     async with connect(
         host, int(port), configuration=configuration, create_protocol=ConnectClient
     ) as client:
-        check_pin(client, args.pin)
+        try:
+            check_pin(client, args.pin)
+        except AssertionError as e:
+            print(f"FAIL pin {args.edge}: {e}", flush=True)
+            return len(args.echo) + len(args.refuse)
         checks = [
             ("echo", authority, check_echo(client, authority, args.token, args.size, args.timeout))
             for authority in args.echo
