@@ -702,3 +702,45 @@ pub(crate) fn timed<T>(what: &str, step: impl FnOnce() -> T) -> T {
     eprintln!("e2e: {what}: {:.1?}", start.elapsed());
     value
 }
+
+/// A self-signed P-256 certificate for `localhost` and its key, made by openssl: an edge
+/// that restarts with them keeps the identity its clients trust.
+pub(crate) fn make_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let openssl = require_tool("openssl", "openssl")?;
+    let (cert, key) = (dir.join("edge-cert.pem"), dir.join("edge-key.pem"));
+    let mut command = Command::new(openssl);
+    command
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    let output = run_bounded(command, Duration::from_secs(30))?;
+    ensure!(
+        output.status.success(),
+        "openssl could not make a certificate: {}",
+        output.stderr
+    );
+    Ok((cert, key))
+}
+
+/// Polls `condition` every 20 ms until it holds; an error naming `what` after `timeout`.
+pub(crate) fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
