@@ -240,10 +240,10 @@ impl Tunnel {
                     writer.finish();
                 }
             }
-            RelayOutcome::TunnelReset => reset_tcp(&wr),
+            RelayOutcome::TunnelReset => reset_tcp(wr, rd),
             RelayOutcome::TcpFailed => {
                 writer.abort();
-                reset_tcp(&wr);
+                reset_tcp(wr, rd);
             }
         }
         outcome
@@ -363,12 +363,15 @@ async fn pump_down(reader: &mut TunnelReader, wr: &mut OwnedWriteHalf) -> Direct
     }
 }
 
-/// Closes with RST: `SO_LINGER` 0 makes the kernel reset the connection when the last
-/// handle to it is dropped.
-fn reset_tcp(wr: &OwnedWriteHalf) {
+/// Closes with RST: `SO_LINGER` 0 makes the kernel reset the connection when its socket
+/// is closed. The write half must not send a FIN first (dropping it would), or the peer
+/// reads a clean EOF before the reset.
+fn reset_tcp(wr: OwnedWriteHalf, rd: OwnedReadHalf) {
     if let Err(e) = wr.as_ref().set_zero_linger() {
         tracing::debug!(error = %e, "SO_LINGER 0 failed; the TCP connection closes with FIN");
     }
+    wr.forget();
+    drop(rd);
 }
 
 impl TunnelWriter {
