@@ -72,7 +72,7 @@ fn edge_restart_mid_session(label: &str, stop: Stop) -> anyhow::Result<()> {
     let dir = TempDir::new(label)?;
     let origin = Origin::start(dir.path())?;
     fs::write(origin.root().join("hello.txt"), "hello")?;
-    // 2 MiB at nginx's 64 KiB/s: still running when the edge goes away.
+    // 2 MiB at nginx's 32 KiB/s: still running when the edge goes away.
     support::write_random_file(&origin.root().join("slow/long.bin"), 2 << 20, 7)?;
     let (cert, key) = make_certificate(dir.path())?;
     let config = dir.join("client.toml");

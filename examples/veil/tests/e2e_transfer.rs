@@ -143,7 +143,7 @@ fn http_proxy_absolute_form_carries_100_mib_down_and_up_intact() -> anyhow::Resu
 }
 
 /// 100 transfers through SOCKS5 and 100 through HTTP CONNECT at once, each slowed by nginx
-/// to 64 KiB/s so that they overlap: all arrive intact, nginx saw them open together, and
+/// to 32 KiB/s (4 s each) so that they overlap: all arrive intact, nginx saw them open together, and
 /// the edge saw one QUIC connection.
 #[test]
 fn two_hundred_concurrent_transfers_share_one_quic_connection() -> anyhow::Result<()> {

@@ -378,7 +378,7 @@ impl Client {
 
 /// nginx from Debian as the HTTP origin, on a loopback port, from a temporary prefix:
 /// static files under `/`, PUT uploads under `/upload/` (the DAV module), and `/slow/`
-/// served at 64 KiB/s per connection, so that many transfers overlap.
+/// served at 32 KiB/s per connection, so that many transfers overlap.
 #[derive(Debug)]
 pub(crate) struct Origin {
     proc: Proc,
@@ -472,7 +472,7 @@ fn nginx_conf(prefix: &Path, root: &Path, port: u16) -> String {
              listen 127.0.0.1:{port};\n\
              root {root};\n\
              location /upload/ {{ dav_methods PUT; create_full_put_path on; }}\n\
-             location /slow/ {{ limit_rate 64k; }}\n\
+             location /slow/ {{ limit_rate 32k; }}\n\
            }}\n\
          }}\n",
         root = root.display()
