@@ -131,7 +131,7 @@ struct Conn {
     keep_alive_at: Option<Instant>,
 }
 
-// Four independent flags of one stream's two directions.
+// Independent flags of one stream's two directions.
 #[allow(clippy::struct_excessive_bools)]
 struct Tunnel {
     conn: Option<u64>,
@@ -139,6 +139,8 @@ struct Tunnel {
     state: TunnelState,
     write_blocked: bool,
     local_fin: bool,
+    /// Edge: `tunnel_finish` was called while the 200 waited for room.
+    fin_pending: bool,
     fin_delivered: bool,
     /// Edge: bytes or FIN arrived before the host accepted.
     deferred_readable: bool,
@@ -504,11 +506,17 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        if !matches!(entry.state, TunnelState::Open) {
-            return Err(TunnelError::InvalidState);
-        }
         if entry.local_fin {
             return Ok(());
+        }
+        match entry.state {
+            TunnelState::Open => {}
+            // The FIN follows the 200 once the stream has room for it.
+            TunnelState::Accepting => {
+                entry.fin_pending = true;
+                return Ok(());
+            }
+            _ => return Err(TunnelError::InvalidState),
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
@@ -792,6 +800,8 @@ impl Endpoint {
         self.poll_h3(handle);
         self.retry_responses(handle);
         self.poll_writable(handle);
+        // A GOAWAY may have retired the current connection: waiting tunnels need another.
+        self.client_connect(now);
         self.flush_pending();
         if !self.reap(now, handle) {
             self.queue_send(handle);
@@ -1097,6 +1107,9 @@ impl Endpoint {
                 if std::mem::take(&mut tunnel.write_blocked) {
                     self.events.push_back(Event::TunnelWritable { tunnel: id });
                 }
+                if std::mem::take(&mut tunnel.fin_pending) {
+                    let _ = self.tunnel_finish(id);
+                }
             }
             Err(h3::Error::StreamBlocked) => conn.accepting.push(id),
             Err(error) => {
@@ -1385,6 +1398,7 @@ impl Tunnel {
             state,
             write_blocked: false,
             local_fin: false,
+            fin_pending: false,
             fin_delivered: false,
             deferred_readable: false,
         }

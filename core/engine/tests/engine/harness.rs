@@ -64,6 +64,8 @@ pub(crate) struct LinkStats {
     pub(crate) reordered: u64,
     pub(crate) too_big: u64,
     pub(crate) gso_batches: u64,
+    /// Datagrams that travelled inside a GSO batch.
+    pub(crate) gso_datagrams: u64,
 }
 
 /// Two endpoints and the link between them.
@@ -152,7 +154,11 @@ impl Net {
         let mut moved = false;
         while let Some(transmit) = self.client.poll_transmit(now, &mut self.buf) {
             let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
-            self.stats.gso_batches += u64::from(transmit.segment_size.is_some());
+            count_batch(
+                &mut self.stats,
+                transmit.segment_size.is_some(),
+                segments.len(),
+            );
             for segment in segments {
                 let datagram = segment.to_vec();
                 if self.edge_alive {
@@ -168,8 +174,13 @@ impl Net {
             moved = true;
         }
         while let Some(transmit) = self.edge.poll_transmit(now, &mut self.buf) {
-            self.stats.gso_batches += u64::from(transmit.segment_size.is_some());
-            for segment in segments(&self.buf[..transmit.len], transmit.segment_size) {
+            let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
+            count_batch(
+                &mut self.stats,
+                transmit.segment_size.is_some(),
+                segments.len(),
+            );
+            for segment in segments {
                 let datagram = segment.to_vec();
                 if self.edge_alive {
                     push(
@@ -227,6 +238,13 @@ impl Net {
         if !nap.is_zero() {
             std::thread::sleep(nap);
         }
+    }
+}
+
+fn count_batch(stats: &mut LinkStats, batched: bool, datagrams: usize) {
+    if batched {
+        stats.gso_batches += 1;
+        stats.gso_datagrams += datagrams as u64;
     }
 }
 

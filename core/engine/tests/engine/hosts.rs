@@ -94,6 +94,7 @@ pub(crate) struct EdgeHost {
     /// What `source.test` and `sink.test` tunnels received, by tunnel, once finished.
     pub(crate) finished_data: HashMap<TunnelId, Vec<u8>>,
     targets: HashMap<TunnelId, Target>,
+    buf: Vec<u8>,
 }
 
 impl Host for EdgeHost {
@@ -145,7 +146,8 @@ impl Host for EdgeHost {
 
     fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
         let mut busy = false;
-        let mut buf = vec![0; 16 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(16 * 1024, 0);
         let ids: Vec<TunnelId> = self.targets.keys().copied().collect();
         for id in ids {
             let Some(target) = self.targets.get_mut(&id) else {
@@ -167,6 +169,7 @@ impl Host for EdgeHost {
                 busy = true;
             }
         }
+        self.buf = buf;
         busy
     }
 }
@@ -290,6 +293,7 @@ pub(crate) struct Transfers {
     /// Tunnels opened so far.
     pub(crate) opened: usize,
     order: Vec<TunnelId>,
+    buf: Vec<u8>,
 }
 
 impl Transfers {
@@ -306,6 +310,7 @@ impl Transfers {
             unread: None,
             opened: 0,
             order: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -366,7 +371,8 @@ impl Host for Transfers {
             }
             busy = true;
         }
-        let mut buf = vec![0; 32 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(32 * 1024, 0);
         for (nth, id) in self.order.iter().enumerate() {
             let Some(flow) = self.flows.get_mut(id) else {
                 continue;
@@ -414,6 +420,7 @@ impl Host for Transfers {
                 busy |= len > 0 || fin;
             }
         }
+        self.buf = buf;
         busy
     }
 

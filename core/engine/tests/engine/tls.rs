@@ -18,7 +18,7 @@ use crate::{BUDGET, client_config, target};
 
 /// Runs a client with `verify` against `edge` until its tunnel opens or is refused.
 fn attempt(edge: Endpoint, mut config: ClientConfig) -> OneTunnel {
-    config.pending_deadline = Duration::from_millis(700);
+    config.pending_deadline = Duration::from_secs(3);
     config.reconnect_initial = Duration::from_millis(50);
     let client = Endpoint::new(Config::client(config), Instant::now()).expect("client");
     let mut net = Net::new(client, edge);

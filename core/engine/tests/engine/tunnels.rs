@@ -40,7 +40,7 @@ fn edge_tunnel(edge: &EdgeHost, nth: usize) -> veil_engine::TunnelId {
 #[test]
 fn a_hundred_tunnels_carry_checksummed_bytes_both_ways() {
     let mut net = pair(&[], None);
-    let mut client = Transfers::new(target("echo.test", 7), 100, 64 * 1024);
+    let mut client = Transfers::new(target("echo.test", 7), 100, 32 * 1024);
     let mut edge = EdgeHost::default();
     let started = Instant::now();
     assert!(
@@ -51,7 +51,7 @@ fn a_hundred_tunnels_carry_checksummed_bytes_both_ways() {
     assert_eq!(edge.requests.len(), 100);
     assert!(client.refused.is_empty() && client.other_closes.is_empty());
     eprintln!(
-        "100 tunnels x 64 KiB echoed in {:?}; {} GSO batches",
+        "100 tunnels x 32 KiB echoed in {:?}; {} GSO batches",
         started.elapsed(),
         net.stats.gso_batches
     );
@@ -67,7 +67,7 @@ fn loss_and_reordering_still_deliver_every_byte_in_order() {
         reorder: 0.05,
         ..Link::default()
     };
-    let mut client = Transfers::new(target("echo.test", 7), 8, 256 * 1024);
+    let mut client = Transfers::new(target("echo.test", 7), 8, 128 * 1024);
     let mut edge = EdgeHost::default();
     assert!(
         net.run(&mut client, &mut edge, BUDGET),
@@ -161,7 +161,7 @@ fn a_client_abort_reaches_the_edge_as_a_reset() {
 #[test]
 fn a_slow_reader_stalls_only_its_own_tunnel() {
     let mut net = pair(&[], None);
-    let size = 6 * 1024 * 1024;
+    let size = 4 * 1024 * 1024;
     let mut client = Transfers::new(target("echo.test", 7), 2, size);
     // The first tunnel's echo is never read.
     client.unread = Some(0);
