@@ -87,7 +87,10 @@ fn aioquic_sees_refusal_statuses_and_proxy_status_from_veil_server() -> anyhow::
         (format!("[::ffff:127.0.0.1]:{port}"), prohibited),
         (format!("localhost:{port}"), prohibited),
         ("169.254.169.254:80".to_owned(), prohibited),
+        (format!("127.1:{port}"), numeric),
         (format!("[::1]:{port}"), prohibited),
+        (format!("0.0.0.0:{port}"), prohibited),
+        (format!("[::]:{port}"), prohibited),
         ("no-port".to_owned(), "400:http_request_error"),
         (format!("127.0.0.1:0{port}"), "400:http_request_error"),
     ];

@@ -250,6 +250,8 @@ fn ssrf_spellings_of_loopback_and_metadata_are_refused_and_never_reached() -> an
         ("0x7f.1", port, 4, "400 Bad Request"),
         ("[::ffff:127.0.0.1]", port, 2, "403 Forbidden"),
         ("localhost", port, 2, "403 Forbidden"),
+        // Connecting to the unspecified address reaches the host's own listeners.
+        ("0.0.0.0", port, 2, "403 Forbidden"),
         ("169.254.169.254", 80, 2, "403 Forbidden"),
     ];
     for (host, port, raw_socks_reply, raw_connect_status) in cases {
