@@ -143,8 +143,8 @@ fn http_proxy_absolute_form_carries_100_mib_down_and_up_intact() -> anyhow::Resu
 }
 
 /// 100 transfers through SOCKS5 and 100 through HTTP CONNECT at once, each slowed by nginx
-/// to 32 KiB/s (4 s each) so that they overlap: all arrive intact, nginx saw them open together, and
-/// the edge saw one QUIC connection.
+/// to 32 KiB/s (4 s each) so that they overlap: all arrive intact, nginx saw them open
+/// together, and the edge saw one QUIC connection.
 #[test]
 fn two_hundred_concurrent_transfers_share_one_quic_connection() -> anyhow::Result<()> {
     const EACH: usize = 100;
