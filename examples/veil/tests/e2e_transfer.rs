@@ -17,12 +17,13 @@ const BIG: usize = 100 << 20;
 /// 5 to 15 s alone).
 const BIG_TRANSFER: Duration = Duration::from_secs(180);
 
-/// nginx, an edge that may reach loopback, and a client that pins it.
+/// nginx, an edge that may reach loopback, and a client that pins it. Fields drop in
+/// order: the programs stop before their directory goes.
 struct Rig {
-    dir: TempDir,
-    origin: Origin,
-    edge: Edge,
     client: Client,
+    edge: Edge,
+    origin: Origin,
+    dir: TempDir,
 }
 
 impl Rig {
@@ -36,10 +37,10 @@ impl Rig {
         )?;
         let client = Client::of(dir.path(), &edge, TOKEN)?;
         Ok(Self {
-            dir,
-            origin,
-            edge,
             client,
+            edge,
+            origin,
+            dir,
         })
     }
 
