@@ -2,6 +2,68 @@
 //!
 //! Drives quiche and quiche's HTTP/3 for both roles (client and edge). No sockets, no
 //! runtime, no threads: the caller feeds datagrams and time in, and drains datagrams,
-//! timeouts and events out.
+//! timeouts and events out. See [`Endpoint`].
+//!
+//! # Run loop (every driver)
+//!
+//! 1. One input: [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`], or a call
+//!    from the host (`open_tunnel`, `accept_tunnel`, `tunnel_send`, …).
+//! 2. Drain [`Endpoint::poll_transmit`] (send each [`Transmit`], splitting GSO batches if
+//!    the socket cannot) and [`Endpoint::poll_event`].
+//! 3. Re-arm one timer at [`Endpoint::poll_timeout`], then wait.
+//!
+//! # Roles
+//!
+//! - **Edge**: every CONNECT that passes authentication (`proxy-authorization: Bearer`),
+//!   authority validation and, for IP literals, egress policy becomes
+//!   [`Event::TunnelRequest`]; the host resolves names (checking each address with
+//!   [`Endpoint::check_egress`]), dials, and answers [`Endpoint::accept_tunnel`] or
+//!   [`Endpoint::refuse_tunnel`] with a [`Refusal`] (status + RFC 9209 Proxy-Status).
+//! - **Client**: [`Endpoint::open_tunnel`] multiplexes every tunnel on one QUIC connection
+//!   to the edge, connecting on demand and reconnecting with backoff; tunnels opened while
+//!   it is down wait in a bounded queue until a deadline.
+//!
+//! # Tunnels
+//!
+//! A tunnel is one HTTP/3 CONNECT stream. `tunnel_send` returns how much quiche took
+//! (flow control bounds it; `TunnelWritable` says when to retry), `tunnel_recv` reads
+//! straight from quiche (`TunnelReadable` is edge-triggered), `tunnel_finish` sends FIN
+//! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`].
+//!
+//! # Time
+//!
+//! quiche reads the system clock for its own timers (loss detection, idle timeout,
+//! pacing), so the engine is not time-pure; everything else uses the caller's `now`.
 
+mod cid;
+mod config;
+mod connect;
 pub mod egress;
+mod egress_shim;
+mod endpoint;
+mod error;
+mod tls;
+mod transmit;
+mod transport;
+mod types;
+
+pub use config::{
+    ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
+    Verify, format_fingerprint, parse_fingerprint,
+};
+pub use endpoint::Endpoint;
+pub use error::{ConfigError, OpenError, TunnelError};
+pub use types::{
+    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Name, Recv,
+    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelTarget,
+};
+pub use veil_proto::http1::ProxyErrorType;
+
+/// With pacing on, a packet whose release time is at most this far ahead is sent now;
+/// later ones are held until their time.
+pub const PACING_HORIZON: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// HTTP/3 error code for a CONNECT tunnel whose target connection was reset or failed.
+//# RFC 9114 §8.1: "H3_CONNECT_ERROR (0x010f): The TCP connection established in response
+//# to a CONNECT request was reset or abnormally closed."
+pub const H3_CONNECT_ERROR: u64 = 0x010f;

@@ -1,0 +1,118 @@
+//! Edge: from a tunnel request to a connected TCP stream — resolve once, let the engine's
+//! egress policy pick the first allowed address, and dial exactly that address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use veil_engine::{Host, Refusal, TunnelTarget};
+
+use crate::driver::Command;
+
+/// Resolves `target`, asks the driver which address egress policy allows, and connects to
+/// it. Resolution and connection each get `timeout`.
+pub(crate) async fn dial(
+    target: &TunnelTarget,
+    commands: &mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+) -> Result<TcpStream, Refusal> {
+    let addrs = resolve(target, timeout).await?;
+    let (reply, allowed) = oneshot::channel();
+    commands
+        .send(Command::CheckEgress { addrs, reply })
+        .map_err(|_| Refusal::Internal)?;
+    // The address that passed the check is the one dialled: no second lookup can swap it.
+    let addr = allowed
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .ok_or(Refusal::Prohibited)?;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
+        Ok(Err(e)) => return Err(connect_refusal(&e)),
+        Ok(Ok(stream)) => stream,
+    };
+    // Tunnel bytes arrive in bursts already; don't hold small writes back.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The addresses of `target`: the literal itself, or what the system resolver answers.
+async fn resolve(target: &TunnelTarget, timeout: Duration) -> Result<Vec<SocketAddr>, Refusal> {
+    let name = match &target.host {
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
+        Host::Name(name) => name.as_str(),
+    };
+    let lookup = tokio::net::lookup_host((name, target.port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
+        Err(_elapsed) => return Err(Refusal::DnsTimeout),
+        Ok(Err(e)) => {
+            tracing::debug!(%name, error = %e, "resolving failed");
+            return Err(Refusal::DnsError);
+        }
+        Ok(Ok(addrs)) => addrs.collect(),
+    };
+    if addrs.is_empty() {
+        return Err(Refusal::DnsError);
+    }
+    Ok(addrs)
+}
+
+/// The refusal a failed `connect` becomes.
+fn connect_refusal(error: &io::Error) -> Refusal {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => Refusal::ConnectionRefused,
+        io::ErrorKind::TimedOut => Refusal::ConnectionTimeout,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
+        _ => Refusal::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn connect_errors_map_to_refusals() {
+        let cases = [
+            (io::ErrorKind::ConnectionRefused, Refusal::ConnectionRefused),
+            (io::ErrorKind::TimedOut, Refusal::ConnectionTimeout),
+            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::PermissionDenied, Refusal::Internal),
+        ];
+        for (kind, refusal) in cases {
+            assert_eq!(connect_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ip_literal_resolves_to_itself() {
+        let ip: IpAddr = "192.0.2.9".parse().expect("valid address");
+        let target = TunnelTarget::new(ip, 443);
+        let addrs = resolve(&target, Duration::from_secs(1)).await;
+        assert_eq!(addrs, Ok(vec![SocketAddr::new(ip, 443)]));
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_through_the_system() {
+        let name = veil_engine::Name::new("localhost").expect("valid name");
+        let target = TunnelTarget::new(name, 80);
+        let addrs = resolve(&target, Duration::from_secs(5))
+            .await
+            .expect("localhost resolves");
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_connection_refused() {
+        // A port that was just free: bind, learn the port, close.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        drop(listener);
+        let error = TcpStream::connect(addr).await.expect_err("nothing listens");
+        assert_eq!(connect_refusal(&error), Refusal::ConnectionRefused);
+    }
+}

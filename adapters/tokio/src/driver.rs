@@ -1,0 +1,562 @@
+//! The driver task: it owns the [`Endpoint`] and its UDP socket, and runs the engine's
+//! loop — one input, then drain `poll_transmit` and `poll_event`, then re-arm the timer
+//! from `poll_timeout`, then wait on the socket, the timer and the command channel.
+//!
+//! Tunnels (their TCP sides) and dials run in their own tasks and talk to the driver over
+//! the command channel. That channel is unbounded in type but bounded in content: data
+//! commands spend per-tunnel credit ([`TunnelLimits`](crate::TunnelLimits)), a tunnel sends at most one wake-up
+//! per chunk it drained, and every other command is sent once per tunnel or dial.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use veil_engine::{
+    CloseReason, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelId,
+    TunnelTarget,
+};
+
+use crate::dial;
+use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
+use crate::udp::{self, RecvBufs, UdpIo};
+use crate::{OpenFailure, Options};
+
+/// Commands processed per wake-up before the driver flushes output again.
+const COMMAND_BATCH: usize = 256;
+/// Bytes read from the engine into one chunk.
+const RECV_CHUNK: usize = 64 * 1024;
+
+/// What tasks ask of the driver.
+pub(crate) enum Command {
+    /// Client: open a tunnel and answer when the edge has.
+    Open {
+        target: Box<TunnelTarget>,
+        reply: oneshot::Sender<Result<Tunnel, OpenFailure>>,
+    },
+    /// Bytes for a tunnel (credit already spent).
+    Data { tunnel: TunnelId, bytes: Bytes },
+    /// The tunnel's local side finished (EOF).
+    Finish { tunnel: TunnelId },
+    /// The tunnel's local side failed: reset it.
+    Abort { tunnel: TunnelId },
+    /// A reader drained a chunk after the driver found its channel full.
+    Wake { tunnel: TunnelId },
+    /// Edge: which of these resolved addresses may be dialled (the first allowed one).
+    CheckEgress {
+        addrs: Vec<SocketAddr>,
+        reply: oneshot::Sender<Option<SocketAddr>>,
+    },
+    /// Edge: a dial for a tunnel request ended.
+    Dialed {
+        tunnel: TunnelId,
+        result: Result<TcpStream, Refusal>,
+    },
+    /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
+    Shutdown { drain: Duration },
+}
+
+/// The driver's state of one open tunnel.
+struct Slot {
+    port: TunnelPort,
+    /// Bytes handed over by the tunnel task that the engine has not taken yet (bounded by
+    /// the tunnel's credit).
+    pending: VecDeque<Bytes>,
+    /// The engine took less than offered; wait for `TunnelWritable`.
+    blocked: bool,
+    /// The task finished its side; send FIN once `pending` is empty.
+    finish_requested: bool,
+    finished: bool,
+}
+
+/// Where shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new tunnels; open ones run until they end or `until`.
+    Draining {
+        until: Instant,
+    },
+    /// `Endpoint::close` was called; wait for the connections to drain until `until`.
+    Closing {
+        until: Instant,
+    },
+}
+
+/// What woke the driver.
+enum Input {
+    Datagrams(usize),
+    Timer,
+    Command(Command),
+}
+
+pub(crate) struct Driver {
+    endpoint: Endpoint,
+    udp: UdpIo,
+    commands: mpsc::UnboundedReceiver<Command>,
+    command_tx: mpsc::UnboundedSender<Command>,
+    options: Options,
+    tunnels: HashMap<TunnelId, Slot>,
+    opening: HashMap<TunnelId, oneshot::Sender<Result<Tunnel, OpenFailure>>>,
+    dialing: usize,
+    phase: Phase,
+    send_buf: Box<[u8]>,
+    recv_chunk: Box<[u8]>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        udp: UdpIo,
+        commands: mpsc::UnboundedReceiver<Command>,
+        command_tx: mpsc::UnboundedSender<Command>,
+        options: Options,
+    ) -> Self {
+        Self {
+            endpoint,
+            udp,
+            commands,
+            command_tx,
+            options,
+            tunnels: HashMap::new(),
+            opening: HashMap::new(),
+            dialing: 0,
+            phase: Phase::Running,
+            send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
+            recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// Runs until shutdown completes or the socket fails.
+    pub(crate) async fn run(mut self) -> io::Result<EndpointStats> {
+        let mut recv_bufs = RecvBufs::new();
+        loop {
+            self.flush().await?;
+            if self.advance_phase() {
+                self.flush().await?;
+                return Ok(self.endpoint.stats());
+            }
+            let deadline = self.deadline();
+            let input = tokio::select! {
+                received = self.udp.recv(&mut recv_bufs) => Input::Datagrams(received?),
+                () = sleep_until(deadline) => Input::Timer,
+                command = self.commands.recv() => match command {
+                    Some(command) => Input::Command(command),
+                    // The driver holds a sender itself; this cannot end first.
+                    None => Input::Timer,
+                },
+            };
+            match input {
+                Input::Datagrams(count) => self.on_datagrams(&mut recv_bufs, count),
+                Input::Timer => self.endpoint.handle_timeout(Instant::now()),
+                Input::Command(command) => {
+                    self.on_command(command);
+                    for _ in 1..COMMAND_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.on_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest of the engine's timer and the shutdown phase's deadline.
+    fn deadline(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Running => None,
+            Phase::Draining { until } | Phase::Closing { until } => Some(until),
+        };
+        match (self.endpoint.poll_timeout(), phase) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_datagrams(&mut self, bufs: &mut RecvBufs, count: usize) {
+        let now = Instant::now();
+        let local = self.udp.local_addr();
+        for index in 0..count {
+            let Some((from, dst_ip, datagrams)) = bufs.datagrams(index) else {
+                continue;
+            };
+            let meta = RecvMeta {
+                from,
+                to: local_for(self.endpoint.role(), local, dst_ip),
+            };
+            for datagram in datagrams {
+                self.endpoint.handle_datagram(now, meta, datagram);
+            }
+        }
+    }
+
+    /// Drains transmits and events until the engine has nothing more to say.
+    async fn flush(&mut self) -> io::Result<()> {
+        loop {
+            let mut progressed = false;
+            while let Some(transmit) = self
+                .endpoint
+                .poll_transmit(Instant::now(), &mut self.send_buf)
+            {
+                progressed = true;
+                let contents = self.send_buf.get(..transmit.len).unwrap_or_default();
+                match transmit.segment_size {
+                    Some(segment) if segment < transmit.len => {
+                        let max = self.udp.max_gso_segments();
+                        for run in udp::gso_runs(transmit.len, segment, max) {
+                            let bytes = contents.get(run).unwrap_or_default();
+                            let segment_size = (bytes.len() > segment).then_some(segment);
+                            self.udp.send(transmit.to, bytes, segment_size).await?;
+                        }
+                    }
+                    _ => self.udp.send(transmit.to, contents, None).await?,
+                }
+            }
+            while let Some(event) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ConnectionEstablished { connection, peer } => {
+                tracing::info!(?connection, %peer, "QUIC connection established");
+            }
+            Event::ConnectionLost { connection, reason } => {
+                tracing::info!(?connection, %reason, "QUIC connection closed");
+            }
+            Event::TunnelRequest {
+                tunnel,
+                target,
+                client,
+            } => self.on_request(tunnel, target, client.peer),
+            Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
+            Event::TunnelRefused { tunnel, reason } => {
+                tracing::debug!(?tunnel, ?reason, "tunnel refused");
+                if let Some(reply) = self.opening.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Refused(reason)));
+                }
+            }
+            Event::TunnelReadable { tunnel } => self.read_tunnel(tunnel),
+            Event::TunnelWritable { tunnel } => {
+                if let Some(slot) = self.tunnels.get_mut(&tunnel) {
+                    slot.blocked = false;
+                }
+                self.write_tunnel(tunnel);
+            }
+            Event::TunnelClosed { tunnel, reason } => {
+                tracing::debug!(?tunnel, ?reason, "tunnel closed");
+                if let Some(reply) = self.opening.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Stopped));
+                }
+                if let Some(slot) = self.tunnels.remove(&tunnel) {
+                    match reason {
+                        CloseReason::Finished => slot.port.close(),
+                        _ => slot.port.reset(),
+                    }
+                }
+            }
+            other => tracing::debug!(event = ?other, "unhandled engine event"),
+        }
+    }
+
+    /// Edge: a CONNECT passed the engine's checks; resolve, check egress and dial in a
+    /// task of its own.
+    fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
+        if self.phase != Phase::Running {
+            // The edge is going away; 503 tells the client to try elsewhere.
+            self.refuse(tunnel, Refusal::ConnectionLimit);
+            return;
+        }
+        tracing::debug!(?tunnel, %target, %peer, "tunnel requested");
+        self.dialing += 1;
+        let commands = self.command_tx.clone();
+        let timeout = self.options.connect_timeout;
+        tokio::spawn(async move {
+            let result = dial::dial(&target, &commands, timeout).await;
+            if let Err(refusal) = &result {
+                tracing::info!(?tunnel, %target, ?refusal, "dial failed");
+            }
+            let _ = commands.send(Command::Dialed { tunnel, result });
+        });
+    }
+
+    fn refuse(&mut self, tunnel: TunnelId, refusal: Refusal) {
+        if let Err(e) = self.endpoint.refuse_tunnel(tunnel, refusal) {
+            tracing::debug!(?tunnel, error = %e, "refusing a tunnel failed");
+        }
+    }
+
+    fn on_dialed(&mut self, tunnel: TunnelId, result: Result<TcpStream, Refusal>) {
+        self.dialing = self.dialing.saturating_sub(1);
+        let stream = match result {
+            Ok(stream) => stream,
+            Err(refusal) => return self.refuse(tunnel, refusal),
+        };
+        if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
+            // The client gave up (reset the stream) while we dialled.
+            tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");
+            return;
+        }
+        let tunnel_handle = self.insert_tunnel(tunnel);
+        tokio::spawn(async move {
+            let outcome = tunnel_handle
+                .relay(stream, Bytes::new(), RelayEnd::BothFinished)
+                .await;
+            tracing::debug!(?tunnel, ?outcome, "relay ended");
+        });
+    }
+
+    /// Client: the edge said 2xx; hand the tunnel to whoever opened it.
+    fn on_opened(&mut self, tunnel: TunnelId) {
+        let Some(reply) = self.opening.remove(&tunnel) else {
+            return;
+        };
+        let handle = self.insert_tunnel(tunnel);
+        if reply.send(Ok(handle)).is_err() {
+            // The opener gave up; dropping its handle already asked for an abort.
+            tracing::debug!(?tunnel, "tunnel opened after its opener left");
+        }
+    }
+
+    fn insert_tunnel(&mut self, tunnel: TunnelId) -> Tunnel {
+        let (handle, port) = tunnel::pair(tunnel, self.command_tx.clone(), self.options.limits);
+        self.tunnels.insert(
+            tunnel,
+            Slot {
+                port,
+                pending: VecDeque::new(),
+                blocked: false,
+                finish_requested: false,
+                finished: false,
+            },
+        );
+        handle
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { target, reply } => self.on_open(&target, reply),
+            Command::Data { tunnel, bytes } => {
+                if let Some(slot) = self.tunnels.get_mut(&tunnel) {
+                    slot.pending.push_back(bytes);
+                    self.write_tunnel(tunnel);
+                }
+            }
+            Command::Finish { tunnel } => {
+                if let Some(slot) = self.tunnels.get_mut(&tunnel) {
+                    slot.finish_requested = true;
+                    self.write_tunnel(tunnel);
+                }
+            }
+            Command::Abort { tunnel } => self.abort(tunnel),
+            Command::Wake { tunnel } => self.read_tunnel(tunnel),
+            Command::CheckEgress { addrs, reply } => {
+                let allowed = addrs
+                    .into_iter()
+                    .find(|addr| self.endpoint.check_egress(addr.ip()).is_ok());
+                let _ = reply.send(allowed);
+            }
+            Command::Dialed { tunnel, result } => self.on_dialed(tunnel, result),
+            Command::Shutdown { drain } => {
+                if self.phase == Phase::Running {
+                    tracing::info!(?drain, tunnels = self.tunnels.len(), "shutting down");
+                    self.phase = Phase::Draining {
+                        until: Instant::now() + drain,
+                    };
+                }
+            }
+        }
+    }
+
+    fn on_open(
+        &mut self,
+        target: &TunnelTarget,
+        reply: oneshot::Sender<Result<Tunnel, OpenFailure>>,
+    ) {
+        if self.phase != Phase::Running {
+            let _ = reply.send(Err(OpenFailure::Stopped));
+            return;
+        }
+        match self.endpoint.open_tunnel(Instant::now(), target) {
+            Ok(tunnel) => {
+                tracing::debug!(?tunnel, %target, "opening tunnel");
+                self.opening.insert(tunnel, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(OpenFailure::Rejected(e)));
+            }
+        }
+    }
+
+    /// Resets a tunnel whose local side failed or went away.
+    fn abort(&mut self, tunnel: TunnelId) {
+        if let Some(slot) = self.tunnels.remove(&tunnel) {
+            if let Err(e) = self.endpoint.tunnel_abort(tunnel) {
+                tracing::debug!(?tunnel, error = %e, "aborting a tunnel failed");
+            }
+            slot.port.reset();
+        }
+    }
+
+    /// Hands pending bytes (and then the FIN) to the engine until it takes no more.
+    fn write_tunnel(&mut self, tunnel: TunnelId) {
+        let Some(slot) = self.tunnels.get_mut(&tunnel) else {
+            return;
+        };
+        if slot.blocked {
+            return;
+        }
+        while let Some(front) = slot.pending.front_mut() {
+            match self.endpoint.tunnel_send(tunnel, front) {
+                Ok(taken) => {
+                    slot.port.release(taken);
+                    let short = taken < front.len();
+                    front.advance(taken);
+                    if front.is_empty() {
+                        slot.pending.pop_front();
+                    }
+                    if short {
+                        slot.blocked = true;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(?tunnel, error = %e, "tunnel send failed");
+                    return self.abort(tunnel);
+                }
+            }
+        }
+        if slot.finish_requested && !slot.finished {
+            slot.finished = true;
+            if let Err(e) = self.endpoint.tunnel_finish(tunnel) {
+                tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
+            }
+        }
+    }
+
+    /// Moves received bytes to the tunnel's reader while it has room. Stops when the
+    /// engine has nothing more (the next `TunnelReadable` resumes) or the reader is full
+    /// (its wake-up resumes).
+    fn read_tunnel(&mut self, tunnel: TunnelId) {
+        let Some(slot) = self.tunnels.get_mut(&tunnel) else {
+            return;
+        };
+        loop {
+            let permit = match slot.port.room() {
+                Room::Ready(permit) => Some(permit),
+                Room::Full => return,
+                // Nobody reads: discard, so that flow control keeps moving.
+                Room::Gone => None,
+            };
+            let Recv { len, fin } = match self.endpoint.tunnel_recv(tunnel, &mut self.recv_chunk) {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::debug!(?tunnel, error = %e, "tunnel recv failed");
+                    return;
+                }
+            };
+            if len == 0 && !fin {
+                return;
+            }
+            if let Some(permit) = permit {
+                let bytes = Bytes::copy_from_slice(self.recv_chunk.get(..len).unwrap_or_default());
+                permit.send(Chunk { bytes, fin });
+            }
+            if fin {
+                return;
+            }
+        }
+    }
+
+    /// Moves shutdown along; returns true when the driver should stop.
+    fn advance_phase(&mut self) -> bool {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Running => false,
+            Phase::Draining { until } => {
+                let idle = self.tunnels.is_empty() && self.opening.is_empty() && self.dialing == 0;
+                if idle || now >= until {
+                    self.close_all(now);
+                }
+                false
+            }
+            Phase::Closing { until } => self.endpoint.is_closed() || now >= until,
+        }
+    }
+
+    fn close_all(&mut self, now: Instant) {
+        let open: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        if !open.is_empty() {
+            tracing::info!(
+                tunnels = open.len(),
+                "drain deadline passed; resetting tunnels"
+            );
+        }
+        for tunnel in open {
+            self.abort(tunnel);
+        }
+        for (_, reply) in self.opening.drain() {
+            let _ = reply.send(Err(OpenFailure::Stopped));
+        }
+        self.endpoint
+            .close(now, self.options.close_code, b"shutting down");
+        self.phase = Phase::Closing {
+            until: now + self.options.close_grace,
+        };
+    }
+}
+
+/// The local address a datagram arrived on: the bound address, or, for an edge bound to a
+/// wildcard address, the destination address the kernel reported. A client always uses
+/// the bound address, the one its connection was created with.
+fn local_for(role: Role, bound: SocketAddr, dst_ip: Option<std::net::IpAddr>) -> SocketAddr {
+    match dst_ip {
+        Some(ip) if role == Role::Edge && bound.ip().is_unspecified() => {
+            SocketAddr::new(ip, bound.port())
+        }
+        _ => bound,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn an_edge_on_a_wildcard_address_uses_the_reported_destination() {
+        let bound = SocketAddr::from(([0, 0, 0, 0], 4433));
+        let dst = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(
+            local_for(Role::Edge, bound, dst),
+            SocketAddr::from(([192, 0, 2, 7], 4433))
+        );
+        assert_eq!(local_for(Role::Edge, bound, None), bound);
+    }
+
+    #[test]
+    fn a_client_and_a_bound_edge_use_the_bound_address() {
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], 5000));
+        let dst = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(local_for(Role::Client, wildcard, dst), wildcard);
+        let bound = SocketAddr::from(([127, 0, 0, 1], 4433));
+        assert_eq!(local_for(Role::Edge, bound, dst), bound);
+    }
+}

@@ -1,0 +1,337 @@
+//! veil on tokio: sockets, timers and TCP for the sans-IO [`veil_engine::Endpoint`].
+//!
+//! A [`Node`] is one endpoint on one UDP socket, run by one driver task:
+//!
+//! - the socket sends and receives batches with GSO/GRO where the kernel has them
+//!   (quinn-udp);
+//! - an **edge** resolves each tunnel request once, lets the engine's egress policy pick the
+//!   first allowed address, dials exactly that address with a timeout, then accepts or
+//!   refuses the tunnel and relays bytes (target EOF → FIN, target RST → tunnel reset,
+//!   tunnel FIN → TCP half-close, tunnel reset → TCP RST);
+//! - a **client** opens tunnels through an [`Opener`] and gets a [`Tunnel`] to relay.
+//!
+//! [`Node::shutdown`] stops new tunnels, lets open ones drain until a deadline, then closes
+//! QUIC with an error code. [`shutdown_signal`] waits for SIGINT or SIGTERM.
+//!
+//! No protocol logic lives here: parsing is veil-proto's, decisions are veil-engine's.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use veil_engine::{Config, EdgeConfig};
+//! use veil_tokio::{Node, Options};
+//!
+//! let edge = Node::start(
+//!     Config::edge(EdgeConfig::default()),
+//!     "127.0.0.1:4433".parse()?,
+//!     Options::default(),
+//! )?;
+//! veil_tokio::shutdown_signal().await?;
+//! edge.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod dial;
+mod driver;
+mod tunnel;
+mod udp;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use veil_engine::{
+    Config, ConfigError, Endpoint, EndpointStats, OpenError, RefusedReason, RoleConfig,
+    TunnelTarget,
+};
+
+pub use tunnel::{
+    RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
+};
+
+use driver::{Command, Driver};
+
+/// HTTP/3 `H3_NO_ERROR`, the default code of a graceful close.
+//# RFC 9114 §8.1: "H3_NO_ERROR (0x0100): No error. This is used when the connection or
+//# stream needs to be closed, but there is no error to signal."
+pub const H3_NO_ERROR: u64 = 0x0100;
+
+/// Settings of the tokio side, beside the engine's [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Edge: how long resolving a target, and then connecting to it, may take each.
+    pub connect_timeout: Duration,
+    /// Per-tunnel memory bounds.
+    pub limits: TunnelLimits,
+    /// Application error code of the `CONNECTION_CLOSE` sent at shutdown.
+    pub close_code: u64,
+    /// How long connections may take to drain after the close, at most.
+    pub close_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            limits: TunnelLimits::default(),
+            close_code: H3_NO_ERROR,
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a [`Node`] did not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The UDP socket could not be bound or set up.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The engine refused the configuration.
+    Config(ConfigError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bind { addr, source } => write!(f, "cannot bind UDP {addr}: {source}"),
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bind { source, .. } => Some(source),
+            Self::Config(e) => Some(e),
+        }
+    }
+}
+
+/// Why a [`Node`]'s driver stopped other than by a clean shutdown.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The UDP socket failed.
+    Io(io::Error),
+    /// The driver task panicked or was cancelled.
+    Task(tokio::task::JoinError),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "UDP socket failed: {e}"),
+            Self::Task(e) => write!(f, "driver task failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Task(e) => Some(e),
+        }
+    }
+}
+
+/// Why [`Opener::open`] did not give a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenFailure {
+    /// The edge refused, or could not be reached in time (the engine's reason).
+    Refused(RefusedReason),
+    /// The engine would not even try (not a client, queue full, closing).
+    Rejected(OpenError),
+    /// The node is shutting down or has stopped.
+    Stopped,
+}
+
+impl fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused(RefusedReason::Status {
+                status,
+                proxy_error,
+                ..
+            }) => match proxy_error {
+                Some(error) => write!(f, "the edge refused with {status} ({})", error.token()),
+                None => write!(f, "the edge refused with {status}"),
+            },
+            Self::Refused(RefusedReason::EdgeUnavailable) => f.write_str("the edge is unavailable"),
+            Self::Refused(RefusedReason::ConnectionLost) => {
+                f.write_str("the connection to the edge was lost")
+            }
+            Self::Refused(RefusedReason::MalformedResponse) => {
+                f.write_str("the edge answered with a malformed response")
+            }
+            Self::Refused(other) => write!(f, "the edge refused: {other:?}"),
+            Self::Rejected(e) => e.fmt(f),
+            Self::Stopped => f.write_str("the node is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for OpenFailure {}
+
+/// One veil endpoint on tokio: its UDP socket and its driver task.
+///
+/// Dropping a `Node` without [`shutdown`](Self::shutdown) closes it at once (no drain).
+#[derive(Debug)]
+pub struct Node {
+    local_addr: SocketAddr,
+    fingerprint: Option<[u8; 32]>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: Option<JoinHandle<io::Result<EndpointStats>>>,
+}
+
+impl Node {
+    /// Binds `bind` and starts the endpoint's driver on the current tokio runtime.
+    ///
+    /// An edge listens on `bind`. A client sends from it (`0.0.0.0:0` or `[::]:0`: see
+    /// [`client_bind_addr`]); its `local_addr` setting is replaced by the bound address,
+    /// which the engine needs to create its connection.
+    pub fn start(
+        mut config: Config,
+        bind: SocketAddr,
+        options: Options,
+    ) -> Result<Self, StartError> {
+        let udp =
+            udp::UdpIo::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        let local_addr = udp.local_addr();
+        if let RoleConfig::Client(client) = &mut config.role {
+            client.local_addr = Some(local_addr);
+        }
+        let endpoint = Endpoint::new(config, Instant::now()).map_err(StartError::Config)?;
+        let fingerprint = endpoint.certificate_fingerprint();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(endpoint, udp, rx, tx.clone(), options);
+        let task = tokio::spawn(driver.run());
+        Ok(Self {
+            local_addr,
+            fingerprint,
+            commands: tx,
+            task: Some(task),
+        })
+    }
+
+    /// The bound UDP address (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Edge: SHA-256 of the certificate it serves, for clients to pin.
+    pub fn certificate_fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
+    }
+
+    /// Client: a handle that opens tunnels; clone it freely.
+    pub fn opener(&self) -> Opener {
+        Opener {
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// Stops new tunnels, lets open ones finish for at most `drain`, resets the rest, then
+    /// closes QUIC (with [`Options::close_code`]) and waits for the close to go out.
+    pub async fn shutdown(mut self, drain: Duration) -> Result<EndpointStats, DriverError> {
+        let _ = self.commands.send(Command::Shutdown { drain });
+        self.join().await
+    }
+
+    /// Waits until the driver stops by itself (only a socket failure does that).
+    pub async fn stopped(mut self) -> Result<EndpointStats, DriverError> {
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<EndpointStats, DriverError> {
+        let Some(task) = self.task.take() else {
+            return Ok(EndpointStats::default());
+        };
+        match task.await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => Err(DriverError::Io(e)),
+            Err(e) => Err(DriverError::Task(e)),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            let _ = self.commands.send(Command::Shutdown {
+                drain: Duration::ZERO,
+            });
+        }
+    }
+}
+
+/// Opens tunnels through a client [`Node`].
+#[derive(Debug, Clone)]
+pub struct Opener {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Opener {
+    /// Opens a tunnel to `target` and waits for the edge's answer (the engine bounds the
+    /// wait with its pending deadline).
+    pub async fn open(&self, target: TunnelTarget) -> Result<Tunnel, OpenFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Open {
+                target: Box::new(target),
+                reply,
+            })
+            .map_err(|_| OpenFailure::Stopped)?;
+        answer.await.map_err(|_| OpenFailure::Stopped)?
+    }
+}
+
+/// The address a client binds to reach `edge`: the unspecified address of its family,
+/// port 0.
+pub fn client_bind_addr(edge: SocketAddr) -> SocketAddr {
+    let ip = match edge.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_binds_the_wildcard_of_the_edge_family() {
+        let v4: SocketAddr = "192.0.2.1:443".parse().expect("valid");
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().expect("valid");
+        assert_eq!(client_bind_addr(v4), "0.0.0.0:0".parse().expect("valid"));
+        assert_eq!(client_bind_addr(v6), "[::]:0".parse().expect("valid"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The engine's UDP socket: batched receives with GRO and batched sends with GSO, through
+//! quinn-udp, which falls back to one datagram per system call where the kernel lacks them.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Largest UDP payload the kernel accepts in one (GSO) send: the UDP length field is 16 bits.
+pub(crate) const MAX_GSO_PAYLOAD: usize = 64_000;
+/// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
+const RECV_BUF_LEN: usize = 64 * 1024;
+
+/// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).
+pub(crate) struct UdpIo {
+    socket: UdpSocket,
+    state: quinn_udp::UdpSocketState,
+    local: SocketAddr,
+}
+
+impl UdpIo {
+    /// Binds `addr` (port 0 picks one) and enables what the kernel offers.
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let local = socket.local_addr()?;
+        Ok(Self {
+            socket,
+            state,
+            local,
+        })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Segments one GSO send may carry (1 without GSO; quinn-udp lowers it if the kernel
+    /// refuses GSO later).
+    pub(crate) fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Waits for datagrams and receives a batch into `bufs`; returns how many of
+    /// `bufs.meta` were filled.
+    pub(crate) async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            let mut slices: Vec<IoSliceMut<'_>> = bufs
+                .storage
+                .chunks_mut(RECV_BUF_LEN)
+                .map(IoSliceMut::new)
+                .collect();
+            let received = self.socket.try_io(Interest::READABLE, || {
+                self.state
+                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+            });
+            match received {
+                Ok(count) => return Ok(count),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `contents` to `to`: one datagram, or GSO segments of `segment_size` bytes.
+    /// Errors other than "would block" are logged by quinn-udp and dropped, as QUIC
+    /// recovers from loss.
+    pub(crate) async fn send(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            self.socket.writable().await?;
+            let sent = self.socket.try_io(Interest::WRITABLE, || {
+                self.state.send((&self.socket).into(), &transmit)
+            });
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Receive buffers and their metadata, reused for every batch.
+pub(crate) struct RecvBufs {
+    storage: Box<[u8]>,
+    meta: Vec<quinn_udp::RecvMeta>,
+}
+
+impl RecvBufs {
+    /// Buffers for quinn-udp's batch size.
+    pub(crate) fn new() -> Self {
+        Self {
+            storage: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE].into_boxed_slice(),
+            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+        }
+    }
+
+    /// The `index`th received buffer cut into its datagrams (GRO gives several per buffer,
+    /// each `stride` bytes but the last), with the sender and the local IP they were sent
+    /// to, if the kernel reported it.
+    pub(crate) fn datagrams(
+        &mut self,
+        index: usize,
+    ) -> Option<(
+        SocketAddr,
+        Option<std::net::IpAddr>,
+        impl Iterator<Item = &mut [u8]>,
+    )> {
+        let meta = *self.meta.get(index)?;
+        let start = index.checked_mul(RECV_BUF_LEN)?;
+        let buf = self.storage.get_mut(start..start.checked_add(meta.len)?)?;
+        let stride = meta.stride.max(1);
+        Some((meta.addr, meta.dst_ip, buf.chunks_mut(stride)))
+    }
+}
+
+/// Cuts a GSO batch of `len` bytes in `segment`-byte datagrams into runs of at most
+/// `max_segments` datagrams, for a socket that takes fewer segments than the engine
+/// gathered (or none: `max_segments` 1 sends each datagram alone).
+pub(crate) fn gso_runs(
+    len: usize,
+    segment: usize,
+    max_segments: usize,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let run = segment.max(1).saturating_mul(max_segments.max(1));
+    (0..len)
+        .step_by(run)
+        .map(move |start| start..len.min(start.saturating_add(run)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_the_socket_takes_whole_goes_in_one_run() {
+        let runs: Vec<_> = gso_runs(3 * 1200 + 100, 1200, 64).collect();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0], 0..3700);
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_the_socket_segment_limit() {
+        let runs: Vec<_> = gso_runs(5 * 1200 + 100, 1200, 2).collect();
+        assert_eq!(runs, [0..2400, 2400..4800, 4800..6100]);
+    }
+
+    #[test]
+    fn without_gso_each_datagram_goes_alone() {
+        let runs: Vec<_> = gso_runs(2 * 1350 + 7, 1350, 1).collect();
+        assert_eq!(runs, [0..1350, 1350..2700, 2700..2707]);
+    }
+
+    #[test]
+    fn receive_buffers_split_at_the_gro_stride() {
+        let mut bufs = RecvBufs::new();
+        let meta = &mut bufs.meta[0];
+        meta.addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        meta.len = 2500;
+        meta.stride = 1200;
+        let (from, _, datagrams) = bufs.datagrams(0).expect("buffer 0 exists");
+        assert_eq!(from.port(), 9);
+        let lens: Vec<usize> = datagrams.map(|d| d.len()).collect();
+        assert_eq!(lens, [1200, 1200, 100]);
+        assert!(bufs.datagrams(quinn_udp::BATCH_SIZE).is_none());
+    }
+}

@@ -1,0 +1,430 @@
+//! Configuration of an [`Endpoint`](crate::Endpoint): the role it plays and the QUIC knobs.
+//!
+//! Every type deserializes with serde, so a TOML file can give it; durations are written in
+//! milliseconds (`max_idle_timeout_ms = 30000`), fingerprints as hex (colons allowed).
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Everything an [`Endpoint`](crate::Endpoint) needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which side of the tunnel this endpoint is, and that side's settings.
+    pub role: RoleConfig,
+    /// QUIC transport settings, shared by both roles.
+    #[serde(default)]
+    pub quic: QuicConfig,
+}
+
+impl Config {
+    /// A client configuration with default QUIC settings.
+    pub fn client(client: ClientConfig) -> Self {
+        Self {
+            role: RoleConfig::Client(client),
+            quic: QuicConfig::default(),
+        }
+    }
+
+    /// An edge configuration with default QUIC settings.
+    pub fn edge(edge: EdgeConfig) -> Self {
+        Self {
+            role: RoleConfig::Edge(edge),
+            quic: QuicConfig::default(),
+        }
+    }
+}
+
+/// The role an endpoint plays, with that role's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleConfig {
+    /// Proxy mode: open CONNECT tunnels over one QUIC connection to an edge.
+    Client(ClientConfig),
+    /// Server: terminate QUIC, authenticate, and hand CONNECT requests to the host.
+    Edge(EdgeConfig),
+}
+
+/// Congestion controller, as quiche implements them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438), quiche's default.
+    #[default]
+    Cubic,
+    /// `BBRv2` (quiche's `gcongestion` implementation).
+    Bbr2,
+    /// `NewReno` (RFC 9002 §7).
+    Reno,
+}
+
+/// QUIC transport settings. The defaults favour throughput on a LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Congestion controller.
+    pub congestion_control: CongestionControl,
+    /// Initial congestion window, in packets.
+    pub initial_congestion_window_packets: usize,
+    /// Connection-level receive window advertised at start (`initial_max_data`).
+    pub initial_max_data: u64,
+    /// Receive window of each stream this endpoint opens (`initial_max_stream_data_bidi_local`).
+    pub initial_max_stream_data_bidi_local: u64,
+    /// Receive window of each stream the peer opens (`initial_max_stream_data_bidi_remote`).
+    pub initial_max_stream_data_bidi_remote: u64,
+    /// Bidirectional streams (tunnels) the peer may open at once.
+    pub initial_max_streams_bidi: u64,
+    /// Upper bound for quiche's connection window auto-tuning.
+    pub max_connection_window: u64,
+    /// Upper bound for quiche's per-stream window auto-tuning.
+    pub max_stream_window: u64,
+    /// Idle timeout; the connection closes after this long without traffic.
+    #[serde(rename = "max_idle_timeout_ms", deserialize_with = "duration_ms")]
+    pub max_idle_timeout: Duration,
+    /// Client only: send a PING when nothing was sent for this long, so that an idle
+    /// connection stays up. `None` disables keep-alive.
+    #[serde(
+        rename = "keep_alive_interval_ms",
+        deserialize_with = "optional_duration_ms"
+    )]
+    pub keep_alive_interval: Option<Duration>,
+    /// Pace packets: quiche computes a release time for each packet and the engine holds a
+    /// packet due later than `now` plus a horizon (the larger of
+    /// [`PACING_HORIZON`](crate::PACING_HORIZON) and quiche's `max_release_into_future`,
+    /// at most 5 ms) until a later `handle_timeout`. Off by default: it needs a driver
+    /// whose timers are finer than a millisecond to reach LAN speeds, and without it the
+    /// congestion window still bounds every burst.
+    pub pacing: bool,
+    /// Path MTU discovery (DPLPMTUD, RFC 8899) above `max_send_udp_payload_size`.
+    pub pmtu_discovery: bool,
+    /// Largest UDP payload this endpoint accepts.
+    pub max_recv_udp_payload_size: usize,
+    /// Largest UDP payload this endpoint sends (the starting point when PMTU discovery is on).
+    pub max_send_udp_payload_size: usize,
+    /// Negotiate QUIC DATAGRAM frames (RFC 9221) and HTTP/3 datagrams (RFC 9297).
+    pub enable_datagrams: bool,
+    /// Bound of each datagram queue (receive and send), in datagrams.
+    pub datagram_queue_len: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            congestion_control: CongestionControl::Cubic,
+            initial_congestion_window_packets: 10,
+            initial_max_data: 16 * MIB,
+            initial_max_stream_data_bidi_local: 2 * MIB,
+            initial_max_stream_data_bidi_remote: 2 * MIB,
+            initial_max_streams_bidi: 1000,
+            max_connection_window: 24 * MIB,
+            max_stream_window: 16 * MIB,
+            max_idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            pacing: false,
+            pmtu_discovery: false,
+            max_recv_udp_payload_size: 65527,
+            max_send_udp_payload_size: 1350,
+            enable_datagrams: true,
+            datagram_queue_len: 1024,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Where PEM text comes from: a file, or the text itself.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pem {
+    /// A PEM file, read when the endpoint starts.
+    Path(PathBuf),
+    /// PEM text.
+    Text(String),
+}
+
+impl fmt::Debug for Pem {
+    /// Shows the path, never the text (it may hold a private key).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(path) => f.debug_tuple("Path").field(path).finish(),
+            Self::Text(_) => f.write_str("Text(***)"),
+        }
+    }
+}
+
+/// Edge settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Certificate chain (leaf first). `None` together with `key: None` makes the edge
+    /// generate a self-signed P-256 certificate at start; see
+    /// [`Endpoint::certificate_fingerprint`](crate::Endpoint::certificate_fingerprint).
+    pub cert: Option<Pem>,
+    /// Private key of `cert`.
+    pub key: Option<Pem>,
+    /// Subject alternative names (DNS) of the self-signed certificate.
+    pub self_signed_names: Vec<String>,
+    /// Accepted bearer tokens. Empty: no authentication.
+    pub tokens: Vec<Secret>,
+    /// Egress allowlist: CIDR prefixes (`10.0.0.0/8`, `fd00::/8`) a target may be in even
+    /// though the egress policy forbids it by default (loopback, private, link-local, …).
+    pub egress_allow: Vec<String>,
+    /// New connections beyond this many are dropped at their first packet.
+    pub max_connections: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            self_signed_names: vec!["localhost".to_owned(), "veil.invalid".to_owned()],
+            tokens: Vec::new(),
+            egress_allow: Vec::new(),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// How the client checks the edge's certificate.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    /// Chain to one of these CA certificates, for the configured server name.
+    Ca(Pem),
+    /// The SHA-256 of the leaf certificate's DER must be exactly this (hex in TOML).
+    /// Chain and name are not checked: the pin is the whole trust decision.
+    Pin(#[serde(deserialize_with = "fingerprint")] [u8; 32]),
+    /// Accept any certificate. Only for tests and labs: anyone on the path can read and
+    /// change the traffic.
+    Insecure,
+}
+
+impl fmt::Debug for Verify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ca(pem) => f.debug_tuple("Ca").field(pem).finish(),
+            Self::Pin(pin) => write!(f, "Pin({})", format_fingerprint(pin)),
+            Self::Insecure => f.write_str("Insecure"),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The edge's UDP address (the adapter resolves names before building the config).
+    pub edge_addr: SocketAddr,
+    /// The local address datagrams are sent from. `None`: the unspecified address of the
+    /// edge's family, port 0 (the adapter's socket decides).
+    #[serde(default)]
+    pub local_addr: Option<SocketAddr>,
+    /// TLS server name (SNI), also the name the certificate must carry with [`Verify::Ca`].
+    pub server_name: String,
+    /// How the edge's certificate is checked.
+    pub verify: Verify,
+    /// Bearer token sent in `Proxy-Authorization`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// First reconnect delay after the connection to the edge is lost; doubles per failure.
+    #[serde(
+        default = "default_reconnect_initial",
+        rename = "reconnect_initial_ms",
+        deserialize_with = "duration_ms"
+    )]
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    #[serde(
+        default = "default_reconnect_max",
+        rename = "reconnect_max_ms",
+        deserialize_with = "duration_ms"
+    )]
+    pub reconnect_max: Duration,
+    /// Tunnels that may wait for the connection at once; more fail at `open_tunnel`.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_tunnels: usize,
+    /// How long a waiting tunnel waits before it is refused with `EdgeUnavailable`.
+    #[serde(
+        default = "default_pending_deadline",
+        rename = "pending_deadline_ms",
+        deserialize_with = "duration_ms"
+    )]
+    pub pending_deadline: Duration,
+}
+
+impl ClientConfig {
+    /// A client of the edge at `edge_addr`, named `server_name`, verified by `verify`, with
+    /// default reconnect and queue settings and no token.
+    pub fn new(edge_addr: SocketAddr, server_name: impl Into<String>, verify: Verify) -> Self {
+        Self {
+            edge_addr,
+            local_addr: None,
+            server_name: server_name.into(),
+            verify,
+            token: None,
+            reconnect_initial: default_reconnect_initial(),
+            reconnect_max: default_reconnect_max(),
+            max_pending_tunnels: default_max_pending(),
+            pending_deadline: default_pending_deadline(),
+        }
+    }
+}
+
+fn default_reconnect_initial() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_pending() -> usize {
+    1024
+}
+
+fn default_pending_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A bearer token. `Debug` and `Display` print `Secret(***)`; `==` compares in constant
+/// time (for equal lengths).
+#[derive(Clone, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for sending it. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this token, in time that depends only on the lengths.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        veil_proto::http1::constant_time_eq(self.0.as_bytes(), candidate)
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons
+/// (`ab:cd:…`), in either case.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0; 32];
+    let mut digits = text.bytes().filter(|&b| b != b':');
+    for byte in &mut out {
+        let high = hex_value(digits.next()?)?;
+        let low = hex_value(digits.next()?)?;
+        *byte = high << 4 | low;
+    }
+    digits.next().is_none().then_some(out)
+}
+
+/// Formats a fingerprint as colon-separated lowercase hex, the form `parse_fingerprint` reads.
+pub fn format_fingerprint(fingerprint: &[u8; 32]) -> String {
+    let mut text = String::with_capacity(95);
+    for (index, byte) in fingerprint.iter().enumerate() {
+        if index > 0 {
+            text.push(':');
+        }
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn fingerprint<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_fingerprint(&text)
+        .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits (colons allowed)"))
+}
+
+fn duration_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_millis)
+}
+
+fn optional_duration_ms<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_through_hex() {
+        let mut fingerprint = [0; 32];
+        for (i, byte) in fingerprint.iter_mut().enumerate() {
+            *byte = u8::try_from(i * 7).expect("small");
+        }
+        let text = format_fingerprint(&fingerprint);
+        assert_eq!(&text[..8], "00:07:0e");
+        assert_eq!(text.len(), 95);
+        assert_eq!(parse_fingerprint(&text), Some(fingerprint));
+        assert_eq!(
+            parse_fingerprint(&text.replace(':', "").to_uppercase()),
+            Some(fingerprint)
+        );
+        assert_eq!(parse_fingerprint(&text[..93]), None);
+        assert_eq!(parse_fingerprint(&format!("{text}00")), None);
+        assert_eq!(parse_fingerprint(&text.replace('e', "g")), None);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "Secret(***) Secret(***)");
+        assert_eq!(secret, Secret::new("hunter2"));
+        assert_ne!(secret, Secret::new("hunter3"));
+        assert!(secret.matches(b"hunter2") && !secret.matches(b"hunter"));
+        let verify = Verify::Pin([0xab; 32]);
+        assert!(format!("{verify:?}").starts_with("Pin(ab:ab:"));
+        assert_eq!(format!("{:?}", Pem::Text("KEY".to_owned())), "Text(***)");
+    }
+
+    #[test]
+    fn defaults_favour_throughput() {
+        let quic = QuicConfig::default();
+        assert_eq!(quic.initial_max_data, 16 * MIB);
+        assert_eq!(quic.initial_max_stream_data_bidi_remote, 2 * MIB);
+        assert_eq!(quic.initial_max_streams_bidi, 1000);
+        assert_eq!(quic.max_idle_timeout, Duration::from_secs(30));
+        let edge = EdgeConfig::default();
+        assert!(edge.tokens.is_empty() && edge.cert.is_none());
+    }
+}

@@ -1,0 +1,1467 @@
+//! The [`Endpoint`]: one per UDP socket, both roles.
+//!
+//! # How it is built
+//!
+//! - Connections live in a table by [`ConnectionHandle`]; incoming datagrams find theirs by
+//!   destination connection ID (`routes`). An edge creates a connection only for a
+//!   well-sized Initial of a supported version and answers other versions with Version
+//!   Negotiation. A client has at most one current connection to its edge (older ones that
+//!   received GOAWAY finish their tunnels).
+//! - Tunnels live in a table by [`TunnelId`]; each connection maps its stream IDs to them.
+//! - After every input the touched connection is processed (HTTP/3 events, writability,
+//!   waiting responses, client queue, reaping) and put in the send queue; `poll_transmit`
+//!   takes connections from that queue in turn, one batch each, so one busy connection
+//!   cannot starve the others.
+//! - Backpressure: the engine never copies tunnel bytes into buffers of its own. A send
+//!   goes straight into quiche's stream buffer (bounded by flow control) and returns how
+//!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
+//!   its own stream's flow-control credit.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use quiche::h3;
+
+use crate::H3_CONNECT_ERROR;
+use crate::cid::{CID_LEN, new_connection_id};
+use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
+use crate::connect::{self, Rejection, Response};
+use crate::egress_shim::EgressPolicy;
+use crate::error::{ConfigError, OpenError, TunnelError};
+use crate::transmit::{Held, Step, transmit_batch};
+use crate::types::{
+    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
+    RefusedReason, Role, Transmit, TunnelId, TunnelTarget,
+};
+use crate::{PACING_HORIZON, tls, transport};
+
+/// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
+const MIN_INITIAL_LEN: usize = 1200;
+
+/// Version Negotiation packets waiting to be sent, at most; more are not answered.
+const MAX_STATELESS: usize = 64;
+
+/// HTTP/3 error codes used on streams (RFC 9114 §8.1).
+const H3_NO_ERROR: u64 = h3::WireErrorCode::NoError as u64;
+const H3_REQUEST_REJECTED: u64 = h3::WireErrorCode::RequestRejected as u64;
+const H3_REQUEST_CANCELLED: u64 = h3::WireErrorCode::RequestCancelled as u64;
+const H3_MESSAGE_ERROR: u64 = h3::WireErrorCode::MessageError as u64;
+const H3_INTERNAL_ERROR: u64 = h3::WireErrorCode::InternalError as u64;
+
+/// A sans-IO QUIC + HTTP/3 endpoint for one UDP socket.
+///
+/// Run loop for every driver: feed one input (`handle_datagram` or `handle_timeout`), then
+/// drain `poll_transmit` and `poll_event`, then re-arm the timer from `poll_timeout`, then
+/// wait. Tunnel calls (`open_tunnel`, `tunnel_send`, …) are inputs too: drain after them.
+///
+/// quiche reads the system clock for its own timers; everything else here uses the `now`
+/// the caller passes.
+pub struct Endpoint {
+    role: RoleState,
+    quic_config: quiche::Config,
+    h3_config: h3::Config,
+    conns: HashMap<u64, Conn>,
+    /// Destination connection ID → connection.
+    routes: HashMap<Vec<u8>, u64>,
+    tunnels: HashMap<TunnelId, Tunnel>,
+    events: VecDeque<Event>,
+    /// Connections that may have packets to send, each at most once.
+    send_queue: VecDeque<u64>,
+    /// Version Negotiation packets: bytes, destination, source.
+    stateless: VecDeque<(Vec<u8>, SocketAddr, SocketAddr)>,
+    next_conn: u64,
+    next_tunnel: u64,
+    stats: EndpointStats,
+    closing: bool,
+    fingerprint: Option<[u8; 32]>,
+    pacing: bool,
+    keep_alive: Option<Duration>,
+    /// Reused buffer for discarding bytes of streams nobody reads.
+    scratch: Vec<u8>,
+}
+
+enum RoleState {
+    Client(Client),
+    Edge(Edge),
+}
+
+struct Edge {
+    tokens: Vec<Secret>,
+    egress: EgressPolicy,
+    max_connections: usize,
+}
+
+struct Client {
+    edge_addr: SocketAddr,
+    local_addr: SocketAddr,
+    server_name: String,
+    token: Option<Secret>,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    max_pending: usize,
+    pending_deadline: Duration,
+    /// The connection new tunnels go to.
+    conn: Option<u64>,
+    /// No connection attempt before this.
+    retry_at: Option<Instant>,
+    /// Delay before the next attempt after a loss.
+    backoff: Duration,
+    /// Tunnels waiting for a connection (or for stream credit), oldest first.
+    pending: VecDeque<TunnelId>,
+}
+
+struct Conn {
+    handle: ConnectionHandle,
+    quic: quiche::Connection,
+    h3: Option<h3::Connection>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    streams: HashMap<u64, TunnelId>,
+    /// Keys of `Endpoint::routes` that lead here.
+    routes: Vec<Vec<u8>>,
+    queued: bool,
+    held: Held,
+    goaway: bool,
+    largest_request: Option<u64>,
+    /// Refusals waiting for stream capacity.
+    rejections: VecDeque<(u64, Rejection)>,
+    /// Accepted tunnels whose 200 waits for stream capacity.
+    accepting: Vec<TunnelId>,
+    keep_alive_at: Option<Instant>,
+}
+
+// Independent flags of one stream's two directions.
+#[allow(clippy::struct_excessive_bools)]
+struct Tunnel {
+    conn: Option<u64>,
+    stream: u64,
+    state: TunnelState,
+    write_blocked: bool,
+    local_fin: bool,
+    /// Edge: `tunnel_finish` was called while the 200 waited for room.
+    fin_pending: bool,
+    fin_delivered: bool,
+    /// Edge: bytes or FIN arrived before the host accepted.
+    deferred_readable: bool,
+}
+
+enum TunnelState {
+    /// Client: waiting in the queue for a connection.
+    Waiting {
+        target: TunnelTarget,
+        deadline: Instant,
+    },
+    /// Client: request sent, no final response yet.
+    AwaitingResponse {
+        target: TunnelTarget,
+        deadline: Instant,
+    },
+    /// Edge: reported to the host, no answer yet.
+    Requested,
+    /// Edge: accepted, the 200 waits for stream capacity.
+    Accepting,
+    /// Carrying bytes.
+    Open,
+}
+
+impl Endpoint {
+    /// Builds an endpoint: TLS context, QUIC and HTTP/3 settings; an edge without a
+    /// certificate generates a self-signed one here. A client connects on its first
+    /// `open_tunnel`, not here.
+    pub fn new(config: Config, _now: Instant) -> Result<Self, ConfigError> {
+        let Config { role, quic } = config;
+        let (tls, fingerprint, role) = match role {
+            RoleConfig::Edge(edge) => {
+                let tls = tls::edge_context(&edge)?;
+                (
+                    tls.builder,
+                    Some(tls.fingerprint),
+                    RoleState::Edge(Edge::new(edge)?),
+                )
+            }
+            RoleConfig::Client(client) => {
+                let tls = tls::client_context(&client.verify)?;
+                (tls, None, RoleState::Client(Client::new(client)))
+            }
+        };
+        Ok(Self {
+            quic_config: transport::quic_config(&quic, tls)?,
+            h3_config: transport::h3_config()?,
+            keep_alive: quic.keep_alive_interval,
+            pacing: quic.pacing,
+            role,
+            conns: HashMap::new(),
+            routes: HashMap::new(),
+            tunnels: HashMap::new(),
+            events: VecDeque::new(),
+            send_queue: VecDeque::new(),
+            stateless: VecDeque::new(),
+            next_conn: 0,
+            next_tunnel: 0,
+            stats: EndpointStats::default(),
+            closing: false,
+            fingerprint,
+            scratch: vec![0; 4096],
+        })
+    }
+
+    /// The role this endpoint plays.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Client(_) => Role::Client,
+            RoleState::Edge(_) => Role::Edge,
+        }
+    }
+
+    /// Edge: SHA-256 of the DER of the certificate it serves (self-signed or loaded), to
+    /// print for clients that pin it. `None` on a client.
+    pub fn certificate_fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
+    }
+
+    /// The local address a client's connections use (`None` on an edge, which answers
+    /// from the address each datagram arrived on).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.role {
+            RoleState::Client(client) => Some(client.local_addr),
+            RoleState::Edge(_) => None,
+        }
+    }
+
+    /// Feeds one received UDP datagram. The buffer may be modified (decrypted in place).
+    /// Datagrams that belong to no connection and cannot start one are dropped and
+    /// counted.
+    pub fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, datagram: &mut [u8]) {
+        self.stats.datagrams_received += 1;
+        let Some(handle) = self.route(meta, datagram) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let is_client = matches!(self.role, RoleState::Client(_));
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        // A client's socket may be bound to an unspecified address: its connection keeps
+        // the one local address it started with, whatever `meta.to` says.
+        let to = if is_client { conn.local } else { meta.to };
+        let info = quiche::RecvInfo {
+            from: meta.from,
+            to,
+        };
+        if let Err(error) = conn.quic.recv(datagram, info) {
+            tracing::debug!(connection = handle, %error, "datagram not accepted");
+        }
+        self.process(now, handle);
+    }
+
+    /// Tells the endpoint that `now` has come; call it when `poll_timeout` is due (calling
+    /// it early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let handles: Vec<u64> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                continue;
+            };
+            let mut touched = false;
+            if conn.quic.timeout_instant().is_some_and(|at| at <= now) {
+                conn.quic.on_timeout();
+                touched = true;
+            }
+            if conn
+                .held
+                .release_at()
+                .is_some_and(|at| at <= now + PACING_HORIZON)
+            {
+                touched = true;
+            }
+            if conn.keep_alive_at.is_some_and(|at| at <= now) && conn.h3.is_some() {
+                conn.keep_alive_at = None;
+                if conn.quic.send_ack_eliciting().is_ok() {
+                    touched = true;
+                }
+            }
+            if touched {
+                self.process(now, handle);
+            }
+        }
+        self.expire_pending(now);
+        self.client_connect(now);
+    }
+
+    /// Writes the next datagram, or GSO batch of same-size datagrams of one connection and
+    /// path, to the start of `out`. `out` must hold at least `max_send_udp_payload_size`
+    /// bytes (or the PMTU when discovery is on); a larger `out` (up to 64 KiB) lets the
+    /// engine batch up to 64 segments. `None`: nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if let Some((packet, to, from)) = self.stateless.pop_front() {
+            let len = packet.len();
+            out.get_mut(..len)?.copy_from_slice(&packet);
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                to,
+                from,
+                len,
+                segment_size: None,
+            });
+        }
+        for _ in 0..self.send_queue.len() {
+            let handle = self.send_queue.pop_front()?;
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                continue;
+            };
+            conn.queued = false;
+            let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
+            let pacing = self.pacing.then_some(now + horizon);
+            match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
+                Step::Sent {
+                    transmit,
+                    segments,
+                    more,
+                } => {
+                    if more {
+                        conn.queued = true;
+                        self.send_queue.push_back(handle);
+                    }
+                    if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
+                        conn.keep_alive_at = Some(now + every);
+                    }
+                    self.stats.datagrams_sent += u64::try_from(segments).unwrap_or(u64::MAX);
+                    return Some(transmit);
+                }
+                Step::Held => {}
+                Step::Idle => {
+                    if conn.quic.is_closed() {
+                        self.reap(now, handle);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// When `handle_timeout` should be called next; `None`: no timer needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conns = self.conns.values().flat_map(|conn| {
+            [
+                conn.quic.timeout_instant(),
+                conn.held.release_at(),
+                conn.keep_alive_at.filter(|_| conn.h3.is_some()),
+            ]
+        });
+        let client = match &self.role {
+            RoleState::Client(client) if !client.pending.is_empty() => {
+                let deadlines = client
+                    .pending
+                    .iter()
+                    .filter_map(|id| self.tunnels.get(id).and_then(Tunnel::deadline));
+                let retry = client.retry_at.filter(|_| client.conn.is_none());
+                deadlines.chain(retry).min()
+            }
+            _ => None,
+        };
+        conns.flatten().chain(client).min()
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Client: opens a CONNECT tunnel to `target`. The endpoint connects to the edge on the
+    /// first call and reconnects with backoff when the connection dies; meanwhile tunnels
+    /// wait in a bounded queue until `pending_deadline`, then fail with
+    /// `TunnelRefused { reason: EdgeUnavailable }`. The answer comes as `TunnelOpened` or
+    /// `TunnelRefused`.
+    pub fn open_tunnel(
+        &mut self,
+        now: Instant,
+        target: &TunnelTarget,
+    ) -> Result<TunnelId, OpenError> {
+        let RoleState::Client(client) = &mut self.role else {
+            return Err(OpenError::NotClient);
+        };
+        if self.closing {
+            return Err(OpenError::Closing);
+        }
+        if client.pending.len() >= client.max_pending {
+            return Err(OpenError::QueueFull);
+        }
+        let id = TunnelId(self.next_tunnel);
+        self.next_tunnel += 1;
+        let deadline = now + client.pending_deadline;
+        client.pending.push_back(id);
+        self.tunnels.insert(
+            id,
+            Tunnel::new(
+                None,
+                TunnelState::Waiting {
+                    target: target.clone(),
+                    deadline,
+                },
+            ),
+        );
+        self.stats.tunnels_total += 1;
+        self.client_connect(now);
+        self.flush_pending();
+        Ok(id)
+    }
+
+    /// Edge: answers a `TunnelRequest` with 200; the tunnel then carries bytes.
+    pub fn accept_tunnel(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        let entry = self
+            .tunnels
+            .get_mut(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        if !matches!(entry.state, TunnelState::Requested) {
+            return Err(TunnelError::InvalidState);
+        }
+        entry.state = TunnelState::Accepting;
+        let handle = entry.conn.ok_or(TunnelError::InvalidState)?;
+        self.retry_accept(handle, tunnel);
+        self.queue_send(handle);
+        Ok(())
+    }
+
+    /// Edge: answers a `TunnelRequest` with the status and Proxy-Status of `refusal`; the
+    /// tunnel id is dead afterwards.
+    pub fn refuse_tunnel(&mut self, tunnel: TunnelId, refusal: Refusal) -> Result<(), TunnelError> {
+        let entry = self
+            .tunnels
+            .get(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        if !matches!(entry.state, TunnelState::Requested) {
+            return Err(TunnelError::InvalidState);
+        }
+        let Some((handle, stream)) = self.remove_tunnel(tunnel) else {
+            return Ok(());
+        };
+        self.stats.tunnels_refused += 1;
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            send_rejection(conn, stream, Rejection::from_refusal(refusal));
+        }
+        self.queue_send(handle);
+        Ok(())
+    }
+
+    /// Edge: whether egress policy lets a tunnel go to `ip`, for adapters that resolved a
+    /// name. `Err(Refusal::Prohibited)` is the refusal to give. A client has no policy and
+    /// always answers `Ok`.
+    pub fn check_egress(&self, ip: IpAddr) -> Result<(), Refusal> {
+        match &self.role {
+            RoleState::Edge(edge) => edge.egress.check(ip).map_err(|_| Refusal::Prohibited),
+            RoleState::Client(_) => Ok(()),
+        }
+    }
+
+    /// Sends bytes on an open tunnel. Returns how many were taken; fewer than offered (or
+    /// 0) means the stream is blocked: wait for `TunnelWritable`.
+    pub fn tunnel_send(&mut self, tunnel: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
+        let entry = self
+            .tunnels
+            .get_mut(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        match entry.state {
+            TunnelState::Open => {}
+            TunnelState::Accepting => {
+                entry.write_blocked = true;
+                return Ok(0);
+            }
+            _ => return Err(TunnelError::InvalidState),
+        }
+        if entry.local_fin {
+            return Err(TunnelError::WriteClosed);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
+        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
+        match h3.send_body(&mut conn.quic, stream, data, false) {
+            Ok(taken) => {
+                entry.write_blocked = taken < data.len();
+                self.queue_send(handle);
+                Ok(taken)
+            }
+            Err(h3::Error::Done | h3::Error::StreamBlocked) => {
+                entry.write_blocked = true;
+                Ok(0)
+            }
+            Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
+                self.peer_reset(handle, stream, code);
+                Err(TunnelError::WriteClosed)
+            }
+            Err(error) => {
+                tracing::debug!(?tunnel, %error, "tunnel send failed");
+                self.fail_tunnel(tunnel);
+                Err(TunnelError::Stream)
+            }
+        }
+    }
+
+    /// Finishes our direction (FIN), after the bytes already sent. Idempotent.
+    pub fn tunnel_finish(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        let entry = self
+            .tunnels
+            .get_mut(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.local_fin {
+            return Ok(());
+        }
+        match entry.state {
+            TunnelState::Open => {}
+            // The FIN follows the 200 once the stream has room for it.
+            TunnelState::Accepting => {
+                entry.fin_pending = true;
+                return Ok(());
+            }
+            _ => return Err(TunnelError::InvalidState),
+        }
+        let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
+        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        // A FIN without a DATA frame is valid HTTP/3 and needs no stream credit.
+        match conn.quic.stream_send(stream, b"", true) {
+            Ok(_) => {}
+            Err(quiche::Error::StreamStopped(code)) => {
+                self.peer_reset(handle, stream, code);
+                return Err(TunnelError::WriteClosed);
+            }
+            Err(error) => {
+                tracing::debug!(?tunnel, %error, "tunnel finish failed");
+                self.fail_tunnel(tunnel);
+                return Err(TunnelError::Stream);
+            }
+        }
+        entry.local_fin = true;
+        self.queue_send(handle);
+        self.finish_if_done(tunnel);
+        Ok(())
+    }
+
+    /// Reads received bytes into `out`. `len == 0 && !fin`: nothing more now, wait for
+    /// `TunnelReadable`. `fin`: the peer finished its direction and everything before it
+    /// has been read.
+    pub fn tunnel_recv(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
+        let entry = self
+            .tunnels
+            .get_mut(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        if !matches!(entry.state, TunnelState::Open) {
+            return Err(TunnelError::InvalidState);
+        }
+        if entry.fin_delivered {
+            return Ok(Recv { len: 0, fin: true });
+        }
+        let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
+        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
+        let len = match h3.recv_body(&mut conn.quic, stream, out) {
+            Ok(len) => len,
+            Err(h3::Error::Done) => 0,
+            Err(h3::Error::TransportError(quiche::Error::StreamReset(code))) => {
+                self.peer_reset(handle, stream, code);
+                return Err(TunnelError::Stream);
+            }
+            Err(error) => {
+                tracing::debug!(?tunnel, %error, "tunnel receive failed");
+                self.fail_tunnel(tunnel);
+                return Err(TunnelError::Stream);
+            }
+        };
+        // Reading returned flow-control credit to the peer: a window update may be due.
+        self.queue_send(handle);
+        let finished = self
+            .conns
+            .get(&handle)
+            .is_some_and(|conn| conn.quic.stream_finished(stream));
+        if !finished {
+            return Ok(Recv { len, fin: false });
+        }
+        if let Some(entry) = self.tunnels.get_mut(&tunnel) {
+            entry.fin_delivered = true;
+        }
+        self.finish_if_done(tunnel);
+        Ok(Recv { len, fin: true })
+    }
+
+    /// Resets the tunnel both ways with `H3_CONNECT_ERROR` (the target connection was reset
+    /// or failed); a client tunnel still waiting is simply dropped. The id is dead
+    /// afterwards; no event follows.
+    pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
+        if !self.tunnels.contains_key(&tunnel) {
+            return Err(TunnelError::UnknownTunnel);
+        }
+        if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+            }
+            self.queue_send(handle);
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
+    /// every connection; a client stops reconnecting and refuses waiting tunnels with
+    /// `EdgeUnavailable`. Poll until `is_closed`.
+    pub fn close(&mut self, now: Instant, error_code: u64, reason: &[u8]) {
+        self.closing = true;
+        if let RoleState::Client(client) = &mut self.role {
+            let waiting: Vec<TunnelId> = client.pending.drain(..).collect();
+            for id in waiting {
+                self.refuse_waiting(id, RefusedReason::EdgeUnavailable);
+            }
+        }
+        let handles: Vec<u64> = self.conns.keys().copied().collect();
+        for handle in handles {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.close(error_code, reason);
+            }
+            self.queue_send(handle);
+            self.reap(now, handle);
+        }
+    }
+
+    /// Whether every connection has drained (after `close`, or before any connection).
+    pub fn is_closed(&self) -> bool {
+        self.conns.is_empty() && self.stateless.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            connections: self.conns.len(),
+            tunnels: self.tunnels.len(),
+            ..self.stats
+        }
+    }
+}
+
+// Routing and connection setup.
+impl Endpoint {
+    /// The connection a datagram belongs to, creating it for an edge's valid Initial.
+    fn route(&mut self, meta: RecvMeta, datagram: &mut [u8]) -> Option<u64> {
+        let len = datagram.len();
+        let header = quiche::Header::from_slice(datagram, CID_LEN).ok()?;
+        if let Some(&handle) = self.routes.get(header.dcid.as_ref()) {
+            return Some(handle);
+        }
+        if !matches!(self.role, RoleState::Edge(_)) {
+            return None;
+        }
+        self.accept(meta, &header, len)
+    }
+
+    /// Edge: a new connection for an Initial nobody routes, if it may start one.
+    fn accept(&mut self, meta: RecvMeta, header: &quiche::Header<'_>, len: usize) -> Option<u64> {
+        let RoleState::Edge(edge) = &self.role else {
+            return None;
+        };
+        if matches!(
+            header.ty,
+            quiche::Type::Short | quiche::Type::VersionNegotiation
+        ) {
+            return None;
+        }
+        //# RFC 9000 §5.2.2: "If a server receives a packet that indicates an unsupported
+        //# version and if the packet is large enough to initiate a new connection for any
+        //# supported version, the server SHOULD send a Version Negotiation packet"
+        if !quiche::version_is_supported(header.version) {
+            if len >= MIN_INITIAL_LEN {
+                self.negotiate_version(meta, header);
+            }
+            return None;
+        }
+        if header.ty != quiche::Type::Initial {
+            return None;
+        }
+        //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
+        //# datagram with a payload that is smaller than the smallest allowed maximum
+        //# datagram size of 1200 bytes."
+        if len < MIN_INITIAL_LEN || self.closing || self.conns.len() >= edge.max_connections {
+            return None;
+        }
+        let scid = new_connection_id()?;
+        let quic = quiche::accept(&scid, None, meta.to, meta.from, &mut self.quic_config)
+            .map_err(|error| tracing::debug!(%error, "accept failed"))
+            .ok()?;
+        let handle = self.insert_conn(quic, meta.to, meta.from);
+        // The client keeps using the DCID it chose until it learns ours.
+        self.add_route(handle, scid.to_vec());
+        self.add_route(handle, header.dcid.to_vec());
+        Some(handle)
+    }
+
+    fn negotiate_version(&mut self, meta: RecvMeta, header: &quiche::Header<'_>) {
+        if self.stateless.len() >= MAX_STATELESS {
+            return;
+        }
+        let mut packet = vec![0; MIN_INITIAL_LEN];
+        if let Ok(len) = quiche::negotiate_version(&header.scid, &header.dcid, &mut packet) {
+            packet.truncate(len);
+            self.stateless.push_back((packet, meta.from, meta.to));
+            self.stats.version_negotiations += 1;
+        }
+    }
+
+    fn insert_conn(
+        &mut self,
+        quic: quiche::Connection,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> u64 {
+        let handle = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            handle,
+            Conn {
+                handle: ConnectionHandle(handle),
+                quic,
+                h3: None,
+                peer,
+                local,
+                streams: HashMap::new(),
+                routes: Vec::new(),
+                queued: false,
+                held: Held::default(),
+                goaway: false,
+                largest_request: None,
+                rejections: VecDeque::new(),
+                accepting: Vec::new(),
+                keep_alive_at: None,
+            },
+        );
+        self.stats.connections_total += 1;
+        handle
+    }
+
+    fn add_route(&mut self, handle: u64, cid: Vec<u8>) {
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.routes.push(cid.clone());
+            self.routes.insert(cid, handle);
+        }
+    }
+
+    /// Client: starts a connection when tunnels wait, none is current and backoff allows.
+    fn client_connect(&mut self, now: Instant) {
+        let RoleState::Client(client) = &mut self.role else {
+            return;
+        };
+        if self.closing
+            || client.conn.is_some()
+            || client.pending.is_empty()
+            || client.retry_at.is_some_and(|at| at > now)
+        {
+            return;
+        }
+        let attempt = new_connection_id().and_then(|scid| {
+            quiche::connect(
+                Some(&client.server_name),
+                &scid,
+                client.local_addr,
+                client.edge_addr,
+                &mut self.quic_config,
+            )
+            .map_err(|error| tracing::warn!(%error, "cannot start a connection"))
+            .ok()
+            .map(|quic| (scid, quic))
+        });
+        let Some((scid, quic)) = attempt else {
+            client.schedule_retry(now);
+            return;
+        };
+        client.retry_at = None;
+        let (local, edge) = (client.local_addr, client.edge_addr);
+        let handle = self.insert_conn(quic, local, edge);
+        if let RoleState::Client(client) = &mut self.role {
+            client.conn = Some(handle);
+        }
+        self.add_route(handle, scid.to_vec());
+        self.queue_send(handle);
+    }
+
+    fn queue_send(&mut self, handle: u64) {
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            if !conn.queued {
+                conn.queued = true;
+                self.send_queue.push_back(handle);
+            }
+        }
+    }
+}
+
+// Processing a connection after input.
+impl Endpoint {
+    fn process(&mut self, now: Instant, handle: u64) {
+        self.setup_h3(handle);
+        self.poll_h3(handle);
+        self.retry_responses(handle);
+        self.poll_writable(handle);
+        // A GOAWAY may have retired the current connection: waiting tunnels need another.
+        self.client_connect(now);
+        self.flush_pending();
+        if !self.reap(now, handle) {
+            self.queue_send(handle);
+        }
+    }
+
+    /// Creates the HTTP/3 layer once the handshake completes.
+    fn setup_h3(&mut self, handle: u64) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if conn.h3.is_some() || !conn.quic.is_established() {
+            return;
+        }
+        match h3::Connection::with_transport(&mut conn.quic, &self.h3_config) {
+            Ok(h3) => conn.h3 = Some(h3),
+            Err(error) => {
+                tracing::debug!(connection = handle, %error, "HTTP/3 setup failed");
+                let _ = conn.quic.close(true, H3_INTERNAL_ERROR, b"");
+                return;
+            }
+        }
+        self.events.push_back(Event::ConnectionEstablished {
+            connection: conn.handle,
+            peer: conn.peer,
+        });
+        if let RoleState::Client(client) = &mut self.role {
+            if client.conn == Some(handle) {
+                client.backoff = client.reconnect_initial;
+            }
+        }
+    }
+
+    fn poll_h3(&mut self, handle: u64) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&handle) else {
+                return;
+            };
+            let Some(h3) = conn.h3.as_mut() else {
+                return;
+            };
+            match h3.poll(&mut conn.quic) {
+                Ok((stream, event)) => self.on_h3_event(handle, stream, event),
+                Err(h3::Error::Done) => return,
+                Err(error) => {
+                    tracing::debug!(connection = handle, %error, "HTTP/3 error");
+                    let _ =
+                        conn.quic
+                            .close(true, h3::WireErrorCode::GeneralProtocolError as u64, b"");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_h3_event(&mut self, handle: u64, stream: u64, event: h3::Event) {
+        match event {
+            h3::Event::Headers { list, .. } => match self.role {
+                RoleState::Edge(_) => self.on_request(handle, stream, &list),
+                RoleState::Client(_) => self.on_response(handle, stream, &list),
+            },
+            h3::Event::Data => self.on_readable(handle, stream, false),
+            h3::Event::Finished => self.on_readable(handle, stream, true),
+            h3::Event::Reset(code) => self.peer_reset(handle, stream, code),
+            h3::Event::GoAway => self.on_goaway(handle),
+            h3::Event::PriorityUpdate => {}
+        }
+    }
+
+    /// Edge: a request head arrived.
+    fn on_request(&mut self, handle: u64, stream: u64, headers: &[h3::Header]) {
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        if conn.streams.contains_key(&stream) {
+            // Trailers on a tunnel carry nothing for us.
+            return;
+        }
+        conn.largest_request = conn.largest_request.max(Some(stream));
+        match connect::check_request(headers, &edge.tokens, &edge.egress) {
+            Ok(accepted) => {
+                let id = TunnelId(self.next_tunnel);
+                self.next_tunnel += 1;
+                conn.streams.insert(stream, id);
+                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested);
+                tunnel.stream = stream;
+                self.tunnels.insert(id, tunnel);
+                self.stats.tunnels_total += 1;
+                self.events.push_back(Event::TunnelRequest {
+                    tunnel: id,
+                    target: accepted.target,
+                    client: ClientIdentity {
+                        peer: conn.peer,
+                        token_index: accepted.token_index,
+                        connection: conn.handle,
+                    },
+                });
+            }
+            Err(rejection) => {
+                self.stats.tunnels_refused += 1;
+                if rejection.is_auth() {
+                    self.stats.auth_failures += 1;
+                }
+                send_rejection(conn, stream, rejection);
+            }
+        }
+    }
+
+    /// Client: a response head arrived.
+    fn on_response(&mut self, handle: u64, stream: u64, headers: &[h3::Header]) {
+        let Some(&id) = self
+            .conns
+            .get(&handle)
+            .and_then(|conn| conn.streams.get(&stream))
+        else {
+            return;
+        };
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if !matches!(tunnel.state, TunnelState::AwaitingResponse { .. }) {
+            return;
+        }
+        let (reason, code) = match connect::parse_response(headers) {
+            Response::Informational => return,
+            Response::Success => {
+                tunnel.state = TunnelState::Open;
+                self.events.push_back(Event::TunnelOpened { tunnel: id });
+                return;
+            }
+            Response::Refused {
+                status,
+                proxy_error,
+                proxy_status,
+            } => (
+                RefusedReason::Status {
+                    status,
+                    proxy_error,
+                    proxy_status,
+                },
+                H3_REQUEST_CANCELLED,
+            ),
+            Response::Malformed => (RefusedReason::MalformedResponse, H3_MESSAGE_ERROR),
+        };
+        self.remove_tunnel(id);
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            shutdown_stream(&mut conn.quic, stream, code);
+        }
+        self.stats.tunnels_refused += 1;
+        self.events
+            .push_back(Event::TunnelRefused { tunnel: id, reason });
+    }
+
+    /// Bytes (or the FIN) arrived on a stream.
+    fn on_readable(&mut self, handle: u64, stream: u64, finished: bool) {
+        let id = self
+            .conns
+            .get(&handle)
+            .and_then(|conn| conn.streams.get(&stream).copied());
+        let Some(tunnel) = id.and_then(|id| self.tunnels.get_mut(&id)) else {
+            self.discard(handle, stream);
+            return;
+        };
+        let Some(id) = id else { return };
+        match tunnel.state {
+            TunnelState::Open if !tunnel.fin_delivered => {
+                self.events.push_back(Event::TunnelReadable { tunnel: id });
+            }
+            TunnelState::Requested | TunnelState::Accepting => tunnel.deferred_readable = true,
+            TunnelState::AwaitingResponse { .. } if finished => {
+                self.remove_tunnel(id);
+                self.stats.tunnels_refused += 1;
+                self.events.push_back(Event::TunnelRefused {
+                    tunnel: id,
+                    reason: RefusedReason::MalformedResponse,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads and drops whatever a stream without a tunnel holds, so that it cannot pin
+    /// flow-control credit.
+    fn discard(&mut self, handle: u64, stream: u64) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let Some(h3) = conn.h3.as_mut() else {
+            return;
+        };
+        while let Ok(len) = h3.recv_body(&mut conn.quic, stream, &mut self.scratch) {
+            if len == 0 {
+                break;
+            }
+        }
+    }
+
+    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
+    fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+        let Some(&id) = conn.streams.get(&stream) else {
+            return;
+        };
+        let Some(tunnel) = self.tunnels.get(&id) else {
+            return;
+        };
+        let event = match tunnel.state {
+            TunnelState::AwaitingResponse { .. } => {
+                self.stats.tunnels_refused += 1;
+                Event::TunnelRefused {
+                    tunnel: id,
+                    reason: RefusedReason::Reset { code },
+                }
+            }
+            _ => Event::TunnelClosed {
+                tunnel: id,
+                reason: CloseReason::Reset { code },
+            },
+        };
+        self.remove_tunnel(id);
+        self.events.push_back(event);
+        self.queue_send(handle);
+    }
+
+    /// A stream failed locally in a way quiche does not explain: reset it, report it.
+    fn fail_tunnel(&mut self, id: TunnelId) {
+        if let Some((handle, stream)) = self.remove_tunnel(id) {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                shutdown_stream(&mut conn.quic, stream, H3_INTERNAL_ERROR);
+            }
+            self.queue_send(handle);
+        }
+        self.events.push_back(Event::TunnelClosed {
+            tunnel: id,
+            reason: CloseReason::Reset {
+                code: H3_INTERNAL_ERROR,
+            },
+        });
+    }
+
+    fn on_goaway(&mut self, handle: u64) {
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.goaway = true;
+        }
+        // New tunnels go to a fresh connection; this one finishes what it carries.
+        if let RoleState::Client(client) = &mut self.role {
+            if client.conn == Some(handle) {
+                client.conn = None;
+            }
+        }
+    }
+
+    /// Sends refusals and acceptances that waited for stream capacity.
+    fn retry_responses(&mut self, handle: u64) {
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        for _ in 0..conn.rejections.len() {
+            let Some((stream, rejection)) = conn.rejections.pop_front() else {
+                break;
+            };
+            send_rejection(conn, stream, rejection);
+        }
+        if conn.accepting.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut conn.accepting) {
+            self.retry_accept(handle, id);
+        }
+    }
+
+    /// Edge: sends the 200 of an accepted tunnel, if the stream has room for it.
+    fn retry_accept(&mut self, handle: u64, id: TunnelId) {
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if !matches!(tunnel.state, TunnelState::Accepting) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let Some(h3) = conn.h3.as_mut() else {
+            return;
+        };
+        match h3.send_response(
+            &mut conn.quic,
+            tunnel.stream,
+            &connect::accept_headers(),
+            false,
+        ) {
+            Ok(()) => {
+                tunnel.state = TunnelState::Open;
+                if std::mem::take(&mut tunnel.deferred_readable) {
+                    self.events.push_back(Event::TunnelReadable { tunnel: id });
+                }
+                if std::mem::take(&mut tunnel.write_blocked) {
+                    self.events.push_back(Event::TunnelWritable { tunnel: id });
+                }
+                if std::mem::take(&mut tunnel.fin_pending) {
+                    let _ = self.tunnel_finish(id);
+                }
+            }
+            Err(h3::Error::StreamBlocked) => conn.accepting.push(id),
+            Err(error) => {
+                tracing::debug!(?id, %error, "cannot send 200");
+                self.fail_tunnel(id);
+            }
+        }
+    }
+
+    /// Reports `TunnelWritable` for blocked tunnels with room again, and notices streams the
+    /// peer stopped.
+    fn poll_writable(&mut self, handle: u64) {
+        let mut stopped = Vec::new();
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        while let Some(stream) = conn.quic.stream_writable_next() {
+            let Some(&id) = conn.streams.get(&stream) else {
+                continue;
+            };
+            let Some(tunnel) = self.tunnels.get_mut(&id) else {
+                continue;
+            };
+            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
+                //# RFC 9114 §4.1.1: "Clients MUST NOT discard complete responses as a
+                //# result of having their request terminated abruptly"
+                // An edge that refuses also stops our request stream; its response follows.
+                if !matches!(tunnel.state, TunnelState::AwaitingResponse { .. }) {
+                    stopped.push((stream, code));
+                }
+                continue;
+            }
+            if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
+                tunnel.write_blocked = false;
+                self.events.push_back(Event::TunnelWritable { tunnel: id });
+            }
+        }
+        for (stream, code) in stopped {
+            self.peer_reset(handle, stream, code);
+        }
+    }
+
+    /// Client: sends the requests of waiting tunnels on the current connection.
+    fn flush_pending(&mut self) {
+        let RoleState::Client(client) = &mut self.role else {
+            return;
+        };
+        let Some(handle) = client.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let Some(h3) = conn.h3.as_mut() else {
+            return;
+        };
+        let mut sent = false;
+        while let Some(&id) = client.pending.front() {
+            let Some(tunnel) = self.tunnels.get_mut(&id) else {
+                client.pending.pop_front();
+                continue;
+            };
+            let TunnelState::Waiting { target, deadline } = &tunnel.state else {
+                client.pending.pop_front();
+                continue;
+            };
+            let headers = connect::request_headers(target, client.token.as_ref());
+            match h3.send_request(&mut conn.quic, &headers, false) {
+                Ok(stream) => {
+                    client.pending.pop_front();
+                    tunnel.state = TunnelState::AwaitingResponse {
+                        target: target.clone(),
+                        deadline: *deadline,
+                    };
+                    tunnel.conn = Some(handle);
+                    tunnel.stream = stream;
+                    conn.streams.insert(stream, id);
+                    sent = true;
+                }
+                Err(
+                    h3::Error::StreamBlocked
+                    | h3::Error::TransportError(quiche::Error::StreamLimit),
+                ) => {
+                    break;
+                }
+                Err(error) => {
+                    // GOAWAY received or the connection is failing: wait for the next one.
+                    tracing::debug!(connection = handle, %error, "cannot send a request");
+                    conn.goaway = true;
+                    client.conn = None;
+                    break;
+                }
+            }
+        }
+        if sent {
+            self.queue_send(handle);
+        }
+    }
+
+    /// Client: refuses waiting tunnels whose deadline has passed.
+    fn expire_pending(&mut self, now: Instant) {
+        let RoleState::Client(client) = &mut self.role else {
+            return;
+        };
+        let tunnels = &self.tunnels;
+        let (expired, waiting): (Vec<TunnelId>, Vec<TunnelId>) =
+            client.pending.iter().partition(|id| {
+                tunnels
+                    .get(id)
+                    .and_then(Tunnel::deadline)
+                    .is_none_or(|deadline| deadline <= now)
+            });
+        if expired.is_empty() {
+            return;
+        }
+        client.pending = waiting.into();
+        for id in expired {
+            self.refuse_waiting(id, RefusedReason::EdgeUnavailable);
+        }
+    }
+
+    fn refuse_waiting(&mut self, id: TunnelId, reason: RefusedReason) {
+        if self.tunnels.remove(&id).is_some() {
+            self.stats.tunnels_refused += 1;
+            self.events
+                .push_back(Event::TunnelRefused { tunnel: id, reason });
+        }
+    }
+
+    /// Forgets a tunnel; returns its connection and stream when it had them.
+    fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
+        let tunnel = self.tunnels.remove(&id)?;
+        if let RoleState::Client(client) = &mut self.role {
+            if matches!(tunnel.state, TunnelState::Waiting { .. }) {
+                client.pending.retain(|&waiting| waiting != id);
+            }
+        }
+        let handle = tunnel.conn?;
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.streams.remove(&tunnel.stream);
+        }
+        Some((handle, tunnel.stream))
+    }
+
+    /// Closes a tunnel whose both directions are finished.
+    fn finish_if_done(&mut self, id: TunnelId) {
+        let done = self
+            .tunnels
+            .get(&id)
+            .is_some_and(|t| t.local_fin && t.fin_delivered);
+        if done {
+            self.remove_tunnel(id);
+            self.events.push_back(Event::TunnelClosed {
+                tunnel: id,
+                reason: CloseReason::Finished,
+            });
+        }
+    }
+
+    /// Removes a closed connection and ends what it carried. Returns whether it did.
+    fn reap(&mut self, now: Instant, handle: u64) -> bool {
+        if !self.conns.get(&handle).is_some_and(|c| c.quic.is_closed()) {
+            return false;
+        }
+        let Some(conn) = self.conns.remove(&handle) else {
+            return false;
+        };
+        for route in &conn.routes {
+            self.routes.remove(route);
+        }
+        let mut ids: Vec<TunnelId> = conn.streams.values().copied().collect();
+        ids.sort_unstable();
+        let mut requeue = Vec::new();
+        for id in ids {
+            let Some(tunnel) = self.tunnels.remove(&id) else {
+                continue;
+            };
+            match tunnel.state {
+                // The edge never answered: the request waits for the next connection. Sending
+                // it again is safe for CONNECT: if the lost connection's edge did dial, it
+                // closes that target connection along with the QUIC connection.
+                TunnelState::AwaitingResponse { target, deadline }
+                    if !self.closing && deadline > now =>
+                {
+                    requeue.push(id);
+                    self.tunnels.insert(
+                        id,
+                        Tunnel::new(None, TunnelState::Waiting { target, deadline }),
+                    );
+                }
+                TunnelState::AwaitingResponse { .. } => {
+                    self.stats.tunnels_refused += 1;
+                    self.events.push_back(Event::TunnelRefused {
+                        tunnel: id,
+                        reason: RefusedReason::ConnectionLost,
+                    });
+                }
+                _ => self.events.push_back(Event::TunnelClosed {
+                    tunnel: id,
+                    reason: CloseReason::ConnectionLost,
+                }),
+            }
+        }
+        let reason = describe_close(&conn.quic);
+        tracing::debug!(connection = handle, %reason, "connection closed");
+        self.stats.connections_lost += 1;
+        self.events.push_back(Event::ConnectionLost {
+            connection: conn.handle,
+            reason,
+        });
+        if let RoleState::Client(client) = &mut self.role {
+            for id in requeue.into_iter().rev() {
+                client.pending.push_front(id);
+            }
+            if client.conn == Some(handle) {
+                client.conn = None;
+                client.schedule_retry(now);
+            }
+        }
+        self.client_connect(now);
+        true
+    }
+}
+
+impl Edge {
+    fn new(config: EdgeConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            egress: EgressPolicy::from_allowlist(&config.egress_allow)
+                .map_err(ConfigError::InvalidEgressPrefix)?,
+            tokens: config.tokens,
+            max_connections: config.max_connections,
+        })
+    }
+}
+
+impl Client {
+    fn new(config: ClientConfig) -> Self {
+        let local_addr = config.local_addr.unwrap_or(match config.edge_addr {
+            SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+            SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
+        });
+        Self {
+            edge_addr: config.edge_addr,
+            local_addr,
+            server_name: config.server_name,
+            token: config.token,
+            reconnect_initial: config.reconnect_initial,
+            reconnect_max: config.reconnect_max,
+            max_pending: config.max_pending_tunnels,
+            pending_deadline: config.pending_deadline,
+            conn: None,
+            retry_at: None,
+            backoff: config.reconnect_initial,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The next attempt waits the current backoff, which then doubles up to the maximum.
+    fn schedule_retry(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.reconnect_max);
+    }
+}
+
+impl Conn {
+    fn close(&mut self, error_code: u64, reason: &[u8]) {
+        if let Some(h3) = self.h3.as_mut() {
+            // A server names the first request it will not process; a client has no
+            // pushes to name.
+            let id = if self.quic.is_server() {
+                self.largest_request.map_or(0, |id| id + 4)
+            } else {
+                0
+            };
+            let _ = h3.send_goaway(&mut self.quic, id);
+        }
+        let _ = self.quic.close(true, error_code, reason);
+    }
+}
+
+impl Tunnel {
+    fn new(conn: Option<u64>, state: TunnelState) -> Self {
+        Self {
+            conn,
+            stream: 0,
+            state,
+            write_blocked: false,
+            local_fin: false,
+            fin_pending: false,
+            fin_delivered: false,
+            deferred_readable: false,
+        }
+    }
+
+    /// A client tunnel's pending deadline.
+    fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            TunnelState::Waiting { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
+/// Sends a refusal (with FIN) and asks the client to stop sending; if the stream has no
+/// room, the refusal waits on the connection.
+fn send_rejection(conn: &mut Conn, stream: u64, rejection: Rejection) {
+    let Some(h3) = conn.h3.as_mut() else {
+        return;
+    };
+    let headers = connect::rejection_headers(rejection);
+    match h3.send_response(&mut conn.quic, stream, &headers, true) {
+        Ok(()) => {
+            //# RFC 9114 §4.1.1: "A server can send a complete response prior to the client
+            //# sending an entire request if the response does not depend on any portion of
+            //# the request that has not been sent and received. When the server does not
+            //# need to receive the remainder of the request, it MAY abort reading the
+            //# request stream, send a complete response, and cleanly close the sending part
+            //# of the stream. The error code H3_NO_ERROR SHOULD be used when requesting
+            //# that the client stop sending on the request stream."
+            let _ = conn
+                .quic
+                .stream_shutdown(stream, quiche::Shutdown::Read, H3_NO_ERROR);
+        }
+        Err(h3::Error::StreamBlocked) => conn.rejections.push_back((stream, rejection)),
+        Err(_) => shutdown_stream(&mut conn.quic, stream, H3_REQUEST_REJECTED),
+    }
+}
+
+/// Resets both directions of a stream with `code` (errors mean it is already gone).
+fn shutdown_stream(quic: &mut quiche::Connection, stream: u64, code: u64) {
+    let _ = quic.stream_shutdown(stream, quiche::Shutdown::Read, code);
+    let _ = quic.stream_shutdown(stream, quiche::Shutdown::Write, code);
+}
+
+/// Why a connection closed, for logs and `ConnectionLost`; never carries secrets.
+fn describe_close(quic: &quiche::Connection) -> String {
+    let side = |is_app: bool| if is_app { "application" } else { "transport" };
+    if quic.is_timed_out() {
+        "idle timeout".to_owned()
+    } else if let Some(error) = quic.peer_error() {
+        format!(
+            "closed by peer ({} error {:#x})",
+            side(error.is_app),
+            error.error_code
+        )
+    } else if let Some(error) = quic.local_error() {
+        format!(
+            "closed locally ({} error {:#x})",
+            side(error.is_app),
+            error.error_code
+        )
+    } else {
+        "closed".to_owned()
+    }
+}

@@ -1,0 +1,254 @@
+//! TLS contexts through `BoringSSL` (the `boring` crate), handed to quiche.
+//!
+//! - Edge: a PEM certificate chain and key, or a self-signed P-256 certificate made at start.
+//!   Either way the SHA-256 of the leaf's DER is kept for printing and pinning.
+//! - Client: verification by CA certificates (chain + server name, `BoringSSL`'s own checks),
+//!   by a pinned leaf fingerprint (a custom verify callback replaces chain checks), or not
+//!   at all when the configuration says `Insecure`.
+
+use boring::asn1::Asn1Time;
+use boring::bn::{BigNum, MsbOption};
+use boring::ec::{EcGroup, EcKey};
+use boring::error::ErrorStack;
+use boring::hash::MessageDigest;
+use boring::nid::Nid;
+use boring::pkey::{PKey, Private};
+use boring::ssl::{SslAlert, SslContextBuilder, SslMethod, SslVerifyError, SslVerifyMode};
+use boring::x509::extension::{BasicConstraints, ExtendedKeyUsage, SubjectAlternativeName};
+use boring::x509::{X509, X509NameBuilder};
+
+use crate::config::{EdgeConfig, Pem, Verify};
+use crate::error::ConfigError;
+
+/// Days the self-signed certificate is valid for.
+const SELF_SIGNED_DAYS: u32 = 365;
+
+/// The edge's TLS context and the fingerprint of the certificate it serves.
+pub(crate) struct EdgeTls {
+    pub(crate) builder: SslContextBuilder,
+    pub(crate) fingerprint: [u8; 32],
+}
+
+/// Builds the edge's context from the configured certificate or a fresh self-signed one.
+pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> {
+    let (chain, key) = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => (load_chain(cert)?, load_key(key)?),
+        (None, None) => self_signed(&config.self_signed_names)?,
+        _ => return Err(ConfigError::CertWithoutKey),
+    };
+    let mut builder = new_builder()?;
+    let mut certs = chain.into_iter();
+    let leaf = certs
+        .next()
+        .ok_or(ConfigError::InvalidPem { what: "cert" })?;
+    builder
+        .set_certificate(&leaf)
+        .map_err(tls_error("certificate"))?;
+    for intermediate in certs {
+        builder
+            .add_extra_chain_cert(intermediate)
+            .map_err(tls_error("certificate chain"))?;
+    }
+    builder
+        .set_private_key(&key)
+        .map_err(tls_error("private key"))?;
+    builder
+        .check_private_key()
+        .map_err(|_| ConfigError::InvalidPem { what: "key" })?;
+    let der = leaf.to_der().map_err(tls_error("certificate DER"))?;
+    Ok(EdgeTls {
+        builder,
+        fingerprint: boring::sha::sha256(&der),
+    })
+}
+
+/// Builds the client's context for the configured verification.
+pub(crate) fn client_context(verify: &Verify) -> Result<SslContextBuilder, ConfigError> {
+    let mut builder = new_builder()?;
+    match verify {
+        Verify::Ca(pem) => {
+            let text = read_pem(pem)?;
+            let cas = X509::stack_from_pem(&text)
+                .map_err(|_| ConfigError::InvalidPem { what: "verify.ca" })?;
+            if cas.is_empty() {
+                return Err(ConfigError::InvalidPem { what: "verify.ca" });
+            }
+            for ca in cas {
+                builder
+                    .cert_store_mut()
+                    .add_cert(ca)
+                    .map_err(tls_error("CA certificate"))?;
+            }
+            // quiche sets the server name as the expected host (X509_VERIFY_PARAM_set1_host).
+            builder.set_verify(SslVerifyMode::PEER);
+        }
+        Verify::Pin(pin) => {
+            let pin = *pin;
+            builder.set_custom_verify_callback(SslVerifyMode::PEER, move |ssl| {
+                let leaf = ssl
+                    .peer_certificate()
+                    .ok_or(SslVerifyError::Invalid(SslAlert::CERTIFICATE_REQUIRED))?;
+                let der = leaf
+                    .to_der()
+                    .map_err(|_| SslVerifyError::Invalid(SslAlert::BAD_CERTIFICATE))?;
+                if pin_matches(&pin, &der) {
+                    Ok(())
+                } else {
+                    Err(SslVerifyError::Invalid(SslAlert::BAD_CERTIFICATE))
+                }
+            });
+        }
+        Verify::Insecure => builder.set_verify(SslVerifyMode::NONE),
+    }
+    Ok(builder)
+}
+
+/// Whether the SHA-256 of `der` is `pin`, compared in constant time.
+fn pin_matches(pin: &[u8; 32], der: &[u8]) -> bool {
+    veil_proto::http1::constant_time_eq(&boring::sha::sha256(der), pin)
+}
+
+fn new_builder() -> Result<SslContextBuilder, ConfigError> {
+    SslContextBuilder::new(SslMethod::tls()).map_err(tls_error("context"))
+}
+
+fn tls_error(what: &'static str) -> impl Fn(ErrorStack) -> ConfigError {
+    move |source| ConfigError::Tls { what, source }
+}
+
+fn read_pem(pem: &Pem) -> Result<Vec<u8>, ConfigError> {
+    match pem {
+        Pem::Path(path) => std::fs::read(path).map_err(|source| ConfigError::ReadFile {
+            path: path.clone(),
+            source,
+        }),
+        Pem::Text(text) => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+fn load_chain(pem: &Pem) -> Result<Vec<X509>, ConfigError> {
+    let chain = X509::stack_from_pem(&read_pem(pem)?)
+        .map_err(|_| ConfigError::InvalidPem { what: "cert" })?;
+    if chain.is_empty() {
+        return Err(ConfigError::InvalidPem { what: "cert" });
+    }
+    Ok(chain)
+}
+
+fn load_key(pem: &Pem) -> Result<PKey<Private>, ConfigError> {
+    PKey::private_key_from_pem(&read_pem(pem)?).map_err(|_| ConfigError::InvalidPem { what: "key" })
+}
+
+/// A self-signed P-256 certificate for `names` (DNS SANs), valid from now for a year.
+fn self_signed(names: &[String]) -> Result<(Vec<X509>, PKey<Private>), ConfigError> {
+    let failed = tls_error("self-signed certificate");
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(&failed)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group).map_err(&failed)?).map_err(&failed)?;
+
+    let mut name = X509NameBuilder::new().map_err(&failed)?;
+    let common_name = names.first().map_or("veil", String::as_str);
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)
+        .map_err(&failed)?;
+    let name = name.build();
+
+    let mut serial = BigNum::new().map_err(&failed)?;
+    serial
+        .rand(127, MsbOption::MAYBE_ZERO, false)
+        .map_err(&failed)?;
+
+    let mut cert = X509::builder().map_err(&failed)?;
+    cert.set_version(2).map_err(&failed)?;
+    let serial = serial.to_asn1_integer().map_err(&failed)?;
+    cert.set_serial_number(&serial).map_err(&failed)?;
+    cert.set_subject_name(&name).map_err(&failed)?;
+    cert.set_issuer_name(&name).map_err(&failed)?;
+    cert.set_pubkey(&key).map_err(&failed)?;
+    let not_before = Asn1Time::days_from_now(0).map_err(&failed)?;
+    cert.set_not_before(&not_before).map_err(&failed)?;
+    let not_after = Asn1Time::days_from_now(SELF_SIGNED_DAYS).map_err(&failed)?;
+    cert.set_not_after(&not_after).map_err(&failed)?;
+    let constraints = BasicConstraints::new()
+        .critical()
+        .build()
+        .map_err(&failed)?;
+    cert.append_extension(&constraints).map_err(&failed)?;
+    let usage = ExtendedKeyUsage::new()
+        .server_auth()
+        .build()
+        .map_err(&failed)?;
+    cert.append_extension(&usage).map_err(&failed)?;
+    if !names.is_empty() {
+        let mut san = SubjectAlternativeName::new();
+        for dns in names {
+            san.dns(dns);
+        }
+        let san = san
+            .build(&cert.x509v3_context(None, None))
+            .map_err(&failed)?;
+        cert.append_extension(&san).map_err(&failed)?;
+    }
+    cert.sign(&key, MessageDigest::sha256()).map_err(&failed)?;
+    Ok((vec![cert.build()], key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_certificate_carries_the_names_and_its_fingerprint() {
+        let config = EdgeConfig::default();
+        let tls = edge_context(&config).expect("self-signed context");
+        let (chain, _) = self_signed(&config.self_signed_names).expect("certificate");
+        assert_eq!(chain.len(), 1);
+        let sans: Vec<String> = chain[0]
+            .subject_alt_names()
+            .expect("SAN extension")
+            .iter()
+            .filter_map(|name| name.dnsname().map(str::to_owned))
+            .collect();
+        assert_eq!(sans, ["localhost", "veil.invalid"]);
+        // Two generations are two different keys, hence two fingerprints.
+        assert_ne!(
+            tls.fingerprint,
+            edge_context(&config).expect("again").fingerprint
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused() {
+        let config = EdgeConfig {
+            cert: Some(Pem::Text(String::new())),
+            ..EdgeConfig::default()
+        };
+        assert!(matches!(
+            edge_context(&config),
+            Err(ConfigError::CertWithoutKey)
+        ));
+    }
+
+    #[test]
+    fn garbage_pem_is_refused_by_name() {
+        let config = EdgeConfig {
+            cert: Some(Pem::Text("not pem".to_owned())),
+            key: Some(Pem::Text("not pem".to_owned())),
+            ..EdgeConfig::default()
+        };
+        assert!(matches!(
+            edge_context(&config),
+            Err(ConfigError::InvalidPem { what: "cert" })
+        ));
+        assert!(matches!(
+            client_context(&Verify::Ca(Pem::Text("nope".to_owned()))),
+            Err(ConfigError::InvalidPem { what: "verify.ca" })
+        ));
+    }
+
+    #[test]
+    fn pins_compare_the_leaf_digest() {
+        let der = b"certificate bytes";
+        let pin = boring::sha::sha256(der);
+        assert!(pin_matches(&pin, der));
+        assert!(!pin_matches(&pin, b"other bytes"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Writing one connection's packets into the caller's buffer, batched for UDP GSO.
+//!
+//! A batch is consecutive packets of one connection and one path (same source and
+//! destination), all of the first packet's size except possibly the last, which may be
+//! shorter: the shape the kernel splits back into datagrams (`UDP_SEGMENT`). quiche writes
+//! each packet straight into its slot of the caller's buffer; the only copy happens when a
+//! packet turns out not to fit the batch (another path, or a pacing release time too far
+//! ahead): it is kept in the connection's one reusable [`Held`] buffer and goes first next
+//! time.
+
+use std::time::Instant;
+
+use crate::types::Transmit;
+
+/// Most segments in one batch (Linux `UDP_MAX_SEGMENTS`).
+const MAX_SEGMENTS: usize = 64;
+
+/// Most bytes in one batch: the largest UDP payload over IPv4.
+const MAX_BATCH_BYTES: usize = 65_507;
+
+/// One packet quiche produced that could not go out in the batch it was written for.
+#[derive(Default)]
+pub(crate) struct Held {
+    buf: Vec<u8>,
+    packet: Option<quiche::SendInfo>,
+}
+
+impl Held {
+    /// When the held packet may leave (quiche's pacing time), if there is one.
+    pub(crate) fn release_at(&self) -> Option<Instant> {
+        self.packet.map(|info| info.at)
+    }
+
+    fn store(&mut self, packet: &[u8], info: quiche::SendInfo) {
+        self.buf.clear();
+        self.buf.extend_from_slice(packet);
+        self.packet = Some(info);
+    }
+}
+
+/// What one call of [`transmit_batch`] did.
+pub(crate) enum Step {
+    /// A batch is in the buffer; `more`: the connection may have more to send now.
+    Sent {
+        transmit: Transmit,
+        segments: usize,
+        more: bool,
+    },
+    /// The next packet waits for its pacing time ([`Held::release_at`]).
+    Held,
+    /// Nothing to send.
+    Idle,
+}
+
+/// Writes the next batch of `quic`'s packets to the start of `out`.
+///
+/// `release_by`: with pacing, packets whose release time is later than this are held back.
+pub(crate) fn transmit_batch(
+    quic: &mut quiche::Connection,
+    held: &mut Held,
+    out: &mut [u8],
+    release_by: Option<Instant>,
+) -> Step {
+    let limit = out.len().min(MAX_BATCH_BYTES);
+    let Some(out) = out.get_mut(..limit) else {
+        return Step::Idle;
+    };
+    let paced = |info: &quiche::SendInfo| release_by.is_some_and(|by| info.at > by);
+    let mut batch = Batch::default();
+
+    if let Some(info) = held.packet {
+        if paced(&info) {
+            return Step::Held;
+        }
+        held.packet = None;
+        // A buffer too small for the held packet loses it; quiche's loss recovery resends.
+        if let Some(slot) = out.get_mut(..held.buf.len()) {
+            slot.copy_from_slice(&held.buf);
+            batch.start(info, held.buf.len());
+        }
+    }
+
+    // Only full-size packets are worth batching behind: a short first packet (an ACK, a
+    // handshake flight) goes alone rather than forcing tiny windows on the packets after it.
+    let full_size = quic.max_send_udp_payload_size();
+    let mut more = false;
+    loop {
+        let window = match batch.first {
+            None => &mut out[..],
+            Some(_) if batch.segments >= MAX_SEGMENTS || batch.segment < full_size => {
+                more = true;
+                break;
+            }
+            Some(_) => {
+                let Some(window) = out.get_mut(batch.len..batch.len + batch.segment) else {
+                    more = true;
+                    break;
+                };
+                window
+            }
+        };
+        match quic.send(window) {
+            Ok((len, info)) => {
+                let Some(first) = batch.first else {
+                    if paced(&info) {
+                        held.store(window.get(..len).unwrap_or_default(), info);
+                        return Step::Held;
+                    }
+                    batch.start(info, len);
+                    continue;
+                };
+                if info.to != first.to || info.from != first.from || paced(&info) {
+                    held.store(window.get(..len).unwrap_or_default(), info);
+                    more = !paced(&info);
+                    break;
+                }
+                batch.len += len;
+                batch.segments += 1;
+                if len < batch.segment {
+                    more = true;
+                    break;
+                }
+            }
+            Err(quiche::Error::Done) => break,
+            Err(error) => {
+                tracing::debug!(%error, "send failed");
+                break;
+            }
+        }
+    }
+    batch.finish(more)
+}
+
+/// The batch being assembled.
+#[derive(Default)]
+struct Batch {
+    first: Option<quiche::SendInfo>,
+    segment: usize,
+    len: usize,
+    segments: usize,
+}
+
+impl Batch {
+    fn start(&mut self, info: quiche::SendInfo, len: usize) {
+        self.first = Some(info);
+        self.segment = len;
+        self.len = len;
+        self.segments = 1;
+    }
+
+    fn finish(self, more: bool) -> Step {
+        let Some(first) = self.first else {
+            return Step::Idle;
+        };
+        Step::Sent {
+            transmit: Transmit {
+                to: first.to,
+                from: first.from,
+                len: self.len,
+                segment_size: (self.segments > 1).then_some(self.segment),
+            },
+            segments: self.segments,
+            more,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The values that cross the [`Endpoint`](crate::Endpoint) API: datagram metadata, ids,
+//! events and the answers a host gives.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use veil_proto::http1::ProxyErrorType;
+pub use veil_proto::masque::udp::{Host, Name};
+
+/// Where a received datagram came from and which local address it arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// The peer's address.
+    pub from: SocketAddr,
+    /// The local address the datagram was received on (`IP_PKTINFO` or the bound address).
+    pub to: SocketAddr,
+}
+
+/// A datagram (or a GSO batch of them) that [`Endpoint::poll_transmit`](crate::Endpoint::poll_transmit)
+/// wrote into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Local address to send from.
+    pub from: SocketAddr,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+    /// `Some(n)`: the `len` bytes are consecutive datagrams of `n` bytes each (the last may
+    /// be shorter), to be sent with UDP GSO or split by the caller. `None`: one datagram.
+    pub segment_size: Option<usize>,
+}
+
+/// Names one tunnel (one CONNECT stream) for its whole life. Never reused by an endpoint.
+#[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
+pub struct TunnelId(pub u64);
+
+/// Names one QUIC connection of an endpoint. Never reused by an endpoint.
+#[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub u64);
+
+/// Which side an endpoint plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens tunnels to an edge.
+    Client,
+    /// Accepts tunnels from clients.
+    Edge,
+}
+
+/// Where a tunnel goes: a host (DNS name or IP address) and a TCP port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TunnelTarget {
+    /// A validated, lowercased DNS name, or an IP address.
+    pub host: Host,
+    /// The port; CONNECT targets always carry one.
+    pub port: u16,
+}
+
+impl TunnelTarget {
+    /// A target at `host`:`port`.
+    pub fn new(host: impl Into<Host>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl fmt::Display for TunnelTarget {
+    /// `host:port`, with IPv6 addresses in brackets: the form of an HTTP authority.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            host => write!(f, "{host}:{}", self.port),
+        }
+    }
+}
+
+/// Who asked for a tunnel, as far as the edge knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The client's address as the edge sees it.
+    pub peer: SocketAddr,
+    /// Index in `EdgeConfig::tokens` of the token the client presented; `None` when the
+    /// edge has no tokens configured.
+    pub token_index: Option<usize>,
+    /// The connection the request arrived on.
+    pub connection: ConnectionHandle,
+}
+
+/// Why the edge refuses a tunnel. Each maps to an HTTP status and an RFC 9209
+/// Proxy-Status error type, sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The target address is forbidden by egress policy: 403, `destination_ip_prohibited`.
+    Prohibited,
+    /// Policy denies this request (for example a name on a blocklist): 403,
+    /// `http_request_denied`.
+    Denied,
+    /// The name did not resolve: 502, `dns_error`.
+    DnsError,
+    /// The resolver did not answer in time: 504, `dns_timeout`.
+    DnsTimeout,
+    /// The target refused the TCP connection: 502, `connection_refused`.
+    ConnectionRefused,
+    /// The TCP connection attempt timed out: 504, `connection_timeout`.
+    ConnectionTimeout,
+    /// No route to the target: 502, `destination_ip_unroutable`.
+    Unreachable,
+    /// The edge is at its limit of outbound connections: 503, `connection_limit_reached`.
+    ConnectionLimit,
+    /// Anything else that went wrong on the edge: 500, `proxy_internal_error`.
+    Internal,
+}
+
+impl Refusal {
+    /// Every refusal, for tests and tables.
+    pub const ALL: [Self; 9] = [
+        Self::Prohibited,
+        Self::Denied,
+        Self::DnsError,
+        Self::DnsTimeout,
+        Self::ConnectionRefused,
+        Self::ConnectionTimeout,
+        Self::Unreachable,
+        Self::ConnectionLimit,
+        Self::Internal,
+    ];
+
+    /// The HTTP status the client receives.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::Prohibited | Self::Denied => 403,
+            Self::DnsError | Self::ConnectionRefused | Self::Unreachable => 502,
+            Self::DnsTimeout | Self::ConnectionTimeout => 504,
+            Self::ConnectionLimit => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The Proxy-Status error type the client receives (RFC 9209 §2.3).
+    pub const fn proxy_error(self) -> ProxyErrorType {
+        match self {
+            Self::Prohibited => ProxyErrorType::DestinationIpProhibited,
+            Self::Denied => ProxyErrorType::HttpRequestDenied,
+            Self::DnsError => ProxyErrorType::DnsError,
+            Self::DnsTimeout => ProxyErrorType::DnsTimeout,
+            Self::ConnectionRefused => ProxyErrorType::ConnectionRefused,
+            Self::ConnectionTimeout => ProxyErrorType::ConnectionTimeout,
+            Self::Unreachable => ProxyErrorType::DestinationIpUnroutable,
+            Self::ConnectionLimit => ProxyErrorType::ConnectionLimitReached,
+            Self::Internal => ProxyErrorType::ProxyInternalError,
+        }
+    }
+}
+
+/// Why a client's tunnel did not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusedReason {
+    /// The edge answered with a status other than 2xx.
+    Status {
+        /// The HTTP status (`407` missing token, `403` wrong token or forbidden target, …).
+        status: u16,
+        /// The Proxy-Status error type, when the edge sent one veil knows.
+        proxy_error: Option<ProxyErrorType>,
+        /// The raw `proxy-status` field value, when present.
+        proxy_status: Option<String>,
+    },
+    /// No connection to the edge could be had before the pending deadline, or the endpoint
+    /// is closing.
+    EdgeUnavailable,
+    /// The connection was lost before the edge answered (and the pending deadline had
+    /// passed, so the request was not retried on a new connection).
+    ConnectionLost,
+    /// The edge reset the request stream before answering, with this HTTP/3 error code.
+    Reset {
+        /// The application error code from `RESET_STREAM` or `STOP_SENDING`.
+        code: u64,
+    },
+    /// The edge's answer was not valid HTTP/3 for a CONNECT (no `:status`, 1xx only, …).
+    MalformedResponse,
+}
+
+/// Why a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Both directions finished cleanly (FIN sent and FIN received and read).
+    Finished,
+    /// The peer reset the stream (or asked us to stop sending) with this HTTP/3 error code;
+    /// `H3_CONNECT_ERROR` (0x010f) means the target connection was reset.
+    Reset {
+        /// The application error code from `RESET_STREAM` or `STOP_SENDING`.
+        code: u64,
+    },
+    /// The QUIC connection carrying the tunnel closed.
+    ConnectionLost,
+}
+
+/// What [`Endpoint::poll_event`](crate::Endpoint::poll_event) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+// `TunnelRequest` holds a DNS name inline (up to 253 bytes) rather than on the heap; events
+// are a handful per tunnel, so their size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    /// A QUIC connection completed its handshake (and HTTP/3 is set up on it).
+    ConnectionEstablished {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// A QUIC connection is gone (closed by either side, timed out or failed its handshake).
+    ConnectionLost {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// A human-readable reason, free of secrets.
+        reason: String,
+    },
+    /// Edge: a CONNECT request passed authentication and target checks. Check egress
+    /// policy for names, resolve, dial, then call `accept_tunnel` or `refuse_tunnel`.
+    TunnelRequest {
+        /// The tunnel to answer.
+        tunnel: TunnelId,
+        /// Where the client wants to go.
+        target: TunnelTarget,
+        /// Who asks.
+        client: ClientIdentity,
+    },
+    /// Client: the edge answered 2xx; the tunnel carries bytes both ways.
+    TunnelOpened {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// Client: the tunnel will not open. Its id is dead.
+    TunnelRefused {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Why.
+        reason: RefusedReason,
+    },
+    /// Bytes (or the peer's FIN) can be read. Edge-triggered: call `tunnel_recv` until it
+    /// returns 0 bytes, or this event does not come again.
+    TunnelReadable {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// A tunnel whose last `tunnel_send` took less than offered can take more.
+    TunnelWritable {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// The tunnel is over; its id is dead.
+    TunnelClosed {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// What one `tunnel_recv` produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recv {
+    /// Bytes written to the start of the caller's buffer.
+    pub len: usize,
+    /// The peer finished its direction and every byte before the FIN has been read.
+    pub fin: bool,
+}
+
+/// Counters of an endpoint, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EndpointStats {
+    /// Connections currently alive.
+    pub connections: usize,
+    /// Connections ever created (accepted by an edge, dialled by a client).
+    pub connections_total: u64,
+    /// Connections that ended.
+    pub connections_lost: u64,
+    /// Tunnels currently alive (requested, opening or open).
+    pub tunnels: usize,
+    /// Tunnels ever created.
+    pub tunnels_total: u64,
+    /// Tunnels refused (edge: answered non-2xx; client: received non-2xx or gave up).
+    pub tunnels_refused: u64,
+    /// Edge: requests refused for missing or wrong credentials.
+    pub auth_failures: u64,
+    /// Datagrams dropped: unparsable, unroutable, too short Initials, over the connection
+    /// limit.
+    pub datagrams_dropped: u64,
+    /// Version negotiation packets sent.
+    pub version_negotiations: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Datagrams sent (GSO segments counted one by one).
+    pub datagrams_sent: u64,
+}

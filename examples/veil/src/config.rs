@@ -1,0 +1,642 @@
+//! Command line and configuration file: clap flags, an optional TOML file with the same
+//! settings, and the merge of the two (a flag given on the command line wins).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use veil_engine::{QuicConfig, Secret};
+
+/// Default UDP address of `veil server`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
+/// Default SOCKS5 listener of `veil client`.
+pub const DEFAULT_SOCKS: &str = "127.0.0.1:1080";
+/// Default HTTP proxy listener of `veil client`.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// veil: TCP over HTTP/3 CONNECT tunnels (MASQUE), with an edge and a local proxy.
+#[derive(Debug, Parser)]
+#[command(name = "veil", version)]
+pub struct Cli {
+    /// TOML file giving any of the settings below (sections `[server]`, `[client]`,
+    /// `[quic]`); flags on the command line override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an edge: accept QUIC connections and CONNECT tunnels, dial targets.
+    Server(ServerArgs),
+    /// Run the local side: SOCKS5 and HTTP proxy listeners whose connections become tunnels
+    /// through the edge.
+    Client(ClientArgs),
+    /// Start an origin, an edge and a client on loopback, move data through both proxies,
+    /// verify it and print the throughput.
+    Demo(DemoArgs),
+}
+
+/// Flags of `veil server`.
+#[derive(Debug, Default, Args)]
+pub struct ServerArgs {
+    /// UDP address to listen on [default: 0.0.0.0:4433]. Port 0 picks a free port; the
+    /// bound address is printed as `veil: edge listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Certificate chain in PEM, leaf first. Without --cert and --key the edge makes a
+    /// self-signed certificate and prints its fingerprint as `sha256:HEX` for clients'
+    /// --pin.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert, in PEM.
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// A bearer token clients must present; repeat for several. None given: no
+    /// authentication.
+    #[arg(long = "token", value_name = "T")]
+    pub tokens: Vec<String>,
+    /// An IP prefix targets may be in even though egress policy forbids it by default
+    /// (loopback, private and link-local ranges, ...); repeatable.
+    #[arg(long = "allow-target", value_name = "CIDR")]
+    pub allow_targets: Vec<String>,
+    /// Time allowed to resolve a target and, separately, to connect to it, in
+    /// milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// On SIGINT/SIGTERM, how long open tunnels may go on before they are reset, in
+    /// milliseconds [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// Flags of `veil client`.
+#[derive(Debug, Default, Args)]
+pub struct ClientArgs {
+    /// The edge's UDP address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub edge: Option<String>,
+    /// TLS server name to ask for and, with --ca, to verify [default: the --edge host].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Trust the edge whose certificate has this SHA-256 fingerprint (`sha256:HEX`, as
+    /// `veil server` prints it).
+    #[arg(long, value_name = "sha256:HEX", conflicts_with_all = ["ca", "insecure"])]
+    pub pin: Option<String>,
+    /// Trust edges whose certificate chains to this CA certificate (PEM).
+    #[arg(long, value_name = "PEM", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the edge's certificate at all. Anyone on the path can then read and
+    /// change the traffic: for labs only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Bearer token to present to the edge.
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+    /// SOCKS5 listener address [default: 127.0.0.1:1080]; printed as `veil: socks5
+    /// listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub socks: Option<SocketAddr>,
+    /// HTTP proxy listener address (CONNECT and plain-HTTP forwarding) [default:
+    /// 127.0.0.1:8080]; printed as `veil: http listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Require this username:password from SOCKS5 clients (RFC 1929). This is the local
+    /// listener's own check, separate from the edge token.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub socks_user: Option<String>,
+    /// On SIGINT/SIGTERM, how long open tunnels may go on before they are reset, in
+    /// milliseconds [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// Flags of `veil demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// MiB moved on each path.
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    pub size_mib: u64,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// `[client]`.
+    #[serde(default)]
+    pub client: ClientFile,
+    /// `[quic]`: the engine's QUIC settings (`max_idle_timeout_ms`, `pacing`, ...).
+    #[serde(default)]
+    pub quic: QuicConfig,
+}
+
+/// `[server]` of the TOML file: the flags of `veil server`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each field is the flag of the same name.
+pub struct ServerFile {
+    pub listen: Option<SocketAddr>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    #[serde(default)]
+    pub allow_targets: Vec<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// `[client]` of the TOML file: the flags of `veil client`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each field is the flag of the same name.
+pub struct ClientFile {
+    pub edge: Option<String>,
+    pub server_name: Option<String>,
+    pub pin: Option<String>,
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    pub token: Option<Secret>,
+    pub socks: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub socks_user: Option<Secret>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+/// Everything `veil server` runs with.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// UDP address to bind.
+    pub listen: SocketAddr,
+    /// Certificate and key files; `None`: self-signed.
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// Accepted tokens.
+    pub tokens: Vec<Secret>,
+    /// Egress allowlist prefixes.
+    pub allow_targets: Vec<String>,
+    /// Resolve and connect timeout.
+    pub connect_timeout: Duration,
+    /// Drain time at shutdown.
+    pub drain: Duration,
+    /// QUIC settings.
+    pub quic: QuicConfig,
+}
+
+/// How `veil client` checks the edge's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// SHA-256 of the edge certificate.
+    Pin([u8; 32]),
+    /// CA certificate file.
+    Ca(PathBuf),
+    /// No check.
+    Insecure,
+}
+
+/// Username and password a SOCKS5 client must give the local listener.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LocalCredentials {
+    /// The username.
+    pub user: String,
+    /// The password; never printed.
+    pub password: Secret,
+}
+
+impl fmt::Debug for LocalCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCredentials")
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl LocalCredentials {
+    /// Parses `USER:PASSWORD` (the password may contain colons).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let Some((user, password)) = text.split_once(':') else {
+            bail!("--socks-user wants USER:PASSWORD");
+        };
+        if user.is_empty() || user.len() > 255 || password.len() > 255 {
+            bail!("--socks-user: user and password must be 1 to 255 bytes");
+        }
+        Ok(Self {
+            user: user.to_owned(),
+            password: Secret::new(password),
+        })
+    }
+}
+
+/// Everything `veil client` runs with.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// The edge, `HOST:PORT`, resolved at start.
+    pub edge: String,
+    /// TLS server name; `None`: the host of `edge`.
+    pub server_name: Option<String>,
+    /// How the edge is trusted.
+    pub trust: Trust,
+    /// Token for the edge.
+    pub token: Option<Secret>,
+    /// SOCKS5 listener.
+    pub socks: SocketAddr,
+    /// HTTP proxy listener.
+    pub http: SocketAddr,
+    /// Local SOCKS5 credentials, if required.
+    pub socks_user: Option<LocalCredentials>,
+    /// Drain time at shutdown.
+    pub drain: Duration,
+    /// QUIC settings.
+    pub quic: QuicConfig,
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_DRAIN_MS: u64 = 5_000;
+
+/// Flags over file: a flag given wins; list flags given replace the file's list.
+fn pick_list<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flags.is_empty() { file } else { flags }
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    // The defaults are literals that parse.
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl ServerSettings {
+    /// Merges the flags over the file.
+    pub fn merge(flags: ServerArgs, file: ServerFile, quic: QuicConfig) -> anyhow::Result<Self> {
+        let cert = flags.cert.or(file.cert);
+        let key = flags.key.or(file.key);
+        let cert_key = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("--cert and --key go together"),
+        };
+        let tokens = pick_list(
+            flags.tokens.into_iter().map(Secret::new).collect(),
+            file.tokens,
+        );
+        if tokens.iter().any(|t| t.expose().is_empty()) {
+            bail!("a token must not be empty");
+        }
+        Ok(Self {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
+            cert_key,
+            tokens,
+            allow_targets: pick_list(flags.allow_targets, file.allow_targets),
+            connect_timeout: Duration::from_millis(
+                flags
+                    .connect_timeout_ms
+                    .or(file.connect_timeout_ms)
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            ),
+            drain: Duration::from_millis(
+                flags
+                    .drain_timeout_ms
+                    .or(file.drain_timeout_ms)
+                    .unwrap_or(DEFAULT_DRAIN_MS),
+            ),
+            quic,
+        })
+    }
+}
+
+impl ClientSettings {
+    /// Merges the flags over the file. A trust flag (--pin, --ca, --insecure) replaces
+    /// whatever trust the file gives.
+    pub fn merge(flags: ClientArgs, file: ClientFile, quic: QuicConfig) -> anyhow::Result<Self> {
+        let flag_trust = trust_of(flags.pin.as_deref(), flags.ca, flags.insecure)?;
+        let trust = match flag_trust {
+            Some(trust) => trust,
+            None => trust_of(file.pin.as_deref(), file.ca, file.insecure)?
+                .context("say how to trust the edge: --pin sha256:HEX, --ca PEM or --insecure")?,
+        };
+        let edge = flags
+            .edge
+            .or(file.edge)
+            .context("--edge HOST:PORT is required")?;
+        let socks_user = match flags.socks_user {
+            Some(text) => Some(LocalCredentials::parse(&text)?),
+            None => file
+                .socks_user
+                .map(|secret| LocalCredentials::parse(secret.expose()))
+                .transpose()?,
+        };
+        Ok(Self {
+            edge,
+            server_name: flags.server_name.or(file.server_name),
+            trust,
+            token: flags.token.map(Secret::new).or(file.token),
+            socks: flags
+                .socks
+                .or(file.socks)
+                .unwrap_or_else(|| default_addr(DEFAULT_SOCKS)),
+            http: flags
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| default_addr(DEFAULT_HTTP)),
+            socks_user,
+            drain: Duration::from_millis(
+                flags
+                    .drain_timeout_ms
+                    .or(file.drain_timeout_ms)
+                    .unwrap_or(DEFAULT_DRAIN_MS),
+            ),
+            quic,
+        })
+    }
+}
+
+/// The trust one source (flags, or the file) gives, if any; more than one is an error.
+fn trust_of(
+    pin: Option<&str>,
+    ca: Option<PathBuf>,
+    insecure: bool,
+) -> anyhow::Result<Option<Trust>> {
+    let pin = pin.map(parse_pin).transpose()?;
+    match (pin, ca, insecure) {
+        (Some(pin), None, false) => Ok(Some(Trust::Pin(pin))),
+        (None, Some(ca), false) => Ok(Some(Trust::Ca(ca))),
+        (None, None, true) => Ok(Some(Trust::Insecure)),
+        (None, None, false) => Ok(None),
+        _ => bail!("give only one of pin, ca and insecure"),
+    }
+}
+
+/// Parses `sha256:HEX` (colons between bytes allowed, the prefix optional).
+pub fn parse_pin(text: &str) -> anyhow::Result<[u8; 32]> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    veil_engine::parse_fingerprint(hex)
+        .with_context(|| format!("{text:?} is not a SHA-256 fingerprint (sha256:64 hex digits)"))
+}
+
+/// Formats a fingerprint the way `--pin` reads it: `sha256:` and 64 lowercase hex digits.
+pub fn format_pin(fingerprint: &[u8; 32]) -> String {
+    format!("sha256:{}", crate::body::hex(fingerprint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn client_flags() -> ClientArgs {
+        ClientArgs {
+            edge: Some("edge.example:4433".into()),
+            insecure: true,
+            ..ClientArgs::default()
+        }
+    }
+
+    #[test]
+    fn the_file_gives_what_the_flags_do_not() {
+        let file = FileConfig::parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            tokens = ["from-file"]
+            allow_targets = ["127.0.0.0/8"]
+            connect_timeout_ms = 1500
+            [quic]
+            max_idle_timeout_ms = 5000
+            "#,
+        )
+        .expect("valid file");
+        let settings =
+            ServerSettings::merge(ServerArgs::default(), file.server, file.quic).expect("merges");
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(settings.tokens, vec![Secret::new("from-file")]);
+        assert_eq!(settings.allow_targets, ["127.0.0.0/8"]);
+        assert_eq!(settings.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.drain, Duration::from_millis(DEFAULT_DRAIN_MS));
+        assert_eq!(settings.quic.max_idle_timeout, Duration::from_secs(5));
+        assert_eq!(settings.cert_key, None);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_lists_replace_it() {
+        let file = FileConfig::parse(
+            "[server]\nlisten = \"127.0.0.1:9000\"\ntokens = [\"a\", \"b\"]\nallow_targets = [\"10.0.0.0/8\"]\n",
+        )
+        .expect("valid file");
+        let flags = ServerArgs {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            tokens: vec!["c".into()],
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::merge(flags, file.server, file.quic).expect("merges");
+        assert_eq!(settings.listen.port(), 0);
+        assert_eq!(settings.tokens, vec![Secret::new("c")]);
+        // No --allow-target flag: the file's list stays.
+        assert_eq!(settings.allow_targets, ["10.0.0.0/8"]);
+    }
+
+    #[test]
+    fn server_defaults_apply_without_flags_or_file() {
+        let settings = ServerSettings::merge(
+            ServerArgs::default(),
+            ServerFile::default(),
+            QuicConfig::default(),
+        )
+        .expect("merges");
+        assert_eq!(settings.listen, default_addr(DEFAULT_LISTEN));
+        assert_eq!(settings.listen.port(), 4433);
+        assert!(settings.tokens.is_empty());
+        assert_eq!(settings.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_cert_needs_its_key() {
+        let flags = ServerArgs {
+            cert: Some("cert.pem".into()),
+            ..ServerArgs::default()
+        };
+        let error = ServerSettings::merge(flags, ServerFile::default(), QuicConfig::default())
+            .expect_err("no key");
+        assert!(error.to_string().contains("--cert and --key"));
+        // The key may come from the file.
+        let file = ServerFile {
+            key: Some("key.pem".into()),
+            ..ServerFile::default()
+        };
+        let flags = ServerArgs {
+            cert: Some("cert.pem".into()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::merge(flags, file, QuicConfig::default()).expect("merges");
+        assert_eq!(
+            settings.cert_key,
+            Some((PathBuf::from("cert.pem"), PathBuf::from("key.pem")))
+        );
+    }
+
+    #[test]
+    fn client_defaults_listen_on_loopback() {
+        let settings =
+            ClientSettings::merge(client_flags(), ClientFile::default(), QuicConfig::default())
+                .expect("merges");
+        assert_eq!(settings.socks, "127.0.0.1:1080".parse().expect("addr"));
+        assert_eq!(settings.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(settings.trust, Trust::Insecure);
+        assert_eq!(settings.socks_user, None);
+    }
+
+    #[test]
+    fn a_trust_flag_replaces_the_file_trust() {
+        let file = FileConfig::parse(&format!(
+            "[client]\nedge = \"127.0.0.1:4433\"\npin = \"{PIN}\"\ntoken = \"t\"\nsocks_user = \"me:p:w\"\n"
+        ))
+        .expect("valid file");
+        let settings =
+            ClientSettings::merge(ClientArgs::default(), file.client, file.quic).expect("merges");
+        assert_eq!(settings.trust, Trust::Pin(parse_pin(PIN).expect("pin")));
+        assert_eq!(settings.token, Some(Secret::new("t")));
+        assert_eq!(settings.edge, "127.0.0.1:4433");
+        let user = settings.socks_user.expect("credentials");
+        assert_eq!(user.user, "me");
+        assert_eq!(user.password, Secret::new("p:w"));
+
+        let file = FileConfig::parse(&format!("[client]\npin = \"{PIN}\"\n")).expect("valid");
+        let settings =
+            ClientSettings::merge(client_flags(), file.client, file.quic).expect("merges");
+        assert_eq!(settings.trust, Trust::Insecure);
+    }
+
+    #[test]
+    fn the_client_needs_an_edge_and_one_trust() {
+        let no_trust = ClientArgs {
+            edge: Some("127.0.0.1:1".into()),
+            ..ClientArgs::default()
+        };
+        let error = ClientSettings::merge(no_trust, ClientFile::default(), QuicConfig::default())
+            .expect_err("no trust");
+        assert!(error.to_string().contains("--pin"));
+        let no_edge = ClientArgs {
+            insecure: true,
+            ..ClientArgs::default()
+        };
+        assert!(
+            ClientSettings::merge(no_edge, ClientFile::default(), QuicConfig::default()).is_err()
+        );
+        let file = ClientFile {
+            pin: Some(PIN.into()),
+            insecure: true,
+            ..ClientFile::default()
+        };
+        let error = ClientSettings::merge(
+            ClientArgs {
+                edge: Some("127.0.0.1:1".into()),
+                ..ClientArgs::default()
+            },
+            file,
+            QuicConfig::default(),
+        )
+        .expect_err("two trusts");
+        assert!(error.to_string().contains("only one"));
+    }
+
+    #[test]
+    fn pins_round_trip_and_reject_garbage() {
+        let pin = parse_pin(PIN).expect("valid pin");
+        assert_eq!(pin[1], 0x11);
+        assert_eq!(format_pin(&pin), PIN);
+        assert!(parse_pin("sha256:abcd").is_err());
+        assert!(parse_pin(&format!("{PIN}00")).is_err());
+    }
+
+    #[test]
+    fn local_credentials_split_at_the_first_colon_and_hide_the_password() {
+        let credentials = LocalCredentials::parse("alice:s3:cret").expect("valid");
+        assert_eq!(credentials.user, "alice");
+        assert!(credentials.password.matches(b"s3:cret"));
+        assert!(!format!("{credentials:?}").contains("s3"));
+        assert!(LocalCredentials::parse("nocolon").is_err());
+        assert!(LocalCredentials::parse(":pw").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        assert!(FileConfig::parse("[server]\nlisten_on = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "veil",
+            "client",
+            "--edge",
+            "127.0.0.1:4433",
+            "--pin",
+            PIN,
+            "--socks",
+            "127.0.0.1:0",
+            "--socks-user",
+            "u:p",
+        ])
+        .expect("parses");
+        let Command::Client(args) = cli.command else {
+            panic!("client subcommand expected");
+        };
+        assert_eq!(args.pin.as_deref(), Some(PIN));
+        assert!(
+            Cli::try_parse_from(["veil", "client", "--pin", PIN, "--insecure"]).is_err(),
+            "--pin and --insecure conflict"
+        );
+        let cli = Cli::try_parse_from([
+            "veil",
+            "server",
+            "--token",
+            "a",
+            "--token",
+            "b",
+            "--allow-target",
+            "127.0.0.0/8",
+            "--config",
+            "veil.toml",
+        ])
+        .expect("parses");
+        assert_eq!(cli.config, Some(PathBuf::from("veil.toml")));
+        let Command::Server(args) = cli.command else {
+            panic!("server subcommand expected");
+        };
+        assert_eq!(args.tokens, ["a", "b"]);
+    }
+
+    #[test]
+    fn clap_configuration_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

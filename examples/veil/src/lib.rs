@@ -1,0 +1,33 @@
+//! The `veil` command: `veil server` (an edge), `veil client` (local SOCKS5 and HTTP proxy
+//! listeners whose connections become tunnels through the edge) and `veil demo`.
+//!
+//! The modules are public so that tests can run an edge and a client in-process.
+
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod fetch;
+mod http_proxy;
+pub mod origin;
+pub mod refusal;
+pub mod run;
+mod socks;
+
+use config::{Cli, ClientSettings, Command, FileConfig, ServerSettings};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    match cli.command {
+        Command::Server(flags) => {
+            run::server(ServerSettings::merge(flags, file.server, file.quic)?).await
+        }
+        Command::Client(flags) => {
+            run::client(ClientSettings::merge(flags, file.client, file.quic)?).await
+        }
+        Command::Demo(args) => demo::run(&args).await,
+    }
+}

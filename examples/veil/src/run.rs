@@ -1,0 +1,227 @@
+//! Starting and stopping an edge and a client: what `veil server` and `veil client` run,
+//! also used in-process by `veil demo` and the tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
+use veil_tokio::{Node, Options};
+
+use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
+use crate::{http_proxy, socks};
+
+/// A running edge.
+#[derive(Debug)]
+pub struct RunningEdge {
+    node: Node,
+    drain: Duration,
+    self_signed: bool,
+}
+
+impl RunningEdge {
+    /// Binds and starts an edge.
+    pub fn start(settings: &ServerSettings) -> anyhow::Result<Self> {
+        let (cert, key) = match &settings.cert_key {
+            Some((cert, key)) => (Some(Pem::Path(cert.clone())), Some(Pem::Path(key.clone()))),
+            None => (None, None),
+        };
+        let edge = EdgeConfig {
+            cert,
+            key,
+            tokens: settings.tokens.clone(),
+            egress_allow: settings.allow_targets.clone(),
+            ..EdgeConfig::default()
+        };
+        let config = Config {
+            role: RoleConfig::Edge(edge),
+            quic: settings.quic.clone(),
+        };
+        let options = Options {
+            connect_timeout: settings.connect_timeout,
+            ..Options::default()
+        };
+        let node = Node::start(config, settings.listen, options)?;
+        tracing::info!(
+            addr = %node.local_addr(),
+            tokens = settings.tokens.len(),
+            allow_targets = ?settings.allow_targets,
+            "edge started"
+        );
+        Ok(Self {
+            node,
+            drain: settings.drain,
+            self_signed: settings.cert_key.is_none(),
+        })
+    }
+
+    /// The UDP address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.node.local_addr()
+    }
+
+    /// SHA-256 of its certificate.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        self.node.certificate_fingerprint()
+    }
+
+    /// The lines `veil server` prints at start.
+    pub fn banner(&self) -> Vec<String> {
+        let mut lines = vec![format!("veil: edge listening on {}", self.addr())];
+        if let (true, Some(fingerprint)) = (self.self_signed, self.fingerprint()) {
+            lines.push(format!(
+                "veil: self-signed certificate fingerprint {}",
+                format_pin(&fingerprint)
+            ));
+        }
+        lines
+    }
+
+    /// Stops accepting tunnels, drains open ones, closes QUIC.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let stats = self.node.shutdown(self.drain).await?;
+        tracing::info!(?stats, "edge stopped");
+        Ok(())
+    }
+}
+
+/// A running client: its endpoint and its two listeners.
+#[derive(Debug)]
+pub struct RunningClient {
+    node: Node,
+    socks: SocketAddr,
+    http: SocketAddr,
+    listeners: Vec<JoinHandle<()>>,
+    drain: Duration,
+}
+
+impl RunningClient {
+    /// Resolves the edge, starts the endpoint and binds the listeners.
+    pub async fn start(settings: &ClientSettings) -> anyhow::Result<Self> {
+        let edge_addr = tokio::net::lookup_host(&settings.edge)
+            .await
+            .with_context(|| format!("cannot resolve the edge {}", settings.edge))?
+            .next()
+            .with_context(|| format!("the edge {} has no address", settings.edge))?;
+        let server_name = settings
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(&settings.edge).to_owned());
+        let verify = match &settings.trust {
+            Trust::Pin(pin) => Verify::Pin(*pin),
+            Trust::Ca(path) => Verify::Ca(Pem::Path(path.clone())),
+            Trust::Insecure => {
+                tracing::warn!("--insecure: the edge's certificate is not checked");
+                Verify::Insecure
+            }
+        };
+        let mut client = ClientConfig::new(edge_addr, server_name, verify);
+        client.token.clone_from(&settings.token);
+        let config = Config {
+            role: RoleConfig::Client(client),
+            quic: settings.quic.clone(),
+        };
+        let node = Node::start(
+            config,
+            veil_tokio::client_bind_addr(edge_addr),
+            Options::default(),
+        )?;
+        let socks_listener = TcpListener::bind(settings.socks)
+            .await
+            .with_context(|| format!("cannot listen on {} (SOCKS5)", settings.socks))?;
+        let http_listener = TcpListener::bind(settings.http)
+            .await
+            .with_context(|| format!("cannot listen on {} (HTTP)", settings.http))?;
+        let socks = socks_listener.local_addr()?;
+        let http = http_listener.local_addr()?;
+        let listeners = vec![
+            tokio::spawn(socks::serve(
+                socks_listener,
+                node.opener(),
+                settings.socks_user.clone(),
+            )),
+            tokio::spawn(http_proxy::serve(http_listener, node.opener())),
+        ];
+        tracing::info!(edge = %edge_addr, %socks, %http, "client started");
+        Ok(Self {
+            node,
+            socks,
+            http,
+            listeners,
+            drain: settings.drain,
+        })
+    }
+
+    /// The SOCKS5 listener's address.
+    pub fn socks_addr(&self) -> SocketAddr {
+        self.socks
+    }
+
+    /// The HTTP proxy listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The lines `veil client` prints at start.
+    pub fn banner(&self) -> Vec<String> {
+        vec![
+            format!("veil: socks5 listening on {}", self.socks),
+            format!("veil: http listening on {}", self.http),
+        ]
+    }
+
+    /// Stops accepting, drains open tunnels, closes QUIC.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        for listener in &self.listeners {
+            listener.abort();
+        }
+        let stats = self.node.shutdown(self.drain).await?;
+        tracing::info!(?stats, "client stopped");
+        Ok(())
+    }
+}
+
+/// The host of `HOST:PORT` (brackets of an IPv6 literal removed).
+fn host_of(edge: &str) -> &str {
+    let host = edge.rsplit_once(':').map_or(edge, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// `veil server`: run until SIGINT or SIGTERM.
+pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
+    let edge = RunningEdge::start(&settings)?;
+    for line in edge.banner() {
+        println!("{line}");
+    }
+    veil_tokio::shutdown_signal().await?;
+    println!("veil: shutting down");
+    edge.shutdown().await
+}
+
+/// `veil client`: run until SIGINT or SIGTERM.
+pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
+    let client = RunningClient::start(&settings).await?;
+    for line in client.banner() {
+        println!("{line}");
+    }
+    veil_tokio::shutdown_signal().await?;
+    println!("veil: shutting down");
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_defaults_to_the_edge_host() {
+        assert_eq!(host_of("edge.example:4433"), "edge.example");
+        assert_eq!(host_of("127.0.0.1:4433"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:4433"), "::1");
+        assert_eq!(host_of("noport"), "noport");
+    }
+}

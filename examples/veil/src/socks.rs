@@ -1,0 +1,187 @@
+//! The local SOCKS5 listener: each CONNECT becomes a tunnel through the edge.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use veil_engine::{Name, TunnelTarget};
+use veil_proto::socks5::{
+    Action, Command, Config, MAX_REPLY_LEN, Reply, ReplyCode, Server, Target, encode_reply,
+};
+use veil_tokio::{Opener, RelayEnd};
+
+use crate::config::LocalCredentials;
+use crate::refusal::socks_reply;
+
+/// How long a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts SOCKS5 clients forever.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    opener: Opener,
+    credentials: Option<LocalCredentials>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "socks5: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let opener = opener.clone();
+        let credentials = credentials.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &opener, credentials.as_ref()).await {
+                tracing::debug!(%peer, error = %e, "socks5: session failed");
+            }
+        });
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    opener: &Opener,
+    credentials: Option<&LocalCredentials>,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, credentials));
+    let Some((request, early)) = handshake.await.context("handshake timed out")?? else {
+        return Ok(());
+    };
+    if request.command != Command::Connect {
+        // UDP ASSOCIATE needs CONNECT-UDP, which this listener does not offer yet.
+        return send_reply(&mut stream, &Reply::failure(ReplyCode::CommandNotSupported)).await;
+    }
+    let Some(target) = tunnel_target(&request.target) else {
+        return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
+    };
+    match opener.open(target.clone()).await {
+        Ok(tunnel) => {
+            // The edge's own address is not known here; RFC 1928 lets BND be all zeros.
+            let bound = SocketAddr::from(([0, 0, 0, 0], 0));
+            send_reply(&mut stream, &Reply::success(bound)).await?;
+            let outcome = tunnel
+                .relay(stream, early.freeze(), RelayEnd::BothFinished)
+                .await;
+            tracing::debug!(%target, ?outcome, "socks5: relay ended");
+        }
+        Err(failure) => {
+            tracing::info!(%target, %failure, "socks5: tunnel refused");
+            send_reply(&mut stream, &Reply::failure(socks_reply(&failure))).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the RFC 1928/1929 handshake; returns the request and the client bytes that came
+/// after it, or `None` when the session ended (refused, or the client left).
+async fn handshake(
+    stream: &mut TcpStream,
+    credentials: Option<&LocalCredentials>,
+) -> anyhow::Result<Option<(veil_proto::socks5::Request, BytesMut)>> {
+    let config = if credentials.is_some() {
+        Config::USERNAME_PASSWORD
+    } else {
+        Config::NO_AUTH
+    };
+    let mut server = Server::new(config);
+    let mut input = BytesMut::with_capacity(1024);
+    loop {
+        if input.is_empty() && stream.read_buf(&mut input).await? == 0 {
+            return Ok(None);
+        }
+        let (consumed, action) = server.feed(&input)?;
+        match action {
+            None => {}
+            Some(Action::Send(bytes)) => stream.write_all(bytes).await?,
+            Some(Action::Close { reply, reason }) => {
+                tracing::debug!(%reason, "socks5: refused by the protocol");
+                stream.write_all(reply).await?;
+                return Ok(None);
+            }
+            Some(Action::Authenticate(given)) => {
+                let accepted = credentials.is_some_and(|expected| {
+                    expected.user.as_bytes() == given.username()
+                        && expected.password.matches(given.password())
+                });
+                let reply = server.accept_auth(accepted)?;
+                stream.write_all(reply).await?;
+                if !accepted {
+                    tracing::info!("socks5: wrong username or password");
+                    return Ok(None);
+                }
+            }
+            Some(Action::Request(request)) => {
+                input.advance(consumed);
+                return Ok(Some((request, input)));
+            }
+        }
+        input.advance(consumed);
+    }
+}
+
+/// The tunnel target of a SOCKS5 destination; `None` for a name the engine would not
+/// accept (answered "host unreachable", what resolving it would give). An address sent as
+/// a domain name (ATYP 3, as clients that leave resolving to the proxy do for any host) is
+/// the address.
+pub(crate) fn tunnel_target(target: &Target) -> Option<TunnelTarget> {
+    match target {
+        Target::Ip(addr) => Some(TunnelTarget::new(addr.ip(), addr.port())),
+        Target::Domain(domain, port) => {
+            if let Ok(ip) = domain.as_str().parse::<std::net::IpAddr>() {
+                return Some(TunnelTarget::new(ip, *port));
+            }
+            let name = Name::new(domain.as_str()).ok()?;
+            Some(TunnelTarget::new(name, *port))
+        }
+    }
+}
+
+async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> anyhow::Result<()> {
+    let mut out = [0; MAX_REPLY_LEN];
+    let len = encode_reply(reply, &mut out)?;
+    stream.write_all(out.get(..len).unwrap_or_default()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_engine::Host;
+    use veil_proto::socks5::Domain;
+
+    #[test]
+    fn destinations_become_tunnel_targets() {
+        let ip = tunnel_target(&Target::Ip("192.0.2.1:80".parse().expect("addr")))
+            .expect("an address is a target");
+        assert_eq!(ip.to_string(), "192.0.2.1:80");
+        let name = tunnel_target(&Target::Domain(
+            Domain::new("Example.COM").expect("domain"),
+            443,
+        ))
+        .expect("a name is a target");
+        assert_eq!(name.port, 443);
+        assert!(matches!(&name.host, Host::Name(n) if n.as_str() == "example.com"));
+        // An address sent as a name is the address.
+        let literal = tunnel_target(&Target::Domain(
+            Domain::new("127.0.0.1").expect("domain"),
+            80,
+        ))
+        .expect("an address literal is a target");
+        assert_eq!(literal.host, Host::Ip([127, 0, 0, 1].into()));
+        // A name whose last label is numeric could be read as an IPv4 address: refused.
+        assert_eq!(
+            tunnel_target(&Target::Domain(
+                Domain::new("10.0.0.010").expect("domain"),
+                80
+            )),
+            None
+        );
+    }
+}

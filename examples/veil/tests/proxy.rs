@@ -1,0 +1,380 @@
+//! An edge and a client in one runtime on loopback, driven through the client's SOCKS5 and
+//! HTTP listeners with raw TCP clients: bytes both ways, half-close and reset propagation,
+//! and the mapping of the edge's refusals.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use veil_cli::body::{hex, pattern_digest};
+use veil_cli::config::{ClientSettings, LocalCredentials, ServerSettings, Trust};
+use veil_cli::fetch::{self, SocksOutcome};
+use veil_cli::origin::Origin;
+use veil_cli::run::{RunningClient, RunningEdge};
+use veil_engine::{QuicConfig, Secret};
+
+/// Every test ends well within this.
+const DEADLINE: Duration = Duration::from_secs(30);
+const TOKEN: &str = "test-token";
+/// Forbidden by the edge's egress policy; the edge refuses it without dialing.
+const FORBIDDEN: &str = "10.0.0.1";
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+struct Rig {
+    origin: Origin,
+    echo: SocketAddr,
+    edge: RunningEdge,
+    client: RunningClient,
+}
+
+impl Rig {
+    async fn start(client_token: &str, socks_user: Option<&str>) -> Self {
+        // `RUST_LOG=debug cargo test ... -- --nocapture` shows what the nodes do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let origin = Origin::start(loopback()).await.expect("origin starts");
+        let echo = start_echo().await;
+        let edge = RunningEdge::start(&ServerSettings {
+            listen: loopback(),
+            cert_key: None,
+            tokens: vec![Secret::new(TOKEN)],
+            allow_targets: vec!["127.0.0.0/8".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            drain: Duration::from_millis(200),
+            quic: QuicConfig::default(),
+        })
+        .expect("edge starts");
+        let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
+        let client = RunningClient::start(&ClientSettings {
+            edge: edge.addr().to_string(),
+            server_name: Some("localhost".to_owned()),
+            trust: Trust::Pin(fingerprint),
+            token: Some(Secret::new(client_token)),
+            socks: loopback(),
+            http: loopback(),
+            socks_user: socks_user.map(|text| LocalCredentials::parse(text).expect("valid")),
+            drain: Duration::from_millis(200),
+            quic: QuicConfig::default(),
+        })
+        .await
+        .expect("client starts");
+        Self {
+            origin,
+            echo,
+            edge,
+            client,
+        }
+    }
+
+    async fn stop(self) {
+        self.client.shutdown().await.expect("client stops cleanly");
+        self.edge.shutdown().await.expect("edge stops cleanly");
+        drop(self.origin);
+    }
+}
+
+/// Echoes every connection's bytes until EOF, then half-closes.
+async fn start_echo() -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = stream.split();
+                if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
+                    let _ = wr.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `data`, half-closes, and reads everything back until EOF.
+async fn echo_round_trip(mut stream: TcpStream, data: &[u8]) -> Vec<u8> {
+    let (mut rd, mut wr) = stream.split();
+    let write = async {
+        wr.write_all(data).await.expect("write");
+        wr.shutdown().await.expect("half-close");
+    };
+    let read = async {
+        let mut back = Vec::new();
+        rd.read_to_end(&mut back).await.expect("read to EOF");
+        back
+    };
+    let ((), back) = tokio::join!(write, read);
+    back
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from(i * 7 % 251).expect("below 251"))
+        .collect()
+}
+
+async fn within<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, test)
+        .await
+        .expect("the test finished in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_connect_carries_bytes_and_half_close_both_ways() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let data = payload(3 * 1024 * 1024 + 17);
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
+                .await
+                .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        let back = echo_round_trip(stream, &data).await;
+        assert_eq!(back.len(), data.len());
+        assert!(back == data, "echoed bytes differ");
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_names_resolve_on_the_edge() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        // `localhost` may resolve to ::1 first; the edge skips addresses outside its
+        // allowlist and dials the first allowed one.
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "localhost", rig.echo.port(), None)
+                .await
+                .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert_eq!(echo_round_trip(stream, b"by name").await, b"by name");
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_username_and_password_are_checked_locally() {
+    within(async {
+        let rig = Rig::start(TOKEN, Some("alice:secret")).await;
+        let socks = rig.client.socks_addr();
+        let port = rig.echo.port();
+        let wrong = fetch::socks5_connect(socks, "127.0.0.1", port, Some(("alice", "guess"))).await;
+        assert!(wrong.is_err(), "a wrong password is refused");
+        let none = fetch::socks5_connect(socks, "127.0.0.1", port, None).await;
+        assert!(none.is_err(), "no authentication is refused");
+        let outcome = fetch::socks5_connect(socks, "127.0.0.1", port, Some(("alice", "secret")))
+            .await
+            .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert_eq!(
+            echo_round_trip(stream, b"authenticated").await,
+            b"authenticated"
+        );
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connect_carries_bytes() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let (head, stream) = fetch::http_connect(rig.client.http_addr(), &rig.echo.to_string())
+            .await
+            .expect("CONNECT answered");
+        assert_eq!(head.status, 200);
+        let data = payload(200_000);
+        let back = echo_round_trip(stream.expect("tunnel open"), &data).await;
+        assert!(back == data, "echoed bytes differ");
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_forward_fetches_from_the_origin() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let host = rig.origin.addr().to_string();
+        let size = 1024 * 1024 + 3;
+        let mut stream = TcpStream::connect(rig.client.http_addr())
+            .await
+            .expect("connect");
+        let received = fetch::get(&mut stream, &format!("http://{host}/bytes/{size}"), &host)
+            .await
+            .expect("response");
+        assert_eq!(received.head.status, 200);
+        assert_eq!(received.len, size);
+        assert_eq!(hex(&received.digest), hex(&pattern_digest(size)));
+        // One request per tunnel: the proxy closes after the response.
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.expect("EOF");
+        assert!(rest.is_empty());
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_targets_are_refused_with_0x02_and_403() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let outcome = fetch::socks5_connect(rig.client.socks_addr(), FORBIDDEN, 80, None)
+            .await
+            .expect("handshake");
+        assert!(
+            matches!(outcome, SocksOutcome::Refused(0x02)),
+            "{outcome:?}"
+        );
+
+        let (head, stream) =
+            fetch::http_connect(rig.client.http_addr(), &format!("{FORBIDDEN}:80"))
+                .await
+                .expect("CONNECT answered");
+        assert_eq!(head.status, 403);
+        assert!(stream.is_none());
+        let proxy_status = head.field("proxy-status").expect("Proxy-Status");
+        assert!(
+            proxy_status.contains("error=destination_ip_prohibited"),
+            "{proxy_status}"
+        );
+
+        let mut stream = TcpStream::connect(rig.client.http_addr())
+            .await
+            .expect("connect");
+        let received = fetch::get(&mut stream, &format!("http://{FORBIDDEN}/"), FORBIDDEN)
+            .await
+            .expect("response");
+        assert_eq!(received.head.status, 403);
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_connection_refused() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let closed = {
+            let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+            listener.local_addr().expect("address")
+        };
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", closed.port(), None)
+                .await
+                .expect("handshake");
+        assert!(
+            matches!(outcome, SocksOutcome::Refused(0x05)),
+            "{outcome:?}"
+        );
+        let (head, _) = fetch::http_connect(rig.client.http_addr(), &closed.to_string())
+            .await
+            .expect("CONNECT answered");
+        assert_eq!(head.status, 502);
+        let proxy_status = head.field("proxy-status").expect("Proxy-Status");
+        assert!(
+            proxy_status.contains("error=connection_refused"),
+            "{proxy_status}"
+        );
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_edge_token_is_not_allowed() {
+    within(async {
+        let rig = Rig::start("not-the-token", None).await;
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
+                .await
+                .expect("handshake");
+        assert!(
+            matches!(outcome, SocksOutcome::Refused(0x02)),
+            "{outcome:?}"
+        );
+        let (head, _) = fetch::http_connect(rig.client.http_addr(), &rig.echo.to_string())
+            .await
+            .expect("CONNECT answered");
+        // The edge's 403 is passed on; never a 407, which would make the local client
+        // prompt for credentials it does not need.
+        assert_eq!(head.status, 403);
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_reset_resets_the_client_connection() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        // A target that reads a little, then resets the connection.
+        let listener = TcpListener::bind(loopback()).await.expect("bind");
+        let target = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0; 5];
+            stream.read_exact(&mut buf).await.expect("read");
+            stream.set_zero_linger().expect("SO_LINGER 0");
+            drop(stream);
+        });
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", target.port(), None)
+                .await
+                .expect("handshake");
+        let SocksOutcome::Connected(mut stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        stream.write_all(b"hello").await.expect("write");
+        let mut buf = Vec::new();
+        let error = stream
+            .read_to_end(&mut buf)
+            .await
+            .expect_err("the reset reaches the client");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_resets_tunnels_still_open_after_the_drain() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
+                .await
+                .expect("handshake");
+        let SocksOutcome::Connected(mut stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        stream.write_all(b"ping").await.expect("write");
+        let mut buf = [0; 4];
+        stream.read_exact(&mut buf).await.expect("echo");
+        // The tunnel stays open; the client's 200 ms drain runs out and resets it.
+        let started = std::time::Instant::now();
+        rig.client.shutdown().await.expect("client stops");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err(),
+            "the open tunnel is reset at shutdown: {read:?}"
+        );
+        rig.edge.shutdown().await.expect("edge stops");
+    })
+    .await;
+}
