@@ -75,19 +75,15 @@ fn aioquic_sees_refusal_statuses_and_proxy_status_from_veil_server() -> anyhow::
         &["--token", TOKEN, "--allow-target", "127.0.0.2/32"],
     )?;
     let prohibited = "403:destination_ip_prohibited";
-    // The engine refuses a numeric host that is not an address in standard form as a
-    // malformed authority until it reads the spellings the egress module knows; both
-    // refuse without dialing.
-    let numeric = "403:destination_ip_prohibited|400:http_request_error";
     let refusals = [
         (closed.to_string(), "502:connection_refused"),
         (format!("127.0.0.1:{port}"), prohibited),
-        (format!("2130706433:{port}"), numeric),
-        (format!("0x7f.1:{port}"), numeric),
+        (format!("2130706433:{port}"), prohibited),
+        (format!("0x7f.1:{port}"), prohibited),
         (format!("[::ffff:127.0.0.1]:{port}"), prohibited),
         (format!("localhost:{port}"), prohibited),
         ("169.254.169.254:80".to_owned(), prohibited),
-        (format!("127.1:{port}"), numeric),
+        (format!("127.1:{port}"), prohibited),
         (format!("[::1]:{port}"), prohibited),
         (format!("0.0.0.0:{port}"), prohibited),
         (format!("[::]:{port}"), prohibited),
