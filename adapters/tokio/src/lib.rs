@@ -195,7 +195,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Binds `bind` and starts the endpoint's driver on the current tokio runtime.
+    /// Binds `bind` and starts the endpoint's driver on the current tokio runtime (call it
+    /// from within one).
     ///
     /// An edge listens on `bind`. A client sends from it (`0.0.0.0:0` or `[::]:0`: see
     /// [`client_bind_addr`]); its `local_addr` setting is replaced by the bound address,

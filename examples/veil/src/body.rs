@@ -8,12 +8,18 @@ use boring::sha::Sha256;
 /// Each aligned 8-byte block is `splitmix64(block index)`, little-endian: cheap, and no
 /// two blocks of a transfer repeat, so a misplaced or duplicated chunk changes the digest.
 pub fn fill_pattern(offset: u64, buf: &mut [u8]) {
-    for (position, byte) in (offset..).zip(buf.iter_mut()) {
+    let mut position = offset;
+    let mut rest = buf;
+    while !rest.is_empty() {
         let word = splitmix64(position / 8).to_le_bytes();
-        // `position % 8` is below 8, so the index is in range.
+        // `position % 8` is below 8: the conversion is lossless.
         #[allow(clippy::cast_possible_truncation)]
-        let index = (position % 8) as usize;
-        *byte = word.get(index).copied().unwrap_or_default();
+        let skip = (position % 8) as usize;
+        let take = (8 - skip).min(rest.len());
+        let (head, tail) = rest.split_at_mut(take);
+        head.copy_from_slice(word.get(skip..skip + take).unwrap_or_default());
+        rest = tail;
+        position += take as u64;
     }
 }
 

@@ -42,6 +42,9 @@ pub enum Command {
     /// Start an origin, an edge and a client on loopback, move data through both proxies,
     /// verify it and print the throughput.
     Demo(DemoArgs),
+    /// Measure: goodput, added latency and memory of tunnels against direct TCP and raw
+    /// QUIC, on loopback (figures, not a test).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `veil server`.

@@ -3,6 +3,7 @@
 //!
 //! The modules are public so that tests can run an edge and a client in-process.
 
+pub mod bench;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -29,5 +30,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run::client(ClientSettings::merge(flags, file.client, file.quic)?).await
         }
         Command::Demo(args) => demo::run(&args).await,
+        Command::Bench(args) => bench::run(&args, file.quic, cli.config.as_deref()).await,
     }
 }

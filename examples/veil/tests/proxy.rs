@@ -378,3 +378,50 @@ async fn shutdown_resets_tunnels_still_open_after_the_drain() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tunnel_does_not_hold_up_another() {
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let size = 8 * 1024 * 1024;
+        let host = rig.origin.addr().to_string();
+        let socks = rig.client.socks_addr();
+        let port = rig.origin.addr().port();
+        let outcome = fetch::socks5_connect(socks, "127.0.0.1", port, None)
+            .await
+            .expect("handshake");
+        let SocksOutcome::Connected(mut stalled) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        // Ask for 8 MiB and read none of it for now: the tunnel's buffers fill and flow
+        // control stops the origin.
+        stalled
+            .write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let started = std::time::Instant::now();
+        let outcome = fetch::socks5_connect(socks, "127.0.0.1", rig.echo.port(), None)
+            .await
+            .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        let data = payload(256 * 1024);
+        assert!(echo_round_trip(stream, &data).await == data);
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // Nothing of the stalled transfer was lost meanwhile.
+        let mut body = Vec::new();
+        stalled.read_to_end(&mut body).await.expect("read the rest");
+        let head_end = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("response head")
+            + 4;
+        assert_eq!(body.len() - head_end, size);
+        rig.stop().await;
+    })
+    .await;
+}

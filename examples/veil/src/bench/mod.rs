@@ -1,0 +1,422 @@
+//! `veil bench`: figures, not tests. Nothing here fails on a timing.
+//!
+//! `veil bench tcp` starts, on loopback, a TCP sink, an echo server and a holder of idle
+//! connections (in the bench process), an edge (`veil server`) and a client
+//! (`veil client`) as child processes of this same executable, and a raw-quiche client and
+//! server pair (threads of the bench process, see [`raw`]). Then, in one run:
+//!
+//! - **goodput**: each round moves `--bytes` over direct TCP to the sink, over a raw quiche
+//!   stream, and through SOCKS5 → veil client → QUIC → veil edge → TCP to the same sink,
+//!   back to back; the table gives the median of the rounds and the median of the
+//!   per-round ratios;
+//! - **latency**: `--requests` request/responses of `--message` bytes to the echo server,
+//!   alternating between a direct connection and a tunnel;
+//! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
+//!   idle tunnels.
+
+mod procs;
+mod raw;
+mod tcp;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::ensure;
+use clap::{Args, Subcommand, ValueEnum};
+use veil_engine::QuicConfig;
+
+const MIB: u64 = 1024 * 1024;
+/// Bytes moved before the timed rounds, on each path.
+const WARMUP_BYTES: u64 = 16 * MIB;
+/// Request/responses before the timed ones.
+const WARMUP_REQUESTS: usize = 100;
+/// Time given to the processes to settle before memory is read.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Flags of `veil bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// TCP over HTTP/3 CONNECT: goodput against direct TCP and a raw quiche stream, added
+    /// latency, memory per idle tunnel.
+    Tcp(TcpArgs),
+}
+
+/// Flags of `veil bench tcp`.
+#[derive(Debug, Args)]
+pub struct TcpArgs {
+    /// Bytes per goodput transfer.
+    #[arg(long, default_value_t = 256 * MIB)]
+    pub bytes: u64,
+    /// Goodput rounds (each measures every path once, back to back).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Timed request/responses on each of the direct and the proxied connection.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Bytes of each request and of each response.
+    #[arg(long, default_value_t = 64)]
+    pub message: usize,
+    /// Idle tunnels opened for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    pub tunnels: usize,
+    /// Parts to run.
+    #[arg(long, value_delimiter = ',', default_value = "goodput,latency,memory")]
+    pub parts: Vec<Part>,
+    /// Goodput paths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "direct,raw,proxied")]
+    pub paths: Vec<Route>,
+}
+
+/// A part of `veil bench tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Bulk transfer rates.
+    Goodput,
+    /// Request/response round trips.
+    Latency,
+    /// Memory per idle tunnel.
+    Memory,
+}
+
+/// A goodput path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Route {
+    /// Direct TCP to the sink.
+    Direct,
+    /// A raw quiche stream (no HTTP/3, no proxying).
+    Raw,
+    /// SOCKS5 → veil client → QUIC → veil edge → TCP to the sink.
+    Proxied,
+}
+
+/// Runs `veil bench`. `quic` is the QUIC configuration of the `--config` file (or the
+/// defaults), used by the raw baseline; the child processes read the same file.
+pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
+    match &args.which {
+        BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
+    }
+}
+
+async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
+    ensure!(args.bytes > 0 && args.rounds > 0, "--bytes and --rounds must be positive");
+    ensure!(args.message > 0, "--message must be positive");
+    println!("veil bench tcp: {}", machine());
+    let mut targets = tcp::Targets::start().await?;
+    let config_owned = config.map(Path::to_path_buf);
+    let (edge, client) = tokio::task::spawn_blocking(move || {
+        let edge = procs::start_edge(config_owned.as_deref())?;
+        let client = procs::start_client(config_owned.as_deref(), &edge)?;
+        anyhow::Ok((edge, client))
+    })
+    .await??;
+    println!(
+        "veil bench tcp: edge pid {} on {}, client pid {} (socks5 {}), sink {}",
+        edge.process.pid(),
+        edge.addr,
+        client.process.pid(),
+        client.socks,
+        targets.sink
+    );
+
+    let mut report = String::new();
+    if args.parts.contains(&Part::Goodput) {
+        let processes = [None, Some(client.process.pid()), Some(edge.process.pid())];
+        let goodput = goodput(args, quic, &mut targets, client.socks, &processes).await?;
+        report.push_str(&goodput.table(args.bytes));
+    }
+    if args.parts.contains(&Part::Latency) {
+        let direct = tcp::direct(targets.echo).await?;
+        let proxied = tcp::proxied(client.socks, targets.echo).await?;
+        let (direct, proxied) =
+            tcp::ping_pong(direct, proxied, args.message, args.requests, WARMUP_REQUESTS)
+                .await?;
+        report.push_str(&latency_table(args, direct, proxied));
+    }
+    if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
+        tokio::time::sleep(SETTLE).await;
+        let before = (client.process.rss_kib()?, edge.process.rss_kib()?);
+        let streams = tcp::open_idle(client.socks, targets.idle, args.tunnels).await?;
+        tokio::time::sleep(SETTLE).await;
+        let after = (client.process.rss_kib()?, edge.process.rss_kib()?);
+        drop(streams);
+        report.push_str(&memory_table(args.tunnels, before, after));
+    }
+    println!("\n{report}");
+    drop(client);
+    drop(edge);
+    Ok(())
+}
+
+/// One line about the machine: CPUs, load, kernel.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs, load average {} before the run, Linux {}",
+        load.join(" "),
+        kernel.trim()
+    )
+}
+
+/// One timed transfer.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    elapsed: Duration,
+    /// CPU time the bench, client and edge processes used meanwhile.
+    cpu: Duration,
+}
+
+/// Transfers per path, one per round.
+#[derive(Default)]
+struct Goodput {
+    direct: Vec<Sample>,
+    raw: Vec<Sample>,
+    proxied: Vec<Sample>,
+}
+
+/// CPU time used so far by all of `processes` (`None`: this one).
+fn cpu_total(processes: &[Option<u32>]) -> anyhow::Result<Duration> {
+    processes
+        .iter()
+        .map(|pid| procs::cpu_time(*pid))
+        .sum()
+}
+
+async fn goodput(
+    args: &TcpArgs,
+    quic: &QuicConfig,
+    targets: &mut tcp::Targets,
+    socks: std::net::SocketAddr,
+    processes: &[Option<u32>],
+) -> anyhow::Result<Goodput> {
+    let mut raw = if args.paths.contains(&Route::Raw) {
+        Some(raw::RawPair::start(quic).await?)
+    } else {
+        None
+    };
+    let mut times = Goodput::default();
+    for round in 0..=args.rounds {
+        // Round 0 warms every path up (windows, allocator, caches) and is not kept.
+        let bytes = if round == 0 { WARMUP_BYTES } else { args.bytes };
+        let keep = round > 0;
+        for path in &args.paths {
+            let cpu_before = cpu_total(processes)?;
+            let elapsed = match path {
+                Route::Direct => targets.transfer(tcp::direct(targets.sink).await?, bytes).await?,
+                Route::Raw => match raw.as_mut() {
+                    Some(raw) => raw.transfer(bytes).await?,
+                    None => continue,
+                },
+                Route::Proxied => {
+                    let stream = tcp::proxied(socks, targets.sink).await?;
+                    targets.transfer(stream, bytes).await?
+                }
+            };
+            let sample = Sample {
+                elapsed,
+                cpu: cpu_total(processes)?.saturating_sub(cpu_before),
+            };
+            if keep {
+                println!(
+                    "veil bench tcp: round {round} {path:?}: {:.1} MiB/s, {:.2} CPU s/GiB",
+                    mib_per_s(bytes, elapsed),
+                    cpu_per_gib(bytes, sample.cpu)
+                );
+                match path {
+                    Route::Direct => times.direct.push(sample),
+                    Route::Raw => times.raw.push(sample),
+                    Route::Proxied => times.proxied.push(sample),
+                }
+            }
+        }
+    }
+    if let Some(raw) = raw {
+        raw.stop().await?;
+    }
+    Ok(times)
+}
+
+impl Goodput {
+    fn table(&self, bytes: u64) -> String {
+        let rates = |samples: &[Sample]| -> Vec<f64> {
+            samples.iter().map(|s| mib_per_s(bytes, s.elapsed)).collect()
+        };
+        let costs = |samples: &[Sample]| -> Vec<f64> {
+            samples.iter().map(|s| cpu_per_gib(bytes, s.cpu)).collect()
+        };
+        let rounds = self.direct.len().max(self.raw.len()).max(self.proxied.len());
+        let raw_median = median(&rates(&self.raw));
+        let raw_cost = median(&costs(&self.raw));
+        let mut out = format!(
+            "| goodput, {} MiB per transfer, median of {rounds} rounds | MiB/s | Gbit/s | range MiB/s | ÷ raw quiche | CPU s per GiB, all processes | ÷ raw quiche |\n|---|---|---|---|---|---|---|\n",
+            bytes / MIB,
+        );
+        for (name, samples) in [
+            ("direct TCP (app → sink)", &self.direct),
+            ("raw quiche stream (no HTTP/3, no proxy)", &self.raw),
+            ("proxied: SOCKS5 → veil client → QUIC → veil edge → TCP", &self.proxied),
+        ] {
+            let (rates, costs) = (rates(samples), costs(samples));
+            let (Some(m), Some(cost)) = (median(&rates), median(&costs)) else {
+                continue;
+            };
+            let (lo, hi) = range(&rates);
+            let ratio = |base: Option<f64>, value: f64| {
+                base.map_or_else(|| "–".to_owned(), |b| format!("{:.2}", value / b))
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} |",
+                gbit(m),
+                ratio(raw_median, m),
+                ratio(raw_cost, cost),
+            );
+        }
+        // The ratio of each round's pair, whose two transfers ran back to back.
+        let (raw, proxied) = (rates(&self.raw), rates(&self.proxied));
+        let pairs: Vec<f64> = proxied.iter().zip(&raw).map(|(p, r)| p / r).collect();
+        if let (Some(ratio), Some(p)) = (median(&pairs), median(&proxied)) {
+            let _ = writeln!(
+                out,
+                "\nproxied ÷ raw quiche, median of per-round ratios: **{ratio:.2}** (aim ≥ 0.80: {}); proxied {:.2} Gbit/s (aim ≥ 1: {})",
+                verdict(ratio >= 0.8),
+                gbit(p),
+                verdict(gbit(p) >= 1.0)
+            );
+        }
+        out.push('\n');
+        out
+    }
+}
+
+fn latency_table(args: &TcpArgs, mut direct: Vec<Duration>, mut proxied: Vec<Duration>) -> String {
+    direct.sort_unstable();
+    proxied.sort_unstable();
+    let (d50, d99) = (percentile(&direct, 50), percentile(&direct, 99));
+    let (p50, p99) = (percentile(&proxied, 50), percentile(&proxied, 99));
+    let added = |p: Duration, d: Duration| micros(p) - micros(d);
+    let mut out = format!(
+        "| {} × {} B request/response, alternating | p50 µs | p99 µs |\n|---|---|---|\n",
+        args.requests, args.message
+    );
+    let _ = writeln!(out, "| direct TCP | {:.1} | {:.1} |", micros(d50), micros(d99));
+    let _ = writeln!(out, "| through the tunnel | {:.1} | {:.1} |", micros(p50), micros(p99));
+    let _ = writeln!(
+        out,
+        "| **added by the tunnel** | **{:.1}** | **{:.1}** |",
+        added(p50, d50),
+        added(p99, d99)
+    );
+    let _ = writeln!(
+        out,
+        "\nadded p50 {:.1} µs (aim < 100 µs: {})\n",
+        added(p50, d50),
+        verdict(added(p50, d50) < 100.0)
+    );
+    out
+}
+
+fn memory_table(tunnels: usize, before: (u64, u64), after: (u64, u64)) -> String {
+    let per = |b: u64, a: u64| {
+        // Display only.
+        #[allow(clippy::cast_precision_loss)]
+        let kib = (a.saturating_sub(b)) as f64 / tunnels as f64;
+        kib
+    };
+    let mut out = format!(
+        "| RSS, {tunnels} idle tunnels | before KiB | after KiB | per tunnel KiB |\n|---|---|---|---|\n"
+    );
+    for (name, b, a) in [
+        ("veil client", before.0, after.0),
+        ("veil edge", before.1, after.1),
+    ] {
+        let _ = writeln!(out, "| {name} | {b} | {a} | {:.1} |", per(b, a));
+    }
+    out
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+// Display arithmetic: f64 is exact enough for rates and microseconds.
+#[allow(clippy::cast_precision_loss)]
+fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn cpu_per_gib(bytes: u64, cpu: Duration) -> f64 {
+    cpu.as_secs_f64() * (1024 * MIB) as f64 / bytes.max(1) as f64
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn gbit(mib_per_s: f64) -> f64 {
+    mib_per_s * MIB as f64 * 8.0 / 1e9
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => sorted.get(mid).copied(),
+        _ => Some((sorted.get(mid - 1)? + sorted.get(mid)?) / 2.0),
+    }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// Nearest-rank percentile of sorted `values`.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=1000).map(Duration::from_micros).collect();
+        assert_eq!(percentile(&sorted, 50), Duration::from_micros(500));
+        assert_eq!(percentile(&sorted, 99), Duration::from_micros(990));
+        assert_eq!(percentile(&sorted[..1], 99), Duration::from_micros(1));
+        assert_eq!(percentile(&[], 50), Duration::ZERO);
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn rates_convert_to_gigabits() {
+        let rate = mib_per_s(256 * MIB, Duration::from_secs(2));
+        assert!((rate - 128.0).abs() < 1e-9);
+        assert!((gbit(rate) - 1.073_741_824).abs() < 1e-9);
+    }
+}

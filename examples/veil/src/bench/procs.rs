@@ -1,0 +1,199 @@
+//! The `veil server` and `veil client` under test, as child processes of the bench: each
+//! has its own runtime and its own memory, which `/proc/PID/status` reports.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// A child `veil` process, killed when dropped.
+#[derive(Debug)]
+pub(crate) struct VeilProcess {
+    name: &'static str,
+    child: Child,
+    /// Kept open so that the child's later prints do not fail.
+    stdout: BufReader<ChildStdout>,
+}
+
+impl VeilProcess {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident set size now, in KiB (`VmRSS` of `/proc/PID/status`).
+    pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
+        rss_kib(self.pid()).with_context(|| format!("reading the {} process's RSS", self.name))
+    }
+}
+
+impl Drop for VeilProcess {
+    fn drop(&mut self) {
+        // A benchmark child holds nothing worth a graceful close.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A started edge: its process, UDP address and certificate pin.
+pub(crate) struct Edge {
+    pub(crate) process: VeilProcess,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pin: String,
+}
+
+/// A started client: its process and SOCKS5 address.
+pub(crate) struct Client {
+    pub(crate) process: VeilProcess,
+    pub(crate) socks: SocketAddr,
+}
+
+/// Starts `veil server` on a loopback port, allowed to dial loopback targets.
+pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
+    let args = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.0/8",
+    ];
+    let (process, lines) = spawn("edge", config, &args, 2)?;
+    let addr = field(&lines, "veil: edge listening on ")?.parse()?;
+    let pin = field(&lines, "veil: self-signed certificate fingerprint ")?.to_owned();
+    Ok(Edge {
+        process,
+        addr,
+        pin,
+    })
+}
+
+/// Starts `veil client` for `edge`, pinned to its certificate, SOCKS5 on a loopback port.
+pub(crate) fn start_client(config: Option<&Path>, edge: &Edge) -> anyhow::Result<Client> {
+    let edge_addr = edge.addr.to_string();
+    let args = [
+        "client",
+        "--edge",
+        &edge_addr,
+        "--pin",
+        &edge.pin,
+        "--socks",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ];
+    let (process, lines) = spawn("client", config, &args, 2)?;
+    let socks = field(&lines, "veil: socks5 listening on ")?.parse()?;
+    Ok(Client { process, socks })
+}
+
+/// Runs this executable with `args` and reads its first `banner` stdout lines.
+fn spawn(
+    name: &'static str,
+    config: Option<&Path>,
+    args: &[&str],
+    banner: usize,
+) -> anyhow::Result<(VeilProcess, Vec<String>)> {
+    let exe = std::env::current_exe().context("finding the veil executable")?;
+    let mut command = Command::new(exe);
+    if let Some(config) = config {
+        command.arg("--config").arg(PathBuf::from(config));
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting veil {}", args.first().unwrap_or(&"")))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut process = VeilProcess {
+        name,
+        child,
+        stdout: BufReader::new(stdout),
+    };
+    let mut lines = Vec::with_capacity(banner);
+    while lines.len() < banner {
+        let mut line = String::new();
+        if process.stdout.read_line(&mut line)? == 0 {
+            bail!("the {name} process exited before it was ready");
+        }
+        lines.push(line.trim_end().to_owned());
+    }
+    Ok((process, lines))
+}
+
+/// The rest of the banner line that starts with `prefix`.
+fn field<'a>(lines: &'a [String], prefix: &str) -> anyhow::Result<&'a str> {
+    lines
+        .iter()
+        .find_map(|line| line.strip_prefix(prefix))
+        .with_context(|| format!("no {prefix:?} line in {lines:?}"))
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_vm_rss(&status).context("no VmRSS line")
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on every Linux
+/// architecture this runs on).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) process `pid` (`None`: this process) has used so far.
+pub(crate) fn cpu_time(pid: Option<u32>) -> anyhow::Result<Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(path)?;
+    let ticks = parse_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line; the command name (field
+/// 2, in parentheses) may hold spaces, so fields are counted after its closing `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_kib() {
+        let status = "Name:\tveil\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(5120));
+        assert_eq!(parse_vm_rss("Name:\tveil\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4242 (tokio rt) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("4242 (veil) S 1"), None);
+    }
+
+    #[test]
+    fn banner_fields_are_found_by_prefix() {
+        let lines = vec![
+            "veil: edge listening on 127.0.0.1:4433".to_owned(),
+            "veil: self-signed certificate fingerprint sha256:ab".to_owned(),
+        ];
+        assert_eq!(
+            field(&lines, "veil: edge listening on ").expect("present"),
+            "127.0.0.1:4433"
+        );
+        assert!(field(&lines, "veil: socks5 listening on ").is_err());
+    }
+}

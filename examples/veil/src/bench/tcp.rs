@@ -1,0 +1,218 @@
+//! The TCP side of the bench, in the bench process: a sink, an echo server and a holder of
+//! idle connections, and the load that goes to them directly or through SOCKS5.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::fetch::{SocksOutcome, socks5_connect};
+
+/// Bytes per write of the load generator and per read of the sink.
+const IO_CHUNK: usize = 256 * 1024;
+/// Idle tunnels opened at once.
+const OPEN_CONCURRENCY: usize = 100;
+
+/// What the sink saw of one connection.
+struct Drained {
+    bytes: u64,
+    at_eof: Instant,
+}
+
+/// The servers the load goes to; dropping them stops them.
+pub(crate) struct Targets {
+    pub(crate) sink: SocketAddr,
+    pub(crate) echo: SocketAddr,
+    pub(crate) idle: SocketAddr,
+    drained: mpsc::UnboundedReceiver<Drained>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Targets {
+    /// Listens on three loopback ports.
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sink = TcpListener::bind(loopback).await?;
+        let echo = TcpListener::bind(loopback).await?;
+        let idle = TcpListener::bind(loopback).await?;
+        let (drained_tx, drained) = mpsc::unbounded_channel();
+        let addrs = (sink.local_addr()?, echo.local_addr()?, idle.local_addr()?);
+        let tasks = vec![
+            tokio::spawn(serve(sink, move |stream| {
+                let drained = drained_tx.clone();
+                async move {
+                    if let Ok(report) = drain(stream).await {
+                        let _ = drained.send(report);
+                    }
+                }
+            })),
+            tokio::spawn(serve(echo, echo_back)),
+            tokio::spawn(hold(idle)),
+        ];
+        Ok(Self {
+            sink: addrs.0,
+            echo: addrs.1,
+            idle: addrs.2,
+            drained,
+            tasks,
+        })
+    }
+
+    /// Writes `bytes` to `stream` and half-closes it; returns the time from the first write
+    /// until the sink read EOF.
+    pub(crate) async fn transfer(
+        &mut self,
+        mut stream: TcpStream,
+        bytes: u64,
+    ) -> anyhow::Result<Duration> {
+        // Real bytes, not the shared zero page a zeroed allocation would read from.
+        let mut chunk = vec![0; IO_CHUNK];
+        crate::body::fill_pattern(0, &mut chunk);
+        let started = Instant::now();
+        let mut left = bytes;
+        while left > 0 {
+            let len = usize::try_from(left).map_or(IO_CHUNK, |left| left.min(IO_CHUNK));
+            stream.write_all(chunk.get(..len).unwrap_or_default()).await?;
+            left -= u64::try_from(len)?;
+        }
+        stream.shutdown().await?;
+        let drained = self.drained.recv().await.context("the sink stopped")?;
+        ensure!(
+            drained.bytes == bytes,
+            "the sink got {} of {bytes} bytes",
+            drained.bytes
+        );
+        Ok(drained.at_eof.saturating_duration_since(started))
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts forever, serving each connection in a task of its own.
+async fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    }
+}
+
+async fn drain(mut stream: TcpStream) -> std::io::Result<Drained> {
+    let mut buf = vec![0; IO_CHUNK];
+    let mut bytes = 0;
+    loop {
+        let len = stream.read(&mut buf).await?;
+        if len == 0 {
+            return Ok(Drained {
+                bytes,
+                at_eof: Instant::now(),
+            });
+        }
+        bytes += len as u64;
+    }
+}
+
+async fn echo_back(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(len) = stream.read(&mut buf).await {
+        if len == 0 || stream.write_all(buf.get(..len).unwrap_or_default()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts and keeps every connection, reading nothing, until aborted.
+async fn hold(listener: TcpListener) {
+    let mut held = Vec::new();
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    }
+}
+
+/// A TCP connection to `target`, directly.
+pub(crate) async fn direct(target: SocketAddr) -> anyhow::Result<TcpStream> {
+    Ok(TcpStream::connect(target).await?)
+}
+
+/// A TCP connection to `target` through the SOCKS5 proxy at `socks` (a tunnel).
+pub(crate) async fn proxied(socks: SocketAddr, target: SocketAddr) -> anyhow::Result<TcpStream> {
+    match socks5_connect(socks, &target.ip().to_string(), target.port(), None).await? {
+        SocksOutcome::Connected(stream) => Ok(stream),
+        SocksOutcome::Refused(code) => bail!("SOCKS5 CONNECT to {target} refused ({code:#04x})"),
+    }
+}
+
+/// Round-trip times of `count` request/responses of `size` bytes on each of `direct` and
+/// `proxied`, alternating so that both see the same machine load.
+pub(crate) async fn ping_pong(
+    mut direct: TcpStream,
+    mut proxied: TcpStream,
+    size: usize,
+    count: usize,
+    warmup: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    direct.set_nodelay(true)?;
+    proxied.set_nodelay(true)?;
+    let request = vec![0x5a; size];
+    let mut response = vec![0; size];
+    let mut times = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for round in 0..warmup + count {
+        let d = round_trip(&mut direct, &request, &mut response).await?;
+        let p = round_trip(&mut proxied, &request, &mut response).await?;
+        if round >= warmup {
+            times.0.push(d);
+            times.1.push(p);
+        }
+    }
+    Ok(times)
+}
+
+async fn round_trip(
+    stream: &mut TcpStream,
+    request: &[u8],
+    response: &mut [u8],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    stream.write_all(request).await?;
+    stream.read_exact(response).await?;
+    let elapsed = started.elapsed();
+    ensure!(response == request, "the echo answered different bytes");
+    Ok(elapsed)
+}
+
+/// Opens `count` tunnels to `target` through `socks` and returns their (idle) streams.
+pub(crate) async fn open_idle(
+    socks: SocketAddr,
+    target: SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(count);
+    while streams.len() < count {
+        let batch = (count - streams.len()).min(OPEN_CONCURRENCY);
+        let mut opening = JoinSet::new();
+        for _ in 0..batch {
+            opening.spawn(proxied(socks, target));
+        }
+        while let Some(opened) = opening.join_next().await {
+            streams.push(opened??);
+        }
+    }
+    Ok(streams)
+}
