@@ -107,7 +107,10 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
 }
 
 async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
-    ensure!(args.bytes > 0 && args.rounds > 0, "--bytes and --rounds must be positive");
+    ensure!(
+        args.bytes > 0 && args.rounds > 0,
+        "--bytes and --rounds must be positive"
+    );
     ensure!(args.message > 0, "--message must be positive");
     println!("veil bench tcp: {}", machine());
     let mut targets = tcp::Targets::start().await?;
@@ -136,9 +139,14 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     if args.parts.contains(&Part::Latency) {
         let direct = tcp::direct(targets.echo).await?;
         let proxied = tcp::proxied(client.socks, targets.echo).await?;
-        let (direct, proxied) =
-            tcp::ping_pong(direct, proxied, args.message, args.requests, WARMUP_REQUESTS)
-                .await?;
+        let (direct, proxied) = tcp::ping_pong(
+            direct,
+            proxied,
+            args.message,
+            args.requests,
+            WARMUP_REQUESTS,
+        )
+        .await?;
         report.push_str(&latency_table(args, direct, proxied));
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
@@ -187,10 +195,7 @@ struct Goodput {
 
 /// CPU time used so far by all of `processes` (`None`: this one).
 fn cpu_total(processes: &[Option<u32>]) -> anyhow::Result<Duration> {
-    processes
-        .iter()
-        .map(|pid| procs::cpu_time(*pid))
-        .sum()
+    processes.iter().map(|pid| procs::cpu_time(*pid)).sum()
 }
 
 async fn goodput(
@@ -213,7 +218,11 @@ async fn goodput(
         for path in &args.paths {
             let cpu_before = cpu_total(processes)?;
             let elapsed = match path {
-                Route::Direct => targets.transfer(tcp::direct(targets.sink).await?, bytes).await?,
+                Route::Direct => {
+                    targets
+                        .transfer(tcp::direct(targets.sink).await?, bytes)
+                        .await?
+                }
                 Route::Raw => match raw.as_mut() {
                     Some(raw) => raw.transfer(bytes).await?,
                     None => continue,
@@ -250,12 +259,19 @@ async fn goodput(
 impl Goodput {
     fn table(&self, bytes: u64) -> String {
         let rates = |samples: &[Sample]| -> Vec<f64> {
-            samples.iter().map(|s| mib_per_s(bytes, s.elapsed)).collect()
+            samples
+                .iter()
+                .map(|s| mib_per_s(bytes, s.elapsed))
+                .collect()
         };
         let costs = |samples: &[Sample]| -> Vec<f64> {
             samples.iter().map(|s| cpu_per_gib(bytes, s.cpu)).collect()
         };
-        let rounds = self.direct.len().max(self.raw.len()).max(self.proxied.len());
+        let rounds = self
+            .direct
+            .len()
+            .max(self.raw.len())
+            .max(self.proxied.len());
         let raw_median = median(&rates(&self.raw));
         let raw_cost = median(&costs(&self.raw));
         let mut out = format!(
@@ -265,7 +281,10 @@ impl Goodput {
         for (name, samples) in [
             ("direct TCP (app → sink)", &self.direct),
             ("raw quiche stream (no HTTP/3, no proxy)", &self.raw),
-            ("proxied: SOCKS5 → veil client → QUIC → veil edge → TCP", &self.proxied),
+            (
+                "proxied: SOCKS5 → veil client → QUIC → veil edge → TCP",
+                &self.proxied,
+            ),
         ] {
             let (rates, costs) = (rates(samples), costs(samples));
             let (Some(m), Some(cost)) = (median(&rates), median(&costs)) else {
@@ -310,8 +329,18 @@ fn latency_table(args: &TcpArgs, mut direct: Vec<Duration>, mut proxied: Vec<Dur
         "| {} × {} B request/response, alternating | p50 µs | p99 µs |\n|---|---|---|\n",
         args.requests, args.message
     );
-    let _ = writeln!(out, "| direct TCP | {:.1} | {:.1} |", micros(d50), micros(d99));
-    let _ = writeln!(out, "| through the tunnel | {:.1} | {:.1} |", micros(p50), micros(p99));
+    let _ = writeln!(
+        out,
+        "| direct TCP | {:.1} | {:.1} |",
+        micros(d50),
+        micros(d99)
+    );
+    let _ = writeln!(
+        out,
+        "| through the tunnel | {:.1} | {:.1} |",
+        micros(p50),
+        micros(p99)
+    );
     let _ = writeln!(
         out,
         "| **added by the tunnel** | **{:.1}** | **{:.1}** |",
@@ -384,7 +413,9 @@ fn median(values: &[f64]) -> Option<f64> {
 fn range(values: &[f64]) -> (f64, f64) {
     values
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 /// Nearest-rank percentile of sorted `values`.

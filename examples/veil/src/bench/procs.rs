@@ -63,11 +63,7 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
     let (process, lines) = spawn("edge", config, &args, 2)?;
     let addr = field(&lines, "veil: edge listening on ")?.parse()?;
     let pin = field(&lines, "veil: self-signed certificate fingerprint ")?.to_owned();
-    Ok(Edge {
-        process,
-        addr,
-        pin,
-    })
+    Ok(Edge { process, addr, pin })
 }
 
 /// Starts `veil client` for `edge`, pinned to its certificate, SOCKS5 on a loopback port.
@@ -145,7 +141,10 @@ const USER_HZ: u64 = 100;
 
 /// CPU time (user + system) process `pid` (`None`: this process) has used so far.
 pub(crate) fn cpu_time(pid: Option<u32>) -> anyhow::Result<Duration> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |pid| format!("/proc/{pid}/stat"),
+    );
     let stat = std::fs::read_to_string(path)?;
     let ticks = parse_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
     Ok(Duration::from_millis(ticks * 1000 / USER_HZ))

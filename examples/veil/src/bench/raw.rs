@@ -321,7 +321,11 @@ fn accept(
     let Some(meta) = bufs.meta.get(..count).and_then(<[_]>::first) else {
         return Ok(None);
     };
-    let mut first = bufs.storage.get(..meta.len.min(meta.stride.max(1))).unwrap_or_default().to_vec();
+    let mut first = bufs
+        .storage
+        .get(..meta.len.min(meta.stride.max(1)))
+        .unwrap_or_default()
+        .to_vec();
     let header = quiche::Header::from_slice(&mut first, quiche::MAX_CONN_ID_LEN)?;
     if header.ty != quiche::Type::Initial {
         return Ok(None);
@@ -355,11 +359,7 @@ fn feed(conn: &mut quiche::Connection, bufs: &mut RecvBufs, count: usize, local:
 /// Sends everything quiche has, in GSO batches built the way the engine builds them:
 /// consecutive full-size packets, the last one possibly shorter; a short first packet
 /// goes alone.
-async fn send_all(
-    conn: &mut quiche::Connection,
-    udp: &Udp,
-    out: &mut [u8],
-) -> anyhow::Result<()> {
+async fn send_all(conn: &mut quiche::Connection, udp: &Udp, out: &mut [u8]) -> anyhow::Result<()> {
     let full_size = conn.max_send_udp_payload_size();
     let max_segments = udp.state.max_gso_segments().clamp(1, MAX_SEGMENTS);
     loop {
@@ -412,8 +412,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// quiche settings from `quic`, as veil-engine builds them (without HTTP/3, which the
 /// baseline does not speak; ALPN stays `h3` so the handshake is the same size).
 fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<quiche::Config> {
-    let mut config =
-        quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)?;
+    let mut config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)?;
     config.set_application_protos(quiche::h3::APPLICATION_PROTOCOL)?;
     config.set_max_idle_timeout(u64::try_from(quic.max_idle_timeout.as_millis())?);
     config.set_max_recv_udp_payload_size(quic.max_recv_udp_payload_size);

@@ -76,7 +76,9 @@ impl Targets {
         let mut left = bytes;
         while left > 0 {
             let len = usize::try_from(left).map_or(IO_CHUNK, |left| left.min(IO_CHUNK));
-            stream.write_all(chunk.get(..len).unwrap_or_default()).await?;
+            stream
+                .write_all(chunk.get(..len).unwrap_or_default())
+                .await?;
             left -= u64::try_from(len)?;
         }
         stream.shutdown().await?;
@@ -130,7 +132,12 @@ async fn echo_back(mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0; 64 * 1024];
     while let Ok(len) = stream.read(&mut buf).await {
-        if len == 0 || stream.write_all(buf.get(..len).unwrap_or_default()).await.is_err() {
+        if len == 0
+            || stream
+                .write_all(buf.get(..len).unwrap_or_default())
+                .await
+                .is_err()
+        {
             return;
         }
     }
