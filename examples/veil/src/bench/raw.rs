@@ -5,7 +5,7 @@
 //!
 //! - the same transport settings: the quiche configuration is built from the same
 //!   [`QuicConfig`] the `veil` processes run with (congestion control, windows, payload
-//!   sizes, pacing), over the same TLS library (BoringSSL, TLS 1.3 defaults);
+//!   sizes, pacing), over the same TLS library (`BoringSSL`, TLS 1.3 defaults);
 //! - the same I/O: each side is a tokio task on a UDP socket driven through quinn-udp with
 //!   GSO batches of same-size packets and GRO receives, as veil-tokio does; each side has
 //!   an OS thread of its own, as the two `veil` processes do;
@@ -94,21 +94,20 @@ impl RawPair {
                 server_addr,
                 &mut client_config,
             )?;
-            client_loop(conn, &udp, jobs, ready_tx).await
+            Box::pin(client_loop(conn, &udp, jobs, ready_tx)).await
         })?;
         let mut pair = Self {
             jobs: Some(jobs_tx),
             received,
             threads: vec![server, client],
         };
-        match tokio::time::timeout(Duration::from_secs(5), ready).await {
-            Ok(Ok(())) => Ok(pair),
-            _ => {
-                pair.jobs = None;
-                let failure = pair.join_all().err();
-                Err(failure.unwrap_or_else(|| anyhow::anyhow!("no handshake within 5 s")))
-                    .context("raw quiche baseline did not start")
-            }
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), ready).await {
+            Ok(pair)
+        } else {
+            pair.jobs = None;
+            let failure = pair.join_all().err();
+            Err(failure.unwrap_or_else(|| anyhow::anyhow!("no handshake within 5 s")))
+                .context("raw quiche baseline did not start")
         }
     }
 
@@ -423,6 +422,8 @@ fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<qu
     config.set_initial_max_streams_bidi(quic.initial_max_streams_bidi);
     config.set_max_connection_window(quic.max_connection_window);
     config.set_max_stream_window(quic.max_stream_window);
+    // `CongestionControl` is non-exhaustive: the wildcard is required, not a shortcut.
+    #[allow(clippy::match_wildcard_for_single_variants)]
     config.set_cc_algorithm(match quic.congestion_control {
         CongestionControl::Bbr2 => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
         CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,
