@@ -9,7 +9,7 @@ use quiche::h3::{Header, NameValue};
 use veil_proto::http1::{ProxyErrorType, ProxyName, ProxyStatus};
 
 use crate::config::Secret;
-use crate::egress_shim::{EgressPolicy, parse_host_literal};
+use crate::egress::{EgressPolicy, HostKind, classify_host};
 use crate::types::{Host, Name, Refusal, TunnelTarget};
 
 /// The proxy name in every Proxy-Status this edge sends.
@@ -195,9 +195,11 @@ pub(crate) fn parse_authority(
     let port = parse_port(port).ok_or(Rejection::BAD_REQUEST)?;
     let host = match host {
         HostText::Bracketed(v6) => Host::Ip(IpAddr::V6(v6)),
-        HostText::Plain(text) => match parse_host_literal(text) {
-            Some(ip) => Host::Ip(ip),
-            None => Host::Name(Name::new(text).map_err(|_| Rejection::BAD_REQUEST)?),
+        // Every spelling a resolver could read as an address (`2130706433`, `0x7f.1`,
+        // `localhost`) is an address here, so the policy sees what would be dialled.
+        HostText::Plain(text) => match classify_host(text).map_err(|_| Rejection::BAD_REQUEST)? {
+            HostKind::Ip(ip) => Host::Ip(ip),
+            HostKind::Name => Host::Name(Name::new(text).map_err(|_| Rejection::BAD_REQUEST)?),
         },
     };
     if let Host::Ip(ip) = host {
@@ -374,13 +376,14 @@ mod tests {
         let accepted = check(&connect("Example.COM:443")).expect("valid");
         assert_eq!(accepted.target.to_string(), "example.com:443");
         assert_eq!(accepted.token_index, None);
-        let accepted = check(&connect("192.0.2.7:80")).expect("valid");
+        // Public addresses: the egress policy refuses documentation ranges.
+        let accepted = check(&connect("1.1.1.1:80")).expect("valid");
         assert_eq!(
             accepted.target.host,
-            Host::Ip("192.0.2.7".parse().expect("ip"))
+            Host::Ip("1.1.1.1".parse().expect("ip"))
         );
-        let accepted = check(&connect("[2001:db8::1]:8443")).expect("valid");
-        assert_eq!(accepted.target.to_string(), "[2001:db8::1]:8443");
+        let accepted = check(&connect("[2606:4700::1111]:8443")).expect("valid");
+        assert_eq!(accepted.target.to_string(), "[2606:4700::1111]:8443");
     }
 
     #[test]

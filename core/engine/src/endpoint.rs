@@ -28,7 +28,7 @@ use crate::H3_CONNECT_ERROR;
 use crate::cid::{CID_LEN, new_connection_id};
 use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
 use crate::connect::{self, Rejection, Response};
-use crate::egress_shim::EgressPolicy;
+use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
@@ -1374,8 +1374,17 @@ impl Endpoint {
 impl Edge {
     fn new(config: EdgeConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            egress: EgressPolicy::from_allowlist(&config.egress_allow)
-                .map_err(ConfigError::InvalidEgressPrefix)?,
+            egress: EgressPolicy::new(
+                config
+                    .egress_allow
+                    .iter()
+                    .map(|prefix| {
+                        prefix
+                            .parse::<IpNet>()
+                            .map_err(|_| ConfigError::InvalidEgressPrefix(prefix.clone()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
             tokens: config.tokens,
             max_connections: config.max_connections,
         })

@@ -39,7 +39,6 @@ mod cid;
 mod config;
 mod connect;
 pub mod egress;
-mod egress_shim;
 mod endpoint;
 mod error;
 mod tls;

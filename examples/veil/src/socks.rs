@@ -127,11 +127,16 @@ async fn handshake(
 }
 
 /// The tunnel target of a SOCKS5 destination; `None` for a name the engine would not
-/// accept (answered "host unreachable", what resolving it would give).
+/// accept (answered "host unreachable", what resolving it would give). An address sent as
+/// a domain name (ATYP 3, as clients that leave resolving to the proxy do for any host) is
+/// the address.
 pub(crate) fn tunnel_target(target: &Target) -> Option<TunnelTarget> {
     match target {
         Target::Ip(addr) => Some(TunnelTarget::new(addr.ip(), addr.port())),
         Target::Domain(domain, port) => {
+            if let Ok(ip) = domain.as_str().parse::<std::net::IpAddr>() {
+                return Some(TunnelTarget::new(ip, *port));
+            }
             let name = Name::new(domain.as_str()).ok()?;
             Some(TunnelTarget::new(name, *port))
         }
@@ -163,6 +168,13 @@ mod tests {
         .expect("a name is a target");
         assert_eq!(name.port, 443);
         assert!(matches!(&name.host, Host::Name(n) if n.as_str() == "example.com"));
+        // An address sent as a name is the address.
+        let literal = tunnel_target(&Target::Domain(
+            Domain::new("127.0.0.1").expect("domain"),
+            80,
+        ))
+        .expect("an address literal is a target");
+        assert_eq!(literal.host, Host::Ip([127, 0, 0, 1].into()));
         // A name whose last label is numeric could be read as an IPv4 address: refused.
         assert_eq!(
             tunnel_target(&Target::Domain(

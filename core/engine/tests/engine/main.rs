@@ -9,7 +9,6 @@ mod harness;
 mod hosts;
 mod reconnect;
 mod refusals;
-mod throughput;
 mod tls;
 mod tunnels;
 

@@ -100,8 +100,8 @@ fn a_forbidden_ip_literal_is_refused_by_the_engine() {
         );
         assert!(edge.requests.is_empty(), "the host never saw {host}");
     }
-    // A public address is the host's to decide.
-    let ip: std::net::IpAddr = "192.0.2.80".parse().expect("ip");
+    // A public address (not a documentation range: those are refused) is the host's to decide.
+    let ip: std::net::IpAddr = "1.1.1.1".parse().expect("ip");
     let mut client = OneTunnel::to(TunnelTarget::new(ip, 80));
     let mut edge = EdgeHost::default();
     assert!(net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.opened));

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or the ones named) for SECONDS each, one after the other, one
+# libFuzzer process at a time; then minimises each working corpus and prints, per target,
+# the executions and coverage of libFuzzer's final stats line (`#N DONE cov: X ft: Y`).
+#
+#   fuzz/run.sh [SECONDS] [TARGET...]      # SECONDS defaults to 60
+#
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Builds with
+# cargo-fuzz's defaults: release, debug assertions and overflow checks on, AddressSanitizer.
+#
+# Corpora: fuzz/corpus/<target>/ holds the committed seeds (fuzz/seed.py writes them) and is
+# only read. What libFuzzer finds goes to fuzz/work/<target>/ (not committed), which grows
+# from run to run and is minimised with `cargo fuzz cmin` after each one. An input that
+# fails is copied to fuzz/regressions/<target>/, where `cargo test` replays it from then on
+# (commit it with the fix); the script then exits non-zero.
+set -uo pipefail
+
+FUZZ="$(cd "$(dirname "$0")" && pwd)"
+SECONDS_PER_TARGET="${1:-60}"
+shift || true
+if [ "$#" -gt 0 ]; then
+    TARGETS=("$@")
+else
+    mapfile -t TARGETS < <(sed -n 's/^name = "\(.*\)"$/\1/p' "$FUZZ/Cargo.toml" | grep -v '^veil-fuzz-targets$')
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+# cargo-fuzz runs from a scratch directory, where libFuzzer's -jobs mode leaves fuzz-0.log.
+fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${@:2}"); }
+
+python3 "$FUZZ/seed.py" >/dev/null
+echo "==> building ${#TARGETS[@]} targets"
+fuzz build >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+
+failed=()
+summary=()
+for target in "${TARGETS[@]}"; do
+    echo "==> $target: ${SECONDS_PER_TARGET}s"
+    log="$WORK/$target.log"
+    mkdir -p "$FUZZ/work/$target"
+    fuzz run "$target" "$FUZZ/work/$target" "$FUZZ/corpus/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -jobs=1 >"$log" 2>&1
+    status=$?
+    done_line="$(grep -a 'DONE' "$log" | tail -n 1)"
+    if [ "$status" -ne 0 ] || [ -z "$done_line" ]; then
+        failed+=("$target")
+        grep -a -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -n 20
+        mkdir -p "$FUZZ/regressions/$target"
+        for artifact in "$FUZZ/artifacts/$target"/*; do
+            [ -f "$artifact" ] && cp "$artifact" "$FUZZ/regressions/$target/"
+        done
+        done_line="FAILED (see fuzz/regressions/$target/)"
+    fi
+    fuzz cmin "$target" "$FUZZ/work/$target" >"$WORK/$target.cmin.log" 2>&1 ||
+        echo "   cmin failed: $(tail -n 3 "$WORK/$target.cmin.log")"
+    files=$(find "$FUZZ/work/$target" -type f | wc -l)
+    summary+=("$(printf '%-26s %s  [work corpus after cmin: %d files]' "$target" "$done_line" "$files")")
+done
+
+echo
+echo "==> results (${SECONDS_PER_TARGET}s per target)"
+printf '%s\n' "${summary[@]}"
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi

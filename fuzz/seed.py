@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora: fuzz/corpus/<target>/seed-<name>.
+
+The seeds are the RFC examples and the malformed cases the veil-proto tests name
+(core/proto/src/**/tests, core/proto/tests/*.rs), in the input format of each target
+(see fuzz/bodies/src/<target>.rs). Run it from anywhere; it is idempotent, and
+fuzz/run.sh runs it again after minimising, so the named seeds always stay in the corpus
+next to what libFuzzer found.
+
+    python3 fuzz/seed.py
+"""
+
+import hashlib
+import struct
+from pathlib import Path
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def write(target, name, data):
+    directory = CORPUS / target
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"seed-{name}").write_bytes(bytes(data))
+
+
+def chunked(stream, flags=0, sizes=()):
+    """The incremental targets' framing (fuzz/bodies/src/chunks.rs)."""
+    assert len(sizes) < 16 and flags < 16
+    return bytes([flags << 4 | len(sizes), *sizes]) + bytes(stream)
+
+
+def varint(value, length=None):
+    """A QUIC varint, shortest unless `length` is given (RFC 9000 §16)."""
+    if length is None:
+        length = 1 if value < 64 else 2 if value < 16384 else 4 if value < 2**30 else 8
+    tag = {1: 0, 2: 1, 4: 2, 8: 3}[length]
+    raw = bytearray(value.to_bytes(length, "big"))
+    raw[0] |= tag << 6
+    return bytes(raw)
+
+
+def pseudo_random(seed, length):
+    out = b""
+    block = seed.encode()
+    while len(out) < length:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return out[:length]
+
+
+# --- varint -------------------------------------------------------------------------------
+
+def varints():
+    # RFC 9000 Appendix A.1.
+    write("varint", "rfc9000-8byte", bytes.fromhex("c2197c5eff14e88c"))
+    write("varint", "rfc9000-4byte", bytes.fromhex("9d7f3e7d"))
+    write("varint", "rfc9000-2byte", bytes.fromhex("7bbd"))
+    write("varint", "rfc9000-1byte", bytes.fromhex("25"))
+    write("varint", "rfc9000-2byte-37", bytes.fromhex("4025"))
+    write("varint", "max", b"\xff" * 8)
+    write("varint", "truncated-2", b"\x40")
+    write("varint", "truncated-8", bytes.fromhex("c2197c"))
+    write("varint", "empty", b"")
+    for i, length in enumerate([8, 16, 17, 25]):
+        write("varint_roundtrip", f"random-{i}", pseudo_random(f"varint{i}", length))
+
+
+# --- datagram -----------------------------------------------------------------------------
+
+def datagrams():
+    # Quarter Stream ID 1, Context ID 0, a UDP payload.
+    write("datagram", "udp-payload", b"\x01\x00\xa1\xa2\xa3")
+    # Non-minimal varints: Quarter Stream ID 2 on two bytes, Context ID 5 on four.
+    write("datagram", "non-minimal", b"\x40\x02\x80\x00\x00\x05")
+    write("datagram", "largest-quarter-id", bytes.fromhex("cfffffffffffffff2a"))
+    write("datagram", "quarter-id-2pow60", bytes.fromhex("d000000000000000"))
+    write("datagram", "quarter-id-max", b"\xff" * 9)
+    write("datagram", "empty", b"")
+    write("datagram", "truncated-quarter-id", b"\x80\x00\x00")
+    write("datagram", "no-context-id", b"\x02")
+    write("datagram", "truncated-context-id", b"\x02\x40")
+    for i, length in enumerate([12, 24, 40, 80]):
+        write("datagram_roundtrip", f"random-{i}", pseudo_random(f"datagram{i}", length))
+
+
+# --- capsule ------------------------------------------------------------------------------
+
+def capsule(capsule_type, value):
+    return varint(capsule_type) + varint(len(value)) + bytes(value)
+
+
+def capsules():
+    udp, ip_small, ip_tiny, nothing = 0, 1, 2, 3
+    datagram = capsule(0x00, b"\x00\xa1\xa2")  # Context ID 0 and a 2-byte UDP payload
+    address_request = capsule(0x02, b"\x01\x04\xc0\x00\x02\x00\x18")
+    write("capsule", "datagram-bytewise", chunked(datagram, udp))
+    write("capsule", "datagram-one-piece", chunked(datagram, udp, [255]))
+    write("capsule", "datagram-split-3-1", chunked(datagram, udp, [3, 1]))
+    # A 2-byte type and a 4-byte length: headers split anywhere.
+    write("capsule", "long-header", chunked(varint(0, 2) + varint(2, 4) + b"\x00\x42", ip_tiny, [1, 2]))
+    write("capsule", "unknown-then-datagram", chunked(address_request + datagram, udp, [2]))
+    write("capsule", "ip-capsules", chunked(address_request + capsule(0x01, b"") + datagram, ip_small, [5]))
+    write("capsule", "everything-unknown", chunked(address_request + datagram, nothing, [4]))
+    # An unknown capsule announcing 2^62-1 bytes is skipped, not buffered.
+    write("capsule", "unknown-huge", chunked(b"\x17" + b"\xff" * 8 + b"\x00" * 20, udp, [7]))
+    write("capsule", "datagram-65536-too-long", chunked(b"\x00\x80\x01\x00\x00", udp))
+    write("capsule", "datagram-65535-ok-truncated", chunked(b"\x00\x80\x00\xff\xff" + b"\x00" * 30, udp, [9]))
+    write("capsule", "too-long-for-tiny", chunked(capsule(0x00, bytes(17)), ip_tiny, [3]))
+    write("capsule", "truncated-header-1", chunked(b"\x00", udp))
+    write("capsule", "truncated-header-2", chunked(b"\x40", udp))
+    write("capsule", "truncated-header-3", chunked(b"\x00\x80\x00", udp))
+    write("capsule", "truncated-value", chunked(b"\x00\x05\x00\x01", udp))
+    write("capsule", "zero-length", chunked(capsule(0x00, b"") + capsule(0x00, b"\x00"), udp))
+    write("capsule", "empty-context", chunked(capsule(0x00, b"") , ip_small))
+    for i, length in enumerate([30, 60, 120, 250]):
+        write("capsule_roundtrip", f"random-{i}", pseudo_random(f"capsule{i}", length))
+
+
+# --- masque_udp ---------------------------------------------------------------------------
+
+def masque_udp():
+    default_paths = [
+        b"/.well-known/masque/udp/192.0.2.6/443/",
+        b"/.well-known/masque/udp/2001%3Adb8%3A%3A42/443/",
+        b"/.well-known/masque/udp/example.com/53/",
+        b"/.well-known/masque/udp/Example.COM./8443/",
+        b"/.well-known/masque/udp/example.com/0443/",
+        b"/.well-known/masque/udp/example.com/65536/",
+        b"/.well-known/masque/udp/2001:db8::42/443/",
+        b"/.well-known/masque/udp/%5B2001%3Adb8%3A%3A42%5D/443/",
+        b"/.well-known/masque/udp/fe80%3A%3A1%25eth0/443/",
+        b"/.well-known/masque/udp/127.1/443/",
+        b"/.well-known/masque/udp/0x7f.1/443/",
+        b"/.well-known/masque/udp/a..b/443/",
+        b"/.well-known/masque/udp/%zz/443/",
+        b"/.well-known/masque/udp//443/",
+        b"/.well-known/masque/udp/example.com/%34%34%33/",
+        b"/.well-known/masque/udp/example.com/443/?x=1",
+    ]
+    for i, path in enumerate(default_paths):
+        write("masque_udp", f"default-{i}", path)
+    with_templates = [
+        (b"/masque?h={target_host}&p={target_port}", b"/masque?h=example.com&p=53"),
+        (b"/masque{?target_host,target_port}", b"/masque?target_host=192.0.2.6&target_port=443"),
+        (b"/masque?v=1{&target_host,target_port}", b"/masque?v=1&target_host=example.com&target_port=1"),
+        (b"/udp/{target_host,target_port}/", b"/udp/example.com,443/"),
+        (b"/p/{target_port}/h/{target_host}", b"/p/443/h/2001%3Adb8%3A%3A1"),
+        (b"https://proxy.example.org:4443/masque?h={target_host}&p={target_port}", b"/masque?h=a&p=1"),
+        (b"https://example.org/.well-known/masque/udp/{target_host}/{target_port}/", b"/.well-known/masque/udp/a/1/"),
+        (b"/{target_host}/{target_port}~", b"/a/1~"),
+        (b"/{target_host}{target_port}/", b"/a1/"),
+        (b"/{target_host,target_port,target_host}", b"/a,1,a"),
+        (b"/{user}/{target_host}/{target_port}", b"/u/a/1"),
+        (b"/{target_host*}/{target_port}", b"/a/1"),
+        (b"/{target_host:3}/{target_port}", b"/a/1"),
+        (b"/{.target_host}/{target_port}", b"/.a/1"),
+        (b"/%zz/{target_host}/{target_port}", b"/%zz/a/1"),
+        (b"/a#b/{target_host}/{target_port}", b"/a#b/a/1"),
+        (b"https:///{target_host}/{target_port}", b"/a/1"),
+    ]
+    for i, (template, path) in enumerate(with_templates):
+        write("masque_udp", f"template-{i}", template + b"\n" + path)
+    for i, length in enumerate([10, 30, 60, 120]):
+        write("masque_udp_roundtrip", f"random-{i}", pseudo_random(f"masque_udp{i}", length))
+
+
+# --- masque_ip ----------------------------------------------------------------------------
+
+def address_entry(request_id, version, address, prefix_len):
+    return varint(request_id) + bytes([version]) + bytes(address) + bytes([prefix_len])
+
+
+def route(version, start, end, protocol):
+    return bytes([version]) + bytes(start) + bytes(end) + bytes([protocol])
+
+
+def masque_ip():
+    paths = [
+        b"/.well-known/masque/ip/*/*/",
+        b"/.well-known/masque/ip/192.0.2.0%2F24/17/",
+        b"/.well-known/masque/ip/2001%3Adb8%3A%3A%2F32/6/",
+        b"/.well-known/masque/ip/target.example.com/*/",
+        b"/.well-known/masque/ip/192.0.2.1%2F16/*/",
+        b"/.well-known/masque/ip/fe80%3A%3A1%25eth0/*/",
+        b"/.well-known/masque/ip/2001:db8::1/*/",
+        b"/.well-known/masque/ip/example.com%2F24/*/",
+        b"/.well-known/masque/ip/*/256/",
+        b"/.well-known/masque/ip/*/%2A/",
+        b"/.well-known/masque/ip/%253A/*/",
+        b"/.well-known/masque/ip/192.0.2.1%2F33/*/",
+    ]
+    for i, path in enumerate(paths):
+        write("masque_ip", f"scope-{i}", b"\x00" + path)
+    templates = [
+        (b"/masque/ip?t={target}&i={ipproto}", b"/masque/ip?t=192.0.2.0%2F24&i=17"),
+        (b"https://proxy.example.org:4443/ip/{ipproto}/x/{target}", b"/ip/6/x/2001%3Adb8%3A%3A1"),
+        (b"/t={target};", b"/t=*;"),
+        (b"/{target}{ipproto}", b"/a1"),
+    ]
+    for i, (template, path) in enumerate(templates):
+        write("masque_ip", f"template-{i}", b"\x00" + template + b"\n" + path)
+
+    v4 = address_entry(1, 4, [192, 0, 2, 0], 24)
+    v6 = address_entry(2, 6, bytes.fromhex("20010db8000000000000000000000000"), 32)
+    write("masque_ip", "assign-two", b"\x01" + v4 + v6)
+    write("masque_ip", "assign-empty", b"\x01")
+    write("masque_ip", "assign-unsolicited", b"\x01" + address_entry(0, 4, [10, 0, 0, 1], 32))
+    write("masque_ip", "assign-host-bits", b"\x01" + address_entry(0, 4, [10, 0, 0, 1], 8))
+    write("masque_ip", "assign-prefix-too-long", b"\x01" + address_entry(0, 4, [10, 0, 0, 0], 33))
+    write("masque_ip", "assign-version-5", b"\x01" + address_entry(0, 5, [10, 0, 0, 0], 8))
+    write("masque_ip", "assign-truncated", b"\x01" + v4[:-1])
+    write("masque_ip", "request-two", b"\x02" + v4 + v6)
+    write("masque_ip", "request-any-v6", b"\x02" + address_entry(7, 6, bytes(16), 64))
+    write("masque_ip", "request-empty", b"\x02")
+    write("masque_ip", "request-zero-id", b"\x02" + address_entry(0, 4, [0, 0, 0, 0], 32))
+    write("masque_ip", "request-duplicate-id", b"\x02" + v4 + v4)
+    write("masque_ip", "request-long-id", b"\x02" + varint(5, 8) + v4[1:])
+
+    r4 = route(4, [192, 0, 2, 0], [192, 0, 2, 255], 0)
+    r4_udp = route(4, [198, 51, 100, 0], [198, 51, 100, 255], 17)
+    r6 = route(6, bytes.fromhex("20010db8" + "00" * 12), bytes.fromhex("20010db8" + "ff" * 12), 6)
+    write("masque_ip", "routes-sorted", b"\x03" + r4 + r4_udp + r6)
+    write("masque_ip", "routes-empty", b"\x03")
+    write("masque_ip", "routes-v6-before-v4", b"\x03" + r6 + r4)
+    write("masque_ip", "routes-protocols-unsorted", b"\x03" + r4_udp + r4)
+    write("masque_ip", "routes-overlap", b"\x03" + r4 + r4)
+    write("masque_ip", "routes-overlap-all-protocols", b"\x03" + r4 + route(4, [192, 0, 2, 7], [192, 0, 2, 9], 17))
+    write("masque_ip", "routes-start-after-end", b"\x03" + route(4, [10, 0, 0, 2], [10, 0, 0, 1], 0))
+    write("masque_ip", "routes-version-7", b"\x03" + route(7, [0] * 4, [0] * 4, 0))
+    write("masque_ip", "routes-truncated", b"\x03" + r6[:-3])
+    for i, length in enumerate([40, 120, 250, 500]):
+        write("masque_ip_roundtrip", f"random-{i}", pseudo_random(f"masque_ip{i}", length))
+
+
+# --- socks5 -------------------------------------------------------------------------------
+
+def socks5():
+    no_auth, password, both = 0b001, 0b010, 0b011
+    accept = 0b100
+    connect_v4 = bytes([5, 1, 0, 1, 192, 0, 2, 1, 0, 80])
+    connect_v6 = bytes([5, 1, 0, 4]) + bytes.fromhex("20010db8000000000000000000000001") + b"\x01\xbb"
+    connect_domain = bytes([5, 1, 0, 3, 11]) + b"example.com" + b"\x00\x50"
+    udp_any = bytes([5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+    alice = bytes([1, 5]) + b"alice" + bytes([2]) + b"pw"
+    sessions = [
+        ("no-auth-connect-v4", no_auth, bytes([5, 1, 0]) + connect_v4 + b"GET", []),
+        ("no-auth-connect-v6", no_auth, bytes([5, 1, 0]) + connect_v6, [3, 1]),
+        ("no-auth-connect-domain", no_auth, bytes([5, 1, 0]) + connect_domain, [7]),
+        ("no-auth-udp-associate", no_auth, bytes([5, 1, 0]) + udp_any, [255]),
+        ("password-accepted", password | accept, bytes([5, 1, 2]) + alice + connect_v4 + b"data", [2]),
+        ("password-rejected", password, bytes([5, 1, 2]) + alice + connect_v4, []),
+        ("both-prefers-password", both | accept, bytes([5, 2, 0, 2]) + alice + connect_domain, [5]),
+        ("empty-credentials", password | accept, bytes([5, 1, 2, 1, 0, 0]) + connect_v4, []),
+        ("gssapi-only", both, bytes([5, 1, 1]), []),
+        ("no-methods", no_auth, bytes([5, 0]), []),
+        ("bind-refused", no_auth, bytes([5, 1, 0, 5, 2, 0, 1, 192, 0, 2, 1, 0, 21]), []),
+        ("unknown-command", no_auth, bytes([5, 1, 0, 5, 9, 0, 1, 192, 0, 2, 1, 0, 80]), []),
+        ("unknown-atyp", no_auth, bytes([5, 1, 0, 5, 1, 0, 5, 0xde, 0xad]), []),
+        ("unknown-command-and-atyp", no_auth, bytes([5, 1, 0, 5, 9, 0, 5]), []),
+        ("empty-domain", no_auth, bytes([5, 1, 0, 5, 1, 0, 3, 0, 0, 80]), []),
+        ("domain-with-space", no_auth, bytes([5, 1, 0, 5, 1, 0, 3, 3]) + b"a b\x00\x50", []),
+        ("rsv-set", no_auth, bytes([5, 1, 0, 5, 1, 0xff, 1, 192, 0, 2, 1, 0, 80]), []),
+        ("longest-domain", no_auth, bytes([5, 1, 0, 5, 1, 0, 3, 255]) + b"a" * 255 + b"\x01\xbb", [100]),
+        ("bad-greeting-version", no_auth, bytes([4, 1, 0]), []),
+        ("bad-auth-version", password, bytes([5, 1, 2, 5, 1]) + b"a\x01b", []),
+        ("bad-request-version", no_auth, bytes([5, 1, 0, 4, 1, 0, 1, 192, 0, 2, 1, 0, 80]), []),
+        ("longest-credentials", password | accept, bytes([5, 1, 2, 1, 255]) + b"u" * 255 + b"\xff" + b"p" * 255 + connect_v4, [200]),
+    ]
+    for name, flags, stream, sizes in sessions:
+        write("socks5", name, chunked(stream, flags, sizes))
+    # UDP relay datagrams ride in the stream too (read by decode_udp).
+    udp = [
+        ("udp-v4", bytes([0, 0, 0, 1, 192, 0, 2, 1, 0, 53]) + b"payload"),
+        ("udp-v6", bytes([0, 0, 0, 4]) + bytes(15) + b"\x01\x00\x35"),
+        ("udp-domain", bytes([0, 0, 0, 3, 3]) + b"a.b\x00\x35x"),
+        ("udp-fragment", bytes([0, 0, 1, 1, 192, 0, 2, 1, 0, 53])),
+        ("udp-truncated", bytes([0, 0, 0, 1, 192, 0])),
+    ]
+    for name, datagram in udp:
+        write("socks5", name, chunked(datagram, no_auth, [255]))
+    for i, length in enumerate([40, 120, 300, 600]):
+        write("socks5_roundtrip", f"random-{i}", pseudo_random(f"socks5{i}", length))
+
+
+# --- http1 --------------------------------------------------------------------------------
+
+def http1():
+    default, tiny, small = 0, 1, 2
+    close, via = 0b0100, 0b1000
+    requests = [
+        ("connect", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01"),
+        ("connect-http10", b"CONNECT 192.0.2.7:22 HTTP/1.0\r\n\r\n"),
+        ("connect-ipv6", b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]\r\n\r\n\x16\x03\x01"),
+        ("connect-bearer", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\nProxy-Authorization: Bearer abc.def\r\n\r\n"),
+        ("connect-content-length-0", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n"),
+        ("connect-with-body", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\n"),
+        ("connect-no-port", b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        ("forward-get", b"GET http://www.example.org/pub/WWW/TheProject.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: x\r\n\r\n"),
+        ("forward-options-asterisk", b"OPTIONS http://www.example.org:8001 HTTP/1.1\r\nHost: www.example.org:8001\r\n\r\n"),
+        ("forward-options-query", b"OPTIONS http://www.example.org?x HTTP/1.1\r\nHost: www.example.org\r\n\r\n"),
+        ("forward-query-only", b"GET http://EXAMPLE.com:8080?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"),
+        ("forward-post", b"POST http://api.example:8080/v1/items?id=7 HTTP/1.1\r\nHost: api.example:8080\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"),
+        ("forward-chunked", b"POST http://a.example/upload HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("forward-gzip-chunked", b"PUT http://a.example/x HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("forward-http10", b"GET http://old.example/ HTTP/1.0\r\n\r\n"),
+        ("forward-connection-options", b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n"),
+        ("forward-basic", b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nProxy-Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n\r\n"),
+        ("forward-basic-unpadded", b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nProxy-Authorization: basic YTpi\r\n\r\n"),
+        ("forward-obs-text", b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX-Name: caf\xe9 \r\n\r\n"),
+        ("leading-empty-lines-lf", b"\r\n\r\nGET http://a.example/ HTTP/1.1\nHost: a.example\n\n"),
+        ("cl-and-te", b"POST http://a.example/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("two-content-lengths", b"POST http://a.example/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        ("content-length-list", b"POST http://a.example/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc"),
+        ("content-length-plus", b"POST http://a.example/ HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc"),
+        ("te-not-chunked-last", b"POST http://a.example/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        ("te-in-http10", b"POST http://a.example/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("space-before-colon", b"GET http://a/ HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n"),
+        ("obs-fold", b"GET http://a/ HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n"),
+        ("leading-space-field", b"GET http://a/ HTTP/1.1\r\n Host: a\r\n\r\n"),
+        ("bare-cr", b"GET http://a/ HTTP/1.1\rHost: a\r\r"),
+        ("origin-form", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("asterisk-form", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("https-scheme", b"GET https://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+        ("userinfo", b"GET http://user:pw@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+        ("missing-host", b"GET http://a.example/ HTTP/1.1\r\n\r\n"),
+        ("duplicate-host", b"GET http://a.example/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("invalid-host", b"GET http://a.example/ HTTP/1.1\r\nHost: a b\r\n\r\n"),
+        ("duplicate-proxy-authorization", b"GET http://a/ HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic a\r\nProxy-Authorization: Basic b\r\n\r\n"),
+        ("invalid-proxy-authorization", b"GET http://a/ HTTP/1.1\r\nHost: a\r\nProxy-Authorization: B@sic x\r\n\r\n"),
+        ("http2-version", b"GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n"),
+        ("tls-client-hello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n"),
+        ("ipv6-port", b"GET http://[2001:db8::1]:8080/p HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n"),
+        ("bad-port", b"GET http://a.example:99999/ HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+    ]
+    for i, (name, stream) in enumerate(requests):
+        flags = [default, default | close | via, default | via, default | close][i % 4]
+        sizes = [[], [7], [1, 13], [255]][i % 4]
+        write("http1", name, chunked(stream, flags, sizes))
+    long_line = b"GET http://a.example/" + b"x" * 80 + b" HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    write("http1", "request-line-too-long", chunked(long_line, tiny, [9]))
+    big_head = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n" + b"X-Pad: " + b"p" * 300 + b"\r\n\r\n"
+    write("http1", "head-too-large", chunked(big_head, small, [50]))
+    many = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(64)) + b"\r\n"
+    write("http1", "too-many-headers", chunked(many, default, [255]))
+
+
+# --- proxy_protocol -----------------------------------------------------------------------
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(command, family, transport, body, tlvs=b"", checksum=False):
+    if checksum:
+        tlvs += b"\x03\x00\x04\x00\x00\x00\x00"
+    payload = body + tlvs
+    header = V2_SIGNATURE + bytes([0x20 | command, family << 4 | transport]) + struct.pack(">H", len(payload)) + payload
+    if checksum:
+        header = header[:-4] + struct.pack(">I", crc32c(header))
+    return header
+
+
+def tlv(kind, value):
+    return bytes([kind]) + struct.pack(">H", len(value)) + value
+
+
+def proxy_protocol():
+    lines = [
+        ("v1-tcp4", b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\nHost: 192.168.0.11\r\n\r\n"),
+        ("v1-tcp4-max", b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n"),
+        ("v1-unknown", b"PROXY UNKNOWN\r\n"),
+        ("v1-unknown-junk", b"PROXY UNKNOWN  not  an address\r\nxyz"),
+        ("v1-tcp6", b"PROXY TCP6 ::1 2001:DB8::0001 0 1\r\n"),
+        ("v1-tcp6-mapped", b"PROXY TCP6 ::ffff:10.0.0.1 :: 1 2\r\n"),
+        ("v1-tcp6-max", b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n"),
+        ("v1-bad-octet", b"PROXY TCP4 999.1.1.1 1.1.1.1 1 2"),
+        ("v1-no-space", b"PROXYX"),
+        ("v1-tab", b"PROXY\tTCP4"),
+        ("v1-bare-lf", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"),
+        ("v1-cr-cr-lf", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n"),
+        ("v1-tcp5", b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n"),
+        ("v1-lowercase", b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n"),
+        ("v1-double-space", b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n"),
+        ("v1-trailing-space", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n"),
+        ("v1-missing-port", b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"),
+        ("v1-extra-field", b"PROXY TCP6 ::1 ::2 1 2 3\r\n"),
+        ("v1-family-mismatch", b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n"),
+        ("v1-leading-zero-octet", b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n"),
+        ("v1-zone", b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n"),
+        ("v1-leading-zero-port", b"PROXY TCP4 1.2.3.4 5.6.7.8 080 2\r\n"),
+        ("v1-port-65536", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n"),
+        ("v1-too-long", b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n"),
+        ("v1-prefix", b"PROX"),
+    ]
+    for name, data in lines:
+        write("proxy_protocol", name, data)
+    inet = bytes([192, 168, 0, 1, 192, 168, 0, 11]) + struct.pack(">HH", 56324, 443)
+    inet6 = bytes.fromhex("20010db8" + "00" * 11 + "01") + bytes.fromhex("20010db8" + "00" * 11 + "02") + struct.pack(">HH", 1, 2)
+    unix = b"/tmp/client".ljust(108, b"\x00") + b"\x00@abstract".ljust(108, b"\x00")
+    ssl = tlv(0x20, b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client.example"))
+    headers = [
+        ("v2-local", v2(0, 0, 0, b"")),
+        ("v2-local-with-block", v2(0, 1, 1, inet)),
+        ("v2-local-short-block", v2(0, 3, 1, b"ignored")),
+        ("v2-tcp4", v2(1, 1, 1, inet) + b"GET /"),
+        ("v2-udp6", v2(1, 2, 2, inet6)),
+        ("v2-unix-stream", v2(1, 3, 1, unix)),
+        ("v2-unspec-transport", v2(1, 1, 0, inet)),
+        ("v2-tlvs", v2(1, 1, 1, inet, tlv(0x01, b"h2") + tlv(0x02, b"example.com") + tlv(0x04, b"\x00" * 3) + tlv(0x05, b"id-1") + ssl + tlv(0xe0, b"custom"))),
+        ("v2-crc32c", v2(1, 1, 1, inet, tlv(0x01, b"h2"), checksum=True)),
+        ("v2-crc32c-local", v2(0, 0, 0, b"", checksum=True)),
+        ("v2-crc32c-mismatch", v2(1, 1, 1, inet, checksum=True)[:-1] + b"\x00"),
+        ("v2-crc32c-short", v2(1, 1, 1, inet, tlv(0x03, b"\x00\x00"))),
+        ("v2-two-crc32c", v2(1, 1, 1, inet, tlv(0x03, b"\x00" * 4) + tlv(0x03, b"\x00" * 4))),
+        ("v2-ssl-too-short", v2(1, 1, 1, inet, tlv(0x20, b"\x01\x00"))),
+        ("v2-ssl-sub-crosses-end", v2(1, 1, 1, inet, tlv(0x20, b"\x01\x00\x00\x00\x00\x21\x00\x09ab"))),
+        ("v2-tlv-crosses-end", v2(1, 1, 1, inet, b"\x01\x00\x05ab")),
+        ("v2-version-1", V2_SIGNATURE + b"\x11\x11\x00\x0c" + inet),
+        ("v2-command-2", V2_SIGNATURE + b"\x22\x11\x00\x0c" + inet),
+        ("v2-family-4", V2_SIGNATURE + b"\x21\x41\x00\x0c" + inet),
+        ("v2-transport-3", V2_SIGNATURE + b"\x21\x13\x00\x0c" + inet),
+        ("v2-addresses-truncated", V2_SIGNATURE + b"\x21\x21\x00\x0c" + inet),
+        ("v2-too-long", V2_SIGNATURE + b"\x21\x11\xff\xff" + inet),
+        ("v2-incomplete", v2(1, 1, 1, inet)[:20]),
+        ("v2-signature-prefix", V2_SIGNATURE[:7]),
+        ("not-proxy", b"GET / HTTP/1.1\r\n"),
+    ]
+    for name, data in headers:
+        write("proxy_protocol", name, data)
+    for i, length in enumerate([30, 90, 250, 600]):
+        write("proxy_protocol_roundtrip", f"random-{i}", pseudo_random(f"proxy_protocol{i}", length))
+
+
+# --- ip -----------------------------------------------------------------------------------
+
+def ones_complement(data):
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def checksum(data):
+    return ~ones_complement(data) & 0xFFFF
+
+
+def ipv4(protocol, payload, src=(192, 0, 2, 1), dst=(198, 51, 100, 2), ttl=64, flags_offset=0x4000, options=b"", ident=0):
+    ihl = 5 + len(options) // 4
+    header = struct.pack(">BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(payload), ident, flags_offset, ttl, protocol, 0, bytes(src), bytes(dst)) + options
+    header = header[:10] + struct.pack(">H", checksum(header)) + header[12:]
+    return header + payload
+
+
+def ipv6(next_header, payload, src="20010db8000000000000000000000001", dst="20010db8000000000000000000000002", hop_limit=64):
+    return struct.pack(">IHBB", 0x60000000, len(payload), next_header, hop_limit) + bytes.fromhex(src) + bytes.fromhex(dst) + payload
+
+
+def with_v4_checksum(packet):
+    """`packet` with its IPv4 header checksum recomputed after an edit."""
+    header_len = (packet[0] & 0x0F) * 4
+    header = packet[:10] + b"\x00\x00" + packet[12:header_len]
+    return header[:10] + struct.pack(">H", checksum(header)) + packet[12:]
+
+
+def pseudo_v4(src, dst, protocol, length):
+    return bytes(src) + bytes(dst) + struct.pack(">BBH", 0, protocol, length)
+
+
+def pseudo_v6(src, dst, protocol, length):
+    return bytes.fromhex(src) + bytes.fromhex(dst) + struct.pack(">IxxxB", length, protocol)
+
+
+def udp(sport, dport, payload, pseudo):
+    header = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0)
+    value = checksum(pseudo(17, 8 + len(payload)) + header + payload) or 0xFFFF
+    return header[:6] + struct.pack(">H", value) + payload
+
+
+def tcp(sport, dport, flags, pseudo, options=b"", payload=b""):
+    offset = 5 + len(options) // 4
+    header = struct.pack(">HHIIBBHHH", sport, dport, 1, 0, offset << 4, flags, 65535, 0, 0) + options
+    segment = header + payload
+    value = checksum(pseudo(6, len(segment)) + segment)
+    return segment[:16] + struct.pack(">H", value) + segment[18:]
+
+
+def icmp(icmp_type, code, rest, body, pseudo=None):
+    message = bytes([icmp_type, code, 0, 0]) + rest + body
+    summed = (pseudo(58, len(message)) if pseudo else b"") + message
+    value = checksum(summed)
+    return message[:2] + struct.pack(">H", value) + message[4:]
+
+
+def ip_packets():
+    s4, d4 = (192, 0, 2, 1), (198, 51, 100, 2)
+    s6, d6 = "20010db8000000000000000000000001", "20010db8000000000000000000000002"
+    p4 = lambda protocol, length: pseudo_v4(s4, d4, protocol, length)
+    p6 = lambda protocol, length: pseudo_v6(s6, d6, protocol, length)
+    udp4 = ipv4(17, udp(40000, 53, b"dns query", p4))
+    tcp4 = ipv4(6, tcp(40000, 443, 0x02, p4, options=b"\x02\x04\x05\xb4"))
+    echo4 = ipv4(1, icmp(8, 0, b"\x00\x01\x00\x01", b"ping"))
+    packets = [
+        ("v4-udp", udp4),
+        ("v4-udp-padded", udp4 + b"\x00" * 6),
+        ("v4-udp-no-checksum", ipv4(17, struct.pack(">HHHH", 1, 2, 10, 0) + b"hi")),
+        ("v4-tcp-syn", tcp4),
+        ("v4-icmp-echo", echo4),
+        ("v4-icmp-error", ipv4(1, icmp(3, 3, b"\x00" * 4, udp4[:28]))),
+        ("v4-options", ipv4(17, udp(1, 2, b"x", p4), options=b"\x01\x01\x01\x00")),
+        ("v4-ttl-1", ipv4(17, udp(1, 2, b"x", p4), ttl=1)),
+        ("v4-first-fragment", ipv4(17, udp(1, 2, b"12345678", p4)[:16], flags_offset=0x2000, ident=7)),
+        ("v4-later-fragment", ipv4(17, b"later data", flags_offset=0x0002, ident=7)),
+        ("v4-multicast-destination", ipv4(17, udp(1, 2, b"x", lambda p, n: pseudo_v4(s4, (224, 0, 0, 1), p, n)), dst=(224, 0, 0, 1))),
+        ("v4-loopback-source", ipv4(17, udp(1, 2, b"x", lambda p, n: pseudo_v4((127, 0, 0, 1), d4, p, n)), src=(127, 0, 0, 1))),
+        ("v4-other-protocol", ipv4(47, b"gre")),
+        ("v4-bad-checksum", udp4[:10] + b"\x00\x00" + udp4[12:]),
+        ("v4-ihl-4", b"\x44" + udp4[1:]),
+        ("v4-total-length-short", with_v4_checksum(udp4[:2] + b"\x00\x10" + udp4[4:])),
+        ("v4-truncated", udp4[:12]),
+        ("v4-udp-length-long", ipv4(17, struct.pack(">HHHH", 1, 2, 40, 0) + b"hi")),
+        ("v4-udp-length-short", ipv4(17, struct.pack(">HHHH", 1, 2, 4, 0) + b"hi")),
+        ("v4-tcp-offset-4", ipv4(6, tcp(1, 2, 0x10, p4)[:12] + b"\x40" + tcp(1, 2, 0x10, p4)[13:])),
+        ("v4-tcp-truncated", ipv4(6, b"\x00" * 12)),
+        ("version-5", b"\x50" + bytes(39)),
+        ("empty", b""),
+    ]
+    udp6 = ipv6(17, udp(40000, 53, b"dns query", p6))
+    hop_by_hop = bytes([60, 0, 1, 4, 0, 0, 0, 0])  # next: Destination Options; PadN
+    dest_opts = bytes([44, 0, 1, 4, 0, 0, 0, 0])  # next: Fragment
+    packets += [
+        ("v6-udp", udp6),
+        ("v6-tcp", ipv6(6, tcp(40000, 443, 0x12, p6))),
+        ("v6-icmp-echo", ipv6(58, icmp(128, 0, b"\x00\x01\x00\x01", b"ping", p6))),
+        ("v6-icmp-error", ipv6(58, icmp(1, 4, b"\x00" * 4, udp6, p6))),
+        ("v6-extension-chain", ipv6(0, hop_by_hop + dest_opts + bytes([17, 0, 0, 0, 0, 0, 0, 9]) + udp(1, 2, b"x", p6))),
+        ("v6-later-fragment", ipv6(44, bytes([17, 0, 0x00, 0x11, 0, 0, 0, 9]) + b"fragment data")),
+        ("v6-first-fragment", ipv6(44, bytes([17, 0, 0x00, 0x01, 0, 0, 0, 9]) + udp(1, 2, b"12345678", p6)[:16])),
+        ("v6-two-fragment-headers", ipv6(44, bytes([44, 0, 0, 0, 0, 0, 0, 1]) + bytes([17, 0, 0, 0, 0, 0, 0, 2]) + udp(1, 2, b"x", p6))),
+        ("v6-hop-by-hop-not-first", ipv6(60, bytes([0, 0, 1, 4, 0, 0, 0, 0]) + hop_by_hop)),
+        ("v6-routing", ipv6(43, bytes([17, 0, 0, 0, 0, 0, 0, 0]) + udp(1, 2, b"x", p6))),
+        ("v6-no-next-header", ipv6(59, b"")),
+        ("v6-esp", ipv6(50, b"\x00\x00\x01\x00opaque")),
+        ("v6-multicast-destination", ipv6(17, udp(1, 2, b"x", lambda p, n: pseudo_v6(s6, "ff020000000000000000000000000001", p, n)), dst="ff020000000000000000000000000001")),
+        ("v6-unspecified-source", ipv6(17, udp(1, 2, b"x", lambda p, n: pseudo_v6("00" * 16, d6, p, n)), src="00" * 16)),
+        ("v6-hop-limit-0", ipv6(17, udp(1, 2, b"x", p6), hop_limit=0)),
+        ("v6-udp-zero-checksum", ipv6(17, struct.pack(">HHHH", 1, 2, 10, 0) + b"hi")),
+        ("v6-payload-length-long", udp6[:4] + b"\x01\x00" + udp6[6:]),
+        ("v6-truncated", udp6[:30]),
+        ("v6-extension-truncated", ipv6(60, bytes([17, 5]))),
+    ]
+    for name, packet in packets:
+        write("ip", name, packet)
+    for i, length in enumerate([60, 90, 200, 600]):
+        write("ip_roundtrip", f"random-{i}", pseudo_random(f"ip{i}", length))
+
+
+def main():
+    varints()
+    datagrams()
+    capsules()
+    masque_udp()
+    masque_ip()
+    socks5()
+    http1()
+    proxy_protocol()
+    ip_packets()
+    for directory in sorted(CORPUS.iterdir()):
+        seeds = list(directory.glob("seed-*"))
+        print(f"{directory.name:26} {len(seeds):3} seeds")
+
+
+if __name__ == "__main__":
+    main()
