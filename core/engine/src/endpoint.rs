@@ -795,8 +795,8 @@ impl Endpoint {
             return;
         }
         let attempt = new_connection_id().and_then(|scid| {
-            quiche::connect(
-                Some(&client.server_name),
+            tls::connect(
+                &client.server_name,
                 &scid,
                 client.local_addr,
                 client.edge_addr,

@@ -103,6 +103,68 @@ pub(crate) fn client_context(verify: &Verify) -> Result<SslContextBuilder, Confi
     Ok(builder)
 }
 
+/// Starts a client connection to an edge known as `server_name`.
+///
+/// A DNS name is sent as SNI and checked against the certificate's DNS names (quiche sets
+/// it as the expected host). An IP address is neither: TLS forbids it as SNI, and a host
+/// check would compare it with DNS names only, so a CA-verified edge reached by address
+/// could never pass. The address is checked against the certificate's IP addresses instead.
+//# RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in "HostName"."
+pub(crate) fn connect(
+    server_name: &str,
+    scid: &quiche::ConnectionId<'_>,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    config: &mut quiche::Config,
+) -> Result<quiche::Connection, ConnectError> {
+    let address = server_name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    let sni = if address.is_some() {
+        None
+    } else {
+        Some(server_name)
+    };
+    let mut quic = quiche::connect(sni, scid, local, peer, config)?;
+    if let Some(address) = address {
+        let ssl: &mut boring::ssl::SslRef = quic.as_mut();
+        ssl.verify_param_mut().set_ip(address)?;
+    }
+    Ok(quic)
+}
+
+/// Why [`connect`] could not start a connection.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// quiche refused the parameters.
+    Quic(quiche::Error),
+    /// `BoringSSL` refused the expected address.
+    Tls(ErrorStack),
+}
+
+impl From<quiche::Error> for ConnectError {
+    fn from(error: quiche::Error) -> Self {
+        Self::Quic(error)
+    }
+}
+
+impl From<ErrorStack> for ConnectError {
+    fn from(error: ErrorStack) -> Self {
+        Self::Tls(error)
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Quic(error) => write!(f, "quic: {error}"),
+            Self::Tls(error) => write!(f, "tls: {error}"),
+        }
+    }
+}
+
 /// Whether the SHA-256 of `der` is `pin`, compared in constant time.
 fn pin_matches(pin: &[u8; 32], der: &[u8]) -> bool {
     veil_proto::http1::constant_time_eq(&boring::sha::sha256(der), pin)

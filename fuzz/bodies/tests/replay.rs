@@ -3,16 +3,23 @@
 //! `cargo test`. One test per target; a panicking input fails it and is named.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use veil_fuzz::{Body, TARGETS};
 
+/// This crate's directory, as cargo gives it when it runs the test.
+///
+/// Read at run time, not with `env!`: cargo reuses a test binary built from another checkout
+/// of the same sources (a shared `CARGO_TARGET_DIR`), and a path baked in at build time would
+/// then name that other checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The files of `fuzz/<kind>/<target>/`, sorted; none if the directory does not exist.
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(kind)
-        .join(target);
+    let dir = manifest_dir().join("..").join(kind).join(target);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };

@@ -71,7 +71,7 @@ fn insecure_connects_to_anything() {
     assert!(client.opened);
 }
 
-/// A CA, and a leaf for `localhost` signed by it, as PEM text.
+/// A CA, and a leaf for `localhost` and 127.0.0.1 signed by it, as PEM text.
 fn ca_and_leaf() -> (String, String, String, Vec<u8>) {
     let key = || -> PKey<Private> {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
@@ -105,6 +105,7 @@ fn ca_and_leaf() -> (String, String, String, Vec<u8>) {
             if !ca {
                 let san = SubjectAlternativeName::new()
                     .dns("localhost")
+                    .ip("127.0.0.1")
                     .build(&cert.x509v3_context(None, None))
                     .expect("san");
                 cert.append_extension(&san).expect("san");
@@ -157,4 +158,21 @@ fn a_ca_verifies_the_chain_and_the_name() {
         client_config(Verify::Ca(Pem::Text(other_ca)), None),
     );
     assert!(!client.opened && !established(&client));
+}
+
+#[test]
+fn a_ca_verifies_an_edge_known_by_its_address() {
+    let (ca, leaf, key, _) = ca_and_leaf();
+    for (server_name, opens) in [
+        ("127.0.0.1", true),
+        ("127.0.0.2", false),
+        ("::1", false),
+        ("[::1]", false),
+    ] {
+        let mut config = client_config(Verify::Ca(Pem::Text(ca.clone())), None);
+        config.server_name = server_name.to_owned();
+        let client = attempt(edge_with(&leaf, &key), config);
+        assert_eq!(client.opened, opens, "server name {server_name}");
+        assert_eq!(established(&client), opens, "server name {server_name}");
+    }
 }

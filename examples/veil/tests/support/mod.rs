@@ -34,8 +34,14 @@ pub(crate) fn veil_bin() -> &'static str {
 }
 
 /// The repository's root directory.
+///
+/// From `CARGO_MANIFEST_DIR` as cargo sets it when it runs the test, not as it was at build
+/// time: cargo reuses test binaries built from another checkout of the same sources (a shared
+/// `CARGO_TARGET_DIR`, as CI keeps), whose baked-in path may be gone.
 pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../..")
 }
 
 /// The path of `tool` on PATH (or in /usr/sbin and /sbin, where Debian puts nginx); an
