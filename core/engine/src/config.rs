@@ -175,6 +175,11 @@ pub struct EdgeConfig {
     pub egress_allow: Vec<String>,
     /// New connections beyond this many are dropped at their first packet.
     pub max_connections: usize,
+    /// Key of the stateless reset tokens (RFC 9000 §10.3) the edge gives its clients. Edges
+    /// that must answer for each other's connections (behind one address, or across a
+    /// restart) share it. `None`: derived from the certificate's private key, or random
+    /// with a self-signed certificate.
+    pub stateless_reset_key: Option<Secret>,
 }
 
 impl Default for EdgeConfig {
@@ -186,6 +191,7 @@ impl Default for EdgeConfig {
             tokens: Vec::new(),
             egress_allow: Vec::new(),
             max_connections: 10_000,
+            stateless_reset_key: None,
         }
     }
 }

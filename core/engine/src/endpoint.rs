@@ -30,6 +30,7 @@ use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
+use crate::reset::StatelessReset;
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
@@ -40,7 +41,8 @@ use crate::{PACING_HORIZON, tls, transport};
 /// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
 const MIN_INITIAL_LEN: usize = 1200;
 
-/// Version Negotiation packets waiting to be sent, at most; more are not answered.
+/// Version Negotiation and Stateless Reset packets waiting to be sent, at most; more are
+/// not answered.
 const MAX_STATELESS: usize = 64;
 
 /// HTTP/3 error codes used on streams (RFC 9114 §8.1).
@@ -69,7 +71,7 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// Connections that may have packets to send, each at most once.
     send_queue: VecDeque<u64>,
-    /// Version Negotiation packets: bytes, destination, source.
+    /// Version Negotiation and Stateless Reset packets: bytes, destination, source.
     stateless: VecDeque<(Vec<u8>, SocketAddr, SocketAddr)>,
     next_conn: u64,
     next_tunnel: u64,
@@ -92,6 +94,7 @@ enum RoleState {
 }
 
 struct Edge {
+    reset: StatelessReset,
     tokens: Vec<Secret>,
     egress: EgressPolicy,
     max_connections: usize,
@@ -181,10 +184,20 @@ impl Endpoint {
         let (tls, fingerprint, role) = match role {
             RoleConfig::Edge(edge) => {
                 let tls = tls::edge_context(&edge)?;
+                let material = match &edge.stateless_reset_key {
+                    Some(secret) => Some(secret.expose().as_bytes().to_vec()),
+                    None => tls.configured_key_der,
+                };
+                let reset = StatelessReset::new(material.as_deref()).map_err(|source| {
+                    ConfigError::Tls {
+                        what: "stateless reset key",
+                        source,
+                    }
+                })?;
                 (
                     tls.builder,
                     Some(tls.fingerprint),
-                    RoleState::Edge(Edge::new(edge)?),
+                    RoleState::Edge(Edge::new(edge, reset)?),
                 )
             }
             RoleConfig::Client(client) => {
@@ -685,10 +698,39 @@ impl Endpoint {
         if let Some(&handle) = self.routes.get(header.dcid.as_ref()) {
             return Some(handle);
         }
-        if !matches!(self.role, RoleState::Edge(_)) {
+        if let RoleState::Client(client) = &self.role {
+            // A Stateless Reset carries no connection ID of ours (its bytes are random but
+            // for the token at the end): quiche recognises it when it fails to decrypt it.
+            //# RFC 9000 §10.3.1: "An endpoint detects a potential Stateless Reset using the
+            //# trailing 16 bytes of the UDP datagram."
+            let from_edge = meta.from == client.edge_addr;
+            return client
+                .conn
+                .filter(|_| from_edge && header.ty == quiche::Type::Short);
+        }
+        if header.ty == quiche::Type::Short {
+            self.reset_stateless(meta, &header.dcid, len);
             return None;
         }
         self.accept(meta, &header, len)
+    }
+
+    /// Edge: answers a short-header packet for a connection it does not know (one it had
+    /// before a restart, or another edge's) with a Stateless Reset, so that the client
+    /// gives the connection up at once instead of at its idle timeout.
+    //# RFC 9000 §10.3: "An endpoint that receives packets that it cannot process sends a
+    //# stateless reset in response."
+    fn reset_stateless(&mut self, meta: RecvMeta, dcid: &[u8], len: usize) {
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        if self.stateless.len() >= MAX_STATELESS {
+            return;
+        }
+        if let Some(packet) = edge.reset.packet(dcid, len) {
+            self.stateless.push_back((packet, meta.from, meta.to));
+            self.stats.stateless_resets += 1;
+        }
     }
 
     /// Edge: a new connection for an Initial nobody routes, if it may start one.
@@ -714,6 +756,7 @@ impl Endpoint {
         if header.ty != quiche::Type::Initial {
             return None;
         }
+        let reset = &edge.reset;
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
         //# datagram with a payload that is smaller than the smallest allowed maximum
         //# datagram size of 1200 bytes."
@@ -721,6 +764,9 @@ impl Endpoint {
             return None;
         }
         let scid = new_connection_id()?;
+        // The token goes to the client in the transport parameters of this connection.
+        self.quic_config
+            .set_stateless_reset_token(Some(reset.token(&scid)?));
         let quic = quiche::accept(&scid, None, meta.to, meta.from, &mut self.quic_config)
             .map_err(|error| tracing::debug!(%error, "accept failed"))
             .ok()?;
@@ -1372,8 +1418,9 @@ impl Endpoint {
 }
 
 impl Edge {
-    fn new(config: EdgeConfig) -> Result<Self, ConfigError> {
+    fn new(config: EdgeConfig, reset: StatelessReset) -> Result<Self, ConfigError> {
         Ok(Self {
+            reset,
             egress: EgressPolicy::new(
                 config
                     .egress_allow

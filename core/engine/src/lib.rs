@@ -41,6 +41,7 @@ mod connect;
 pub mod egress;
 mod endpoint;
 mod error;
+mod reset;
 mod tls;
 mod transmit;
 mod transport;

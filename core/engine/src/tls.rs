@@ -27,14 +27,25 @@ const SELF_SIGNED_DAYS: u32 = 365;
 pub(crate) struct EdgeTls {
     pub(crate) builder: SslContextBuilder,
     pub(crate) fingerprint: [u8; 32],
+    /// DER of a configured private key (secret material a stateless reset key can be
+    /// derived from); `None` for a self-signed certificate made at start.
+    pub(crate) configured_key_der: Option<Vec<u8>>,
 }
 
 /// Builds the edge's context from the configured certificate or a fresh self-signed one.
 pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> {
-    let (chain, key) = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => (load_chain(cert)?, load_key(key)?),
-        (None, None) => self_signed(&config.self_signed_names)?,
+    let (chain, key, configured) = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => (load_chain(cert)?, load_key(key)?, true),
+        (None, None) => {
+            let (chain, key) = self_signed(&config.self_signed_names)?;
+            (chain, key, false)
+        }
         _ => return Err(ConfigError::CertWithoutKey),
+    };
+    let configured_key_der = if configured {
+        Some(key.private_key_to_der().map_err(tls_error("private key"))?)
+    } else {
+        None
     };
     let mut builder = new_builder()?;
     let mut certs = chain.into_iter();
@@ -59,6 +70,7 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     Ok(EdgeTls {
         builder,
         fingerprint: boring::sha::sha256(&der),
+        configured_key_der,
     })
 }
 

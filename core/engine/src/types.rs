@@ -294,6 +294,8 @@ pub struct EndpointStats {
     pub datagrams_dropped: u64,
     /// Version negotiation packets sent.
     pub version_negotiations: u64,
+    /// Stateless resets sent (edge: answers to packets for connections it does not know).
+    pub stateless_resets: u64,
     /// Datagrams received.
     pub datagrams_received: u64,
     /// Datagrams sent (GSO segments counted one by one).

@@ -16,10 +16,12 @@ use support::{
 
 /// Bound of a small request.
 const REQUEST: Duration = Duration::from_secs(30);
-/// The client's QUIC idle timeout here: a killed edge sends nothing (no `CONNECTION_CLOSE`,
-/// and the new process has no stateless reset for the old connection), so this is how
-/// long the client takes to see it gone. The default (30 s) would make the test slow.
-const IDLE_MS: u64 = 3000;
+/// The client's QUIC idle timeout here: longer than [`REQUEST`], so a request after a kill
+/// can only succeed in time if the client learns at once that the old connection is gone.
+/// A killed edge sends no `CONNECTION_CLOSE`; the restarted one, with the same certificate
+/// and hence the same stateless reset key, answers the client's next packet on the old
+/// connection with a Stateless Reset (RFC 9000 §10.3).
+const IDLE_MS: u64 = 60_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {
@@ -132,8 +134,8 @@ fn edge_restart_mid_session(label: &str, stop: Stop) -> anyhow::Result<()> {
     let restarted = Edge::start_named("edge-restarted", dir.path(), &restart_args)?;
 
     // Asked for at once, before the client may have noticed the old connection is gone
-    // (after a kill it learns that only when the idle timeout fires): the request waits
-    // for the new connection rather than failing.
+    // (after a kill it learns that from the restarted edge's stateless reset): the request
+    // waits for the new connection rather than failing.
     support::timed("first request after the restart", || {
         fetch(&http_proxy, &hello, "hello")
     })

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use veil_engine::{CloseReason, Config, Endpoint, Event, Verify};
+use veil_engine::{CloseReason, Config, EdgeConfig, Endpoint, Event, Pem, Secret, Verify};
 
 use crate::harness::Net;
 use crate::hosts::{EdgeHost, OneTunnel, Transfers};
@@ -62,4 +62,90 @@ fn the_client_reconnects_with_backoff_and_waiting_tunnels_then_open() {
     );
     assert_eq!(edge.requests.len(), 3);
     assert_eq!(net.client.stats().connections, 1);
+}
+
+/// How an edge restarts in [`a_restarted_edge_resets_the_old_connection_at_once`].
+#[derive(Debug, Clone, Copy)]
+enum Restart {
+    /// The same configured `stateless_reset_key`.
+    SameResetKey,
+    /// The same certificate and private key, no configured reset key.
+    SameCertificate,
+    /// Another reset key: the new edge's resets carry tokens the client does not know.
+    OtherResetKey,
+}
+
+fn edge_config(restart: Restart, generation: u8, cert: &str, key: &str) -> EdgeConfig {
+    match restart {
+        Restart::SameResetKey => EdgeConfig {
+            stateless_reset_key: Some(Secret::new("shared reset key")),
+            ..EdgeConfig::default()
+        },
+        Restart::SameCertificate => EdgeConfig {
+            cert: Some(Pem::Text(cert.to_owned())),
+            key: Some(Pem::Text(key.to_owned())),
+            ..EdgeConfig::default()
+        },
+        Restart::OtherResetKey => EdgeConfig {
+            stateless_reset_key: Some(Secret::new(format!("reset key {generation}"))),
+            ..EdgeConfig::default()
+        },
+    }
+}
+
+/// An edge that comes back with the same reset key answers the client's next packet on the
+/// old connection with a Stateless Reset: the client gives that connection up at once, not
+/// at its 30 s idle timeout, and its next tunnel opens on a new connection.
+#[test]
+fn a_restarted_edge_resets_the_old_connection_at_once() {
+    let (_, cert, key, _) = crate::tls::ca_and_leaf();
+    for restart in [
+        Restart::SameResetKey,
+        Restart::SameCertificate,
+        Restart::OtherResetKey,
+    ] {
+        let mut config = client_config(Verify::Insecure, None);
+        config.reconnect_initial = Duration::from_millis(50);
+        let mut config = Config::client(config);
+        config.quic.max_idle_timeout = Duration::from_secs(30);
+        config.quic.keep_alive_interval = Some(Duration::from_millis(100));
+        let client = Endpoint::new(config, Instant::now()).expect("client");
+        let edge_at = |generation| {
+            let config = Config::edge(edge_config(restart, generation, &cert, &key));
+            Endpoint::new(config, Instant::now()).expect("edge")
+        };
+        let mut net = Net::new(client, edge_at(1));
+        let mut first = OneTunnel::to(target("echo.test", 1));
+        let mut edge = EdgeHost::default();
+        assert!(net.run_until(&mut first, &mut edge, BUDGET, |c, _| c.opened));
+
+        net.replace_edge(edge_at(2));
+        let mut edge = EdgeHost::default();
+        let noticed = net.run_until(&mut first, &mut edge, Duration::from_secs(3), |c, _| {
+            c.closed.is_some()
+        });
+        assert!(
+            net.edge.stats().stateless_resets > 0,
+            "{restart:?}: no reset sent"
+        );
+        if matches!(restart, Restart::OtherResetKey) {
+            assert!(
+                !noticed,
+                "a reset with an unknown token closed the connection"
+            );
+            continue;
+        }
+        assert!(
+            noticed,
+            "{restart:?}: the client did not notice the restart"
+        );
+        assert_eq!(first.closed, Some(CloseReason::ConnectionLost));
+
+        let mut second = OneTunnel::to(target("echo.test", 2));
+        assert!(
+            net.run_until(&mut second, &mut edge, BUDGET, |c, _| c.opened),
+            "{restart:?}: no tunnel after the reset"
+        );
+        assert_eq!(net.client.stats().connections_total, 2);
+    }
 }
