@@ -446,6 +446,40 @@ mod tests {
     }
 
     #[test]
+    fn files_without_udp_settings_still_load_with_their_defaults() {
+        let config: Config =
+            toml::from_str("[role.edge]\ntokens = [\"a\"]\n[quic]\nmax_idle_timeout_ms = 5000\n")
+                .expect("an older edge file");
+        assert_eq!(config.quic.udp_idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.quic.udp_tunnel_queue_len, 256);
+        assert!(config.quic.enable_datagrams);
+        let RoleConfig::Edge(edge) = config.role else {
+            panic!("edge");
+        };
+        assert_eq!(edge.udp_path_template, DEFAULT_PATH_TEMPLATE);
+
+        let config: Config = toml::from_str(
+            "[role.client]\nedge_addr = \"192.0.2.1:443\"\nserver_name = \"edge.test\"\n\
+             verify = \"insecure\"\nudp_path_template = \"/udp?h={target_host}&p={target_port}\"\n\
+             [quic]\nh3_datagrams = false\nudp_idle_timeout_ms = 300000\nudp_tunnel_queue_len = 8\n",
+        )
+        .expect("a client file with UDP settings");
+        assert!(
+            !config.quic.enable_datagrams,
+            "h3_datagrams names enable_datagrams"
+        );
+        assert_eq!(config.quic.udp_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.quic.udp_tunnel_queue_len, 8);
+        let RoleConfig::Client(client) = config.role else {
+            panic!("client");
+        };
+        assert_eq!(
+            client.udp_path_template,
+            "/udp?h={target_host}&p={target_port}"
+        );
+    }
+
+    #[test]
     fn defaults_favour_throughput() {
         let quic = QuicConfig::default();
         assert_eq!(quic.initial_max_data, 16 * MIB);
