@@ -1311,6 +1311,8 @@ impl Endpoint {
             return;
         };
         let mut sent = false;
+        let extended = udp::extended_connect(h3);
+        let (mut later, mut unsupported) = (Vec::new(), Vec::new());
         while let Some(&id) = client.pending.front() {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 client.pending.pop_front();
@@ -1320,6 +1322,14 @@ impl Endpoint {
                 client.pending.pop_front();
                 continue;
             };
+            if tunnel.udp.is_some() && extended != Some(true) {
+                client.pending.pop_front();
+                match extended {
+                    None => later.push(id),
+                    Some(_) => unsupported.push(id),
+                }
+                continue;
+            }
             let headers = match tunnel.udp.as_deref() {
                 None => connect::request_headers(target, client.token.as_ref()),
                 Some(flow) => udp_request::request_headers(
@@ -1354,6 +1364,12 @@ impl Endpoint {
                     break;
                 }
             }
+        }
+        for id in later.into_iter().rev() {
+            client.pending.push_front(id);
+        }
+        for id in unsupported {
+            self.refuse_waiting(id, RefusedReason::ExtendedConnectUnsupported);
         }
         if sent {
             self.queue_send(handle);

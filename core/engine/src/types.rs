@@ -192,6 +192,9 @@ pub enum RefusedReason {
     },
     /// The edge's answer was not valid HTTP/3 for a CONNECT (no `:status`, 1xx only, …).
     MalformedResponse,
+    /// The edge's SETTINGS do not enable Extended CONNECT (RFC 9220), which a UDP tunnel
+    /// needs; the request was never sent.
+    ExtendedConnectUnsupported,
 }
 
 /// Why a tunnel ended.

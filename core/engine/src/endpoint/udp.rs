@@ -531,6 +531,16 @@ impl Tunnel {
     }
 }
 
+/// Whether the peer's SETTINGS allow Extended CONNECT (`None`: not received yet).
+// RFC 9220 carries RFC 8441's Extended CONNECT, and its rule, over to HTTP/3:
+//# RFC 8441 §3: "Upon receipt of SETTINGS_ENABLE_CONNECT_PROTOCOL with a value of 1, a
+//# client MAY use the Extended CONNECT as defined in this document when creating new
+//# streams."
+pub(super) fn extended_connect(h3: &h3::Connection) -> Option<bool> {
+    h3.peer_settings_raw()
+        .map(|_| h3.extended_connect_enabled_by_peer())
+}
+
 /// Drops the DATAGRAM frames quiche still holds for `stream`, whose send side is closing.
 //# RFC 9297 §2.1: "Endpoints MUST NOT send HTTP/3 datagrams unless the corresponding
 //# stream's send side is open."
