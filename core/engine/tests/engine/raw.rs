@@ -13,6 +13,8 @@ use crate::harness::{CLIENT_ADDR, EDGE_ADDR};
 pub(crate) struct RawClient {
     pub(crate) quic: quiche::Connection,
     pub(crate) h3: Option<quiche::h3::Connection>,
+    /// While set, HTTP/3 is not started: no SETTINGS, no control streams.
+    pub(crate) defer_h3: bool,
     datagrams: bool,
 }
 
@@ -46,6 +48,7 @@ impl RawClient {
         Self {
             quic,
             h3: None,
+            defer_h3: false,
             datagrams,
         }
     }
@@ -82,7 +85,7 @@ impl RawClient {
             while let Some(event) = edge.poll_event() {
                 on_edge(edge, event);
             }
-            if self.quic.is_established() && self.h3.is_none() {
+            if self.quic.is_established() && self.h3.is_none() && !self.defer_h3 {
                 let mut config = quiche::h3::Config::new().expect("h3 config");
                 config.enable_extended_connect(true);
                 self.h3 = Some(

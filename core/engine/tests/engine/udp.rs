@@ -611,6 +611,52 @@ fn unknown_contexts_streams_and_malformed_datagrams_are_dropped_and_counted() {
 }
 
 #[test]
+fn datagrams_before_settings_and_request_are_dropped_and_the_connection_goes_on() {
+    let mut edge = crate::edge(&[]);
+    let mut host = UdpEdge::default();
+    let mut raw = RawClient::new(true);
+    raw.defer_h3 = true;
+    raw.drive(&mut edge, &mut |_, _| {}, |raw| {
+        raw.quic.is_established().then_some(())
+    });
+    // Stream 0 does not exist yet, and the edge has no SETTINGS from this client.
+    //# RFC 9297 §2.1: "the receiver SHALL either drop that datagram silently or buffer it
+    //# temporarily (on the order of a round trip) while awaiting the creation of the
+    //# corresponding stream."
+    raw.quic
+        .dgram_send(&[0x00, 0x00, b'e', b'a', b'r', b'l', b'y'])
+        .expect("datagram");
+    let start = Instant::now();
+    while edge.stats().udp_dropped_unknown_tunnel == 0 {
+        assert!(start.elapsed() < BUDGET, "the early datagram never arrived");
+        raw.drive(&mut edge, &mut |_, _| {}, |_| Some(()));
+    }
+    assert!(!raw.quic.is_closed());
+    // Then HTTP/3 starts, the request comes, and datagrams flow on the same stream ID.
+    raw.defer_h3 = false;
+    let headers = udp_request("/.well-known/masque/udp/echo.test/53/");
+    let (stream, status, _) = raw.send_request(
+        &mut edge,
+        &mut |e, ev| host.handle(e, ev),
+        &as_refs(&headers),
+    );
+    assert_eq!((stream, status.as_str()), (0, "200"));
+    raw.quic
+        .dgram_send(&[0x00, 0x00, b'o', b'k'])
+        .expect("datagram");
+    until_received(&mut raw, &mut edge, &mut host, 1);
+    assert_eq!(
+        host.received
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+        [b"ok".to_vec()]
+    );
+    assert_eq!(edge.stats().udp_dropped_unknown_tunnel, 1);
+}
+
+#[test]
 fn a_datagram_on_a_tcp_tunnel_aborts_its_stream() {
     let mut edge = crate::edge(&[]);
     let mut host = UdpEdge::default();
