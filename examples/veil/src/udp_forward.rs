@@ -19,12 +19,7 @@ const MAX_UDP_PAYLOAD: usize = 65_527;
 
 /// Forwards datagrams from `socket` to `target` forever; a sender's tunnel closes after
 /// `idle` without a datagram either way.
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    target: TunnelTarget,
-    opener: Opener,
-    idle: Duration,
-) {
+pub(crate) async fn serve(socket: UdpSocket, target: TunnelTarget, opener: Opener, idle: Duration) {
     let socket = Arc::new(socket);
     let limits = FlowLimits {
         max_flows: MAX_PEERS,
