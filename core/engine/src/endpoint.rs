@@ -144,6 +144,9 @@ struct Conn {
     /// Accepted tunnels whose 200 waits for stream capacity.
     accepting: Vec<TunnelId>,
     keep_alive_at: Option<Instant>,
+    /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
+    /// by quiche's full receive queue.
+    datagrams_taken: usize,
 }
 
 // Independent flags of one stream's two directions.
@@ -820,6 +823,7 @@ impl Endpoint {
                 rejections: VecDeque::new(),
                 accepting: Vec::new(),
                 keep_alive_at: None,
+                datagrams_taken: 0,
             },
         );
         self.stats.connections_total += 1;

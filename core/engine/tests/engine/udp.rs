@@ -657,6 +657,34 @@ fn datagrams_before_settings_and_request_are_dropped_and_the_connection_goes_on(
 }
 
 #[test]
+fn frames_quiche_drops_from_its_full_receive_queue_are_counted() {
+    let quic = QuicConfig {
+        datagram_queue_len: 4,
+        ..QuicConfig::default()
+    };
+    let mut edge = edge_with(&[], quic);
+    let mut host = UdpEdge::default();
+    let (mut raw, stream) = raw_tunnel(&mut edge, &mut host, true);
+    let quarter = u8::try_from(stream / 4).expect("small stream id");
+    // Twenty frames in one flight: quiche keeps the last four of the batch.
+    for n in 0..20u8 {
+        raw.quic.dgram_send(&[quarter, 0x00, n]).expect("datagram");
+    }
+    until_received(&mut raw, &mut edge, &mut host, 4);
+    let stats = edge.stats();
+    assert_eq!(stats.udp_datagrams_received, 4);
+    assert_eq!(stats.udp_dropped_queue_full, 16);
+    assert_eq!(
+        host.received
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+        [vec![16], vec![17], vec![18], vec![19]]
+    );
+}
+
+#[test]
 fn a_datagram_on_a_tcp_tunnel_aborts_its_stream() {
     let mut edge = crate::edge(&[]);
     let mut host = UdpEdge::default();
