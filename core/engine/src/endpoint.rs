@@ -528,7 +528,8 @@ impl Endpoint {
     }
 
     /// Sends bytes on an open tunnel. Returns how many were taken; fewer than offered (or
-    /// 0) means the stream is blocked: wait for `TunnelWritable`.
+    /// 0) means the stream is blocked: wait for `TunnelWritable`. A UDP tunnel carries
+    /// datagrams, not bytes: `Err(NotStream)`.
     pub fn tunnel_send(&mut self, tunnel: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
         let entry = self
             .tunnels
@@ -577,6 +578,10 @@ impl Endpoint {
     }
 
     /// Finishes our direction (FIN), after the bytes already sent. Idempotent.
+    ///
+    /// A UDP tunnel ends with its stream: no datagram goes out after this, and the tunnel
+    /// closes (`TunnelClosed { Finished }`) when the peer's FIN arrives, which a veil peer
+    /// sends at once.
     pub fn tunnel_finish(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
         let entry = self
             .tunnels
@@ -628,7 +633,7 @@ impl Endpoint {
 
     /// Reads received bytes into `out`. `len == 0 && !fin`: nothing more now, wait for
     /// `TunnelReadable`. `fin`: the peer finished its direction and everything before it
-    /// has been read.
+    /// has been read. On a UDP tunnel: `Err(NotStream)`.
     pub fn tunnel_recv(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
         let entry = self
             .tunnels
