@@ -988,16 +988,10 @@ impl Endpoint {
                 let id = TunnelId(self.next_tunnel);
                 self.next_tunnel += 1;
                 conn.streams.insert(stream, id);
-                let mut tunnel = match accepted.kind {
-                    TunnelKind::Udp => Tunnel::udp(
-                        Some(handle),
-                        TunnelState::Requested,
-                        self.udp.new_flow(String::new(), self.clock),
-                    ),
-                    _ => Tunnel::new(Some(handle), TunnelState::Requested),
-                };
+                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested);
                 tunnel.stream = stream;
-                let is_udp = tunnel.udp.is_some();
+                tunnel.udp = (accepted.kind == TunnelKind::Udp)
+                    .then(|| self.udp.new_flow(String::new(), self.clock));
                 self.tunnels.insert(id, tunnel);
                 self.stats.tunnels_total += 1;
                 let client = ClientIdentity {
@@ -1005,20 +999,8 @@ impl Endpoint {
                     token_index: accepted.token_index,
                     connection: conn.handle,
                 };
-                let target = accepted.target;
-                self.events.push_back(if is_udp {
-                    Event::UdpTunnelRequest {
-                        tunnel: id,
-                        target,
-                        client,
-                    }
-                } else {
-                    Event::TunnelRequest {
-                        tunnel: id,
-                        target,
-                        client,
-                    }
-                });
+                self.events
+                    .push_back(udp::request_event(accepted, id, client));
             }
             Err(rejection) => {
                 self.stats.tunnels_refused += 1;
