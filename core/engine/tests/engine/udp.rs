@@ -359,7 +359,12 @@ fn many_udp_tunnels_on_one_connection_keep_their_datagrams_apart() {
         .collect();
     let mut client = UdpClient::new(targets, &[5, 50, 500, 0, 900, 17]);
     let mut edge = UdpEdge::default();
+    let started = Instant::now();
     echo(&mut net, &mut client, &mut edge);
+    eprintln!(
+        "24 UDP tunnels x 6 datagrams echoed in {:?} (connection set-up included)",
+        started.elapsed()
+    );
     assert_eq!(net.client.stats().connections_total, 1);
     assert_eq!(edge.received.len(), 24);
     // Each edge tunnel received exactly one client tunnel's payloads, all tagged alike.
