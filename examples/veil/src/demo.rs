@@ -37,6 +37,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         allow_targets: vec!["127.0.0.0/8".to_owned()],
         connect_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(1),
+        udp_template: None,
         quic: QuicConfig::default(),
     })?;
     let fingerprint = edge
@@ -51,6 +52,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         http: loopback,
         socks_user: None,
         drain: Duration::from_secs(1),
+        udp_forwards: Vec::new(),
+        udp_template: None,
         quic: QuicConfig::default(),
     })
     .await?;

@@ -1,4 +1,6 @@
-//! The local SOCKS5 listener: each CONNECT becomes a tunnel through the edge.
+//! The local SOCKS5 listener: each CONNECT becomes a tunnel through the edge; each UDP
+//! ASSOCIATE becomes a UDP relay whose destinations get CONNECT-UDP tunnels
+//! ([`socks_udp`](crate::socks_udp)).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,10 +22,12 @@ use crate::refusal::socks_reply;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts SOCKS5 clients forever.
+/// UDP ASSOCIATE flows close after `udp_idle` without a datagram either way.
 pub(crate) async fn serve(
     listener: TcpListener,
     opener: Opener,
     credentials: Option<LocalCredentials>,
+    udp_idle: Duration,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -37,7 +41,7 @@ pub(crate) async fn serve(
         let opener = opener.clone();
         let credentials = credentials.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &opener, credentials.as_ref()).await {
+            if let Err(e) = handle(stream, &opener, credentials.as_ref(), udp_idle).await {
                 tracing::debug!(%peer, error = %e, "socks5: session failed");
             }
         });
@@ -48,15 +52,16 @@ async fn handle(
     mut stream: TcpStream,
     opener: &Opener,
     credentials: Option<&LocalCredentials>,
+    udp_idle: Duration,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, credentials));
     let Some((request, early)) = handshake.await.context("handshake timed out")?? else {
         return Ok(());
     };
-    if request.command != Command::Connect {
-        // UDP ASSOCIATE needs CONNECT-UDP, which this listener does not offer yet.
-        return send_reply(&mut stream, &Reply::failure(ReplyCode::CommandNotSupported)).await;
+    // BIND never gets here: the state machine refuses it.
+    if request.command == Command::UdpAssociate {
+        return crate::socks_udp::associate(stream, &request.target, opener, udp_idle).await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
@@ -143,7 +148,7 @@ pub(crate) fn tunnel_target(target: &Target) -> Option<TunnelTarget> {
     }
 }
 
-async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> anyhow::Result<()> {
+pub(crate) async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> anyhow::Result<()> {
     let mut out = [0; MAX_REPLY_LEN];
     let len = encode_reply(reply, &mut out)?;
     stream.write_all(out.get(..len).unwrap_or_default()).await?;
