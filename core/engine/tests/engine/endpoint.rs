@@ -73,7 +73,15 @@ fn datagrams_that_start_nothing_are_dropped_and_counted() {
     assert_eq!(stats.datagrams_received, 4);
     assert_eq!(stats.datagrams_dropped, 4);
     assert_eq!(stats.connections_total, 0);
-    assert!(edge.poll_transmit(now, &mut [0; 1500]).is_none());
+    // The short-header packet alone is answered: a Stateless Reset (RFC 9000 §10.3),
+    // shorter than its trigger, that looks like a short-header packet.
+    assert_eq!(stats.stateless_resets, 1);
+    let mut out = [0; 1500];
+    let reset = edge.poll_transmit(now, &mut out).expect("stateless reset");
+    assert_eq!((reset.to, reset.from), (meta().from, meta().to));
+    assert_eq!(reset.len, 64);
+    assert_eq!(out[0] & 0xc0, 0x40);
+    assert!(edge.poll_transmit(now, &mut out).is_none());
     assert!(edge.poll_event().is_none());
 }
 
