@@ -70,6 +70,7 @@ struct ClientDraft {
     token: Option<Secret>,
     reconnect: Option<(Duration, Duration)>,
     pending: Option<(usize, Duration)>,
+    udp_path_template: Option<String>,
 }
 
 impl veil_config {
@@ -146,6 +147,9 @@ impl ClientDraft {
         if let Some((max, deadline)) = self.pending {
             client.max_pending_tunnels = max;
             client.pending_deadline = deadline;
+        }
+        if let Some(template) = &self.udp_path_template {
+            client.udp_path_template.clone_from(template);
         }
         Ok(client)
     }
@@ -837,7 +841,8 @@ pub unsafe extern "C" fn veil_config_set_udp_payload_sizes(
 }
 
 /// QUIC DATAGRAM frames and HTTP/3 datagrams (RFC 9221, RFC 9297): on or off (default
-/// on), and the bound of each datagram queue in datagrams (default 1024).
+/// on; off makes UDP tunnels fall back to DATAGRAM capsules on their streams), and the
+/// bound of each datagram queue in datagrams (default 1024).
 ///
 /// # Safety
 /// `config` must be NULL or a live configuration.
@@ -850,6 +855,53 @@ pub unsafe extern "C" fn veil_config_set_datagrams(
     let body = |config: &mut veil_config| {
         config.quic.enable_datagrams = enable;
         config.quic.datagram_queue_len = queue_len;
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Both roles: the URI template of CONNECT-UDP requests (RFC 9298 §2), with the variables
+/// `target_host` and `target_port`; default `/.well-known/masque/udp/{target_host}/{target_port}/`.
+/// The client expands it, the edge matches requests against it; checked by
+/// `veil_endpoint_new`.
+///
+/// # Safety
+/// `template` must be NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_udp_path_template(
+    config: *mut veil_config,
+    template: *const c_char,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        // SAFETY: the caller promises a NUL-terminated string.
+        let template = unsafe { text_arg(config, "veil_config_set_udp_path_template", template) }?;
+        let template = template.to_owned();
+        match config.role {
+            veil_role::VEIL_ROLE_EDGE => config.edge.udp_path_template = template,
+            veil_role::VEIL_ROLE_CLIENT => config.client.udp_path_template = Some(template),
+        }
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// UDP tunnels: close one that carried no datagram either way for `idle_timeout_ms`
+/// (default 120000: RFC 9298 §3.3 says not less than 2 minutes), and keep at most
+/// `queue_len` received datagrams per tunnel (default 256; more are dropped and counted).
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_udp_tunnels(
+    config: *mut veil_config,
+    idle_timeout_ms: u64,
+    queue_len: usize,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        config.quic.udp_idle_timeout = millis(idle_timeout_ms);
+        config.quic.udp_tunnel_queue_len = queue_len;
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises about `config` are forwarded.

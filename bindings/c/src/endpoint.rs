@@ -75,6 +75,22 @@ pub struct veil_stats {
     pub datagrams_received: u64,
     /// Datagrams sent (GSO segments counted one by one).
     pub datagrams_sent: u64,
+    /// UDP tunnels: payloads handed to QUIC or to a stream (capsule) for sending.
+    pub udp_datagrams_sent: u64,
+    /// UDP tunnels: payloads queued for the host.
+    pub udp_datagrams_received: u64,
+    /// UDP tunnels: payloads dropped for being too large to send unfragmented.
+    pub udp_dropped_oversize: u64,
+    /// UDP tunnels: payloads dropped because a queue was full.
+    pub udp_dropped_queue_full: u64,
+    /// UDP tunnels: HTTP Datagrams dropped for an unknown Context ID.
+    pub udp_dropped_unknown_context: u64,
+    /// UDP tunnels: HTTP Datagrams dropped for naming no live tunnel.
+    pub udp_dropped_unknown_tunnel: u64,
+    /// UDP tunnels: HTTP Datagrams dropped for having no complete Context ID.
+    pub udp_dropped_malformed: u64,
+    /// UDP tunnels: payloads carried in DATAGRAM capsules (also in sent/received).
+    pub udp_capsule_datagrams: u64,
 }
 
 impl From<EndpointStats> for veil_stats {
@@ -92,6 +108,14 @@ impl From<EndpointStats> for veil_stats {
             version_negotiations: stats.version_negotiations,
             datagrams_received: stats.datagrams_received,
             datagrams_sent: stats.datagrams_sent,
+            udp_datagrams_sent: stats.udp_datagrams_sent,
+            udp_datagrams_received: stats.udp_datagrams_received,
+            udp_dropped_oversize: stats.udp_dropped_oversize,
+            udp_dropped_queue_full: stats.udp_dropped_queue_full,
+            udp_dropped_unknown_context: stats.udp_dropped_unknown_context,
+            udp_dropped_unknown_tunnel: stats.udp_dropped_unknown_tunnel,
+            udp_dropped_malformed: stats.udp_dropped_malformed,
+            udp_capsule_datagrams: stats.udp_capsule_datagrams,
         }
     }
 }

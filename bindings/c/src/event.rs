@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::fmt::Write as _;
 
-use veil_engine::{CloseReason, Event, RefusedReason};
+use veil_engine::{ClientIdentity, CloseReason, Event, RefusedReason, TunnelId, TunnelTarget};
 
 use crate::addr::veil_sockaddr;
 use crate::tunnel::veil_tunnel_kind;
@@ -39,6 +39,10 @@ pub enum veil_event_kind {
     VEIL_EVENT_TUNNEL_WRITABLE = 7,
     /// The tunnel is over; its id is dead. `tunnel`, `close`, `error_code`.
     VEIL_EVENT_TUNNEL_CLOSED = 8,
+    /// UDP tunnel: datagrams are queued. Edge-triggered: call
+    /// `veil_endpoint_tunnel_recv_datagram` until it returns `VEIL_DONE`, or this event does
+    /// not come again. `tunnel`.
+    VEIL_EVENT_TUNNEL_DATAGRAMS = 9,
 }
 
 /// Why a client's tunnel did not open (`veil_event.refused`).
@@ -59,6 +63,9 @@ pub enum veil_refused_reason {
     VEIL_REFUSED_MALFORMED_RESPONSE = 5,
     /// A reason this version of the ABI has no code for.
     VEIL_REFUSED_OTHER = 6,
+    /// UDP tunnel: the edge's SETTINGS do not enable Extended CONNECT (RFC 9220); the
+    /// request was never sent.
+    VEIL_REFUSED_EXTENDED_CONNECT_UNSUPPORTED = 7,
 }
 
 /// Why a tunnel ended (`veil_event.close`).
@@ -76,6 +83,8 @@ pub enum veil_close_reason {
     VEIL_CLOSE_CONNECTION_LOST = 3,
     /// A reason this version of the ABI has no code for.
     VEIL_CLOSE_OTHER = 4,
+    /// UDP tunnel: no datagram either way for the configured UDP idle timeout.
+    VEIL_CLOSE_IDLE_TIMEOUT = 5,
 }
 
 /// One event from `veil_endpoint_poll_event`. `kind` says which fields are meaningful
@@ -141,13 +150,38 @@ impl veil_event {
         }
     }
 
+    /// A tunnel request (TCP or UDP) with its target and client.
+    fn request(
+        tunnel_kind: veil_tunnel_kind,
+        tunnel: TunnelId,
+        target: &TunnelTarget,
+        client: ClientIdentity,
+    ) -> Self {
+        let mut event = Self {
+            tunnel: tunnel.0,
+            connection: client.connection.0,
+            peer: client.peer.into(),
+            tunnel_kind,
+            port: target.port,
+            token_index: client
+                .token_index
+                .and_then(|index| i64::try_from(index).ok())
+                .unwrap_or(-1),
+            ..Self::new(veil_event_kind::VEIL_EVENT_TUNNEL_REQUEST)
+        };
+        let mut host = String::new();
+        let _ = write!(host, "{}", target.host);
+        copy_text(&mut event.host, &host);
+        event
+    }
+
     /// The C form of an engine event; `None` for an event this version does not know
     /// (the engine's `Event` may grow), which the caller skips.
     pub(crate) fn from_engine(event: Event) -> Option<Self> {
         use veil_event_kind::{
             VEIL_EVENT_CONNECTION_ESTABLISHED, VEIL_EVENT_CONNECTION_LOST,
-            VEIL_EVENT_TUNNEL_CLOSED, VEIL_EVENT_TUNNEL_OPENED, VEIL_EVENT_TUNNEL_READABLE,
-            VEIL_EVENT_TUNNEL_REFUSED, VEIL_EVENT_TUNNEL_REQUEST, VEIL_EVENT_TUNNEL_WRITABLE,
+            VEIL_EVENT_TUNNEL_CLOSED, VEIL_EVENT_TUNNEL_DATAGRAMS, VEIL_EVENT_TUNNEL_OPENED,
+            VEIL_EVENT_TUNNEL_READABLE, VEIL_EVENT_TUNNEL_REFUSED, VEIL_EVENT_TUNNEL_WRITABLE,
         };
         Some(match event {
             Event::ConnectionEstablished { connection, peer } => Self {
@@ -167,23 +201,19 @@ impl veil_event {
                 tunnel,
                 target,
                 client,
-            } => {
-                let mut event = Self {
-                    tunnel: tunnel.0,
-                    connection: client.connection.0,
-                    peer: client.peer.into(),
-                    tunnel_kind: veil_tunnel_kind::VEIL_TUNNEL_STREAM,
-                    port: target.port,
-                    token_index: client
-                        .token_index
-                        .and_then(|index| i64::try_from(index).ok())
-                        .unwrap_or(-1),
-                    ..Self::new(VEIL_EVENT_TUNNEL_REQUEST)
-                };
-                let mut host = String::new();
-                let _ = write!(host, "{}", target.host);
-                copy_text(&mut event.host, &host);
-                event
+            } => Self::request(
+                veil_tunnel_kind::VEIL_TUNNEL_STREAM,
+                tunnel,
+                &target,
+                client,
+            ),
+            Event::UdpTunnelRequest {
+                tunnel,
+                target,
+                client,
+            } => Self::request(veil_tunnel_kind::VEIL_TUNNEL_UDP, tunnel, &target, client),
+            Event::TunnelDatagrams { tunnel } => {
+                Self::tunnel(VEIL_EVENT_TUNNEL_DATAGRAMS, tunnel.0)
             }
             Event::TunnelOpened { tunnel } => Self::tunnel(VEIL_EVENT_TUNNEL_OPENED, tunnel.0),
             Event::TunnelRefused { tunnel, reason } => {
@@ -211,6 +241,9 @@ impl veil_event {
                     RefusedReason::MalformedResponse => {
                         veil_refused_reason::VEIL_REFUSED_MALFORMED_RESPONSE
                     }
+                    RefusedReason::ExtendedConnectUnsupported => {
+                        veil_refused_reason::VEIL_REFUSED_EXTENDED_CONNECT_UNSUPPORTED
+                    }
                     _ => veil_refused_reason::VEIL_REFUSED_OTHER,
                 };
                 event
@@ -226,6 +259,7 @@ impl veil_event {
                         veil_close_reason::VEIL_CLOSE_RESET
                     }
                     CloseReason::ConnectionLost => veil_close_reason::VEIL_CLOSE_CONNECTION_LOST,
+                    CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
                     _ => veil_close_reason::VEIL_CLOSE_OTHER,
                 };
                 event
@@ -257,7 +291,7 @@ mod tests {
     use std::ffi::CStr;
     use std::net::SocketAddr;
 
-    use veil_engine::{ClientIdentity, ConnectionHandle, TunnelId, TunnelTarget};
+    use veil_engine::ConnectionHandle;
 
     use super::*;
 

@@ -55,29 +55,29 @@ pub enum veil_result {
     VEIL_ERR_NOT_UDP = -16,
 }
 
-impl veil_result {
-    /// Every code, for tests and tables.
-    pub const ALL: [Self; 18] = [
-        Self::VEIL_OK,
-        Self::VEIL_DONE,
-        Self::VEIL_ERR_NULL,
-        Self::VEIL_ERR_INVALID_ARGUMENT,
-        Self::VEIL_ERR_BUFFER_TOO_SMALL,
-        Self::VEIL_ERR_CONFIG,
-        Self::VEIL_ERR_WRONG_ROLE,
-        Self::VEIL_ERR_UNKNOWN_TUNNEL,
-        Self::VEIL_ERR_INVALID_STATE,
-        Self::VEIL_ERR_WRITE_CLOSED,
-        Self::VEIL_ERR_STREAM,
-        Self::VEIL_ERR_QUEUE_FULL,
-        Self::VEIL_ERR_CLOSING,
-        Self::VEIL_ERR_PROHIBITED,
-        Self::VEIL_ERR_PANIC,
-        Self::VEIL_ERR_OTHER,
-        Self::VEIL_ERR_NOT_STREAM,
-        Self::VEIL_ERR_NOT_UDP,
-    ];
+/// Every code, for lookups and tests (private: not part of the header).
+const ALL_RESULTS: [veil_result; 18] = [
+        veil_result::VEIL_OK,
+        veil_result::VEIL_DONE,
+        veil_result::VEIL_ERR_NULL,
+        veil_result::VEIL_ERR_INVALID_ARGUMENT,
+        veil_result::VEIL_ERR_BUFFER_TOO_SMALL,
+        veil_result::VEIL_ERR_CONFIG,
+        veil_result::VEIL_ERR_WRONG_ROLE,
+        veil_result::VEIL_ERR_UNKNOWN_TUNNEL,
+        veil_result::VEIL_ERR_INVALID_STATE,
+        veil_result::VEIL_ERR_WRITE_CLOSED,
+        veil_result::VEIL_ERR_STREAM,
+        veil_result::VEIL_ERR_QUEUE_FULL,
+        veil_result::VEIL_ERR_CLOSING,
+        veil_result::VEIL_ERR_PROHIBITED,
+        veil_result::VEIL_ERR_PANIC,
+        veil_result::VEIL_ERR_OTHER,
+        veil_result::VEIL_ERR_NOT_STREAM,
+        veil_result::VEIL_ERR_NOT_UDP,
+];
 
+impl veil_result {
     /// The code's description, NUL-terminated, static.
     pub const fn description(self) -> &'static CStr {
         match self {
@@ -117,6 +117,9 @@ impl From<TunnelError> for veil_result {
             TunnelError::InvalidState => Self::VEIL_ERR_INVALID_STATE,
             TunnelError::WriteClosed => Self::VEIL_ERR_WRITE_CLOSED,
             TunnelError::Stream => Self::VEIL_ERR_STREAM,
+            TunnelError::NotUdp => Self::VEIL_ERR_NOT_UDP,
+            TunnelError::NotStream => Self::VEIL_ERR_NOT_STREAM,
+            TunnelError::BufferTooSmall { .. } => Self::VEIL_ERR_BUFFER_TOO_SMALL,
             _ => Self::VEIL_ERR_OTHER,
         }
     }
@@ -128,6 +131,7 @@ impl From<OpenError> for veil_result {
             OpenError::NotClient => Self::VEIL_ERR_WRONG_ROLE,
             OpenError::QueueFull => Self::VEIL_ERR_QUEUE_FULL,
             OpenError::Closing => Self::VEIL_ERR_CLOSING,
+            OpenError::InvalidTarget => Self::VEIL_ERR_INVALID_ARGUMENT,
             _ => Self::VEIL_ERR_OTHER,
         }
     }
@@ -152,11 +156,11 @@ mod tests {
 
     #[test]
     fn every_code_has_a_distinct_number_and_text() {
-        let mut numbers: Vec<c_int> = veil_result::ALL.iter().map(|r| *r as c_int).collect();
+        let mut numbers: Vec<c_int> = ALL_RESULTS.iter().map(|r| *r as c_int).collect();
         numbers.sort_unstable();
         numbers.dedup();
-        assert_eq!(numbers.len(), veil_result::ALL.len());
-        for result in veil_result::ALL {
+        assert_eq!(numbers.len(), ALL_RESULTS.len());
+        for result in ALL_RESULTS {
             assert_eq!(veil_result::from_code(result as c_int), Some(result));
             assert!(!result.description().is_empty());
         }

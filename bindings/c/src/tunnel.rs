@@ -1,20 +1,26 @@
-//! Tunnels: the edge's answer to a request, the client's open, and byte I/O with explicit
-//! backpressure.
+//! Tunnels: the edge's answer to a request, the client's open, byte I/O with explicit
+//! backpressure (TCP tunnels) and datagram I/O (CONNECT-UDP tunnels).
 
 use std::ffi::{c_char, c_int};
 
-use veil_engine::{Host, Refusal, TunnelId, TunnelTarget};
+use veil_engine::{Host, Refusal, TunnelId, TunnelKind, TunnelTarget};
 
 use crate::endpoint::{veil_endpoint, with_endpoint};
 use crate::ptr;
-use crate::result::veil_result::{self, VEIL_DONE, VEIL_ERR_INVALID_ARGUMENT, VEIL_OK};
+use crate::result::veil_result::{
+    self, VEIL_DONE, VEIL_ERR_INVALID_ARGUMENT, VEIL_ERR_INVALID_STATE, VEIL_ERR_UNKNOWN_TUNNEL,
+    VEIL_OK,
+};
 
 /// What a tunnel carries (`veil_event.tunnel_kind`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum veil_tunnel_kind {
-    /// HTTP/3 CONNECT: a TCP byte stream.
+    /// HTTP/3 CONNECT: a TCP byte stream (`veil_endpoint_tunnel_send`/`_recv`).
     VEIL_TUNNEL_STREAM = 0,
+    /// CONNECT-UDP (RFC 9298): UDP payloads (`veil_endpoint_tunnel_send_datagram`/
+    /// `_recv_datagram`).
+    VEIL_TUNNEL_UDP = 1,
 }
 
 /// Why an edge refuses a tunnel (the `refusal` argument of `veil_endpoint_refuse_tunnel`).
@@ -124,15 +130,9 @@ pub unsafe extern "C" fn veil_endpoint_open_tunnel(
     let body = |endpoint: &mut veil_endpoint| {
         let out = ptr::out(tunnel)?;
         // SAFETY: the caller promises a NUL-terminated string.
-        let host = unsafe { ptr::text(host) }?;
-        let host: Host = host.parse().map_err(|_| VEIL_ERR_INVALID_ARGUMENT)?;
-        if port == 0 {
-            return Err(VEIL_ERR_INVALID_ARGUMENT);
-        }
+        let target = unsafe { target(host, port) }?;
         let now = endpoint.clock().instant(now_ns);
-        let id = endpoint
-            .engine()
-            .open_tunnel(now, &TunnelTarget::new(host, port))?;
+        let id = endpoint.engine().open_tunnel(now, &target)?;
         // SAFETY: checked non-NULL and aligned; writable as the caller promises.
         unsafe { ptr::put(out, id.0) };
         Ok(VEIL_OK)
@@ -244,6 +244,198 @@ pub unsafe extern "C" fn veil_endpoint_tunnel_abort(
 ) -> veil_result {
     let body = |endpoint: &mut veil_endpoint| {
         endpoint.engine().tunnel_abort(TunnelId(tunnel))?;
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// Parses the `host`/`port` arguments of the open calls.
+///
+/// # Safety
+/// `host` must be NULL or a NUL-terminated string.
+unsafe fn target(host: *const c_char, port: u16) -> Result<TunnelTarget, veil_result> {
+    // SAFETY: forwarded from the caller.
+    let host = unsafe { ptr::text(host) }?;
+    let host: Host = host.parse().map_err(|_| VEIL_ERR_INVALID_ARGUMENT)?;
+    if port == 0 {
+        return Err(VEIL_ERR_INVALID_ARGUMENT);
+    }
+    Ok(TunnelTarget::new(host, port))
+}
+
+/// Client: opens a CONNECT-UDP tunnel (RFC 9298) to `host`:`port`, with the same waiting
+/// and reconnect rules as `veil_endpoint_open_tunnel`, and writes its id to `*tunnel`.
+/// After `VEIL_EVENT_TUNNEL_OPENED`, datagrams flow with
+/// `veil_endpoint_tunnel_send_datagram` and `veil_endpoint_tunnel_recv_datagram`.
+///
+/// Results: as `veil_endpoint_open_tunnel` (`VEIL_ERR_INVALID_ARGUMENT` also when the
+/// target does not fit the configured path template).
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `host` NULL or a NUL-terminated string; `tunnel` NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_open_udp_tunnel(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+    host: *const c_char,
+    port: u16,
+    tunnel: *mut u64,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let out = ptr::out(tunnel)?;
+        // SAFETY: the caller promises a NUL-terminated string.
+        let target = unsafe { target(host, port) }?;
+        let now = endpoint.clock().instant(now_ns);
+        let id = endpoint.engine().open_udp_tunnel(now, &target)?;
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, id.0) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// UDP tunnel: sends one UDP payload (`len` bytes, may be 0) and writes to `*queued`
+/// whether it was queued (`true`) or dropped and counted (`false`: larger than the
+/// connection can carry now — see `veil_endpoint_tunnel_max_datagram_payload` — or a
+/// queue is full), as UDP would; never fragmented.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL`; `VEIL_ERR_NOT_UDP`;
+/// `VEIL_ERR_INVALID_STATE` (not open yet).
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `data` valid for reads of `len` bytes; `queued` NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tunnel_send_datagram(
+    endpoint: *mut veil_endpoint,
+    tunnel: u64,
+    data: *const u8,
+    len: usize,
+    queued: *mut bool,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let out = ptr::out(queued)?;
+        // SAFETY: the caller promises `len` readable bytes at `data`.
+        let data = unsafe { ptr::bytes(data, len) }?;
+        let sent = endpoint
+            .engine()
+            .tunnel_send_datagram(TunnelId(tunnel), data)?;
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, sent) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// UDP tunnel: moves the next received UDP payload into `out` and writes its length to
+/// `*len`.
+///
+/// Results: `VEIL_OK`; `VEIL_DONE` (none queued: wait for `VEIL_EVENT_TUNNEL_DATAGRAMS`);
+/// `VEIL_ERR_BUFFER_TOO_SMALL` (`out_len` is shorter than the payload, which stays
+/// queued; `*len` is set to the length needed — 65527 bytes always suffice);
+/// `VEIL_ERR_UNKNOWN_TUNNEL`; `VEIL_ERR_NOT_UDP`; `VEIL_ERR_INVALID_STATE`.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `out` valid for writes of `out_len` bytes; `len` NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tunnel_recv_datagram(
+    endpoint: *mut veil_endpoint,
+    tunnel: u64,
+    out: *mut u8,
+    out_len: usize,
+    len: *mut usize,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let len = ptr::out(len)?;
+        if out.is_null() {
+            return Err(veil_result::VEIL_ERR_NULL);
+        }
+        // A zero-length buffer is valid here: an empty UDP payload fits in it.
+        let buffer: &mut [u8] = if out_len == 0 {
+            &mut []
+        } else {
+            // SAFETY: the caller promises `out_len` writable bytes at `out`.
+            unsafe { ptr::buffer(out, out_len) }?
+        };
+        let (result, value) = match endpoint
+            .engine()
+            .tunnel_recv_datagram(TunnelId(tunnel), buffer)
+        {
+            Ok(Some(received)) => (VEIL_OK, received),
+            Ok(None) => (VEIL_DONE, 0),
+            Err(veil_engine::TunnelError::BufferTooSmall { needed }) => {
+                (veil_result::VEIL_ERR_BUFFER_TOO_SMALL, needed)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(len, value) };
+        Ok(result)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// UDP tunnel: writes to `*max` the largest payload `veil_endpoint_tunnel_send_datagram`
+/// can send now (what fits one QUIC DATAGRAM frame on the current path, or 65527 when
+/// the tunnel uses capsules).
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL`; `VEIL_ERR_NOT_UDP`;
+/// `VEIL_ERR_INVALID_STATE` (not open).
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `max` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tunnel_max_datagram_payload(
+    endpoint: *mut veil_endpoint,
+    tunnel: u64,
+    max: *mut usize,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let out = ptr::out(max)?;
+        let id = TunnelId(tunnel);
+        let engine = endpoint.engine();
+        let Some(payload) = engine.tunnel_max_datagram_payload(id) else {
+            return Err(match engine.tunnel_kind(id) {
+                None => VEIL_ERR_UNKNOWN_TUNNEL,
+                Some(TunnelKind::Udp) => VEIL_ERR_INVALID_STATE,
+                Some(_) => veil_result::VEIL_ERR_NOT_UDP,
+            });
+        };
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, payload) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// Writes what a live tunnel carries (a `veil_tunnel_kind`) to `*kind`.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL`.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `kind` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tunnel_kind(
+    endpoint: *mut veil_endpoint,
+    tunnel: u64,
+    kind: *mut veil_tunnel_kind,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let out = ptr::out(kind)?;
+        let value = match endpoint.engine().tunnel_kind(TunnelId(tunnel)) {
+            None => return Err(VEIL_ERR_UNKNOWN_TUNNEL),
+            Some(TunnelKind::Udp) => veil_tunnel_kind::VEIL_TUNNEL_UDP,
+            Some(_) => veil_tunnel_kind::VEIL_TUNNEL_STREAM,
+        };
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, value) };
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.

@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use support::{Installed, TempDir, build_dir, crate_dir, require_tool, run_bounded};
+use support::{Installed, TempDir, crate_dir, require_tool, run_bounded};
 
 const TOKEN: &str = "c-edge-token";
 const TEN_MIB: usize = 10 << 20;
@@ -91,17 +91,9 @@ impl Drop for Proc {
     }
 }
 
-/// The `veil` command, built by cargo for this test (a no-op when the workspace build
-/// made it already).
+/// The `veil` command, built by cargo beside libveil.a.
 fn veil_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "veil-cli", "--bin", "veil"])
-        .current_dir(crate_dir());
-    let out = run_bounded(build, Duration::from_secs(900));
-    assert!(out.status.success(), "building veil: {}", out.stderr);
-    let veil = build_dir().join("veil");
+    let veil = support::build_artifacts().join("veil");
     assert!(veil.is_file(), "{} was not built", veil.display());
     veil
 }

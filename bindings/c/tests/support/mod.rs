@@ -122,6 +122,26 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
     })
 }
 
+/// Builds libveil.a and the `veil` command with cargo (`cargo test` builds this crate's
+/// library for the tests as an rlib only): a no-op when they are fresh. The whole
+/// workspace is built, as `cargo test --workspace` builds it, so that this build shares
+/// its feature resolution (and its BoringSSL build) instead of making another. Returns
+/// the cargo output directory holding them.
+pub(crate) fn build_artifacts() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--workspace"])
+        .current_dir(crate_dir());
+    let out = run_bounded(build, Duration::from_secs(1500));
+    assert!(
+        out.status.success(),
+        "cargo build --workspace: {}",
+        out.stderr
+    );
+    build_dir()
+}
+
 /// libveil, veil.h and veil.pc installed by `bindings/c/install.sh` under a temporary
 /// prefix, from the libveil.a this `cargo test` built.
 pub(crate) struct Installed {
@@ -130,10 +150,10 @@ pub(crate) struct Installed {
 
 impl Installed {
     pub(crate) fn new() -> Self {
-        let build = build_dir();
+        let build = build_artifacts();
         assert!(
             build.join("libveil.a").is_file(),
-            "{} has no libveil.a: cargo builds it with this crate's tests",
+            "{} has no libveil.a after cargo build",
             build.display()
         );
         let prefix = TempDir::new("prefix");
