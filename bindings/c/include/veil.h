@@ -342,9 +342,6 @@ typedef struct veil_stats {
   uint64_t udp_capsule_datagrams;
 } veil_stats;
 
-// Every code, for tests and tables.
-#define veil_result_ALL { VEIL_OK, VEIL_DONE, VEIL_ERR_NULL, VEIL_ERR_INVALID_ARGUMENT, VEIL_ERR_BUFFER_TOO_SMALL, VEIL_ERR_CONFIG, VEIL_ERR_WRONG_ROLE, VEIL_ERR_UNKNOWN_TUNNEL, VEIL_ERR_INVALID_STATE, VEIL_ERR_WRITE_CLOSED, VEIL_ERR_STREAM, VEIL_ERR_QUEUE_FULL, VEIL_ERR_CLOSING, VEIL_ERR_PROHIBITED, VEIL_ERR_PANIC, VEIL_ERR_OTHER, VEIL_ERR_NOT_STREAM, VEIL_ERR_NOT_UDP, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -57,24 +57,24 @@ pub enum veil_result {
 
 /// Every code, for lookups and tests (private: not part of the header).
 const ALL_RESULTS: [veil_result; 18] = [
-        veil_result::VEIL_OK,
-        veil_result::VEIL_DONE,
-        veil_result::VEIL_ERR_NULL,
-        veil_result::VEIL_ERR_INVALID_ARGUMENT,
-        veil_result::VEIL_ERR_BUFFER_TOO_SMALL,
-        veil_result::VEIL_ERR_CONFIG,
-        veil_result::VEIL_ERR_WRONG_ROLE,
-        veil_result::VEIL_ERR_UNKNOWN_TUNNEL,
-        veil_result::VEIL_ERR_INVALID_STATE,
-        veil_result::VEIL_ERR_WRITE_CLOSED,
-        veil_result::VEIL_ERR_STREAM,
-        veil_result::VEIL_ERR_QUEUE_FULL,
-        veil_result::VEIL_ERR_CLOSING,
-        veil_result::VEIL_ERR_PROHIBITED,
-        veil_result::VEIL_ERR_PANIC,
-        veil_result::VEIL_ERR_OTHER,
-        veil_result::VEIL_ERR_NOT_STREAM,
-        veil_result::VEIL_ERR_NOT_UDP,
+    veil_result::VEIL_OK,
+    veil_result::VEIL_DONE,
+    veil_result::VEIL_ERR_NULL,
+    veil_result::VEIL_ERR_INVALID_ARGUMENT,
+    veil_result::VEIL_ERR_BUFFER_TOO_SMALL,
+    veil_result::VEIL_ERR_CONFIG,
+    veil_result::VEIL_ERR_WRONG_ROLE,
+    veil_result::VEIL_ERR_UNKNOWN_TUNNEL,
+    veil_result::VEIL_ERR_INVALID_STATE,
+    veil_result::VEIL_ERR_WRITE_CLOSED,
+    veil_result::VEIL_ERR_STREAM,
+    veil_result::VEIL_ERR_QUEUE_FULL,
+    veil_result::VEIL_ERR_CLOSING,
+    veil_result::VEIL_ERR_PROHIBITED,
+    veil_result::VEIL_ERR_PANIC,
+    veil_result::VEIL_ERR_OTHER,
+    veil_result::VEIL_ERR_NOT_STREAM,
+    veil_result::VEIL_ERR_NOT_UDP,
 ];
 
 impl veil_result {
@@ -104,7 +104,7 @@ impl veil_result {
 
     /// The code with this number, if there is one.
     pub fn from_code(code: c_int) -> Option<Self> {
-        Self::ALL
+        ALL_RESULTS
             .into_iter()
             .find(|result| *result as c_int == code)
     }

@@ -1,7 +1,7 @@
 //! The ABI from C: `tests/c/abi_errors.c` (NULLs, short buffers, bad configuration,
 //! unknown tunnel ids, wrong roles, and a refused and an accepted tunnel between a client
 //! and an edge in memory) compiled by the system's `cc` against the installed libveil.a
-//! and run under valgrind: any memory error or leak fails.
+//! and run under valgrind: any memory error or leak (definite or indirect) fails.
 
 mod support;
 
@@ -23,8 +23,12 @@ fn error_paths_hold_under_valgrind_without_leaks() {
         .args([
             "--error-exitcode=99",
             "--leak-check=full",
+            // "Possibly lost" blocks are process-wide caches that live until exit
+            // (boring's ex-data index map, a hash table whose pointer points inside its
+            // allocation); they are shown but do not fail. Definite and indirect leaks
+            // fail.
             "--show-leak-kinds=definite,indirect,possible",
-            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--errors-for-leak-kinds=definite,indirect",
             "--track-origins=yes",
             "--quiet",
         ])
