@@ -125,7 +125,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
 /// Builds libveil.a and the `veil` command with cargo (`cargo test` builds this crate's
 /// library for the tests as an rlib only): a no-op when they are fresh. The whole
 /// workspace is built, as `cargo test --workspace` builds it, so that this build shares
-/// its feature resolution (and its BoringSSL build) instead of making another. Returns
+/// its feature resolution (and its `BoringSSL` build) instead of making another. Returns
 /// the cargo output directory holding them.
 pub(crate) fn build_artifacts() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
