@@ -5,7 +5,8 @@
 //!
 //! A 10 MiB download and a 10 MiB upload arrive with the SHA-256 they left with, several
 //! at once; a target that refuses the connection comes back as 502 with Proxy-Status
-//! `connection_refused`, and a forbidden one as 403.
+//! `connection_refused`, a name that does not resolve as 502 `dns_error`, a forbidden
+//! address as 403.
 
 mod support;
 
