@@ -1,0 +1,512 @@
+/*
+ * veil-c-edge: a veil edge written in plain C99 around libveil.
+ *
+ * One non-blocking UDP socket carries QUIC; every accepted tunnel is one non-blocking TCP
+ * connection to its target. One poll(2) loop drives everything:
+ *
+ *   - the UDP socket's datagrams go to veil_endpoint_handle_datagram;
+ *   - a tunnel request is resolved (getaddrinfo, numeric or blocking: a real proxy would
+ *     use an asynchronous resolver), every address is checked against the egress policy,
+ *     and the first allowed one is dialled with a non-blocking connect(2); success accepts
+ *     the tunnel, failure refuses it with the matching status (ECONNREFUSED -> 502
+ *     connection_refused, timeout -> 504, no route -> 502 unroutable);
+ *   - bytes move both ways through one fixed buffer per direction, with backpressure:
+ *     the target socket is read only when its buffer is empty (the tunnel took every byte
+ *     so far), the tunnel is read only when the target took every byte so far; a short
+ *     veil_endpoint_tunnel_send waits for VEIL_EVENT_TUNNEL_WRITABLE, a short write(2)
+ *     for POLLOUT;
+ *   - FIN travels both ways (read 0 -> veil_endpoint_tunnel_finish; tunnel FIN ->
+ *     shutdown(SHUT_WR)); a reset target aborts the tunnel;
+ *   - after every wake-up: drain events and transmits, re-arm the timer.
+ *
+ * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
+ *                    [--connect-timeout-ms N]
+ * Prints "veil-c-edge: fingerprint sha256:HEX" and "veil-c-edge: listening on IP:PORT",
+ * then serves until SIGTERM or SIGINT, when it closes gracefully.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "veil.h"
+
+#define MAX_TUNNELS 256
+#define RELAY_BUF (64 * 1024)
+#define UDP_BUF 65536
+
+enum tunnel_state { FREE = 0, DIALING, OPEN };
+
+struct tunnel {
+    enum tunnel_state state;
+    uint64_t id;
+    int fd;
+    uint64_t dial_deadline_ns;
+    /* target -> tunnel: bytes read from the target, not yet taken by the tunnel */
+    uint8_t up[RELAY_BUF];
+    size_t up_off, up_len;
+    bool target_eof;      /* read 0 from the target */
+    bool tunnel_finished; /* veil_endpoint_tunnel_finish done */
+    bool tunnel_blocked;  /* last send was short: wait for WRITABLE */
+    /* tunnel -> target: bytes received from the tunnel, not yet written to the target */
+    uint8_t down[RELAY_BUF];
+    size_t down_off, down_len;
+    bool tunnel_readable; /* READABLE seen and not drained yet */
+    bool tunnel_eof;      /* FIN received from the tunnel */
+    bool target_shut;     /* shutdown(SHUT_WR) done */
+};
+
+static struct tunnel tunnels[MAX_TUNNELS];
+static volatile sig_atomic_t stopping;
+static uint64_t connect_timeout_ns = 10ull * 1000 * 1000 * 1000;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static void die(const char *what, veil_result r) {
+    fprintf(stderr, "veil-c-edge: %s: %s\n", what, veil_result_str(r));
+    exit(1);
+}
+
+static int set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static struct tunnel *find_tunnel(uint64_t id) {
+    for (int i = 0; i < MAX_TUNNELS; i++)
+        if (tunnels[i].state != FREE && tunnels[i].id == id) return &tunnels[i];
+    return NULL;
+}
+
+static void release(struct tunnel *t) {
+    if (t->fd >= 0) close(t->fd);
+    memset(t, 0, sizeof *t);
+    t->fd = -1;
+    t->state = FREE;
+}
+
+/* Parses "IP:PORT" or "[IPv6]:PORT" into a veil_sockaddr. */
+static bool parse_addr(const char *text, veil_sockaddr *out) {
+    char host[128];
+    const char *colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof host) return false;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    char *h = host;
+    if (h[0] == '[') {
+        h++;
+        h[strlen(h) - 1] = '\0';
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    hints.ai_socktype = SOCK_DGRAM;
+    if (getaddrinfo(h, colon + 1, &hints, &res) != 0) return false;
+    memset(out, 0, sizeof *out);
+    memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+static void print_addr(const char *prefix, const veil_sockaddr *a) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (a->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->addr;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+        port = ntohs(sin->sin_port);
+        printf("%s%s:%u\n", prefix, host, port);
+    } else {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->addr;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        port = ntohs(sin6->sin6_port);
+        printf("%s[%s]:%u\n", prefix, host, port);
+    }
+    fflush(stdout);
+}
+
+/* ---- tunnel requests: resolve, check egress, dial ---------------------------------- */
+
+static void refuse(veil_endpoint *ep, uint64_t id, veil_refusal why) {
+    veil_result r = veil_endpoint_refuse_tunnel(ep, id, (int)why);
+    if (r < 0) fprintf(stderr, "veil-c-edge: refuse %llu: %s\n", (unsigned long long)id, veil_result_str(r));
+}
+
+static veil_refusal refusal_of_errno(int err) {
+    switch (err) {
+    case ECONNREFUSED: return VEIL_REFUSAL_CONNECTION_REFUSED;
+    case ETIMEDOUT: return VEIL_REFUSAL_CONNECTION_TIMEOUT;
+    case ENETUNREACH:
+    case EHOSTUNREACH: return VEIL_REFUSAL_UNREACHABLE;
+    default: return VEIL_REFUSAL_INTERNAL;
+    }
+}
+
+static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
+    struct tunnel *t = NULL;
+    for (int i = 0; i < MAX_TUNNELS && !t; i++)
+        if (tunnels[i].state == FREE) t = &tunnels[i];
+    if (!t) {
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_CONNECTION_LIMIT);
+        return;
+    }
+    if (ev->tunnel_kind != VEIL_TUNNEL_STREAM) {
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_DENIED);
+        return;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", (unsigned)ev->port);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_flags = AI_NUMERICSERV;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(ev->host, port, &hints, &res) != 0) {
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_DNS_ERROR);
+        return;
+    }
+    /* The first address egress policy allows; the name is never resolved again. */
+    veil_sockaddr target;
+    bool allowed = false;
+    for (struct addrinfo *ai = res; ai && !allowed; ai = ai->ai_next) {
+        memset(&target, 0, sizeof target);
+        memcpy(&target.addr, ai->ai_addr, ai->ai_addrlen);
+        target.len = ai->ai_addrlen;
+        allowed = veil_endpoint_check_egress(ep, &target) == VEIL_OK;
+    }
+    freeaddrinfo(res);
+    if (!allowed) {
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_PROHIBITED);
+        return;
+    }
+    int fd = socket(target.addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0 || set_nonblocking(fd) < 0) {
+        if (fd >= 0) close(fd);
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_INTERNAL);
+        return;
+    }
+    if (connect(fd, (struct sockaddr *)&target.addr, target.len) < 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close(fd);
+        refuse(ep, ev->tunnel, refusal_of_errno(err));
+        return;
+    }
+    memset(t, 0, sizeof *t);
+    t->state = DIALING;
+    t->id = ev->tunnel;
+    t->fd = fd;
+    t->dial_deadline_ns = now + connect_timeout_ns;
+}
+
+/* The non-blocking connect finished (POLLOUT) or timed out. */
+static void on_dialed(veil_endpoint *ep, struct tunnel *t, bool timed_out) {
+    int err = ETIMEDOUT;
+    socklen_t len = sizeof err;
+    if (!timed_out && getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err != 0) {
+        refuse(ep, t->id, refusal_of_errno(err));
+        release(t);
+        return;
+    }
+    veil_result r = veil_endpoint_accept_tunnel(ep, t->id);
+    if (r < 0) {
+        fprintf(stderr, "veil-c-edge: accept: %s\n", veil_result_str(r));
+        release(t);
+        return;
+    }
+    t->state = OPEN;
+}
+
+/* ---- relaying ---------------------------------------------------------------------- */
+
+/* Moves target bytes into the tunnel; FINs the tunnel after the target's EOF. */
+static void pump_up(veil_endpoint *ep, struct tunnel *t) {
+    while (t->up_len > 0 && !t->tunnel_blocked) {
+        size_t taken = 0;
+        veil_result r = veil_endpoint_tunnel_send(ep, t->id, t->up + t->up_off, t->up_len, &taken);
+        if (r < 0) {
+            veil_endpoint_tunnel_abort(ep, t->id);
+            release(t);
+            return;
+        }
+        t->up_off += taken;
+        t->up_len -= taken;
+        if (taken == 0) t->tunnel_blocked = true; /* until VEIL_EVENT_TUNNEL_WRITABLE */
+    }
+    if (t->up_len == 0) t->up_off = 0;
+    if (t->up_len == 0 && t->target_eof && !t->tunnel_finished) {
+        t->tunnel_finished = true;
+        veil_endpoint_tunnel_finish(ep, t->id);
+    }
+}
+
+/* Moves tunnel bytes to the target; shuts its write side after the tunnel's FIN. */
+static void pump_down(veil_endpoint *ep, struct tunnel *t) {
+    for (;;) {
+        while (t->down_len > 0) {
+            ssize_t n = write(t->fd, t->down + t->down_off, t->down_len);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* POLLOUT */
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                veil_endpoint_tunnel_abort(ep, t->id);
+                release(t);
+                return;
+            }
+            t->down_off += (size_t)n;
+            t->down_len -= (size_t)n;
+        }
+        t->down_off = 0;
+        if (t->tunnel_eof || !t->tunnel_readable) break;
+        size_t got = 0;
+        bool fin = false;
+        veil_result r = veil_endpoint_tunnel_recv(ep, t->id, t->down, sizeof t->down, &got, &fin);
+        if (r == VEIL_DONE) {
+            t->tunnel_readable = false;
+            break;
+        }
+        if (r < 0) { /* reset by the client: VEIL_EVENT_TUNNEL_CLOSED follows */
+            t->tunnel_readable = false;
+            break;
+        }
+        t->down_len = got;
+        if (fin) t->tunnel_eof = true;
+    }
+    if (t->tunnel_eof && t->down_len == 0 && !t->target_shut) {
+        t->target_shut = true;
+        shutdown(t->fd, SHUT_WR);
+    }
+}
+
+/* The target is readable: fill the empty up buffer, then push it. */
+static void on_target_readable(veil_endpoint *ep, struct tunnel *t) {
+    ssize_t n = read(t->fd, t->up, sizeof t->up);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n < 0) { /* reset by the target: reset the tunnel (H3_CONNECT_ERROR) */
+        veil_endpoint_tunnel_abort(ep, t->id);
+        release(t);
+        return;
+    }
+    if (n == 0) t->target_eof = true;
+    t->up_off = 0;
+    t->up_len = (size_t)n;
+    pump_up(ep, t);
+}
+
+/* ---- the engine's outputs ---------------------------------------------------------- */
+
+static void drain_events(veil_endpoint *ep, uint64_t now) {
+    veil_event ev;
+    while (veil_endpoint_poll_event(ep, &ev) == VEIL_OK) {
+        struct tunnel *t = find_tunnel(ev.tunnel);
+        switch (ev.kind) {
+        case VEIL_EVENT_TUNNEL_REQUEST:
+            on_request(ep, &ev, now);
+            break;
+        case VEIL_EVENT_TUNNEL_READABLE:
+            if (t && t->state == OPEN) {
+                t->tunnel_readable = true;
+                pump_down(ep, t);
+            }
+            break;
+        case VEIL_EVENT_TUNNEL_WRITABLE:
+            if (t && t->state == OPEN) {
+                t->tunnel_blocked = false;
+                pump_up(ep, t);
+            }
+            break;
+        case VEIL_EVENT_TUNNEL_CLOSED:
+            if (t) release(t);
+            break;
+        case VEIL_EVENT_CONNECTION_LOST:
+            fprintf(stderr, "veil-c-edge: connection %llu lost: %s\n",
+                    (unsigned long long)ev.connection, ev.text);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void drain_transmits(veil_endpoint *ep, int udp, uint64_t now) {
+    static uint8_t out[UDP_BUF];
+    veil_transmit tx;
+    while (veil_endpoint_poll_transmit(ep, now, out, sizeof out, &tx) == VEIL_OK) {
+        size_t seg = tx.segment_size ? tx.segment_size : tx.len;
+        for (size_t off = 0; off < tx.len; off += seg) {
+            size_t n = tx.len - off < seg ? tx.len - off : seg;
+            /* A full socket buffer drops the datagram: QUIC recovers, as from any loss. */
+            sendto(udp, out + off, n, 0, (struct sockaddr *)&tx.to.addr, tx.to.len);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *listen = "127.0.0.1:0";
+    veil_config *cfg = NULL;
+    veil_result r = veil_config_new(VEIL_ROLE_EDGE, &cfg);
+    if (r != VEIL_OK) die("config", r);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val) {
+            fprintf(stderr, "veil-c-edge: %s needs a value\n", arg);
+            return 2;
+        }
+        if (strcmp(arg, "--listen") == 0) listen = val;
+        else if (strcmp(arg, "--token") == 0) r = veil_config_add_token(cfg, val);
+        else if (strcmp(arg, "--allow") == 0) r = veil_config_allow_egress(cfg, val);
+        else if (strcmp(arg, "--connect-timeout-ms") == 0)
+            connect_timeout_ns = strtoull(val, NULL, 10) * 1000000ull;
+        else {
+            fprintf(stderr, "veil-c-edge: unknown option %s\n", arg);
+            return 2;
+        }
+        if (r != VEIL_OK) {
+            fprintf(stderr, "veil-c-edge: %s %s: %s\n", arg, val, veil_config_last_error(cfg));
+            return 2;
+        }
+        i++;
+    }
+
+    veil_sockaddr local;
+    if (!parse_addr(listen, &local)) {
+        fprintf(stderr, "veil-c-edge: bad --listen %s\n", listen);
+        return 2;
+    }
+    int udp = socket(local.addr.ss_family, SOCK_DGRAM, 0);
+    if (udp < 0 || set_nonblocking(udp) < 0 ||
+        bind(udp, (struct sockaddr *)&local.addr, local.len) < 0) {
+        perror("veil-c-edge: udp socket");
+        return 1;
+    }
+    int big = 4 << 20;
+    setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(udp, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    local.len = sizeof local.addr;
+    getsockname(udp, (struct sockaddr *)&local.addr, &local.len);
+
+    veil_endpoint *ep = NULL;
+    r = veil_endpoint_new(cfg, now_ns(), &ep);
+    if (r != VEIL_OK) {
+        fprintf(stderr, "veil-c-edge: endpoint: %s\n", veil_config_last_error(cfg));
+        return 1;
+    }
+    veil_config_free(cfg);
+
+    uint8_t fp[32];
+    if (veil_endpoint_certificate_fingerprint(ep, fp, sizeof fp) == VEIL_OK) {
+        printf("veil-c-edge: fingerprint sha256:");
+        for (int i = 0; i < 32; i++) printf("%02x", fp[i]);
+        printf("\n");
+    }
+    print_addr("veil-c-edge: listening on ", &local);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 0; i < MAX_TUNNELS; i++) tunnels[i].fd = -1;
+
+    static uint8_t in[UDP_BUF];
+    struct pollfd pfds[1 + MAX_TUNNELS];
+    struct tunnel *owner[1 + MAX_TUNNELS];
+    bool closing = false;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (stopping && !closing) {
+            closing = true;
+            veil_endpoint_close(ep, now, 0, (const uint8_t *)"bye", 3);
+        }
+        drain_events(ep, now);
+        drain_transmits(ep, udp, now);
+        bool closed = false;
+        if (closing && veil_endpoint_is_closed(ep, &closed) == VEIL_OK && closed) break;
+
+        /* Wait: the UDP socket, every tunnel's target socket, the engine's deadline and
+         * the earliest dial deadline. */
+        uint64_t deadline = VEIL_NO_TIMEOUT;
+        veil_endpoint_poll_timeout(ep, &deadline);
+        nfds_t n = 0;
+        pfds[n] = (struct pollfd){.fd = udp, .events = POLLIN};
+        owner[n++] = NULL;
+        for (int i = 0; i < MAX_TUNNELS; i++) {
+            struct tunnel *t = &tunnels[i];
+            short events = 0;
+            if (t->state == DIALING) {
+                events = POLLOUT;
+                if (t->dial_deadline_ns < deadline) deadline = t->dial_deadline_ns;
+            } else if (t->state == OPEN) {
+                if (t->up_len == 0 && !t->target_eof) events |= POLLIN; /* backpressure */
+                if (t->down_len > 0) events |= POLLOUT;
+            }
+            if (events) {
+                pfds[n] = (struct pollfd){.fd = t->fd, .events = events};
+                owner[n++] = t;
+            }
+        }
+        int timeout_ms = -1;
+        if (deadline != VEIL_NO_TIMEOUT)
+            timeout_ms = deadline <= now ? 0 : (int)((deadline - now + 999999) / 1000000);
+        if (closing && (timeout_ms < 0 || timeout_ms > 100)) timeout_ms = 100;
+        if (poll(pfds, n, timeout_ms) < 0 && errno != EINTR) {
+            perror("veil-c-edge: poll");
+            break;
+        }
+        now = now_ns();
+
+        if (pfds[0].revents & POLLIN) {
+            for (;;) {
+                veil_sockaddr from;
+                from.len = sizeof from.addr;
+                ssize_t got = recvfrom(udp, in, sizeof in, 0, (struct sockaddr *)&from.addr, &from.len);
+                if (got < 0) break; /* EAGAIN: drained */
+                veil_endpoint_handle_datagram(ep, now, &from, &local, in, (size_t)got);
+            }
+        }
+        for (nfds_t i = 1; i < n; i++) {
+            struct tunnel *t = owner[i];
+            if (!pfds[i].revents || t->state == FREE) continue;
+            if (t->state == DIALING) {
+                on_dialed(ep, t, false);
+            } else {
+                if (pfds[i].revents & (POLLOUT | POLLERR | POLLHUP)) pump_down(ep, t);
+                if (t->state == OPEN && (pfds[i].revents & (POLLIN | POLLERR | POLLHUP)))
+                    on_target_readable(ep, t);
+            }
+        }
+        for (int i = 0; i < MAX_TUNNELS; i++)
+            if (tunnels[i].state == DIALING && tunnels[i].dial_deadline_ns <= now)
+                on_dialed(ep, &tunnels[i], true);
+        veil_endpoint_handle_timeout(ep, now);
+    }
+
+    veil_stats stats;
+    if (veil_endpoint_stats(ep, &stats) == VEIL_OK)
+        fprintf(stderr, "veil-c-edge: %llu tunnels, %llu refused\n",
+                (unsigned long long)stats.tunnels_total, (unsigned long long)stats.tunnels_refused);
+    for (int i = 0; i < MAX_TUNNELS; i++)
+        if (tunnels[i].state != FREE) release(&tunnels[i]);
+    veil_endpoint_free(ep);
+    close(udp);
+    return 0;
+}

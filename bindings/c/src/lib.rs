@@ -1,0 +1,41 @@
+//! veil's engine through a stable C ABI.
+//!
+//! Everything a C program needs is declared in `include/veil.h`, which cbindgen generates
+//! from this crate (`tests/header.rs` fails when the committed header is stale; run it with
+//! `VEIL_BLESS_HEADER=1` to rewrite it). The header's opening comment is the contract:
+//! ownership, lifetimes, the clock, threads and result codes.
+//!
+//! Shape of the ABI, in the engine's sans-IO style:
+//!
+//! - two opaque handles, [`veil_config`] (a builder) and [`veil_endpoint`], each with a
+//!   constructor that returns a [`veil_result`] and writes the handle to an out-pointer,
+//!   and a `_free` that accepts NULL;
+//! - every other export returns a [`veil_result`]: `VEIL_OK` (0), `VEIL_DONE` (1: nothing
+//!   to report now) or a negative `VEIL_ERR_*`;
+//! - every export runs behind a panic boundary ([`panic`]): a panic becomes
+//!   `VEIL_ERR_PANIC` and poisons the endpoint, it never unwinds into C;
+//! - every pointer is checked for NULL (and alignment), every buffer for its length.
+
+// An FFI crate is made of unsafe code: each block says why it is sound (`// SAFETY:`).
+#![allow(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+// The exported names are C names (`veil_endpoint`, `VEIL_OK`), so that the Rust source and
+// the header read alike.
+#![allow(non_camel_case_types)]
+
+mod addr;
+mod clock;
+pub mod config;
+pub mod endpoint;
+pub mod event;
+pub mod panic;
+mod ptr;
+pub mod result;
+pub mod tunnel;
+
+pub use addr::veil_sockaddr;
+pub use config::{veil_config, veil_congestion_control, veil_role};
+pub use endpoint::{veil_endpoint, veil_stats, veil_transmit};
+pub use event::{veil_close_reason, veil_event, veil_event_kind, veil_refused_reason};
+pub use result::veil_result;
+pub use tunnel::{veil_refusal, veil_tunnel_kind};
