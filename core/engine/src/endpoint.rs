@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use quiche::h3;
 
 use crate::H3_CONNECT_ERROR;
-use crate::cid::{CID_LEN, new_connection_id};
+use crate::cid::{CID_LEN, CidLayout, new_connection_id};
 use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
@@ -65,6 +65,8 @@ pub struct Endpoint {
     conns: HashMap<u64, Conn>,
     /// Destination connection ID → connection.
     routes: HashMap<Vec<u8>, u64>,
+    /// Names this endpoint's core in the IDs it issues (see [`CidLayout`]).
+    pub(crate) cid_layout: Option<CidLayout>,
     tunnels: HashMap<TunnelId, Tunnel>,
     events: VecDeque<Event>,
     /// Connections that may have packets to send, each at most once.
@@ -200,6 +202,7 @@ impl Endpoint {
             role,
             conns: HashMap::new(),
             routes: HashMap::new(),
+            cid_layout: None,
             tunnels: HashMap::new(),
             events: VecDeque::new(),
             send_queue: VecDeque::new(),
@@ -720,7 +723,7 @@ impl Endpoint {
         if len < MIN_INITIAL_LEN || self.closing || self.conns.len() >= edge.max_connections {
             return None;
         }
-        let scid = new_connection_id()?;
+        let scid = new_connection_id(self.cid_layout)?;
         let quic = quiche::accept(&scid, None, meta.to, meta.from, &mut self.quic_config)
             .map_err(|error| tracing::debug!(%error, "accept failed"))
             .ok()?;
@@ -794,7 +797,7 @@ impl Endpoint {
         {
             return;
         }
-        let attempt = new_connection_id().and_then(|scid| {
+        let attempt = new_connection_id(self.cid_layout).and_then(|scid| {
             quiche::connect(
                 Some(&client.server_name),
                 &scid,

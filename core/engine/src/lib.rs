@@ -46,6 +46,7 @@ mod transmit;
 mod transport;
 mod types;
 
+pub use cid::CidLayout;
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Verify, format_fingerprint, parse_fingerprint,
