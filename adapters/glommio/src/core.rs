@@ -368,6 +368,9 @@ impl Core {
             Ok(()) => match state.endpoint.accept_tunnel(tunnel) {
                 Ok(()) => {
                     let signals = Rc::new(TunnelSignals::default());
+                    // Bytes may have come with the request, before the tunnel had signals:
+                    // look once.
+                    signals.readable.notify();
                     state.tunnels.insert(tunnel, signals.clone());
                     Some(signals)
                 }

@@ -210,30 +210,36 @@ async fn to_target(
 ) -> Result<(), Stopped> {
     let mut buf = vec![0; CHUNK];
     loop {
-        if signals.was_reset() {
-            return Err(Stopped::Tunnel);
-        }
-        let Some(Recv { len, fin }) = core.tunnel_recv(tunnel, &mut buf) else {
-            return Err(Stopped::Tunnel);
-        };
-        if len > 0 {
-            let bytes = buf.get(..len).unwrap_or_default();
-            if let Err(e) = writer.write_all(bytes).await {
-                tracing::debug!(?tunnel, error = %e, "target write failed");
-                core.tunnel_abort(tunnel);
-                return Err(Stopped::Target);
-            }
-        }
-        if fin {
-            // Half-close: the target sees EOF and may still answer.
-            let _ = writer.close().await;
-            return Ok(());
-        }
-        if len == 0 {
-            if signals.closed.get().is_some() {
+        // The engine says when the tunnel has bytes (`TunnelReadable`, edge-triggered); an
+        // accepted tunnel is not readable before its first one.
+        signals.readable.notified().await;
+        loop {
+            if signals.was_reset() {
                 return Err(Stopped::Tunnel);
             }
-            signals.readable.notified().await;
+            let Some(Recv { len, fin }) = core.tunnel_recv(tunnel, &mut buf) else {
+                if signals.closed.get().is_some() {
+                    return Err(Stopped::Tunnel);
+                }
+                // Not readable yet: wait for the engine's next word.
+                break;
+            };
+            if len > 0 {
+                let bytes = buf.get(..len).unwrap_or_default();
+                if let Err(e) = writer.write_all(bytes).await {
+                    tracing::debug!(?tunnel, error = %e, "target write failed");
+                    core.tunnel_abort(tunnel);
+                    return Err(Stopped::Target);
+                }
+            }
+            if fin {
+                // Half-close: the target sees EOF and may still answer.
+                let _ = writer.close().await;
+                return Ok(());
+            }
+            if len == 0 {
+                break;
+            }
         }
     }
 }

@@ -127,7 +127,7 @@ proptest! {
             prop_assert_eq!(layout.owner_of(scid), Some(core), "issued ID {:02x?}", scid);
         }
         // After its first Initial the client addresses the edge by an ID the edge issued:
-        // its Handshake and short-header datagrams route to the edge's core, none elsewhere.
+        // its later datagrams route to the edge's core, none elsewhere.
         let routed = seen.client_routes.iter().flatten().count();
         prop_assert!(routed > 0, "some client datagrams carried an issued ID");
         for route in seen.client_routes.iter().flatten() {

@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use std::path::Path;
+use tracing_subscriber::EnvFilter;
 
-use veil_cli::config::{Cli, Command, FileConfig, Runtime, RuntimeChoice, ServerArgs, ServerSettings};
+use veil_cli::config::{
+    Cli, Command, FileConfig, Runtime, RuntimeChoice, ServerArgs, ServerSettings,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,7 +41,10 @@ fn main() -> ExitCode {
 
 /// `veil server --runtime glommio` (flag or `[server] runtime`) runs without the tokio
 /// runtime: its cores are glommio executors of their own. `None`: not asked for.
-fn glommio_server(flags: &ServerArgs, config: Option<&Path>) -> anyhow::Result<Option<anyhow::Result<()>>> {
+fn glommio_server(
+    flags: &ServerArgs,
+    config: Option<&Path>,
+) -> anyhow::Result<Option<anyhow::Result<()>>> {
     let file = match config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
