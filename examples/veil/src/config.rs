@@ -79,7 +79,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
     /// The runtime that drives the edge [default: tokio]. `glommio` (Linux): one pinned
-    /// io_uring executor per core, each with its own socket and engine.
+    /// `io_uring` executor per core, each with its own socket and engine.
     #[arg(long, value_enum, value_name = "RUNTIME")]
     pub runtime: Option<Runtime>,
     /// With --runtime glommio: how many cores to run on [default: all available].

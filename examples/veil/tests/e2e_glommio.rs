@@ -171,7 +171,7 @@ struct CoreLine {
     forwarded_in: u64,
 }
 
-fn parse_core_line(line: &str) -> anyhow::Result<CoreLine> {
+fn parse_core_line(line: &str) -> CoreLine {
     let mut counters = CoreLine::default();
     for part in line.split(',') {
         let part = part.trim();
@@ -187,7 +187,50 @@ fn parse_core_line(line: &str) -> anyhow::Result<CoreLine> {
             counters.forwarded_in = n;
         }
     }
-    Ok(counters)
+    counters
+}
+
+/// Clients, each behind a relay and connected by a first small request, until both cores
+/// own connections.
+fn connect_clients(
+    edge: &mut Edge,
+    origin: &Origin,
+    dir: &std::path::Path,
+    issued: &Issued,
+) -> anyhow::Result<Vec<RelayedClient>> {
+    let pin = edge.pin()?.to_owned();
+    let mut clients: Vec<RelayedClient> = Vec::new();
+    while clients.len() < MAX_CLIENTS {
+        let relay = Relay::start(edge.addr(), Arc::clone(issued))?;
+        let client = Client::start(dir, relay.addr, &["--pin", &pin, "--token", TOKEN])?;
+        let socks = client.socks().to_string();
+        let probe = curl(
+            &[
+                "--socks5-hostname",
+                &socks,
+                "-o",
+                "/dev/null",
+                &origin.url("/"),
+            ],
+            TRANSFER,
+        )?;
+        ensure!(probe.status.success(), "first request: {}", probe.stderr);
+        clients.push(RelayedClient {
+            client,
+            _relay: relay,
+        });
+        if clients.len() >= FIRST_CLIENTS && connections_by_core(edge).len() == 2 {
+            break;
+        }
+    }
+    let by_core = connections_by_core(edge);
+    ensure!(
+        by_core.len() == 2,
+        "after {} clients the connections are all on one core: {by_core:?}\n{}",
+        clients.len(),
+        edge.diagnostics()
+    );
+    Ok(clients)
 }
 
 #[test]
@@ -209,42 +252,9 @@ fn a_two_core_glommio_edge_forwards_misdelivered_datagrams_to_their_owner() -> a
             "127.0.0.0/8",
         ],
     )?;
-    let pin = edge.pin()?.to_owned();
     let issued = Issued::default();
 
-    // Clients, each connected by a first small request, until both cores own connections.
-    let mut clients: Vec<RelayedClient> = Vec::new();
-    while clients.len() < MAX_CLIENTS {
-        let relay = Relay::start(edge.addr(), Arc::clone(&issued))?;
-        let client = Client::start(dir.path(), relay.addr, &["--pin", &pin, "--token", TOKEN])?;
-        let socks = client.socks().to_string();
-        let probe = curl(
-            &[
-                "--socks5-hostname",
-                &socks,
-                "-o",
-                "/dev/null",
-                &origin.url("/"),
-            ],
-            TRANSFER,
-        )?;
-        ensure!(probe.status.success(), "first request: {}", probe.stderr);
-        clients.push(RelayedClient {
-            client,
-            _relay: relay,
-        });
-        let by_core = connections_by_core(&mut edge);
-        if clients.len() >= FIRST_CLIENTS && by_core.len() == 2 {
-            break;
-        }
-    }
-    let by_core = connections_by_core(&mut edge);
-    ensure!(
-        by_core.len() == 2,
-        "after {} clients the connections are all on one core: {by_core:?}\n{}",
-        clients.len(),
-        edge.diagnostics()
-    );
+    let clients = connect_clients(&mut edge, &origin, dir.path(), &issued)?;
 
     // Every client downloads at once, while datagrams for their connections reach the
     // wrong core.
@@ -290,7 +300,7 @@ fn a_two_core_glommio_edge_forwards_misdelivered_datagrams_to_their_owner() -> a
         let line = edge
             .proc()
             .wait_for_line(&format!("veil: core {core}: "), STARTUP)?;
-        lines.push(parse_core_line(&line)?);
+        lines.push(parse_core_line(&line));
     }
     let forwarded_out: u64 = lines.iter().map(|l| l.forwarded_out).sum();
     let forwarded_in: u64 = lines.iter().map(|l| l.forwarded_in).sum();
