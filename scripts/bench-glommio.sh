@@ -68,14 +68,14 @@ wait_line() {
     exit 1
 }
 
-# Starts a client of EDGE with PIN; prints its SOCKS address; its pid goes to $DIR/last.pid.
+# Starts a client of EDGE with PIN; prints "SOCKS-ADDRESS PID".
 start_client() {
     local edge=$1 pin=$2 log
     log=$(mktemp "$DIR/client.XXXXXX")
     "$VEIL" client --edge "$edge" --pin "$pin" --token "$TOKEN" \
         --socks 127.0.0.1:0 --http 127.0.0.1:0 >"$log" 2>/dev/null &
-    echo $! >"$DIR/last.pid"
-    wait_line "$log" "veil: socks5 listening on "
+    local pid=$!
+    echo "$(wait_line "$log" "veil: socks5 listening on ") $pid"
 }
 
 now() { date +%s.%N; }
@@ -93,9 +93,11 @@ run_edge() {
 
     # Goodput: CLIENTS connections, PER_CLIENT downloads each, all at once.
     local socks=() client_pids=()
+    local started
     for _ in $(seq "$CLIENTS"); do
-        socks+=("$(start_client "$edge" "$pin")")
-        client_pids+=("$(cat "$DIR/last.pid")")
+        started=$(start_client "$edge" "$pin")
+        socks+=("${started% *}")
+        client_pids+=("${started#* }")
     done
     local start end
     start=$(now)
@@ -106,7 +108,7 @@ run_edge() {
             jobs+=($!)
         done
     done
-    local failed=0
+    local failed=0 conn_failed=0
     for job in "${jobs[@]}"; do wait "$job" || failed=$((failed + 1)); done
     end=$(now)
     kill "${client_pids[@]}" 2>/dev/null || true
@@ -118,14 +120,17 @@ run_edge() {
     local conn_jobs=()
     for _ in $(seq "$NEW_CONNS"); do
         (
-            s=$(start_client "$edge" "$pin")
-            pid=$(cat "$DIR/last.pid")
-            curl -s --noproxy '' --max-time 60 --socks5-hostname "$s" -o /dev/null "http://127.0.0.1:$PORT/"
-            kill "$pid"
+            started=$(start_client "$edge" "$pin")
+            s=${started% *}
+            pid=${started#* }
+            rc=0
+            curl -s --noproxy '' --max-time 60 --socks5-hostname "$s" -o /dev/null "http://127.0.0.1:$PORT/" || rc=$?
+            kill "$pid" 2>/dev/null || true
+            exit "$rc"
         ) &
         conn_jobs+=($!)
     done
-    for job in "${conn_jobs[@]}"; do wait "$job" || failed=$((failed + 1)); done
+    for job in "${conn_jobs[@]}"; do wait "$job" || conn_failed=$((conn_failed + 1)); done
     end=$(now)
     local rate
     rate=$(python3 -c "print(f'{$NEW_CONNS/($end-$start):.1f}')")
@@ -133,9 +138,9 @@ run_edge() {
     kill -TERM "$edge_pid"
     wait "$edge_pid" || true
     local forwarded
-    forwarded=$(grep -o 'forwarded out [0-9]*' "$log" | awk '{s+=$3} END {print s+0}')
-    printf '%-16s goodput %6s Mbit/s   new connections %6s /s   failed %d   forwarded %s\n' \
-        "$label" "$goodput" "$rate" "$failed" "$forwarded"
+    forwarded=$( (grep -o 'forwarded out [0-9]*' "$log" || true) | awk '{s+=$3} END {print s+0}')
+    printf '%-16s goodput %6s Mbit/s (failed %d)   new connections %6s /s (failed %d)   forwarded %s\n' \
+        "$label" "$goodput" "$failed" "$rate" "$conn_failed" "$forwarded"
 }
 
 echo "veil bench-glommio: $CLIENTS clients x $PER_CLIENT downloads of $SIZE_MIB MiB; $NEW_CONNS new connections; $(nproc) CPUs shared with the load"
