@@ -10,8 +10,9 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 /// The least I/O memory glommio gives an executor (it rounds smaller requests up).
 pub(crate) const MIN_IO_MEMORY: u64 = 64 * 1024;
 
-/// Locked memory an executor needs beside its I/O memory (ring bookkeeping, measured with
-/// room to spare).
+/// An allowance per executor beside its I/O memory for what else the kernel may count (ring
+/// bookkeeping on kernels that charge it to `RLIMIT_MEMLOCK`); an estimate, not measured
+/// per kernel. Two cores start within 8 MiB here (kernel 6.18).
 pub(crate) const PER_CORE_OVERHEAD: u64 = 256 * 1024;
 
 /// `RLIMIT_MEMLOCK` is too small for this many cores.
