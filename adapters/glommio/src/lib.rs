@@ -171,7 +171,7 @@ impl std::error::Error for StartError {
         match self {
             Self::Bind { source, .. } => Some(source),
             Self::Config(e) => Some(e),
-            Self::Memlock(e) => Some(e),
+            // Its message is the whole story; a chain would repeat it.
             _ => None,
         }
     }
