@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use quiche::h3;
 
 use crate::H3_CONNECT_ERROR;
-use crate::cid::{CID_LEN, new_connection_id};
+use crate::cid::{CID_LEN, CidLayout, new_connection_id};
 use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
@@ -71,6 +71,8 @@ pub struct Endpoint {
     conns: HashMap<u64, Conn>,
     /// Destination connection ID → connection.
     routes: HashMap<Vec<u8>, u64>,
+    /// Names this endpoint's core in the IDs it issues (see [`CidLayout`]).
+    pub(crate) cid_layout: Option<CidLayout>,
     tunnels: HashMap<TunnelId, Tunnel>,
     events: VecDeque<Event>,
     /// Connections that may have packets to send, each at most once.
@@ -230,6 +232,7 @@ impl Endpoint {
             role,
             conns: HashMap::new(),
             routes: HashMap::new(),
+            cid_layout: None,
             tunnels: HashMap::new(),
             events: VecDeque::new(),
             send_queue: VecDeque::new(),
@@ -822,7 +825,7 @@ impl Endpoint {
         if len < MIN_INITIAL_LEN || self.closing || self.conns.len() >= edge.max_connections {
             return None;
         }
-        let scid = new_connection_id()?;
+        let scid = new_connection_id(self.cid_layout)?;
         // The token goes to the client in the transport parameters of this connection.
         self.quic_config
             .set_stateless_reset_token(Some(reset.token(&scid)?));
@@ -900,7 +903,7 @@ impl Endpoint {
         {
             return;
         }
-        let attempt = new_connection_id().and_then(|scid| {
+        let attempt = new_connection_id(self.cid_layout).and_then(|scid| {
             tls::connect(
                 &client.server_name,
                 &scid,

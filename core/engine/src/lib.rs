@@ -61,6 +61,7 @@ mod transport;
 mod types;
 mod udp;
 
+pub use cid::CidLayout;
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Verify, format_fingerprint, parse_fingerprint,

@@ -74,6 +74,30 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     })
 }
 
+impl EdgeConfig {
+    /// Fills a missing certificate and key with a fresh self-signed certificate, as PEM
+    /// text, so that several endpoints built from this configuration (one per core of a
+    /// thread-per-core edge) serve one certificate and one fingerprint. A configuration
+    /// with a certificate is returned as it is.
+    pub fn with_shared_self_signed(mut self) -> Result<Self, ConfigError> {
+        if self.cert.is_none() && self.key.is_none() {
+            let failed = tls_error("self-signed certificate PEM");
+            let (chain, key) = self_signed(&self.self_signed_names)?;
+            let mut cert = Vec::new();
+            for x509 in &chain {
+                cert.extend(x509.to_pem().map_err(&failed)?);
+            }
+            let key = key.private_key_to_pem_pkcs8().map_err(&failed)?;
+            let text = |pem: Vec<u8>| {
+                String::from_utf8(pem).map_err(|_| ConfigError::InvalidPem { what: "cert" })
+            };
+            self.cert = Some(Pem::Text(text(cert)?));
+            self.key = Some(Pem::Text(text(key)?));
+        }
+        Ok(self)
+    }
+}
+
 /// Builds the client's context for the configured verification.
 pub(crate) fn client_context(verify: &Verify) -> Result<SslContextBuilder, ConfigError> {
     let mut builder = new_builder()?;
@@ -286,6 +310,22 @@ mod tests {
         assert_ne!(
             tls.fingerprint,
             edge_context(&config).expect("again").fingerprint
+        );
+    }
+
+    #[test]
+    fn a_shared_self_signed_certificate_gives_every_endpoint_one_fingerprint() {
+        let shared = EdgeConfig::default()
+            .with_shared_self_signed()
+            .expect("certificate");
+        assert!(matches!(shared.cert, Some(Pem::Text(_))));
+        let first = edge_context(&shared).expect("first core").fingerprint;
+        let second = edge_context(&shared).expect("second core").fingerprint;
+        assert_eq!(first, second);
+        // A configured certificate is kept as it is.
+        assert_eq!(
+            shared.clone().with_shared_self_signed().expect("kept"),
+            shared
         );
     }
 

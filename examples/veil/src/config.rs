@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use veil_engine::{Host, Name, QuicConfig, Secret, TunnelTarget};
 
@@ -49,7 +49,7 @@ pub enum Command {
 }
 
 /// Flags of `veil server`.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServerArgs {
     /// UDP address to listen on [default: 0.0.0.0:4433]. Port 0 picks a free port; the
     /// bound address is printed as `veil: edge listening on ADDR`.
@@ -84,6 +84,48 @@ pub struct ServerArgs {
     /// /.well-known/masque/udp/{target_host}/{target_port}/]. Clients must use the same.
     #[arg(long, value_name = "TEMPLATE")]
     pub udp_template: Option<String>,
+    /// The runtime that drives the edge [default: tokio]. `glommio` (Linux): one pinned
+    /// `io_uring` executor per core, each with its own socket and engine.
+    #[arg(long, value_enum, value_name = "RUNTIME")]
+    pub runtime: Option<Runtime>,
+    /// With --runtime glommio: how many cores to run on [default: all available].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+}
+
+/// The runtime of `veil server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    /// tokio, multi-threaded, one socket (veil-tokio).
+    #[default]
+    Tokio,
+    /// glommio, thread-per-core, one socket per core (veil-glommio, Linux only).
+    Glommio,
+}
+
+/// Which runtime `veil server` runs on, and on how many cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeChoice {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// glommio: cores to run on (`None`: all available).
+    pub cores: Option<usize>,
+}
+
+impl RuntimeChoice {
+    /// Merges the flags over the file; `--cores` only goes with glommio.
+    pub fn merge(flags: &ServerArgs, file: &ServerFile) -> anyhow::Result<Self> {
+        let runtime = flags.runtime.or(file.runtime).unwrap_or_default();
+        let cores = flags.cores.or(file.cores);
+        if cores.is_some() && runtime != Runtime::Glommio {
+            bail!("--cores goes with --runtime glommio");
+        }
+        if cores == Some(0) {
+            bail!("--cores must be at least 1");
+        }
+        Ok(Self { runtime, cores })
+    }
 }
 
 /// Flags of `veil client`.
@@ -175,6 +217,8 @@ pub struct ServerFile {
     pub connect_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub udp_template: Option<String>,
+    pub runtime: Option<Runtime>,
+    pub cores: Option<usize>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -763,6 +807,35 @@ mod tests {
             panic!("server subcommand expected");
         };
         assert_eq!(args.tokens, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_runtime_comes_from_flags_or_file_and_cores_need_glommio() {
+        let cli = Cli::try_parse_from(["veil", "server", "--runtime", "glommio", "--cores", "2"])
+            .expect("parses");
+        let Command::Server(flags) = cli.command else {
+            panic!("server subcommand expected");
+        };
+        let choice = RuntimeChoice::merge(&flags, &ServerFile::default()).expect("valid");
+        assert_eq!(
+            choice,
+            RuntimeChoice {
+                runtime: Runtime::Glommio,
+                cores: Some(2)
+            }
+        );
+        let file = FileConfig::parse("[server]\nruntime = \"glommio\"\ncores = 1\n").expect("toml");
+        let choice = RuntimeChoice::merge(&ServerArgs::default(), &file.server).expect("valid");
+        assert_eq!(choice.runtime, Runtime::Glommio);
+        assert_eq!(choice.cores, Some(1));
+        let default = RuntimeChoice::merge(&ServerArgs::default(), &ServerFile::default());
+        assert_eq!(default.expect("valid").runtime, Runtime::Tokio);
+        let flags = ServerArgs {
+            cores: Some(2),
+            ..ServerArgs::default()
+        };
+        let error = RuntimeChoice::merge(&flags, &ServerFile::default()).expect_err("tokio");
+        assert!(error.to_string().contains("--runtime glommio"));
     }
 
     #[test]

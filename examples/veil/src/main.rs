@@ -3,8 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::path::Path;
 use tracing_subscriber::EnvFilter;
-use veil_cli::config::Cli;
+
+use veil_cli::config::{
+    Cli, Command, FileConfig, Runtime, RuntimeChoice, ServerArgs, ServerSettings,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +19,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Server(flags) = &cli.command {
+        match glommio_server(flags, cli.config.as_deref()) {
+            Ok(None) => {}
+            Ok(Some(result)) => return exit(result),
+            Err(e) => return exit(Err(e)),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,7 +36,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(veil_cli::run(cli)) {
+    exit(runtime.block_on(veil_cli::run(cli)))
+}
+
+/// `veil server --runtime glommio` (flag or `[server] runtime`) runs without the tokio
+/// runtime: its cores are glommio executors of their own. `None`: not asked for.
+fn glommio_server(
+    flags: &ServerArgs,
+    config: Option<&Path>,
+) -> anyhow::Result<Option<anyhow::Result<()>>> {
+    let file = match config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let choice = RuntimeChoice::merge(flags, &file.server)?;
+    if choice.runtime != Runtime::Glommio {
+        return Ok(None);
+    }
+    let settings = ServerSettings::merge(flags.clone(), file.server, file.quic)?;
+    Ok(Some(veil_cli::run::server_glommio(&settings, choice.cores)))
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("veil: {e:#}");

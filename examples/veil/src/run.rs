@@ -24,24 +24,7 @@ pub struct RunningEdge {
 impl RunningEdge {
     /// Binds and starts an edge.
     pub fn start(settings: &ServerSettings) -> anyhow::Result<Self> {
-        let (cert, key) = match &settings.cert_key {
-            Some((cert, key)) => (Some(Pem::Path(cert.clone())), Some(Pem::Path(key.clone()))),
-            None => (None, None),
-        };
-        let mut edge = EdgeConfig {
-            cert,
-            key,
-            tokens: settings.tokens.clone(),
-            egress_allow: settings.allow_targets.clone(),
-            ..EdgeConfig::default()
-        };
-        if let Some(template) = &settings.udp_template {
-            edge.udp_path_template.clone_from(template);
-        }
-        let config = Config {
-            role: RoleConfig::Edge(edge),
-            quic: settings.quic.clone(),
-        };
+        let config = edge_config(settings);
         let options = Options {
             connect_timeout: settings.connect_timeout,
             ..Options::default()
@@ -87,6 +70,28 @@ impl RunningEdge {
         let stats = self.node.shutdown(self.drain).await?;
         tracing::info!(?stats, "edge stopped");
         Ok(())
+    }
+}
+
+/// The engine configuration of an edge, the same for every runtime.
+fn edge_config(settings: &ServerSettings) -> Config {
+    let (cert, key) = match &settings.cert_key {
+        Some((cert, key)) => (Some(Pem::Path(cert.clone())), Some(Pem::Path(key.clone()))),
+        None => (None, None),
+    };
+    let mut edge = EdgeConfig {
+        cert,
+        key,
+        tokens: settings.tokens.clone(),
+        egress_allow: settings.allow_targets.clone(),
+        ..EdgeConfig::default()
+    };
+    if let Some(template) = &settings.udp_template {
+        edge.udp_path_template.clone_from(template);
+    }
+    Config {
+        role: RoleConfig::Edge(edge),
+        quic: settings.quic.clone(),
     }
 }
 
@@ -243,6 +248,58 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
     veil_tokio::shutdown_signal().await?;
     println!("veil: shutting down");
     client.shutdown().await
+}
+
+/// `veil server --runtime glommio`: a thread-per-core edge (veil-glommio) on `cores` cores
+/// (all available if `None`). Blocks until SIGINT or SIGTERM, drains, then prints one
+/// `veil: core N: ...` line of counters per core.
+#[cfg(target_os = "linux")]
+pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
+    let options = veil_glommio::Options {
+        connect_timeout: settings.connect_timeout,
+        cores: cores.unwrap_or_else(veil_glommio::available_cores),
+        ..veil_glommio::Options::default()
+    };
+    let edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
+    println!("veil: edge listening on {}", edge.local_addr());
+    println!("veil: glommio on {} cores", edge.cores());
+    if let (None, Some(fingerprint)) = (&settings.cert_key, edge.certificate_fingerprint()) {
+        println!(
+            "veil: self-signed certificate fingerprint {}",
+            format_pin(&fingerprint)
+        );
+    }
+    // The cores run on their own threads; this thread only waits for the signal.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(veil_tokio::shutdown_signal())?;
+    println!("veil: shutting down");
+    let stats = edge.shutdown(settings.drain)?;
+    for core in &stats {
+        println!("{}", core_line(core));
+    }
+    Ok(())
+}
+
+/// The counters of one glommio core, as `veil server --runtime glommio` prints them.
+#[cfg(target_os = "linux")]
+pub fn core_line(core: &veil_glommio::CoreStats) -> String {
+    format!(
+        "veil: core {}: connections {}, tunnels {}, forwarded out {}, forwarded in {}, forward dropped {}",
+        core.core,
+        core.endpoint.connections_total,
+        core.endpoint.tunnels_total,
+        core.forwarded_out,
+        core.forwarded_in,
+        core.forward_dropped
+    )
+}
+
+/// `veil server --runtime glommio` off Linux: glommio needs `io_uring`.
+#[cfg(not(target_os = "linux"))]
+pub fn server_glommio(_settings: &ServerSettings, _cores: Option<usize>) -> anyhow::Result<()> {
+    anyhow::bail!("--runtime glommio needs Linux (io_uring)")
 }
 
 #[cfg(test)]

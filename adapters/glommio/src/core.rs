@@ -1,0 +1,497 @@
+//! One core of the edge: its [`Endpoint`], its UDP socket, its dials and relays, all on one
+//! glommio executor and nothing shared with other cores but the forwarding channels.
+//!
+//! Tasks of a core:
+//!
+//! - **intake**: reads the socket; a datagram whose connection ID names another core goes
+//!   to that core over the channel mesh, any other is fed to the local endpoint;
+//! - **forwarded intake**, one per peer core: feeds what the peers forwarded;
+//! - **driver** (the core's main future): the engine's loop — drain `poll_transmit` and
+//!   `poll_event`, re-arm the timer from `poll_timeout`, wait for work, the timer or a
+//!   shutdown phase's deadline;
+//! - a **dial** per tunnel request and a **relay** per accepted tunnel (see
+//!   [`crate::tunnel`]).
+//!
+//! Tasks of one core share its state through `Rc<RefCell<..>>`: glommio runs them on one
+//! thread, a borrow never crosses an `.await`, and every task that feeds the endpoint
+//! notifies the driver, which flushes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::channels::channel_mesh::{FullMesh, Senders};
+use glommio::net::UdpSocket;
+use tokio::sync::watch;
+use veil_engine::{CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, TunnelId};
+
+use crate::signal::Signal;
+use crate::tunnel::{self, TunnelSignals};
+use crate::{CoreStats, Options};
+
+/// Largest UDP datagram read or sent.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A datagram one core received for a connection another core owns.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// What a core needs to start (all `Send`, handed over from the thread that starts the
+/// edge).
+pub(crate) struct CoreSetup {
+    pub(crate) config: Config,
+    pub(crate) socket: socket2::Socket,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) mesh: FullMesh<Forwarded>,
+    pub(crate) stop: watch::Receiver<Option<Duration>>,
+    pub(crate) options: Options,
+}
+
+/// Where shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new tunnels; open ones run until they end or `until`.
+    Draining {
+        until: Instant,
+    },
+    /// `Endpoint::close` was called; wait for the connections to drain until `until`.
+    Closing {
+        until: Instant,
+    },
+}
+
+/// The mutable part of a core, borrowed by its tasks between awaits.
+pub(crate) struct State {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
+    dialing: usize,
+    phase: Phase,
+}
+
+/// One core: shared by its tasks through `Rc`.
+pub(crate) struct Core {
+    pub(crate) state: RefCell<State>,
+    /// Notified whenever the endpoint got input and may have something to send.
+    pub(crate) work: Signal,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    layout: CidLayout,
+    senders: Senders<Forwarded>,
+    pub(crate) options: Options,
+    forwarded_out: Cell<u64>,
+    forwarded_in: Cell<u64>,
+    forward_dropped: Cell<u64>,
+    send_errors: Cell<u64>,
+    /// The socket failed; the driver stops with this error.
+    failure: RefCell<Option<io::Error>>,
+}
+
+/// Runs one core until shutdown completes or its socket fails.
+pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
+    let CoreSetup {
+        config,
+        socket,
+        local_addr,
+        mesh,
+        stop,
+        options,
+    } = setup;
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| io::Error::other(format!("cannot join the cores' channel mesh: {e}")))?;
+    let index = u16::try_from(senders.peer_id()).map_err(io::Error::other)?;
+    let cores = u16::try_from(senders.nr_consumers()).map_err(io::Error::other)?;
+    let layout = CidLayout::new(index, cores)
+        .ok_or_else(|| io::Error::other("mesh index beyond the number of cores"))?;
+    let endpoint = Endpoint::new(config, Instant::now())
+        .map_err(io::Error::other)?
+        .with_cid_layout(layout);
+    let core = Rc::new(Core {
+        state: RefCell::new(State {
+            endpoint,
+            tunnels: HashMap::new(),
+            dialing: 0,
+            phase: Phase::Running,
+        }),
+        work: Signal::default(),
+        socket: UdpSocket::from(socket),
+        local_addr,
+        layout,
+        senders,
+        options,
+        forwarded_out: Cell::new(0),
+        forwarded_in: Cell::new(0),
+        forward_dropped: Cell::new(0),
+        send_errors: Cell::new(0),
+        failure: RefCell::new(None),
+    });
+    tracing::debug!(core = index, cores, %local_addr, "core started");
+
+    glommio::spawn_local(intake(core.clone())).detach();
+    for (_peer, receiver) in receivers.streams() {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            while let Some(forwarded) = receiver.recv().await {
+                core.forwarded_in.set(core.forwarded_in.get() + 1);
+                let Forwarded { from, mut bytes } = forwarded;
+                core.feed(from, &mut bytes);
+            }
+        })
+        .detach();
+    }
+    glommio::spawn_local(watch_stop(core.clone(), stop)).detach();
+
+    let result = drive(&core).await;
+    // Peers may still forward to us while they drain; closing makes their sends fail
+    // (counted as dropped there) rather than wait.
+    core.senders.close();
+    result.map(|()| core.stats())
+}
+
+/// Reads the socket: forwards datagrams of other cores' connections, feeds the rest.
+async fn intake(core: Rc<Core>) {
+    let mut buf = vec![0; MAX_DATAGRAM].into_boxed_slice();
+    loop {
+        let (len, from) = match core.socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::error!(core = core.layout.core(), error = %e, "UDP receive failed");
+                *core.failure.borrow_mut() = Some(e.into());
+                core.work.notify();
+                return;
+            }
+        };
+        let Some(datagram) = buf.get_mut(..len) else {
+            continue;
+        };
+        match core.layout.owner_of_datagram(datagram) {
+            Some(owner) if owner != core.layout.core() => core.forward(owner, from, datagram),
+            _ => core.feed(from, datagram),
+        }
+    }
+}
+
+/// Turns the stop request into the draining phase.
+async fn watch_stop(core: Rc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
+    let drain = loop {
+        if let Some(drain) = *stop.borrow_and_update() {
+            break drain;
+        }
+        if stop.changed().await.is_err() {
+            // The edge's handle is gone without a shutdown: stop at once.
+            break Duration::ZERO;
+        }
+    };
+    let mut state = core.state.borrow_mut();
+    if state.phase == Phase::Running {
+        tracing::debug!(
+            core = core.layout.core(),
+            ?drain,
+            tunnels = state.tunnels.len(),
+            "draining"
+        );
+        state.phase = Phase::Draining {
+            until: Instant::now() + drain,
+        };
+    }
+    drop(state);
+    core.work.notify();
+}
+
+/// The engine's loop, until shutdown completes.
+async fn drive(core: &Rc<Core>) -> io::Result<()> {
+    let mut send_buf = vec![0; MAX_DATAGRAM].into_boxed_slice();
+    loop {
+        core.flush(&mut send_buf).await;
+        if let Some(e) = core.failure.borrow_mut().take() {
+            return Err(e);
+        }
+        if core.advance_phase() {
+            core.flush(&mut send_buf).await;
+            return Ok(());
+        }
+        let deadline = core.deadline();
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                    true
+                }
+                None => future::pending().await,
+            }
+        };
+        let fired = future::or(timer, async {
+            core.work.notified().await;
+            false
+        })
+        .await;
+        if fired {
+            core.state
+                .borrow_mut()
+                .endpoint
+                .handle_timeout(Instant::now());
+        }
+    }
+}
+
+impl Core {
+    /// Feeds one datagram this core owns to its endpoint.
+    fn feed(&self, from: SocketAddr, datagram: &mut [u8]) {
+        let meta = RecvMeta {
+            from,
+            to: self.local_addr,
+        };
+        self.state
+            .borrow_mut()
+            .endpoint
+            .handle_datagram(Instant::now(), meta, datagram);
+        self.work.notify();
+    }
+
+    /// Hands a datagram to the core that owns its connection. A full queue drops it (the
+    /// peer's loss recovery resends), counted.
+    fn forward(&self, owner: u16, from: SocketAddr, datagram: &[u8]) {
+        let message = Forwarded {
+            from,
+            bytes: datagram.to_vec(),
+        };
+        match self.senders.try_send_to(usize::from(owner), message) {
+            Ok(()) => self.forwarded_out.set(self.forwarded_out.get() + 1),
+            Err(_) => self.forward_dropped.set(self.forward_dropped.get() + 1),
+        }
+    }
+
+    /// Sends what the engine has to send and handles its events, until it has nothing.
+    async fn flush(self: &Rc<Self>, send_buf: &mut [u8]) {
+        loop {
+            let mut progressed = false;
+            loop {
+                let transmit = self
+                    .state
+                    .borrow_mut()
+                    .endpoint
+                    .poll_transmit(Instant::now(), send_buf);
+                let Some(transmit) = transmit else { break };
+                progressed = true;
+                let contents = send_buf.get(..transmit.len).unwrap_or_default();
+                // No GSO through glommio's socket: send each segment on its own.
+                let segment = transmit.segment_size.unwrap_or(transmit.len).max(1);
+                for datagram in contents.chunks(segment) {
+                    if let Err(e) = self.socket.send_to(datagram, transmit.to).await {
+                        // ICMP errors of earlier sends and the like: the datagram is lost,
+                        // QUIC recovers.
+                        self.send_errors.set(self.send_errors.get() + 1);
+                        tracing::debug!(to = %transmit.to, error = %e, "UDP send failed");
+                    }
+                }
+            }
+            loop {
+                let event = self.state.borrow_mut().endpoint.poll_event();
+                let Some(event) = event else { break };
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_event(self: &Rc<Self>, event: Event) {
+        let core = self.layout.core();
+        match event {
+            Event::ConnectionEstablished { connection, peer } => {
+                tracing::info!(core, ?connection, %peer, "QUIC connection established");
+            }
+            Event::ConnectionLost { connection, reason } => {
+                tracing::info!(core, ?connection, %reason, "QUIC connection closed");
+            }
+            Event::TunnelRequest {
+                tunnel,
+                target,
+                client,
+            } => {
+                let mut state = self.state.borrow_mut();
+                if state.phase != Phase::Running {
+                    // The edge is going away; 503 tells the client to try elsewhere.
+                    refuse(&mut state.endpoint, tunnel, Refusal::ConnectionLimit);
+                    return;
+                }
+                state.dialing += 1;
+                drop(state);
+                tracing::debug!(core, ?tunnel, %target, peer = %client.peer, "tunnel requested");
+                glommio::spawn_local(tunnel::dial_and_relay(self.clone(), tunnel, target)).detach();
+            }
+            Event::TunnelReadable { tunnel } => {
+                if let Some(signals) = self.state.borrow().tunnels.get(&tunnel) {
+                    signals.readable.notify();
+                }
+            }
+            Event::TunnelWritable { tunnel } => {
+                if let Some(signals) = self.state.borrow().tunnels.get(&tunnel) {
+                    signals.writable.notify();
+                }
+            }
+            Event::TunnelClosed { tunnel, reason } => {
+                tracing::debug!(core, ?tunnel, ?reason, "tunnel closed");
+                let signals = self.state.borrow_mut().tunnels.remove(&tunnel);
+                if let Some(signals) = signals {
+                    signals.close(reason == veil_engine::CloseReason::Finished);
+                }
+            }
+            other => tracing::debug!(core, event = ?other, "unhandled engine event"),
+        }
+    }
+
+    /// A dial ended: accept the tunnel (and return its signals) or refuse it.
+    pub(crate) fn dialed(
+        &self,
+        tunnel: TunnelId,
+        result: Result<(), Refusal>,
+    ) -> Option<Rc<TunnelSignals>> {
+        let mut state = self.state.borrow_mut();
+        state.dialing = state.dialing.saturating_sub(1);
+        let outcome = match result {
+            Err(refusal) => {
+                refuse(&mut state.endpoint, tunnel, refusal);
+                None
+            }
+            Ok(()) => match state.endpoint.accept_tunnel(tunnel) {
+                Ok(()) => {
+                    let signals = Rc::new(TunnelSignals::default());
+                    // Bytes may have come with the request, before the tunnel had signals:
+                    // look once.
+                    signals.readable.notify();
+                    state.tunnels.insert(tunnel, signals.clone());
+                    Some(signals)
+                }
+                Err(e) => {
+                    // The client gave up (reset the stream) while we dialled.
+                    tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");
+                    None
+                }
+            },
+        };
+        drop(state);
+        self.work.notify();
+        outcome
+    }
+
+    /// Whether the engine's egress policy allows `addr` (the first allowed one is dialled).
+    pub(crate) fn egress_allowed(&self, addr: SocketAddr) -> bool {
+        self.state.borrow().endpoint.check_egress(addr.ip()).is_ok()
+    }
+
+    /// Reads what the engine has for `tunnel` into `out`.
+    pub(crate) fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {
+        let received = self.state.borrow_mut().endpoint.tunnel_recv(tunnel, out);
+        self.work.notify();
+        received
+            .map_err(|e| tracing::debug!(?tunnel, error = %e, "tunnel recv failed"))
+            .ok()
+    }
+
+    /// Offers bytes to the engine; how many it took, `None` if the tunnel is gone.
+    pub(crate) fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
+        let sent = self.state.borrow_mut().endpoint.tunnel_send(tunnel, data);
+        self.work.notify();
+        sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "tunnel send failed"))
+            .ok()
+    }
+
+    /// Sends FIN on the tunnel (the target finished).
+    pub(crate) fn tunnel_finish(&self, tunnel: TunnelId) {
+        if let Err(e) = self.state.borrow_mut().endpoint.tunnel_finish(tunnel) {
+            tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
+        }
+        self.work.notify();
+    }
+
+    /// Resets the tunnel both ways (the target failed) and forgets it.
+    pub(crate) fn tunnel_abort(&self, tunnel: TunnelId) {
+        let mut state = self.state.borrow_mut();
+        if let Err(e) = state.endpoint.tunnel_abort(tunnel) {
+            tracing::debug!(?tunnel, error = %e, "aborting a tunnel failed");
+        }
+        if let Some(signals) = state.tunnels.remove(&tunnel) {
+            signals.close(false);
+        }
+        drop(state);
+        self.work.notify();
+    }
+
+    /// The earliest of the engine's timer and the shutdown phase's deadline.
+    fn deadline(&self) -> Option<Instant> {
+        let state = self.state.borrow();
+        let phase = match state.phase {
+            Phase::Running => None,
+            Phase::Draining { until } | Phase::Closing { until } => Some(until),
+        };
+        match (state.endpoint.poll_timeout(), phase) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves shutdown along; true when the core should stop.
+    fn advance_phase(&self) -> bool {
+        let now = Instant::now();
+        let mut state = self.state.borrow_mut();
+        match state.phase {
+            Phase::Running => false,
+            Phase::Draining { until } => {
+                let idle = state.tunnels.is_empty() && state.dialing == 0;
+                if idle || now >= until {
+                    if !state.tunnels.is_empty() {
+                        tracing::info!(
+                            core = self.layout.core(),
+                            tunnels = state.tunnels.len(),
+                            "drain deadline passed; resetting tunnels"
+                        );
+                    }
+                    let open: Vec<TunnelId> = state.tunnels.keys().copied().collect();
+                    for tunnel in open {
+                        let _ = state.endpoint.tunnel_abort(tunnel);
+                        if let Some(signals) = state.tunnels.remove(&tunnel) {
+                            signals.close(false);
+                        }
+                    }
+                    state
+                        .endpoint
+                        .close(now, self.options.close_code, b"shutting down");
+                    state.phase = Phase::Closing {
+                        until: now + self.options.close_grace,
+                    };
+                }
+                false
+            }
+            Phase::Closing { until } => state.endpoint.is_closed() || now >= until,
+        }
+    }
+
+    fn stats(&self) -> CoreStats {
+        CoreStats {
+            core: self.layout.core(),
+            endpoint: self.state.borrow().endpoint.stats(),
+            forwarded_out: self.forwarded_out.get(),
+            forwarded_in: self.forwarded_in.get(),
+            forward_dropped: self.forward_dropped.get(),
+            send_errors: self.send_errors.get(),
+        }
+    }
+}
+
+fn refuse(endpoint: &mut Endpoint, tunnel: TunnelId, refusal: Refusal) {
+    if let Err(e) = endpoint.refuse_tunnel(tunnel, refusal) {
+        tracing::debug!(?tunnel, error = %e, "refusing a tunnel failed");
+    }
+}

@@ -1,0 +1,403 @@
+//! veil on glommio: a thread-per-core edge for the sans-IO [`veil_engine::Endpoint`]
+//! (Linux only: glommio runs on `io_uring`).
+//!
+//! [`Edge::start`] runs one glommio executor pinned to each of N cores. Every core has its
+//! own [`Endpoint`](veil_engine::Endpoint), its own UDP socket bound with `SO_REUSEPORT` to
+//! the listen address, its own TCP dials (with a connect timeout) and relays; nothing is
+//! shared on the hot path.
+//!
+//! - The kernel spreads datagrams over the sockets by 4-tuple. A client's first Initial
+//!   makes the core that received it the connection's owner, and that core issues every
+//!   connection ID of the connection with its number in it ([`veil_engine::CidLayout`]).
+//! - When a peer's address changes (NAT rebinding, migration), its datagrams may reach
+//!   another core; that core reads the owner from the destination connection ID and
+//!   forwards the datagram over glommio's channel mesh ([`CoreStats::forwarded_out`]).
+//! - Authentication, egress policy and every other decision are the engine's, exactly as
+//!   on veil-tokio.
+//! - [`Edge::shutdown`] stops new tunnels on every core, lets open ones drain until a
+//!   deadline, resets the rest, closes QUIC with an error code, and returns each core's
+//!   counters.
+//!
+//! `io_uring` registers memory that counts against `RLIMIT_MEMLOCK`; the edge raises the soft
+//! limit to the hard one and sizes each core's share to fit, or fails with a message that
+//! says what to raise ([`MemlockError`]).
+//!
+//! ```no_run
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use veil_engine::{Config, EdgeConfig};
+//! use veil_glommio::{Edge, Options};
+//!
+//! let edge = Edge::start(
+//!     Config::edge(EdgeConfig::default()),
+//!     "127.0.0.1:4433".parse()?,
+//!     Options { cores: 2, ..Options::default() },
+//! )?;
+//! // … until SIGTERM …
+//! for core in edge.shutdown(std::time::Duration::from_secs(5))? {
+//!     println!("core {}: forwarded {}", core.core, core.forwarded_out);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg(target_os = "linux")]
+
+mod core;
+mod memlock;
+mod signal;
+mod tunnel;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use tokio::sync::watch;
+use veil_engine::{Config, ConfigError, Endpoint, EndpointStats, RoleConfig};
+
+pub use memlock::MemlockError;
+
+use crate::core::CoreSetup;
+
+/// HTTP/3 `H3_NO_ERROR`, the default code of a graceful close.
+//# RFC 9114 §8.1: "H3_NO_ERROR (0x0100): No error. This is used when the connection or
+//# stream needs to be closed, but there is no error to signal."
+pub const H3_NO_ERROR: u64 = 0x0100;
+
+/// Settings of the glommio side, beside the engine's [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Cores to run on, one executor pinned to each (at most the CPUs available to the
+    /// process and `u16::MAX`).
+    pub cores: usize,
+    /// How long resolving a target, and then connecting to it, may take each.
+    pub connect_timeout: Duration,
+    /// Application error code of the `CONNECTION_CLOSE` sent at shutdown.
+    pub close_code: u64,
+    /// How long connections may take to drain after the close, at most.
+    pub close_grace: Duration,
+    /// `io_uring` I/O memory wanted per core, in bytes; less is used when `RLIMIT_MEMLOCK`
+    /// is lower. glommio uses it for file I/O, which the edge does not do.
+    pub io_memory: u64,
+    /// Datagrams that may wait in each core-to-core forwarding channel; more are dropped
+    /// and counted ([`CoreStats::forward_dropped`]).
+    pub forward_queue: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cores: available_cores(),
+            connect_timeout: Duration::from_secs(10),
+            close_code: H3_NO_ERROR,
+            close_grace: Duration::from_secs(2),
+            io_memory: 512 * 1024,
+            forward_queue: 1024,
+        }
+    }
+}
+
+/// The CPUs this process may run on (at least 1).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One core's counters at shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// The core's number, the one its connection IDs carry.
+    pub core: u16,
+    /// Its endpoint's counters (connections it owned, tunnels, datagrams).
+    pub endpoint: EndpointStats,
+    /// Datagrams it received for connections of other cores and forwarded to them.
+    pub forwarded_out: u64,
+    /// Datagrams other cores forwarded to it.
+    pub forwarded_in: u64,
+    /// Datagrams it could not forward (the owner's queue was full or closed).
+    pub forward_dropped: u64,
+    /// UDP sends that failed (the datagram was lost; QUIC resends).
+    pub send_errors: u64,
+}
+
+/// Why an [`Edge`] did not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is not an edge's.
+    NotAnEdge,
+    /// `cores` is 0 or more than the process may use.
+    Cores {
+        /// Cores asked for.
+        asked: usize,
+        /// CPUs available.
+        available: usize,
+    },
+    /// The UDP sockets could not be bound or set up.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The engine refused the configuration.
+    Config(ConfigError),
+    /// `RLIMIT_MEMLOCK` is too small for `io_uring` on this many cores.
+    Memlock(MemlockError),
+    /// glommio could not start its executors.
+    Executors(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAnEdge => f.write_str("the glommio adapter runs edges only"),
+            Self::Cores { asked, available } => write!(
+                f,
+                "cannot run on {asked} cores: between 1 and {available} are available"
+            ),
+            Self::Bind { addr, source } => write!(f, "cannot bind UDP {addr}: {source}"),
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::Memlock(e) => e.fmt(f),
+            Self::Executors(e) => write!(f, "cannot start the glommio executors: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bind { source, .. } => Some(source),
+            Self::Config(e) => Some(e),
+            // Its message is the whole story; a chain would repeat it.
+            _ => None,
+        }
+    }
+}
+
+/// Why an [`Edge`] stopped other than cleanly.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// A core failed (its socket, or its executor); the others were stopped.
+    Core(String),
+}
+
+impl fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Core(e) => write!(f, "a core failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EdgeError {}
+
+/// A running thread-per-core edge.
+///
+/// Dropping it without [`shutdown`](Self::shutdown) tells every core to close at once (no
+/// drain) and does not wait for them.
+pub struct Edge {
+    local_addr: SocketAddr,
+    fingerprint: Option<[u8; 32]>,
+    cores: usize,
+    stop: watch::Sender<Option<Duration>>,
+    handles: Option<PoolThreadHandles<io::Result<CoreStats>>>,
+}
+
+impl fmt::Debug for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edge")
+            .field("local_addr", &self.local_addr)
+            .field("cores", &self.cores)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// Binds one `SO_REUSEPORT` socket per core on `listen` (port 0: the OS picks one port
+    /// for all) and starts one pinned executor per core. Returns once every socket is bound;
+    /// the cores start serving as their executors come up.
+    ///
+    /// A self-signed certificate (no `cert`/`key` in the configuration) is made once here,
+    /// so that every core serves the same one.
+    pub fn start(config: Config, listen: SocketAddr, options: Options) -> Result<Self, StartError> {
+        let available = available_cores();
+        let cores = options.cores;
+        if cores == 0 || cores > available || u16::try_from(cores).is_err() {
+            return Err(StartError::Cores {
+                asked: cores,
+                available,
+            });
+        }
+        let RoleConfig::Edge(edge) = config.role else {
+            return Err(StartError::NotAnEdge);
+        };
+        let config = Config {
+            role: RoleConfig::Edge(edge.with_shared_self_signed().map_err(StartError::Config)?),
+            quic: config.quic,
+        };
+        // Validate once here, so that a bad configuration fails before any thread starts.
+        let fingerprint = Endpoint::new(config.clone(), Instant::now())
+            .map_err(StartError::Config)?
+            .certificate_fingerprint();
+        let io_memory =
+            memlock::io_memory_per_core(cores, options.io_memory).map_err(StartError::Memlock)?;
+        let io_memory = usize::try_from(io_memory).unwrap_or(usize::MAX);
+        let (sockets, local_addr) = bind_all(listen, cores)?;
+        let sockets = Arc::new(Mutex::new(sockets));
+        let mesh = MeshBuilder::full(cores, options.forward_queue.max(1));
+        let (stop, stop_rx) = watch::channel(None);
+        let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+            .name("veil-core")
+            .io_memory(io_memory)
+            .on_all_shards(move || {
+                let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                async move {
+                    let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
+                    core::run(CoreSetup {
+                        config,
+                        socket,
+                        local_addr,
+                        mesh,
+                        stop: stop_rx,
+                        options,
+                    })
+                    .await
+                }
+            })
+            .map_err(|e| StartError::Executors(e.to_string()))?;
+        tracing::info!(%local_addr, cores, io_memory, "glommio edge started");
+        Ok(Self {
+            local_addr,
+            fingerprint,
+            cores,
+            stop,
+            handles: Some(handles),
+        })
+    }
+
+    /// The UDP address every core listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the certificate every core serves, for clients to pin.
+    pub fn certificate_fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
+    }
+
+    /// How many cores run.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// Stops new tunnels on every core, lets open ones finish for at most `drain`, resets
+    /// the rest, closes QUIC (with [`Options::close_code`]), and waits for every core to
+    /// stop. Blocks the calling thread (not a core's).
+    pub fn shutdown(mut self, drain: Duration) -> Result<Vec<CoreStats>, EdgeError> {
+        let _ = self.stop.send(Some(drain));
+        let Some(handles) = self.handles.take() else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::with_capacity(self.cores);
+        let mut failure = None;
+        for result in handles.join_all() {
+            match result {
+                Ok(Ok(stats)) => all.push(stats),
+                Ok(Err(e)) => failure = Some(e.to_string()),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        all.sort_by_key(|stats| stats.core);
+        match failure {
+            Some(e) => Err(EdgeError::Core(e)),
+            None => Ok(all),
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if self.handles.is_some() {
+            let _ = self.stop.send(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Binds `cores` UDP sockets with `SO_REUSEPORT` on `listen`, all before any core reads, so
+/// that the kernel's group is complete from the first datagram. Returns them and the bound
+/// address (the port the OS chose for port 0).
+fn bind_all(
+    listen: SocketAddr,
+    cores: usize,
+) -> Result<(Vec<socket2::Socket>, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    let mut sockets = Vec::with_capacity(cores);
+    let mut addr = listen;
+    for _ in 0..cores {
+        let socket = reuseport_socket(addr).map_err(bind_error)?;
+        addr = socket
+            .local_addr()
+            .map_err(bind_error)?
+            .as_socket()
+            .ok_or_else(|| bind_error(io::Error::other("not an IP socket")))?;
+        sockets.push(socket);
+    }
+    Ok((sockets, addr))
+}
+
+fn reuseport_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    // Room for bursts while a core is busy with crypto; the kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// An executor for unit tests, with I/O memory that fits any `RLIMIT_MEMLOCK`.
+#[cfg(test)]
+pub(crate) fn test_executor() -> glommio::LocalExecutor {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(64 * 1024)
+        .make()
+        .expect("a glommio executor")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_gets_a_socket_on_one_port() {
+        let (sockets, addr) = bind_all("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        assert_eq!(sockets.len(), 3);
+        assert_ne!(addr.port(), 0);
+        for socket in &sockets {
+            let bound = socket.local_addr().expect("addr").as_socket().expect("ip");
+            assert_eq!(bound, addr);
+        }
+    }
+
+    #[test]
+    fn zero_or_too_many_cores_are_refused() {
+        let config = || Config::edge(veil_engine::EdgeConfig::default());
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        for cores in [0, available_cores() + 1] {
+            let options = Options {
+                cores,
+                ..Options::default()
+            };
+            let error = Edge::start(config(), listen, options).expect_err("refused");
+            assert!(matches!(error, StartError::Cores { .. }), "{error}");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Edge tunnels on one core: from a tunnel request to a dialled TCP stream (resolve once,
+//! let the engine's egress policy pick the first allowed address, dial exactly that address
+//! with a timeout), then the relay between the stream and the tunnel.
+//!
+//! Backpressure: each direction holds at most one chunk. Towards the target, the relay reads
+//! the engine only after the previous chunk was written, so QUIC flow control holds the
+//! client back; towards the client, it reads TCP only after the engine took the previous
+//! chunk, so TCP flow control holds the target back. Target EOF → FIN, target failure →
+//! tunnel reset; tunnel FIN → TCP half-close, tunnel reset → TCP RST.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+use veil_engine::{Host, Recv, Refusal, TunnelId, TunnelTarget};
+
+use crate::core::Core;
+use crate::signal::Signal;
+
+/// Bytes moved at once in each direction.
+const CHUNK: usize = 64 * 1024;
+
+/// How the driver tells a tunnel's relay what the engine did.
+#[derive(Debug, Default)]
+pub(crate) struct TunnelSignals {
+    /// The engine has bytes (or FIN) for the target.
+    pub(crate) readable: Signal,
+    /// The engine can take more bytes after a short send.
+    pub(crate) writable: Signal,
+    /// `Some(true)`: both sides finished; `Some(false)`: reset or lost.
+    closed: Cell<Option<bool>>,
+}
+
+impl TunnelSignals {
+    /// The tunnel ended; wakes both directions.
+    pub(crate) fn close(&self, finished: bool) {
+        self.closed.set(Some(finished));
+        self.readable.notify();
+        self.writable.notify();
+    }
+
+    fn was_reset(&self) -> bool {
+        self.closed.get() == Some(false)
+    }
+}
+
+/// Dials the target of a tunnel request, answers it, and relays until both sides end.
+pub(crate) async fn dial_and_relay(core: Rc<Core>, tunnel: TunnelId, target: TunnelTarget) {
+    let timeout = core.options.connect_timeout;
+    let result = dial(&core, &target, timeout).await;
+    if let Err(refusal) = &result {
+        tracing::info!(?tunnel, %target, ?refusal, "dial failed");
+    }
+    let (stream, accepted) = match result {
+        Ok(stream) => {
+            let accepted = core.dialed(tunnel, Ok(()));
+            (stream, accepted)
+        }
+        Err(refusal) => {
+            core.dialed(tunnel, Err(refusal));
+            return;
+        }
+    };
+    let Some(signals) = accepted else { return };
+    relay(&core, tunnel, &signals, stream).await;
+}
+
+/// Resolves `target`, picks the first address egress policy allows, and connects to it.
+async fn dial(core: &Core, target: &TunnelTarget, timeout: Duration) -> Result<TcpStream, Refusal> {
+    let addrs = resolve(target, timeout).await?;
+    // The address that passed the check is the one dialled: no second lookup can swap it.
+    let addr = addrs
+        .into_iter()
+        .find(|addr| core.egress_allowed(*addr))
+        .ok_or(Refusal::Prohibited)?;
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| connect_refusal(&io::Error::from(e)))?;
+    // Tunnel bytes arrive in bursts already; don't hold small writes back.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The addresses of `target`: the literal itself, or what the system resolver answers (on
+/// glommio's blocking thread, so that the core keeps running), within `timeout`.
+async fn resolve(target: &TunnelTarget, timeout: Duration) -> Result<Vec<SocketAddr>, Refusal> {
+    let name = match &target.host {
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
+        Host::Name(name) => name.as_str().to_owned(),
+    };
+    let port = target.port;
+    let lookup = glommio::executor().spawn_blocking(move || {
+        (name.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect::<Vec<_>>)
+            .map_err(|e| (name, e))
+    });
+    let expired = async {
+        glommio::timer::sleep(timeout).await;
+        Err(Refusal::DnsTimeout)
+    };
+    let addrs = future::or(
+        async {
+            lookup.await.map_err(|(name, e)| {
+                tracing::debug!(%name, error = %e, "resolving failed");
+                Refusal::DnsError
+            })
+        },
+        expired,
+    )
+    .await?;
+    if addrs.is_empty() {
+        return Err(Refusal::DnsError);
+    }
+    Ok(addrs)
+}
+
+/// The refusal a failed `connect` becomes.
+fn connect_refusal(error: &io::Error) -> Refusal {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => Refusal::ConnectionRefused,
+        io::ErrorKind::TimedOut => Refusal::ConnectionTimeout,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
+        _ => Refusal::Internal,
+    }
+}
+
+/// Relays between `stream` and the tunnel until both directions ended.
+async fn relay(core: &Rc<Core>, tunnel: TunnelId, signals: &Rc<TunnelSignals>, stream: TcpStream) {
+    let fd = stream.as_raw_fd();
+    let (reader, writer) = futures_lite::io::split(stream);
+    let upstream = to_client(core, tunnel, signals, reader);
+    let downstream = to_target(core, tunnel, signals, writer);
+    let (up, down) = future::zip(upstream, downstream).await;
+    if signals.was_reset() || up.is_err() || down.is_err() {
+        reset_on_close(fd);
+    }
+    tracing::debug!(?tunnel, ?up, ?down, "relay ended");
+}
+
+/// Why a direction stopped early.
+#[derive(Debug)]
+enum Stopped {
+    /// The tunnel was reset or its connection lost.
+    Tunnel,
+    /// The TCP side failed.
+    Target,
+}
+
+/// Target → client: TCP reads become tunnel sends; EOF becomes FIN.
+async fn to_client(
+    core: &Core,
+    tunnel: TunnelId,
+    signals: &TunnelSignals,
+    mut reader: ReadHalf<TcpStream>,
+) -> Result<(), Stopped> {
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let read = future::or(async { Some(reader.read(&mut buf).await) }, async {
+            // A reset tunnel stops a read that may never end.
+            while signals.closed.get().is_none() {
+                signals.writable.notified().await;
+            }
+            None
+        })
+        .await;
+        let len = match read {
+            None => return Err(Stopped::Tunnel),
+            Some(Ok(0)) => {
+                core.tunnel_finish(tunnel);
+                return Ok(());
+            }
+            Some(Ok(len)) => len,
+            Some(Err(e)) => {
+                tracing::debug!(?tunnel, error = %e, "target read failed");
+                core.tunnel_abort(tunnel);
+                return Err(Stopped::Target);
+            }
+        };
+        let mut offset = 0;
+        while let Some(rest) = buf.get(offset..len).filter(|rest| !rest.is_empty()) {
+            if signals.closed.get().is_some() {
+                return Err(Stopped::Tunnel);
+            }
+            match core.tunnel_send(tunnel, rest) {
+                Some(taken) => {
+                    offset += taken;
+                    if offset < len {
+                        signals.writable.notified().await;
+                    }
+                }
+                None => return Err(Stopped::Tunnel),
+            }
+        }
+    }
+}
+
+/// Client → target: tunnel reads become TCP writes; FIN becomes a TCP half-close.
+async fn to_target(
+    core: &Core,
+    tunnel: TunnelId,
+    signals: &TunnelSignals,
+    mut writer: WriteHalf<TcpStream>,
+) -> Result<(), Stopped> {
+    let mut buf = vec![0; CHUNK];
+    loop {
+        // The engine says when the tunnel has bytes (`TunnelReadable`, edge-triggered); an
+        // accepted tunnel is not readable before its first one.
+        signals.readable.notified().await;
+        loop {
+            if signals.was_reset() {
+                return Err(Stopped::Tunnel);
+            }
+            let Some(Recv { len, fin }) = core.tunnel_recv(tunnel, &mut buf) else {
+                if signals.closed.get().is_some() {
+                    return Err(Stopped::Tunnel);
+                }
+                // Not readable yet: wait for the engine's next word.
+                break;
+            };
+            if len > 0 {
+                let bytes = buf.get(..len).unwrap_or_default();
+                if let Err(e) = writer.write_all(bytes).await {
+                    tracing::debug!(?tunnel, error = %e, "target write failed");
+                    core.tunnel_abort(tunnel);
+                    return Err(Stopped::Target);
+                }
+            }
+            if fin {
+                // Half-close: the target sees EOF and may still answer.
+                let _ = writer.close().await;
+                return Ok(());
+            }
+            if len == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Makes the coming close of `fd` send RST instead of FIN (`SO_LINGER` 0), so the target
+/// sees the tunnel's reset.
+fn reset_on_close(fd: RawFd) {
+    let socket = socket2::SockRef::from(&fd);
+    let _ = socket.set_linger(Some(Duration::ZERO));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_map_to_refusals() {
+        let cases = [
+            (io::ErrorKind::ConnectionRefused, Refusal::ConnectionRefused),
+            (io::ErrorKind::TimedOut, Refusal::ConnectionTimeout),
+            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::PermissionDenied, Refusal::Internal),
+        ];
+        for (kind, refusal) in cases {
+            assert_eq!(connect_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn names_resolve_off_the_core_and_literals_to_themselves() {
+        crate::test_executor().run(async {
+            let ip: std::net::IpAddr = "192.0.2.9".parse().expect("valid address");
+            let literal = TunnelTarget::new(ip, 443);
+            let addrs = resolve(&literal, Duration::from_secs(1)).await;
+            assert_eq!(addrs, Ok(vec![SocketAddr::new(ip, 443)]));
+            let name = veil_engine::Name::new("localhost").expect("valid name");
+            let addrs = resolve(&TunnelTarget::new(name, 80), Duration::from_secs(5))
+                .await
+                .expect("localhost resolves");
+            assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
+        });
+    }
+
+    #[test]
+    fn a_refused_connection_is_connection_refused() {
+        crate::test_executor().run(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            drop(listener);
+            let error = TcpStream::connect_timeout(addr, Duration::from_secs(2))
+                .await
+                .expect_err("nothing listens");
+            assert_eq!(
+                connect_refusal(&io::Error::from(error)),
+                Refusal::ConnectionRefused
+            );
+        });
+    }
+}
