@@ -45,6 +45,7 @@ mod tls;
 mod transmit;
 mod transport;
 mod types;
+mod udp;
 
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
@@ -54,7 +55,7 @@ pub use endpoint::Endpoint;
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Name, Recv,
-    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelTarget,
+    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 
