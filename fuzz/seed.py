@@ -715,6 +715,26 @@ def sleep(millis):
     return [27, millis]
 
 
+def open_udp(index):
+    return [28, 0, index]
+
+
+def send_datagram(side, pick, length):
+    return [29, side, pick, *le16(length)]
+
+
+def recv_datagram(side, pick, length):
+    return [30, side, pick, *le16(length)]
+
+
+def raw_http_datagram(pick, context, payload):
+    return [31, pick, context, *blob(payload)]
+
+
+def read_datagrams(side):
+    return [32, side]
+
+
 # Setup flags (first byte): auth in the low two bits, then small windows, no datagrams,
 # small client queue, one edge connection, loopback allowed; the second byte picks the
 # congestion controller.
@@ -725,6 +745,13 @@ SMALL_WINDOWS, NO_DATAGRAMS, SMALL_QUEUE, ONE_CONNECTION, ALLOW_LOOPBACK = 4, 8,
 METHOD, AUTHORITY, PROTOCOL, SCHEME, PATH, PROXY_AUTH, CAPSULE_PROTOCOL = range(7)
 CONNECT_, EXAMPLE_443, GET, LOOPBACK_22, V6_LOOPBACK = range(5)
 TOKEN_RIGHT, TOKEN_WRONG = 15, 16
+CONNECT_UDP, HTTPS, CAPSULE_YES = 10, 12, 18
+UDP_PATH, UDP_PATH_LOOPBACK, UDP_PATH_V6, UDP_PATH_PORT_0, UDP_PATH_QUERY, PROXY_AUTHORITY = range(27, 33)
+
+
+def udp_request(path):
+    return raw_request([(METHOD, CONNECT_), (PROTOCOL, CONNECT_UDP), (SCHEME, HTTPS),
+                        (AUTHORITY, PROXY_AUTHORITY), (PATH, path), (CAPSULE_PROTOCOL, CAPSULE_YES)])
 
 
 def engine_seed(name, flags, more, *actions):
@@ -804,6 +831,32 @@ def engine():
                 open_many(12), pump(8), *[accept(EDGE, i) for i in range(12)], pump(8),
                 *[send(CLIENT, i, 7000) for i in range(12)], pump(8),
                 *[recv(EDGE, i, 3000) for i in range(12)], pump(8), read_all(EDGE), pump(8))
+    udp_opened = [open_udp(0), pump(8), accept(EDGE, 0), pump(8)]
+    udp_exchange = [send_datagram(CLIENT, 0, 100), send_datagram(CLIENT, 0, 1300),
+                    send_datagram(CLIENT, 0, 3000), send_datagram(EDGE, 0, 50),
+                    send_datagram(EDGE, 0, 1200), pump(8), recv_datagram(EDGE, 0, 10),
+                    read_datagrams(EDGE), read_datagrams(CLIENT), send(CLIENT, 0, 10),
+                    recv(EDGE, 0, 10)]
+    engine_seed("udp-frames", 0, 0, *udp_opened, *udp_exchange, finish(CLIENT, 0), pump(8),
+                send_datagram(CLIENT, 0, 10), pump(4))
+    engine_seed("udp-capsules", NO_DATAGRAMS | SMALL_WINDOWS, 0, *udp_opened, *udp_exchange,
+                *[send_datagram(CLIENT, 0, 2000) for _ in range(8)], pump(8),
+                read_datagrams(EDGE), finish(EDGE, 0), pump(8))
+    engine_seed("udp-idle-and-queue", SMALL_QUEUE, 0, *udp_opened,
+                *[send_datagram(EDGE, 0, 60) for _ in range(8)], pump(8), read_datagrams(CLIENT),
+                advance_secs(6), pump(4), open_udp(1), open_udp(2), pump(8))
+    engine_seed("udp-raw", 0, 0, udp_request(UDP_PATH), udp_request(UDP_PATH_LOOPBACK),
+                udp_request(UDP_PATH_V6), udp_request(UDP_PATH_PORT_0), udp_request(UDP_PATH_QUERY),
+                pump(8), accept(EDGE, 0), pump(8),
+                raw_http_datagram(0, 0, b"\x00\x00\x00\x00\x00\x00payload"),
+                raw_http_datagram(0, 7, b"other context"), raw_http_datagram(3, 0, b"x"),
+                raw_body(0, False, bytes([0x00, 0x05, 0x00]) + b"abcd"),
+                raw_body(0, False, bytes([0x17, 0x02]) + b"xy"),
+                pump(8), read_datagrams(EDGE), send_datagram(EDGE, 0, 40), pump(8),
+                raw_body(0, False, bytes([0x00, 0x80, 0xFF, 0xFF, 0xFF, 0x00])), pump(8))
+    engine_seed("udp-raw-capsules-fin", 0, 0, udp_request(UDP_PATH), pump(8), accept(EDGE, 0),
+                raw_body(0, True, bytes([0x00, 0x03, 0x00]) + b"hi"), pump(8),
+                read_datagrams(EDGE), raw_datagram(b""), pump(4))
 
 
 def main():

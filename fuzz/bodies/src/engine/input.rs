@@ -2,10 +2,10 @@
 //!
 //! The layout is read with [`Unstructured`], but by hand rather than by derive, so that it
 //! stays simple enough for `fuzz/seed.py` to write seeds in and stable when actions are
-//! added: every action is one tag byte (`tag % 32` picks it, unused tags pump the link)
-//! followed by fixed fields (`u8`, little-endian `u16`) and byte strings (a length byte,
-//! then that many bytes or what is left). Missing bytes read as zeros, so every input is
-//! valid.
+//! added: every action is one tag byte (`tag % 64` picks it; tags without an action pump
+//! the link) followed by fixed fields (`u8`, little-endian `u16`) and byte strings (a
+//! length byte, then that many bytes or what is left). Missing bytes read as zeros, so
+//! every input is valid.
 //!
 //! | tag | action | fields |
 //! |---:|---|---|
@@ -37,6 +37,11 @@
 //! | 25 | `OpenMany` | count |
 //! | 26 | `RawClose` | error code (`u16`) |
 //! | 27 | `Sleep` | milliseconds of real time (byte % 64; at most 100 ms per input) |
+//! | 28 | `OpenUdp` | as `Open`, for a CONNECT-UDP tunnel |
+//! | 29 | `SendDatagram` | side, pick, length (`u16`) |
+//! | 30 | `RecvDatagram` | side, pick, buffer size (`u16`) |
+//! | 31 | `RawHttpDatagram` | request pick, Context ID, payload bytes |
+//! | 32 | `ReadDatagrams` | side |
 //!
 //! Sides: even byte client, odd edge. Picks choose a live tunnel (or queued packet) modulo
 //! their number; a pick of 0xf8 or more names a dead or never-issued tunnel instead.
@@ -44,8 +49,8 @@
 
 use arbitrary::Unstructured;
 
-/// Tags at or above this value are free for future actions; today they pump the link.
-const TAGS: u8 = 32;
+/// Tags are read modulo this; the ones no action has yet pump the link.
+const TAGS: u8 = 64;
 
 /// How the two endpoints are configured, from the first two bytes.
 #[derive(Debug, Clone, Copy)]
@@ -164,6 +169,11 @@ pub(crate) enum Action {
     OpenMany(u8),
     RawClose(u16),
     Sleep(u8),
+    OpenUdp(HostInput),
+    SendDatagram(Side, u8, u16),
+    RecvDatagram(Side, u8, u16),
+    RawHttpDatagram(u8, u8, Vec<u8>),
+    ReadDatagrams(Side),
 }
 
 impl Action {
@@ -201,6 +211,11 @@ impl Action {
             25 => Self::OpenMany(byte(u)),
             26 => Self::RawClose(word(u)),
             27 => Self::Sleep(byte(u)),
+            28 => Self::OpenUdp(host(u)),
+            29 => Self::SendDatagram(side(u), byte(u), word(u)),
+            30 => Self::RecvDatagram(side(u), byte(u), word(u)),
+            31 => Self::RawHttpDatagram(byte(u), byte(u), bytes(u)),
+            32 => Self::ReadDatagrams(side(u)),
             _ => Self::Pump(1),
         }
     }

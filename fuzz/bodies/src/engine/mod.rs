@@ -47,9 +47,9 @@ use arbitrary::Unstructured;
 use quiche::h3;
 use veil_engine::egress::{HostKind, classify_host};
 use veil_engine::{
-    ClientConfig, Config, CongestionControl, EdgeConfig, Endpoint, Event, Host, Name, OpenError,
-    Pem, ProxyErrorType, QuicConfig, RecvMeta, Refusal, RefusedReason, RoleConfig, Secret,
-    TunnelError, TunnelId, TunnelTarget, Verify,
+    ClientConfig, CloseReason, Config, CongestionControl, EdgeConfig, Endpoint, Event, Host, Name,
+    OpenError, Pem, ProxyErrorType, QuicConfig, RecvMeta, Refusal, RefusedReason, RoleConfig,
+    Secret, TunnelError, TunnelId, TunnelKind, TunnelTarget, Verify,
 };
 
 use input::{Action, Auth, Dir, Field, HostInput, Setup, Side};
@@ -76,6 +76,10 @@ const MAX_TOTAL_SEND: u64 = 256 * 1024;
 const MAX_QUEUE: usize = 2048;
 /// Rounds of the final settling; a run that needs more is not judged for liveness.
 const SETTLE_ROUNDS: usize = 1000;
+/// Idle timeout of UDP tunnels: short, so that `AdvanceSecs` reaches it.
+const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Receive queue of each UDP tunnel, in datagrams: normal, and with `small_queue`.
+const UDP_QUEUE: [usize; 2] = [32, 4];
 /// Real time all `Sleep` actions of an input may spend: enough for quiche's draining
 /// period (three probe timeouts, some 80 ms on a link without delay) to pass once.
 const SLEEP_BUDGET: Duration = Duration::from_millis(100);
@@ -142,6 +146,12 @@ const HEADER_VALUES: &[&[u8]] = &[
     b"[::ffff:169.254.169.254]:80",
     b"example.com:65535",
     b"",
+    b"/.well-known/masque/udp/example.com/443/",
+    b"/.well-known/masque/udp/127.0.0.1/53/",
+    b"/.well-known/masque/udp/2001%3Adb8%3A%3A1/443/",
+    b"/.well-known/masque/udp/example.com/0/",
+    b"/.well-known/masque/udp/192.0.2.6/443/?x=1",
+    b"localhost:4433",
 ];
 
 /// Runs one input.
@@ -310,12 +320,22 @@ impl World {
 
     fn apply(&mut self, action: Action) {
         match action {
-            Action::Open(host) => self.open(&host),
+            Action::Open(host) => self.open(&host, false),
+            Action::OpenUdp(host) => self.open(&host, true),
             Action::OpenMany(count) => {
                 for index in 0..count % 32 {
-                    self.open(&HostInput::Listed(index));
+                    self.open(&HostInput::Listed(index), index % 4 == 3);
                 }
             }
+            Action::SendDatagram(side, pick, len) => {
+                self.send_datagram(side, pick, usize::from(len));
+            }
+            Action::RecvDatagram(side, pick, max) => {
+                if let Some((id, _)) = self.pick(side, pick) {
+                    self.recv_datagram(side, id, usize::from(max));
+                }
+            }
+            Action::ReadDatagrams(side) => self.read_datagrams(side),
             Action::Accept(side, pick) => self.accept(side, pick),
             Action::Refuse(side, pick, refusal) => self.refuse(side, pick, refusal),
             Action::Send(side, pick, len) => self.send(side, pick, usize::from(len)),
@@ -428,6 +448,11 @@ impl World {
                     raw.reset(pick, direction, code);
                 }
             }
+            Action::RawHttpDatagram(pick, context, payload) => {
+                if let Some(raw) = self.raw_peer() {
+                    raw.http_datagram(pick, context, &payload);
+                }
+            }
             Action::RawClose(code) => {
                 if let Some(raw) = self.raw_peer() {
                     raw.close(code);
@@ -447,7 +472,7 @@ impl World {
 
     // --- tunnels --------------------------------------------------------------------------
 
-    fn open(&mut self, host: &HostInput) {
+    fn open(&mut self, host: &HostInput, udp: bool) {
         let Some(host) = target_host(host) else {
             return;
         };
@@ -455,10 +480,15 @@ impl World {
         self.next_port = self.next_port.wrapping_add(1).max(1);
         let target = TunnelTarget::new(host, port);
         let pending = self.model.client.values().filter(|t| !t.open).count();
-        match self.client.open_tunnel(self.now, &target) {
+        let opened = if udp {
+            self.client.open_udp_tunnel(self.now, &target)
+        } else {
+            self.client.open_tunnel(self.now, &target)
+        };
+        match opened {
             Ok(id) => {
-                self.model.new_client(id, port);
-                self.model.flows.insert(port, model::Flow::new(target));
+                self.model.new_client(id, port, udp);
+                self.model.flows.insert(port, model::Flow::new(target, udp));
             }
             Err(OpenError::Closing) => assert!(self.client_closed, "Closing before close()"),
             Err(OpenError::QueueFull) => assert!(
@@ -556,6 +586,7 @@ impl World {
         model::fill(model::upload_key(tunnel.port), tunnel.sent, data);
         let result = self.client.tunnel_send(id, data);
         match result {
+            _ if tunnel.udp => assert_eq!(result, Err(TunnelError::NotStream), "send on UDP"),
             _ if !tunnel.open => assert_eq!(result, Err(TunnelError::InvalidState), "send early"),
             _ if tunnel.finished => {
                 assert_eq!(result, Err(TunnelError::WriteClosed), "send after finish");
@@ -590,6 +621,7 @@ impl World {
         model::fill(tunnel.key(id), tunnel.sent, data);
         let result = self.edge.tunnel_send(id, data);
         match result {
+            _ if tunnel.udp => assert_eq!(result, Err(TunnelError::NotStream), "send on UDP"),
             _ if !tunnel.accepted => {
                 assert_eq!(result, Err(TunnelError::InvalidState), "send before accept");
             }
@@ -636,6 +668,10 @@ impl World {
             );
             return 0;
         };
+        if tunnel.udp {
+            assert_eq!(result, Err(TunnelError::NotStream), "recv on UDP");
+            return 0;
+        }
         if !tunnel.open {
             assert_eq!(result, Err(TunnelError::InvalidState), "recv before open");
             return 0;
@@ -694,6 +730,10 @@ impl World {
             return 0;
         };
         match result {
+            _ if tunnel.udp => {
+                assert_eq!(result, Err(TunnelError::NotStream), "recv on UDP");
+                0
+            }
             Err(TunnelError::InvalidState) if tunnel.accepted => 0, // the 200 waits for room
             _ if !tunnel.accepted => {
                 assert_eq!(result, Err(TunnelError::InvalidState), "recv before accept");
@@ -751,14 +791,14 @@ impl World {
                 .model
                 .client
                 .iter()
-                .filter(|(_, t)| t.open && !t.fin)
+                .filter(|(_, t)| t.open && !t.fin && !t.udp)
                 .map(|(&id, _)| id)
                 .collect(),
             Side::Edge => self
                 .model
                 .edge
                 .iter()
-                .filter(|(_, t)| t.accepted && !t.fin)
+                .filter(|(_, t)| t.accepted && !t.fin && !t.udp)
                 .map(|(&id, _)| id)
                 .collect(),
         };
@@ -780,6 +820,187 @@ impl World {
             }
         }
         total
+    }
+
+    // --- CONNECT-UDP ----------------------------------------------------------------------
+
+    /// One UDP payload of `len` bytes (at least the driver's header) on a tunnel.
+    fn send_datagram(&mut self, side: Side, pick: u8, len: usize) {
+        let Some((id, alive)) = self.pick(side, pick) else {
+            return;
+        };
+        let len = len.clamp(model::DATAGRAM_HEADER, self.data.len());
+        let endpoint = match side {
+            Side::Client => &mut self.client,
+            Side::Edge => &mut self.edge,
+        };
+        if !alive {
+            let result = endpoint.tunnel_send_datagram(id, &self.data[..len]);
+            assert_eq!(
+                result,
+                Err(TunnelError::UnknownTunnel),
+                "datagram on dead {id:?}"
+            );
+            return;
+        }
+        // What the tunnel is, and the flow and direction whose sequence numbers it uses.
+        let (udp, ready, finished, port, upload) = match side {
+            Side::Client => {
+                let t = &self.model.client[&id];
+                (t.udp, t.open, t.finished, Some(t.port), true)
+            }
+            Side::Edge => {
+                let t = &self.model.edge[&id];
+                let port = match t.origin {
+                    Origin::Client(port) => Some(port),
+                    Origin::Raw => None,
+                };
+                (t.udp, t.accepted, t.finished, port, false)
+            }
+        };
+        let seq = match (udp, port) {
+            (true, Some(port)) => {
+                let flow = self.model.flow(port);
+                let datagrams = if upload {
+                    &mut flow.datagrams_up
+                } else {
+                    &mut flow.datagrams_down
+                };
+                datagrams.reserve(len)
+            }
+            _ => 0,
+        };
+        model::fill_datagram(upload, port.unwrap_or(0), seq, &mut self.data[..len]);
+        let max = endpoint.tunnel_max_datagram_payload(id);
+        let oversize = endpoint.stats().udp_dropped_oversize;
+        let result = endpoint.tunnel_send_datagram(id, &self.data[..len]);
+        let oversized = endpoint.stats().udp_dropped_oversize - oversize;
+        match result {
+            _ if !udp => assert_eq!(result, Err(TunnelError::NotUdp), "datagram on TCP"),
+            // Accepted but the 2xx waits: dropped.
+            Ok(false) if side == Side::Edge && ready && max.is_none() => {}
+            _ if !ready => assert_eq!(result, Err(TunnelError::InvalidState), "datagram early"),
+            Err(TunnelError::WriteClosed) if finished => {}
+            _ if finished => panic!("datagram after finish: {result:?}"),
+            Ok(sent) => {
+                let max = max.unwrap_or_else(|| panic!("open {id:?} has no datagram size"));
+                assert!(max <= 65527, "max datagram payload {max}");
+                if len <= max {
+                    assert_eq!(
+                        oversized, 0,
+                        "{len} bytes of at most {max} dropped as oversize"
+                    );
+                } else {
+                    assert!(
+                        !sent && oversized == 1,
+                        "{len} bytes of at most {max}: {sent}"
+                    );
+                }
+            }
+            Err(TunnelError::Stream) => self.doomed.push((side, id)),
+            Err(error) => panic!("datagram on {id:?}: {error:?}"),
+        }
+        self.drain();
+        self.check_doomed();
+    }
+
+    /// One `tunnel_recv_datagram` into `max` bytes; returns whether a datagram came.
+    fn recv_datagram(&mut self, side: Side, id: TunnelId, max: usize) -> bool {
+        let max = max.min(self.data.len());
+        let endpoint = match side {
+            Side::Client => &mut self.client,
+            Side::Edge => &mut self.edge,
+        };
+        let result = endpoint.tunnel_recv_datagram(id, &mut self.data[..max]);
+        let tunnel = match side {
+            Side::Client => self
+                .model
+                .client
+                .get(&id)
+                .map(|t| (t.udp, t.open, Some((t.port, false)))),
+            Side::Edge => self.model.edge.get(&id).map(|t| match t.origin {
+                Origin::Client(port) => (t.udp, t.accepted, Some((port, true))),
+                Origin::Raw => (t.udp, t.accepted, None),
+            }),
+        };
+        let Some((udp, ready, flow)) = tunnel else {
+            assert_eq!(result, Err(TunnelError::UnknownTunnel), "dead {id:?}");
+            return false;
+        };
+        let len = match result {
+            _ if !udp => {
+                assert_eq!(result, Err(TunnelError::NotUdp), "datagram recv on TCP");
+                return false;
+            }
+            // Edge: accepted, the 2xx still waiting for room.
+            Err(TunnelError::InvalidState) if side == Side::Edge && ready => return false,
+            _ if !ready => {
+                assert_eq!(
+                    result,
+                    Err(TunnelError::InvalidState),
+                    "datagram recv early"
+                );
+                return false;
+            }
+            Ok(None) => return false,
+            Ok(Some(len)) => len,
+            Err(TunnelError::BufferTooSmall { needed }) => {
+                assert!(
+                    needed > max && needed <= 65527,
+                    "needed {needed} with {max}"
+                );
+                // The datagram stayed: a buffer of its size takes it.
+                let endpoint = match side {
+                    Side::Client => &mut self.client,
+                    Side::Edge => &mut self.edge,
+                };
+                let again = endpoint.tunnel_recv_datagram(id, &mut self.data[..needed]);
+                assert_eq!(again, Ok(Some(needed)), "the datagram did not stay");
+                needed
+            }
+            Err(error) => panic!("datagram recv on {id:?}: {error:?}"),
+        };
+        assert!(len <= 65527, "a datagram of {len} bytes");
+        if let Some((port, upload)) = flow {
+            let flow = self.model.flow(port);
+            let datagrams = if upload {
+                &mut flow.datagrams_up
+            } else {
+                &mut flow.datagrams_down
+            };
+            datagrams.receive(upload, port, &self.data[..len]);
+        }
+        self.drain();
+        true
+    }
+
+    /// Drains the receive queue of every UDP tunnel of `side`; none held more than its
+    /// bound.
+    fn read_datagrams(&mut self, side: Side) {
+        let ids: Vec<TunnelId> = match side {
+            Side::Client => self
+                .model
+                .client
+                .iter()
+                .filter(|(_, t)| t.udp && t.open)
+                .map(|(&id, _)| id)
+                .collect(),
+            Side::Edge => self
+                .model
+                .edge
+                .iter()
+                .filter(|(_, t)| t.udp && t.accepted)
+                .map(|(&id, _)| id)
+                .collect(),
+        };
+        let bound = UDP_QUEUE[usize::from(self.setup.small_queue)];
+        for id in ids {
+            let mut count = 0;
+            while self.recv_datagram(side, id, 65527) {
+                count += 1;
+                assert!(count <= bound, "{id:?} held more than {bound} datagrams");
+            }
+        }
     }
 
     fn finish_tunnel(&mut self, side: Side, pick: u8) {
@@ -869,14 +1090,30 @@ impl World {
                 &self.model.edge_dead,
             ),
         };
+        let endpoint = match side {
+            Side::Client => &self.client,
+            Side::Edge => &self.edge,
+        };
         if pick >= 0xf8 {
             let id = match index_of(dead.len(), pick) {
                 Some(index) => dead[index],
                 None => TunnelId(u64::MAX - u64::from(pick)),
             };
+            assert_eq!(endpoint.tunnel_kind(id), None, "dead {id:?} has a kind");
             return Some((id, false));
         }
-        index_of(live.len(), pick).map(|index| (live[index], true))
+        let id = live[index_of(live.len(), pick)?];
+        let udp = match side {
+            Side::Client => self.model.client[&id].udp,
+            Side::Edge => self.model.edge[&id].udp,
+        };
+        let kind = if udp {
+            TunnelKind::Udp
+        } else {
+            TunnelKind::Stream
+        };
+        assert_eq!(endpoint.tunnel_kind(id), Some(kind), "kind of {id:?}");
+        Some((id, true))
     }
 
     /// Every call that failed a live tunnel has been followed by its `TunnelClosed`.
@@ -1152,12 +1389,17 @@ impl World {
                     "{event:?} for a tunnel not open"
                 );
             }
+            Event::TunnelDatagrams { tunnel } => {
+                let state = self.model.client.get(&tunnel);
+                assert!(
+                    state.is_some_and(|t| t.open && t.udp),
+                    "{event:?} for a tunnel not open or not UDP"
+                );
+            }
             Event::TunnelClosed { tunnel, reason } => {
                 let state = self.model.kill_client(tunnel);
                 assert!(state.open, "TunnelClosed for unopened {tunnel:?}");
-                if reason == veil_engine::CloseReason::Finished {
-                    assert!(state.finished && state.fin, "Finished before both FINs");
-                }
+                check_close(state.udp, state.finished && state.fin, reason);
             }
             other => panic!("client event {other:?}"),
         }
@@ -1176,34 +1418,18 @@ impl World {
                 tunnel,
                 target,
                 client,
-            } => {
-                if let Host::Ip(ip) = target.host {
-                    assert!(
-                        self.edge.check_egress(ip).is_ok(),
-                        "TunnelRequest for forbidden {ip}"
-                    );
-                }
-                match self.setup.auth {
-                    Auth::Open => assert_eq!(client.token_index, None),
-                    _ => assert_eq!(client.token_index, Some(0), "token index"),
-                }
-                let origin = if client.peer == self.raw_addr {
-                    Origin::Raw
-                } else {
-                    assert_eq!(client.peer, self.client_addr);
-                    assert!(
-                        matches!(self.setup.auth, Auth::Open | Auth::Token),
-                        "a client without the token got through"
-                    );
-                    let flow = self.model.flow(target.port);
-                    assert!(
-                        same_target(&flow.target, &target),
-                        "client asked for {}, edge saw {target}",
-                        flow.target
-                    );
-                    Origin::Client(target.port)
-                };
-                self.model.new_edge(tunnel, origin);
+            } => self.on_request(tunnel, &target, client, false),
+            Event::UdpTunnelRequest {
+                tunnel,
+                target,
+                client,
+            } => self.on_request(tunnel, &target, client, true),
+            Event::TunnelDatagrams { tunnel } => {
+                let state = self.model.edge.get(&tunnel);
+                assert!(
+                    state.is_some_and(|t| t.accepted && t.udp),
+                    "{event:?} for a tunnel not accepted or not UDP"
+                );
             }
             Event::TunnelReadable { tunnel } | Event::TunnelWritable { tunnel } => {
                 let state = self.model.edge.get(&tunnel);
@@ -1214,12 +1440,48 @@ impl World {
             }
             Event::TunnelClosed { tunnel, reason } => {
                 let state = self.model.kill_edge(tunnel);
-                if reason == veil_engine::CloseReason::Finished {
-                    assert!(state.finished && state.fin, "Finished before both FINs");
-                }
+                check_close(state.udp, state.finished && state.fin, reason);
             }
             other => panic!("edge event {other:?}"),
         }
+    }
+
+    /// Edge: a CONNECT or CONNECT-UDP request passed the engine's checks.
+    fn on_request(
+        &mut self,
+        tunnel: TunnelId,
+        target: &TunnelTarget,
+        client: veil_engine::ClientIdentity,
+        udp: bool,
+    ) {
+        if let Host::Ip(ip) = target.host {
+            assert!(
+                self.edge.check_egress(ip).is_ok(),
+                "TunnelRequest for forbidden {ip}"
+            );
+        }
+        match self.setup.auth {
+            Auth::Open => assert_eq!(client.token_index, None),
+            _ => assert_eq!(client.token_index, Some(0), "token index"),
+        }
+        let origin = if client.peer == self.raw_addr {
+            Origin::Raw
+        } else {
+            assert_eq!(client.peer, self.client_addr);
+            assert!(
+                matches!(self.setup.auth, Auth::Open | Auth::Token),
+                "a client without the token got through"
+            );
+            let flow = self.model.flow(target.port);
+            assert!(
+                same_target(&flow.target, target),
+                "client asked for {}, edge saw {target}",
+                flow.target
+            );
+            assert_eq!(flow.udp, udp, "a request of the other kind");
+            Origin::Client(target.port)
+        };
+        self.model.new_edge(tunnel, origin, udp);
     }
 
     /// A refusal the client saw is one the edge's rules or its host gave.
@@ -1321,7 +1583,7 @@ impl World {
             let Some((client_id, client)) = twin else {
                 continue;
             };
-            if !tunnel.accepted {
+            if !tunnel.accepted || tunnel.udp {
                 continue;
             }
             assert!(
@@ -1353,6 +1615,8 @@ fn quic_config(setup: Setup) -> QuicConfig {
         },
         enable_datagrams: !setup.no_datagrams,
         datagram_queue_len: 16,
+        udp_idle_timeout: UDP_IDLE_TIMEOUT,
+        udp_tunnel_queue_len: UDP_QUEUE[usize::from(setup.small_queue)],
         ..QuicConfig::default()
     };
     if setup.small_windows {
@@ -1459,4 +1723,15 @@ fn expect_error(result: Result<(), TunnelError>, alive: bool, live: TunnelError,
         TunnelError::UnknownTunnel
     };
     assert_eq!(result, Err(expected), "{what}");
+}
+
+/// A `TunnelClosed` reason fits the tunnel: `Finished` for a TCP tunnel only once both
+/// FINs went their way (a UDP tunnel ends with either side's FIN), `IdleTimeout` only for
+/// a UDP tunnel.
+fn check_close(udp: bool, both_fins: bool, reason: CloseReason) {
+    match reason {
+        CloseReason::Finished => assert!(udp || both_fins, "Finished before both FINs"),
+        CloseReason::IdleTimeout => assert!(udp, "a TCP tunnel timed out idle"),
+        _ => {}
+    }
 }

@@ -48,11 +48,81 @@ pub(crate) fn raw_key(tunnel: TunnelId) -> u64 {
     2 << 32 | tunnel.0
 }
 
+/// Bytes at the start of every UDP payload the driver sends: sequence number and port.
+pub(crate) const DATAGRAM_HEADER: usize = 6;
+
+/// A UDP payload of `len` bytes (at least [`DATAGRAM_HEADER`]): `seq` and `port`, then the
+/// pattern of the stream named by direction, port and `seq`.
+pub(crate) fn fill_datagram(upload: bool, port: u16, seq: u32, out: &mut [u8]) {
+    out[..4].copy_from_slice(&seq.to_le_bytes());
+    out[4..DATAGRAM_HEADER].copy_from_slice(&port.to_le_bytes());
+    fill(
+        datagram_key(upload, port, seq),
+        0,
+        &mut out[DATAGRAM_HEADER..],
+    );
+}
+
+fn datagram_key(upload: bool, port: u16, seq: u32) -> u64 {
+    3 << 60 | u64::from(upload) << 56 | u64::from(port) << 32 | u64::from(seq)
+}
+
+/// The datagrams one direction of a UDP flow sent, by sequence number, and which arrived.
+#[derive(Debug, Default)]
+pub(crate) struct Datagrams {
+    /// Length of each datagram offered to `tunnel_send_datagram` (taken or dropped).
+    pub(crate) lengths: Vec<usize>,
+    pub(crate) seen: Vec<bool>,
+}
+
+impl Datagrams {
+    /// The next sequence number, reserved for a datagram of `len` bytes.
+    pub(crate) fn reserve(&mut self, len: usize) -> u32 {
+        let seq = u32::try_from(self.lengths.len()).expect("few datagrams");
+        self.lengths.push(len);
+        self.seen.push(false);
+        seq
+    }
+
+    /// Checks a received payload: one this direction sent, whole, unchanged, once.
+    pub(crate) fn receive(&mut self, upload: bool, port: u16, payload: &[u8]) {
+        assert!(
+            payload.len() >= DATAGRAM_HEADER,
+            "a datagram of {} bytes arrived",
+            payload.len()
+        );
+        let seq = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes"));
+        let from = u16::from_le_bytes(payload[4..DATAGRAM_HEADER].try_into().expect("2 bytes"));
+        assert_eq!(
+            from, port,
+            "datagram {seq} of flow {from} arrived on flow {port}"
+        );
+        let index = usize::try_from(seq).expect("u32 fits");
+        let Some(&len) = self.lengths.get(index) else {
+            panic!("datagram {seq} of flow {port} was never sent");
+        };
+        assert_eq!(payload.len(), len, "datagram {seq} of flow {port}: length");
+        assert!(
+            !self.seen[index],
+            "datagram {seq} of flow {port} arrived twice"
+        );
+        self.seen[index] = true;
+        let key = datagram_key(upload, port, seq);
+        if let Some(at) = mismatch(key, 0, &payload[DATAGRAM_HEADER..]) {
+            panic!("datagram {seq} of flow {port}: wrong byte at {at}");
+        }
+    }
+}
+
 /// A tunnel the client opened.
 #[derive(Debug)]
+// The two directions' flags, one each.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct ClientTunnel {
     /// Names its [`Flow`]: every tunnel the client opens gets its own port.
     pub(crate) port: u16,
+    /// A CONNECT-UDP tunnel.
+    pub(crate) udp: bool,
     /// `TunnelOpened` came.
     pub(crate) open: bool,
     pub(crate) sent: u64,
@@ -71,8 +141,11 @@ pub(crate) enum Origin {
 
 /// A tunnel the edge reported.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct EdgeTunnel {
     pub(crate) origin: Origin,
+    /// A CONNECT-UDP tunnel.
+    pub(crate) udp: bool,
     /// `accept_tunnel` succeeded (the 200 may still wait for room).
     pub(crate) accepted: bool,
     pub(crate) sent: u64,
@@ -96,6 +169,11 @@ impl EdgeTunnel {
 #[derive(Debug)]
 pub(crate) struct Flow {
     pub(crate) target: TunnelTarget,
+    /// A CONNECT-UDP flow.
+    pub(crate) udp: bool,
+    /// UDP payloads each way.
+    pub(crate) datagrams_up: Datagrams,
+    pub(crate) datagrams_down: Datagrams,
     /// Bytes the client's `tunnel_send` took.
     pub(crate) upload_sent: u64,
     /// The client finished after `upload_sent` bytes.
@@ -113,9 +191,12 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
-    pub(crate) fn new(target: TunnelTarget) -> Self {
+    pub(crate) fn new(target: TunnelTarget, udp: bool) -> Self {
         Self {
             target,
+            udp,
+            datagrams_up: Datagrams::default(),
+            datagrams_down: Datagrams::default(),
             upload_sent: 0,
             upload_fin: false,
             upload_received: 0,
@@ -141,7 +222,7 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    pub(crate) fn new_client(&mut self, id: TunnelId, port: u16) {
+    pub(crate) fn new_client(&mut self, id: TunnelId, port: u16, udp: bool) {
         assert!(
             self.client_last.is_none_or(|last| id > last),
             "client reused or reordered tunnel id {id:?}"
@@ -151,6 +232,7 @@ impl Model {
             id,
             ClientTunnel {
                 port,
+                udp,
                 open: false,
                 sent: 0,
                 finished: false,
@@ -160,7 +242,7 @@ impl Model {
         );
     }
 
-    pub(crate) fn new_edge(&mut self, id: TunnelId, origin: Origin) {
+    pub(crate) fn new_edge(&mut self, id: TunnelId, origin: Origin, udp: bool) {
         assert!(
             self.edge_last.is_none_or(|last| id > last),
             "edge reused or reordered tunnel id {id:?}"
@@ -170,6 +252,7 @@ impl Model {
             id,
             EdgeTunnel {
                 origin,
+                udp,
                 accepted: false,
                 sent: 0,
                 finished: false,
@@ -223,5 +306,16 @@ mod tests {
         assert!(mismatch(upload_key(2), 0, &a).is_some());
         assert!(mismatch(download_key(1), 0, &a).is_some());
         assert!(mismatch(upload_key(1), 1, &a).is_some());
+    }
+
+    #[test]
+    fn datagrams_are_checked_whole_and_once() {
+        let mut sent = Datagrams::default();
+        let seq = sent.reserve(40);
+        let mut payload = [0; 40];
+        fill_datagram(true, 7, seq, &mut payload);
+        sent.receive(true, 7, &payload);
+        let again = std::panic::catch_unwind(move || sent.receive(true, 7, &payload));
+        assert!(again.is_err(), "a duplicate passed");
     }
 }

@@ -131,6 +131,19 @@ impl RawPeer {
         let _ = self.quic.stream_send(id, bytes, false);
     }
 
+    /// An HTTP Datagram (RFC 9297 §2.1) for a request stream: Quarter Stream ID and
+    /// Context ID prefixed to `payload`.
+    pub(crate) fn http_datagram(&mut self, pick: u8, context: u8, payload: &[u8]) {
+        let Some(&stream) = pick_from(&self.requests, pick) else {
+            return;
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 16);
+        push_varint(&mut frame, stream / 4);
+        push_varint(&mut frame, u64::from(context));
+        frame.extend_from_slice(payload);
+        let _ = self.quic.dgram_send(&frame);
+    }
+
     pub(crate) fn datagram(&mut self, bytes: &[u8]) {
         let _ = self.quic.dgram_send(bytes);
     }
@@ -158,4 +171,14 @@ fn pick_from<T>(items: &[T], pick: u8) -> Option<&T> {
         return None;
     }
     items.get(usize::from(pick) % items.len())
+}
+
+/// A QUIC variable-length integer (RFC 9000 §16), shortest form.
+fn push_varint(out: &mut Vec<u8>, value: u64) {
+    match value {
+        0..0x40 => out.push(value.to_be_bytes()[7]),
+        0x40..0x4000 => out.extend_from_slice(&(0x4000 | value).to_be_bytes()[6..]),
+        0x4000..0x4000_0000 => out.extend_from_slice(&(0x8000_0000 | value).to_be_bytes()[4..]),
+        _ => out.extend_from_slice(&(0xc000_0000_0000_0000 | value).to_be_bytes()),
+    }
 }
