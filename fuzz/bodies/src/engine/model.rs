@@ -188,6 +188,13 @@ pub(crate) struct Flow {
     pub(crate) download_received: u64,
     /// What the edge's host refused this flow's requests with.
     pub(crate) refusals: Vec<Refusal>,
+    /// The client, or the edge, aborted a tunnel of this flow after finishing it. quiche
+    /// 0.30 does not surface a `RESET_STREAM` that arrives after the stream's FIN did
+    /// (`RecvBuf::write` drops the zero-length marker `reset` queues once the final size
+    /// is known): the receiver then sees a clean FIN, or an end without a response head,
+    /// with the bytes the reset discarded missing.
+    pub(crate) upload_reset_after_fin: bool,
+    pub(crate) download_reset_after_fin: bool,
 }
 
 impl Flow {
@@ -204,6 +211,8 @@ impl Flow {
             download_fins: Vec::new(),
             download_received: 0,
             refusals: Vec::new(),
+            upload_reset_after_fin: false,
+            download_reset_after_fin: false,
         }
     }
 }
