@@ -167,6 +167,7 @@ impl EdgeTunnel {
 /// Both directions of one client tunnel, across every edge tunnel that answered it (a
 /// request repeated on a new connection can leave a stale twin on the old one).
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Flow {
     pub(crate) target: TunnelTarget,
     /// A CONNECT-UDP flow.
