@@ -564,6 +564,301 @@ def ip_packets():
         write("ip_roundtrip", f"random-{i}", pseudo_random(f"ip{i}", length))
 
 
+# --- engine -------------------------------------------------------------------------------
+# The action format of fuzz/bodies/src/engine/input.rs: two setup bytes, then actions, each
+# a tag byte and its fields. Sides: 0 client, 1 edge. Directions: 0 to the edge, 1 to the
+# client, 2 to the raw peer.
+
+CLIENT, EDGE = 0, 1
+TO_EDGE, TO_CLIENT, TO_RAW = 0, 1, 2
+
+
+def le16(value):
+    return [value & 0xFF, value >> 8]
+
+
+def blob(data):
+    data = bytes(data)
+    assert len(data) < 256
+    return [len(data), *data]
+
+
+def open_name(index):
+    return [0, 0, index]
+
+
+def open_v4(*octets):
+    return [0, 1, *octets]
+
+
+def open_v6(text):
+    import ipaddress
+    return [0, 2, *ipaddress.IPv6Address(text).packed]
+
+
+def open_bytes(data):
+    return [0, 3, *blob(data)]
+
+
+def accept(side, pick):
+    return [1, side, pick]
+
+
+def refuse(side, pick, refusal):
+    return [2, side, pick, refusal]
+
+
+def send(side, pick, length):
+    return [3, side, pick, *le16(length)]
+
+
+def recv(side, pick, length):
+    return [4, side, pick, *le16(length)]
+
+
+def finish(side, pick):
+    return [5, side, pick]
+
+
+def abort(side, pick):
+    return [6, side, pick]
+
+
+def deliver(direction, count):
+    return [7, direction, count]
+
+
+def drop(direction, pick):
+    return [8, direction, pick]
+
+
+def duplicate(direction, pick):
+    return [9, direction, pick]
+
+
+def reorder(direction, pick):
+    return [10, direction, pick]
+
+
+def corrupt(direction, pick, position, mask):
+    return [11, direction, pick, *le16(position), mask]
+
+
+def inject(direction, data):
+    return [12, direction, *blob(data)]
+
+
+def advance(millis):
+    return [13, *le16(millis)]
+
+
+def pump(rounds):
+    return [14, rounds]
+
+
+def read_all(side):
+    return [15, side]
+
+
+def close(side, code, reason):
+    return [16, side, *le16(code), *blob(reason)]
+
+
+def field(value):
+    """A header name or value: a vocabulary index, or bytes."""
+    if isinstance(value, int):
+        assert value < 0xE0
+        return [value]
+    return [0xE0, *blob(value)]
+
+
+def raw_request(headers, fin=False):
+    out = [17, len(headers)]
+    for name, value in headers:
+        out += field(name) + field(value)
+    return out + [int(fin)]
+
+
+def raw_body(pick, fin, data):
+    return [18, pick, int(fin), *blob(data)]
+
+
+def raw_stream(stream, fin, data):
+    return [19, stream, int(fin), *blob(data)]
+
+
+def raw_uni(kind, data):
+    return [20, kind, *blob(data)]
+
+
+def raw_datagram(data):
+    return [21, *blob(data)]
+
+
+def raw_reset(pick, direction, code):
+    return [22, pick, direction, *le16(code)]
+
+
+def advance_secs(secs):
+    return [23, secs]
+
+
+def open_many(count):
+    return [25, count]
+
+
+def raw_close(code):
+    return [26, *le16(code)]
+
+
+def sleep(millis):
+    return [27, millis]
+
+
+def open_udp(index):
+    return [28, 0, index]
+
+
+def send_datagram(side, pick, length):
+    return [29, side, pick, *le16(length)]
+
+
+def recv_datagram(side, pick, length):
+    return [30, side, pick, *le16(length)]
+
+
+def raw_http_datagram(pick, context, payload):
+    return [31, pick, context, *blob(payload)]
+
+
+def read_datagrams(side):
+    return [32, side]
+
+
+# Setup flags (first byte): auth in the low two bits, then small windows, no datagrams,
+# small client queue, one edge connection, loopback allowed; the second byte picks the
+# congestion controller.
+AUTH_TOKEN, AUTH_WRONG, AUTH_NONE = 1, 2, 3
+SMALL_WINDOWS, NO_DATAGRAMS, SMALL_QUEUE, ONE_CONNECTION, ALLOW_LOOPBACK = 4, 8, 16, 32, 64
+
+# Raw request vocabulary indices (HEADER_NAMES and HEADER_VALUES in engine/mod.rs).
+METHOD, AUTHORITY, PROTOCOL, SCHEME, PATH, PROXY_AUTH, CAPSULE_PROTOCOL = range(7)
+CONNECT_, EXAMPLE_443, GET, LOOPBACK_22, V6_LOOPBACK = range(5)
+TOKEN_RIGHT, TOKEN_WRONG = 15, 16
+CONNECT_UDP, HTTPS, CAPSULE_YES = 10, 12, 18
+UDP_PATH, UDP_PATH_LOOPBACK, UDP_PATH_V6, UDP_PATH_PORT_0, UDP_PATH_QUERY, PROXY_AUTHORITY = range(27, 33)
+
+
+def udp_request(path):
+    return raw_request([(METHOD, CONNECT_), (PROTOCOL, CONNECT_UDP), (SCHEME, HTTPS),
+                        (AUTHORITY, PROXY_AUTHORITY), (PATH, path), (CAPSULE_PROTOCOL, CAPSULE_YES)])
+
+
+def engine_seed(name, flags, more, *actions):
+    data = bytes([flags, more])
+    for action in actions:
+        data += bytes(action)
+    write("engine", name, data)
+
+
+def engine():
+    opened = [open_name(0), pump(8), accept(EDGE, 0), pump(8)]
+    engine_seed("tunnel-both-ways", 0, 0, *opened,
+                send(CLIENT, 0, 3000), send(EDGE, 0, 2000), pump(8),
+                read_all(EDGE), read_all(CLIENT), finish(CLIENT, 0), finish(EDGE, 0),
+                pump(8), read_all(EDGE), read_all(CLIENT), pump(4))
+    engine_seed("token-small-windows", AUTH_TOKEN | SMALL_WINDOWS, 1, *opened,
+                send(CLIENT, 0, 8000), send(CLIENT, 0, 8000), pump(4),
+                recv(EDGE, 0, 1000), pump(4), send(CLIENT, 0, 8000), read_all(EDGE),
+                send(EDGE, 0, 8000), pump(4), recv(CLIENT, 0, 5000), finish(EDGE, 0), pump(4))
+    engine_seed("refusals", 0, 2,
+                open_name(0), open_name(2), open_name(3), open_name(5), pump(8),
+                refuse(EDGE, 0, 0), refuse(EDGE, 0, 2), refuse(EDGE, 0, 5),
+                refuse(EDGE, 0, 8), accept(CLIENT, 0), refuse(CLIENT, 0, 1), pump(8))
+    engine_seed("forbidden-addresses", 0, 0,
+                open_v4(127, 0, 0, 1), open_v4(10, 1, 2, 3), open_v6("::1"),
+                open_v6("::ffff:169.254.169.254"), open_name(1), open_v4(1, 1, 1, 1),
+                pump(8), accept(EDGE, 0), pump(4))
+    engine_seed("loopback-allowed", ALLOW_LOOPBACK, 0,
+                open_v4(127, 0, 0, 1), open_name(1), pump(8), accept(EDGE, 0), accept(EDGE, 1),
+                pump(4))
+    engine_seed("wrong-token", AUTH_WRONG, 0, open_name(0), open_bytes(b"abc.def"), pump(8))
+    engine_seed("no-token", AUTH_NONE, 0, open_name(0), pump(8))
+    engine_seed("loss-recovery", 0, 0, *opened, send(CLIENT, 0, 5000), drop(TO_EDGE, 0),
+                drop(TO_EDGE, 1), pump(8), sleep(40), pump(8), sleep(40), pump(8), read_all(EDGE))
+    engine_seed("loss-and-reorder", 0, 0, *opened,
+                send(CLIENT, 0, 6000), drop(TO_EDGE, 1), reorder(TO_EDGE, 0),
+                duplicate(TO_EDGE, 2), corrupt(TO_EDGE, 0, 40, 0x55), pump(8),
+                send(EDGE, 0, 4000), reorder(TO_CLIENT, 0), duplicate(TO_CLIENT, 1),
+                deliver(TO_CLIENT, 1), pump(8), read_all(EDGE), read_all(CLIENT))
+    engine_seed("pending-deadline", SMALL_QUEUE, 0,
+                open_name(0), open_name(2), drop(TO_EDGE, 0), open_many(6),
+                advance_secs(11), advance(200), pump(4), open_name(3), pump(8))
+    engine_seed("aborts", 0, 0, *opened, open_name(2), pump(8), accept(EDGE, 1), pump(8),
+                send(CLIENT, 0, 500), abort(CLIENT, 0), pump(4), send(EDGE, 0, 100),
+                abort(EDGE, 0), abort(EDGE, 0xF8), send(CLIENT, 0xF9, 10), pump(4))
+    engine_seed("close-and-reconnect", 0, 0, *opened, send(CLIENT, 0, 100),
+                close(EDGE, 0, b"bye"), pump(8), sleep(63), pump(1), sleep(37), pump(1),
+                advance(500), pump(8), open_name(0), pump(8), advance_secs(12), pump(2),
+                close(CLIENT, 1, b"done"), pump(4), open_name(0))
+    engine_seed("raw-requests", AUTH_TOKEN, 0,
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443), (PROXY_AUTH, TOKEN_RIGHT)]),
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443)]),
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443), (PROXY_AUTH, TOKEN_WRONG)]),
+                raw_request([(METHOD, GET), (AUTHORITY, EXAMPLE_443), (PROXY_AUTH, TOKEN_RIGHT)]),
+                raw_request([(METHOD, CONNECT_), (PROTOCOL, 10), (SCHEME, 12), (PATH, 14),
+                             (AUTHORITY, EXAMPLE_443), (PROXY_AUTH, TOKEN_RIGHT)]),
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, b"[::ffff:7f00:1]:22"),
+                             (PROXY_AUTH, TOKEN_RIGHT)]),
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, b"exa mple:1"), (PROXY_AUTH, TOKEN_RIGHT)]),
+                pump(8), accept(EDGE, 0), pump(4), raw_body(0, False, b"hello"), pump(4),
+                send(EDGE, 0, 300), pump(4), read_all(EDGE), raw_reset(0, 1, 0x10F), pump(4))
+    engine_seed("raw-garbage", 0, 0,
+                raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443)]), pump(4),
+                raw_stream(0, False, bytes([0x00, 0x03]) + b"abc"),
+                raw_stream(4, True, bytes([0x01, 0x02, 0xFF, 0xFF])),
+                raw_stream(8, False, bytes([0x21, 0x00])),
+                raw_datagram(bytes([0x00, 0x00]) + b"payload"), raw_datagram(b"\xff"),
+                raw_uni(0, bytes([0x54]) + b"unknown stream type"), pump(8),
+                raw_uni(1, bytes([0x04, 0x00])), pump(8), raw_close(0x100), pump(4))
+    engine_seed("injected", ONE_CONNECTION, 0,
+                inject(TO_EDGE, bytes([0xC0, 0x1A, 0x2A, 0x3A, 0x4A, 8]) + b"12345678"),
+                inject(TO_EDGE, bytes([0xC3, 0, 0, 0, 1, 8]) + b"abcdefgh" + bytes([8]) + b"ijklmnop"),
+                inject(TO_EDGE, bytes([0x40]) + b"short header"), inject(TO_CLIENT, b"\x00"),
+                open_name(0), pump(8), accept(EDGE, 0), inject(TO_CLIENT, bytes([0x41]) * 30),
+                pump(4), raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443)]), pump(4))
+    engine_seed("many-tunnels-small-windows", SMALL_WINDOWS | NO_DATAGRAMS, 2,
+                open_many(12), pump(8), *[accept(EDGE, i) for i in range(12)], pump(8),
+                *[send(CLIENT, i, 7000) for i in range(12)], pump(8),
+                *[recv(EDGE, i, 3000) for i in range(12)], pump(8), read_all(EDGE), pump(8))
+    udp_opened = [open_udp(0), pump(8), accept(EDGE, 0), pump(8)]
+    udp_exchange = [send_datagram(CLIENT, 0, 100), send_datagram(CLIENT, 0, 1300),
+                    send_datagram(CLIENT, 0, 3000), send_datagram(EDGE, 0, 50),
+                    send_datagram(EDGE, 0, 1200), pump(8), recv_datagram(EDGE, 0, 10),
+                    read_datagrams(EDGE), read_datagrams(CLIENT), send(CLIENT, 0, 10),
+                    recv(EDGE, 0, 10)]
+    engine_seed("udp-frames", 0, 0, *udp_opened, *udp_exchange, finish(CLIENT, 0), pump(8),
+                send_datagram(CLIENT, 0, 10), pump(4))
+    engine_seed("udp-capsules", NO_DATAGRAMS | SMALL_WINDOWS, 0, *udp_opened, *udp_exchange,
+                *[send_datagram(CLIENT, 0, 2000) for _ in range(8)], pump(8),
+                read_datagrams(EDGE), finish(EDGE, 0), pump(8))
+    engine_seed("udp-idle-and-queue", SMALL_QUEUE, 0, *udp_opened,
+                *[send_datagram(EDGE, 0, 60) for _ in range(8)], pump(8), read_datagrams(CLIENT),
+                advance_secs(6), pump(4), open_udp(1), open_udp(2), pump(8))
+    engine_seed("udp-raw", 0, 0, udp_request(UDP_PATH), udp_request(UDP_PATH_LOOPBACK),
+                udp_request(UDP_PATH_V6), udp_request(UDP_PATH_PORT_0), udp_request(UDP_PATH_QUERY),
+                pump(8), accept(EDGE, 0), pump(8),
+                raw_http_datagram(0, 0, b"\x00\x00\x00\x00\x00\x00payload"),
+                raw_http_datagram(0, 7, b"other context"), raw_http_datagram(3, 0, b"x"),
+                raw_body(0, False, bytes([0x00, 0x05, 0x00]) + b"abcd"),
+                raw_body(0, False, bytes([0x17, 0x02]) + b"xy"),
+                pump(8), read_datagrams(EDGE), send_datagram(EDGE, 0, 40), pump(8),
+                raw_body(0, False, bytes([0x00, 0x80, 0xFF, 0xFF, 0xFF, 0x00])), pump(8))
+    engine_seed("udp-raw-capsules-fin", 0, 0, udp_request(UDP_PATH), pump(8), accept(EDGE, 0),
+                raw_body(0, True, bytes([0x00, 0x03, 0x00]) + b"hi"), pump(8),
+                read_datagrams(EDGE), raw_datagram(b""), pump(4))
+
+
 def main():
     varints()
     datagrams()
@@ -574,6 +869,7 @@ def main():
     http1()
     proxy_protocol()
     ip_packets()
+    engine()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))
         print(f"{directory.name:26} {len(seeds):3} seeds")

@@ -21,6 +21,7 @@ pub mod capsule;
 pub mod capsule_roundtrip;
 pub mod datagram;
 pub mod datagram_roundtrip;
+pub mod engine;
 pub mod http1;
 pub mod ip;
 pub mod ip_roundtrip;
@@ -58,4 +59,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("proxy_protocol_roundtrip", proxy_protocol_roundtrip::run),
     ("ip", ip::run),
     ("ip_roundtrip", ip_roundtrip::run),
+    ("engine", engine::run),
 ];

@@ -98,4 +98,5 @@ replay_tests!(
     proxy_protocol_roundtrip,
     ip,
     ip_roundtrip,
+    engine,
 );
