@@ -34,7 +34,7 @@
 mod dial;
 mod driver;
 mod tunnel;
-mod udp;
+pub mod udp;
 
 use std::fmt;
 use std::io;
