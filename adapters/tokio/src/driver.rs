@@ -2,10 +2,11 @@
 //! loop — one input, then drain `poll_transmit` and `poll_event`, then re-arm the timer
 //! from `poll_timeout`, then wait on the socket, the timer and the command channel.
 //!
-//! Tunnels (their TCP sides) and dials run in their own tasks and talk to the driver over
-//! the command channel. That channel is unbounded in type but bounded in content: data
-//! commands spend per-tunnel credit ([`TunnelLimits`](crate::TunnelLimits)), a tunnel sends at most one wake-up
-//! per chunk it drained, and every other command is sent once per tunnel or dial.
+//! Tunnels (their TCP sides and UDP sockets) and dials run in their own tasks and talk to
+//! the driver over the command channel. That channel is unbounded in type but bounded in
+//! content: data commands spend per-tunnel credit ([`TunnelLimits`](crate::TunnelLimits),
+//! [`UdpLimits`](crate::UdpLimits)), a tunnel sends at most one wake-up per chunk it
+//! drained, and every other command is sent once per tunnel or dial.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -13,17 +14,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
-    CloseReason, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelId,
-    TunnelTarget,
+    CloseReason, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError,
+    TunnelId, TunnelTarget,
 };
 
-use crate::dial;
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
-use crate::{OpenFailure, Options};
+use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
+use crate::{OpenFailure, Options, dial, udp_egress};
 
 /// Commands processed per wake-up before the driver flushes output again.
 const COMMAND_BATCH: usize = 256;
@@ -54,6 +55,20 @@ pub(crate) enum Command {
     Dialed {
         tunnel: TunnelId,
         result: Result<TcpStream, Refusal>,
+    },
+    /// Client: open a CONNECT-UDP tunnel and answer when the edge has.
+    OpenUdp {
+        target: Box<TunnelTarget>,
+        reply: oneshot::Sender<Result<UdpTunnel, OpenFailure>>,
+    },
+    /// A datagram for a UDP tunnel (credit already spent).
+    UdpDatagram { tunnel: TunnelId, payload: Bytes },
+    /// The host let go of a UDP tunnel: finish it (client) or reset it (edge).
+    UdpClose { tunnel: TunnelId, abort: bool },
+    /// Edge: the UDP socket for a CONNECT-UDP request is ready, or could not be.
+    UdpConnected {
+        tunnel: TunnelId,
+        result: Result<UdpSocket, Refusal>,
     },
     /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
     Shutdown { drain: Duration },
@@ -101,6 +116,8 @@ pub(crate) struct Driver {
     options: Options,
     tunnels: HashMap<TunnelId, Slot>,
     opening: HashMap<TunnelId, oneshot::Sender<Result<Tunnel, OpenFailure>>>,
+    udp_tunnels: HashMap<TunnelId, UdpPort>,
+    opening_udp: HashMap<TunnelId, oneshot::Sender<Result<UdpTunnel, OpenFailure>>>,
     dialing: usize,
     phase: Phase,
     send_buf: Box<[u8]>,
@@ -123,6 +140,8 @@ impl Driver {
             options,
             tunnels: HashMap::new(),
             opening: HashMap::new(),
+            udp_tunnels: HashMap::new(),
+            opening_udp: HashMap::new(),
             dialing: 0,
             phase: Phase::Running,
             send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
@@ -239,13 +258,21 @@ impl Driver {
                 target,
                 client,
             } => self.on_request(tunnel, target, client.peer),
+            Event::UdpTunnelRequest {
+                tunnel,
+                target,
+                client,
+            } => self.on_udp_request(tunnel, target, client.peer),
             Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
             Event::TunnelRefused { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel refused");
                 if let Some(reply) = self.opening.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Refused(reason)));
+                } else if let Some(reply) = self.opening_udp.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Refused(reason)));
                 }
             }
+            Event::TunnelDatagrams { tunnel } => self.read_datagrams(tunnel),
             Event::TunnelReadable { tunnel } => self.read_tunnel(tunnel),
             Event::TunnelWritable { tunnel } => {
                 if let Some(slot) = self.tunnels.get_mut(&tunnel) {
@@ -257,6 +284,12 @@ impl Driver {
                 tracing::debug!(?tunnel, ?reason, "tunnel closed");
                 if let Some(reply) = self.opening.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Stopped));
+                }
+                if let Some(reply) = self.opening_udp.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Stopped));
+                }
+                if let Some(port) = self.udp_tunnels.remove(&tunnel) {
+                    port.close();
                 }
                 if let Some(slot) = self.tunnels.remove(&tunnel) {
                     match reason {
@@ -316,8 +349,59 @@ impl Driver {
         });
     }
 
+    /// Edge: a CONNECT-UDP passed the engine's checks; resolve, check egress and set up
+    /// the socket in a task of its own.
+    fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
+        if self.phase != Phase::Running {
+            self.refuse(tunnel, Refusal::ConnectionLimit);
+            return;
+        }
+        tracing::debug!(?tunnel, %target, %peer, "UDP tunnel requested");
+        self.dialing += 1;
+        let commands = self.command_tx.clone();
+        let timeout = self.options.connect_timeout;
+        tokio::spawn(async move {
+            let result = udp_egress::connect(&target, &commands, timeout).await;
+            if let Err(refusal) = &result {
+                tracing::info!(?tunnel, %target, ?refusal, "UDP tunnel refused");
+            }
+            let _ = commands.send(Command::UdpConnected { tunnel, result });
+        });
+    }
+
+    fn on_udp_connected(&mut self, tunnel: TunnelId, result: Result<UdpSocket, Refusal>) {
+        self.dialing = self.dialing.saturating_sub(1);
+        let socket = match result {
+            Ok(socket) => socket,
+            Err(refusal) => return self.refuse(tunnel, refusal),
+        };
+        if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
+            tracing::debug!(?tunnel, error = %e, "accepting a UDP tunnel failed");
+            return;
+        }
+        let handle = self.insert_udp_tunnel(tunnel, OnDrop::Abort);
+        tokio::spawn(udp_egress::relay(socket, handle));
+    }
+
+    fn insert_udp_tunnel(&mut self, tunnel: TunnelId, on_drop: OnDrop) -> UdpTunnel {
+        let (handle, port) = udp_tunnel::pair(
+            tunnel,
+            self.command_tx.clone(),
+            self.options.udp_limits,
+            on_drop,
+        );
+        self.udp_tunnels.insert(tunnel, port);
+        handle
+    }
+
     /// Client: the edge said 2xx; hand the tunnel to whoever opened it.
     fn on_opened(&mut self, tunnel: TunnelId) {
+        if let Some(reply) = self.opening_udp.remove(&tunnel) {
+            let handle = self.insert_udp_tunnel(tunnel, OnDrop::Finish);
+            // An opener that gave up drops the handle, which finishes the tunnel.
+            let _ = reply.send(Ok(handle));
+            return;
+        }
         let Some(reply) = self.opening.remove(&tunnel) else {
             return;
         };
@@ -367,6 +451,10 @@ impl Driver {
                 let _ = reply.send(allowed);
             }
             Command::Dialed { tunnel, result } => self.on_dialed(tunnel, result),
+            Command::OpenUdp { target, reply } => self.on_open_udp(&target, reply),
+            Command::UdpDatagram { tunnel, payload } => self.send_datagram(tunnel, &payload),
+            Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
+            Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
             Command::Shutdown { drain } => {
                 if self.phase == Phase::Running {
                     tracing::info!(?drain, tunnels = self.tunnels.len(), "shutting down");
@@ -395,6 +483,81 @@ impl Driver {
             Err(e) => {
                 let _ = reply.send(Err(OpenFailure::Rejected(e)));
             }
+        }
+    }
+
+    fn on_open_udp(
+        &mut self,
+        target: &TunnelTarget,
+        reply: oneshot::Sender<Result<UdpTunnel, OpenFailure>>,
+    ) {
+        if self.phase != Phase::Running {
+            let _ = reply.send(Err(OpenFailure::Stopped));
+            return;
+        }
+        match self.endpoint.open_udp_tunnel(Instant::now(), target) {
+            Ok(tunnel) => {
+                tracing::debug!(?tunnel, %target, "opening UDP tunnel");
+                self.opening_udp.insert(tunnel, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(OpenFailure::Rejected(e)));
+            }
+        }
+    }
+
+    /// Hands one datagram to the engine, which sends it or drops it (UDP semantics).
+    fn send_datagram(&mut self, tunnel: TunnelId, payload: &[u8]) {
+        let Some(port) = self.udp_tunnels.get(&tunnel) else {
+            return;
+        };
+        port.release();
+        match self.endpoint.tunnel_send_datagram(tunnel, payload) {
+            Ok(taken) => port.count_send(taken),
+            Err(e) => tracing::debug!(?tunnel, error = %e, "datagram send failed"),
+        }
+    }
+
+    /// Moves every queued datagram of a UDP tunnel to its host (or drops it, counted, when
+    /// the host is behind). The event is edge-triggered: the queue is always drained.
+    fn read_datagrams(&mut self, tunnel: TunnelId) {
+        loop {
+            match self
+                .endpoint
+                .tunnel_recv_datagram(tunnel, &mut self.recv_chunk)
+            {
+                Ok(Some(len)) => {
+                    if let Some(port) = self.udp_tunnels.get(&tunnel) {
+                        let payload = self.recv_chunk.get(..len).unwrap_or_default();
+                        port.deliver(Bytes::copy_from_slice(payload));
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // Not a UDP tunnel or gone; a larger payload than the 64 KiB buffer
+                    // cannot be (UDP's length field is 16 bits).
+                    if !matches!(e, TunnelError::BufferTooSmall { .. }) {
+                        tracing::debug!(?tunnel, error = %e, "datagram receive failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The host let go of a UDP tunnel.
+    fn close_udp(&mut self, tunnel: TunnelId, abort: bool) {
+        let Some(port) = self.udp_tunnels.remove(&tunnel) else {
+            return;
+        };
+        port.close();
+        let result = if abort {
+            self.endpoint.tunnel_abort(tunnel)
+        } else {
+            self.endpoint.tunnel_finish(tunnel)
+        };
+        if let Err(e) = result {
+            tracing::debug!(?tunnel, error = %e, "closing a UDP tunnel failed");
         }
     }
 
@@ -484,7 +647,11 @@ impl Driver {
         match self.phase {
             Phase::Running => false,
             Phase::Draining { until } => {
-                let idle = self.tunnels.is_empty() && self.opening.is_empty() && self.dialing == 0;
+                // UDP tunnels have no end of their own: they do not hold the drain up.
+                let idle = self.tunnels.is_empty()
+                    && self.opening.is_empty()
+                    && self.opening_udp.is_empty()
+                    && self.dialing == 0;
                 if idle || now >= until {
                     self.close_all(now);
                 }
@@ -505,7 +672,14 @@ impl Driver {
         for tunnel in open {
             self.abort(tunnel);
         }
+        let udp: Vec<TunnelId> = self.udp_tunnels.keys().copied().collect();
+        for tunnel in udp {
+            self.close_udp(tunnel, true);
+        }
         for (_, reply) in self.opening.drain() {
+            let _ = reply.send(Err(OpenFailure::Stopped));
+        }
+        for (_, reply) in self.opening_udp.drain() {
             let _ = reply.send(Err(OpenFailure::Stopped));
         }
         self.endpoint

@@ -8,7 +8,11 @@
 //!   first allowed address, dials exactly that address with a timeout, then accepts or
 //!   refuses the tunnel and relays bytes (target EOF → FIN, target RST → tunnel reset,
 //!   tunnel FIN → TCP half-close, tunnel reset → TCP RST);
-//! - a **client** opens tunnels through an [`Opener`] and gets a [`Tunnel`] to relay.
+//! - a **client** opens tunnels through an [`Opener`] and gets a [`Tunnel`] to relay;
+//! - **CONNECT-UDP** (RFC 9298): an edge resolves and checks the target the same way, then
+//!   relays datagrams through one UDP socket per tunnel, `connect()`ed to that address
+//!   with Don't Fragment set; a client opens a [`UdpTunnel`] with [`Opener::open_udp`].
+//!   Every queue on the way is bounded and drops (counted) when full, as UDP would.
 //!
 //! [`Node::shutdown`] stops new tunnels, lets open ones drain until a deadline, then closes
 //! QUIC with an error code. [`shutdown_signal`] waits for SIGINT or SIGTERM.
@@ -35,6 +39,8 @@ mod dial;
 mod driver;
 mod tunnel;
 pub mod udp;
+mod udp_egress;
+mod udp_tunnel;
 
 use std::fmt;
 use std::io;
@@ -51,6 +57,9 @@ use veil_engine::{
 pub use tunnel::{
     RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };
+pub use udp_tunnel::{
+    UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats,
+};
 
 use driver::{Command, Driver};
 
@@ -66,6 +75,8 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Per-tunnel memory bounds.
     pub limits: TunnelLimits,
+    /// Per-tunnel queue bounds of UDP tunnels.
+    pub udp_limits: UdpLimits,
     /// Application error code of the `CONNECTION_CLOSE` sent at shutdown.
     pub close_code: u64,
     /// How long connections may take to drain after the close, at most.
@@ -77,6 +88,7 @@ impl Default for Options {
         Self {
             connect_timeout: Duration::from_secs(10),
             limits: TunnelLimits::default(),
+            udp_limits: UdpLimits::default(),
             close_code: H3_NO_ERROR,
             close_grace: Duration::from_secs(2),
         }
@@ -144,7 +156,7 @@ impl std::error::Error for DriverError {
     }
 }
 
-/// Why [`Opener::open`] did not give a tunnel.
+/// Why [`Opener::open`] or [`Opener::open_udp`] did not give a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpenFailure {
@@ -289,6 +301,19 @@ impl Opener {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Open {
+                target: Box::new(target),
+                reply,
+            })
+            .map_err(|_| OpenFailure::Stopped)?;
+        answer.await.map_err(|_| OpenFailure::Stopped)?
+    }
+
+    /// Opens a CONNECT-UDP tunnel (RFC 9298) to `target` and waits for the edge's answer
+    /// (bounded by the engine's pending deadline, as for [`open`](Self::open)).
+    pub async fn open_udp(&self, target: TunnelTarget) -> Result<UdpTunnel, OpenFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::OpenUdp {
                 target: Box::new(target),
                 reply,
             })

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use veil_proto::masque::udp::DEFAULT_PATH_TEMPLATE;
 
 /// Everything an [`Endpoint`](crate::Endpoint) needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,10 +106,22 @@ pub struct QuicConfig {
     pub max_recv_udp_payload_size: usize,
     /// Largest UDP payload this endpoint sends (the starting point when PMTU discovery is on).
     pub max_send_udp_payload_size: usize,
-    /// Negotiate QUIC DATAGRAM frames (RFC 9221) and HTTP/3 datagrams (RFC 9297).
+    /// Negotiate QUIC DATAGRAM frames (RFC 9221) and HTTP/3 datagrams (RFC 9297): send
+    /// `SETTINGS_H3_DATAGRAM = 1`. Off, UDP tunnels carry their datagrams as DATAGRAM
+    /// capsules on their request streams (also written `h3_datagrams` in TOML).
+    #[serde(alias = "h3_datagrams")]
     pub enable_datagrams: bool,
-    /// Bound of each datagram queue (receive and send), in datagrams.
+    /// Bound of each of quiche's DATAGRAM frame queues (receive and send), in datagrams.
     pub datagram_queue_len: usize,
+    /// A UDP tunnel with no datagram either way for this long is closed
+    /// (`CloseReason::IdleTimeout`).
+    //# RFC 9298 §3.1: "UDP proxies that close sockets after a period of inactivity SHOULD
+    //# NOT use a period lower than two minutes"
+    #[serde(rename = "udp_idle_timeout_ms", deserialize_with = "duration_ms")]
+    pub udp_idle_timeout: Duration,
+    /// Received UDP payloads each tunnel keeps for its host, at most; more are dropped and
+    /// counted (`udp_dropped_queue_full`).
+    pub udp_tunnel_queue_len: usize,
 }
 
 impl Default for QuicConfig {
@@ -130,6 +143,8 @@ impl Default for QuicConfig {
             max_send_udp_payload_size: 1350,
             enable_datagrams: true,
             datagram_queue_len: 1024,
+            udp_idle_timeout: Duration::from_secs(120),
+            udp_tunnel_queue_len: 256,
         }
     }
 }
@@ -175,6 +190,9 @@ pub struct EdgeConfig {
     pub egress_allow: Vec<String>,
     /// New connections beyond this many are dropped at their first packet.
     pub max_connections: usize,
+    /// The path-and-query URI template (RFC 9298 §2) CONNECT-UDP requests must match, with
+    /// `{target_host}` and `{target_port}`. Checked by `Endpoint::new`.
+    pub udp_path_template: String,
 }
 
 impl Default for EdgeConfig {
@@ -186,6 +204,7 @@ impl Default for EdgeConfig {
             tokens: Vec::new(),
             egress_allow: Vec::new(),
             max_connections: 10_000,
+            udp_path_template: DEFAULT_PATH_TEMPLATE.to_owned(),
         }
     }
 }
@@ -255,6 +274,10 @@ pub struct ClientConfig {
         deserialize_with = "duration_ms"
     )]
     pub pending_deadline: Duration,
+    /// The path-and-query URI template (RFC 9298 §2) the client expands into the `:path`
+    /// of its CONNECT-UDP requests. Checked by `Endpoint::new`.
+    #[serde(default = "default_udp_path_template")]
+    pub udp_path_template: String,
 }
 
 impl ClientConfig {
@@ -271,8 +294,13 @@ impl ClientConfig {
             reconnect_max: default_reconnect_max(),
             max_pending_tunnels: default_max_pending(),
             pending_deadline: default_pending_deadline(),
+            udp_path_template: default_udp_path_template(),
         }
     }
+}
+
+fn default_udp_path_template() -> String {
+    DEFAULT_PATH_TEMPLATE.to_owned()
 }
 
 fn default_reconnect_initial() -> Duration {
@@ -415,6 +443,40 @@ mod tests {
         let verify = Verify::Pin([0xab; 32]);
         assert!(format!("{verify:?}").starts_with("Pin(ab:ab:"));
         assert_eq!(format!("{:?}", Pem::Text("KEY".to_owned())), "Text(***)");
+    }
+
+    #[test]
+    fn files_without_udp_settings_still_load_with_their_defaults() {
+        let config: Config =
+            toml::from_str("[role.edge]\ntokens = [\"a\"]\n[quic]\nmax_idle_timeout_ms = 5000\n")
+                .expect("an older edge file");
+        assert_eq!(config.quic.udp_idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.quic.udp_tunnel_queue_len, 256);
+        assert!(config.quic.enable_datagrams);
+        let RoleConfig::Edge(edge) = config.role else {
+            panic!("edge");
+        };
+        assert_eq!(edge.udp_path_template, DEFAULT_PATH_TEMPLATE);
+
+        let config: Config = toml::from_str(
+            "[role.client]\nedge_addr = \"192.0.2.1:443\"\nserver_name = \"edge.test\"\n\
+             verify = \"insecure\"\nudp_path_template = \"/udp?h={target_host}&p={target_port}\"\n\
+             [quic]\nh3_datagrams = false\nudp_idle_timeout_ms = 300000\nudp_tunnel_queue_len = 8\n",
+        )
+        .expect("a client file with UDP settings");
+        assert!(
+            !config.quic.enable_datagrams,
+            "h3_datagrams names enable_datagrams"
+        );
+        assert_eq!(config.quic.udp_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.quic.udp_tunnel_queue_len, 8);
+        let RoleConfig::Client(client) = config.role else {
+            panic!("client");
+        };
+        assert_eq!(
+            client.udp_path_template,
+            "/udp?h={target_host}&p={target_port}"
+        );
     }
 
     #[test]

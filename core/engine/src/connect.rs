@@ -10,7 +10,9 @@ use veil_proto::http1::{ProxyErrorType, ProxyName, ProxyStatus};
 
 use crate::config::Secret;
 use crate::egress::{EgressPolicy, HostKind, classify_host};
-use crate::types::{Host, Name, Refusal, TunnelTarget};
+use crate::types::{Host, Name, Refusal, TunnelKind, TunnelTarget};
+use crate::udp;
+use veil_proto::masque::udp::PathTemplate;
 
 /// The proxy name in every Proxy-Status this edge sends.
 const PROXY_NAME: &str = "veil";
@@ -27,7 +29,7 @@ pub(crate) struct Rejection {
 }
 
 impl Rejection {
-    const fn plain(status: u16) -> Self {
+    pub(crate) const fn plain(status: u16) -> Self {
         Self {
             status,
             proxy_error: None,
@@ -44,7 +46,7 @@ impl Rejection {
     }
 
     /// 400: the request is not a well-formed CONNECT.
-    const BAD_REQUEST: Self = Self::with_error(400, ProxyErrorType::HttpRequestError);
+    pub(crate) const BAD_REQUEST: Self = Self::with_error(400, ProxyErrorType::HttpRequestError);
     /// 407: no credentials.
     const AUTH_REQUIRED: Self = Self {
         status: 407,
@@ -70,14 +72,19 @@ impl Rejection {
 pub(crate) struct Accepted {
     pub(crate) target: TunnelTarget,
     pub(crate) token_index: Option<usize>,
+    pub(crate) kind: TunnelKind,
 }
 
 /// Checks a request head the edge received, in the order ENGINE.md gives: method and
-/// pseudo-header shape, then credentials, then the authority, then egress for IP literals.
+/// pseudo-header shape, then credentials, then the target, then egress for IP literals.
+/// A plain CONNECT asks for a TCP stream; an Extended CONNECT (RFC 9220) with
+/// `:protocol connect-udp` for a UDP tunnel whose target `udp_template` reads from the
+/// `:path`.
 pub(crate) fn check_request(
     headers: &[Header],
     tokens: &[Secret],
     egress: &EgressPolicy,
+    udp_template: &PathTemplate<'_>,
 ) -> Result<Accepted, Rejection> {
     let fields = RequestFields::collect(headers)?;
     if fields.method != Some(&b"CONNECT"[..]) {
@@ -87,12 +94,24 @@ pub(crate) fn check_request(
             Rejection::BAD_REQUEST
         });
     }
-    if fields.protocol.is_some() {
-        // Extended CONNECT (RFC 9220): CONNECT-UDP and CONNECT-IP are not served yet.
-        return Err(Rejection::plain(501));
+    match fields.protocol {
+        None => check_connect(&fields, tokens, egress),
+        Some(protocol) if protocol == udp::request::PROTOCOL.as_bytes() => {
+            udp::request::check(&fields, tokens, egress, udp_template)
+        }
+        // Extended CONNECT for a protocol veil does not serve (CONNECT-IP, WebSocket, …).
+        Some(_) => Err(Rejection::plain(501)),
     }
+}
+
+/// The rest of a plain CONNECT (RFC 9114 §4.4).
+fn check_connect(
+    fields: &RequestFields<'_>,
+    tokens: &[Secret],
+    egress: &EgressPolicy,
+) -> Result<Accepted, Rejection> {
     //# RFC 9114 §4.4: "The ":scheme" and ":path" pseudo-header fields are omitted"
-    if fields.has_scheme_or_path {
+    if fields.scheme.is_some() || fields.path.is_some() {
         return Err(Rejection::BAD_REQUEST);
     }
     let token_index = authenticate(fields.authorization, fields.authorization_count, tokens)?;
@@ -101,18 +120,20 @@ pub(crate) fn check_request(
     Ok(Accepted {
         target,
         token_index,
+        kind: TunnelKind::Stream,
     })
 }
 
-/// The fields of a request head that matter to a CONNECT.
+/// The fields of a request head that matter to a CONNECT or an Extended CONNECT.
 #[derive(Default)]
-struct RequestFields<'h> {
-    method: Option<&'h [u8]>,
-    authority: Option<&'h [u8]>,
-    protocol: Option<&'h [u8]>,
-    has_scheme_or_path: bool,
-    authorization: Option<&'h [u8]>,
-    authorization_count: usize,
+pub(crate) struct RequestFields<'h> {
+    pub(crate) method: Option<&'h [u8]>,
+    pub(crate) authority: Option<&'h [u8]>,
+    pub(crate) protocol: Option<&'h [u8]>,
+    pub(crate) scheme: Option<&'h [u8]>,
+    pub(crate) path: Option<&'h [u8]>,
+    pub(crate) authorization: Option<&'h [u8]>,
+    pub(crate) authorization_count: usize,
 }
 
 impl<'h> RequestFields<'h> {
@@ -124,10 +145,8 @@ impl<'h> RequestFields<'h> {
                 b":method" => &mut fields.method,
                 b":authority" => &mut fields.authority,
                 b":protocol" => &mut fields.protocol,
-                b":scheme" | b":path" => {
-                    fields.has_scheme_or_path = true;
-                    continue;
-                }
+                b":scheme" => &mut fields.scheme,
+                b":path" => &mut fields.path,
                 b"proxy-authorization" => {
                     fields.authorization_count += 1;
                     fields.authorization = Some(value);
@@ -150,7 +169,7 @@ impl<'h> RequestFields<'h> {
 /// No tokens configured: everyone passes (`None`). Otherwise a missing field is 407, and
 /// anything but exactly one `Bearer` field carrying a configured token is 403. Every token
 /// is compared, in constant time each, so timing tells nothing about which one matched.
-fn authenticate(
+pub(crate) fn authenticate(
     field: Option<&[u8]>,
     count: usize,
     tokens: &[Secret],
@@ -244,10 +263,15 @@ pub(crate) fn request_headers(target: &TunnelTarget, token: Option<&Secret>) -> 
         Header::new(b":authority", target.to_string().as_bytes()),
     ];
     if let Some(token) = token {
-        let value = format!("Bearer {}", token.expose());
-        headers.push(Header::new(b"proxy-authorization", value.as_bytes()));
+        headers.push(authorization(token));
     }
     headers
+}
+
+/// `proxy-authorization: Bearer <token>`.
+pub(crate) fn authorization(token: &Secret) -> Header {
+    let value = format!("Bearer {}", token.expose());
+    Header::new(b"proxy-authorization", value.as_bytes())
 }
 
 /// The 200 the edge sends when the host accepts a tunnel.
@@ -364,7 +388,12 @@ mod tests {
     }
 
     fn check(headers: &[Header]) -> Result<Accepted, Rejection> {
-        check_request(headers, &[], &EgressPolicy::default())
+        check_request(
+            headers,
+            &[],
+            &EgressPolicy::default(),
+            &PathTemplate::DEFAULT,
+        )
     }
 
     fn status(result: Result<Accepted, Rejection>) -> u16 {
@@ -422,8 +451,10 @@ mod tests {
         assert_eq!(status(check(&get)), 405);
         let extended = head(&[
             (":method", "CONNECT"),
-            (":protocol", "connect-udp"),
+            (":protocol", "connect-ip"),
+            (":scheme", "https"),
             (":authority", "example.com:443"),
+            (":path", "/.well-known/masque/ip/*/*/"),
         ]);
         assert_eq!(status(check(&extended)), 501);
     }
@@ -451,10 +482,15 @@ mod tests {
         let with_auth = |value: &str| {
             let mut headers = connect("example.com:443");
             headers.push(Header::new(b"proxy-authorization", value.as_bytes()));
-            check_request(&headers, &tokens, &egress)
+            check_request(&headers, &tokens, &egress, &PathTemplate::DEFAULT)
         };
         assert_eq!(
-            check_request(&connect("example.com:443"), &tokens, &egress),
+            check_request(
+                &connect("example.com:443"),
+                &tokens,
+                &egress,
+                &PathTemplate::DEFAULT
+            ),
             Err(Rejection::AUTH_REQUIRED)
         );
         assert_eq!(with_auth("Bearer beta").expect("ok").token_index, Some(1));

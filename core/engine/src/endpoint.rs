@@ -18,6 +18,8 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod udp;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -33,8 +35,10 @@ use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
-    RefusedReason, Role, Transmit, TunnelId, TunnelTarget,
+    RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelTarget,
 };
+use crate::udp::flow::UdpFlow;
+use crate::udp::request as udp_request;
 use crate::{PACING_HORIZON, tls, transport};
 
 /// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
@@ -84,6 +88,10 @@ pub struct Endpoint {
     /// of the latest: a batch of datagrams is processed once, at the next poll.
     unprocessed: Vec<u64>,
     received_at: Option<Instant>,
+    /// CONNECT-UDP settings and the idle timers of UDP tunnels.
+    udp: udp::UdpSettings,
+    /// The latest `now` the caller gave: the time of calls that take none.
+    clock: Instant,
 }
 
 enum RoleState {
@@ -151,6 +159,8 @@ struct Tunnel {
     fin_delivered: bool,
     /// Edge: bytes or FIN arrived before the host accepted.
     deferred_readable: bool,
+    /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
+    udp: Option<Box<UdpFlow>>,
 }
 
 enum TunnelState {
@@ -176,8 +186,12 @@ impl Endpoint {
     /// Builds an endpoint: TLS context, QUIC and HTTP/3 settings; an edge without a
     /// certificate generates a self-signed one here. A client connects on its first
     /// `open_tunnel`, not here.
-    pub fn new(config: Config, _now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         let Config { role, quic } = config;
+        let udp_template = match &role {
+            RoleConfig::Edge(edge) => edge.udp_path_template.clone(),
+            RoleConfig::Client(client) => client.udp_path_template.clone(),
+        };
         let (tls, fingerprint, role) = match role {
             RoleConfig::Edge(edge) => {
                 let tls = tls::edge_context(&edge)?;
@@ -212,6 +226,8 @@ impl Endpoint {
             scratch: vec![0; 4096],
             unprocessed: Vec::new(),
             received_at: None,
+            udp: udp::UdpSettings::new(&quic, udp_template)?,
+            clock: now,
         })
     }
 
@@ -242,6 +258,7 @@ impl Endpoint {
     /// Datagrams that belong to no connection and cannot start one are dropped and
     /// counted.
     pub fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, datagram: &mut [u8]) {
+        self.clock = now;
         self.stats.datagrams_received += 1;
         let Some(handle) = self.route(meta, datagram) else {
             self.stats.datagrams_dropped += 1;
@@ -287,6 +304,7 @@ impl Endpoint {
     /// Tells the endpoint that `now` has come; call it when `poll_timeout` is due (calling
     /// it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         self.process_received();
         let handles: Vec<u64> = self.conns.keys().copied().collect();
         for handle in handles {
@@ -316,6 +334,7 @@ impl Endpoint {
             }
         }
         self.expire_pending(now);
+        self.expire_idle_udp(now);
         self.client_connect(now);
     }
 
@@ -324,6 +343,7 @@ impl Endpoint {
     /// bytes (or the PMTU when discovery is on); a larger `out` (up to 64 KiB) lets the
     /// engine batch up to 64 segments. `None`: nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        self.clock = now;
         self.process_received();
         if let Some((packet, to, from)) = self.stateless.pop_front() {
             let len = packet.len();
@@ -395,7 +415,11 @@ impl Endpoint {
             }
             _ => None,
         };
-        conns.flatten().chain(client).min()
+        conns
+            .flatten()
+            .chain(client)
+            .chain(self.udp.next_timer())
+            .min()
     }
 
     /// The next event, oldest first.
@@ -414,6 +438,17 @@ impl Endpoint {
         now: Instant,
         target: &TunnelTarget,
     ) -> Result<TunnelId, OpenError> {
+        self.open_with(now, target, None)
+    }
+
+    /// Client: queues a tunnel (a UDP one with `udp`) and sends its request when it can.
+    fn open_with(
+        &mut self,
+        now: Instant,
+        target: &TunnelTarget,
+        udp: Option<Box<UdpFlow>>,
+    ) -> Result<TunnelId, OpenError> {
+        self.clock = now;
         let RoleState::Client(client) = &mut self.role else {
             return Err(OpenError::NotClient);
         };
@@ -427,16 +462,15 @@ impl Endpoint {
         self.next_tunnel += 1;
         let deadline = now + client.pending_deadline;
         client.pending.push_back(id);
-        self.tunnels.insert(
-            id,
-            Tunnel::new(
-                None,
-                TunnelState::Waiting {
-                    target: target.clone(),
-                    deadline,
-                },
-            ),
-        );
+        let waiting = TunnelState::Waiting {
+            target: target.clone(),
+            deadline,
+        };
+        let tunnel = match udp {
+            Some(flow) => Tunnel::udp(None, waiting, flow),
+            None => Tunnel::new(None, waiting),
+        };
+        self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;
         self.client_connect(now);
         self.flush_pending();
@@ -497,6 +531,9 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.udp.is_some() {
+            return Err(TunnelError::NotStream);
+        }
         match entry.state {
             TunnelState::Open => {}
             TunnelState::Accepting => {
@@ -545,7 +582,16 @@ impl Endpoint {
         if entry.local_fin {
             return Ok(());
         }
+        let capsule_waits = entry
+            .udp
+            .as_ref()
+            .is_some_and(|flow| !flow.capsule_tail.is_empty());
         match entry.state {
+            // The FIN follows the rest of a capsule once the stream has room for it.
+            TunnelState::Open if capsule_waits => {
+                entry.fin_pending = true;
+                return Ok(());
+            }
             TunnelState::Open => {}
             // The FIN follows the 200 once the stream has room for it.
             TunnelState::Accepting => {
@@ -558,6 +604,8 @@ impl Endpoint {
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
         // A FIN without a DATA frame is valid HTTP/3 and needs no stream credit.
         match conn.quic.stream_send(stream, b"", true) {
+            // A UDP tunnel then lasts until the peer's FIN (or its idle timeout).
+            Ok(_) if entry.udp.is_some() => udp::purge_datagrams(&mut conn.quic, stream),
             Ok(_) => {}
             Err(quiche::Error::StreamStopped(code)) => {
                 self.peer_reset(handle, stream, code);
@@ -583,6 +631,9 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.udp.is_some() {
+            return Err(TunnelError::NotStream);
+        }
         if !matches!(entry.state, TunnelState::Open) {
             return Err(TunnelError::InvalidState);
         }
@@ -835,6 +886,7 @@ impl Endpoint {
     fn process(&mut self, now: Instant, handle: u64) {
         self.setup_h3(handle);
         self.poll_h3(handle);
+        self.take_quic_datagrams(now, handle);
         self.retry_responses(handle);
         self.poll_writable(handle);
         // A GOAWAY may have retired the current connection: waiting tunnels need another.
@@ -921,23 +973,42 @@ impl Endpoint {
             return;
         }
         conn.largest_request = conn.largest_request.max(Some(stream));
-        match connect::check_request(headers, &edge.tokens, &edge.egress) {
+        let template = self.udp.template();
+        match connect::check_request(headers, &edge.tokens, &edge.egress, &template) {
             Ok(accepted) => {
                 let id = TunnelId(self.next_tunnel);
                 self.next_tunnel += 1;
                 conn.streams.insert(stream, id);
-                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested);
+                let mut tunnel = match accepted.kind {
+                    TunnelKind::Udp => Tunnel::udp(
+                        Some(handle),
+                        TunnelState::Requested,
+                        self.udp.new_flow(String::new(), self.clock),
+                    ),
+                    _ => Tunnel::new(Some(handle), TunnelState::Requested),
+                };
                 tunnel.stream = stream;
+                let is_udp = tunnel.udp.is_some();
                 self.tunnels.insert(id, tunnel);
                 self.stats.tunnels_total += 1;
-                self.events.push_back(Event::TunnelRequest {
-                    tunnel: id,
-                    target: accepted.target,
-                    client: ClientIdentity {
-                        peer: conn.peer,
-                        token_index: accepted.token_index,
-                        connection: conn.handle,
-                    },
+                let client = ClientIdentity {
+                    peer: conn.peer,
+                    token_index: accepted.token_index,
+                    connection: conn.handle,
+                };
+                let target = accepted.target;
+                self.events.push_back(if is_udp {
+                    Event::UdpTunnelRequest {
+                        tunnel: id,
+                        target,
+                        client,
+                    }
+                } else {
+                    Event::TunnelRequest {
+                        tunnel: id,
+                        target,
+                        client,
+                    }
                 });
             }
             Err(rejection) => {
@@ -965,11 +1036,22 @@ impl Endpoint {
         if !matches!(tunnel.state, TunnelState::AwaitingResponse { .. }) {
             return;
         }
-        let (reason, code) = match connect::parse_response(headers) {
+        let mut response = connect::parse_response(headers);
+        if response == Response::Success
+            && tunnel.udp.is_some()
+            && udp_request::success_is_malformed(headers)
+        {
+            response = Response::Malformed;
+        }
+        let (reason, code) = match response {
             Response::Informational => return,
             Response::Success => {
                 tunnel.state = TunnelState::Open;
+                let is_udp = tunnel.udp.is_some();
                 self.events.push_back(Event::TunnelOpened { tunnel: id });
+                if is_udp {
+                    self.udp_opened(handle, id);
+                }
                 return;
             }
             Response::Refused {
@@ -1006,6 +1088,10 @@ impl Endpoint {
             return;
         };
         let Some(id) = id else { return };
+        if tunnel.udp.is_some() && matches!(tunnel.state, TunnelState::Open) {
+            self.read_capsules(handle, id);
+            return;
+        }
         match tunnel.state {
             TunnelState::Open if !tunnel.fin_delivered => {
                 self.events.push_back(Event::TunnelReadable { tunnel: id });
@@ -1130,21 +1216,31 @@ impl Endpoint {
         let Some(h3) = conn.h3.as_mut() else {
             return;
         };
-        match h3.send_response(
-            &mut conn.quic,
-            tunnel.stream,
-            &connect::accept_headers(),
-            false,
-        ) {
+        let headers: &[h3::Header] = if tunnel.udp.is_some() {
+            &udp_request::accept_headers()
+        } else {
+            &connect::accept_headers()
+        };
+        match h3.send_response(&mut conn.quic, tunnel.stream, headers, false) {
             Ok(()) => {
                 tunnel.state = TunnelState::Open;
-                if std::mem::take(&mut tunnel.deferred_readable) {
-                    self.events.push_back(Event::TunnelReadable { tunnel: id });
+                let readable = std::mem::take(&mut tunnel.deferred_readable);
+                let writable = std::mem::take(&mut tunnel.write_blocked);
+                let fin = std::mem::take(&mut tunnel.fin_pending);
+                if tunnel.udp.is_some() {
+                    self.udp_opened(handle, id);
+                    if readable {
+                        self.read_capsules(handle, id);
+                    }
+                } else {
+                    if readable {
+                        self.events.push_back(Event::TunnelReadable { tunnel: id });
+                    }
+                    if writable {
+                        self.events.push_back(Event::TunnelWritable { tunnel: id });
+                    }
                 }
-                if std::mem::take(&mut tunnel.write_blocked) {
-                    self.events.push_back(Event::TunnelWritable { tunnel: id });
-                }
-                if std::mem::take(&mut tunnel.fin_pending) {
+                if fin {
                     let _ = self.tunnel_finish(id);
                 }
             }
@@ -1160,6 +1256,7 @@ impl Endpoint {
     /// peer stopped.
     fn poll_writable(&mut self, handle: u64) {
         let mut stopped = Vec::new();
+        let mut capsule_tails = Vec::new();
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1179,6 +1276,13 @@ impl Endpoint {
                 }
                 continue;
             }
+            if tunnel
+                .udp
+                .as_ref()
+                .is_some_and(|flow| !flow.capsule_tail.is_empty())
+            {
+                capsule_tails.push(id);
+            }
             if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
                 tunnel.write_blocked = false;
                 self.events.push_back(Event::TunnelWritable { tunnel: id });
@@ -1186,6 +1290,9 @@ impl Endpoint {
         }
         for (stream, code) in stopped {
             self.peer_reset(handle, stream, code);
+        }
+        for id in capsule_tails {
+            self.flush_capsule_tail(handle, id);
         }
     }
 
@@ -1204,6 +1311,8 @@ impl Endpoint {
             return;
         };
         let mut sent = false;
+        let extended = udp::extended_connect(h3);
+        let (mut later, mut unsupported) = (Vec::new(), Vec::new());
         while let Some(&id) = client.pending.front() {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 client.pending.pop_front();
@@ -1213,7 +1322,22 @@ impl Endpoint {
                 client.pending.pop_front();
                 continue;
             };
-            let headers = connect::request_headers(target, client.token.as_ref());
+            if tunnel.udp.is_some() && extended != Some(true) {
+                client.pending.pop_front();
+                match extended {
+                    None => later.push(id),
+                    Some(_) => unsupported.push(id),
+                }
+                continue;
+            }
+            let headers = match tunnel.udp.as_deref() {
+                None => connect::request_headers(target, client.token.as_ref()),
+                Some(flow) => udp_request::request_headers(
+                    &udp_request::proxy_authority(&client.server_name, client.edge_addr.port()),
+                    &flow.path,
+                    client.token.as_ref(),
+                ),
+            };
             match h3.send_request(&mut conn.quic, &headers, false) {
                 Ok(stream) => {
                     client.pending.pop_front();
@@ -1240,6 +1364,12 @@ impl Endpoint {
                     break;
                 }
             }
+        }
+        for id in later.into_iter().rev() {
+            client.pending.push_front(id);
+        }
+        for id in unsupported {
+            self.refuse_waiting(id, RefusedReason::ExtendedConnectUnsupported);
         }
         if sent {
             self.queue_send(handle);
@@ -1287,6 +1417,9 @@ impl Endpoint {
         let handle = tunnel.conn?;
         if let Some(conn) = self.conns.get_mut(&handle) {
             conn.streams.remove(&tunnel.stream);
+            if tunnel.udp.is_some() {
+                udp::purge_datagrams(&mut conn.quic, tunnel.stream);
+            }
         }
         Some((handle, tunnel.stream))
     }
@@ -1332,10 +1465,12 @@ impl Endpoint {
                     if !self.closing && deadline > now =>
                 {
                     requeue.push(id);
-                    self.tunnels.insert(
-                        id,
-                        Tunnel::new(None, TunnelState::Waiting { target, deadline }),
-                    );
+                    let mut again = Tunnel::new(None, TunnelState::Waiting { target, deadline });
+                    again.udp = tunnel.udp.map(|mut flow| {
+                        flow.reset();
+                        flow
+                    });
+                    self.tunnels.insert(id, again);
                 }
                 TunnelState::AwaitingResponse { .. } => {
                     self.stats.tunnels_refused += 1;
@@ -1447,6 +1582,7 @@ impl Tunnel {
             fin_pending: false,
             fin_delivered: false,
             deferred_readable: false,
+            udp: None,
         }
     }
 

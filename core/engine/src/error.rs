@@ -85,6 +85,8 @@ pub enum OpenError {
     QueueFull,
     /// The endpoint is closing.
     Closing,
+    /// The target cannot be asked for: port 0 (CONNECT-UDP, RFC 9298 §3).
+    InvalidTarget,
 }
 
 impl fmt::Display for OpenError {
@@ -93,6 +95,7 @@ impl fmt::Display for OpenError {
             Self::NotClient => "only a client endpoint opens tunnels",
             Self::QueueFull => "too many tunnels wait for the edge connection",
             Self::Closing => "the endpoint is closing",
+            Self::InvalidTarget => "the target's port must be 1 to 65535",
         })
     }
 }
@@ -112,15 +115,30 @@ pub enum TunnelError {
     WriteClosed,
     /// The underlying HTTP/3 stream failed; the tunnel is dead.
     Stream,
+    /// A datagram call on a tunnel that is not a UDP tunnel.
+    NotUdp,
+    /// A byte-stream call (`tunnel_send`, `tunnel_recv`) on a UDP tunnel.
+    NotStream,
+    /// The caller's buffer is shorter than the next datagram, which stays queued.
+    BufferTooSmall {
+        /// The length of the next datagram.
+        needed: usize,
+    },
 }
 
 impl fmt::Display for TunnelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Self::BufferTooSmall { needed } = self {
+            return write!(f, "the next datagram needs a buffer of {needed} bytes");
+        }
         f.write_str(match self {
             Self::UnknownTunnel => "no such tunnel",
             Self::InvalidState => "the tunnel is not in a state for this operation",
             Self::WriteClosed => "the tunnel's write side is closed",
             Self::Stream => "the tunnel's stream failed",
+            Self::NotUdp => "not a UDP tunnel",
+            Self::NotStream => "a UDP tunnel carries datagrams, not a byte stream",
+            Self::BufferTooSmall { .. } => "buffer too small",
         })
     }
 }

@@ -30,6 +30,19 @@
 //! straight from quiche (`TunnelReadable` is edge-triggered), `tunnel_finish` sends FIN
 //! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`].
 //!
+//! # UDP tunnels (CONNECT-UDP, RFC 9298)
+//!
+//! [`Endpoint::open_udp_tunnel`] sends an Extended CONNECT (`:protocol connect-udp`, the
+//! target in a `:path` expanded from the configured URI template); the edge checks it like
+//! a CONNECT and reports [`Event::UdpTunnelRequest`], answered with the same
+//! `accept_tunnel` / `refuse_tunnel`. UDP payloads go with `tunnel_send_datagram` (dropped
+//! and counted, never fragmented, when they do not fit) and come from
+//! `tunnel_recv_datagram` ([`Event::TunnelDatagrams`] is edge-triggered). Each tunnel
+//! sends in QUIC DATAGRAM frames when both sides negotiated HTTP/3 datagrams and in
+//! DATAGRAM capsules on its stream otherwise, decided when it opens; it receives both.
+//! A UDP tunnel ends with its stream: `tunnel_finish` (FIN, the peer's engine answers
+//! with its own), `tunnel_abort`, or the idle timeout ([`CloseReason::IdleTimeout`]).
+//!
 //! # Time
 //!
 //! quiche reads the system clock for its own timers (loss detection, idle timeout,
@@ -45,6 +58,7 @@ mod tls;
 mod transmit;
 mod transport;
 mod types;
+mod udp;
 
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
@@ -54,7 +68,7 @@ pub use endpoint::Endpoint;
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Name, Recv,
-    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelTarget,
+    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 

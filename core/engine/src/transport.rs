@@ -68,7 +68,7 @@ pub(crate) fn h3_config() -> Result<h3::Config, ConfigError> {
 }
 
 fn validate(quic: &QuicConfig) -> Result<(), ConfigError> {
-    let checks: [(&'static str, bool); 5] = [
+    let checks: [(&'static str, bool); 7] = [
         (
             "max_send_udp_payload_size",
             quic.max_send_udp_payload_size >= MIN_UDP_PAYLOAD,
@@ -82,6 +82,8 @@ fn validate(quic: &QuicConfig) -> Result<(), ConfigError> {
             "initial_max_streams_bidi",
             quic.initial_max_streams_bidi > 0,
         ),
+        ("udp_idle_timeout_ms", !quic.udp_idle_timeout.is_zero()),
+        ("udp_tunnel_queue_len", quic.udp_tunnel_queue_len > 0),
         (
             "keep_alive_interval_ms",
             quic.keep_alive_interval

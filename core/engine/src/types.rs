@@ -39,6 +39,16 @@ pub struct TunnelId(pub u64);
 #[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub u64);
 
+/// What a tunnel carries.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunnelKind {
+    /// HTTP/3 CONNECT (RFC 9114 §4.4): a TCP byte stream.
+    Stream,
+    /// CONNECT-UDP (RFC 9298): UDP payloads in HTTP Datagrams.
+    Udp,
+}
+
 /// Which side an endpoint plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -182,6 +192,9 @@ pub enum RefusedReason {
     },
     /// The edge's answer was not valid HTTP/3 for a CONNECT (no `:status`, 1xx only, …).
     MalformedResponse,
+    /// The edge's SETTINGS do not enable Extended CONNECT (RFC 9220), which a UDP tunnel
+    /// needs; the request was never sent.
+    ExtendedConnectUnsupported,
 }
 
 /// Why a tunnel ended.
@@ -198,6 +211,9 @@ pub enum CloseReason {
     },
     /// The QUIC connection carrying the tunnel closed.
     ConnectionLost,
+    /// A UDP tunnel carried no datagram either way for `QuicConfig::udp_idle_timeout`;
+    /// the engine finished its stream.
+    IdleTimeout,
 }
 
 /// What [`Endpoint::poll_event`](crate::Endpoint::poll_event) reports.
@@ -230,6 +246,24 @@ pub enum Event {
         target: TunnelTarget,
         /// Who asks.
         client: ClientIdentity,
+    },
+    /// Edge: a CONNECT-UDP request (RFC 9298) passed authentication, the path template
+    /// and, for IP literals, egress policy. Check names, resolve once, bind and connect a
+    /// UDP socket, then call `accept_tunnel` or `refuse_tunnel`.
+    UdpTunnelRequest {
+        /// The tunnel to answer.
+        tunnel: TunnelId,
+        /// Where the client wants its UDP payloads to go.
+        target: TunnelTarget,
+        /// Who asks.
+        client: ClientIdentity,
+    },
+    /// Datagrams are queued for this UDP tunnel. Edge-triggered: call
+    /// `tunnel_recv_datagram` until it returns `Ok(None)`, or this event does not come
+    /// again.
+    TunnelDatagrams {
+        /// The tunnel.
+        tunnel: TunnelId,
     },
     /// Client: the edge answered 2xx; the tunnel carries bytes both ways.
     TunnelOpened {
@@ -298,4 +332,27 @@ pub struct EndpointStats {
     pub datagrams_received: u64,
     /// Datagrams sent (GSO segments counted one by one).
     pub datagrams_sent: u64,
+    /// UDP payloads handed to QUIC (a DATAGRAM frame) or to a request stream (a DATAGRAM
+    /// capsule) for sending.
+    pub udp_datagrams_sent: u64,
+    /// UDP payloads queued for the host, whichever way they came.
+    pub udp_datagrams_received: u64,
+    /// UDP payloads dropped for being larger than the connection can carry in one
+    /// DATAGRAM frame now (never fragmented), or than 65527 bytes.
+    pub udp_dropped_oversize: u64,
+    /// UDP payloads dropped because a queue was full: a tunnel's receive queue
+    /// (`udp_tunnel_queue_len`), quiche's DATAGRAM send queue (`datagram_queue_len`), or a
+    /// request stream without room for a whole capsule.
+    pub udp_dropped_queue_full: u64,
+    /// HTTP Datagrams dropped for a Context ID other than 0 (none is registered).
+    pub udp_dropped_unknown_context: u64,
+    /// HTTP Datagrams dropped for naming a stream that carries no live tunnel (not yet
+    /// created, closed, or never a request).
+    pub udp_dropped_unknown_tunnel: u64,
+    /// HTTP Datagrams dropped for having no complete Context ID.
+    pub udp_dropped_malformed: u64,
+    /// UDP payloads sent or received as DATAGRAM capsules on a request stream (the
+    /// fallback when HTTP/3 datagrams were not negotiated); also in the sent/received
+    /// counts.
+    pub udp_capsule_datagrams: u64,
 }

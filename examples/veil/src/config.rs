@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
-use veil_engine::{QuicConfig, Secret};
+use veil_engine::{Host, Name, QuicConfig, Secret, TunnelTarget};
 
 /// Default UDP address of `veil server`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
@@ -18,7 +18,8 @@ pub const DEFAULT_SOCKS: &str = "127.0.0.1:1080";
 /// Default HTTP proxy listener of `veil client`.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 
-/// veil: TCP over HTTP/3 CONNECT tunnels (MASQUE), with an edge and a local proxy.
+/// veil: TCP over HTTP/3 CONNECT and UDP over CONNECT-UDP tunnels (MASQUE), with an edge
+/// and a local proxy.
 #[derive(Debug, Parser)]
 #[command(name = "veil", version)]
 pub struct Cli {
@@ -36,8 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run an edge: accept QUIC connections and CONNECT tunnels, dial targets.
     Server(ServerArgs),
-    /// Run the local side: SOCKS5 and HTTP proxy listeners whose connections become tunnels
-    /// through the edge.
+    /// Run the local side: SOCKS5 (CONNECT and UDP ASSOCIATE) and HTTP proxy listeners, and
+    /// UDP port forwards, whose flows become tunnels through the edge.
     Client(ClientArgs),
     /// Start an origin, an edge and a client on loopback, move data through both proxies,
     /// verify it and print the throughput.
@@ -78,6 +79,11 @@ pub struct ServerArgs {
     /// milliseconds [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Path template of the CONNECT-UDP requests the edge serves (RFC 9298 URI template
+    /// path, with `{target_host}` and `{target_port}`) [default:
+    /// /.well-known/masque/udp/{target_host}/{target_port}/]. Clients must use the same.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub udp_template: Option<String>,
 }
 
 /// Flags of `veil client`.
@@ -115,6 +121,16 @@ pub struct ClientArgs {
     /// listener's own check, separate from the edge token.
     #[arg(long, value_name = "USER:PASSWORD")]
     pub socks_user: Option<String>,
+    /// Forward UDP: datagrams to `LOCAL_ADDR` go through a CONNECT-UDP tunnel to
+    /// `TARGET_HOST:PORT`, and its answers come back to the sender (one tunnel per sender
+    /// address, closed when idle). Repeatable. Printed as `veil: udp forward listening on
+    /// ADDR to TARGET`. Example: 127.0.0.1:5353=dns.example:53.
+    #[arg(long = "udp-forward", value_name = "LOCAL_ADDR=TARGET_HOST:PORT")]
+    pub udp_forwards: Vec<String>,
+    /// Path template of CONNECT-UDP requests, as the edge's --udp-template [default:
+    /// /.well-known/masque/udp/{target_host}/{target_port}/].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub udp_template: Option<String>,
     /// On SIGINT/SIGTERM, how long open tunnels may go on before they are reset, in
     /// milliseconds [default: 5000].
     #[arg(long, value_name = "MS")]
@@ -158,6 +174,7 @@ pub struct ServerFile {
     pub allow_targets: Vec<String>,
     pub connect_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub udp_template: Option<String>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -175,6 +192,9 @@ pub struct ClientFile {
     pub socks: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub socks_user: Option<Secret>,
+    #[serde(default)]
+    pub udp_forward: Vec<String>,
+    pub udp_template: Option<String>,
     pub drain_timeout_ms: Option<u64>,
 }
 
@@ -207,6 +227,8 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     /// Drain time at shutdown.
     pub drain: Duration,
+    /// CONNECT-UDP path template; `None`: the engine's default.
+    pub udp_template: Option<String>,
     /// QUIC settings.
     pub quic: QuicConfig,
 }
@@ -273,10 +295,54 @@ pub struct ClientSettings {
     pub http: SocketAddr,
     /// Local SOCKS5 credentials, if required.
     pub socks_user: Option<LocalCredentials>,
+    /// UDP port forwards.
+    pub udp_forwards: Vec<UdpForward>,
+    /// CONNECT-UDP path template; `None`: the engine's default.
+    pub udp_template: Option<String>,
     /// Drain time at shutdown.
     pub drain: Duration,
     /// QUIC settings.
     pub quic: QuicConfig,
+}
+
+/// One `--udp-forward`: a local UDP address whose datagrams go to a fixed target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpForward {
+    /// Where to listen.
+    pub local: SocketAddr,
+    /// Where the datagrams go, through the edge.
+    pub target: TunnelTarget,
+}
+
+impl UdpForward {
+    /// Parses `LOCAL_ADDR=TARGET_HOST:PORT`; the host is a DNS name, an IPv4 address or a
+    /// bracketed IPv6 address.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let Some((local, target)) = text.split_once('=') else {
+            bail!("--udp-forward wants LOCAL_ADDR=TARGET_HOST:PORT, not {text:?}");
+        };
+        let local = local
+            .parse()
+            .with_context(|| format!("--udp-forward: {local:?} is not a local ADDR:PORT"))?;
+        let target = parse_target(target)
+            .with_context(|| format!("--udp-forward: {target:?} is not a HOST:PORT target"))?;
+        Ok(Self { local, target })
+    }
+}
+
+/// Parses `HOST:PORT` into a tunnel target (port 1–65535; IPv6 in brackets).
+fn parse_target(text: &str) -> anyhow::Result<TunnelTarget> {
+    let (host, port) = text.rsplit_once(':').context("no :PORT")?;
+    let port: u16 = port.parse().context("invalid port")?;
+    ensure!(port != 0, "port 0");
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => Host::Ip(std::net::IpAddr::V6(v6.parse().context("invalid IPv6 address")?)),
+        None => match host.parse::<std::net::Ipv4Addr>() {
+            Ok(v4) => Host::Ip(v4.into()),
+            Err(_) => Host::Name(Name::new(host).map_err(|e| anyhow::anyhow!("{e}"))?),
+        },
+    };
+    Ok(TunnelTarget::new(host, port))
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -330,6 +396,7 @@ impl ServerSettings {
                     .or(file.drain_timeout_ms)
                     .unwrap_or(DEFAULT_DRAIN_MS),
             ),
+            udp_template: flags.udp_template.or(file.udp_template),
             quic,
         })
     }
@@ -370,6 +437,11 @@ impl ClientSettings {
                 .or(file.http)
                 .unwrap_or_else(|| default_addr(DEFAULT_HTTP)),
             socks_user,
+            udp_forwards: pick_list(flags.udp_forwards, file.udp_forward)
+                .iter()
+                .map(|text| UdpForward::parse(text))
+                .collect::<anyhow::Result<_>>()?,
+            udp_template: flags.udp_template.or(file.udp_template),
             drain: Duration::from_millis(
                 flags
                     .drain_timeout_ms
@@ -590,6 +662,56 @@ mod tests {
     }
 
     #[test]
+    fn udp_forwards_parse_and_come_from_flags_or_file() {
+        let forward = UdpForward::parse("127.0.0.1:5353=dns.example:53").expect("valid");
+        assert_eq!(forward.local, "127.0.0.1:5353".parse().expect("addr"));
+        assert_eq!(forward.target.to_string(), "dns.example:53");
+        let v6 = UdpForward::parse("[::1]:0=[2001:db8::1]:443").expect("valid");
+        assert_eq!(v6.target.host, Host::Ip("2001:db8::1".parse().expect("ip")));
+        let v4 = UdpForward::parse("127.0.0.1:0=192.0.2.7:53").expect("valid");
+        assert_eq!(v4.target.host, Host::Ip([192, 0, 2, 7].into()));
+        for bad in [
+            "127.0.0.1:53",
+            "127.0.0.1:53=host",
+            "127.0.0.1:53=host:0",
+            "127.0.0.1:53=host:70000",
+            "localhost:53=host:53",
+            "127.0.0.1:53=bad host:53",
+            "127.0.0.1:53=10.0.0.010:53",
+        ] {
+            assert!(UdpForward::parse(bad).is_err(), "{bad}");
+        }
+
+        let file = FileConfig::parse(
+            "[client]\nudp_forward = [\"127.0.0.1:0=a.example:53\"]\nudp_template = \"/u/{target_host}/{target_port}/\"\n",
+        )
+        .expect("valid file");
+        let settings =
+            ClientSettings::merge(client_flags(), file.client, file.quic).expect("merges");
+        assert_eq!(settings.udp_forwards.len(), 1);
+        assert_eq!(settings.udp_forwards[0].target.to_string(), "a.example:53");
+        assert_eq!(
+            settings.udp_template.as_deref(),
+            Some("/u/{target_host}/{target_port}/")
+        );
+        let flags = ClientArgs {
+            udp_forwards: vec!["127.0.0.1:0=b.example:53".into()],
+            ..client_flags()
+        };
+        let settings =
+            ClientSettings::merge(flags, ClientFile::default(), QuicConfig::default())
+                .expect("merges");
+        assert_eq!(settings.udp_forwards[0].target.to_string(), "b.example:53");
+        let flags = ClientArgs {
+            udp_forwards: vec!["nonsense".into()],
+            ..client_flags()
+        };
+        assert!(
+            ClientSettings::merge(flags, ClientFile::default(), QuicConfig::default()).is_err()
+        );
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_errors() {
         assert!(FileConfig::parse("[server]\nlisten_on = \"x\"\n").is_err());
     }
@@ -607,12 +729,17 @@ mod tests {
             "127.0.0.1:0",
             "--socks-user",
             "u:p",
+            "--udp-forward",
+            "127.0.0.1:5353=dns.example:53",
+            "--udp-forward",
+            "127.0.0.1:5354=192.0.2.1:53",
         ])
         .expect("parses");
         let Command::Client(args) = cli.command else {
             panic!("client subcommand expected");
         };
         assert_eq!(args.pin.as_deref(), Some(PIN));
+        assert_eq!(args.udp_forwards.len(), 2);
         assert!(
             Cli::try_parse_from(["veil", "client", "--pin", PIN, "--insecure"]).is_err(),
             "--pin and --insecure conflict"

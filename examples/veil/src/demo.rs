@@ -37,7 +37,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         allow_targets: vec!["127.0.0.0/8".to_owned()],
         connect_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(1),
-        quic: QuicConfig::default(),
+        udp_template: None,
+            quic: QuicConfig::default(),
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -51,7 +52,9 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         http: loopback,
         socks_user: None,
         drain: Duration::from_secs(1),
-        quic: QuicConfig::default(),
+        udp_forwards: Vec::new(),
+            udp_template: None,
+            quic: QuicConfig::default(),
     })
     .await?;
     println!("veil demo: origin    http://{}", origin.addr());

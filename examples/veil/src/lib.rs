@@ -1,5 +1,6 @@
 //! The `veil` command: `veil server` (an edge), `veil client` (local SOCKS5 and HTTP proxy
-//! listeners whose connections become tunnels through the edge) and `veil demo`.
+//! listeners and UDP port forwards whose flows become tunnels through the edge) and
+//! `veil demo`.
 //!
 //! The modules are public so that tests can run an edge and a client in-process.
 
@@ -13,6 +14,9 @@ pub mod origin;
 pub mod refusal;
 pub mod run;
 mod socks;
+mod socks_udp;
+mod udp_flows;
+mod udp_forward;
 
 use config::{Cli, ClientSettings, Command, FileConfig, ServerSettings};
 

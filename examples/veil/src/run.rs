@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
 use veil_tokio::{Node, Options};
 
 use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
-use crate::{http_proxy, socks};
+use crate::{http_proxy, socks, udp_forward};
 
 /// A running edge.
 #[derive(Debug)]
@@ -28,13 +28,16 @@ impl RunningEdge {
             Some((cert, key)) => (Some(Pem::Path(cert.clone())), Some(Pem::Path(key.clone()))),
             None => (None, None),
         };
-        let edge = EdgeConfig {
+        let mut edge = EdgeConfig {
             cert,
             key,
             tokens: settings.tokens.clone(),
             egress_allow: settings.allow_targets.clone(),
             ..EdgeConfig::default()
         };
+        if let Some(template) = &settings.udp_template {
+            edge.udp_path_template.clone_from(template);
+        }
         let config = Config {
             role: RoleConfig::Edge(edge),
             quic: settings.quic.clone(),
@@ -87,12 +90,14 @@ impl RunningEdge {
     }
 }
 
-/// A running client: its endpoint and its two listeners.
+/// A running client: its endpoint, its two listeners and its UDP forwards.
 #[derive(Debug)]
 pub struct RunningClient {
     node: Node,
     socks: SocketAddr,
     http: SocketAddr,
+    /// Each UDP forward's bound address and target.
+    udp_forwards: Vec<(SocketAddr, String)>,
     listeners: Vec<JoinHandle<()>>,
     drain: Duration,
 }
@@ -119,6 +124,9 @@ impl RunningClient {
         };
         let mut client = ClientConfig::new(edge_addr, server_name, verify);
         client.token.clone_from(&settings.token);
+        if let Some(template) = &settings.udp_template {
+            client.udp_path_template.clone_from(template);
+        }
         let config = Config {
             role: RoleConfig::Client(client),
             quic: settings.quic.clone(),
@@ -136,7 +144,7 @@ impl RunningClient {
             .with_context(|| format!("cannot listen on {} (HTTP)", settings.http))?;
         let socks = socks_listener.local_addr()?;
         let http = http_listener.local_addr()?;
-        let listeners = vec![
+        let mut listeners = vec![
             tokio::spawn(socks::serve(
                 socks_listener,
                 node.opener(),
@@ -144,11 +152,24 @@ impl RunningClient {
             )),
             tokio::spawn(http_proxy::serve(http_listener, node.opener())),
         ];
-        tracing::info!(edge = %edge_addr, %socks, %http, "client started");
+        let mut udp_forwards = Vec::with_capacity(settings.udp_forwards.len());
+        for forward in &settings.udp_forwards {
+            let socket = UdpSocket::bind(forward.local).await.with_context(|| {
+                format!("cannot listen on UDP {} (--udp-forward)", forward.local)
+            })?;
+            udp_forwards.push((socket.local_addr()?, forward.target.to_string()));
+            listeners.push(tokio::spawn(udp_forward::serve(
+                socket,
+                forward.target.clone(),
+                node.opener(),
+            )));
+        }
+        tracing::info!(edge = %edge_addr, %socks, %http, ?udp_forwards, "client started");
         Ok(Self {
             node,
             socks,
             http,
+            udp_forwards,
             listeners,
             drain: settings.drain,
         })
@@ -164,12 +185,21 @@ impl RunningClient {
         self.http
     }
 
+    /// The bound address of each `--udp-forward`, in the order given.
+    pub fn udp_forward_addrs(&self) -> Vec<SocketAddr> {
+        self.udp_forwards.iter().map(|(addr, _)| *addr).collect()
+    }
+
     /// The lines `veil client` prints at start.
     pub fn banner(&self) -> Vec<String> {
-        vec![
+        let mut lines = vec![
             format!("veil: socks5 listening on {}", self.socks),
             format!("veil: http listening on {}", self.http),
-        ]
+        ];
+        for (addr, target) in &self.udp_forwards {
+            lines.push(format!("veil: udp forward listening on {addr} to {target}"));
+        }
+        lines
     }
 
     /// Stops accepting, drains open tunnels, closes QUIC.

@@ -1,4 +1,6 @@
-//! The local SOCKS5 listener: each CONNECT becomes a tunnel through the edge.
+//! The local SOCKS5 listener: each CONNECT becomes a tunnel through the edge; each UDP
+//! ASSOCIATE becomes a UDP relay whose destinations get CONNECT-UDP tunnels
+//! ([`socks_udp`](crate::socks_udp)).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,9 +56,9 @@ async fn handle(
     let Some((request, early)) = handshake.await.context("handshake timed out")?? else {
         return Ok(());
     };
-    if request.command != Command::Connect {
-        // UDP ASSOCIATE needs CONNECT-UDP, which this listener does not offer yet.
-        return send_reply(&mut stream, &Reply::failure(ReplyCode::CommandNotSupported)).await;
+    // BIND never gets here: the state machine refuses it.
+    if request.command == Command::UdpAssociate {
+        return crate::socks_udp::associate(stream, &request.target, opener).await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
@@ -143,7 +145,7 @@ pub(crate) fn tunnel_target(target: &Target) -> Option<TunnelTarget> {
     }
 }
 
-async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> anyhow::Result<()> {
+pub(crate) async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> anyhow::Result<()> {
     let mut out = [0; MAX_REPLY_LEN];
     let len = encode_reply(reply, &mut out)?;
     stream.write_all(out.get(..len).unwrap_or_default()).await?;

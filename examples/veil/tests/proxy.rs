@@ -47,6 +47,7 @@ impl Rig {
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
             drain: Duration::from_millis(200),
+            udp_template: None,
             quic: QuicConfig::default(),
         })
         .expect("edge starts");
@@ -60,6 +61,8 @@ impl Rig {
             http: loopback(),
             socks_user: socks_user.map(|text| LocalCredentials::parse(text).expect("valid")),
             drain: Duration::from_millis(200),
+            udp_forwards: Vec::new(),
+            udp_template: None,
             quic: QuicConfig::default(),
         })
         .await

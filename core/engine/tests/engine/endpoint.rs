@@ -87,6 +87,15 @@ fn calls_that_do_not_fit_the_role_or_state_fail_cleanly() {
         Err(OpenError::NotClient)
     );
     assert_eq!(
+        edge.open_udp_tunnel(now, &target("a.test", 1)),
+        Err(OpenError::NotClient)
+    );
+    assert_eq!(
+        edge.tunnel_recv_datagram(TunnelId(0), &mut [0; 8]),
+        Err(TunnelError::UnknownTunnel)
+    );
+    assert_eq!(edge.tunnel_max_datagram_payload(TunnelId(0)), None);
+    assert_eq!(
         edge.accept_tunnel(TunnelId(0)),
         Err(TunnelError::UnknownTunnel)
     );
@@ -97,8 +106,19 @@ fn calls_that_do_not_fit_the_role_or_state_fail_cleanly() {
     let mut client = Endpoint::new(Config::client(config), now).expect("client");
     assert_eq!(client.role(), Role::Client);
     assert_eq!(client.certificate_fingerprint(), None);
+    assert_eq!(
+        client.open_udp_tunnel(now, &target("a.test", 0)),
+        Err(OpenError::InvalidTarget)
+    );
     let first = client.open_tunnel(now, &target("a.test", 1)).expect("open");
-    client.open_tunnel(now, &target("b.test", 1)).expect("open");
+    let udp = client
+        .open_udp_tunnel(now, &target("b.test", 1))
+        .expect("open");
+    assert_eq!(
+        client.tunnel_recv_datagram(udp, &mut [0; 8]),
+        Err(TunnelError::InvalidState)
+    );
+    assert_eq!(client.tunnel_max_datagram_payload(udp), None);
     assert_eq!(
         client.open_tunnel(now, &target("c.test", 1)),
         Err(OpenError::QueueFull)
@@ -154,6 +174,24 @@ fn bad_configurations_are_refused_by_name() {
         Endpoint::new(config, now),
         Err(ConfigError::InvalidValue {
             field: "max_send_udp_payload_size"
+        })
+    ));
+    let no_variables = Config::edge(EdgeConfig {
+        udp_path_template: "/udp/".to_owned(),
+        ..EdgeConfig::default()
+    });
+    assert!(matches!(
+        Endpoint::new(no_variables, now),
+        Err(ConfigError::InvalidValue {
+            field: "udp_path_template"
+        })
+    ));
+    let mut no_queue = Config::edge(EdgeConfig::default());
+    no_queue.quic.udp_tunnel_queue_len = 0;
+    assert!(matches!(
+        Endpoint::new(no_queue, now),
+        Err(ConfigError::InvalidValue {
+            field: "udp_tunnel_queue_len"
         })
     ));
     let missing = Config::edge(EdgeConfig {

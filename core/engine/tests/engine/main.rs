@@ -7,10 +7,12 @@
 mod endpoint;
 mod harness;
 mod hosts;
+mod raw;
 mod reconnect;
 mod refusals;
 mod tls;
 mod tunnels;
+mod udp;
 
 use std::time::{Duration, Instant};
 

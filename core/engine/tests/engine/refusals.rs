@@ -1,13 +1,10 @@
 //! What a client sees when the edge says no: host refusals, authentication, forbidden
 //! addresses, malformed requests.
 
-use std::time::{Duration, Instant};
+use veil_engine::{ProxyErrorType, Refusal, RefusedReason, TunnelTarget};
 
-use quiche::h3::NameValue as _;
-use veil_engine::{Endpoint, ProxyErrorType, RecvMeta, Refusal, RefusedReason, TunnelTarget};
-
-use crate::harness::{CLIENT_ADDR, EDGE_ADDR};
 use crate::hosts::{EdgeHost, OneTunnel};
+use crate::raw::RawClient;
 use crate::{BUDGET, pair, target};
 
 /// Runs one tunnel to `target` and returns how the client saw its refusal.
@@ -111,124 +108,10 @@ fn a_forbidden_ip_literal_is_refused_by_the_engine() {
     );
 }
 
-/// A bare quiche HTTP/3 client, to send requests the engine's client never would.
-struct RawClient {
-    quic: quiche::Connection,
-    h3: Option<quiche::h3::Connection>,
-}
-
-impl RawClient {
-    fn new() -> Self {
-        let mut config = quiche::Config::new(quiche::PROTOCOL_VERSION).expect("config");
-        config
-            .set_application_protos(quiche::h3::APPLICATION_PROTOCOL)
-            .expect("alpn");
-        config.verify_peer(false);
-        config.set_initial_max_data(1 << 20);
-        config.set_initial_max_stream_data_bidi_local(1 << 20);
-        config.set_initial_max_stream_data_bidi_remote(1 << 20);
-        config.set_initial_max_stream_data_uni(1 << 20);
-        config.set_initial_max_streams_bidi(10);
-        config.set_initial_max_streams_uni(10);
-        config.set_max_idle_timeout(5_000);
-        let scid = quiche::ConnectionId::from_ref(&[7; 16]);
-        let quic = quiche::connect(
-            Some("localhost"),
-            &scid,
-            CLIENT_ADDR.parse().expect("address"),
-            EDGE_ADDR.parse().expect("address"),
-            &mut config,
-        )
-        .expect("connect");
-        Self { quic, h3: None }
-    }
-
-    /// Exchanges datagrams with `edge` until `until` returns a value.
-    fn drive<T>(
-        &mut self,
-        edge: &mut Endpoint,
-        mut until: impl FnMut(&mut Self) -> Option<T>,
-    ) -> T {
-        let start = Instant::now();
-        let mut buf = vec![0; 65536];
-        let edge_meta = RecvMeta {
-            from: CLIENT_ADDR.parse().expect("address"),
-            to: EDGE_ADDR.parse().expect("address"),
-        };
-        let client_info = quiche::RecvInfo {
-            from: edge_meta.to,
-            to: edge_meta.from,
-        };
-        loop {
-            assert!(start.elapsed() < BUDGET, "raw client timed out");
-            while let Ok((len, _)) = self.quic.send(&mut buf) {
-                edge.handle_datagram(Instant::now(), edge_meta, &mut buf[..len]);
-            }
-            while let Some(transmit) = edge.poll_transmit(Instant::now(), &mut buf) {
-                let size = transmit.segment_size.unwrap_or(transmit.len);
-                for segment in buf[..transmit.len].chunks_mut(size) {
-                    let _ = self.quic.recv(segment, client_info);
-                }
-            }
-            while edge.poll_event().is_some() {}
-            if self.quic.is_established() && self.h3.is_none() {
-                let config = quiche::h3::Config::new().expect("h3 config");
-                self.h3 = Some(
-                    quiche::h3::Connection::with_transport(&mut self.quic, &config).expect("h3"),
-                );
-            }
-            if let Some(value) = until(self) {
-                return value;
-            }
-            if edge.poll_timeout().is_some_and(|at| at <= Instant::now()) {
-                edge.handle_timeout(Instant::now());
-            }
-            if self.quic.timeout().is_some_and(|t| t.is_zero()) {
-                self.quic.on_timeout();
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    /// Sends `headers` once HTTP/3 is up and returns the response's `:status` and
-    /// `proxy-status`.
-    fn request(
-        &mut self,
-        edge: &mut Endpoint,
-        headers: &[(&str, &str)],
-    ) -> (String, Option<String>) {
-        let headers: Vec<quiche::h3::Header> = headers
-            .iter()
-            .map(|(name, value)| quiche::h3::Header::new(name.as_bytes(), value.as_bytes()))
-            .collect();
-        let mut stream = None;
-        self.drive(edge, |raw| {
-            let h3 = raw.h3.as_mut()?;
-            if stream.is_none() {
-                stream = Some(
-                    h3.send_request(&mut raw.quic, &headers, false)
-                        .expect("request"),
-                );
-            }
-            match h3.poll(&mut raw.quic) {
-                Ok((id, quiche::h3::Event::Headers { list, .. })) if Some(id) == stream => {
-                    let field = |name: &[u8]| {
-                        list.iter()
-                            .find(|h| h.name() == name)
-                            .map(|h| String::from_utf8_lossy(h.value()).into_owned())
-                    };
-                    Some((field(b":status").expect("status"), field(b"proxy-status")))
-                }
-                _ => None,
-            }
-        })
-    }
-}
-
 #[test]
 fn malformed_connect_requests_get_400() {
     let mut edge = crate::edge(&[]);
-    let mut raw = RawClient::new();
+    let mut raw = RawClient::new(false);
     for authority in [
         "no-port.test",
         "bad host.test:443",

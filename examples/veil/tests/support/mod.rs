@@ -744,3 +744,147 @@ pub(crate) fn wait_until(
     }
     Ok(())
 }
+
+impl Client {
+    /// Waits for the next `veil: udp forward listening on ADDR to TARGET` line (one per
+    /// `--udp-forward`, in order) and returns ADDR.
+    pub(crate) fn udp_forward(&self) -> anyhow::Result<SocketAddr> {
+        let rest = self
+            .proc
+            .wait_for_line("veil: udp forward listening on ", STARTUP)?;
+        let addr = rest.split_once(" to ").map_or(rest.as_str(), |(addr, _)| addr);
+        addr.parse().context("the UDP forward's address")
+    }
+
+    /// What it wrote to stderr so far (its log).
+    pub(crate) fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+}
+
+/// A UDP and TCP port on loopback that were both free a moment ago (dnsmasq takes both).
+pub(crate) fn free_udp_port() -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no port free for both UDP and TCP on loopback")
+}
+
+/// dnsmasq from Debian as a DNS server on a loopback port, answering only from its
+/// command line (no upstream, no hosts file, no config file), logging every query.
+#[derive(Debug)]
+pub(crate) struct Dnsmasq {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `records` (dnsmasq options such as `--address=/name/ip`).
+    pub(crate) fn start(dir: &Path, records: &[&str]) -> anyhow::Result<Self> {
+        let dnsmasq = require_tool("dnsmasq", "dnsmasq")?;
+        let mut failures = Vec::new();
+        for attempt in 0..5 {
+            let port = free_udp_port()?;
+            let mut command = Command::new(&dnsmasq);
+            command
+                .args(["--keep-in-foreground", "--log-facility=-", "--log-queries"])
+                .args(["--conf-file=/dev/null", "--pid-file=", "--user=root"])
+                .args(["--port", &port.to_string()])
+                .args(["--listen-address", "127.0.0.1", "--bind-interfaces"])
+                .args(["--no-resolv", "--no-hosts"])
+                .args(records);
+            let mut proc = Proc::spawn(&format!("dnsmasq-{attempt}"), command, dir)?;
+            let started = wait_until("dnsmasq started", STARTUP, || {
+                proc.stderr().contains("started, version") || proc.exited().is_some()
+            });
+            if started.is_ok() && proc.exited().is_none() {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                return Ok(Self { proc, addr });
+            }
+            failures.push(proc.diagnostics());
+        }
+        bail!("dnsmasq did not start:\n{}", failures.join("\n"))
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its log: `query[A] NAME from IP` for every query.
+    pub(crate) fn log(&self) -> String {
+        self.proc.stderr()
+    }
+}
+
+/// Runs `dig @SERVER -p PORT ARGS` (two tries, 3 s each), bounded in time.
+pub(crate) fn dig(server: SocketAddr, args: &[&str]) -> anyhow::Result<Output> {
+    let dig = require_tool("dig", "bind9-dnsutils")?;
+    let mut command = Command::new(dig);
+    command
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(["+tries=2", "+timeout=3"])
+        .args(args);
+    run_bounded(command, Duration::from_secs(20))
+}
+
+/// Fails unless python3 can import `PySocks` (`socks`).
+pub(crate) fn require_pysocks() -> anyhow::Result<PathBuf> {
+    let python = require_tool("python3", "python3")?;
+    let mut check = Command::new(&python);
+    check.args(["-c", "import socks"]);
+    let output = run_bounded(check, Duration::from_secs(30))?;
+    ensure!(
+        output.status.success(),
+        "e2e: the Python package PySocks is missing; install it with \
+         `python3 -m pip install {PYSOCKS}` (as .ci/run does): {}",
+        output.stderr.trim()
+    );
+    Ok(python)
+}
+
+/// The pinned `PySocks` release `.ci/run` installs: a SOCKS5 client with UDP ASSOCIATE.
+pub(crate) const PYSOCKS: &str = "PySocks==1.7.1";
+
+/// A UDP echo server on loopback, in a thread: sends every datagram back to its sender,
+/// prefixed with `tag`, and counts what it received.
+#[derive(Debug)]
+pub(crate) struct UdpEcho {
+    addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+}
+
+impl UdpEcho {
+    pub(crate) fn start(tag: &'static [u8]) -> anyhow::Result<Self> {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = socket.local_addr()?;
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
+        // The thread ends with the test process.
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            let mut out = Vec::with_capacity(65_536 + tag.len());
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                count.fetch_add(1, Ordering::Relaxed);
+                out.clear();
+                out.extend_from_slice(tag);
+                out.extend_from_slice(buf.get(..len).unwrap_or_default());
+                let _ = socket.send_to(&out, from);
+            }
+        });
+        Ok(Self { addr, received })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Datagrams received so far.
+    pub(crate) fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,200 @@
+//! Edge: from a CONNECT-UDP request to a connected UDP socket, and the relay between that
+//! socket and the tunnel.
+//!
+//! As for TCP, the target is resolved once, the engine's egress policy picks the first
+//! allowed address, and exactly that address is used. The socket is `connect()`ed to it,
+//! so the kernel drops datagrams from any other source, and it never fragments: Don't
+//! Fragment is set (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `PMTUDISC_DO` on Linux), so a
+//! payload too large for the path is refused by the kernel (`EMSGSIZE`) and dropped,
+//! rather than sent as fragments — a tunnel carries datagrams with UDP semantics, never
+//! a stream.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use veil_engine::{Refusal, TunnelTarget};
+
+use crate::dial;
+use crate::driver::Command;
+use crate::udp_tunnel::UdpTunnel;
+
+/// Largest UDP payload: 65535 minus the 8-byte UDP header.
+const MAX_UDP_PAYLOAD: usize = 65_527;
+/// Datagrams read from the target socket in one go before the relay looks at the tunnel
+/// again.
+const RECV_BURST: usize = 64;
+
+/// Resolves `target`, asks the driver which address egress policy allows, and returns a
+/// UDP socket connected to it with Don't Fragment set. Resolution gets `timeout`.
+pub(crate) async fn connect(
+    target: &TunnelTarget,
+    commands: &mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+) -> Result<UdpSocket, Refusal> {
+    let addrs = dial::resolve(target, timeout).await?;
+    let (reply, allowed) = oneshot::channel();
+    commands
+        .send(Command::CheckEgress { addrs, reply })
+        .map_err(|_| Refusal::Internal)?;
+    // The address that passed the check is the one used: no second lookup can swap it.
+    let addr = allowed
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .ok_or(Refusal::Prohibited)?;
+    connected_socket(addr).map_err(|e| {
+        tracing::debug!(%addr, error = %e, "UDP socket for a tunnel failed");
+        socket_refusal(&e)
+    })
+}
+
+/// A non-blocking UDP socket on the wildcard address of `addr`'s family, Don't Fragment
+/// set, connected to `addr`.
+fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let wildcard = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0))?;
+    set_dont_fragment(&socket, addr.is_ipv6())?;
+    socket.connect(addr)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+/// Sets Don't Fragment: the kernel neither fragments outgoing datagrams nor lets routers
+/// do so (IPv4 DF bit), and refuses a datagram larger than the path MTU it knows.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
+    use rustix::net::sockopt;
+    if ipv6 {
+        sockopt::set_ipv6_mtu_discover(socket, sockopt::Ipv6PathMtuDiscovery::DO)?;
+    } else {
+        sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::DO)?;
+    }
+    Ok(())
+}
+
+/// Elsewhere the system's default applies.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Result<()> {
+    Ok(())
+}
+
+/// The refusal a failed socket setup becomes.
+fn socket_refusal(error: &io::Error) -> Refusal {
+    match error.kind() {
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
+        _ => Refusal::Internal,
+    }
+}
+
+/// Relays datagrams between the target socket and the tunnel until the tunnel closes or
+/// the socket fails; then the socket is closed, and dropping the tunnel resets it.
+///
+/// Nothing here waits on the target: a datagram the socket cannot take at once is
+/// dropped, as the network would.
+pub(crate) async fn relay(socket: UdpSocket, tunnel: UdpTunnel) {
+    let id = tunnel.id();
+    let (sender, mut receiver) = tunnel.split();
+    let mut unsent: u64 = 0;
+    loop {
+        tokio::select! {
+            datagram = receiver.recv() => {
+                let Some(datagram) = datagram else { break };
+                match socket.try_send(&datagram) {
+                    Ok(_) => {}
+                    // A full send buffer, a payload over the path MTU (EMSGSIZE with Don't
+                    // Fragment), or an ICMP error from an earlier datagram: UDP drops it.
+                    Err(e) => {
+                        unsent += 1;
+                        tracing::trace!(tunnel = ?id, error = %e, "datagram to the target dropped");
+                    }
+                }
+            }
+            readable = socket.readable() => {
+                if let Err(e) = readable {
+                    tracing::debug!(tunnel = ?id, error = %e, "UDP target socket failed");
+                    break;
+                }
+                if !forward_burst(&socket, &sender) {
+                    break;
+                }
+            }
+        }
+    }
+    let stats = sender.stats();
+    tracing::debug!(tunnel = ?id, ?stats, unsent, "UDP relay ended");
+}
+
+/// Reads what the target sent (up to a burst) into the tunnel. False when the relay
+/// should end: the tunnel is closed or the socket failed.
+fn forward_burst(socket: &UdpSocket, sender: &crate::UdpSender) -> bool {
+    // Allocated per burst, not per tunnel: an idle tunnel holds no receive buffer.
+    let mut buf = vec![0; MAX_UDP_PAYLOAD];
+    for _ in 0..RECV_BURST {
+        match socket.try_recv(&mut buf) {
+            Ok(len) => {
+                let payload = buf.get(..len).unwrap_or_default();
+                if sender.try_send(payload).is_err() {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            // ICMP port unreachable for an earlier datagram: the target may come back.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP target socket failed");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_map_to_refusals() {
+        let cases = [
+            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
+            (io::ErrorKind::AddrInUse, Refusal::Internal),
+        ];
+        for (kind, refusal) in cases {
+            assert_eq!(socket_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_socket_only_hears_its_target() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("bind target");
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind stranger");
+        let socket = connected_socket(target.local_addr().expect("addr")).expect("socket");
+        let local = socket.local_addr().expect("local");
+        stranger.send_to(b"spoof", local).await.expect("send");
+        target.send_to(b"real", local).await.expect("send");
+        let mut buf = [0; 16];
+        let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("in time")
+            .expect("recv");
+        assert_eq!(buf.get(..len), Some(&b"real"[..]));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dont_fragment_is_set() {
+        use rustix::net::sockopt;
+        let socket = connected_socket(SocketAddr::from(([127, 0, 0, 1], 9))).expect("socket");
+        let std_socket = socket.into_std().expect("std");
+        assert_eq!(
+            sockopt::ip_mtu_discover(&std_socket).expect("getsockopt"),
+            sockopt::Ipv4PathMtuDiscovery::DO
+        );
+    }
+}

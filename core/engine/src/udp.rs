@@ -1,0 +1,6 @@
+//! CONNECT-UDP (RFC 9298) pieces that need no connection: the request and response
+//! messages ([`request`]) and one tunnel's datagram state ([`flow`]). The endpoint glue
+//! lives in `endpoint/udp.rs`.
+
+pub(crate) mod flow;
+pub(crate) mod request;
