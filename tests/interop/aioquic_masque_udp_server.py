@@ -12,7 +12,7 @@ Lines on stdout (examples/veil/tests/e2e_interop_udp.rs reads them):
   masque: listening on HOST:PORT
   masque: tunnel STREAM to HOST:PORT open (datagrams|capsules)
   masque: tunnel STREAM refused STATUS ERROR
-  masque: tunnel STREAM closed, N payloads to the target, M back
+  masque: tunnel STREAM closed (WHY), N payloads to the target, M back, K too large dropped
 It runs until SIGTERM or SIGINT.
 """
 
@@ -54,6 +54,14 @@ H3_MESSAGE_ERROR = 0x10E
 H3_DATAGRAM_ERROR = 0x33
 # Datagrams that may wait for a tunnel's socket to be connected.
 PENDING_LIMIT = 64
+# Bytes of the QUIC packets this proxy sends: veil's own default, so that a 1200-byte UDP
+# payload fits in one DATAGRAM frame (aioquic's default, 1200, would not hold it).
+PACKET_SIZE = 1350
+# Largest HTTP datagram sent as a QUIC DATAGRAM frame: the packet less its short header
+# (1 + connection id 8 + packet number 4), AEAD tag 16 and frame header (1 + 2). A larger
+# one is dropped and counted: aioquic would keep it at the head of its DATAGRAM queue,
+# unsendable, and everything behind it would wait forever.
+MAX_HTTP_DATAGRAM = PACKET_SIZE - 32
 
 
 def log(line):
@@ -87,6 +95,7 @@ class Tunnel:
         self.capsules = CapsuleDecoder()
         self.to_target = 0
         self.from_target_count = 0
+        self.too_large = 0
         self.closed = False
 
     def to_target_payload(self, payload):
@@ -109,14 +118,17 @@ class Tunnel:
     def from_target(self, payload):
         if self.closed:
             return
-        self.from_target_count += 1
         http_payload = udp_http_datagram(payload)
         if self.use_datagrams:
+            if len(http_payload) + 8 > MAX_HTTP_DATAGRAM:  # + quarter stream id
+                self.too_large += 1
+                return
             self.server.h3.send_datagram(self.stream_id, http_payload)
         else:
             self.server.h3.send_data(
                 self.stream_id, datagram_capsule(http_payload), end_stream=False
             )
+        self.from_target_count += 1
         self.server.transmit()
 
     def close(self, why):
@@ -127,7 +139,7 @@ class Tunnel:
             self.transport.close()
         log(
             f"tunnel {self.stream_id} closed ({why}), {self.to_target} payloads to the "
-            f"target, {self.from_target_count} back"
+            f"target, {self.from_target_count} back, {self.too_large} too large dropped"
         )
 
 
@@ -301,6 +313,7 @@ async def run(args):
     configuration = QuicConfiguration(
         is_client=False,
         alpn_protocols=H3_ALPN,
+        max_datagram_size=PACKET_SIZE,
         max_datagram_frame_size=MAX_DATAGRAM_FRAME if args.datagrams else None,
         idle_timeout=args.idle_timeout,
     )

@@ -39,7 +39,10 @@ pub(crate) async fn dial(
 }
 
 /// The addresses of `target`: the literal itself, or what the system resolver answers.
-pub(crate) async fn resolve(target: &TunnelTarget, timeout: Duration) -> Result<Vec<SocketAddr>, Refusal> {
+pub(crate) async fn resolve(
+    target: &TunnelTarget,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, Refusal> {
     let name = match &target.host {
         Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
         Host::Name(name) => name.as_str(),

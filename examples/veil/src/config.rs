@@ -336,7 +336,9 @@ fn parse_target(text: &str) -> anyhow::Result<TunnelTarget> {
     let port: u16 = port.parse().context("invalid port")?;
     ensure!(port != 0, "port 0");
     let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => Host::Ip(std::net::IpAddr::V6(v6.parse().context("invalid IPv6 address")?)),
+        Some(v6) => Host::Ip(std::net::IpAddr::V6(
+            v6.parse().context("invalid IPv6 address")?,
+        )),
         None => match host.parse::<std::net::Ipv4Addr>() {
             Ok(v4) => Host::Ip(v4.into()),
             Err(_) => Host::Name(Name::new(host).map_err(|e| anyhow::anyhow!("{e}"))?),
@@ -698,9 +700,8 @@ mod tests {
             udp_forwards: vec!["127.0.0.1:0=b.example:53".into()],
             ..client_flags()
         };
-        let settings =
-            ClientSettings::merge(flags, ClientFile::default(), QuicConfig::default())
-                .expect("merges");
+        let settings = ClientSettings::merge(flags, ClientFile::default(), QuicConfig::default())
+            .expect("merges");
         assert_eq!(settings.udp_forwards[0].target.to_string(), "b.example:53");
         let flags = ClientArgs {
             udp_forwards: vec!["nonsense".into()],

@@ -38,7 +38,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(1),
         udp_template: None,
-            quic: QuicConfig::default(),
+        quic: QuicConfig::default(),
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -53,8 +53,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         socks_user: None,
         drain: Duration::from_secs(1),
         udp_forwards: Vec::new(),
-            udp_template: None,
-            quic: QuicConfig::default(),
+        udp_template: None,
+        quic: QuicConfig::default(),
     })
     .await?;
     println!("veil demo: origin    http://{}", origin.addr());

@@ -202,9 +202,7 @@ async fn relay(
                 break;
             }
         }
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + idle);
+        timer.as_mut().reset(tokio::time::Instant::now() + idle);
     }
     tracing::debug!(tunnel = ?tunnel.id(), stats = ?tunnel.stats(), "udp: flow ended");
 }

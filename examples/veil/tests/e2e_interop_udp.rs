@@ -202,7 +202,12 @@ fn aioquic_sees_connect_udp_refusals_from_veil_server() -> anyhow::Result<()> {
         (format!("0.0.0.0:{port}"), prohibited),
         ("169.254.169.254:53".to_owned(), prohibited),
         (format!("localhost:{port}"), prohibited),
-        (format!("2130706433:{port}"), prohibited),
+        // A bare number is refused as a malformed host (400) or as the loopback address
+        // it spells (403); either way it is never dialled.
+        (
+            format!("2130706433:{port}"),
+            "403:destination_ip_prohibited|400:http_request_error",
+        ),
     ];
     let bad_paths = [
         "/.well-known/masque/udp/127.0.0.2/not-a-port/",

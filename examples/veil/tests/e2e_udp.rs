@@ -80,9 +80,8 @@ fn dig_through_a_udp_forward_gets_what_dnsmasq_answers_directly() -> anyhow::Res
     let local = client.udp_forward()?;
     for [name, kind] in QUERIES {
         let direct = answer(dns.addr(), name, kind)?;
-        let tunnelled = answer(local, name, kind).with_context(|| {
-            format!("{}\n{}", client.diagnostics(), edge.diagnostics())
-        })?;
+        let tunnelled = answer(local, name, kind)
+            .with_context(|| format!("{}\n{}", client.diagnostics(), edge.diagnostics()))?;
         ensure!(
             direct == tunnelled,
             "{name} {kind}: direct answer\n{direct}\nthrough veil\n{tunnelled}"
@@ -109,10 +108,7 @@ fn pysocks(client: &Client, targets: &[String], tag: &str) -> anyhow::Result<Out
     let python = require_pysocks()?;
     let mut command = Command::new(python);
     command
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/scripts/pysocks_udp.py"),
-        )
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/pysocks_udp.py"))
         .args(["--proxy", &client.socks().to_string(), "--tag", tag]);
     for target in targets {
         command.args(["--target", target]);
@@ -120,7 +116,11 @@ fn pysocks(client: &Client, targets: &[String], tag: &str) -> anyhow::Result<Out
     let output = support::timed("pysocks_udp.py", || {
         run_bounded(command, Duration::from_secs(120))
     })?;
-    let passed = output.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
     ensure!(
         output.status.success() && passed == targets.len(),
         "pysocks_udp.py: exit {}, {passed} of {} targets ok\nstdout:\n{}\nstderr:\n{}\n{}",
@@ -186,9 +186,11 @@ fn forbidden_udp_targets_are_refused_and_never_reached() -> anyhow::Result<()> {
     for forward in forwards {
         sender.send_to(b"must not arrive", forward)?;
     }
-    wait_until("two refusals in the client's log", Duration::from_secs(15), || {
-        client.stderr().matches("destination_ip_prohibited").count() >= 2
-    })
+    wait_until(
+        "two refusals in the client's log",
+        Duration::from_secs(15),
+        || client.stderr().matches("destination_ip_prohibited").count() >= 2,
+    )
     .with_context(|| format!("{}\n{}", client.diagnostics(), edge.diagnostics()))?;
     let mut buf = [0; 64];
     ensure!(

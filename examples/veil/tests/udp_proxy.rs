@@ -149,7 +149,10 @@ async fn each_local_peer_of_a_forward_gets_its_own_answers() {
                 format!("echo:{line}").as_bytes()
             );
         }
-        assert!(!hears_anything(&alice).await, "alice got someone else's answer");
+        assert!(
+            !hears_anything(&alice).await,
+            "alice got someone else's answer"
+        );
         rig.stop().await;
     })
     .await
@@ -197,11 +200,16 @@ async fn a_socks5_udp_association_relays_for_its_client_only_and_ends_with_its_t
         let rig = Rig::start().await;
         let echo = rig.echo.addr;
         let client = UdpSocket::bind(loopback()).await.expect("bind");
-        let (control, relay) = associate(rig.client.socks_addr(), client.local_addr().expect("addr")).await;
+        let (control, relay) =
+            associate(rig.client.socks_addr(), client.local_addr().expect("addr")).await;
 
         let answer = ask(&client, relay, &socks_datagram(echo, 0, b"hello")).await;
         let decoded = decode_udp(&answer).expect("a SOCKS5 UDP datagram");
-        assert_eq!(decoded.target, Target::Ip(echo), "the answer names its source");
+        assert_eq!(
+            decoded.target,
+            Target::Ip(echo),
+            "the answer names its source"
+        );
         assert_eq!(decoded.payload, b"echo:hello");
         let before = rig.echo.received();
 
@@ -217,17 +225,32 @@ async fn a_socks5_udp_association_relays_for_its_client_only_and_ends_with_its_t
             .send_to(&socks_datagram(echo, 0, b"stranger"), relay)
             .await
             .expect("send");
-        assert!(!hears_anything(&stranger).await, "a stranger's datagram was relayed");
-        assert_eq!(rig.echo.received(), before, "the echo server saw a dropped datagram");
+        assert!(
+            !hears_anything(&stranger).await,
+            "a stranger's datagram was relayed"
+        );
+        assert_eq!(
+            rig.echo.received(),
+            before,
+            "the echo server saw a dropped datagram"
+        );
 
         // The association still works, then ends with its control connection.
         let answer = ask(&client, relay, &socks_datagram(echo, 0, b"again")).await;
-        assert_eq!(decode_udp(&answer).expect("datagram").payload, b"echo:again");
+        assert_eq!(
+            decode_udp(&answer).expect("datagram").payload,
+            b"echo:again"
+        );
         drop(control);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let count = rig.echo.received();
-        let _ = client.send_to(&socks_datagram(echo, 0, b"late"), relay).await;
-        assert!(!hears_anything(&client).await, "the relay outlived its association");
+        let _ = client
+            .send_to(&socks_datagram(echo, 0, b"late"), relay)
+            .await;
+        assert!(
+            !hears_anything(&client).await,
+            "the relay outlived its association"
+        );
         assert_eq!(rig.echo.received(), count);
         rig.stop().await;
     })

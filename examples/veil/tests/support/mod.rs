@@ -752,7 +752,9 @@ impl Client {
         let rest = self
             .proc
             .wait_for_line("veil: udp forward listening on ", STARTUP)?;
-        let addr = rest.split_once(" to ").map_or(rest.as_str(), |(addr, _)| addr);
+        let addr = rest
+            .split_once(" to ")
+            .map_or(rest.as_str(), |(addr, _)| addr);
         addr.parse().context("the UDP forward's address")
     }
 
