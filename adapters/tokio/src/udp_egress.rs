@@ -132,13 +132,14 @@ pub(crate) async fn relay(socket: UdpSocket, tunnel: UdpTunnel) {
 /// Reads what the target sent (up to a burst) into the tunnel. False when the relay
 /// should end: the tunnel is closed or the socket failed.
 fn forward_burst(socket: &UdpSocket, sender: &crate::UdpSender) -> bool {
-    // Allocated per burst, not per tunnel: an idle tunnel holds no receive buffer.
-    let mut buf = vec![0; MAX_UDP_PAYLOAD];
+    // Allocated per burst, not per tunnel: an idle tunnel holds no receive buffer. Never
+    // zeroed: `try_recv_buf` writes into the spare capacity.
+    let mut buf = Vec::with_capacity(MAX_UDP_PAYLOAD);
     for _ in 0..RECV_BURST {
-        match socket.try_recv(&mut buf) {
-            Ok(len) => {
-                let payload = buf.get(..len).unwrap_or_default();
-                if sender.try_send(payload).is_err() {
+        buf.clear();
+        match socket.try_recv_buf(&mut buf) {
+            Ok(_) => {
+                if sender.try_send(&buf).is_err() {
                     return false;
                 }
             }

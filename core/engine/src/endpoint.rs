@@ -144,6 +144,9 @@ struct Conn {
     /// Accepted tunnels whose 200 waits for stream capacity.
     accepting: Vec<TunnelId>,
     keep_alive_at: Option<Instant>,
+    /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
+    /// by quiche's full receive queue.
+    datagrams_taken: usize,
 }
 
 // Independent flags of one stream's two directions.
@@ -525,7 +528,8 @@ impl Endpoint {
     }
 
     /// Sends bytes on an open tunnel. Returns how many were taken; fewer than offered (or
-    /// 0) means the stream is blocked: wait for `TunnelWritable`.
+    /// 0) means the stream is blocked: wait for `TunnelWritable`. A UDP tunnel carries
+    /// datagrams, not bytes: `Err(NotStream)`.
     pub fn tunnel_send(&mut self, tunnel: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
         let entry = self
             .tunnels
@@ -574,6 +578,10 @@ impl Endpoint {
     }
 
     /// Finishes our direction (FIN), after the bytes already sent. Idempotent.
+    ///
+    /// A UDP tunnel ends with its stream: no datagram goes out after this, and the tunnel
+    /// closes (`TunnelClosed { Finished }`) when the peer's FIN arrives, which a veil peer
+    /// sends at once.
     pub fn tunnel_finish(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
         let entry = self
             .tunnels
@@ -625,7 +633,7 @@ impl Endpoint {
 
     /// Reads received bytes into `out`. `len == 0 && !fin`: nothing more now, wait for
     /// `TunnelReadable`. `fin`: the peer finished its direction and everything before it
-    /// has been read.
+    /// has been read. On a UDP tunnel: `Err(NotStream)`.
     pub fn tunnel_recv(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
         let entry = self
             .tunnels
@@ -820,6 +828,7 @@ impl Endpoint {
                 rejections: VecDeque::new(),
                 accepting: Vec::new(),
                 keep_alive_at: None,
+                datagrams_taken: 0,
             },
         );
         self.stats.connections_total += 1;
@@ -979,16 +988,10 @@ impl Endpoint {
                 let id = TunnelId(self.next_tunnel);
                 self.next_tunnel += 1;
                 conn.streams.insert(stream, id);
-                let mut tunnel = match accepted.kind {
-                    TunnelKind::Udp => Tunnel::udp(
-                        Some(handle),
-                        TunnelState::Requested,
-                        self.udp.new_flow(String::new(), self.clock),
-                    ),
-                    _ => Tunnel::new(Some(handle), TunnelState::Requested),
-                };
+                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested);
                 tunnel.stream = stream;
-                let is_udp = tunnel.udp.is_some();
+                tunnel.udp = (accepted.kind == TunnelKind::Udp)
+                    .then(|| self.udp.new_flow(String::new(), self.clock));
                 self.tunnels.insert(id, tunnel);
                 self.stats.tunnels_total += 1;
                 let client = ClientIdentity {
@@ -996,20 +999,8 @@ impl Endpoint {
                     token_index: accepted.token_index,
                     connection: conn.handle,
                 };
-                let target = accepted.target;
-                self.events.push_back(if is_udp {
-                    Event::UdpTunnelRequest {
-                        tunnel: id,
-                        target,
-                        client,
-                    }
-                } else {
-                    Event::TunnelRequest {
-                        tunnel: id,
-                        target,
-                        client,
-                    }
-                });
+                self.events
+                    .push_back(udp::request_event(accepted, id, client));
             }
             Err(rejection) => {
                 self.stats.tunnels_refused += 1;

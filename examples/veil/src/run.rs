@@ -149,6 +149,7 @@ impl RunningClient {
                 socks_listener,
                 node.opener(),
                 settings.socks_user.clone(),
+                settings.quic.udp_idle_timeout,
             )),
             tokio::spawn(http_proxy::serve(http_listener, node.opener())),
         ];
@@ -162,6 +163,7 @@ impl RunningClient {
                 socket,
                 forward.target.clone(),
                 node.opener(),
+                settings.quic.udp_idle_timeout,
             )));
         }
         tracing::info!(edge = %edge_addr, %socks, %http, ?udp_forwards, "client started");

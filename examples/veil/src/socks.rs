@@ -22,10 +22,12 @@ use crate::refusal::socks_reply;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts SOCKS5 clients forever.
+/// UDP ASSOCIATE flows close after `udp_idle` without a datagram either way.
 pub(crate) async fn serve(
     listener: TcpListener,
     opener: Opener,
     credentials: Option<LocalCredentials>,
+    udp_idle: Duration,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -39,7 +41,7 @@ pub(crate) async fn serve(
         let opener = opener.clone();
         let credentials = credentials.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &opener, credentials.as_ref()).await {
+            if let Err(e) = handle(stream, &opener, credentials.as_ref(), udp_idle).await {
                 tracing::debug!(%peer, error = %e, "socks5: session failed");
             }
         });
@@ -50,6 +52,7 @@ async fn handle(
     mut stream: TcpStream,
     opener: &Opener,
     credentials: Option<&LocalCredentials>,
+    udp_idle: Duration,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, credentials));
@@ -58,7 +61,7 @@ async fn handle(
     };
     // BIND never gets here: the state machine refuses it.
     if request.command == Command::UdpAssociate {
-        return crate::socks_udp::associate(stream, &request.target, opener).await;
+        return crate::socks_udp::associate(stream, &request.target, opener, udp_idle).await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;

@@ -17,8 +17,6 @@ use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
 /// Destinations (tunnels) one association may have open at once.
 const MAX_FLOWS: usize = 64;
-/// A destination's tunnel closes after this long without a datagram either way.
-const FLOW_IDLE: Duration = Duration::from_secs(60);
 /// Largest datagram: a 65527-byte payload and the longest UDP request header fit.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -34,11 +32,12 @@ struct Drops {
 }
 
 /// Serves one UDP ASSOCIATE: replies with the relay's address, relays until the control
-/// connection closes.
+/// connection closes. A destination's tunnel closes after `idle` without a datagram.
 pub(crate) async fn associate(
     mut control: TcpStream,
     requested: &Target,
     opener: &Opener,
+    idle: Duration,
 ) -> anyhow::Result<()> {
     let client_ip = canonical(control.peer_addr()?.ip());
     let relay = match UdpSocket::bind(SocketAddr::new(control.local_addr()?.ip(), 0)).await {
@@ -59,7 +58,7 @@ pub(crate) async fn associate(
         opener.clone(),
         FlowLimits {
             max_flows: MAX_FLOWS,
-            idle: FLOW_IDLE,
+            idle,
         },
     );
     //# RFC 1928 §7: "A UDP association terminates when the TCP connection that the UDP

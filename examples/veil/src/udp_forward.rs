@@ -14,17 +14,16 @@ use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
 /// Local senders (tunnels) one forward serves at once.
 const MAX_PEERS: usize = 1024;
-/// A sender's tunnel closes after this long without a datagram either way.
-const PEER_IDLE: Duration = Duration::from_secs(60);
 /// Largest UDP payload (65535 minus the UDP header).
 const MAX_UDP_PAYLOAD: usize = 65_527;
 
-/// Forwards datagrams from `socket` to `target` forever.
-pub(crate) async fn serve(socket: UdpSocket, target: TunnelTarget, opener: Opener) {
+/// Forwards datagrams from `socket` to `target` forever; a sender's tunnel closes after
+/// `idle` without a datagram either way.
+pub(crate) async fn serve(socket: UdpSocket, target: TunnelTarget, opener: Opener, idle: Duration) {
     let socket = Arc::new(socket);
     let limits = FlowLimits {
         max_flows: MAX_PEERS,
-        idle: PEER_IDLE,
+        idle,
     };
     let mut flows: Flows<SocketAddr> = Flows::new(opener, limits);
     let mut buf = vec![0; MAX_UDP_PAYLOAD];

@@ -199,3 +199,62 @@ fn forbidden_udp_targets_are_refused_and_never_reached() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The value of `name: N` in a Debug-printed stats line of `log`, the last one logged.
+fn logged_counter(log: &str, name: &str) -> Option<u64> {
+    let at = log.rfind(&format!("{name}: "))? + name.len() + 2;
+    let digits: String = log
+        .get(at..)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn without_h3_datagrams_the_tunnel_falls_back_to_capsules() -> anyhow::Result<()> {
+    let dir = TempDir::new("udp-capsules")?;
+    let dns = dnsmasq(&dir)?;
+    let edge = Edge::start(
+        dir.path(),
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    // The client does not offer HTTP/3 datagrams: both sides must use DATAGRAM capsules.
+    let config = dir.join("client.toml");
+    std::fs::write(&config, "[quic]\nh3_datagrams = false\n")?;
+    let forward = format!("127.0.0.1:0={}", dns.addr());
+    let mut client = Client::start(
+        dir.path(),
+        edge.addr(),
+        &[
+            "--config",
+            config.to_str().context("temp path is UTF-8")?,
+            "--pin",
+            edge.pin()?,
+            "--token",
+            TOKEN,
+            "--udp-forward",
+            &forward,
+        ],
+    )?;
+    let local = client.udp_forward()?;
+    for [name, kind] in QUERIES {
+        let direct = answer(dns.addr(), name, kind)?;
+        let tunnelled = answer(local, name, kind)
+            .with_context(|| format!("{}\n{}", client.diagnostics(), edge.diagnostics()))?;
+        ensure!(
+            direct == tunnelled,
+            "{name} {kind}: {direct} != {tunnelled}"
+        );
+    }
+    // The client logs its engine's counters when it stops.
+    client.terminate(Duration::from_secs(15))?;
+    let log = client.stderr();
+    let capsules = logged_counter(&log, "udp_capsule_datagrams").context("no stats logged")?;
+    ensure!(
+        capsules >= 2 * QUERIES.len() as u64,
+        "{capsules} capsule datagrams for {} queries:\n{log}",
+        QUERIES.len()
+    );
+    Ok(())
+}

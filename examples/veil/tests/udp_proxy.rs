@@ -62,6 +62,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
+        Self::with_templates(None, None).await
+    }
+
+    /// A rig whose edge and client use these CONNECT-UDP path templates.
+    async fn with_templates(edge_template: Option<&str>, client_template: Option<&str>) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -74,7 +79,7 @@ impl Rig {
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
             drain: Duration::from_millis(200),
-            udp_template: None,
+            udp_template: edge_template.map(str::to_owned),
             quic: QuicConfig::default(),
         })
         .expect("edge starts");
@@ -90,7 +95,7 @@ impl Rig {
                 local: loopback(),
                 target: TunnelTarget::new(echo.addr.ip(), echo.addr.port()),
             }],
-            udp_template: None,
+            udp_template: client_template.map(str::to_owned),
             drain: Duration::from_millis(200),
             quic: QuicConfig::default(),
         })
@@ -252,6 +257,31 @@ async fn a_socks5_udp_association_relays_for_its_client_only_and_ends_with_its_t
             "the relay outlived its association"
         );
         assert_eq!(rig.echo.received(), count);
+        rig.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_udp_template_must_match_between_client_and_edge() {
+    tokio::time::timeout(DEADLINE, async {
+        const TEMPLATE: &str = "/udp/{target_host}/{target_port}/";
+        let rig = Rig::with_templates(Some(TEMPLATE), Some(TEMPLATE)).await;
+        let forward = rig.client.udp_forward_addrs()[0];
+        let peer = UdpSocket::bind(loopback()).await.expect("bind");
+        assert_eq!(ask(&peer, forward, b"custom").await, b"echo:custom");
+        rig.stop().await;
+
+        // A client on the default template asks for a path this edge does not serve.
+        let rig = Rig::with_templates(Some(TEMPLATE), None).await;
+        let forward = rig.client.udp_forward_addrs()[0];
+        peer.send_to(b"default", forward).await.expect("send");
+        // Long enough for the connection, the request and its refusal.
+        let mut buf = [0; 64];
+        let answer = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf)).await;
+        assert!(answer.is_err(), "a mismatched template was served");
+        assert_eq!(rig.echo.received(), 0);
         rig.stop().await;
     })
     .await

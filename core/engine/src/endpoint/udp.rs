@@ -28,8 +28,9 @@ use super::{
     shutdown_stream,
 };
 use crate::config::QuicConfig;
+use crate::connect::Accepted;
 use crate::error::{ConfigError, OpenError, TunnelError};
-use crate::types::{CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
+use crate::types::{ClientIdentity, CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
 use crate::udp::flow::{Abort, Encoding, Pushed, Tally, UdpFlow};
 use crate::udp::request;
 
@@ -246,7 +247,9 @@ impl Endpoint {
             return;
         };
         let mut aborts = Vec::new();
+        let taken_before = conn.datagrams_taken;
         while let Ok(frame) = conn.quic.dgram_recv_buf() {
+            conn.datagrams_taken += 1;
             let (stream, context_id, start) = match datagram::demux(&frame) {
                 Ok(d) => (d.stream_id, d.context_id, frame.len() - d.payload.len()),
                 Err(DemuxError::Frame(error)) => {
@@ -309,6 +312,14 @@ impl Endpoint {
                 flow.notified = true;
                 self.events.push_back(Event::TunnelDatagrams { tunnel: id });
             }
+        }
+        if conn.datagrams_taken != taken_before {
+            // quiche drops the oldest frame when its receive queue is full (a batch larger
+            // than `datagram_queue_len`): count those too.
+            let received = conn.quic.stats().dgram_recv;
+            let lost = received.saturating_sub(conn.datagrams_taken);
+            conn.datagrams_taken = received;
+            self.stats.udp_dropped_queue_full += u64::try_from(lost).unwrap_or(u64::MAX);
         }
         for id in aborts {
             self.abort_with(id, H3_DATAGRAM_ERROR);
@@ -528,6 +539,23 @@ impl Tunnel {
         let mut tunnel = Self::new(conn, state);
         tunnel.udp = Some(flow);
         tunnel
+    }
+}
+
+/// The event that hands an accepted request to the edge's host.
+pub(super) fn request_event(accepted: Accepted, tunnel: TunnelId, client: ClientIdentity) -> Event {
+    let target = accepted.target;
+    match accepted.kind {
+        TunnelKind::Udp => Event::UdpTunnelRequest {
+            tunnel,
+            target,
+            client,
+        },
+        _ => Event::TunnelRequest {
+            tunnel,
+            target,
+            client,
+        },
     }
 }
 

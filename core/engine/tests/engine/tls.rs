@@ -72,7 +72,7 @@ fn insecure_connects_to_anything() {
 }
 
 /// A CA, and a leaf for `localhost` signed by it, as PEM text.
-fn ca_and_leaf() -> (String, String, String, Vec<u8>) {
+pub(crate) fn ca_and_leaf() -> (String, String, String, Vec<u8>) {
     let key = || -> PKey<Private> {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
         PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey")

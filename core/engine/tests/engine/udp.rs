@@ -359,7 +359,12 @@ fn many_udp_tunnels_on_one_connection_keep_their_datagrams_apart() {
         .collect();
     let mut client = UdpClient::new(targets, &[5, 50, 500, 0, 900, 17]);
     let mut edge = UdpEdge::default();
+    let started = Instant::now();
     echo(&mut net, &mut client, &mut edge);
+    eprintln!(
+        "24 UDP tunnels x 6 datagrams echoed in {:?} (connection set-up included)",
+        started.elapsed()
+    );
     assert_eq!(net.client.stats().connections_total, 1);
     assert_eq!(edge.received.len(), 24);
     // Each edge tunnel received exactly one client tunnel's payloads, all tagged alike.
@@ -657,6 +662,34 @@ fn datagrams_before_settings_and_request_are_dropped_and_the_connection_goes_on(
 }
 
 #[test]
+fn frames_quiche_drops_from_its_full_receive_queue_are_counted() {
+    let quic = QuicConfig {
+        datagram_queue_len: 4,
+        ..QuicConfig::default()
+    };
+    let mut edge = edge_with(&[], quic);
+    let mut host = UdpEdge::default();
+    let (mut raw, stream) = raw_tunnel(&mut edge, &mut host, true);
+    let quarter = u8::try_from(stream / 4).expect("small stream id");
+    // Twenty frames in one flight: quiche keeps the last four of the batch.
+    for n in 0..20u8 {
+        raw.quic.dgram_send(&[quarter, 0x00, n]).expect("datagram");
+    }
+    until_received(&mut raw, &mut edge, &mut host, 4);
+    let stats = edge.stats();
+    assert_eq!(stats.udp_datagrams_received, 4);
+    assert_eq!(stats.udp_dropped_queue_full, 16);
+    assert_eq!(
+        host.received
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+        [vec![16], vec![17], vec![18], vec![19]]
+    );
+}
+
+#[test]
 fn a_datagram_on_a_tcp_tunnel_aborts_its_stream() {
     let mut edge = crate::edge(&[]);
     let mut host = UdpEdge::default();
@@ -920,4 +953,140 @@ fn finish_and_abort_end_udp_tunnels_on_both_sides() {
         Err(TunnelError::NotUdp)
     );
     assert_eq!(net.client.tunnel_kind(tcp), Some(TunnelKind::Stream));
+}
+
+/// A bare quiche HTTP/3 server that does not enable Extended CONNECT.
+struct PlainServer {
+    config: quiche::Config,
+    quic: Option<quiche::Connection>,
+    h3: Option<quiche::h3::Connection>,
+    /// `:method` and `:protocol` of each request head received.
+    requests: Vec<(String, Option<String>)>,
+}
+
+impl PlainServer {
+    fn new() -> Self {
+        let (_, cert, key, _) = crate::tls::ca_and_leaf();
+        let mut tls =
+            boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls()).expect("tls");
+        let cert = boring::x509::X509::from_pem(cert.as_bytes()).expect("cert");
+        let key = boring::pkey::PKey::private_key_from_pem(key.as_bytes()).expect("key");
+        tls.set_certificate(&cert).expect("cert");
+        tls.set_private_key(&key).expect("key");
+        let mut config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)
+            .expect("config");
+        config
+            .set_application_protos(quiche::h3::APPLICATION_PROTOCOL)
+            .expect("alpn");
+        config.set_initial_max_data(1 << 20);
+        config.set_initial_max_stream_data_bidi_remote(1 << 20);
+        config.set_initial_max_stream_data_uni(1 << 20);
+        config.set_initial_max_streams_bidi(10);
+        config.set_initial_max_streams_uni(10);
+        config.set_max_idle_timeout(5_000);
+        Self {
+            config,
+            quic: None,
+            h3: None,
+            requests: Vec::new(),
+        }
+    }
+
+    /// Exchanges with `client` until `until` holds for the client's events so far and the
+    /// requests received.
+    fn serve(
+        &mut self,
+        client: &mut Endpoint,
+        until: impl Fn(&[Event], &[(String, Option<String>)]) -> bool,
+    ) -> Vec<Event> {
+        let (client_addr, edge_addr) = (
+            crate::harness::CLIENT_ADDR.parse().expect("address"),
+            crate::harness::EDGE_ADDR.parse().expect("address"),
+        );
+        let mut events = Vec::new();
+        let mut buf = vec![0; 65_536];
+        let start = Instant::now();
+        while !until(&events, &self.requests) {
+            assert!(start.elapsed() < BUDGET, "no outcome: {events:?}");
+            while let Some(transmit) = client.poll_transmit(Instant::now(), &mut buf) {
+                let size = transmit.segment_size.unwrap_or(transmit.len);
+                for segment in buf[..transmit.len].chunks_mut(size) {
+                    let quic = self.quic.get_or_insert_with(|| {
+                        let scid = quiche::ConnectionId::from_ref(&[9; 16]);
+                        quiche::accept(&scid, None, edge_addr, client_addr, &mut self.config)
+                            .expect("accept")
+                    });
+                    let info = quiche::RecvInfo {
+                        from: client_addr,
+                        to: edge_addr,
+                    };
+                    let _ = quic.recv(segment, info);
+                }
+            }
+            if let Some(quic) = self.quic.as_mut() {
+                if quic.is_established() && self.h3.is_none() {
+                    let config = quiche::h3::Config::new().expect("h3 config");
+                    self.h3 =
+                        Some(quiche::h3::Connection::with_transport(quic, &config).expect("h3"));
+                }
+                if let Some(h3) = self.h3.as_mut() {
+                    while let Ok((_, event)) = h3.poll(quic) {
+                        if let quiche::h3::Event::Headers { list, .. } = event {
+                            use quiche::h3::NameValue as _;
+                            let field = |name: &[u8]| {
+                                list.iter()
+                                    .find(|h| h.name() == name)
+                                    .map(|h| String::from_utf8_lossy(h.value()).into_owned())
+                            };
+                            self.requests
+                                .push((field(b":method").unwrap_or_default(), field(b":protocol")));
+                        }
+                    }
+                }
+                let meta = veil_engine::RecvMeta {
+                    from: edge_addr,
+                    to: client_addr,
+                };
+                while let Ok((len, _)) = quic.send(&mut buf) {
+                    client.handle_datagram(Instant::now(), meta, &mut buf[..len]);
+                }
+                if quic.timeout().is_some_and(|t| t.is_zero()) {
+                    quic.on_timeout();
+                }
+            }
+            events.extend(std::iter::from_fn(|| client.poll_event()));
+            if client.poll_timeout().is_some_and(|at| at <= Instant::now()) {
+                client.handle_timeout(Instant::now());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        events
+    }
+}
+
+#[test]
+fn a_server_without_extended_connect_never_sees_a_udp_request() {
+    let mut server = PlainServer::new();
+    let config = client_config(veil_engine::Verify::Insecure, None);
+    let mut client = Endpoint::new(Config::client(config), Instant::now()).expect("client");
+    let udp = client
+        .open_udp_tunnel(Instant::now(), &target("echo.test", 53))
+        .expect("open");
+    let tcp = client
+        .open_tunnel(Instant::now(), &target("echo.test", 443))
+        .expect("open");
+    let events = server.serve(&mut client, |events, requests| {
+        !requests.is_empty()
+            && events
+                .iter()
+                .any(|e| matches!(e, Event::TunnelRefused { .. }))
+    });
+    assert!(events.contains(&Event::TunnelRefused {
+        tunnel: udp,
+        reason: RefusedReason::ExtendedConnectUnsupported,
+    }));
+    assert_eq!(client.tunnel_kind(udp), None);
+    assert_eq!(client.tunnel_kind(tcp), Some(TunnelKind::Stream));
+    // The plain CONNECT queued behind it went out; no Extended CONNECT ever did.
+    assert_eq!(server.requests, [("CONNECT".to_owned(), None)]);
 }

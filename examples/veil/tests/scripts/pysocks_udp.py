@@ -55,7 +55,11 @@ def echo(sock, target, payload, tag):
             while True:
                 data, source = sock.recvfrom(70000)
                 if data == tag + payload:
-                    if source != target:
+                    # PySocks gives a domain-name source as bytes.
+                    host, port = source
+                    if isinstance(host, bytes):
+                        host = host.decode()
+                    if (host, port) != target:
                         fail("answer from %r, expected %r" % (source, target))
                     return
                 # An earlier try's late echo: read on.

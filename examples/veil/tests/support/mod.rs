@@ -890,3 +890,10 @@ impl UdpEcho {
         self.received.load(Ordering::Relaxed)
     }
 }
+
+impl Client {
+    /// SIGTERM, then waits for it to exit.
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.proc.terminate(timeout)
+    }
+}
