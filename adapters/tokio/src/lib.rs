@@ -38,7 +38,7 @@
 mod dial;
 mod driver;
 mod tunnel;
-mod udp;
+pub mod udp;
 mod udp_egress;
 mod udp_tunnel;
 

@@ -1,5 +1,9 @@
 //! The engine's UDP socket: batched receives with GRO and batched sends with GSO, through
 //! quinn-udp, which falls back to one datagram per system call where the kernel lacks them.
+//!
+//! Public so that programs measuring the engine against a bare QUIC stack (the raw
+//! baselines of `veil bench`) drive their sockets exactly as the [`Node`](crate::Node)
+//! driver does, rather than through a copy that could drift from it.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -8,21 +12,27 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Largest UDP payload the kernel accepts in one (GSO) send: the UDP length field is 16 bits.
-pub(crate) const MAX_GSO_PAYLOAD: usize = 64_000;
+pub const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
 /// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).
-pub(crate) struct UdpIo {
+pub struct UdpIo {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
     local: SocketAddr,
 }
 
 impl UdpIo {
-    /// Binds `addr` (port 0 picks one) and enables what the kernel offers.
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+    /// Binds `addr` (port 0 picks one) and enables what the kernel offers. Must be called
+    /// within a tokio runtime.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::from_std(std::net::UdpSocket::bind(addr)?)
+    }
+
+    /// Takes a socket bound elsewhere (for example on another thread, before the runtime
+    /// that will drive it exists). Must be called within a tokio runtime.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(socket)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
@@ -35,19 +45,19 @@ impl UdpIo {
     }
 
     /// The bound address.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Segments one GSO send may carry (1 without GSO; quinn-udp lowers it if the kernel
     /// refuses GSO later).
-    pub(crate) fn max_gso_segments(&self) -> usize {
+    pub fn max_gso_segments(&self) -> usize {
         self.state.max_gso_segments()
     }
 
     /// Waits for datagrams and receives a batch into `bufs`; returns how many of
     /// `bufs.meta` were filled.
-    pub(crate) async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+    pub async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
         loop {
             self.socket.readable().await?;
             let mut slices: Vec<IoSliceMut<'_>> = bufs
@@ -85,7 +95,7 @@ impl UdpIo {
     /// Sends `contents` to `to`: one datagram, or GSO segments of `segment_size` bytes.
     /// Errors other than "would block" are logged by quinn-udp and dropped, as QUIC
     /// recovers from loss.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         to: SocketAddr,
         contents: &[u8],
@@ -113,14 +123,15 @@ impl UdpIo {
 }
 
 /// Receive buffers and their metadata, reused for every batch.
-pub(crate) struct RecvBufs {
+pub struct RecvBufs {
     storage: Box<[u8]>,
     meta: Vec<quinn_udp::RecvMeta>,
 }
 
 impl RecvBufs {
     /// Buffers for quinn-udp's batch size.
-    pub(crate) fn new() -> Self {
+    #[must_use]
+    pub fn new() -> Self {
         Self {
             storage: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE].into_boxed_slice(),
             meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
@@ -130,7 +141,7 @@ impl RecvBufs {
     /// The `index`th received buffer cut into its datagrams (GRO gives several per buffer,
     /// each `stride` bytes but the last), with the sender and the local IP they were sent
     /// to, if the kernel reported it.
-    pub(crate) fn datagrams(
+    pub fn datagrams(
         &mut self,
         index: usize,
     ) -> Option<(
@@ -146,10 +157,16 @@ impl RecvBufs {
     }
 }
 
+impl Default for RecvBufs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Cuts a GSO batch of `len` bytes in `segment`-byte datagrams into runs of at most
 /// `max_segments` datagrams, for a socket that takes fewer segments than the engine
 /// gathered (or none: `max_segments` 1 sends each datagram alone).
-pub(crate) fn gso_runs(
+pub fn gso_runs(
     len: usize,
     segment: usize,
     max_segments: usize,

@@ -13,10 +13,20 @@
 //!   alternating between a direct connection and a tunnel;
 //! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
 //!   idle tunnels.
+//!
+//! `veil bench udp` ([`udp_bench`]) measures UDP through a CONNECT-UDP tunnel against
+//! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
+//! offered loads.
 
+mod load;
 mod procs;
 mod raw;
+mod raw_dgram;
 mod tcp;
+mod udp;
+mod udp_bench;
+
+pub use udp_bench::{UdpArgs, UdpRoute};
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -48,6 +58,9 @@ pub enum BenchCommand {
     /// TCP over HTTP/3 CONNECT: goodput against direct TCP and a raw quiche stream, added
     /// latency, memory per idle tunnel.
     Tcp(TcpArgs),
+    /// UDP over CONNECT-UDP: echo rate, loss and round trips at rising offered loads,
+    /// against direct UDP and raw QUIC DATAGRAM frames.
+    Udp(UdpArgs),
 }
 
 /// Flags of `veil bench tcp`.
@@ -103,6 +116,7 @@ pub enum Route {
 pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
     match &args.which {
         BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
+        BenchCommand::Udp(udp) => udp_bench::run(udp, &quic, config).await,
     }
 }
 
@@ -117,7 +131,7 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     let config_owned = config.map(Path::to_path_buf);
     let (edge, client) = tokio::task::spawn_blocking(move || {
         let edge = procs::start_edge(config_owned.as_deref())?;
-        let client = procs::start_client(config_owned.as_deref(), &edge)?;
+        let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
         anyhow::Ok((edge, client))
     })
     .await??;

@@ -64,10 +64,12 @@ pub(crate) struct Edge {
     pub(crate) pin: String,
 }
 
-/// A started client: its process and SOCKS5 address.
+/// A started client: its process, SOCKS5 address and, if asked for, its UDP forward.
 pub(crate) struct Client {
     pub(crate) process: VeilProcess,
     pub(crate) socks: SocketAddr,
+    /// The local address of `--udp-forward`.
+    pub(crate) udp_forward: Option<SocketAddr>,
 }
 
 /// Starts `veil server` on a loopback port, allowed to dial loopback targets.
@@ -87,10 +89,16 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
     Ok(Edge { process, addr, pin })
 }
 
-/// Starts `veil client` for `edge`, pinned to its certificate, SOCKS5 on a loopback port.
-pub(crate) fn start_client(config: Option<&Path>, edge: &Edge) -> anyhow::Result<Client> {
+/// Starts `veil client` for `edge`, pinned to its certificate, SOCKS5 on a loopback port
+/// and, with `udp_target`, `--udp-forward` from a loopback port to that target.
+pub(crate) fn start_client(
+    config: Option<&Path>,
+    edge: &Edge,
+    udp_target: Option<SocketAddr>,
+) -> anyhow::Result<Client> {
     let edge_addr = edge.addr.to_string();
-    let args = [
+    let forward = udp_target.map(|target| format!("127.0.0.1:0={target}"));
+    let mut args = vec![
         "client",
         "--edge",
         &edge_addr,
@@ -103,9 +111,29 @@ pub(crate) fn start_client(config: Option<&Path>, edge: &Edge) -> anyhow::Result
         "--drain-timeout-ms",
         DRAIN_MS,
     ];
-    let (process, lines) = spawn("client", config, &args, 2)?;
+    if let Some(forward) = &forward {
+        args.extend(["--udp-forward", forward]);
+    }
+    let banner = if forward.is_some() { 3 } else { 2 };
+    let (process, lines) = spawn("client", config, &args, banner)?;
     let socks = field(&lines, "veil: socks5 listening on ")?.parse()?;
-    Ok(Client { process, socks })
+    let udp_forward = match forward {
+        Some(_) => {
+            // `veil: udp forward listening on ADDR to TARGET`
+            let rest = field(&lines, "veil: udp forward listening on ")?;
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            Some(
+                addr.parse()
+                    .with_context(|| format!("the UDP forward's address in {rest:?}"))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Client {
+        process,
+        socks,
+        udp_forward,
+    })
 }
 
 /// Runs this executable with `args` and reads its first `banner` stdout lines.

@@ -6,9 +6,9 @@
 //! - the same transport settings: the quiche configuration is built from the same
 //!   [`QuicConfig`] the `veil` processes run with (congestion control, windows, payload
 //!   sizes, pacing), over the same TLS library (`BoringSSL`, TLS 1.3 defaults);
-//! - the same I/O: each side is a tokio task on a UDP socket driven through quinn-udp with
-//!   GSO batches of same-size packets and GRO receives, as veil-tokio does; each side has
-//!   an OS thread of its own, as the two `veil` processes do;
+//! - the same I/O: each side is a tokio task on veil-tokio's own UDP socket
+//!   ([`veil_tokio::udp`]: quinn-udp, GSO batches of same-size packets, GRO receives); each
+//!   side has an OS thread of its own, as the two `veil` processes do;
 //! - one long-lived connection carries every transfer on a fresh stream, as the `veil`
 //!   client carries every tunnel on its one connection to the edge; the handshake is not
 //!   timed.
@@ -17,7 +17,6 @@
 //! bookkeeping, the driver's channels and tasks, and the two TCP legs.
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,16 +31,13 @@ use boring::pkey::PKey;
 use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
 use boring::x509::extension::SubjectAlternativeName;
 use boring::x509::{X509, X509NameBuilder};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{CongestionControl, QuicConfig};
+use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
-/// Largest GSO send, as veil-tokio's driver buffer.
-const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Most segments in one GSO send (Linux `UDP_MAX_SEGMENTS`), as the engine batches.
 const MAX_SEGMENTS: usize = 64;
-/// One GRO receive buffer.
+/// One read from a stream.
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Bytes handed to `stream_send` per call.
 const SEND_CHUNK: usize = 64 * 1024;
@@ -81,19 +77,12 @@ impl RawPair {
         let (ready_tx, ready) = oneshot::channel();
 
         let server = spawn_side("raw-server", move || async move {
-            let udp = Udp::new(server_socket)?;
+            let udp = UdpIo::from_std(server_socket)?;
             server_loop(&udp, &mut server_config, &received_tx).await
         })?;
         let client = spawn_side("raw-client", move || async move {
-            let udp = Udp::new(client_socket)?;
-            let scid = random_cid()?;
-            let conn = quiche::connect(
-                Some("localhost"),
-                &quiche::ConnectionId::from_ref(&scid),
-                udp.local,
-                server_addr,
-                &mut client_config,
-            )?;
+            let udp = UdpIo::from_std(client_socket)?;
+            let conn = connect(&udp, server_addr, &mut client_config)?;
             Box::pin(client_loop(conn, &udp, jobs, ready_tx)).await
         })?;
         let pair = Self {
@@ -159,7 +148,10 @@ impl RawPair {
 }
 
 /// Runs `side` on a current-thread runtime in a thread of its own.
-fn spawn_side<F, Fut>(name: &str, side: F) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>
+pub(super) fn spawn_side<F, Fut>(
+    name: &str,
+    side: F,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -174,16 +166,34 @@ where
         })?)
 }
 
-fn bind() -> anyhow::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+/// A loopback socket, bound here so that its address is known before its thread starts.
+pub(super) fn bind() -> anyhow::Result<std::net::UdpSocket> {
+    Ok(std::net::UdpSocket::bind(SocketAddr::from((
+        [127, 0, 0, 1],
+        0,
+    )))?)
+}
+
+/// A client connection from `udp` to `server`.
+pub(super) fn connect(
+    udp: &UdpIo,
+    server: SocketAddr,
+    config: &mut quiche::Config,
+) -> anyhow::Result<quiche::Connection> {
+    let scid = random_cid()?;
+    Ok(quiche::connect(
+        Some("localhost"),
+        &quiche::ConnectionId::from_ref(&scid),
+        udp.local_addr(),
+        server,
+        config,
+    )?)
 }
 
 /// The client: one connection; each job is a new stream written until its FIN.
 async fn client_loop(
     mut conn: quiche::Connection,
-    udp: &Udp,
+    udp: &UdpIo,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
@@ -212,7 +222,7 @@ async fn client_loop(
         }
         let idle = active.is_none() && ready.is_none();
         tokio::select! {
-            count = udp.recv(&mut bufs) => feed(&mut conn, &mut bufs, count?, udp.local),
+            count = udp.recv(&mut bufs) => feed(&mut conn, &mut bufs, count?, udp.local_addr()),
             () = sleep_until(conn.timeout_instant()) => conn.on_timeout(),
             job = jobs.recv(), if idle => match job {
                 Some(job) => {
@@ -257,7 +267,7 @@ fn push(
 
 /// The server: accepts one connection and reads every stream to its FIN.
 async fn server_loop(
-    udp: &Udp,
+    udp: &UdpIo,
     config: &mut quiche::Config,
     received: &mpsc::UnboundedSender<Received>,
 ) -> anyhow::Result<()> {
@@ -272,10 +282,10 @@ async fn server_loop(
             count = udp.recv(&mut bufs) => {
                 let count = count?;
                 if conn.is_none() {
-                    conn = accept(udp, config, &bufs, count)?;
+                    conn = accept(udp, config, &mut bufs, count)?;
                 }
                 if let Some(conn) = conn.as_mut() {
-                    feed(conn, &mut bufs, count, udp.local);
+                    feed(conn, &mut bufs, count, udp.local_addr());
                 }
             }
             () = sleep_until(timeout) => {
@@ -314,20 +324,23 @@ async fn server_loop(
 }
 
 /// A connection for the first Initial received.
-fn accept(
-    udp: &Udp,
+pub(super) fn accept(
+    udp: &UdpIo,
     config: &mut quiche::Config,
-    bufs: &RecvBufs,
+    bufs: &mut RecvBufs,
     count: usize,
 ) -> anyhow::Result<Option<quiche::Connection>> {
-    let Some(meta) = bufs.meta.get(..count).and_then(<[_]>::first) else {
+    if count == 0 {
+        return Ok(None);
+    }
+    let Some((from, _, mut datagrams)) = bufs.datagrams(0) else {
         return Ok(None);
     };
-    let mut first = bufs
-        .storage
-        .get(..meta.len.min(meta.stride.max(1)))
-        .unwrap_or_default()
-        .to_vec();
+    let Some(first) = datagrams.next() else {
+        return Ok(None);
+    };
+    // quiche decrypts in place later: parse a copy.
+    let mut first = first.to_vec();
     let header = quiche::Header::from_slice(&mut first, quiche::MAX_CONN_ID_LEN)?;
     if header.ty != quiche::Type::Initial {
         return Ok(None);
@@ -336,17 +349,22 @@ fn accept(
     let conn = quiche::accept(
         &quiche::ConnectionId::from_ref(&scid),
         None,
-        udp.local,
-        meta.addr,
+        udp.local_addr(),
+        from,
         config,
     )?;
     Ok(Some(conn))
 }
 
 /// Hands every received datagram to the connection.
-fn feed(conn: &mut quiche::Connection, bufs: &mut RecvBufs, count: usize, local: SocketAddr) {
+pub(super) fn feed(
+    conn: &mut quiche::Connection,
+    bufs: &mut RecvBufs,
+    count: usize,
+    local: SocketAddr,
+) {
     for index in 0..count {
-        let Some((from, datagrams)) = bufs.datagrams(index) else {
+        let Some((from, _, datagrams)) = bufs.datagrams(index) else {
             continue;
         };
         let info = quiche::RecvInfo { from, to: local };
@@ -361,9 +379,13 @@ fn feed(conn: &mut quiche::Connection, bufs: &mut RecvBufs, count: usize, local:
 /// Sends everything quiche has, in GSO batches built the way the engine builds them:
 /// consecutive full-size packets, the last one possibly shorter; a short first packet
 /// goes alone.
-async fn send_all(conn: &mut quiche::Connection, udp: &Udp, out: &mut [u8]) -> anyhow::Result<()> {
+pub(super) async fn send_all(
+    conn: &mut quiche::Connection,
+    udp: &UdpIo,
+    out: &mut [u8],
+) -> anyhow::Result<()> {
     let full_size = conn.max_send_udp_payload_size();
-    let max_segments = udp.state.max_gso_segments().clamp(1, MAX_SEGMENTS);
+    let max_segments = udp.max_gso_segments().clamp(1, MAX_SEGMENTS);
     loop {
         let mut batch: Option<(SocketAddr, usize)> = None;
         let mut len = 0;
@@ -404,7 +426,7 @@ async fn send_all(conn: &mut quiche::Connection, udp: &Udp, out: &mut [u8]) -> a
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
@@ -413,7 +435,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// quiche settings from `quic`, as veil-engine builds them (without HTTP/3, which the
 /// baseline does not speak; ALPN stays `h3` so the handshake is the same size).
-fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<quiche::Config> {
+pub(super) fn quiche_config(
+    quic: &QuicConfig,
+    tls: SslContextBuilder,
+) -> anyhow::Result<quiche::Config> {
     let mut config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, tls)?;
     config.set_application_protos(quiche::h3::APPLICATION_PROTOCOL)?;
     config.set_max_idle_timeout(u64::try_from(quic.max_idle_timeout.as_millis())?);
@@ -441,7 +466,7 @@ fn quiche_config(quic: &QuicConfig, tls: SslContextBuilder) -> anyhow::Result<qu
 
 /// A self-signed P-256 certificate for `localhost`; the client does not verify it (the
 /// `veil` client checks its pin once per handshake, which is not timed).
-fn server_tls() -> anyhow::Result<SslContextBuilder> {
+pub(super) fn server_tls() -> anyhow::Result<SslContextBuilder> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
     let mut name = X509NameBuilder::new()?;
@@ -468,7 +493,7 @@ fn server_tls() -> anyhow::Result<SslContextBuilder> {
     Ok(tls)
 }
 
-fn client_tls() -> anyhow::Result<SslContextBuilder> {
+pub(super) fn client_tls() -> anyhow::Result<SslContextBuilder> {
     let mut tls = SslContextBuilder::new(SslMethod::tls())?;
     tls.set_verify(SslVerifyMode::NONE);
     Ok(tls)
@@ -478,101 +503,4 @@ fn random_cid() -> anyhow::Result<[u8; CID_LEN]> {
     let mut cid = [0; CID_LEN];
     boring::rand::rand_bytes(&mut cid)?;
     Ok(cid)
-}
-
-/// A UDP socket with quinn-udp's state, as in veil-tokio.
-struct Udp {
-    socket: UdpSocket,
-    state: quinn_udp::UdpSocketState,
-    local: SocketAddr,
-}
-
-impl Udp {
-    fn new(socket: std::net::UdpSocket) -> anyhow::Result<Self> {
-        let socket = UdpSocket::from_std(socket)?;
-        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
-        let local = socket.local_addr()?;
-        Ok(Self {
-            socket,
-            state,
-            local,
-        })
-    }
-
-    async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
-        loop {
-            self.socket.readable().await?;
-            let mut slices: Vec<IoSliceMut<'_>> = bufs
-                .storage
-                .chunks_mut(RECV_BUF_LEN)
-                .map(IoSliceMut::new)
-                .collect();
-            // As veil-tokio does: a batch short of full clears the readiness at once.
-            let batch = slices.len();
-            let mut count = 0;
-            let received = self.socket.try_io(Interest::READABLE, || {
-                count = self
-                    .state
-                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)?;
-                if count < batch {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(())
-            });
-            match received {
-                Ok(()) => return Ok(count),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && count > 0 => return Ok(count),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        to: SocketAddr,
-        contents: &[u8],
-        segment_size: Option<usize>,
-    ) -> io::Result<()> {
-        let transmit = quinn_udp::Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
-        };
-        loop {
-            self.socket.writable().await?;
-            let sent = self.socket.try_io(Interest::WRITABLE, || {
-                self.state.send((&self.socket).into(), &transmit)
-            });
-            match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-        }
-    }
-}
-
-/// GRO receive buffers, reused.
-struct RecvBufs {
-    storage: Box<[u8]>,
-    meta: Vec<quinn_udp::RecvMeta>,
-}
-
-impl RecvBufs {
-    fn new() -> Self {
-        Self {
-            storage: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE].into_boxed_slice(),
-            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
-        }
-    }
-
-    /// The `index`th buffer cut into its datagrams, with the sender.
-    fn datagrams(&mut self, index: usize) -> Option<(SocketAddr, impl Iterator<Item = &mut [u8]>)> {
-        let meta = *self.meta.get(index)?;
-        let start = index.checked_mul(RECV_BUF_LEN)?;
-        let buf = self.storage.get_mut(start..start.checked_add(meta.len)?)?;
-        Some((meta.addr, buf.chunks_mut(meta.stride.max(1))))
-    }
 }
