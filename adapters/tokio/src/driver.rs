@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
     CloseReason, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError,
@@ -68,7 +68,7 @@ pub(crate) enum Command {
     /// Edge: the UDP socket for a CONNECT-UDP request is ready, or could not be.
     UdpConnected {
         tunnel: TunnelId,
-        result: Result<UdpSocket, Refusal>,
+        result: Result<udp_egress::Egress, Refusal>,
     },
     /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
     Shutdown { drain: Duration },
@@ -369,7 +369,7 @@ impl Driver {
         });
     }
 
-    fn on_udp_connected(&mut self, tunnel: TunnelId, result: Result<UdpSocket, Refusal>) {
+    fn on_udp_connected(&mut self, tunnel: TunnelId, result: Result<udp_egress::Egress, Refusal>) {
         self.dialing = self.dialing.saturating_sub(1);
         let socket = match result {
             Ok(socket) => socket,

@@ -58,7 +58,7 @@ pub use tunnel::{
     RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };
 pub use udp_tunnel::{
-    UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats,
+    UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats, WeakUdpSender,
 };
 
 use driver::{Command, Driver};

@@ -13,19 +13,23 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{Refusal, TunnelTarget};
 
 use crate::dial;
 use crate::driver::Command;
+use crate::udp::{self, UdpIo};
 use crate::udp_tunnel::UdpTunnel;
 
-/// Largest UDP payload: 65535 minus the 8-byte UDP header.
-const MAX_UDP_PAYLOAD: usize = 65_527;
-/// Datagrams read from the target socket in one go before the relay looks at the tunnel
-/// again.
-const RECV_BURST: usize = 64;
+/// Datagrams moved in one go, each way, before the relay looks at the other direction.
+const BURST: usize = 64;
+
+/// A tunnel's socket towards its target, and the target's address (the one that passed
+/// the egress check, and the one the socket is connected to).
+pub(crate) struct Egress {
+    socket: UdpIo,
+    target: SocketAddr,
+}
 
 /// Resolves `target`, asks the driver which address egress policy allows, and returns a
 /// UDP socket connected to it with Don't Fragment set. Resolution gets `timeout`.
@@ -33,7 +37,7 @@ pub(crate) async fn connect(
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
-) -> Result<UdpSocket, Refusal> {
+) -> Result<Egress, Refusal> {
     let addrs = dial::resolve(target, timeout).await?;
     let (reply, allowed) = oneshot::channel();
     commands
@@ -44,15 +48,21 @@ pub(crate) async fn connect(
         .await
         .map_err(|_| Refusal::Internal)?
         .ok_or(Refusal::Prohibited)?;
-    connected_socket(addr).map_err(|e| {
-        tracing::debug!(%addr, error = %e, "UDP socket for a tunnel failed");
-        socket_refusal(&e)
-    })
+    connected_socket(addr)
+        .and_then(UdpIo::from_std)
+        .map(|socket| Egress {
+            socket,
+            target: addr,
+        })
+        .map_err(|e| {
+            tracing::debug!(%addr, error = %e, "UDP socket for a tunnel failed");
+            socket_refusal(&e)
+        })
 }
 
-/// A non-blocking UDP socket on the wildcard address of `addr`'s family, Don't Fragment
-/// set, connected to `addr`.
-fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A UDP socket on the wildcard address of `addr`'s family, Don't Fragment set,
+/// connected to `addr`.
+fn connected_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let wildcard = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -60,8 +70,7 @@ fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0))?;
     set_dont_fragment(&socket, addr.is_ipv6())?;
     socket.connect(addr)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(socket)
 }
 
 /// Sets Don't Fragment: the kernel neither fragments outgoing datagrams nor lets routers
@@ -95,31 +104,43 @@ fn socket_refusal(error: &io::Error) -> Refusal {
 /// the socket fails; then the socket is closed, and dropping the tunnel resets it.
 ///
 /// Nothing here waits on the target: a datagram the socket cannot take at once is
-/// dropped, as the network would.
-pub(crate) async fn relay(socket: UdpSocket, tunnel: UdpTunnel) {
+/// dropped, as the network would. Both directions move in batches: what the tunnel
+/// queued goes out in GSO sends, what the target sent is read with `recvmmsg`/GRO.
+pub(crate) async fn relay(egress: Egress, tunnel: UdpTunnel) {
+    let Egress { socket, target } = egress;
     let id = tunnel.id();
     let (sender, mut receiver) = tunnel.split();
-    let mut unsent: u64 = 0;
+    let mut unsent = 0;
+    let mut batch = Vec::with_capacity(BURST);
     loop {
         tokio::select! {
-            datagram = receiver.recv() => {
-                let Some(datagram) = datagram else { break };
-                match socket.try_send(&datagram) {
-                    Ok(_) => {}
-                    // A full send buffer, a payload over the path MTU (EMSGSIZE with Don't
-                    // Fragment), or an ICMP error from an earlier datagram: UDP drops it.
-                    Err(e) => {
-                        unsent += 1;
-                        tracing::trace!(tunnel = ?id, error = %e, "datagram to the target dropped");
-                    }
+            count = receiver.recv_many(&mut batch, BURST) => {
+                if count == 0 {
+                    break;
                 }
+                // A full send buffer, a payload over the path MTU (EMSGSIZE with Don't
+                // Fragment), or an ICMP error from an earlier datagram: UDP drops it.
+                unsent += udp::send_batched(
+                    &socket,
+                    target,
+                    batch.iter().map(|datagram| (&[][..], datagram.as_ref())),
+                );
+                batch.clear();
             }
             readable = socket.readable() => {
                 if let Err(e) = readable {
                     tracing::debug!(tunnel = ?id, error = %e, "UDP target socket failed");
                     break;
                 }
-                if !forward_burst(&socket, &sender) {
+                let mut open = true;
+                let drained = udp::drain(&socket, BURST, |_, datagram| {
+                    open = open && sender.try_send(datagram).is_ok();
+                });
+                if let Err(e) = drained {
+                    tracing::debug!(tunnel = ?id, error = %e, "UDP target socket failed");
+                    break;
+                }
+                if !open {
                     break;
                 }
             }
@@ -127,32 +148,6 @@ pub(crate) async fn relay(socket: UdpSocket, tunnel: UdpTunnel) {
     }
     let stats = sender.stats();
     tracing::debug!(tunnel = ?id, ?stats, unsent, "UDP relay ended");
-}
-
-/// Reads what the target sent (up to a burst) into the tunnel. False when the relay
-/// should end: the tunnel is closed or the socket failed.
-fn forward_burst(socket: &UdpSocket, sender: &crate::UdpSender) -> bool {
-    // Allocated per burst, not per tunnel: an idle tunnel holds no receive buffer. Never
-    // zeroed: `try_recv_buf` writes into the spare capacity.
-    let mut buf = Vec::with_capacity(MAX_UDP_PAYLOAD);
-    for _ in 0..RECV_BURST {
-        buf.clear();
-        match socket.try_recv_buf(&mut buf) {
-            Ok(_) => {
-                if sender.try_send(&buf).is_err() {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            // ICMP port unreachable for an earlier datagram: the target may come back.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "UDP target socket failed");
-                return false;
-            }
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -173,9 +168,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_socket_only_hears_its_target() {
-        let target = UdpSocket::bind("127.0.0.1:0").await.expect("bind target");
-        let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind stranger");
+        let target = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind target");
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind stranger");
         let socket = connected_socket(target.local_addr().expect("addr")).expect("socket");
+        socket.set_nonblocking(true).expect("non-blocking");
+        let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
         let local = socket.local_addr().expect("local");
         stranger.send_to(b"spoof", local).await.expect("send");
         target.send_to(b"real", local).await.expect("send");
@@ -192,9 +193,8 @@ mod tests {
     async fn dont_fragment_is_set() {
         use rustix::net::sockopt;
         let socket = connected_socket(SocketAddr::from(([127, 0, 0, 1], 9))).expect("socket");
-        let std_socket = socket.into_std().expect("std");
         assert_eq!(
-            sockopt::ip_mtu_discover(&std_socket).expect("getsockopt"),
+            sockopt::ip_mtu_discover(&socket).expect("getsockopt"),
             sockopt::Ipv4PathMtuDiscovery::DO
         );
     }

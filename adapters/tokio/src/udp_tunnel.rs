@@ -13,8 +13,8 @@
 //! an edge resets it (its socket went away).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
@@ -139,6 +139,21 @@ pub struct UdpTunnel {
 #[derive(Debug, Clone)]
 pub struct UdpSender {
     shared: Arc<Shared>,
+}
+
+/// A [`UdpSender`] that does not keep its tunnel open: for a host that sends on a
+/// tunnel whose life another task decides (a front-end dispatching its socket's datagrams
+/// straight to the tunnel of each flow, while the flow's task closes it when idle).
+#[derive(Debug, Clone)]
+pub struct WeakUdpSender {
+    shared: Weak<Shared>,
+}
+
+impl WeakUdpSender {
+    /// The sender, while some handle still holds the tunnel open.
+    pub fn upgrade(&self) -> Option<UdpSender> {
+        self.shared.upgrade().map(|shared| UdpSender { shared })
+    }
 }
 
 /// The receiving half of a [`UdpTunnel`].
@@ -288,6 +303,13 @@ impl UdpSender {
         self.shared.counters.snapshot()
     }
 
+    /// A handle that sends like this one but does not keep the tunnel open.
+    pub fn downgrade(&self) -> WeakUdpSender {
+        WeakUdpSender {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Whether the tunnel is closed (sends fail).
     pub fn is_closed(&self) -> bool {
         self.shared.credit.is_closed()
@@ -310,6 +332,13 @@ impl UdpReceiver {
     /// queued was read.
     pub async fn recv(&mut self) -> Option<Bytes> {
         self.datagrams.recv().await
+    }
+
+    /// Waits for datagrams from the peer and moves up to `limit` (at least 1) of them into
+    /// `batch`, so that a relay can send them with one system call; 0 once the tunnel is
+    /// closed and everything queued was read.
+    pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>, limit: usize) -> usize {
+        self.datagrams.recv_many(batch, limit.max(1)).await
     }
 
     /// The tunnel's counters so far.
@@ -366,6 +395,32 @@ mod tests {
         assert_eq!(tunnel.recv().await, None);
         assert_eq!(tunnel.try_send(b"x"), Err(UdpTunnelClosed));
         assert_eq!(tunnel.send(b"x").await, Err(UdpTunnelClosed));
+    }
+
+    #[test]
+    fn a_weak_sender_sends_while_the_tunnel_is_held_open() {
+        let (handle, _port, mut commands) = tunnel(UdpLimits::default());
+        let weak = handle.sender.downgrade();
+        let sender = weak.upgrade().expect("the tunnel is held open");
+        assert_eq!(sender.try_send(b"x"), Ok(true));
+        drop(sender);
+        assert!(matches!(
+            commands.try_recv(),
+            Ok(Command::UdpDatagram {
+                tunnel: TunnelId(7),
+                ..
+            })
+        ));
+        assert!(
+            commands.try_recv().is_err(),
+            "the upgraded sender was not the last"
+        );
+        drop(handle);
+        assert!(matches!(commands.try_recv(), Ok(Command::UdpClose { .. })));
+        assert!(
+            weak.upgrade().is_none(),
+            "a weak sender does not hold it open"
+        );
     }
 
     #[test]

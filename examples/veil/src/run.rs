@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
 use veil_tokio::{Node, Options};
@@ -160,10 +160,10 @@ impl RunningClient {
         ];
         let mut udp_forwards = Vec::with_capacity(settings.udp_forwards.len());
         for forward in &settings.udp_forwards {
-            let socket = UdpSocket::bind(forward.local).await.with_context(|| {
+            let socket = veil_tokio::udp::UdpIo::bind(forward.local).with_context(|| {
                 format!("cannot listen on UDP {} (--udp-forward)", forward.local)
             })?;
-            udp_forwards.push((socket.local_addr()?, forward.target.to_string()));
+            udp_forwards.push((socket.local_addr(), forward.target.to_string()));
             listeners.push(tokio::spawn(udp_forward::serve(
                 socket,
                 forward.target.clone(),

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use veil_proto::socks5::{Reply, ReplyCode, Target, UdpError, decode_udp};
 use veil_tokio::Opener;
+use veil_tokio::udp::{self, UdpIo};
 
 use crate::socks::{send_reply, tunnel_target};
 use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
 /// Destinations (tunnels) one association may have open at once.
 const MAX_FLOWS: usize = 64;
-/// Largest datagram: a 65527-byte payload and the longest UDP request header fit.
-const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams read from the relay socket before the association lets other tasks run.
+const RECV_BUDGET: usize = 256;
 
 /// What the relay dropped, for the log line at the end of the association.
 #[derive(Debug, Default)]
@@ -40,14 +41,14 @@ pub(crate) async fn associate(
     idle: Duration,
 ) -> anyhow::Result<()> {
     let client_ip = canonical(control.peer_addr()?.ip());
-    let relay = match UdpSocket::bind(SocketAddr::new(control.local_addr()?.ip(), 0)).await {
+    let relay = match UdpIo::bind(SocketAddr::new(control.local_addr()?.ip(), 0)) {
         Ok(relay) => Arc::new(relay),
         Err(e) => {
             tracing::warn!(error = %e, "socks5: cannot bind a UDP relay");
             return send_reply(&mut control, &Reply::failure(ReplyCode::GeneralFailure)).await;
         }
     };
-    let bound = relay.local_addr()?;
+    let bound = relay.local_addr();
     send_reply(&mut control, &Reply::success(bound)).await?;
     // DST.ADDR/DST.PORT of the request: where the client says it will send from. The
     // address must be the control connection's; the port, when given, is held to.
@@ -86,57 +87,74 @@ async fn control_closed(control: &mut TcpStream) {
 /// Reads the relay socket forever, handing each valid datagram of the client to its
 /// destination's flow.
 async fn relay_datagrams(
-    relay: &Arc<UdpSocket>,
+    relay: &Arc<UdpIo>,
     client_ip: IpAddr,
     expected_port: Option<u16>,
     flows: &mut Flows<Target>,
     drops: &mut Drops,
 ) {
-    let mut buf = vec![0; MAX_DATAGRAM];
     // The client's UDP address, learnt from its first datagram when the request left the
     // port open.
     let mut client: Option<SocketAddr> = None;
     loop {
-        let (len, from) = match relay.recv_from(&mut buf).await {
-            Ok(received) => received,
+        if let Err(e) = relay.readable().await {
+            tracing::debug!(error = %e, "socks5: UDP relay failed");
+            return;
+        }
+        let drained = udp::drain(relay, RECV_BUDGET, |from, datagram| {
+            if !accepts(client, client_ip, expected_port, from) {
+                drops.stranger += 1;
+                return;
+            }
+            client = Some(from);
+            relay_one(relay, from, datagram, flows, drops);
+        });
+        match drained {
+            // The budget was spent: let the flows' tasks run before reading on.
+            Ok(read) if read >= RECV_BUDGET => tokio::task::yield_now().await,
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "socks5: UDP relay receive failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
             }
-        };
-        if !accepts(client, client_ip, expected_port, from) {
-            drops.stranger += 1;
-            continue;
         }
-        client = Some(from);
-        let datagram = match decode_udp(buf.get(..len).unwrap_or_default()) {
-            Ok(datagram) => datagram,
-            Err(UdpError::Fragmented(_)) => {
-                // decode_udp quotes the rule: FRAG ≠ 0 is dropped, not reassembled.
-                drops.fragment += 1;
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "socks5: malformed UDP datagram dropped");
-                drops.malformed += 1;
-                continue;
-            }
-        };
-        let Some(target) = tunnel_target(&datagram.target) else {
-            drops.malformed += 1;
-            continue;
-        };
-        let key = datagram.target.clone();
-        flows.dispatch(&key, datagram.payload, || {
-            let reply = ReplyPath {
-                socket: relay.clone(),
-                peer: from,
-                header: Some(key.clone()),
-            };
-            (target, reply)
-        });
     }
+}
+
+/// Hands one datagram of the client to its destination's flow, or drops it (counted).
+fn relay_one(
+    relay: &Arc<UdpIo>,
+    from: SocketAddr,
+    datagram: &[u8],
+    flows: &mut Flows<Target>,
+    drops: &mut Drops,
+) {
+    let datagram = match decode_udp(datagram) {
+        Ok(datagram) => datagram,
+        Err(UdpError::Fragmented(_)) => {
+            // decode_udp quotes the rule: FRAG ≠ 0 is dropped, not reassembled.
+            drops.fragment += 1;
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "socks5: malformed UDP datagram dropped");
+            drops.malformed += 1;
+            return;
+        }
+    };
+    let Some(target) = tunnel_target(&datagram.target) else {
+        drops.malformed += 1;
+        return;
+    };
+    let key = datagram.target.clone();
+    flows.dispatch(&key, datagram.payload, || {
+        let reply = ReplyPath {
+            socket: relay.clone(),
+            peer: from,
+            header: Some(key.clone()),
+        };
+        (target, reply)
+    });
 }
 
 /// Whether a datagram from `from` belongs to this association.

@@ -2,27 +2,30 @@
 //! is one CONNECT-UDP tunnel, found by a key (the sender's address, or the SOCKS5
 //! destination), opened on its first datagram, reused while alive and closed when idle.
 //!
-//! A front-end reads its local socket and hands each datagram to [`Flows::dispatch`], which
-//! never waits: every flow has a bounded queue (datagrams that arrive while its tunnel
-//! opens wait there), and a full queue, or a full table of flows, drops the datagram and
-//! counts it. Each flow's task opens the tunnel, moves datagrams both ways and sends the
-//! target's answers back to the local peer through a [`ReplyPath`].
+//! A front-end reads its local socket in batches and hands each datagram to
+//! [`Flows::dispatch`], which never waits. Once a flow's tunnel is open, datagrams go
+//! straight to the tunnel (a full tunnel queue drops and counts them); while it opens they
+//! wait in a small bounded queue. Each flow's task opens the tunnel, sends the target's
+//! answers back to the local peer in batches through a [`ReplyPath`], and closes the
+//! tunnel when nothing moved either way for the idle time.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use veil_engine::TunnelTarget;
+use veil_engine::{TunnelId, TunnelTarget};
 use veil_proto::socks5::{MAX_UDP_HEADER_LEN, Target, encode_udp_header};
-use veil_tokio::{Opener, UdpTunnel};
+use veil_tokio::udp::{self, UdpIo};
+use veil_tokio::{Opener, UdpReceiver, UdpSender, UdpTunnelStats, WeakUdpSender};
 
-/// Datagrams one flow may hold while its tunnel opens or its sender waits.
+/// Datagrams one flow may hold while its tunnel opens.
 const FLOW_QUEUE: usize = 64;
+/// Answers sent back to the local peer in one go (one GSO send when they are of a size).
+const REPLY_BURST: usize = 64;
 /// How long a flow whose tunnel was refused keeps discarding its peer's datagrams, so that
 /// a peer that keeps sending does not open a tunnel per datagram.
 const REFUSED_HOLD: Duration = Duration::from_secs(5);
@@ -32,7 +35,8 @@ const REFUSED_HOLD: Duration = Duration::from_secs(5);
 pub(crate) struct FlowLimits {
     /// Flows (tunnels) open at once.
     pub(crate) max_flows: usize,
-    /// A flow with no datagram either way for this long is closed.
+    /// A flow with no datagram either way for this long (and at most twice as long) is
+    /// closed.
     pub(crate) idle: Duration,
 }
 
@@ -49,29 +53,75 @@ pub(crate) struct FlowDrops {
 /// header to put in front (RFC 1928 §7).
 #[derive(Debug, Clone)]
 pub(crate) struct ReplyPath {
-    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) socket: Arc<UdpIo>,
     pub(crate) peer: SocketAddr,
     pub(crate) header: Option<Target>,
 }
 
 impl ReplyPath {
-    async fn send(&self, payload: &[u8], scratch: &mut Vec<u8>) {
-        let datagram = match &self.header {
-            None => payload,
-            Some(target) => {
-                scratch.clear();
-                scratch.resize(MAX_UDP_HEADER_LEN, 0);
-                let Ok(len) = encode_udp_header(target, scratch) else {
-                    return;
-                };
-                scratch.truncate(len);
-                scratch.extend_from_slice(payload);
-                scratch.as_slice()
-            }
+    /// The bytes put in front of every answer: the SOCKS5 UDP header, or nothing.
+    fn prefix(&self) -> Vec<u8> {
+        let Some(target) = &self.header else {
+            return Vec::new();
         };
-        if let Err(e) = self.socket.send_to(datagram, self.peer).await {
-            tracing::debug!(peer = %self.peer, error = %e, "udp: answer to the local peer dropped");
+        let mut header = vec![0; MAX_UDP_HEADER_LEN];
+        match encode_udp_header(target, &mut header) {
+            Ok(len) => header.truncate(len),
+            // The target came from a header veil decoded: it always encodes.
+            Err(e) => {
+                tracing::debug!(error = %e, "udp: SOCKS5 header of the answers does not encode");
+                header.clear();
+            }
         }
+        header
+    }
+
+    /// Sends `answers` to the local peer, each behind `prefix`; returns how many the
+    /// socket refused.
+    fn send(&self, prefix: &[u8], answers: &[Bytes]) -> usize {
+        udp::send_batched(
+            &self.socket,
+            self.peer,
+            answers.iter().map(|answer| (prefix, answer.as_ref())),
+        )
+    }
+}
+
+/// One flow as the front-end sees it.
+#[derive(Debug)]
+struct Flow {
+    /// Datagrams that arrive while the tunnel opens; closed when the flow's task ends.
+    queue: mpsc::Sender<Bytes>,
+    /// The tunnel, once open. Weak: the flow's task decides when the tunnel closes.
+    tunnel: Arc<OnceLock<WeakUdpSender>>,
+}
+
+/// Where [`Flow::send`] left a datagram.
+enum Sent {
+    Taken,
+    Dropped,
+    /// The flow is over: open a new one.
+    Ended,
+}
+
+impl Flow {
+    fn send(&self, payload: &[u8]) -> Sent {
+        if let Some(weak) = self.tunnel.get() {
+            return match weak.upgrade().map(|sender| sender.try_send(payload)) {
+                Some(Ok(true)) => Sent::Taken,
+                Some(Ok(false)) => Sent::Dropped,
+                Some(Err(_)) | None => Sent::Ended,
+            };
+        }
+        match self.queue.try_send(Bytes::copy_from_slice(payload)) {
+            Ok(()) => Sent::Taken,
+            Err(mpsc::error::TrySendError::Full(_)) => Sent::Dropped,
+            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Ended,
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        self.queue.is_closed()
     }
 }
 
@@ -80,7 +130,7 @@ impl ReplyPath {
 pub(crate) struct Flows<K> {
     opener: Opener,
     limits: FlowLimits,
-    by_key: HashMap<K, mpsc::Sender<Bytes>>,
+    by_key: HashMap<K, Flow>,
     drops: FlowDrops,
 }
 
@@ -102,21 +152,21 @@ impl<K: Eq + Hash + Clone> Flows<K> {
         payload: &[u8],
         open: impl FnOnce() -> (TunnelTarget, ReplyPath),
     ) -> bool {
-        if let Some(queue) = self.by_key.get(key) {
-            match queue.try_send(Bytes::copy_from_slice(payload)) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+        if let Some(flow) = self.by_key.get(key) {
+            match flow.send(payload) {
+                Sent::Taken => return true,
+                Sent::Dropped => {
                     self.drops.queue_full += 1;
                     return false;
                 }
                 // The flow ended (idle, refused, tunnel closed): open a new one.
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Sent::Ended => {
                     self.by_key.remove(key);
                 }
             }
         }
         if self.by_key.len() >= self.limits.max_flows {
-            self.by_key.retain(|_, queue| !queue.is_closed());
+            self.by_key.retain(|_, flow| !flow.is_over());
             if self.by_key.len() >= self.limits.max_flows {
                 self.drops.too_many_flows += 1;
                 return false;
@@ -127,14 +177,16 @@ impl<K: Eq + Hash + Clone> Flows<K> {
         if queue.try_send(Bytes::copy_from_slice(payload)).is_err() {
             return false;
         }
+        let tunnel = Arc::new(OnceLock::new());
         tokio::spawn(run_flow(
             self.opener.clone(),
             target,
             reply,
             datagrams,
+            tunnel.clone(),
             self.limits.idle,
         ));
-        self.by_key.insert(key.clone(), queue);
+        self.by_key.insert(key.clone(), Flow { queue, tunnel });
         true
     }
 
@@ -156,6 +208,7 @@ async fn run_flow(
     target: TunnelTarget,
     reply: ReplyPath,
     mut datagrams: mpsc::Receiver<Bytes>,
+    published: Arc<OnceLock<WeakUdpSender>>,
     idle: Duration,
 ) {
     let tunnel = match opener.open_udp(target.clone()).await {
@@ -171,38 +224,64 @@ async fn run_flow(
             return;
         }
     };
-    tracing::debug!(%target, peer = %reply.peer, tunnel = ?tunnel.id(), "udp: flow opened");
-    relay(tunnel, &reply, &mut datagrams, idle).await;
+    let id = tunnel.id();
+    tracing::debug!(%target, peer = %reply.peer, tunnel = ?id, "udp: flow opened");
+    let (sender, receiver) = tunnel.split();
+    // From now on the front-end sends straight to the tunnel; what it queued before (and
+    // the few it may still queue while it learns so) goes through `datagrams`.
+    let _ = published.set(sender.downgrade());
+    relay(id, (sender, receiver), &reply, &mut datagrams, idle).await;
 }
 
 async fn relay(
-    mut tunnel: UdpTunnel,
+    id: TunnelId,
+    (sender, mut receiver): (UdpSender, UdpReceiver),
     reply: &ReplyPath,
     datagrams: &mut mpsc::Receiver<Bytes>,
     idle: Duration,
 ) {
-    let mut scratch = Vec::new();
-    let timer = tokio::time::sleep(idle);
-    tokio::pin!(timer);
+    let prefix = reply.prefix();
+    let mut answers = Vec::with_capacity(REPLY_BURST);
+    let mut unsent = 0;
+    // Idle is checked every `idle`, not re-armed per datagram: the flow closes between
+    // one and two idle periods after its last datagram either way.
+    let mut seen = activity(&sender.stats());
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
     loop {
         tokio::select! {
             payload = datagrams.recv() => {
                 // None: the front-end is gone (its association or listener ended).
                 let Some(payload) = payload else { break };
-                if tunnel.send(&payload).await.is_err() {
+                if sender.send(&payload).await.is_err() {
                     break;
                 }
             }
-            answer = tunnel.recv() => {
-                let Some(answer) = answer else { break };
-                reply.send(&answer, &mut scratch).await;
+            count = receiver.recv_many(&mut answers, REPLY_BURST) => {
+                if count == 0 {
+                    break;
+                }
+                unsent += reply.send(&prefix, &answers);
+                answers.clear();
             }
-            () = &mut timer => {
-                tracing::debug!(peer = %reply.peer, tunnel = ?tunnel.id(), "udp: flow idle, closing");
-                break;
+            _ = check.tick() => {
+                let now = activity(&sender.stats());
+                if now == seen {
+                    tracing::debug!(peer = %reply.peer, tunnel = ?id, "udp: flow idle, closing");
+                    break;
+                }
+                seen = now;
             }
         }
-        timer.as_mut().reset(tokio::time::Instant::now() + idle);
     }
-    tracing::debug!(tunnel = ?tunnel.id(), stats = ?tunnel.stats(), "udp: flow ended");
+    tracing::debug!(tunnel = ?id, stats = ?sender.stats(), unsent, "udp: flow ended");
+}
+
+/// Datagrams that moved (or were offered) either way so far: unchanged over an idle
+/// period means the flow is idle.
+fn activity(stats: &UdpTunnelStats) -> u64 {
+    stats.sent
+        + stats.send_rejected
+        + stats.send_queue_full
+        + stats.received
+        + stats.receive_queue_full
 }

@@ -6,47 +6,51 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use veil_engine::TunnelTarget;
 use veil_tokio::Opener;
+use veil_tokio::udp::{self, UdpIo};
 
 use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
 /// Local senders (tunnels) one forward serves at once.
 const MAX_PEERS: usize = 1024;
-/// Largest UDP payload (65535 minus the UDP header).
-const MAX_UDP_PAYLOAD: usize = 65_527;
+/// Datagrams read from the socket before the forward lets other tasks run.
+const RECV_BUDGET: usize = 256;
 
 /// Forwards datagrams from `socket` to `target` forever; a sender's tunnel closes after
 /// `idle` without a datagram either way.
-pub(crate) async fn serve(socket: UdpSocket, target: TunnelTarget, opener: Opener, idle: Duration) {
+pub(crate) async fn serve(socket: UdpIo, target: TunnelTarget, opener: Opener, idle: Duration) {
     let socket = Arc::new(socket);
     let limits = FlowLimits {
         max_flows: MAX_PEERS,
         idle,
     };
     let mut flows: Flows<SocketAddr> = Flows::new(opener, limits);
-    let mut buf = vec![0; MAX_UDP_PAYLOAD];
     let mut reported = flows.drops();
     loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
+        if let Err(e) = socket.readable().await {
+            tracing::warn!(error = %e, "udp forward: socket failed");
+            return;
+        }
+        let drained = udp::drain(&socket, RECV_BUDGET, |peer, payload| {
+            flows.dispatch(&peer, payload, || {
+                let reply = ReplyPath {
+                    socket: socket.clone(),
+                    peer,
+                    header: None,
+                };
+                (target.clone(), reply)
+            });
+        });
+        match drained {
+            // The budget was spent: let the flows' tasks run before reading on.
+            Ok(read) if read >= RECV_BUDGET => tokio::task::yield_now().await,
+            Ok(_) => {}
             Err(e) => {
-                // ICMP errors for earlier answers surface here; the socket lives on.
                 tracing::debug!(error = %e, "udp forward: receive failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
             }
-        };
-        let payload = buf.get(..len).unwrap_or_default();
-        flows.dispatch(&peer, payload, || {
-            let reply = ReplyPath {
-                socket: socket.clone(),
-                peer,
-                header: None,
-            };
-            (target.clone(), reply)
-        });
+        }
         let drops = flows.drops();
         if drops != reported {
             tracing::debug!(%target, ?drops, flows = flows.len(), "udp forward: datagrams dropped");

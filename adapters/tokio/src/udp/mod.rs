@@ -11,12 +11,17 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+mod relay;
+
+pub use relay::{drain, send_batched};
+
 /// Largest UDP payload the kernel accepts in one (GSO) send: the UDP length field is 16 bits.
 pub const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
 /// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).
+#[derive(Debug)]
 pub struct UdpIo {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
@@ -55,40 +60,50 @@ impl UdpIo {
         self.state.max_gso_segments()
     }
 
+    /// Waits until the socket may have datagrams to read (then [`try_recv`](Self::try_recv)).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
     /// Waits for datagrams and receives a batch into `bufs`; returns how many of
     /// `bufs.meta` were filled.
     pub async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
         loop {
             self.socket.readable().await?;
-            let mut slices: Vec<IoSliceMut<'_>> = bufs
-                .storage
-                .chunks_mut(RECV_BUF_LEN)
-                .map(IoSliceMut::new)
-                .collect();
-            let batch = slices.len();
-            let mut count = 0;
-            let received = self.socket.try_io(Interest::READABLE, || {
-                count = self
-                    .state
-                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)?;
-                // Fewer messages than asked for: the queue is empty now. Saying "would
-                // block" clears the readiness tokio saw before this call (a datagram
-                // arriving meanwhile sets it again), which spares the next wake-up a
-                // system call that would only say so.
-                if count < batch {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(())
-            });
-            match received {
-                Ok(()) => return Ok(count),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if count > 0 {
-                        return Ok(count);
-                    }
-                }
-                Err(e) => return Err(e),
+            let count = self.try_recv(bufs)?;
+            if count > 0 {
+                return Ok(count);
             }
+        }
+    }
+
+    /// Receives a batch of what is queued now into `bufs`, without waiting; `Ok(0)` when
+    /// nothing is.
+    pub fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> = bufs
+            .storage
+            .chunks_mut(RECV_BUF_LEN)
+            .map(IoSliceMut::new)
+            .collect();
+        let batch = slices.len();
+        let mut count = 0;
+        let received = self.socket.try_io(Interest::READABLE, || {
+            count = self
+                .state
+                .recv((&self.socket).into(), &mut slices, &mut bufs.meta)?;
+            // Fewer messages than asked for: the queue is empty now. Saying "would block"
+            // clears the readiness tokio saw before this call (a datagram arriving
+            // meanwhile sets it again), which spares the next wake-up a system call that
+            // would only say so.
+            if count < batch {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match received {
+            Ok(()) => Ok(count),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(count),
+            Err(e) => Err(e),
         }
     }
 
@@ -120,6 +135,28 @@ impl UdpIo {
             }
         }
     }
+
+    /// Sends `contents` to `to` (one datagram, or GSO segments of `segment_size` bytes)
+    /// now or never, as a relay of datagrams must: it never waits on a socket. False when
+    /// the kernel refused it — a full send buffer, a datagram over the path MTU with Don't
+    /// Fragment set, an ICMP error pending from an earlier datagram: with UDP, any send
+    /// error loses that datagram and leaves the socket as it was.
+    pub fn try_send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> bool {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.socket).into(), &transmit)
+        });
+        if let Err(e) = &sent {
+            tracing::trace!(%to, error = %e, "datagram not sent");
+        }
+        sent.is_ok()
+    }
 }
 
 /// Receive buffers and their metadata, reused for every batch.
@@ -129,12 +166,20 @@ pub struct RecvBufs {
 }
 
 impl RecvBufs {
-    /// Buffers for quinn-udp's batch size.
+    /// Buffers for quinn-udp's batch size (2 MiB on Linux: 32 buffers of 64 KiB).
     #[must_use]
     pub fn new() -> Self {
+        Self::with_batch(quinn_udp::BATCH_SIZE)
+    }
+
+    /// `buffers` receive buffers of 64 KiB each (at least 1, at most quinn-udp's batch
+    /// size): one system call fills up to that many, each with a GRO train of datagrams.
+    #[must_use]
+    pub fn with_batch(buffers: usize) -> Self {
+        let buffers = buffers.clamp(1, quinn_udp::BATCH_SIZE);
         Self {
-            storage: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE].into_boxed_slice(),
-            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+            storage: vec![0; RECV_BUF_LEN * buffers].into_boxed_slice(),
+            meta: vec![quinn_udp::RecvMeta::default(); buffers],
         }
     }
 
