@@ -18,6 +18,7 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod ends;
 mod udp;
 
 use std::collections::{HashMap, VecDeque};
@@ -167,6 +168,9 @@ struct Tunnel {
     fin_delivered: bool,
     /// Edge: bytes or FIN arrived before the host accepted.
     deferred_readable: bool,
+    /// The peer stopped our direction (`STOP_SENDING`) with this code while we still read
+    /// theirs: the tunnel closes as reset once their FIN has been read.
+    stopped: Option<u64>,
     /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
     udp: Option<Box<UdpFlow>>,
 }
@@ -582,7 +586,7 @@ impl Endpoint {
                 Ok(0)
             }
             Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
-                self.peer_reset(handle, stream, code);
+                self.write_stopped(handle, stream, code);
                 Err(TunnelError::WriteClosed)
             }
             Err(error) => {
@@ -603,6 +607,9 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.stopped.is_some() {
+            return Err(TunnelError::WriteClosed);
+        }
         if entry.local_fin {
             return Ok(());
         }
@@ -632,7 +639,7 @@ impl Endpoint {
             Ok(_) if entry.udp.is_some() => udp::purge_datagrams(&mut conn.quic, stream),
             Ok(_) => {}
             Err(quiche::Error::StreamStopped(code)) => {
-                self.peer_reset(handle, stream, code);
+                self.write_stopped(handle, stream, code);
                 return Err(TunnelError::WriteClosed);
             }
             Err(error) => {
@@ -665,6 +672,9 @@ impl Endpoint {
             return Ok(Recv { len: 0, fin: true });
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
+        // Before reading: quiche forgets a stream once its last byte is read and our
+        // direction is over, and with it whether the peer stopped ours.
+        self.notice_stopped(tunnel);
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         let len = match h3.recv_body(&mut conn.quic, stream, out) {
@@ -694,25 +704,6 @@ impl Endpoint {
         }
         self.finish_if_done(tunnel);
         Ok(Recv { len, fin: true })
-    }
-
-    /// Resets the tunnel both ways with `H3_CONNECT_ERROR` (the target connection was reset
-    /// or failed); a client tunnel still waiting is simply dropped. The id is dead
-    /// afterwards; no event follows.
-    pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
-        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
-        //# stream. A proxy treats any error in the TCP connection, which includes receiving
-        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
-        if !self.tunnels.contains_key(&tunnel) {
-            return Err(TunnelError::UnknownTunnel);
-        }
-        if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
-                shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
-            }
-            self.queue_send(handle);
-        }
-        Ok(())
     }
 
     /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
@@ -1138,7 +1129,12 @@ impl Endpoint {
             }
             TunnelState::Requested | TunnelState::Accepting => tunnel.deferred_readable = true,
             TunnelState::AwaitingResponse { .. } if finished => {
+                // An end without a response head: the request stream is given up both
+                // ways, so that it does not stay open in quiche.
                 self.remove_tunnel(id);
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    shutdown_stream(&mut conn.quic, stream, H3_MESSAGE_ERROR);
+                }
                 self.stats.tunnels_refused += 1;
                 self.events.push_back(Event::TunnelRefused {
                     tunnel: id,
@@ -1163,36 +1159,6 @@ impl Endpoint {
                 break;
             }
         }
-    }
-
-    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
-    fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
-        let Some(&id) = conn.streams.get(&stream) else {
-            return;
-        };
-        let Some(tunnel) = self.tunnels.get(&id) else {
-            return;
-        };
-        let event = match tunnel.state {
-            TunnelState::AwaitingResponse { .. } => {
-                self.stats.tunnels_refused += 1;
-                Event::TunnelRefused {
-                    tunnel: id,
-                    reason: RefusedReason::Reset { code },
-                }
-            }
-            _ => Event::TunnelClosed {
-                tunnel: id,
-                reason: CloseReason::Reset { code },
-            },
-        };
-        self.remove_tunnel(id);
-        self.events.push_back(event);
-        self.queue_send(handle);
     }
 
     /// A stream failed locally in a way quiche does not explain: reset it, report it.
@@ -1329,7 +1295,7 @@ impl Endpoint {
             }
         }
         for (stream, code) in stopped {
-            self.peer_reset(handle, stream, code);
+            self.write_stopped(handle, stream, code);
         }
         for id in capsule_tails {
             self.flush_capsule_tail(handle, id);
@@ -1462,21 +1428,6 @@ impl Endpoint {
             }
         }
         Some((handle, tunnel.stream))
-    }
-
-    /// Closes a tunnel whose both directions are finished.
-    fn finish_if_done(&mut self, id: TunnelId) {
-        let done = self
-            .tunnels
-            .get(&id)
-            .is_some_and(|t| t.local_fin && t.fin_delivered);
-        if done {
-            self.remove_tunnel(id);
-            self.events.push_back(Event::TunnelClosed {
-                tunnel: id,
-                reason: CloseReason::Finished,
-            });
-        }
     }
 
     /// Removes a closed connection and ends what it carried. Returns whether it did.
@@ -1623,6 +1574,7 @@ impl Tunnel {
             fin_pending: false,
             fin_delivered: false,
             deferred_readable: false,
+            stopped: None,
             udp: None,
         }
     }

@@ -28,7 +28,9 @@
 //! A tunnel is one HTTP/3 CONNECT stream. `tunnel_send` returns how much quiche took
 //! (flow control bounds it; `TunnelWritable` says when to retry), `tunnel_recv` reads
 //! straight from quiche (`TunnelReadable` is edge-triggered), `tunnel_finish` sends FIN
-//! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`].
+//! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`] (a direction the
+//! host already finished is left to deliver its bytes and FIN: the peer is only asked to
+//! stop sending, reads to the FIN, then sees the tunnel close as reset).
 //!
 //! # UDP tunnels (CONNECT-UDP, RFC 9298)
 //!

@@ -5,6 +5,7 @@
 #![allow(clippy::struct_excessive_bools)]
 
 mod endpoint;
+mod ends;
 mod harness;
 mod hosts;
 mod raw;
