@@ -14,6 +14,7 @@ mod refusals;
 mod tls;
 mod tunnels;
 mod udp;
+mod udp_rules;
 
 use std::time::{Duration, Instant};
 
