@@ -19,6 +19,7 @@
 //!   its own stream's flow-control credit.
 
 mod ends;
+mod paths;
 mod udp;
 
 use std::collections::{HashMap, VecDeque};
@@ -933,6 +934,7 @@ impl Endpoint {
 // Processing a connection after input.
 impl Endpoint {
     fn process(&mut self, now: Instant, handle: u64) {
+        self.drain_path_events(handle);
         self.setup_h3(handle);
         self.poll_h3(handle);
         self.take_quic_datagrams(now, handle);

@@ -8,6 +8,7 @@ mod endpoint;
 mod ends;
 mod harness;
 mod hosts;
+mod migration;
 mod raw;
 mod reconnect;
 mod refusals;
