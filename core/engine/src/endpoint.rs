@@ -20,6 +20,7 @@
 
 mod ends;
 mod paths;
+mod timers;
 mod udp;
 
 use std::collections::{HashMap, VecDeque};
@@ -98,6 +99,8 @@ pub struct Endpoint {
     udp: udp::UdpSettings,
     /// The latest `now` the caller gave: the time of calls that take none.
     clock: Instant,
+    /// Every connection's next deadline, ordered.
+    conn_timers: timers::ConnTimers,
 }
 
 enum RoleState {
@@ -154,6 +157,8 @@ struct Conn {
     /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
     /// by quiche's full receive queue.
     datagrams_taken: usize,
+    /// This connection's entry in `Endpoint::conn_timers`.
+    timer: Option<Instant>,
 }
 
 // Independent flags of one stream's two directions.
@@ -252,6 +257,7 @@ impl Endpoint {
             received_at: None,
             udp: udp::UdpSettings::new(&quic, udp_template)?,
             clock: now,
+            conn_timers: timers::ConnTimers::default(),
         })
     }
 
@@ -302,6 +308,10 @@ impl Endpoint {
         if let Err(error) = conn.quic.recv(datagram, info) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
+        self.refresh_timer(handle);
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         // HTTP/3 events, writability and the rest wait for the next poll, so that a batch
         // of datagrams (a GRO train, a recvmmsg batch) is processed once, not per packet.
         if !conn.unprocessed {
@@ -330,8 +340,8 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
         self.process_received();
-        let handles: Vec<u64> = self.conns.keys().copied().collect();
-        for handle in handles {
+        // Only connections with a deadline by then can have anything to do.
+        for handle in self.conn_timers.due(now + PACING_HORIZON) {
             let Some(conn) = self.conns.get_mut(&handle) else {
                 continue;
             };
@@ -356,6 +366,7 @@ impl Endpoint {
             if touched {
                 self.process(now, handle);
             }
+            self.refresh_timer(handle);
         }
         self.expire_pending(now);
         self.expire_idle_udp(now);
@@ -388,25 +399,28 @@ impl Endpoint {
             conn.queued = false;
             let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
             let pacing = self.pacing.then_some(now + horizon);
-            match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
+            let step = transmit_batch(&mut conn.quic, &mut conn.held, out, pacing);
+            if let Step::Sent { more, .. } = step {
+                if more {
+                    conn.queued = true;
+                    self.send_queue.push_back(handle);
+                }
+                if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
+                    conn.keep_alive_at = Some(now + every);
+                }
+            }
+            let closed = conn.quic.is_closed();
+            self.refresh_timer(handle);
+            match step {
                 Step::Sent {
-                    transmit,
-                    segments,
-                    more,
+                    transmit, segments, ..
                 } => {
-                    if more {
-                        conn.queued = true;
-                        self.send_queue.push_back(handle);
-                    }
-                    if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
-                        conn.keep_alive_at = Some(now + every);
-                    }
                     self.stats.datagrams_sent += u64::try_from(segments).unwrap_or(u64::MAX);
                     return Some(transmit);
                 }
                 Step::Held => {}
                 Step::Idle => {
-                    if conn.quic.is_closed() {
+                    if closed {
                         self.reap(now, handle);
                     }
                 }
@@ -421,13 +435,8 @@ impl Endpoint {
             // Datagrams wait to be processed: now, by the caller's clock.
             return self.received_at;
         }
-        let conns = self.conns.values().flat_map(|conn| {
-            [
-                conn.quic.timeout_instant(),
-                conn.held.release_at(),
-                conn.keep_alive_at.filter(|_| conn.h3.is_some()),
-            ]
-        });
+        let conns = self.conn_timers.first();
+        debug_assert_eq!(conns, self.scanned_conn_deadline(), "connection timer set");
         let client = match &self.role {
             RoleState::Client(client) if !client.pending.is_empty() => {
                 let deadlines = client
@@ -440,7 +449,7 @@ impl Endpoint {
             _ => None,
         };
         conns
-            .flatten()
+            .into_iter()
             .chain(client)
             .chain(self.udp.next_timer())
             .min()
@@ -723,6 +732,7 @@ impl Endpoint {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.close(error_code, reason);
             }
+            self.refresh_timer(handle);
             self.queue_send(handle);
             self.reap(now, handle);
         }
@@ -870,8 +880,10 @@ impl Endpoint {
                 accepting: Vec::new(),
                 keep_alive_at: None,
                 datagrams_taken: 0,
+                timer: None,
             },
         );
+        self.refresh_timer(handle);
         self.stats.connections_total += 1;
         handle
     }
@@ -944,6 +956,7 @@ impl Endpoint {
         self.client_connect(now);
         self.flush_pending();
         if !self.reap(now, handle) {
+            self.refresh_timer(handle);
             self.queue_send(handle);
         }
     }
@@ -1440,6 +1453,7 @@ impl Endpoint {
         let Some(conn) = self.conns.remove(&handle) else {
             return false;
         };
+        self.forget_timer(handle, conn.timer);
         for route in &conn.routes {
             self.routes.remove(route);
         }
