@@ -18,6 +18,7 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod drain;
 mod ends;
 mod paths;
 mod timers;
@@ -86,6 +87,8 @@ pub struct Endpoint {
     next_tunnel: u64,
     stats: EndpointStats,
     closing: bool,
+    /// Edge: `go_away` was called; no new connections, GOAWAY on every connection.
+    draining: bool,
     fingerprint: Option<[u8; 32]>,
     pacing: bool,
     keep_alive: Option<Duration>,
@@ -147,7 +150,10 @@ struct Conn {
     /// In `Endpoint::unprocessed`.
     unprocessed: bool,
     held: Held,
+    /// Client: the edge sent GOAWAY; no new requests go here.
     goaway: bool,
+    /// Edge: the ID of the GOAWAY sent on this connection (the first request it rejects).
+    goaway_sent: Option<u64>,
     largest_request: Option<u64>,
     /// Refusals waiting for stream capacity.
     rejections: VecDeque<(u64, Rejection)>,
@@ -251,6 +257,7 @@ impl Endpoint {
             next_tunnel: 0,
             stats: EndpointStats::default(),
             closing: false,
+            draining: false,
             fingerprint,
             scratch: vec![0; 4096],
             unprocessed: Vec::new(),
@@ -824,7 +831,11 @@ impl Endpoint {
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
         //# datagram with a payload that is smaller than the smallest allowed maximum
         //# datagram size of 1200 bytes."
-        if len < MIN_INITIAL_LEN || self.closing || self.conns.len() >= edge.max_connections {
+        if len < MIN_INITIAL_LEN
+            || self.closing
+            || self.draining
+            || self.conns.len() >= edge.max_connections
+        {
             return None;
         }
         let scid = new_connection_id(self.cid_layout)?;
@@ -875,6 +886,7 @@ impl Endpoint {
                 unprocessed: false,
                 held: Held::default(),
                 goaway: false,
+                goaway_sent: None,
                 largest_request: None,
                 rejections: VecDeque::new(),
                 accepting: Vec::new(),
@@ -981,6 +993,7 @@ impl Endpoint {
             connection: conn.handle,
             peer: conn.peer,
         });
+        self.send_goaway(handle);
         if let RoleState::Client(client) = &mut self.role {
             if client.conn == Some(handle) {
                 client.backoff = client.reconnect_initial;
@@ -1019,16 +1032,17 @@ impl Endpoint {
             h3::Event::Data => self.on_readable(handle, stream, false),
             h3::Event::Finished => self.on_readable(handle, stream, true),
             h3::Event::Reset(code) => self.peer_reset(handle, stream, code),
-            h3::Event::GoAway => self.on_goaway(handle),
+            // For a GOAWAY, quiche gives its ID in place of a stream.
+            h3::Event::GoAway => self.on_goaway(handle, stream),
             h3::Event::PriorityUpdate => {}
         }
     }
 
     /// Edge: a request head arrived.
     fn on_request(&mut self, handle: u64, stream: u64, headers: &[h3::Header]) {
-        let RoleState::Edge(edge) = &self.role else {
+        if !matches!(self.role, RoleState::Edge(_)) {
             return;
-        };
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1036,6 +1050,15 @@ impl Endpoint {
             // Trailers on a tunnel carry nothing for us.
             return;
         }
+        if self.reject_after_goaway(handle, stream) {
+            return;
+        }
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         conn.largest_request = conn.largest_request.max(Some(stream));
         let template = self.udp.template();
         match connect::check_request(headers, &edge.tokens, &edge.egress, &template) {
@@ -1190,18 +1213,6 @@ impl Endpoint {
                 code: H3_INTERNAL_ERROR,
             },
         });
-    }
-
-    fn on_goaway(&mut self, handle: u64) {
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.goaway = true;
-        }
-        // New tunnels go to a fresh connection; this one finishes what it carries.
-        if let RoleState::Client(client) = &mut self.role {
-            if client.conn == Some(handle) {
-                client.conn = None;
-            }
-        }
     }
 
     /// Sends refusals and acceptances that waited for stream capacity.
@@ -1569,7 +1580,9 @@ impl Conn {
             // A server names the first request it will not process; a client has no
             // pushes to name.
             let id = if self.quic.is_server() {
-                self.largest_request.map_or(0, |id| id + 4)
+                let next = self.largest_request.map_or(0, |id| id + 4);
+                // A later GOAWAY must not name a larger ID (RFC 9114 §5.2).
+                self.goaway_sent.map_or(next, |sent| sent.min(next))
             } else {
                 0
             };

@@ -101,6 +101,9 @@ impl Endpoint {
     /// cannot go on reading: the tunnel ends as reset, both directions shut down. A stream
     /// without a tunnel only stops being read: its write side is finished or reset already.
     pub(super) fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
+        if self.retry_rejected(handle, stream, code) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
