@@ -8,6 +8,12 @@
 //! quiche's path events (which otherwise pile up) and keeps the peer address it reports to
 //! the host (`ClientIdentity::peer`) on the validated active path.
 //!
+//! Known limit (quiche 0.30): packets still in flight on the old path when the switch
+//! happens are tracked by that path's loss recovery, which acknowledgements of packets
+//! sent on the new path never advance, so their frames are not retransmitted and a
+//! transfer that was under way can stall until the idle timeout. A rebinding while the
+//! connection is quiet is followed cleanly (see the engine test `migration`).
+//!
 use quiche::PathEvent;
 
 use super::Endpoint;
