@@ -19,6 +19,8 @@
 //!   [`Event::TunnelRequest`]; the host resolves names (checking each address with
 //!   [`Endpoint::check_egress`]), dials, and answers [`Endpoint::accept_tunnel`] or
 //!   [`Endpoint::refuse_tunnel`] with a [`Refusal`] (status + RFC 9209 Proxy-Status).
+//!   [`Endpoint::go_away`] starts a graceful drain: HTTP/3 GOAWAY on every connection, no
+//!   new connections; open tunnels finish, clients send new ones elsewhere.
 //! - **Client**: [`Endpoint::open_tunnel`] multiplexes every tunnel on one QUIC connection
 //!   to the edge, connecting on demand and reconnecting with backoff; tunnels opened while
 //!   it is down wait in a bounded queue until a deadline.
