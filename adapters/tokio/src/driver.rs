@@ -304,12 +304,9 @@ impl Driver {
 
     /// Edge: a CONNECT passed the engine's checks; resolve, check egress and dial in a
     /// task of its own.
+    /// While draining, the engine reports only requests that were in flight when its GOAWAY
+    /// went out (it rejects later ones itself): GOAWAY promised to process them.
     fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
-        if self.phase != Phase::Running {
-            // The edge is going away; 503 tells the client to try elsewhere.
-            self.refuse(tunnel, Refusal::ConnectionLimit);
-            return;
-        }
         tracing::debug!(?tunnel, %target, %peer, "tunnel requested");
         self.dialing += 1;
         let commands = self.command_tx.clone();
@@ -352,10 +349,6 @@ impl Driver {
     /// Edge: a CONNECT-UDP passed the engine's checks; resolve, check egress and set up
     /// the socket in a task of its own.
     fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
-        if self.phase != Phase::Running {
-            self.refuse(tunnel, Refusal::ConnectionLimit);
-            return;
-        }
         tracing::debug!(?tunnel, %target, %peer, "UDP tunnel requested");
         self.dialing += 1;
         let commands = self.command_tx.clone();
@@ -458,9 +451,11 @@ impl Driver {
             Command::Shutdown { drain } => {
                 if self.phase == Phase::Running {
                     tracing::info!(?drain, tunnels = self.tunnels.len(), "shutting down");
-                    self.phase = Phase::Draining {
-                        until: Instant::now() + drain,
-                    };
+                    let now = Instant::now();
+                    // An edge tells its clients with HTTP/3 GOAWAY: they open new tunnels
+                    // elsewhere, and requests past it are rejected unprocessed.
+                    self.endpoint.go_away(now);
+                    self.phase = Phase::Draining { until: now + drain };
                 }
             }
         }

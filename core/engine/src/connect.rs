@@ -134,6 +134,8 @@ pub(crate) struct RequestFields<'h> {
     pub(crate) path: Option<&'h [u8]>,
     pub(crate) authorization: Option<&'h [u8]>,
     pub(crate) authorization_count: usize,
+    /// `content-length`, `content-type` or `transfer-encoding` is present.
+    pub(crate) content_fields: bool,
 }
 
 impl<'h> RequestFields<'h> {
@@ -153,7 +155,10 @@ impl<'h> RequestFields<'h> {
                     continue;
                 }
                 name if name.starts_with(b":") => return Err(Rejection::BAD_REQUEST),
-                _ => continue,
+                name => {
+                    fields.content_fields |= udp::request::is_content_field(name);
+                    continue;
+                }
             };
             // A repeated pseudo-header makes a request malformed (RFC 9114 §4.3).
             if slot.replace(value).is_some() {

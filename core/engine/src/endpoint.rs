@@ -18,6 +18,10 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod drain;
+mod ends;
+mod paths;
+mod timers;
 mod udp;
 
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +87,8 @@ pub struct Endpoint {
     next_tunnel: u64,
     stats: EndpointStats,
     closing: bool,
+    /// Edge: `go_away` was called; no new connections, GOAWAY on every connection.
+    draining: bool,
     fingerprint: Option<[u8; 32]>,
     pacing: bool,
     keep_alive: Option<Duration>,
@@ -96,6 +102,8 @@ pub struct Endpoint {
     udp: udp::UdpSettings,
     /// The latest `now` the caller gave: the time of calls that take none.
     clock: Instant,
+    /// Every connection's next deadline, ordered.
+    conn_timers: timers::ConnTimers,
 }
 
 enum RoleState {
@@ -142,7 +150,10 @@ struct Conn {
     /// In `Endpoint::unprocessed`.
     unprocessed: bool,
     held: Held,
+    /// Client: the edge sent GOAWAY; no new requests go here.
     goaway: bool,
+    /// Edge: the ID of the GOAWAY sent on this connection (the first request it rejects).
+    goaway_sent: Option<u64>,
     largest_request: Option<u64>,
     /// Refusals waiting for stream capacity.
     rejections: VecDeque<(u64, Rejection)>,
@@ -152,6 +163,8 @@ struct Conn {
     /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
     /// by quiche's full receive queue.
     datagrams_taken: usize,
+    /// This connection's entry in `Endpoint::conn_timers`.
+    timer: Option<Instant>,
 }
 
 // Independent flags of one stream's two directions.
@@ -167,6 +180,9 @@ struct Tunnel {
     fin_delivered: bool,
     /// Edge: bytes or FIN arrived before the host accepted.
     deferred_readable: bool,
+    /// The peer stopped our direction (`STOP_SENDING`) with this code while we still read
+    /// theirs: the tunnel closes as reset once their FIN has been read.
+    stopped: Option<u64>,
     /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
     udp: Option<Box<UdpFlow>>,
 }
@@ -241,12 +257,14 @@ impl Endpoint {
             next_tunnel: 0,
             stats: EndpointStats::default(),
             closing: false,
+            draining: false,
             fingerprint,
             scratch: vec![0; 4096],
             unprocessed: Vec::new(),
             received_at: None,
             udp: udp::UdpSettings::new(&quic, udp_template)?,
             clock: now,
+            conn_timers: timers::ConnTimers::default(),
         })
     }
 
@@ -297,6 +315,10 @@ impl Endpoint {
         if let Err(error) = conn.quic.recv(datagram, info) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
+        self.refresh_timer(handle);
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         // HTTP/3 events, writability and the rest wait for the next poll, so that a batch
         // of datagrams (a GRO train, a recvmmsg batch) is processed once, not per packet.
         if !conn.unprocessed {
@@ -325,8 +347,8 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
         self.process_received();
-        let handles: Vec<u64> = self.conns.keys().copied().collect();
-        for handle in handles {
+        // Only connections with a deadline by then can have anything to do.
+        for handle in self.conn_timers.due(now + PACING_HORIZON) {
             let Some(conn) = self.conns.get_mut(&handle) else {
                 continue;
             };
@@ -351,6 +373,7 @@ impl Endpoint {
             if touched {
                 self.process(now, handle);
             }
+            self.refresh_timer(handle);
         }
         self.expire_pending(now);
         self.expire_idle_udp(now);
@@ -383,25 +406,28 @@ impl Endpoint {
             conn.queued = false;
             let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
             let pacing = self.pacing.then_some(now + horizon);
-            match transmit_batch(&mut conn.quic, &mut conn.held, out, pacing) {
+            let step = transmit_batch(&mut conn.quic, &mut conn.held, out, pacing);
+            if let Step::Sent { more, .. } = step {
+                if more {
+                    conn.queued = true;
+                    self.send_queue.push_back(handle);
+                }
+                if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
+                    conn.keep_alive_at = Some(now + every);
+                }
+            }
+            let closed = conn.quic.is_closed();
+            self.refresh_timer(handle);
+            match step {
                 Step::Sent {
-                    transmit,
-                    segments,
-                    more,
+                    transmit, segments, ..
                 } => {
-                    if more {
-                        conn.queued = true;
-                        self.send_queue.push_back(handle);
-                    }
-                    if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
-                        conn.keep_alive_at = Some(now + every);
-                    }
                     self.stats.datagrams_sent += u64::try_from(segments).unwrap_or(u64::MAX);
                     return Some(transmit);
                 }
                 Step::Held => {}
                 Step::Idle => {
-                    if conn.quic.is_closed() {
+                    if closed {
                         self.reap(now, handle);
                     }
                 }
@@ -416,13 +442,8 @@ impl Endpoint {
             // Datagrams wait to be processed: now, by the caller's clock.
             return self.received_at;
         }
-        let conns = self.conns.values().flat_map(|conn| {
-            [
-                conn.quic.timeout_instant(),
-                conn.held.release_at(),
-                conn.keep_alive_at.filter(|_| conn.h3.is_some()),
-            ]
-        });
+        let conns = self.conn_timers.first();
+        debug_assert_eq!(conns, self.scanned_conn_deadline(), "connection timer set");
         let client = match &self.role {
             RoleState::Client(client) if !client.pending.is_empty() => {
                 let deadlines = client
@@ -435,7 +456,7 @@ impl Endpoint {
             _ => None,
         };
         conns
-            .flatten()
+            .into_iter()
             .chain(client)
             .chain(self.udp.next_timer())
             .min()
@@ -582,7 +603,7 @@ impl Endpoint {
                 Ok(0)
             }
             Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
-                self.peer_reset(handle, stream, code);
+                self.write_stopped(handle, stream, code);
                 Err(TunnelError::WriteClosed)
             }
             Err(error) => {
@@ -603,6 +624,9 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.stopped.is_some() {
+            return Err(TunnelError::WriteClosed);
+        }
         if entry.local_fin {
             return Ok(());
         }
@@ -632,7 +656,7 @@ impl Endpoint {
             Ok(_) if entry.udp.is_some() => udp::purge_datagrams(&mut conn.quic, stream),
             Ok(_) => {}
             Err(quiche::Error::StreamStopped(code)) => {
-                self.peer_reset(handle, stream, code);
+                self.write_stopped(handle, stream, code);
                 return Err(TunnelError::WriteClosed);
             }
             Err(error) => {
@@ -665,6 +689,9 @@ impl Endpoint {
             return Ok(Recv { len: 0, fin: true });
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
+        // Before reading: quiche forgets a stream once its last byte is read and our
+        // direction is over, and with it whether the peer stopped ours.
+        self.notice_stopped(tunnel);
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         let len = match h3.recv_body(&mut conn.quic, stream, out) {
@@ -696,25 +723,6 @@ impl Endpoint {
         Ok(Recv { len, fin: true })
     }
 
-    /// Resets the tunnel both ways with `H3_CONNECT_ERROR` (the target connection was reset
-    /// or failed); a client tunnel still waiting is simply dropped. The id is dead
-    /// afterwards; no event follows.
-    pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
-        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
-        //# stream. A proxy treats any error in the TCP connection, which includes receiving
-        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
-        if !self.tunnels.contains_key(&tunnel) {
-            return Err(TunnelError::UnknownTunnel);
-        }
-        if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
-                shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
-            }
-            self.queue_send(handle);
-        }
-        Ok(())
-    }
-
     /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason` on
     /// every connection; a client stops reconnecting and refuses waiting tunnels with
     /// `EdgeUnavailable`. Poll until `is_closed`.
@@ -731,6 +739,7 @@ impl Endpoint {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.close(error_code, reason);
             }
+            self.refresh_timer(handle);
             self.queue_send(handle);
             self.reap(now, handle);
         }
@@ -822,7 +831,11 @@ impl Endpoint {
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
         //# datagram with a payload that is smaller than the smallest allowed maximum
         //# datagram size of 1200 bytes."
-        if len < MIN_INITIAL_LEN || self.closing || self.conns.len() >= edge.max_connections {
+        if len < MIN_INITIAL_LEN
+            || self.closing
+            || self.draining
+            || self.conns.len() >= edge.max_connections
+        {
             return None;
         }
         let scid = new_connection_id(self.cid_layout)?;
@@ -873,13 +886,16 @@ impl Endpoint {
                 unprocessed: false,
                 held: Held::default(),
                 goaway: false,
+                goaway_sent: None,
                 largest_request: None,
                 rejections: VecDeque::new(),
                 accepting: Vec::new(),
                 keep_alive_at: None,
                 datagrams_taken: 0,
+                timer: None,
             },
         );
+        self.refresh_timer(handle);
         self.stats.connections_total += 1;
         handle
     }
@@ -942,6 +958,7 @@ impl Endpoint {
 // Processing a connection after input.
 impl Endpoint {
     fn process(&mut self, now: Instant, handle: u64) {
+        self.drain_path_events(handle);
         self.setup_h3(handle);
         self.poll_h3(handle);
         self.take_quic_datagrams(now, handle);
@@ -951,6 +968,7 @@ impl Endpoint {
         self.client_connect(now);
         self.flush_pending();
         if !self.reap(now, handle) {
+            self.refresh_timer(handle);
             self.queue_send(handle);
         }
     }
@@ -975,6 +993,7 @@ impl Endpoint {
             connection: conn.handle,
             peer: conn.peer,
         });
+        self.send_goaway(handle);
         if let RoleState::Client(client) = &mut self.role {
             if client.conn == Some(handle) {
                 client.backoff = client.reconnect_initial;
@@ -1013,16 +1032,17 @@ impl Endpoint {
             h3::Event::Data => self.on_readable(handle, stream, false),
             h3::Event::Finished => self.on_readable(handle, stream, true),
             h3::Event::Reset(code) => self.peer_reset(handle, stream, code),
-            h3::Event::GoAway => self.on_goaway(handle),
+            // For a GOAWAY, quiche gives its ID in place of a stream.
+            h3::Event::GoAway => self.on_goaway(handle, stream),
             h3::Event::PriorityUpdate => {}
         }
     }
 
     /// Edge: a request head arrived.
     fn on_request(&mut self, handle: u64, stream: u64, headers: &[h3::Header]) {
-        let RoleState::Edge(edge) = &self.role else {
+        if !matches!(self.role, RoleState::Edge(_)) {
             return;
-        };
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1030,6 +1050,15 @@ impl Endpoint {
             // Trailers on a tunnel carry nothing for us.
             return;
         }
+        if self.reject_after_goaway(handle, stream) {
+            return;
+        }
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
         conn.largest_request = conn.largest_request.max(Some(stream));
         let template = self.udp.template();
         match connect::check_request(headers, &edge.tokens, &edge.egress, &template) {
@@ -1138,7 +1167,12 @@ impl Endpoint {
             }
             TunnelState::Requested | TunnelState::Accepting => tunnel.deferred_readable = true,
             TunnelState::AwaitingResponse { .. } if finished => {
+                // An end without a response head: the request stream is given up both
+                // ways, so that it does not stay open in quiche.
                 self.remove_tunnel(id);
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    shutdown_stream(&mut conn.quic, stream, H3_MESSAGE_ERROR);
+                }
                 self.stats.tunnels_refused += 1;
                 self.events.push_back(Event::TunnelRefused {
                     tunnel: id,
@@ -1165,36 +1199,6 @@ impl Endpoint {
         }
     }
 
-    /// The peer reset its direction (`RESET_STREAM`) or stopped ours (`STOP_SENDING`).
-    fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
-        let Some(&id) = conn.streams.get(&stream) else {
-            return;
-        };
-        let Some(tunnel) = self.tunnels.get(&id) else {
-            return;
-        };
-        let event = match tunnel.state {
-            TunnelState::AwaitingResponse { .. } => {
-                self.stats.tunnels_refused += 1;
-                Event::TunnelRefused {
-                    tunnel: id,
-                    reason: RefusedReason::Reset { code },
-                }
-            }
-            _ => Event::TunnelClosed {
-                tunnel: id,
-                reason: CloseReason::Reset { code },
-            },
-        };
-        self.remove_tunnel(id);
-        self.events.push_back(event);
-        self.queue_send(handle);
-    }
-
     /// A stream failed locally in a way quiche does not explain: reset it, report it.
     fn fail_tunnel(&mut self, id: TunnelId) {
         if let Some((handle, stream)) = self.remove_tunnel(id) {
@@ -1209,18 +1213,6 @@ impl Endpoint {
                 code: H3_INTERNAL_ERROR,
             },
         });
-    }
-
-    fn on_goaway(&mut self, handle: u64) {
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.goaway = true;
-        }
-        // New tunnels go to a fresh connection; this one finishes what it carries.
-        if let RoleState::Client(client) = &mut self.role {
-            if client.conn == Some(handle) {
-                client.conn = None;
-            }
-        }
     }
 
     /// Sends refusals and acceptances that waited for stream capacity.
@@ -1329,7 +1321,7 @@ impl Endpoint {
             }
         }
         for (stream, code) in stopped {
-            self.peer_reset(handle, stream, code);
+            self.write_stopped(handle, stream, code);
         }
         for id in capsule_tails {
             self.flush_capsule_tail(handle, id);
@@ -1464,21 +1456,6 @@ impl Endpoint {
         Some((handle, tunnel.stream))
     }
 
-    /// Closes a tunnel whose both directions are finished.
-    fn finish_if_done(&mut self, id: TunnelId) {
-        let done = self
-            .tunnels
-            .get(&id)
-            .is_some_and(|t| t.local_fin && t.fin_delivered);
-        if done {
-            self.remove_tunnel(id);
-            self.events.push_back(Event::TunnelClosed {
-                tunnel: id,
-                reason: CloseReason::Finished,
-            });
-        }
-    }
-
     /// Removes a closed connection and ends what it carried. Returns whether it did.
     fn reap(&mut self, now: Instant, handle: u64) -> bool {
         if !self.conns.get(&handle).is_some_and(|c| c.quic.is_closed()) {
@@ -1487,6 +1464,7 @@ impl Endpoint {
         let Some(conn) = self.conns.remove(&handle) else {
             return false;
         };
+        self.forget_timer(handle, conn.timer);
         for route in &conn.routes {
             self.routes.remove(route);
         }
@@ -1602,7 +1580,9 @@ impl Conn {
             // A server names the first request it will not process; a client has no
             // pushes to name.
             let id = if self.quic.is_server() {
-                self.largest_request.map_or(0, |id| id + 4)
+                let next = self.largest_request.map_or(0, |id| id + 4);
+                // A later GOAWAY must not name a larger ID (RFC 9114 §5.2).
+                self.goaway_sent.map_or(next, |sent| sent.min(next))
             } else {
                 0
             };
@@ -1623,6 +1603,7 @@ impl Tunnel {
             fin_pending: false,
             fin_delivered: false,
             deferred_readable: false,
+            stopped: None,
             udp: None,
         }
     }

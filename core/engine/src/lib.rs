@@ -19,6 +19,8 @@
 //!   [`Event::TunnelRequest`]; the host resolves names (checking each address with
 //!   [`Endpoint::check_egress`]), dials, and answers [`Endpoint::accept_tunnel`] or
 //!   [`Endpoint::refuse_tunnel`] with a [`Refusal`] (status + RFC 9209 Proxy-Status).
+//!   [`Endpoint::go_away`] starts a graceful drain: HTTP/3 GOAWAY on every connection, no
+//!   new connections; open tunnels finish, clients send new ones elsewhere.
 //! - **Client**: [`Endpoint::open_tunnel`] multiplexes every tunnel on one QUIC connection
 //!   to the edge, connecting on demand and reconnecting with backoff; tunnels opened while
 //!   it is down wait in a bounded queue until a deadline.
@@ -28,7 +30,9 @@
 //! A tunnel is one HTTP/3 CONNECT stream. `tunnel_send` returns how much quiche took
 //! (flow control bounds it; `TunnelWritable` says when to retry), `tunnel_recv` reads
 //! straight from quiche (`TunnelReadable` is edge-triggered), `tunnel_finish` sends FIN
-//! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`].
+//! (half-close), `tunnel_abort` resets both ways with [`H3_CONNECT_ERROR`] (a direction the
+//! host already finished is left to deliver its bytes and FIN: the peer is only asked to
+//! stop sending, reads to the FIN, then sees the tunnel close as reset).
 //!
 //! # UDP tunnels (CONNECT-UDP, RFC 9298)
 //!

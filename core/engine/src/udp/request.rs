@@ -11,6 +11,7 @@ use crate::config::Secret;
 use crate::connect::{self, Accepted, Rejection, RequestFields};
 use crate::egress::{EgressPolicy, HostKind, classify_host};
 use crate::types::{Host, Refusal, TunnelKind, TunnelTarget};
+use crate::udp::numeric;
 
 /// The `:protocol` of a CONNECT-UDP request, its HTTP Upgrade Token.
 pub(crate) const PROTOCOL: &str = "connect-udp";
@@ -39,10 +40,28 @@ pub(crate) fn check(
     non_empty(fields.authority).ok_or(Rejection::BAD_REQUEST)?;
     let token_index =
         connect::authenticate(fields.authorization, fields.authorization_count, tokens)?;
-    let target = template
-        .match_path(path)
-        .map_err(|_| Rejection::BAD_REQUEST)?;
-    let host = egress_host(target.host)?;
+    //# RFC 9297 §3.2: "The Capsule Protocol MUST NOT be used with messages that contain
+    //# Content-Length, Content-Type, or Transfer-Encoding header fields. [...] A receiver
+    //# that observes a violation of these requirements MUST treat the HTTP message as
+    //# malformed."
+    if fields.content_fields {
+        return Err(Rejection::BAD_REQUEST);
+    }
+    // No `capsule-protocol: ?1` is needed: RFC 9298 §3.4 lists what a request must carry
+    // and the field is not among them, and RFC 9297 §3.4 only asks senders for it:
+    //# RFC 9297 §3.4: "When using the Capsule Protocol, HTTP endpoints SHOULD send the
+    //# Capsule-Protocol header field to simplify intermediary processing."
+    let (host, port) = match template.match_path(path) {
+        Ok(target) => (egress_host(target.host)?, target.port),
+        // A numeric spelling of an address is judged as the address, as in a CONNECT.
+        Err(error) => match numeric::numeric_target(template, path, error) {
+            Some((text, port)) => match classify_host(&text) {
+                Ok(HostKind::Ip(ip)) => (Host::Ip(ip), port),
+                _ => return Err(Rejection::BAD_REQUEST),
+            },
+            None => return Err(Rejection::BAD_REQUEST),
+        },
+    };
     if let Host::Ip(ip) = host {
         egress
             .check(ip)
@@ -51,7 +70,7 @@ pub(crate) fn check(
     Ok(Accepted {
         target: TunnelTarget {
             host,
-            port: target.port.get(),
+            port: port.get(),
         },
         token_index,
         kind: TunnelKind::Udp,
@@ -125,10 +144,24 @@ pub(crate) fn accept_headers() -> [Header; 2] {
 //# RFC 9298 §3.5: "The UDP proxy SHALL indicate a successful response by replying with
 //# any 2xx (Successful) HTTP status code, without any "Transfer-Encoding" or
 //# "Content-Length" header fields."
+//# RFC 9297 §3.2: "The Capsule Protocol MUST NOT be used with messages that contain
+//# Content-Length, Content-Type, or Transfer-Encoding header fields. Additionally, HTTP
+//# status codes 204 (No Content), 205 (Reset Content), and 206 (Partial Content) MUST NOT
+//# be sent on responses that use the Capsule Protocol. A receiver that observes a
+//# violation of these requirements MUST treat the HTTP message as malformed."
 pub(crate) fn success_is_malformed(headers: &[Header]) -> bool {
-    headers
-        .iter()
-        .any(|h| matches!(h.name(), b"content-length" | b"transfer-encoding"))
+    headers.iter().any(|h| match h.name() {
+        b":status" => matches!(h.value(), b"204" | b"205" | b"206"),
+        name => is_content_field(name),
+    })
+}
+
+/// A field the Capsule Protocol forbids on its messages.
+pub(crate) fn is_content_field(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"content-length" | b"content-type" | b"transfer-encoding"
+    )
 }
 
 #[cfg(test)]
@@ -226,6 +259,76 @@ mod tests {
     }
 
     #[test]
+    fn numeric_spellings_get_the_same_answer_as_in_a_connect() {
+        let loopback = EgressPolicy::new(vec!["127.0.0.0/8".parse().expect("prefix")]);
+        for (host, status_default, allowed) in [
+            ("2130706433", 403, Some("127.0.0.1")),
+            ("0x7f.1", 403, Some("127.0.0.1")),
+            ("127.1", 403, Some("127.0.0.1")),
+            ("017700000001", 403, Some("127.0.0.1")),
+            ("2852039166", 403, None), // 169.254.169.254, not in the allowed prefix
+            ("1.2.3.4.5", 400, None),
+            ("99999999999", 400, None),
+        ] {
+            let path = format!("/.well-known/masque/udp/{host}/53/");
+            let authority = format!("{host}:53");
+            for egress in [EgressPolicy::default(), loopback.clone()] {
+                let udp_result = check_request(&udp(&path), &[], &egress, &PathTemplate::DEFAULT);
+                let tcp_result = check_request(
+                    &head(&[(":method", "CONNECT"), (":authority", &authority)]),
+                    &[],
+                    &egress,
+                    &PathTemplate::DEFAULT,
+                );
+                assert_eq!(
+                    udp_result.clone().map(|a| a.target),
+                    tcp_result.map(|a| a.target),
+                    "{host}"
+                );
+                if let Err(rejection) = udp_result {
+                    if rejection.status == 403 {
+                        assert_eq!(rejection, Rejection::from_refusal(Refusal::Prohibited));
+                    }
+                }
+            }
+            let by_default = check_request(
+                &udp(&path),
+                &[],
+                &EgressPolicy::default(),
+                &PathTemplate::DEFAULT,
+            );
+            assert_eq!(status(by_default), status_default, "{host}");
+            let with_loopback = check_request(&udp(&path), &[], &loopback, &PathTemplate::DEFAULT);
+            match allowed {
+                Some(ip) => assert_eq!(
+                    with_loopback.expect(host).target.host,
+                    Host::Ip(ip.parse().expect("ip")),
+                    "{host}"
+                ),
+                None => assert!(with_loopback.is_err(), "{host}"),
+            }
+        }
+    }
+
+    #[test]
+    fn capsule_protocol_is_optional_and_content_fields_are_malformed() {
+        // `udp()` sends no `capsule-protocol`: a request is whole without it.
+        assert!(check(&udp("/.well-known/masque/udp/example.com/53/")).is_ok());
+        let mut with_it = udp("/.well-known/masque/udp/example.com/53/");
+        with_it.push(Header::new(b"capsule-protocol", b"?1"));
+        assert!(check(&with_it).is_ok());
+        for (name, value) in [
+            ("content-length", "0"),
+            ("content-type", "application/octet-stream"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            let mut request = udp("/.well-known/masque/udp/example.com/53/");
+            request.push(Header::new(name.as_bytes(), value.as_bytes()));
+            assert_eq!(status(check(&request)), 400, "{name}");
+        }
+    }
+
+    #[test]
     fn credentials_come_before_the_target() {
         let tokens = [Secret::new("alpha")];
         let egress = EgressPolicy::default();
@@ -264,11 +367,24 @@ mod tests {
     }
 
     #[test]
-    fn a_success_with_content_fields_is_malformed() {
+    fn a_success_with_content_fields_or_no_content_statuses_is_malformed() {
         assert!(!success_is_malformed(&accept_headers()));
-        assert!(success_is_malformed(&head(&[
-            (":status", "200"),
-            ("content-length", "0")
-        ])));
+        assert!(!success_is_malformed(&head(&[(":status", "200")])));
+        for (name, value) in [
+            ("content-length", "0"),
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            assert!(
+                success_is_malformed(&head(&[(":status", "200"), (name, value)])),
+                "{name}"
+            );
+        }
+        for status in ["204", "205", "206"] {
+            assert!(
+                success_is_malformed(&head(&[(":status", status)])),
+                "{status}"
+            );
+        }
     }
 }

@@ -76,6 +76,11 @@ pub(crate) struct Net {
     pub(crate) edge_alive: bool,
     pub(crate) link: Link,
     pub(crate) stats: LinkStats,
+    /// The address the edge sees the client's datagrams come from (a NAT's mapping); the
+    /// edge's datagrams reach the client only when sent there.
+    pub(crate) client_seen_as: SocketAddr,
+    /// Edge datagrams sent to an address other than `client_seen_as` (lost).
+    pub(crate) misaddressed: u64,
     client_addr: SocketAddr,
     edge_addr: SocketAddr,
     to_edge: VecDeque<Vec<u8>>,
@@ -92,6 +97,8 @@ impl Net {
             edge_alive: true,
             link: Link::default(),
             stats: LinkStats::default(),
+            client_seen_as: CLIENT_ADDR.parse().expect("address"),
+            misaddressed: 0,
             client_addr: CLIENT_ADDR.parse().expect("address"),
             edge_addr: EDGE_ADDR.parse().expect("address"),
             to_edge: VecDeque::new(),
@@ -180,6 +187,11 @@ impl Net {
                 transmit.segment_size.is_some(),
                 segments.len(),
             );
+            if transmit.to != self.client_seen_as {
+                self.misaddressed += segments.len() as u64;
+                moved = true;
+                continue;
+            }
             for segment in segments {
                 let datagram = segment.to_vec();
                 if self.edge_alive {
@@ -196,7 +208,7 @@ impl Net {
         }
         while let Some(mut datagram) = self.to_edge.pop_front() {
             let meta = RecvMeta {
-                from: self.client_addr,
+                from: self.client_seen_as,
                 to: self.edge_addr,
             };
             self.edge.handle_datagram(now, meta, &mut datagram);

@@ -4,15 +4,19 @@
 // Test hosts track each direction of a tunnel with its own flag.
 #![allow(clippy::struct_excessive_bools)]
 
+mod drain;
 mod endpoint;
+mod ends;
 mod harness;
 mod hosts;
+mod migration;
 mod raw;
 mod reconnect;
 mod refusals;
 mod tls;
 mod tunnels;
 mod udp;
+mod udp_rules;
 
 use std::time::{Duration, Instant};
 

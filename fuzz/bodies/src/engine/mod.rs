@@ -588,7 +588,7 @@ impl World {
         match result {
             _ if tunnel.udp => assert_eq!(result, Err(TunnelError::NotStream), "send on UDP"),
             _ if !tunnel.open => assert_eq!(result, Err(TunnelError::InvalidState), "send early"),
-            _ if tunnel.finished => {
+            _ if tunnel.finished || tunnel.stopped => {
                 assert_eq!(result, Err(TunnelError::WriteClosed), "send after finish");
             }
             Ok(taken) => {
@@ -600,9 +600,9 @@ impl World {
                 let port = tunnel.port;
                 self.model.flow(port).upload_sent = sent;
             }
-            Err(TunnelError::WriteClosed | TunnelError::Stream) => {
-                self.doomed.push((Side::Client, id));
-            }
+            // The edge stopped reading: the tunnel lives on until its FIN is read.
+            Err(TunnelError::WriteClosed) => tunnel.stopped = true,
+            Err(TunnelError::Stream) => self.doomed.push((Side::Client, id)),
             Err(error) => panic!("client send on open {id:?}: {error:?}"),
         }
     }
@@ -628,6 +628,9 @@ impl World {
             // Finished while the 200 waited: the send is taken as nothing.
             Ok(0) | Err(TunnelError::WriteClosed) if tunnel.finished => {}
             _ if tunnel.finished => panic!("edge send after finish: {result:?}"),
+            _ if tunnel.stopped => {
+                assert_eq!(result, Err(TunnelError::WriteClosed), "send after a stop");
+            }
             Ok(taken) => {
                 assert!(taken <= len, "took {taken} of {len}");
                 let taken = u64::try_from(taken).expect("small");
@@ -639,9 +642,9 @@ impl World {
                     flow.download_sent = flow.download_sent.max(sent);
                 }
             }
-            Err(TunnelError::WriteClosed | TunnelError::Stream) => {
-                self.doomed.push((Side::Edge, id));
-            }
+            // The client stopped reading: the tunnel lives on until its FIN is read.
+            Err(TunnelError::WriteClosed) => tunnel.stopped = true,
+            Err(TunnelError::Stream) => self.doomed.push((Side::Edge, id)),
             Err(error) => panic!("edge send on accepted {id:?}: {error:?}"),
         }
     }
@@ -696,12 +699,13 @@ impl World {
                 }
                 let flow = self.model.flow(port);
                 flow.download_received = received;
+                flow.download_fin_read |= recv.fin;
                 assert!(
                     received <= flow.download_sent,
                     "client read {received} bytes of {}",
                     flow.download_sent
                 );
-                if recv.fin && !flow.download_reset_after_fin {
+                if recv.fin {
                     assert!(
                         flow.download_fins.contains(&received),
                         "FIN at {received}, edge finished at {:?}",
@@ -761,12 +765,13 @@ impl World {
                 let received = tunnel.received;
                 let flow = self.model.flow(port);
                 flow.upload_received = flow.upload_received.max(received);
+                flow.upload_fin_read |= recv.fin;
                 assert!(
                     received <= flow.upload_sent,
                     "edge read {received} bytes of {}",
                     flow.upload_sent
                 );
-                if recv.fin && !flow.upload_reset_after_fin {
+                if recv.fin {
                     assert!(
                         flow.upload_fin && received == flow.upload_sent,
                         "FIN at {received}; client sent {} (finished: {})",
@@ -1016,14 +1021,16 @@ impl World {
                         assert_eq!(result, Err(TunnelError::InvalidState), "finish early");
                     }
                     Some(tunnel) => match result {
-                        Ok(()) => {
+                        Ok(()) if !tunnel.stopped => {
                             tunnel.finished = true;
                             let port = tunnel.port;
                             self.model.flow(port).upload_fin = true;
                         }
+                        Err(TunnelError::WriteClosed) if !tunnel.udp => tunnel.stopped = true,
                         Err(TunnelError::WriteClosed | TunnelError::Stream) if !tunnel.finished => {
                             self.doomed.push((side, id));
                         }
+                        Ok(()) => panic!("client finish {id:?} after a stop"),
                         Err(error) => panic!("client finish {id:?}: {error:?}"),
                     },
                 }
@@ -1036,7 +1043,7 @@ impl World {
                         assert_eq!(result, Err(TunnelError::InvalidState), "finish early");
                     }
                     Some(tunnel) => match result {
-                        Ok(()) => {
+                        Ok(()) if !tunnel.stopped => {
                             if !tunnel.finished {
                                 tunnel.finished = true;
                                 if let Origin::Client(port) = tunnel.origin {
@@ -1045,9 +1052,11 @@ impl World {
                                 }
                             }
                         }
+                        Err(TunnelError::WriteClosed) if !tunnel.udp => tunnel.stopped = true,
                         Err(TunnelError::WriteClosed | TunnelError::Stream) if !tunnel.finished => {
                             self.doomed.push((side, id));
                         }
+                        Ok(()) => panic!("edge finish {id:?} after a stop"),
                         Err(error) => panic!("edge finish {id:?}: {error:?}"),
                     },
                 }
@@ -1070,14 +1079,16 @@ impl World {
             match side {
                 Side::Client => {
                     let tunnel = self.model.kill_client(id);
-                    if tunnel.finished {
-                        self.model.flow(tunnel.port).upload_reset_after_fin = true;
-                    }
+                    let flow = self.model.flow(tunnel.port);
+                    flow.client_gave_up = true;
+                    flow.upload_abort_after_fin |= tunnel.finished && !tunnel.udp;
                 }
                 Side::Edge => {
                     let tunnel = self.model.kill_edge(id);
-                    if let (true, Origin::Client(port)) = (tunnel.finished, tunnel.origin) {
-                        self.model.flow(port).download_reset_after_fin = true;
+                    if let Origin::Client(port) = tunnel.origin {
+                        let flow = self.model.flow(port);
+                        flow.edge_gave_up = true;
+                        flow.download_abort_after_fin |= tunnel.finished && !tunnel.udp;
                     }
                 }
             }
@@ -1386,6 +1397,8 @@ impl World {
                 let state = state.unwrap_or_else(|| panic!("TunnelOpened for dead {tunnel:?}"));
                 assert!(!state.open, "TunnelOpened twice for {tunnel:?}");
                 state.open = true;
+                let port = state.port;
+                self.model.flow(port).opened = true;
             }
             Event::TunnelRefused { tunnel, reason } => {
                 let state = self.model.kill_client(tunnel);
@@ -1502,9 +1515,6 @@ impl World {
             ..
         } = reason
         else {
-            if self.model.flow(port).download_reset_after_fin {
-                return; // the reset may look like an end without a response head
-            }
             assert_ne!(
                 *reason,
                 RefusedReason::MalformedResponse,
@@ -1614,6 +1624,41 @@ impl World {
                 "{client_id:?}: FIN not delivered"
             );
             assert!(!tunnel.finished || client.fin, "{id:?}: FIN not delivered");
+        }
+        self.check_abort_after_fin();
+    }
+
+    /// After a lossless settling: a side that finished and then aborted still delivered
+    /// every byte and its FIN to a peer that kept reading, and a tunnel whose direction the
+    /// peer stopped closed once it read the peer's FIN.
+    fn check_abort_after_fin(&self) {
+        for (port, flow) in &self.model.flows {
+            if flow.download_abort_after_fin && flow.opened && !flow.client_gave_up {
+                assert!(
+                    flow.download_fin_read && flow.download_fins.contains(&flow.download_received),
+                    "port {port}: the edge finished at {:?} and aborted; the client read {} \
+                     (FIN: {})",
+                    flow.download_fins,
+                    flow.download_received,
+                    flow.download_fin_read
+                );
+            }
+            if flow.upload_abort_after_fin && !flow.edge_gave_up {
+                assert!(
+                    flow.upload_fin_read && flow.upload_received == flow.upload_sent,
+                    "port {port}: the client finished at {} and aborted; the edge read {} \
+                     (FIN: {})",
+                    flow.upload_sent,
+                    flow.upload_received,
+                    flow.upload_fin_read
+                );
+            }
+        }
+        for (id, tunnel) in &self.model.client {
+            assert!(!tunnel.stopped, "client {id:?} stopped but never closed");
+        }
+        for (id, tunnel) in &self.model.edge {
+            assert!(!tunnel.stopped, "edge {id:?} stopped but never closed");
         }
     }
 }

@@ -127,6 +127,9 @@ pub(crate) struct ClientTunnel {
     pub(crate) open: bool,
     pub(crate) sent: u64,
     pub(crate) finished: bool,
+    /// The edge stopped this direction (`WriteClosed` on a live tunnel): the tunnel lives
+    /// on until the edge's FIN is read.
+    pub(crate) stopped: bool,
     pub(crate) received: u64,
     pub(crate) fin: bool,
 }
@@ -150,6 +153,8 @@ pub(crate) struct EdgeTunnel {
     pub(crate) accepted: bool,
     pub(crate) sent: u64,
     pub(crate) finished: bool,
+    /// The client stopped this direction (`WriteClosed` on a live tunnel).
+    pub(crate) stopped: bool,
     pub(crate) received: u64,
     pub(crate) fin: bool,
 }
@@ -189,13 +194,20 @@ pub(crate) struct Flow {
     pub(crate) download_received: u64,
     /// What the edge's host refused this flow's requests with.
     pub(crate) refusals: Vec<Refusal>,
-    /// The client, or the edge, aborted a tunnel of this flow after finishing it. quiche
-    /// 0.30 does not surface a `RESET_STREAM` that arrives after the stream's FIN did
-    /// (`RecvBuf::write` drops the zero-length marker `reset` queues once the final size
-    /// is known): the receiver then sees a clean FIN, or an end without a response head,
-    /// with the bytes the reset discarded missing.
-    pub(crate) upload_reset_after_fin: bool,
-    pub(crate) download_reset_after_fin: bool,
+    /// The client's tunnel of this flow opened.
+    pub(crate) opened: bool,
+    /// The client read the download's FIN; the edge read the upload's FIN.
+    pub(crate) download_fin_read: bool,
+    pub(crate) upload_fin_read: bool,
+    /// The client, or the edge, aborted a tunnel of this flow after finishing it: the
+    /// engine then sends no `RESET_STREAM` on the finished direction (quiche 0.30 would
+    /// hide one that follows the FIN), so the peer must still read every byte and the FIN.
+    pub(crate) upload_abort_after_fin: bool,
+    pub(crate) download_abort_after_fin: bool,
+    /// The client aborted this flow's tunnel (it stops reading the download); the edge's
+    /// host aborted or refused one (it stops reading the upload).
+    pub(crate) client_gave_up: bool,
+    pub(crate) edge_gave_up: bool,
 }
 
 impl Flow {
@@ -212,8 +224,13 @@ impl Flow {
             download_fins: Vec::new(),
             download_received: 0,
             refusals: Vec::new(),
-            upload_reset_after_fin: false,
-            download_reset_after_fin: false,
+            opened: false,
+            download_fin_read: false,
+            upload_fin_read: false,
+            upload_abort_after_fin: false,
+            download_abort_after_fin: false,
+            client_gave_up: false,
+            edge_gave_up: false,
         }
     }
 }
@@ -246,6 +263,7 @@ impl Model {
                 open: false,
                 sent: 0,
                 finished: false,
+                stopped: false,
                 received: 0,
                 fin: false,
             },
@@ -266,6 +284,7 @@ impl Model {
                 accepted: false,
                 sent: 0,
                 finished: false,
+                stopped: false,
                 received: 0,
                 fin: false,
             },

@@ -1,0 +1,154 @@
+//! How a TCP tunnel ends: both FINs, an abort by the host, a reset or a stop by the peer.
+//!
+//! # Why an abort never resets a finished direction
+//!
+//! quiche 0.30 hides a `RESET_STREAM` that arrives after the stream's FIN: `RecvBuf::reset`
+//! queues a zero-length buffer to make the reset visible, but `RecvBuf::write` drops empty
+//! buffers once the final size is known, so the stream reads as cleanly finished. A peer
+//! whose FIN (and perhaps some bytes before it) was overtaken by our reset would read a
+//! clean end with bytes missing, or, on a client whose 200 was lost, an end without a
+//! response. So once the host finished a tunnel's write side, `tunnel_abort` leaves that
+//! side alone (the peer gets every byte and the FIN it was promised) and only stops
+//! reading; the peer learns of the abort from the `STOP_SENDING`, and keeps reading what
+//! we sent before it closes the tunnel (see [`Endpoint::write_stopped`]).
+
+use super::{Endpoint, H3_CONNECT_ERROR, TunnelState, shutdown_stream};
+use crate::error::TunnelError;
+use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
+
+impl Endpoint {
+    /// Aborts a tunnel with `H3_CONNECT_ERROR` (the target connection was reset or failed):
+    /// stops reading the peer's direction (`STOP_SENDING`) and resets ours
+    /// (`RESET_STREAM`), unless `tunnel_finish` already finished ours, which then delivers
+    /// every byte and the FIN (see the module documentation for why). A client tunnel still
+    /// waiting is simply dropped. The id is dead afterwards; no event follows.
+    pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
+        //# stream. A proxy treats any error in the TCP connection, which includes receiving
+        //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
+        let finished = self
+            .tunnels
+            .get(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?
+            .local_fin;
+        if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                if finished {
+                    let _ =
+                        conn.quic
+                            .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
+                } else {
+                    shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+                }
+            }
+            self.queue_send(handle);
+        }
+        Ok(())
+    }
+
+    /// The peer stopped our direction (`STOP_SENDING`; quiche has already reset it). An
+    /// open TCP tunnel keeps reading the peer's direction up to its FIN (the peer may have
+    /// finished it and aborted afterwards, see the module documentation) and then closes
+    /// as reset with `code`; `tunnel_send` and `tunnel_finish` meanwhile fail with
+    /// `WriteClosed`. Anything else ends at once, as a reset.
+    pub(super) fn write_stopped(&mut self, handle: u64, stream: u64, code: u64) {
+        let id = self
+            .conns
+            .get(&handle)
+            .and_then(|conn| conn.streams.get(&stream).copied());
+        let tunnel = id.and_then(|id| self.tunnels.get_mut(&id));
+        match tunnel {
+            Some(tunnel)
+                if tunnel.udp.is_none()
+                    && matches!(tunnel.state, TunnelState::Open)
+                    && !tunnel.fin_delivered =>
+            {
+                tunnel.stopped = Some(code);
+                tunnel.local_fin = true;
+                tunnel.write_blocked = false;
+            }
+            _ => self.peer_reset(handle, stream, code),
+        }
+    }
+
+    /// Notices a `STOP_SENDING` on an open TCP tunnel's direction (see [`Self::write_stopped`]).
+    /// quiche reports a stopped stream as writable only if it was not writable before, so
+    /// the engine also asks before every read.
+    pub(super) fn notice_stopped(&mut self, id: TunnelId) {
+        let Some(tunnel) = self.tunnels.get(&id) else {
+            return;
+        };
+        if tunnel.local_fin || tunnel.udp.is_some() {
+            return;
+        }
+        let Some(handle) = tunnel.conn else {
+            return;
+        };
+        let stream = tunnel.stream;
+        let stopped =
+            self.conns
+                .get_mut(&handle)
+                .and_then(|conn| match conn.quic.stream_capacity(stream) {
+                    Err(quiche::Error::StreamStopped(code)) => Some(code),
+                    _ => None,
+                });
+        if let Some(code) = stopped {
+            self.write_stopped(handle, stream, code);
+        }
+    }
+
+    /// The peer reset its direction (`RESET_STREAM`), or stopped ours on a tunnel that
+    /// cannot go on reading: the tunnel ends as reset, both directions shut down. A stream
+    /// without a tunnel only stops being read: its write side is finished or reset already.
+    pub(super) fn peer_reset(&mut self, handle: u64, stream: u64, code: u64) {
+        if self.retry_rejected(handle, stream, code) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let Some(&id) = conn.streams.get(&stream) else {
+            let _ = conn
+                .quic
+                .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
+            return;
+        };
+        shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+        let Some(tunnel) = self.tunnels.get(&id) else {
+            return;
+        };
+        let event = match tunnel.state {
+            TunnelState::AwaitingResponse { .. } => {
+                self.stats.tunnels_refused += 1;
+                Event::TunnelRefused {
+                    tunnel: id,
+                    reason: RefusedReason::Reset { code },
+                }
+            }
+            _ => Event::TunnelClosed {
+                tunnel: id,
+                reason: CloseReason::Reset { code },
+            },
+        };
+        self.remove_tunnel(id);
+        self.events.push_back(event);
+        self.queue_send(handle);
+    }
+
+    /// Closes a tunnel whose both directions are over: `Finished`, or `Reset` when the peer
+    /// stopped ours.
+    pub(super) fn finish_if_done(&mut self, id: TunnelId) {
+        let Some(tunnel) = self.tunnels.get(&id) else {
+            return;
+        };
+        if !(tunnel.local_fin && tunnel.fin_delivered) {
+            return;
+        }
+        let reason = tunnel
+            .stopped
+            .map_or(CloseReason::Finished, |code| CloseReason::Reset { code });
+        self.remove_tunnel(id);
+        self.events
+            .push_back(Event::TunnelClosed { tunnel: id, reason });
+    }
+}

@@ -1,0 +1,232 @@
+//! An abort after a finish: the peer still gets every byte and the FIN (quiche 0.30 would
+//! hide a `RESET_STREAM` that follows the FIN, so the engine sends none), then sees the
+//! tunnel end as reset when it has read them.
+
+use std::time::Instant;
+
+use veil_engine::{CloseReason, Endpoint, Event, H3_CONNECT_ERROR, Recv, TunnelId};
+
+use crate::harness::{Host, Link};
+use crate::hosts::fill;
+use crate::{BUDGET, pair, target};
+
+/// Bytes the finishing side sends before its FIN: several flights, so that some are still
+/// in flight when the abort comes.
+const LEN: u64 = 300 * 1024;
+
+/// One side of the tunnel: sends `LEN` bytes of pattern, FIN, then aborts at once (when
+/// `abort_after_fin`); and reads whatever the other side sends.
+#[derive(Default)]
+struct Side {
+    /// Client: the tunnel to open; edge: accepts the first request.
+    open: bool,
+    send: bool,
+    abort_after_fin: bool,
+    id: Option<TunnelId>,
+    ready: bool,
+    sent: u64,
+    aborted: bool,
+    received: Vec<u8>,
+    fin_received: bool,
+    readable: bool,
+    closed: Option<CloseReason>,
+    refused: Option<veil_engine::RefusedReason>,
+    /// The FIN had been read when `TunnelClosed` came.
+    closed_after_fin: bool,
+}
+
+impl Host for Side {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        match event {
+            Event::TunnelRequest { tunnel, .. } => {
+                endpoint.accept_tunnel(tunnel).expect("accept");
+                self.id = Some(tunnel);
+                self.ready = true;
+            }
+            Event::TunnelOpened { .. } => self.ready = true,
+            Event::TunnelReadable { .. } => self.readable = true,
+            Event::TunnelClosed { reason, .. } => {
+                self.closed = Some(reason);
+                self.closed_after_fin = self.fin_received;
+            }
+            Event::TunnelRefused { reason, .. } => self.refused = Some(reason),
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, now: Instant) -> bool {
+        if self.open {
+            self.open = false;
+            let id = endpoint
+                .open_tunnel(now, &target("source.test", 9))
+                .expect("open");
+            self.id = Some(id);
+            return true;
+        }
+        let (Some(id), true) = (self.id, self.ready) else {
+            return false;
+        };
+        if self.aborted || self.closed.is_some() {
+            return false;
+        }
+        let mut busy = false;
+        let mut buf = vec![0; 16 * 1024];
+        while self.send && self.sent < LEN {
+            let chunk = usize::try_from(LEN - self.sent).map_or(buf.len(), |n| n.min(buf.len()));
+            fill(7, self.sent, &mut buf[..chunk]);
+            let taken = endpoint.tunnel_send(id, &buf[..chunk]).expect("send");
+            if taken == 0 {
+                break;
+            }
+            self.sent += taken as u64;
+            busy = true;
+        }
+        if self.send && self.sent == LEN && self.abort_after_fin {
+            endpoint.tunnel_finish(id).expect("finish");
+            endpoint.tunnel_abort(id).expect("abort");
+            self.aborted = true;
+            return true;
+        }
+        while self.readable {
+            let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) else {
+                self.readable = false;
+                break;
+            };
+            self.received.extend_from_slice(&buf[..len]);
+            self.fin_received |= fin;
+            self.readable = len > 0 && !fin;
+            busy |= len > 0 || fin;
+        }
+        busy
+    }
+}
+
+fn pattern() -> Vec<u8> {
+    let mut bytes = vec![0; usize::try_from(LEN).expect("small")];
+    fill(7, 0, &mut bytes);
+    bytes
+}
+
+/// The reading side got every byte and the FIN, and only then the tunnel closed, as reset
+/// (its own direction was stopped).
+fn check_reader(reader: &Side, aborter: &Side, stats: impl std::fmt::Debug) {
+    assert!(aborter.aborted, "the finishing side never aborted");
+    assert_eq!(reader.received.len(), pattern().len(), "{stats:?}");
+    assert!(reader.received == pattern(), "bytes differ");
+    assert!(reader.fin_received, "no FIN");
+    assert!(reader.closed_after_fin, "closed before the FIN was read");
+    assert_eq!(
+        reader.closed,
+        Some(CloseReason::Reset {
+            code: H3_CONNECT_ERROR
+        })
+    );
+}
+
+#[test]
+fn an_edge_abort_after_its_finish_delivers_every_byte_and_the_fin() {
+    let mut net = pair(&[], None);
+    let mut client = Side {
+        open: true,
+        ..Side::default()
+    };
+    let mut edge = Side {
+        send: true,
+        abort_after_fin: true,
+        ..Side::default()
+    };
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
+    assert!(done, "the client's tunnel never closed");
+    check_reader(&client, &edge, net.stats);
+    assert_eq!(net.edge.stats().tunnels, 0);
+    assert_eq!(net.client.stats().tunnels, 0);
+}
+
+#[test]
+fn an_edge_abort_after_its_finish_survives_loss_and_reordering() {
+    let mut net = pair(&[], None);
+    net.link = Link {
+        loss: 0.05,
+        reorder: 0.05,
+        ..Link::default()
+    };
+    let mut client = Side {
+        open: true,
+        ..Side::default()
+    };
+    let mut edge = Side {
+        send: true,
+        abort_after_fin: true,
+        ..Side::default()
+    };
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
+    assert!(done, "the client's tunnel never closed: {:?}", net.stats);
+    assert!(net.stats.lost > 0, "{:?}", net.stats);
+    check_reader(&client, &edge, net.stats);
+}
+
+#[test]
+fn a_client_abort_after_its_finish_delivers_every_byte_and_the_fin() {
+    let mut net = pair(&[], None);
+    let mut client = Side {
+        open: true,
+        send: true,
+        abort_after_fin: true,
+        ..Side::default()
+    };
+    let mut edge = Side::default();
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |_, e| e.closed.is_some());
+    assert!(done, "the edge's tunnel never closed");
+    check_reader(&edge, &client, net.stats);
+    assert_eq!(net.client.stats().tunnels, 0);
+}
+
+#[test]
+fn an_abort_before_the_finish_still_resets_at_once() {
+    // Without a FIN the abort resets our direction: the peer's tunnel ends as reset
+    // without waiting for bytes that will never come.
+    let mut net = pair(&[], None);
+    let mut client = Side {
+        open: true,
+        ..Side::default()
+    };
+    let mut edge = EdgeAbortsNow::default();
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| {
+        c.closed.is_some() || c.refused.is_some()
+    });
+    assert!(done, "the client's tunnel never ended");
+    assert!(!client.fin_received);
+    // The reset may overtake the 200 (a refusal) or not (a close): a reset either way.
+    let code = H3_CONNECT_ERROR;
+    match (&client.closed, &client.refused) {
+        (Some(CloseReason::Reset { code: seen }), None)
+        | (None, Some(veil_engine::RefusedReason::Reset { code: seen })) => {
+            assert_eq!(*seen, code);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Accepts, sends a little, aborts without finishing.
+#[derive(Default)]
+struct EdgeAbortsNow {
+    id: Option<TunnelId>,
+}
+
+impl Host for EdgeAbortsNow {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        if let Event::TunnelRequest { tunnel, .. } = event {
+            endpoint.accept_tunnel(tunnel).expect("accept");
+            self.id = Some(tunnel);
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
+        let Some(id) = self.id.take() else {
+            return false;
+        };
+        let _ = endpoint.tunnel_send(id, b"partial").expect("send");
+        endpoint.tunnel_abort(id).expect("abort");
+        true
+    }
+}
