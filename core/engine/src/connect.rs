@@ -47,10 +47,12 @@ impl Rejection {
 
     /// 400: the request is not a well-formed CONNECT.
     pub(crate) const BAD_REQUEST: Self = Self::with_error(400, ProxyErrorType::HttpRequestError);
-    /// 407: no credentials.
+    /// 407: no credentials; the challenge names the scheme the edge takes.
+    //# RFC 9209 §2.3.17: "http_request_denied ... The HTTP request was rejected by the
+    //# intermediary ... based upon its configuration and/or policy settings."
     const AUTH_REQUIRED: Self = Self {
         status: 407,
-        proxy_error: None,
+        proxy_error: Some(ProxyErrorType::HttpRequestDenied),
         challenge: true,
     };
     /// 403: credentials that match no configured token.
@@ -519,8 +521,10 @@ mod tests {
         assert_eq!(headers[1].value(), b"veil;error=dns_error");
         let headers = rejection_headers(Rejection::AUTH_REQUIRED);
         assert_eq!(headers[0].value(), b"407");
-        assert_eq!(headers[1].name(), b"proxy-authenticate");
-        assert_eq!(headers[1].value(), b"Bearer");
+        assert_eq!(headers[1].name(), b"proxy-status");
+        assert_eq!(headers[1].value(), b"veil;error=http_request_denied");
+        assert_eq!(headers[2].name(), b"proxy-authenticate");
+        assert_eq!(headers[2].value(), b"Bearer");
     }
 
     #[test]

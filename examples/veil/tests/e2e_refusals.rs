@@ -198,14 +198,14 @@ fn a_wrong_token_is_http_403_and_socks_reply_2_and_no_token_is_a_local_502() -> 
         "absolute form, wrong token: {attempt}"
     );
 
-    // No token: the edge answers 407 (without a Proxy-Status), which the local client
-    // cannot fix by authenticating to the local proxy, so it says 502 itself.
+    // No token: the edge answers 407 with its Proxy-Status, which the local client cannot
+    // fix by authenticating to the local proxy: 502, passing the edge's member on.
     let missing = Client::start(dir.path(), edge.addr(), &["--pin", edge.pin()?])?;
     let proxy = missing.http_proxy();
     let attempt = Attempt::run(&["--proxy", &proxy, "--proxytunnel"], &url)?;
     ensure!(
         attempt.connect_code == "502"
-            && attempt.has_refusal("HTTP/1.1 502 Bad Gateway", "veil-client"),
+            && attempt.has_refusal("HTTP/1.1 502 Bad Gateway", "veil;error=http_request_denied"),
         "CONNECT, no token: {attempt}"
     );
     ensure!(

@@ -69,7 +69,7 @@ fn every_host_refusal_reaches_the_client_with_its_status_and_proxy_status() {
 fn a_missing_token_is_407_a_wrong_one_403_and_the_right_one_opens() {
     let mut net = pair(&["right", "other"], None);
     let (reason, edge) = refusal_of(&mut net, target("echo.test", 443));
-    assert_eq!(reason, status(407, None));
+    assert_eq!(reason, status(407, Some(ProxyErrorType::HttpRequestDenied)));
     assert!(edge.requests.is_empty());
 
     let mut net = pair(&["right", "other"], Some("wrong"));
