@@ -12,22 +12,13 @@ use veil_engine::{Host, Refusal, TunnelTarget};
 use crate::driver::Command;
 
 /// Resolves `target`, asks the driver which address egress policy allows, and connects to
-/// it. Resolution and connection each get `timeout`.
+/// it ([`allowed_address`]). Resolution and connection each get `timeout`.
 pub(crate) async fn dial(
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let addrs = resolve(target, timeout).await?;
-    let (reply, allowed) = oneshot::channel();
-    commands
-        .send(Command::CheckEgress { addrs, reply })
-        .map_err(|_| Refusal::Internal)?;
-    // The address that passed the check is the one dialled: no second lookup can swap it.
-    let addr = allowed
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .ok_or(Refusal::Prohibited)?;
+    let addr = allowed_address(target, commands, timeout).await?;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(connect_refusal(&e)),
@@ -36,6 +27,25 @@ pub(crate) async fn dial(
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Resolves `target` (within `timeout`) and asks the driver which of its addresses the
+/// engine's egress policy allows: the first allowed one, or `Prohibited`. The caller uses
+/// exactly this address, so that no second lookup can swap in one that was not checked.
+pub(crate) async fn allowed_address(
+    target: &TunnelTarget,
+    commands: &mpsc::UnboundedSender<Command>,
+    timeout: Duration,
+) -> Result<SocketAddr, Refusal> {
+    let addrs = resolve(target, timeout).await?;
+    let (reply, allowed) = oneshot::channel();
+    commands
+        .send(Command::CheckEgress { addrs, reply })
+        .map_err(|_| Refusal::Internal)?;
+    allowed
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .ok_or(Refusal::Prohibited)
 }
 
 /// The addresses of `target`: the literal itself, or what the system resolver answers.

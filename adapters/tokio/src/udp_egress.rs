@@ -13,7 +13,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use veil_engine::{Refusal, TunnelTarget};
 
 use crate::dial;
@@ -38,16 +38,7 @@ pub(crate) async fn connect(
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<Egress, Refusal> {
-    let addrs = dial::resolve(target, timeout).await?;
-    let (reply, allowed) = oneshot::channel();
-    commands
-        .send(Command::CheckEgress { addrs, reply })
-        .map_err(|_| Refusal::Internal)?;
-    // The address that passed the check is the one used: no second lookup can swap it.
-    let addr = allowed
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .ok_or(Refusal::Prohibited)?;
+    let addr = dial::allowed_address(target, commands, timeout).await?;
     connected_socket(addr)
         .and_then(UdpIo::from_std)
         .map(|socket| Egress {

@@ -1529,7 +1529,7 @@ impl World {
                 return;
             }
             Auth::NoToken => {
-                assert_eq!(seen, (407, None));
+                assert_eq!(seen, (407, Some(ProxyErrorType::HttpRequestDenied)));
                 return;
             }
             Auth::Open | Auth::Token => {}
