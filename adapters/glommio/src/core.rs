@@ -199,9 +199,11 @@ async fn watch_stop(core: Rc<Core>, mut stop: watch::Receiver<Option<Duration>>)
             tunnels = state.tunnels.len(),
             "draining"
         );
-        state.phase = Phase::Draining {
-            until: Instant::now() + drain,
-        };
+        let now = Instant::now();
+        // HTTP/3 GOAWAY: clients open new tunnels elsewhere, and requests past it are
+        // rejected unprocessed by the engine.
+        state.endpoint.go_away(now);
+        state.phase = Phase::Draining { until: now + drain };
     }
     drop(state);
     core.work.notify();
@@ -320,12 +322,9 @@ impl Core {
                 target,
                 client,
             } => {
+                // While draining, the engine reports only requests that were in flight
+                // when its GOAWAY went out: GOAWAY promised to process them.
                 let mut state = self.state.borrow_mut();
-                if state.phase != Phase::Running {
-                    // The edge is going away; 503 tells the client to try elsewhere.
-                    refuse(&mut state.endpoint, tunnel, Refusal::ConnectionLimit);
-                    return;
-                }
                 state.dialing += 1;
                 drop(state);
                 tracing::debug!(core, ?tunnel, %target, peer = %client.peer, "tunnel requested");

@@ -304,6 +304,7 @@ impl Driver {
 
     /// Edge: a CONNECT passed the engine's checks; resolve, check egress and dial in a
     /// task of its own.
+    ///
     /// While draining, the engine reports only requests that were in flight when its GOAWAY
     /// went out (it rejects later ones itself): GOAWAY promised to process them.
     fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {

@@ -703,6 +703,15 @@ enum veil_result veil_endpoint_poll_event(struct veil_endpoint *endpoint, struct
 enum veil_result veil_endpoint_check_egress(const struct veil_endpoint *endpoint,
                                             const struct veil_sockaddr *addr);
 
+// Edge: starts a graceful drain. Sends HTTP/3 GOAWAY on every connection, accepts no
+// new connections, and rejects later requests unprocessed (`H3_REQUEST_REJECTED`: the
+// client retries them elsewhere); open tunnels carry on. Call `veil_endpoint_close`
+// when they are done or the drain's deadline passes. A client: no-op.
+//
+// # Safety
+// `endpoint` must be NULL or live.
+enum veil_result veil_endpoint_go_away(struct veil_endpoint *endpoint, uint64_t now_ns);
+
 // Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason`
 // (`reason_len` bytes, may be 0) on every connection; a client stops reconnecting and
 // refuses waiting tunnels. Keep polling until `veil_endpoint_is_closed` says so.

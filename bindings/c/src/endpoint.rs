@@ -480,6 +480,27 @@ pub unsafe extern "C" fn veil_endpoint_check_egress(
     unsafe { with_endpoint_ref(endpoint, body) }
 }
 
+/// Edge: starts a graceful drain. Sends HTTP/3 GOAWAY on every connection, accepts no
+/// new connections, and rejects later requests unprocessed (`H3_REQUEST_REJECTED`: the
+/// client retries them elsewhere); open tunnels carry on. Call `veil_endpoint_close`
+/// when they are done or the drain's deadline passes. A client: no-op.
+///
+/// # Safety
+/// `endpoint` must be NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_go_away(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let now = endpoint.clock.instant(now_ns);
+        endpoint.engine.go_away(now);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
 /// Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason`
 /// (`reason_len` bytes, may be 0) on every connection; a client stops reconnecting and
 /// refuses waiting tunnels. Keep polling until `veil_endpoint_is_closed` says so.

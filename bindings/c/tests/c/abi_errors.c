@@ -86,6 +86,7 @@ static void null_handles(void) {
     CHECK_RESULT(veil_endpoint_tunnel_send(NULL, 0, buf, 1, &n), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_tunnel_recv(NULL, 0, buf, 1, &n, &fin), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_close(NULL, 0, 0, NULL, 0), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_go_away(NULL, 0), VEIL_ERR_NULL);
 }
 
 static void bad_config(void) {
@@ -319,6 +320,9 @@ static void tunnels_in_memory(void) {
 
     /* Graceful close of both. */
     uint64_t now = now_ns();
+    /* GOAWAY first, as a draining edge does; a client has nothing to drain. */
+    CHECK_RESULT(veil_endpoint_go_away(edge, now), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_go_away(client, now), VEIL_OK);
     CHECK_RESULT(veil_endpoint_close(client, now, 0, (const uint8_t *)"done", 4), VEIL_OK);
     CHECK_RESULT(veil_endpoint_close(edge, now, 0, NULL, 0), VEIL_OK);
     CHECK_RESULT(veil_endpoint_open_tunnel(client, now, "example.com", 80, &tunnel),
