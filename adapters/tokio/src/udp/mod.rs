@@ -149,9 +149,11 @@ impl UdpIo {
             segment_size,
             src_ip: None,
         };
-        let sent = self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
-        });
+        // Straight to the kernel, not through `try_io`: tokio may not have seen the socket
+        // writable yet (a fresh socket, before the reactor's first poll), and `try_io` would
+        // then say "would block" without trying. A send buffer that is really full says so
+        // itself.
+        let sent = self.state.try_send((&self.socket).into(), &transmit);
         if let Err(e) = &sent {
             tracing::trace!(%to, error = %e, "datagram not sent");
         }
