@@ -26,10 +26,18 @@ fn main() -> ExitCode {
             Err(e) => return exit(Err(e)),
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match veil_cli::config::tokio_threads(&cli) {
+        Ok(threads) => threads,
+        Err(e) => return exit(Err(e)),
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("veil: cannot start the runtime: {e}");
