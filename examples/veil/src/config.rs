@@ -103,7 +103,7 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
-    /// tokio, multi-threaded, one socket (veil-tokio).
+    /// tokio, one socket (veil-tokio); one thread unless --threads says more.
     #[default]
     Tokio,
     /// glommio, thread-per-core, one socket per core (veil-glommio, Linux only).
