@@ -3,7 +3,9 @@
 
 use std::ffi::{c_char, c_int};
 
-use veil_engine::{Host, Refusal, TunnelId, TunnelKind, TunnelTarget};
+use std::time::Instant;
+
+use veil_engine::{Endpoint, Host, OpenError, Refusal, TunnelId, TunnelKind, TunnelTarget};
 
 use crate::endpoint::{veil_endpoint, with_endpoint};
 use crate::ptr;
@@ -127,18 +129,8 @@ pub unsafe extern "C" fn veil_endpoint_open_tunnel(
     port: u16,
     tunnel: *mut u64,
 ) -> veil_result {
-    let body = |endpoint: &mut veil_endpoint| {
-        let out = ptr::out(tunnel)?;
-        // SAFETY: the caller promises a NUL-terminated string.
-        let target = unsafe { target(host, port) }?;
-        let now = endpoint.clock().instant(now_ns);
-        let id = endpoint.engine().open_tunnel(now, &target)?;
-        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
-        unsafe { ptr::put(out, id.0) };
-        Ok(VEIL_OK)
-    };
     // SAFETY: the caller's promises are forwarded.
-    unsafe { with_endpoint(endpoint, body) }
+    unsafe { open_with(endpoint, now_ns, host, port, tunnel, Endpoint::open_tunnel) }
 }
 
 /// Sends up to `len` bytes on an open tunnel and writes how many were taken to `*taken`.
@@ -283,12 +275,37 @@ pub unsafe extern "C" fn veil_endpoint_open_udp_tunnel(
     port: u16,
     tunnel: *mut u64,
 ) -> veil_result {
+    // SAFETY: the caller's promises are forwarded.
+    unsafe {
+        open_with(
+            endpoint,
+            now_ns,
+            host,
+            port,
+            tunnel,
+            Endpoint::open_udp_tunnel,
+        )
+    }
+}
+
+/// Both opens: checks the arguments, opens with `open`, writes the id to `*tunnel`.
+///
+/// # Safety
+/// As `veil_endpoint_open_tunnel`.
+unsafe fn open_with(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+    host: *const c_char,
+    port: u16,
+    tunnel: *mut u64,
+    open: fn(&mut Endpoint, Instant, &TunnelTarget) -> Result<TunnelId, OpenError>,
+) -> veil_result {
     let body = |endpoint: &mut veil_endpoint| {
         let out = ptr::out(tunnel)?;
         // SAFETY: the caller promises a NUL-terminated string.
         let target = unsafe { target(host, port) }?;
         let now = endpoint.clock().instant(now_ns);
-        let id = endpoint.engine().open_udp_tunnel(now, &target)?;
+        let id = open(endpoint.engine(), now, &target)?;
         // SAFETY: checked non-NULL and aligned; writable as the caller promises.
         unsafe { ptr::put(out, id.0) };
         Ok(VEIL_OK)

@@ -265,6 +265,34 @@ fn push(
     }
 }
 
+/// A server's next input: datagrams (the first ones accept the one connection) or the
+/// connection's timer.
+pub(super) async fn server_input(
+    udp: &UdpIo,
+    config: &mut quiche::Config,
+    bufs: &mut RecvBufs,
+    conn: &mut Option<quiche::Connection>,
+) -> anyhow::Result<()> {
+    let timeout = conn.as_ref().and_then(quiche::Connection::timeout_instant);
+    tokio::select! {
+        count = udp.recv(bufs) => {
+            let count = count?;
+            if conn.is_none() {
+                *conn = accept(udp, config, bufs, count)?;
+            }
+            if let Some(conn) = conn.as_mut() {
+                feed(conn, bufs, count, udp.local_addr());
+            }
+        }
+        () = sleep_until(timeout) => {
+            if let Some(conn) = conn.as_mut() {
+                conn.on_timeout();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The server: accepts one connection and reads every stream to its FIN.
 async fn server_loop(
     udp: &UdpIo,
@@ -277,23 +305,7 @@ async fn server_loop(
     let mut conn: Option<quiche::Connection> = None;
     let mut counts: HashMap<u64, u64> = HashMap::new();
     loop {
-        let timeout = conn.as_ref().and_then(quiche::Connection::timeout_instant);
-        tokio::select! {
-            count = udp.recv(&mut bufs) => {
-                let count = count?;
-                if conn.is_none() {
-                    conn = accept(udp, config, &mut bufs, count)?;
-                }
-                if let Some(conn) = conn.as_mut() {
-                    feed(conn, &mut bufs, count, udp.local_addr());
-                }
-            }
-            () = sleep_until(timeout) => {
-                if let Some(conn) = conn.as_mut() {
-                    conn.on_timeout();
-                }
-            }
-        }
+        server_input(udp, config, &mut bufs, &mut conn).await?;
         let Some(conn) = conn.as_mut() else { continue };
         for stream in conn.readable() {
             loop {

@@ -20,8 +20,8 @@ use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
 use super::load::{Generator, Step, StepResult};
 use super::raw::{
-    accept, bind, client_tls, connect, feed, quiche_config, send_all, server_tls, sleep_until,
-    spawn_side,
+    bind, client_tls, connect, feed, quiche_config, send_all, server_input, server_tls,
+    sleep_until, spawn_side,
 };
 
 /// Largest DATAGRAM payload either side reads.
@@ -181,23 +181,7 @@ async fn server_loop(udp: &UdpIo, config: &mut quiche::Config) -> anyhow::Result
     let mut packet = vec![0; DGRAM_BUF_LEN];
     let mut conn: Option<quiche::Connection> = None;
     loop {
-        let timeout = conn.as_ref().and_then(quiche::Connection::timeout_instant);
-        tokio::select! {
-            count = udp.recv(&mut bufs) => {
-                let count = count?;
-                if conn.is_none() {
-                    conn = accept(udp, config, &mut bufs, count)?;
-                }
-                if let Some(conn) = conn.as_mut() {
-                    feed(conn, &mut bufs, count, udp.local_addr());
-                }
-            }
-            () = sleep_until(timeout) => {
-                if let Some(conn) = conn.as_mut() {
-                    conn.on_timeout();
-                }
-            }
-        }
+        server_input(udp, config, &mut bufs, &mut conn).await?;
         let Some(conn) = conn.as_mut() else { continue };
         while let Ok(len) = conn.dgram_recv(&mut packet) {
             // A full send queue drops the echo: the client counts it lost.
