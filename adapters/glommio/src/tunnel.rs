@@ -7,17 +7,23 @@
 //! client back; towards the client, it reads TCP only after the engine took the previous
 //! chunk, so TCP flow control holds the target back. Target EOF → FIN, target failure →
 //! tunnel reset; tunnel FIN → TCP half-close, tunnel reset → TCP RST.
+//!
+//! A client that finished its direction and then stopped ours (`STOP_SENDING`: its
+//! application reset after sending everything) is not a reset for the target: every byte
+//! and the FIN are written, and the target connection closes cleanly after a lingering
+//! read (see [`linger`]).
 
 use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
 use veil_engine::{Host, Recv, Refusal, TunnelId, TunnelTarget};
 
 use crate::core::Core;
@@ -25,6 +31,12 @@ use crate::signal::Signal;
 
 /// Bytes moved at once in each direction.
 const CHUNK: usize = 64 * 1024;
+
+/// A lingering close reads (and discards) what the target still sends for at most this
+/// long in all, and at most [`LINGER_IDLE`] without a byte.
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+/// See [`LINGER_TOTAL`].
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// How the driver tells a tunnel's relay what the engine did.
 #[derive(Debug, Default)]
@@ -134,14 +146,39 @@ fn connect_refusal(error: &io::Error) -> Refusal {
 /// Relays between `stream` and the tunnel until both directions ended.
 async fn relay(core: &Rc<Core>, tunnel: TunnelId, signals: &Rc<TunnelSignals>, stream: TcpStream) {
     let fd = stream.as_raw_fd();
-    let (reader, writer) = futures_lite::io::split(stream);
-    let upstream = to_client(core, tunnel, signals, reader);
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let upstream = to_client(core, tunnel, signals, &mut reader);
     let downstream = to_target(core, tunnel, signals, writer);
     let (up, down) = future::zip(upstream, downstream).await;
-    if signals.was_reset() || up.is_err() || down.is_err() {
+    // The client's bytes and FIN are all written, and only our direction was refused: the
+    // client stopped it (or its connection went) after finishing. A reset would make the
+    // kernel drop whatever the target has not read yet.
+    let peer_stopped = down.is_ok() && matches!(up, Err(Stopped::Tunnel));
+    if peer_stopped {
+        linger(&mut reader).await;
+    } else if signals.was_reset() || up.is_err() || down.is_err() {
         reset_on_close(fd);
     }
-    tracing::debug!(?tunnel, ?up, ?down, "relay ended");
+    tracing::debug!(?tunnel, ?up, ?down, peer_stopped, "relay ended");
+}
+
+/// Reads and discards what the target sends until it closes, fails, or the linger bounds
+/// pass, so that closing afterwards finds nothing unread: Linux answers a close with
+/// unread bytes with RST, which drops what the target has not read of ours.
+async fn linger(reader: &mut ReadHalf<TcpStream>) {
+    let give_up = Instant::now() + LINGER_TOTAL;
+    let mut discard = vec![0; 16 * 1024];
+    loop {
+        let idle = LINGER_IDLE.min(give_up.saturating_duration_since(Instant::now()));
+        let read = future::or(async { Some(reader.read(&mut discard).await) }, async {
+            Timer::new(idle).await;
+            None
+        })
+        .await;
+        if !matches!(read, Some(Ok(len)) if len > 0) {
+            return;
+        }
+    }
 }
 
 /// Why a direction stopped early.
@@ -158,7 +195,7 @@ async fn to_client(
     core: &Core,
     tunnel: TunnelId,
     signals: &TunnelSignals,
-    mut reader: ReadHalf<TcpStream>,
+    reader: &mut ReadHalf<TcpStream>,
 ) -> Result<(), Stopped> {
     let mut buf = vec![0; CHUNK];
     loop {

@@ -17,8 +17,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
-    CloseReason, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError,
-    TunnelId, TunnelTarget,
+    Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError, TunnelId,
+    TunnelTarget,
 };
 
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
@@ -82,9 +82,26 @@ struct Slot {
     pending: VecDeque<Bytes>,
     /// The engine took less than offered; wait for `TunnelWritable`.
     blocked: bool,
-    /// The task finished its side; send FIN once `pending` is empty.
-    finish_requested: bool,
-    finished: bool,
+    write: WriteSide,
+}
+
+/// Where the host's direction of a tunnel stands in the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteSide {
+    Open,
+    /// The task finished its side; the FIN goes to the engine once `pending` is empty.
+    /// `then_abort`: the task aborted after finishing, and the abort waits for the FIN, so
+    /// that it stops only the peer's direction (as `Endpoint::tunnel_abort` does after a
+    /// finish) rather than resetting bytes the task had handed over before its FIN.
+    Finishing {
+        then_abort: bool,
+    },
+    /// The FIN went to the engine.
+    Finished,
+    /// The peer stopped this direction (`STOP_SENDING`) while its own goes on: the task's
+    /// bytes are discarded and their credit returned, and the tunnel ends when the peer's
+    /// FIN is read.
+    Stopped,
 }
 
 /// Where shutdown stands.
@@ -292,10 +309,7 @@ impl Driver {
                     port.close();
                 }
                 if let Some(slot) = self.tunnels.remove(&tunnel) {
-                    match reason {
-                        CloseReason::Finished => slot.port.close(),
-                        _ => slot.port.reset(),
-                    }
+                    slot.port.closed(reason);
                 }
             }
             other => tracing::debug!(event = ?other, "unhandled engine event"),
@@ -414,8 +428,7 @@ impl Driver {
                 port,
                 pending: VecDeque::new(),
                 blocked: false,
-                finish_requested: false,
-                finished: false,
+                write: WriteSide::Open,
             },
         );
         handle
@@ -426,17 +439,23 @@ impl Driver {
             Command::Open { target, reply } => self.on_open(&target, reply),
             Command::Data { tunnel, bytes } => {
                 if let Some(slot) = self.tunnels.get_mut(&tunnel) {
+                    if slot.write == WriteSide::Stopped {
+                        slot.port.release(bytes.len());
+                        return;
+                    }
                     slot.pending.push_back(bytes);
                     self.write_tunnel(tunnel);
                 }
             }
             Command::Finish { tunnel } => {
                 if let Some(slot) = self.tunnels.get_mut(&tunnel) {
-                    slot.finish_requested = true;
-                    self.write_tunnel(tunnel);
+                    if slot.write == WriteSide::Open {
+                        slot.write = WriteSide::Finishing { then_abort: false };
+                        self.write_tunnel(tunnel);
+                    }
                 }
             }
-            Command::Abort { tunnel } => self.abort(tunnel),
+            Command::Abort { tunnel } => self.on_abort(tunnel),
             Command::Wake { tunnel } => self.read_tunnel(tunnel),
             Command::CheckEgress { addrs, reply } => {
                 let allowed = addrs
@@ -557,6 +576,18 @@ impl Driver {
         }
     }
 
+    /// The task aborted its tunnel. After a finish whose FIN still waits behind pending
+    /// bytes, the abort waits for that FIN (see [`WriteSide::Finishing`]).
+    fn on_abort(&mut self, tunnel: TunnelId) {
+        if let Some(slot) = self.tunnels.get_mut(&tunnel) {
+            if let WriteSide::Finishing { then_abort } = &mut slot.write {
+                *then_abort = true;
+                return;
+            }
+        }
+        self.abort(tunnel);
+    }
+
     /// Resets a tunnel whose local side failed or went away.
     fn abort(&mut self, tunnel: TunnelId) {
         if let Some(slot) = self.tunnels.remove(&tunnel) {
@@ -589,18 +620,32 @@ impl Driver {
                         return;
                     }
                 }
+                Err(TunnelError::WriteClosed) => return Self::write_stopped(slot),
                 Err(e) => {
                     tracing::debug!(?tunnel, error = %e, "tunnel send failed");
                     return self.abort(tunnel);
                 }
             }
         }
-        if slot.finish_requested && !slot.finished {
-            slot.finished = true;
-            if let Err(e) = self.endpoint.tunnel_finish(tunnel) {
-                tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
-            }
+        let WriteSide::Finishing { then_abort } = slot.write else {
+            return;
+        };
+        slot.write = WriteSide::Finished;
+        match self.endpoint.tunnel_finish(tunnel) {
+            Err(TunnelError::WriteClosed) => Self::write_stopped(slot),
+            Err(e) => tracing::debug!(?tunnel, error = %e, "tunnel finish failed"),
+            Ok(()) if then_abort => self.abort(tunnel),
+            Ok(()) => {}
         }
+    }
+
+    /// The peer stopped the host's direction while its own goes on (the engine keeps
+    /// reading it to the FIN): drop what waits, give its credit back, and from now on
+    /// discard what the task sends.
+    fn write_stopped(slot: &mut Slot) {
+        let dropped: usize = slot.pending.drain(..).map(|bytes| bytes.len()).sum();
+        slot.port.release(dropped);
+        slot.write = WriteSide::Stopped;
     }
 
     /// Moves received bytes to the tunnel's reader while it has room. Stops when the
@@ -629,7 +674,7 @@ impl Driver {
             }
             if let Some(permit) = permit {
                 let bytes = Bytes::copy_from_slice(self.recv_chunk.get(..len).unwrap_or_default());
-                permit.send(Chunk { bytes, fin });
+                slot.port.deliver(permit, Chunk { bytes, fin });
             }
             if fin {
                 return;

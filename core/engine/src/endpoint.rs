@@ -163,6 +163,9 @@ struct Conn {
     /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
     /// by quiche's full receive queue.
     datagrams_taken: usize,
+    /// quiche's count of `STOP_SENDING` frames received, as of the last look (see
+    /// `Endpoint::notice_stops`).
+    stops_seen: u64,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
 }
@@ -892,6 +895,7 @@ impl Endpoint {
                 accepting: Vec::new(),
                 keep_alive_at: None,
                 datagrams_taken: 0,
+                stops_seen: 0,
                 timer: None,
             },
         );
@@ -963,6 +967,7 @@ impl Endpoint {
         self.poll_h3(handle);
         self.take_quic_datagrams(now, handle);
         self.retry_responses(handle);
+        self.notice_stops(handle);
         self.poll_writable(handle);
         // A GOAWAY may have retired the current connection: waiting tunnels need another.
         self.client_connect(now);

@@ -353,6 +353,58 @@ async fn a_target_reset_resets_the_client_connection() {
     .await;
 }
 
+/// A target like an HTTP server that answers before reading the whole request: it writes
+/// its answer, half-closes, and closes with the rest of the request unread, which makes the
+/// kernel reset the connection. The edge must not turn that reset into a loss of the answer
+/// (it finishes the tunnel, then only stops the client's direction), and the client must
+/// deliver the whole answer and EOF before it closes the application's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_a_reset_arrives_whole() {
+    const ANSWER: usize = 1024 * 1024;
+    within(async {
+        let rig = Rig::start(TOKEN, None).await;
+        let listener = TcpListener::bind(loopback()).await.expect("bind");
+        let target = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = [0; 5];
+            stream.read_exact(&mut head).await.expect("read the head");
+            stream.write_all(&payload(ANSWER)).await.expect("answer");
+            stream.shutdown().await.expect("half-close");
+            // Long enough for the answer to leave this socket (it fits in the tunnel's
+            // windows); then close with the upload unread: RST.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(stream);
+        });
+        let outcome =
+            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", target.port(), None)
+                .await
+                .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        // The application keeps uploading until it has read the answer; the target never
+        // reads past the head.
+        let upload = tokio::spawn(async move {
+            wr.write_all(b"head:").await.expect("write the head");
+            let body = payload(64 * 1024);
+            while wr.write_all(&body).await.is_ok() {}
+        });
+        // Read only after the target's reset: the answer waits in the tunnel meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut answer = Vec::new();
+        rd.read_to_end(&mut answer)
+            .await
+            .expect("the answer ends with EOF, not a reset");
+        upload.abort();
+        assert_eq!(answer.len(), ANSWER, "the whole answer arrived");
+        assert!(answer == payload(ANSWER), "the answer arrived intact");
+        rig.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_resets_tunnels_still_open_after_the_drain() {
     within(async {

@@ -230,3 +230,70 @@ impl Host for EdgeAbortsNow {
         true
     }
 }
+
+#[test]
+fn a_stop_after_the_peers_fin_was_read_closes_the_tunnel_at_once() {
+    // The client reads the edge's bytes and FIN and has nothing to send; then the edge
+    // aborts (a stop of the client's direction). The client must hear of it without
+    // sending: by the time it sends, quiche may have forgotten the stream.
+    let mut net = pair(&[], None);
+    let mut client = Side {
+        open: true,
+        ..Side::default()
+    };
+    let mut edge = FinishesThenStops::default();
+    let read = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.fin_received);
+    assert!(read, "the client never read the FIN: {:?}", net.stats);
+    assert_eq!(client.closed, None);
+    edge.stop = true;
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
+    assert!(done, "the client's tunnel never closed: {:?}", net.stats);
+    assert_eq!(
+        client.closed,
+        Some(CloseReason::Reset {
+            code: H3_CONNECT_ERROR
+        })
+    );
+    assert_eq!(client.received, FEW);
+    assert_eq!(net.client.stats().tunnels, 0);
+}
+
+/// What [`FinishesThenStops`] sends before its FIN.
+const FEW: &[u8] = b"answer";
+
+/// Accepts, sends [`FEW`] and FIN; aborts (which only stops the peer's direction) once
+/// `stop` is set.
+#[derive(Default)]
+struct FinishesThenStops {
+    id: Option<TunnelId>,
+    finished: bool,
+    stop: bool,
+    stopped: bool,
+}
+
+impl Host for FinishesThenStops {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        if let Event::TunnelRequest { tunnel, .. } = event {
+            endpoint.accept_tunnel(tunnel).expect("accept");
+            self.id = Some(tunnel);
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
+        let Some(id) = self.id else {
+            return false;
+        };
+        if !self.finished {
+            assert_eq!(endpoint.tunnel_send(id, FEW).expect("send"), FEW.len());
+            endpoint.tunnel_finish(id).expect("finish");
+            self.finished = true;
+            return true;
+        }
+        if self.stop && !self.stopped {
+            endpoint.tunnel_abort(id).expect("abort");
+            self.stopped = true;
+            return true;
+        }
+        false
+    }
+}

@@ -256,11 +256,15 @@ impl Drop for Proc {
 
 /// Environment of every veil process: info logs (the edge's `QUIC connection established`
 /// lines are counted), no colours in the log files.
+/// `veil SUBCOMMAND`, logging at `info`, or as `VEIL_TEST_LOG` says (a `RUST_LOG`
+/// filter: `VEIL_TEST_LOG=veil_tokio=debug cargo test ...` shows the tunnels' ends in the
+/// diagnostics of a failed test).
 fn veil_command(subcommand: &str) -> Command {
     let mut command = Command::new(veil_bin());
+    let filter = std::env::var("VEIL_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
     command
         .arg(subcommand)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", filter)
         .env("NO_COLOR", "1");
     command
 }
