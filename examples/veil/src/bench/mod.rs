@@ -294,9 +294,16 @@ impl Goodput {
             .max(self.proxied.len());
         let raw_median = median(&rates(&self.raw));
         let raw_cost = median(&costs(&self.raw));
+        let busy = |samples: &[Sample]| -> Vec<f64> {
+            samples
+                .iter()
+                .map(|s| s.cpu.as_secs_f64() / s.elapsed.as_secs_f64().max(f64::EPSILON))
+                .collect()
+        };
         let mut out = format!(
-            "| goodput, {} MiB per transfer, median of {rounds} rounds | MiB/s | Gbit/s | range MiB/s | ÷ raw quiche | CPU s per GiB, all processes | ÷ raw quiche |\n|---|---|---|---|---|---|---|\n",
+            "| goodput, {} MiB per transfer, median of {rounds} rounds | MiB/s | Gbit/s | range MiB/s | ÷ raw quiche | CPU s per GiB, all processes | ÷ raw quiche | CPUs busy (of {}) |\n|---|---|---|---|---|---|---|---|\n",
             bytes / MIB,
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         );
         for (name, samples) in [
             ("direct TCP (app → sink)", &self.direct),
@@ -307,7 +314,9 @@ impl Goodput {
             ),
         ] {
             let (rates, costs) = (rates(samples), costs(samples));
-            let (Some(m), Some(cost)) = (median(&rates), median(&costs)) else {
+            let (Some(m), Some(cost), Some(busy)) =
+                (median(&rates), median(&costs), median(&busy(samples)))
+            else {
                 continue;
             };
             let (lo, hi) = range(&rates);
@@ -316,7 +325,7 @@ impl Goodput {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} |",
+                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} | {busy:.2} |",
                 gbit(m),
                 ratio(raw_median, m),
                 ratio(raw_cost, cost),
@@ -334,8 +343,37 @@ impl Goodput {
                 verdict(gbit(p) >= 1.0)
             );
         }
+        if let Some(line) = self.ceiling(bytes) {
+            out.push_str(&line);
+        }
         out.push('\n');
         out
+    }
+
+    /// What proxying cannot avoid on a machine where every path is CPU-bound: the raw
+    /// quiche transfer plus two TCP legs (app → client, edge → sink), each costing what the
+    /// direct TCP transfer costs (it is one such leg, both ends). The ratio of rates can
+    /// then reach at most raw ÷ (raw + 2 × direct) of CPU per GiB; what proxied costs beyond
+    /// that is veil's own (HTTP/3, engine, driver, relays).
+    fn ceiling(&self, bytes: u64) -> Option<String> {
+        let cost = |samples: &[Sample]| {
+            median(
+                &samples
+                    .iter()
+                    .map(|s| cpu_per_gib(bytes, s.cpu))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (direct, raw, proxied) = (cost(&self.direct)?, cost(&self.raw)?, cost(&self.proxied)?);
+        let floor = raw + 2.0 * direct;
+        let own = proxied - floor;
+        Some(format!(
+            "\nCPU per GiB that proxying cannot avoid: raw quiche + 2 × direct TCP = {floor:.2} s; \
+             when CPU-bound, proxied ÷ raw quiche can reach at most {:.2} here. veil's own \
+             share of the proxied cost: {own:.2} s per GiB ({:.0}%).\n",
+            raw / floor,
+            100.0 * own / proxied
+        ))
     }
 }
 
@@ -469,5 +507,28 @@ mod tests {
         let rate = mib_per_s(256 * MIB, Duration::from_secs(2));
         assert!((rate - 128.0).abs() < 1e-9);
         assert!((gbit(rate) - 1.073_741_824).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_ceiling_adds_two_tcp_legs_to_the_raw_cost() {
+        // CPU seconds per GiB: direct 0.5, raw 2.5, proxied 4.0.
+        let sample = |cpu_ms: u64| Sample {
+            elapsed: Duration::from_secs(1),
+            cpu: Duration::from_millis(cpu_ms),
+        };
+        let goodput = Goodput {
+            direct: vec![sample(500)],
+            raw: vec![sample(2500)],
+            proxied: vec![sample(4000)],
+        };
+        let line = goodput.ceiling(1 << 30).expect("all three paths");
+        assert!(line.contains("= 3.50 s"), "{line}");
+        assert!(line.contains("at most 0.71"), "{line}");
+        assert!(line.contains("0.50 s per GiB (12%)"), "{line}");
+        let without_direct = Goodput {
+            direct: Vec::new(),
+            ..goodput
+        };
+        assert_eq!(without_direct.ceiling(1 << 30), None);
     }
 }
