@@ -77,7 +77,10 @@ pub enum veil_close_reason {
     /// Both directions finished cleanly.
     VEIL_CLOSE_FINISHED = 1,
     /// The peer reset the stream with HTTP/3 error `error_code` (`0x010f`,
-    /// `H3_CONNECT_ERROR`: the far side's TCP connection was reset).
+    /// `H3_CONNECT_ERROR`: the far side's TCP connection was reset). When it comes after
+    /// `veil_tunnel_recv` reported the FIN, the peer had finished and then stopped reading
+    /// ours: every byte it sent was delivered, so close the local connection cleanly (read
+    /// and discard until it closes), not with RST, which would drop what it has not read.
     VEIL_CLOSE_RESET = 2,
     /// The QUIC connection carrying the tunnel closed.
     VEIL_CLOSE_CONNECTION_LOST = 3,

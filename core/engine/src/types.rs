@@ -205,6 +205,11 @@ pub enum CloseReason {
     Finished,
     /// The peer reset the stream (or asked us to stop sending) with this HTTP/3 error code;
     /// `H3_CONNECT_ERROR` (0x010f) means the target connection was reset.
+    ///
+    /// When it comes after `tunnel_recv` reported the FIN, the peer had finished its
+    /// direction and then stopped ours: everything it sent was delivered. A host then
+    /// closes its side cleanly (the tokio adapter half-closes, reads and discards until the
+    /// application closes), not with a TCP reset, which would drop what is still unread.
     Reset {
         /// The application error code from `RESET_STREAM` or `STOP_SENDING`.
         code: u64,
