@@ -568,9 +568,10 @@ mod tests {
     use super::*;
     use Direction::{Finished, TcpFailed, TunnelReset};
 
-    /// Runs `join_directions` with directions that end as given (`None`: never) and the driver's word already sent (`None`: not yet), many times: `select!`
-    /// polls its branches in a random order, and every order must give the same outcome.
-    /// `None`: the relay was still running after 50 ms.
+    /// Runs `join_directions` with directions that end as given (`None`: never) and the
+    /// driver's word already sent (`None`: not yet), many times: `select!` polls its
+    /// branches in a random order, and every order must give the same outcome. `None`: the
+    /// relay was still running after 50 ms.
     fn joined(
         up: Option<Direction>,
         down: Option<Direction>,
@@ -585,11 +586,15 @@ mod tests {
             .map(|_| {
                 runtime.block_on(async {
                     let (tell, mut ending) = oneshot::channel();
-                    // Held unsent until the end: a dropped sender means a clean close.
-                    let mut unsent = Some(tell);
-                    if let (Some(told), Some(tell)) = (told, unsent.take_if(|_| told.is_some())) {
-                        tell.send(told).expect("receiver alive");
-                    }
+                    // A word not sent is held to the end: a dropped sender means a clean
+                    // close.
+                    let unsent = match told {
+                        Some(told) => {
+                            tell.send(told).expect("receiver alive");
+                            None
+                        }
+                        None => Some(tell),
+                    };
                     let direction = |ends: Option<Direction>| async move {
                         match ends {
                             Some(direction) => direction,
