@@ -75,6 +75,17 @@ impl Rig {
         }
     }
 
+    /// A SOCKS5 connection through the client to `host:port`, past the handshake.
+    async fn connect(&self, host: &str, port: u16) -> TcpStream {
+        let outcome = fetch::socks5_connect(self.client.socks_addr(), host, port, None)
+            .await
+            .expect("handshake");
+        let SocksOutcome::Connected(stream) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        stream
+    }
+
     async fn stop(self) {
         self.client.shutdown().await.expect("client stops cleanly");
         self.edge.shutdown().await.expect("edge stops cleanly");
@@ -132,13 +143,7 @@ async fn socks5_connect_carries_bytes_and_half_close_both_ways() {
     within(async {
         let rig = Rig::start(TOKEN, None).await;
         let data = payload(3 * 1024 * 1024 + 17);
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
-                .await
-                .expect("handshake");
-        let SocksOutcome::Connected(stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
         let back = echo_round_trip(stream, &data).await;
         assert_eq!(back.len(), data.len());
         assert!(back == data, "echoed bytes differ");
@@ -153,13 +158,7 @@ async fn socks5_names_resolve_on_the_edge() {
         let rig = Rig::start(TOKEN, None).await;
         // `localhost` may resolve to ::1 first; the edge skips addresses outside its
         // allowlist and dials the first allowed one.
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "localhost", rig.echo.port(), None)
-                .await
-                .expect("handshake");
-        let SocksOutcome::Connected(stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let stream = rig.connect("localhost", rig.echo.port()).await;
         assert_eq!(echo_round_trip(stream, b"by name").await, b"by name");
         rig.stop().await;
     })
@@ -334,13 +333,7 @@ async fn a_target_reset_resets_the_client_connection() {
             stream.set_zero_linger().expect("SO_LINGER 0");
             drop(stream);
         });
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", target.port(), None)
-                .await
-                .expect("handshake");
-        let SocksOutcome::Connected(mut stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let mut stream = rig.connect("127.0.0.1", target.port()).await;
         stream.write_all(b"hello").await.expect("write");
         let mut buf = Vec::new();
         let error = stream
@@ -376,13 +369,7 @@ async fn an_answer_before_a_reset_arrives_whole() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             drop(stream);
         });
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", target.port(), None)
-                .await
-                .expect("handshake");
-        let SocksOutcome::Connected(stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let stream = rig.connect("127.0.0.1", target.port()).await;
         let (mut rd, mut wr) = stream.into_split();
         // The application keeps uploading until it has read the answer; the target never
         // reads past the head.
@@ -409,13 +396,7 @@ async fn an_answer_before_a_reset_arrives_whole() {
 async fn shutdown_resets_tunnels_still_open_after_the_drain() {
     within(async {
         let rig = Rig::start(TOKEN, None).await;
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
-                .await
-                .expect("handshake");
-        let SocksOutcome::Connected(mut stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let mut stream = rig.connect("127.0.0.1", rig.echo.port()).await;
         stream.write_all(b"ping").await.expect("write");
         let mut buf = [0; 4];
         stream.read_exact(&mut buf).await.expect("echo");
@@ -440,14 +421,7 @@ async fn a_stalled_tunnel_does_not_hold_up_another() {
         let rig = Rig::start(TOKEN, None).await;
         let size = 8 * 1024 * 1024;
         let host = rig.origin.addr().to_string();
-        let socks = rig.client.socks_addr();
-        let port = rig.origin.addr().port();
-        let outcome = fetch::socks5_connect(socks, "127.0.0.1", port, None)
-            .await
-            .expect("handshake");
-        let SocksOutcome::Connected(mut stalled) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let mut stalled = rig.connect("127.0.0.1", rig.origin.addr().port()).await;
         // Ask for 8 MiB and read none of it for now: the tunnel's buffers fill and flow
         // control stops the origin.
         stalled
@@ -457,12 +431,7 @@ async fn a_stalled_tunnel_does_not_hold_up_another() {
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let started = std::time::Instant::now();
-        let outcome = fetch::socks5_connect(socks, "127.0.0.1", rig.echo.port(), None)
-            .await
-            .expect("handshake");
-        let SocksOutcome::Connected(stream) = outcome else {
-            panic!("refused: {outcome:?}");
-        };
+        let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
         let data = payload(256 * 1024);
         assert!(echo_round_trip(stream, &data).await == data);
         assert!(started.elapsed() < Duration::from_secs(5));
