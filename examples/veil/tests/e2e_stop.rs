@@ -22,6 +22,13 @@ use veil_cli::fetch::{self, SocksOutcome};
 const REQUEST: usize = 1024 * 1024;
 /// Bound of the whole exchange on a busy machine.
 const EXCHANGE: Duration = Duration::from_secs(60);
+/// How long the application waits after its request before it resets: ample for the
+/// request to leave its socket (it fits in the tunnel's windows) even in a debug build.
+const APP_RESETS_AFTER: Duration = Duration::from_millis(500);
+/// When the target answers again, after the application's reset, counted from the accept.
+const TARGET_ANSWERS_AGAIN_AFTER: Duration = Duration::from_millis(1000);
+/// When the target starts reading the request, counted from that second answer.
+const TARGET_READS_AFTER: Duration = Duration::from_millis(900);
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
@@ -35,11 +42,11 @@ async fn slow_target(listener: TcpListener) -> anyhow::Result<Vec<u8>> {
     stream.write_all(b"early\n").await?;
     // After the application's reset: this answer is what the client's relay fails to
     // write, which makes it abort its finished tunnel.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(TARGET_ANSWERS_AGAIN_AFTER).await;
     stream.write_all(b"late\n").await?;
     // Read only now, and slowly: the request's tail waits in the tunnel and in the edge's
     // socket meanwhile, where a reset would drop it.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(TARGET_READS_AFTER).await;
     let mut request = Vec::new();
     let mut piece = vec![0; 16 * 1024];
     loop {
@@ -79,9 +86,7 @@ async fn request_then_reset(runtime: &str) -> anyhow::Result<()> {
     };
     app.write_all(&pattern(REQUEST)).await?;
     app.shutdown().await?;
-    // Long enough for the request to leave this socket (it fits in the tunnel's windows),
-    // then reset.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(APP_RESETS_AFTER).await;
     app.set_zero_linger()?;
     drop(app);
 
