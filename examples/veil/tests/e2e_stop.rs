@@ -26,7 +26,7 @@ const EXCHANGE: Duration = Duration::from_secs(60);
 /// request to leave its socket (it fits in the tunnel's windows) even in a debug build.
 const APP_RESETS_AFTER: Duration = Duration::from_millis(500);
 /// When the target answers again, after the application's reset, counted from the accept.
-const TARGET_ANSWERS_AGAIN_AFTER: Duration = Duration::from_millis(1000);
+const TARGET_ANSWERS_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// When the target starts reading the request, counted from that second answer.
 const TARGET_READS_AFTER: Duration = Duration::from_millis(900);
 
