@@ -11,6 +11,9 @@
 //!   per-round ratios;
 //! - **latency**: `--requests` request/responses of `--message` bytes to the echo server,
 //!   alternating between a direct connection and a tunnel;
+//! - **loaded**: the same, while another tunnel on the same QUIC connection carries a bulk
+//!   transfer to the sink paced at `--load-rate` MiB/s (head-of-line blocking between
+//!   tunnels, and the cost of sharing one congestion window, would show here);
 //! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
 //!   idle tunnels.
 //!
@@ -81,8 +84,16 @@ pub struct TcpArgs {
     /// Idle tunnels opened for the memory figure.
     #[arg(long, default_value_t = 1000)]
     pub tunnels: usize,
+    /// Rate of the bulk transfer that runs beside the round trips of `--parts loaded`, in
+    /// MiB/s (paced, so that it shares the QUIC connection without taking every CPU).
+    #[arg(long, default_value_t = 32)]
+    pub load_rate: u64,
     /// Parts to run.
-    #[arg(long, value_delimiter = ',', default_value = "goodput,latency,memory")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "goodput,latency,loaded,memory"
+    )]
     pub parts: Vec<Part>,
     /// Goodput paths to measure.
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,proxied")]
@@ -96,6 +107,9 @@ pub enum Part {
     Goodput,
     /// Request/response round trips.
     Latency,
+    /// The same round trips while another tunnel on the same QUIC connection carries a
+    /// paced bulk transfer (`--load-rate`).
+    Loaded,
     /// Memory per idle tunnel.
     Memory,
 }
@@ -151,19 +165,22 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
-        let direct = tcp::direct(targets.echo).await?;
-        let proxied = tcp::proxied(client.socks, targets.echo).await?;
-        // On a worker thread, beside the I/O driver, rather than on the main thread that
-        // the driver would have to wake for every response.
-        let (direct, proxied) = tokio::spawn(tcp::ping_pong(
-            direct,
-            proxied,
-            args.message,
-            args.requests,
-            WARMUP_REQUESTS,
-        ))
-        .await??;
-        report.push_str(&latency_table(args, direct, proxied));
+        let (direct, proxied) = round_trips(args, targets.echo, client.socks).await?;
+        report.push_str(&latency_table(args, direct, proxied, None));
+    }
+    if args.parts.contains(&Part::Loaded) {
+        ensure!(args.load_rate > 0, "--load-rate must be positive");
+        let bulk = tcp::proxied(client.socks, targets.sink).await?;
+        let rate = args.load_rate * MIB;
+        let trips = round_trips(args, targets.echo, client.socks);
+        let started = std::time::Instant::now();
+        let ((direct, proxied), moved) = targets.under_load(bulk, rate, trips).await?;
+        let load = Load {
+            rate: args.load_rate,
+            moved,
+            elapsed: started.elapsed(),
+        };
+        report.push_str(&latency_table(args, direct, proxied, Some(load)));
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
         tokio::time::sleep(SETTLE).await;
@@ -182,6 +199,27 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     })
     .await?;
     Ok(())
+}
+
+/// `--requests` round trips to the echo server on a fresh direct connection and a fresh
+/// tunnel, alternating.
+async fn round_trips(
+    args: &TcpArgs,
+    echo: std::net::SocketAddr,
+    socks: std::net::SocketAddr,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let direct = tcp::direct(echo).await?;
+    let proxied = tcp::proxied(socks, echo).await?;
+    // On a worker thread, beside the I/O driver, rather than on the main thread that the
+    // driver would have to wake for every response.
+    tokio::spawn(tcp::ping_pong(
+        direct,
+        proxied,
+        args.message,
+        args.requests,
+        WARMUP_REQUESTS,
+    ))
+    .await?
 }
 
 /// One line about the machine: CPUs, load, kernel.
@@ -377,14 +415,32 @@ impl Goodput {
     }
 }
 
-fn latency_table(args: &TcpArgs, mut direct: Vec<Duration>, mut proxied: Vec<Duration>) -> String {
+/// The bulk tunnel beside the round trips of `--parts loaded`.
+struct Load {
+    /// Asked for, MiB/s.
+    rate: u64,
+    /// Bytes the sink received.
+    moved: u64,
+    elapsed: Duration,
+}
+
+/// `load`: the round trips ran beside a bulk tunnel.
+fn latency_table(
+    args: &TcpArgs,
+    mut direct: Vec<Duration>,
+    mut proxied: Vec<Duration>,
+    load: Option<Load>,
+) -> String {
     direct.sort_unstable();
     proxied.sort_unstable();
     let (d50, d99) = (percentile(&direct, 50), percentile(&direct, 99));
     let (p50, p99) = (percentile(&proxied, 50), percentile(&proxied, 99));
     let added = |p: Duration, d: Duration| micros(p) - micros(d);
+    let beside = load.as_ref().map_or_else(String::new, |load| {
+        format!(", beside a {} MiB/s bulk tunnel", load.rate)
+    });
     let mut out = format!(
-        "| {} × {} B request/response, alternating | p50 µs | p99 µs |\n|---|---|---|\n",
+        "| {} × {} B request/response, alternating{beside} | p50 µs | p99 µs |\n|---|---|---|\n",
         args.requests, args.message
     );
     let _ = writeln!(
@@ -405,12 +461,26 @@ fn latency_table(args: &TcpArgs, mut direct: Vec<Duration>, mut proxied: Vec<Dur
         added(p50, d50),
         added(p99, d99)
     );
-    let _ = writeln!(
-        out,
-        "\nadded p50 {:.1} µs (aim < 100 µs: {})\n",
-        added(p50, d50),
-        verdict(added(p50, d50) < 100.0)
-    );
+    match load {
+        None => {
+            let _ = writeln!(
+                out,
+                "\nadded p50 {:.1} µs (aim < 100 µs: {})\n",
+                added(p50, d50),
+                verdict(added(p50, d50) < 100.0)
+            );
+        }
+        Some(load) => {
+            let _ = writeln!(
+                out,
+                "\nthe bulk tunnel, on the same QUIC connection, moved {:.1} MiB in {:.2} s \
+                 meanwhile ({:.1} MiB/s)\n",
+                mib(load.moved),
+                load.elapsed.as_secs_f64(),
+                mib(load.moved) / load.elapsed.as_secs_f64().max(f64::EPSILON)
+            );
+        }
+    }
     out
 }
 
@@ -446,6 +516,11 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
 #[allow(clippy::cast_precision_loss)]
 fn cpu_per_gib(bytes: u64, cpu: Duration) -> f64 {
     cpu.as_secs_f64() * (1024 * MIB) as f64 / bytes.max(1) as f64
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
 }
 
 #[allow(clippy::cast_precision_loss)]

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::MissedTickBehavior;
 
 use crate::fetch::{SocksOutcome, socks5_connect};
 
@@ -16,6 +17,9 @@ use crate::fetch::{SocksOutcome, socks5_connect};
 const IO_CHUNK: usize = 256 * 1024;
 /// Idle tunnels opened at once.
 const OPEN_CONCURRENCY: usize = 100;
+/// A paced load writes once per this many milliseconds.
+const PACE_MS: u64 = 2;
+const PACE: Duration = Duration::from_millis(PACE_MS);
 
 /// What the sink saw of one connection.
 struct Drained {
@@ -89,6 +93,50 @@ impl Targets {
             drained.bytes
         );
         Ok(drained.at_eof.saturating_duration_since(started))
+    }
+}
+
+impl Targets {
+    /// Runs `during` while `stream` carries bytes to the sink at about `rate` bytes per
+    /// second (a write every [`PACE`]); then half-closes `stream` and returns what `during`
+    /// gave and the bytes the sink received.
+    pub(crate) async fn under_load<T>(
+        &mut self,
+        mut stream: TcpStream,
+        rate: u64,
+        during: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, u64)> {
+        let per_tick =
+            usize::try_from(rate / (1000 / PACE_MS)).map_or(IO_CHUNK, |n| n.clamp(1, IO_CHUNK));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let load = tokio::spawn(async move {
+            let mut chunk = vec![0; per_tick];
+            crate::body::fill_pattern(0, &mut chunk);
+            let mut tick = tokio::time::interval(PACE);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut written = 0u64;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {
+                        stream.write_all(&chunk).await?;
+                        written += u64::try_from(per_tick)?;
+                    }
+                }
+            }
+            stream.shutdown().await?;
+            anyhow::Ok(written)
+        });
+        let outcome = during.await;
+        let _ = stop.send(());
+        let written = load.await??;
+        let drained = self.drained.recv().await.context("the sink stopped")?;
+        ensure!(
+            drained.bytes == written,
+            "the sink got {} of {written} bytes",
+            drained.bytes
+        );
+        Ok((outcome?, written))
     }
 }
 
