@@ -163,9 +163,10 @@ struct Conn {
     /// QUIC DATAGRAM frames taken from quiche so far; quiche's count beyond it were dropped
     /// by quiche's full receive queue.
     datagrams_taken: usize,
-    /// quiche's count of `STOP_SENDING` frames received, as of the last look (see
-    /// `Endpoint::notice_stops`).
-    stops_seen: u64,
+    /// TCP tunnels whose peer's FIN was read while our direction is still open: the ones a
+    /// `STOP_SENDING` could reach unnoticed (see `Endpoint::notice_stops`). Entries whose
+    /// tunnel has gone or finished are dropped at the next look.
+    peer_finished: Vec<TunnelId>,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
 }
@@ -723,6 +724,11 @@ impl Endpoint {
             entry.fin_delivered = true;
         }
         self.finish_if_done(tunnel);
+        if self.tunnels.contains_key(&tunnel) {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.peer_finished.push(tunnel);
+            }
+        }
         Ok(Recv { len, fin: true })
     }
 
@@ -895,7 +901,7 @@ impl Endpoint {
                 accepting: Vec::new(),
                 keep_alive_at: None,
                 datagrams_taken: 0,
-                stops_seen: 0,
+                peer_finished: Vec::new(),
                 timer: None,
             },
         );

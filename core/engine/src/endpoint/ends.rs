@@ -97,36 +97,30 @@ impl Endpoint {
         }
     }
 
-    /// Looks for stopped streams whenever a `STOP_SENDING` arrived since the last look.
+    /// Looks, after each batch of input, for a stop of our direction on the tunnels whose
+    /// peer has finished.
     ///
     /// quiche reports a stopped stream as writable only if it was not writable before, and
     /// [`Self::notice_stopped`] before each read covers a tunnel only while it still reads.
     /// A tunnel that had read the peer's FIN before the stop came would hear of it only
     /// when it next sends, and by then quiche may have forgotten the stream (once our
-    /// `RESET_STREAM` is acknowledged): its host would see a failure instead of the peer's
-    /// stop, long after it. One stop per stream is counted, so the scans are bounded by the
-    /// streams the connection ever had.
+    /// `RESET_STREAM` is acknowledged, a round trip after this look): its host would see a
+    /// failure instead of the peer's stop, long after it. Only those tunnels are looked at,
+    /// one stream lookup each; usually there are none.
     pub(super) fn notice_stops(&mut self, handle: u64) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        let stops = conn.quic.stats().stopped_stream_count_remote;
-        if stops == conn.stops_seen {
+        if conn.peer_finished.is_empty() {
             return;
         }
-        conn.stops_seen = stops;
-        let open: Vec<TunnelId> = conn
-            .streams
-            .values()
-            .copied()
-            .filter(|id| {
-                self.tunnels
-                    .get(id)
-                    .is_some_and(|tunnel| matches!(tunnel.state, TunnelState::Open))
-            })
-            .collect();
-        for id in open {
-            self.notice_stopped(id);
+        let mut waiting = std::mem::take(&mut conn.peer_finished);
+        waiting.retain(|id| {
+            self.notice_stopped(*id);
+            self.tunnels.get(id).is_some_and(|tunnel| !tunnel.local_fin)
+        });
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.peer_finished = waiting;
         }
     }
 
