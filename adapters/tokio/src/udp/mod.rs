@@ -116,13 +116,7 @@ impl UdpIo {
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
-        let transmit = quinn_udp::Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
-        };
+        let transmit = transmit(to, contents, segment_size);
         loop {
             self.socket.writable().await?;
             let sent = self.socket.try_io(Interest::WRITABLE, || {
@@ -142,13 +136,7 @@ impl UdpIo {
     /// Fragment set, an ICMP error pending from an earlier datagram: with UDP, any send
     /// error loses that datagram and leaves the socket as it was.
     pub fn try_send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> bool {
-        let transmit = quinn_udp::Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
-        };
+        let transmit = transmit(to, contents, segment_size);
         // Straight to the kernel, not through `try_io`: tokio may not have seen the socket
         // writable yet (a fresh socket, before the reactor's first poll), and `try_io` would
         // then say "would block" without trying. A send buffer that is really full says so
@@ -158,6 +146,22 @@ impl UdpIo {
             tracing::trace!(%to, error = %e, "datagram not sent");
         }
         sent.is_ok()
+    }
+}
+
+/// One datagram to `to`, or GSO segments of `segment_size` bytes, from the socket's own
+/// address and without ECN marks.
+fn transmit(
+    to: SocketAddr,
+    contents: &[u8],
+    segment_size: Option<usize>,
+) -> quinn_udp::Transmit<'_> {
+    quinn_udp::Transmit {
+        destination: to,
+        ecn: None,
+        contents,
+        segment_size,
+        src_ip: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use veil_engine::{CloseReason, Endpoint, Event, H3_CONNECT_ERROR, Recv, TunnelId};
 
-use crate::harness::{Host, Link};
+use crate::harness::{Host, Link, Net};
 use crate::hosts::fill;
 use crate::{BUDGET, pair, target};
 
@@ -123,33 +123,11 @@ fn check_reader(reader: &Side, aborter: &Side, stats: impl std::fmt::Debug) {
     );
 }
 
-#[test]
-fn an_edge_abort_after_its_finish_delivers_every_byte_and_the_fin() {
+/// A client tunnel whose edge sends `LEN` bytes, finishes and aborts at once, over `link`,
+/// run until the client's tunnel closes.
+fn edge_aborts_after_its_finish(link: Link) -> (Net, Side, Side) {
     let mut net = pair(&[], None);
-    let mut client = Side {
-        open: true,
-        ..Side::default()
-    };
-    let mut edge = Side {
-        send: true,
-        abort_after_fin: true,
-        ..Side::default()
-    };
-    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
-    assert!(done, "the client's tunnel never closed");
-    check_reader(&client, &edge, net.stats);
-    assert_eq!(net.edge.stats().tunnels, 0);
-    assert_eq!(net.client.stats().tunnels, 0);
-}
-
-#[test]
-fn an_edge_abort_after_its_finish_survives_loss_and_reordering() {
-    let mut net = pair(&[], None);
-    net.link = Link {
-        loss: 0.05,
-        reorder: 0.05,
-        ..Link::default()
-    };
+    net.link = link;
     let mut client = Side {
         open: true,
         ..Side::default()
@@ -161,6 +139,24 @@ fn an_edge_abort_after_its_finish_survives_loss_and_reordering() {
     };
     let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
     assert!(done, "the client's tunnel never closed: {:?}", net.stats);
+    (net, client, edge)
+}
+
+#[test]
+fn an_edge_abort_after_its_finish_delivers_every_byte_and_the_fin() {
+    let (net, client, edge) = edge_aborts_after_its_finish(Link::default());
+    check_reader(&client, &edge, net.stats);
+    assert_eq!(net.edge.stats().tunnels, 0);
+    assert_eq!(net.client.stats().tunnels, 0);
+}
+
+#[test]
+fn an_edge_abort_after_its_finish_survives_loss_and_reordering() {
+    let (net, client, edge) = edge_aborts_after_its_finish(Link {
+        loss: 0.05,
+        reorder: 0.05,
+        ..Link::default()
+    });
     assert!(net.stats.lost > 0, "{:?}", net.stats);
     check_reader(&client, &edge, net.stats);
 }
