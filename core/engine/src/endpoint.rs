@@ -20,6 +20,7 @@
 
 mod drain;
 mod ends;
+mod fin;
 mod paths;
 mod timers;
 mod udp;
@@ -167,6 +168,9 @@ struct Conn {
     /// `STOP_SENDING` could reach unnoticed (see `Endpoint::notice_stops`). Entries whose
     /// tunnel has gone or finished are dropped at the next look.
     peer_finished: Vec<TunnelId>,
+    /// Streams whose FIN waits for stream credit for its empty DATA frame (`endpoint::fin`);
+    /// their tunnel may be gone. Usually empty.
+    fins_waiting: Vec<u64>,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
 }
@@ -653,13 +657,12 @@ impl Endpoint {
             _ => return Err(TunnelError::InvalidState),
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
-        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
-        // A FIN without a DATA frame is valid HTTP/3 and needs no stream credit.
-        match conn.quic.stream_send(stream, b"", true) {
-            // A UDP tunnel then lasts until the peer's FIN (or its idle timeout).
-            Ok(_) if entry.udp.is_some() => udp::purge_datagrams(&mut conn.quic, stream),
-            Ok(_) => {}
-            Err(quiche::Error::StreamStopped(code)) => {
+        let udp = entry.udp.is_some();
+        // On an empty DATA frame, so that quiche cannot lose it; it may wait for credit, and
+        // is the engine's to send from here on (`endpoint::fin`).
+        match self.write_fin(handle, stream) {
+            Ok(()) => {}
+            Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
                 self.write_stopped(handle, stream, code);
                 return Err(TunnelError::WriteClosed);
             }
@@ -669,8 +672,15 @@ impl Endpoint {
                 return Err(TunnelError::Stream);
             }
         }
-        entry.local_fin = true;
-        self.queue_send(handle);
+        // A UDP tunnel then lasts until the peer's FIN (or its idle timeout).
+        if udp {
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                udp::purge_datagrams(&mut conn.quic, stream);
+            }
+        }
+        if let Some(entry) = self.tunnels.get_mut(&tunnel) {
+            entry.local_fin = true;
+        }
         self.finish_if_done(tunnel);
         Ok(())
     }
@@ -902,6 +912,7 @@ impl Endpoint {
                 keep_alive_at: None,
                 datagrams_taken: 0,
                 peer_finished: Vec::new(),
+                fins_waiting: Vec::new(),
                 timer: None,
             },
         );
@@ -1303,7 +1314,11 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
+        let mut fins = Vec::new();
         while let Some(stream) = conn.quic.stream_writable_next() {
+            if conn.fins_waiting.contains(&stream) {
+                fins.push(stream);
+            }
             let Some(&id) = conn.streams.get(&stream) else {
                 continue;
             };
@@ -1337,6 +1352,7 @@ impl Endpoint {
         for id in capsule_tails {
             self.flush_capsule_tail(handle, id);
         }
+        self.retry_fins(handle, fins);
     }
 
     /// Client: sends the requests of waiting tunnels on the current connection.

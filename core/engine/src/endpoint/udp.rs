@@ -509,18 +509,18 @@ impl Endpoint {
         let Some((handle, stream)) = self.remove_tunnel(id) else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            if cut {
-                // A FIN now would cut a capsule in two: reset our side instead.
+        if cut {
+            // A FIN now would cut a capsule in two: reset our side instead.
+            if let Some(conn) = self.conns.get_mut(&handle) {
                 let _ = conn.quic.stream_shutdown(
                     stream,
                     quiche::Shutdown::Write,
                     H3_REQUEST_CANCELLED,
                 );
-            } else if !local_fin {
-                // A FIN without a DATA frame needs no stream credit.
-                let _ = conn.quic.stream_send(stream, b"", true);
             }
+        } else if !local_fin {
+            // Owed even though the tunnel is gone: it waits for credit if it must.
+            let _ = self.write_fin(handle, stream);
         }
         self.queue_send(handle);
         self.events

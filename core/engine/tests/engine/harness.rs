@@ -158,6 +158,16 @@ impl Net {
 
     /// Moves every datagram both endpoints want to send across the link.
     fn exchange(&mut self, now: Instant) -> bool {
+        let mut moved = self.send_from_client(now);
+        moved |= self.send_from_edge(now);
+        moved |= self.deliver_to_edge(now);
+        moved |= self.deliver_to_client(now);
+        moved
+    }
+
+    /// Puts every datagram the client wants to send on the link toward the edge, where it
+    /// waits for [`Self::deliver_to_edge`].
+    pub(crate) fn send_from_client(&mut self, now: Instant) -> bool {
         let mut moved = false;
         while let Some(transmit) = self.client.poll_transmit(now, &mut self.buf) {
             let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
@@ -180,6 +190,13 @@ impl Net {
             }
             moved = true;
         }
+        moved
+    }
+
+    /// Puts every datagram the edge wants to send on the link toward the client, where it
+    /// waits for [`Self::deliver_to_client`].
+    pub(crate) fn send_from_edge(&mut self, now: Instant) -> bool {
+        let mut moved = false;
         while let Some(transmit) = self.edge.poll_transmit(now, &mut self.buf) {
             let segments = segments(&self.buf[..transmit.len], transmit.segment_size);
             count_batch(
@@ -206,6 +223,12 @@ impl Net {
             }
             moved = true;
         }
+        moved
+    }
+
+    /// Hands the edge every datagram waiting on the link toward it.
+    pub(crate) fn deliver_to_edge(&mut self, now: Instant) -> bool {
+        let mut moved = false;
         while let Some(mut datagram) = self.to_edge.pop_front() {
             let meta = RecvMeta {
                 from: self.client_seen_as,
@@ -215,6 +238,12 @@ impl Net {
             self.stats.delivered += 1;
             moved = true;
         }
+        moved
+    }
+
+    /// Hands the client every datagram waiting on the link toward it.
+    pub(crate) fn deliver_to_client(&mut self, now: Instant) -> bool {
+        let mut moved = false;
         while let Some(mut datagram) = self.to_client.pop_front() {
             let meta = RecvMeta {
                 from: self.edge_addr,

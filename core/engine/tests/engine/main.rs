@@ -7,6 +7,7 @@
 mod drain;
 mod endpoint;
 mod ends;
+mod fin;
 mod harness;
 mod hosts;
 mod migration;
