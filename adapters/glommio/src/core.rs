@@ -27,7 +27,9 @@ use futures_lite::future;
 use glommio::channels::channel_mesh::{FullMesh, Senders};
 use glommio::net::UdpSocket;
 use tokio::sync::watch;
-use veil_engine::{CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, TunnelId};
+use veil_engine::{
+    CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, TunnelId, TunnelKind,
+};
 
 use crate::signal::Signal;
 use crate::tunnel::{self, TunnelSignals};
@@ -319,9 +321,20 @@ impl Core {
             }
             Event::TunnelRequest {
                 tunnel,
+                kind,
                 target,
                 client,
             } => {
+                // The engine answers the kinds this host does not serve (it declares
+                // `TunnelKind::Stream` only): anything else here is a bug, refused.
+                if kind != TunnelKind::Stream {
+                    refuse(
+                        &mut self.state.borrow_mut().endpoint,
+                        tunnel,
+                        Refusal::Internal,
+                    );
+                    return;
+                }
                 // While draining, the engine reports only requests that were in flight
                 // when its GOAWAY went out: GOAWAY promised to process them.
                 let mut state = self.state.borrow_mut();

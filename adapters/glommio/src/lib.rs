@@ -56,7 +56,9 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use tokio::sync::watch;
-use veil_engine::{Config, ConfigError, Endpoint, EndpointStats, RoleConfig};
+use veil_engine::{
+    Config, ConfigError, Endpoint, EndpointStats, RoleConfig, TunnelKind, TunnelKinds,
+};
 
 pub use memlock::MemlockError;
 
@@ -232,9 +234,12 @@ impl Edge {
                 available,
             });
         }
-        let RoleConfig::Edge(edge) = config.role else {
+        let RoleConfig::Edge(mut edge) = config.role else {
             return Err(StartError::NotAnEdge);
         };
+        // TCP tunnels only, so far: the engine answers CONNECT-UDP with 501 rather than
+        // leave it waiting.
+        edge.serves = TunnelKinds::only(TunnelKind::Stream);
         let config = Config {
             role: RoleConfig::Edge(edge.with_shared_self_signed().map_err(StartError::Config)?),
             quic: config.quic,

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
     Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError, TunnelId,
-    TunnelTarget,
+    TunnelKind, TunnelTarget,
 };
 
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
@@ -272,14 +272,16 @@ impl Driver {
             }
             Event::TunnelRequest {
                 tunnel,
+                kind,
                 target,
                 client,
-            } => self.on_request(tunnel, target, client.peer),
-            Event::UdpTunnelRequest {
-                tunnel,
-                target,
-                client,
-            } => self.on_udp_request(tunnel, target, client.peer),
+            } => match kind {
+                TunnelKind::Stream => self.on_request(tunnel, target, client.peer),
+                TunnelKind::Udp => self.on_udp_request(tunnel, target, client.peer),
+                // The engine hands over only the kinds this host serves (all it knew when
+                // this was written).
+                _ => self.refuse(tunnel, Refusal::Internal),
+            },
             Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
             Event::TunnelRefused { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel refused");

@@ -172,8 +172,8 @@ static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
         refuse(ep, ev->tunnel, VEIL_REFUSAL_CONNECTION_LIMIT);
         return;
     }
-    if (ev->tunnel_kind != VEIL_TUNNEL_STREAM) {
-        refuse(ep, ev->tunnel, VEIL_REFUSAL_DENIED);
+    if (ev->tunnel_kind != VEIL_TUNNEL_STREAM) { /* not served: the engine answered it */
+        refuse(ep, ev->tunnel, VEIL_REFUSAL_INTERNAL);
         return;
     }
     char port[8];
@@ -365,6 +365,9 @@ int main(int argc, char **argv) {
     veil_config *cfg = NULL;
     veil_result r = veil_config_new(VEIL_ROLE_EDGE, &cfg);
     if (r != VEIL_OK) die("config", r);
+    /* TCP tunnels only: the engine answers CONNECT-UDP with 501 and never reports it. */
+    r = veil_config_set_tunnel_kinds(cfg, 1u << VEIL_TUNNEL_STREAM);
+    if (r != VEIL_OK) die("tunnel kinds", r);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {

@@ -427,6 +427,23 @@ enum veil_result veil_config_allow_egress(struct veil_config *config, const char
 // `config` must be NULL or a live configuration.
 enum veil_result veil_config_set_max_connections(struct veil_config *config, size_t max);
 
+// Edge: the kinds of tunnel this host serves, as a mask of `1 << veil_tunnel_kind`
+// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`, the default). The engine answers
+// requests of other kinds itself (501) and never reports them. A mask with bits for kinds
+// this library does not know is refused.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_tunnel_kinds(struct veil_config *config, uint32_t kinds);
+
+// Edge: how long the host may take to answer a `VEIL_EVENT_TUNNEL_REQUEST` (resolving and
+// dialling included) before the engine refuses it itself (504, `connection_timeout`);
+// a later answer gets `VEIL_ERR_UNKNOWN_TUNNEL`. Default 30000; 0 is refused.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_request_timeout(struct veil_config *config, uint64_t timeout_ms);
+
 // Client: the edge's UDP address and its TLS server name (SNI; with
 // `veil_config_verify_ca_*` also the name its certificate must carry). Required.
 //

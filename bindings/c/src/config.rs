@@ -14,13 +14,14 @@ use std::time::Duration;
 use veil_engine::egress::IpNet;
 use veil_engine::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
-    Verify,
+    TunnelKind, TunnelKinds, Verify,
 };
 
 use crate::addr::{self, veil_sockaddr};
 use crate::panic::{Outcome, boundary};
 use crate::ptr;
 use crate::result::veil_result::{self, VEIL_ERR_INVALID_ARGUMENT, VEIL_ERR_WRONG_ROLE, VEIL_OK};
+use crate::tunnel::veil_tunnel_kind;
 
 /// Which side an endpoint plays (the `role` argument of `veil_config_new`).
 #[repr(C)]
@@ -454,6 +455,67 @@ pub unsafe extern "C" fn veil_config_set_max_connections(
         config
             .edge_mut("veil_config_set_max_connections")?
             .max_connections = max;
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Edge: the kinds of tunnel this host serves, as a mask of `1 << veil_tunnel_kind`
+/// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`, the default). The engine answers
+/// requests of other kinds itself (501) and never reports them. A mask with bits for kinds
+/// this library does not know is refused.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_tunnel_kinds(
+    config: *mut veil_config,
+    kinds: u32,
+) -> veil_result {
+    const SETTER: &str = "veil_config_set_tunnel_kinds";
+    let body = |config: &mut veil_config| {
+        let known = [
+            (veil_tunnel_kind::VEIL_TUNNEL_STREAM, TunnelKind::Stream),
+            (veil_tunnel_kind::VEIL_TUNNEL_UDP, TunnelKind::Udp),
+        ];
+        let mut serves = TunnelKinds::NONE;
+        let mut left = kinds;
+        for (bit, kind) in known {
+            let mask = 1u32 << bit as u32;
+            if kinds & mask != 0 {
+                serves = serves.with(kind);
+                left &= !mask;
+            }
+        }
+        if left != 0 {
+            let message = format!("{SETTER}: unknown kinds in the mask {kinds:#x}");
+            return Err(config.fail(VEIL_ERR_INVALID_ARGUMENT, &message));
+        }
+        config.edge_mut(SETTER)?.serves = serves;
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Edge: how long the host may take to answer a `VEIL_EVENT_TUNNEL_REQUEST` (resolving and
+/// dialling included) before the engine refuses it itself (504, `connection_timeout`);
+/// a later answer gets `VEIL_ERR_UNKNOWN_TUNNEL`. Default 30000; 0 is refused.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_request_timeout(
+    config: *mut veil_config,
+    timeout_ms: u64,
+) -> veil_result {
+    const SETTER: &str = "veil_config_set_request_timeout";
+    let body = |config: &mut veil_config| {
+        if timeout_ms == 0 {
+            return Err(config.fail(VEIL_ERR_INVALID_ARGUMENT, &format!("{SETTER}: 0 ms")));
+        }
+        config.edge_mut(SETTER)?.request_timeout = millis(timeout_ms);
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises about `config` are forwarded.
@@ -1001,5 +1063,55 @@ mod tests {
         let result = unsafe { veil_config_new(2, &raw mut out) };
         assert_eq!(result, VEIL_ERR_INVALID_ARGUMENT);
         assert!(out.is_null());
+    }
+
+    #[test]
+    fn tunnel_kinds_are_a_mask_of_known_kinds() {
+        let edge = new_config(veil_role::VEIL_ROLE_EDGE);
+        let stream = 1 << veil_tunnel_kind::VEIL_TUNNEL_STREAM as u32;
+        let udp = 1 << veil_tunnel_kind::VEIL_TUNNEL_UDP as u32;
+        // SAFETY: the closure is only given `edge`, live until it is freed below.
+        let serves = |config: *mut veil_config| match unsafe { &*config }.build() {
+            Ok(Config {
+                role: RoleConfig::Edge(edge),
+                ..
+            }) => edge.serves,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(serves(edge), TunnelKinds::ALL, "the default");
+        // SAFETY: `edge` is live.
+        unsafe {
+            assert_eq!(veil_config_set_tunnel_kinds(edge, stream), VEIL_OK);
+            assert_eq!(serves(edge), TunnelKinds::only(TunnelKind::Stream));
+            assert_eq!(veil_config_set_tunnel_kinds(edge, 0), VEIL_OK);
+            assert_eq!(serves(edge), TunnelKinds::NONE);
+            assert_eq!(veil_config_set_tunnel_kinds(edge, stream | udp), VEIL_OK);
+            assert_eq!(serves(edge), TunnelKinds::ALL);
+            assert_eq!(
+                veil_config_set_tunnel_kinds(edge, stream | 1 << 7),
+                VEIL_ERR_INVALID_ARGUMENT
+            );
+            assert!(last_error(edge).contains("unknown kinds"));
+            assert_eq!(
+                serves(edge),
+                TunnelKinds::ALL,
+                "a refused mask changes nothing"
+            );
+            assert_eq!(
+                veil_config_set_request_timeout(edge, 0),
+                VEIL_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(veil_config_set_request_timeout(edge, 5000), VEIL_OK);
+            veil_config_free(edge);
+        }
+        let client = new_config(veil_role::VEIL_ROLE_CLIENT);
+        // SAFETY: `client` is live.
+        unsafe {
+            assert_eq!(
+                veil_config_set_tunnel_kinds(client, stream),
+                VEIL_ERR_WRONG_ROLE
+            );
+            veil_config_free(client);
+        }
     }
 }

@@ -4,7 +4,9 @@
 use std::ffi::c_char;
 use std::fmt::Write as _;
 
-use veil_engine::{ClientIdentity, CloseReason, Event, RefusedReason, TunnelId, TunnelTarget};
+use veil_engine::{
+    ClientIdentity, CloseReason, Event, RefusedReason, TunnelId, TunnelKind, TunnelTarget,
+};
 
 use crate::addr::veil_sockaddr;
 use crate::tunnel::veil_tunnel_kind;
@@ -202,19 +204,19 @@ impl veil_event {
             }
             Event::TunnelRequest {
                 tunnel,
+                kind,
                 target,
                 client,
-            } => Self::request(
-                veil_tunnel_kind::VEIL_TUNNEL_STREAM,
-                tunnel,
-                &target,
-                client,
-            ),
-            Event::UdpTunnelRequest {
-                tunnel,
-                target,
-                client,
-            } => Self::request(veil_tunnel_kind::VEIL_TUNNEL_UDP, tunnel, &target, client),
+            } => {
+                let kind = match kind {
+                    TunnelKind::Stream => veil_tunnel_kind::VEIL_TUNNEL_STREAM,
+                    TunnelKind::Udp => veil_tunnel_kind::VEIL_TUNNEL_UDP,
+                    // A kind this version of the ABI cannot name: the engine reports only
+                    // the kinds `veil_config_set_tunnel_kinds` allowed, all of them named.
+                    _ => return None,
+                };
+                Self::request(kind, tunnel, &target, client)
+            }
             Event::TunnelDatagrams { tunnel } => {
                 Self::tunnel(VEIL_EVENT_TUNNEL_DATAGRAMS, tunnel.0)
             }
@@ -310,6 +312,7 @@ mod tests {
         let peer: SocketAddr = "[2001:db8::7]:5555".parse().expect("address");
         let event = veil_event::from_engine(Event::TunnelRequest {
             tunnel: TunnelId(9),
+            kind: TunnelKind::Stream,
             target: TunnelTarget::new("2001:db8::1".parse::<std::net::IpAddr>().expect("ip"), 443),
             client: ClientIdentity {
                 peer,

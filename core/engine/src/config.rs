@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use veil_proto::masque::udp::DEFAULT_PATH_TEMPLATE;
 
+use crate::types::TunnelKinds;
+
 /// Everything an [`Endpoint`](crate::Endpoint) needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +200,15 @@ pub struct EdgeConfig {
     /// The path-and-query URI template (RFC 9298 §2) CONNECT-UDP requests must match, with
     /// `{target_host}` and `{target_port}`. Checked by `Endpoint::new`.
     pub udp_path_template: String,
+    /// The kinds of tunnel the host serves; the engine answers other requests itself (501).
+    /// The host's declaration, never the user's: a host sets it before `Endpoint::new`.
+    #[serde(skip)]
+    pub serves: TunnelKinds,
+    /// How long the host may take to answer a request (resolve and dial included) before
+    /// the engine refuses it (504, `connection_timeout`). Longer than the host's own dial
+    /// timeouts, so that it only catches requests nobody answers.
+    #[serde(rename = "request_timeout_ms", deserialize_with = "duration_ms")]
+    pub request_timeout: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -211,6 +222,8 @@ impl Default for EdgeConfig {
             max_connections: 10_000,
             stateless_reset_key: None,
             udp_path_template: DEFAULT_PATH_TEMPLATE.to_owned(),
+            serves: TunnelKinds::ALL,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -58,6 +58,10 @@ impl Rejection {
     /// 403: credentials that match no configured token.
     const AUTH_DENIED: Self = Self::with_error(403, ProxyErrorType::HttpRequestDenied);
 
+    /// 501: a kind of tunnel the edge's host does not serve (`EdgeConfig::serves`): the
+    /// edge's configuration declines it, as it would a denied target.
+    pub(crate) const NOT_SERVED: Self = Self::with_error(501, ProxyErrorType::HttpRequestDenied);
+
     /// Whether this rejection is about credentials (for the counters).
     pub(crate) fn is_auth(self) -> bool {
         self == Self::AUTH_REQUIRED || self == Self::AUTH_DENIED

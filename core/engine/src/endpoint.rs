@@ -22,6 +22,7 @@ mod drain;
 mod ends;
 mod fin;
 mod paths;
+mod requests;
 mod timers;
 mod udp;
 
@@ -41,7 +42,7 @@ use crate::reset::StatelessReset;
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
-    RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelTarget,
+    RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };
 use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
@@ -105,6 +106,8 @@ pub struct Endpoint {
     clock: Instant,
     /// Every connection's next deadline, ordered.
     conn_timers: timers::ConnTimers,
+    /// Edge: requests reported to the host and not answered yet, by deadline.
+    unanswered: requests::Unanswered,
 }
 
 enum RoleState {
@@ -117,6 +120,8 @@ struct Edge {
     tokens: Vec<Secret>,
     egress: EgressPolicy,
     max_connections: usize,
+    serves: TunnelKinds,
+    request_timeout: Duration,
 }
 
 struct Client {
@@ -206,8 +211,8 @@ enum TunnelState {
         target: TunnelTarget,
         deadline: Instant,
     },
-    /// Edge: reported to the host, no answer yet.
-    Requested,
+    /// Edge: reported to the host, no answer yet; refused by the engine at `deadline`.
+    Requested { deadline: Instant },
     /// Edge: accepted, the 200 waits for stream capacity.
     Accepting,
     /// Carrying bytes.
@@ -273,6 +278,7 @@ impl Endpoint {
             udp: udp::UdpSettings::new(&quic, udp_template)?,
             clock: now,
             conn_timers: timers::ConnTimers::default(),
+            unanswered: requests::Unanswered::default(),
         })
     }
 
@@ -384,6 +390,7 @@ impl Endpoint {
             self.refresh_timer(handle);
         }
         self.expire_pending(now);
+        self.expire_requests(now);
         self.expire_idle_udp(now);
         self.client_connect(now);
     }
@@ -467,6 +474,7 @@ impl Endpoint {
             .into_iter()
             .chain(client)
             .chain(self.udp.next_timer())
+            .chain(self.unanswered.first())
             .min()
     }
 
@@ -531,10 +539,11 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        if !matches!(entry.state, TunnelState::Requested) {
+        let TunnelState::Requested { deadline } = entry.state else {
             return Err(TunnelError::InvalidState);
-        }
+        };
         entry.state = TunnelState::Accepting;
+        self.unanswered.remove(deadline, tunnel);
         let handle = entry.conn.ok_or(TunnelError::InvalidState)?;
         self.retry_accept(handle, tunnel);
         self.queue_send(handle);
@@ -548,7 +557,7 @@ impl Endpoint {
             .tunnels
             .get(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        if !matches!(entry.state, TunnelState::Requested) {
+        if !matches!(entry.state, TunnelState::Requested { .. }) {
             return Err(TunnelError::InvalidState);
         }
         let Some((handle, stream)) = self.remove_tunnel(tunnel) else {
@@ -1084,11 +1093,18 @@ impl Endpoint {
         conn.largest_request = conn.largest_request.max(Some(stream));
         let template = self.udp.template();
         match connect::check_request(headers, &edge.tokens, &edge.egress, &template) {
+            Ok(accepted) if !edge.serves.contains(accepted.kind) => {
+                tracing::debug!(kind = ?accepted.kind, "a kind of tunnel the host does not serve");
+                self.stats.tunnels_refused += 1;
+                send_rejection(conn, stream, Rejection::NOT_SERVED);
+            }
             Ok(accepted) => {
                 let id = TunnelId(self.next_tunnel);
                 self.next_tunnel += 1;
                 conn.streams.insert(stream, id);
-                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested);
+                let deadline = self.clock + edge.request_timeout;
+                self.unanswered.insert(deadline, id);
+                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested { deadline });
                 tunnel.stream = stream;
                 tunnel.udp = (accepted.kind == TunnelKind::Udp)
                     .then(|| self.udp.new_flow(String::new(), self.clock));
@@ -1099,8 +1115,12 @@ impl Endpoint {
                     token_index: accepted.token_index,
                     connection: conn.handle,
                 };
-                self.events
-                    .push_back(udp::request_event(accepted, id, client));
+                self.events.push_back(Event::TunnelRequest {
+                    tunnel: id,
+                    kind: accepted.kind,
+                    target: accepted.target,
+                    client,
+                });
             }
             Err(rejection) => {
                 self.stats.tunnels_refused += 1;
@@ -1187,7 +1207,9 @@ impl Endpoint {
             TunnelState::Open if !tunnel.fin_delivered => {
                 self.events.push_back(Event::TunnelReadable { tunnel: id });
             }
-            TunnelState::Requested | TunnelState::Accepting => tunnel.deferred_readable = true,
+            TunnelState::Requested { .. } | TunnelState::Accepting => {
+                tunnel.deferred_readable = true;
+            }
             TunnelState::AwaitingResponse { .. } if finished => {
                 // An end without a response head: the request stream is given up both
                 // ways, so that it does not stay open in quiche.
@@ -1468,6 +1490,9 @@ impl Endpoint {
     /// Forgets a tunnel; returns its connection and stream when it had them.
     fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
         let tunnel = self.tunnels.remove(&id)?;
+        if let TunnelState::Requested { deadline } = tunnel.state {
+            self.unanswered.remove(deadline, id);
+        }
         if let RoleState::Client(client) = &mut self.role {
             if matches!(tunnel.state, TunnelState::Waiting { .. }) {
                 client.pending.retain(|&waiting| waiting != id);
@@ -1568,6 +1593,8 @@ impl Edge {
             ),
             tokens: config.tokens,
             max_connections: config.max_connections,
+            serves: config.serves,
+            request_timeout: config.request_timeout,
         })
     }
 }

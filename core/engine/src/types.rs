@@ -49,6 +49,61 @@ pub enum TunnelKind {
     Udp,
 }
 
+/// The kinds of tunnel an edge's host serves (`EdgeConfig::serves`). The engine answers a
+/// request of any other kind itself, with 501 (RFC 9110 §15.6.2: "the server does not
+/// support the functionality required to fulfill the request"), so that no request waits
+/// for a host that will never answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelKinds {
+    stream: bool,
+    udp: bool,
+}
+
+impl TunnelKinds {
+    /// Every kind the engine knows.
+    pub const ALL: Self = Self {
+        stream: true,
+        udp: true,
+    };
+    /// No kind at all: every request is answered 501.
+    pub const NONE: Self = Self {
+        stream: false,
+        udp: false,
+    };
+
+    /// Only `kind`.
+    #[must_use]
+    pub const fn only(kind: TunnelKind) -> Self {
+        Self::NONE.with(kind)
+    }
+
+    /// These kinds and `kind`.
+    #[must_use]
+    pub const fn with(self, kind: TunnelKind) -> Self {
+        match kind {
+            TunnelKind::Stream => Self {
+                stream: true,
+                ..self
+            },
+            TunnelKind::Udp => Self { udp: true, ..self },
+        }
+    }
+
+    /// Whether `kind` is among them.
+    pub const fn contains(self, kind: TunnelKind) -> bool {
+        match kind {
+            TunnelKind::Stream => self.stream,
+            TunnelKind::Udp => self.udp,
+        }
+    }
+}
+
+impl Default for TunnelKinds {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// Which side an endpoint plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -242,23 +297,20 @@ pub enum Event {
         /// A human-readable reason, free of secrets.
         reason: String,
     },
-    /// Edge: a CONNECT request passed authentication and target checks. Check egress
-    /// policy for names, resolve, dial, then call `accept_tunnel` or `refuse_tunnel`.
+    /// Edge: a request passed authentication and target checks, and is of a kind the host
+    /// serves (`EdgeConfig::serves`). Answer it with `accept_tunnel` or `refuse_tunnel`
+    /// within `EdgeConfig::request_timeout`, or the engine refuses it (504,
+    /// `connection_timeout`) and a late answer gets `UnknownTunnel`.
+    ///
+    /// - [`TunnelKind::Stream`] (CONNECT): check egress policy for names, resolve, dial.
+    /// - [`TunnelKind::Udp`] (CONNECT-UDP, RFC 9298; IP literals were checked against
+    ///   egress policy already): check names, resolve once, bind and connect a UDP socket.
     TunnelRequest {
         /// The tunnel to answer.
         tunnel: TunnelId,
+        /// What it carries.
+        kind: TunnelKind,
         /// Where the client wants to go.
-        target: TunnelTarget,
-        /// Who asks.
-        client: ClientIdentity,
-    },
-    /// Edge: a CONNECT-UDP request (RFC 9298) passed authentication, the path template
-    /// and, for IP literals, egress policy. Check names, resolve once, bind and connect a
-    /// UDP socket, then call `accept_tunnel` or `refuse_tunnel`.
-    UdpTunnelRequest {
-        /// The tunnel to answer.
-        tunnel: TunnelId,
-        /// Where the client wants its UDP payloads to go.
         target: TunnelTarget,
         /// Who asks.
         client: ClientIdentity,

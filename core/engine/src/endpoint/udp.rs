@@ -28,9 +28,8 @@ use super::{
     shutdown_stream,
 };
 use crate::config::QuicConfig;
-use crate::connect::Accepted;
 use crate::error::{ConfigError, OpenError, TunnelError};
-use crate::types::{ClientIdentity, CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
+use crate::types::{CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
 use crate::udp::flow::{Abort, Encoding, Pushed, Tally, UdpFlow};
 use crate::udp::request;
 
@@ -548,23 +547,6 @@ impl Tunnel {
         let mut tunnel = Self::new(conn, state);
         tunnel.udp = Some(flow);
         tunnel
-    }
-}
-
-/// The event that hands an accepted request to the edge's host.
-pub(super) fn request_event(accepted: Accepted, tunnel: TunnelId, client: ClientIdentity) -> Event {
-    let target = accepted.target;
-    match accepted.kind {
-        TunnelKind::Udp => Event::UdpTunnelRequest {
-            tunnel,
-            target,
-            client,
-        },
-        _ => Event::TunnelRequest {
-            tunnel,
-            target,
-            client,
-        },
     }
 }
 

@@ -104,6 +104,7 @@ impl Host for EdgeHost {
                 tunnel,
                 target,
                 client,
+                ..
             } => {
                 let behaviour = behaviour(&target);
                 self.requests.push((target, client));

@@ -14,6 +14,7 @@ mod migration;
 mod raw;
 mod reconnect;
 mod refusals;
+mod requests;
 mod tls;
 mod tunnels;
 mod udp;

@@ -82,8 +82,9 @@ struct UdpEdge {
 impl UdpEdge {
     fn handle(&mut self, endpoint: &mut Endpoint, event: Event) {
         match event {
-            Event::UdpTunnelRequest {
+            Event::TunnelRequest {
                 tunnel,
+                kind: TunnelKind::Udp,
                 target,
                 client,
             } => {

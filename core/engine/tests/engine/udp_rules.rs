@@ -75,7 +75,7 @@ fn an_allowed_numeric_spelling_reaches_the_host_as_its_address() {
     raw.send_request(
         &mut edge,
         &mut |endpoint, event| {
-            if let Event::UdpTunnelRequest { tunnel, target, .. } = event {
+            if let Event::TunnelRequest { tunnel, target, .. } = event {
                 seen.push(target);
                 endpoint
                     .refuse_tunnel(tunnel, veil_engine::Refusal::ConnectionRefused)
@@ -99,7 +99,7 @@ fn capsule_protocol_is_optional_and_content_fields_are_malformed() {
         raw.send_request(
             &mut edge,
             &mut |endpoint, event| {
-                if let Event::UdpTunnelRequest { tunnel, .. } = event {
+                if let Event::TunnelRequest { tunnel, .. } = event {
                     requested += 1;
                     endpoint
                         .refuse_tunnel(tunnel, veil_engine::Refusal::ConnectionRefused)

@@ -1439,14 +1439,10 @@ impl World {
             Event::ConnectionLost { .. } => {}
             Event::TunnelRequest {
                 tunnel,
+                kind,
                 target,
                 client,
-            } => self.on_request(tunnel, &target, client, false),
-            Event::UdpTunnelRequest {
-                tunnel,
-                target,
-                client,
-            } => self.on_request(tunnel, &target, client, true),
+            } => self.on_request(tunnel, &target, client, kind == TunnelKind::Udp),
             Event::TunnelDatagrams { tunnel } => {
                 let state = self.model.edge.get(&tunnel);
                 assert!(
