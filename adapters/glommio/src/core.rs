@@ -7,8 +7,8 @@
 //!   to that core over the channel mesh, any other is fed to the local endpoint;
 //! - **forwarded intake**, one per peer core: feeds what the peers forwarded;
 //! - **driver** (the core's main future): the engine's loop — drain `poll_transmit` and
-//!   `poll_event`, re-arm the timer from `poll_timeout`, wait for work, the timer or a
-//!   shutdown phase's deadline;
+//!   `poll_event`, re-arm the timer from `poll_timeout` (the shutdown's deadlines
+//!   included), wait for work or the timer;
 //! - a **dial** per tunnel request and a **relay** per accepted tunnel (see
 //!   [`crate::tunnel`]).
 //!
@@ -28,7 +28,7 @@ use glommio::channels::channel_mesh::{FullMesh, Senders};
 use glommio::net::UdpSocket;
 use tokio::sync::watch;
 use veil_engine::{
-    CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, TunnelId, TunnelKind,
+    CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId, TunnelKind,
 };
 
 use crate::signal::Signal;
@@ -56,26 +56,13 @@ pub(crate) struct CoreSetup {
     pub(crate) options: Options,
 }
 
-/// Where shutdown stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    /// No new tunnels; open ones run until they end or `until`.
-    Draining {
-        until: Instant,
-    },
-    /// `Endpoint::close` was called; wait for the connections to drain until `until`.
-    Closing {
-        until: Instant,
-    },
-}
-
 /// The mutable part of a core, borrowed by its tasks between awaits.
 pub(crate) struct State {
     pub(crate) endpoint: Endpoint,
     pub(crate) tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
-    dialing: usize,
-    phase: Phase,
+    /// A stop was asked for: the engine runs the sequence, the core stops when it says it
+    /// is closed.
+    stopping: bool,
 }
 
 /// One core: shared by its tasks through `Rc`.
@@ -121,8 +108,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         state: RefCell::new(State {
             endpoint,
             tunnels: HashMap::new(),
-            dialing: 0,
-            phase: Phase::Running,
+            stopping: false,
         }),
         work: Signal::default(),
         socket: UdpSocket::from(socket),
@@ -194,19 +180,21 @@ async fn watch_stop(core: Rc<Core>, mut stop: watch::Receiver<Option<Duration>>)
         }
     };
     let mut state = core.state.borrow_mut();
-    if state.phase == Phase::Running {
-        tracing::debug!(
-            core = core.layout.core(),
-            ?drain,
-            tunnels = state.tunnels.len(),
-            "draining"
-        );
-        let now = Instant::now();
-        // HTTP/3 GOAWAY: clients open new tunnels elsewhere, and requests past it are
-        // rejected unprocessed by the engine.
-        state.endpoint.go_away(now);
-        state.phase = Phase::Draining { until: now + drain };
-    }
+    tracing::debug!(
+        core = core.layout.core(),
+        ?drain,
+        tunnels = state.tunnels.len(),
+        "draining"
+    );
+    // The engine runs the sequence: HTTP/3 GOAWAY, the drain, the close; tunnels it cuts
+    // reach their relays as events.
+    state.stopping = true;
+    let plan = ShutdownPlan {
+        drain,
+        close_code: core.options.close_code,
+        grace: core.options.close_grace,
+    };
+    state.endpoint.shutdown(Instant::now(), plan);
     drop(state);
     core.work.notify();
 }
@@ -337,9 +325,6 @@ impl Core {
                 }
                 // While draining, the engine reports only requests that were in flight
                 // when its GOAWAY went out: GOAWAY promised to process them.
-                let mut state = self.state.borrow_mut();
-                state.dialing += 1;
-                drop(state);
                 tracing::debug!(core, ?tunnel, %target, peer = %client.peer, "tunnel requested");
                 glommio::spawn_local(tunnel::dial_and_relay(self.clone(), tunnel, target)).detach();
             }
@@ -371,7 +356,6 @@ impl Core {
         result: Result<(), Refusal>,
     ) -> Option<Rc<TunnelSignals>> {
         let mut state = self.state.borrow_mut();
-        state.dialing = state.dialing.saturating_sub(1);
         let outcome = match result {
             Err(refusal) => {
                 refuse(&mut state.endpoint, tunnel, refusal);
@@ -441,53 +425,15 @@ impl Core {
         self.work.notify();
     }
 
-    /// The earliest of the engine's timer and the shutdown phase's deadline.
+    /// The engine's next deadline (the shutdown's among them).
     fn deadline(&self) -> Option<Instant> {
-        let state = self.state.borrow();
-        let phase = match state.phase {
-            Phase::Running => None,
-            Phase::Draining { until } | Phase::Closing { until } => Some(until),
-        };
-        match (state.endpoint.poll_timeout(), phase) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.state.borrow().endpoint.poll_timeout()
     }
 
-    /// Moves shutdown along; true when the core should stop.
+    /// Whether the core should stop: the engine's shutdown is over.
     fn advance_phase(&self) -> bool {
-        let now = Instant::now();
-        let mut state = self.state.borrow_mut();
-        match state.phase {
-            Phase::Running => false,
-            Phase::Draining { until } => {
-                let idle = state.tunnels.is_empty() && state.dialing == 0;
-                if idle || now >= until {
-                    if !state.tunnels.is_empty() {
-                        tracing::info!(
-                            core = self.layout.core(),
-                            tunnels = state.tunnels.len(),
-                            "drain deadline passed; resetting tunnels"
-                        );
-                    }
-                    let open: Vec<TunnelId> = state.tunnels.keys().copied().collect();
-                    for tunnel in open {
-                        let _ = state.endpoint.tunnel_abort(tunnel);
-                        if let Some(signals) = state.tunnels.remove(&tunnel) {
-                            signals.close(false);
-                        }
-                    }
-                    state
-                        .endpoint
-                        .close(now, self.options.close_code, b"shutting down");
-                    state.phase = Phase::Closing {
-                        until: now + self.options.close_grace,
-                    };
-                }
-                false
-            }
-            Phase::Closing { until } => state.endpoint.is_closed() || now >= until,
-        }
+        let state = self.state.borrow();
+        state.stopping && state.endpoint.is_closed()
     }
 
     fn stats(&self) -> CoreStats {

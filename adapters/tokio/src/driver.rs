@@ -17,8 +17,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
-    Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, TunnelError, TunnelId,
-    TunnelKind, TunnelTarget,
+    Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan, TunnelError,
+    TunnelId, TunnelKind, TunnelTarget,
 };
 
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
@@ -104,20 +104,6 @@ enum WriteSide {
     Stopped,
 }
 
-/// Where shutdown stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    /// No new tunnels; open ones run until they end or `until`.
-    Draining {
-        until: Instant,
-    },
-    /// `Endpoint::close` was called; wait for the connections to drain until `until`.
-    Closing {
-        until: Instant,
-    },
-}
-
 /// What woke the driver.
 enum Input {
     Datagrams(usize),
@@ -135,8 +121,9 @@ pub(crate) struct Driver {
     opening: HashMap<TunnelId, oneshot::Sender<Result<Tunnel, OpenFailure>>>,
     udp_tunnels: HashMap<TunnelId, UdpPort>,
     opening_udp: HashMap<TunnelId, oneshot::Sender<Result<UdpTunnel, OpenFailure>>>,
-    dialing: usize,
-    phase: Phase,
+    /// `Node::shutdown` was asked for: the engine runs the sequence, the driver stops when
+    /// it says it is closed.
+    stopping: bool,
     send_buf: Box<[u8]>,
     recv_chunk: Box<[u8]>,
 }
@@ -159,8 +146,7 @@ impl Driver {
             opening: HashMap::new(),
             udp_tunnels: HashMap::new(),
             opening_udp: HashMap::new(),
-            dialing: 0,
-            phase: Phase::Running,
+            stopping: false,
             send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
             recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
         }
@@ -201,16 +187,9 @@ impl Driver {
         }
     }
 
-    /// The earliest of the engine's timer and the shutdown phase's deadline.
+    /// The engine's next deadline (the shutdown's among them).
     fn deadline(&self) -> Option<Instant> {
-        let phase = match self.phase {
-            Phase::Running => None,
-            Phase::Draining { until } | Phase::Closing { until } => Some(until),
-        };
-        match (self.endpoint.poll_timeout(), phase) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.endpoint.poll_timeout()
     }
 
     fn on_datagrams(&mut self, bufs: &mut RecvBufs, count: usize) {
@@ -325,7 +304,6 @@ impl Driver {
     /// went out (it rejects later ones itself): GOAWAY promised to process them.
     fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
         tracing::debug!(?tunnel, %target, %peer, "tunnel requested");
-        self.dialing += 1;
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {
@@ -344,7 +322,6 @@ impl Driver {
     }
 
     fn on_dialed(&mut self, tunnel: TunnelId, result: Result<TcpStream, Refusal>) {
-        self.dialing = self.dialing.saturating_sub(1);
         let stream = match result {
             Ok(stream) => stream,
             Err(refusal) => return self.refuse(tunnel, refusal),
@@ -367,7 +344,6 @@ impl Driver {
     /// the socket in a task of its own.
     fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
         tracing::debug!(?tunnel, %target, %peer, "UDP tunnel requested");
-        self.dialing += 1;
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {
@@ -380,7 +356,6 @@ impl Driver {
     }
 
     fn on_udp_connected(&mut self, tunnel: TunnelId, result: Result<udp_egress::Egress, Refusal>) {
-        self.dialing = self.dialing.saturating_sub(1);
         let socket = match result {
             Ok(socket) => socket,
             Err(refusal) => return self.refuse(tunnel, refusal),
@@ -471,14 +446,15 @@ impl Driver {
             Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
             Command::Shutdown { drain } => {
-                if self.phase == Phase::Running {
-                    tracing::info!(?drain, tunnels = self.tunnels.len(), "shutting down");
-                    let now = Instant::now();
-                    // An edge tells its clients with HTTP/3 GOAWAY: they open new tunnels
-                    // elsewhere, and requests past it are rejected unprocessed.
-                    self.endpoint.go_away(now);
-                    self.phase = Phase::Draining { until: now + drain };
-                }
+                // The engine runs the whole sequence (GOAWAY, drain, close); its tunnels'
+                // ends reach the relays as events.
+                self.stopping = true;
+                let plan = ShutdownPlan {
+                    drain,
+                    close_code: self.options.close_code,
+                    grace: self.options.close_grace,
+                };
+                self.endpoint.shutdown(Instant::now(), plan);
             }
         }
     }
@@ -488,7 +464,7 @@ impl Driver {
         target: &TunnelTarget,
         reply: oneshot::Sender<Result<Tunnel, OpenFailure>>,
     ) {
-        if self.phase != Phase::Running {
+        if self.stopping {
             let _ = reply.send(Err(OpenFailure::Stopped));
             return;
         }
@@ -508,7 +484,7 @@ impl Driver {
         target: &TunnelTarget,
         reply: oneshot::Sender<Result<UdpTunnel, OpenFailure>>,
     ) {
-        if self.phase != Phase::Running {
+        if self.stopping {
             let _ = reply.send(Err(OpenFailure::Stopped));
             return;
         }
@@ -684,52 +660,9 @@ impl Driver {
         }
     }
 
-    /// Moves shutdown along; returns true when the driver should stop.
-    fn advance_phase(&mut self) -> bool {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Running => false,
-            Phase::Draining { until } => {
-                // UDP tunnels have no end of their own: they do not hold the drain up.
-                let idle = self.tunnels.is_empty()
-                    && self.opening.is_empty()
-                    && self.opening_udp.is_empty()
-                    && self.dialing == 0;
-                if idle || now >= until {
-                    self.close_all(now);
-                }
-                false
-            }
-            Phase::Closing { until } => self.endpoint.is_closed() || now >= until,
-        }
-    }
-
-    fn close_all(&mut self, now: Instant) {
-        let open: Vec<TunnelId> = self.tunnels.keys().copied().collect();
-        if !open.is_empty() {
-            tracing::info!(
-                tunnels = open.len(),
-                "drain deadline passed; resetting tunnels"
-            );
-        }
-        for tunnel in open {
-            self.abort(tunnel);
-        }
-        let udp: Vec<TunnelId> = self.udp_tunnels.keys().copied().collect();
-        for tunnel in udp {
-            self.close_udp(tunnel, true);
-        }
-        for (_, reply) in self.opening.drain() {
-            let _ = reply.send(Err(OpenFailure::Stopped));
-        }
-        for (_, reply) in self.opening_udp.drain() {
-            let _ = reply.send(Err(OpenFailure::Stopped));
-        }
-        self.endpoint
-            .close(now, self.options.close_code, b"shutting down");
-        self.phase = Phase::Closing {
-            until: now + self.options.close_grace,
-        };
+    /// Whether the driver should stop: the engine's shutdown is over.
+    fn advance_phase(&self) -> bool {
+        self.stopping && self.endpoint.is_closed()
     }
 }
 

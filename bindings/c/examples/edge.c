@@ -22,7 +22,7 @@
  * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
  *                    [--connect-timeout-ms N]
  * Prints "veil-c-edge: fingerprint sha256:HEX" and "veil-c-edge: listening on IP:PORT",
- * then serves until SIGTERM or SIGINT, when it closes gracefully.
+ * then serves until SIGTERM or SIGINT, when it drains and closes (veil_endpoint_shutdown).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -437,8 +437,11 @@ int main(int argc, char **argv) {
     for (;;) {
         uint64_t now = now_ns();
         if (stopping && !closing) {
+            /* The engine runs the whole sequence: GOAWAY, open tunnels finish (10 s at most),
+             * CONNECTION_CLOSE with H3_NO_ERROR (2 s to go out); cut tunnels come back as
+             * TUNNEL_CLOSED events. Its deadlines come out of veil_endpoint_poll_timeout. */
             closing = true;
-            veil_endpoint_close(ep, now, 0, (const uint8_t *)"bye", 3);
+            veil_endpoint_shutdown(ep, now, 10000, 0x100, 2000);
         }
         drain_events(ep, now);
         drain_transmits(ep, udp, now);

@@ -732,6 +732,23 @@ enum veil_result veil_endpoint_check_egress(const struct veil_endpoint *endpoint
 // `endpoint` must be NULL or live.
 enum veil_result veil_endpoint_go_away(struct veil_endpoint *endpoint, uint64_t now_ns);
 
+// The whole graceful shutdown, run by the engine: an edge sends HTTP/3 GOAWAY and a
+// client takes no new tunnels; open TCP tunnels go on for at most `drain_ms` and until the
+// peer has acknowledged the end of every finished one; then the tunnels left are cut
+// (`VEIL_EVENT_TUNNEL_CLOSED` with `VEIL_CLOSE_CONNECTION_LOST`), every connection sends
+// `CONNECTION_CLOSE` with `close_code` (0x100, `H3_NO_ERROR`, for a clean stop) and has
+// at most `grace_ms` to finish closing. Every deadline comes out of
+// `veil_endpoint_poll_timeout`: keep the usual loop until `veil_endpoint_is_closed` says
+// so. A second call changes nothing.
+//
+// # Safety
+// `endpoint` must be NULL or live.
+enum veil_result veil_endpoint_shutdown(struct veil_endpoint *endpoint,
+                                        uint64_t now_ns,
+                                        uint64_t drain_ms,
+                                        uint64_t close_code,
+                                        uint64_t grace_ms);
+
 // Graceful shutdown: GOAWAY, then `CONNECTION_CLOSE` with `error_code` and `reason`
 // (`reason_len` bytes, may be 0) on every connection; a client stops reconnecting and
 // refuses waiting tunnels. Keep polling until `veil_endpoint_is_closed` says so.

@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
-use veil_engine::{Endpoint, EndpointStats, RecvMeta, Role};
+use veil_engine::{Endpoint, EndpointStats, RecvMeta, Role, ShutdownPlan};
 
 use crate::addr::{self, veil_sockaddr};
 use crate::clock::Clock;
@@ -495,6 +496,39 @@ pub unsafe extern "C" fn veil_endpoint_go_away(
     let body = |endpoint: &mut veil_endpoint| {
         let now = endpoint.clock.instant(now_ns);
         endpoint.engine.go_away(now);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
+/// The whole graceful shutdown, run by the engine: an edge sends HTTP/3 GOAWAY and a
+/// client takes no new tunnels; open TCP tunnels go on for at most `drain_ms` and until the
+/// peer has acknowledged the end of every finished one; then the tunnels left are cut
+/// (`VEIL_EVENT_TUNNEL_CLOSED` with `VEIL_CLOSE_CONNECTION_LOST`), every connection sends
+/// `CONNECTION_CLOSE` with `close_code` (0x100, `H3_NO_ERROR`, for a clean stop) and has
+/// at most `grace_ms` to finish closing. Every deadline comes out of
+/// `veil_endpoint_poll_timeout`: keep the usual loop until `veil_endpoint_is_closed` says
+/// so. A second call changes nothing.
+///
+/// # Safety
+/// `endpoint` must be NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_shutdown(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+    drain_ms: u64,
+    close_code: u64,
+    grace_ms: u64,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let now = endpoint.clock.instant(now_ns);
+        let plan = ShutdownPlan {
+            drain: Duration::from_millis(drain_ms),
+            close_code,
+            grace: Duration::from_millis(grace_ms),
+        };
+        endpoint.engine.shutdown(now, plan);
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.

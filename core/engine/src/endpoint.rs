@@ -23,8 +23,11 @@ mod ends;
 mod fin;
 mod paths;
 mod requests;
+mod shutdown;
 mod timers;
 mod udp;
+
+pub use shutdown::ShutdownPlan;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -89,6 +92,8 @@ pub struct Endpoint {
     next_tunnel: u64,
     stats: EndpointStats,
     closing: bool,
+    /// Where `shutdown` is, once called.
+    shutdown: Option<shutdown::Phase>,
     /// Edge: `go_away` was called; no new connections, GOAWAY on every connection.
     draining: bool,
     fingerprint: Option<[u8; 32]>,
@@ -176,6 +181,9 @@ struct Conn {
     /// Streams whose FIN waits for stream credit for its empty DATA frame (`endpoint::fin`);
     /// their tunnel may be gone. Usually empty.
     fins_waiting: Vec<u64>,
+    /// Streams of tunnels that finished, until quiche forgets them (the peer acknowledged
+    /// their end): what a shutdown waits for before `CONNECTION_CLOSE`.
+    ended: shutdown::Ended,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
 }
@@ -270,6 +278,7 @@ impl Endpoint {
             next_tunnel: 0,
             stats: EndpointStats::default(),
             closing: false,
+            shutdown: None,
             draining: false,
             fingerprint,
             scratch: vec![0; 4096],
@@ -393,6 +402,7 @@ impl Endpoint {
         self.expire_requests(now);
         self.expire_idle_udp(now);
         self.client_connect(now);
+        self.advance_shutdown(now);
     }
 
     /// Writes the next datagram, or GSO batch of same-size datagrams of one connection and
@@ -475,6 +485,7 @@ impl Endpoint {
             .chain(client)
             .chain(self.udp.next_timer())
             .chain(self.unanswered.first())
+            .chain(self.shutdown_deadline())
             .min()
     }
 
@@ -508,7 +519,7 @@ impl Endpoint {
         let RoleState::Client(client) = &mut self.role else {
             return Err(OpenError::NotClient);
         };
-        if self.closing {
+        if self.closing || self.shutdown.is_some() {
             return Err(OpenError::Closing);
         }
         if client.pending.len() >= client.max_pending {
@@ -766,6 +777,10 @@ impl Endpoint {
         for handle in handles {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.close(error_code, reason);
+                // Nothing more will cross: the host hears of its tunnels now, not after the
+                // closing period.
+                let ids: Vec<TunnelId> = conn.streams.drain().map(|(_, id)| id).collect();
+                self.lose_tunnels(now, ids);
             }
             self.refresh_timer(handle);
             self.queue_send(handle);
@@ -922,6 +937,7 @@ impl Endpoint {
                 datagrams_taken: 0,
                 peer_finished: Vec::new(),
                 fins_waiting: Vec::new(),
+                ended: shutdown::Ended::default(),
                 timer: None,
             },
         );
@@ -995,6 +1011,7 @@ impl Endpoint {
         self.retry_responses(handle);
         self.notice_stops(handle);
         self.poll_writable(handle);
+        self.prune_ended(handle);
         // A GOAWAY may have retired the current connection: waiting tunnels need another.
         self.client_connect(now);
         self.flush_pending();
@@ -1513,6 +1530,12 @@ impl Endpoint {
         if !self.conns.get(&handle).is_some_and(|c| c.quic.is_closed()) {
             return false;
         }
+        self.remove_conn(now, handle)
+    }
+
+    /// Removes a connection, closed or not, and ends what it carried. Returns whether it
+    /// was there.
+    fn remove_conn(&mut self, now: Instant, handle: u64) -> bool {
         let Some(conn) = self.conns.remove(&handle) else {
             return false;
         };
@@ -1520,13 +1543,41 @@ impl Endpoint {
         for route in &conn.routes {
             self.routes.remove(route);
         }
-        let mut ids: Vec<TunnelId> = conn.streams.values().copied().collect();
+        let ids: Vec<TunnelId> = conn.streams.values().copied().collect();
+        let requeue = self.lose_tunnels(now, ids);
+        let reason = describe_close(&conn.quic);
+        tracing::debug!(connection = handle, %reason, "connection closed");
+        self.stats.connections_lost += 1;
+        self.events.push_back(Event::ConnectionLost {
+            connection: conn.handle,
+            reason,
+        });
+        if let RoleState::Client(client) = &mut self.role {
+            for id in requeue.into_iter().rev() {
+                client.pending.push_front(id);
+            }
+            if client.conn == Some(handle) {
+                client.conn = None;
+                client.schedule_retry(now);
+            }
+        }
+        self.client_connect(now);
+        true
+    }
+
+    /// Ends the tunnels `ids` of a connection that is gone or going: a client's request
+    /// still in time waits for the next connection (returned, oldest first, for the
+    /// caller to queue), everything else is reported refused or closed as lost.
+    fn lose_tunnels(&mut self, now: Instant, mut ids: Vec<TunnelId>) -> Vec<TunnelId> {
         ids.sort_unstable();
         let mut requeue = Vec::new();
         for id in ids {
             let Some(tunnel) = self.tunnels.remove(&id) else {
                 continue;
             };
+            if let TunnelState::Requested { deadline } = tunnel.state {
+                self.unanswered.remove(deadline, id);
+            }
             match tunnel.state {
                 // The edge never answered: the request waits for the next connection. Sending
                 // it again is safe for CONNECT: if the lost connection's edge did dial, it
@@ -1555,24 +1606,7 @@ impl Endpoint {
                 }),
             }
         }
-        let reason = describe_close(&conn.quic);
-        tracing::debug!(connection = handle, %reason, "connection closed");
-        self.stats.connections_lost += 1;
-        self.events.push_back(Event::ConnectionLost {
-            connection: conn.handle,
-            reason,
-        });
-        if let RoleState::Client(client) = &mut self.role {
-            for id in requeue.into_iter().rev() {
-                client.pending.push_front(id);
-            }
-            if client.conn == Some(handle) {
-                client.conn = None;
-                client.schedule_retry(now);
-            }
-        }
-        self.client_connect(now);
-        true
+        requeue
     }
 }
 

@@ -73,7 +73,7 @@ pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Verify, format_fingerprint, parse_fingerprint,
 };
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Name, Recv,

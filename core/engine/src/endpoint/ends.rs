@@ -174,7 +174,14 @@ impl Endpoint {
         let reason = tunnel
             .stopped
             .map_or(CloseReason::Finished, |code| CloseReason::Reset { code });
-        self.remove_tunnel(id);
+        if let Some((handle, stream)) = self.remove_tunnel(id) {
+            // Written is not delivered: a shutdown waits until the peer has the end.
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                if reason == CloseReason::Finished {
+                    conn.ended.push(stream);
+                }
+            }
+        }
         self.events
             .push_back(Event::TunnelClosed { tunnel: id, reason });
     }

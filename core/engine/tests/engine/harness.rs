@@ -134,9 +134,20 @@ impl Net {
         budget: Duration,
         until: impl Fn(&C, &E) -> bool,
     ) -> bool {
+        self.run_until_net(client, edge, budget, |_, c, e| until(c, e))
+    }
+
+    /// Like [`Self::run_until`], with the endpoints in view of `until` too.
+    pub(crate) fn run_until_net<C: Host, E: Host>(
+        &mut self,
+        client: &mut C,
+        edge: &mut E,
+        budget: Duration,
+        until: impl Fn(&Self, &C, &E) -> bool,
+    ) -> bool {
         let start = Instant::now();
         loop {
-            if until(client, edge) {
+            if until(self, client, edge) {
                 return true;
             }
             if start.elapsed() > budget {

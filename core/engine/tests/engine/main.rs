@@ -15,6 +15,7 @@ mod raw;
 mod reconnect;
 mod refusals;
 mod requests;
+mod shutdown;
 mod tls;
 mod tunnels;
 mod udp;
