@@ -81,8 +81,9 @@ pub(crate) struct Accepted {
     pub(crate) kind: TunnelKind,
 }
 
-/// Checks a request head the edge received, in the order ENGINE.md gives: method and
-/// pseudo-header shape, then credentials, then the target, then egress for IP literals.
+/// Checks a request head the edge received, in the order `docs/ARCHITECTURE.md` gives:
+/// method and pseudo-header shape, then credentials, then the target, then egress for IP
+/// literals.
 /// A plain CONNECT asks for a TCP stream; an Extended CONNECT (RFC 9220) with
 /// `:protocol connect-udp` for a UDP tunnel whose target `udp_template` reads from the
 /// `:path`.

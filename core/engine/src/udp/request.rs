@@ -23,7 +23,8 @@ pub(crate) const PROTOCOL: &str = "connect-udp";
 //# template expansion process has been completed."
 //# RFC 9114 §4.1.2: "Malformed requests or responses that are detected MUST be treated as
 //# a stream error of type H3_MESSAGE_ERROR."
-// The edge answers a malformed request with 400 before resetting, as ENGINE.md asks.
+// The edge answers a malformed request with 400 (and Proxy-Status) before resetting, as
+// it does a malformed CONNECT: the client learns why.
 pub(crate) fn check(
     fields: &RequestFields<'_>,
     tokens: &[Secret],
