@@ -382,9 +382,9 @@ impl Core {
         outcome
     }
 
-    /// Whether the engine's egress policy allows `addr` (the first allowed one is dialled).
-    pub(crate) fn egress_allowed(&self, addr: SocketAddr) -> bool {
-        self.state.borrow().endpoint.check_egress(addr.ip()).is_ok()
+    /// The resolved address the engine chooses to dial (`Endpoint::choose_egress`).
+    pub(crate) fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
+        self.state.borrow().endpoint.choose_egress(addrs)
     }
 
     /// Reads what the engine has for `tunnel` into `out`.

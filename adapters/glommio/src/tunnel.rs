@@ -83,17 +83,15 @@ pub(crate) async fn dial_and_relay(core: Rc<Core>, tunnel: TunnelId, target: Tun
     relay(&core, tunnel, &signals, stream).await;
 }
 
-/// Resolves `target`, picks the first address egress policy allows, and connects to it.
+/// Resolves `target`, lets the engine choose the address, and connects to it; the engine
+/// also says what a failure becomes.
 async fn dial(core: &Core, target: &TunnelTarget, timeout: Duration) -> Result<TcpStream, Refusal> {
     let addrs = resolve(target, timeout).await?;
     // The address that passed the check is the one dialled: no second lookup can swap it.
-    let addr = addrs
-        .into_iter()
-        .find(|addr| core.egress_allowed(*addr))
-        .ok_or(Refusal::Prohibited)?;
+    let addr = core.choose_egress(&addrs)?;
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
-        .map_err(|e| connect_refusal(&io::Error::from(e)))?;
+        .map_err(|e| Refusal::from_io_error(&io::Error::from(e)))?;
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
     let _ = stream.set_nodelay(true);
     Ok(stream)
@@ -127,20 +125,8 @@ async fn resolve(target: &TunnelTarget, timeout: Duration) -> Result<Vec<SocketA
         expired,
     )
     .await?;
-    if addrs.is_empty() {
-        return Err(Refusal::DnsError);
-    }
+    // None at all is the engine's to judge (`choose_egress`: a DNS error).
     Ok(addrs)
-}
-
-/// The refusal a failed `connect` becomes.
-fn connect_refusal(error: &io::Error) -> Refusal {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => Refusal::ConnectionRefused,
-        io::ErrorKind::TimedOut => Refusal::ConnectionTimeout,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
-        _ => Refusal::Internal,
-    }
 }
 
 /// Relays between `stream` and the tunnel until both directions ended.
@@ -293,20 +279,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_errors_map_to_refusals() {
-        let cases = [
-            (io::ErrorKind::ConnectionRefused, Refusal::ConnectionRefused),
-            (io::ErrorKind::TimedOut, Refusal::ConnectionTimeout),
-            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::PermissionDenied, Refusal::Internal),
-        ];
-        for (kind, refusal) in cases {
-            assert_eq!(connect_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
-        }
-    }
-
-    #[test]
     fn names_resolve_off_the_core_and_literals_to_themselves() {
         crate::test_executor().run(async {
             let ip: std::net::IpAddr = "192.0.2.9".parse().expect("valid address");
@@ -331,7 +303,7 @@ mod tests {
                 .await
                 .expect_err("nothing listens");
             assert_eq!(
-                connect_refusal(&io::Error::from(error)),
+                Refusal::from_io_error(&io::Error::from(error)),
                 Refusal::ConnectionRefused
             );
         });

@@ -1,7 +1,7 @@
-//! Edge: from a tunnel request to a connected TCP stream — resolve once, let the engine's
-//! egress policy pick the first allowed address, and dial exactly that address.
+//! Edge: from a tunnel request to a connected TCP stream — resolve once, let the engine
+//! choose the address (`Endpoint::choose_egress`), and dial exactly that address; the
+//! engine also says what a failure becomes (`Refusal::from_io_error`).
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub(crate) async fn dial(
     let addr = allowed_address(target, commands, timeout).await?;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
-        Ok(Err(e)) => return Err(connect_refusal(&e)),
+        Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
         Ok(Ok(stream)) => stream,
     };
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
@@ -30,22 +30,19 @@ pub(crate) async fn dial(
 }
 
 /// Resolves `target` (within `timeout`) and asks the driver which of its addresses the
-/// engine's egress policy allows: the first allowed one, or `Prohibited`. The caller uses
-/// exactly this address, so that no second lookup can swap in one that was not checked.
+/// engine chooses. The caller uses exactly this address, so that no second lookup can
+/// swap in one that was not checked.
 pub(crate) async fn allowed_address(
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<SocketAddr, Refusal> {
     let addrs = resolve(target, timeout).await?;
-    let (reply, allowed) = oneshot::channel();
+    let (reply, chosen) = oneshot::channel();
     commands
-        .send(Command::CheckEgress { addrs, reply })
+        .send(Command::ChooseEgress { addrs, reply })
         .map_err(|_| Refusal::Internal)?;
-    allowed
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .ok_or(Refusal::Prohibited)
+    chosen.await.map_err(|_| Refusal::Internal)?
 }
 
 /// The addresses of `target`: the literal itself, or what the system resolver answers.
@@ -66,40 +63,14 @@ pub(crate) async fn resolve(
         }
         Ok(Ok(addrs)) => addrs.collect(),
     };
-    if addrs.is_empty() {
-        return Err(Refusal::DnsError);
-    }
+    // None at all is the engine's to judge (`choose_egress`: a DNS error).
     Ok(addrs)
-}
-
-/// The refusal a failed `connect` becomes.
-fn connect_refusal(error: &io::Error) -> Refusal {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => Refusal::ConnectionRefused,
-        io::ErrorKind::TimedOut => Refusal::ConnectionTimeout,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
-        _ => Refusal::Internal,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::IpAddr;
-
-    #[test]
-    fn connect_errors_map_to_refusals() {
-        let cases = [
-            (io::ErrorKind::ConnectionRefused, Refusal::ConnectionRefused),
-            (io::ErrorKind::TimedOut, Refusal::ConnectionTimeout),
-            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::PermissionDenied, Refusal::Internal),
-        ];
-        for (kind, refusal) in cases {
-            assert_eq!(connect_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
-        }
-    }
 
     #[tokio::test]
     async fn an_ip_literal_resolves_to_itself() {
@@ -126,6 +97,6 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         drop(listener);
         let error = TcpStream::connect(addr).await.expect_err("nothing listens");
-        assert_eq!(connect_refusal(&error), Refusal::ConnectionRefused);
+        assert_eq!(Refusal::from_io_error(&error), Refusal::ConnectionRefused);
     }
 }

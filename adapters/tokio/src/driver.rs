@@ -46,10 +46,10 @@ pub(crate) enum Command {
     Abort { tunnel: TunnelId },
     /// A reader drained a chunk after the driver found its channel full.
     Wake { tunnel: TunnelId },
-    /// Edge: which of these resolved addresses may be dialled (the first allowed one).
-    CheckEgress {
+    /// Edge: which of these resolved addresses to dial (`Endpoint::choose_egress`).
+    ChooseEgress {
         addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<Option<SocketAddr>>,
+        reply: oneshot::Sender<Result<SocketAddr, Refusal>>,
     },
     /// Edge: a dial for a tunnel request ended.
     Dialed {
@@ -434,11 +434,8 @@ impl Driver {
             }
             Command::Abort { tunnel } => self.on_abort(tunnel),
             Command::Wake { tunnel } => self.read_tunnel(tunnel),
-            Command::CheckEgress { addrs, reply } => {
-                let allowed = addrs
-                    .into_iter()
-                    .find(|addr| self.endpoint.check_egress(addr.ip()).is_ok());
-                let _ = reply.send(allowed);
+            Command::ChooseEgress { addrs, reply } => {
+                let _ = reply.send(self.endpoint.choose_egress(&addrs));
             }
             Command::Dialed { tunnel, result } => self.on_dialed(tunnel, result),
             Command::OpenUdp { target, reply } => self.on_open_udp(&target, reply),

@@ -1,8 +1,8 @@
 //! Edge: from a CONNECT-UDP request to a connected UDP socket, and the relay between that
 //! socket and the tunnel.
 //!
-//! As for TCP, the target is resolved once, the engine's egress policy picks the first
-//! allowed address, and exactly that address is used. The socket is `connect()`ed to it,
+//! As for TCP, the target is resolved once, the engine chooses the address
+//! (`Endpoint::choose_egress`), and exactly that address is used. The socket is `connect()`ed to it,
 //! so the kernel drops datagrams from any other source, and it never fragments: Don't
 //! Fragment is set (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `PMTUDISC_DO` on Linux), so a
 //! payload too large for the path is refused by the kernel (`EMSGSIZE`) and dropped,
@@ -47,7 +47,7 @@ pub(crate) async fn connect(
         })
         .map_err(|e| {
             tracing::debug!(%addr, error = %e, "UDP socket for a tunnel failed");
-            socket_refusal(&e)
+            Refusal::from_io_error(&e)
         })
 }
 
@@ -81,14 +81,6 @@ fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()>
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Result<()> {
     Ok(())
-}
-
-/// The refusal a failed socket setup becomes.
-fn socket_refusal(error: &io::Error) -> Refusal {
-    match error.kind() {
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Refusal::Unreachable,
-        _ => Refusal::Internal,
-    }
 }
 
 /// Relays datagrams between the target socket and the tunnel until the tunnel closes or
@@ -144,18 +136,6 @@ pub(crate) async fn relay(egress: Egress, tunnel: UdpTunnel) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn socket_errors_map_to_refusals() {
-        let cases = [
-            (io::ErrorKind::NetworkUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::HostUnreachable, Refusal::Unreachable),
-            (io::ErrorKind::AddrInUse, Refusal::Internal),
-        ];
-        for (kind, refusal) in cases {
-            assert_eq!(socket_refusal(&io::Error::from(kind)), refusal, "{kind:?}");
-        }
-    }
 
     #[tokio::test]
     async fn the_socket_only_hears_its_target() {

@@ -47,6 +47,7 @@
 #define MAX_TUNNELS 256
 #define RELAY_BUF (64 * 1024)
 #define UDP_BUF 65536
+#define MAX_CANDIDATES 16 /* resolved addresses offered to veil_endpoint_choose_egress */
 
 enum tunnel_state { FREE = 0, DIALING, OPEN };
 
@@ -154,16 +155,6 @@ static void refuse(veil_endpoint *ep, uint64_t id, veil_refusal why) {
     if (r < 0) fprintf(stderr, "veil-c-edge: refuse %llu: %s\n", (unsigned long long)id, veil_result_str(r));
 }
 
-static veil_refusal refusal_of_errno(int err) {
-    switch (err) {
-    case ECONNREFUSED: return VEIL_REFUSAL_CONNECTION_REFUSED;
-    case ETIMEDOUT: return VEIL_REFUSAL_CONNECTION_TIMEOUT;
-    case ENETUNREACH:
-    case EHOSTUNREACH: return VEIL_REFUSAL_UNREACHABLE;
-    default: return VEIL_REFUSAL_INTERNAL;
-    }
-}
-
 static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
     struct tunnel *t = NULL;
     for (int i = 0; i < MAX_TUNNELS && !t; i++)
@@ -185,20 +176,21 @@ static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
         refuse(ep, ev->tunnel, VEIL_REFUSAL_DNS_ERROR);
         return;
     }
-    /* The first address egress policy allows; the name is never resolved again. */
-    veil_sockaddr target;
-    bool allowed = false;
-    for (struct addrinfo *ai = res; ai && !allowed; ai = ai->ai_next) {
-        memset(&target, 0, sizeof target);
-        memcpy(&target.addr, ai->ai_addr, ai->ai_addrlen);
-        target.len = ai->ai_addrlen;
-        allowed = veil_endpoint_check_egress(ep, &target) == VEIL_OK;
+    /* The engine chooses among the resolved addresses (egress policy); that one is
+     * dialled, and the name is never resolved again. */
+    veil_sockaddr candidates[MAX_CANDIDATES];
+    size_t count = 0, chosen = 0;
+    for (struct addrinfo *ai = res; ai && count < MAX_CANDIDATES; ai = ai->ai_next) {
+        memset(&candidates[count], 0, sizeof candidates[count]);
+        memcpy(&candidates[count].addr, ai->ai_addr, ai->ai_addrlen);
+        candidates[count++].len = ai->ai_addrlen;
     }
     freeaddrinfo(res);
-    if (!allowed) {
-        refuse(ep, ev->tunnel, VEIL_REFUSAL_PROHIBITED);
+    if (veil_endpoint_choose_egress(ep, candidates, count, &chosen) != VEIL_OK) {
+        refuse(ep, ev->tunnel, count ? VEIL_REFUSAL_PROHIBITED : VEIL_REFUSAL_DNS_ERROR);
         return;
     }
+    const veil_sockaddr target = candidates[chosen];
     int fd = socket(target.addr.ss_family, SOCK_STREAM, 0);
     if (fd < 0 || set_nonblocking(fd) < 0) {
         if (fd >= 0) close(fd);
@@ -208,7 +200,7 @@ static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
     if (connect(fd, (struct sockaddr *)&target.addr, target.len) < 0 && errno != EINPROGRESS) {
         int err = errno;
         close(fd);
-        refuse(ep, ev->tunnel, refusal_of_errno(err));
+        refuse(ep, ev->tunnel, veil_refusal_of_errno(err));
         return;
     }
     memset(t, 0, sizeof *t);
@@ -224,7 +216,7 @@ static void on_dialed(veil_endpoint *ep, struct tunnel *t, bool timed_out) {
     socklen_t len = sizeof err;
     if (!timed_out && getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err != 0) {
-        refuse(ep, t->id, refusal_of_errno(err));
+        refuse(ep, t->id, veil_refusal_of_errno(err));
         release(t);
         return;
     }

@@ -200,16 +200,6 @@ typedef enum veil_close_reason {
   VEIL_CLOSE_IDLE_TIMEOUT = 5,
 } veil_close_reason;
 
-// Congestion controller (the argument of `veil_config_set_congestion_control`).
-typedef enum veil_congestion_control {
-  // CUBIC (RFC 9438), the default.
-  VEIL_CC_CUBIC = 0,
-  // `BBRv2`.
-  VEIL_CC_BBR2 = 1,
-  // `NewReno` (RFC 9002 §7).
-  VEIL_CC_RENO = 2,
-} veil_congestion_control;
-
 // Why an edge refuses a tunnel (the `refusal` argument of `veil_endpoint_refuse_tunnel`).
 // Each maps to an HTTP status and an RFC 9209 Proxy-Status error type.
 typedef enum veil_refusal {
@@ -233,6 +223,16 @@ typedef enum veil_refusal {
   // Anything else: 500 `proxy_internal_error`.
   VEIL_REFUSAL_INTERNAL = 8,
 } veil_refusal;
+
+// Congestion controller (the argument of `veil_config_set_congestion_control`).
+typedef enum veil_congestion_control {
+  // CUBIC (RFC 9438), the default.
+  VEIL_CC_CUBIC = 0,
+  // `BBRv2`.
+  VEIL_CC_BBR2 = 1,
+  // `NewReno` (RFC 9002 §7).
+  VEIL_CC_RENO = 2,
+} veil_congestion_control;
 
 // A configuration being built. Opaque: create it with `veil_config_new`, set what differs
 // from the defaults, pass it to `veil_endpoint_new` (as often as wanted), free it with
@@ -723,6 +723,23 @@ enum veil_result veil_endpoint_poll_event(struct veil_endpoint *endpoint, struct
 enum veil_result veil_endpoint_check_egress(const struct veil_endpoint *endpoint,
                                             const struct veil_sockaddr *addr);
 
+// Edge: which of a target's resolved addresses to dial: writes the index in
+// `candidates` of the first one egress policy allows (in the resolver's order) to
+// `chosen`. Dial exactly that address, so that no second lookup can swap in one that was
+// not checked.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_PROHIBITED` (none is allowed: refuse with
+// `VEIL_REFUSAL_PROHIBITED`); `VEIL_ERR_INVALID_ARGUMENT` (`count` is 0, or an address is
+// malformed).
+//
+// # Safety
+// `endpoint` must be NULL or live; `candidates` NULL or valid for reads of `count`
+// `veil_sockaddr`s; `chosen` NULL or writable.
+enum veil_result veil_endpoint_choose_egress(const struct veil_endpoint *endpoint,
+                                             const struct veil_sockaddr *candidates,
+                                             size_t count,
+                                             size_t *chosen);
+
 // Edge: starts a graceful drain. Sends HTTP/3 GOAWAY on every connection, accepts no
 // new connections, and rejects later requests unprocessed (`H3_REQUEST_REJECTED`: the
 // client retries them elsewhere); open tunnels carry on. Call `veil_endpoint_close`
@@ -778,6 +795,11 @@ enum veil_result veil_endpoint_stats(const struct veil_endpoint *endpoint,
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.
 const char *veil_result_str(int code);
+
+// The refusal a failed `connect`, `socket` or `bind` becomes, from its `errno` value
+// `err`: the same mapping every veil host uses (refused, timed out, unreachable; anything
+// else is `VEIL_REFUSAL_INTERNAL`). (Not named `errno`: in C that is a macro.)
+enum veil_refusal veil_refusal_of_errno(int err);
 
 // Edge: answers a `VEIL_EVENT_TUNNEL_REQUEST` with 200; the tunnel then carries data.
 // Call it once the target is connected.

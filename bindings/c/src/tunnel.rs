@@ -66,6 +66,31 @@ fn refusal(code: c_int) -> Option<Refusal> {
     })
 }
 
+impl From<Refusal> for veil_refusal {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Prohibited => Self::VEIL_REFUSAL_PROHIBITED,
+            Refusal::Denied => Self::VEIL_REFUSAL_DENIED,
+            Refusal::DnsError => Self::VEIL_REFUSAL_DNS_ERROR,
+            Refusal::DnsTimeout => Self::VEIL_REFUSAL_DNS_TIMEOUT,
+            Refusal::ConnectionRefused => Self::VEIL_REFUSAL_CONNECTION_REFUSED,
+            Refusal::ConnectionTimeout => Self::VEIL_REFUSAL_CONNECTION_TIMEOUT,
+            Refusal::Unreachable => Self::VEIL_REFUSAL_UNREACHABLE,
+            Refusal::ConnectionLimit => Self::VEIL_REFUSAL_CONNECTION_LIMIT,
+            // A refusal this version of the ABI cannot name.
+            _ => Self::VEIL_REFUSAL_INTERNAL,
+        }
+    }
+}
+
+/// The refusal a failed `connect`, `socket` or `bind` becomes, from its `errno` value
+/// `err`: the same mapping every veil host uses (refused, timed out, unreachable; anything
+/// else is `VEIL_REFUSAL_INTERNAL`). (Not named `errno`: in C that is a macro.)
+#[unsafe(no_mangle)]
+pub extern "C" fn veil_refusal_of_errno(err: c_int) -> veil_refusal {
+    Refusal::from_errno(err).into()
+}
+
 /// Edge: answers a `VEIL_EVENT_TUNNEL_REQUEST` with 200; the tunnel then carries data.
 /// Call it once the target is connected.
 ///

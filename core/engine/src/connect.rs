@@ -222,23 +222,30 @@ pub(crate) fn parse_authority(
     let text = std::str::from_utf8(authority).map_err(|_| Rejection::BAD_REQUEST)?;
     //# RFC 9114 §4.4: "The ":authority" pseudo-header field contains the host and port
     //# to connect to"
-    let (host, port) = split_host_port(text).ok_or(Rejection::BAD_REQUEST)?;
-    let port = parse_port(port).ok_or(Rejection::BAD_REQUEST)?;
-    let host = match host {
-        HostText::Bracketed(v6) => Host::Ip(IpAddr::V6(v6)),
-        // Every spelling a resolver could read as an address (`2130706433`, `0x7f.1`,
-        // `localhost`) is an address here, so the policy sees what would be dialled.
-        HostText::Plain(text) => match classify_host(text).map_err(|_| Rejection::BAD_REQUEST)? {
-            HostKind::Ip(ip) => Host::Ip(ip),
-            HostKind::Name => Host::Name(Name::new(text).map_err(|_| Rejection::BAD_REQUEST)?),
-        },
-    };
-    if let Host::Ip(ip) = host {
+    let target = parse_target(text).ok_or(Rejection::BAD_REQUEST)?;
+    if let Host::Ip(ip) = target.host {
         egress
             .check(ip)
             .map_err(|_| Rejection::from_refusal(Refusal::Prohibited))?;
     }
-    Ok(TunnelTarget { host, port })
+    Ok(target)
+}
+
+/// Parses `host:port` (IPv6 in brackets, port 1–65535 without leading zeros) into a
+/// target: the one authority parser of veil, for requests and for configuration alike.
+pub(crate) fn parse_target(text: &str) -> Option<TunnelTarget> {
+    let (host, port) = split_host_port(text)?;
+    let port = parse_port(port)?;
+    let host = match host {
+        HostText::Bracketed(v6) => Host::Ip(IpAddr::V6(v6)),
+        // Every spelling a resolver could read as an address (`2130706433`, `0x7f.1`,
+        // `localhost`) is an address here, so the policy sees what would be dialled.
+        HostText::Plain(text) => match classify_host(text).ok()? {
+            HostKind::Ip(ip) => Host::Ip(ip),
+            HostKind::Name => Host::Name(Name::new(text).ok()?),
+        },
+    };
+    Some(TunnelTarget { host, port })
 }
 
 enum HostText<'a> {
@@ -387,6 +394,28 @@ fn proxy_error_of(value: &str) -> Option<ProxyErrorType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_parse_as_authorities_and_print_back() {
+        for text in ["example.com:443", "192.0.2.7:53", "[2001:db8::1]:8443"] {
+            let target: TunnelTarget = text.parse().expect(text);
+            assert_eq!(target.to_string(), text);
+        }
+        let numeric: TunnelTarget = "2130706433:80".parse().expect("an address spelling");
+        assert_eq!(numeric.host, Host::Ip(IpAddr::from([127, 0, 0, 1])));
+        for bad in [
+            "example.com",
+            "example.com:0",
+            "example.com:080",
+            "example.com:65536",
+            ":80",
+            "[2001:db8::1]",
+            "2001:db8::1:80",
+            "bad host:80",
+        ] {
+            assert!(bad.parse::<TunnelTarget>().is_err(), "{bad}");
+        }
+    }
 
     fn head(fields: &[(&str, &str)]) -> Vec<Header> {
         fields

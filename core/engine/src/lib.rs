@@ -76,8 +76,8 @@ pub use config::{
 pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use types::{
-    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Name, Recv,
-    RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds,
+    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, InvalidTarget, Name,
+    Recv, RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds,
     TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;

@@ -132,6 +132,31 @@ impl TunnelTarget {
     }
 }
 
+impl std::str::FromStr for TunnelTarget {
+    type Err = InvalidTarget;
+
+    /// Parses `host:port` as the edge parses a CONNECT `:authority`: IPv6 in brackets, a
+    /// port of 1–65535, and every spelling of an address read as that address.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        crate::connect::parse_target(text).ok_or(InvalidTarget)
+    }
+}
+
+/// A text that is not a `host:port` target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidTarget;
+
+impl fmt::Display for InvalidTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "not a HOST:PORT target (a DNS name or an IP address, IPv6 in brackets; port 1 to \
+             65535)",
+        )
+    }
+}
+
+impl std::error::Error for InvalidTarget {}
+
 impl fmt::Display for TunnelTarget {
     /// `host:port`, with IPv6 addresses in brackets: the form of an HTTP authority.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,6 +218,25 @@ impl Refusal {
         Self::ConnectionLimit,
         Self::Internal,
     ];
+
+    /// The refusal a failed dial, socket or bind becomes, for every host alike: refused
+    /// and timed-out connections, unreachable hosts and networks keep their meaning;
+    /// anything else is the edge's own failure.
+    pub fn from_io_error(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::ConnectionRefused => Self::ConnectionRefused,
+            ErrorKind::TimedOut => Self::ConnectionTimeout,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Self::Unreachable,
+            _ => Self::Internal,
+        }
+    }
+
+    /// [`from_io_error`](Self::from_io_error) for an OS error number (`errno`), as a host
+    /// written in C has it.
+    pub fn from_errno(errno: i32) -> Self {
+        Self::from_io_error(&std::io::Error::from_raw_os_error(errno))
+    }
 
     /// The HTTP status the client receives.
     pub const fn status(self) -> u16 {

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use veil_engine::{Host, Name, QuicConfig, Secret, TunnelTarget};
+use veil_engine::{QuicConfig, Secret, TunnelTarget};
 
 /// Default UDP address of `veil server`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
@@ -413,21 +413,9 @@ impl UdpForward {
     }
 }
 
-/// Parses `HOST:PORT` into a tunnel target (port 1–65535; IPv6 in brackets).
+/// Parses `HOST:PORT` into a tunnel target, as the engine parses a CONNECT authority.
 fn parse_target(text: &str) -> anyhow::Result<TunnelTarget> {
-    let (host, port) = text.rsplit_once(':').context("no :PORT")?;
-    let port: u16 = port.parse().context("invalid port")?;
-    ensure!(port != 0, "port 0");
-    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => Host::Ip(std::net::IpAddr::V6(
-            v6.parse().context("invalid IPv6 address")?,
-        )),
-        None => match host.parse::<std::net::Ipv4Addr>() {
-            Ok(v4) => Host::Ip(v4.into()),
-            Err(_) => Host::Name(Name::new(host).map_err(|e| anyhow::anyhow!("{e}"))?),
-        },
-    };
-    Ok(TunnelTarget::new(host, port))
+    Ok(text.parse::<TunnelTarget>()?)
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -569,6 +557,7 @@ pub fn format_pin(fingerprint: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veil_engine::Host;
 
     const PIN: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -762,10 +751,14 @@ mod tests {
             "127.0.0.1:53=host:70000",
             "localhost:53=host:53",
             "127.0.0.1:53=bad host:53",
-            "127.0.0.1:53=10.0.0.010:53",
+            "127.0.0.1:53=host:053",
         ] {
             assert!(UdpForward::parse(bad).is_err(), "{bad}");
         }
+        // One authority parser, the engine's: an address in any spelling a resolver reads
+        // is that address, as the edge reads it (`010` is octal).
+        let octal = UdpForward::parse("127.0.0.1:53=10.0.0.010:53").expect("an address");
+        assert_eq!(octal.target.host, Host::Ip([10, 0, 0, 8].into()));
 
         let file = FileConfig::parse(
             "[client]\nudp_forward = [\"127.0.0.1:0=a.example:53\"]\nudp_template = \"/u/{target_host}/{target_port}/\"\n",

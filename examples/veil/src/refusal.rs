@@ -9,41 +9,16 @@ use veil_tokio::OpenFailure;
 /// The name of the local proxy in the Proxy-Status members it generates itself.
 pub const LOCAL_PROXY_NAME: &str = "veil-client";
 
-/// The SOCKS5 `REP` for a tunnel that did not open.
+/// The SOCKS5 `REP` for a tunnel that did not open: veil-proto's mapping of the edge's
+/// status and Proxy-Status error, the same for every on-ramp.
 pub fn socks_reply(failure: &OpenFailure) -> ReplyCode {
     match failure {
         OpenFailure::Refused(RefusedReason::Status {
             status,
             proxy_error,
             ..
-        }) => match proxy_error {
-            Some(error) => socks_reply_for_error(*error),
-            None => socks_reply_for_status(*status),
-        },
+        }) => ReplyCode::for_refusal(*status, *proxy_error),
         // The edge itself could not be reached, or the local node is stopping.
-        _ => ReplyCode::GeneralFailure,
-    }
-}
-
-fn socks_reply_for_error(error: ProxyErrorType) -> ReplyCode {
-    match error {
-        ProxyErrorType::DestinationIpProhibited | ProxyErrorType::HttpRequestDenied => {
-            ReplyCode::ConnectionNotAllowed
-        }
-        ProxyErrorType::DnsError | ProxyErrorType::DnsTimeout => ReplyCode::HostUnreachable,
-        ProxyErrorType::DestinationIpUnroutable => ReplyCode::NetworkUnreachable,
-        ProxyErrorType::ConnectionRefused => ReplyCode::ConnectionRefused,
-        // RFC 1928 has no timeout code; X'06' "TTL expired" is the usual stand-in.
-        ProxyErrorType::ConnectionTimeout => ReplyCode::TtlExpired,
-        _ => ReplyCode::GeneralFailure,
-    }
-}
-
-fn socks_reply_for_status(status: u16) -> ReplyCode {
-    match status {
-        // Forbidden target, or the edge refused our token: policy says no either way.
-        401 | 403 | 407 => ReplyCode::ConnectionNotAllowed,
-        504 => ReplyCode::TtlExpired,
         _ => ReplyCode::GeneralFailure,
     }
 }
@@ -61,9 +36,9 @@ pub struct HttpRefusal {
 }
 
 impl HttpRefusal {
-    /// Maps a failure. The edge's status is passed on, but for 401/407 (the edge did not
-    /// take our token: nothing the local client could fix by authenticating) which become
-    /// 502; its Proxy-Status member (name and error) is passed on too.
+    /// Maps a failure. The edge's status is passed on as veil-proto's
+    /// `StatusCode::relayed_refusal` says (401/407 become 502), and its Proxy-Status
+    /// member (name and error) too.
     pub fn of(failure: &OpenFailure) -> Self {
         match failure {
             OpenFailure::Refused(RefusedReason::Status {
@@ -71,11 +46,7 @@ impl HttpRefusal {
                 proxy_error,
                 proxy_status,
             }) => {
-                let status = match *status {
-                    401 | 407 => StatusCode::BAD_GATEWAY,
-                    code if code >= 400 => StatusCode::new(code).unwrap_or(StatusCode::BAD_GATEWAY),
-                    _ => StatusCode::BAD_GATEWAY,
-                };
+                let status = StatusCode::relayed_refusal(*status);
                 let proxy = proxy_status
                     .as_deref()
                     .and_then(member_name)
@@ -159,30 +130,10 @@ mod tests {
     }
 
     #[test]
-    fn edge_errors_map_to_socks_codes() {
-        let cases = [
-            (403, ProxyErrorType::DestinationIpProhibited, 0x02),
-            (403, ProxyErrorType::HttpRequestDenied, 0x02),
-            (502, ProxyErrorType::DnsError, 0x04),
-            (504, ProxyErrorType::DnsTimeout, 0x04),
-            (502, ProxyErrorType::DestinationIpUnroutable, 0x03),
-            (502, ProxyErrorType::ConnectionRefused, 0x05),
-            (504, ProxyErrorType::ConnectionTimeout, 0x06),
-            (503, ProxyErrorType::ConnectionLimitReached, 0x01),
-            (500, ProxyErrorType::ProxyInternalError, 0x01),
-        ];
-        for (status, error, code) in cases {
-            let reply = socks_reply(&refused(status, Some(error), None));
-            assert_eq!(reply.code(), code, "{error:?}");
-        }
-    }
-
-    #[test]
-    fn statuses_without_an_error_type_map_to_socks_codes() {
-        assert_eq!(socks_reply(&refused(403, None, None)).code(), 0x02);
-        assert_eq!(socks_reply(&refused(407, None, None)).code(), 0x02);
+    fn socks_replies_follow_the_edges_refusal_and_local_failures_are_general() {
+        let prohibited = refused(403, Some(ProxyErrorType::DestinationIpProhibited), None);
+        assert_eq!(socks_reply(&prohibited).code(), 0x02);
         assert_eq!(socks_reply(&refused(504, None, None)).code(), 0x06);
-        assert_eq!(socks_reply(&refused(502, None, None)).code(), 0x01);
         let unavailable = OpenFailure::Refused(RefusedReason::EdgeUnavailable);
         assert_eq!(socks_reply(&unavailable).code(), 0x01);
         assert_eq!(socks_reply(&OpenFailure::Stopped).code(), 0x01);

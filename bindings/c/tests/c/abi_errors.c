@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,11 +226,24 @@ static void tunnels_in_memory(void) {
     CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "example.com", 0, &tunnel),
                  VEIL_ERR_INVALID_ARGUMENT);
     CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, NULL, 80, &tunnel), VEIL_ERR_NULL);
-    veil_sockaddr loopback = v4("127.0.0.1", 80), public_ip = v4("192.0.2.80", 80);
+    veil_sockaddr loopback = v4("127.0.0.1", 80), public_ip = v4("93.184.216.34", 80);
     CHECK_RESULT(veil_endpoint_check_egress(edge, &loopback), VEIL_ERR_PROHIBITED);
     CHECK_RESULT(veil_endpoint_check_egress(client, &loopback), VEIL_OK);
     CHECK_RESULT(veil_endpoint_check_egress(edge, NULL), VEIL_ERR_NULL);
-    (void)public_ip;
+    /* The engine chooses among resolved addresses: the first allowed one. */
+    veil_sockaddr resolved[2] = {loopback, public_ip};
+    size_t chosen = 99;
+    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 2, &chosen), VEIL_OK);
+    CHECK(chosen == 1);
+    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 1, &chosen), VEIL_ERR_PROHIBITED);
+    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 0, &chosen),
+                 VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_endpoint_choose_egress(edge, NULL, 2, &chosen), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 2, NULL), VEIL_ERR_NULL);
+    CHECK(veil_refusal_of_errno(ECONNREFUSED) == VEIL_REFUSAL_CONNECTION_REFUSED);
+    CHECK(veil_refusal_of_errno(ETIMEDOUT) == VEIL_REFUSAL_CONNECTION_TIMEOUT);
+    CHECK(veil_refusal_of_errno(EHOSTUNREACH) == VEIL_REFUSAL_UNREACHABLE);
+    CHECK(veil_refusal_of_errno(EACCES) == VEIL_REFUSAL_INTERNAL);
 
     /* A tunnel the edge refuses: the client learns the status. */
     veil_event ev;

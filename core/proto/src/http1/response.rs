@@ -53,6 +53,18 @@ impl StatusCode {
         }
     }
 
+    /// The status a local proxy answers with when the proxy it forwards to refused a
+    /// tunnel with `upstream`: an error status is passed on, but 401 and 407 (the upstream
+    /// did not take the local proxy's credentials: nothing its client could fix by
+    /// authenticating) and anything that is not an error become 502.
+    pub const fn relayed_refusal(upstream: u16) -> Self {
+        match upstream {
+            401 | 407 => Self::BAD_GATEWAY,
+            400..=599 => Self(upstream),
+            _ => Self::BAD_GATEWAY,
+        }
+    }
+
     /// The numeric code.
     pub const fn as_u16(self) -> u16 {
         self.0
@@ -321,6 +333,19 @@ impl<'a> Response<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_refusals_keep_errors_but_credentials_and_non_errors() {
+        for (upstream, local) in [(403, 403), (502, 502), (504, 504), (599, 599), (500, 500)] {
+            assert_eq!(StatusCode::relayed_refusal(upstream).as_u16(), local);
+        }
+        for upstream in [401, 407, 200, 302, 99, 600, 0] {
+            assert_eq!(
+                StatusCode::relayed_refusal(upstream),
+                StatusCode::BAD_GATEWAY
+            );
+        }
+    }
 
     #[test]
     fn status_codes_are_three_digits() {

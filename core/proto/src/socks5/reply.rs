@@ -15,6 +15,7 @@ use super::VERSION;
 use super::addr::{MAX_TARGET_LEN, Target};
 use crate::cursor::Writer;
 use crate::error::BufferTooSmall;
+use crate::http1::ProxyErrorType;
 
 /// The longest reply: `VER REP RSV` and a 255-octet domain name as `BND.ADDR`.
 pub const MAX_REPLY_LEN: usize = 3 + MAX_TARGET_LEN;
@@ -47,6 +48,40 @@ impl ReplyCode {
     /// The `REP` octet.
     pub const fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The reply for a tunnel the proxy refused with HTTP `status` and, when it said,
+    /// the RFC 9209 Proxy-Status `error`: the same answer from every on-ramp.
+    pub const fn for_refusal(status: u16, error: Option<ProxyErrorType>) -> Self {
+        match error {
+            Some(error) => Self::for_proxy_error(error),
+            None => Self::for_status(status),
+        }
+    }
+
+    /// The reply for a Proxy-Status error type.
+    pub const fn for_proxy_error(error: ProxyErrorType) -> Self {
+        match error {
+            ProxyErrorType::DestinationIpProhibited | ProxyErrorType::HttpRequestDenied => {
+                Self::ConnectionNotAllowed
+            }
+            ProxyErrorType::DnsError | ProxyErrorType::DnsTimeout => Self::HostUnreachable,
+            ProxyErrorType::DestinationIpUnroutable => Self::NetworkUnreachable,
+            ProxyErrorType::ConnectionRefused => Self::ConnectionRefused,
+            // RFC 1928 has no timeout code; X'06' "TTL expired" is the usual stand-in.
+            ProxyErrorType::ConnectionTimeout => Self::TtlExpired,
+            _ => Self::GeneralFailure,
+        }
+    }
+
+    /// The reply for an HTTP status that came without an error type.
+    pub const fn for_status(status: u16) -> Self {
+        match status {
+            // A forbidden target, or credentials the proxy did not take: policy says no.
+            401 | 403 | 407 => Self::ConnectionNotAllowed,
+            504 => Self::TtlExpired,
+            _ => Self::GeneralFailure,
+        }
     }
 }
 
@@ -133,6 +168,41 @@ pub(super) const fn failure_reply_bytes(code: ReplyCode) -> [u8; 10] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_map_to_reply_codes() {
+        let cases = [
+            (403, ProxyErrorType::DestinationIpProhibited, 0x02),
+            (403, ProxyErrorType::HttpRequestDenied, 0x02),
+            (502, ProxyErrorType::DnsError, 0x04),
+            (504, ProxyErrorType::DnsTimeout, 0x04),
+            (502, ProxyErrorType::DestinationIpUnroutable, 0x03),
+            (502, ProxyErrorType::ConnectionRefused, 0x05),
+            (504, ProxyErrorType::ConnectionTimeout, 0x06),
+            (503, ProxyErrorType::ConnectionLimitReached, 0x01),
+            (500, ProxyErrorType::ProxyInternalError, 0x01),
+        ];
+        for (status, error, code) in cases {
+            assert_eq!(
+                ReplyCode::for_refusal(status, Some(error)).code(),
+                code,
+                "{error:?}"
+            );
+        }
+        for (status, code) in [
+            (403, 0x02),
+            (407, 0x02),
+            (401, 0x02),
+            (504, 0x06),
+            (502, 0x01),
+        ] {
+            assert_eq!(
+                ReplyCode::for_refusal(status, None).code(),
+                code,
+                "{status}"
+            );
+        }
+    }
     use crate::socks5::Domain;
 
     #[test]
