@@ -60,9 +60,17 @@ fn connected_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     };
     let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0))?;
     set_dont_fragment(&socket, addr.is_ipv6())?;
+    // A target answers in bursts faster than a tunnel carries them for a moment (a
+    // stream's credit, a congestion window): the kernel's default queue (208 KiB here)
+    // overflowed with a burst of 600 datagrams (`UdpRcvbufErrors`). The kernel caps the
+    // size at `net.core.rmem_max`; failing to raise it is not fatal.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, TARGET_RECV_BUFFER);
     socket.connect(addr)?;
     Ok(socket)
 }
+
+/// The receive buffer asked for on each tunnel's socket towards its target.
+const TARGET_RECV_BUFFER: usize = 1 << 20;
 
 /// Sets Don't Fragment: the kernel neither fragments outgoing datagrams nor lets routers
 /// do so (IPv4 DF bit), and refuses a datagram larger than the path MTU it knows.

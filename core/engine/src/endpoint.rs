@@ -676,7 +676,7 @@ impl Endpoint {
         let capsule_waits = entry
             .udp
             .as_ref()
-            .is_some_and(|flow| !flow.capsule_tail.is_empty());
+            .is_some_and(|flow| !flow.capsule_backlog.is_empty());
         match entry.state {
             // The FIN follows the rest of a capsule once the stream has room for it.
             TunnelState::Open if capsule_waits => {
@@ -1364,7 +1364,7 @@ impl Endpoint {
     /// peer stopped.
     fn poll_writable(&mut self, handle: u64) {
         let mut stopped = Vec::new();
-        let mut capsule_tails = Vec::new();
+        let mut capsule_backlogs = Vec::new();
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1391,9 +1391,9 @@ impl Endpoint {
             if tunnel
                 .udp
                 .as_ref()
-                .is_some_and(|flow| !flow.capsule_tail.is_empty())
+                .is_some_and(|flow| !flow.capsule_backlog.is_empty())
             {
-                capsule_tails.push(id);
+                capsule_backlogs.push(id);
             }
             if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
                 tunnel.write_blocked = false;
@@ -1403,8 +1403,8 @@ impl Endpoint {
         for (stream, code) in stopped {
             self.write_stopped(handle, stream, code);
         }
-        for id in capsule_tails {
-            self.flush_capsule_tail(handle, id);
+        for id in capsule_backlogs {
+            self.flush_capsule_backlog(handle, id);
         }
         self.retry_fins(handle, fins);
     }

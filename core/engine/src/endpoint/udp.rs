@@ -145,9 +145,13 @@ impl Endpoint {
             match encoding {
                 Encoding::Frames => send_frame(&mut conn.quic, stream, payload),
                 Encoding::Capsules => match conn.h3.as_mut() {
-                    Some(h3) => {
-                        send_capsule(h3, &mut conn.quic, stream, payload, &mut flow.capsule_tail)
-                    }
+                    Some(h3) => send_capsule(
+                        h3,
+                        &mut conn.quic,
+                        stream,
+                        payload,
+                        &mut flow.capsule_backlog,
+                    ),
                     None => Sent::Failed,
                 },
             }
@@ -467,9 +471,9 @@ impl Endpoint {
         }
     }
 
-    /// Sends what is left of a capsule the stream had no room for; then the FIN, if
-    /// `tunnel_finish` waited for it.
-    pub(super) fn flush_capsule_tail(&mut self, handle: u64, id: TunnelId) {
+    /// Sends what the stream now has room for of the capsules that wait; then the FIN, if
+    /// `tunnel_finish` waited for them.
+    pub(super) fn flush_capsule_backlog(&mut self, handle: u64, id: TunnelId) {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -479,13 +483,14 @@ impl Endpoint {
         let (Some(h3), Some(flow)) = (conn.h3.as_mut(), tunnel.udp.as_deref_mut()) else {
             return;
         };
-        if flow.capsule_tail.is_empty() {
+        if flow.capsule_backlog.is_empty() {
             return;
         }
-        if let Ok(taken) = h3.send_body(&mut conn.quic, tunnel.stream, &flow.capsule_tail, false) {
-            flow.capsule_tail.drain(..taken);
+        if let Ok(taken) = h3.send_body(&mut conn.quic, tunnel.stream, &flow.capsule_backlog, false)
+        {
+            flow.capsule_backlog.drain(..taken);
         }
-        if !flow.capsule_tail.is_empty() {
+        if !flow.capsule_backlog.is_empty() {
             let _ = conn.quic.stream_writable(tunnel.stream, WRITABLE_HINT);
         } else if std::mem::take(&mut tunnel.fin_pending) {
             let _ = self.tunnel_finish(id);
@@ -504,7 +509,7 @@ impl Endpoint {
         let cut = tunnel
             .udp
             .as_ref()
-            .is_some_and(|flow| !flow.capsule_tail.is_empty());
+            .is_some_and(|flow| !flow.capsule_backlog.is_empty());
         let Some((handle, stream)) = self.remove_tunnel(id) else {
             return;
         };
@@ -599,22 +604,40 @@ fn send_frame(quic: &mut quiche::Connection, stream: u64, payload: &[u8]) -> Sen
 /// header and a byte.
 const WRITABLE_HINT: usize = 1 + VarInt::MAX_LEN + 1;
 
+/// Bytes of encoded DATAGRAM capsules that may wait for stream credit behind a tunnel's
+/// stream (a burst of about 200 full-size payloads); beyond it payloads are dropped,
+/// counted, as a congested UDP path would drop them.
+const CAPSULE_BACKLOG: usize = 256 * 1024;
+
 /// Writes `payload` as a DATAGRAM capsule on the stream. What the stream has no room for
-/// (its credit and the congestion window bound it) waits in `tail`, sent before anything
-/// else: a capsule cut in two would leave the stream unparsable. While a tail waits, more
-/// payloads are dropped: one capsule in waiting is the whole queue, so a congested path
-/// loses datagrams as UDP would rather than growing a backlog.
+/// (its credit and the congestion window bound it) waits in `backlog`, in order, and goes
+/// out as the stream's flow control lets it (`flush_capsule_backlog`): capsules travel on
+/// a reliable stream, so a burst the stream cannot take at once is queued, not lost, up to
+/// [`CAPSULE_BACKLOG`] bytes. A capsule is never cut in two: the stream would be
+/// unparsable.
 fn send_capsule(
     h3: &mut h3::Connection,
     quic: &mut quiche::Connection,
     stream: u64,
     payload: &[u8],
-    tail: &mut Vec<u8>,
+    backlog: &mut Vec<u8>,
 ) -> Sent {
-    if !tail.is_empty() {
-        return Sent::QueueFull;
-    }
     let len = capsule::datagram_header_len(UDP_PAYLOAD_CONTEXT_ID, payload.len()) + payload.len();
+    if !backlog.is_empty() {
+        // Behind the capsules already waiting, in order.
+        if backlog.len() + len > CAPSULE_BACKLOG {
+            return Sent::QueueFull;
+        }
+        let start = backlog.len();
+        backlog.resize(start + len, 0);
+        let encoded =
+            capsule::encode_datagram(UDP_PAYLOAD_CONTEXT_ID, payload, &mut backlog[start..]);
+        if encoded.is_err() {
+            backlog.truncate(start);
+            return Sent::Failed;
+        }
+        return Sent::Yes;
+    }
     let mut bytes = vec![0; len];
     if capsule::encode_datagram(UDP_PAYLOAD_CONTEXT_ID, payload, &mut bytes).is_err() {
         return Sent::Failed;
@@ -626,7 +649,7 @@ fn send_capsule(
     };
     if taken < len {
         bytes.drain(..taken);
-        *tail = bytes;
+        *backlog = bytes;
         let _ = quic.stream_writable(stream, WRITABLE_HINT);
     }
     Sent::Yes

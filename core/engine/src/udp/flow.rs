@@ -76,9 +76,10 @@ pub(crate) struct UdpFlow {
     pub(crate) last_activity: Instant,
     /// A `TunnelDatagrams` event is outstanding: the host has not emptied the queue since.
     pub(crate) notified: bool,
-    /// The part of the last DATAGRAM capsule the stream had no room for yet: at most one
-    /// capsule (64 KiB), sent before anything else on the stream.
-    pub(crate) capsule_tail: Vec<u8>,
+    /// Encoded DATAGRAM capsules the stream had no room for yet (the first perhaps in
+    /// part), in order, bounded (`endpoint::udp::CAPSULE_BACKLOG`); sent before anything
+    /// else on the stream.
+    pub(crate) capsule_backlog: Vec<u8>,
     queue: VecDeque<Payload>,
     limit: usize,
     capsules: VecCapsuleAssembler,
@@ -92,7 +93,7 @@ impl UdpFlow {
             path,
             last_activity: now,
             notified: false,
-            capsule_tail: Vec::new(),
+            capsule_backlog: Vec::new(),
             queue: VecDeque::new(),
             limit,
             capsules: VecCapsuleAssembler::new(DecoderConfig::CONNECT_UDP),
@@ -103,7 +104,7 @@ impl UdpFlow {
     pub(crate) fn reset(&mut self) {
         self.encoding = None;
         self.notified = false;
-        self.capsule_tail = Vec::new();
+        self.capsule_backlog = Vec::new();
         self.queue.clear();
         self.capsules = VecCapsuleAssembler::new(DecoderConfig::CONNECT_UDP);
     }
