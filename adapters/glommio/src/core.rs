@@ -325,7 +325,13 @@ impl Core {
                 }
                 // While draining, the engine reports only requests that were in flight
                 // when its GOAWAY went out: GOAWAY promised to process them.
-                tracing::debug!(core, ?tunnel, %target, peer = %client.peer, "tunnel requested");
+                // The token's name, never its secret.
+                let state = self.state.borrow();
+                let token = client
+                    .token_index
+                    .and_then(|i| state.endpoint.token_name(i));
+                tracing::debug!(core, ?tunnel, %target, peer = %client.peer, token, "tunnel requested");
+                drop(state);
                 glommio::spawn_local(tunnel::dial_and_relay(self.clone(), tunnel, target)).detach();
             }
             Event::TunnelReadable { tunnel } => {

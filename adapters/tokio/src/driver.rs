@@ -254,13 +254,18 @@ impl Driver {
                 kind,
                 target,
                 client,
-            } => match kind {
-                TunnelKind::Stream => self.on_request(tunnel, target, client.peer),
-                TunnelKind::Udp => self.on_udp_request(tunnel, target, client.peer),
-                // The engine hands over only the kinds this host serves (all it knew when
-                // this was written).
-                _ => self.refuse(tunnel, Refusal::Internal),
-            },
+            } => {
+                // The token's name, never its secret.
+                let token = client.token_index.and_then(|i| self.endpoint.token_name(i));
+                tracing::debug!(?tunnel, ?kind, %target, peer = %client.peer, token, "tunnel requested");
+                match kind {
+                    TunnelKind::Stream => self.on_request(tunnel, target),
+                    TunnelKind::Udp => self.on_udp_request(tunnel, target),
+                    // The engine hands over only the kinds this host serves (all it knew
+                    // when this was written).
+                    _ => self.refuse(tunnel, Refusal::Internal),
+                }
+            }
             Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
             Event::TunnelRefused { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel refused");
@@ -302,8 +307,7 @@ impl Driver {
     ///
     /// While draining, the engine reports only requests that were in flight when its GOAWAY
     /// went out (it rejects later ones itself): GOAWAY promised to process them.
-    fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
-        tracing::debug!(?tunnel, %target, %peer, "tunnel requested");
+    fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {
@@ -342,8 +346,7 @@ impl Driver {
 
     /// Edge: a CONNECT-UDP passed the engine's checks; resolve, check egress and set up
     /// the socket in a task of its own.
-    fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget, peer: SocketAddr) {
-        tracing::debug!(?tunnel, %target, %peer, "UDP tunnel requested");
+    fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {

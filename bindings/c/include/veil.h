@@ -407,8 +407,10 @@ enum veil_result veil_config_set_certificate_files(struct veil_config *config,
 // `name` must be NULL or a NUL-terminated string.
 enum veil_result veil_config_add_self_signed_name(struct veil_config *config, const char *name);
 
-// Edge: accept this bearer token (`Proxy-Authorization: Bearer <token>`). With no token
-// added the edge asks for no authentication. Copied; never logged.
+// Edge: accept this bearer token (`Proxy-Authorization: Bearer <secret>`), given as
+// `NAME:SECRET` (the name is what logs and identities show: 1–64 letters, digits, `_`,
+// `-`, `.`) or as a bare secret, named `token-N` by its place in the list. With no token
+// added the edge asks for no authentication. Copied; the secret is never logged.
 //
 // # Safety
 // `token` must be NULL or a NUL-terminated string.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use veil_engine::egress::IpNet;
 use veil_engine::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
-    TunnelKind, TunnelKinds, Verify,
+    Token, TunnelKind, TunnelKinds, Verify,
 };
 
 use crate::addr::{self, veil_sockaddr};
@@ -391,8 +391,10 @@ pub unsafe extern "C" fn veil_config_add_self_signed_name(
     unsafe { with_config(config, body) }
 }
 
-/// Edge: accept this bearer token (`Proxy-Authorization: Bearer <token>`). With no token
-/// added the edge asks for no authentication. Copied; never logged.
+/// Edge: accept this bearer token (`Proxy-Authorization: Bearer <secret>`), given as
+/// `NAME:SECRET` (the name is what logs and identities show: 1–64 letters, digits, `_`,
+/// `-`, `.`) or as a bare secret, named `token-N` by its place in the list. With no token
+/// added the edge asks for no authentication. Copied; the secret is never logged.
 ///
 /// # Safety
 /// `token` must be NULL or a NUL-terminated string.
@@ -404,10 +406,11 @@ pub unsafe extern "C" fn veil_config_add_token(
     const SETTER: &str = "veil_config_add_token";
     let body = |config: &mut veil_config| {
         // SAFETY: the caller promises a NUL-terminated string.
-        let token = Secret::new(unsafe { text_arg(config, SETTER, token) }?);
-        if token.expose().is_empty() {
+        let text = unsafe { text_arg(config, SETTER, token) }?;
+        let position = config.edge.tokens.len() + 1;
+        let Some(token) = Token::parse(text, position) else {
             return Err(config.fail(VEIL_ERR_INVALID_ARGUMENT, "empty token"));
-        }
+        };
         config.edge_mut(SETTER)?.tokens.push(token);
         Ok(VEIL_OK)
     };

@@ -186,7 +186,8 @@ pub struct EdgeConfig {
     /// Subject alternative names (DNS) of the self-signed certificate.
     pub self_signed_names: Vec<String>,
     /// Accepted bearer tokens. Empty: no authentication.
-    pub tokens: Vec<Secret>,
+    #[serde(deserialize_with = "parse_tokens")]
+    pub tokens: Vec<Token>,
     /// Egress allowlist: CIDR prefixes (`10.0.0.0/8`, `fd00::/8`) a target may be in even
     /// though the egress policy forbids it by default (loopback, private, link-local, …).
     pub egress_allow: Vec<String>,
@@ -361,6 +362,82 @@ impl Secret {
     }
 }
 
+/// A bearer token the edge accepts: a name, which logs, client identities and rules use,
+/// and the secret, which only the credential check reads.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    name: String,
+    secret: Secret,
+}
+
+impl Token {
+    /// The longest name.
+    pub const MAX_NAME_LEN: usize = 64;
+
+    /// A token named `name`; `None` when the name is not 1 to 64 letters, digits, `_`, `-`
+    /// or `.` beginning with a letter or digit, or the secret is empty.
+    pub fn new(name: &str, secret: Secret) -> Option<Self> {
+        let valid = name.len() <= Self::MAX_NAME_LEN
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        (valid && !secret.expose().is_empty()).then(|| Self {
+            name: name.to_owned(),
+            secret,
+        })
+    }
+
+    /// Reads `NAME:SECRET`, or a bare `SECRET`, which is named `token-POSITION` (its
+    /// 1-based place in the list). A text whose part before the first `:` is not a valid
+    /// name is a bare secret. `None`: an empty secret.
+    pub fn parse(text: &str, position: usize) -> Option<Self> {
+        if let Some((name, secret)) = text.split_once(':') {
+            if let Some(token) = Self::new(name, Secret::new(secret)) {
+                return Some(token);
+            }
+        }
+        Self::new(&format!("token-{position}"), Secret::new(text))
+    }
+
+    /// Its name: safe to log.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `candidate` is this token's secret, in time that depends only on lengths.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        self.secret.matches(candidate)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// A list of tokens from strings (`NAME:SECRET` or bare secrets), as in a TOML file.
+pub(crate) fn parse_tokens<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Token>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            Token::parse(text, index + 1)
+                .ok_or_else(|| serde::de::Error::custom("a token must not be empty"))
+        })
+        .collect()
+}
+
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
         self.matches(other.0.as_bytes())
@@ -432,6 +509,33 @@ fn optional_duration_ms<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_named_or_numbered_and_never_show_their_secret() {
+        let named = Token::parse("alice:s3:cret", 1).expect("named");
+        assert_eq!(named.name(), "alice");
+        assert!(named.matches(b"s3:cret") && !named.matches(b"alice:s3:cret"));
+        let bare = Token::parse("s3cret", 2).expect("bare");
+        assert_eq!(bare.name(), "token-2");
+        assert!(bare.matches(b"s3cret"));
+        // Not a name before the colon: the whole text is the secret.
+        let odd = Token::parse("a b:c", 3).expect("bare");
+        assert_eq!(odd.name(), "token-3");
+        assert!(odd.matches(b"a b:c"));
+        assert!(Token::parse("", 1).is_none());
+        assert!(Token::parse("alice:", 1).is_some_and(|t| t.name() == "token-1"));
+        assert!(Token::new(&"n".repeat(65), Secret::new("x")).is_none());
+        assert!(Token::new("-lead", Secret::new("x")).is_none());
+        let shown = format!("{named:?} {bare:?}");
+        assert!(shown.contains("alice") && !shown.contains("s3"), "{shown}");
+        let config: Config =
+            toml::from_str("[role.edge]\ntokens = [\"ops:k1\", \"k2\"]\n").expect("parses");
+        let RoleConfig::Edge(edge) = config.role else {
+            panic!("an edge");
+        };
+        let token_names: Vec<&str> = edge.tokens.iter().map(Token::name).collect();
+        assert_eq!(token_names, ["ops", "token-2"]);
+    }
 
     #[test]
     fn fingerprints_round_trip_through_hex() {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use quiche::h3::{Header, NameValue};
 use veil_proto::http1::{ProxyErrorType, ProxyName, ProxyStatus};
 
-use crate::config::Secret;
+use crate::config::{Secret, Token};
 use crate::egress::{EgressPolicy, HostKind, classify_host};
 use crate::types::{Host, Name, Refusal, TunnelKind, TunnelTarget};
 use crate::udp;
@@ -89,7 +89,7 @@ pub(crate) struct Accepted {
 /// `:path`.
 pub(crate) fn check_request(
     headers: &[Header],
-    tokens: &[Secret],
+    tokens: &[Token],
     egress: &EgressPolicy,
     udp_template: &PathTemplate<'_>,
 ) -> Result<Accepted, Rejection> {
@@ -114,7 +114,7 @@ pub(crate) fn check_request(
 /// The rest of a plain CONNECT (RFC 9114 §4.4).
 fn check_connect(
     fields: &RequestFields<'_>,
-    tokens: &[Secret],
+    tokens: &[Token],
     egress: &EgressPolicy,
 ) -> Result<Accepted, Rejection> {
     //# RFC 9114 §4.4: "The ":scheme" and ":path" pseudo-header fields are omitted"
@@ -184,7 +184,7 @@ impl<'h> RequestFields<'h> {
 pub(crate) fn authenticate(
     field: Option<&[u8]>,
     count: usize,
-    tokens: &[Secret],
+    tokens: &[Token],
 ) -> Result<Option<usize>, Rejection> {
     if tokens.is_empty() {
         return Ok(None);
@@ -518,7 +518,10 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked() {
-        let tokens = [Secret::new("alpha"), Secret::new("beta")];
+        let tokens = [
+            Token::parse("alpha", 1).expect("token"),
+            Token::parse("beta", 2).expect("token"),
+        ];
         let egress = EgressPolicy::default();
         let with_auth = |value: &str| {
             let mut headers = connect("example.com:443");

@@ -37,7 +37,7 @@ use quiche::h3;
 
 use crate::H3_CONNECT_ERROR;
 use crate::cid::{CID_LEN, CidLayout, new_connection_id};
-use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret};
+use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret, Token};
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
@@ -122,7 +122,7 @@ enum RoleState {
 
 struct Edge {
     reset: StatelessReset,
-    tokens: Vec<Secret>,
+    tokens: Vec<Token>,
     egress: EgressPolicy,
     max_connections: usize,
     serves: TunnelKinds,
@@ -589,6 +589,15 @@ impl Endpoint {
         match &self.role {
             RoleState::Edge(edge) => edge.egress.check(ip).map_err(|_| Refusal::Prohibited),
             RoleState::Client(_) => Ok(()),
+        }
+    }
+
+    /// Edge: the name of the token at `index` (a `ClientIdentity::token_index`), which logs
+    /// and rules may show: never the secret.
+    pub fn token_name(&self, index: usize) -> Option<&str> {
+        match &self.role {
+            RoleState::Edge(edge) => edge.tokens.get(index).map(Token::name),
+            RoleState::Client(_) => None,
         }
     }
 

@@ -71,7 +71,7 @@ mod udp;
 pub use cid::CidLayout;
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
-    Verify, format_fingerprint, parse_fingerprint,
+    Token, Verify, format_fingerprint, parse_fingerprint,
 };
 pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};

@@ -173,7 +173,7 @@ pub struct ClientIdentity {
     /// The client's address as the edge sees it.
     pub peer: SocketAddr,
     /// Index in `EdgeConfig::tokens` of the token the client presented; `None` when the
-    /// edge has no tokens configured.
+    /// edge has no tokens configured. `Endpoint::token_name` gives its name.
     pub token_index: Option<usize>,
     /// The connection the request arrived on.
     pub connection: ConnectionHandle,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use veil_engine::{QuicConfig, Secret, TunnelTarget};
+use veil_engine::{QuicConfig, Secret, Token, TunnelTarget};
 
 /// Default UDP address of `veil server`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
@@ -63,9 +63,10 @@ pub struct ServerArgs {
     /// Private key of --cert, in PEM.
     #[arg(long, value_name = "PEM")]
     pub key: Option<PathBuf>,
-    /// A bearer token clients must present; repeat for several. None given: no
-    /// authentication.
-    #[arg(long = "token", value_name = "T")]
+    /// A bearer token clients must present, as NAME:SECRET (the name is what logs show:
+    /// letters, digits, `_`, `-`, `.`) or a bare SECRET (named token-N by its place);
+    /// repeat for several. None given: no authentication.
+    #[arg(long = "token", value_name = "NAME:SECRET")]
     pub tokens: Vec<String>,
     /// An IP prefix targets may be in even though egress policy forbids it by default
     /// (loopback, private and link-local ranges, ...); repeatable.
@@ -302,8 +303,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Certificate and key files; `None`: self-signed.
     pub cert_key: Option<(PathBuf, PathBuf)>,
-    /// Accepted tokens.
-    pub tokens: Vec<Secret>,
+    /// Accepted tokens, each with its name.
+    pub tokens: Vec<Token>,
     /// Egress allowlist prefixes.
     pub allow_targets: Vec<String>,
     /// Resolve and connect timeout.
@@ -413,6 +414,20 @@ impl UdpForward {
     }
 }
 
+/// The edge's tokens from `NAME:SECRET` or bare `SECRET` texts (named `token-N`); names
+/// must be unique, since logs and identities tell tokens apart by them.
+fn named_tokens(texts: &[Secret]) -> anyhow::Result<Vec<Token>> {
+    let mut tokens: Vec<Token> = Vec::with_capacity(texts.len());
+    for (index, text) in texts.iter().enumerate() {
+        let token = Token::parse(text.expose(), index + 1).context("a token must not be empty")?;
+        if tokens.iter().any(|seen| seen.name() == token.name()) {
+            bail!("two tokens are named {:?}", token.name());
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
 /// Parses `HOST:PORT` into a tunnel target, as the engine parses a CONNECT authority.
 fn parse_target(text: &str) -> anyhow::Result<TunnelTarget> {
     Ok(text.parse::<TunnelTarget>()?)
@@ -442,13 +457,11 @@ impl ServerSettings {
             (None, None) => None,
             _ => bail!("--cert and --key go together"),
         };
-        let tokens = pick_list(
+        let texts = pick_list(
             flags.tokens.into_iter().map(Secret::new).collect(),
             file.tokens,
         );
-        if tokens.iter().any(|t| t.expose().is_empty()) {
-            bail!("a token must not be empty");
-        }
+        let tokens = named_tokens(&texts)?;
         Ok(Self {
             listen: flags
                 .listen
@@ -586,7 +599,9 @@ mod tests {
         let settings =
             ServerSettings::merge(ServerArgs::default(), file.server, file.quic).expect("merges");
         assert_eq!(settings.listen, "127.0.0.1:9000".parse().expect("addr"));
-        assert_eq!(settings.tokens, vec![Secret::new("from-file")]);
+        assert_eq!(settings.tokens.len(), 1);
+        assert_eq!(settings.tokens[0].name(), "token-1");
+        assert!(settings.tokens[0].matches(b"from-file"));
         assert_eq!(settings.allow_targets, ["127.0.0.0/8"]);
         assert_eq!(settings.connect_timeout, Duration::from_millis(1500));
         assert_eq!(settings.drain, Duration::from_millis(DEFAULT_DRAIN_MS));
@@ -607,7 +622,8 @@ mod tests {
         };
         let settings = ServerSettings::merge(flags, file.server, file.quic).expect("merges");
         assert_eq!(settings.listen.port(), 0);
-        assert_eq!(settings.tokens, vec![Secret::new("c")]);
+        assert_eq!(settings.tokens.len(), 1);
+        assert!(settings.tokens[0].matches(b"c"));
         // No --allow-target flag: the file's list stays.
         assert_eq!(settings.allow_targets, ["10.0.0.0/8"]);
     }
@@ -723,6 +739,16 @@ mod tests {
         assert_eq!(format_pin(&pin), PIN);
         assert!(parse_pin("sha256:abcd").is_err());
         assert!(parse_pin(&format!("{PIN}00")).is_err());
+    }
+
+    #[test]
+    fn tokens_get_names_and_a_name_is_used_once() {
+        let tokens = named_tokens(&[Secret::new("ops:k1"), Secret::new("k2")]).expect("valid");
+        let names: Vec<&str> = tokens.iter().map(Token::name).collect();
+        assert_eq!(names, ["ops", "token-2"]);
+        let twice = named_tokens(&[Secret::new("ops:k1"), Secret::new("ops:k2")]);
+        assert!(twice.is_err_and(|e| e.to_string().contains("\"ops\"")));
+        assert!(named_tokens(&[Secret::new("")]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use tokio::net::TcpStream;
-use veil_engine::{QuicConfig, Secret};
+use veil_engine::{QuicConfig, Secret, Token};
 
 use crate::body::{hex, pattern_digest};
 use crate::config::{ClientSettings, DemoArgs, ServerSettings, Trust, format_pin};
@@ -33,7 +33,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     let edge = RunningEdge::start(&ServerSettings {
         listen: loopback,
         cert_key: None,
-        tokens: vec![token.clone()],
+        tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],
         allow_targets: vec!["127.0.0.0/8".to_owned()],
         connect_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(1),

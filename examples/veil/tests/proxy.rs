@@ -12,7 +12,7 @@ use veil_cli::config::{ClientSettings, LocalCredentials, ServerSettings, Trust};
 use veil_cli::fetch::{self, SocksOutcome};
 use veil_cli::origin::Origin;
 use veil_cli::run::{RunningClient, RunningEdge};
-use veil_engine::{QuicConfig, Secret};
+use veil_engine::{QuicConfig, Secret, Token};
 
 /// Every test ends well within this.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -43,7 +43,7 @@ impl Rig {
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
             cert_key: None,
-            tokens: vec![Secret::new(TOKEN)],
+            tokens: vec![Token::parse(TOKEN, 1).expect("token")],
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
             drain: Duration::from_millis(200),

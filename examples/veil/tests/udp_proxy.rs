@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use veil_cli::config::{ClientSettings, ServerSettings, Trust, UdpForward};
 use veil_cli::run::{RunningClient, RunningEdge};
-use veil_engine::{QuicConfig, Secret, TunnelTarget};
+use veil_engine::{QuicConfig, Secret, Token, TunnelTarget};
 use veil_proto::socks5::{Target, decode_udp, encode_udp_header};
 
 /// Every test ends well within this.
@@ -75,7 +75,7 @@ impl Rig {
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
             cert_key: None,
-            tokens: vec![Secret::new(TOKEN)],
+            tokens: vec![Token::parse(TOKEN, 1).expect("token")],
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
             drain: Duration::from_millis(200),

@@ -7,7 +7,7 @@
 use quiche::h3::{Header, NameValue};
 use veil_proto::masque::udp::{self as masque, PathTemplate};
 
-use crate::config::Secret;
+use crate::config::{Secret, Token};
 use crate::connect::{self, Accepted, Rejection, RequestFields};
 use crate::egress::{EgressPolicy, HostKind, classify_host};
 use crate::types::{Host, Refusal, TunnelKind, TunnelTarget};
@@ -27,7 +27,7 @@ pub(crate) const PROTOCOL: &str = "connect-udp";
 // it does a malformed CONNECT: the client learns why.
 pub(crate) fn check(
     fields: &RequestFields<'_>,
-    tokens: &[Secret],
+    tokens: &[Token],
     egress: &EgressPolicy,
     template: &PathTemplate<'_>,
 ) -> Result<Accepted, Rejection> {
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn credentials_come_before_the_target() {
-        let tokens = [Secret::new("alpha")];
+        let tokens = [Token::parse("alpha", 1).expect("token")];
         let egress = EgressPolicy::default();
         let bad_path = udp("/nope");
         let result = check_request(&bad_path, &tokens, &egress, &PathTemplate::DEFAULT);

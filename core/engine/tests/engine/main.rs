@@ -23,7 +23,9 @@ mod udp_rules;
 
 use std::time::{Duration, Instant};
 
-use veil_engine::{ClientConfig, Config, EdgeConfig, Endpoint, Secret, TunnelTarget, Verify};
+use veil_engine::{
+    ClientConfig, Config, EdgeConfig, Endpoint, Secret, Token, TunnelTarget, Verify,
+};
 
 use harness::{CLIENT_ADDR, EDGE_ADDR, Net};
 
@@ -33,7 +35,11 @@ pub(crate) const BUDGET: Duration = Duration::from_secs(20);
 /// An edge with a self-signed certificate and the given tokens.
 pub(crate) fn edge(tokens: &[&str]) -> Endpoint {
     let config = EdgeConfig {
-        tokens: tokens.iter().map(|t| Secret::new(*t)).collect(),
+        tokens: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Token::parse(t, i + 1).expect("token"))
+            .collect(),
         ..EdgeConfig::default()
     };
     Endpoint::new(Config::edge(config), Instant::now()).expect("edge")

@@ -114,3 +114,34 @@ fn an_accepted_request_is_not_refused_when_its_time_is_up() {
     assert_eq!(edge.stats().tunnels, 1);
     assert_eq!(edge.stats().tunnels_refused, 0);
 }
+
+#[test]
+fn a_named_token_authenticates_by_its_secret_and_identifies_by_its_name() {
+    let mut edge = edge_with(|c| {
+        c.tokens = vec![
+            veil_engine::Token::parse("ops:k1", 1).expect("token"),
+            veil_engine::Token::parse("k2", 2).expect("token"),
+        ];
+    });
+    let mut raw = RawClient::new(true);
+    let mut seen = Vec::new();
+    let mut host = |endpoint: &mut Endpoint, event: Event| {
+        if let Event::TunnelRequest { tunnel, client, .. } = event {
+            let index = client.token_index.expect("an authenticated client");
+            seen.push(endpoint.token_name(index).expect("a name").to_owned());
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+    };
+    for (credential, status) in [
+        ("Bearer k1", "200"),
+        ("Bearer k2", "200"),
+        ("Bearer ops:k1", "403"),
+        ("Bearer ops", "403"),
+    ] {
+        let mut headers = connect();
+        headers.push(("proxy-authorization", credential));
+        let (_, answer, _) = raw.send_request(&mut edge, &mut host, &headers);
+        assert_eq!(answer, status, "{credential}");
+    }
+    assert_eq!(seen, ["ops", "token-2"]);
+}

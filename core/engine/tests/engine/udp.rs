@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use veil_engine::{
     CloseReason, Config, EdgeConfig, Endpoint, Event, Host as TargetHost, ProxyErrorType,
-    QuicConfig, Refusal, RefusedReason, Secret, TunnelError, TunnelId, TunnelKind, TunnelTarget,
+    QuicConfig, Refusal, RefusedReason, Token, TunnelError, TunnelId, TunnelKind, TunnelTarget,
 };
 
 use crate::harness::{Host, Net};
@@ -23,7 +23,11 @@ const H3_MESSAGE_ERROR: u64 = 0x10e;
 /// An edge with `tokens` and QUIC settings `quic`.
 fn edge_with(tokens: &[&str], quic: QuicConfig) -> Endpoint {
     let edge = EdgeConfig {
-        tokens: tokens.iter().map(|t| Secret::new(*t)).collect(),
+        tokens: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Token::parse(t, i + 1).expect("token"))
+            .collect(),
         ..EdgeConfig::default()
     };
     let config = Config {

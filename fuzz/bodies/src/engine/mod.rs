@@ -49,7 +49,7 @@ use veil_engine::egress::{HostKind, classify_host};
 use veil_engine::{
     ClientConfig, CloseReason, Config, CongestionControl, EdgeConfig, Endpoint, Event, Host, Name,
     OpenError, Pem, ProxyErrorType, QuicConfig, RecvMeta, Refusal, RefusedReason, RoleConfig,
-    Secret, TunnelError, TunnelId, TunnelKind, TunnelTarget, Verify,
+    Secret, Token, TunnelError, TunnelId, TunnelKind, TunnelTarget, Verify,
 };
 
 use input::{Action, Auth, Dir, Field, HostInput, Setup, Side};
@@ -245,7 +245,7 @@ impl World {
             tokens: if setup.auth == Auth::Open {
                 Vec::new()
             } else {
-                vec![Secret::new(TOKEN)]
+                vec![Token::parse(TOKEN, 1).expect("a non-empty token")]
             },
             egress_allow: if setup.allow_loopback {
                 vec!["127.0.0.0/8".to_owned()]
