@@ -373,10 +373,10 @@ pub struct ClientSettings {
     pub trust: Trust,
     /// Token for the edge.
     pub token: Option<Secret>,
-    /// SOCKS5 listener.
-    pub socks: SocketAddr,
-    /// HTTP proxy listener.
-    pub http: SocketAddr,
+    /// SOCKS5 listener; `None`: not opened.
+    pub socks: Option<SocketAddr>,
+    /// HTTP proxy listener; `None`: not opened.
+    pub http: Option<SocketAddr>,
     /// Local SOCKS5 credentials, if required.
     pub socks_user: Option<LocalCredentials>,
     /// UDP port forwards.
@@ -509,19 +509,22 @@ impl ClientSettings {
                 .map(|secret| LocalCredentials::parse(secret.expose()))
                 .transpose()?,
         };
+        // The listeners that were named open; both defaults only when none was, so that a
+        // second client with `--socks` alone does not collide on the default HTTP port.
+        let (socks, http) = match (flags.socks.or(file.socks), flags.http.or(file.http)) {
+            (None, None) => (
+                Some(default_addr(DEFAULT_SOCKS)),
+                Some(default_addr(DEFAULT_HTTP)),
+            ),
+            named => named,
+        };
         Ok(Self {
             edge,
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),
-            socks: flags
-                .socks
-                .or(file.socks)
-                .unwrap_or_else(|| default_addr(DEFAULT_SOCKS)),
-            http: flags
-                .http
-                .or(file.http)
-                .unwrap_or_else(|| default_addr(DEFAULT_HTTP)),
+            socks,
+            http,
             socks_user,
             udp_forwards: pick_list(flags.udp_forwards, file.udp_forward)
                 .iter()
@@ -672,10 +675,30 @@ mod tests {
         let settings =
             ClientSettings::merge(client_flags(), ClientFile::default(), QuicConfig::default())
                 .expect("merges");
-        assert_eq!(settings.socks, "127.0.0.1:1080".parse().expect("addr"));
-        assert_eq!(settings.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(
+            settings.socks,
+            Some("127.0.0.1:1080".parse().expect("addr"))
+        );
+        assert_eq!(settings.http, Some("127.0.0.1:8080".parse().expect("addr")));
         assert_eq!(settings.trust, Trust::Insecure);
         assert_eq!(settings.socks_user, None);
+    }
+
+    #[test]
+    fn only_the_named_listeners_open() {
+        let socks: SocketAddr = "127.0.0.1:1081".parse().expect("addr");
+        let flags = ClientArgs {
+            socks: Some(socks),
+            ..client_flags()
+        };
+        let settings = ClientSettings::merge(flags, ClientFile::default(), QuicConfig::default())
+            .expect("merges");
+        assert_eq!((settings.socks, settings.http), (Some(socks), None));
+        let file = FileConfig::parse("[client]\nhttp = \"127.0.0.1:8081\"\n").expect("valid");
+        let settings = ClientSettings::merge(client_flags(), file.client, QuicConfig::default())
+            .expect("merges");
+        assert_eq!(settings.socks, None);
+        assert_eq!(settings.http, Some("127.0.0.1:8081".parse().expect("addr")));
     }
 
     #[test]

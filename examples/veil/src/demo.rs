@@ -48,8 +48,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),
-        socks: loopback,
-        http: loopback,
+        socks: Some(loopback),
+        http: Some(loopback),
         socks_user: None,
         drain: Duration::from_secs(1),
         udp_forwards: Vec::new(),
@@ -65,8 +65,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     );
     println!(
         "veil demo: client    socks5 {}, http {} (pinned to the edge)",
-        client.socks_addr(),
-        client.http_addr()
+        client.socks_addr().context("the demo's SOCKS5 listener")?,
+        client.http_addr().context("the demo's HTTP listener")?
     );
     let expected = pattern_digest(size);
     println!(
@@ -94,8 +94,13 @@ async fn paths(
     let path = format!("/bytes/{size}");
 
     let started = Instant::now();
-    let SocksOutcome::Connected(mut stream) =
-        fetch::socks5_connect(client.socks_addr(), "127.0.0.1", port, None).await?
+    let SocksOutcome::Connected(mut stream) = fetch::socks5_connect(
+        client.socks_addr().context("no SOCKS5 listener")?,
+        "127.0.0.1",
+        port,
+        None,
+    )
+    .await?
     else {
         bail!("the SOCKS5 CONNECT to the origin was refused");
     };
@@ -103,12 +108,13 @@ async fn paths(
     check_download("socks5 CONNECT, GET", &received, size, expected, started)?;
 
     let started = Instant::now();
-    let mut stream = TcpStream::connect(client.http_addr()).await?;
+    let mut stream = TcpStream::connect(client.http_addr().context("no HTTP listener")?).await?;
     let received = fetch::get(&mut stream, &format!("http://{host}{path}"), &host).await?;
     check_download("http forward, GET", &received, size, expected, started)?;
 
     let started = Instant::now();
-    let (head, stream) = fetch::http_connect(client.http_addr(), &host).await?;
+    let (head, stream) =
+        fetch::http_connect(client.http_addr().context("no HTTP listener")?, &host).await?;
     let mut stream = stream.with_context(|| format!("HTTP CONNECT answered {}", head.status))?;
     let (head, answer) = fetch::upload(&mut stream, &host, size).await?;
     ensure!(head.status == 200, "upload answered {}", head.status);
@@ -123,12 +129,23 @@ async fn paths(
 
 /// A target the edge must refuse: IPv6 loopback is outside the allowlist.
 async fn refusals(client: &RunningClient, port: u16) -> anyhow::Result<()> {
-    match fetch::socks5_connect(client.socks_addr(), "::1", port, None).await? {
+    match fetch::socks5_connect(
+        client.socks_addr().context("no SOCKS5 listener")?,
+        "::1",
+        port,
+        None,
+    )
+    .await?
+    {
         SocksOutcome::Refused(0x02) => {}
         SocksOutcome::Refused(code) => bail!("SOCKS5 refusal code {code:#04x}, expected 0x02"),
         SocksOutcome::Connected(_) => bail!("a forbidden target was reached through SOCKS5"),
     }
-    let (head, _) = fetch::http_connect(client.http_addr(), &format!("[::1]:{port}")).await?;
+    let (head, _) = fetch::http_connect(
+        client.http_addr().context("no HTTP listener")?,
+        &format!("[::1]:{port}"),
+    )
+    .await?;
     let proxy_status = head.field("proxy-status").unwrap_or_default();
     ensure!(
         head.status == 403 && proxy_status.contains("destination_ip_prohibited"),

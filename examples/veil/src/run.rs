@@ -99,8 +99,8 @@ fn edge_config(settings: &ServerSettings) -> Config {
 #[derive(Debug)]
 pub struct RunningClient {
     node: Node,
-    socks: SocketAddr,
-    http: SocketAddr,
+    socks: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     /// Each UDP forward's bound address and target.
     udp_forwards: Vec<(SocketAddr, String)>,
     listeners: Vec<JoinHandle<()>>,
@@ -141,23 +141,28 @@ impl RunningClient {
             veil_tokio::client_bind_addr(edge_addr),
             Options::default(),
         )?;
-        let socks_listener = TcpListener::bind(settings.socks)
-            .await
-            .with_context(|| format!("cannot listen on {} (SOCKS5)", settings.socks))?;
-        let http_listener = TcpListener::bind(settings.http)
-            .await
-            .with_context(|| format!("cannot listen on {} (HTTP)", settings.http))?;
-        let socks = socks_listener.local_addr()?;
-        let http = http_listener.local_addr()?;
-        let mut listeners = vec![
-            tokio::spawn(socks::serve(
-                socks_listener,
+        let mut listeners = Vec::new();
+        let mut socks = None;
+        if let Some(addr) = settings.socks {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (SOCKS5)"))?;
+            socks = Some(listener.local_addr()?);
+            listeners.push(tokio::spawn(socks::serve(
+                listener,
                 node.opener(),
                 settings.socks_user.clone(),
                 settings.quic.udp_idle_timeout,
-            )),
-            tokio::spawn(http_proxy::serve(http_listener, node.opener())),
-        ];
+            )));
+        }
+        let mut http = None;
+        if let Some(addr) = settings.http {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
+            http = Some(listener.local_addr()?);
+            listeners.push(tokio::spawn(http_proxy::serve(listener, node.opener())));
+        }
         let mut udp_forwards = Vec::with_capacity(settings.udp_forwards.len());
         for forward in &settings.udp_forwards {
             let socket = veil_tokio::udp::UdpIo::bind(forward.local).with_context(|| {
@@ -171,7 +176,7 @@ impl RunningClient {
                 settings.quic.udp_idle_timeout,
             )));
         }
-        tracing::info!(edge = %edge_addr, %socks, %http, ?udp_forwards, "client started");
+        tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, "client started");
         Ok(Self {
             node,
             socks,
@@ -182,13 +187,13 @@ impl RunningClient {
         })
     }
 
-    /// The SOCKS5 listener's address.
-    pub fn socks_addr(&self) -> SocketAddr {
+    /// The SOCKS5 listener's address, when it was asked for.
+    pub fn socks_addr(&self) -> Option<SocketAddr> {
         self.socks
     }
 
-    /// The HTTP proxy listener's address.
-    pub fn http_addr(&self) -> SocketAddr {
+    /// The HTTP proxy listener's address, when it was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
     }
 
@@ -199,10 +204,13 @@ impl RunningClient {
 
     /// The lines `veil client` prints at start.
     pub fn banner(&self) -> Vec<String> {
-        let mut lines = vec![
-            format!("veil: socks5 listening on {}", self.socks),
-            format!("veil: http listening on {}", self.http),
-        ];
+        let mut lines = Vec::new();
+        if let Some(addr) = self.socks {
+            lines.push(format!("veil: socks5 listening on {addr}"));
+        }
+        if let Some(addr) = self.http {
+            lines.push(format!("veil: http listening on {addr}"));
+        }
         for (addr, target) in &self.udp_forwards {
             lines.push(format!("veil: udp forward listening on {addr} to {target}"));
         }

@@ -57,8 +57,8 @@ impl Rig {
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(fingerprint),
             token: Some(Secret::new(client_token)),
-            socks: loopback(),
-            http: loopback(),
+            socks: Some(loopback()),
+            http: Some(loopback()),
             socks_user: socks_user.map(|text| LocalCredentials::parse(text).expect("valid")),
             drain: Duration::from_millis(200),
             udp_forwards: Vec::new(),
@@ -77,9 +77,14 @@ impl Rig {
 
     /// A SOCKS5 connection through the client to `host:port`, past the handshake.
     async fn connect(&self, host: &str, port: u16) -> TcpStream {
-        let outcome = fetch::socks5_connect(self.client.socks_addr(), host, port, None)
-            .await
-            .expect("handshake");
+        let outcome = fetch::socks5_connect(
+            self.client.socks_addr().expect("a SOCKS5 listener"),
+            host,
+            port,
+            None,
+        )
+        .await
+        .expect("handshake");
         let SocksOutcome::Connected(stream) = outcome else {
             panic!("refused: {outcome:?}");
         };
@@ -169,7 +174,7 @@ async fn socks5_names_resolve_on_the_edge() {
 async fn socks5_username_and_password_are_checked_locally() {
     within(async {
         let rig = Rig::start(TOKEN, Some("alice:secret")).await;
-        let socks = rig.client.socks_addr();
+        let socks = rig.client.socks_addr().expect("a SOCKS5 listener");
         let port = rig.echo.port();
         let wrong = fetch::socks5_connect(socks, "127.0.0.1", port, Some(("alice", "guess"))).await;
         assert!(wrong.is_err(), "a wrong password is refused");
@@ -194,9 +199,12 @@ async fn socks5_username_and_password_are_checked_locally() {
 async fn http_connect_carries_bytes() {
     within(async {
         let rig = Rig::start(TOKEN, None).await;
-        let (head, stream) = fetch::http_connect(rig.client.http_addr(), &rig.echo.to_string())
-            .await
-            .expect("CONNECT answered");
+        let (head, stream) = fetch::http_connect(
+            rig.client.http_addr().expect("an HTTP listener"),
+            &rig.echo.to_string(),
+        )
+        .await
+        .expect("CONNECT answered");
         assert_eq!(head.status, 200);
         let data = payload(200_000);
         let back = echo_round_trip(stream.expect("tunnel open"), &data).await;
@@ -212,7 +220,7 @@ async fn http_forward_fetches_from_the_origin() {
         let rig = Rig::start(TOKEN, None).await;
         let host = rig.origin.addr().to_string();
         let size = 1024 * 1024 + 3;
-        let mut stream = TcpStream::connect(rig.client.http_addr())
+        let mut stream = TcpStream::connect(rig.client.http_addr().expect("an HTTP listener"))
             .await
             .expect("connect");
         let received = fetch::get(&mut stream, &format!("http://{host}/bytes/{size}"), &host)
@@ -234,18 +242,25 @@ async fn http_forward_fetches_from_the_origin() {
 async fn forbidden_targets_are_refused_with_0x02_and_403() {
     within(async {
         let rig = Rig::start(TOKEN, None).await;
-        let outcome = fetch::socks5_connect(rig.client.socks_addr(), FORBIDDEN, 80, None)
-            .await
-            .expect("handshake");
+        let outcome = fetch::socks5_connect(
+            rig.client.socks_addr().expect("a SOCKS5 listener"),
+            FORBIDDEN,
+            80,
+            None,
+        )
+        .await
+        .expect("handshake");
         assert!(
             matches!(outcome, SocksOutcome::Refused(0x02)),
             "{outcome:?}"
         );
 
-        let (head, stream) =
-            fetch::http_connect(rig.client.http_addr(), &format!("{FORBIDDEN}:80"))
-                .await
-                .expect("CONNECT answered");
+        let (head, stream) = fetch::http_connect(
+            rig.client.http_addr().expect("an HTTP listener"),
+            &format!("{FORBIDDEN}:80"),
+        )
+        .await
+        .expect("CONNECT answered");
         assert_eq!(head.status, 403);
         assert!(stream.is_none());
         let proxy_status = head.field("proxy-status").expect("Proxy-Status");
@@ -254,7 +269,7 @@ async fn forbidden_targets_are_refused_with_0x02_and_403() {
             "{proxy_status}"
         );
 
-        let mut stream = TcpStream::connect(rig.client.http_addr())
+        let mut stream = TcpStream::connect(rig.client.http_addr().expect("an HTTP listener"))
             .await
             .expect("connect");
         let received = fetch::get(&mut stream, &format!("http://{FORBIDDEN}/"), FORBIDDEN)
@@ -274,17 +289,24 @@ async fn a_closed_port_is_connection_refused() {
             let listener = std::net::TcpListener::bind(loopback()).expect("bind");
             listener.local_addr().expect("address")
         };
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", closed.port(), None)
-                .await
-                .expect("handshake");
+        let outcome = fetch::socks5_connect(
+            rig.client.socks_addr().expect("a SOCKS5 listener"),
+            "127.0.0.1",
+            closed.port(),
+            None,
+        )
+        .await
+        .expect("handshake");
         assert!(
             matches!(outcome, SocksOutcome::Refused(0x05)),
             "{outcome:?}"
         );
-        let (head, _) = fetch::http_connect(rig.client.http_addr(), &closed.to_string())
-            .await
-            .expect("CONNECT answered");
+        let (head, _) = fetch::http_connect(
+            rig.client.http_addr().expect("an HTTP listener"),
+            &closed.to_string(),
+        )
+        .await
+        .expect("CONNECT answered");
         assert_eq!(head.status, 502);
         let proxy_status = head.field("proxy-status").expect("Proxy-Status");
         assert!(
@@ -300,17 +322,24 @@ async fn a_closed_port_is_connection_refused() {
 async fn a_wrong_edge_token_is_not_allowed() {
     within(async {
         let rig = Rig::start("not-the-token", None).await;
-        let outcome =
-            fetch::socks5_connect(rig.client.socks_addr(), "127.0.0.1", rig.echo.port(), None)
-                .await
-                .expect("handshake");
+        let outcome = fetch::socks5_connect(
+            rig.client.socks_addr().expect("a SOCKS5 listener"),
+            "127.0.0.1",
+            rig.echo.port(),
+            None,
+        )
+        .await
+        .expect("handshake");
         assert!(
             matches!(outcome, SocksOutcome::Refused(0x02)),
             "{outcome:?}"
         );
-        let (head, _) = fetch::http_connect(rig.client.http_addr(), &rig.echo.to_string())
-            .await
-            .expect("CONNECT answered");
+        let (head, _) = fetch::http_connect(
+            rig.client.http_addr().expect("an HTTP listener"),
+            &rig.echo.to_string(),
+        )
+        .await
+        .expect("CONNECT answered");
         // The edge's 403 is passed on; never a 407, which would make the local client
         // prompt for credentials it does not need.
         assert_eq!(head.status, 403);

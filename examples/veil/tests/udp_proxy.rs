@@ -88,8 +88,8 @@ impl Rig {
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),
-            socks: loopback(),
-            http: loopback(),
+            socks: Some(loopback()),
+            http: Some(loopback()),
             socks_user: None,
             udp_forwards: vec![UdpForward {
                 local: loopback(),
@@ -205,8 +205,11 @@ async fn a_socks5_udp_association_relays_for_its_client_only_and_ends_with_its_t
         let rig = Rig::start().await;
         let echo = rig.echo.addr;
         let client = UdpSocket::bind(loopback()).await.expect("bind");
-        let (control, relay) =
-            associate(rig.client.socks_addr(), client.local_addr().expect("addr")).await;
+        let (control, relay) = associate(
+            rig.client.socks_addr().expect("a SOCKS5 listener"),
+            client.local_addr().expect("addr"),
+        )
+        .await;
 
         let answer = ask(&client, relay, &socks_datagram(echo, 0, b"hello")).await;
         let decoded = decode_udp(&answer).expect("a SOCKS5 UDP datagram");
