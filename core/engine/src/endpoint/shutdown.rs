@@ -100,6 +100,12 @@ impl Endpoint {
             until: now + plan.drain,
             plan,
         });
+        // Ends acknowledged long ago may still be listed: an idle connection would not
+        // look again before the drain's deadline.
+        let handles: Vec<u64> = self.conns.keys().copied().collect();
+        for handle in handles {
+            self.prune_ended(handle);
+        }
         self.advance_shutdown(now);
     }
 

@@ -151,3 +151,35 @@ fn a_shutdown_closes_only_once_the_peer_has_the_ends_even_over_loss() {
     assert_eq!(client.received(0), size);
     assert!(net.stats.lost > 0, "{:?}", net.stats);
 }
+
+/// A client's shutdown sends nothing (GOAWAY is the edge's), so on an idle connection no
+/// input comes to make the engine look again at ends acknowledged long ago: it must look
+/// when the shutdown starts, or wait for the drain's deadline.
+#[test]
+fn an_idle_client_whose_tunnels_ended_long_ago_closes_at_once() {
+    let mut net = pair(&[], None);
+    let mut client = Transfers::new(target("echo.test", 7), 3, 16 * 1024);
+    let mut edge = EdgeHost::default();
+    assert!(
+        net.run(&mut client, &mut edge, BUDGET),
+        "the transfers never ended"
+    );
+    // Quiet for a while: every end acknowledged, nothing more crossing.
+    let until = Instant::now() + Duration::from_millis(100);
+    net.run_until(&mut client, &mut edge, BUDGET, |_, _| {
+        Instant::now() >= until
+    });
+
+    net.client
+        .shutdown(Instant::now(), plan(Duration::from_secs(10)));
+    let asked = Instant::now();
+    let closed = net.run_until_net(&mut client, &mut edge, BUDGET, |net, _, _| {
+        net.client.is_closed()
+    });
+    assert!(closed, "the client never closed");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "waited {:?} for ends acknowledged long ago",
+        asked.elapsed()
+    );
+}
