@@ -41,11 +41,14 @@ use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret, Token}
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
+use crate::policy::{
+    DefaultPolicy, IngressQuery, IngressVerdict, Policy, TunnelQuery, TunnelVerdict,
+};
 use crate::reset::StatelessReset;
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
-    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
-    RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
+    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Recv, RecvMeta,
+    Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };
 use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
@@ -113,6 +116,8 @@ pub struct Endpoint {
     conn_timers: timers::ConnTimers,
     /// Edge: requests reported to the host and not answered yet, by deadline.
     unanswered: requests::Unanswered,
+    /// Edge: the hooks consulted at ingress and for every request.
+    policy: Box<dyn Policy>,
 }
 
 enum RoleState {
@@ -288,6 +293,7 @@ impl Endpoint {
             clock: now,
             conn_timers: timers::ConnTimers::default(),
             unanswered: requests::Unanswered::default(),
+            policy: Box::new(DefaultPolicy),
         })
     }
 
@@ -590,6 +596,14 @@ impl Endpoint {
             RoleState::Edge(edge) => edge.egress.check(ip).map_err(|_| Refusal::Prohibited),
             RoleState::Client(_) => Ok(()),
         }
+    }
+
+    /// Edge: consults `policy`'s hooks from now on (see [`crate::policy`]); the default
+    /// accepts every connection and hands every request to the host.
+    #[must_use]
+    pub fn with_policy(mut self, policy: impl Policy + 'static) -> Self {
+        self.policy = Box::new(policy);
+        self
     }
 
     /// Edge: the name of the token at `index` (a `ClientIdentity::token_index`), which logs
@@ -1053,6 +1067,19 @@ impl Endpoint {
         if conn.h3.is_some() || !conn.quic.is_established() {
             return;
         }
+        if matches!(self.role, RoleState::Edge(_)) {
+            let server_name = conn.quic.server_name();
+            let query = IngressQuery {
+                peer: conn.peer,
+                server_name,
+                alpn: conn.quic.application_proto(),
+            };
+            if let IngressVerdict::Close { error_code } = self.policy.ingress(&query) {
+                tracing::debug!(connection = handle, peer = %conn.peer, "ingress hook: closed");
+                let _ = conn.quic.close(true, error_code, b"");
+                return;
+            }
+        }
         match h3::Connection::with_transport(&mut conn.quic, &self.h3_config) {
             Ok(h3) => conn.h3 = Some(h3),
             Err(error) => {
@@ -1140,6 +1167,19 @@ impl Endpoint {
                 send_rejection(conn, stream, Rejection::NOT_SERVED);
             }
             Ok(accepted) => {
+                let client = ClientIdentity {
+                    peer: conn.peer,
+                    token_index: accepted.token_index,
+                    connection: conn.handle,
+                };
+                let target = match ask_policy(self.policy.as_mut(), edge, &accepted, client) {
+                    Ok(target) => target,
+                    Err(rejection) => {
+                        self.stats.tunnels_refused += 1;
+                        send_rejection(conn, stream, rejection);
+                        return;
+                    }
+                };
                 let id = TunnelId(self.next_tunnel);
                 self.next_tunnel += 1;
                 conn.streams.insert(stream, id);
@@ -1151,15 +1191,10 @@ impl Endpoint {
                     .then(|| self.udp.new_flow(String::new(), self.clock));
                 self.tunnels.insert(id, tunnel);
                 self.stats.tunnels_total += 1;
-                let client = ClientIdentity {
-                    peer: conn.peer,
-                    token_index: accepted.token_index,
-                    connection: conn.handle,
-                };
                 self.events.push_back(Event::TunnelRequest {
                     tunnel: id,
                     kind: accepted.kind,
-                    target: accepted.target,
+                    target,
                     client,
                 });
             }
@@ -1725,6 +1760,39 @@ impl Tunnel {
         match &self.state {
             TunnelState::Waiting { deadline, .. } => Some(*deadline),
             _ => None,
+        }
+    }
+}
+
+/// The tunnel hook's verdict on a request that passed the engine's checks: the target to
+/// hand to the host, or the rejection to send. A redirect to an IP literal meets egress
+/// policy again: a hook cannot open what the edge forbids.
+fn ask_policy(
+    policy: &mut dyn Policy,
+    edge: &Edge,
+    accepted: &connect::Accepted,
+    client: ClientIdentity,
+) -> Result<TunnelTarget, Rejection> {
+    let token_name = accepted
+        .token_index
+        .and_then(|index| edge.tokens.get(index))
+        .map(Token::name);
+    let query = TunnelQuery {
+        kind: accepted.kind,
+        target: &accepted.target,
+        client,
+        token_name,
+    };
+    match policy.tunnel(&query) {
+        TunnelVerdict::Pass => Ok(accepted.target.clone()),
+        TunnelVerdict::Refuse(refusal) => Err(Rejection::from_refusal(refusal)),
+        TunnelVerdict::Redirect(target) => {
+            if let Host::Ip(ip) = target.host {
+                if edge.egress.check(ip).is_err() {
+                    return Err(Rejection::from_refusal(Refusal::Prohibited));
+                }
+            }
+            Ok(target)
         }
     }
 }

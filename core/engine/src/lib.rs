@@ -61,6 +61,7 @@ mod connect;
 pub mod egress;
 mod endpoint;
 mod error;
+pub mod policy;
 mod reset;
 mod tls;
 mod transmit;
@@ -75,6 +76,7 @@ pub use config::{
 };
 pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
+pub use policy::{DefaultPolicy, IngressQuery, IngressVerdict, Policy, TunnelQuery, TunnelVerdict};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, InvalidTarget, Name,
     Recv, RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds,

@@ -11,6 +11,7 @@ mod fin;
 mod harness;
 mod hosts;
 mod migration;
+mod policy;
 mod raw;
 mod reconnect;
 mod refusals;
