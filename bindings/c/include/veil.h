@@ -37,7 +37,9 @@
  * clock.
  *
  * Threads. An endpoint or a config may be used from any thread, but by one thread at a
- * time (no internal locking). Distinct endpoints are independent.
+ * time (no internal locking). Distinct endpoints are independent. Hooks
+ * (veil_endpoint_set_hooks) run on the thread of the call that processes their input,
+ * inside it: they answer at once and do not call into the same endpoint.
  *
  * Panics. No panic unwinds into C: a panic inside veil returns VEIL_ERR_PANIC and
  * poisons the endpoint involved (every later call on it returns VEIL_ERR_PANIC; free it).
@@ -234,6 +236,17 @@ typedef enum veil_congestion_control {
   VEIL_CC_RENO = 2,
 } veil_congestion_control;
 
+// What the tunnel hook decides (`veil_tunnel_verdict.action`).
+typedef enum veil_tunnel_action {
+  // Hand the request to the host as it is (a `VEIL_EVENT_TUNNEL_REQUEST`).
+  VEIL_TUNNEL_PASS = 0,
+  // Refuse it with `refusal` (a `veil_refusal`).
+  VEIL_TUNNEL_REFUSE = 1,
+  // Hand it to the host with `host`:`port` instead; checked against egress policy
+  // again.
+  VEIL_TUNNEL_REDIRECT = 2,
+} veil_tunnel_action;
+
 // A configuration being built. Opaque: create it with `veil_config_new`, set what differs
 // from the defaults, pass it to `veil_endpoint_new` (as often as wanted), free it with
 // `veil_config_free`.
@@ -344,6 +357,57 @@ typedef struct veil_stats {
   // UDP tunnels: payloads carried in DATAGRAM capsules (also in sent/received).
   uint64_t udp_capsule_datagrams;
 } veil_stats;
+
+// What the ingress hook sees of a connection that completed its handshake.
+typedef struct veil_ingress_query {
+  // The client's address as the edge sees it.
+  struct veil_sockaddr peer;
+  // The TLS server name (SNI) the client sent; empty when none.
+  char server_name[VEIL_EVENT_TEXT_LEN];
+} veil_ingress_query;
+
+// The ingress hook: returns 0 to accept the connection, or anything else to close it at
+// once with the application error code written to `error_code` (the engine sets it to
+// 0x0100, `H3_NO_ERROR`, before the call).
+typedef int (*veil_ingress_hook)(void *user,
+                                 const struct veil_ingress_query *query,
+                                 uint64_t *error_code);
+
+// What the tunnel hook sees of a request that passed the engine's own checks.
+typedef struct veil_tunnel_query {
+  // The QUIC connection it arrived on.
+  uint64_t connection;
+  // The client's address as the edge sees it.
+  struct veil_sockaddr peer;
+  // What the tunnel would carry.
+  enum veil_tunnel_kind tunnel_kind;
+  // The target host: a lowercased DNS name or an IP address (IPv6 without brackets).
+  char host[VEIL_EVENT_TEXT_LEN];
+  // The target port.
+  uint16_t port;
+  // Index of the client's token in the order of `veil_config_add_token`; -1 without
+  // tokens.
+  int64_t token_index;
+  // That token's name (never its secret); empty without tokens.
+  char token_name[VEIL_EVENT_TEXT_LEN];
+} veil_tunnel_query;
+
+// The tunnel hook's answer; the engine sets it to `VEIL_TUNNEL_PASS` before the call.
+typedef struct veil_tunnel_verdict {
+  // A `veil_tunnel_action`.
+  int action;
+  // With `VEIL_TUNNEL_REFUSE`: a `veil_refusal`.
+  int refusal;
+  // With `VEIL_TUNNEL_REDIRECT`: the new host (NUL-terminated; IPv6 without brackets).
+  char host[VEIL_EVENT_TEXT_LEN];
+  // With `VEIL_TUNNEL_REDIRECT`: the new port (1–65535).
+  uint16_t port;
+} veil_tunnel_verdict;
+
+// The tunnel hook: reads `query`, writes `verdict`.
+typedef void (*veil_tunnel_hook)(void *user,
+                                 const struct veil_tunnel_query *query,
+                                 struct veil_tunnel_verdict *verdict);
 
 #ifdef __cplusplus
 extern "C" {
@@ -793,6 +857,18 @@ enum veil_result veil_endpoint_is_closed(const struct veil_endpoint *endpoint, b
 // `endpoint` must be NULL or live; `stats` NULL or writable.
 enum veil_result veil_endpoint_stats(const struct veil_endpoint *endpoint,
                                      struct veil_stats *stats);
+
+// Edge: the hooks the engine consults from now on (`NULL` for a hook: the default, which
+// accepts every connection and passes every request to the host). `user` is handed back to
+// each call; it must stay valid until the hooks are replaced or the endpoint freed. See
+// `veil_tunnel_hook` and `veil_ingress_hook` for when they run and what they answer.
+//
+// # Safety
+// `endpoint` must be NULL or live; each hook NULL or a function of its type.
+enum veil_result veil_endpoint_set_hooks(struct veil_endpoint *endpoint,
+                                         veil_ingress_hook ingress,
+                                         veil_tunnel_hook tunnel,
+                                         void *user);
 
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.

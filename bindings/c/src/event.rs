@@ -275,7 +275,7 @@ impl veil_event {
 }
 
 /// Copies `text` into a fixed C buffer, truncated at a character boundary, NUL-terminated.
-fn copy_text(out: &mut [c_char; VEIL_EVENT_TEXT_LEN], text: &str) {
+pub(crate) fn copy_text(out: &mut [c_char; VEIL_EVENT_TEXT_LEN], text: &str) {
     let mut end = text.len().min(VEIL_EVENT_TEXT_LEN - 1);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -29,6 +29,7 @@ pub mod config;
 pub mod endpoint;
 pub mod event;
 pub mod panic;
+pub mod policy;
 mod ptr;
 pub mod result;
 pub mod tunnel;
@@ -37,5 +38,9 @@ pub use addr::veil_sockaddr;
 pub use config::{veil_config, veil_congestion_control, veil_role};
 pub use endpoint::{veil_endpoint, veil_stats, veil_transmit};
 pub use event::{veil_close_reason, veil_event, veil_event_kind, veil_refused_reason};
+pub use policy::{
+    veil_ingress_hook, veil_ingress_query, veil_tunnel_action, veil_tunnel_hook, veil_tunnel_query,
+    veil_tunnel_verdict,
+};
 pub use result::veil_result;
 pub use tunnel::{veil_refusal, veil_tunnel_kind};

@@ -51,7 +51,7 @@ pub enum veil_refusal {
     VEIL_REFUSAL_INTERNAL = 8,
 }
 
-fn refusal(code: c_int) -> Option<Refusal> {
+pub(crate) fn refusal(code: c_int) -> Option<Refusal> {
     Some(match code {
         0 => Refusal::Prohibited,
         1 => Refusal::Denied,

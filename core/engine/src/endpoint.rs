@@ -602,8 +602,13 @@ impl Endpoint {
     /// accepts every connection and hands every request to the host.
     #[must_use]
     pub fn with_policy(mut self, policy: impl Policy + 'static) -> Self {
-        self.policy = Box::new(policy);
+        self.set_policy(policy);
         self
+    }
+
+    /// Edge: [`with_policy`](Self::with_policy) on an endpoint already in place.
+    pub fn set_policy(&mut self, policy: impl Policy + 'static) {
+        self.policy = Box::new(policy);
     }
 
     /// Edge: the name of the token at `index` (a `ClientIdentity::token_index`), which logs

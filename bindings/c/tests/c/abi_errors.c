@@ -172,6 +172,33 @@ static int run_until(veil_endpoint *client, veil_endpoint *edge, veil_endpoint *
     return 0;
 }
 
+/* The hooks: count the calls, refuse one name, send another elsewhere. */
+struct hook_calls {
+    int ingress, tunnel;
+    char sni[VEIL_EVENT_TEXT_LEN];
+};
+
+static int ingress_hook(void *user, const veil_ingress_query *query, uint64_t *error_code) {
+    struct hook_calls *calls = user;
+    calls->ingress++;
+    snprintf(calls->sni, sizeof calls->sni, "%s", query->server_name);
+    (void)error_code;
+    return 0; /* accept */
+}
+
+static void tunnel_hook(void *user, const veil_tunnel_query *query, veil_tunnel_verdict *verdict) {
+    struct hook_calls *calls = user;
+    calls->tunnel++;
+    if (strcmp(query->host, "blocked.example") == 0) {
+        verdict->action = VEIL_TUNNEL_REFUSE;
+        verdict->refusal = VEIL_REFUSAL_DENIED;
+    } else if (strcmp(query->host, "old.example") == 0) {
+        verdict->action = VEIL_TUNNEL_REDIRECT;
+        snprintf(verdict->host, sizeof verdict->host, "%s", "example.com");
+        verdict->port = 8443;
+    }
+}
+
 static void tunnels_in_memory(void) {
     veil_config *cfg = NULL;
     veil_endpoint *edge = NULL, *client = NULL;
@@ -245,8 +272,23 @@ static void tunnels_in_memory(void) {
     CHECK(veil_refusal_of_errno(EHOSTUNREACH) == VEIL_REFUSAL_UNREACHABLE);
     CHECK(veil_refusal_of_errno(EACCES) == VEIL_REFUSAL_INTERNAL);
 
-    /* A tunnel the edge refuses: the client learns the status. */
+    /* Hooks: a refused name never reaches the host, a redirect reaches it elsewhere. */
+    struct hook_calls calls = {0};
+    CHECK_RESULT(veil_endpoint_set_hooks(NULL, NULL, NULL, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_set_hooks(edge, ingress_hook, tunnel_hook, &calls), VEIL_OK);
     veil_event ev;
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "blocked.example", 443, &tunnel), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_REFUSED, &ev));
+    CHECK(ev.tunnel == tunnel && ev.status == 403 && strstr(ev.text, "http_request_denied"));
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "old.example", 443, &tunnel), VEIL_OK);
+    CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
+    CHECK(strcmp(ev.host, "example.com") == 0 && ev.port == 8443);
+    CHECK_RESULT(veil_endpoint_refuse_tunnel(edge, ev.tunnel, VEIL_REFUSAL_DENIED), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_REFUSED, &ev));
+    CHECK(calls.ingress == 1 && strcmp(calls.sni, "localhost") == 0);
+    CHECK(calls.tunnel == 2);
+
+    /* A tunnel the edge refuses: the client learns the status. */
     CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "example.com", 443, &tunnel), VEIL_OK);
     CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
     CHECK(strcmp(ev.host, "example.com") == 0 && ev.port == 443);
@@ -328,7 +370,9 @@ static void tunnels_in_memory(void) {
 
     veil_stats stats;
     CHECK_RESULT(veil_endpoint_stats(edge, &stats), VEIL_OK);
-    CHECK(stats.tunnels_total == 3 && stats.tunnels_refused == 1 && stats.connections == 1);
+    /* Four reached the host (the redirected one among them); three were refused: by the
+     * tunnel hook, and twice by the host. */
+    CHECK(stats.tunnels_total == 4 && stats.tunnels_refused == 3 && stats.connections == 1);
     CHECK(stats.udp_datagrams_received == 1 && stats.udp_datagrams_sent == 1);
     CHECK_RESULT(veil_endpoint_stats(edge, NULL), VEIL_ERR_NULL);
 
