@@ -168,15 +168,10 @@ impl veil_event {
             peer: client.peer.into(),
             tunnel_kind,
             port: target.port,
-            token_index: client
-                .token_index
-                .and_then(|index| i64::try_from(index).ok())
-                .unwrap_or(-1),
+            token_index: c_token_index(client.token_index),
             ..Self::new(veil_event_kind::VEIL_EVENT_TUNNEL_REQUEST)
         };
-        let mut host = String::new();
-        let _ = write!(host, "{}", target.host);
-        copy_text(&mut event.host, &host);
+        copy_host(&mut event.host, target);
         event
     }
 
@@ -208,14 +203,9 @@ impl veil_event {
                 target,
                 client,
             } => {
-                let kind = match kind {
-                    TunnelKind::Stream => veil_tunnel_kind::VEIL_TUNNEL_STREAM,
-                    TunnelKind::Udp => veil_tunnel_kind::VEIL_TUNNEL_UDP,
-                    // A kind this version of the ABI cannot name: the engine reports only
-                    // the kinds `veil_config_set_tunnel_kinds` allowed, all of them named.
-                    _ => return None,
-                };
-                Self::request(kind, tunnel, &target, client)
+                // A kind this version of the ABI cannot name: the engine reports only the
+                // kinds `veil_config_set_tunnel_kinds` allowed, all of them named.
+                Self::request(c_tunnel_kind(kind)?, tunnel, &target, client)
             }
             Event::TunnelDatagrams { tunnel } => {
                 Self::tunnel(VEIL_EVENT_TUNNEL_DATAGRAMS, tunnel.0)
@@ -275,6 +265,29 @@ impl veil_event {
 }
 
 /// Copies `text` into a fixed C buffer, truncated at a character boundary, NUL-terminated.
+/// The C name of a tunnel kind; `None` for one this version of the ABI cannot name.
+pub(crate) fn c_tunnel_kind(kind: TunnelKind) -> Option<veil_tunnel_kind> {
+    match kind {
+        TunnelKind::Stream => Some(veil_tunnel_kind::VEIL_TUNNEL_STREAM),
+        TunnelKind::Udp => Some(veil_tunnel_kind::VEIL_TUNNEL_UDP),
+        _ => None,
+    }
+}
+
+/// A client's token index as C reads it: -1 when there is none.
+pub(crate) fn c_token_index(index: Option<usize>) -> i64 {
+    index
+        .and_then(|index| i64::try_from(index).ok())
+        .unwrap_or(-1)
+}
+
+/// Writes a target's host (a name, or an IP address without brackets) into `out`.
+pub(crate) fn copy_host(out: &mut [c_char; VEIL_EVENT_TEXT_LEN], target: &TunnelTarget) {
+    let mut host = String::new();
+    let _ = write!(host, "{}", target.host);
+    copy_text(out, &host);
+}
+
 pub(crate) fn copy_text(out: &mut [c_char; VEIL_EVENT_TEXT_LEN], text: &str) {
     let mut end = text.len().min(VEIL_EVENT_TEXT_LEN - 1);
     while !text.is_char_boundary(end) {

@@ -6,17 +6,16 @@
 //! (`VEIL_REFUSAL_INTERNAL`) or keeps the connection, never crashes.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use veil_engine::{
-    Host, IngressQuery, IngressVerdict, Name, Policy, Refusal, TunnelKind, TunnelQuery,
-    TunnelTarget, TunnelVerdict,
+    Host, IngressQuery, IngressVerdict, Name, Policy, Refusal, TunnelQuery, TunnelTarget,
+    TunnelVerdict,
 };
 
 use crate::addr::veil_sockaddr;
 use crate::endpoint::{veil_endpoint, with_endpoint};
-use crate::event::{VEIL_EVENT_TEXT_LEN, copy_text};
+use crate::event::{VEIL_EVENT_TEXT_LEN, c_token_index, c_tunnel_kind, copy_host, copy_text};
 use crate::result::veil_result::{self, VEIL_OK};
 use crate::tunnel::{self, veil_tunnel_kind};
 
@@ -138,25 +137,20 @@ impl Policy for CPolicy {
         let Some((hook, user)) = self.tunnel else {
             return TunnelVerdict::Pass;
         };
+        // A kind C cannot name is never reported to this host: nothing to ask.
+        let Some(tunnel_kind) = c_tunnel_kind(query.kind) else {
+            return TunnelVerdict::Pass;
+        };
         let mut c_query = veil_tunnel_query {
             connection: query.client.connection.0,
             peer: query.client.peer.into(),
-            tunnel_kind: match query.kind {
-                TunnelKind::Udp => veil_tunnel_kind::VEIL_TUNNEL_UDP,
-                _ => veil_tunnel_kind::VEIL_TUNNEL_STREAM,
-            },
+            tunnel_kind,
             host: [0; VEIL_EVENT_TEXT_LEN],
             port: query.target.port,
-            token_index: query
-                .client
-                .token_index
-                .and_then(|index| i64::try_from(index).ok())
-                .unwrap_or(-1),
+            token_index: c_token_index(query.client.token_index),
             token_name: [0; VEIL_EVENT_TEXT_LEN],
         };
-        let mut host = String::new();
-        let _ = write!(host, "{}", query.target.host);
-        copy_text(&mut c_query.host, &host);
+        copy_host(&mut c_query.host, query.target);
         copy_text(&mut c_query.token_name, query.token_name.unwrap_or(""));
         let mut verdict = veil_tunnel_verdict {
             action: veil_tunnel_action::VEIL_TUNNEL_PASS as c_int,
