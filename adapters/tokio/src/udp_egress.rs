@@ -2,8 +2,9 @@
 //! socket and the tunnel.
 //!
 //! As for TCP, the target is resolved once, the engine chooses the address
-//! (`Endpoint::choose_egress`), and exactly that address is used. The socket is `connect()`ed to it,
-//! so the kernel drops datagrams from any other source, and it never fragments: Don't
+//! (`Endpoint::choose_egress`), and exactly that address is used. The socket is
+//! `connect()`ed to it, so the kernel drops datagrams from any other source, and it never
+//! fragments: Don't
 //! Fragment is set (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `PMTUDISC_DO` on Linux), so a
 //! payload too large for the path is refused by the kernel (`EMSGSIZE`) and dropped,
 //! rather than sent as fragments — a tunnel carries datagrams with UDP semantics, never

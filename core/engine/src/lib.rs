@@ -16,12 +16,14 @@
 //!
 //! - **Edge**: every CONNECT or CONNECT-UDP that passes authentication
 //!   (`proxy-authorization: Bearer`), authority validation and, for IP literals, egress
-//!   policy becomes [`Event::TunnelRequest`], with its [`TunnelKind`]; the host resolves
-//!   names (checking each address with [`Endpoint::check_egress`]), dials, and answers
-//!   [`Endpoint::accept_tunnel`] or [`Endpoint::refuse_tunnel`] with a [`Refusal`] (a
-//!   status and an RFC 9209 Proxy-Status). Every request is answered: a kind the host does not serve
+//!   policy, and that the [`Policy`] hooks pass, becomes [`Event::TunnelRequest`], with its
+//!   [`TunnelKind`]; the host resolves names, dials the address
+//!   [`Endpoint::choose_egress`] picks, and answers [`Endpoint::accept_tunnel`] or
+//!   [`Endpoint::refuse_tunnel`] with a [`Refusal`] (a status and an RFC 9209
+//!   Proxy-Status). Every request is answered: a kind the host does not serve
 //!   ([`EdgeConfig::serves`]) gets 501 from the engine, and a request the host leaves
-//!   unanswered for [`EdgeConfig::request_timeout`] gets 504.
+//!   unanswered for [`EdgeConfig::request_timeout`] gets 504. [`Endpoint::shutdown`] runs
+//!   the whole graceful shutdown.
 //!   [`Endpoint::go_away`] starts a graceful drain: HTTP/3 GOAWAY on every connection, no
 //!   new connections; open tunnels finish, clients send new ones elsewhere.
 //! - **Client**: [`Endpoint::open_tunnel`] multiplexes every tunnel on one QUIC connection
@@ -42,8 +44,9 @@
 //! [`Endpoint::open_udp_tunnel`] sends an Extended CONNECT (`:protocol connect-udp`, the
 //! target in a `:path` expanded from the configured URI template); the edge checks it like
 //! a CONNECT and reports [`Event::TunnelRequest`] of kind [`TunnelKind::Udp`], answered
-//! with the same `accept_tunnel` / `refuse_tunnel`. UDP payloads go with `tunnel_send_datagram` (dropped
-//! and counted, never fragmented, when they do not fit) and come from
+//! with the same `accept_tunnel` / `refuse_tunnel`. UDP payloads go with
+//! `tunnel_send_datagram` (dropped and counted, never fragmented, when they do not fit;
+//! in capsules, queued behind the stream up to a bound first) and come from
 //! `tunnel_recv_datagram` ([`Event::TunnelDatagrams`] is edge-triggered). Each tunnel
 //! sends in QUIC DATAGRAM frames when both sides negotiated HTTP/3 datagrams and in
 //! DATAGRAM capsules on its stream otherwise, decided when it opens; it receives both.
