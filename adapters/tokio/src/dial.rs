@@ -1,25 +1,27 @@
 //! Edge: from a tunnel request to a connected TCP stream — resolve once, let the engine
-//! choose the address (`Endpoint::choose_egress`), and dial exactly that address; the
-//! engine also says what a failure becomes (`Refusal::from_io_error`).
+//! choose the address and the local address to dial from (`Endpoint::egress_for`: rules,
+//! egress policy, the egress hook), and dial exactly that; the engine also says what a
+//! failure becomes (`Refusal::from_io_error`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use veil_engine::{Host, Refusal, TunnelTarget};
+use veil_engine::{Egress, Host, Refusal, TunnelId, TunnelTarget};
 
 use crate::driver::Command;
 
-/// Resolves `target`, asks the driver which address egress policy allows, and connects to
-/// it ([`allowed_address`]). Resolution and connection each get `timeout`.
+/// Resolves `target`, asks the driver where the engine lets `tunnel` go, and connects
+/// there ([`allowed_address`]). Resolution and connection each get `timeout`.
 pub(crate) async fn dial(
+    tunnel: TunnelId,
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let addr = allowed_address(target, commands, timeout).await?;
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let egress = allowed_address(tunnel, target, commands, timeout).await?;
+    let stream = match tokio::time::timeout(timeout, connect(egress)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
         Ok(Ok(stream)) => stream,
@@ -29,18 +31,37 @@ pub(crate) async fn dial(
     Ok(stream)
 }
 
-/// Resolves `target` (within `timeout`) and asks the driver which of its addresses the
-/// engine chooses. The caller uses exactly this address, so that no second lookup can
-/// swap in one that was not checked.
+/// A TCP connection to `egress.to`, from `egress.from` when the engine named one.
+async fn connect(egress: Egress) -> std::io::Result<TcpStream> {
+    let Some(from) = egress.from else {
+        return TcpStream::connect(egress.to).await;
+    };
+    let socket = if egress.to.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
+    socket.bind(from)?;
+    socket.connect(egress.to).await
+}
+
+/// Resolves `target` (within `timeout`) and asks the driver where the engine lets
+/// `tunnel` go. The caller uses exactly this address, so that no second lookup can swap
+/// in one that was not checked.
 pub(crate) async fn allowed_address(
+    tunnel: TunnelId,
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
-) -> Result<SocketAddr, Refusal> {
+) -> Result<Egress, Refusal> {
     let addrs = resolve(target, timeout).await?;
     let (reply, chosen) = oneshot::channel();
     commands
-        .send(Command::ChooseEgress { addrs, reply })
+        .send(Command::ChooseEgress {
+            tunnel,
+            addrs,
+            reply,
+        })
         .map_err(|_| Refusal::Internal)?;
     chosen.await.map_err(|_| Refusal::Internal)?
 }
@@ -63,7 +84,7 @@ pub(crate) async fn resolve(
         }
         Ok(Ok(addrs)) => addrs.collect(),
     };
-    // None at all is the engine's to judge (`choose_egress`: a DNS error).
+    // None at all is the engine's to judge (`egress_for`: a DNS error).
     Ok(addrs)
 }
 

@@ -17,8 +17,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
-    Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan, TunnelError,
-    TunnelId, TunnelKind, TunnelTarget,
+    Egress, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan,
+    TunnelError, TunnelId, TunnelKind, TunnelTarget,
 };
 
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
@@ -46,10 +46,12 @@ pub(crate) enum Command {
     Abort { tunnel: TunnelId },
     /// A reader drained a chunk after the driver found its channel full.
     Wake { tunnel: TunnelId },
-    /// Edge: which of these resolved addresses to dial (`Endpoint::choose_egress`).
+    /// Edge: which of these resolved addresses a tunnel dials, and from where
+    /// (`Endpoint::egress_for`).
     ChooseEgress {
+        tunnel: TunnelId,
         addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<SocketAddr, Refusal>>,
+        reply: oneshot::Sender<Result<Egress, Refusal>>,
     },
     /// Edge: a dial for a tunnel request ended.
     Dialed {
@@ -311,7 +313,7 @@ impl Driver {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {
-            let result = dial::dial(&target, &commands, timeout).await;
+            let result = dial::dial(tunnel, &target, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "dial failed");
             }
@@ -350,7 +352,7 @@ impl Driver {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
         tokio::spawn(async move {
-            let result = udp_egress::connect(&target, &commands, timeout).await;
+            let result = udp_egress::connect(tunnel, &target, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "UDP tunnel refused");
             }
@@ -437,8 +439,12 @@ impl Driver {
             }
             Command::Abort { tunnel } => self.on_abort(tunnel),
             Command::Wake { tunnel } => self.read_tunnel(tunnel),
-            Command::ChooseEgress { addrs, reply } => {
-                let _ = reply.send(self.endpoint.choose_egress(&addrs));
+            Command::ChooseEgress {
+                tunnel,
+                addrs,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.egress_for(tunnel, &addrs));
             }
             Command::Dialed { tunnel, result } => self.on_dialed(tunnel, result),
             Command::OpenUdp { target, reply } => self.on_open_udp(&target, reply),

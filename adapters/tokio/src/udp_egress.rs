@@ -2,7 +2,7 @@
 //! socket and the tunnel.
 //!
 //! As for TCP, the target is resolved once, the engine chooses the address
-//! (`Endpoint::choose_egress`), and exactly that address is used. The socket is
+//! (`Endpoint::egress_for`), and exactly that address is used. The socket is
 //! `connect()`ed to it, so the kernel drops datagrams from any other source, and it never
 //! fragments: Don't
 //! Fragment is set (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `PMTUDISC_DO` on Linux), so a
@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use veil_engine::{Refusal, TunnelTarget};
+use veil_engine::{Refusal, TunnelId, TunnelTarget};
 
 use crate::dial;
 use crate::driver::Command;
@@ -35,12 +35,14 @@ pub(crate) struct Egress {
 /// Resolves `target`, asks the driver which address egress policy allows, and returns a
 /// UDP socket connected to it with Don't Fragment set. Resolution gets `timeout`.
 pub(crate) async fn connect(
+    tunnel: TunnelId,
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<Egress, Refusal> {
-    let addr = dial::allowed_address(target, commands, timeout).await?;
-    connected_socket(addr)
+    let chosen = dial::allowed_address(tunnel, target, commands, timeout).await?;
+    let addr = chosen.to;
+    connected_socket(addr, chosen.from)
         .and_then(UdpIo::from_std)
         .map(|socket| Egress {
             socket,
@@ -52,14 +54,14 @@ pub(crate) async fn connect(
         })
 }
 
-/// A UDP socket on the wildcard address of `addr`'s family, Don't Fragment set,
-/// connected to `addr`.
-fn connected_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A UDP socket on `from` (by default the wildcard address of `addr`'s family), Don't
+/// Fragment set, connected to `addr`.
+fn connected_socket(addr: SocketAddr, from: Option<SocketAddr>) -> io::Result<std::net::UdpSocket> {
     let wildcard = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0))?;
+    let socket = std::net::UdpSocket::bind(from.unwrap_or(SocketAddr::new(wildcard, 0)))?;
     set_dont_fragment(&socket, addr.is_ipv6())?;
     // A target answers in bursts faster than a tunnel carries them for a moment (a
     // stream's credit, a congestion window): the kernel's default queue (208 KiB here)
@@ -154,7 +156,7 @@ mod tests {
         let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind stranger");
-        let socket = connected_socket(target.local_addr().expect("addr")).expect("socket");
+        let socket = connected_socket(target.local_addr().expect("addr"), None).expect("socket");
         socket.set_nonblocking(true).expect("non-blocking");
         let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
         let local = socket.local_addr().expect("local");
@@ -172,10 +174,19 @@ mod tests {
     #[tokio::test]
     async fn dont_fragment_is_set() {
         use rustix::net::sockopt;
-        let socket = connected_socket(SocketAddr::from(([127, 0, 0, 1], 9))).expect("socket");
+        let socket = connected_socket(SocketAddr::from(([127, 0, 0, 1], 9)), None).expect("socket");
         assert_eq!(
             sockopt::ip_mtu_discover(&socket).expect("getsockopt"),
             sockopt::Ipv4PathMtuDiscovery::DO
         );
+    }
+
+    #[test]
+    fn the_socket_binds_the_local_address_the_engine_chose() {
+        let from = SocketAddr::from(([127, 0, 0, 2], 0));
+        let socket =
+            connected_socket(SocketAddr::from(([127, 0, 0, 1], 9)), Some(from)).expect("socket");
+        let local = socket.local_addr().expect("local");
+        assert_eq!(local.ip(), from.ip());
     }
 }

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::net::IpAddr;
 
 use veil_engine::{
-    Host, IngressQuery, IngressVerdict, Name, Policy, Refusal, TunnelQuery, TunnelTarget,
+    Host, IngressQuery, IngressVerdict, Name, Policy, Refusal, Tags, TunnelQuery, TunnelTarget,
     TunnelVerdict,
 };
 
@@ -133,7 +133,7 @@ impl Policy for CPolicy {
         }
     }
 
-    fn tunnel(&mut self, query: &TunnelQuery<'_>) -> TunnelVerdict {
+    fn tunnel(&mut self, query: &TunnelQuery<'_>, _tags: &mut Tags) -> TunnelVerdict {
         let Some((hook, user)) = self.tunnel else {
             return TunnelVerdict::Pass;
         };

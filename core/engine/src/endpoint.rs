@@ -21,6 +21,7 @@
 mod drain;
 mod ends;
 mod fin;
+mod hooks;
 mod paths;
 mod requests;
 mod shutdown;
@@ -41,14 +42,13 @@ use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret, Token}
 use crate::connect::{self, Rejection, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
-use crate::policy::{
-    DefaultPolicy, IngressQuery, IngressVerdict, Policy, TunnelQuery, TunnelVerdict,
-};
+use crate::policy::Tags;
+use crate::policy::{DefaultPolicy, IngressQuery, IngressVerdict, Policy};
 use crate::reset::StatelessReset;
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
-    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, Recv, RecvMeta,
-    Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
+    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
+    RefusedReason, Role, Transmit, TunnelId, TunnelKinds, TunnelTarget,
 };
 use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
@@ -191,6 +191,23 @@ struct Conn {
     ended: shutdown::Ended,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
+    /// Edge: where the ingress hook's verdict stands.
+    ingress: Ingress,
+}
+
+/// Edge: the ingress hook's verdict on a connection. Its HTTP/3 layer (and so every
+/// request on it) waits until the verdict is `Accepted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingress {
+    /// The handshake has not completed; the hook has not been asked.
+    Pending,
+    /// The hook asked the host (`Event::IngressDecision`); refused by the engine at
+    /// `deadline`.
+    Asked { deadline: Instant },
+    /// Served.
+    Accepted,
+    /// Closed by a verdict or its deadline.
+    Decided,
 }
 
 // Independent flags of one stream's two directions.
@@ -211,6 +228,8 @@ struct Tunnel {
     stopped: Option<u64>,
     /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
     udp: Option<Box<UdpFlow>>,
+    /// Edge: the request it answers (target, client, tags).
+    request: Option<Box<hooks::EdgeRequest>>,
 }
 
 enum TunnelState {
@@ -224,6 +243,9 @@ enum TunnelState {
         target: TunnelTarget,
         deadline: Instant,
     },
+    /// Edge: the tunnel hook asked the host (`Event::TunnelDecision`); refused by the
+    /// engine at `deadline`.
+    Deciding { deadline: Instant },
     /// Edge: reported to the host, no answer yet; refused by the engine at `deadline`.
     Requested { deadline: Instant },
     /// Edge: accepted, the 200 waits for stream capacity.
@@ -560,7 +582,8 @@ impl Endpoint {
             return Err(TunnelError::InvalidState);
         };
         entry.state = TunnelState::Accepting;
-        self.unanswered.remove(deadline, tunnel);
+        self.unanswered
+            .remove(deadline, requests::Question::Tunnel(tunnel));
         let handle = entry.conn.ok_or(TunnelError::InvalidState)?;
         self.retry_accept(handle, tunnel);
         self.queue_send(handle);
@@ -982,6 +1005,7 @@ impl Endpoint {
                 fins_waiting: Vec::new(),
                 ended: shutdown::Ended::default(),
                 timer: None,
+                ingress: Ingress::Pending,
             },
         );
         self.refresh_timer(handle);
@@ -1072,17 +1096,39 @@ impl Endpoint {
         if conn.h3.is_some() || !conn.quic.is_established() {
             return;
         }
-        if matches!(self.role, RoleState::Edge(_)) {
-            let server_name = conn.quic.server_name();
-            let query = IngressQuery {
-                peer: conn.peer,
-                server_name,
-                alpn: conn.quic.application_proto(),
-            };
-            if let IngressVerdict::Close { error_code } = self.policy.ingress(&query) {
-                tracing::debug!(connection = handle, peer = %conn.peer, "ingress hook: closed");
-                let _ = conn.quic.close(true, error_code, b"");
-                return;
+        if let RoleState::Edge(edge) = &self.role {
+            match conn.ingress {
+                Ingress::Accepted => {}
+                Ingress::Asked { .. } | Ingress::Decided => return,
+                Ingress::Pending => {
+                    let server_name = conn.quic.server_name();
+                    let query = IngressQuery {
+                        peer: conn.peer,
+                        server_name,
+                        alpn: conn.quic.application_proto(),
+                    };
+                    match self.policy.ingress(&query) {
+                        IngressVerdict::Accept => conn.ingress = Ingress::Accepted,
+                        IngressVerdict::Close { error_code } => {
+                            tracing::debug!(connection = handle, peer = %conn.peer, "ingress hook: closed");
+                            conn.ingress = Ingress::Decided;
+                            let _ = conn.quic.close(true, error_code, b"");
+                            return;
+                        }
+                        IngressVerdict::Ask => {
+                            let deadline = self.clock + edge.request_timeout;
+                            conn.ingress = Ingress::Asked { deadline };
+                            self.unanswered
+                                .insert(deadline, requests::Question::Ingress(handle));
+                            self.events.push_back(Event::IngressDecision {
+                                connection: conn.handle,
+                                peer: conn.peer,
+                                server_name: server_name.map(str::to_owned),
+                            });
+                            return;
+                        }
+                    }
+                }
             }
         }
         match h3::Connection::with_transport(&mut conn.quic, &self.h3_config) {
@@ -1172,36 +1218,17 @@ impl Endpoint {
                 send_rejection(conn, stream, Rejection::NOT_SERVED);
             }
             Ok(accepted) => {
-                let client = ClientIdentity {
-                    peer: conn.peer,
-                    token_index: accepted.token_index,
-                    connection: conn.handle,
-                };
-                let target = match ask_policy(self.policy.as_mut(), edge, &accepted, client) {
-                    Ok(target) => target,
-                    Err(rejection) => {
-                        self.stats.tunnels_refused += 1;
-                        send_rejection(conn, stream, rejection);
-                        return;
-                    }
-                };
-                let id = TunnelId(self.next_tunnel);
-                self.next_tunnel += 1;
-                conn.streams.insert(stream, id);
-                let deadline = self.clock + edge.request_timeout;
-                self.unanswered.insert(deadline, id);
-                let mut tunnel = Tunnel::new(Some(handle), TunnelState::Requested { deadline });
-                tunnel.stream = stream;
-                tunnel.udp = (accepted.kind == TunnelKind::Udp)
-                    .then(|| self.udp.new_flow(String::new(), self.clock));
-                self.tunnels.insert(id, tunnel);
-                self.stats.tunnels_total += 1;
-                self.events.push_back(Event::TunnelRequest {
-                    tunnel: id,
+                let request = hooks::EdgeRequest {
                     kind: accepted.kind,
-                    target,
-                    client,
-                });
+                    target: accepted.target,
+                    client: ClientIdentity {
+                        peer: conn.peer,
+                        token_index: accepted.token_index,
+                        connection: conn.handle,
+                    },
+                    tags: Tags::new(),
+                };
+                self.consult_tunnel_hook(handle, stream, request);
             }
             Err(rejection) => {
                 self.stats.tunnels_refused += 1;
@@ -1571,8 +1598,9 @@ impl Endpoint {
     /// Forgets a tunnel; returns its connection and stream when it had them.
     fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
         let tunnel = self.tunnels.remove(&id)?;
-        if let TunnelState::Requested { deadline } = tunnel.state {
-            self.unanswered.remove(deadline, id);
+        if let Some(deadline) = tunnel.question_deadline() {
+            self.unanswered
+                .remove(deadline, requests::Question::Tunnel(id));
         }
         if let RoleState::Client(client) = &mut self.role {
             if matches!(tunnel.state, TunnelState::Waiting { .. }) {
@@ -1604,6 +1632,10 @@ impl Endpoint {
             return false;
         };
         self.forget_timer(handle, conn.timer);
+        if let Ingress::Asked { deadline } = conn.ingress {
+            self.unanswered
+                .remove(deadline, requests::Question::Ingress(handle));
+        }
         for route in &conn.routes {
             self.routes.remove(route);
         }
@@ -1639,8 +1671,9 @@ impl Endpoint {
             let Some(tunnel) = self.tunnels.remove(&id) else {
                 continue;
             };
-            if let TunnelState::Requested { deadline } = tunnel.state {
-                self.unanswered.remove(deadline, id);
+            if let Some(deadline) = tunnel.question_deadline() {
+                self.unanswered
+                    .remove(deadline, requests::Question::Tunnel(id));
             }
             match tunnel.state {
                 // The edge never answered: the request waits for the next connection. Sending
@@ -1757,6 +1790,17 @@ impl Tunnel {
             deferred_readable: false,
             stopped: None,
             udp: None,
+            request: None,
+        }
+    }
+
+    /// An edge tunnel's question to the host and its deadline, while one is open.
+    fn question_deadline(&self) -> Option<Instant> {
+        match self.state {
+            TunnelState::Deciding { deadline } | TunnelState::Requested { deadline } => {
+                Some(deadline)
+            }
+            _ => None,
         }
     }
 
@@ -1765,39 +1809,6 @@ impl Tunnel {
         match &self.state {
             TunnelState::Waiting { deadline, .. } => Some(*deadline),
             _ => None,
-        }
-    }
-}
-
-/// The tunnel hook's verdict on a request that passed the engine's checks: the target to
-/// hand to the host, or the rejection to send. A redirect to an IP literal meets egress
-/// policy again: a hook cannot open what the edge forbids.
-fn ask_policy(
-    policy: &mut dyn Policy,
-    edge: &Edge,
-    accepted: &connect::Accepted,
-    client: ClientIdentity,
-) -> Result<TunnelTarget, Rejection> {
-    let token_name = accepted
-        .token_index
-        .and_then(|index| edge.tokens.get(index))
-        .map(Token::name);
-    let query = TunnelQuery {
-        kind: accepted.kind,
-        target: &accepted.target,
-        client,
-        token_name,
-    };
-    match policy.tunnel(&query) {
-        TunnelVerdict::Pass => Ok(accepted.target.clone()),
-        TunnelVerdict::Refuse(refusal) => Err(Rejection::from_refusal(refusal)),
-        TunnelVerdict::Redirect(target) => {
-            if let Host::Ip(ip) = target.host {
-                if edge.egress.check(ip).is_err() {
-                    return Err(Rejection::from_refusal(Refusal::Prohibited));
-                }
-            }
-            Ok(target)
         }
     }
 }

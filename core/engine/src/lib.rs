@@ -79,7 +79,10 @@ pub use config::{
 };
 pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
-pub use policy::{DefaultPolicy, IngressQuery, IngressVerdict, Policy, TunnelQuery, TunnelVerdict};
+pub use policy::{
+    DefaultPolicy, Egress, EgressQuery, EgressVerdict, IngressQuery, IngressVerdict, Policy,
+    TagError, Tags, TunnelQuery, TunnelVerdict,
+};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, InvalidTarget, Name,
     Recv, RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds,

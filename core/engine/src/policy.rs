@@ -7,10 +7,28 @@
 //! - **tunnel**: a CONNECT or CONNECT-UDP request passed the engine's own checks
 //!   (authentication, the request's shape, egress policy for IP literals): hand it to the
 //!   host, refuse it with a [`Refusal`], or send it to another target (which the engine
-//!   checks against egress policy again: a policy cannot open what the edge forbids).
+//!   checks against egress policy again: a policy cannot open what the edge forbids). The
+//!   hook may also label the tunnel with [`Tags`], which the host's logs carry.
+//! - **egress**: the host resolved the target: which of the addresses to dial, and from
+//!   which local address, or refuse. The default is the edge's SSRF-safe egress policy:
+//!   the first address it permits ([`EgressQuery::permitted`]).
+//!
+//! The ingress and tunnel hooks can also answer "ask the host" ([`IngressVerdict::Ask`],
+//! [`TunnelVerdict::Ask`]): the engine then reports [`Event::IngressDecision`] or
+//! [`Event::TunnelDecision`], waits, and goes on exactly as with an immediate verdict when
+//! the host answers ([`Endpoint::decide_ingress`], [`Endpoint::decide_tunnel`]) — for a
+//! verdict that needs a database or an RPC. An answer that does not come within
+//! `EdgeConfig::request_timeout` closes the connection (ingress) or refuses the request
+//! (504, tunnel).
 //!
 //! The defaults ([`DefaultPolicy`]) are today's behaviour: every connection accepted,
-//! every request handed to the host. An embedder replaces one hook and keeps the others.
+//! every request handed to the host, the first permitted address dialled. An embedder
+//! replaces one hook and keeps the others.
+//!
+//! [`Event::IngressDecision`]: crate::Event::IngressDecision
+//! [`Event::TunnelDecision`]: crate::Event::TunnelDecision
+//! [`Endpoint::decide_ingress`]: crate::Endpoint::decide_ingress
+//! [`Endpoint::decide_tunnel`]: crate::Endpoint::decide_tunnel
 
 use std::net::SocketAddr;
 
@@ -40,6 +58,9 @@ pub enum IngressVerdict {
         /// The `CONNECTION_CLOSE` frame's error code.
         error_code: u64,
     },
+    /// Ask the host: the engine reports `Event::IngressDecision` and reads no request on
+    /// the connection until `Endpoint::decide_ingress` answers (with `Accept` or `Close`).
+    Ask,
 }
 
 /// What the tunnel hook sees of a request.
@@ -69,6 +90,167 @@ pub enum TunnelVerdict {
     Refuse(Refusal),
     /// Hand it to the host with this target instead (checked against egress policy again).
     Redirect(TunnelTarget),
+    /// Ask the host: the engine reports `Event::TunnelDecision` and waits for
+    /// `Endpoint::decide_tunnel` (with `Pass`, `Refuse` or `Redirect`).
+    Ask,
+}
+
+/// Labels a tunnel hook puts on a tunnel (`tier:gold`, `blocklist=ads`): the host's logs
+/// carry them (and, later, metrics and audit records). Bounded, and restricted to
+/// characters that are safe in a log line or a metric label, so that a hook cannot make a
+/// tunnel's bookkeeping grow or break a log format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    labels: Vec<Box<str>>,
+}
+
+/// Why a label was not added to [`Tags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TagError {
+    /// The tunnel has [`Tags::MAX`] labels already.
+    TooMany,
+    /// Empty, or longer than [`Tags::MAX_LEN`] bytes.
+    BadLength,
+    /// A character other than ASCII letters, digits and `_ - . : = /`.
+    BadCharacter,
+}
+
+impl core::fmt::Display for TagError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::TooMany => "too many tags on one tunnel",
+            Self::BadLength => "a tag must be 1 to 64 bytes long",
+            Self::BadCharacter => "a tag may hold only ASCII letters, digits and _ - . : = /",
+        })
+    }
+}
+
+impl std::error::Error for TagError {}
+
+impl Tags {
+    /// The most labels one tunnel carries.
+    pub const MAX: usize = 8;
+    /// The longest label, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// No labels.
+    pub const fn new() -> Self {
+        Self { labels: Vec::new() }
+    }
+
+    /// Adds `label` (a label already present is not added twice).
+    pub fn push(&mut self, label: &str) -> Result<(), TagError> {
+        if label.is_empty() || label.len() > Self::MAX_LEN {
+            return Err(TagError::BadLength);
+        }
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.:=/".contains(&b);
+        if !label.bytes().all(allowed) {
+            return Err(TagError::BadCharacter);
+        }
+        if self.labels.iter().any(|have| &**have == label) {
+            return Ok(());
+        }
+        if self.labels.len() == Self::MAX {
+            return Err(TagError::TooMany);
+        }
+        self.labels.push(label.into());
+        Ok(())
+    }
+
+    /// Adds `other`'s labels after these (valid already; those beyond [`Tags::MAX`] are
+    /// dropped).
+    pub(crate) fn merge(&mut self, other: Self) {
+        for label in other.labels {
+            if self.labels.len() < Self::MAX && !self.labels.contains(&label) {
+                self.labels.push(label);
+            }
+        }
+    }
+
+    /// The labels, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.labels.iter().map(|label| &**label)
+    }
+
+    /// How many labels there are.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+impl core::fmt::Display for Tags {
+    /// The labels joined by commas, for a log field.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, label) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(label)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the egress hook sees: a request the host resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EgressQuery<'a> {
+    /// What the tunnel carries.
+    pub kind: TunnelKind,
+    /// Where it goes (after any redirect).
+    pub target: &'a TunnelTarget,
+    /// Who asked.
+    pub client: ClientIdentity,
+    /// The name of the token the client presented.
+    pub token_name: Option<&'a str>,
+    /// Every address the host resolved, in the resolver's order.
+    pub candidates: &'a [SocketAddr],
+    /// Those the edge's rules and egress policy permit, in the same order: what the
+    /// default hook chooses from.
+    pub permitted: &'a [SocketAddr],
+    /// The tunnel's tags.
+    pub tags: &'a Tags,
+}
+
+impl EgressQuery<'_> {
+    /// The default verdict: the first permitted address, from any local address;
+    /// `DnsError` when nothing resolved, `Prohibited` when nothing is permitted.
+    pub fn default_verdict(&self) -> EgressVerdict {
+        if self.candidates.is_empty() {
+            return EgressVerdict::Refuse(Refusal::DnsError);
+        }
+        match self.permitted.first() {
+            Some(&to) => EgressVerdict::Dial(Egress { to, from: None }),
+            None => EgressVerdict::Refuse(Refusal::Prohibited),
+        }
+    }
+}
+
+/// Where a tunnel's egress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    /// The address to dial: always one of the candidates the host resolved.
+    pub to: SocketAddr,
+    /// The local address to bind before dialling (say, one egress IP per tenant); `None`
+    /// lets the kernel choose.
+    pub from: Option<SocketAddr>,
+}
+
+/// The egress hook's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EgressVerdict {
+    /// Dial this. An address that is not one of the candidates is refused
+    /// ([`Refusal::Internal`]): a different destination is the tunnel hook's redirect.
+    Dial(Egress),
+    /// Refuse the tunnel.
+    Refuse(Refusal),
 }
 
 /// The hooks an edge consults. Every method has a default: implement the ones you need.
@@ -79,14 +261,22 @@ pub trait Policy: Send {
         IngressVerdict::Accept
     }
 
-    /// A request passed the engine's own checks.
-    fn tunnel(&mut self, query: &TunnelQuery<'_>) -> TunnelVerdict {
-        let _ = query;
+    /// A request passed the engine's own checks. `tags` starts empty; labels added to it
+    /// stay with the tunnel whatever the verdict.
+    fn tunnel(&mut self, query: &TunnelQuery<'_>, tags: &mut Tags) -> TunnelVerdict {
+        let _ = (query, tags);
         TunnelVerdict::Pass
+    }
+
+    /// The host resolved a tunnel's target and asks where to dial. Must answer at once (a
+    /// verdict that needs to wait belongs in the tunnel hook, which can ask the host).
+    fn egress(&mut self, query: &EgressQuery<'_>) -> EgressVerdict {
+        query.default_verdict()
     }
 }
 
-/// Today's behaviour: every connection accepted, every request handed to the host.
+/// Today's behaviour: every connection accepted, every request handed to the host, the
+/// first permitted address dialled.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 

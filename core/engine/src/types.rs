@@ -359,6 +359,32 @@ pub enum Event {
         /// Who asks.
         client: ClientIdentity,
     },
+    /// Edge: the ingress hook asked the host about a new connection
+    /// ([`IngressVerdict::Ask`](crate::IngressVerdict::Ask)). No request on it is read until
+    /// `Endpoint::decide_ingress` answers, within `EdgeConfig::request_timeout` or the
+    /// engine closes the connection.
+    IngressDecision {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// The client's address.
+        peer: SocketAddr,
+        /// The TLS server name it asked for (SNI), if any.
+        server_name: Option<String>,
+    },
+    /// Edge: the tunnel hook asked the host about a request
+    /// ([`TunnelVerdict::Ask`](crate::TunnelVerdict::Ask)). Answer with
+    /// `Endpoint::decide_tunnel` within `EdgeConfig::request_timeout`, or the engine
+    /// refuses it (504); a pass or redirect then becomes a `TunnelRequest`.
+    TunnelDecision {
+        /// The tunnel to decide on.
+        tunnel: TunnelId,
+        /// What it would carry.
+        kind: TunnelKind,
+        /// Where the client wants to go.
+        target: TunnelTarget,
+        /// Who asks.
+        client: ClientIdentity,
+    },
     /// Datagrams are queued for this UDP tunnel. Edge-triggered: call
     /// `tunnel_recv_datagram` until it returns `Ok(None)`, or this event does not come
     /// again.

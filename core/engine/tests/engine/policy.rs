@@ -1,10 +1,11 @@
 //! Hooks: an embedder's `Policy` decides at ingress and for every request, in the engine.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use veil_engine::{
-    Endpoint, Event, Host, IngressQuery, IngressVerdict, Policy, Refusal, TunnelKind, TunnelQuery,
+    Config, EdgeConfig, Egress, EgressQuery, EgressVerdict, Endpoint, Event, Host, IngressQuery,
+    IngressVerdict, Policy, Refusal, TagError, Tags, TunnelError, TunnelKind, TunnelQuery,
     TunnelTarget, TunnelVerdict,
 };
 
@@ -18,8 +19,9 @@ use crate::{BUDGET, client_for, target};
 struct Rules;
 
 impl Policy for Rules {
-    fn tunnel(&mut self, query: &TunnelQuery<'_>) -> TunnelVerdict {
+    fn tunnel(&mut self, query: &TunnelQuery<'_>, tags: &mut Tags) -> TunnelVerdict {
         assert_eq!(query.kind, TunnelKind::Stream);
+        tags.push("seen-by:rules").expect("a valid tag");
         assert_eq!(query.token_name, None, "an edge without tokens");
         let Host::Name(name) = &query.target.host else {
             return TunnelVerdict::Pass;
@@ -54,6 +56,14 @@ fn the_tunnel_hook_refuses_redirects_and_passes_before_the_host_sees_a_request()
     let mut seen = Vec::new();
     let mut host = |endpoint: &mut Endpoint, event: Event| {
         if let Event::TunnelRequest { tunnel, target, .. } = event {
+            let tags = endpoint
+                .tunnel_tags(tunnel)
+                .expect("an edge tunnel")
+                .to_string();
+            assert_eq!(
+                tags, "seen-by:rules",
+                "the hook's tags stay with the tunnel"
+            );
             seen.push(target.to_string());
             endpoint.accept_tunnel(tunnel).expect("accept");
         }
@@ -145,4 +155,258 @@ fn the_ingress_hook_closes_a_connection_before_any_request_is_read() {
         client.lost
     );
     assert!(edge.requests.is_empty(), "a request reached the host");
+}
+
+/// Asks the host about every request and every connection.
+struct AskHost;
+
+impl Policy for AskHost {
+    fn ingress(&mut self, _: &IngressQuery<'_>) -> IngressVerdict {
+        IngressVerdict::Ask
+    }
+
+    fn tunnel(&mut self, _: &TunnelQuery<'_>, tags: &mut Tags) -> TunnelVerdict {
+        tags.push("asked").expect("a valid tag");
+        TunnelVerdict::Ask
+    }
+}
+
+fn edge_asking(timeout: Duration) -> Endpoint {
+    let config = EdgeConfig {
+        request_timeout: timeout,
+        ..EdgeConfig::default()
+    };
+    Endpoint::new(Config::edge(config), Instant::now())
+        .expect("edge")
+        .with_policy(AskHost)
+}
+
+#[test]
+fn verdicts_the_hooks_leave_to_the_host_have_the_same_outcomes_as_immediate_ones() {
+    let mut edge = edge_asking(Duration::from_secs(30));
+    let mut raw = RawClient::new(false);
+    let mut log: Vec<String> = Vec::new();
+    let mut host = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::IngressDecision {
+            connection,
+            server_name,
+            ..
+        } => {
+            assert_eq!(server_name.as_deref(), Some("localhost"));
+            log.push("ingress".to_owned());
+            endpoint
+                .decide_ingress(connection, IngressVerdict::Accept)
+                .expect("decide");
+            assert_eq!(
+                endpoint.decide_ingress(connection, IngressVerdict::Accept),
+                Err(TunnelError::InvalidState),
+                "a connection is decided once"
+            );
+        }
+        Event::TunnelDecision { tunnel, target, .. } => {
+            log.push(format!("decide {target}"));
+            let mut tags = Tags::new();
+            tags.push("by:host").expect("a valid tag");
+            let verdict = match target.to_string().as_str() {
+                "blocked.test:443" => TunnelVerdict::Refuse(Refusal::Denied),
+                "old.test:7" => TunnelVerdict::Redirect(target_of("echo.test", 7)),
+                "loop.test:80" => TunnelVerdict::Redirect(TunnelTarget::new(
+                    "127.0.0.1".parse::<std::net::IpAddr>().expect("ip"),
+                    80,
+                )),
+                _ => TunnelVerdict::Pass,
+            };
+            assert_eq!(
+                endpoint.decide_tunnel(tunnel, TunnelVerdict::Ask, Tags::new()),
+                Err(TunnelError::InvalidState),
+                "asking again is not an answer"
+            );
+            endpoint
+                .decide_tunnel(tunnel, verdict, tags)
+                .expect("decide");
+        }
+        Event::TunnelRequest { tunnel, target, .. } => {
+            let tags = endpoint.tunnel_tags(tunnel).expect("an edge tunnel");
+            log.push(format!("request {target} [{tags}]"));
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+        _ => {}
+    };
+    let mut answers = Vec::new();
+    for authority in [
+        "blocked.test:443",
+        "old.test:7",
+        "loop.test:80",
+        "other.test:443",
+    ] {
+        let headers = connect(authority);
+        let (_, status, proxy_status) = raw.send_request(&mut edge, &mut host, &refs(&headers));
+        answers.push(format!("{status} {}", proxy_status.unwrap_or_default()));
+    }
+    assert_eq!(
+        answers,
+        [
+            "403 veil;error=http_request_denied",
+            "200 ",
+            "403 veil;error=destination_ip_prohibited",
+            "200 ",
+        ]
+    );
+    assert_eq!(
+        log,
+        [
+            "ingress",
+            "decide blocked.test:443",
+            "decide old.test:7",
+            "request echo.test:7 [asked,by:host]",
+            "decide loop.test:80",
+            "decide other.test:443",
+            "request other.test:443 [asked,by:host]",
+        ]
+    );
+}
+
+#[test]
+fn a_decision_the_host_never_gives_refuses_the_request_or_closes_the_connection() {
+    let timeout = Duration::from_millis(150);
+    // The tunnel question: accepted connection, request never decided → 504.
+    let mut edge = edge_asking(timeout);
+    let mut raw = RawClient::new(false);
+    let mut undecided = Vec::new();
+    let mut host = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::IngressDecision { connection, .. } => {
+            endpoint
+                .decide_ingress(connection, IngressVerdict::Accept)
+                .expect("decide");
+        }
+        Event::TunnelDecision { tunnel, .. } => undecided.push(tunnel),
+        _ => {}
+    };
+    let headers = connect("example.com:443");
+    let (_, status, proxy_status) = raw.send_request(&mut edge, &mut host, &refs(&headers));
+    assert_eq!(
+        (status.as_str(), proxy_status.as_deref()),
+        ("504", Some("veil;error=connection_timeout"))
+    );
+    let &[tunnel] = undecided.as_slice() else {
+        panic!("one decision asked: {undecided:?}");
+    };
+    assert_eq!(
+        edge.decide_tunnel(tunnel, TunnelVerdict::Pass, Tags::new()),
+        Err(TunnelError::UnknownTunnel),
+        "a late answer finds no tunnel"
+    );
+    assert_eq!(edge.stats().tunnels, 0);
+
+    // The ingress question, never answered: the connection closes, no request is read.
+    let mut edge = edge_asking(timeout);
+    let mut raw = RawClient::new(false);
+    let mut requests = 0;
+    raw.drive(
+        &mut edge,
+        &mut |_, event| {
+            if matches!(
+                event,
+                Event::TunnelDecision { .. } | Event::TunnelRequest { .. }
+            ) {
+                requests += 1;
+            }
+        },
+        |raw| raw.quic.is_closed().then_some(()),
+    );
+    assert_eq!(requests, 0);
+    let error = raw.quic.peer_error().expect("closed by the edge");
+    assert_eq!(error.error_code, 0x0102, "H3_INTERNAL_ERROR");
+}
+
+/// Dials the last permitted address from a fixed local address; refuses port 25.
+struct LastAddress;
+
+impl Policy for LastAddress {
+    fn egress(&mut self, query: &EgressQuery<'_>) -> EgressVerdict {
+        if query.target.port == 25 {
+            return EgressVerdict::Refuse(Refusal::Denied);
+        }
+        if query.target.port == 26 {
+            // Not one of the candidates: the engine refuses it.
+            return EgressVerdict::Dial(Egress {
+                to: "192.0.2.99:26".parse().expect("address"),
+                from: None,
+            });
+        }
+        match query.permitted.last() {
+            Some(&to) => EgressVerdict::Dial(Egress {
+                to,
+                from: Some("192.0.2.7:0".parse().expect("address")),
+            }),
+            None => query.default_verdict(),
+        }
+    }
+}
+
+#[test]
+fn the_egress_hook_chooses_among_the_permitted_addresses_and_can_refuse() {
+    for (policy, port, expect) in [
+        // The default: the first address egress policy permits (loopback is not).
+        (
+            false,
+            443,
+            Ok(Egress {
+                to: "8.8.8.8:443".parse().expect("address"),
+                from: None,
+            }),
+        ),
+        (
+            true,
+            443,
+            Ok(Egress {
+                to: "9.9.9.9:443".parse().expect("address"),
+                from: Some("192.0.2.7:0".parse().expect("address")),
+            }),
+        ),
+        (true, 25, Err(Refusal::Denied)),
+        (true, 26, Err(Refusal::Internal)),
+    ] {
+        let mut edge = crate::edge(&[]);
+        if policy {
+            edge.set_policy(LastAddress);
+        }
+        let mut raw = RawClient::new(false);
+        let mut chosen = None;
+        let mut host = |endpoint: &mut Endpoint, event: Event| {
+            if let Event::TunnelRequest { tunnel, target, .. } = event {
+                let resolved: Vec<SocketAddr> = ["127.0.0.1", "8.8.8.8", "10.0.0.1", "9.9.9.9"]
+                    .iter()
+                    .map(|ip| SocketAddr::new(ip.parse().expect("ip"), target.port))
+                    .collect();
+                chosen = Some(endpoint.egress_for(tunnel, &resolved));
+                assert_eq!(endpoint.egress_for(tunnel, &[]), Err(Refusal::DnsError));
+                endpoint.accept_tunnel(tunnel).expect("accept");
+            }
+        };
+        let headers = connect(&format!("resolved.test:{port}"));
+        let _ = raw.send_request(&mut edge, &mut host, &refs(&headers));
+        assert_eq!(chosen, Some(expect), "policy {policy}, port {port}");
+    }
+}
+
+#[test]
+fn tags_are_bounded_and_safe_for_logs() {
+    let mut tags = Tags::new();
+    assert_eq!(tags.push(""), Err(TagError::BadLength));
+    assert_eq!(tags.push(&"x".repeat(65)), Err(TagError::BadLength));
+    assert_eq!(tags.push("a b"), Err(TagError::BadCharacter));
+    assert_eq!(tags.push("a\nb"), Err(TagError::BadCharacter));
+    for i in 0..Tags::MAX {
+        tags.push(&format!("t{i}")).expect("room");
+    }
+    tags.push("t0")
+        .expect("a label already there is not added twice");
+    assert_eq!(tags.push("one-more"), Err(TagError::TooMany));
+    assert_eq!(tags.len(), Tags::MAX);
+    assert_eq!(tags.to_string(), "t0,t1,t2,t3,t4,t5,t6,t7");
+}
+
+fn target_of(name: &str, port: u16) -> TunnelTarget {
+    target(name, port)
 }

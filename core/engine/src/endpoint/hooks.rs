@@ -1,0 +1,278 @@
+//! Edge: where the engine consults the [`Policy`](crate::Policy) hooks, and the host's
+//! answers to the questions the hooks put to it.
+//!
+//! A request that passed the engine's own checks goes to the tunnel hook. Its verdict —
+//! given at once, or later by the host through [`Endpoint::decide_tunnel`] — is applied
+//! here, the same way either way: a refusal is sent, a pass or a redirect becomes an
+//! [`Event::TunnelRequest`] for the host to serve. When the host has resolved the target,
+//! [`Endpoint::egress_for`] asks the egress hook which address to dial.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::requests::Question;
+use super::{Endpoint, Ingress, RoleState, Tunnel, TunnelState, send_rejection};
+use crate::config::Token;
+use crate::connect::Rejection;
+use crate::error::TunnelError;
+use crate::policy::{
+    Egress, EgressQuery, EgressVerdict, IngressVerdict, Tags, TunnelQuery, TunnelVerdict,
+};
+use crate::types::{
+    ClientIdentity, ConnectionHandle, Event, Host, Refusal, TunnelId, TunnelKind, TunnelTarget,
+};
+
+/// What the edge keeps of a request while its tunnel lives: what the hooks and rules
+/// look at after the request head is gone.
+#[derive(Debug, Clone)]
+pub(super) struct EdgeRequest {
+    pub(super) kind: TunnelKind,
+    /// Where the tunnel goes (after any redirect).
+    pub(super) target: TunnelTarget,
+    pub(super) client: ClientIdentity,
+    pub(super) tags: Tags,
+}
+
+impl Endpoint {
+    /// Edge: answers an [`Event::TunnelDecision`] with the verdict the tunnel hook deferred
+    /// (`Pass`, `Refuse` or `Redirect`; `Ask` again is `InvalidState`), and labels the
+    /// tunnel with `tags`. A pass or redirect then becomes an [`Event::TunnelRequest`].
+    pub fn decide_tunnel(
+        &mut self,
+        tunnel: TunnelId,
+        verdict: TunnelVerdict,
+        tags: Tags,
+    ) -> Result<(), TunnelError> {
+        let entry = self
+            .tunnels
+            .get_mut(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        let TunnelState::Deciding { deadline } = entry.state else {
+            return Err(TunnelError::InvalidState);
+        };
+        if matches!(verdict, TunnelVerdict::Ask) {
+            return Err(TunnelError::InvalidState);
+        }
+        self.unanswered.remove(deadline, Question::Tunnel(tunnel));
+        let Some(request) = entry.request.as_mut() else {
+            return Err(TunnelError::InvalidState);
+        };
+        request.tags.merge(tags);
+        self.settle_tunnel(tunnel, verdict);
+        Ok(())
+    }
+
+    /// Edge: answers an [`Event::IngressDecision`]: `Accept` serves the connection (its
+    /// requests are read from now on), `Close` closes it (`Ask` again is
+    /// `InvalidState`). `UnknownTunnel` names a connection that is gone.
+    pub fn decide_ingress(
+        &mut self,
+        connection: ConnectionHandle,
+        verdict: IngressVerdict,
+    ) -> Result<(), TunnelError> {
+        let handle = connection.0;
+        let conn = self
+            .conns
+            .get_mut(&handle)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        let Ingress::Asked { deadline } = conn.ingress else {
+            return Err(TunnelError::InvalidState);
+        };
+        match verdict {
+            IngressVerdict::Ask => return Err(TunnelError::InvalidState),
+            IngressVerdict::Accept => conn.ingress = Ingress::Accepted,
+            IngressVerdict::Close { error_code } => {
+                conn.ingress = Ingress::Decided;
+                tracing::debug!(connection = handle, "ingress decision: closed");
+                let _ = conn.quic.close(true, error_code, b"");
+            }
+        }
+        self.unanswered.remove(deadline, Question::Ingress(handle));
+        let now = self.clock;
+        self.process(now, handle);
+        Ok(())
+    }
+
+    /// Edge: which of a tunnel's resolved addresses to dial, and from where: the egress
+    /// hook's verdict (by default the first address the edge's egress policy permits, in
+    /// the resolver's order). The host dials exactly this address, so that no second
+    /// lookup can swap in one that was not checked. `DnsError` when `candidates` is empty;
+    /// `Internal` for a tunnel that is not waiting for its egress. A client dials the first
+    /// candidate.
+    pub fn egress_for(
+        &mut self,
+        tunnel: TunnelId,
+        candidates: &[SocketAddr],
+    ) -> Result<Egress, Refusal> {
+        let RoleState::Edge(edge) = &self.role else {
+            return candidates
+                .first()
+                .map(|&to| Egress { to, from: None })
+                .ok_or(Refusal::DnsError);
+        };
+        let Some(request) = self
+            .tunnels
+            .get(&tunnel)
+            .and_then(|entry| entry.request.as_deref())
+        else {
+            return Err(Refusal::Internal);
+        };
+        // Nothing resolved is a fact, not a choice: no hook is asked.
+        if candidates.is_empty() {
+            return Err(Refusal::DnsError);
+        }
+        let permitted: Vec<SocketAddr> = candidates
+            .iter()
+            .copied()
+            .filter(|addr| edge.permits(request, addr.ip()))
+            .collect();
+        let query = EgressQuery {
+            kind: request.kind,
+            target: &request.target,
+            client: request.client,
+            token_name: edge.token_name(request.client.token_index),
+            candidates,
+            permitted: &permitted,
+            tags: &request.tags,
+        };
+        match self.policy.egress(&query) {
+            EgressVerdict::Dial(egress) if candidates.contains(&egress.to) => Ok(egress),
+            EgressVerdict::Dial(egress) => {
+                tracing::warn!(
+                    tunnel = ?tunnel,
+                    to = %egress.to,
+                    "the egress hook chose an address the host did not resolve; refused"
+                );
+                Err(Refusal::Internal)
+            }
+            EgressVerdict::Refuse(refusal) => Err(refusal),
+        }
+    }
+
+    /// Edge: the labels the tunnel hook put on a tunnel (empty for none, and on a client).
+    pub fn tunnel_tags(&self, tunnel: TunnelId) -> Option<&Tags> {
+        self.tunnels
+            .get(&tunnel)
+            .and_then(|entry| entry.request.as_deref())
+            .map(|request| &request.tags)
+    }
+
+    /// A request that passed the engine's checks, on `stream` of `handle`: the tunnel
+    /// hook's verdict, applied at once or asked of the host.
+    pub(super) fn consult_tunnel_hook(&mut self, handle: u64, stream: u64, request: EdgeRequest) {
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let mut request = request;
+        let query = TunnelQuery {
+            kind: request.kind,
+            target: &request.target,
+            client: request.client,
+            token_name: edge.token_name(request.client.token_index),
+        };
+        let verdict = self.policy.tunnel(&query, &mut request.tags);
+        let id = TunnelId(self.next_tunnel);
+        self.next_tunnel += 1;
+        let Some(conn) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        conn.streams.insert(stream, id);
+        let deadline = self.clock + edge.request_timeout;
+        let state = match verdict {
+            TunnelVerdict::Ask => TunnelState::Deciding { deadline },
+            // A placeholder that `settle_tunnel` replaces at once.
+            _ => TunnelState::Accepting,
+        };
+        let mut tunnel = Tunnel::new(Some(handle), state);
+        tunnel.stream = stream;
+        tunnel.udp =
+            (request.kind == TunnelKind::Udp).then(|| self.udp.new_flow(String::new(), self.clock));
+        tunnel.request = Some(Box::new(request));
+        self.tunnels.insert(id, tunnel);
+        self.stats.tunnels_total += 1;
+        if matches!(verdict, TunnelVerdict::Ask) {
+            self.unanswered.insert(deadline, Question::Tunnel(id));
+            if let Some(request) = self.tunnels.get(&id).and_then(|t| t.request.as_deref()) {
+                self.events.push_back(Event::TunnelDecision {
+                    tunnel: id,
+                    kind: request.kind,
+                    target: request.target.clone(),
+                    client: request.client,
+                });
+            }
+            return;
+        }
+        self.settle_tunnel(id, verdict);
+    }
+
+    /// Applies a tunnel hook's final verdict to a tunnel that has its request: refuse, or
+    /// report it to the host (with the redirect's target, if it passes egress policy).
+    fn settle_tunnel(&mut self, id: TunnelId, verdict: TunnelVerdict) {
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let Some(request) = tunnel.request.as_deref_mut() else {
+            return;
+        };
+        let refusal = match verdict {
+            TunnelVerdict::Pass => None,
+            TunnelVerdict::Refuse(refusal) => Some(refusal),
+            TunnelVerdict::Redirect(target) => {
+                let forbidden = match target.host {
+                    Host::Ip(ip) => !edge.permits(request, ip),
+                    Host::Name(_) => false,
+                };
+                request.target = target;
+                forbidden.then_some(Refusal::Prohibited)
+            }
+            // `decide_tunnel` refuses a second ask; from the hook it is handled before.
+            TunnelVerdict::Ask => Some(Refusal::Internal),
+        };
+        if let Some(refusal) = refusal {
+            self.reject_deciding(id, refusal);
+            return;
+        }
+        let deadline = self.clock + edge.request_timeout;
+        tunnel.state = TunnelState::Requested { deadline };
+        self.unanswered.insert(deadline, Question::Tunnel(id));
+        let request = tunnel.request.as_deref().cloned();
+        if let Some(request) = request {
+            self.events.push_back(Event::TunnelRequest {
+                tunnel: id,
+                kind: request.kind,
+                target: request.target,
+                client: request.client,
+            });
+        }
+    }
+
+    /// Removes a tunnel the host has not been asked to serve and sends its refusal.
+    pub(super) fn reject_deciding(&mut self, id: TunnelId, refusal: Refusal) {
+        let Some((handle, stream)) = self.remove_tunnel(id) else {
+            return;
+        };
+        self.stats.tunnels_refused += 1;
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            send_rejection(conn, stream, Rejection::from_refusal(refusal));
+        }
+        self.queue_send(handle);
+    }
+}
+
+impl super::Edge {
+    /// The name of the token at `index`, if any.
+    fn token_name(&self, index: Option<usize>) -> Option<&str> {
+        index
+            .and_then(|index| self.tokens.get(index))
+            .map(Token::name)
+    }
+
+    /// Whether this edge lets `request` go to `ip`: its egress policy (loopback, private,
+    /// link-local and metadata addresses refused unless configured).
+    fn permits(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
+        let _ = request;
+        self.egress.check(ip).is_ok()
+    }
+}
