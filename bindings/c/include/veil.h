@@ -150,6 +150,12 @@ typedef enum veil_event_kind {
   // `veil_endpoint_tunnel_recv_datagram` until it returns `VEIL_DONE`, or this event does
   // not come again. `tunnel`.
   VEIL_EVENT_TUNNEL_DATAGRAMS = 9,
+  // Edge: the ingress hook answered `VEIL_INGRESS_ASK`. `connection`, `peer`, `host`
+  // (the TLS server name, empty when none). Answer with `veil_endpoint_decide_ingress`.
+  VEIL_EVENT_INGRESS_DECISION = 10,
+  // Edge: the tunnel hook answered `VEIL_TUNNEL_ASK`. The fields of
+  // `VEIL_EVENT_TUNNEL_REQUEST`. Answer with `veil_endpoint_decide_tunnel`.
+  VEIL_EVENT_TUNNEL_DECISION = 11,
 } veil_event_kind;
 
 // What a tunnel carries (`veil_event.tunnel_kind`).
@@ -245,7 +251,29 @@ typedef enum veil_tunnel_action {
   // Hand it to the host with `host`:`port` instead; checked against egress policy
   // again.
   VEIL_TUNNEL_REDIRECT = 2,
+  // Ask the host: the engine reports `VEIL_EVENT_TUNNEL_DECISION` and waits for
+  // `veil_endpoint_decide_tunnel` (hook only; not an answer to a decision).
+  VEIL_TUNNEL_ASK = 3,
 } veil_tunnel_action;
+
+// What the ingress hook (and `veil_endpoint_decide_ingress`) decides.
+typedef enum veil_ingress_action {
+  // Serve the connection.
+  VEIL_INGRESS_ACCEPT = 0,
+  // Close it with the error code given.
+  VEIL_INGRESS_CLOSE = 1,
+  // Ask the host: `VEIL_EVENT_INGRESS_DECISION`, answered with
+  // `veil_endpoint_decide_ingress` (hook only).
+  VEIL_INGRESS_ASK = 2,
+} veil_ingress_action;
+
+// What the egress hook decides (`veil_egress_verdict.action`).
+typedef enum veil_egress_action {
+  // Dial candidate `index`, from `from` when its length is not 0.
+  VEIL_EGRESS_DIAL = 0,
+  // Refuse the tunnel with `refusal`.
+  VEIL_EGRESS_REFUSE = 1,
+} veil_egress_action;
 
 // A configuration being built. Opaque: create it with `veil_config_new`, set what differs
 // from the defaults, pass it to `veil_endpoint_new` (as often as wanted), free it with
@@ -366,9 +394,10 @@ typedef struct veil_ingress_query {
   char server_name[VEIL_EVENT_TEXT_LEN];
 } veil_ingress_query;
 
-// The ingress hook: returns 0 to accept the connection, or anything else to close it at
-// once with the application error code written to `error_code` (the engine sets it to
-// 0x0100, `H3_NO_ERROR`, before the call).
+// The ingress hook: returns a `veil_ingress_action`. With `VEIL_INGRESS_CLOSE` (or any
+// value that is not an action) the connection closes at once with the application error
+// code written to `error_code` (the engine sets it to 0x0100, `H3_NO_ERROR`, before the
+// call).
 typedef int (*veil_ingress_hook)(void *user,
                                  const struct veil_ingress_query *query,
                                  uint64_t *error_code);
@@ -392,7 +421,8 @@ typedef struct veil_tunnel_query {
   char token_name[VEIL_EVENT_TEXT_LEN];
 } veil_tunnel_query;
 
-// The tunnel hook's answer; the engine sets it to `VEIL_TUNNEL_PASS` before the call.
+// The tunnel hook's answer (and the host's, to `veil_endpoint_decide_tunnel`); the
+// engine sets it to `VEIL_TUNNEL_PASS` with no tags before the hook's call.
 typedef struct veil_tunnel_verdict {
   // A `veil_tunnel_action`.
   int action;
@@ -402,12 +432,73 @@ typedef struct veil_tunnel_verdict {
   char host[VEIL_EVENT_TEXT_LEN];
   // With `VEIL_TUNNEL_REDIRECT`: the new port (1–65535).
   uint16_t port;
+  // Labels for the tunnel, comma-separated (NUL-terminated; empty for none): at most 8,
+  // each 1–64 bytes of ASCII letters, digits and `_ - . : = /`. Logs carry them;
+  // `veil_endpoint_tunnel_tags` reads them back.
+  char tags[VEIL_EVENT_TEXT_LEN];
 } veil_tunnel_verdict;
 
 // The tunnel hook: reads `query`, writes `verdict`.
 typedef void (*veil_tunnel_hook)(void *user,
                                  const struct veil_tunnel_query *query,
                                  struct veil_tunnel_verdict *verdict);
+
+// What the egress hook sees: a tunnel whose target the host resolved.
+typedef struct veil_egress_query {
+  // The tunnel.
+  uint64_t tunnel;
+  // The QUIC connection it arrived on.
+  uint64_t connection;
+  // The client's address as the edge sees it.
+  struct veil_sockaddr peer;
+  // What the tunnel carries.
+  enum veil_tunnel_kind tunnel_kind;
+  // The target host (after any redirect).
+  char host[VEIL_EVENT_TEXT_LEN];
+  // The target port.
+  uint16_t port;
+  // Index of the client's token; -1 without tokens.
+  int64_t token_index;
+  // Every address the host resolved, in the resolver's order (`candidate_count` of
+  // them; valid during the call only).
+  const struct veil_sockaddr *candidates;
+  // How many candidates.
+  size_t candidate_count;
+  // For each candidate, 1 when the edge's rules and egress policy permit it, else 0.
+  const uint8_t *permitted;
+  // The index of the candidate the default would dial (the first permitted); -1 when
+  // none is permitted.
+  int64_t default_index;
+} veil_egress_query;
+
+// The egress hook's answer; the engine fills it with the default before the call
+// (dial `default_index` from anywhere, or refuse with `VEIL_REFUSAL_PROHIBITED`).
+typedef struct veil_egress_verdict {
+  // A `veil_egress_action`.
+  int action;
+  // With `VEIL_EGRESS_DIAL`: the index of the candidate to dial.
+  size_t index;
+  // With `VEIL_EGRESS_DIAL`: the local address to bind first (port 0 for any); length 0
+  // for none.
+  struct veil_sockaddr from;
+  // With `VEIL_EGRESS_REFUSE`: a `veil_refusal`.
+  int refusal;
+} veil_egress_verdict;
+
+// The egress hook: reads `query`, writes `verdict`.
+typedef void (*veil_egress_hook)(void *user,
+                                 const struct veil_egress_query *query,
+                                 struct veil_egress_verdict *verdict);
+
+// Where a tunnel's egress goes (`veil_endpoint_egress_for`).
+typedef struct veil_egress {
+  // The index in the candidates of the address to dial.
+  size_t index;
+  // The local address to bind before dialling; length 0 for none.
+  struct veil_sockaddr from;
+  // When the result is `VEIL_ERR_PROHIBITED`: the `veil_refusal` to answer with.
+  int refusal;
+} veil_egress;
 
 #ifdef __cplusplus
 extern "C" {
@@ -869,6 +960,76 @@ enum veil_result veil_endpoint_set_hooks(struct veil_endpoint *endpoint,
                                          veil_ingress_hook ingress,
                                          veil_tunnel_hook tunnel,
                                          void *user);
+
+// Edge: the egress hook the engine consults from now on (`NULL`: the default, the first
+// address egress policy permits); the ingress and tunnel hooks stay. It runs inside
+// `veil_endpoint_egress_for`. `user` as for `veil_endpoint_set_hooks`.
+//
+// # Safety
+// `endpoint` must be NULL or live; `hook` NULL or a function of its type.
+enum veil_result veil_endpoint_set_egress_hook(struct veil_endpoint *endpoint,
+                                               veil_egress_hook hook,
+                                               void *user);
+
+// Edge: answers a `VEIL_EVENT_TUNNEL_DECISION` with `verdict` (`VEIL_TUNNEL_PASS`,
+// `_REFUSE` or `_REDIRECT`, and its tags). A pass or redirect then becomes a
+// `VEIL_EVENT_TUNNEL_REQUEST`.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL` (gone: the decision came too late);
+// `VEIL_ERR_INVALID_STATE` (no decision pending, or `VEIL_TUNNEL_ASK` again);
+// `VEIL_ERR_INVALID_ARGUMENT` (a verdict that cannot be read: bad refusal, host, port or
+// tags).
+//
+// # Safety
+// `endpoint` must be NULL or live; `verdict` NULL or valid for reads.
+enum veil_result veil_endpoint_decide_tunnel(struct veil_endpoint *endpoint,
+                                             uint64_t tunnel,
+                                             const struct veil_tunnel_verdict *verdict);
+
+// Edge: answers a `VEIL_EVENT_INGRESS_DECISION`: `VEIL_INGRESS_ACCEPT` serves the
+// connection, `VEIL_INGRESS_CLOSE` closes it with `error_code`.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL` (the connection is gone);
+// `VEIL_ERR_INVALID_STATE` (no decision pending, or `VEIL_INGRESS_ASK` again);
+// `VEIL_ERR_INVALID_ARGUMENT` (not an action).
+//
+// # Safety
+// `endpoint` must be NULL or live.
+enum veil_result veil_endpoint_decide_ingress(struct veil_endpoint *endpoint,
+                                              uint64_t connection,
+                                              int action,
+                                              uint64_t error_code);
+
+// Edge: where `tunnel` dials, among the addresses its target resolved to (in the
+// resolver's order): the egress hook's choice, by default the first one the edge's rules
+// and egress policy permit. Dial exactly that address (bound to `from` when it has a
+// length), so that no second lookup can swap in one that was not checked.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_PROHIBITED` (refuse the tunnel with `out->refusal`:
+// nothing permitted, nothing resolved, or the hook refused); `VEIL_ERR_NULL`;
+// `VEIL_ERR_INVALID_ARGUMENT` (a malformed address).
+//
+// # Safety
+// `endpoint` must be NULL or live; `candidates` NULL or valid for reads of `count`
+// `veil_sockaddr`s (may be NULL when `count` is 0); `out` NULL or writable.
+enum veil_result veil_endpoint_egress_for(struct veil_endpoint *endpoint,
+                                          uint64_t tunnel,
+                                          const struct veil_sockaddr *candidates,
+                                          size_t count,
+                                          struct veil_egress *out);
+
+// Edge: writes `tunnel`'s tags, comma-separated and NUL-terminated, to `out` (`len`
+// bytes).
+//
+// Results: `VEIL_OK`; `VEIL_ERR_UNKNOWN_TUNNEL`; `VEIL_ERR_BUFFER_TOO_SMALL` (`len` is
+// not larger than the text); `VEIL_ERR_NULL`.
+//
+// # Safety
+// `endpoint` must be NULL or live; `out` NULL or writable for `len` bytes.
+enum veil_result veil_endpoint_tunnel_tags(struct veil_endpoint *endpoint,
+                                           uint64_t tunnel,
+                                           char *out,
+                                           size_t len);
 
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.

@@ -31,6 +31,8 @@ pub struct veil_endpoint {
     /// Set when a call panicked: the engine's state may be half-updated, so every later
     /// call answers `VEIL_ERR_PANIC`.
     poisoned: Cell<bool>,
+    /// The C hooks in place, so that setting one keeps the others.
+    hooks: crate::policy::CHooks,
 }
 
 /// A datagram (or a GSO batch of them) that `veil_endpoint_poll_transmit` wrote to the
@@ -128,6 +130,10 @@ impl veil_endpoint {
 
     pub(crate) fn clock(&self) -> Clock {
         self.clock
+    }
+
+    pub(crate) fn hooks_mut(&mut self) -> &mut crate::policy::CHooks {
+        &mut self.hooks
     }
 }
 
@@ -229,6 +235,7 @@ pub unsafe extern "C" fn veil_endpoint_new(
             clock,
             min_transmit,
             poisoned: Cell::new(false),
+            hooks: crate::policy::CHooks::default(),
         });
         // SAFETY: `out` is checked non-NULL and aligned; the caller promises it writable.
         unsafe { ptr::put(out, Box::into_raw(endpoint)) };

@@ -45,6 +45,12 @@ pub enum veil_event_kind {
     /// `veil_endpoint_tunnel_recv_datagram` until it returns `VEIL_DONE`, or this event does
     /// not come again. `tunnel`.
     VEIL_EVENT_TUNNEL_DATAGRAMS = 9,
+    /// Edge: the ingress hook answered `VEIL_INGRESS_ASK`. `connection`, `peer`, `host`
+    /// (the TLS server name, empty when none). Answer with `veil_endpoint_decide_ingress`.
+    VEIL_EVENT_INGRESS_DECISION = 10,
+    /// Edge: the tunnel hook answered `VEIL_TUNNEL_ASK`. The fields of
+    /// `VEIL_EVENT_TUNNEL_REQUEST`. Answer with `veil_endpoint_decide_tunnel`.
+    VEIL_EVENT_TUNNEL_DECISION = 11,
 }
 
 /// Why a client's tunnel did not open (`veil_event.refused`).
@@ -155,8 +161,9 @@ impl veil_event {
         }
     }
 
-    /// A tunnel request (TCP or UDP) with its target and client.
+    /// A tunnel request (TCP or UDP) or decision with its target and client.
     fn request(
+        kind: veil_event_kind,
         tunnel_kind: veil_tunnel_kind,
         tunnel: TunnelId,
         target: &TunnelTarget,
@@ -169,9 +176,55 @@ impl veil_event {
             tunnel_kind,
             port: target.port,
             token_index: c_token_index(client.token_index),
-            ..Self::new(veil_event_kind::VEIL_EVENT_TUNNEL_REQUEST)
+            ..Self::new(kind)
         };
         copy_host(&mut event.host, target);
+        event
+    }
+
+    /// `VEIL_EVENT_TUNNEL_REFUSED` with its reason.
+    fn refused(tunnel: TunnelId, reason: RefusedReason) -> Self {
+        let mut event = Self::tunnel(veil_event_kind::VEIL_EVENT_TUNNEL_REFUSED, tunnel.0);
+        event.refused = match reason {
+            RefusedReason::Status {
+                status,
+                proxy_status,
+                ..
+            } => {
+                event.status = status;
+                copy_text(&mut event.text, proxy_status.as_deref().unwrap_or(""));
+                veil_refused_reason::VEIL_REFUSED_STATUS
+            }
+            RefusedReason::EdgeUnavailable => veil_refused_reason::VEIL_REFUSED_EDGE_UNAVAILABLE,
+            RefusedReason::ConnectionLost => veil_refused_reason::VEIL_REFUSED_CONNECTION_LOST,
+            RefusedReason::Reset { code } => {
+                event.error_code = code;
+                veil_refused_reason::VEIL_REFUSED_RESET
+            }
+            RefusedReason::MalformedResponse => {
+                veil_refused_reason::VEIL_REFUSED_MALFORMED_RESPONSE
+            }
+            RefusedReason::ExtendedConnectUnsupported => {
+                veil_refused_reason::VEIL_REFUSED_EXTENDED_CONNECT_UNSUPPORTED
+            }
+            _ => veil_refused_reason::VEIL_REFUSED_OTHER,
+        };
+        event
+    }
+
+    /// `VEIL_EVENT_TUNNEL_CLOSED` with its reason.
+    fn closed(tunnel: TunnelId, reason: CloseReason) -> Self {
+        let mut event = Self::tunnel(veil_event_kind::VEIL_EVENT_TUNNEL_CLOSED, tunnel.0);
+        event.close = match reason {
+            CloseReason::Finished => veil_close_reason::VEIL_CLOSE_FINISHED,
+            CloseReason::Reset { code } => {
+                event.error_code = code;
+                veil_close_reason::VEIL_CLOSE_RESET
+            }
+            CloseReason::ConnectionLost => veil_close_reason::VEIL_CLOSE_CONNECTION_LOST,
+            CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
+            _ => veil_close_reason::VEIL_CLOSE_OTHER,
+        };
         event
     }
 
@@ -180,8 +233,8 @@ impl veil_event {
     pub(crate) fn from_engine(event: Event) -> Option<Self> {
         use veil_event_kind::{
             VEIL_EVENT_CONNECTION_ESTABLISHED, VEIL_EVENT_CONNECTION_LOST,
-            VEIL_EVENT_TUNNEL_CLOSED, VEIL_EVENT_TUNNEL_DATAGRAMS, VEIL_EVENT_TUNNEL_OPENED,
-            VEIL_EVENT_TUNNEL_READABLE, VEIL_EVENT_TUNNEL_REFUSED, VEIL_EVENT_TUNNEL_WRITABLE,
+            VEIL_EVENT_TUNNEL_DATAGRAMS, VEIL_EVENT_TUNNEL_OPENED, VEIL_EVENT_TUNNEL_READABLE,
+            VEIL_EVENT_TUNNEL_WRITABLE,
         };
         Some(match event {
             Event::ConnectionEstablished { connection, peer } => Self {
@@ -205,60 +258,47 @@ impl veil_event {
             } => {
                 // A kind this version of the ABI cannot name: the engine reports only the
                 // kinds `veil_config_set_tunnel_kinds` allowed, all of them named.
-                Self::request(c_tunnel_kind(kind)?, tunnel, &target, client)
+                Self::request(
+                    veil_event_kind::VEIL_EVENT_TUNNEL_REQUEST,
+                    c_tunnel_kind(kind)?,
+                    tunnel,
+                    &target,
+                    client,
+                )
+            }
+            Event::TunnelDecision {
+                tunnel,
+                kind,
+                target,
+                client,
+            } => Self::request(
+                veil_event_kind::VEIL_EVENT_TUNNEL_DECISION,
+                c_tunnel_kind(kind)?,
+                tunnel,
+                &target,
+                client,
+            ),
+            Event::IngressDecision {
+                connection,
+                peer,
+                server_name,
+            } => {
+                let mut event = Self {
+                    connection: connection.0,
+                    peer: peer.into(),
+                    ..Self::new(veil_event_kind::VEIL_EVENT_INGRESS_DECISION)
+                };
+                copy_text(&mut event.host, server_name.as_deref().unwrap_or(""));
+                event
             }
             Event::TunnelDatagrams { tunnel } => {
                 Self::tunnel(VEIL_EVENT_TUNNEL_DATAGRAMS, tunnel.0)
             }
             Event::TunnelOpened { tunnel } => Self::tunnel(VEIL_EVENT_TUNNEL_OPENED, tunnel.0),
-            Event::TunnelRefused { tunnel, reason } => {
-                let mut event = Self::tunnel(VEIL_EVENT_TUNNEL_REFUSED, tunnel.0);
-                event.refused = match reason {
-                    RefusedReason::Status {
-                        status,
-                        proxy_status,
-                        ..
-                    } => {
-                        event.status = status;
-                        copy_text(&mut event.text, proxy_status.as_deref().unwrap_or(""));
-                        veil_refused_reason::VEIL_REFUSED_STATUS
-                    }
-                    RefusedReason::EdgeUnavailable => {
-                        veil_refused_reason::VEIL_REFUSED_EDGE_UNAVAILABLE
-                    }
-                    RefusedReason::ConnectionLost => {
-                        veil_refused_reason::VEIL_REFUSED_CONNECTION_LOST
-                    }
-                    RefusedReason::Reset { code } => {
-                        event.error_code = code;
-                        veil_refused_reason::VEIL_REFUSED_RESET
-                    }
-                    RefusedReason::MalformedResponse => {
-                        veil_refused_reason::VEIL_REFUSED_MALFORMED_RESPONSE
-                    }
-                    RefusedReason::ExtendedConnectUnsupported => {
-                        veil_refused_reason::VEIL_REFUSED_EXTENDED_CONNECT_UNSUPPORTED
-                    }
-                    _ => veil_refused_reason::VEIL_REFUSED_OTHER,
-                };
-                event
-            }
+            Event::TunnelRefused { tunnel, reason } => Self::refused(tunnel, reason),
             Event::TunnelReadable { tunnel } => Self::tunnel(VEIL_EVENT_TUNNEL_READABLE, tunnel.0),
             Event::TunnelWritable { tunnel } => Self::tunnel(VEIL_EVENT_TUNNEL_WRITABLE, tunnel.0),
-            Event::TunnelClosed { tunnel, reason } => {
-                let mut event = Self::tunnel(VEIL_EVENT_TUNNEL_CLOSED, tunnel.0);
-                event.close = match reason {
-                    CloseReason::Finished => veil_close_reason::VEIL_CLOSE_FINISHED,
-                    CloseReason::Reset { code } => {
-                        event.error_code = code;
-                        veil_close_reason::VEIL_CLOSE_RESET
-                    }
-                    CloseReason::ConnectionLost => veil_close_reason::VEIL_CLOSE_CONNECTION_LOST,
-                    CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
-                    _ => veil_close_reason::VEIL_CLOSE_OTHER,
-                };
-                event
-            }
+            Event::TunnelClosed { tunnel, reason } => Self::closed(tunnel, reason),
             _ => return None,
         })
     }

@@ -201,6 +201,8 @@ impl core::fmt::Display for Tags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EgressQuery<'a> {
+    /// The tunnel.
+    pub tunnel: crate::types::TunnelId,
     /// What the tunnel carries.
     pub kind: TunnelKind,
     /// Where it goes (after any redirect).

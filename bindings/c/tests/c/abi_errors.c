@@ -174,7 +174,7 @@ static int run_until(veil_endpoint *client, veil_endpoint *edge, veil_endpoint *
 
 /* The hooks: count the calls, refuse one name, send another elsewhere. */
 struct hook_calls {
-    int ingress, tunnel;
+    int ingress, tunnel, egress;
     char sni[VEIL_EVENT_TEXT_LEN];
 };
 
@@ -196,6 +196,24 @@ static void tunnel_hook(void *user, const veil_tunnel_query *query, veil_tunnel_
         verdict->action = VEIL_TUNNEL_REDIRECT;
         snprintf(verdict->host, sizeof verdict->host, "%s", "example.com");
         verdict->port = 8443;
+    } else if (strcmp(query->host, "ask.example") == 0) {
+        verdict->action = VEIL_TUNNEL_ASK;
+        snprintf(verdict->tags, sizeof verdict->tags, "%s", "c-hook");
+    } else if (strcmp(query->host, "badtag.example") == 0) {
+        snprintf(verdict->tags, sizeof verdict->tags, "%s", "not a tag");
+    }
+}
+
+/* Dials the last permitted candidate, from 127.0.0.2. */
+static void egress_hook(void *user, const veil_egress_query *query, veil_egress_verdict *verdict) {
+    struct hook_calls *calls = user;
+    calls->egress++;
+    for (size_t i = 0; i < query->candidate_count; i++) {
+        if (query->permitted[i]) {
+            verdict->action = VEIL_EGRESS_DIAL;
+            verdict->index = i;
+            verdict->from = v4("127.0.0.2", 0);
+        }
     }
 }
 
@@ -288,6 +306,60 @@ static void tunnels_in_memory(void) {
     CHECK(calls.ingress == 1 && strcmp(calls.sni, "localhost") == 0);
     CHECK(calls.tunnel == 2);
 
+    /* A tags field the engine cannot read refuses (500). */
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "badtag.example", 443, &tunnel), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_REFUSED, &ev));
+    CHECK(ev.status == 500);
+
+    /* Asking the host: a decision event, answered later; then the request, with tags. */
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "ask.example", 443, &tunnel), VEIL_OK);
+    CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_DECISION, &ev));
+    CHECK(strcmp(ev.host, "ask.example") == 0 && ev.port == 443);
+    uint64_t asked = ev.tunnel;
+    veil_tunnel_verdict answer;
+    memset(&answer, 0, sizeof answer);
+    answer.action = VEIL_TUNNEL_ASK;
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, asked, &answer), VEIL_ERR_INVALID_STATE);
+    answer.action = VEIL_TUNNEL_REFUSE;
+    answer.refusal = 99;
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, asked, &answer), VEIL_ERR_INVALID_ARGUMENT);
+    answer.action = VEIL_TUNNEL_PASS;
+    snprintf(answer.tags, sizeof answer.tags, "%s", "host-said");
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, asked, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, asked, &answer), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, asked, &answer), VEIL_ERR_INVALID_STATE);
+    CHECK_RESULT(veil_endpoint_decide_tunnel(edge, 4242, &answer), VEIL_ERR_UNKNOWN_TUNNEL);
+    CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
+    CHECK(ev.tunnel == asked);
+    char tags[64];
+    CHECK_RESULT(veil_endpoint_tunnel_tags(edge, asked, tags, sizeof tags), VEIL_OK);
+    CHECK(strcmp(tags, "c-hook,host-said") == 0);
+    CHECK_RESULT(veil_endpoint_tunnel_tags(edge, asked, tags, 5), VEIL_ERR_BUFFER_TOO_SMALL);
+    CHECK_RESULT(veil_endpoint_decide_ingress(edge, 4242, VEIL_INGRESS_ACCEPT, 0),
+                 VEIL_ERR_UNKNOWN_TUNNEL);
+    CHECK_RESULT(veil_endpoint_decide_ingress(edge, ev.connection, 7, 0), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_endpoint_decide_ingress(edge, ev.connection, VEIL_INGRESS_ACCEPT, 0),
+                 VEIL_ERR_INVALID_STATE);
+
+    /* Egress: the default (first permitted), then the hook's choice and source address. */
+    veil_sockaddr three[3] = {loopback, public_ip, v4("9.9.9.9", 443)};
+    veil_egress egress;
+    CHECK_RESULT(veil_endpoint_egress_for(edge, asked, three, 3, &egress), VEIL_OK);
+    CHECK(egress.index == 1 && egress.from.len == 0);
+    CHECK_RESULT(veil_endpoint_egress_for(edge, asked, three, 1, &egress), VEIL_ERR_PROHIBITED);
+    CHECK(egress.refusal == VEIL_REFUSAL_PROHIBITED);
+    CHECK_RESULT(veil_endpoint_egress_for(edge, asked, NULL, 0, &egress), VEIL_ERR_PROHIBITED);
+    CHECK(egress.refusal == VEIL_REFUSAL_DNS_ERROR);
+    CHECK_RESULT(veil_endpoint_egress_for(edge, asked, three, 3, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_set_egress_hook(edge, egress_hook, &calls), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_egress_for(edge, asked, three, 3, &egress), VEIL_OK);
+    CHECK(egress.index == 2 && egress.from.len == sizeof(struct sockaddr_in));
+    CHECK(calls.egress == 1);
+    CHECK_RESULT(veil_endpoint_set_egress_hook(edge, NULL, NULL), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_refuse_tunnel(edge, asked, VEIL_REFUSAL_DENIED), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_REFUSED, &ev));
+    CHECK(calls.tunnel == 4);
+
     /* A tunnel the edge refuses: the client learns the status. */
     CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "example.com", 443, &tunnel), VEIL_OK);
     CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
@@ -370,9 +442,9 @@ static void tunnels_in_memory(void) {
 
     veil_stats stats;
     CHECK_RESULT(veil_endpoint_stats(edge, &stats), VEIL_OK);
-    /* Four reached the host (the redirected one among them); three were refused: by the
-     * tunnel hook, and twice by the host. */
-    CHECK(stats.tunnels_total == 4 && stats.tunnels_refused == 3 && stats.connections == 1);
+    /* Five reached the host (the redirected and the asked-about among them); five were
+     * refused: twice by the tunnel hook, three times by the host. */
+    CHECK(stats.tunnels_total == 5 && stats.tunnels_refused == 5 && stats.connections == 1);
     CHECK(stats.udp_datagrams_received == 1 && stats.udp_datagrams_sent == 1);
     CHECK_RESULT(veil_endpoint_stats(edge, NULL), VEIL_ERR_NULL);
 

@@ -126,6 +126,7 @@ impl Endpoint {
             .filter(|addr| edge.permits(request, addr.ip()))
             .collect();
         let query = EgressQuery {
+            tunnel,
             kind: request.kind,
             target: &request.target,
             client: request.client,
@@ -157,7 +158,8 @@ impl Endpoint {
     }
 
     /// A request that passed the engine's checks, on `stream` of `handle`: the tunnel
-    /// hook's verdict, applied at once or asked of the host.
+    /// hook's verdict, applied at once or asked of the host. A request refused at once
+    /// never becomes a tunnel.
     pub(super) fn consult_tunnel_hook(&mut self, handle: u64, stream: u64, request: EdgeRequest) {
         let RoleState::Edge(edge) = &self.role else {
             return;
@@ -170,17 +172,42 @@ impl Endpoint {
             token_name: edge.token_name(request.client.token_index),
         };
         let verdict = self.policy.tunnel(&query, &mut request.tags);
-        let id = TunnelId(self.next_tunnel);
-        self.next_tunnel += 1;
+        let asked = matches!(verdict, TunnelVerdict::Ask);
+        if !asked {
+            if let Err(refusal) = edge.apply(&mut request, verdict) {
+                self.stats.tunnels_refused += 1;
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    send_rejection(conn, stream, Rejection::from_refusal(refusal));
+                }
+                return;
+            }
+        }
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
+        let id = TunnelId(self.next_tunnel);
+        self.next_tunnel += 1;
         conn.streams.insert(stream, id);
         let deadline = self.clock + edge.request_timeout;
-        let state = match verdict {
-            TunnelVerdict::Ask => TunnelState::Deciding { deadline },
-            // A placeholder that `settle_tunnel` replaces at once.
-            _ => TunnelState::Accepting,
+        let event = if asked {
+            Event::TunnelDecision {
+                tunnel: id,
+                kind: request.kind,
+                target: request.target.clone(),
+                client: request.client,
+            }
+        } else {
+            Event::TunnelRequest {
+                tunnel: id,
+                kind: request.kind,
+                target: request.target.clone(),
+                client: request.client,
+            }
+        };
+        let state = if asked {
+            TunnelState::Deciding { deadline }
+        } else {
+            TunnelState::Requested { deadline }
         };
         let mut tunnel = Tunnel::new(Some(handle), state);
         tunnel.stream = stream;
@@ -189,23 +216,12 @@ impl Endpoint {
         tunnel.request = Some(Box::new(request));
         self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;
-        if matches!(verdict, TunnelVerdict::Ask) {
-            self.unanswered.insert(deadline, Question::Tunnel(id));
-            if let Some(request) = self.tunnels.get(&id).and_then(|t| t.request.as_deref()) {
-                self.events.push_back(Event::TunnelDecision {
-                    tunnel: id,
-                    kind: request.kind,
-                    target: request.target.clone(),
-                    client: request.client,
-                });
-            }
-            return;
-        }
-        self.settle_tunnel(id, verdict);
+        self.unanswered.insert(deadline, Question::Tunnel(id));
+        self.events.push_back(event);
     }
 
-    /// Applies a tunnel hook's final verdict to a tunnel that has its request: refuse, or
-    /// report it to the host (with the redirect's target, if it passes egress policy).
+    /// Applies the host's verdict to a tunnel the hook asked about: refuse, or report it to
+    /// the host as a request (with the redirect's target, if it passes egress policy).
     fn settle_tunnel(&mut self, id: TunnelId, verdict: TunnelVerdict) {
         let RoleState::Edge(edge) = &self.role else {
             return;
@@ -216,36 +232,20 @@ impl Endpoint {
         let Some(request) = tunnel.request.as_deref_mut() else {
             return;
         };
-        let refusal = match verdict {
-            TunnelVerdict::Pass => None,
-            TunnelVerdict::Refuse(refusal) => Some(refusal),
-            TunnelVerdict::Redirect(target) => {
-                let forbidden = match target.host {
-                    Host::Ip(ip) => !edge.permits(request, ip),
-                    Host::Name(_) => false,
-                };
-                request.target = target;
-                forbidden.then_some(Refusal::Prohibited)
-            }
-            // `decide_tunnel` refuses a second ask; from the hook it is handled before.
-            TunnelVerdict::Ask => Some(Refusal::Internal),
-        };
-        if let Some(refusal) = refusal {
+        if let Err(refusal) = edge.apply(request, verdict) {
             self.reject_deciding(id, refusal);
             return;
         }
+        let event = Event::TunnelRequest {
+            tunnel: id,
+            kind: request.kind,
+            target: request.target.clone(),
+            client: request.client,
+        };
         let deadline = self.clock + edge.request_timeout;
         tunnel.state = TunnelState::Requested { deadline };
         self.unanswered.insert(deadline, Question::Tunnel(id));
-        let request = tunnel.request.as_deref().cloned();
-        if let Some(request) = request {
-            self.events.push_back(Event::TunnelRequest {
-                tunnel: id,
-                kind: request.kind,
-                target: request.target,
-                client: request.client,
-            });
-        }
+        self.events.push_back(event);
     }
 
     /// Removes a tunnel the host has not been asked to serve and sends its refusal.
@@ -262,6 +262,25 @@ impl Endpoint {
 }
 
 impl super::Edge {
+    /// A final tunnel verdict applied to `request`: its new target for a redirect (which
+    /// egress policy checks again: a hook cannot open what the edge forbids), or the
+    /// refusal to send.
+    fn apply(&self, request: &mut EdgeRequest, verdict: TunnelVerdict) -> Result<(), Refusal> {
+        match verdict {
+            TunnelVerdict::Pass => Ok(()),
+            TunnelVerdict::Refuse(refusal) => Err(refusal),
+            TunnelVerdict::Redirect(target) => {
+                request.target = target;
+                match request.target.host {
+                    Host::Ip(ip) if !self.permits(request, ip) => Err(Refusal::Prohibited),
+                    _ => Ok(()),
+                }
+            }
+            // Asking is not a final verdict: `decide_tunnel` refuses it before this.
+            TunnelVerdict::Ask => Err(Refusal::Internal),
+        }
+    }
+
     /// The name of the token at `index`, if any.
     fn token_name(&self, index: Option<usize>) -> Option<&str> {
         index
