@@ -76,6 +76,36 @@ const H3_INTERNAL_ERROR: u64 = h3::WireErrorCode::InternalError as u64;
 ///
 /// quiche reads the system clock for its own timers; everything else here uses the `now`
 /// the caller passes.
+///
+/// # Methods by group
+///
+/// - **Build**: [`new`](Self::new), [`with_policy`](Self::with_policy) /
+///   [`set_policy`](Self::set_policy) (edge hooks), [`with_cid_layout`](Self::with_cid_layout)
+///   (one endpoint per core).
+/// - **Inputs** (each may queue transmits and events): [`handle_datagram`](Self::handle_datagram),
+///   [`handle_timeout`](Self::handle_timeout).
+/// - **Commands, both roles**: [`tunnel_send`](Self::tunnel_send),
+///   [`tunnel_recv`](Self::tunnel_recv), [`tunnel_finish`](Self::tunnel_finish),
+///   [`tunnel_abort`](Self::tunnel_abort), [`tunnel_send_datagram`](Self::tunnel_send_datagram),
+///   [`tunnel_recv_datagram`](Self::tunnel_recv_datagram), [`close`](Self::close),
+///   [`shutdown`](Self::shutdown).
+/// - **Commands, client**: [`open_tunnel`](Self::open_tunnel),
+///   [`open_udp_tunnel`](Self::open_udp_tunnel).
+/// - **Commands, edge**: answers to [`Event::TunnelRequest`]:
+///   [`egress_for`](Self::egress_for) (where to dial), [`accept_tunnel`](Self::accept_tunnel),
+///   [`refuse_tunnel`](Self::refuse_tunnel); answers to the hooks' questions:
+///   [`decide_ingress`](Self::decide_ingress), [`decide_tunnel`](Self::decide_tunnel);
+///   [`go_away`](Self::go_away).
+/// - **Outputs**, polled in this order after every input or command:
+///   [`poll_transmit`](Self::poll_transmit) until `None`, [`poll_event`](Self::poll_event)
+///   until `None` (acting on an event is a command: poll again after it), then
+///   [`poll_timeout`](Self::poll_timeout) to re-arm the one timer.
+/// - **Getters**: [`role`](Self::role), [`local_addr`](Self::local_addr),
+///   [`certificate_fingerprint`](Self::certificate_fingerprint), [`stats`](Self::stats),
+///   [`is_closed`](Self::is_closed), [`token_name`](Self::token_name),
+///   [`tunnel_tags`](Self::tunnel_tags), [`tunnel_kind`](Self::tunnel_kind),
+///   [`tunnel_max_datagram_payload`](Self::tunnel_max_datagram_payload),
+///   [`check_egress`](Self::check_egress).
 pub struct Endpoint {
     role: RoleState,
     quic_config: quiche::Config,

@@ -17,8 +17,8 @@
 //! - **Edge**: every CONNECT or CONNECT-UDP that passes authentication
 //!   (`proxy-authorization: Bearer`), authority validation and, for IP literals, egress
 //!   policy, and that the [`Policy`] hooks pass, becomes [`Event::TunnelRequest`], with its
-//!   [`TunnelKind`]; the host resolves names, dials the address
-//!   [`Endpoint::choose_egress`] picks, and answers [`Endpoint::accept_tunnel`] or
+//!   [`TunnelKind`]; the host resolves names, dials the address (and from the local
+//!   address) [`Endpoint::egress_for`] picks, and answers [`Endpoint::accept_tunnel`] or
 //!   [`Endpoint::refuse_tunnel`] with a [`Refusal`] (a status and an RFC 9209
 //!   Proxy-Status). Every request is answered: a kind the host does not serve
 //!   ([`EdgeConfig::serves`]) gets 501 from the engine, and a request the host leaves
