@@ -10,7 +10,7 @@
 //!   `poll_event`, re-arm the timer from `poll_timeout` (the shutdown's deadlines
 //!   included), wait for work or the timer;
 //! - a **dial** per tunnel request and a **relay** per accepted tunnel (see
-//!   [`crate::tunnel`]).
+//!   [`crate::tunnel`]), which reach the engine only through the core's [`Port`].
 //!
 //! Tasks of one core share its state through `Rc<RefCell<..>>`: glommio runs them on one
 //! thread, a borrow never crosses an `.await`, and every task that feeds the endpoint
@@ -31,8 +31,9 @@ use veil_engine::{
     CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId, TunnelKind,
 };
 
+use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
-use crate::tunnel::{self, TunnelSignals};
+use crate::tunnel;
 use crate::{CoreStats, Options};
 
 /// Largest UDP datagram read or sent.
@@ -57,9 +58,9 @@ pub(crate) struct CoreSetup {
 }
 
 /// The mutable part of a core, borrowed by its tasks between awaits.
-pub(crate) struct State {
-    pub(crate) endpoint: Endpoint,
-    pub(crate) tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
+struct State {
+    endpoint: Endpoint,
+    tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
     /// A stop was asked for: the engine runs the sequence, the core stops when it says it
     /// is closed.
     stopping: bool,
@@ -67,14 +68,14 @@ pub(crate) struct State {
 
 /// One core: shared by its tasks through `Rc`.
 pub(crate) struct Core {
-    pub(crate) state: RefCell<State>,
+    state: RefCell<State>,
     /// Notified whenever the endpoint got input and may have something to send.
-    pub(crate) work: Signal,
+    work: Signal,
     socket: UdpSocket,
     local_addr: SocketAddr,
     layout: CidLayout,
     senders: Senders<Forwarded>,
-    pub(crate) options: Options,
+    options: Options,
     forwarded_out: Cell<u64>,
     forwarded_in: Cell<u64>,
     forward_dropped: Cell<u64>,
@@ -332,7 +333,8 @@ impl Core {
                     .and_then(|i| state.endpoint.token_name(i));
                 tracing::debug!(core, ?tunnel, %target, peer = %client.peer, token, "tunnel requested");
                 drop(state);
-                glommio::spawn_local(tunnel::dial_and_relay(self.clone(), tunnel, target)).detach();
+                let port: Rc<dyn Port> = self.clone();
+                glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target)).detach();
             }
             Event::TunnelReadable { tunnel } => {
                 if let Some(signals) = self.state.borrow().tunnels.get(&tunnel) {
@@ -355,12 +357,36 @@ impl Core {
         }
     }
 
-    /// A dial ended: accept the tunnel (and return its signals) or refuse it.
-    pub(crate) fn dialed(
-        &self,
-        tunnel: TunnelId,
-        result: Result<(), Refusal>,
-    ) -> Option<Rc<TunnelSignals>> {
+    /// The engine's next deadline (the shutdown's among them).
+    fn deadline(&self) -> Option<Instant> {
+        self.state.borrow().endpoint.poll_timeout()
+    }
+
+    /// Whether the core should stop: the engine's shutdown is over.
+    fn advance_phase(&self) -> bool {
+        let state = self.state.borrow();
+        state.stopping && state.endpoint.is_closed()
+    }
+
+    fn stats(&self) -> CoreStats {
+        CoreStats {
+            core: self.layout.core(),
+            endpoint: self.state.borrow().endpoint.stats(),
+            forwarded_out: self.forwarded_out.get(),
+            forwarded_in: self.forwarded_in.get(),
+            forward_dropped: self.forward_dropped.get(),
+            send_errors: self.send_errors.get(),
+        }
+    }
+}
+
+/// What the tunnel tasks may do with this core's engine.
+impl Port for Core {
+    fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
+    }
+
+    fn answer(&self, tunnel: TunnelId, result: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
         let mut state = self.state.borrow_mut();
         let outcome = match result {
             Err(refusal) => {
@@ -388,13 +414,11 @@ impl Core {
         outcome
     }
 
-    /// The resolved address the engine chooses to dial (`Endpoint::choose_egress`).
-    pub(crate) fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
+    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
         self.state.borrow().endpoint.choose_egress(addrs)
     }
 
-    /// Reads what the engine has for `tunnel` into `out`.
-    pub(crate) fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {
+    fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {
         let received = self.state.borrow_mut().endpoint.tunnel_recv(tunnel, out);
         self.work.notify();
         received
@@ -402,24 +426,21 @@ impl Core {
             .ok()
     }
 
-    /// Offers bytes to the engine; how many it took, `None` if the tunnel is gone.
-    pub(crate) fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
         let sent = self.state.borrow_mut().endpoint.tunnel_send(tunnel, data);
         self.work.notify();
         sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "tunnel send failed"))
             .ok()
     }
 
-    /// Sends FIN on the tunnel (the target finished).
-    pub(crate) fn tunnel_finish(&self, tunnel: TunnelId) {
+    fn tunnel_finish(&self, tunnel: TunnelId) {
         if let Err(e) = self.state.borrow_mut().endpoint.tunnel_finish(tunnel) {
             tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
         }
         self.work.notify();
     }
 
-    /// Resets the tunnel both ways (the target failed) and forgets it.
-    pub(crate) fn tunnel_abort(&self, tunnel: TunnelId) {
+    fn tunnel_abort(&self, tunnel: TunnelId) {
         let mut state = self.state.borrow_mut();
         if let Err(e) = state.endpoint.tunnel_abort(tunnel) {
             tracing::debug!(?tunnel, error = %e, "aborting a tunnel failed");
@@ -429,28 +450,6 @@ impl Core {
         }
         drop(state);
         self.work.notify();
-    }
-
-    /// The engine's next deadline (the shutdown's among them).
-    fn deadline(&self) -> Option<Instant> {
-        self.state.borrow().endpoint.poll_timeout()
-    }
-
-    /// Whether the core should stop: the engine's shutdown is over.
-    fn advance_phase(&self) -> bool {
-        let state = self.state.borrow();
-        state.stopping && state.endpoint.is_closed()
-    }
-
-    fn stats(&self) -> CoreStats {
-        CoreStats {
-            core: self.layout.core(),
-            endpoint: self.state.borrow().endpoint.stats(),
-            forwarded_out: self.forwarded_out.get(),
-            forwarded_in: self.forwarded_in.get(),
-            forward_dropped: self.forward_dropped.get(),
-            send_errors: self.send_errors.get(),
-        }
     }
 }
 

@@ -44,6 +44,7 @@
 
 mod core;
 mod memlock;
+mod port;
 mod signal;
 mod tunnel;
 

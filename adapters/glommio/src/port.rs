@@ -1,0 +1,72 @@
+//! What a tunnel's tasks see of their core: the [`Port`], exactly the engine operations a
+//! dial and a relay need, and the [`TunnelSignals`] through which the core's driver tells a
+//! relay what the engine did. The core implements the port; the tunnel code knows nothing
+//! else of it.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use veil_engine::{Recv, Refusal, TunnelId};
+
+use crate::signal::Signal;
+
+/// The engine operations of one core that its tunnel tasks may call. Every call that feeds
+/// the engine also wakes the core's driver, which flushes.
+pub(crate) trait Port {
+    /// How long resolving a target, and then connecting to it, may take each.
+    fn connect_timeout(&self) -> Duration;
+
+    /// The resolved address the engine chooses to use (`Endpoint::choose_egress`).
+    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal>;
+
+    /// Answers a tunnel request: accepts it (and returns the signals of the now open
+    /// tunnel) or refuses it. `None` after a refusal, or when the request is gone (the
+    /// client gave up while we dialled).
+    fn answer(&self, tunnel: TunnelId, result: Result<(), Refusal>) -> Option<Rc<TunnelSignals>>;
+
+    /// Reads what the engine has for a TCP tunnel into `out`; `None` if the tunnel failed
+    /// or is gone.
+    fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv>;
+
+    /// Offers bytes of a TCP tunnel to the engine; how many it took, `None` if the tunnel
+    /// is gone.
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize>;
+
+    /// Sends FIN on the tunnel (the target finished).
+    fn tunnel_finish(&self, tunnel: TunnelId);
+
+    /// Resets the tunnel both ways (the target failed) and forgets it.
+    fn tunnel_abort(&self, tunnel: TunnelId);
+}
+
+/// How the driver tells a tunnel's relay what the engine did.
+#[derive(Debug, Default)]
+pub(crate) struct TunnelSignals {
+    /// The engine has bytes (or FIN) for the target (`TunnelReadable`).
+    pub(crate) readable: Signal,
+    /// The engine can take more bytes after a short send.
+    pub(crate) writable: Signal,
+    /// `Some(true)`: both sides finished; `Some(false)`: reset or lost.
+    closed: Cell<Option<bool>>,
+}
+
+impl TunnelSignals {
+    /// The tunnel ended; wakes both directions.
+    pub(crate) fn close(&self, finished: bool) {
+        self.closed.set(Some(finished));
+        self.readable.notify();
+        self.writable.notify();
+    }
+
+    /// Whether the tunnel ended, however.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get().is_some()
+    }
+
+    /// Whether the tunnel ended other than by both sides finishing.
+    pub(crate) fn was_reset(&self) -> bool {
+        self.closed.get() == Some(false)
+    }
+}
