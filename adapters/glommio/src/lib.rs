@@ -45,6 +45,7 @@
 mod core;
 mod memlock;
 mod port;
+mod resolve;
 mod signal;
 mod tunnel;
 

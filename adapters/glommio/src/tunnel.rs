@@ -1,6 +1,6 @@
-//! Edge tunnels on one core: from a tunnel request to a dialled TCP stream (resolve once,
-//! let the engine's egress policy pick the first allowed address, dial exactly that address
-//! with a timeout), then the relay between the stream and the tunnel.
+//! Edge TCP tunnels on one core: from a tunnel request to a dialled TCP stream (resolve once,
+//! see [`crate::resolve`]; the engine's egress policy picks the first allowed address; dial exactly
+//! that address with a timeout), then the relay between the stream and the tunnel.
 //!
 //! Backpressure: each direction holds at most one chunk. Towards the target, the relay reads
 //! the engine only after the previous chunk was written, so QUIC flow control holds the
@@ -14,7 +14,6 @@
 //! read (see [`linger`]).
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -23,9 +22,10 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
-use veil_engine::{Host, Recv, Refusal, TunnelId, TunnelTarget};
+use veil_engine::{Recv, Refusal, TunnelId, TunnelTarget};
 
 use crate::port::{Port, TunnelSignals};
+use crate::resolve;
 
 /// Bytes moved at once in each direction.
 const CHUNK: usize = 64 * 1024;
@@ -64,7 +64,7 @@ async fn dial(
     target: &TunnelTarget,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let addrs = resolve(target, timeout).await?;
+    let addrs = resolve::resolve(target, timeout).await?;
     // The address that passed the check is the one dialled: no second lookup can swap it.
     let addr = port.choose_egress(&addrs)?;
     let stream = TcpStream::connect_timeout(addr, timeout)
@@ -73,41 +73,6 @@ async fn dial(
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// The addresses of `target`: the literal itself, or what the system resolver answers (on
-/// glommio's blocking thread, so that the core keeps running), within `timeout`.
-pub(crate) async fn resolve(
-    target: &TunnelTarget,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, Refusal> {
-    let name = match &target.host {
-        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
-        Host::Name(name) => name.as_str().to_owned(),
-    };
-    let port = target.port;
-    let lookup = glommio::executor().spawn_blocking(move || {
-        (name.as_str(), port)
-            .to_socket_addrs()
-            .map(Iterator::collect::<Vec<_>>)
-            .map_err(|e| (name, e))
-    });
-    let expired = async {
-        glommio::timer::sleep(timeout).await;
-        Err(Refusal::DnsTimeout)
-    };
-    let addrs = future::or(
-        async {
-            lookup.await.map_err(|(name, e)| {
-                tracing::debug!(%name, error = %e, "resolving failed");
-                Refusal::DnsError
-            })
-        },
-        expired,
-    )
-    .await?;
-    // None at all is the engine's to judge (`choose_egress`: a DNS error).
-    Ok(addrs)
 }
 
 /// Relays between `stream` and the tunnel until both directions ended.
@@ -258,21 +223,6 @@ fn reset_on_close(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_resolve_off_the_core_and_literals_to_themselves() {
-        crate::test_executor().run(async {
-            let ip: std::net::IpAddr = "192.0.2.9".parse().expect("valid address");
-            let literal = TunnelTarget::new(ip, 443);
-            let addrs = resolve(&literal, Duration::from_secs(1)).await;
-            assert_eq!(addrs, Ok(vec![SocketAddr::new(ip, 443)]));
-            let name = veil_engine::Name::new("localhost").expect("valid name");
-            let addrs = resolve(&TunnelTarget::new(name, 80), Duration::from_secs(5))
-                .await
-                .expect("localhost resolves");
-            assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
-        });
-    }
 
     #[test]
     fn a_refused_connection_is_connection_refused() {
