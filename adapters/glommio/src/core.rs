@@ -9,8 +9,9 @@
 //! - **driver** (the core's main future): the engine's loop — drain `poll_transmit` and
 //!   `poll_event`, re-arm the timer from `poll_timeout` (the shutdown's deadlines
 //!   included), wait for work or the timer;
-//! - a **dial** per tunnel request and a **relay** per accepted tunnel (see
-//!   [`crate::tunnel`]), which reach the engine only through the core's [`Port`].
+//! - a **dial** per tunnel request and a **relay** per accepted tunnel (TCP:
+//!   [`crate::tunnel`], UDP: [`crate::udp_tunnel`]), which reach the engine only through
+//!   the core's [`Port`].
 //!
 //! Tasks of one core share its state through `Rc<RefCell<..>>`: glommio runs them on one
 //! thread, a borrow never crosses an `.await`, and every task that feeds the endpoint
@@ -33,8 +34,8 @@ use veil_engine::{
 
 use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
-use crate::tunnel;
 use crate::{CoreStats, Options};
+use crate::{tunnel, udp_tunnel};
 
 /// Largest UDP datagram read or sent.
 const MAX_DATAGRAM: usize = 65_535;
@@ -80,6 +81,7 @@ pub(crate) struct Core {
     forwarded_in: Cell<u64>,
     forward_dropped: Cell<u64>,
     send_errors: Cell<u64>,
+    udp_target_drops: Cell<u64>,
     /// The socket failed; the driver stops with this error.
     failure: RefCell<Option<io::Error>>,
 }
@@ -121,6 +123,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         forwarded_in: Cell::new(0),
         forward_dropped: Cell::new(0),
         send_errors: Cell::new(0),
+        udp_target_drops: Cell::new(0),
         failure: RefCell::new(None),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
@@ -314,16 +317,6 @@ impl Core {
                 target,
                 client,
             } => {
-                // The engine answers the kinds this host does not serve (it declares
-                // `TunnelKind::Stream` only): anything else here is a bug, refused.
-                if kind != TunnelKind::Stream {
-                    refuse(
-                        &mut self.state.borrow_mut().endpoint,
-                        tunnel,
-                        Refusal::Internal,
-                    );
-                    return;
-                }
                 // While draining, the engine reports only requests that were in flight
                 // when its GOAWAY went out: GOAWAY promised to process them.
                 // The token's name, never its secret.
@@ -331,12 +324,28 @@ impl Core {
                 let token = client
                     .token_index
                     .and_then(|i| state.endpoint.token_name(i));
-                tracing::debug!(core, ?tunnel, %target, peer = %client.peer, token, "tunnel requested");
+                tracing::debug!(core, ?tunnel, ?kind, %target, peer = %client.peer, token, "tunnel requested");
                 drop(state);
                 let port: Rc<dyn Port> = self.clone();
-                glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target)).detach();
+                match kind {
+                    TunnelKind::Stream => {
+                        glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target)).detach();
+                    }
+                    TunnelKind::Udp => {
+                        glommio::spawn_local(udp_tunnel::connect_and_relay(port, tunnel, target))
+                            .detach();
+                    }
+                    // The engine hands over only the kinds this host declares (all it knew
+                    // when this was written): anything else here is a bug, refused.
+                    _ => refuse(
+                        &mut self.state.borrow_mut().endpoint,
+                        tunnel,
+                        Refusal::Internal,
+                    ),
+                }
             }
-            Event::TunnelReadable { tunnel } => {
+            // Bytes for a TCP tunnel's target, datagrams for a UDP tunnel's.
+            Event::TunnelReadable { tunnel } | Event::TunnelDatagrams { tunnel } => {
                 if let Some(signals) = self.state.borrow().tunnels.get(&tunnel) {
                     signals.readable.notify();
                 }
@@ -376,6 +385,7 @@ impl Core {
             forwarded_in: self.forwarded_in.get(),
             forward_dropped: self.forward_dropped.get(),
             send_errors: self.send_errors.get(),
+            udp_target_drops: self.udp_target_drops.get(),
         }
     }
 }
@@ -450,6 +460,35 @@ impl Port for Core {
         }
         drop(state);
         self.work.notify();
+    }
+
+    fn send_datagram(&self, tunnel: TunnelId, payload: &[u8]) -> bool {
+        let sent = self
+            .state
+            .borrow_mut()
+            .endpoint
+            .tunnel_send_datagram(tunnel, payload);
+        self.work.notify();
+        sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "datagram send failed"))
+            .is_ok()
+    }
+
+    fn recv_datagram(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<usize> {
+        // Not open yet (accepted, its 2xx waiting for room) or gone: nothing to read; the
+        // engine says `TunnelDatagrams` when the tunnel opens with datagrams queued.
+        let received = self
+            .state
+            .borrow_mut()
+            .endpoint
+            .tunnel_recv_datagram(tunnel, out);
+        received
+            .map_err(|e| tracing::debug!(?tunnel, error = %e, "datagram receive failed"))
+            .ok()
+            .flatten()
+    }
+
+    fn count_target_drop(&self) {
+        self.udp_target_drops.set(self.udp_target_drops.get() + 1);
     }
 }
 

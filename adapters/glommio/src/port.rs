@@ -39,16 +39,29 @@ pub(crate) trait Port {
 
     /// Resets the tunnel both ways (the target failed) and forgets it.
     fn tunnel_abort(&self, tunnel: TunnelId);
+
+    /// Hands one datagram from a UDP target to the engine, which sends it or drops it
+    /// (counted in its stats, as UDP would). `false`: the tunnel is gone.
+    fn send_datagram(&self, tunnel: TunnelId, payload: &[u8]) -> bool;
+
+    /// Moves the next datagram the engine queued for a UDP tunnel's target into `out`
+    /// (65 527 bytes always suffice); `None` when none is queued or the tunnel is gone.
+    fn recv_datagram(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<usize>;
+
+    /// Counts a datagram towards a UDP target that its socket refused (dropped, as UDP
+    /// would).
+    fn count_target_drop(&self);
 }
 
 /// How the driver tells a tunnel's relay what the engine did.
 #[derive(Debug, Default)]
 pub(crate) struct TunnelSignals {
-    /// The engine has bytes (or FIN) for the target (`TunnelReadable`).
+    /// The engine has bytes (or FIN) for the target: `TunnelReadable`, or for a UDP
+    /// tunnel `TunnelDatagrams`.
     pub(crate) readable: Signal,
     /// The engine can take more bytes after a short send.
     pub(crate) writable: Signal,
-    /// `Some(true)`: both sides finished; `Some(false)`: reset or lost.
+    /// `Some(true)`: both sides finished; `Some(false)`: reset, lost or timed out.
     closed: Cell<Option<bool>>,
 }
 
