@@ -8,7 +8,9 @@
 //!   edge resolves, are refused (403, `destination_ip_prohibited`) and never reached; a
 //!   name that does not resolve is refused as a DNS failure;
 //! - aioquic's CONNECT-UDP client (`tests/interop/aioquic_connect_udp_client.py`) gets 200
-//!   and its payloads echoed, in QUIC DATAGRAM frames and in DATAGRAM capsules.
+//!   and its payloads echoed, in QUIC DATAGRAM frames and in DATAGRAM capsules;
+//! - a tunnel idle for the edge's `udp_idle_timeout_ms` ends and releases its socket, and
+//!   an edge with open UDP tunnels stops cleanly at SIGTERM.
 //!
 //! Before the glommio edge served CONNECT-UDP, its engine answered every such request with
 //! 501: each of these tests failed.
@@ -22,8 +24,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use support::{
-    Client, Edge, Output, TOKEN, TempDir, UdpEcho, require_aioquic, require_pysocks, run_bounded,
-    wait_until,
+    Client, Edge, Output, STARTUP, TOKEN, TempDir, UdpEcho, require_aioquic, require_pysocks,
+    run_bounded, wait_until,
 };
 
 /// Bound of one script run (the scripts' own steps time out sooner).
@@ -51,7 +53,14 @@ fn glommio_edge(dir: &TempDir, extra: &[&str]) -> anyhow::Result<Edge> {
 
 /// A glommio edge that may reach loopback targets.
 fn allowing_edge(dir: &TempDir) -> anyhow::Result<Edge> {
-    glommio_edge(dir, &["--allow-target", "127.0.0.0/8"])
+    allowing_edge_with(dir, &[])
+}
+
+/// A glommio edge that may reach loopback targets, with `extra` flags.
+fn allowing_edge_with(dir: &TempDir, extra: &[&str]) -> anyhow::Result<Edge> {
+    let mut args = vec!["--allow-target", "127.0.0.0/8"];
+    args.extend_from_slice(extra);
+    glommio_edge(dir, &args)
 }
 
 /// Sends `FORWARD_PAYLOADS` distinct payloads (1 to 1200 bytes) from a fresh socket to
@@ -293,5 +302,85 @@ fn aioquic_connect_udp_gets_200_and_echoes_through_a_glommio_edge() -> anyhow::R
         "the echo server saw {}",
         echo.received()
     );
+    Ok(())
+}
+
+/// The sockets a process holds open (its `/proc/PID/fd` links to `socket:[..]`).
+fn open_sockets(pid: u32) -> anyhow::Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // A descriptor closed while we look is not counted.
+        let Ok(link) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        if link.to_string_lossy().starts_with("socket:") {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+#[test]
+fn idle_udp_tunnels_release_their_sockets_and_the_edge_stops_cleanly() -> anyhow::Result<()> {
+    let dir = TempDir::new("glommio-udp-idle")?;
+    let echo = UdpEcho::start(b"")?;
+    let config = dir.join("edge.toml");
+    std::fs::write(&config, "[quic]\nudp_idle_timeout_ms = 1000\n")?;
+    let config = config.to_str().context("temp path is UTF-8")?.to_owned();
+    let mut edge = allowing_edge_with(&dir, &["--config", &config])?;
+    let pid = edge.proc().pid();
+    let forward = format!("127.0.0.1:0={}", echo.addr());
+    let client = Client::start(
+        dir.path(),
+        edge.addr(),
+        &[
+            "--pin",
+            edge.pin()?,
+            "--token",
+            TOKEN,
+            "--udp-forward",
+            &forward,
+        ],
+    )?;
+    let local = client.udp_forward()?;
+    // Two senders, two tunnels, each with a socket towards the target.
+    let senders = [
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?,
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?,
+    ];
+    let mut buf = [0; 64];
+    for sender in &senders {
+        sender.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let echoed = (0..10)
+            .any(|_| sender.send_to(b"ping", local).is_ok() && sender.recv_from(&mut buf).is_ok());
+        ensure!(echoed, "no echo\n{}", edge.diagnostics());
+    }
+    // Idle for a second: the engine ends both tunnels and the relays let go of their
+    // sockets (the count before the tunnels is no baseline: the edge opens some of its
+    // own sockets while it starts).
+    let open = open_sockets(pid)?;
+    wait_until(
+        "the idle tunnels' sockets closed",
+        Duration::from_secs(15),
+        || open_sockets(pid).is_ok_and(|now| now + 2 <= open),
+    )
+    .with_context(|| {
+        format!(
+            "{open} sockets with the tunnels open\n{}",
+            edge.diagnostics()
+        )
+    })?;
+
+    // A new datagram opens a new tunnel; SIGTERM with it open drains and exits cleanly.
+    let sender = &senders[0];
+    let echoed = (0..10)
+        .any(|_| sender.send_to(b"again", local).is_ok() && sender.recv_from(&mut buf).is_ok());
+    ensure!(echoed, "no echo after the idle end\n{}", edge.diagnostics());
+    let status = edge.proc().terminate(STARTUP)?;
+    ensure!(status.success(), "the edge exited with {status}");
+    for core in 0..cores().parse::<u16>()? {
+        edge.proc()
+            .wait_for_line(&format!("veil: core {core}: "), STARTUP)?;
+    }
     Ok(())
 }
