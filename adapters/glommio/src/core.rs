@@ -9,8 +9,9 @@
 //! - **driver** (the core's main future): the engine's loop — drain `poll_transmit` and
 //!   `poll_event`, re-arm the timer from `poll_timeout` (the shutdown's deadlines
 //!   included), wait for work or the timer;
-//! - a **dial** per tunnel request and a **relay** per accepted tunnel (see
-//!   [`crate::tunnel`]).
+//! - a **dial** per tunnel request and a **relay** per accepted tunnel (TCP:
+//!   [`crate::tunnel`], UDP: [`crate::udp_tunnel`]), which reach the engine only through
+//!   the core's [`Port`].
 //!
 //! Tasks of one core share its state through `Rc<RefCell<..>>`: glommio runs them on one
 //! thread, a borrow never crosses an `.await`, and every task that feeds the endpoint
@@ -31,9 +32,10 @@ use veil_engine::{
     CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId, TunnelKind,
 };
 
+use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
-use crate::tunnel::{self, TunnelSignals};
 use crate::{CoreStats, Options};
+use crate::{tunnel, udp_tunnel};
 
 /// Largest UDP datagram read or sent.
 const MAX_DATAGRAM: usize = 65_535;
@@ -57,9 +59,9 @@ pub(crate) struct CoreSetup {
 }
 
 /// The mutable part of a core, borrowed by its tasks between awaits.
-pub(crate) struct State {
-    pub(crate) endpoint: Endpoint,
-    pub(crate) tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
+struct State {
+    endpoint: Endpoint,
+    tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
     /// A stop was asked for: the engine runs the sequence, the core stops when it says it
     /// is closed.
     stopping: bool,
@@ -67,18 +69,19 @@ pub(crate) struct State {
 
 /// One core: shared by its tasks through `Rc`.
 pub(crate) struct Core {
-    pub(crate) state: RefCell<State>,
+    state: RefCell<State>,
     /// Notified whenever the endpoint got input and may have something to send.
-    pub(crate) work: Signal,
+    work: Signal,
     socket: UdpSocket,
     local_addr: SocketAddr,
     layout: CidLayout,
     senders: Senders<Forwarded>,
-    pub(crate) options: Options,
+    options: Options,
     forwarded_out: Cell<u64>,
     forwarded_in: Cell<u64>,
     forward_dropped: Cell<u64>,
     send_errors: Cell<u64>,
+    udp_target_drops: Cell<u64>,
     /// The socket failed; the driver stops with this error.
     failure: RefCell<Option<io::Error>>,
 }
@@ -120,6 +123,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         forwarded_in: Cell::new(0),
         forward_dropped: Cell::new(0),
         send_errors: Cell::new(0),
+        udp_target_drops: Cell::new(0),
         failure: RefCell::new(None),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
@@ -313,16 +317,6 @@ impl Core {
                 target,
                 client,
             } => {
-                // The engine answers the kinds this host does not serve (it declares
-                // `TunnelKind::Stream` only): anything else here is a bug, refused.
-                if kind != TunnelKind::Stream {
-                    refuse(
-                        &mut self.state.borrow_mut().endpoint,
-                        tunnel,
-                        Refusal::Internal,
-                    );
-                    return;
-                }
                 // While draining, the engine reports only requests that were in flight
                 // when its GOAWAY went out: GOAWAY promised to process them.
                 // The token's name, never its secret.
@@ -330,11 +324,28 @@ impl Core {
                 let token = client
                     .token_index
                     .and_then(|i| state.endpoint.token_name(i));
-                tracing::debug!(core, ?tunnel, %target, peer = %client.peer, token, "tunnel requested");
+                tracing::debug!(core, ?tunnel, ?kind, %target, peer = %client.peer, token, "tunnel requested");
                 drop(state);
-                glommio::spawn_local(tunnel::dial_and_relay(self.clone(), tunnel, target)).detach();
+                let port: Rc<dyn Port> = self.clone();
+                match kind {
+                    TunnelKind::Stream => {
+                        glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target)).detach();
+                    }
+                    TunnelKind::Udp => {
+                        glommio::spawn_local(udp_tunnel::connect_and_relay(port, tunnel, target))
+                            .detach();
+                    }
+                    // The engine hands over only the kinds this host declares (all it knew
+                    // when this was written): anything else here is a bug, refused.
+                    _ => refuse(
+                        &mut self.state.borrow_mut().endpoint,
+                        tunnel,
+                        Refusal::Internal,
+                    ),
+                }
             }
-            Event::TunnelReadable { tunnel } => {
+            // Bytes for a TCP tunnel's target, datagrams for a UDP tunnel's.
+            Event::TunnelReadable { tunnel } | Event::TunnelDatagrams { tunnel } => {
                 if let Some(signals) = self.state.borrow().tunnels.get(&tunnel) {
                     signals.readable.notify();
                 }
@@ -355,12 +366,37 @@ impl Core {
         }
     }
 
-    /// A dial ended: accept the tunnel (and return its signals) or refuse it.
-    pub(crate) fn dialed(
-        &self,
-        tunnel: TunnelId,
-        result: Result<(), Refusal>,
-    ) -> Option<Rc<TunnelSignals>> {
+    /// The engine's next deadline (the shutdown's among them).
+    fn deadline(&self) -> Option<Instant> {
+        self.state.borrow().endpoint.poll_timeout()
+    }
+
+    /// Whether the core should stop: the engine's shutdown is over.
+    fn advance_phase(&self) -> bool {
+        let state = self.state.borrow();
+        state.stopping && state.endpoint.is_closed()
+    }
+
+    fn stats(&self) -> CoreStats {
+        CoreStats {
+            core: self.layout.core(),
+            endpoint: self.state.borrow().endpoint.stats(),
+            forwarded_out: self.forwarded_out.get(),
+            forwarded_in: self.forwarded_in.get(),
+            forward_dropped: self.forward_dropped.get(),
+            send_errors: self.send_errors.get(),
+            udp_target_drops: self.udp_target_drops.get(),
+        }
+    }
+}
+
+/// What the tunnel tasks may do with this core's engine.
+impl Port for Core {
+    fn connect_timeout(&self) -> Duration {
+        self.options.connect_timeout
+    }
+
+    fn answer(&self, tunnel: TunnelId, result: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
         let mut state = self.state.borrow_mut();
         let outcome = match result {
             Err(refusal) => {
@@ -388,13 +424,11 @@ impl Core {
         outcome
     }
 
-    /// The resolved address the engine chooses to dial (`Endpoint::choose_egress`).
-    pub(crate) fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
+    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
         self.state.borrow().endpoint.choose_egress(addrs)
     }
 
-    /// Reads what the engine has for `tunnel` into `out`.
-    pub(crate) fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {
+    fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {
         let received = self.state.borrow_mut().endpoint.tunnel_recv(tunnel, out);
         self.work.notify();
         received
@@ -402,24 +436,21 @@ impl Core {
             .ok()
     }
 
-    /// Offers bytes to the engine; how many it took, `None` if the tunnel is gone.
-    pub(crate) fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
         let sent = self.state.borrow_mut().endpoint.tunnel_send(tunnel, data);
         self.work.notify();
         sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "tunnel send failed"))
             .ok()
     }
 
-    /// Sends FIN on the tunnel (the target finished).
-    pub(crate) fn tunnel_finish(&self, tunnel: TunnelId) {
+    fn tunnel_finish(&self, tunnel: TunnelId) {
         if let Err(e) = self.state.borrow_mut().endpoint.tunnel_finish(tunnel) {
             tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
         }
         self.work.notify();
     }
 
-    /// Resets the tunnel both ways (the target failed) and forgets it.
-    pub(crate) fn tunnel_abort(&self, tunnel: TunnelId) {
+    fn tunnel_abort(&self, tunnel: TunnelId) {
         let mut state = self.state.borrow_mut();
         if let Err(e) = state.endpoint.tunnel_abort(tunnel) {
             tracing::debug!(?tunnel, error = %e, "aborting a tunnel failed");
@@ -431,26 +462,33 @@ impl Core {
         self.work.notify();
     }
 
-    /// The engine's next deadline (the shutdown's among them).
-    fn deadline(&self) -> Option<Instant> {
-        self.state.borrow().endpoint.poll_timeout()
+    fn send_datagram(&self, tunnel: TunnelId, payload: &[u8]) -> bool {
+        let sent = self
+            .state
+            .borrow_mut()
+            .endpoint
+            .tunnel_send_datagram(tunnel, payload);
+        self.work.notify();
+        sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "datagram send failed"))
+            .is_ok()
     }
 
-    /// Whether the core should stop: the engine's shutdown is over.
-    fn advance_phase(&self) -> bool {
-        let state = self.state.borrow();
-        state.stopping && state.endpoint.is_closed()
+    fn recv_datagram(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<usize> {
+        // Not open yet (accepted, its 2xx waiting for room) or gone: nothing to read; the
+        // engine says `TunnelDatagrams` when the tunnel opens with datagrams queued.
+        let received = self
+            .state
+            .borrow_mut()
+            .endpoint
+            .tunnel_recv_datagram(tunnel, out);
+        received
+            .map_err(|e| tracing::debug!(?tunnel, error = %e, "datagram receive failed"))
+            .ok()
+            .flatten()
     }
 
-    fn stats(&self) -> CoreStats {
-        CoreStats {
-            core: self.layout.core(),
-            endpoint: self.state.borrow().endpoint.stats(),
-            forwarded_out: self.forwarded_out.get(),
-            forwarded_in: self.forwarded_in.get(),
-            forward_dropped: self.forward_dropped.get(),
-            send_errors: self.send_errors.get(),
-        }
+    fn count_target_drop(&self) {
+        self.udp_target_drops.set(self.udp_target_drops.get() + 1);
     }
 }
 

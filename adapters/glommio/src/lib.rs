@@ -44,8 +44,11 @@
 
 mod core;
 mod memlock;
+mod port;
+mod resolve;
 mod signal;
 mod tunnel;
+mod udp_tunnel;
 
 use std::fmt;
 use std::io;
@@ -122,6 +125,10 @@ pub struct CoreStats {
     pub forward_dropped: u64,
     /// UDP sends that failed (the datagram was lost; QUIC resends).
     pub send_errors: u64,
+    /// Datagrams of CONNECT-UDP tunnels that their target sockets refused (dropped, as UDP
+    /// would: a full buffer, larger than the path allows, the ICMP error of an earlier
+    /// one). The engine counts its own drops in [`EndpointStats`].
+    pub udp_target_drops: u64,
 }
 
 /// Why an [`Edge`] did not start.
@@ -237,9 +244,9 @@ impl Edge {
         let RoleConfig::Edge(mut edge) = config.role else {
             return Err(StartError::NotAnEdge);
         };
-        // TCP tunnels only, so far: the engine answers CONNECT-UDP with 501 rather than
-        // leave it waiting.
-        edge.serves = TunnelKinds::only(TunnelKind::Stream);
+        // The kinds this host serves: CONNECT (TCP) and CONNECT-UDP. The engine answers
+        // any other with 501 rather than leave it waiting.
+        edge.serves = TunnelKinds::only(TunnelKind::Stream).with(TunnelKind::Udp);
         let config = Config {
             role: RoleConfig::Edge(edge.with_shared_self_signed().map_err(StartError::Config)?),
             quic: config.quic,

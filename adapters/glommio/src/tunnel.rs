@@ -1,6 +1,6 @@
-//! Edge tunnels on one core: from a tunnel request to a dialled TCP stream (resolve once,
-//! let the engine's egress policy pick the first allowed address, dial exactly that address
-//! with a timeout), then the relay between the stream and the tunnel.
+//! Edge TCP tunnels on one core: from a tunnel request to a dialled TCP stream (resolve once,
+//! see [`crate::resolve`]; the engine's egress policy picks the first allowed address; dial exactly
+//! that address with a timeout), then the relay between the stream and the tunnel.
 //!
 //! Backpressure: each direction holds at most one chunk. Towards the target, the relay reads
 //! the engine only after the previous chunk was written, so QUIC flow control holds the
@@ -13,9 +13,7 @@
 //! and the FIN are written, and the target connection closes cleanly after a lingering
 //! read (see [`linger`]).
 
-use std::cell::Cell;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -24,10 +22,10 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
-use veil_engine::{Host, Recv, Refusal, TunnelId, TunnelTarget};
+use veil_engine::{Recv, Refusal, TunnelId, TunnelTarget};
 
-use crate::core::Core;
-use crate::signal::Signal;
+use crate::port::{Port, TunnelSignals};
+use crate::resolve;
 
 /// Bytes moved at once in each direction.
 const CHUNK: usize = 64 * 1024;
@@ -38,57 +36,37 @@ const LINGER_TOTAL: Duration = Duration::from_secs(30);
 /// See [`LINGER_TOTAL`].
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 
-/// How the driver tells a tunnel's relay what the engine did.
-#[derive(Debug, Default)]
-pub(crate) struct TunnelSignals {
-    /// The engine has bytes (or FIN) for the target.
-    pub(crate) readable: Signal,
-    /// The engine can take more bytes after a short send.
-    pub(crate) writable: Signal,
-    /// `Some(true)`: both sides finished; `Some(false)`: reset or lost.
-    closed: Cell<Option<bool>>,
-}
-
-impl TunnelSignals {
-    /// The tunnel ended; wakes both directions.
-    pub(crate) fn close(&self, finished: bool) {
-        self.closed.set(Some(finished));
-        self.readable.notify();
-        self.writable.notify();
-    }
-
-    fn was_reset(&self) -> bool {
-        self.closed.get() == Some(false)
-    }
-}
-
 /// Dials the target of a tunnel request, answers it, and relays until both sides end.
-pub(crate) async fn dial_and_relay(core: Rc<Core>, tunnel: TunnelId, target: TunnelTarget) {
-    let timeout = core.options.connect_timeout;
-    let result = dial(&core, &target, timeout).await;
+pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target: TunnelTarget) {
+    let timeout = port.connect_timeout();
+    let result = dial(&*port, &target, timeout).await;
     if let Err(refusal) = &result {
         tracing::info!(?tunnel, %target, ?refusal, "dial failed");
     }
     let (stream, accepted) = match result {
         Ok(stream) => {
-            let accepted = core.dialed(tunnel, Ok(()));
+            let accepted = port.answer(tunnel, Ok(()));
             (stream, accepted)
         }
         Err(refusal) => {
-            core.dialed(tunnel, Err(refusal));
+            port.answer(tunnel, Err(refusal));
             return;
         }
     };
     let Some(signals) = accepted else { return };
-    relay(&core, tunnel, &signals, stream).await;
+    relay(&*port, tunnel, &signals, stream).await;
 }
 
 /// Resolves `target`, lets the engine choose the address, and connects to it; the engine
 /// also says what a failure becomes.
-async fn dial(core: &Core, target: &TunnelTarget, timeout: Duration) -> Result<TcpStream, Refusal> {
-    let addrs = resolve(target, timeout).await?;
+async fn dial(
+    port: &dyn Port,
+    target: &TunnelTarget,
+    timeout: Duration,
+) -> Result<TcpStream, Refusal> {
+    let addrs = resolve::resolve(target, timeout).await?;
     // The address that passed the check is the one dialled: no second lookup can swap it.
-    let addr = core.choose_egress(&addrs)?;
+    let addr = port.choose_egress(&addrs)?;
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| Refusal::from_io_error(&io::Error::from(e)))?;
@@ -97,44 +75,12 @@ async fn dial(core: &Core, target: &TunnelTarget, timeout: Duration) -> Result<T
     Ok(stream)
 }
 
-/// The addresses of `target`: the literal itself, or what the system resolver answers (on
-/// glommio's blocking thread, so that the core keeps running), within `timeout`.
-async fn resolve(target: &TunnelTarget, timeout: Duration) -> Result<Vec<SocketAddr>, Refusal> {
-    let name = match &target.host {
-        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
-        Host::Name(name) => name.as_str().to_owned(),
-    };
-    let port = target.port;
-    let lookup = glommio::executor().spawn_blocking(move || {
-        (name.as_str(), port)
-            .to_socket_addrs()
-            .map(Iterator::collect::<Vec<_>>)
-            .map_err(|e| (name, e))
-    });
-    let expired = async {
-        glommio::timer::sleep(timeout).await;
-        Err(Refusal::DnsTimeout)
-    };
-    let addrs = future::or(
-        async {
-            lookup.await.map_err(|(name, e)| {
-                tracing::debug!(%name, error = %e, "resolving failed");
-                Refusal::DnsError
-            })
-        },
-        expired,
-    )
-    .await?;
-    // None at all is the engine's to judge (`choose_egress`: a DNS error).
-    Ok(addrs)
-}
-
 /// Relays between `stream` and the tunnel until both directions ended.
-async fn relay(core: &Rc<Core>, tunnel: TunnelId, signals: &Rc<TunnelSignals>, stream: TcpStream) {
+async fn relay(port: &dyn Port, tunnel: TunnelId, signals: &TunnelSignals, stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let upstream = to_client(core, tunnel, signals, &mut reader);
-    let downstream = to_target(core, tunnel, signals, writer);
+    let upstream = to_client(port, tunnel, signals, &mut reader);
+    let downstream = to_target(port, tunnel, signals, writer);
     let (up, down) = future::zip(upstream, downstream).await;
     // The client's bytes and FIN are all written, and only our direction was refused: the
     // client stopped it (or its connection went) after finishing. A reset would make the
@@ -178,7 +124,7 @@ enum Stopped {
 
 /// Target → client: TCP reads become tunnel sends; EOF becomes FIN.
 async fn to_client(
-    core: &Core,
+    port: &dyn Port,
     tunnel: TunnelId,
     signals: &TunnelSignals,
     reader: &mut ReadHalf<TcpStream>,
@@ -187,7 +133,7 @@ async fn to_client(
     loop {
         let read = future::or(async { Some(reader.read(&mut buf).await) }, async {
             // A reset tunnel stops a read that may never end.
-            while signals.closed.get().is_none() {
+            while !signals.is_closed() {
                 signals.writable.notified().await;
             }
             None
@@ -196,22 +142,22 @@ async fn to_client(
         let len = match read {
             None => return Err(Stopped::Tunnel),
             Some(Ok(0)) => {
-                core.tunnel_finish(tunnel);
+                port.tunnel_finish(tunnel);
                 return Ok(());
             }
             Some(Ok(len)) => len,
             Some(Err(e)) => {
                 tracing::debug!(?tunnel, error = %e, "target read failed");
-                core.tunnel_abort(tunnel);
+                port.tunnel_abort(tunnel);
                 return Err(Stopped::Target);
             }
         };
         let mut offset = 0;
         while let Some(rest) = buf.get(offset..len).filter(|rest| !rest.is_empty()) {
-            if signals.closed.get().is_some() {
+            if signals.is_closed() {
                 return Err(Stopped::Tunnel);
             }
-            match core.tunnel_send(tunnel, rest) {
+            match port.tunnel_send(tunnel, rest) {
                 Some(taken) => {
                     offset += taken;
                     if offset < len {
@@ -226,7 +172,7 @@ async fn to_client(
 
 /// Client → target: tunnel reads become TCP writes; FIN becomes a TCP half-close.
 async fn to_target(
-    core: &Core,
+    port: &dyn Port,
     tunnel: TunnelId,
     signals: &TunnelSignals,
     mut writer: WriteHalf<TcpStream>,
@@ -240,8 +186,8 @@ async fn to_target(
             if signals.was_reset() {
                 return Err(Stopped::Tunnel);
             }
-            let Some(Recv { len, fin }) = core.tunnel_recv(tunnel, &mut buf) else {
-                if signals.closed.get().is_some() {
+            let Some(Recv { len, fin }) = port.tunnel_recv(tunnel, &mut buf) else {
+                if signals.is_closed() {
                     return Err(Stopped::Tunnel);
                 }
                 // Not readable yet: wait for the engine's next word.
@@ -251,7 +197,7 @@ async fn to_target(
                 let bytes = buf.get(..len).unwrap_or_default();
                 if let Err(e) = writer.write_all(bytes).await {
                     tracing::debug!(?tunnel, error = %e, "target write failed");
-                    core.tunnel_abort(tunnel);
+                    port.tunnel_abort(tunnel);
                     return Err(Stopped::Target);
                 }
             }
@@ -277,21 +223,6 @@ fn reset_on_close(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_resolve_off_the_core_and_literals_to_themselves() {
-        crate::test_executor().run(async {
-            let ip: std::net::IpAddr = "192.0.2.9".parse().expect("valid address");
-            let literal = TunnelTarget::new(ip, 443);
-            let addrs = resolve(&literal, Duration::from_secs(1)).await;
-            assert_eq!(addrs, Ok(vec![SocketAddr::new(ip, 443)]));
-            let name = veil_engine::Name::new("localhost").expect("valid name");
-            let addrs = resolve(&TunnelTarget::new(name, 80), Duration::from_secs(5))
-                .await
-                .expect("localhost resolves");
-            assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
-        });
-    }
 
     #[test]
     fn a_refused_connection_is_connection_refused() {

@@ -182,37 +182,6 @@ fn aioquic_without_h3_datagrams_gets_udp_in_capsules_from_veil_server() -> anyho
     Ok(())
 }
 
-/// A glommio edge serves TCP tunnels only, so far: its engine answers CONNECT-UDP with 501
-/// at once (it used to leave the request unanswered), while CONNECT still works.
-#[test]
-fn aioquic_connect_udp_to_a_glommio_edge_gets_501_at_once() -> anyhow::Result<()> {
-    let dir = TempDir::new("aioquic-udp-glommio")?;
-    let echo = UdpEcho::start()?;
-    let edge = Edge::start(
-        dir.path(),
-        &[
-            "--runtime",
-            "glommio",
-            "--cores",
-            "1",
-            "--token",
-            TOKEN,
-            "--allow-target",
-            "127.0.0.0/8",
-        ],
-    )?;
-    let refuse = format!("{}=501:http_request_denied", echo.addr);
-    let started = std::time::Instant::now();
-    udp_client(&edge, &strings(&["--token", TOKEN, "--refuse", &refuse]), 1)?;
-    ensure!(
-        started.elapsed() < Duration::from_secs(10),
-        "the 501 took {:?}",
-        started.elapsed()
-    );
-    ensure!(echo.echoed() == 0, "a datagram reached the target");
-    Ok(())
-}
-
 /// Refusals as aioquic sees them: forbidden targets (403 with Proxy-Status
 /// `destination_ip_prohibited`), paths that do not match the template (400), a wrong token
 /// (403) and none (407 with a Bearer challenge). No datagram reaches the canary.

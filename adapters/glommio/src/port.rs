@@ -1,0 +1,85 @@
+//! What a tunnel's tasks see of their core: the [`Port`], exactly the engine operations a
+//! dial and a relay need, and the [`TunnelSignals`] through which the core's driver tells a
+//! relay what the engine did. The core implements the port; the tunnel code knows nothing
+//! else of it.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use veil_engine::{Recv, Refusal, TunnelId};
+
+use crate::signal::Signal;
+
+/// The engine operations of one core that its tunnel tasks may call. Every call that feeds
+/// the engine also wakes the core's driver, which flushes.
+pub(crate) trait Port {
+    /// How long resolving a target, and then connecting to it, may take each.
+    fn connect_timeout(&self) -> Duration;
+
+    /// The resolved address the engine chooses to use (`Endpoint::choose_egress`).
+    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal>;
+
+    /// Answers a tunnel request: accepts it (and returns the signals of the now open
+    /// tunnel) or refuses it. `None` after a refusal, or when the request is gone (the
+    /// client gave up while we dialled).
+    fn answer(&self, tunnel: TunnelId, result: Result<(), Refusal>) -> Option<Rc<TunnelSignals>>;
+
+    /// Reads what the engine has for a TCP tunnel into `out`; `None` if the tunnel failed
+    /// or is gone.
+    fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv>;
+
+    /// Offers bytes of a TCP tunnel to the engine; how many it took, `None` if the tunnel
+    /// is gone.
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize>;
+
+    /// Sends FIN on the tunnel (the target finished).
+    fn tunnel_finish(&self, tunnel: TunnelId);
+
+    /// Resets the tunnel both ways (the target failed) and forgets it.
+    fn tunnel_abort(&self, tunnel: TunnelId);
+
+    /// Hands one datagram from a UDP target to the engine, which sends it or drops it
+    /// (counted in its stats, as UDP would). `false`: the tunnel is gone.
+    fn send_datagram(&self, tunnel: TunnelId, payload: &[u8]) -> bool;
+
+    /// Moves the next datagram the engine queued for a UDP tunnel's target into `out`
+    /// (65 527 bytes always suffice); `None` when none is queued or the tunnel is gone.
+    fn recv_datagram(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<usize>;
+
+    /// Counts a datagram towards a UDP target that its socket refused (dropped, as UDP
+    /// would).
+    fn count_target_drop(&self);
+}
+
+/// How the driver tells a tunnel's relay what the engine did.
+#[derive(Debug, Default)]
+pub(crate) struct TunnelSignals {
+    /// The engine has bytes (or FIN) for the target: `TunnelReadable`, or for a UDP
+    /// tunnel `TunnelDatagrams`.
+    pub(crate) readable: Signal,
+    /// The engine can take more bytes after a short send.
+    pub(crate) writable: Signal,
+    /// `Some(true)`: both sides finished; `Some(false)`: reset, lost or timed out.
+    closed: Cell<Option<bool>>,
+}
+
+impl TunnelSignals {
+    /// The tunnel ended; wakes both directions.
+    pub(crate) fn close(&self, finished: bool) {
+        self.closed.set(Some(finished));
+        self.readable.notify();
+        self.writable.notify();
+    }
+
+    /// Whether the tunnel ended, however.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get().is_some()
+    }
+
+    /// Whether the tunnel ended other than by both sides finishing.
+    pub(crate) fn was_reset(&self) -> bool {
+        self.closed.get() == Some(false)
+    }
+}
