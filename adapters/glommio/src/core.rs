@@ -29,7 +29,8 @@ use glommio::channels::channel_mesh::{FullMesh, Senders};
 use glommio::net::UdpSocket;
 use tokio::sync::watch;
 use veil_engine::{
-    CidLayout, Config, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId, TunnelKind,
+    CidLayout, Config, Egress, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId,
+    TunnelKind,
 };
 
 use crate::port::{Port, TunnelSignals};
@@ -424,8 +425,8 @@ impl Port for Core {
         outcome
     }
 
-    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
-        self.state.borrow().endpoint.choose_egress(addrs)
+    fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal> {
+        self.state.borrow_mut().endpoint.egress_for(tunnel, addrs)
     }
 
     fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv> {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use veil_engine::{Recv, Refusal, TunnelId};
+use veil_engine::{Egress, Recv, Refusal, TunnelId};
 
 use crate::signal::Signal;
 
@@ -18,8 +18,9 @@ pub(crate) trait Port {
     /// How long resolving a target, and then connecting to it, may take each.
     fn connect_timeout(&self) -> Duration;
 
-    /// The resolved address the engine chooses to use (`Endpoint::choose_egress`).
-    fn choose_egress(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, Refusal>;
+    /// Where the engine lets `tunnel` go among its resolved addresses, and from which local
+    /// address (`Endpoint::egress_for`).
+    fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal>;
 
     /// Answers a tunnel request: accepts it (and returns the signals of the now open
     /// tunnel) or refuses it. `None` after a refusal, or when the request is gone (the

@@ -1,6 +1,6 @@
 //! A tunnel's target as addresses: an IP literal is itself, a name is resolved once by the
 //! system resolver on glommio's blocking thread (the core keeps running), within a
-//! timeout. Which of the addresses is used is the engine's choice (`choose_egress`), made
+//! timeout. Which of the addresses is used is the engine's choice (`egress_for`), made
 //! by the caller.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -40,7 +40,7 @@ pub(crate) async fn resolve(
         expired,
     )
     .await?;
-    // None at all is the engine's to judge (`choose_egress`: a DNS error).
+    // None at all is the engine's to judge (`egress_for`: a DNS error).
     Ok(addrs)
 }
 

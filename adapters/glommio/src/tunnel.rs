@@ -39,7 +39,7 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// Dials the target of a tunnel request, answers it, and relays until both sides end.
 pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target: TunnelTarget) {
     let timeout = port.connect_timeout();
-    let result = dial(&*port, &target, timeout).await;
+    let result = dial(&*port, tunnel, &target, timeout).await;
     if let Err(refusal) = &result {
         tracing::info!(?tunnel, %target, ?refusal, "dial failed");
     }
@@ -61,12 +61,23 @@ pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target:
 /// also says what a failure becomes.
 async fn dial(
     port: &dyn Port,
+    tunnel: TunnelId,
     target: &TunnelTarget,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
     let addrs = resolve::resolve(target, timeout).await?;
     // The address that passed the check is the one dialled: no second lookup can swap it.
-    let addr = port.choose_egress(&addrs)?;
+    let egress = port.egress_for(tunnel, &addrs)?;
+    if egress.from.is_some() {
+        // glommio's TcpStream connects from an address the kernel picks; binding first
+        // would need a socket of our own. Refused rather than dialled from elsewhere.
+        tracing::warn!(
+            ?tunnel,
+            "the glommio host cannot dial TCP from a chosen source address"
+        );
+        return Err(Refusal::Internal);
+    }
+    let addr = egress.to;
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| Refusal::from_io_error(&io::Error::from(e)))?;

@@ -2,7 +2,7 @@
 //! socket, then the relay between that socket and the tunnel.
 //!
 //! As for TCP, the target is resolved once ([`crate::resolve`]), the engine chooses the
-//! address (`choose_egress`), and exactly that address is used: the socket is bound to the
+//! address (`egress_for`), and exactly that address is used: the socket is bound to the
 //! wildcard address of its family and `connect()`ed to it, so the kernel drops datagrams
 //! from any other source. Don't Fragment is set (`PMTUDISC_DO`): a payload too large for
 //! the path is refused by the kernel and dropped, never sent as fragments. A failure to
@@ -47,7 +47,7 @@ const TARGET_RECV_BUFFER: usize = 1 << 20;
 /// Answers a CONNECT-UDP request: sets up the socket (or refuses), accepts, and relays
 /// until the tunnel or the socket ends.
 pub(crate) async fn connect_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target: TunnelTarget) {
-    let socket = match connect(&*port, &target).await {
+    let socket = match connect(&*port, tunnel, &target).await {
         Ok(socket) => socket,
         Err(refusal) => {
             tracing::info!(?tunnel, %target, ?refusal, "UDP tunnel refused");
@@ -68,24 +68,29 @@ pub(crate) async fn connect_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, targ
 
 /// Resolves `target`, lets the engine choose the address, and returns a UDP socket
 /// connected to it.
-async fn connect(port: &dyn Port, target: &TunnelTarget) -> Result<UdpSocket, Refusal> {
+async fn connect(
+    port: &dyn Port,
+    tunnel: TunnelId,
+    target: &TunnelTarget,
+) -> Result<UdpSocket, Refusal> {
     let addrs = resolve::resolve(target, port.connect_timeout()).await?;
-    let addr = port.choose_egress(&addrs)?;
-    let socket = connected_socket(addr).map_err(|e| {
+    let egress = port.egress_for(tunnel, &addrs)?;
+    let addr = egress.to;
+    let socket = connected_socket(addr, egress.from).map_err(|e| {
         tracing::debug!(%addr, error = %e, "UDP socket for a tunnel failed");
         Refusal::from_io_error(&e)
     })?;
     Ok(UdpSocket::from(socket2::Socket::from(socket)))
 }
 
-/// A UDP socket on the wildcard address of `addr`'s family, Don't Fragment set, a large
-/// receive buffer, connected to `addr`.
-fn connected_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A UDP socket on `from` (by default the wildcard address of `addr`'s family), Don't
+/// Fragment set, a large receive buffer, connected to `addr`.
+fn connected_socket(addr: SocketAddr, from: Option<SocketAddr>) -> io::Result<std::net::UdpSocket> {
     let wildcard = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0))?;
+    let socket = std::net::UdpSocket::bind(from.unwrap_or(SocketAddr::new(wildcard, 0)))?;
     set_dont_fragment(&socket, addr.is_ipv6())?;
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, TARGET_RECV_BUFFER);
     socket.connect(addr)?;
@@ -201,7 +206,8 @@ mod tests {
         crate::test_executor().run(async {
             let target = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind target");
             let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind stranger");
-            let std_socket = connected_socket(target.local_addr().expect("addr")).expect("socket");
+            let std_socket =
+                connected_socket(target.local_addr().expect("addr"), None).expect("socket");
             assert_eq!(
                 rustix::net::sockopt::ip_mtu_discover(&std_socket).expect("getsockopt"),
                 rustix::net::sockopt::Ipv4PathMtuDiscovery::DO
