@@ -3,6 +3,7 @@
 //! Every type deserializes with serde, so a TOML file can give it; durations are written in
 //! milliseconds (`max_idle_timeout_ms = 30000`), fingerprints as hex (colons allowed).
 
+use crate::rules::{EdgeAction, RuleSpec};
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -210,6 +211,11 @@ pub struct EdgeConfig {
     /// timeouts, so that it only catches requests nobody answers.
     #[serde(rename = "request_timeout_ms", deserialize_with = "duration_ms")]
     pub request_timeout: Duration,
+    /// Routing rules, first match wins (`[[rule]]` tables; see [`crate::rules`]): `deny`
+    /// refuses a request, `allow` serves it even where egress policy would not. Checked
+    /// by `Endpoint::new`.
+    #[serde(rename = "rule")]
+    pub rules: Vec<RuleSpec<EdgeAction>>,
 }
 
 impl Default for EdgeConfig {
@@ -225,6 +231,7 @@ impl Default for EdgeConfig {
             udp_path_template: DEFAULT_PATH_TEMPLATE.to_owned(),
             serves: TunnelKinds::ALL,
             request_timeout: Duration::from_secs(30),
+            rules: Vec::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ use quiche::h3::{Header, NameValue};
 use veil_proto::http1::{ProxyErrorType, ProxyName, ProxyStatus};
 
 use crate::config::{Secret, Token};
-use crate::egress::{EgressPolicy, HostKind, classify_host};
+use crate::egress::{HostKind, classify_host};
 use crate::types::{Host, Name, Refusal, TunnelKind, TunnelTarget};
 use crate::udp;
 use veil_proto::masque::udp::PathTemplate;
@@ -82,15 +82,15 @@ pub(crate) struct Accepted {
 }
 
 /// Checks a request head the edge received, in the order `docs/ARCHITECTURE.md` gives:
-/// method and pseudo-header shape, then credentials, then the target, then egress for IP
-/// literals.
+/// method and pseudo-header shape, then credentials, then the target. Rules and egress
+/// policy judge the target afterwards (`Edge::screen`), so that a rule can allow what the
+/// default policy forbids.
 /// A plain CONNECT asks for a TCP stream; an Extended CONNECT (RFC 9220) with
 /// `:protocol connect-udp` for a UDP tunnel whose target `udp_template` reads from the
 /// `:path`.
 pub(crate) fn check_request(
     headers: &[Header],
     tokens: &[Token],
-    egress: &EgressPolicy,
     udp_template: &PathTemplate<'_>,
 ) -> Result<Accepted, Rejection> {
     let fields = RequestFields::collect(headers)?;
@@ -102,9 +102,9 @@ pub(crate) fn check_request(
         });
     }
     match fields.protocol {
-        None => check_connect(&fields, tokens, egress),
+        None => check_connect(&fields, tokens),
         Some(protocol) if protocol == udp::request::PROTOCOL.as_bytes() => {
-            udp::request::check(&fields, tokens, egress, udp_template)
+            udp::request::check(&fields, tokens, udp_template)
         }
         // Extended CONNECT for a protocol veil does not serve (CONNECT-IP, WebSocket, …).
         Some(_) => Err(Rejection::plain(501)),
@@ -112,18 +112,14 @@ pub(crate) fn check_request(
 }
 
 /// The rest of a plain CONNECT (RFC 9114 §4.4).
-fn check_connect(
-    fields: &RequestFields<'_>,
-    tokens: &[Token],
-    egress: &EgressPolicy,
-) -> Result<Accepted, Rejection> {
+fn check_connect(fields: &RequestFields<'_>, tokens: &[Token]) -> Result<Accepted, Rejection> {
     //# RFC 9114 §4.4: "The ":scheme" and ":path" pseudo-header fields are omitted"
     if fields.scheme.is_some() || fields.path.is_some() {
         return Err(Rejection::BAD_REQUEST);
     }
     let token_index = authenticate(fields.authorization, fields.authorization_count, tokens)?;
     let authority = fields.authority.ok_or(Rejection::BAD_REQUEST)?;
-    let target = parse_authority(authority, egress)?;
+    let target = parse_authority(authority)?;
     Ok(Accepted {
         target,
         token_index,
@@ -215,20 +211,30 @@ fn bearer_token(field: &[u8]) -> Option<&[u8]> {
 
 /// Parses a CONNECT `:authority` (`host:port`, IPv6 in brackets) into a target, checking
 /// IP literals (in any spelling the egress module knows) against egress policy.
-pub(crate) fn parse_authority(
-    authority: &[u8],
-    egress: &EgressPolicy,
-) -> Result<TunnelTarget, Rejection> {
+pub(crate) fn parse_authority(authority: &[u8]) -> Result<TunnelTarget, Rejection> {
     let text = std::str::from_utf8(authority).map_err(|_| Rejection::BAD_REQUEST)?;
     //# RFC 9114 §4.4: "The ":authority" pseudo-header field contains the host and port
     //# to connect to"
-    let target = parse_target(text).ok_or(Rejection::BAD_REQUEST)?;
-    if let Host::Ip(ip) = target.host {
+    parse_target(text).ok_or(Rejection::BAD_REQUEST)
+}
+
+/// [`check_request`] followed by the default egress policy's verdict on an IP literal, as
+/// the engine applies it when no rule decides (`Edge::screen`): what the tests of the
+/// request checks compare against.
+#[cfg(test)]
+pub(crate) fn checked_request(
+    headers: &[Header],
+    tokens: &[Token],
+    egress: &crate::egress::EgressPolicy,
+    udp_template: &PathTemplate<'_>,
+) -> Result<Accepted, Rejection> {
+    let accepted = check_request(headers, tokens, udp_template)?;
+    if let Host::Ip(ip) = accepted.target.host {
         egress
             .check(ip)
             .map_err(|_| Rejection::from_refusal(Refusal::Prohibited))?;
     }
-    Ok(target)
+    Ok(accepted)
 }
 
 /// Parses `host:port` (IPv6 in brackets, port 1–65535 without leading zeros) into a
@@ -394,6 +400,7 @@ fn proxy_error_of(value: &str) -> Option<ProxyErrorType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::EgressPolicy;
 
     #[test]
     fn targets_parse_as_authorities_and_print_back() {
@@ -429,7 +436,7 @@ mod tests {
     }
 
     fn check(headers: &[Header]) -> Result<Accepted, Rejection> {
-        check_request(
+        checked_request(
             headers,
             &[],
             &EgressPolicy::default(),
@@ -526,10 +533,10 @@ mod tests {
         let with_auth = |value: &str| {
             let mut headers = connect("example.com:443");
             headers.push(Header::new(b"proxy-authorization", value.as_bytes()));
-            check_request(&headers, &tokens, &egress, &PathTemplate::DEFAULT)
+            checked_request(&headers, &tokens, &egress, &PathTemplate::DEFAULT)
         };
         assert_eq!(
-            check_request(
+            checked_request(
                 &connect("example.com:443"),
                 &tokens,
                 &egress,

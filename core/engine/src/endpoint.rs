@@ -162,6 +162,8 @@ struct Edge {
     max_connections: usize,
     serves: TunnelKinds,
     request_timeout: Duration,
+    /// Boxed: compiled rules are large, and the role enum should not be.
+    rules: Box<crate::rules::EdgeRules>,
 }
 
 struct Client {
@@ -1241,7 +1243,7 @@ impl Endpoint {
         };
         conn.largest_request = conn.largest_request.max(Some(stream));
         let template = self.udp.template();
-        match connect::check_request(headers, &edge.tokens, &edge.egress, &template) {
+        match connect::check_request(headers, &edge.tokens, &template) {
             Ok(accepted) if !edge.serves.contains(accepted.kind) => {
                 tracing::debug!(kind = ?accepted.kind, "a kind of tunnel the host does not serve");
                 self.stats.tunnels_refused += 1;
@@ -1258,6 +1260,11 @@ impl Endpoint {
                     },
                     tags: Tags::new(),
                 };
+                if let Err(refusal) = edge.screen(&request) {
+                    self.stats.tunnels_refused += 1;
+                    send_rejection(conn, stream, Rejection::from_refusal(refusal));
+                    return;
+                }
                 self.consult_tunnel_hook(handle, stream, request);
             }
             Err(rejection) => {
@@ -1756,6 +1763,9 @@ impl Edge {
             max_connections: config.max_connections,
             serves: config.serves,
             request_timeout: config.request_timeout,
+            rules: Box::new(
+                crate::rules::EdgeRules::new(&config.rules).map_err(ConfigError::InvalidRule)?,
+            ),
         })
     }
 }

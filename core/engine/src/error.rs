@@ -42,6 +42,8 @@ pub enum ConfigError {
         /// The setting.
         field: &'static str,
     },
+    /// A routing rule does not compile (see [`crate::rules::RuleError`]).
+    InvalidRule(crate::rules::RuleError),
 }
 
 impl fmt::Display for ConfigError {
@@ -60,6 +62,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "egress allowlist entry {prefix:?} is not an IP prefix")
             }
             Self::InvalidValue { field } => write!(f, "{field}: value out of range"),
+            Self::InvalidRule(error) => error.fmt(f),
         }
     }
 }

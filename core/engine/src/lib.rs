@@ -66,6 +66,7 @@ mod endpoint;
 mod error;
 pub mod policy;
 mod reset;
+pub mod rules;
 mod tls;
 mod transmit;
 mod transport;

@@ -17,6 +17,7 @@ use crate::error::TunnelError;
 use crate::policy::{
     Egress, EgressQuery, EgressVerdict, IngressVerdict, Tags, TunnelQuery, TunnelVerdict,
 };
+use crate::rules::{self, EdgeAction, Query};
 use crate::types::{
     ClientIdentity, ConnectionHandle, Event, Host, Refusal, TunnelId, TunnelKind, TunnelTarget,
 };
@@ -288,10 +289,40 @@ impl super::Edge {
             .map(Token::name)
     }
 
-    /// Whether this edge lets `request` go to `ip`: its egress policy (loopback, private,
-    /// link-local and metadata addresses refused unless configured).
+    /// The rules' and egress policy's verdict on a request as it arrives, before any hook:
+    /// a target address (or a name, when a rule decides on the name alone) that a rule
+    /// denies is `Denied`; an address no rule allows and egress policy forbids is
+    /// `Prohibited`.
+    pub(super) fn screen(&self, request: &EdgeRequest) -> Result<(), Refusal> {
+        let query = self.rule_query(request);
+        match self.rules.on_request(&query) {
+            Some(EdgeAction::Deny) => Err(Refusal::Denied),
+            Some(EdgeAction::Allow) => Ok(()),
+            None => match request.target.host {
+                Host::Ip(ip) if self.egress.check(ip).is_err() => Err(Refusal::Prohibited),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Whether this edge lets `request` go to `ip`: the first rule that matches the
+    /// request at that address, or else the egress policy (loopback, private, link-local
+    /// and metadata addresses refused unless configured).
     fn permits(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
-        let _ = request;
-        self.egress.check(ip).is_ok()
+        let query = self.rule_query(request);
+        match self.rules.on_address(&query, ip) {
+            Some(EdgeAction::Allow) => true,
+            Some(EdgeAction::Deny) => false,
+            None => self.egress.check(ip).is_ok(),
+        }
+    }
+
+    /// What the rules see of a request.
+    fn rule_query<'a>(&'a self, request: &'a EdgeRequest) -> Query<'a> {
+        rules::query_for(
+            &request.target,
+            rules::protocol_of(request.kind),
+            self.token_name(request.client.token_index),
+        )
     }
 }

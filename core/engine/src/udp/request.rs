@@ -9,8 +9,8 @@ use veil_proto::masque::udp::{self as masque, PathTemplate};
 
 use crate::config::{Secret, Token};
 use crate::connect::{self, Accepted, Rejection, RequestFields};
-use crate::egress::{EgressPolicy, HostKind, classify_host};
-use crate::types::{Host, Refusal, TunnelKind, TunnelTarget};
+use crate::egress::{HostKind, classify_host};
+use crate::types::{Host, TunnelKind, TunnelTarget};
 use crate::udp::numeric;
 
 /// The `:protocol` of a CONNECT-UDP request, its HTTP Upgrade Token.
@@ -28,7 +28,6 @@ pub(crate) const PROTOCOL: &str = "connect-udp";
 pub(crate) fn check(
     fields: &RequestFields<'_>,
     tokens: &[Token],
-    egress: &EgressPolicy,
     template: &PathTemplate<'_>,
 ) -> Result<Accepted, Rejection> {
     // A URI Template for a UDP proxy is an https URI; HTTP/3 carries nothing else.
@@ -63,11 +62,6 @@ pub(crate) fn check(
             None => return Err(Rejection::BAD_REQUEST),
         },
     };
-    if let Host::Ip(ip) = host {
-        egress
-            .check(ip)
-            .map_err(|_| Rejection::from_refusal(Refusal::Prohibited))?;
-    }
     Ok(Accepted {
         target: TunnelTarget {
             host,
@@ -168,7 +162,9 @@ pub(crate) fn is_content_field(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect::check_request;
+    use crate::connect::checked_request;
+    use crate::egress::EgressPolicy;
+    use crate::types::Refusal;
 
     fn head(fields: &[(&str, &str)]) -> Vec<Header> {
         fields
@@ -188,7 +184,7 @@ mod tests {
     }
 
     fn check(headers: &[Header]) -> Result<Accepted, Rejection> {
-        check_request(
+        checked_request(
             headers,
             &[],
             &EgressPolicy::default(),
@@ -274,8 +270,8 @@ mod tests {
             let path = format!("/.well-known/masque/udp/{host}/53/");
             let authority = format!("{host}:53");
             for egress in [EgressPolicy::default(), loopback.clone()] {
-                let udp_result = check_request(&udp(&path), &[], &egress, &PathTemplate::DEFAULT);
-                let tcp_result = check_request(
+                let udp_result = checked_request(&udp(&path), &[], &egress, &PathTemplate::DEFAULT);
+                let tcp_result = checked_request(
                     &head(&[(":method", "CONNECT"), (":authority", &authority)]),
                     &[],
                     &egress,
@@ -292,14 +288,15 @@ mod tests {
                     }
                 }
             }
-            let by_default = check_request(
+            let by_default = checked_request(
                 &udp(&path),
                 &[],
                 &EgressPolicy::default(),
                 &PathTemplate::DEFAULT,
             );
             assert_eq!(status(by_default), status_default, "{host}");
-            let with_loopback = check_request(&udp(&path), &[], &loopback, &PathTemplate::DEFAULT);
+            let with_loopback =
+                checked_request(&udp(&path), &[], &loopback, &PathTemplate::DEFAULT);
             match allowed {
                 Some(ip) => assert_eq!(
                     with_loopback.expect(host).target.host,
@@ -334,11 +331,11 @@ mod tests {
         let tokens = [Token::parse("alpha", 1).expect("token")];
         let egress = EgressPolicy::default();
         let bad_path = udp("/nope");
-        let result = check_request(&bad_path, &tokens, &egress, &PathTemplate::DEFAULT);
+        let result = checked_request(&bad_path, &tokens, &egress, &PathTemplate::DEFAULT);
         assert_eq!(result.map_err(|r| r.status), Err(407));
         let mut with_token = udp("/.well-known/masque/udp/example.com/53/");
         with_token.push(Header::new(b"proxy-authorization", b"Bearer alpha"));
-        let accepted = check_request(&with_token, &tokens, &egress, &PathTemplate::DEFAULT);
+        let accepted = checked_request(&with_token, &tokens, &egress, &PathTemplate::DEFAULT);
         assert_eq!(accepted.expect("valid").token_index, Some(0));
     }
 
@@ -357,7 +354,7 @@ mod tests {
         );
         let headers = request_headers(&proxy_authority("::1", 4433), &path, None);
         assert_eq!(headers[3].value(), b"[::1]:4433");
-        let accepted = check_request(
+        let accepted = checked_request(
             &headers,
             &[],
             &EgressPolicy::new(vec!["2001:db8::/32".parse().expect("prefix")]),

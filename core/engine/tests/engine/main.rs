@@ -16,6 +16,7 @@ mod raw;
 mod reconnect;
 mod refusals;
 mod requests;
+mod rules;
 mod shutdown;
 mod tls;
 mod tunnels;

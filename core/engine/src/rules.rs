@@ -1,0 +1,276 @@
+//! Routing rules that users configure: `[[rule]]` tables at the edge (allow, deny) and
+//! `[[client.rule]]` tables at the client (tunnel, direct, block), first match wins.
+//!
+//! The matching itself is veil-proto's [`RuleSet`] (no allocation per lookup); this module
+//! is the configuration's form of a rule ([`RuleSpec`], what TOML holds), its compilation
+//! with errors that name the rule and the value, and the decisions the engine takes from a
+//! match, once for every host:
+//!
+//! - **Edge** (`EdgeConfig::rules`): a request is matched on its target (the name as asked,
+//!   and every address it resolves to), port, protocol and the name of the client's token.
+//!   `deny` refuses it (403, `http_request_denied`); `allow` lets it through, also to an
+//!   address the default egress policy forbids (a private network the operator opens on
+//!   purpose); no match leaves the default egress policy to judge. A name is matched
+//!   before it is resolved when no rule on addresses comes first (a refusal costs no DNS
+//!   query), and each resolved address again with the name ([`crate::Endpoint::egress_for`]).
+//! - **Client** ([`ClientRules`]): each new flow from SOCKS5, the HTTP proxy or a UDP
+//!   forward goes through the tunnel (the default), directly from the client, or is
+//!   refused. The client does not resolve names to decide: a `target` rule matches flows
+//!   to IP literals; use `host` for names.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+pub use veil_proto::rules::{
+    IpPrefix, NamePattern, PortRange, Protocol, ProtocolSet, Query, Rule, RuleSet,
+};
+
+use crate::types::{Host, TunnelKind, TunnelTarget};
+
+/// What an edge rule does with the requests it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeAction {
+    /// Serve it, even to an address the default egress policy forbids.
+    Allow,
+    /// Refuse it: 403, `http_request_denied`.
+    Deny,
+}
+
+/// What a client rule does with the flows it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAction {
+    /// Through the tunnel to the edge (what happens without rules).
+    #[default]
+    Tunnel,
+    /// Straight from the client to the target, bypassing the edge.
+    Direct,
+    /// Refused at the client (SOCKS5 reply 0x02, HTTP 403).
+    Block,
+}
+
+/// A port condition as TOML writes it: `443` or `"7100-7200"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// One port.
+    Number(u16),
+    /// `"443"` or `"7100-7200"`.
+    Text(String),
+}
+
+/// One rule as the configuration holds it. Every list is optional; an empty list sets no
+/// condition (see the [module documentation](self) and veil-proto's `rules` for the exact
+/// semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec<A> {
+    /// Destination prefixes: `"10.0.0.0/8"`, `"2001:db8::/32"`, a bare address.
+    #[serde(default)]
+    pub target: Vec<String>,
+    /// Destination names: `"example.com"` exactly, `"*.example.com"` its subdomains.
+    #[serde(default)]
+    pub host: Vec<String>,
+    /// Ports and inclusive ranges.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// `"tcp"`, `"udp"`, `"ip"`.
+    #[serde(default)]
+    pub protocol: Vec<String>,
+    /// Edge: names of the tokens clients present.
+    #[serde(default)]
+    pub identity: Vec<String>,
+    /// Server names a client's TLS asks for.
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// What the rule does.
+    pub action: A,
+}
+
+/// A rule that does not compile: which one (counted from 1, in the order written), which
+/// field, which value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// The rule's place in its list, from 1.
+    pub rule: usize,
+    /// The field.
+    pub field: &'static str,
+    /// The value as written.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rule {}: {} {:?}: {}",
+            self.rule, self.field, self.value, self.reason
+        )
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// Compiles rules in the order written.
+pub fn compile<A: Clone>(specs: &[RuleSpec<A>]) -> Result<RuleSet<A>, RuleError> {
+    let rules = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| spec.compile(index + 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RuleSet::new(rules))
+}
+
+/// Parses every text of one field.
+fn parse_all<T: std::str::FromStr>(
+    texts: &[String],
+    field: &'static str,
+    error: &dyn Fn(&'static str, &str, String) -> RuleError,
+) -> Result<Vec<T>, RuleError>
+where
+    T::Err: fmt::Display,
+{
+    texts
+        .iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|e: T::Err| error(field, text, e.to_string()))
+        })
+        .collect()
+}
+
+impl<A: Clone> RuleSpec<A> {
+    fn compile(&self, rule: usize) -> Result<Rule<A>, RuleError> {
+        let error = |field: &'static str, value: &str, reason: String| RuleError {
+            rule,
+            field,
+            value: value.to_owned(),
+            reason,
+        };
+        let ports = self
+            .ports
+            .iter()
+            .map(|port| match port {
+                PortSpec::Number(number) => PortRange::new(*number, *number)
+                    .map_err(|e| error("ports", &number.to_string(), e.to_string())),
+                PortSpec::Text(text) => {
+                    text.parse()
+                        .map_err(|e: <PortRange as std::str::FromStr>::Err| {
+                            error("ports", text, e.to_string())
+                        })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let protocols = if self.protocol.is_empty() {
+            ProtocolSet::ALL
+        } else {
+            parse_all::<Protocol>(&self.protocol, "protocol", &error)?
+                .into_iter()
+                .collect()
+        };
+        Ok(Rule {
+            targets: parse_all(&self.target, "target", &error)?,
+            hosts: parse_all(&self.host, "host", &error)?,
+            ports,
+            protocols,
+            identities: self.identity.clone(),
+            snis: parse_all(&self.sni, "sni", &error)?,
+            action: self.action.clone(),
+        })
+    }
+}
+
+/// The protocol rules see for a kind of tunnel.
+pub(crate) fn protocol_of(kind: TunnelKind) -> Protocol {
+    match kind {
+        TunnelKind::Udp => Protocol::Udp,
+        _ => Protocol::Tcp,
+    }
+}
+
+/// The query for `target` (its address when it is one, else its name).
+pub(crate) fn query_for<'a>(
+    target: &'a TunnelTarget,
+    protocol: Protocol,
+    identity: Option<&'a str>,
+) -> Query<'a> {
+    let (addr, name) = match &target.host {
+        Host::Ip(ip) => (Some(*ip), None),
+        Host::Name(name) => (None, Some(name.as_str())),
+    };
+    Query {
+        addr,
+        name,
+        port: target.port,
+        protocol,
+        identity,
+        sni: None,
+    }
+}
+
+/// The edge's rules, compiled, and the decisions it takes from them.
+#[derive(Debug)]
+pub(crate) struct EdgeRules {
+    set: RuleSet<EdgeAction>,
+}
+
+impl EdgeRules {
+    pub(crate) fn new(specs: &[RuleSpec<EdgeAction>]) -> Result<Self, RuleError> {
+        compile(specs).map(|set| Self { set })
+    }
+
+    /// The verdict on a request before anything is resolved: `Some` when final.
+    pub(crate) fn on_request(&self, query: &Query<'_>) -> Option<EdgeAction> {
+        let (index, action) = self.set.first_match(query)?;
+        if query.addr.is_some() {
+            return Some(*action);
+        }
+        // A name-only answer is final when no rule on addresses comes before it.
+        let final_now = self
+            .set
+            .first_address_rule()
+            .is_none_or(|first| index <= first);
+        final_now.then_some(*action)
+    }
+
+    /// The verdict on one address a request's target resolved to (or is).
+    pub(crate) fn on_address(&self, query: &Query<'_>, addr: IpAddr) -> Option<EdgeAction> {
+        let query = Query {
+            addr: Some(addr),
+            ..*query
+        };
+        self.set.first_match(&query).map(|(_, action)| *action)
+    }
+}
+
+/// A client's rules: how each new flow goes.
+#[derive(Debug)]
+pub struct ClientRules {
+    set: RuleSet<ClientAction>,
+}
+
+impl ClientRules {
+    /// Compiles `[[client.rule]]` tables.
+    pub fn new(specs: &[RuleSpec<ClientAction>]) -> Result<Self, RuleError> {
+        compile(specs).map(|set| Self { set })
+    }
+
+    /// How a flow to `target` over `protocol` goes: the first matching rule's action, or
+    /// through the tunnel.
+    pub fn route(&self, target: &TunnelTarget, protocol: Protocol) -> ClientAction {
+        let query = query_for(target, protocol, None);
+        self.set
+            .first_match(&query)
+            .map_or(ClientAction::Tunnel, |(_, action)| *action)
+    }
+
+    /// Whether there are no rules (every flow tunnels).
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}

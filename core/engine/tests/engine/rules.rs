@@ -1,0 +1,203 @@
+//! `[[rule]]` at the edge: first match wins, `deny` refuses (403 `http_request_denied`),
+//! `allow` opens what egress policy forbids by default, no match leaves egress policy to
+//! judge; names are judged before resolving when no address rule comes first, and each
+//! resolved address with the name.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use veil_engine::rules::{EdgeAction, PortSpec, RuleSpec};
+use veil_engine::{Config, ConfigError, EdgeConfig, Endpoint, Event, Refusal, Token};
+
+use crate::raw::RawClient;
+
+fn rule(action: EdgeAction) -> RuleSpec<EdgeAction> {
+    RuleSpec {
+        target: Vec::new(),
+        host: Vec::new(),
+        ports: Vec::new(),
+        protocol: Vec::new(),
+        identity: Vec::new(),
+        sni: Vec::new(),
+        action,
+    }
+}
+
+fn strings(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|t| (*t).to_owned()).collect()
+}
+
+fn edge_with(rules: Vec<RuleSpec<EdgeAction>>, tokens: &[&str]) -> Endpoint {
+    let config = EdgeConfig {
+        rules,
+        tokens: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Token::parse(t, i + 1).expect("token"))
+            .collect(),
+        ..EdgeConfig::default()
+    };
+    Endpoint::new(Config::edge(config), Instant::now()).expect("edge")
+}
+
+fn connect(authority: &str, token: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        (":method", "CONNECT".to_owned()),
+        (":authority", authority.to_owned()),
+    ];
+    if let Some(token) = token {
+        headers.push(("proxy-authorization", format!("Bearer {token}")));
+    }
+    headers
+}
+
+/// Sends each request; returns "STATUS ERROR" per request and what the host saw.
+fn answers(edge: &mut Endpoint, requests: &[(&str, Option<&str>)]) -> (Vec<String>, Vec<String>) {
+    let mut raw = RawClient::new(false);
+    let mut seen = Vec::new();
+    let mut host = |endpoint: &mut Endpoint, event: Event| {
+        if let Event::TunnelRequest { tunnel, target, .. } = event {
+            seen.push(target.to_string());
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+    };
+    let mut out = Vec::new();
+    for (authority, token) in requests {
+        let headers = connect(authority, *token);
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (_, status, proxy_status) = raw.send_request(edge, &mut host, &refs);
+        let error = proxy_status
+            .as_deref()
+            .and_then(|p| p.split("error=").nth(1))
+            .unwrap_or("")
+            .to_owned();
+        out.push(format!("{status} {error}").trim().to_owned());
+    }
+    (out, seen)
+}
+
+#[test]
+fn deny_allow_and_no_match_at_the_request() {
+    let mut deny_names = rule(EdgeAction::Deny);
+    deny_names.host = strings(&["*.blocked.test"]);
+    let mut deny_port = rule(EdgeAction::Deny);
+    deny_port.target = strings(&["127.0.0.3/32"]);
+    deny_port.ports = vec![
+        PortSpec::Text("7003".into()),
+        PortSpec::Text("7100-7200".into()),
+    ];
+    deny_port.protocol = strings(&["tcp"]);
+    let mut allow_loopback = rule(EdgeAction::Allow);
+    allow_loopback.target = strings(&["127.0.0.0/8"]);
+    let mut edge = edge_with(vec![deny_names, deny_port, allow_loopback], &[]);
+    let (answers, seen) = answers(
+        &mut edge,
+        &[
+            ("www.blocked.test:443", None),
+            ("blocked.test:443", None),
+            ("127.0.0.3:7003", None),
+            ("127.0.0.3:7150", None),
+            ("127.0.0.3:7004", None),
+            ("127.0.0.1:22", None),
+            ("10.0.0.1:22", None),
+            ("example.com:443", None),
+        ],
+    );
+    assert_eq!(
+        answers,
+        [
+            "403 http_request_denied",
+            "200",
+            "403 http_request_denied",
+            "403 http_request_denied",
+            "200",
+            "200",
+            "403 destination_ip_prohibited",
+            "200",
+        ]
+    );
+    assert_eq!(
+        seen,
+        [
+            "blocked.test:443",
+            "127.0.0.3:7004",
+            "127.0.0.1:22",
+            "example.com:443"
+        ]
+    );
+}
+
+#[test]
+fn identities_are_token_names_never_secrets() {
+    let mut deny_guests = rule(EdgeAction::Deny);
+    deny_guests.identity = strings(&["guest"]);
+    deny_guests.host = strings(&["*.internal.test"]);
+    let mut edge = edge_with(vec![deny_guests], &["ops:s3cret", "guest:welcome"]);
+    let (answers, _) = answers(
+        &mut edge,
+        &[
+            ("db.internal.test:5432", Some("s3cret")),
+            ("db.internal.test:5432", Some("welcome")),
+            ("example.com:443", Some("welcome")),
+        ],
+    );
+    assert_eq!(answers, ["200", "403 http_request_denied", "200"]);
+}
+
+#[test]
+fn resolved_addresses_are_judged_with_the_name() {
+    // An address rule first: the name cannot be judged alone, it waits for the egress.
+    let mut deny_range = rule(EdgeAction::Deny);
+    deny_range.target = strings(&["8.8.8.0/24"]);
+    let mut allow_private = rule(EdgeAction::Allow);
+    allow_private.host = strings(&["intranet.test"]);
+    let mut edge = edge_with(vec![deny_range, allow_private], &[]);
+    let mut raw = RawClient::new(false);
+    let mut chosen = Vec::new();
+    let resolved: Vec<SocketAddr> = ["8.8.8.8:80", "10.1.2.3:80", "9.9.9.9:80"]
+        .iter()
+        .map(|a| a.parse().expect("address"))
+        .collect();
+    let mut host = |endpoint: &mut Endpoint, event: Event| {
+        if let Event::TunnelRequest { tunnel, .. } = event {
+            chosen.push(endpoint.egress_for(tunnel, &resolved).map(|e| e.to));
+            chosen.push(endpoint.egress_for(tunnel, &resolved[..1]).map(|e| e.to));
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+    };
+    for authority in ["intranet.test:80", "example.com:80"] {
+        let headers = [(":method", "CONNECT"), (":authority", authority)];
+        let _ = raw.send_request(&mut edge, &mut host, &headers);
+    }
+    assert_eq!(
+        chosen,
+        [
+            // intranet.test: 8.8.8.8 denied by the first rule, 10.1.2.3 allowed by name.
+            Ok("10.1.2.3:80".parse().expect("address")),
+            Err(Refusal::Prohibited),
+            // example.com: 8.8.8.8 denied, 10.1.2.3 private (no rule), 9.9.9.9 public.
+            Ok("9.9.9.9:80".parse().expect("address")),
+            Err(Refusal::Prohibited),
+        ]
+    );
+}
+
+#[test]
+fn a_rule_that_does_not_compile_names_itself() {
+    let mut bad = rule(EdgeAction::Deny);
+    bad.target = strings(&["10.0.0.1/8"]);
+    let config = EdgeConfig {
+        rules: vec![rule(EdgeAction::Allow), bad],
+        ..EdgeConfig::default()
+    };
+    let Err(ConfigError::InvalidRule(error)) = Endpoint::new(Config::edge(config), Instant::now())
+    else {
+        panic!("a bad prefix was accepted");
+    };
+    assert_eq!(
+        (error.rule, error.field, error.value.as_str()),
+        (2, "target", "10.0.0.1/8")
+    );
+    let text = error.to_string();
+    assert!(text.starts_with("rule 2: target \"10.0.0.1/8\""), "{text}");
+}
