@@ -228,6 +228,12 @@ impl Relay {
         matches!(self.phase, Phase::Lingering { .. })
     }
 
+    /// Whether the host should read the TCP side only to discard what it reads (from
+    /// [`RelayAction::DiscardTcp`] until the TCP side's EOF or the end).
+    pub fn discards_tcp(&self) -> bool {
+        self.up == Up::Discarding && self.outcome().is_none()
+    }
+
     /// A read from the TCP side returned EOF. Every byte read before it must have been
     /// handed to the tunnel (or, after [`RelayAction::DiscardTcp`], discarded): a host that
     /// reads only when the tunnel took the previous bytes has that for free.
@@ -657,7 +663,9 @@ mod tests {
     fn a_stop_after_the_fin_delivers_everything_then_lingers_and_closes_cleanly() {
         let mut bench = Bench::new(RelayEnd::BothFinished);
         // The FIN was read; the bytes before it are still being written.
+        assert!(!bench.relay.discards_tcp());
         assert_eq!(bench.run(&[TunnelFin, CLOSED_RESET]), [DiscardTcp]);
+        assert!(bench.relay.discards_tcp());
         assert!(!bench.relay.is_lingering());
         assert_eq!(bench.relay.poll_timeout(), None);
         // Discarding before the linger starts no clock.
@@ -669,6 +677,7 @@ mod tests {
         assert_eq!(bench.relay.poll_timeout(), Some(start + LINGER_IDLE));
         // The TCP side closes: done, no reset.
         assert_eq!(bench.feed(TcpEof), [CloseTcp, Done(PeerStopped)]);
+        assert!(!bench.relay.discards_tcp());
         assert_eq!(bench.relay.poll_timeout(), None);
     }
 
