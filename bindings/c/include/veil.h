@@ -225,12 +225,12 @@ typedef enum veil_relay_action {
   VEIL_RELAY_CLOSE_TCP = 5,
   // Close with RST: `SO_LINGER` {1, 0}, then `close(fd)`, without `shutdown` first.
   VEIL_RELAY_RESET_TCP = 6,
-  // The relay is over (`veil_relay_outcome` says how); nothing more comes. Free it and
+  // The relay is over (`veil_relay_ended` says how); nothing more comes. Free it and
   // release the tunnel's resources.
   VEIL_RELAY_DONE = 7,
 } veil_relay_action;
 
-// How a relay ended (`veil_relay_outcome`).
+// How a relay ended (`veil_relay_ended`).
 typedef enum veil_relay_outcome {
   // Both sides finished cleanly (or, with `VEIL_RELAY_AFTER_PEER_FIN`, the tunnel did).
   VEIL_RELAY_OUTCOME_FINISHED = 0,
@@ -1039,8 +1039,7 @@ enum veil_result veil_relay_discards_tcp(const struct veil_relay *relay, bool *d
 //
 // # Safety
 // `relay` must be NULL or live; `outcome` NULL or writable.
-enum veil_result veil_relay_outcome(const struct veil_relay *relay,
-                                    enum veil_relay_outcome *outcome);
+enum veil_result veil_relay_ended(const struct veil_relay *relay, enum veil_relay_outcome *outcome);
 
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.

@@ -55,12 +55,12 @@ pub enum veil_relay_action {
     VEIL_RELAY_CLOSE_TCP = 5,
     /// Close with RST: `SO_LINGER` {1, 0}, then `close(fd)`, without `shutdown` first.
     VEIL_RELAY_RESET_TCP = 6,
-    /// The relay is over (`veil_relay_outcome` says how); nothing more comes. Free it and
+    /// The relay is over (`veil_relay_ended` says how); nothing more comes. Free it and
     /// release the tunnel's resources.
     VEIL_RELAY_DONE = 7,
 }
 
-/// How a relay ended (`veil_relay_outcome`).
+/// How a relay ended (`veil_relay_ended`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum veil_relay_outcome {
@@ -465,7 +465,7 @@ pub unsafe extern "C" fn veil_relay_discards_tcp(
 /// # Safety
 /// `relay` must be NULL or live; `outcome` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn veil_relay_outcome(
+pub unsafe extern "C" fn veil_relay_ended(
     relay: *const veil_relay,
     outcome: *mut veil_relay_outcome,
 ) -> veil_result {
@@ -548,10 +548,10 @@ mod tests {
             assert_eq!(veil_relay_poll_timeout(relay, &raw mut deadline), VEIL_OK);
             assert_eq!(deadline, 3_000 + 5_000_000_000);
             let mut outcome = veil_relay_outcome::VEIL_RELAY_OUTCOME_OTHER;
-            assert_eq!(veil_relay_outcome(relay, &raw mut outcome), VEIL_DONE);
+            assert_eq!(veil_relay_ended(relay, &raw mut outcome), VEIL_DONE);
             assert_eq!(veil_relay_handle_timeout(relay, deadline), VEIL_OK);
             assert_eq!(actions(relay), [VEIL_RELAY_CLOSE_TCP, VEIL_RELAY_DONE]);
-            assert_eq!(veil_relay_outcome(relay, &raw mut outcome), VEIL_OK);
+            assert_eq!(veil_relay_ended(relay, &raw mut outcome), VEIL_OK);
             assert_eq!(outcome, veil_relay_outcome::VEIL_RELAY_OUTCOME_PEER_STOPPED);
             assert_eq!(veil_relay_poll_timeout(relay, &raw mut deadline), VEIL_DONE);
             assert_eq!(deadline, VEIL_NO_TIMEOUT);
