@@ -324,9 +324,9 @@ enum Seen<'a> {
 /// Moves bytes both ways, reports what happens to `relay`, and does what it says, until
 /// it is done. Returns the actions that need a half back (closing the TCP connection,
 /// finishing or aborting the tunnel), which the caller does once `drive` returns them.
-async fn drive<'a>(
+async fn drive(
     relay: &mut Relay,
-    halves: Halves<'a>,
+    halves: Halves<'_>,
     ending: &mut oneshot::Receiver<Ending>,
     initial: Bytes,
 ) -> Vec<RelayAction> {
@@ -726,7 +726,7 @@ mod tests {
         assert_eq!(&answer, b"answer");
         // What the application still sends is read and discarded, then its close ends
         // the linger.
-        rig.app.write_all(&[1; 100_000]).await.expect("write");
+        rig.app.write_all(&vec![1; 100_000]).await.expect("write");
         rig.app.shutdown().await.expect("half-close");
         assert_eq!(read_to_end(&mut rig.app).await.expect("clean EOF"), b"");
         let Rig { commands, .. } = &mut rig;
