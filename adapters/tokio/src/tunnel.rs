@@ -11,36 +11,30 @@
 //!   [`TunnelLimits::chunks`] slots) has room; when it is full the driver stops reading, and
 //!   QUIC flow control holds the peer back. The reader asks for a wake-up as it drains.
 //!
-//! A tunnel whose peer finished its direction and then stopped ours (`STOP_SENDING`, or a
-//! reset once its FIN was read) is *stopped*, not reset: every byte the peer sent and its
-//! FIN still reach the TCP side, and the relay then closes that connection without a reset
-//! (see [`RelayOutcome::PeerStopped`]).
+//! How a relay ends (FINs, resets, a peer that stopped reading ours, the linger) is the
+//! engine's [`veil_engine::relay::Relay`]: [`Tunnel::relay`] only moves bytes, reports what
+//! happened to it, and does what it says.
 
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::time::Instant;
-use veil_engine::{CloseReason, TunnelId};
+use veil_engine::relay::{Relay, RelayAction};
+pub use veil_engine::relay::{RelayEnd, RelayOutcome};
+use veil_engine::{CloseReason, TunnelError, TunnelId};
 
 use crate::driver::Command;
 
 /// Largest chunk read from a TCP connection at once.
 const MAX_CHUNK: usize = 64 * 1024;
 
-/// After a [`RelayOutcome::PeerStopped`], how long the relay goes on reading (and
-/// discarding) what the TCP side sends, waiting for it to close: at most this long in all,
-/// and at most [`LINGER_IDLE`] without a byte. The same bounds as a lingering close in an
-/// HTTP server.
-const LINGER_TOTAL: Duration = Duration::from_secs(30);
-/// See [`LINGER_TOTAL`].
-const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// Buffer for what a relay reads from its TCP side only to discard it.
+const DISCARD_CHUNK: usize = 16 * 1024;
 
 /// Per-tunnel memory bounds on the tokio side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +94,15 @@ pub struct Tunnel {
     ending: oneshot::Receiver<Ending>,
 }
 
-/// How the driver ended a tunnel whose directions were not both finished.
+/// How the driver tells a relay that a tunnel ended, for the engine's [`Relay`] to judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
-    /// Reset (by the peer, by the engine, or with its connection): unread bytes are lost.
+    /// The engine closed the tunnel (`TunnelClosed`). `fin_read`: the chunk with the
+    /// peer's FIN had gone to the reader by then (it may not have been read yet).
+    Closed { reason: CloseReason, fin_read: bool },
+    /// The driver reset the tunnel (a send failed, the task aborted, or the driver
+    /// stopped): unread bytes are lost.
     Reset,
-    /// The peer's bytes and FIN are all queued for the reader; the peer stopped ours.
-    Stopped,
 }
 
 /// The sending half of a [`Tunnel`].
@@ -219,16 +215,11 @@ impl TunnelPort {
         permit.send(chunk);
     }
 
-    /// Ends the tunnel on the tokio side after the engine closed it with `reason`.
+    /// Ends the tunnel on the tokio side after the engine closed it with `reason`: queued
+    /// chunks are still delivered; the relay judges what the close means.
     pub(crate) fn closed(self, reason: CloseReason) {
-        match reason {
-            CloseReason::Finished => self.close(),
-            // The engine reports a stop of our direction once the peer's FIN was read
-            // (and a reset after that FIN changes nothing the peer sent): what it sent is
-            // whole.
-            CloseReason::Reset { .. } if self.fin_queued.get() => self.end(Ending::Stopped),
-            _ => self.end(Ending::Reset),
-        }
+        let fin_read = self.fin_queued.get();
+        self.end(Ending::Closed { reason, fin_read });
     }
 
     /// Ends the tunnel on the tokio side after a reset: the relay resets its TCP
@@ -243,12 +234,6 @@ impl TunnelPort {
             // The tunnel may already be gone; then nobody needs telling.
             let _ = tell.send(ending);
         }
-        self.credit.close();
-    }
-
-    /// Ends the tunnel on the tokio side after both directions finished: queued chunks
-    /// are still delivered.
-    pub(crate) fn close(self) {
         self.credit.close();
     }
 }
@@ -270,14 +255,12 @@ impl Tunnel {
     /// either side fails. `initial` goes into the tunnel first (bytes the caller already
     /// read from `tcp`, or a request head it wrote).
     ///
-    /// - TCP EOF finishes the tunnel (FIN); tunnel FIN shuts the TCP write side down.
-    /// - A TCP error resets the tunnel; a tunnel reset resets the TCP connection (RST, by
-    ///   `SO_LINGER` 0).
-    /// - A peer that finished and then stopped our direction gets a clean end instead:
-    ///   see [`RelayOutcome::PeerStopped`].
-    /// - With [`RelayEnd::AfterPeerFin`], the relay ends as soon as the tunnel's bytes
-    ///   are all written, finishing the tunnel and closing `tcp` even if the TCP side has
-    ///   not finished: for a request forwarded over a one-request tunnel.
+    /// When and how it ends is the engine's [`Relay`]: TCP EOF finishes the tunnel and the
+    /// tunnel's FIN shuts the TCP write side down; a TCP error aborts the tunnel and a
+    /// tunnel reset resets the TCP connection (RST, by `SO_LINGER` 0); a peer that finished
+    /// and then stopped our direction gets a clean end after a bounded linger (see
+    /// [`RelayOutcome::PeerStopped`]); with [`RelayEnd::AfterPeerFin`] the relay ends once
+    /// the tunnel's bytes are all written.
     pub async fn relay(self, tcp: TcpStream, initial: Bytes, end: RelayEnd) -> RelayOutcome {
         let Self {
             mut writer,
@@ -286,149 +269,224 @@ impl Tunnel {
             ..
         } = self;
         let (mut rd, mut wr) = tcp.into_split();
-        let outcome = {
-            let up = pump_up(&mut rd, &mut writer, initial);
-            let down = pump_down(&mut reader, &mut wr);
-            join_directions(up, down, &mut ending, end).await
+        let mut relay = Relay::new(end);
+        let halves = Halves {
+            rd: &mut rd,
+            wr: &mut wr,
+            writer: &mut writer,
+            reader: &mut reader,
         };
-        match outcome {
-            RelayOutcome::Finished => {
-                if !writer.done {
-                    writer.finish();
+        let last = drive(&mut relay, halves, &mut ending, initial).await;
+        // The closing actions, with every half back in hand.
+        let mut tcp = Some((rd, wr));
+        let mut outcome = RelayOutcome::TcpFailed;
+        for action in last {
+            match action {
+                RelayAction::FinishTunnel => writer.finish(),
+                RelayAction::AbortTunnel => writer.abort(),
+                RelayAction::ResetTcp => {
+                    if let Some((rd, wr)) = tcp.take() {
+                        reset_tcp(wr, rd);
+                    }
                 }
-            }
-            RelayOutcome::PeerStopped => {
-                // The engine has closed the tunnel already: nothing to send it.
-                writer.done = true;
-                linger(rd).await;
-            }
-            RelayOutcome::TunnelReset => reset_tcp(wr, rd),
-            RelayOutcome::TcpFailed => {
-                writer.abort();
-                reset_tcp(wr, rd);
+                RelayAction::CloseTcp => drop(tcp.take()),
+                RelayAction::Done(done) => outcome = done,
+                // Done while relaying, with the halves lent out (see `drive`).
+                other => tracing::debug!(?other, "relay action after the end"),
             }
         }
+        // The relay said all there was to say to the engine: dropping the writer must not
+        // add an abort of its own.
+        writer.done = true;
         outcome
     }
 }
 
-/// When [`Tunnel::relay`] ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayEnd {
-    /// When both directions are finished (a CONNECT tunnel).
-    BothFinished,
-    /// When the tunnel's side has finished and everything it sent is written.
-    AfterPeerFin,
+/// Everything a relay moves bytes with, lent to [`drive`].
+struct Halves<'a> {
+    rd: &'a mut OwnedReadHalf,
+    wr: &'a mut OwnedWriteHalf,
+    writer: &'a mut TunnelWriter,
+    reader: &'a mut TunnelReader,
 }
 
-/// How a relay ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RelayOutcome {
-    /// Both sides finished cleanly (or, with [`RelayEnd::AfterPeerFin`], the tunnel did).
-    Finished,
-    /// The tunnel's peer finished (every byte and its FIN reached the TCP side, which was
-    /// half-closed) and then stopped reading ours: a server that answered and closed with
-    /// part of the request unread, say. The relay read and discarded what the TCP side
-    /// still sent until it closed (for at most 30 s), then closed without a reset: closing
-    /// with unread bytes would make the kernel send RST and drop the tail of the answer.
-    PeerStopped,
-    /// The tunnel was reset; the TCP connection was reset too.
-    TunnelReset,
-    /// The TCP connection failed; the tunnel was reset.
-    TcpFailed,
-}
-
-/// How one direction of a relay ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Finished,
-    TunnelReset,
-    TcpFailed,
-}
-
-/// What [`join_directions`] saw next.
-enum Seen {
-    Up(Direction),
-    Down(Direction),
+/// What [`drive`] saw next.
+enum Seen<'a> {
+    Up(UpEnd, &'a mut OwnedReadHalf, &'a mut TunnelWriter),
+    Down(DownEnd, &'a mut OwnedWriteHalf),
     Told(Result<Ending, oneshot::error::RecvError>),
+    Discarded(std::io::Result<usize>),
+    Timer,
+    /// Nothing can happen any more (a bug: the relay would hang).
+    Stuck,
 }
 
-async fn join_directions(
-    up: impl Future<Output = Direction>,
-    down: impl Future<Output = Direction>,
+/// Moves bytes both ways, reports what happens to `relay`, and does what it says, until
+/// it is done. Returns the actions that need a half back (closing the TCP connection,
+/// finishing or aborting the tunnel), which the caller does once `drive` returns them.
+async fn drive(
+    relay: &mut Relay,
+    halves: Halves<'_>,
     ending: &mut oneshot::Receiver<Ending>,
-    end: RelayEnd,
-) -> RelayOutcome {
-    let mut up = std::pin::pin!(up);
-    let mut down = std::pin::pin!(down);
-    let (mut up_done, mut down_done) = (false, false);
-    let mut ending_armed = true;
-    let mut stopped = false;
+    initial: Bytes,
+) -> Vec<RelayAction> {
+    let Halves {
+        rd,
+        wr,
+        writer,
+        reader,
+    } = halves;
+    let mut up = std::pin::pin!(pump_up(rd, writer, initial));
+    let mut down = std::pin::pin!(pump_down(reader, wr));
+    let (mut up_running, mut down_running, mut told) = (true, true, false);
+    // The halves each pump hands back when it ends.
+    let (mut rd, mut writer, mut wr) = (None, None, None);
+    let mut discard = Vec::new();
+    let mut last = Vec::new();
     loop {
+        let deadline = relay.poll_timeout();
+        let discarding = relay.discards_tcp() && rd.is_some();
+        if discarding && discard.is_empty() {
+            discard = vec![0; DISCARD_CHUNK];
+        }
         let seen = tokio::select! {
-            direction = &mut up, if !up_done => { up_done = true; Seen::Up(direction) }
-            direction = &mut down, if !down_done => { down_done = true; Seen::Down(direction) }
-            told = &mut *ending, if ending_armed => { ending_armed = false; Seen::Told(told) }
+            (end, r, w) = &mut up, if up_running => { up_running = false; Seen::Up(end, r, w) }
+            (end, w) = &mut down, if down_running => { down_running = false; Seen::Down(end, w) }
+            word = &mut *ending, if !told => { told = true; Seen::Told(word) }
+            read = read_some(rd.as_deref_mut(), &mut discard), if discarding => Seen::Discarded(read),
+            () = sleep_until(deadline), if deadline.is_some() => Seen::Timer,
+            else => Seen::Stuck,
         };
+        let now = tokio::time::Instant::now().into_std();
         match seen {
-            Seen::Told(Ok(Ending::Reset)) => return RelayOutcome::TunnelReset,
-            Seen::Told(Ok(Ending::Stopped)) => stopped = true,
-            // A failed send may be the first sign of a stop: the driver tells, then fails
-            // the sends, but the two wake-ups may be seen in either order.
-            Seen::Up(Direction::TunnelReset)
-                if ending_armed && ending.try_recv() == Ok(Ending::Stopped) =>
-            {
-                ending_armed = false;
-                stopped = true;
+            Seen::Up(end, r, w) => {
+                (rd, writer) = (Some(r), Some(w));
+                match end {
+                    UpEnd::Eof => relay.tcp_eof(now),
+                    UpEnd::ReadFailed => relay.tcp_error(now),
+                    UpEnd::SendFailed => {
+                        // The driver says why before it fails the sends.
+                        if !told {
+                            told = true;
+                            tell(relay, now, ending.try_recv().ok());
+                        }
+                        // The bytes last read had nowhere to go.
+                        relay.tcp_discarded(now);
+                    }
+                }
             }
-            // `Told(Err)`: the driver closed the tunnel cleanly, no ending will come.
-            Seen::Told(Err(_))
-            | Seen::Up(Direction::Finished)
-            | Seen::Down(Direction::Finished) => {}
-            Seen::Up(Direction::TunnelReset) | Seen::Down(Direction::TunnelReset) => {
-                return RelayOutcome::TunnelReset;
+            Seen::Down(end, w) => {
+                wr = Some(w);
+                match end {
+                    // Every chunk before the FIN was written before it was read.
+                    DownEnd::Fin => {
+                        relay.tunnel_fin(now);
+                        relay.tcp_flushed(now);
+                    }
+                    DownEnd::WriteFailed => relay.tcp_error(now),
+                    DownEnd::Gone if !told => {
+                        told = true;
+                        tell(relay, now, ending.try_recv().ok());
+                    }
+                    DownEnd::Gone => {}
+                }
             }
-            Seen::Up(Direction::TcpFailed) | Seen::Down(Direction::TcpFailed) => {
-                return RelayOutcome::TcpFailed;
+            Seen::Told(word) => tell(relay, now, word.ok()),
+            Seen::Discarded(Ok(0)) => relay.tcp_eof(now),
+            Seen::Discarded(Ok(_)) => relay.tcp_discarded(now),
+            Seen::Discarded(Err(_)) => relay.tcp_error(now),
+            Seen::Timer => relay.on_timeout(now),
+            Seen::Stuck => {
+                tracing::warn!("relay with nothing left to wait for: failing it");
+                relay.tcp_error(now);
             }
         }
-        if stopped {
-            // Our direction has nowhere to go; the peer's delivers what is queued, up to
-            // its FIN.
-            up_done = true;
-            if down_done {
-                return RelayOutcome::PeerStopped;
+        while let Some(action) = relay.poll_action() {
+            match action {
+                _ if !last.is_empty() => last.push(action),
+                RelayAction::FinishTunnel if writer.is_some() => {
+                    if let Some(writer) = writer.as_deref_mut() {
+                        writer.finish();
+                    }
+                }
+                RelayAction::ShutdownTcpWrite if wr.is_some() => {
+                    if let Some(wr) = wr.as_deref_mut() {
+                        if wr.shutdown().await.is_err() {
+                            relay.tcp_error(now);
+                        }
+                    }
+                }
+                // Reading to discard starts in the loop, with the read half back.
+                RelayAction::DiscardTcp => {}
+                other => last.push(other),
             }
-        } else if down_done && (up_done || end == RelayEnd::AfterPeerFin) {
-            return RelayOutcome::Finished;
+        }
+        if relay.outcome().is_some() {
+            return last;
         }
     }
 }
 
-/// After [`RelayOutcome::PeerStopped`]: the TCP write side is shut down already; reads and
-/// discards until the TCP side closes, it fails, or the linger bounds pass, so that
-/// dropping the socket afterwards finds nothing unread and closes without RST.
-async fn linger(mut rd: OwnedReadHalf) {
-    let give_up = Instant::now() + LINGER_TOTAL;
-    let mut discard = vec![0; 16 * 1024];
-    let mut discarded = 0usize;
-    loop {
-        let wait = give_up.min(Instant::now() + LINGER_IDLE);
-        match tokio::time::timeout_at(wait, rd.read(&mut discard)).await {
-            Ok(Ok(0) | Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => discarded = discarded.saturating_add(n),
+/// Tells `relay` the driver's word on how the tunnel ended; no word at all (the driver is
+/// gone) means it is dead.
+fn tell(relay: &mut Relay, now: std::time::Instant, word: Option<Ending>) {
+    match word {
+        Some(Ending::Closed { reason, fin_read }) => {
+            if fin_read {
+                relay.tunnel_fin(now);
+            }
+            relay.tunnel_closed(now, reason);
         }
-    }
-    if discarded > 0 {
-        tracing::debug!(discarded, "the peer had stopped reading: bytes discarded");
+        Some(Ending::Reset) | None => relay.tunnel_error(now, TunnelError::Stream),
     }
 }
 
-/// TCP → tunnel.
-async fn pump_up(rd: &mut OwnedReadHalf, writer: &mut TunnelWriter, initial: Bytes) -> Direction {
+/// One read into `buf` (never, without a read half).
+async fn read_some(rd: Option<&mut OwnedReadHalf>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match rd {
+        Some(rd) => rd.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How [`pump_up`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpEnd {
+    /// The TCP side's EOF, every byte before it handed to the tunnel.
+    Eof,
+    /// A read from the TCP side failed.
+    ReadFailed,
+    /// The tunnel took no more (it ended; the driver's word says how).
+    SendFailed,
+}
+
+/// How [`pump_down`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DownEnd {
+    /// The tunnel's FIN, every byte before it written to the TCP side.
+    Fin,
+    /// A write to the TCP side failed.
+    WriteFailed,
+    /// The tunnel ended without a FIN (the driver's word says how).
+    Gone,
+}
+
+/// TCP → tunnel, until EOF or a failure; hands its halves back.
+async fn pump_up<'a>(
+    rd: &'a mut OwnedReadHalf,
+    writer: &'a mut TunnelWriter,
+    initial: Bytes,
+) -> (UpEnd, &'a mut OwnedReadHalf, &'a mut TunnelWriter) {
     if !initial.is_empty() && writer.send(initial).await.is_err() {
-        return Direction::TunnelReset;
+        return (UpEnd::SendFailed, rd, writer);
     }
     loop {
         // Wait before allocating: an idle tunnel holds no read buffer. The read itself goes
@@ -443,41 +501,35 @@ async fn pump_up(rd: &mut OwnedReadHalf, writer: &mut TunnelWriter, initial: Byt
             Err(e) => Err(e),
         };
         match read {
-            Ok(0) => {
-                writer.finish();
-                return Direction::Finished;
-            }
+            Ok(0) => return (UpEnd::Eof, rd, writer),
             Ok(_) => {
                 if writer.send(chunk.freeze()).await.is_err() {
-                    return Direction::TunnelReset;
+                    return (UpEnd::SendFailed, rd, writer);
                 }
             }
             Err(e) => {
                 tracing::debug!(tunnel = ?writer.id, error = %e, "TCP read failed");
-                return Direction::TcpFailed;
+                return (UpEnd::ReadFailed, rd, writer);
             }
         }
     }
 }
 
-/// Tunnel → TCP.
-async fn pump_down(reader: &mut TunnelReader, wr: &mut OwnedWriteHalf) -> Direction {
+/// Tunnel → TCP, until the FIN or a failure; hands its half back.
+async fn pump_down<'a>(
+    reader: &mut TunnelReader,
+    wr: &'a mut OwnedWriteHalf,
+) -> (DownEnd, &'a mut OwnedWriteHalf) {
     loop {
         match reader.recv().await {
             Ok(Some(bytes)) => {
                 if let Err(e) = wr.write_all(&bytes).await {
                     tracing::debug!(tunnel = ?reader.id, error = %e, "TCP write failed");
-                    return Direction::TcpFailed;
+                    return (DownEnd::WriteFailed, wr);
                 }
             }
-            Ok(None) => {
-                // The peer's FIN becomes ours: half-close, the other direction goes on.
-                return match wr.shutdown().await {
-                    Ok(()) => Direction::Finished,
-                    Err(_) => Direction::TcpFailed,
-                };
-            }
-            Err(TunnelReset) => return Direction::TunnelReset,
+            Ok(None) => return (DownEnd::Fin, wr),
+            Err(TunnelReset) => return (DownEnd::Gone, wr),
         }
     }
 }
@@ -565,94 +617,168 @@ impl TunnelReader {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use veil_engine::H3_CONNECT_ERROR;
+
     use super::*;
-    use Direction::{Finished, TcpFailed, TunnelReset};
 
-    /// Runs `join_directions` with directions that end as given (`None`: never) and the
-    /// driver's word already sent (`None`: not yet), many times: `select!` polls its
-    /// branches in a random order, and every order must give the same outcome. `None`: the
-    /// relay was still running after 50 ms.
-    fn joined(
-        up: Option<Direction>,
-        down: Option<Direction>,
-        told: Option<Ending>,
-        end: RelayEnd,
-    ) -> Option<RelayOutcome> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let outcomes: Vec<Option<RelayOutcome>> = (0..16)
-            .map(|_| {
-                runtime.block_on(async {
-                    let (tell, mut ending) = oneshot::channel();
-                    // A word not sent is held to the end: a dropped sender means a clean
-                    // close.
-                    let unsent = match told {
-                        Some(told) => {
-                            tell.send(told).expect("receiver alive");
-                            None
-                        }
-                        None => Some(tell),
-                    };
-                    let direction = |ends: Option<Direction>| async move {
-                        match ends {
-                            Some(direction) => direction,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let joined = join_directions(direction(up), direction(down), &mut ending, end);
-                    let outcome = tokio::time::timeout(Duration::from_millis(50), joined).await;
-                    drop(unsent);
-                    outcome.ok()
-                })
-            })
-            .collect();
-        assert!(
-            outcomes.windows(2).all(|pair| pair[0] == pair[1]),
-            "{outcomes:?}"
-        );
-        outcomes[0]
+    /// A relay on a real TCP connection and a tunnel whose driver end the test plays:
+    /// `app` is the far end of the TCP connection.
+    struct Rig {
+        app: TcpStream,
+        port: Option<TunnelPort>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        relay: tokio::task::JoinHandle<RelayOutcome>,
     }
 
-    #[test]
-    fn a_stop_after_the_fin_ends_cleanly_whichever_wake_up_comes_first() {
-        let (both, stopped) = (RelayEnd::BothFinished, Some(Ending::Stopped));
-        // The FIN was written; the stop shows as the driver's word, with or without a
-        // failed send.
-        let clean = Some(RelayOutcome::PeerStopped);
+    async fn rig(end: RelayEnd) -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (tunnel, port) = pair(TunnelId(7), commands_tx, TunnelLimits::default());
+        let relay = tokio::spawn(tunnel.relay(tcp, Bytes::new(), end));
+        Rig {
+            app,
+            port: Some(port),
+            commands,
+            relay,
+        }
+    }
+
+    impl Rig {
+        /// Delivers bytes from the tunnel's peer, as the driver does.
+        fn deliver(&self, bytes: &'static [u8], fin: bool) {
+            let port = self.port.as_ref().expect("open");
+            let Room::Ready(permit) = port.room() else {
+                panic!("the reader has room");
+            };
+            let bytes = Bytes::from_static(bytes);
+            port.deliver(permit, Chunk { bytes, fin });
+        }
+
+        /// The engine closed the tunnel, as the driver reports it.
+        fn closed(&mut self, reason: CloseReason) {
+            self.port.take().expect("open").closed(reason);
+        }
+
+        /// The next command the relay sent the driver, ignoring wake-ups.
+        async fn command(&mut self) -> Command {
+            loop {
+                let command = within(self.commands.recv()).await.expect("a command");
+                if !matches!(command, Command::Wake { .. }) {
+                    return command;
+                }
+            }
+        }
+
+        async fn outcome(self) -> RelayOutcome {
+            within(self.relay).await.expect("the relay task")
+        }
+    }
+
+    async fn within<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("in time")
+    }
+
+    /// Everything `app` reads until EOF, or the error that ended it.
+    async fn read_to_end(app: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        within(app.read_to_end(&mut bytes)).await.map(|_| bytes)
+    }
+
+    #[tokio::test]
+    async fn fins_pass_both_ways_as_half_closes() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.app.write_all(b"request").await.expect("write");
+        rig.app.shutdown().await.expect("half-close");
+        assert!(matches!(rig.command().await, Command::Data { bytes, .. } if bytes == "request"));
+        assert!(matches!(rig.command().await, Command::Finish { .. }));
+        // Our FIN does not end the relay: the answer still comes.
+        rig.deliver(b"answer", true);
         assert_eq!(
-            joined(Some(TunnelReset), Some(Finished), stopped, both),
-            clean
+            read_to_end(&mut rig.app).await.expect("clean EOF"),
+            b"answer"
         );
-        assert_eq!(joined(None, Some(Finished), stopped, both), clean);
-        // The bytes before the FIN are still being written: the relay waits for them.
-        assert_eq!(joined(Some(TunnelReset), None, stopped, both), None);
-        // A write that fails meanwhile is a TCP failure still.
-        let failed = Some(RelayOutcome::TcpFailed);
+        rig.closed(CloseReason::Finished);
+        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
+    }
+
+    #[tokio::test]
+    async fn a_stop_after_the_fin_delivers_everything_and_closes_without_a_reset() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.deliver(b"answer", true);
+        // The engine closes it as reset once the FIN was read: the peer stopped ours.
+        rig.closed(CloseReason::Reset {
+            code: H3_CONNECT_ERROR,
+        });
+        let mut answer = [0; 6];
+        within(rig.app.read_exact(&mut answer))
+            .await
+            .expect("answer");
+        assert_eq!(&answer, b"answer");
+        // What the application still sends is read and discarded, then its close ends
+        // the linger.
+        rig.app.write_all(&vec![1; 100_000]).await.expect("write");
+        rig.app.shutdown().await.expect("half-close");
+        assert_eq!(read_to_end(&mut rig.app).await.expect("clean EOF"), b"");
+        let Rig { commands, .. } = &mut rig;
+        assert!(commands.try_recv().is_err(), "nothing for the engine");
+        assert_eq!(rig.outcome().await, RelayOutcome::PeerStopped);
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_reset_resets_the_tcp_connection() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.deliver(b"partial", false);
+        let mut partial = [0; 7];
+        within(rig.app.read_exact(&mut partial))
+            .await
+            .expect("bytes");
+        rig.closed(CloseReason::Reset {
+            code: H3_CONNECT_ERROR,
+        });
+        let error = read_to_end(&mut rig.app).await.expect_err("a reset");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(rig.outcome().await, RelayOutcome::TunnelReset);
+    }
+
+    #[tokio::test]
+    async fn a_tcp_reset_aborts_the_tunnel() {
+        let rig = rig(RelayEnd::BothFinished).await;
+        rig.app.set_zero_linger().expect("SO_LINGER 0");
+        let Rig {
+            app,
+            port,
+            mut commands,
+            relay,
+        } = rig;
+        drop(app);
+        let command = within(commands.recv()).await.expect("a command");
+        assert!(matches!(command, Command::Abort { .. }));
+        drop(port);
         assert_eq!(
-            joined(Some(TunnelReset), Some(TcpFailed), stopped, both),
-            failed
+            within(relay).await.expect("the relay task"),
+            RelayOutcome::TcpFailed
         );
     }
 
-    #[test]
-    fn a_reset_ends_the_relay_at_once() {
-        let (both, reset) = (RelayEnd::BothFinished, Some(Ending::Reset));
-        let outcome = Some(RelayOutcome::TunnelReset);
-        assert_eq!(joined(None, None, reset, both), outcome);
-        assert_eq!(joined(Some(TunnelReset), None, None, both), outcome);
-        assert_eq!(joined(None, Some(TunnelReset), None, both), outcome);
-    }
-
-    #[test]
-    fn finished_directions_end_the_relay_as_asked() {
-        let finished = Some(RelayOutcome::Finished);
-        let both = RelayEnd::BothFinished;
-        assert_eq!(joined(Some(Finished), Some(Finished), None, both), finished);
-        assert_eq!(joined(None, Some(Finished), None, both), None);
-        assert_eq!(joined(Some(Finished), None, None, both), None);
-        let after_fin = RelayEnd::AfterPeerFin;
-        assert_eq!(joined(None, Some(Finished), None, after_fin), finished);
+    #[tokio::test]
+    async fn after_peer_fin_ends_with_the_answer() {
+        let mut rig = rig(RelayEnd::AfterPeerFin).await;
+        rig.deliver(b"answer", true);
+        assert_eq!(
+            read_to_end(&mut rig.app).await.expect("clean EOF"),
+            b"answer"
+        );
+        assert!(matches!(rig.command().await, Command::Finish { .. }));
+        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
     }
 }

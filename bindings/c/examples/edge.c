@@ -15,8 +15,11 @@
  *     so far), the tunnel is read only when the target took every byte so far; a short
  *     veil_endpoint_tunnel_send waits for VEIL_EVENT_TUNNEL_WRITABLE, a short write(2)
  *     for POLLOUT;
- *   - FIN travels both ways (read 0 -> veil_endpoint_tunnel_finish; tunnel FIN ->
- *     shutdown(SHUT_WR)); a reset target aborts the tunnel;
+ *   - how each relay ends is its veil_relay's to say: the pumps report what happened
+ *     (the target's EOF or error, the tunnel's FIN, a failed tunnel call,
+ *     VEIL_EVENT_TUNNEL_CLOSED, the relay's deadline) and do its actions in order
+ *     (veil_endpoint_tunnel_finish, shutdown(SHUT_WR), tunnel abort, close with or
+ *     without RST, discarding what the target sends while lingering);
  *   - after every wake-up: drain events and transmits, re-arm the timer.
  *
  * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
@@ -56,18 +59,17 @@ struct tunnel {
     uint64_t id;
     int fd;
     uint64_t dial_deadline_ns;
+    veil_relay *relay; /* OPEN: decides how the relay ends */
     /* target -> tunnel: bytes read from the target, not yet taken by the tunnel */
     uint8_t up[RELAY_BUF];
     size_t up_off, up_len;
-    bool target_eof;      /* read 0 from the target */
-    bool tunnel_finished; /* veil_endpoint_tunnel_finish done */
-    bool tunnel_blocked;  /* last send was short: wait for WRITABLE */
+    bool target_eof;     /* read 0 from the target: nothing more to read */
+    bool tunnel_blocked; /* last send was short: wait for WRITABLE */
     /* tunnel -> target: bytes received from the tunnel, not yet written to the target */
     uint8_t down[RELAY_BUF];
     size_t down_off, down_len;
     bool tunnel_readable; /* READABLE seen and not drained yet */
-    bool tunnel_eof;      /* FIN received from the tunnel */
-    bool target_shut;     /* shutdown(SHUT_WR) done */
+    bool tunnel_eof;      /* FIN received from the tunnel: nothing more to receive */
 };
 
 static struct tunnel tunnels[MAX_TUNNELS];
@@ -103,6 +105,7 @@ static struct tunnel *find_tunnel(uint64_t id) {
 
 static void release(struct tunnel *t) {
     if (t->fd >= 0) close(t->fd);
+    veil_relay_free(t->relay);
     memset(t, 0, sizeof *t);
     t->fd = -1;
     t->state = FREE;
@@ -226,19 +229,64 @@ static void on_dialed(veil_endpoint *ep, struct tunnel *t, bool timed_out) {
         release(t);
         return;
     }
+    r = veil_relay_new(ep, VEIL_RELAY_BOTH_FINISHED, &t->relay);
+    if (r < 0) {
+        fprintf(stderr, "veil-c-edge: relay: %s\n", veil_result_str(r));
+        veil_endpoint_tunnel_abort(ep, t->id);
+        release(t);
+        return;
+    }
     t->state = OPEN;
 }
 
 /* ---- relaying ---------------------------------------------------------------------- */
 
-/* Moves target bytes into the tunnel; FINs the tunnel after the target's EOF. */
-static void pump_up(veil_endpoint *ep, struct tunnel *t) {
+/* Does what the tunnel's relay says, in order; the last action releases the tunnel. */
+static void run_relay(veil_endpoint *ep, struct tunnel *t, uint64_t now) {
+    veil_relay_action action;
+    while (t->state == OPEN && veil_relay_poll_action(t->relay, &action) == VEIL_OK) {
+        switch (action) {
+        case VEIL_RELAY_FINISH_TUNNEL: {
+            veil_result r = veil_endpoint_tunnel_finish(ep, t->id);
+            if (r < 0) veil_relay_tunnel_error(t->relay, now, r);
+            break;
+        }
+        case VEIL_RELAY_SHUTDOWN_TCP_WRITE:
+            if (shutdown(t->fd, SHUT_WR) < 0) veil_relay_tcp_error(t->relay, now);
+            break;
+        case VEIL_RELAY_DISCARD_TCP: /* the tunnel takes no more: drop what waits for it */
+            t->up_off = t->up_len = 0;
+            t->tunnel_blocked = false;
+            break;
+        case VEIL_RELAY_ABORT_TUNNEL:
+            veil_endpoint_tunnel_abort(ep, t->id);
+            break;
+        case VEIL_RELAY_RESET_TCP: {
+            struct linger rst = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+            close(t->fd);
+            t->fd = -1;
+            break;
+        }
+        case VEIL_RELAY_CLOSE_TCP:
+            close(t->fd);
+            t->fd = -1;
+            break;
+        case VEIL_RELAY_DONE:
+        default:
+            release(t);
+            break;
+        }
+    }
+}
+
+/* Moves target bytes into the tunnel. */
+static void pump_up(veil_endpoint *ep, struct tunnel *t, uint64_t now) {
     while (t->up_len > 0 && !t->tunnel_blocked) {
         size_t taken = 0;
         veil_result r = veil_endpoint_tunnel_send(ep, t->id, t->up + t->up_off, t->up_len, &taken);
-        if (r < 0) {
-            veil_endpoint_tunnel_abort(ep, t->id);
-            release(t);
+        if (r < 0) { /* stopped by the peer, or dead: the relay says which */
+            veil_relay_tunnel_error(t->relay, now, r);
             return;
         }
         t->up_off += taken;
@@ -246,28 +294,25 @@ static void pump_up(veil_endpoint *ep, struct tunnel *t) {
         if (taken == 0) t->tunnel_blocked = true; /* until VEIL_EVENT_TUNNEL_WRITABLE */
     }
     if (t->up_len == 0) t->up_off = 0;
-    if (t->up_len == 0 && t->target_eof && !t->tunnel_finished) {
-        t->tunnel_finished = true;
-        veil_endpoint_tunnel_finish(ep, t->id);
-    }
 }
 
-/* Moves tunnel bytes to the target; shuts its write side after the tunnel's FIN. */
-static void pump_down(veil_endpoint *ep, struct tunnel *t) {
+/* Moves tunnel bytes to the target, reading the tunnel only once the target took every
+ * byte so far. */
+static void pump_down(veil_endpoint *ep, struct tunnel *t, uint64_t now) {
     for (;;) {
         while (t->down_len > 0) {
             ssize_t n = write(t->fd, t->down + t->down_off, t->down_len);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* POLLOUT */
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
-                veil_endpoint_tunnel_abort(ep, t->id);
-                release(t);
+                veil_relay_tcp_error(t->relay, now);
                 return;
             }
             t->down_off += (size_t)n;
             t->down_len -= (size_t)n;
         }
         t->down_off = 0;
+        veil_relay_tcp_flushed(t->relay, now); /* after the FIN: shut the write side */
         if (t->tunnel_eof || !t->tunnel_readable) break;
         size_t got = 0;
         bool fin = false;
@@ -276,32 +321,42 @@ static void pump_down(veil_endpoint *ep, struct tunnel *t) {
             t->tunnel_readable = false;
             break;
         }
-        if (r < 0) { /* reset by the client: VEIL_EVENT_TUNNEL_CLOSED follows */
+        if (r < 0) { /* reset by the client */
             t->tunnel_readable = false;
+            veil_relay_tunnel_error(t->relay, now, r);
             break;
         }
         t->down_len = got;
-        if (fin) t->tunnel_eof = true;
-    }
-    if (t->tunnel_eof && t->down_len == 0 && !t->target_shut) {
-        t->target_shut = true;
-        shutdown(t->fd, SHUT_WR);
+        if (fin) {
+            t->tunnel_eof = true;
+            veil_relay_tunnel_fin(t->relay, now);
+        }
     }
 }
 
-/* The target is readable: fill the empty up buffer, then push it. */
-static void on_target_readable(veil_endpoint *ep, struct tunnel *t) {
+/* The target is readable and the up buffer empty: read into it, then push it (or, once
+ * the tunnel takes no more, discard it). */
+static void on_target_readable(veil_endpoint *ep, struct tunnel *t, uint64_t now) {
     ssize_t n = read(t->fd, t->up, sizeof t->up);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n < 0) { /* reset by the target: reset the tunnel (H3_CONNECT_ERROR) */
-        veil_endpoint_tunnel_abort(ep, t->id);
-        release(t);
+    if (n < 0) { /* reset by the target */
+        veil_relay_tcp_error(t->relay, now);
         return;
     }
-    if (n == 0) t->target_eof = true;
+    if (n == 0) {
+        t->target_eof = true;
+        veil_relay_tcp_eof(t->relay, now);
+        return;
+    }
+    bool discards = false;
+    veil_relay_discards_tcp(t->relay, &discards);
+    if (discards) {
+        veil_relay_tcp_discarded(t->relay, now);
+        return;
+    }
     t->up_off = 0;
     t->up_len = (size_t)n;
-    pump_up(ep, t);
+    pump_up(ep, t, now);
 }
 
 /* ---- the engine's outputs ---------------------------------------------------------- */
@@ -317,17 +372,24 @@ static void drain_events(veil_endpoint *ep, uint64_t now) {
         case VEIL_EVENT_TUNNEL_READABLE:
             if (t && t->state == OPEN) {
                 t->tunnel_readable = true;
-                pump_down(ep, t);
+                pump_down(ep, t, now);
+                run_relay(ep, t, now);
             }
             break;
         case VEIL_EVENT_TUNNEL_WRITABLE:
             if (t && t->state == OPEN) {
                 t->tunnel_blocked = false;
-                pump_up(ep, t);
+                pump_up(ep, t, now);
+                run_relay(ep, t, now);
             }
             break;
         case VEIL_EVENT_TUNNEL_CLOSED:
-            if (t) release(t);
+            if (t && t->state == OPEN) { /* the relay judges the close */
+                veil_relay_tunnel_closed(t->relay, now, (int)ev.close, ev.error_code);
+                run_relay(ep, t, now);
+            } else if (t) {
+                release(t);
+            }
             break;
         case VEIL_EVENT_CONNECTION_LOST:
             fprintf(stderr, "veil-c-edge: connection %llu lost: %s\n",
@@ -456,6 +518,9 @@ int main(int argc, char **argv) {
             } else if (t->state == OPEN) {
                 if (t->up_len == 0 && !t->target_eof) events |= POLLIN; /* backpressure */
                 if (t->down_len > 0) events |= POLLOUT;
+                uint64_t linger = VEIL_NO_TIMEOUT;
+                if (veil_relay_poll_timeout(t->relay, &linger) == VEIL_OK && linger < deadline)
+                    deadline = linger;
             }
             if (events) {
                 pfds[n] = (struct pollfd){.fd = t->fd, .events = events};
@@ -486,15 +551,26 @@ int main(int argc, char **argv) {
             if (!pfds[i].revents || t->state == FREE) continue;
             if (t->state == DIALING) {
                 on_dialed(ep, t, false);
-            } else {
-                if (pfds[i].revents & (POLLOUT | POLLERR | POLLHUP)) pump_down(ep, t);
-                if (t->state == OPEN && (pfds[i].revents & (POLLIN | POLLERR | POLLHUP)))
-                    on_target_readable(ep, t);
+                continue;
+            }
+            if (pfds[i].revents & (POLLOUT | POLLERR | POLLHUP)) pump_down(ep, t, now);
+            run_relay(ep, t, now);
+            if (t->state == OPEN && t->up_len == 0 && !t->target_eof &&
+                (pfds[i].revents & (POLLIN | POLLERR | POLLHUP))) {
+                on_target_readable(ep, t, now);
+                run_relay(ep, t, now);
             }
         }
-        for (int i = 0; i < MAX_TUNNELS; i++)
-            if (tunnels[i].state == DIALING && tunnels[i].dial_deadline_ns <= now)
-                on_dialed(ep, &tunnels[i], true);
+        for (int i = 0; i < MAX_TUNNELS; i++) {
+            struct tunnel *t = &tunnels[i];
+            uint64_t linger = VEIL_NO_TIMEOUT;
+            if (t->state == DIALING && t->dial_deadline_ns <= now) on_dialed(ep, t, true);
+            if (t->state == OPEN && veil_relay_poll_timeout(t->relay, &linger) == VEIL_OK &&
+                linger <= now) {
+                veil_relay_handle_timeout(t->relay, now);
+                run_relay(ep, t, now);
+            }
+        }
         veil_endpoint_handle_timeout(ep, now);
     }
 

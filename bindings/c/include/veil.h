@@ -15,13 +15,14 @@
  * not an error) or a negative VEIL_ERR_*. The numbers are stable. Out-parameters are
  * written only on VEIL_OK or VEIL_DONE, unless a function says otherwise.
  *
- * Ownership. veil_config_new and veil_endpoint_new hand the caller a handle it owns and
- * must release with veil_config_free / veil_endpoint_free (both accept NULL). An endpoint
- * does not keep its configuration: free the config whenever convenient. Every pointer
- * argument is borrowed for the duration of the call only: veil keeps no pointer into
- * caller memory, and returns no pointer into its own, except veil_config_last_error
- * (valid until the next call on that config) and veil_result_str (static). Events are
- * plain values with inline text: nothing in them needs freeing.
+ * Ownership. veil_config_new, veil_endpoint_new and veil_relay_new hand the caller a
+ * handle it owns and must release with veil_config_free / veil_endpoint_free /
+ * veil_relay_free (all accept NULL). An endpoint does not keep its configuration, nor a
+ * relay its endpoint: free either whenever convenient. Every pointer argument is
+ * borrowed for the duration of the call only: veil keeps no pointer into caller memory,
+ * and returns no pointer into its own, except veil_config_last_error (valid until the
+ * next call on that config) and veil_result_str (static). Events are plain values with
+ * inline text: nothing in them needs freeing.
  *
  * Arguments. NULL where a pointer is required is VEIL_ERR_NULL (a data pointer may be
  * NULL when its length is 0); misaligned pointers, unknown enum values, non-UTF-8 text
@@ -33,8 +34,8 @@
  * the rate of CLOCK_MONOTONIC (its origin is free): clock_gettime(CLOCK_MONOTONIC).
  * veil_endpoint_new reads the system's monotonic clock once to pair it with the caller's
  * now_ns; nothing else in this ABI reads a clock (quiche, inside, reads it for its own
- * loss-detection timers). Deadlines from veil_endpoint_poll_timeout are on the caller's
- * clock.
+ * loss-detection timers). Deadlines from veil_endpoint_poll_timeout and
+ * veil_relay_poll_timeout are on the caller's clock (a relay uses its endpoint's pairing).
  *
  * Threads. An endpoint or a config may be used from any thread, but by one thread at a
  * time (no internal locking). Distinct endpoints are independent. Hooks
@@ -43,6 +44,12 @@
  *
  * Panics. No panic unwinds into C: a panic inside veil returns VEIL_ERR_PANIC and
  * poisons the endpoint involved (every later call on it returns VEIL_ERR_PANIC; free it).
+ *
+ * Relays. How a relay between a TCP connection and a TCP tunnel ends (half-closes,
+ * resets, a peer that stopped reading, the linger) is decided by a veil_relay, one per
+ * tunnel: report what happened to the bytes (veil_relay_tcp_*, veil_relay_tunnel_*),
+ * then do each veil_relay_poll_action in order, and add veil_relay_poll_timeout to the
+ * wait. examples/edge.c shows it.
  *
  * Linking: pkg-config --cflags --libs veil (shared), or --static for libveil.a.
  */
@@ -208,6 +215,42 @@ typedef enum veil_close_reason {
   VEIL_CLOSE_IDLE_TIMEOUT = 5,
 } veil_close_reason;
 
+// What the host must do next (`veil_relay_poll_action`), in the order given.
+typedef enum veil_relay_action {
+  // `veil_endpoint_tunnel_finish`: the peer reads EOF after the bytes sent so far.
+  VEIL_RELAY_FINISH_TUNNEL = 1,
+  // `shutdown(fd, SHUT_WR)`: the TCP side reads EOF after the bytes written so far.
+  VEIL_RELAY_SHUTDOWN_TCP_WRITE = 2,
+  // The tunnel takes no more bytes (its peer stopped reading): drop what waits for it,
+  // and from now on read the TCP side only to discard, reporting each read with
+  // `veil_relay_tcp_discarded` and its EOF with `veil_relay_tcp_eof`.
+  VEIL_RELAY_DISCARD_TCP = 3,
+  // `veil_endpoint_tunnel_abort` (the engine resets with `H3_CONNECT_ERROR`).
+  VEIL_RELAY_ABORT_TUNNEL = 4,
+  // `close(fd)`: no reset (the write side is shut down already, or the socket failed).
+  VEIL_RELAY_CLOSE_TCP = 5,
+  // Close with RST: `SO_LINGER` {1, 0}, then `close(fd)`, without `shutdown` first.
+  VEIL_RELAY_RESET_TCP = 6,
+  // The relay is over (`veil_relay_ended` says how); nothing more comes. Free it and
+  // release the tunnel's resources.
+  VEIL_RELAY_DONE = 7,
+} veil_relay_action;
+
+// How a relay ended (`veil_relay_ended`).
+typedef enum veil_relay_outcome {
+  // Both sides finished cleanly (or, with `VEIL_RELAY_AFTER_PEER_FIN`, the tunnel did).
+  VEIL_RELAY_OUTCOME_FINISHED = 0,
+  // The peer finished, every byte of it was written, then it stopped reading ours: the
+  // TCP connection was closed without a reset after lingering (30 s at most, 5 s idle).
+  VEIL_RELAY_OUTCOME_PEER_STOPPED = 1,
+  // The tunnel was reset or failed; the TCP connection was reset.
+  VEIL_RELAY_OUTCOME_TUNNEL_RESET = 2,
+  // The TCP connection failed; the tunnel was aborted.
+  VEIL_RELAY_OUTCOME_TCP_FAILED = 3,
+  // An outcome this version of the ABI has no code for.
+  VEIL_RELAY_OUTCOME_OTHER = 4,
+} veil_relay_outcome;
+
 // Why an edge refuses a tunnel (the `refusal` argument of `veil_endpoint_refuse_tunnel`).
 // Each maps to an HTTP status and an RFC 9209 Proxy-Status error type.
 typedef enum veil_refusal {
@@ -275,6 +318,16 @@ typedef enum veil_egress_action {
   VEIL_EGRESS_REFUSE = 1,
 } veil_egress_action;
 
+// When a relay is done (the `end` argument of `veil_relay_new`).
+typedef enum veil_relay_end {
+  // When both directions are finished (a CONNECT tunnel).
+  VEIL_RELAY_BOTH_FINISHED = 0,
+  // When the tunnel's direction has finished and everything it sent is written; the
+  // tunnel is then finished and the TCP connection closed (a request forwarded over a
+  // one-request tunnel).
+  VEIL_RELAY_AFTER_PEER_FIN = 1,
+} veil_relay_end;
+
 // A configuration being built. Opaque: create it with `veil_config_new`, set what differs
 // from the defaults, pass it to `veil_endpoint_new` (as often as wanted), free it with
 // `veil_config_free`.
@@ -283,6 +336,10 @@ typedef struct veil_config veil_config;
 // One engine endpoint (one per UDP socket). Opaque: create it with `veil_endpoint_new`,
 // free it with `veil_endpoint_free`.
 typedef struct veil_endpoint veil_endpoint;
+
+// One relay's end. Opaque: create it with `veil_relay_new`, free it with
+// `veil_relay_free`.
+typedef struct veil_relay veil_relay;
 
 // An IPv4 or IPv6 socket address: a `struct sockaddr_in` or `struct sockaddr_in6` at the
 // start of `addr`, and its length in `len`. Pass `(struct sockaddr *)&a.addr, &a.len` to
@@ -1030,6 +1087,120 @@ enum veil_result veil_endpoint_tunnel_tags(struct veil_endpoint *endpoint,
                                            uint64_t tunnel,
                                            char *out,
                                            size_t len);
+
+// Creates the relay of one TCP tunnel of `endpoint` (whose clock it shares: every
+// `now_ns` given to the relay is on the same clock) and writes it to `*out`; the caller
+// owns it (free it with `veil_relay_free`). `end` is a `veil_relay_end`. The relay keeps
+// no pointer to the endpoint.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (unknown `end`).
+//
+// # Safety
+// `endpoint` must be NULL or live; `out` NULL or valid for writing one pointer.
+enum veil_result veil_relay_new(struct veil_endpoint *endpoint, int end, struct veil_relay **out);
+
+// Frees a relay. NULL is ignored.
+//
+// # Safety
+// `relay` must be NULL or a relay from `veil_relay_new` not freed before; it must not be
+// used afterwards.
+void veil_relay_free(struct veil_relay *relay);
+
+// A read from the TCP side returned 0 (EOF). Every byte read before it must have been
+// taken by the tunnel (or discarded, after `VEIL_RELAY_DISCARD_TCP`).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tcp_eof(struct veil_relay *relay, uint64_t now_ns);
+
+// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tcp_discarded(struct veil_relay *relay, uint64_t now_ns);
+
+// A `read`, `write` or `shutdown` on the TCP side failed (other than `EAGAIN`/`EINTR`).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tcp_error(struct veil_relay *relay, uint64_t now_ns);
+
+// Every byte received from the tunnel so far is written to the TCP side (report it each
+// time the host's buffer empties; it matters once the FIN was read).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tcp_flushed(struct veil_relay *relay, uint64_t now_ns);
+
+// `veil_endpoint_tunnel_recv` reported the FIN (`*fin`); the bytes before it may still
+// wait to be written (`veil_relay_tcp_flushed` says when they are).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tunnel_fin(struct veil_relay *relay, uint64_t now_ns);
+
+// A tunnel call (`veil_endpoint_tunnel_send`, `_finish`, `_recv`) failed with `result`:
+// `VEIL_ERR_WRITE_CLOSED` is the peer's stop of our direction (the relay goes on
+// delivering the peer's bytes), any other error means the tunnel is dead.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_INVALID_ARGUMENT` (`result` is not an error).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tunnel_error(struct veil_relay *relay, uint64_t now_ns, int result);
+
+// `VEIL_EVENT_TUNNEL_CLOSED` came for the relay's tunnel: pass the event's `close` (a
+// `veil_close_reason`) and `error_code`. The relay judges it: a reset after the FIN was
+// read is the peer's stop (a clean end), a reset before it or a lost connection resets
+// the TCP connection.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_INVALID_ARGUMENT` (`close` is not a close reason).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tunnel_closed(struct veil_relay *relay,
+                                          uint64_t now_ns,
+                                          int close,
+                                          uint64_t error_code);
+
+// Tells the relay that `now_ns` has come; call it when the deadline from
+// `veil_relay_poll_timeout` is reached (early is harmless).
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_handle_timeout(struct veil_relay *relay, uint64_t now_ns);
+
+// Writes the next action to `*action`. Call until `VEIL_DONE`, after every input, and do
+// each action in order.
+//
+// Results: `VEIL_OK` (an action is in `*action`); `VEIL_DONE` (nothing now).
+//
+// # Safety
+// `relay` must be NULL or live; `action` NULL or writable.
+enum veil_result veil_relay_poll_action(struct veil_relay *relay, enum veil_relay_action *action);
+
+// Writes to `*deadline_ns` when `veil_relay_handle_timeout` should be called next, on the
+// caller's clock (only while lingering). `VEIL_DONE` and `VEIL_NO_TIMEOUT` when no timer
+// is needed.
+//
+// # Safety
+// `relay` must be NULL or live; `deadline_ns` NULL or writable.
+enum veil_result veil_relay_poll_timeout(const struct veil_relay *relay, uint64_t *deadline_ns);
+
+// Writes whether the TCP side is to be read only to discard (from
+// `VEIL_RELAY_DISCARD_TCP` until its EOF or the end) to `*discards`.
+//
+// # Safety
+// `relay` must be NULL or live; `discards` NULL or writable.
+enum veil_result veil_relay_discards_tcp(const struct veil_relay *relay, bool *discards);
+
+// Writes how the relay ended to `*outcome`, once `VEIL_RELAY_DONE` is queued or taken.
+//
+// Results: `VEIL_OK`; `VEIL_DONE` (not over yet; `*outcome` is not written).
+//
+// # Safety
+// `relay` must be NULL or live; `outcome` NULL or writable.
+enum veil_result veil_relay_ended(const struct veil_relay *relay, enum veil_relay_outcome *outcome);
 
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.

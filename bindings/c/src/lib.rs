@@ -7,9 +7,10 @@
 //!
 //! Shape of the ABI, in the engine's sans-IO style:
 //!
-//! - two opaque handles, [`veil_config`] (a builder) and [`veil_endpoint`], each with a
-//!   constructor that returns a [`veil_result`] and writes the handle to an out-pointer,
-//!   and a `_free` that accepts NULL;
+//! - three opaque handles, [`veil_config`] (a builder), [`veil_endpoint`] and
+//!   [`veil_relay`] (how one TCP relay ends), each with a constructor that returns a
+//!   [`veil_result`] and writes the handle to an out-pointer, and a `_free` that accepts
+//!   NULL;
 //! - every other export returns a [`veil_result`]: `VEIL_OK` (0), `VEIL_DONE` (1: nothing
 //!   to report now) or a negative `VEIL_ERR_*`;
 //! - every export runs behind a panic boundary ([`panic`]): a panic becomes
@@ -31,6 +32,7 @@ pub mod event;
 pub mod panic;
 pub mod policy;
 mod ptr;
+pub mod relay;
 pub mod result;
 pub mod tunnel;
 
@@ -42,5 +44,6 @@ pub use policy::{
     veil_ingress_hook, veil_ingress_query, veil_tunnel_action, veil_tunnel_hook, veil_tunnel_query,
     veil_tunnel_verdict,
 };
+pub use relay::{veil_relay, veil_relay_action, veil_relay_end, veil_relay_outcome};
 pub use result::veil_result;
 pub use tunnel::{veil_refusal, veil_tunnel_kind};

@@ -65,6 +65,7 @@ pub mod egress;
 mod endpoint;
 mod error;
 pub mod policy;
+pub mod relay;
 mod reset;
 pub mod rules;
 mod tls;

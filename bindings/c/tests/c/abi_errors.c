@@ -479,10 +479,68 @@ static void tunnels_in_memory(void) {
     veil_endpoint_free(edge);
 }
 
+/* A relay's end on the caller's clock: NULLs and bad arguments are codes, a stop after
+ * the FIN lingers until the deadline, and the relay frees cleanly (also mid-way). */
+static void relays(void) {
+    veil_relay *relay = NULL;
+    veil_relay_action action;
+    veil_relay_outcome outcome;
+    uint64_t deadline = 0;
+    bool discards = false;
+    CHECK_RESULT(veil_relay_new(NULL, VEIL_RELAY_BOTH_FINISHED, &relay), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_relay_tcp_eof(NULL, 0), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_relay_poll_action(NULL, &action), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_relay_poll_timeout(NULL, &deadline), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_relay_ended(NULL, &outcome), VEIL_ERR_NULL);
+    veil_relay_free(NULL);
+
+    veil_config *cfg = NULL;
+    veil_endpoint *ep = NULL;
+    CHECK_RESULT(veil_config_new(VEIL_ROLE_EDGE, &cfg), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, now_ns(), &ep), VEIL_OK);
+    veil_config_free(cfg);
+    CHECK_RESULT(veil_relay_new(ep, 7, &relay), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_relay_new(ep, VEIL_RELAY_BOTH_FINISHED, NULL), VEIL_ERR_NULL);
+
+    /* Freed with actions still queued. */
+    CHECK_RESULT(veil_relay_new(ep, VEIL_RELAY_AFTER_PEER_FIN, &relay), VEIL_OK);
+    CHECK_RESULT(veil_relay_tcp_eof(relay, now_ns()), VEIL_OK);
+    veil_relay_free(relay);
+
+    uint64_t now = now_ns();
+    CHECK_RESULT(veil_relay_new(ep, VEIL_RELAY_BOTH_FINISHED, &relay), VEIL_OK);
+    CHECK_RESULT(veil_relay_tunnel_error(relay, now, VEIL_OK), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_relay_tunnel_closed(relay, now, VEIL_CLOSE_NONE, 0),
+                 VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_relay_ended(relay, &outcome), VEIL_DONE);
+    CHECK_RESULT(veil_relay_tunnel_fin(relay, now), VEIL_OK);
+    CHECK_RESULT(veil_relay_tunnel_closed(relay, now, VEIL_CLOSE_RESET, 0x10f), VEIL_OK);
+    CHECK_RESULT(veil_relay_discards_tcp(relay, &discards), VEIL_OK);
+    CHECK(discards);
+    CHECK_RESULT(veil_relay_tcp_flushed(relay, now), VEIL_OK);
+    CHECK_RESULT(veil_relay_poll_action(relay, &action), VEIL_OK);
+    CHECK(action == VEIL_RELAY_DISCARD_TCP);
+    CHECK_RESULT(veil_relay_poll_action(relay, &action), VEIL_OK);
+    CHECK(action == VEIL_RELAY_SHUTDOWN_TCP_WRITE);
+    CHECK_RESULT(veil_relay_poll_action(relay, &action), VEIL_DONE);
+    CHECK_RESULT(veil_relay_poll_timeout(relay, &deadline), VEIL_OK);
+    CHECK(deadline == now + 5000000000ull); /* 5 s without a byte */
+    CHECK_RESULT(veil_relay_handle_timeout(relay, deadline), VEIL_OK);
+    CHECK_RESULT(veil_relay_poll_action(relay, &action), VEIL_OK);
+    CHECK(action == VEIL_RELAY_CLOSE_TCP);
+    CHECK_RESULT(veil_relay_poll_action(relay, &action), VEIL_OK);
+    CHECK(action == VEIL_RELAY_DONE);
+    CHECK_RESULT(veil_relay_ended(relay, &outcome), VEIL_OK);
+    CHECK(outcome == VEIL_RELAY_OUTCOME_PEER_STOPPED);
+    veil_relay_free(relay);
+    veil_endpoint_free(ep);
+}
+
 int main(void) {
     result_codes();
     null_handles();
     bad_config();
+    relays();
     tunnels_in_memory();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
