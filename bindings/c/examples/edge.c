@@ -50,7 +50,7 @@
 #define MAX_TUNNELS 256
 #define RELAY_BUF (64 * 1024)
 #define UDP_BUF 65536
-#define MAX_CANDIDATES 16 /* resolved addresses offered to veil_endpoint_choose_egress */
+#define MAX_CANDIDATES 16 /* resolved addresses offered to veil_endpoint_egress_for */
 
 enum tunnel_state { FREE = 0, DIALING, OPEN };
 
@@ -179,23 +179,26 @@ static void on_request(veil_endpoint *ep, const veil_event *ev, uint64_t now) {
         refuse(ep, ev->tunnel, VEIL_REFUSAL_DNS_ERROR);
         return;
     }
-    /* The engine chooses among the resolved addresses (egress policy); that one is
-     * dialled, and the name is never resolved again. */
+    /* The engine chooses among the resolved addresses (rules, egress policy, the egress
+     * hook) and maybe the local address to dial from; that one is dialled, and the name
+     * is never resolved again. */
     veil_sockaddr candidates[MAX_CANDIDATES];
-    size_t count = 0, chosen = 0;
+    size_t count = 0;
     for (struct addrinfo *ai = res; ai && count < MAX_CANDIDATES; ai = ai->ai_next) {
         memset(&candidates[count], 0, sizeof candidates[count]);
         memcpy(&candidates[count].addr, ai->ai_addr, ai->ai_addrlen);
         candidates[count++].len = ai->ai_addrlen;
     }
     freeaddrinfo(res);
-    if (veil_endpoint_choose_egress(ep, candidates, count, &chosen) != VEIL_OK) {
-        refuse(ep, ev->tunnel, count ? VEIL_REFUSAL_PROHIBITED : VEIL_REFUSAL_DNS_ERROR);
+    veil_egress egress = {.refusal = VEIL_REFUSAL_INTERNAL};
+    if (veil_endpoint_egress_for(ep, ev->tunnel, candidates, count, &egress) != VEIL_OK) {
+        refuse(ep, ev->tunnel, egress.refusal);
         return;
     }
-    const veil_sockaddr target = candidates[chosen];
+    const veil_sockaddr target = candidates[egress.index];
     int fd = socket(target.addr.ss_family, SOCK_STREAM, 0);
-    if (fd < 0 || set_nonblocking(fd) < 0) {
+    if (fd < 0 || set_nonblocking(fd) < 0 ||
+        (egress.from.len && bind(fd, (struct sockaddr *)&egress.from.addr, egress.from.len) < 0)) {
         if (fd >= 0) close(fd);
         refuse(ep, ev->tunnel, VEIL_REFUSAL_INTERNAL);
         return;

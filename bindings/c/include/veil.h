@@ -937,23 +937,6 @@ enum veil_result veil_endpoint_poll_event(struct veil_endpoint *endpoint, struct
 enum veil_result veil_endpoint_check_egress(const struct veil_endpoint *endpoint,
                                             const struct veil_sockaddr *addr);
 
-// Edge: which of a target's resolved addresses to dial: writes the index in
-// `candidates` of the first one egress policy allows (in the resolver's order) to
-// `chosen`. Dial exactly that address, so that no second lookup can swap in one that was
-// not checked.
-//
-// Results: `VEIL_OK`; `VEIL_ERR_PROHIBITED` (none is allowed: refuse with
-// `VEIL_REFUSAL_PROHIBITED`); `VEIL_ERR_INVALID_ARGUMENT` (`count` is 0, or an address is
-// malformed).
-//
-// # Safety
-// `endpoint` must be NULL or live; `candidates` NULL or valid for reads of `count`
-// `veil_sockaddr`s; `chosen` NULL or writable.
-enum veil_result veil_endpoint_choose_egress(const struct veil_endpoint *endpoint,
-                                             const struct veil_sockaddr *candidates,
-                                             size_t count,
-                                             size_t *chosen);
-
 // Edge: starts a graceful drain. Sends HTTP/3 GOAWAY on every connection, accepts no
 // new connections, and rejects later requests unprocessed (`H3_REQUEST_REJECTED`: the
 // client retries them elsewhere); open tunnels carry on. Call `veil_endpoint_close`

@@ -14,8 +14,8 @@ use crate::event::veil_event;
 use crate::panic::{Outcome, boundary};
 use crate::ptr;
 use crate::result::veil_result::{
-    self, VEIL_DONE, VEIL_ERR_BUFFER_TOO_SMALL, VEIL_ERR_CONFIG, VEIL_ERR_INVALID_ARGUMENT,
-    VEIL_ERR_NULL, VEIL_ERR_PANIC, VEIL_ERR_PROHIBITED, VEIL_ERR_WRONG_ROLE, VEIL_OK,
+    self, VEIL_DONE, VEIL_ERR_BUFFER_TOO_SMALL, VEIL_ERR_CONFIG, VEIL_ERR_NULL, VEIL_ERR_PANIC,
+    VEIL_ERR_PROHIBITED, VEIL_ERR_WRONG_ROLE, VEIL_OK,
 };
 
 /// `veil_endpoint_poll_timeout` writes this when no timer is needed.
@@ -483,54 +483,6 @@ pub unsafe extern "C" fn veil_endpoint_check_egress(
             Ok(()) => Ok(VEIL_OK),
             Err(_) => Err(VEIL_ERR_PROHIBITED),
         }
-    };
-    // SAFETY: the caller's promises are forwarded.
-    unsafe { with_endpoint_ref(endpoint, body) }
-}
-
-/// Edge: which of a target's resolved addresses to dial: writes the index in
-/// `candidates` of the first one egress policy allows (in the resolver's order) to
-/// `chosen`. Dial exactly that address, so that no second lookup can swap in one that was
-/// not checked.
-///
-/// Results: `VEIL_OK`; `VEIL_ERR_PROHIBITED` (none is allowed: refuse with
-/// `VEIL_REFUSAL_PROHIBITED`); `VEIL_ERR_INVALID_ARGUMENT` (`count` is 0, or an address is
-/// malformed).
-///
-/// # Safety
-/// `endpoint` must be NULL or live; `candidates` NULL or valid for reads of `count`
-/// `veil_sockaddr`s; `chosen` NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn veil_endpoint_choose_egress(
-    endpoint: *const veil_endpoint,
-    candidates: *const veil_sockaddr,
-    count: usize,
-    chosen: *mut usize,
-) -> veil_result {
-    let body = |endpoint: &veil_endpoint| {
-        let out = ptr::out(chosen)?;
-        if candidates.is_null() {
-            return Err(VEIL_ERR_NULL);
-        }
-        if count == 0 {
-            return Err(VEIL_ERR_INVALID_ARGUMENT);
-        }
-        let addrs = (0..count)
-            // SAFETY: the caller promises `count` veil_sockaddrs at `candidates` (non-NULL,
-            // checked above); `addr::read` checks each one's alignment and length.
-            .map(|index| unsafe { addr::read(candidates.add(index)) })
-            .collect::<Result<Vec<_>, _>>()?;
-        let addr = endpoint
-            .engine
-            .choose_egress(&addrs)
-            .map_err(|_| VEIL_ERR_PROHIBITED)?;
-        let index = addrs
-            .iter()
-            .position(|a| *a == addr)
-            .ok_or(VEIL_ERR_PROHIBITED)?;
-        // SAFETY: `out` was checked by `ptr::out`; the caller promises it is writable.
-        unsafe { ptr::put(out, index) };
-        Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.
     unsafe { with_endpoint_ref(endpoint, body) }

@@ -675,21 +675,6 @@ impl Endpoint {
         }
     }
 
-    /// Edge: which of a target's resolved addresses a tunnel goes to: the first that egress
-    /// policy allows, in the resolver's order; `Prohibited` when none is (`DnsError` when
-    /// there are none). The host dials exactly this address, so that no second lookup can
-    /// swap in one that was not checked. A client has no policy and takes the first.
-    pub fn choose_egress(&self, candidates: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
-        if candidates.is_empty() {
-            return Err(Refusal::DnsError);
-        }
-        candidates
-            .iter()
-            .copied()
-            .find(|addr| self.check_egress(addr.ip()).is_ok())
-            .ok_or(Refusal::Prohibited)
-    }
-
     /// Sends bytes on an open tunnel. Returns how many were taken; fewer than offered (or
     /// 0) means the stream is blocked: wait for `TunnelWritable`. A UDP tunnel carries
     /// datagrams, not bytes: `Err(NotStream)`.

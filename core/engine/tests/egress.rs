@@ -342,47 +342,8 @@ proptest! {
     }
 }
 
-/// The choice among a name's resolved addresses is the engine's, for every host: the first
-/// that policy allows, in the resolver's order.
-#[test]
-fn the_engine_chooses_the_first_allowed_of_the_resolved_addresses() {
-    use std::net::SocketAddr;
-    use std::time::Instant;
-    use veil_engine::{Config, EdgeConfig, Endpoint, Refusal};
-
-    let edge = |allow: &[&str]| {
-        let config = EdgeConfig {
-            egress_allow: allow.iter().map(|prefix| (*prefix).to_owned()).collect(),
-            ..EdgeConfig::default()
-        };
-        Endpoint::new(Config::edge(config), Instant::now()).expect("edge")
-    };
-    let addr = |text: &str| -> SocketAddr { text.parse().expect("socket address") };
-    let resolved = [
-        addr("127.0.0.1:80"),
-        addr("10.1.2.3:80"),
-        addr("93.184.216.34:80"),
-    ];
-
-    let strict = edge(&[]);
-    assert_eq!(
-        strict.choose_egress(&resolved),
-        Ok(addr("93.184.216.34:80"))
-    );
-    assert_eq!(
-        strict.choose_egress(&resolved[..2]),
-        Err(Refusal::Prohibited),
-        "only refused addresses"
-    );
-    assert_eq!(
-        strict.choose_egress(&[]),
-        Err(Refusal::DnsError),
-        "no address at all"
-    );
-    // An allowed private range comes first in the resolver's order: it is the one.
-    let private = edge(&["10.0.0.0/8"]);
-    assert_eq!(private.choose_egress(&resolved), Ok(addr("10.1.2.3:80")));
-}
+// The choice among a name's resolved addresses (`Endpoint::egress_for`) needs a tunnel:
+// tests/engine/policy.rs and tests/engine/rules.rs cover it.
 
 /// How a failed dial or socket is reported is the engine's too, from an `io::Error` or a
 /// C host's `errno`.

@@ -275,16 +275,6 @@ static void tunnels_in_memory(void) {
     CHECK_RESULT(veil_endpoint_check_egress(edge, &loopback), VEIL_ERR_PROHIBITED);
     CHECK_RESULT(veil_endpoint_check_egress(client, &loopback), VEIL_OK);
     CHECK_RESULT(veil_endpoint_check_egress(edge, NULL), VEIL_ERR_NULL);
-    /* The engine chooses among resolved addresses: the first allowed one. */
-    veil_sockaddr resolved[2] = {loopback, public_ip};
-    size_t chosen = 99;
-    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 2, &chosen), VEIL_OK);
-    CHECK(chosen == 1);
-    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 1, &chosen), VEIL_ERR_PROHIBITED);
-    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 0, &chosen),
-                 VEIL_ERR_INVALID_ARGUMENT);
-    CHECK_RESULT(veil_endpoint_choose_egress(edge, NULL, 2, &chosen), VEIL_ERR_NULL);
-    CHECK_RESULT(veil_endpoint_choose_egress(edge, resolved, 2, NULL), VEIL_ERR_NULL);
     CHECK(veil_refusal_of_errno(ECONNREFUSED) == VEIL_REFUSAL_CONNECTION_REFUSED);
     CHECK(veil_refusal_of_errno(ETIMEDOUT) == VEIL_REFUSAL_CONNECTION_TIMEOUT);
     CHECK(veil_refusal_of_errno(EHOSTUNREACH) == VEIL_REFUSAL_UNREACHABLE);
