@@ -167,8 +167,9 @@ impl fmt::Display for StartError {
                 f,
                 "cannot run on {asked} cores: between 1 and {available} are available"
             ),
-            Self::Bind { addr, source } => write!(f, "cannot bind UDP {addr}: {source}"),
-            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            // The cause is the source: a chain printed with `{:#}` shows it once.
+            Self::Bind { addr, .. } => write!(f, "cannot bind UDP {addr}"),
+            Self::Config(_) => f.write_str("invalid configuration"),
             Self::Memlock(e) => e.fmt(f),
             Self::Executors(e) => write!(f, "cannot start the glommio executors: {e}"),
         }

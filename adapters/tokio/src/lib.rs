@@ -113,8 +113,9 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Bind { addr, source } => write!(f, "cannot bind UDP {addr}: {source}"),
-            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            // The cause is the source: a chain printed with `{:#}` shows it once.
+            Self::Bind { addr, .. } => write!(f, "cannot bind UDP {addr}"),
+            Self::Config(_) => f.write_str("invalid configuration"),
         }
     }
 }

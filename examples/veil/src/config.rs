@@ -2,13 +2,14 @@
 //! settings, and the merge of the two (a flag given on the command line wins).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
+use veil_engine::rules::{ClientAction, EdgeAction, RuleSpec};
 use veil_engine::{QuicConfig, Secret, Token, TunnelTarget};
 
 /// Default UDP address of `veil server`.
@@ -24,7 +25,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 #[command(name = "veil", version)]
 pub struct Cli {
     /// TOML file giving any of the settings below (sections `[server]`, `[client]`,
-    /// `[quic]`); flags on the command line override it.
+    /// `[quic]`) and routing rules (`[[rule]]` for the edge, `[[client.rule]]` for the
+    /// client; see docs/CONFIG.md); flags on the command line override it.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to run.
@@ -215,6 +217,14 @@ pub struct ClientArgs {
     /// relay on one thread, without a cross-thread wake-up per hand-over].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Resolve and connect timeout of flows that `[[client.rule]]` sends direct, in
+    /// milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// The local address direct flows leave from (say, the physical interface's address
+    /// beside a VPN) [default: the kernel's choice].
+    #[arg(long, value_name = "IP")]
+    pub direct_source: Option<IpAddr>,
 }
 
 /// Flags of `veil demo`.
@@ -238,6 +248,9 @@ pub struct FileConfig {
     /// `[quic]`: the engine's QUIC settings (`max_idle_timeout_ms`, `pacing`, ...).
     #[serde(default)]
     pub quic: QuicConfig,
+    /// `[[rule]]`: the edge's routing rules, first match wins (`veil_engine::rules`).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec<EdgeAction>>,
 }
 
 /// `[server]` of the TOML file: the flags of `veil server`.
@@ -280,6 +293,11 @@ pub struct ClientFile {
     pub udp_template: Option<String>,
     pub drain_timeout_ms: Option<u64>,
     pub threads: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub direct_source: Option<IpAddr>,
+    /// `[[client.rule]]`: where each new flow goes (tunnel, direct, block).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec<ClientAction>>,
 }
 
 impl FileConfig {
@@ -315,6 +333,8 @@ pub struct ServerSettings {
     pub udp_template: Option<String>,
     /// QUIC settings.
     pub quic: QuicConfig,
+    /// Routing rules (`[[rule]]`).
+    pub rules: Vec<RuleSpec<EdgeAction>>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -387,6 +407,12 @@ pub struct ClientSettings {
     pub drain: Duration,
     /// QUIC settings.
     pub quic: QuicConfig,
+    /// Split tunnelling (`[[client.rule]]`).
+    pub rules: Vec<RuleSpec<ClientAction>>,
+    /// Where direct flows leave from.
+    pub direct_source: Option<IpAddr>,
+    /// Resolve and connect timeout of direct flows.
+    pub connect_timeout: Duration,
 }
 
 /// One `--udp-forward`: a local UDP address whose datagrams go to a fixed target.
@@ -484,6 +510,7 @@ impl ServerSettings {
             ),
             udp_template: flags.udp_template.or(file.udp_template),
             quic,
+            rules: Vec::new(),
         })
     }
 }
@@ -538,6 +565,14 @@ impl ClientSettings {
                     .unwrap_or(DEFAULT_DRAIN_MS),
             ),
             quic,
+            rules: file.rules,
+            direct_source: flags.direct_source.or(file.direct_source),
+            connect_timeout: Duration::from_millis(
+                flags
+                    .connect_timeout_ms
+                    .or(file.connect_timeout_ms)
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            ),
         })
     }
 }

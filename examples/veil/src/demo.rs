@@ -39,6 +39,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         drain: Duration::from_secs(1),
         udp_template: None,
         quic: QuicConfig::default(),
+        rules: Vec::new(),
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -55,6 +56,9 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         udp_forwards: Vec::new(),
         udp_template: None,
         quic: QuicConfig::default(),
+        rules: Vec::new(),
+        direct_source: None,
+        connect_timeout: Duration::from_secs(5),
     })
     .await?;
     println!("veil demo: origin    http://{}", origin.addr());

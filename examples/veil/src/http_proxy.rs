@@ -8,19 +8,22 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use veil_engine::ProxyErrorType;
+use veil_engine::rules::{ClientAction, Protocol};
 use veil_engine::{Name, TunnelTarget};
 use veil_proto::http1::{
     Authority, Host, ProxyRequest, RequestDecoder, Response, StatusCode, UpstreamOptions,
 };
-use veil_tokio::{Opener, RelayEnd};
+use veil_tokio::RelayEnd;
 
 use crate::refusal::HttpRefusal;
+use crate::route::Front;
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts HTTP proxy clients forever.
-pub(crate) async fn serve(listener: TcpListener, opener: Opener) {
+pub(crate) async fn serve(listener: TcpListener, front: Front) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -30,9 +33,9 @@ pub(crate) async fn serve(listener: TcpListener, opener: Opener) {
                 continue;
             }
         };
-        let opener = opener.clone();
+        let front = front.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &opener).await {
+            if let Err(e) = handle(stream, &front).await {
                 tracing::debug!(%peer, error = %e, "http: session failed");
             }
         });
@@ -53,7 +56,7 @@ enum Plan {
     Reject(StatusCode),
 }
 
-async fn handle(mut stream: TcpStream, opener: &Opener) -> anyhow::Result<()> {
+async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let Some((plan, early)) = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut stream))
         .await
@@ -74,7 +77,37 @@ async fn handle(mut stream: TcpStream, opener: &Opener) -> anyhow::Result<()> {
             (target, Bytes::from(upstream_head), RelayEnd::AfterPeerFin)
         }
     };
-    let tunnel = match opener.open(target.clone()).await {
+    match front.route(&target, Protocol::Tcp) {
+        ClientAction::Tunnel => {}
+        ClientAction::Block => {
+            tracing::info!(%target, "http: blocked by a client rule");
+            let refusal = HttpRefusal {
+                status: StatusCode::FORBIDDEN,
+                proxy: "veil".to_owned(),
+                error: Some(ProxyErrorType::HttpRequestDenied),
+            };
+            return write_and_close(&mut stream, &refusal.response_head()).await;
+        }
+        ClientAction::Direct => {
+            let origin = match front.dial_direct(&target).await {
+                Ok(origin) => origin,
+                Err(e) => {
+                    tracing::info!(%target, error = %e, "http: direct dial failed");
+                    return write_and_close(&mut stream, &error_head(StatusCode::BAD_GATEWAY))
+                        .await;
+                }
+            };
+            if end == RelayEnd::BothFinished {
+                stream
+                    .write_all(&encode(&Response::connection_established()))
+                    .await?;
+            }
+            let outcome = crate::route::relay_direct(stream, initial, origin).await;
+            tracing::debug!(%target, ?outcome, "http: direct relay ended");
+            return Ok(());
+        }
+    }
+    let tunnel = match front.opener.open(target.clone()).await {
         Ok(tunnel) => tunnel,
         Err(failure) => {
             tracing::info!(%target, %failure, "http: tunnel refused");

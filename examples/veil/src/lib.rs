@@ -12,6 +12,7 @@ pub mod fetch;
 mod http_proxy;
 pub mod origin;
 pub mod refusal;
+mod route;
 pub mod run;
 mod socks;
 mod socks_udp;
@@ -28,7 +29,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Server(flags) => {
-            run::server(ServerSettings::merge(flags, file.server, file.quic)?).await
+            let mut settings = ServerSettings::merge(flags, file.server, file.quic)?;
+            settings.rules = file.rules;
+            run::server(settings).await
         }
         Command::Client(flags) => {
             run::client(ClientSettings::merge(flags, file.client, file.quic)?).await

@@ -2,15 +2,18 @@
 //! also used in-process by `veil demo` and the tests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use veil_engine::rules::ClientRules;
 use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
 use veil_tokio::{Node, Options};
 
 use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
+use crate::route::{Front, Router};
 use crate::{http_proxy, socks, udp_forward};
 
 /// A running edge.
@@ -84,6 +87,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         key,
         tokens: settings.tokens.clone(),
         egress_allow: settings.allow_targets.clone(),
+        rules: settings.rules.clone(),
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {
@@ -141,6 +145,13 @@ impl RunningClient {
             veil_tokio::client_bind_addr(edge_addr),
             Options::default(),
         )?;
+        let rules = ClientRules::new(&settings.rules).context("in [[client.rule]]")?;
+        let router = Arc::new(Router::new(
+            rules,
+            settings.direct_source,
+            settings.connect_timeout,
+        ));
+        let front = Front::new(node.opener(), router);
         let mut listeners = Vec::new();
         let mut socks = None;
         if let Some(addr) = settings.socks {
@@ -150,7 +161,7 @@ impl RunningClient {
             socks = Some(listener.local_addr()?);
             listeners.push(tokio::spawn(socks::serve(
                 listener,
-                node.opener(),
+                front.clone(),
                 settings.socks_user.clone(),
                 settings.quic.udp_idle_timeout,
             )));
@@ -161,7 +172,7 @@ impl RunningClient {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
             http = Some(listener.local_addr()?);
-            listeners.push(tokio::spawn(http_proxy::serve(listener, node.opener())));
+            listeners.push(tokio::spawn(http_proxy::serve(listener, front.clone())));
         }
         let mut udp_forwards = Vec::with_capacity(settings.udp_forwards.len());
         for forward in &settings.udp_forwards {
@@ -172,7 +183,7 @@ impl RunningClient {
             listeners.push(tokio::spawn(udp_forward::serve(
                 socket,
                 forward.target.clone(),
-                node.opener(),
+                front.clone(),
                 settings.quic.udp_idle_timeout,
             )));
         }

@@ -9,14 +9,16 @@ use anyhow::Context;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use veil_engine::rules::{ClientAction, Protocol};
 use veil_engine::{Name, TunnelTarget};
 use veil_proto::socks5::{
     Action, Command, Config, MAX_REPLY_LEN, Reply, ReplyCode, Server, Target, encode_reply,
 };
-use veil_tokio::{Opener, RelayEnd};
+use veil_tokio::RelayEnd;
 
 use crate::config::LocalCredentials;
 use crate::refusal::socks_reply;
+use crate::route::Front;
 
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,7 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// UDP ASSOCIATE flows close after `udp_idle` without a datagram either way.
 pub(crate) async fn serve(
     listener: TcpListener,
-    opener: Opener,
+    front: Front,
     credentials: Option<LocalCredentials>,
     udp_idle: Duration,
 ) {
@@ -38,10 +40,10 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let opener = opener.clone();
+        let front = front.clone();
         let credentials = credentials.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &opener, credentials.as_ref(), udp_idle).await {
+            if let Err(e) = handle(stream, &front, credentials.as_ref(), udp_idle).await {
                 tracing::debug!(%peer, error = %e, "socks5: session failed");
             }
         });
@@ -50,7 +52,7 @@ pub(crate) async fn serve(
 
 async fn handle(
     mut stream: TcpStream,
-    opener: &Opener,
+    front: &Front,
     credentials: Option<&LocalCredentials>,
     udp_idle: Duration,
 ) -> anyhow::Result<()> {
@@ -61,15 +63,40 @@ async fn handle(
     };
     // BIND never gets here: the state machine refuses it.
     if request.command == Command::UdpAssociate {
-        return crate::socks_udp::associate(stream, &request.target, opener, udp_idle).await;
+        return crate::socks_udp::associate(stream, &request.target, front, udp_idle).await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
     };
-    match opener.open(target.clone()).await {
+    // The edge's own address is not known here; RFC 1928 lets BND be all zeros.
+    let bound = SocketAddr::from(([0, 0, 0, 0], 0));
+    match front.route(&target, Protocol::Tcp) {
+        ClientAction::Tunnel => {}
+        //# RFC 1928 §6: "X'02' connection not allowed by ruleset"
+        ClientAction::Block => {
+            return send_reply(
+                &mut stream,
+                &Reply::failure(ReplyCode::ConnectionNotAllowed),
+            )
+            .await;
+        }
+        ClientAction::Direct => {
+            let origin = match front.dial_direct(&target).await {
+                Ok(origin) => origin,
+                Err(e) => {
+                    tracing::info!(%target, error = %e, "socks5: direct dial failed");
+                    let code = direct_failure(&e);
+                    return send_reply(&mut stream, &Reply::failure(code)).await;
+                }
+            };
+            send_reply(&mut stream, &Reply::success(bound)).await?;
+            let outcome = crate::route::relay_direct(stream, early.freeze(), origin).await;
+            tracing::debug!(%target, ?outcome, "socks5: direct relay ended");
+            return Ok(());
+        }
+    }
+    match front.opener.open(target.clone()).await {
         Ok(tunnel) => {
-            // The edge's own address is not known here; RFC 1928 lets BND be all zeros.
-            let bound = SocketAddr::from(([0, 0, 0, 0], 0));
             send_reply(&mut stream, &Reply::success(bound)).await?;
             let outcome = tunnel
                 .relay(stream, early.freeze(), RelayEnd::BothFinished)
@@ -82,6 +109,17 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// The reply for a direct dial that failed.
+fn direct_failure(error: &std::io::Error) -> ReplyCode {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => ReplyCode::ConnectionRefused,
+        std::io::ErrorKind::TimedOut => ReplyCode::TtlExpired,
+        std::io::ErrorKind::HostUnreachable => ReplyCode::HostUnreachable,
+        std::io::ErrorKind::NetworkUnreachable => ReplyCode::NetworkUnreachable,
+        _ => ReplyCode::GeneralFailure,
+    }
 }
 
 /// Runs the RFC 1928/1929 handshake; returns the request and the client bytes that came

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use veil_proto::socks5::{Reply, ReplyCode, Target, UdpError, decode_udp};
-use veil_tokio::Opener;
 use veil_tokio::udp::{self, UdpIo};
 
+use crate::route::Front;
 use crate::socks::{send_reply, tunnel_target};
 use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
@@ -37,7 +37,7 @@ struct Drops {
 pub(crate) async fn associate(
     mut control: TcpStream,
     requested: &Target,
-    opener: &Opener,
+    front: &Front,
     idle: Duration,
 ) -> anyhow::Result<()> {
     let client_ip = canonical(control.peer_addr()?.ip());
@@ -56,7 +56,7 @@ pub(crate) async fn associate(
     tracing::debug!(%bound, %client_ip, ?expected_port, "socks5: UDP association");
     let mut drops = Drops::default();
     let mut flows: Flows<Target> = Flows::new(
-        opener.clone(),
+        front.clone(),
         FlowLimits {
             max_flows: MAX_FLOWS,
             idle,

@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use veil_engine::rules::{ClientAction, Protocol};
 use veil_engine::{TunnelId, TunnelTarget};
 use veil_proto::socks5::{MAX_UDP_HEADER_LEN, Target, encode_udp_header};
 use veil_tokio::udp::{self, UdpIo};
-use veil_tokio::{Opener, UdpReceiver, UdpSender, UdpTunnelStats, WeakUdpSender};
+use veil_tokio::{UdpReceiver, UdpSender, UdpTunnelStats, WeakUdpSender};
+
+use crate::route::Front;
 
 /// Datagrams one flow may hold while its tunnel opens.
 const FLOW_QUEUE: usize = 64;
@@ -128,16 +131,16 @@ impl Flow {
 /// The live flows of one front-end, by key.
 #[derive(Debug)]
 pub(crate) struct Flows<K> {
-    opener: Opener,
+    front: Front,
     limits: FlowLimits,
     by_key: HashMap<K, Flow>,
     drops: FlowDrops,
 }
 
 impl<K: Eq + Hash + Clone> Flows<K> {
-    pub(crate) fn new(opener: Opener, limits: FlowLimits) -> Self {
+    pub(crate) fn new(front: Front, limits: FlowLimits) -> Self {
         Self {
-            opener,
+            front,
             limits,
             by_key: HashMap::new(),
             drops: FlowDrops::default(),
@@ -179,7 +182,7 @@ impl<K: Eq + Hash + Clone> Flows<K> {
         }
         let tunnel = Arc::new(OnceLock::new());
         tokio::spawn(run_flow(
-            self.opener.clone(),
+            self.front.clone(),
             target,
             reply,
             datagrams,
@@ -204,23 +207,36 @@ impl<K: Eq + Hash + Clone> Flows<K> {
 /// One flow: open the tunnel, then relay until the front-end lets go, the tunnel closes,
 /// or nothing moved for `idle`.
 async fn run_flow(
-    opener: Opener,
+    front: Front,
     target: TunnelTarget,
     reply: ReplyPath,
     mut datagrams: mpsc::Receiver<Bytes>,
     published: Arc<OnceLock<WeakUdpSender>>,
     idle: Duration,
 ) {
-    let tunnel = match opener.open_udp(target.clone()).await {
+    match front.route(&target, Protocol::Udp) {
+        ClientAction::Tunnel => {}
+        ClientAction::Block => {
+            tracing::info!(%target, peer = %reply.peer, "udp: blocked by a client rule");
+            hold(&mut datagrams).await;
+            return;
+        }
+        ClientAction::Direct => {
+            match front.udp_direct(&target).await {
+                Ok(socket) => relay_direct(&socket, &reply, &mut datagrams, idle).await,
+                Err(e) => {
+                    tracing::info!(%target, error = %e, "udp: direct socket failed");
+                    hold(&mut datagrams).await;
+                }
+            }
+            return;
+        }
+    }
+    let tunnel = match front.opener.open_udp(target.clone()).await {
         Ok(tunnel) => tunnel,
         Err(failure) => {
             tracing::info!(%target, %failure, "udp: tunnel refused");
-            // Keep the flow's place, discarding, so that its datagrams do not open a
-            // tunnel each.
-            let _ = tokio::time::timeout(REFUSED_HOLD, async {
-                while datagrams.recv().await.is_some() {}
-            })
-            .await;
+            hold(&mut datagrams).await;
             return;
         }
     };
@@ -231,6 +247,46 @@ async fn run_flow(
     // the few it may still queue while it learns so) goes through `datagrams`.
     let _ = published.set(sender.downgrade());
     relay(id, (sender, receiver), &reply, &mut datagrams, idle).await;
+}
+
+/// Keeps a flow that will not carry anything in its place for a while, discarding its
+/// datagrams, so that they do not open a tunnel (or a socket) each.
+async fn hold(datagrams: &mut mpsc::Receiver<Bytes>) {
+    let _ = tokio::time::timeout(REFUSED_HOLD, async {
+        while datagrams.recv().await.is_some() {}
+    })
+    .await;
+}
+
+/// Relays a direct flow between the local peer and a socket connected to the target,
+/// until the front-end lets go, the socket fails, or nothing moved for `idle`.
+async fn relay_direct(
+    socket: &tokio::net::UdpSocket,
+    reply: &ReplyPath,
+    datagrams: &mut mpsc::Receiver<Bytes>,
+    idle: Duration,
+) {
+    let prefix = reply.prefix();
+    let mut buf = vec![0; 65_536];
+    loop {
+        tokio::select! {
+            payload = datagrams.recv() => {
+                let Some(payload) = payload else { break };
+                // A datagram the socket refuses (a full buffer, an ICMP error) is lost,
+                // as it would be on the way.
+                let _ = socket.send(&payload).await;
+            }
+            received = socket.recv(&mut buf) => {
+                let Ok(len) = received else { break };
+                let answer = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
+                reply.send(&prefix, &[answer]);
+            }
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!(peer = %reply.peer, "udp: direct flow idle, closing");
+                break;
+            }
+        }
+    }
 }
 
 async fn relay(

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use veil_engine::TunnelTarget;
-use veil_tokio::Opener;
 use veil_tokio::udp::{self, UdpIo};
 
+use crate::route::Front;
 use crate::udp_flows::{FlowLimits, Flows, ReplyPath};
 
 /// Local senders (tunnels) one forward serves at once.
@@ -19,13 +19,13 @@ const RECV_BUDGET: usize = 256;
 
 /// Forwards datagrams from `socket` to `target` forever; a sender's tunnel closes after
 /// `idle` without a datagram either way.
-pub(crate) async fn serve(socket: UdpIo, target: TunnelTarget, opener: Opener, idle: Duration) {
+pub(crate) async fn serve(socket: UdpIo, target: TunnelTarget, front: Front, idle: Duration) {
     let socket = Arc::new(socket);
     let limits = FlowLimits {
         max_flows: MAX_PEERS,
         idle,
     };
-    let mut flows: Flows<SocketAddr> = Flows::new(opener, limits);
+    let mut flows: Flows<SocketAddr> = Flows::new(front, limits);
     let mut reported = flows.drops();
     loop {
         if let Err(e) = socket.readable().await {

@@ -49,6 +49,7 @@ impl Rig {
             drain: Duration::from_millis(200),
             udp_template: None,
             quic: QuicConfig::default(),
+            rules: Vec::new(),
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
@@ -64,6 +65,9 @@ impl Rig {
             udp_forwards: Vec::new(),
             udp_template: None,
             quic: QuicConfig::default(),
+            rules: Vec::new(),
+            direct_source: None,
+            connect_timeout: Duration::from_secs(5),
         })
         .await
         .expect("client starts");

@@ -81,6 +81,7 @@ impl Rig {
             drain: Duration::from_millis(200),
             udp_template: edge_template.map(str::to_owned),
             quic: QuicConfig::default(),
+            rules: Vec::new(),
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {
@@ -98,6 +99,9 @@ impl Rig {
             udp_template: client_template.map(str::to_owned),
             drain: Duration::from_millis(200),
             quic: QuicConfig::default(),
+            rules: Vec::new(),
+            direct_source: None,
+            connect_timeout: Duration::from_secs(5),
         })
         .await
         .expect("client starts");
