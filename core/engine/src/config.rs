@@ -216,6 +216,11 @@ pub struct EdgeConfig {
     /// by `Endpoint::new`.
     #[serde(rename = "rule")]
     pub rules: Vec<RuleSpec<EdgeAction>>,
+    /// CA certificates (PEM) that clients' certificates must chain to (mutual TLS). When
+    /// set, a client without a valid certificate fails the handshake; the certificate's
+    /// identity (its first URI or DNS name, else its subject's common name) is what rules
+    /// (`identity`), hooks and logs see.
+    pub client_ca: Option<Pem>,
 }
 
 impl Default for EdgeConfig {
@@ -232,6 +237,7 @@ impl Default for EdgeConfig {
             serves: TunnelKinds::ALL,
             request_timeout: Duration::from_secs(30),
             rules: Vec::new(),
+            client_ca: None,
         }
     }
 }
@@ -277,6 +283,10 @@ pub struct ClientConfig {
     /// Bearer token sent in `Proxy-Authorization`.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A client certificate chain and its key (PEM), for an edge that asks for one
+    /// (mutual TLS, `EdgeConfig::client_ca`).
+    #[serde(default)]
+    pub certificate: Option<(Pem, Pem)>,
     /// First reconnect delay after the connection to the edge is lost; doubles per failure.
     #[serde(
         default = "default_reconnect_initial",
@@ -317,6 +327,7 @@ impl ClientConfig {
             server_name: server_name.into(),
             verify,
             token: None,
+            certificate: None,
             reconnect_initial: default_reconnect_initial(),
             reconnect_max: default_reconnect_max(),
             max_pending_tunnels: default_max_pending(),

@@ -225,6 +225,8 @@ struct Conn {
     timer: Option<Instant>,
     /// Edge: where the ingress hook's verdict stands.
     ingress: Ingress,
+    /// Edge: the identity of the client's certificate (mutual TLS), once established.
+    certificate_identity: Option<Box<str>>,
 }
 
 /// Edge: the ingress hook's verdict on a connection. Its HTTP/3 layer (and so every
@@ -316,7 +318,7 @@ impl Endpoint {
                 )
             }
             RoleConfig::Client(client) => {
-                let tls = tls::client_context(&client.verify)?;
+                let tls = tls::client_context(&client.verify, client.certificate.as_ref())?;
                 (tls, None, RoleState::Client(Client::new(client)))
             }
         };
@@ -1023,6 +1025,7 @@ impl Endpoint {
                 ended: shutdown::Ended::default(),
                 timer: None,
                 ingress: Ingress::Pending,
+                certificate_identity: None,
             },
         );
         self.refresh_timer(handle);
@@ -1118,11 +1121,17 @@ impl Endpoint {
                 Ingress::Accepted => {}
                 Ingress::Asked { .. } | Ingress::Decided => return,
                 Ingress::Pending => {
+                    conn.certificate_identity = conn
+                        .quic
+                        .peer_cert()
+                        .and_then(tls::certificate_identity)
+                        .map(String::into_boxed_str);
                     let server_name = conn.quic.server_name();
                     let query = IngressQuery {
                         peer: conn.peer,
                         server_name,
                         alpn: conn.quic.application_proto(),
+                        certificate_identity: conn.certificate_identity.as_deref(),
                     };
                     match self.policy.ingress(&query) {
                         IngressVerdict::Accept => conn.ingress = Ingress::Accepted,
@@ -1244,6 +1253,7 @@ impl Endpoint {
                         connection: conn.handle,
                     },
                     tags: Tags::new(),
+                    certificate_identity: conn.certificate_identity.clone(),
                 };
                 if let Err(refusal) = edge.screen(&request) {
                     self.stats.tunnels_refused += 1;

@@ -44,6 +44,9 @@ pub struct IngressQuery<'a> {
     pub server_name: Option<&'a str>,
     /// The application protocol negotiated (ALPN), `h3`.
     pub alpn: &'a [u8],
+    /// The identity of the client's certificate, when the edge asks for one
+    /// (`EdgeConfig::client_ca`): its first URI or DNS name, else its common name.
+    pub certificate_identity: Option<&'a str>,
 }
 
 /// The ingress hook's verdict.
@@ -75,6 +78,8 @@ pub struct TunnelQuery<'a> {
     pub client: ClientIdentity,
     /// The name of the token the client presented (never its secret).
     pub token_name: Option<&'a str>,
+    /// The identity of the client's certificate (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
 }
 
 /// The tunnel hook's verdict.
@@ -211,6 +216,8 @@ pub struct EgressQuery<'a> {
     pub client: ClientIdentity,
     /// The name of the token the client presented.
     pub token_name: Option<&'a str>,
+    /// The identity of the client's certificate (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
     /// Every address the host resolved, in the resolver's order.
     pub candidates: &'a [SocketAddr],
     /// Those the edge's rules and egress policy permit, in the same order: what the

@@ -66,6 +66,9 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     builder
         .check_private_key()
         .map_err(|_| ConfigError::InvalidPem { what: "key" })?;
+    if let Some(ca) = &config.client_ca {
+        require_client_certificates(&mut builder, ca)?;
+    }
     let der = leaf.to_der().map_err(tls_error("certificate DER"))?;
     Ok(EdgeTls {
         builder,
@@ -98,9 +101,80 @@ impl EdgeConfig {
     }
 }
 
-/// Builds the client's context for the configured verification.
-pub(crate) fn client_context(verify: &Verify) -> Result<SslContextBuilder, ConfigError> {
+/// Mutual TLS at the edge: clients must present a certificate that chains to one of the
+/// CAs in `ca`; the handshake fails otherwise.
+//# RFC 8446 §4.3.2: "A server which is authenticating with a certificate MAY optionally
+//# request a certificate from the client."
+fn require_client_certificates(
+    builder: &mut SslContextBuilder,
+    ca: &Pem,
+) -> Result<(), ConfigError> {
+    let cas = X509::stack_from_pem(&read_pem(ca)?)
+        .map_err(|_| ConfigError::InvalidPem { what: "client_ca" })?;
+    if cas.is_empty() {
+        return Err(ConfigError::InvalidPem { what: "client_ca" });
+    }
+    for ca in cas {
+        // Named in the CertificateRequest, so that a client with several certificates can
+        // pick the right one.
+        builder
+            .add_client_ca(&ca)
+            .map_err(tls_error("client CA name"))?;
+        builder
+            .cert_store_mut()
+            .add_cert(ca)
+            .map_err(tls_error("client CA"))?;
+    }
+    builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    Ok(())
+}
+
+/// The identity a client certificate (DER of the leaf) gives: its first URI name (a
+/// SPIFFE ID, say), else its first DNS name, else its subject's common name. `None` when
+/// it has none, or when the name holds anything but printable ASCII (it goes into logs and
+/// rule matches as it is) or is longer than 255 bytes.
+pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
+    let cert = X509::from_der(der).ok()?;
+    let from_san = cert.subject_alt_names().and_then(|names| {
+        let uri = names.iter().find_map(|name| name.uri().map(str::to_owned));
+        uri.or_else(|| names.iter().find_map(|name| name.dnsname().map(str::to_owned)))
+    });
+    let identity = from_san.or_else(|| {
+        let entry = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next()?;
+        entry.data().as_utf8().ok().map(|text| text.to_string())
+    })?;
+    let printable = identity.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    (printable && !identity.is_empty() && identity.len() <= 255).then_some(identity)
+}
+
+/// Builds the client's context for the configured verification, with the client's own
+/// certificate when it has one.
+pub(crate) fn client_context(
+    verify: &Verify,
+    certificate: Option<&(Pem, Pem)>,
+) -> Result<SslContextBuilder, ConfigError> {
     let mut builder = new_builder()?;
+    if let Some((cert, key)) = certificate {
+        let chain = load_chain(cert)?;
+        let key = load_key(key)?;
+        let mut certs = chain.into_iter();
+        if let Some(leaf) = certs.next() {
+            builder
+                .set_certificate(&leaf)
+                .map_err(tls_error("client certificate"))?;
+        }
+        for intermediate in certs {
+            builder
+                .add_extra_chain_cert(intermediate)
+                .map_err(tls_error("client certificate chain"))?;
+        }
+        builder
+            .set_private_key(&key)
+            .map_err(tls_error("client private key"))?;
+        builder
+            .check_private_key()
+            .map_err(|_| ConfigError::InvalidPem { what: "key" })?;
+    }
     match verify {
         Verify::Ca(pem) => {
             let text = read_pem(pem)?;
@@ -353,7 +427,7 @@ mod tests {
             Err(ConfigError::InvalidPem { what: "cert" })
         ));
         assert!(matches!(
-            client_context(&Verify::Ca(Pem::Text("nope".to_owned()))),
+            client_context(&Verify::Ca(Pem::Text("nope".to_owned())), None),
             Err(ConfigError::InvalidPem { what: "verify.ca" })
         ));
     }

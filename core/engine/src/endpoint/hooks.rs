@@ -31,6 +31,8 @@ pub(super) struct EdgeRequest {
     pub(super) target: TunnelTarget,
     pub(super) client: ClientIdentity,
     pub(super) tags: Tags,
+    /// The identity of the client's certificate (mutual TLS), if any.
+    pub(super) certificate_identity: Option<Box<str>>,
 }
 
 impl Endpoint {
@@ -132,6 +134,7 @@ impl Endpoint {
             target: &request.target,
             client: request.client,
             token_name: edge.token_name(request.client.token_index),
+            certificate_identity: request.certificate_identity.as_deref(),
             candidates,
             permitted: &permitted,
             tags: &request.tags,
@@ -148,6 +151,14 @@ impl Endpoint {
             }
             EgressVerdict::Refuse(refusal) => Err(refusal),
         }
+    }
+
+    /// Edge: the identity of a connection's client certificate (mutual TLS,
+    /// `EdgeConfig::client_ca`): its first URI or DNS name, else its common name.
+    pub fn certificate_identity(&self, connection: ConnectionHandle) -> Option<&str> {
+        self.conns
+            .get(&connection.0)
+            .and_then(|conn| conn.certificate_identity.as_deref())
     }
 
     /// Edge: the labels the tunnel hook put on a tunnel (empty for none, and on a client).
@@ -171,6 +182,7 @@ impl Endpoint {
             target: &request.target,
             client: request.client,
             token_name: edge.token_name(request.client.token_index),
+            certificate_identity: request.certificate_identity.as_deref(),
         };
         let verdict = self.policy.tunnel(&query, &mut request.tags);
         let asked = matches!(verdict, TunnelVerdict::Ask);
@@ -317,12 +329,13 @@ impl super::Edge {
         }
     }
 
-    /// What the rules see of a request.
+    /// What the rules see of a request. Its identity is the client certificate's when
+    /// the client presented one (mutual TLS), else the name of its token.
     fn rule_query<'a>(&'a self, request: &'a EdgeRequest) -> Query<'a> {
-        rules::query_for(
-            &request.target,
-            rules::protocol_of(request.kind),
-            self.token_name(request.client.token_index),
-        )
+        let identity = request
+            .certificate_identity
+            .as_deref()
+            .or_else(|| self.token_name(request.client.token_index));
+        rules::query_for(&request.target, rules::protocol_of(request.kind), identity)
     }
 }
