@@ -158,6 +158,6 @@ pub struct Query<'a> {
     pub protocol: Protocol,
     /// The client's identity, when authenticated.
     pub identity: Option<&'a str>,
-    /// The TLS server name seen inside the tunnel (from the first bytes of the tunnel).
+    /// The TLS server name seen inside the tunnel (see [`crate::sniff`]).
     pub sni: Option<&'a str>,
 }
