@@ -859,6 +859,75 @@ def engine():
                 read_datagrams(EDGE), raw_datagram(b""), pump(4))
 
 
+# --- sniff --------------------------------------------------------------------------------
+
+SNIFF_TESTDATA = Path(__file__).resolve().parent.parent / "core/proto/src/sniff/testdata"
+
+
+def client_hello(extensions, session_id=b"\x5a" * 32):
+    """A ClientHello handshake message (RFC 8446 §4.1.2) with the given (type, data)."""
+    block = b"".join(struct.pack(">HH", kind, len(data)) + data for kind, data in extensions)
+    body = (b"\x03\x03" + b"\xa5" * 32 + bytes([len(session_id)]) + session_id
+            + struct.pack(">H", 6) + bytes.fromhex("13011302c02f") + b"\x01\x00"
+            + struct.pack(">H", len(block)) + block)
+    return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def server_name(*names):
+    """A server_name extension's data (RFC 6066 §3): a ServerNameList of (type, name)."""
+    entries = b"".join(bytes([kind]) + struct.pack(">H", len(name)) + name for kind, name in names)
+    return struct.pack(">H", len(entries)) + entries
+
+
+def tls_records(message, fragment=16384):
+    return b"".join(b"\x16\x03\x01" + struct.pack(">H", len(message[i:i + fragment]))
+                    + message[i:i + fragment] for i in range(0, len(message), fragment))
+
+
+def sniff():
+    for capture in ["openssl-client-hello.bin", "curl-client-hello.bin"]:
+        write("sniff", capture.removesuffix(".bin"), (SNIFF_TESTDATA / capture).read_bytes())
+    hello = client_hello([(0xff01, b"\x00"), (0, server_name((0, b"www.example.com"))),
+                          (43, b"\x02\x03\x04")])
+    write("sniff", "client-hello", tls_records(hello))
+    write("sniff", "client-hello-fragments-7", tls_records(hello, 7))
+    write("sniff", "client-hello-fragments-100", tls_records(hello, 100))
+    write("sniff", "client-hello-truncated", tls_records(hello)[:60])
+    write("sniff", "client-hello-no-sni", tls_records(client_hello([(43, b"\x02\x03\x04")])))
+    write("sniff", "client-hello-name-type-1",
+          tls_records(client_hello([(0, server_name((1, b"example.com")))])))
+    write("sniff", "client-hello-two-names",
+          tls_records(client_hello([(0, server_name((0, b"a.example"), (0, b"b.example")))])))
+    write("sniff", "client-hello-nul-in-name",
+          tls_records(client_hello([(0, server_name((0, b"a\x00.example")))])))
+    write("sniff", "client-hello-padding-first",
+          tls_records(client_hello([(21, b"\x00" * 300), (0, server_name((0, b"late.example")))])))
+    write("sniff", "server-hello", tls_records(b"\x02" + hello[1:]))
+    for name, request in [
+        ("http-host", b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"),
+        ("http-host-port", b"GET /x HTTP/1.0\r\nhost: Example.com:8080\r\n\r\n"),
+        ("http-host-ipv6", b"GET / HTTP/1.1\r\nHost: [2001:db8::7]:8443\r\n\r\n"),
+        ("http-absolute", b"GET http://absolute.example/x HTTP/1.1\r\nHost: other.example\r\n\r\n"),
+        ("http-connect", b"CONNECT tunnel.example:443 HTTP/1.1\r\n\r\n"),
+        ("http-no-host", b"GET / HTTP/1.1\r\n\r\n"),
+        ("http-two-hosts", b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"),
+        ("http-partial", b"GET / HTTP/1.1\r\nHost: exa"),
+        ("http-post-body", b"POST /p HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc"),
+        ("ssh", b"SSH-2.0-OpenSSH_9.6\r\n"),
+        ("sslv2-hello", b"\x80\x2e\x01\x03\x01"),
+        ("empty", b""),
+    ]:
+        write("sniff", name, request)
+
+
+# --- rules --------------------------------------------------------------------------------
+
+def rules():
+    # The target builds rules and queries from `arbitrary` bytes: any bytes are an input.
+    for i, length in enumerate([16, 64, 200, 600, 1500]):
+        write("rules", f"random-{i}", pseudo_random(f"rules{i}", length))
+
+
 def main():
     varints()
     datagrams()
@@ -870,6 +939,8 @@ def main():
     proxy_protocol()
     ip_packets()
     engine()
+    sniff()
+    rules()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))
         print(f"{directory.name:26} {len(seeds):3} seeds")

@@ -66,6 +66,17 @@
 //! assert_eq!(rules.first_address_rule(), Some(0));
 //! ```
 //!
+//! # Costs
+//!
+//! A lookup probes one hash table per prefix length in use in the query's family, one
+//! per label boundary of the query name for which some `*.` parent has that many labels,
+//! and one for the exact name; then it walks, in order, the rules each probe found and the
+//! rules without a destination condition, testing the other conditions, and stops each walk
+//! at the best match so far. Two shapes stay linear: many rules without `targets` or
+//! `hosts` (each is tried until one matches), and many rules naming the same prefix or
+//! name with other conditions that fail (say one prefix with a thousand port rules). Both
+//! are unusual in routing tables; put catch-alls last.
+//!
 //! # Deciding on a name before resolving it
 //!
 //! A caller that has a name but no address yet may look up with `addr: None`. Any answer
@@ -158,6 +169,6 @@ pub struct Query<'a> {
     pub protocol: Protocol,
     /// The client's identity, when authenticated.
     pub identity: Option<&'a str>,
-    /// The TLS server name seen inside the tunnel (from the first bytes of the tunnel).
+    /// The TLS server name seen inside the tunnel (see [`crate::sniff`]).
     pub sni: Option<&'a str>,
 }

@@ -11,7 +11,9 @@
 //!   panic" they check that consumed counts stay within the input, that every chunking of
 //!   the input gives the one-shot result, and that what decodes re-encodes to an equal value;
 //! - round trips (`*_roundtrip`) build a structured value with `arbitrary`, encode it, and
-//!   check that decoding gives it back exactly.
+//!   check that decoding gives it back exactly;
+//! - models (`rules`) build inputs with `arbitrary` and compare a result with a naive
+//!   reference written in the target.
 //!
 //! [`TARGETS`] lists them all, by the name of their corpus directory.
 
@@ -31,6 +33,8 @@ pub mod masque_udp;
 pub mod masque_udp_roundtrip;
 pub mod proxy_protocol;
 pub mod proxy_protocol_roundtrip;
+pub mod rules;
+pub mod sniff;
 pub mod socks5;
 pub mod socks5_roundtrip;
 pub mod varint;
@@ -60,4 +64,6 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("ip", ip::run),
     ("ip_roundtrip", ip_roundtrip::run),
     ("engine", engine::run),
+    ("rules", rules::run),
+    ("sniff", sniff::run),
 ];

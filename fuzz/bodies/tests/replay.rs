@@ -99,4 +99,6 @@ replay_tests!(
     ip,
     ip_roundtrip,
     engine,
+    rules,
+    sniff,
 );
