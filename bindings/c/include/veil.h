@@ -612,6 +612,24 @@ enum veil_result veil_config_set_certificate_files(struct veil_config *config,
                                                    const char *cert_path,
                                                    const char *key_path);
 
+// Edge: mutual TLS. Clients must present a certificate that chains to a CA in this PEM
+// file, or their handshake fails; the certificate's first URI or DNS name (else its
+// common name) is the client's identity for rules and hooks (`certificate_identity`).
+//
+// # Safety
+// `ca_path` must be NULL or a NUL-terminated string.
+enum veil_result veil_config_require_client_certificates(struct veil_config *config,
+                                                         const char *ca_path);
+
+// Client: present this certificate chain and key (PEM files, read by
+// `veil_endpoint_new`) to an edge that asks for one.
+//
+// # Safety
+// `cert_path` and `key_path` must be NULL or NUL-terminated strings.
+enum veil_result veil_config_set_client_certificate_files(struct veil_config *config,
+                                                          const char *cert_path,
+                                                          const char *key_path);
+
 // Edge: a DNS name for the self-signed certificate (used when no certificate is set). The
 // first call replaces the default names (`localhost`, `veil.invalid`).
 //

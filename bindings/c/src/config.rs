@@ -69,6 +69,7 @@ struct ClientDraft {
     local_addr: Option<SocketAddr>,
     verify: Option<Verify>,
     token: Option<Secret>,
+    certificate: Option<(Pem, Pem)>,
     reconnect: Option<(Duration, Duration)>,
     pending: Option<(usize, Duration)>,
     udp_path_template: Option<String>,
@@ -141,6 +142,7 @@ impl ClientDraft {
         let mut client = ClientConfig::new(edge_addr, server_name.clone(), verify);
         client.local_addr = self.local_addr;
         client.token.clone_from(&self.token);
+        client.certificate.clone_from(&self.certificate);
         if let Some((initial, max)) = self.reconnect {
             client.reconnect_initial = initial;
             client.reconnect_max = max;
@@ -355,6 +357,52 @@ pub unsafe extern "C" fn veil_config_set_certificate_files(
         let edge = config.edge_mut("veil_config_set_certificate_files")?;
         edge.cert = Some(cert);
         edge.key = Some(key);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Edge: mutual TLS. Clients must present a certificate that chains to a CA in this PEM
+/// file, or their handshake fails; the certificate's first URI or DNS name (else its
+/// common name) is the client's identity for rules and hooks (`certificate_identity`).
+///
+/// # Safety
+/// `ca_path` must be NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_require_client_certificates(
+    config: *mut veil_config,
+    ca_path: *const c_char,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        // SAFETY: the caller promises a NUL-terminated string.
+        let ca = unsafe { path_arg(ca_path)? };
+        config
+            .edge_mut("veil_config_require_client_certificates")?
+            .client_ca = Some(ca);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Client: present this certificate chain and key (PEM files, read by
+/// `veil_endpoint_new`) to an edge that asks for one.
+///
+/// # Safety
+/// `cert_path` and `key_path` must be NULL or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_client_certificate_files(
+    config: *mut veil_config,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        // SAFETY: the caller promises NUL-terminated strings.
+        let (cert, key) = unsafe { (path_arg(cert_path)?, path_arg(key_path)?) };
+        config
+            .client_mut("veil_config_set_client_certificate_files")?
+            .certificate = Some((cert, key));
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises about `config` are forwarded.

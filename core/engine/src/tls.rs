@@ -137,7 +137,11 @@ pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
     let cert = X509::from_der(der).ok()?;
     let from_san = cert.subject_alt_names().and_then(|names| {
         let uri = names.iter().find_map(|name| name.uri().map(str::to_owned));
-        uri.or_else(|| names.iter().find_map(|name| name.dnsname().map(str::to_owned)))
+        uri.or_else(|| {
+            names
+                .iter()
+                .find_map(|name| name.dnsname().map(str::to_owned))
+        })
     });
     let identity = from_san.or_else(|| {
         let entry = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next()?;

@@ -65,6 +65,11 @@ pub struct ServerArgs {
     /// Private key of --cert, in PEM.
     #[arg(long, value_name = "PEM")]
     pub key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate that chains to a CA in this PEM
+    /// file, or their handshake fails. The certificate's first URI or DNS name (else its
+    /// common name) is the identity rules (`identity = [...]`) and logs use.
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
     /// A bearer token clients must present, as NAME:SECRET (the name is what logs show:
     /// letters, digits, `_`, `-`, `.`) or a bare SECRET (named token-N by its place);
     /// repeat for several. None given: no authentication.
@@ -187,6 +192,13 @@ pub struct ClientArgs {
     /// Bearer token to present to the edge.
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
+    /// A client certificate chain (PEM, leaf first) for an edge that asks for one
+    /// (its --client-ca); with --key.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// SOCKS5 listener address [default: 127.0.0.1:1080]; printed as `veil: socks5
     /// listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
@@ -261,6 +273,7 @@ pub struct ServerFile {
     pub listen: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub tokens: Vec<Secret>,
     #[serde(default)]
@@ -285,6 +298,8 @@ pub struct ClientFile {
     #[serde(default)]
     pub insecure: bool,
     pub token: Option<Secret>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     pub socks: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub socks_user: Option<Secret>,
@@ -321,6 +336,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Certificate and key files; `None`: self-signed.
     pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// CA file client certificates must chain to (mutual TLS); `None`: none asked.
+    pub client_ca: Option<PathBuf>,
     /// Accepted tokens, each with its name.
     pub tokens: Vec<Token>,
     /// Egress allowlist prefixes.
@@ -393,6 +410,8 @@ pub struct ClientSettings {
     pub trust: Trust,
     /// Token for the edge.
     pub token: Option<Secret>,
+    /// Client certificate and key files (mutual TLS).
+    pub certificate: Option<(PathBuf, PathBuf)>,
     /// SOCKS5 listener; `None`: not opened.
     pub socks: Option<SocketAddr>,
     /// HTTP proxy listener; `None`: not opened.
@@ -494,6 +513,7 @@ impl ServerSettings {
                 .or(file.listen)
                 .unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
             cert_key,
+            client_ca: flags.client_ca.or(file.client_ca),
             tokens,
             allow_targets: pick_list(flags.allow_targets, file.allow_targets),
             connect_timeout: Duration::from_millis(
@@ -550,6 +570,11 @@ impl ClientSettings {
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),
+            certificate: match (flags.cert.or(file.cert), flags.key.or(file.key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => bail!("--cert and --key go together"),
+            },
             socks,
             http,
             socks_user,

@@ -33,6 +33,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     let edge = RunningEdge::start(&ServerSettings {
         listen: loopback,
         cert_key: None,
+        client_ca: None,
         tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],
         allow_targets: vec!["127.0.0.0/8".to_owned()],
         connect_timeout: Duration::from_secs(5),
@@ -49,6 +50,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),
+        certificate: None,
         socks: Some(loopback),
         http: Some(loopback),
         socks_user: None,

@@ -88,6 +88,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         tokens: settings.tokens.clone(),
         egress_allow: settings.allow_targets.clone(),
         rules: settings.rules.clone(),
+        client_ca: settings.client_ca.clone().map(Pem::Path),
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {
@@ -133,6 +134,10 @@ impl RunningClient {
         };
         let mut client = ClientConfig::new(edge_addr, server_name, verify);
         client.token.clone_from(&settings.token);
+        client.certificate = settings
+            .certificate
+            .clone()
+            .map(|(cert, key)| (Pem::Path(cert), Pem::Path(key)));
         if let Some(template) = &settings.udp_template {
             client.udp_path_template.clone_from(template);
         }

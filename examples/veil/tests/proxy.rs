@@ -43,6 +43,7 @@ impl Rig {
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
             cert_key: None,
+            client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
@@ -58,6 +59,7 @@ impl Rig {
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(fingerprint),
             token: Some(Secret::new(client_token)),
+            certificate: None,
             socks: Some(loopback()),
             http: Some(loopback()),
             socks_user: socks_user.map(|text| LocalCredentials::parse(text).expect("valid")),

@@ -75,6 +75,7 @@ impl Rig {
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
             cert_key: None,
+            client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
@@ -89,6 +90,7 @@ impl Rig {
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),
+            certificate: None,
             socks: Some(loopback()),
             http: Some(loopback()),
             socks_user: None,

@@ -97,6 +97,8 @@ static void bad_config(void) {
     CHECK_RESULT(veil_config_add_token(cfg, "t"), VEIL_ERR_WRONG_ROLE);
     CHECK(strstr(veil_config_last_error(cfg), "edge setting") != NULL);
     CHECK_RESULT(veil_config_allow_egress(cfg, "10.0.0.0/8"), VEIL_ERR_WRONG_ROLE);
+    CHECK_RESULT(veil_config_require_client_certificates(cfg, "ca.pem"), VEIL_ERR_WRONG_ROLE);
+    CHECK_RESULT(veil_config_set_client_certificate_files(cfg, NULL, "key.pem"), VEIL_ERR_NULL);
     CHECK_RESULT(veil_config_set_token(cfg, NULL), VEIL_ERR_NULL);
     CHECK_RESULT(veil_config_set_token(cfg, ""), VEIL_ERR_INVALID_ARGUMENT);
     CHECK_RESULT(veil_config_set_token(cfg, "\xff\xfe"), VEIL_ERR_INVALID_ARGUMENT);
@@ -124,6 +126,13 @@ static void bad_config(void) {
     CHECK_RESULT(veil_config_verify_ca_file(cfg, "/nonexistent/veil-ca.pem"), VEIL_OK);
     CHECK_RESULT(veil_endpoint_new(cfg, now_ns(), &ep), VEIL_ERR_CONFIG);
     CHECK(strstr(veil_config_last_error(cfg), "/nonexistent/veil-ca.pem") != NULL);
+    /* So is a client certificate file that does not exist. */
+    CHECK_RESULT(veil_config_verify_insecure(cfg), VEIL_OK);
+    CHECK_RESULT(veil_config_set_client_certificate_files(cfg, "/nonexistent/veil-client.pem",
+                                                           "/nonexistent/veil-client.key"),
+                 VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, now_ns(), &ep), VEIL_ERR_CONFIG);
+    CHECK(strstr(veil_config_last_error(cfg), "/nonexistent/veil-client.pem") != NULL);
     veil_config_free(cfg);
 
     /* An edge with a certificate that is not PEM, and one without its key. */

@@ -176,3 +176,94 @@ fn a_ca_verifies_an_edge_known_by_its_address() {
         assert_eq!(established(&client), opens, "server name {server_name}");
     }
 }
+
+/// Notes the certificate identity every request carries.
+struct SeenIdentities(std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+impl veil_engine::Policy for SeenIdentities {
+    fn tunnel(
+        &mut self,
+        query: &veil_engine::TunnelQuery<'_>,
+        _: &mut veil_engine::Tags,
+    ) -> veil_engine::TunnelVerdict {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(query.certificate_identity.map(str::to_owned));
+        }
+        veil_engine::TunnelVerdict::Pass
+    }
+}
+
+/// An edge that asks clients for a certificate chaining to `client_ca`.
+fn mutual_edge(
+    client_ca: &str,
+    rules: Vec<veil_engine::rules::RuleSpec<veil_engine::rules::EdgeAction>>,
+) -> Endpoint {
+    let config = EdgeConfig {
+        client_ca: Some(Pem::Text(client_ca.to_owned())),
+        rules,
+        ..EdgeConfig::default()
+    };
+    Endpoint::new(Config::edge(config), Instant::now()).expect("edge")
+}
+
+#[test]
+fn mutual_tls_admits_only_certified_clients_and_names_them() {
+    let (ca, leaf, key, _) = ca_and_leaf();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let edge = mutual_edge(&ca, Vec::new()).with_policy(SeenIdentities(seen.clone()));
+    let pin = edge.certificate_fingerprint().expect("fingerprint");
+    let mut config = client_config(Verify::Pin(pin), None);
+    config.certificate = Some((Pem::Text(leaf.clone()), Pem::Text(key.clone())));
+    let client = attempt(edge, config);
+    assert!(client.opened, "a certified client was refused");
+    // The leaf's first DNS name is its identity.
+    assert_eq!(*seen.lock().expect("lock"), [Some("localhost".to_owned())]);
+
+    // No certificate: the handshake fails.
+    let edge = mutual_edge(&ca, Vec::new());
+    let pin = edge.certificate_fingerprint().expect("fingerprint");
+    let client = attempt(edge, client_config(Verify::Pin(pin), None));
+    assert!(
+        !client.opened,
+        "a client without a certificate got in: {:?} {:?}",
+        client.connection_events, client.refused
+    );
+
+    // A certificate from another CA: the handshake fails.
+    let (_, other_leaf, other_key, _) = ca_and_leaf();
+    let edge = mutual_edge(&ca, Vec::new());
+    let pin = edge.certificate_fingerprint().expect("fingerprint");
+    let mut config = client_config(Verify::Pin(pin), None);
+    config.certificate = Some((Pem::Text(other_leaf), Pem::Text(other_key)));
+    let client = attempt(edge, config);
+    assert!(
+        !client.opened,
+        "a foreign certificate got in: {:?} {:?}",
+        client.connection_events, client.refused
+    );
+}
+
+#[test]
+fn rules_match_the_certificate_identity() {
+    use veil_engine::rules::{EdgeAction, RuleSpec};
+    let (ca, leaf, key, _) = ca_and_leaf();
+    let deny_localhost = RuleSpec {
+        target: Vec::new(),
+        host: Vec::new(),
+        ports: Vec::new(),
+        protocol: Vec::new(),
+        identity: vec!["localhost".to_owned()],
+        sni: Vec::new(),
+        action: EdgeAction::Deny,
+    };
+    let edge = mutual_edge(&ca, vec![deny_localhost]);
+    let pin = edge.certificate_fingerprint().expect("fingerprint");
+    let mut config = client_config(Verify::Pin(pin), None);
+    config.certificate = Some((Pem::Text(leaf), Pem::Text(key)));
+    let client = attempt(edge, config);
+    assert!(established(&client), "the handshake failed");
+    match client.refused {
+        Some(RefusedReason::Status { status: 403, .. }) => {}
+        other => panic!("not refused by the rule: {other:?}"),
+    }
+}
