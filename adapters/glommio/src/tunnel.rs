@@ -87,8 +87,14 @@ async fn dial(
 /// the two directions report what happens to the bytes, a watcher reports the engine's
 /// close of the tunnel and the relay's deadlines, and whoever reports does what the relay
 /// says next ([`Shared::feed`]). The stream is closed when this returns (with RST if the
-/// relay said so).
-async fn relay(port: &dyn Port, tunnel: TunnelId, signals: &TunnelSignals, stream: TcpStream) {
+/// relay said so). Returns how it ended (`None` only if a bug left it hanging and failing
+/// it did not end it either).
+async fn relay(
+    port: &dyn Port,
+    tunnel: TunnelId,
+    signals: &TunnelSignals,
+    stream: TcpStream,
+) -> Option<RelayOutcome> {
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let shared = Shared {
@@ -116,6 +122,7 @@ async fn relay(port: &dyn Port, tunnel: TunnelId, signals: &TunnelSignals, strea
     // Whichever sees the end first; the other stops where it waits.
     let outcome = future::or(watch(&shared), directions).await;
     tracing::debug!(?tunnel, ?outcome, "relay ended");
+    outcome
 }
 
 /// What one relay's tasks share: the engine's [`Relay`] and what its actions need.
@@ -324,7 +331,225 @@ fn reset_on_close(fd: RawFd) {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+
+    use glommio::net::TcpListener;
+    use veil_engine::{CloseReason, Egress, H3_CONNECT_ERROR, TunnelError};
+
     use super::*;
+
+    /// The engine as a relay sees it, played by the test: what `tunnel_recv` hands out, and
+    /// a record of what the relay did to the tunnel.
+    #[derive(Default)]
+    struct FakePort {
+        incoming: RefCell<VecDeque<(&'static [u8], bool)>>,
+        sent: RefCell<Vec<u8>>,
+        /// What every `tunnel_send` fails with, if anything.
+        send_fails: Cell<Option<TunnelError>>,
+        finished: Cell<bool>,
+        aborted: Cell<bool>,
+    }
+
+    impl Port for FakePort {
+        fn connect_timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn egress_for(&self, _: TunnelId, _: &[SocketAddr]) -> Result<Egress, Refusal> {
+            Err(Refusal::Internal)
+        }
+        fn answer(&self, _: TunnelId, _: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
+            None
+        }
+        fn tunnel_recv(&self, _: TunnelId, out: &mut [u8]) -> Option<Recv> {
+            let (bytes, fin) = self.incoming.borrow_mut().pop_front()?;
+            out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+            Some(Recv {
+                len: bytes.len(),
+                fin,
+            })
+        }
+        fn tunnel_send(&self, _: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
+            if let Some(error) = self.send_fails.get() {
+                return Err(error);
+            }
+            self.sent.borrow_mut().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn tunnel_finish(&self, _: TunnelId) -> Result<(), TunnelError> {
+            self.finished.set(true);
+            Ok(())
+        }
+        fn tunnel_abort(&self, _: TunnelId) {
+            self.aborted.set(true);
+        }
+        fn send_datagram(&self, _: TunnelId, _: &[u8]) -> bool {
+            false
+        }
+        fn recv_datagram(&self, _: TunnelId, _: &mut [u8]) -> Option<usize> {
+            None
+        }
+        fn count_target_drop(&self) {}
+    }
+
+    /// A relay on a real TCP connection whose far end (`app`, the target) the test holds,
+    /// and a tunnel the test plays.
+    struct Rig {
+        app: TcpStream,
+        port: Rc<FakePort>,
+        signals: Rc<TunnelSignals>,
+        relay: glommio::task::JoinHandle<Option<RelayOutcome>>,
+    }
+
+    async fn rig() -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = TcpStream::connect(addr).await.expect("connect");
+        let stream = listener.accept().await.expect("accept");
+        let port = Rc::new(FakePort::default());
+        let signals = Rc::new(TunnelSignals::default());
+        let (relay_port, relay_signals) = (port.clone(), signals.clone());
+        let relay = glommio::spawn_local(async move {
+            relay(&*relay_port, TunnelId(7), &relay_signals, stream).await
+        })
+        .detach();
+        Rig {
+            app,
+            port,
+            signals,
+            relay,
+        }
+    }
+
+    impl Rig {
+        /// The tunnel's peer sent `bytes` (and its FIN, with `fin`).
+        fn deliver(&self, bytes: &'static [u8], fin: bool) {
+            self.port.incoming.borrow_mut().push_back((bytes, fin));
+            self.signals.readable.notify();
+        }
+
+        /// Everything the target reads until EOF, or the error that ended it.
+        async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            within(self.app.read_to_end(&mut bytes))
+                .await
+                .map(|_| bytes)
+        }
+
+        async fn outcome(self) -> Option<RelayOutcome> {
+            within(self.relay).await.flatten()
+        }
+    }
+
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        future::or(async { Some(future.await) }, async {
+            Timer::new(Duration::from_secs(10)).await;
+            None
+        })
+        .await
+        .expect("in time")
+    }
+
+    /// Waits until `done` holds (the relay runs on the same thread meanwhile).
+    async fn until(done: impl Fn() -> bool) {
+        within(async {
+            while !done() {
+                Timer::new(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    const RESET: CloseReason = CloseReason::Reset {
+        code: H3_CONNECT_ERROR,
+    };
+
+    #[test]
+    fn fins_pass_both_ways_as_half_closes() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.app.write_all(b"request").await.expect("write");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            until(|| rig.port.finished.get()).await;
+            assert_eq!(*rig.port.sent.borrow(), b"request");
+            // Our FIN does not end the relay: the answer still comes.
+            rig.deliver(b"answer", true);
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"answer");
+            assert!(!rig.port.aborted.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::Finished));
+        });
+    }
+
+    #[test]
+    fn a_stop_after_the_fin_delivers_everything_then_lingers_and_closes_cleanly() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.deliver(b"answer", true);
+            let mut answer = [0; 6];
+            within(rig.app.read_exact(&mut answer))
+                .await
+                .expect("answer");
+            assert_eq!(&answer, b"answer");
+            // The engine closes it as reset once the FIN was read: the peer stopped ours.
+            rig.signals.close(RESET);
+            // What the target still sends is read and thrown away, then its close ends
+            // the linger.
+            rig.app.write_all(&vec![1; 100_000]).await.expect("write");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"");
+            assert!(rig.port.sent.borrow().is_empty(), "nothing for the tunnel");
+            assert!(!rig.port.aborted.get() && !rig.port.finished.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::PeerStopped));
+        });
+    }
+
+    #[test]
+    fn a_send_refused_as_write_closed_is_the_peers_stop_not_a_failure() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.port.send_fails.set(Some(TunnelError::WriteClosed));
+            rig.app.write_all(b"ignored").await.expect("write");
+            // The peer's direction goes on to its FIN, and then the relay lingers.
+            rig.deliver(b"answer", true);
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"answer");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            let port = rig.port.clone();
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::PeerStopped));
+            assert!(!port.aborted.get(), "a stop is no reason to abort");
+        });
+    }
+
+    #[test]
+    fn a_tunnel_reset_resets_the_tcp_connection() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.deliver(b"partial", false);
+            let mut partial = [0; 7];
+            within(rig.app.read_exact(&mut partial))
+                .await
+                .expect("bytes");
+            rig.signals.close(RESET);
+            let error = rig.read_to_end().await.expect_err("a reset");
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+            // The engine closed the tunnel already: nothing to abort.
+            assert!(!rig.port.aborted.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::TunnelReset));
+        });
+    }
+
+    #[test]
+    fn a_tcp_reset_aborts_the_tunnel() {
+        crate::test_executor().run(async {
+            let Rig {
+                app, port, relay, ..
+            } = rig().await;
+            reset_on_close(app.as_raw_fd());
+            drop(app);
+            assert_eq!(within(relay).await.flatten(), Some(RelayOutcome::TcpFailed));
+            assert!(port.aborted.get());
+        });
+    }
 
     #[test]
     fn a_refused_connection_is_connection_refused() {
