@@ -29,8 +29,8 @@ use glommio::channels::channel_mesh::{FullMesh, Senders};
 use glommio::net::UdpSocket;
 use tokio::sync::watch;
 use veil_engine::{
-    CidLayout, Config, Egress, Endpoint, Event, Recv, RecvMeta, Refusal, ShutdownPlan, TunnelId,
-    TunnelKind,
+    CidLayout, CloseReason, Config, Egress, Endpoint, Event, H3_CONNECT_ERROR, Recv, RecvMeta,
+    Refusal, ShutdownPlan, TunnelError, TunnelId, TunnelKind,
 };
 
 use crate::port::{Port, TunnelSignals};
@@ -360,7 +360,7 @@ impl Core {
                 tracing::debug!(core, ?tunnel, ?reason, "tunnel closed");
                 let signals = self.state.borrow_mut().tunnels.remove(&tunnel);
                 if let Some(signals) = signals {
-                    signals.close(reason == veil_engine::CloseReason::Finished);
+                    signals.close(reason);
                 }
             }
             other => tracing::debug!(core, event = ?other, "unhandled engine event"),
@@ -437,18 +437,16 @@ impl Port for Core {
             .ok()
     }
 
-    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize> {
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
         let sent = self.state.borrow_mut().endpoint.tunnel_send(tunnel, data);
         self.work.notify();
-        sent.map_err(|e| tracing::debug!(?tunnel, error = %e, "tunnel send failed"))
-            .ok()
+        sent
     }
 
-    fn tunnel_finish(&self, tunnel: TunnelId) {
-        if let Err(e) = self.state.borrow_mut().endpoint.tunnel_finish(tunnel) {
-            tracing::debug!(?tunnel, error = %e, "tunnel finish failed");
-        }
+    fn tunnel_finish(&self, tunnel: TunnelId) -> Result<(), TunnelError> {
+        let finished = self.state.borrow_mut().endpoint.tunnel_finish(tunnel);
         self.work.notify();
+        finished
     }
 
     fn tunnel_abort(&self, tunnel: TunnelId) {
@@ -457,7 +455,10 @@ impl Port for Core {
             tracing::debug!(?tunnel, error = %e, "aborting a tunnel failed");
         }
         if let Some(signals) = state.tunnels.remove(&tunnel) {
-            signals.close(false);
+            // No event follows an abort: the tunnel's own tasks learn of it here.
+            signals.close(CloseReason::Reset {
+                code: H3_CONNECT_ERROR,
+            });
         }
         drop(state);
         self.work.notify();

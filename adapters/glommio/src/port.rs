@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use veil_engine::{Egress, Recv, Refusal, TunnelId};
+use veil_engine::{CloseReason, Egress, Recv, Refusal, TunnelError, TunnelId};
 
 use crate::signal::Signal;
 
@@ -31,12 +31,13 @@ pub(crate) trait Port {
     /// or is gone.
     fn tunnel_recv(&self, tunnel: TunnelId, out: &mut [u8]) -> Option<Recv>;
 
-    /// Offers bytes of a TCP tunnel to the engine; how many it took, `None` if the tunnel
-    /// is gone.
-    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Option<usize>;
+    /// Offers bytes of a TCP tunnel to the engine; how many it took, or why it took none
+    /// (for the relay to judge: `WriteClosed` is the peer's stop, not a failure).
+    fn tunnel_send(&self, tunnel: TunnelId, data: &[u8]) -> Result<usize, TunnelError>;
 
-    /// Sends FIN on the tunnel (the target finished).
-    fn tunnel_finish(&self, tunnel: TunnelId);
+    /// Sends FIN on the tunnel (the target finished); a failure is for the relay to judge,
+    /// as for [`tunnel_send`](Self::tunnel_send).
+    fn tunnel_finish(&self, tunnel: TunnelId) -> Result<(), TunnelError>;
 
     /// Resets the tunnel both ways (the target failed) and forgets it.
     fn tunnel_abort(&self, tunnel: TunnelId);
@@ -62,25 +63,30 @@ pub(crate) struct TunnelSignals {
     pub(crate) readable: Signal,
     /// The engine can take more bytes after a short send.
     pub(crate) writable: Signal,
-    /// `Some(true)`: both sides finished; `Some(false)`: reset, lost or timed out.
-    closed: Cell<Option<bool>>,
+    /// The tunnel was closed ([`closed`](Self::closed) says why): wakes a TCP relay's
+    /// watcher, which tells the engine's `Relay`.
+    pub(crate) ended: Signal,
+    /// Why the tunnel was closed: the engine's reason (`TunnelClosed`), or a reset when
+    /// the host aborted it.
+    closed: Cell<Option<CloseReason>>,
 }
 
 impl TunnelSignals {
-    /// The tunnel ended; wakes both directions.
-    pub(crate) fn close(&self, finished: bool) {
-        self.closed.set(Some(finished));
+    /// The tunnel was closed for `reason`; wakes every waiter.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.closed.set(Some(reason));
         self.readable.notify();
         self.writable.notify();
+        self.ended.notify();
     }
 
-    /// Whether the tunnel ended, however.
+    /// Why the tunnel was closed, once it was.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        self.closed.get()
+    }
+
+    /// Whether the tunnel was closed, however.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get().is_some()
-    }
-
-    /// Whether the tunnel ended other than by both sides finishing.
-    pub(crate) fn was_reset(&self) -> bool {
-        self.closed.get() == Some(false)
     }
 }

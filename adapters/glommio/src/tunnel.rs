@@ -5,15 +5,16 @@
 //! Backpressure: each direction holds at most one chunk. Towards the target, the relay reads
 //! the engine only after the previous chunk was written, so QUIC flow control holds the
 //! client back; towards the client, it reads TCP only after the engine took the previous
-//! chunk, so TCP flow control holds the target back. Target EOF → FIN, target failure →
-//! tunnel reset; tunnel FIN → TCP half-close, tunnel reset → TCP RST.
+//! chunk, so TCP flow control holds the target back.
 //!
-//! A client that finished its direction and then stopped ours (`STOP_SENDING`: its
-//! application reset after sending everything) is not a reset for the target: every byte
-//! and the FIN are written, and the target connection closes cleanly after a lingering
-//! read (see [`linger`]).
+//! How a relay ends (FINs passed on as half-closes, resets both ways, a client that finished
+//! and then stopped reading ours, the linger after it) is the engine's
+//! [`veil_engine::relay::Relay`]: [`relay`] only moves bytes, reports what happened to
+//! them, and does what it says.
 
+use std::cell::RefCell;
 use std::io;
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,19 +23,15 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
+use veil_engine::relay::{Relay, RelayAction, RelayEnd, RelayOutcome};
 use veil_engine::{Recv, Refusal, TunnelId, TunnelTarget};
 
 use crate::port::{Port, TunnelSignals};
 use crate::resolve;
+use crate::signal::Signal;
 
 /// Bytes moved at once in each direction.
 const CHUNK: usize = 64 * 1024;
-
-/// A lingering close reads (and discards) what the target still sends for at most this
-/// long in all, and at most [`LINGER_IDLE`] without a byte.
-const LINGER_TOTAL: Duration = Duration::from_secs(30);
-/// See [`LINGER_TOTAL`].
-const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// Dials the target of a tunnel request, answers it, and relays until both sides end.
 pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target: TunnelTarget) {
@@ -86,139 +83,240 @@ async fn dial(
     Ok(stream)
 }
 
-/// Relays between `stream` and the tunnel until both directions ended.
-async fn relay(port: &dyn Port, tunnel: TunnelId, signals: &TunnelSignals, stream: TcpStream) {
+/// Relays between `stream` and the tunnel until the engine's [`Relay`] says it is done:
+/// the two directions report what happens to the bytes, a watcher reports the engine's
+/// close of the tunnel and the relay's deadlines, and whoever reports does what the relay
+/// says next ([`Shared::feed`]). The stream is closed when this returns (with RST if the
+/// relay said so). Returns how it ended (`None` only if a bug left it hanging and failing
+/// it did not end it either).
+async fn relay(
+    port: &dyn Port,
+    tunnel: TunnelId,
+    signals: &TunnelSignals,
+    stream: TcpStream,
+) -> Option<RelayOutcome> {
     let fd = stream.as_raw_fd();
-    let (mut reader, writer) = futures_lite::io::split(stream);
-    let upstream = to_client(port, tunnel, signals, &mut reader);
-    let downstream = to_target(port, tunnel, signals, writer);
-    let (up, down) = future::zip(upstream, downstream).await;
-    // The client's bytes and FIN are all written, and only our direction was refused: the
-    // client stopped it (or its connection went) after finishing. A reset would make the
-    // kernel drop whatever the target has not read yet.
-    let peer_stopped = down.is_ok() && matches!(up, Err(Stopped::Tunnel));
-    if peer_stopped {
-        linger(&mut reader).await;
-    } else if signals.was_reset() || up.is_err() || down.is_err() {
-        reset_on_close(fd);
-    }
-    tracing::debug!(?tunnel, ?up, ?down, peer_stopped, "relay ended");
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let shared = Shared {
+        port,
+        tunnel,
+        signals,
+        fd,
+        relay: RefCell::new(Relay::new(RelayEnd::BothFinished)),
+        news: Signal::default(),
+    };
+    let directions = async {
+        future::zip(
+            to_client(&shared, &mut reader),
+            to_target(&shared, &mut writer),
+        )
+        .await;
+        // Both directions reported their end: the relay is done, unless a report is
+        // missing (a bug: it would hang otherwise).
+        if shared.outcome().is_none() {
+            tracing::warn!(?tunnel, "relay with nothing left to wait for: failing it");
+            shared.feed(Relay::tcp_error);
+        }
+        shared.outcome()
+    };
+    // Whichever sees the end first; the other stops where it waits.
+    let outcome = future::or(watch(&shared), directions).await;
+    tracing::debug!(?tunnel, ?outcome, "relay ended");
+    outcome
 }
 
-/// Reads and discards what the target sends until it closes, fails, or the linger bounds
-/// pass, so that closing afterwards finds nothing unread: Linux answers a close with
-/// unread bytes with RST, which drops what the target has not read of ours.
-async fn linger(reader: &mut ReadHalf<TcpStream>) {
-    let give_up = Instant::now() + LINGER_TOTAL;
-    let mut discard = vec![0; 16 * 1024];
+/// What one relay's tasks share: the engine's [`Relay`] and what its actions need.
+struct Shared<'a> {
+    port: &'a dyn Port,
+    tunnel: TunnelId,
+    signals: &'a TunnelSignals,
+    /// The TCP stream's socket, for the actions that need no half: `shutdown(SHUT_WR)`
+    /// and `SO_LINGER`.
+    fd: RawFd,
+    relay: RefCell<Relay>,
+    /// Wakes the watcher: the relay ended, or has a deadline it did not have.
+    news: Signal,
+}
+
+impl Shared<'_> {
+    /// Reports one fact to the relay, then does what it says, in order. A failure while
+    /// doing it is reported in turn. Never holds the relay across an `.await`.
+    fn feed(&self, fact: impl FnOnce(&mut Relay, Instant)) {
+        let now = Instant::now();
+        let mut relay = self.relay.borrow_mut();
+        let had_deadline = relay.poll_timeout().is_some();
+        fact(&mut relay, now);
+        while let Some(action) = relay.poll_action() {
+            match action {
+                RelayAction::FinishTunnel => {
+                    if let Err(e) = self.port.tunnel_finish(self.tunnel) {
+                        tracing::debug!(tunnel = ?self.tunnel, error = %e, "tunnel finish failed");
+                        relay.tunnel_error(now, e);
+                    }
+                }
+                RelayAction::ShutdownTcpWrite => {
+                    // What closing glommio's write half does (a `shutdown(2)` at once),
+                    // without needing the half.
+                    let socket = socket2::SockRef::from(&self.fd);
+                    if let Err(e) = socket.shutdown(Shutdown::Write) {
+                        tracing::debug!(tunnel = ?self.tunnel, error = %e, "TCP shutdown failed");
+                        relay.tcp_error(now);
+                    }
+                }
+                // `to_client` discards from now on; wake it if it waits for the tunnel.
+                RelayAction::DiscardTcp => self.signals.writable.notify(),
+                RelayAction::AbortTunnel => self.port.tunnel_abort(self.tunnel),
+                RelayAction::ResetTcp => reset_on_close(self.fd),
+                // The stream closes when `relay` returns, right after `Done`.
+                RelayAction::CloseTcp | RelayAction::Done(_) => {}
+                other => tracing::debug!(tunnel = ?self.tunnel, ?other, "unknown relay action"),
+            }
+        }
+        if relay.outcome().is_some() || (!had_deadline && relay.poll_timeout().is_some()) {
+            self.news.notify();
+        }
+    }
+
+    /// How the relay ended, once it has.
+    fn outcome(&self) -> Option<RelayOutcome> {
+        self.relay.borrow().outcome()
+    }
+
+    /// Whether the TCP side's bytes are read only to be dropped (the peer stopped ours).
+    fn discards_tcp(&self) -> bool {
+        self.relay.borrow().discards_tcp()
+    }
+}
+
+/// Tells the relay of the engine's close of the tunnel, and of its deadlines (a glommio
+/// [`Timer`] at [`Relay::poll_timeout`]); returns once the relay is done.
+async fn watch(shared: &Shared<'_>) -> Option<RelayOutcome> {
+    let mut told = false;
     loop {
-        let idle = LINGER_IDLE.min(give_up.saturating_duration_since(Instant::now()));
-        let read = future::or(async { Some(reader.read(&mut discard).await) }, async {
-            Timer::new(idle).await;
-            None
-        })
+        if let Some(outcome) = shared.outcome() {
+            return Some(outcome);
+        }
+        if !told {
+            if let Some(reason) = shared.signals.closed() {
+                told = true;
+                shared.feed(|relay, now| relay.tunnel_closed(now, reason));
+                continue;
+            }
+        }
+        let deadline = shared.relay.borrow().poll_timeout();
+        let due = future::or(
+            async {
+                // A deadline that moved later only wakes this early, which is harmless.
+                shared.news.notified().await;
+                false
+            },
+            future::or(
+                async {
+                    if told {
+                        future::pending::<()>().await;
+                    }
+                    shared.signals.ended.notified().await;
+                    false
+                },
+                async {
+                    sleep_until(deadline).await;
+                    true
+                },
+            ),
+        )
         .await;
-        if !matches!(read, Some(Ok(len)) if len > 0) {
+        if due {
+            shared.feed(Relay::on_timeout);
+        }
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => {
+            Timer::new(at.saturating_duration_since(Instant::now())).await;
+        }
+        None => future::pending().await,
+    }
+}
+
+/// Target → client: TCP reads become tunnel sends, and EOF the tunnel's FIN (the relay's
+/// `FinishTunnel`); once the relay says so (`DiscardTcp`), reads are dropped instead.
+/// Returns once the relay has heard how this direction ended.
+async fn to_client(shared: &Shared<'_>, reader: &mut ReadHalf<TcpStream>) {
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let len = match reader.read(&mut buf).await {
+            Ok(0) => return shared.feed(Relay::tcp_eof),
+            Ok(len) => len,
+            Err(e) => {
+                tracing::debug!(tunnel = ?shared.tunnel, error = %e, "target read failed");
+                return shared.feed(Relay::tcp_error);
+            }
+        };
+        send(shared, buf.get(..len).unwrap_or_default()).await;
+        if shared.outcome().is_some() {
             return;
         }
     }
 }
 
-/// Why a direction stopped early.
-#[derive(Debug)]
-enum Stopped {
-    /// The tunnel was reset or its connection lost.
-    Tunnel,
-    /// The TCP side failed.
-    Target,
-}
-
-/// Target → client: TCP reads become tunnel sends; EOF becomes FIN.
-async fn to_client(
-    port: &dyn Port,
-    tunnel: TunnelId,
-    signals: &TunnelSignals,
-    reader: &mut ReadHalf<TcpStream>,
-) -> Result<(), Stopped> {
-    let mut buf = vec![0; CHUNK];
-    loop {
-        let read = future::or(async { Some(reader.read(&mut buf).await) }, async {
-            // A reset tunnel stops a read that may never end.
-            while !signals.is_closed() {
-                signals.writable.notified().await;
-            }
-            None
-        })
-        .await;
-        let len = match read {
-            None => return Err(Stopped::Tunnel),
-            Some(Ok(0)) => {
-                port.tunnel_finish(tunnel);
-                return Ok(());
-            }
-            Some(Ok(len)) => len,
-            Some(Err(e)) => {
-                tracing::debug!(?tunnel, error = %e, "target read failed");
-                port.tunnel_abort(tunnel);
-                return Err(Stopped::Target);
-            }
-        };
-        let mut offset = 0;
-        while let Some(rest) = buf.get(offset..len).filter(|rest| !rest.is_empty()) {
-            if signals.is_closed() {
-                return Err(Stopped::Tunnel);
-            }
-            match port.tunnel_send(tunnel, rest) {
-                Some(taken) => {
-                    offset += taken;
-                    if offset < len {
-                        signals.writable.notified().await;
-                    }
+/// Hands `bytes` to the tunnel, waiting for room after a short send; drops them instead
+/// (reporting it) while the relay discards, and stops if a failed send ended the relay.
+async fn send(shared: &Shared<'_>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        if shared.outcome().is_some() {
+            return;
+        }
+        if shared.discards_tcp() {
+            return shared.feed(Relay::tcp_discarded);
+        }
+        match shared.port.tunnel_send(shared.tunnel, bytes) {
+            Ok(taken) => {
+                bytes = bytes.get(taken..).unwrap_or_default();
+                if !bytes.is_empty() {
+                    shared.signals.writable.notified().await;
                 }
-                None => return Err(Stopped::Tunnel),
+            }
+            // `WriteClosed` (the peer's stop) makes the relay discard; anything else ends it.
+            Err(e) => {
+                tracing::debug!(tunnel = ?shared.tunnel, error = %e, "tunnel send failed");
+                shared.feed(|relay, now| relay.tunnel_error(now, e));
             }
         }
     }
 }
 
-/// Client → target: tunnel reads become TCP writes; FIN becomes a TCP half-close.
-async fn to_target(
-    port: &dyn Port,
-    tunnel: TunnelId,
-    signals: &TunnelSignals,
-    mut writer: WriteHalf<TcpStream>,
-) -> Result<(), Stopped> {
+/// Client → target: tunnel reads become TCP writes, and the FIN a half-close (the relay's
+/// `ShutdownTcpWrite`, once every byte before it is written). Returns once the relay has
+/// heard how this direction ended.
+async fn to_target(shared: &Shared<'_>, writer: &mut WriteHalf<TcpStream>) {
     let mut buf = vec![0; CHUNK];
     loop {
         // The engine says when the tunnel has bytes (`TunnelReadable`, edge-triggered); an
         // accepted tunnel is not readable before its first one.
-        signals.readable.notified().await;
-        loop {
-            if signals.was_reset() {
-                return Err(Stopped::Tunnel);
-            }
-            let Some(Recv { len, fin }) = port.tunnel_recv(tunnel, &mut buf) else {
-                if signals.is_closed() {
-                    return Err(Stopped::Tunnel);
-                }
-                // Not readable yet: wait for the engine's next word.
-                break;
-            };
-            if len > 0 {
-                let bytes = buf.get(..len).unwrap_or_default();
-                if let Err(e) = writer.write_all(bytes).await {
-                    tracing::debug!(?tunnel, error = %e, "target write failed");
-                    port.tunnel_abort(tunnel);
-                    return Err(Stopped::Target);
-                }
-            }
+        shared.signals.readable.notified().await;
+        // Not readable (yet, or any more: the engine's close, which the watcher reports,
+        // says which) ends the inner loop until the engine's next word.
+        while let Some(Recv { len, fin }) = shared.port.tunnel_recv(shared.tunnel, &mut buf) {
             if fin {
-                // Half-close: the target sees EOF and may still answer.
-                let _ = writer.close().await;
-                return Ok(());
+                // Before the write: a close that comes meanwhile finds the FIN read (a
+                // reset then is the peer's stop after its FIN, not a failure).
+                shared.feed(Relay::tunnel_fin);
             }
-            if len == 0 {
+            if len == 0 && !fin {
                 break;
+            }
+            let bytes = buf.get(..len).unwrap_or_default();
+            if let Err(e) = writer.write_all(bytes).await {
+                tracing::debug!(tunnel = ?shared.tunnel, error = %e, "target write failed");
+                return shared.feed(Relay::tcp_error);
+            }
+            // After the FIN, this passes it on; before, it changes nothing.
+            shared.feed(Relay::tcp_flushed);
+            if fin {
+                return;
             }
         }
     }
@@ -233,7 +331,225 @@ fn reset_on_close(fd: RawFd) {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+
+    use glommio::net::TcpListener;
+    use veil_engine::{CloseReason, Egress, H3_CONNECT_ERROR, TunnelError};
+
     use super::*;
+
+    /// The engine as a relay sees it, played by the test: what `tunnel_recv` hands out, and
+    /// a record of what the relay did to the tunnel.
+    #[derive(Default)]
+    struct FakePort {
+        incoming: RefCell<VecDeque<(&'static [u8], bool)>>,
+        sent: RefCell<Vec<u8>>,
+        /// What every `tunnel_send` fails with, if anything.
+        send_fails: Cell<Option<TunnelError>>,
+        finished: Cell<bool>,
+        aborted: Cell<bool>,
+    }
+
+    impl Port for FakePort {
+        fn connect_timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn egress_for(&self, _: TunnelId, _: &[SocketAddr]) -> Result<Egress, Refusal> {
+            Err(Refusal::Internal)
+        }
+        fn answer(&self, _: TunnelId, _: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
+            None
+        }
+        fn tunnel_recv(&self, _: TunnelId, out: &mut [u8]) -> Option<Recv> {
+            let (bytes, fin) = self.incoming.borrow_mut().pop_front()?;
+            out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+            Some(Recv {
+                len: bytes.len(),
+                fin,
+            })
+        }
+        fn tunnel_send(&self, _: TunnelId, data: &[u8]) -> Result<usize, TunnelError> {
+            if let Some(error) = self.send_fails.get() {
+                return Err(error);
+            }
+            self.sent.borrow_mut().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn tunnel_finish(&self, _: TunnelId) -> Result<(), TunnelError> {
+            self.finished.set(true);
+            Ok(())
+        }
+        fn tunnel_abort(&self, _: TunnelId) {
+            self.aborted.set(true);
+        }
+        fn send_datagram(&self, _: TunnelId, _: &[u8]) -> bool {
+            false
+        }
+        fn recv_datagram(&self, _: TunnelId, _: &mut [u8]) -> Option<usize> {
+            None
+        }
+        fn count_target_drop(&self) {}
+    }
+
+    /// A relay on a real TCP connection whose far end (`app`, the target) the test holds,
+    /// and a tunnel the test plays.
+    struct Rig {
+        app: TcpStream,
+        port: Rc<FakePort>,
+        signals: Rc<TunnelSignals>,
+        relay: glommio::task::JoinHandle<Option<RelayOutcome>>,
+    }
+
+    async fn rig() -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = TcpStream::connect(addr).await.expect("connect");
+        let stream = listener.accept().await.expect("accept");
+        let port = Rc::new(FakePort::default());
+        let signals = Rc::new(TunnelSignals::default());
+        let (relay_port, relay_signals) = (port.clone(), signals.clone());
+        let relay = glommio::spawn_local(async move {
+            relay(&*relay_port, TunnelId(7), &relay_signals, stream).await
+        })
+        .detach();
+        Rig {
+            app,
+            port,
+            signals,
+            relay,
+        }
+    }
+
+    impl Rig {
+        /// The tunnel's peer sent `bytes` (and its FIN, with `fin`).
+        fn deliver(&self, bytes: &'static [u8], fin: bool) {
+            self.port.incoming.borrow_mut().push_back((bytes, fin));
+            self.signals.readable.notify();
+        }
+
+        /// Everything the target reads until EOF, or the error that ended it.
+        async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            within(self.app.read_to_end(&mut bytes))
+                .await
+                .map(|_| bytes)
+        }
+
+        async fn outcome(self) -> Option<RelayOutcome> {
+            within(self.relay).await.flatten()
+        }
+    }
+
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        future::or(async { Some(future.await) }, async {
+            Timer::new(Duration::from_secs(10)).await;
+            None
+        })
+        .await
+        .expect("in time")
+    }
+
+    /// Waits until `done` holds (the relay runs on the same thread meanwhile).
+    async fn until(done: impl Fn() -> bool) {
+        within(async {
+            while !done() {
+                Timer::new(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    const RESET: CloseReason = CloseReason::Reset {
+        code: H3_CONNECT_ERROR,
+    };
+
+    #[test]
+    fn fins_pass_both_ways_as_half_closes() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.app.write_all(b"request").await.expect("write");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            until(|| rig.port.finished.get()).await;
+            assert_eq!(*rig.port.sent.borrow(), b"request");
+            // Our FIN does not end the relay: the answer still comes.
+            rig.deliver(b"answer", true);
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"answer");
+            assert!(!rig.port.aborted.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::Finished));
+        });
+    }
+
+    #[test]
+    fn a_stop_after_the_fin_delivers_everything_then_lingers_and_closes_cleanly() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.deliver(b"answer", true);
+            let mut answer = [0; 6];
+            within(rig.app.read_exact(&mut answer))
+                .await
+                .expect("answer");
+            assert_eq!(&answer, b"answer");
+            // The engine closes it as reset once the FIN was read: the peer stopped ours.
+            rig.signals.close(RESET);
+            // What the target still sends is read and thrown away, then its close ends
+            // the linger.
+            rig.app.write_all(&vec![1; 100_000]).await.expect("write");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"");
+            assert!(rig.port.sent.borrow().is_empty(), "nothing for the tunnel");
+            assert!(!rig.port.aborted.get() && !rig.port.finished.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::PeerStopped));
+        });
+    }
+
+    #[test]
+    fn a_send_refused_as_write_closed_is_the_peers_stop_not_a_failure() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.port.send_fails.set(Some(TunnelError::WriteClosed));
+            rig.app.write_all(b"ignored").await.expect("write");
+            // The peer's direction goes on to its FIN, and then the relay lingers.
+            rig.deliver(b"answer", true);
+            assert_eq!(rig.read_to_end().await.expect("clean EOF"), b"answer");
+            rig.app.shutdown(Shutdown::Write).await.expect("half-close");
+            let port = rig.port.clone();
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::PeerStopped));
+            assert!(!port.aborted.get(), "a stop is no reason to abort");
+        });
+    }
+
+    #[test]
+    fn a_tunnel_reset_resets_the_tcp_connection() {
+        crate::test_executor().run(async {
+            let mut rig = rig().await;
+            rig.deliver(b"partial", false);
+            let mut partial = [0; 7];
+            within(rig.app.read_exact(&mut partial))
+                .await
+                .expect("bytes");
+            rig.signals.close(RESET);
+            let error = rig.read_to_end().await.expect_err("a reset");
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+            // The engine closed the tunnel already: nothing to abort.
+            assert!(!rig.port.aborted.get());
+            assert_eq!(rig.outcome().await, Some(RelayOutcome::TunnelReset));
+        });
+    }
+
+    #[test]
+    fn a_tcp_reset_aborts_the_tunnel() {
+        crate::test_executor().run(async {
+            let Rig {
+                app, port, relay, ..
+            } = rig().await;
+            reset_on_close(app.as_raw_fd());
+            drop(app);
+            assert_eq!(within(relay).await.flatten(), Some(RelayOutcome::TcpFailed));
+            assert!(port.aborted.get());
+        });
+    }
 
     #[test]
     fn a_refused_connection_is_connection_refused() {
