@@ -83,6 +83,11 @@ pub struct ServerArgs {
     /// milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub connect_timeout_ms: Option<u64>,
+    /// The longest a request waits for its answer (resolving and dialling included)
+    /// before the edge refuses it with 504 `connection_timeout`, in milliseconds [default:
+    /// 30000].
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
     /// On SIGINT/SIGTERM, how long open tunnels may go on before they are reset, in
     /// milliseconds [default: 5000].
     #[arg(long, value_name = "MS")]
@@ -279,6 +284,7 @@ pub struct ServerFile {
     #[serde(default)]
     pub allow_targets: Vec<String>,
     pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub udp_template: Option<String>,
     pub runtime: Option<Runtime>,
@@ -344,6 +350,8 @@ pub struct ServerSettings {
     pub allow_targets: Vec<String>,
     /// Resolve and connect timeout.
     pub connect_timeout: Duration,
+    /// How long a request may wait for its answer; `None`: the engine's default.
+    pub request_timeout: Option<Duration>,
     /// Drain time at shutdown.
     pub drain: Duration,
     /// CONNECT-UDP path template; `None`: the engine's default.
@@ -522,6 +530,10 @@ impl ServerSettings {
                     .or(file.connect_timeout_ms)
                     .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
             ),
+            request_timeout: flags
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .map(Duration::from_millis),
             drain: Duration::from_millis(
                 flags
                     .drain_timeout_ms
