@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{Egress, Host, Refusal, TunnelId, TunnelTarget};
 
-use crate::driver::Command;
+use crate::command::Command;
 
 /// Resolves `target`, asks the driver where the engine lets `tunnel` go, and connects
 /// there ([`allowed_address`]). Resolution and connection each get `timeout`.

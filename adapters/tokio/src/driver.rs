@@ -11,16 +11,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use veil_engine::{
-    Egress, Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan,
-    TunnelError, TunnelId, TunnelKind, TunnelTarget,
+    Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan, TunnelError,
+    TunnelId, TunnelKind, TunnelTarget,
 };
 
+use crate::command::Command;
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
 use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
@@ -30,51 +31,6 @@ use crate::{OpenFailure, Options, dial, udp_egress};
 const COMMAND_BATCH: usize = 256;
 /// Bytes read from the engine into one chunk.
 const RECV_CHUNK: usize = 64 * 1024;
-
-/// What tasks ask of the driver.
-pub(crate) enum Command {
-    /// Client: open a tunnel and answer when the edge has.
-    Open {
-        target: Box<TunnelTarget>,
-        reply: oneshot::Sender<Result<Tunnel, OpenFailure>>,
-    },
-    /// Bytes for a tunnel (credit already spent).
-    Data { tunnel: TunnelId, bytes: Bytes },
-    /// The tunnel's local side finished (EOF).
-    Finish { tunnel: TunnelId },
-    /// The tunnel's local side failed: reset it.
-    Abort { tunnel: TunnelId },
-    /// A reader drained a chunk after the driver found its channel full.
-    Wake { tunnel: TunnelId },
-    /// Edge: which of these resolved addresses a tunnel dials, and from where
-    /// (`Endpoint::egress_for`).
-    ChooseEgress {
-        tunnel: TunnelId,
-        addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<Egress, Refusal>>,
-    },
-    /// Edge: a dial for a tunnel request ended.
-    Dialed {
-        tunnel: TunnelId,
-        result: Result<TcpStream, Refusal>,
-    },
-    /// Client: open a CONNECT-UDP tunnel and answer when the edge has.
-    OpenUdp {
-        target: Box<TunnelTarget>,
-        reply: oneshot::Sender<Result<UdpTunnel, OpenFailure>>,
-    },
-    /// A datagram for a UDP tunnel (credit already spent).
-    UdpDatagram { tunnel: TunnelId, payload: Bytes },
-    /// The host let go of a UDP tunnel: finish it (client) or reset it (edge).
-    UdpClose { tunnel: TunnelId, abort: bool },
-    /// Edge: the UDP socket for a CONNECT-UDP request is ready, or could not be.
-    UdpConnected {
-        tunnel: TunnelId,
-        result: Result<udp_egress::Egress, Refusal>,
-    },
-    /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
-    Shutdown { drain: Duration },
-}
 
 /// The driver's state of one open tunnel.
 struct Slot {

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod command;
 mod dial;
 mod driver;
 mod tunnel;
@@ -61,7 +62,8 @@ pub use udp_tunnel::{
     UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats, WeakUdpSender,
 };
 
-use driver::{Command, Driver};
+use command::Command;
+use driver::Driver;
 
 /// HTTP/3 `H3_NO_ERROR`, the default code of a graceful close.
 //# RFC 9114 §8.1: "H3_NO_ERROR (0x0100): No error. This is used when the connection or

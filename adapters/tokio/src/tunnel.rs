@@ -28,7 +28,7 @@ use veil_engine::relay::{Relay, RelayAction};
 pub use veil_engine::relay::{RelayEnd, RelayOutcome};
 use veil_engine::{CloseReason, TunnelError, TunnelId};
 
-use crate::driver::Command;
+use crate::command::Command;
 
 /// Largest chunk read from a TCP connection at once.
 const MAX_CHUNK: usize = 64 * 1024;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use veil_engine::{Refusal, TunnelId, TunnelTarget};
 
+use crate::command::Command;
 use crate::dial;
-use crate::driver::Command;
 use crate::udp::{self, UdpIo};
 use crate::udp_tunnel::UdpTunnel;
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use veil_engine::TunnelId;
 
-use crate::driver::Command;
+use crate::command::Command;
 
 /// Per-tunnel bounds of a UDP tunnel on the tokio side, in datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

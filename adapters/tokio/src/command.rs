@@ -1,0 +1,61 @@
+//! What the tasks of a node (tunnels, dials, UDP sockets, openers) ask of its driver, over
+//! one channel. Its own module so that the tasks depend on this vocabulary, not on the
+//! driver, and the driver on the tasks: no import circle.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use veil_engine::{Egress, Refusal, TunnelId, TunnelTarget};
+
+use crate::OpenFailure;
+use crate::tunnel::Tunnel;
+use crate::udp_egress;
+use crate::udp_tunnel::UdpTunnel;
+
+/// What tasks ask of the driver.
+pub(crate) enum Command {
+    /// Client: open a tunnel and answer when the edge has.
+    Open {
+        target: Box<TunnelTarget>,
+        reply: oneshot::Sender<Result<Tunnel, OpenFailure>>,
+    },
+    /// Bytes for a tunnel (credit already spent).
+    Data { tunnel: TunnelId, bytes: Bytes },
+    /// The tunnel's local side finished (EOF).
+    Finish { tunnel: TunnelId },
+    /// The tunnel's local side failed: reset it.
+    Abort { tunnel: TunnelId },
+    /// A reader drained a chunk after the driver found its channel full.
+    Wake { tunnel: TunnelId },
+    /// Edge: which of these resolved addresses a tunnel dials, and from where
+    /// (`Endpoint::egress_for`).
+    ChooseEgress {
+        tunnel: TunnelId,
+        addrs: Vec<SocketAddr>,
+        reply: oneshot::Sender<Result<Egress, Refusal>>,
+    },
+    /// Edge: a dial for a tunnel request ended.
+    Dialed {
+        tunnel: TunnelId,
+        result: Result<TcpStream, Refusal>,
+    },
+    /// Client: open a CONNECT-UDP tunnel and answer when the edge has.
+    OpenUdp {
+        target: Box<TunnelTarget>,
+        reply: oneshot::Sender<Result<UdpTunnel, OpenFailure>>,
+    },
+    /// A datagram for a UDP tunnel (credit already spent).
+    UdpDatagram { tunnel: TunnelId, payload: Bytes },
+    /// The host let go of a UDP tunnel: finish it (client) or reset it (edge).
+    UdpClose { tunnel: TunnelId, abort: bool },
+    /// Edge: the UDP socket for a CONNECT-UDP request is ready, or could not be.
+    UdpConnected {
+        tunnel: TunnelId,
+        result: Result<udp_egress::Egress, Refusal>,
+    },
+    /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
+    Shutdown { drain: Duration },
+}
