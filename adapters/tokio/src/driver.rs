@@ -215,7 +215,22 @@ impl Driver {
             } => {
                 // The token's name, never its secret.
                 let token = client.token_index.and_then(|i| self.endpoint.token_name(i));
-                tracing::debug!(?tunnel, ?kind, %target, peer = %client.peer, token, "tunnel requested");
+                let identity = self.endpoint.certificate_identity(client.connection);
+                let tags = self
+                    .endpoint
+                    .tunnel_tags(tunnel)
+                    .filter(|tags| !tags.is_empty())
+                    .map(ToString::to_string);
+                tracing::debug!(
+                    ?tunnel,
+                    ?kind,
+                    %target,
+                    peer = %client.peer,
+                    token,
+                    identity,
+                    tags,
+                    "tunnel requested"
+                );
                 match kind {
                     TunnelKind::Stream => self.on_request(tunnel, target),
                     TunnelKind::Udp => self.on_udp_request(tunnel, target),
