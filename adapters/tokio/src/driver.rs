@@ -451,7 +451,7 @@ impl Driver {
                 self.opening.insert(tunnel, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(OpenFailure::Rejected(e)));
+                let _ = reply.send(Err(OpenFailure::NotSent(e)));
             }
         }
     }
@@ -471,7 +471,7 @@ impl Driver {
                 self.opening_udp.insert(tunnel, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(OpenFailure::Rejected(e)));
+                let _ = reply.send(Err(OpenFailure::NotSent(e)));
             }
         }
     }

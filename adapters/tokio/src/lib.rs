@@ -166,7 +166,7 @@ pub enum OpenFailure {
     /// The edge refused, or could not be reached in time (the engine's reason).
     Refused(RefusedReason),
     /// The engine would not even try (not a client, queue full, closing).
-    Rejected(OpenError),
+    NotSent(OpenError),
     /// The node is shutting down or has stopped.
     Stopped,
 }
@@ -190,7 +190,7 @@ impl fmt::Display for OpenFailure {
                 f.write_str("the edge answered with a malformed response")
             }
             Self::Refused(other) => write!(f, "the edge refused: {other:?}"),
-            Self::Rejected(e) => e.fmt(f),
+            Self::NotSent(e) => e.fmt(f),
             Self::Stopped => f.write_str("the node is shutting down"),
         }
     }

@@ -17,18 +17,23 @@ use veil_proto::masque::udp::PathTemplate;
 /// The proxy name in every Proxy-Status this edge sends.
 const PROXY_NAME: &str = "veil";
 
-/// A response the edge sends instead of opening a tunnel.
+/// The response head the edge sends instead of opening a tunnel: for a request it cannot
+/// take (malformed, unauthenticated, a kind not served) or for a [`Refusal`] (the
+/// decision, by the rules, a hook, the host or the engine). The one vocabulary: a
+/// `Refusal` is *why* the edge says no, an `ErrorResponse` *how* it says it on the wire,
+/// and the client reads it back as `RefusedReason::Status` (whose `refusal()` recovers the
+/// `Refusal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rejection {
+pub(crate) struct ErrorResponse {
     /// HTTP status.
     pub(crate) status: u16,
-    /// Proxy-Status error type, when the rejection is one RFC 9209 names.
+    /// Proxy-Status error type, when the error is one RFC 9209 names.
     pub(crate) proxy_error: Option<ProxyErrorType>,
     /// Add `proxy-authenticate: Bearer` (407).
     pub(crate) challenge: bool,
 }
 
-impl Rejection {
+impl ErrorResponse {
     pub(crate) const fn plain(status: u16) -> Self {
         Self {
             status,
@@ -62,12 +67,12 @@ impl Rejection {
     /// edge's configuration declines it, as it would a denied target.
     pub(crate) const NOT_SERVED: Self = Self::with_error(501, ProxyErrorType::HttpRequestDenied);
 
-    /// Whether this rejection is about credentials (for the counters).
+    /// Whether this response is about credentials (for the counters).
     pub(crate) fn is_auth(self) -> bool {
         self == Self::AUTH_REQUIRED || self == Self::AUTH_DENIED
     }
 
-    /// The rejection a host's refusal becomes.
+    /// The response a refusal becomes.
     pub(crate) const fn from_refusal(refusal: Refusal) -> Self {
         Self::with_error(refusal.status(), refusal.proxy_error())
     }
@@ -92,13 +97,13 @@ pub(crate) fn check_request(
     headers: &[Header],
     tokens: &[Token],
     udp_template: &PathTemplate<'_>,
-) -> Result<Accepted, Rejection> {
+) -> Result<Accepted, ErrorResponse> {
     let fields = RequestFields::collect(headers)?;
     if fields.method != Some(&b"CONNECT"[..]) {
         return Err(if fields.method.is_some() {
-            Rejection::plain(405)
+            ErrorResponse::plain(405)
         } else {
-            Rejection::BAD_REQUEST
+            ErrorResponse::BAD_REQUEST
         });
     }
     match fields.protocol {
@@ -107,18 +112,18 @@ pub(crate) fn check_request(
             udp::request::check(&fields, tokens, udp_template)
         }
         // Extended CONNECT for a protocol veil does not serve (CONNECT-IP, WebSocket, …).
-        Some(_) => Err(Rejection::plain(501)),
+        Some(_) => Err(ErrorResponse::plain(501)),
     }
 }
 
 /// The rest of a plain CONNECT (RFC 9114 §4.4).
-fn check_connect(fields: &RequestFields<'_>, tokens: &[Token]) -> Result<Accepted, Rejection> {
+fn check_connect(fields: &RequestFields<'_>, tokens: &[Token]) -> Result<Accepted, ErrorResponse> {
     //# RFC 9114 §4.4: "The ":scheme" and ":path" pseudo-header fields are omitted"
     if fields.scheme.is_some() || fields.path.is_some() {
-        return Err(Rejection::BAD_REQUEST);
+        return Err(ErrorResponse::BAD_REQUEST);
     }
     let token_index = authenticate(fields.authorization, fields.authorization_count, tokens)?;
-    let authority = fields.authority.ok_or(Rejection::BAD_REQUEST)?;
+    let authority = fields.authority.ok_or(ErrorResponse::BAD_REQUEST)?;
     let target = parse_authority(authority)?;
     Ok(Accepted {
         target,
@@ -142,7 +147,7 @@ pub(crate) struct RequestFields<'h> {
 }
 
 impl<'h> RequestFields<'h> {
-    fn collect(headers: &'h [Header]) -> Result<Self, Rejection> {
+    fn collect(headers: &'h [Header]) -> Result<Self, ErrorResponse> {
         let mut fields = Self::default();
         for header in headers {
             let value = header.value();
@@ -157,7 +162,7 @@ impl<'h> RequestFields<'h> {
                     fields.authorization = Some(value);
                     continue;
                 }
-                name if name.starts_with(b":") => return Err(Rejection::BAD_REQUEST),
+                name if name.starts_with(b":") => return Err(ErrorResponse::BAD_REQUEST),
                 name => {
                     fields.content_fields |= udp::request::is_content_field(name);
                     continue;
@@ -165,7 +170,7 @@ impl<'h> RequestFields<'h> {
             };
             // A repeated pseudo-header makes a request malformed (RFC 9114 §4.3).
             if slot.replace(value).is_some() {
-                return Err(Rejection::BAD_REQUEST);
+                return Err(ErrorResponse::BAD_REQUEST);
             }
         }
         Ok(fields)
@@ -181,22 +186,22 @@ pub(crate) fn authenticate(
     field: Option<&[u8]>,
     count: usize,
     tokens: &[Token],
-) -> Result<Option<usize>, Rejection> {
+) -> Result<Option<usize>, ErrorResponse> {
     if tokens.is_empty() {
         return Ok(None);
     }
-    let field = field.ok_or(Rejection::AUTH_REQUIRED)?;
+    let field = field.ok_or(ErrorResponse::AUTH_REQUIRED)?;
     if count != 1 {
-        return Err(Rejection::AUTH_DENIED);
+        return Err(ErrorResponse::AUTH_DENIED);
     }
-    let token = bearer_token(field).ok_or(Rejection::AUTH_DENIED)?;
+    let token = bearer_token(field).ok_or(ErrorResponse::AUTH_DENIED)?;
     let mut found = None;
     for (index, secret) in tokens.iter().enumerate() {
         if secret.matches(token) && found.is_none() {
             found = Some(index);
         }
     }
-    found.map(Some).ok_or(Rejection::AUTH_DENIED)
+    found.map(Some).ok_or(ErrorResponse::AUTH_DENIED)
 }
 
 /// The token of a `Bearer` credential (the scheme is case-insensitive).
@@ -211,11 +216,11 @@ fn bearer_token(field: &[u8]) -> Option<&[u8]> {
 
 /// Parses a CONNECT `:authority` (`host:port`, IPv6 in brackets) into a target, checking
 /// IP literals (in any spelling the egress module knows) against egress policy.
-pub(crate) fn parse_authority(authority: &[u8]) -> Result<TunnelTarget, Rejection> {
-    let text = std::str::from_utf8(authority).map_err(|_| Rejection::BAD_REQUEST)?;
+pub(crate) fn parse_authority(authority: &[u8]) -> Result<TunnelTarget, ErrorResponse> {
+    let text = std::str::from_utf8(authority).map_err(|_| ErrorResponse::BAD_REQUEST)?;
     //# RFC 9114 §4.4: "The ":authority" pseudo-header field contains the host and port
     //# to connect to"
-    parse_target(text).ok_or(Rejection::BAD_REQUEST)
+    parse_target(text).ok_or(ErrorResponse::BAD_REQUEST)
 }
 
 /// [`check_request`] followed by the default egress policy's verdict on an IP literal, as
@@ -227,12 +232,12 @@ pub(crate) fn checked_request(
     tokens: &[Token],
     egress: &crate::egress::EgressPolicy,
     udp_template: &PathTemplate<'_>,
-) -> Result<Accepted, Rejection> {
+) -> Result<Accepted, ErrorResponse> {
     let accepted = check_request(headers, tokens, udp_template)?;
     if let Host::Ip(ip) = accepted.target.host {
         egress
             .check(ip)
-            .map_err(|_| Rejection::from_refusal(Refusal::Prohibited))?;
+            .map_err(|_| ErrorResponse::from_refusal(Refusal::Prohibited))?;
     }
     Ok(accepted)
 }
@@ -304,8 +309,8 @@ pub(crate) fn accept_headers() -> [Header; 1] {
     [Header::new(b":status", b"200")]
 }
 
-/// The response head of a rejection, with its Proxy-Status and challenge.
-pub(crate) fn rejection_headers(rejection: Rejection) -> Vec<Header> {
+/// The header fields of an error response, with its Proxy-Status and challenge.
+pub(crate) fn error_headers(rejection: ErrorResponse) -> Vec<Header> {
     let mut headers = vec![Header::new(
         b":status",
         rejection.status.to_string().as_bytes(),
@@ -435,7 +440,7 @@ mod tests {
         head(&[(":method", "CONNECT"), (":authority", authority)])
     }
 
-    fn check(headers: &[Header]) -> Result<Accepted, Rejection> {
+    fn check(headers: &[Header]) -> Result<Accepted, ErrorResponse> {
         checked_request(
             headers,
             &[],
@@ -444,7 +449,7 @@ mod tests {
         )
     }
 
-    fn status(result: Result<Accepted, Rejection>) -> u16 {
+    fn status(result: Result<Accepted, ErrorResponse>) -> u16 {
         result.map_or_else(|r| r.status, |_| 200)
     }
 
@@ -518,7 +523,7 @@ mod tests {
             let rejection = check(&connect(authority)).expect_err(authority);
             assert_eq!(
                 rejection,
-                Rejection::with_error(403, ProxyErrorType::DestinationIpProhibited)
+                ErrorResponse::with_error(403, ProxyErrorType::DestinationIpProhibited)
             );
         }
     }
@@ -542,7 +547,7 @@ mod tests {
                 &egress,
                 &PathTemplate::DEFAULT
             ),
-            Err(Rejection::AUTH_REQUIRED)
+            Err(ErrorResponse::AUTH_REQUIRED)
         );
         assert_eq!(with_auth("Bearer beta").expect("ok").token_index, Some(1));
         assert_eq!(with_auth("bearer alpha").expect("ok").token_index, Some(0));
@@ -553,17 +558,17 @@ mod tests {
             "Bearer ",
             "Bearer alph",
         ] {
-            assert_eq!(with_auth(wrong), Err(Rejection::AUTH_DENIED), "{wrong}");
+            assert_eq!(with_auth(wrong), Err(ErrorResponse::AUTH_DENIED), "{wrong}");
         }
     }
 
     #[test]
     fn rejections_carry_status_proxy_status_and_challenge() {
-        let headers = rejection_headers(Rejection::from_refusal(Refusal::DnsError));
+        let headers = error_headers(ErrorResponse::from_refusal(Refusal::DnsError));
         assert_eq!(headers[0].value(), b"502");
         assert_eq!(headers[1].name(), b"proxy-status");
         assert_eq!(headers[1].value(), b"veil;error=dns_error");
-        let headers = rejection_headers(Rejection::AUTH_REQUIRED);
+        let headers = error_headers(ErrorResponse::AUTH_REQUIRED);
         assert_eq!(headers[0].value(), b"407");
         assert_eq!(headers[1].name(), b"proxy-status");
         assert_eq!(headers[1].value(), b"veil;error=http_request_denied");
@@ -574,7 +579,7 @@ mod tests {
     #[test]
     fn responses_are_read_back() {
         for refusal in Refusal::ALL {
-            let headers = rejection_headers(Rejection::from_refusal(refusal));
+            let headers = error_headers(ErrorResponse::from_refusal(refusal));
             let Response::Refused {
                 status,
                 proxy_error,

@@ -39,7 +39,7 @@ use quiche::h3;
 use crate::H3_CONNECT_ERROR;
 use crate::cid::{CID_LEN, CidLayout, new_connection_id};
 use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret, Token};
-use crate::connect::{self, Rejection, Response};
+use crate::connect::{self, ErrorResponse, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::policy::Tags;
@@ -204,7 +204,7 @@ struct Conn {
     goaway_sent: Option<u64>,
     largest_request: Option<u64>,
     /// Refusals waiting for stream capacity.
-    rejections: VecDeque<(u64, Rejection)>,
+    error_responses: VecDeque<(u64, ErrorResponse)>,
     /// Accepted tunnels whose 200 waits for stream capacity.
     accepting: Vec<TunnelId>,
     keep_alive_at: Option<Instant>,
@@ -639,7 +639,7 @@ impl Endpoint {
         };
         self.stats.tunnels_refused += 1;
         if let Some(conn) = self.conns.get_mut(&handle) {
-            send_rejection(conn, stream, Rejection::from_refusal(refusal));
+            send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }
         self.queue_send(handle);
         Ok(())
@@ -1016,7 +1016,7 @@ impl Endpoint {
                 goaway: false,
                 goaway_sent: None,
                 largest_request: None,
-                rejections: VecDeque::new(),
+                error_responses: VecDeque::new(),
                 accepting: Vec::new(),
                 keep_alive_at: None,
                 datagrams_taken: 0,
@@ -1241,7 +1241,7 @@ impl Endpoint {
             Ok(accepted) if !edge.serves.contains(accepted.kind) => {
                 tracing::debug!(kind = ?accepted.kind, "a kind of tunnel the host does not serve");
                 self.stats.tunnels_refused += 1;
-                send_rejection(conn, stream, Rejection::NOT_SERVED);
+                send_error_response(conn, stream, ErrorResponse::NOT_SERVED);
             }
             Ok(accepted) => {
                 let request = hooks::EdgeRequest {
@@ -1257,7 +1257,7 @@ impl Endpoint {
                 };
                 if let Err(refusal) = edge.screen(&request) {
                     self.stats.tunnels_refused += 1;
-                    send_rejection(conn, stream, Rejection::from_refusal(refusal));
+                    send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
                     return;
                 }
                 self.consult_tunnel_hook(handle, stream, request);
@@ -1267,7 +1267,7 @@ impl Endpoint {
                 if rejection.is_auth() {
                     self.stats.auth_failures += 1;
                 }
-                send_rejection(conn, stream, rejection);
+                send_error_response(conn, stream, rejection);
             }
         }
     }
@@ -1404,11 +1404,11 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
-        for _ in 0..conn.rejections.len() {
-            let Some((stream, rejection)) = conn.rejections.pop_front() else {
+        for _ in 0..conn.error_responses.len() {
+            let Some((stream, rejection)) = conn.error_responses.pop_front() else {
                 break;
             };
-            send_rejection(conn, stream, rejection);
+            send_error_response(conn, stream, rejection);
         }
         if conn.accepting.is_empty() {
             return;
@@ -1850,11 +1850,11 @@ impl Tunnel {
 
 /// Sends a refusal (with FIN) and asks the client to stop sending; if the stream has no
 /// room, the refusal waits on the connection.
-fn send_rejection(conn: &mut Conn, stream: u64, rejection: Rejection) {
+fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
     let Some(h3) = conn.h3.as_mut() else {
         return;
     };
-    let headers = connect::rejection_headers(rejection);
+    let headers = connect::error_headers(rejection);
     match h3.send_response(&mut conn.quic, stream, &headers, true) {
         Ok(()) => {
             //# RFC 9114 §4.1.1: "A server can send a complete response prior to the client
@@ -1868,7 +1868,7 @@ fn send_rejection(conn: &mut Conn, stream: u64, rejection: Rejection) {
                 .quic
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_NO_ERROR);
         }
-        Err(h3::Error::StreamBlocked) => conn.rejections.push_back((stream, rejection)),
+        Err(h3::Error::StreamBlocked) => conn.error_responses.push_back((stream, rejection)),
         Err(_) => shutdown_stream(&mut conn.quic, stream, H3_REQUEST_REJECTED),
     }
 }

@@ -263,6 +263,16 @@ impl Refusal {
             Self::Internal => ProxyErrorType::ProxyInternalError,
         }
     }
+
+    /// The refusal an edge's answer stands for: the one whose status and Proxy-Status
+    /// error type these are; `None` for an answer no refusal gives (a 400, a 407, a 501,
+    /// or an edge that is not veil).
+    pub fn from_response(status: u16, proxy_error: Option<ProxyErrorType>) -> Option<Self> {
+        let error = proxy_error?;
+        Self::ALL
+            .into_iter()
+            .find(|refusal| refusal.status() == status && refusal.proxy_error() == error)
+    }
 }
 
 /// Why a client's tunnel did not open.
@@ -294,6 +304,21 @@ pub enum RefusedReason {
     /// The edge's SETTINGS do not enable Extended CONNECT (RFC 9220), which a UDP tunnel
     /// needs; the request was never sent.
     ExtendedConnectUnsupported,
+}
+
+impl RefusedReason {
+    /// The edge's [`Refusal`], when its answer was one (a status and Proxy-Status error
+    /// type that a refusal gives).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Status {
+                status,
+                proxy_error,
+                ..
+            } => Refusal::from_response(*status, *proxy_error),
+            _ => None,
+        }
+    }
 }
 
 /// Why a tunnel ended.

@@ -381,3 +381,24 @@ fn dial_errors_become_the_same_refusals_for_every_host() {
         assert_eq!(Refusal::from_errno(errno), refusal, "errno {errno}");
     }
 }
+
+/// One vocabulary: the refusal an edge sends is the refusal its client reads back.
+#[test]
+fn every_refusal_survives_the_trip_to_the_client() {
+    use veil_engine::{Refusal, RefusedReason};
+    for refusal in Refusal::ALL {
+        let reason = RefusedReason::Status {
+            status: refusal.status(),
+            proxy_error: Some(refusal.proxy_error()),
+            proxy_status: None,
+        };
+        assert_eq!(reason.refusal(), Some(refusal));
+    }
+    let not_a_refusal = RefusedReason::Status {
+        status: 407,
+        proxy_error: None,
+        proxy_status: None,
+    };
+    assert_eq!(not_a_refusal.refusal(), None);
+    assert_eq!(RefusedReason::EdgeUnavailable.refusal(), None);
+}

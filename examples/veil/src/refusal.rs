@@ -69,11 +69,11 @@ impl HttpRefusal {
             OpenFailure::Refused(_) => {
                 Self::local(StatusCode::BAD_GATEWAY, ProxyErrorType::HttpProtocolError)
             }
-            OpenFailure::Rejected(OpenError::QueueFull) => Self::local(
+            OpenFailure::NotSent(OpenError::QueueFull) => Self::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ProxyErrorType::ConnectionLimitReached,
             ),
-            OpenFailure::Rejected(_) | OpenFailure::Stopped | _ => Self::local(
+            OpenFailure::NotSent(_) | OpenFailure::Stopped | _ => Self::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ProxyErrorType::ProxyInternalError,
             ),
@@ -182,7 +182,7 @@ mod tests {
         let refusal = HttpRefusal::of(&OpenFailure::Refused(RefusedReason::EdgeUnavailable));
         assert_eq!(refusal.status, StatusCode::BAD_GATEWAY);
         assert_eq!(refusal.error, Some(ProxyErrorType::DestinationUnavailable));
-        let refusal = HttpRefusal::of(&OpenFailure::Rejected(OpenError::QueueFull));
+        let refusal = HttpRefusal::of(&OpenFailure::NotSent(OpenError::QueueFull));
         assert_eq!(refusal.status, StatusCode::SERVICE_UNAVAILABLE);
         let head = String::from_utf8(HttpRefusal::of(&OpenFailure::Stopped).response_head())
             .expect("ASCII head");

@@ -10,9 +10,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::requests::Question;
-use super::{Endpoint, Ingress, RoleState, Tunnel, TunnelState, send_rejection};
+use super::{Endpoint, Ingress, RoleState, Tunnel, TunnelState, send_error_response};
 use crate::config::Token;
-use crate::connect::Rejection;
+use crate::connect::ErrorResponse;
 use crate::error::TunnelError;
 use crate::policy::{
     Egress, EgressQuery, EgressVerdict, IngressVerdict, Tags, TunnelQuery, TunnelVerdict,
@@ -190,7 +190,7 @@ impl Endpoint {
             if let Err(refusal) = edge.apply(&mut request, verdict) {
                 self.stats.tunnels_refused += 1;
                 if let Some(conn) = self.conns.get_mut(&handle) {
-                    send_rejection(conn, stream, Rejection::from_refusal(refusal));
+                    send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
                 }
                 return;
             }
@@ -268,7 +268,7 @@ impl Endpoint {
         };
         self.stats.tunnels_refused += 1;
         if let Some(conn) = self.conns.get_mut(&handle) {
-            send_rejection(conn, stream, Rejection::from_refusal(refusal));
+            send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }
         self.queue_send(handle);
     }

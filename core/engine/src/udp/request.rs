@@ -8,7 +8,7 @@ use quiche::h3::{Header, NameValue};
 use veil_proto::masque::udp::{self as masque, PathTemplate};
 
 use crate::config::{Secret, Token};
-use crate::connect::{self, Accepted, Rejection, RequestFields};
+use crate::connect::{self, Accepted, ErrorResponse, RequestFields};
 use crate::egress::{HostKind, classify_host};
 use crate::types::{Host, TunnelKind, TunnelTarget};
 use crate::udp::numeric;
@@ -29,15 +29,15 @@ pub(crate) fn check(
     fields: &RequestFields<'_>,
     tokens: &[Token],
     template: &PathTemplate<'_>,
-) -> Result<Accepted, Rejection> {
+) -> Result<Accepted, ErrorResponse> {
     // A URI Template for a UDP proxy is an https URI; HTTP/3 carries nothing else.
     if non_empty(fields.scheme) != Some(&b"https"[..]) {
-        return Err(Rejection::BAD_REQUEST);
+        return Err(ErrorResponse::BAD_REQUEST);
     }
-    let path = non_empty(fields.path).ok_or(Rejection::BAD_REQUEST)?;
+    let path = non_empty(fields.path).ok_or(ErrorResponse::BAD_REQUEST)?;
     //# RFC 9298 §3.4: "The ":authority" pseudo-header field SHALL contain the authority of
     //# the UDP proxy."
-    non_empty(fields.authority).ok_or(Rejection::BAD_REQUEST)?;
+    non_empty(fields.authority).ok_or(ErrorResponse::BAD_REQUEST)?;
     let token_index =
         connect::authenticate(fields.authorization, fields.authorization_count, tokens)?;
     //# RFC 9297 §3.2: "The Capsule Protocol MUST NOT be used with messages that contain
@@ -45,7 +45,7 @@ pub(crate) fn check(
     //# that observes a violation of these requirements MUST treat the HTTP message as
     //# malformed."
     if fields.content_fields {
-        return Err(Rejection::BAD_REQUEST);
+        return Err(ErrorResponse::BAD_REQUEST);
     }
     // No `capsule-protocol: ?1` is needed: RFC 9298 §3.4 lists what a request must carry
     // and the field is not among them, and RFC 9297 §3.4 only asks senders for it:
@@ -57,9 +57,9 @@ pub(crate) fn check(
         Err(error) => match numeric::numeric_target(template, path, error) {
             Some((text, port)) => match classify_host(&text) {
                 Ok(HostKind::Ip(ip)) => (Host::Ip(ip), port),
-                _ => return Err(Rejection::BAD_REQUEST),
+                _ => return Err(ErrorResponse::BAD_REQUEST),
             },
-            None => return Err(Rejection::BAD_REQUEST),
+            None => return Err(ErrorResponse::BAD_REQUEST),
         },
     };
     Ok(Accepted {
@@ -79,13 +79,13 @@ fn non_empty(value: Option<&[u8]>) -> Option<&[u8]> {
 
 /// The host as egress policy must see it: a name that any resolver reads as an address
 /// (`localhost`) is that address, so the policy judges what would be reached.
-fn egress_host(host: Host) -> Result<Host, Rejection> {
+fn egress_host(host: Host) -> Result<Host, ErrorResponse> {
     match host {
         Host::Ip(ip) => Ok(Host::Ip(ip)),
         Host::Name(name) => match classify_host(name.as_str()) {
             Ok(HostKind::Ip(ip)) => Ok(Host::Ip(ip)),
             Ok(HostKind::Name) => Ok(Host::Name(name)),
-            Err(_) => Err(Rejection::BAD_REQUEST),
+            Err(_) => Err(ErrorResponse::BAD_REQUEST),
         },
     }
 }
@@ -183,7 +183,7 @@ mod tests {
         ])
     }
 
-    fn check(headers: &[Header]) -> Result<Accepted, Rejection> {
+    fn check(headers: &[Header]) -> Result<Accepted, ErrorResponse> {
         checked_request(
             headers,
             &[],
@@ -192,7 +192,7 @@ mod tests {
         )
     }
 
-    fn status(result: Result<Accepted, Rejection>) -> u16 {
+    fn status(result: Result<Accepted, ErrorResponse>) -> u16 {
         result.map_or_else(|r| r.status, |_| 200)
     }
 
@@ -249,7 +249,7 @@ mod tests {
             let rejection = result.expect_err(host);
             assert_eq!(
                 rejection,
-                Rejection::from_refusal(Refusal::Prohibited),
+                ErrorResponse::from_refusal(Refusal::Prohibited),
                 "{host}"
             );
         }
@@ -284,7 +284,7 @@ mod tests {
                 );
                 if let Err(rejection) = udp_result {
                     if rejection.status == 403 {
-                        assert_eq!(rejection, Rejection::from_refusal(Refusal::Prohibited));
+                        assert_eq!(rejection, ErrorResponse::from_refusal(Refusal::Prohibited));
                     }
                 }
             }
