@@ -244,26 +244,58 @@ enum Ingress {
     Decided,
 }
 
-// Independent flags of one stream's two directions.
-#[allow(clippy::struct_excessive_bools)]
+/// One tunnel: its request's state, and each direction's.
 struct Tunnel {
     conn: Option<u64>,
     stream: u64,
     state: TunnelState,
-    write_blocked: bool,
-    local_fin: bool,
-    /// Edge: `tunnel_finish` was called while the 200 waited for room.
-    fin_pending: bool,
-    fin_delivered: bool,
-    /// Edge: bytes or FIN arrived before the host accepted.
-    deferred_readable: bool,
-    /// The peer stopped our direction (`STOP_SENDING`) with this code while we still read
-    /// theirs: the tunnel closes as reset once their FIN has been read.
-    stopped: Option<u64>,
+    /// Our direction: the host's bytes to the peer.
+    sending: Sending,
+    /// The peer's direction: its bytes to the host.
+    receiving: Receiving,
     /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
     udp: Option<Box<UdpFlow>>,
     /// Edge: the request it answers (target, client, tags).
     request: Option<Box<hooks::EdgeRequest>>,
+}
+
+/// Our direction of a tunnel (host → peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// Open. `blocked`: the last send took less than offered, so a `TunnelWritable` is
+    /// owed when the stream has room (or, before the 200, once it is out).
+    Open { blocked: bool },
+    /// `tunnel_finish` came while the FIN could not go yet (the 200, or the rest of a
+    /// capsule, waits for room): it follows them.
+    FinQueued,
+    /// The FIN is written (or owed to the stream by `endpoint::fin`).
+    Finished,
+    /// The peer stopped it (`STOP_SENDING`) with `code` while we still read theirs: the
+    /// tunnel closes as reset once their FIN has been read.
+    Stopped { code: u64 },
+}
+
+impl Sending {
+    /// Nothing more goes this way: finished, or stopped by the peer.
+    fn is_over(self) -> bool {
+        matches!(self, Self::Finished | Self::Stopped { .. })
+    }
+
+    /// The host may send no more bytes: over, or its FIN is queued.
+    fn is_closed(self) -> bool {
+        !matches!(self, Self::Open { .. })
+    }
+}
+
+/// The peer's direction of a tunnel (peer → host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receiving {
+    Open,
+    /// Edge: bytes or the FIN arrived before the host could read (the request is being
+    /// decided or answered): `TunnelReadable` is owed once the 200 is out.
+    Deferred,
+    /// `tunnel_recv` handed the peer's FIN to the host.
+    FinDelivered,
 }
 
 enum TunnelState {
@@ -690,13 +722,14 @@ impl Endpoint {
         }
         match entry.state {
             TunnelState::Open => {}
-            TunnelState::Accepting => {
-                entry.write_blocked = true;
+            TunnelState::Accepting if !entry.sending.is_closed() => {
+                entry.sending = Sending::Open { blocked: true };
                 return Ok(0);
             }
+            TunnelState::Accepting => return Err(TunnelError::WriteClosed),
             _ => return Err(TunnelError::InvalidState),
         }
-        if entry.local_fin {
+        if entry.sending.is_closed() {
             return Err(TunnelError::WriteClosed);
         }
         if data.is_empty() {
@@ -707,12 +740,14 @@ impl Endpoint {
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         match h3.send_body(&mut conn.quic, stream, data, false) {
             Ok(taken) => {
-                entry.write_blocked = taken < data.len();
+                entry.sending = Sending::Open {
+                    blocked: taken < data.len(),
+                };
                 self.queue_send(handle);
                 Ok(taken)
             }
             Err(h3::Error::Done | h3::Error::StreamBlocked) => {
-                entry.write_blocked = true;
+                entry.sending = Sending::Open { blocked: true };
                 Ok(0)
             }
             Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
@@ -737,11 +772,10 @@ impl Endpoint {
             .tunnels
             .get_mut(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        if entry.stopped.is_some() {
-            return Err(TunnelError::WriteClosed);
-        }
-        if entry.local_fin {
-            return Ok(());
+        match entry.sending {
+            Sending::Stopped { .. } => return Err(TunnelError::WriteClosed),
+            Sending::Finished | Sending::FinQueued => return Ok(()),
+            Sending::Open { .. } => {}
         }
         let capsule_waits = entry
             .udp
@@ -750,13 +784,13 @@ impl Endpoint {
         match entry.state {
             // The FIN follows the rest of a capsule once the stream has room for it.
             TunnelState::Open if capsule_waits => {
-                entry.fin_pending = true;
+                entry.sending = Sending::FinQueued;
                 return Ok(());
             }
             TunnelState::Open => {}
             // The FIN follows the 200 once the stream has room for it.
             TunnelState::Accepting => {
-                entry.fin_pending = true;
+                entry.sending = Sending::FinQueued;
                 return Ok(());
             }
             _ => return Err(TunnelError::InvalidState),
@@ -784,7 +818,7 @@ impl Endpoint {
             }
         }
         if let Some(entry) = self.tunnels.get_mut(&tunnel) {
-            entry.local_fin = true;
+            entry.sending = Sending::Finished;
         }
         self.finish_if_done(tunnel);
         Ok(())
@@ -804,7 +838,7 @@ impl Endpoint {
         if !matches!(entry.state, TunnelState::Open) {
             return Err(TunnelError::InvalidState);
         }
-        if entry.fin_delivered {
+        if entry.receiving == Receiving::FinDelivered {
             return Ok(Recv { len: 0, fin: true });
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
@@ -836,7 +870,7 @@ impl Endpoint {
             return Ok(Recv { len, fin: false });
         }
         if let Some(entry) = self.tunnels.get_mut(&tunnel) {
-            entry.fin_delivered = true;
+            entry.receiving = Receiving::FinDelivered;
         }
         self.finish_if_done(tunnel);
         if self.tunnels.contains_key(&tunnel) {
@@ -1344,11 +1378,14 @@ impl Endpoint {
             return;
         }
         match tunnel.state {
-            TunnelState::Open if !tunnel.fin_delivered => {
+            TunnelState::Open if tunnel.receiving != Receiving::FinDelivered => {
                 self.events.push_back(Event::TunnelReadable { tunnel: id });
             }
-            TunnelState::Requested { .. } | TunnelState::Accepting => {
-                tunnel.deferred_readable = true;
+            // Read once the 200 is out (`retry_accept`), whatever the answer took.
+            TunnelState::Deciding { .. }
+            | TunnelState::Requested { .. }
+            | TunnelState::Accepting => {
+                tunnel.receiving = Receiving::Deferred;
             }
             TunnelState::AwaitingResponse { .. } if finished => {
                 // An end without a response head: the request stream is given up both
@@ -1440,9 +1477,16 @@ impl Endpoint {
         match h3.send_response(&mut conn.quic, tunnel.stream, headers, false) {
             Ok(()) => {
                 tunnel.state = TunnelState::Open;
-                let readable = std::mem::take(&mut tunnel.deferred_readable);
-                let writable = std::mem::take(&mut tunnel.write_blocked);
-                let fin = std::mem::take(&mut tunnel.fin_pending);
+                let readable = tunnel.receiving == Receiving::Deferred;
+                if readable {
+                    tunnel.receiving = Receiving::Open;
+                }
+                let writable = tunnel.sending == Sending::Open { blocked: true };
+                let fin = tunnel.sending == Sending::FinQueued;
+                if writable || fin {
+                    // The FIN goes now, through `tunnel_finish` (which ignores a queued one).
+                    tunnel.sending = Sending::Open { blocked: false };
+                }
                 if tunnel.udp.is_some() {
                     self.udp_opened(handle, id);
                     if readable {
@@ -1503,8 +1547,10 @@ impl Endpoint {
             {
                 capsule_backlogs.push(id);
             }
-            if tunnel.write_blocked && matches!(tunnel.state, TunnelState::Open) {
-                tunnel.write_blocked = false;
+            if tunnel.sending == (Sending::Open { blocked: true })
+                && matches!(tunnel.state, TunnelState::Open)
+            {
+                tunnel.sending = Sending::Open { blocked: false };
                 self.events.push_back(Event::TunnelWritable { tunnel: id });
             }
         }
@@ -1818,12 +1864,8 @@ impl Tunnel {
             conn,
             stream: 0,
             state,
-            write_blocked: false,
-            local_fin: false,
-            fin_pending: false,
-            fin_delivered: false,
-            deferred_readable: false,
-            stopped: None,
+            sending: Sending::Open { blocked: false },
+            receiving: Receiving::Open,
             udp: None,
             request: None,
         }

@@ -12,7 +12,7 @@
 //! reading; the peer learns of the abort from the `STOP_SENDING`, and keeps reading what
 //! we sent before it closes the tunnel (see [`Endpoint::write_stopped`]).
 
-use super::{Endpoint, H3_CONNECT_ERROR, TunnelState, shutdown_stream};
+use super::{Endpoint, H3_CONNECT_ERROR, Receiving, Sending, TunnelState, shutdown_stream};
 use crate::error::TunnelError;
 use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
 
@@ -30,7 +30,8 @@ impl Endpoint {
             .tunnels
             .get(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?
-            .local_fin;
+            .sending
+            .is_over();
         if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 if finished {
@@ -61,11 +62,9 @@ impl Endpoint {
             Some(tunnel)
                 if tunnel.udp.is_none()
                     && matches!(tunnel.state, TunnelState::Open)
-                    && !tunnel.fin_delivered =>
+                    && tunnel.receiving != Receiving::FinDelivered =>
             {
-                tunnel.stopped = Some(code);
-                tunnel.local_fin = true;
-                tunnel.write_blocked = false;
+                tunnel.sending = Sending::Stopped { code };
             }
             _ => self.peer_reset(handle, stream, code),
         }
@@ -78,7 +77,7 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
-        if tunnel.local_fin || tunnel.udp.is_some() {
+        if tunnel.sending.is_over() || tunnel.udp.is_some() {
             return;
         }
         let Some(handle) = tunnel.conn else {
@@ -117,7 +116,9 @@ impl Endpoint {
         let mut waiting = std::mem::take(&mut conn.peer_finished);
         waiting.retain(|id| {
             self.notice_stopped(*id);
-            self.tunnels.get(id).is_some_and(|tunnel| !tunnel.local_fin)
+            self.tunnels
+                .get(id)
+                .is_some_and(|tunnel| !tunnel.sending.is_over())
         });
         if let Some(conn) = self.conns.get_mut(&handle) {
             conn.peer_finished = waiting;
@@ -168,12 +169,13 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
-        if !(tunnel.local_fin && tunnel.fin_delivered) {
+        if !(tunnel.sending.is_over() && tunnel.receiving == Receiving::FinDelivered) {
             return;
         }
-        let reason = tunnel
-            .stopped
-            .map_or(CloseReason::Finished, |code| CloseReason::Reset { code });
+        let reason = match tunnel.sending {
+            Sending::Stopped { code } => CloseReason::Reset { code },
+            _ => CloseReason::Finished,
+        };
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             // Written is not delivered: a shutdown waits until the peer has the end.
             if let Some(conn) = self.conns.get_mut(&handle) {

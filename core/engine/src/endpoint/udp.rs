@@ -24,7 +24,7 @@ use veil_proto::masque::udp::PathTemplate;
 use veil_proto::varint::VarInt;
 
 use super::{
-    Endpoint, H3_INTERNAL_ERROR, H3_REQUEST_CANCELLED, RoleState, Tunnel, TunnelState,
+    Endpoint, H3_INTERNAL_ERROR, H3_REQUEST_CANCELLED, RoleState, Sending, Tunnel, TunnelState,
     shutdown_stream,
 };
 use crate::config::QuicConfig;
@@ -131,7 +131,7 @@ impl Endpoint {
             }
             _ => return Err(TunnelError::InvalidState),
         }
-        if entry.local_fin || entry.fin_pending {
+        if entry.sending.is_closed() {
             return Err(TunnelError::WriteClosed);
         }
         let encoding = flow.encoding.ok_or(TunnelError::InvalidState)?;
@@ -492,7 +492,9 @@ impl Endpoint {
         }
         if !flow.capsule_backlog.is_empty() {
             let _ = conn.quic.stream_writable(tunnel.stream, WRITABLE_HINT);
-        } else if std::mem::take(&mut tunnel.fin_pending) {
+        } else if tunnel.sending == Sending::FinQueued {
+            // The queued FIN goes now, through `tunnel_finish` (which ignores a queued one).
+            tunnel.sending = Sending::Open { blocked: false };
             let _ = self.tunnel_finish(id);
         }
         self.queue_send(handle);
@@ -505,7 +507,7 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
-        let local_fin = tunnel.local_fin;
+        let local_fin = tunnel.sending.is_over();
         let cut = tunnel
             .udp
             .as_ref()

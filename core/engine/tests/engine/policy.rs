@@ -410,3 +410,63 @@ fn tags_are_bounded_and_safe_for_logs() {
 fn target_of(name: &str, port: u16) -> TunnelTarget {
     target(name, port)
 }
+
+#[test]
+fn bytes_that_arrive_while_the_host_decides_are_read_after_the_answer() {
+    use std::cell::{Cell, RefCell};
+    let mut edge = edge_asking(Duration::from_secs(30));
+    let mut raw = RawClient::new(false);
+    let asked: Cell<Option<veil_engine::TunnelId>> = Cell::new(None);
+    let received: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    let mut on_edge = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::IngressDecision { connection, .. } => {
+            endpoint
+                .decide_ingress(connection, IngressVerdict::Accept)
+                .expect("decide");
+        }
+        // Not decided here: the test answers once the bytes are in.
+        Event::TunnelDecision { tunnel, .. } => asked.set(Some(tunnel)),
+        Event::TunnelRequest { tunnel, .. } => endpoint.accept_tunnel(tunnel).expect("accept"),
+        Event::TunnelReadable { tunnel } => {
+            let mut buf = [0u8; 64];
+            while let Ok(recv) = endpoint.tunnel_recv(tunnel, &mut buf) {
+                received.borrow_mut().extend_from_slice(&buf[..recv.len]);
+                if recv.len == 0 {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    };
+    let headers = connect("example.com:443");
+    let headers: Vec<quiche::h3::Header> = refs(&headers)
+        .iter()
+        .map(|(n, v)| quiche::h3::Header::new(n.as_bytes(), v.as_bytes()))
+        .collect();
+    // The request and its first bytes, then time for them to reach the edge.
+    let mut stream = None;
+    let mut rounds_after = 0;
+    raw.drive(&mut edge, &mut on_edge, |raw| {
+        let h3 = raw.h3.as_mut()?;
+        if stream.is_none() {
+            let _ = h3.poll(&mut raw.quic);
+            let id = h3
+                .send_request(&mut raw.quic, &headers, false)
+                .expect("request");
+            h3.send_body(&mut raw.quic, id, b"hello", false)
+                .expect("body");
+            stream = Some(id);
+        }
+        let _ = h3.poll(&mut raw.quic);
+        rounds_after += 1;
+        (rounds_after > 50 && asked.get().is_some()).then_some(())
+    });
+    let tunnel = asked.get().expect("a decision was asked");
+    assert!(received.borrow().is_empty(), "read before the answer");
+    edge.decide_tunnel(tunnel, TunnelVerdict::Pass, Tags::new())
+        .expect("decide");
+    raw.drive(&mut edge, &mut on_edge, |raw| {
+        let _ = raw.h3.as_mut().map(|h3| h3.poll(&mut raw.quic));
+        (received.borrow().as_slice() == b"hello").then_some(())
+    });
+}
