@@ -25,6 +25,7 @@ mod hooks;
 mod paths;
 mod requests;
 mod shutdown;
+mod sniffing;
 mod timers;
 mod udp;
 
@@ -257,6 +258,9 @@ struct Tunnel {
     udp: Option<Box<UdpFlow>>,
     /// Edge: the request it answers (target, client, tags).
     request: Option<Box<hooks::EdgeRequest>>,
+    /// Edge: the engine answered 200 itself to read the first bytes for their server name
+    /// (`endpoint::sniffing`); they wait here for the host.
+    sniffed: Option<Box<sniffing::FirstBytes>>,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -309,6 +313,9 @@ enum TunnelState {
         target: TunnelTarget,
         deadline: Instant,
     },
+    /// Edge: the engine answered 200 and reads the client's first bytes for the server
+    /// name they ask for; the rules decide when they are in, or at `deadline`.
+    Sniffing { deadline: Instant },
     /// Edge: the tunnel hook asked the host (`Event::TunnelDecision`); refused by the
     /// engine at `deadline`.
     Deciding { deadline: Instant },
@@ -647,9 +654,14 @@ impl Endpoint {
         let TunnelState::Requested { deadline } = entry.state else {
             return Err(TunnelError::InvalidState);
         };
-        entry.state = TunnelState::Accepting;
         self.unanswered
             .remove(deadline, requests::Question::Tunnel(tunnel));
+        if entry.sniffed.is_some() {
+            // The 200 went out before the first bytes were read.
+            self.open_sniffed(tunnel);
+            return Ok(());
+        }
+        entry.state = TunnelState::Accepting;
         let handle = entry.conn.ok_or(TunnelError::InvalidState)?;
         self.retry_accept(handle, tunnel);
         self.queue_send(handle);
@@ -665,6 +677,12 @@ impl Endpoint {
             .ok_or(TunnelError::UnknownTunnel)?;
         if !matches!(entry.state, TunnelState::Requested { .. }) {
             return Err(TunnelError::InvalidState);
+        }
+        if entry.sniffed.is_some() {
+            // After its 200 a tunnel can only be reset.
+            self.stats.tunnels_refused += 1;
+            self.reset_answered(tunnel);
+            return Ok(());
         }
         let Some((handle, stream)) = self.remove_tunnel(tunnel) else {
             return Ok(());
@@ -840,6 +858,10 @@ impl Endpoint {
         }
         if entry.receiving == Receiving::FinDelivered {
             return Ok(Recv { len: 0, fin: true });
+        }
+        if let Some(len) = entry.sniffed.as_mut().and_then(|first| first.take(out)) {
+            // The first bytes, read while sniffing, come before anything quiche holds.
+            return Ok(Recv { len, fin: false });
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         // Before reading: quiche forgets a stream once its last byte is read and our
@@ -1288,13 +1310,17 @@ impl Endpoint {
                     },
                     tags: Tags::new(),
                     certificate_identity: conn.certificate_identity.clone(),
+                    sni: None,
+                    sniffed: false,
                 };
-                if let Err(refusal) = edge.screen(&request) {
-                    self.stats.tunnels_refused += 1;
-                    send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
-                    return;
+                match edge.screen(&request) {
+                    Err(refusal) => {
+                        self.stats.tunnels_refused += 1;
+                        send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
+                    }
+                    Ok(hooks::Screening::Sniff) => self.start_sniffing(handle, stream, request),
+                    Ok(hooks::Screening::Pass) => self.consult_tunnel_hook(handle, stream, request),
                 }
-                self.consult_tunnel_hook(handle, stream, request);
             }
             Err(rejection) => {
                 self.stats.tunnels_refused += 1;
@@ -1381,6 +1407,7 @@ impl Endpoint {
             TunnelState::Open if tunnel.receiving != Receiving::FinDelivered => {
                 self.events.push_back(Event::TunnelReadable { tunnel: id });
             }
+            TunnelState::Sniffing { .. } => self.read_first_bytes(handle, id),
             // Read once the 200 is out (`retry_accept`), whatever the answer took.
             TunnelState::Deciding { .. }
             | TunnelState::Requested { .. }
@@ -1475,6 +1502,7 @@ impl Endpoint {
             &connect::accept_headers()
         };
         match h3.send_response(&mut conn.quic, tunnel.stream, headers, false) {
+            Ok(()) if tunnel.sniffed.is_some() => self.sniff_answered(handle, id),
             Ok(()) => {
                 tunnel.state = TunnelState::Open;
                 let readable = tunnel.receiving == Receiving::Deferred;
@@ -1868,15 +1896,16 @@ impl Tunnel {
             receiving: Receiving::Open,
             udp: None,
             request: None,
+            sniffed: None,
         }
     }
 
     /// An edge tunnel's question to the host and its deadline, while one is open.
     fn question_deadline(&self) -> Option<Instant> {
         match self.state {
-            TunnelState::Deciding { deadline } | TunnelState::Requested { deadline } => {
-                Some(deadline)
-            }
+            TunnelState::Sniffing { deadline }
+            | TunnelState::Deciding { deadline }
+            | TunnelState::Requested { deadline } => Some(deadline),
             _ => None,
         }
     }

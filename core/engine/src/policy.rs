@@ -80,6 +80,9 @@ pub struct TunnelQuery<'a> {
     pub token_name: Option<&'a str>,
     /// The identity of the client's certificate (mutual TLS), if any.
     pub certificate_identity: Option<&'a str>,
+    /// The server name the tunnel's first bytes ask for (TLS SNI, HTTP/1 Host), when the
+    /// edge sniffed them (it does when a rule matches on `sni`).
+    pub sni: Option<&'a str>,
 }
 
 /// The tunnel hook's verdict.

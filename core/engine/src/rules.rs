@@ -198,6 +198,7 @@ pub(crate) fn query_for<'a>(
     target: &'a TunnelTarget,
     protocol: Protocol,
     identity: Option<&'a str>,
+    sni: Option<&'a str>,
 ) -> Query<'a> {
     let (addr, name) = match &target.host {
         Host::Ip(ip) => (Some(*ip), None),
@@ -209,33 +210,53 @@ pub(crate) fn query_for<'a>(
         port: target.port,
         protocol,
         identity,
-        sni: None,
+        sni,
     }
+}
+
+/// What the rules say of a request before its target is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestRuling {
+    /// The first matching rule's action, on what is known so far.
+    pub(crate) action: Option<EdgeAction>,
+    /// A rule on addresses comes before that match: only the resolved addresses decide.
+    pub(crate) needs_address: bool,
+    /// A rule on the server name (`sni`) comes before that match, and the request does not
+    /// carry the name yet: only the tunnel's first bytes decide.
+    pub(crate) needs_sni: bool,
 }
 
 /// The edge's rules, compiled, and the decisions it takes from them.
 #[derive(Debug)]
 pub(crate) struct EdgeRules {
     set: RuleSet<EdgeAction>,
+    /// The first rule with an `sni` condition.
+    first_sni_rule: Option<usize>,
 }
 
 impl EdgeRules {
     pub(crate) fn new(specs: &[RuleSpec<EdgeAction>]) -> Result<Self, RuleError> {
-        compile(specs).map(|set| Self { set })
+        let set = compile(specs)?;
+        let first_sni_rule = set.rules().iter().position(|rule| !rule.snis.is_empty());
+        Ok(Self {
+            set,
+            first_sni_rule,
+        })
     }
 
-    /// The verdict on a request before anything is resolved: `Some` when final.
-    pub(crate) fn on_request(&self, query: &Query<'_>) -> Option<EdgeAction> {
-        let (index, action) = self.set.first_match(query)?;
-        if query.addr.is_some() {
-            return Some(*action);
+    /// What the rules say of a request before anything is resolved. An answer is final
+    /// when no rule that needs what is still unknown (the address, the server name) comes
+    /// before the first match.
+    pub(crate) fn on_request(&self, query: &Query<'_>) -> RequestRuling {
+        let matched = self.set.first_match(query);
+        let before = |rule: Option<usize>| {
+            rule.is_some_and(|rule| matched.is_none_or(|(index, _)| rule < index))
+        };
+        RequestRuling {
+            action: matched.map(|(_, action)| *action),
+            needs_address: query.addr.is_none() && before(self.set.first_address_rule()),
+            needs_sni: query.sni.is_none() && before(self.first_sni_rule),
         }
-        // A name-only answer is final when no rule on addresses comes before it.
-        let final_now = self
-            .set
-            .first_address_rule()
-            .is_none_or(|first| index <= first);
-        final_now.then_some(*action)
     }
 
     /// The verdict on one address a request's target resolved to (or is).
@@ -263,7 +284,7 @@ impl ClientRules {
     /// How a flow to `target` over `protocol` goes: the first matching rule's action, or
     /// through the tunnel.
     pub fn route(&self, target: &TunnelTarget, protocol: Protocol) -> ClientAction {
-        let query = query_for(target, protocol, None);
+        let query = query_for(target, protocol, None, None);
         self.set
             .first_match(&query)
             .map_or(ClientAction::Tunnel, |(_, action)| *action)

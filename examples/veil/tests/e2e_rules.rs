@@ -113,6 +113,10 @@ target = ["127.0.0.3/32"]
 ports = ["{denied_port}", "7100-7200"]
 protocol = ["tcp"]
 action = "deny"
+
+[[rule]]                        # the name in the tunnel's first bytes (TLS SNI, HTTP Host)
+sni = ["*.sniffed.test"]
+action = "deny"
 "#
     )
 }
@@ -207,6 +211,15 @@ fn edge_and_client_rules_deny_send_direct_and_block() -> anyhow::Result<()> {
         ensure!(
             code == 0 && body == "origin 127.0.0.6\n",
             "{via} tunnel: {code} {stderr}"
+        );
+        // The edge reads the first bytes: a Host it denies ends the tunnel (curl sees the
+        // connection reset before any answer), whatever address was dialled.
+        let mut sniffed = args.clone();
+        sniffed.extend(["-H", "Host: www.sniffed.test"]);
+        let (code, body, stderr) = fetch(&sniffed, &tunnelled.url())?;
+        ensure!(
+            code != 0 && body.is_empty(),
+            "{via} sniffed: {code} {stderr}"
         );
     }
     let from_edge: IpAddr = "127.0.0.1".parse()?;

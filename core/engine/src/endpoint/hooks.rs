@@ -33,6 +33,20 @@ pub(super) struct EdgeRequest {
     pub(super) tags: Tags,
     /// The identity of the client's certificate (mutual TLS), if any.
     pub(super) certificate_identity: Option<Box<str>>,
+    /// The server name the tunnel's first bytes asked for (TLS SNI, HTTP/1 Host), once
+    /// sniffed (`endpoint::sniffing`).
+    pub(super) sni: Option<Box<str>>,
+    /// The first bytes have been looked at (whatever they said).
+    pub(super) sniffed: bool,
+}
+
+/// What the rules make of a request as it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Screening {
+    /// On to the tunnel hook.
+    Pass,
+    /// A rule on the server name comes first: read the tunnel's first bytes.
+    Sniff,
 }
 
 impl Endpoint {
@@ -173,18 +187,11 @@ impl Endpoint {
     /// hook's verdict, applied at once or asked of the host. A request refused at once
     /// never becomes a tunnel.
     pub(super) fn consult_tunnel_hook(&mut self, handle: u64, stream: u64, request: EdgeRequest) {
+        let mut request = request;
+        let verdict = self.ask_tunnel_hook(&mut request);
         let RoleState::Edge(edge) = &self.role else {
             return;
         };
-        let mut request = request;
-        let query = TunnelQuery {
-            kind: request.kind,
-            target: &request.target,
-            client: request.client,
-            token_name: edge.token_name(request.client.token_index),
-            certificate_identity: request.certificate_identity.as_deref(),
-        };
-        let verdict = self.policy.tunnel(&query, &mut request.tags);
         let asked = matches!(verdict, TunnelVerdict::Ask);
         if !asked {
             if let Err(refusal) = edge.apply(&mut request, verdict) {
@@ -233,6 +240,52 @@ impl Endpoint {
         self.events.push_back(event);
     }
 
+    /// The tunnel hook's verdict on `request` (which it may tag).
+    pub(super) fn ask_tunnel_hook(&mut self, request: &mut EdgeRequest) -> TunnelVerdict {
+        let RoleState::Edge(edge) = &self.role else {
+            return TunnelVerdict::Pass;
+        };
+        let query = TunnelQuery {
+            kind: request.kind,
+            target: &request.target,
+            client: request.client,
+            token_name: edge.token_name(request.client.token_index),
+            certificate_identity: request.certificate_identity.as_deref(),
+            sni: request.sni.as_deref(),
+        };
+        self.policy.tunnel(&query, &mut request.tags)
+    }
+
+    /// The tunnel hook's verdict on a tunnel that exists already (its first bytes were
+    /// sniffed): applied at once, or asked of the host.
+    pub(super) fn consult_tunnel_hook_again(&mut self, id: TunnelId) {
+        let Some(mut request) = self.tunnels.get_mut(&id).and_then(|t| t.request.take()) else {
+            return;
+        };
+        let verdict = self.ask_tunnel_hook(&mut request);
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        let deadline = self.clock + edge.request_timeout;
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        if matches!(verdict, TunnelVerdict::Ask) {
+            tunnel.state = TunnelState::Deciding { deadline };
+            self.unanswered.insert(deadline, Question::Tunnel(id));
+            self.events.push_back(Event::TunnelDecision {
+                tunnel: id,
+                kind: request.kind,
+                target: request.target.clone(),
+                client: request.client,
+            });
+            tunnel.request = Some(request);
+            return;
+        }
+        tunnel.request = Some(request);
+        self.settle_tunnel(id, verdict);
+    }
+
     /// Applies the host's verdict to a tunnel the hook asked about: refuse, or report it to
     /// the host as a request (with the redirect's target, if it passes egress policy).
     fn settle_tunnel(&mut self, id: TunnelId, verdict: TunnelVerdict) {
@@ -263,6 +316,12 @@ impl Endpoint {
 
     /// Removes a tunnel the host has not been asked to serve and sends its refusal.
     pub(super) fn reject_deciding(&mut self, id: TunnelId, refusal: Refusal) {
+        if self.tunnels.get(&id).is_some_and(|t| t.sniffed.is_some()) {
+            // Its 200 went out before the first bytes were read: it can only be reset.
+            self.stats.tunnels_refused += 1;
+            self.reset_answered(id);
+            return;
+        }
         let Some((handle, stream)) = self.remove_tunnel(id) else {
             return;
         };
@@ -301,18 +360,27 @@ impl super::Edge {
             .map(Token::name)
     }
 
-    /// The rules' and egress policy's verdict on a request as it arrives, before any hook:
-    /// a target address (or a name, when a rule decides on the name alone) that a rule
-    /// denies is `Denied`; an address no rule allows and egress policy forbids is
-    /// `Prohibited`.
-    pub(super) fn screen(&self, request: &EdgeRequest) -> Result<(), Refusal> {
+    /// The rules' and egress policy's verdict on a request as it arrives (and again once
+    /// its first bytes are sniffed), before any hook: a target address (or a name, when a
+    /// rule decides on the name alone) that a rule denies is `Denied`; an address no rule
+    /// allows and egress policy forbids is `Prohibited`; a TCP request that a rule on the
+    /// server name could decide is sniffed first.
+    pub(super) fn screen(&self, request: &EdgeRequest) -> Result<Screening, Refusal> {
         let query = self.rule_query(request);
-        match self.rules.on_request(&query) {
+        let ruling = self.rules.on_request(&query);
+        if ruling.needs_sni && request.kind == TunnelKind::Stream && !request.sniffed {
+            return Ok(Screening::Sniff);
+        }
+        if ruling.needs_address {
+            // Judged again, address by address, when the host resolved the name.
+            return Ok(Screening::Pass);
+        }
+        match ruling.action {
             Some(EdgeAction::Deny) => Err(Refusal::Denied),
-            Some(EdgeAction::Allow) => Ok(()),
+            Some(EdgeAction::Allow) => Ok(Screening::Pass),
             None => match request.target.host {
                 Host::Ip(ip) if self.egress.check(ip).is_err() => Err(Refusal::Prohibited),
-                _ => Ok(()),
+                _ => Ok(Screening::Pass),
             },
         }
     }
@@ -336,6 +404,11 @@ impl super::Edge {
             .certificate_identity
             .as_deref()
             .or_else(|| self.token_name(request.client.token_index));
-        rules::query_for(&request.target, rules::protocol_of(request.kind), identity)
+        rules::query_for(
+            &request.target,
+            rules::protocol_of(request.kind),
+            identity,
+            request.sni.as_deref(),
+        )
     }
 }

@@ -79,6 +79,7 @@ impl Endpoint {
                 tracing::info!(tunnel = ?id, "the host did not answer a request in time");
                 let _ = self.refuse_tunnel(id, Refusal::ConnectionTimeout);
             }
+            TunnelState::Sniffing { .. } => self.sniff_expired(id),
             TunnelState::Deciding { .. } => {
                 tracing::info!(tunnel = ?id, "the host did not decide on a request in time");
                 self.reject_deciding(id, Refusal::ConnectionTimeout);

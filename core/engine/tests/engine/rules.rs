@@ -201,3 +201,148 @@ fn a_rule_that_does_not_compile_names_itself() {
     let text = error.to_string();
     assert!(text.starts_with("rule 2: target \"10.0.0.1/8\""), "{text}");
 }
+
+/// A `ClientHello` for `api.example.org`, as curl sent it.
+const CLIENT_HELLO: &[u8] =
+    include_bytes!("../../../proto/src/sniff/testdata/curl-client-hello.bin");
+
+/// What one sniffed request came to: the status, whether the edge then reset the stream
+/// (and with what), and what the host read of the tunnel.
+#[derive(Debug, Default)]
+struct SniffOutcome {
+    status: String,
+    reset: Option<u64>,
+    host_read: Vec<u8>,
+    requests: usize,
+}
+
+/// Sends CONNECT `authority`, then `first` (if any) once the 200 is in; the host accepts
+/// every request it sees and reads everything.
+fn sniffed_request(edge: &mut Endpoint, authority: &str, first: Option<&[u8]>) -> SniffOutcome {
+    use std::cell::RefCell;
+    let mut raw = RawClient::new(false);
+    let outcome = RefCell::new(SniffOutcome::default());
+    let mut on_edge = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::TunnelRequest { tunnel, .. } => {
+            outcome.borrow_mut().requests += 1;
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+        Event::TunnelReadable { tunnel } => {
+            let mut buf = [0u8; 1024];
+            while let Ok(recv) = endpoint.tunnel_recv(tunnel, &mut buf) {
+                outcome
+                    .borrow_mut()
+                    .host_read
+                    .extend_from_slice(&buf[..recv.len]);
+                if recv.len == 0 {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    };
+    let headers = [(":method", "CONNECT"), (":authority", authority)];
+    let (stream, status, _) = raw.send_request(edge, &mut on_edge, &headers);
+    outcome.borrow_mut().status = status;
+    if let Some(first) = first {
+        let h3 = raw.h3.as_mut().expect("h3");
+        h3.send_body(&mut raw.quic, stream, first, false)
+            .expect("body");
+    }
+    let expected = first.map(<[u8]>::len).unwrap_or_default();
+    let start = Instant::now();
+    raw.drive(edge, &mut on_edge, |raw| {
+        let h3 = raw.h3.as_mut()?;
+        loop {
+            match h3.poll(&mut raw.quic) {
+                Ok((id, quiche::h3::Event::Reset(code))) if id == stream => {
+                    outcome.borrow_mut().reset = Some(code);
+                    return Some(());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if let Err(quiche::Error::StreamStopped(code)) = raw.quic.stream_writable(stream, 1) {
+            outcome.borrow_mut().reset = Some(code);
+            return Some(());
+        }
+        let read_all =
+            outcome.borrow().requests == 1 && outcome.borrow().host_read.len() >= expected;
+        (read_all && start.elapsed() > std::time::Duration::from_millis(50)).then_some(())
+    });
+    outcome.into_inner()
+}
+
+fn sni_edge() -> Endpoint {
+    let mut deny = rule(EdgeAction::Deny);
+    deny.sni = strings(&["*.blocked.test", "api.example.org"]);
+    edge_with(vec![deny], &[])
+}
+
+#[test]
+fn a_server_name_in_the_first_bytes_is_denied_by_a_sni_rule() {
+    let request = b"GET / HTTP/1.1\r\nHost: www.blocked.test\r\n\r\n";
+    let mut edge = sni_edge();
+    let outcome = sniffed_request(&mut edge, "93.184.216.34:80", Some(request));
+    assert_eq!(outcome.status, "200", "the engine answers before it reads");
+    assert_eq!(outcome.reset, Some(0x010f), "H3_CONNECT_ERROR: {outcome:?}");
+    assert_eq!(outcome.requests, 0, "the host saw a denied request");
+
+    let mut edge = sni_edge();
+    let outcome = sniffed_request(&mut edge, "93.184.216.34:443", Some(CLIENT_HELLO));
+    assert_eq!(
+        outcome.reset,
+        Some(0x010f),
+        "TLS SNI api.example.org: {outcome:?}"
+    );
+    assert_eq!(outcome.requests, 0);
+}
+
+#[test]
+fn the_first_bytes_of_an_allowed_tunnel_reach_the_host_whole() {
+    let request = b"GET / HTTP/1.1\r\nHost: fine.test\r\n\r\n";
+    let mut edge = sni_edge();
+    let outcome = sniffed_request(&mut edge, "93.184.216.34:80", Some(request));
+    assert_eq!((outcome.status.as_str(), outcome.reset), ("200", None));
+    assert_eq!(outcome.requests, 1);
+    assert_eq!(
+        outcome.host_read, request,
+        "the sniffed bytes, once, in order"
+    );
+
+    // A client that waits for its server to speak first: decided without a name, later.
+    let mut edge = sni_edge();
+    let start = Instant::now();
+    let outcome = sniffed_request(&mut edge, "93.184.216.34:22", None);
+    assert_eq!((outcome.requests, outcome.reset), (1, None));
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(900),
+        "decided before the wait"
+    );
+}
+
+#[test]
+fn requests_the_name_cannot_change_are_not_sniffed() {
+    // The first rule decides on the port alone: no sniffing, the host answers the 200.
+    let mut allow_web = rule(EdgeAction::Allow);
+    allow_web.ports = vec![PortSpec::Number(80)];
+    let mut deny = rule(EdgeAction::Deny);
+    deny.sni = strings(&["*.blocked.test"]);
+    let mut edge = edge_with(vec![allow_web, deny], &[]);
+    let mut raw = RawClient::new(false);
+    let mut requested = 0;
+    let mut host = |endpoint: &mut Endpoint, event: Event| {
+        if let Event::TunnelRequest { tunnel, .. } = event {
+            requested += 1;
+            endpoint.accept_tunnel(tunnel).expect("accept");
+        }
+    };
+    let headers = [(":method", "CONNECT"), (":authority", "93.184.216.34:80")];
+    let (_, status, _) = raw.send_request(&mut edge, &mut host, &headers);
+    assert_eq!(
+        (status.as_str(), requested),
+        ("200", 1),
+        "the host saw it before the 200"
+    );
+}
