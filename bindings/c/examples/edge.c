@@ -23,7 +23,11 @@
  *   - after every wake-up: drain events and transmits, re-arm the timer.
  *
  * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
- *                    [--connect-timeout-ms N]
+ *                    [--connect-timeout-ms N] [--request-timeout-ms N]
+ *                    [--drain-timeout-ms N]
+ * --request-timeout-ms: how long a request may wait for this host's answer before the
+ * engine refuses it (504); --drain-timeout-ms: on SIGTERM, how long open tunnels may go
+ * on (10000 by default).
  * Prints "veil-c-edge: fingerprint sha256:HEX" and "veil-c-edge: listening on IP:PORT",
  * then serves until SIGTERM or SIGINT, when it drains and closes (veil_endpoint_shutdown).
  */
@@ -75,6 +79,7 @@ struct tunnel {
 static struct tunnel tunnels[MAX_TUNNELS];
 static volatile sig_atomic_t stopping;
 static uint64_t connect_timeout_ns = 10ull * 1000 * 1000 * 1000;
+static uint64_t drain_timeout_ms = 10000;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -436,6 +441,10 @@ int main(int argc, char **argv) {
         else if (strcmp(arg, "--allow") == 0) r = veil_config_allow_egress(cfg, val);
         else if (strcmp(arg, "--connect-timeout-ms") == 0)
             connect_timeout_ns = strtoull(val, NULL, 10) * 1000000ull;
+        else if (strcmp(arg, "--request-timeout-ms") == 0)
+            r = veil_config_set_request_timeout(cfg, strtoull(val, NULL, 10));
+        else if (strcmp(arg, "--drain-timeout-ms") == 0)
+            drain_timeout_ms = strtoull(val, NULL, 10);
         else {
             fprintf(stderr, "veil-c-edge: unknown option %s\n", arg);
             return 2;
@@ -494,11 +503,11 @@ int main(int argc, char **argv) {
     for (;;) {
         uint64_t now = now_ns();
         if (stopping && !closing) {
-            /* The engine runs the whole sequence: GOAWAY, open tunnels finish (10 s at most),
-             * CONNECTION_CLOSE with H3_NO_ERROR (2 s to go out); cut tunnels come back as
-             * TUNNEL_CLOSED events. Its deadlines come out of veil_endpoint_poll_timeout. */
+            /* The engine runs the whole sequence: GOAWAY, open tunnels finish (within
+             * --drain-timeout-ms), CONNECTION_CLOSE with H3_NO_ERROR (2 s to go out); cut
+             * tunnels come back as TUNNEL_CLOSED events. Its deadlines come out of veil_endpoint_poll_timeout. */
             closing = true;
-            veil_endpoint_shutdown(ep, now, 10000, 0x100, 2000);
+            veil_endpoint_shutdown(ep, now, drain_timeout_ms, 0x100, 2000);
         }
         drain_events(ep, now);
         drain_transmits(ep, udp, now);

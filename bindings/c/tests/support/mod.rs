@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// This crate's directory (`bindings/c`).
-pub(crate) fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// This crate's directory (`bindings/c`), also from the crates that include this module
+/// (examples/veil's conformance suite builds the C edge with it): every crate of the
+/// workspace sits two levels under its root.
+pub(crate) fn crate_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bindings/c")
 }
 
 /// The cargo output directory of this build (`target/debug`): the test binary lives in
