@@ -24,7 +24,10 @@
  *
  * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
  *                    [--connect-timeout-ms N] [--request-timeout-ms N]
- *                    [--drain-timeout-ms N]
+ *                    [--drain-timeout-ms N] [--deny-suffix SUFFIX]...
+ * --deny-suffix: a hook of this host's own (veil_endpoint_set_hooks): requests for a
+ * name that ends with SUFFIX are refused (403 http_request_denied) before they reach
+ * on_request, and tagged requests say which hook saw them.
  * --request-timeout-ms: how long a request may wait for this host's answer before the
  * engine refuses it (504); --drain-timeout-ms: on SIGTERM, how long open tunnels may go
  * on (10000 by default).
@@ -80,6 +83,29 @@ static struct tunnel tunnels[MAX_TUNNELS];
 static volatile sig_atomic_t stopping;
 static uint64_t connect_timeout_ns = 10ull * 1000 * 1000 * 1000;
 static uint64_t drain_timeout_ms = 10000;
+
+/* ---- the tunnel hook: this host's own policy, consulted by the engine -------------- */
+
+#define MAX_DENIED 16
+static const char *denied_suffixes[MAX_DENIED];
+static int denied_count;
+
+/* Refuses names ending in one of the --deny-suffix values; tags what it passes. Runs
+ * inside the veil_endpoint_* call that processes the request: it must answer at once. */
+static void tunnel_hook(void *user, const veil_tunnel_query *query, veil_tunnel_verdict *verdict) {
+    (void)user;
+    size_t host_len = strlen(query->host);
+    for (int i = 0; i < denied_count; i++) {
+        size_t suffix_len = strlen(denied_suffixes[i]);
+        if (host_len >= suffix_len &&
+            strcmp(query->host + host_len - suffix_len, denied_suffixes[i]) == 0) {
+            verdict->action = VEIL_TUNNEL_REFUSE;
+            verdict->refusal = VEIL_REFUSAL_DENIED;
+            return;
+        }
+    }
+    snprintf(verdict->tags, sizeof verdict->tags, "%s", "hook:c-edge");
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -445,6 +471,8 @@ int main(int argc, char **argv) {
             r = veil_config_set_request_timeout(cfg, strtoull(val, NULL, 10));
         else if (strcmp(arg, "--drain-timeout-ms") == 0)
             drain_timeout_ms = strtoull(val, NULL, 10);
+        else if (strcmp(arg, "--deny-suffix") == 0 && denied_count < MAX_DENIED)
+            denied_suffixes[denied_count++] = val;
         else {
             fprintf(stderr, "veil-c-edge: unknown option %s\n", arg);
             return 2;
@@ -480,6 +508,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     veil_config_free(cfg);
+    if (denied_count > 0) {
+        r = veil_endpoint_set_hooks(ep, NULL, tunnel_hook, NULL);
+        if (r != VEIL_OK) die("hooks", r);
+    }
 
     uint8_t fp[32];
     if (veil_endpoint_certificate_fingerprint(ep, fp, sizeof fp) == VEIL_OK) {

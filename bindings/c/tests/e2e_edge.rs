@@ -6,7 +6,8 @@
 //! A 10 MiB download and a 10 MiB upload arrive with the SHA-256 they left with, several
 //! at once; a target that refuses the connection comes back as 502 with Proxy-Status
 //! `connection_refused`, a name that does not resolve as 502 `dns_error`, a forbidden
-//! address as 403.
+//! address as 403, a name the C host's own tunnel hook (a callback) refuses as 403
+//! `http_request_denied`.
 
 mod support;
 
@@ -202,6 +203,8 @@ impl Rig {
         // The C edge may reach loopback (the origin); the client pins its certificate.
         let mut edge = Command::new(&edge_bin);
         edge.args(["--token", TOKEN, "--allow", "127.0.0.0/8"]);
+        // The C host's own tunnel hook (a callback): names under .denied.test are refused.
+        edge.args(["--deny-suffix", ".denied.test"]);
         let edge = Proc::spawn("veil-c-edge", edge, dir.path());
         let pin = edge.wait_for("veil-c-edge: fingerprint");
         let edge_addr = edge.wait_for("veil-c-edge: listening on");
@@ -332,6 +335,14 @@ fn the_c_edge_refuses_with_the_status_of_the_failure() {
         forbidden.stdout.ends_with("\n403"),
         "metadata address: {}\n{}",
         forbidden.stdout,
+        rig.diagnostics()
+    );
+    // A name the C host's tunnel hook refuses: 403 http_request_denied, never resolved.
+    let hooked = rig.fetch_with_status("http://www.denied.test/");
+    assert!(
+        hooked.stdout.ends_with("\n403") && hooked.stdout.contains("http_request_denied"),
+        "a name the hook refuses: {}\n{}",
+        hooked.stdout,
         rig.diagnostics()
     );
     // The edge is still serving after the refusals.
