@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -57,6 +58,8 @@ pub(crate) struct CoreSetup {
     pub(crate) mesh: FullMesh<Forwarded>,
     pub(crate) stop: watch::Receiver<Option<Duration>>,
     pub(crate) options: Options,
+    /// Where the core publishes its counters for `Edge::stats`, at its index.
+    pub(crate) published: Arc<Mutex<Vec<CoreStats>>>,
 }
 
 /// The mutable part of a core, borrowed by its tasks between awaits.
@@ -96,6 +99,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         mesh,
         stop,
         options,
+        published,
     } = setup;
     let (senders, mut receivers) = mesh
         .join()
@@ -142,12 +146,29 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         .detach();
     }
     glommio::spawn_local(watch_stop(core.clone(), stop)).detach();
+    glommio::spawn_local(publish_stats(core.clone(), published)).detach();
 
     let result = drive(&core).await;
     // Peers may still forward to us while they drain; closing makes their sends fail
     // (counted as dropped there) rather than wait.
     core.senders.close();
     result.map(|()| core.stats())
+}
+
+/// Publishes the core's counters every `STATS_PERIOD` for `Edge::stats` (metrics).
+async fn publish_stats(core: Rc<Core>, published: Arc<Mutex<Vec<CoreStats>>>) {
+    loop {
+        let stats = core.stats();
+        let index = usize::from(stats.core);
+        if let Some(slot) = published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+        {
+            *slot = stats;
+        }
+        glommio::timer::sleep(crate::STATS_PERIOD).await;
+    }
 }
 
 /// Reads the socket: forwards datagrams of other cores' connections, feeds the rest.

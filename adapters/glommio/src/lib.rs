@@ -110,7 +110,7 @@ pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// One core's counters at shutdown.
+/// One core's counters (at shutdown, or as last published while running: [`Edge::stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoreStats {
     /// The core's number, the one its connection IDs carry.
@@ -215,7 +215,27 @@ pub struct Edge {
     cores: usize,
     stop: watch::Sender<Option<Duration>>,
     handles: Option<PoolThreadHandles<io::Result<CoreStats>>>,
+    /// Each core's counters, as it last published them (every [`STATS_PERIOD`]).
+    published: Arc<Mutex<Vec<CoreStats>>>,
 }
+
+/// Reads a running [`Edge`]'s counters from any thread.
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Mutex<Vec<CoreStats>>>);
+
+impl StatsHandle {
+    /// Every core's counters, each as of at most [`STATS_PERIOD`] ago, in core order.
+    pub fn stats(&self) -> Vec<CoreStats> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// How often each core publishes its counters for [`Edge::stats`]: a copy of a few hundred
+/// bytes under an uncontended lock, far from the data path.
+pub const STATS_PERIOD: Duration = Duration::from_millis(500);
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,11 +283,14 @@ impl Edge {
         let sockets = Arc::new(Mutex::new(sockets));
         let mesh = MeshBuilder::full(cores, options.forward_queue.max(1));
         let (stop, stop_rx) = watch::channel(None);
+        let published = Arc::new(Mutex::new(vec![CoreStats::default(); cores]));
+        let publish_to = published.clone();
         let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
             .name("veil-core")
             .io_memory(io_memory)
             .on_all_shards(move || {
                 let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let published = publish_to.clone();
                 async move {
                     let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
                     core::run(CoreSetup {
@@ -277,6 +300,7 @@ impl Edge {
                         mesh,
                         stop: stop_rx,
                         options,
+                        published,
                     })
                     .await
                 }
@@ -289,7 +313,19 @@ impl Edge {
             cores,
             stop,
             handles: Some(handles),
+            published,
         })
+    }
+
+    /// Every core's counters while the edge runs, each as of at most [`STATS_PERIOD`] ago,
+    /// in core order. Sum their `endpoint` fields (`EndpointStats::merge`) for the edge's.
+    pub fn stats(&self) -> Vec<CoreStats> {
+        self.stats_handle().stats()
+    }
+
+    /// A handle to [`stats`](Self::stats) that other threads can keep.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.published.clone())
     }
 
     /// The UDP address every core listens on.

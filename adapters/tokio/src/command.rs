@@ -58,4 +58,8 @@ pub(crate) enum Command {
     },
     /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
     Shutdown { drain: Duration },
+    /// The endpoint's counters now (for metrics).
+    Stats {
+        reply: oneshot::Sender<veil_engine::EndpointStats>,
+    },
 }

@@ -422,6 +422,9 @@ impl Driver {
             Command::UdpDatagram { tunnel, payload } => self.send_datagram(tunnel, &payload),
             Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.endpoint.stats());
+            }
             Command::Shutdown { drain } => {
                 // The engine runs the whole sequence (GOAWAY, drain, close); its tunnels'
                 // ends reach the relays as events.

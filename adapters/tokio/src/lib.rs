@@ -250,6 +250,14 @@ impl Node {
         self.fingerprint
     }
 
+    /// A handle that reads the endpoint's counters while it runs (for metrics); clone it
+    /// freely.
+    pub fn stats_probe(&self) -> StatsProbe {
+        StatsProbe {
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Client: a handle that opens tunnels; clone it freely.
     pub fn opener(&self) -> Opener {
         Opener {
@@ -288,6 +296,21 @@ impl Drop for Node {
                 drain: Duration::ZERO,
             });
         }
+    }
+}
+
+/// Reads a running [`Node`]'s counters.
+#[derive(Debug, Clone)]
+pub struct StatsProbe {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl StatsProbe {
+    /// The endpoint's counters now; `None` once the node has stopped.
+    pub async fn stats(&self) -> Option<EndpointStats> {
+        let (reply, stats) = oneshot::channel();
+        self.commands.send(Command::Stats { reply }).ok()?;
+        stats.await.ok()
     }
 }
 

@@ -1000,6 +1000,22 @@ enum veil_result veil_endpoint_close(struct veil_endpoint *endpoint,
 // `endpoint` must be NULL or live; `closed` NULL or writable.
 enum veil_result veil_endpoint_is_closed(const struct veil_endpoint *endpoint, bool *closed);
 
+// Writes the endpoint's counters in the Prometheus text format (`OpenMetrics`, what an
+// HTTP `GET /metrics` answers with) to `out`, NUL-terminated, and its length without the
+// NUL to `*len_out`. A host with several endpoints (one per core) can add their
+// `veil_stats` up itself, or serve one text per endpoint with a label of its own.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_BUFFER_TOO_SMALL` (`len` is not larger than the text;
+// `*len_out` still says how long it is); `VEIL_ERR_NULL`.
+//
+// # Safety
+// `endpoint` must be NULL or live; `out` NULL or writable for `len` bytes; `len_out` NULL
+// or writable.
+enum veil_result veil_endpoint_metrics_text(const struct veil_endpoint *endpoint,
+                                            char *out,
+                                            size_t len,
+                                            size_t *len_out);
+
 // Writes the endpoint's counters to `*stats`.
 //
 // # Safety

@@ -587,6 +587,47 @@ pub unsafe extern "C" fn veil_endpoint_is_closed(
     unsafe { with_endpoint_ref(endpoint, body) }
 }
 
+/// Writes the endpoint's counters in the Prometheus text format (`OpenMetrics`, what an
+/// HTTP `GET /metrics` answers with) to `out`, NUL-terminated, and its length without the
+/// NUL to `*len_out`. A host with several endpoints (one per core) can add their
+/// `veil_stats` up itself, or serve one text per endpoint with a label of its own.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_BUFFER_TOO_SMALL` (`len` is not larger than the text;
+/// `*len_out` still says how long it is); `VEIL_ERR_NULL`.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `out` NULL or writable for `len` bytes; `len_out` NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_metrics_text(
+    endpoint: *const veil_endpoint,
+    out: *mut std::ffi::c_char,
+    len: usize,
+    len_out: *mut usize,
+) -> veil_result {
+    let body = |endpoint: &veil_endpoint| {
+        let len_out = ptr::out(len_out)?;
+        if out.is_null() {
+            return Err(VEIL_ERR_NULL);
+        }
+        let text = veil_engine::metrics::encode_text(&endpoint.engine.stats());
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(len_out, text.len()) };
+        if text.len() >= len {
+            return Err(VEIL_ERR_BUFFER_TOO_SMALL);
+        }
+        // SAFETY: `out` is non-NULL and the caller promises `len` writable bytes; the
+        // text and its NUL fit (checked).
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr().cast(), out, text.len());
+            out.add(text.len()).write(0);
+        }
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint_ref(endpoint, body) }
+}
+
 /// Writes the endpoint's counters to `*stats`.
 ///
 /// # Safety

@@ -64,6 +64,7 @@ mod connect;
 pub mod egress;
 mod endpoint;
 mod error;
+pub mod metrics;
 pub mod policy;
 pub mod relay;
 mod reset;

@@ -104,6 +104,10 @@ pub struct ServerArgs {
     /// With --runtime glommio: how many cores to run on [default: all available].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
+    /// Serve the edge's counters in the Prometheus text format at `http://ADDR/metrics`
+    /// (glommio: every core's, summed); printed as `veil: metrics listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
     /// and cheaper on a loaded machine; more threads spread the TCP relays' copying over
@@ -242,6 +246,10 @@ pub struct ClientArgs {
     /// beside a VPN) [default: the kernel's choice].
     #[arg(long, value_name = "IP")]
     pub direct_source: Option<IpAddr>,
+    /// Serve the client's counters in the Prometheus text format at
+    /// `http://ADDR/metrics`; printed as `veil: metrics listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Flags of `veil demo`.
@@ -290,6 +298,7 @@ pub struct ServerFile {
     pub runtime: Option<Runtime>,
     pub cores: Option<usize>,
     pub threads: Option<usize>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -316,6 +325,7 @@ pub struct ClientFile {
     pub threads: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub direct_source: Option<IpAddr>,
+    pub metrics: Option<SocketAddr>,
     /// `[[client.rule]]`: where each new flow goes (tunnel, direct, block).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec<ClientAction>>,
@@ -360,6 +370,8 @@ pub struct ServerSettings {
     pub quic: QuicConfig,
     /// Routing rules (`[[rule]]`).
     pub rules: Vec<RuleSpec<EdgeAction>>,
+    /// Where to serve metrics; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -440,6 +452,8 @@ pub struct ClientSettings {
     pub direct_source: Option<IpAddr>,
     /// Resolve and connect timeout of direct flows.
     pub connect_timeout: Duration,
+    /// Where to serve metrics; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One `--udp-forward`: a local UDP address whose datagrams go to a fixed target.
@@ -543,6 +557,7 @@ impl ServerSettings {
             udp_template: flags.udp_template.or(file.udp_template),
             quic,
             rules: Vec::new(),
+            metrics: flags.metrics.or(file.metrics),
         })
     }
 }
@@ -604,6 +619,7 @@ impl ClientSettings {
             quic,
             rules: file.rules,
             direct_source: flags.direct_source.or(file.direct_source),
+            metrics: flags.metrics.or(file.metrics),
             connect_timeout: Duration::from_millis(
                 flags
                     .connect_timeout_ms

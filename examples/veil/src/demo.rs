@@ -42,6 +42,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         udp_template: None,
         quic: QuicConfig::default(),
         rules: Vec::new(),
+        metrics: None,
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -60,6 +61,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         udp_template: None,
         quic: QuicConfig::default(),
         rules: Vec::new(),
+        metrics: None,
         direct_source: None,
         connect_timeout: Duration::from_secs(5),
     })

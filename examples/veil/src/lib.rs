@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod fetch;
 mod http_proxy;
+mod metrics;
 pub mod origin;
 pub mod refusal;
 mod route;

@@ -13,6 +13,7 @@ use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
 use veil_tokio::{Node, Options};
 
 use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
+use crate::metrics::{self, StatsSource};
 use crate::route::{Front, Router};
 use crate::{http_proxy, socks, udp_forward};
 
@@ -22,6 +23,8 @@ pub struct RunningEdge {
     node: Node,
     drain: Duration,
     self_signed: bool,
+    /// The metrics listener's address and task, when asked for.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningEdge {
@@ -33,6 +36,7 @@ impl RunningEdge {
             ..Options::default()
         };
         let node = Node::start(config, settings.listen, options)?;
+        let metrics = start_metrics(settings.metrics, StatsSource::Tokio(node.stats_probe()))?;
         tracing::info!(
             addr = %node.local_addr(),
             tokens = settings.tokens.len(),
@@ -43,6 +47,7 @@ impl RunningEdge {
             node,
             drain: settings.drain,
             self_signed: settings.cert_key.is_none(),
+            metrics,
         })
     }
 
@@ -65,15 +70,37 @@ impl RunningEdge {
                 format_pin(&fingerprint)
             ));
         }
+        if let Some((addr, _)) = &self.metrics {
+            lines.push(format!("veil: metrics listening on {addr}"));
+        }
         lines
     }
 
     /// Stops accepting tunnels, drains open ones, closes QUIC.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some((_, task)) = &self.metrics {
+            task.abort();
+        }
         let stats = self.node.shutdown(self.drain).await?;
         tracing::info!(?stats, "edge stopped");
         Ok(())
     }
+}
+
+/// Starts the metrics listener on `addr`, if one was asked for.
+fn start_metrics(
+    addr: Option<SocketAddr>,
+    source: StatsSource,
+) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = metrics::bind(addr)?;
+    let bound = listener.local_addr()?;
+    Ok(Some((
+        bound,
+        tokio::spawn(metrics::serve(listener, source)),
+    )))
 }
 
 /// The engine configuration of an edge, the same for every runtime.
@@ -113,6 +140,8 @@ pub struct RunningClient {
     udp_forwards: Vec<(SocketAddr, String)>,
     listeners: Vec<JoinHandle<()>>,
     drain: Duration,
+    /// The metrics listener's address, when asked for (its task is in `listeners`).
+    metrics: Option<SocketAddr>,
 }
 
 impl RunningClient {
@@ -195,6 +224,13 @@ impl RunningClient {
                 settings.quic.udp_idle_timeout,
             )));
         }
+        let mut metrics = None;
+        if let Some((addr, task)) =
+            start_metrics(settings.metrics, StatsSource::Tokio(node.stats_probe()))?
+        {
+            metrics = Some(addr);
+            listeners.push(task);
+        }
         tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, "client started");
         Ok(Self {
             node,
@@ -203,6 +239,7 @@ impl RunningClient {
             udp_forwards,
             listeners,
             drain: settings.drain,
+            metrics,
         })
     }
 
@@ -232,6 +269,9 @@ impl RunningClient {
         }
         for (addr, target) in &self.udp_forwards {
             lines.push(format!("veil: udp forward listening on {addr} to {target}"));
+        }
+        if let Some(addr) = self.metrics {
+            lines.push(format!("veil: metrics listening on {addr}"));
         }
         lines
     }
@@ -296,11 +336,19 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             format_pin(&fingerprint)
         );
     }
-    // The cores run on their own threads; this thread only waits for the signal.
+    // The cores run on their own threads; this thread only waits for the signal (and
+    // answers scrapes, when asked to).
+    let stats = StatsSource::Glommio(edge.stats_handle());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(veil_tokio::shutdown_signal())?;
+        .block_on(async {
+            if let Some((addr, _task)) = start_metrics(settings.metrics, stats)? {
+                println!("veil: metrics listening on {addr}");
+            }
+            veil_tokio::shutdown_signal().await?;
+            anyhow::Ok(())
+        })?;
     println!("veil: shutting down");
     let stats = edge.shutdown(settings.drain)?;
     for core in &stats {

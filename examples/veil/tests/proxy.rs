@@ -52,6 +52,7 @@ impl Rig {
             udp_template: None,
             quic: QuicConfig::default(),
             rules: Vec::new(),
+            metrics: None,
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
@@ -69,6 +70,7 @@ impl Rig {
             udp_template: None,
             quic: QuicConfig::default(),
             rules: Vec::new(),
+            metrics: None,
             direct_source: None,
             connect_timeout: Duration::from_secs(5),
         })

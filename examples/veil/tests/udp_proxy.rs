@@ -84,6 +84,7 @@ impl Rig {
             udp_template: edge_template.map(str::to_owned),
             quic: QuicConfig::default(),
             rules: Vec::new(),
+            metrics: None,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {
@@ -103,6 +104,7 @@ impl Rig {
             drain: Duration::from_millis(200),
             quic: QuicConfig::default(),
             rules: Vec::new(),
+            metrics: None,
             direct_source: None,
             connect_timeout: Duration::from_secs(5),
         })

@@ -446,6 +446,17 @@ static void tunnels_in_memory(void) {
     CHECK(stats.tunnels_total == 5 && stats.tunnels_refused == 5 && stats.connections == 1);
     CHECK(stats.udp_datagrams_received == 1 && stats.udp_datagrams_sent == 1);
     CHECK_RESULT(veil_endpoint_stats(edge, NULL), VEIL_ERR_NULL);
+    /* The same counters as Prometheus text; too short a buffer says how long it is. */
+    static char metrics[16384];
+    size_t metrics_len = 0;
+    CHECK_RESULT(veil_endpoint_metrics_text(edge, metrics, 8, &metrics_len),
+                 VEIL_ERR_BUFFER_TOO_SMALL);
+    CHECK(metrics_len > 8);
+    CHECK_RESULT(veil_endpoint_metrics_text(edge, metrics, sizeof metrics, &metrics_len), VEIL_OK);
+    CHECK(strlen(metrics) == metrics_len);
+    CHECK(strstr(metrics, "veil_tunnels_opened_total 5\n") != NULL);
+    CHECK(strstr(metrics, "# EOF") != NULL);
+    CHECK_RESULT(veil_endpoint_metrics_text(edge, NULL, 10, &metrics_len), VEIL_ERR_NULL);
 
     /* Graceful close of both. */
     uint64_t now = now_ns();

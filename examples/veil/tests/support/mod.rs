@@ -359,6 +359,11 @@ impl Client {
         Ok(Self { proc, socks, http })
     }
 
+    /// The rest of the first line it printed that starts with `prefix`.
+    pub(crate) fn wait_for_line(&self, prefix: &str) -> anyhow::Result<String> {
+        self.proc.wait_for_line(prefix, STARTUP)
+    }
+
     /// A client of `edge` that pins its certificate and presents `token`.
     pub(crate) fn of(log_dir: &Path, edge: &Edge, token: &str) -> anyhow::Result<Self> {
         Self::start(

@@ -1,0 +1,273 @@
+//! An endpoint's counters in the Prometheus text format (`OpenMetrics`), encoded once here
+//! for every host: `veil server|client --metrics`, the glommio edge (its cores' counters
+//! summed), and C (`veil_endpoint_metrics_text`).
+//!
+//! Names follow Prometheus's naming guide: a `veil_` prefix, base units, `_total` on
+//! counters (added by the encoder), one name per meaning with a label for the cause where
+//! one quantity splits (`veil_udp_payloads_dropped_total{cause="queue_full"}`). Nothing in
+//! them comes from a peer, so no secret and no unbounded label can appear.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::types::EndpointStats;
+
+/// The text an HTTP `GET /metrics` answers with, for `stats` (several cores: their sum,
+/// see [`EndpointStats::merge`]).
+pub fn encode_text(stats: &EndpointStats) -> String {
+    let mut registry = Registry::with_prefix("veil");
+    registry.register_collector(Box::new(Snapshot(*stats)));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// The media type of [`encode_text`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl EndpointStats {
+    /// Adds `other`'s counters to these (the cores of a thread-per-core edge).
+    pub fn merge(&mut self, other: &Self) {
+        let Self {
+            connections,
+            connections_total,
+            connections_lost,
+            tunnels,
+            tunnels_total,
+            tunnels_refused,
+            auth_failures,
+            datagrams_dropped,
+            version_negotiations,
+            stateless_resets,
+            datagrams_received,
+            datagrams_sent,
+            udp_datagrams_sent,
+            udp_datagrams_received,
+            udp_dropped_oversize,
+            udp_dropped_queue_full,
+            udp_dropped_unknown_context,
+            udp_dropped_unknown_tunnel,
+            udp_dropped_malformed,
+            udp_capsule_datagrams,
+        } = other;
+        self.connections += connections;
+        self.connections_total += connections_total;
+        self.connections_lost += connections_lost;
+        self.tunnels += tunnels;
+        self.tunnels_total += tunnels_total;
+        self.tunnels_refused += tunnels_refused;
+        self.auth_failures += auth_failures;
+        self.datagrams_dropped += datagrams_dropped;
+        self.version_negotiations += version_negotiations;
+        self.stateless_resets += stateless_resets;
+        self.datagrams_received += datagrams_received;
+        self.datagrams_sent += datagrams_sent;
+        self.udp_datagrams_sent += udp_datagrams_sent;
+        self.udp_datagrams_received += udp_datagrams_received;
+        self.udp_dropped_oversize += udp_dropped_oversize;
+        self.udp_dropped_queue_full += udp_dropped_queue_full;
+        self.udp_dropped_unknown_context += udp_dropped_unknown_context;
+        self.udp_dropped_unknown_tunnel += udp_dropped_unknown_tunnel;
+        self.udp_dropped_malformed += udp_dropped_malformed;
+        self.udp_capsule_datagrams += udp_capsule_datagrams;
+    }
+}
+
+/// One scrape's counters.
+#[derive(Debug)]
+struct Snapshot(EndpointStats);
+
+/// A sample: a gauge (a level now) or a counter (a total so far).
+#[derive(Clone, Copy)]
+enum Sample {
+    Gauge(usize),
+    Counter(u64),
+}
+
+impl Snapshot {
+    /// Every unlabelled metric: name (after the `veil_` prefix, before `_total`), help,
+    /// value. One table, so that a counter cannot be forgotten in one place.
+    fn table(&self) -> [(&'static str, &'static str, Sample); 15] {
+        use Sample::{Counter, Gauge};
+        let s = &self.0;
+        [
+            (
+                "connections",
+                "QUIC connections open now.",
+                Gauge(s.connections),
+            ),
+            (
+                "connections_opened",
+                "QUIC connections created (accepted by an edge, dialled by a client).",
+                Counter(s.connections_total),
+            ),
+            (
+                "connections_closed",
+                "QUIC connections that ended, for any reason.",
+                Counter(s.connections_lost),
+            ),
+            (
+                "tunnels",
+                "Tunnels alive now (requested, opening or open).",
+                Gauge(s.tunnels),
+            ),
+            (
+                "tunnels_opened",
+                "Tunnels created.",
+                Counter(s.tunnels_total),
+            ),
+            (
+                "tunnels_refused",
+                "Tunnels refused (edge: answered non-2xx or reset before opening; client: received non-2xx or gave up).",
+                Counter(s.tunnels_refused),
+            ),
+            (
+                "auth_failures",
+                "Edge: requests refused for missing or wrong credentials.",
+                Counter(s.auth_failures),
+            ),
+            (
+                "datagrams_received",
+                "UDP datagrams received.",
+                Counter(s.datagrams_received),
+            ),
+            (
+                "datagrams_sent",
+                "UDP datagrams sent (GSO segments one by one).",
+                Counter(s.datagrams_sent),
+            ),
+            (
+                "datagrams_dropped",
+                "UDP datagrams dropped: unparsable, unroutable, too-short Initials, over the connection limit.",
+                Counter(s.datagrams_dropped),
+            ),
+            (
+                "version_negotiations",
+                "Version Negotiation packets sent.",
+                Counter(s.version_negotiations),
+            ),
+            (
+                "stateless_resets",
+                "Stateless Resets sent for packets of unknown connections.",
+                Counter(s.stateless_resets),
+            ),
+            (
+                "udp_payloads_sent",
+                "CONNECT-UDP payloads handed to QUIC or to a stream (capsules) for sending.",
+                Counter(s.udp_datagrams_sent),
+            ),
+            (
+                "udp_payloads_received",
+                "CONNECT-UDP payloads queued for the host.",
+                Counter(s.udp_datagrams_received),
+            ),
+            (
+                "udp_capsule_payloads",
+                "CONNECT-UDP payloads carried as DATAGRAM capsules (also in sent and received).",
+                Counter(s.udp_capsule_datagrams),
+            ),
+        ]
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        for (name, help, sample) in self.table() {
+            match sample {
+                Sample::Gauge(value) => {
+                    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                    metric.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        metric.metric_type(),
+                    )?)?;
+                }
+                Sample::Counter(value) => {
+                    let metric = ConstCounter::new(value);
+                    metric.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        metric.metric_type(),
+                    )?)?;
+                }
+            }
+        }
+        let s = &self.0;
+        let mut dropped = encoder.encode_descriptor(
+            "udp_payloads_dropped",
+            "CONNECT-UDP payloads dropped, by cause.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (cause, value) in [
+            ("oversize", s.udp_dropped_oversize),
+            ("queue_full", s.udp_dropped_queue_full),
+            ("unknown_context", s.udp_dropped_unknown_context),
+            ("unknown_tunnel", s.udp_dropped_unknown_tunnel),
+            ("malformed", s.udp_dropped_malformed),
+        ] {
+            ConstCounter::new(value).encode(dropped.encode_family(&[("cause", cause)])?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_every_counter_with_its_type_and_unit_suffix() {
+        let stats = EndpointStats {
+            connections: 2,
+            connections_total: 5,
+            tunnels_total: 7,
+            udp_dropped_queue_full: 3,
+            ..EndpointStats::default()
+        };
+        let text = encode_text(&stats);
+        for line in [
+            "# TYPE veil_connections gauge",
+            "veil_connections 2",
+            "# TYPE veil_connections_opened counter",
+            "veil_connections_opened_total 5",
+            "veil_tunnels_opened_total 7",
+            "veil_udp_payloads_dropped_total{cause=\"queue_full\"} 3",
+            "veil_udp_payloads_dropped_total{cause=\"oversize\"} 0",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn cores_add_up() {
+        let one = EndpointStats {
+            connections: 1,
+            tunnels_total: 10,
+            udp_dropped_malformed: 1,
+            ..EndpointStats::default()
+        };
+        let mut sum = one;
+        sum.merge(&one);
+        assert_eq!(
+            (
+                sum.connections,
+                sum.tunnels_total,
+                sum.udp_dropped_malformed
+            ),
+            (2, 20, 2)
+        );
+    }
+}
