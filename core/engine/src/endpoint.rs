@@ -22,6 +22,7 @@ mod drain;
 mod ends;
 mod fin;
 mod hooks;
+mod inspect;
 mod paths;
 mod requests;
 mod shutdown;
@@ -261,6 +262,9 @@ struct Tunnel {
     /// Edge: the engine answered 200 itself to read the first bytes for their server name
     /// (`endpoint::sniffing`); they wait here for the host.
     sniffed: Option<Box<sniffing::FirstBytes>>,
+    /// Edge: the client's HTTP/1.1 requests, shown to the `http_request` hook
+    /// (`TunnelVerdict::Inspect`).
+    inspector: Option<Box<inspect::HttpInspector>>,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -815,6 +819,13 @@ impl Endpoint {
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         let udp = entry.udp.is_some();
+        // A denied HTTP request's response goes after the host's bytes, before the FIN.
+        if !self.flush_denial(tunnel) {
+            if let Some(entry) = self.tunnels.get_mut(&tunnel) {
+                entry.sending = Sending::FinQueued;
+            }
+            return Ok(());
+        }
         // On an empty DATA frame, so that quiche cannot lose it; it may wait for credit, and
         // is the engine's to send from here on (`endpoint::fin`).
         match self.write_fin(handle, stream) {
@@ -858,6 +869,17 @@ impl Endpoint {
         }
         if entry.receiving == Receiving::FinDelivered {
             return Ok(Recv { len: 0, fin: true });
+        }
+        let inspect = entry.request.as_ref().is_some_and(|r| r.inspect);
+        if inspect && entry.inspector.is_none() {
+            let mut inspector = Box::new(inspect::HttpInspector::new());
+            if let Some(first) = entry.sniffed.as_mut() {
+                inspector.seed(first);
+            }
+            entry.inspector = Some(inspector);
+        }
+        if entry.inspector.is_some() {
+            return self.inspected_recv(tunnel, out);
         }
         if let Some(len) = entry.sniffed.as_mut().and_then(|first| first.take(out)) {
             // The first bytes, read while sniffing, come before anything quiche holds.
@@ -1312,6 +1334,7 @@ impl Endpoint {
                     certificate_identity: conn.certificate_identity.clone(),
                     sni: None,
                     sniffed: false,
+                    inspect: false,
                 };
                 match edge.screen(&request) {
                     Err(refusal) => {
@@ -1545,6 +1568,7 @@ impl Endpoint {
     fn poll_writable(&mut self, handle: u64) {
         let mut stopped = Vec::new();
         let mut capsule_backlogs = Vec::new();
+        let mut denials = Vec::new();
         let Some(conn) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -1575,6 +1599,13 @@ impl Endpoint {
             {
                 capsule_backlogs.push(id);
             }
+            if tunnel
+                .inspector
+                .as_ref()
+                .is_some_and(|inspector| !inspector.denial.is_empty())
+            {
+                denials.push(id);
+            }
             if tunnel.sending == (Sending::Open { blocked: true })
                 && matches!(tunnel.state, TunnelState::Open)
             {
@@ -1588,6 +1619,7 @@ impl Endpoint {
         for id in capsule_backlogs {
             self.flush_capsule_backlog(handle, id);
         }
+        self.retry_denials(denials);
         self.retry_fins(handle, fins);
     }
 
@@ -1897,6 +1929,7 @@ impl Tunnel {
             udp: None,
             request: None,
             sniffed: None,
+            inspector: None,
         }
     }
 

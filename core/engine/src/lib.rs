@@ -83,7 +83,8 @@ pub use config::{
 pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
-    DefaultPolicy, Egress, EgressQuery, EgressVerdict, IngressQuery, IngressVerdict, Policy,
+    DefaultPolicy, Egress, EgressQuery, EgressVerdict, HttpRequestQuery, HttpVerdict, IngressQuery,
+    IngressVerdict, Policy,
     TagError, Tags, TunnelQuery, TunnelVerdict,
 };
 pub use types::{

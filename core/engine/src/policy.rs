@@ -12,6 +12,11 @@
 //! - **egress**: the host resolved the target: which of the addresses to dial, and from
 //!   which local address, or refuse. The default is the edge's SSRF-safe egress policy:
 //!   the first address it permits ([`EgressQuery::permitted`]).
+//! - **http_request**: for a tunnel the tunnel hook passed with [`TunnelVerdict::Inspect`],
+//!   every HTTP/1.1 request the client sends inside it (a plain-HTTP request the client's
+//!   proxy forwards, or any HTTP/1.1 to an origin): allow it, deny it with a status (the
+//!   client gets that response and the tunnel ends after the answers already due), or
+//!   remove and add header fields before it goes on.
 //!
 //! The ingress and tunnel hooks can also answer "ask the host" ([`IngressVerdict::Ask`],
 //! [`TunnelVerdict::Ask`]): the engine then reports [`Event::IngressDecision`] or
@@ -101,6 +106,52 @@ pub enum TunnelVerdict {
     /// Ask the host: the engine reports `Event::TunnelDecision` and waits for
     /// `Endpoint::decide_tunnel` (with `Pass`, `Refuse` or `Redirect`).
     Ask,
+    /// Hand it to the host as `Pass` does, and show every HTTP/1.1 request the client
+    /// sends inside it to [`Policy::http_request`] before it goes on (the edge reads the
+    /// stream as HTTP/1.1: what is not is refused with 400 and the tunnel ends).
+    Inspect,
+}
+
+/// What the `http_request` hook sees of one HTTP/1.1 request inside an inspected tunnel.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct HttpRequestQuery<'a> {
+    /// The tunnel it travels in.
+    pub tunnel: crate::types::TunnelId,
+    /// Where the tunnel goes.
+    pub target: &'a TunnelTarget,
+    /// Who opened the tunnel.
+    pub client: ClientIdentity,
+    /// The name of the token the client presented.
+    pub token_name: Option<&'a str>,
+    /// The identity of the client's certificate (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
+    /// The request head: method, request-target, `Host`, fields.
+    pub request: &'a veil_proto::http1::OriginRequest<'a>,
+}
+
+/// The `http_request` hook's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpVerdict {
+    /// On to the origin as it is.
+    Allow,
+    /// Not to the origin: the client gets a response with this status (and
+    /// `Proxy-Status: veil; error=http_request_denied`) after the answers to its earlier
+    /// requests, and the tunnel ends.
+    Deny {
+        /// The response's status (400–599; anything else is sent as 403).
+        status: u16,
+    },
+    /// On to the origin with these fields removed (by name, case-insensitively) and these
+    /// added. Framing fields and `Host` cannot be edited: an edit that tries is a deny
+    /// (500), so that the body boundaries stay what the client sent.
+    Edit {
+        /// Field names to remove.
+        remove: Vec<String>,
+        /// Fields to add, in order.
+        add: Vec<(String, String)>,
+    },
 }
 
 /// Labels a tunnel hook puts on a tunnel (`tier:gold`, `blocklist=ads`): the host's logs
@@ -278,6 +329,13 @@ pub trait Policy: Send {
     fn tunnel(&mut self, query: &TunnelQuery<'_>, tags: &mut Tags) -> TunnelVerdict {
         let _ = (query, tags);
         TunnelVerdict::Pass
+    }
+
+    /// An HTTP/1.1 request inside a tunnel the tunnel hook passed with
+    /// [`TunnelVerdict::Inspect`]. Must answer at once.
+    fn http_request(&mut self, query: &HttpRequestQuery<'_>) -> HttpVerdict {
+        let _ = query;
+        HttpVerdict::Allow
     }
 
     /// The host resolved a tunnel's target and asks where to dial. Must answer at once (a

@@ -38,6 +38,8 @@ pub(super) struct EdgeRequest {
     pub(super) sni: Option<Box<str>>,
     /// The first bytes have been looked at (whatever they said).
     pub(super) sniffed: bool,
+    /// The tunnel hook asked to see its HTTP/1.1 requests (`TunnelVerdict::Inspect`).
+    pub(super) inspect: bool,
 }
 
 /// What the rules make of a request as it arrives.
@@ -340,6 +342,11 @@ impl super::Edge {
     fn apply(&self, request: &mut EdgeRequest, verdict: TunnelVerdict) -> Result<(), Refusal> {
         match verdict {
             TunnelVerdict::Pass => Ok(()),
+            // Only a TCP tunnel carries HTTP/1.1; a UDP one is passed as it is.
+            TunnelVerdict::Inspect => {
+                request.inspect = request.kind == TunnelKind::Stream;
+                Ok(())
+            }
             TunnelVerdict::Refuse(refusal) => Err(refusal),
             TunnelVerdict::Redirect(target) => {
                 request.target = target;

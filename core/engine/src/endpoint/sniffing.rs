@@ -55,6 +55,14 @@ impl FirstBytes {
     fn unread(&self) -> bool {
         self.read < self.bytes.len()
     }
+
+    /// Hands over what the host has not read yet (to the HTTP inspector, which reads
+    /// before the host does).
+    pub(super) fn drain(&mut self) -> Vec<u8> {
+        let rest = self.bytes.get(self.read..).unwrap_or_default().to_vec();
+        self.read = self.bytes.len();
+        rest
+    }
 }
 
 impl Endpoint {
