@@ -64,6 +64,7 @@ mod framing;
 mod proxy_status;
 mod request;
 mod response;
+mod stream;
 mod syntax;
 mod target;
 mod text;
@@ -77,6 +78,10 @@ pub use request::{
     RequestError, RequestHead, SyntaxError, Version,
 };
 pub use response::{Challenge, Response, ResponseField, StatusCode};
+pub use stream::{
+    EditError, HeadEdits, MAX_CHUNK_LINE_LEN, OriginRequest, RequestStream, Step, StreamError,
+    TargetForm,
+};
 pub use target::{Authority, Host, TargetError};
 pub use text::{ProxyName, QuotedText, TextError};
 pub use upstream::{OriginForm, UpstreamOptions};

@@ -486,7 +486,7 @@ impl Default for RequestDecoder {
 }
 
 /// Runs httparse over the window; `None` while the head is incomplete.
-fn parse_head(window: &[u8]) -> Result<Option<RequestHead<'_>>, RequestError> {
+pub(super) fn parse_head(window: &[u8]) -> Result<Option<RequestHead<'_>>, RequestError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut storage);
     let len = match parsed.parse(window) {
