@@ -84,8 +84,7 @@ pub use endpoint::{Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
     DefaultPolicy, Egress, EgressQuery, EgressVerdict, HttpRequestQuery, HttpVerdict, IngressQuery,
-    IngressVerdict, Policy,
-    TagError, Tags, TunnelQuery, TunnelVerdict,
+    IngressVerdict, Policy, TagError, Tags, TunnelQuery, TunnelVerdict,
 };
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, InvalidTarget, Name,

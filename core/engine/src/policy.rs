@@ -12,7 +12,7 @@
 //! - **egress**: the host resolved the target: which of the addresses to dial, and from
 //!   which local address, or refuse. The default is the edge's SSRF-safe egress policy:
 //!   the first address it permits ([`EgressQuery::permitted`]).
-//! - **http_request**: for a tunnel the tunnel hook passed with [`TunnelVerdict::Inspect`],
+//! - **`http_request`**: for a tunnel the tunnel hook passed with [`TunnelVerdict::Inspect`],
 //!   every HTTP/1.1 request the client sends inside it (a plain-HTTP request the client's
 //!   proxy forwards, or any HTTP/1.1 to an origin): allow it, deny it with a status (the
 //!   client gets that response and the tunnel ends after the answers already due), or

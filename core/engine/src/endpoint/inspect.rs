@@ -11,8 +11,8 @@
 //! answers, then the end of the tunnel. Nothing about the requests is kept.
 
 use veil_proto::http1::{
-    HeadEdits, Limits, ProxyErrorType, ProxyName, ProxyStatus, RequestStream, Response,
-    StatusCode, Step,
+    HeadEdits, Limits, ProxyErrorType, ProxyName, ProxyStatus, RequestStream, Response, StatusCode,
+    Step,
 };
 
 use super::{Endpoint, Receiving, RoleState, Sending, TunnelState};
@@ -84,6 +84,46 @@ impl HttpInspector {
     }
 }
 
+/// What the splitter found at the front of the pending bytes, its borrow of them ended.
+enum Next {
+    /// A head: `len` bytes to replace with `head` (the hook's), or a status to deny with.
+    Head {
+        len: usize,
+        head: Result<Vec<u8>, u16>,
+    },
+    /// Pass-through bytes.
+    Body(usize),
+    NeedMore,
+    /// Not HTTP/1.1 (or beyond a limit): end with this status.
+    Refuse(u16),
+}
+
+/// The head the host gets for `request` (the first `request.len()` bytes of `pending`)
+/// under the hook's `verdict`, or the status of a denial.
+fn rewrite(
+    request: &veil_proto::http1::OriginRequest<'_>,
+    pending: &[u8],
+    verdict: HttpVerdict,
+) -> Result<Vec<u8>, u16> {
+    match verdict {
+        HttpVerdict::Allow => Ok(pending[..request.len()].to_vec()),
+        HttpVerdict::Deny { status } => Err(status),
+        HttpVerdict::Edit { remove, add } => {
+            let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+            let add: Vec<(&str, &str)> =
+                add.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let edits = HeadEdits::new(&remove, &add).map_err(|error| {
+                tracing::debug!(?error, "the http_request hook's edit is refused");
+                500u16
+            })?;
+            let mut head = vec![0; request.head_len_with(&edits)];
+            let written = request.write_head(&edits, &mut head).map_err(|_| 500u16)?;
+            head.truncate(written);
+            Ok(head)
+        }
+    }
+}
+
 impl Endpoint {
     /// `tunnel_recv` on an inspected tunnel.
     pub(super) fn inspected_recv(
@@ -92,7 +132,10 @@ impl Endpoint {
         out: &mut [u8],
     ) -> Result<Recv, TunnelError> {
         loop {
-            let tunnel = self.tunnels.get_mut(&id).ok_or(TunnelError::UnknownTunnel)?;
+            let tunnel = self
+                .tunnels
+                .get_mut(&id)
+                .ok_or(TunnelError::UnknownTunnel)?;
             let Some(inspector) = tunnel.inspector.as_deref_mut() else {
                 return Err(TunnelError::InvalidState);
             };
@@ -116,9 +159,8 @@ impl Endpoint {
                 inspector.stream.consume(len);
                 return Ok(Recv { len, fin: false });
             }
-            match inspector.stream.step(&inspector.pending) {
+            let next = match inspector.stream.step(&inspector.pending) {
                 Ok(Step::Head(request)) => {
-                    let len = request.len();
                     let RoleState::Edge(edge) = &self.role else {
                         return Err(TunnelError::InvalidState);
                     };
@@ -129,61 +171,53 @@ impl Endpoint {
                         tunnel: id,
                         target: &edge_request.target,
                         client: edge_request.client,
-                        token_name: edge
-                            .tokens
-                            .get(edge_request.client.token_index.unwrap_or(usize::MAX))
+                        token_name: edge_request
+                            .client
+                            .token_index
+                            .and_then(|index| edge.tokens.get(index))
                             .map(crate::config::Token::name),
                         certificate_identity: edge_request.certificate_identity.as_deref(),
                         request: &request,
                     };
                     let verdict = self.policy.http_request(&query);
-                    let head = match verdict {
-                        HttpVerdict::Allow => Ok(inspector.pending[..len].to_vec()),
-                        HttpVerdict::Deny { status } => Err(status),
-                        HttpVerdict::Edit { remove, add } => {
-                            let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
-                            let add: Vec<(&str, &str)> =
-                                add.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                            match HeadEdits::new(&remove, &add) {
-                                Ok(edits) => {
-                                    let mut head = vec![0; request.head_len_with(&edits)];
-                                    match request.write_head(&edits, &mut head) {
-                                        Ok(written) => {
-                                            head.truncate(written);
-                                            Ok(head)
-                                        }
-                                        Err(_) => Err(500),
-                                    }
-                                }
-                                Err(error) => {
-                                    tracing::debug!(tunnel = ?id, ?error, "the http_request hook's edit is refused");
-                                    Err(500)
-                                }
-                            }
-                        }
-                    };
-                    match head {
-                        Ok(head) => {
-                            inspector.stream.consume(len);
-                            inspector.pending.drain(..len);
-                            inspector.ready = head;
-                            inspector.ready_at = 0;
-                        }
-                        Err(status) => {
-                            tracing::debug!(tunnel = ?id, status, "http request denied");
-                            inspector.deny(status);
-                            self.stop_reading(id);
-                        }
+                    Next::Head {
+                        len: request.len(),
+                        head: rewrite(&request, &inspector.pending, verdict),
                     }
                 }
-                Ok(Step::Body { len }) => inspector.body = len,
-                Ok(Step::NeedMore) if inspector.eof => {
+                Ok(Step::Body { len }) => Next::Body(len),
+                Ok(Step::NeedMore) => Next::NeedMore,
+                Err(error) => {
+                    tracing::debug!(tunnel = ?id, ?error, "not HTTP/1.1: the tunnel's requests end");
+                    Next::Refuse(error.status().as_u16())
+                }
+            };
+            match next {
+                Next::Head {
+                    len,
+                    head: Ok(head),
+                } => {
+                    inspector.stream.consume(len);
+                    inspector.pending.drain(..len);
+                    inspector.ready = head;
+                    inspector.ready_at = 0;
+                }
+                Next::Head {
+                    head: Err(status), ..
+                }
+                | Next::Refuse(status) => {
+                    tracing::debug!(tunnel = ?id, status, "http request denied");
+                    inspector.deny(status);
+                    self.stop_reading(id);
+                }
+                Next::Body(len) => inspector.body = len,
+                Next::NeedMore if inspector.eof => {
                     // The client finished: between requests, or in the middle of a head
                     // nobody will complete (dropped).
                     inspector.pending.clear();
                     return Ok(self.inspected_fin(id));
                 }
-                Ok(Step::NeedMore) => {
+                Next::NeedMore => {
                     if self.read_for_inspection(id)? == 0 {
                         let eof = self
                             .tunnels
@@ -195,11 +229,6 @@ impl Endpoint {
                         }
                     }
                 }
-                Err(error) => {
-                    tracing::debug!(tunnel = ?id, ?error, "not HTTP/1.1: the tunnel's requests end");
-                    inspector.deny(error.status().as_u16());
-                    self.stop_reading(id);
-                }
             }
         }
     }
@@ -208,7 +237,10 @@ impl Endpoint {
     /// inspector (a chunk at most); returns how many bytes came.
     fn read_for_inspection(&mut self, id: TunnelId) -> Result<usize, TunnelError> {
         self.notice_stopped(id);
-        let tunnel = self.tunnels.get_mut(&id).ok_or(TunnelError::UnknownTunnel)?;
+        let tunnel = self
+            .tunnels
+            .get_mut(&id)
+            .ok_or(TunnelError::UnknownTunnel)?;
         let (handle, stream) = (tunnel.conn.ok_or(TunnelError::InvalidState)?, tunnel.stream);
         let Some(inspector) = tunnel.inspector.as_deref_mut() else {
             return Err(TunnelError::InvalidState);
@@ -308,7 +340,9 @@ impl Endpoint {
         for id in ids {
             if self.flush_denial(id) {
                 if let Some(tunnel) = self.tunnels.get_mut(&id) {
-                    if tunnel.sending == Sending::FinQueued && matches!(tunnel.state, TunnelState::Open) {
+                    if tunnel.sending == Sending::FinQueued
+                        && matches!(tunnel.state, TunnelState::Open)
+                    {
                         tunnel.sending = Sending::Open { blocked: false };
                         let _ = self.tunnel_finish(id);
                     }

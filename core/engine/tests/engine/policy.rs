@@ -470,3 +470,115 @@ fn bytes_that_arrive_while_the_host_decides_are_read_after_the_answer() {
         (received.borrow().as_slice() == b"hello").then_some(())
     });
 }
+
+/// Inspects every tunnel: denies `/admin`, strips `Cookie` and adds `X-Veil` on the rest.
+struct HttpRules {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Policy for HttpRules {
+    fn tunnel(&mut self, _: &TunnelQuery<'_>, _: &mut Tags) -> TunnelVerdict {
+        TunnelVerdict::Inspect
+    }
+
+    fn http_request(
+        &mut self,
+        query: &veil_engine::HttpRequestQuery<'_>,
+    ) -> veil_engine::HttpVerdict {
+        let request = query.request;
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(format!("{} {}", request.method(), request.target()));
+        }
+        if request.target() == "/admin" {
+            return veil_engine::HttpVerdict::Deny { status: 403 };
+        }
+        veil_engine::HttpVerdict::Edit {
+            remove: vec!["cookie".to_owned()],
+            add: vec![("X-Veil".to_owned(), "1".to_owned())],
+        }
+    }
+}
+
+#[test]
+fn the_http_request_hook_sees_edits_and_denies_requests_inside_a_tunnel() {
+    use std::cell::RefCell;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut edge = crate::edge(&[]).with_policy(HttpRules { seen: seen.clone() });
+    let mut raw = RawClient::new(false);
+    let host_read: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    let host_fin = std::cell::Cell::new(false);
+    let answered = std::cell::Cell::new(false);
+    let mut on_edge = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::TunnelRequest { tunnel, .. } => endpoint.accept_tunnel(tunnel).expect("accept"),
+        Event::TunnelReadable { tunnel } => {
+            let mut buf = [0u8; 7]; // small: heads and bodies cross reads
+            while let Ok(recv) = endpoint.tunnel_recv(tunnel, &mut buf) {
+                host_read.borrow_mut().extend_from_slice(&buf[..recv.len]);
+                if recv.fin {
+                    host_fin.set(true);
+                }
+                if recv.len == 0 {
+                    break;
+                }
+            }
+            // The origin answers the two requests it got, then closes.
+            if host_fin.get() && !answered.get() {
+                answered.set(true);
+                let answers = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+                assert_eq!(endpoint.tunnel_send(tunnel, answers), Ok(answers.len()));
+                endpoint.tunnel_finish(tunnel).expect("finish");
+            }
+        }
+        _ => {}
+    };
+    let headers = [(":method", "CONNECT"), (":authority", "93.184.216.34:80")];
+    let (stream, status, _) = raw.send_request(&mut edge, &mut on_edge, &headers);
+    assert_eq!(status, "200");
+    let requests: &[u8] = b"GET /a HTTP/1.1\r\nHost: h.test\r\nCookie: secret\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+GET /admin HTTP/1.1\r\nHost: h.test\r\n\r\n\
+GET /after HTTP/1.1\r\nHost: h.test\r\n\r\n";
+    raw.h3
+        .as_mut()
+        .expect("h3")
+        .send_body(&mut raw.quic, stream, requests, false)
+        .expect("body");
+    let client_read: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    raw.drive(&mut edge, &mut on_edge, |raw| {
+        let h3 = raw.h3.as_mut()?;
+        loop {
+            match h3.poll(&mut raw.quic) {
+                Ok((id, quiche::h3::Event::Data)) if id == stream => {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(len) = h3.recv_body(&mut raw.quic, id, &mut buf) {
+                        client_read.borrow_mut().extend_from_slice(&buf[..len]);
+                    }
+                }
+                Ok((id, quiche::h3::Event::Finished)) if id == stream => return Some(()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&host_read.borrow()),
+        "GET /a HTTP/1.1\r\nHost: h.test\r\nX-Veil: 1\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\nX-Veil: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "the origin got the edited heads and the body as sent, nothing after the denial"
+    );
+    assert!(host_fin.get());
+    let client = String::from_utf8_lossy(&client_read.borrow()).into_owned();
+    assert!(
+        client.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\nHTTP/1.1 403 Forbidden\r\n"),
+        "the origin's answers, then the denial: {client:?}"
+    );
+    assert!(
+        client.contains("Proxy-Status: veil;error=http_request_denied"),
+        "{client:?}"
+    );
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        ["GET /a", "POST /b", "GET /admin"],
+        "the hook saw each request once, and none after the denial"
+    );
+}
