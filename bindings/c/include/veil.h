@@ -72,6 +72,9 @@
 // 253 characters.
 #define VEIL_EVENT_TEXT_LEN 256
 
+// Bytes of `veil_http_verdict.add`, NUL included.
+#define VEIL_HTTP_ADD_LEN 1024
+
 // What a call did. The numbers are part of the ABI: they never change meaning and are
 // never reused; new codes get new numbers.
 //
@@ -297,6 +300,9 @@ typedef enum veil_tunnel_action {
   // Ask the host: the engine reports `VEIL_EVENT_TUNNEL_DECISION` and waits for
   // `veil_endpoint_decide_tunnel` (hook only; not an answer to a decision).
   VEIL_TUNNEL_ASK = 3,
+  // Pass, and show every HTTP/1.1 request the client sends inside the tunnel to the
+  // HTTP hook (`veil_endpoint_set_http_hook`) first.
+  VEIL_TUNNEL_INSPECT = 4,
 } veil_tunnel_action;
 
 // What the ingress hook (and `veil_endpoint_decide_ingress`) decides.
@@ -327,6 +333,17 @@ typedef enum veil_relay_end {
   // one-request tunnel).
   VEIL_RELAY_AFTER_PEER_FIN = 1,
 } veil_relay_end;
+
+// What the HTTP hook decides (`veil_http_verdict.action`).
+typedef enum veil_http_action {
+  // On to the origin as it is.
+  VEIL_HTTP_ALLOW = 0,
+  // Not to the origin: the client gets a response with `status` (400–599) after the
+  // answers to its earlier requests, and the tunnel ends.
+  VEIL_HTTP_DENY = 1,
+  // On to the origin without the fields named in `remove` and with those in `add`.
+  VEIL_HTTP_EDIT = 2,
+} veil_http_action;
 
 // A configuration being built. Opaque: create it with `veil_config_new`, set what differs
 // from the defaults, pass it to `veil_endpoint_new` (as often as wanted), free it with
@@ -443,6 +460,51 @@ typedef struct veil_stats {
   uint64_t udp_capsule_datagrams;
 } veil_stats;
 
+// What the HTTP hook sees of one request. The pointers are valid during the call only
+// and are not NUL-terminated: use their lengths.
+typedef struct veil_http_query {
+  // The tunnel it travels in.
+  uint64_t tunnel;
+  // The QUIC connection of the tunnel.
+  uint64_t connection;
+  // The client's address as the edge sees it.
+  struct veil_sockaddr peer;
+  // The tunnel's target host (NUL-terminated) and port.
+  char host[VEIL_EVENT_TEXT_LEN];
+  // The tunnel's target port.
+  uint16_t port;
+  // The whole head as the client sent it, up to and including its empty line.
+  const uint8_t *head;
+  // Its length.
+  size_t head_len;
+  // The method, as sent.
+  const char *method;
+  // Its length.
+  size_t method_len;
+  // The request-target, as sent (`/path?query`, `*`, or an absolute URI).
+  const char *target;
+  // Its length.
+  size_t target_len;
+} veil_http_query;
+
+// The HTTP hook's answer; the engine sets it to `VEIL_HTTP_ALLOW` before the call.
+typedef struct veil_http_verdict {
+  // A `veil_http_action`.
+  int action;
+  // With `VEIL_HTTP_DENY`: the response's status.
+  uint16_t status;
+  // With `VEIL_HTTP_EDIT`: field names to remove, comma-separated (NUL-terminated).
+  char remove[VEIL_EVENT_TEXT_LEN];
+  // With `VEIL_HTTP_EDIT`: fields to add, one `Name: value` per line, lines separated
+  // by `\n` (NUL-terminated). Framing fields and `Host` cannot be edited.
+  char add[VEIL_HTTP_ADD_LEN];
+} veil_http_verdict;
+
+// The HTTP hook: reads `query`, writes `verdict`.
+typedef void (*veil_http_hook)(void *user,
+                               const struct veil_http_query *query,
+                               struct veil_http_verdict *verdict);
+
 // What the ingress hook sees of a connection that completed its handshake.
 typedef struct veil_ingress_query {
   // The client's address as the edge sees it.
@@ -476,6 +538,11 @@ typedef struct veil_tunnel_query {
   int64_t token_index;
   // That token's name (never its secret); empty without tokens.
   char token_name[VEIL_EVENT_TEXT_LEN];
+  // The identity of the client's certificate (mutual TLS); empty without one.
+  char certificate_identity[VEIL_EVENT_TEXT_LEN];
+  // The server name the tunnel's first bytes asked for (TLS SNI, HTTP Host) when the
+  // edge sniffed them (a rule matches on `sni`); empty otherwise.
+  char sni[VEIL_EVENT_TEXT_LEN];
 } veil_tunnel_query;
 
 // The tunnel hook's answer (and the host's, to `veil_endpoint_decide_tunnel`); the
@@ -1022,6 +1089,16 @@ enum veil_result veil_endpoint_metrics_text(const struct veil_endpoint *endpoint
 // `endpoint` must be NULL or live; `stats` NULL or writable.
 enum veil_result veil_endpoint_stats(const struct veil_endpoint *endpoint,
                                      struct veil_stats *stats);
+
+// Edge: the HTTP hook the engine consults from now on (`NULL`: every request allowed);
+// the other hooks stay. It runs inside `veil_endpoint_tunnel_recv` of a tunnel the
+// tunnel hook passed with `VEIL_TUNNEL_INSPECT`. `user` as for `veil_endpoint_set_hooks`.
+//
+// # Safety
+// `endpoint` must be NULL or live; `hook` NULL or a function of its type.
+enum veil_result veil_endpoint_set_http_hook(struct veil_endpoint *endpoint,
+                                             veil_http_hook hook,
+                                             void *user);
 
 // Edge: the hooks the engine consults from now on (`NULL` for a hook: the default, which
 // accepts every connection and passes every request to the host). `user` is handed back to

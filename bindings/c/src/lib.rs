@@ -29,6 +29,7 @@ mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod event;
+pub mod http_hook;
 pub mod panic;
 pub mod policy;
 mod ptr;

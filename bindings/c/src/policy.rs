@@ -46,6 +46,11 @@ pub struct veil_tunnel_query {
     pub token_index: i64,
     /// That token's name (never its secret); empty without tokens.
     pub token_name: [c_char; VEIL_EVENT_TEXT_LEN],
+    /// The identity of the client's certificate (mutual TLS); empty without one.
+    pub certificate_identity: [c_char; VEIL_EVENT_TEXT_LEN],
+    /// The server name the tunnel's first bytes asked for (TLS SNI, HTTP Host) when the
+    /// edge sniffed them (a rule matches on `sni`); empty otherwise.
+    pub sni: [c_char; VEIL_EVENT_TEXT_LEN],
 }
 
 /// What the tunnel hook decides (`veil_tunnel_verdict.action`).
@@ -62,6 +67,9 @@ pub enum veil_tunnel_action {
     /// Ask the host: the engine reports `VEIL_EVENT_TUNNEL_DECISION` and waits for
     /// `veil_endpoint_decide_tunnel` (hook only; not an answer to a decision).
     VEIL_TUNNEL_ASK = 3,
+    /// Pass, and show every HTTP/1.1 request the client sends inside the tunnel to the
+    /// HTTP hook (`veil_endpoint_set_http_hook`) first.
+    VEIL_TUNNEL_INSPECT = 4,
 }
 
 /// The tunnel hook's answer (and the host's, to `veil_endpoint_decide_tunnel`); the
@@ -201,10 +209,11 @@ pub(crate) struct CHooks {
     tunnel: Option<(TunnelFn, *mut c_void)>,
     ingress: Option<(IngressFn, *mut c_void)>,
     egress: Option<(EgressFn, *mut c_void)>,
+    pub(crate) http: Option<(crate::http_hook::HttpFn, *mut c_void)>,
 }
 
 /// The engine's `Policy` made of [`CHooks`].
-struct CPolicy(CHooks);
+pub(crate) struct CPolicy(pub(crate) CHooks);
 
 // SAFETY: the C ABI's contract (veil.h) is that an endpoint is used from one thread at a
 // time; the hooks run inside those calls, so the `user` pointers never cross threads
@@ -213,6 +222,16 @@ struct CPolicy(CHooks);
 unsafe impl Send for CPolicy {}
 
 impl Policy for CPolicy {
+    fn http_request(
+        &mut self,
+        query: &veil_engine::HttpRequestQuery<'_>,
+    ) -> veil_engine::HttpVerdict {
+        match self.0.http {
+            Some((hook, user)) => crate::http_hook::ask(hook, user, query),
+            None => veil_engine::HttpVerdict::Allow,
+        }
+    }
+
     fn ingress(&mut self, query: &IngressQuery<'_>) -> IngressVerdict {
         let Some((hook, user)) = self.0.ingress else {
             return IngressVerdict::Accept;
@@ -245,9 +264,16 @@ impl Policy for CPolicy {
             port: query.target.port,
             token_index: c_token_index(query.client.token_index),
             token_name: [0; VEIL_EVENT_TEXT_LEN],
+            certificate_identity: [0; VEIL_EVENT_TEXT_LEN],
+            sni: [0; VEIL_EVENT_TEXT_LEN],
         };
         copy_host(&mut c_query.host, query.target);
         copy_text(&mut c_query.token_name, query.token_name.unwrap_or(""));
+        copy_text(
+            &mut c_query.certificate_identity,
+            query.certificate_identity.unwrap_or(""),
+        );
+        copy_text(&mut c_query.sni, query.sni.unwrap_or(""));
         let mut verdict = veil_tunnel_verdict {
             action: veil_tunnel_action::VEIL_TUNNEL_PASS as c_int,
             refusal: 0,
@@ -364,6 +390,7 @@ fn read_verdict(verdict: &veil_tunnel_verdict) -> Option<TunnelVerdict> {
     match verdict.action {
         0 => Some(TunnelVerdict::Pass),
         3 => Some(TunnelVerdict::Ask),
+        4 => Some(TunnelVerdict::Inspect),
         1 => tunnel::refusal(verdict.refusal).map(TunnelVerdict::Refuse),
         2 => {
             let bytes: Vec<u8> = verdict

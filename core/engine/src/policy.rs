@@ -128,6 +128,8 @@ pub struct HttpRequestQuery<'a> {
     pub certificate_identity: Option<&'a str>,
     /// The request head: method, request-target, `Host`, fields.
     pub request: &'a veil_proto::http1::OriginRequest<'a>,
+    /// The head as the client sent it, up to and including its empty line.
+    pub head: &'a [u8],
 }
 
 /// The `http_request` hook's verdict.

@@ -183,7 +183,7 @@ static int run_until(veil_endpoint *client, veil_endpoint *edge, veil_endpoint *
 
 /* The hooks: count the calls, refuse one name, send another elsewhere. */
 struct hook_calls {
-    int ingress, tunnel, egress;
+    int ingress, tunnel, egress, http;
     char sni[VEIL_EVENT_TEXT_LEN];
 };
 
@@ -208,8 +208,20 @@ static void tunnel_hook(void *user, const veil_tunnel_query *query, veil_tunnel_
     } else if (strcmp(query->host, "ask.example") == 0) {
         verdict->action = VEIL_TUNNEL_ASK;
         snprintf(verdict->tags, sizeof verdict->tags, "%s", "c-hook");
+    } else if (strcmp(query->host, "inspect.example") == 0) {
+        verdict->action = VEIL_TUNNEL_INSPECT;
     } else if (strcmp(query->host, "badtag.example") == 0) {
         snprintf(verdict->tags, sizeof verdict->tags, "%s", "not a tag");
+    }
+}
+
+/* Denies /admin; lets everything else through. */
+static void http_hook(void *user, const veil_http_query *query, veil_http_verdict *verdict) {
+    struct hook_calls *calls = user;
+    calls->http++;
+    if (query->target_len == 6 && memcmp(query->target, "/admin", 6) == 0) {
+        verdict->action = VEIL_HTTP_DENY;
+        verdict->status = 403;
     }
 }
 
@@ -359,6 +371,29 @@ static void tunnels_in_memory(void) {
     CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_REFUSED, &ev));
     CHECK(calls.tunnel == 4);
 
+    /* An inspected tunnel: the HTTP hook denies the request, the edge's host reads the end
+     * of the client's direction, and the client gets the 403 after the host's FIN. */
+    CHECK_RESULT(veil_endpoint_set_http_hook(edge, http_hook, &calls), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "inspect.example", 80, &tunnel), VEIL_OK);
+    CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
+    uint64_t inspected = ev.tunnel;
+    CHECK_RESULT(veil_endpoint_accept_tunnel(edge, inspected), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_OPENED, &ev));
+    const char *admin = "GET /admin HTTP/1.1\r\nHost: inspect.example\r\n\r\n";
+    CHECK_RESULT(veil_endpoint_tunnel_send(client, tunnel, (const uint8_t *)admin, strlen(admin), &n),
+                 VEIL_OK);
+    CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_READABLE, &ev));
+    CHECK_RESULT(veil_endpoint_tunnel_recv(edge, inspected, buf, sizeof buf, &n, &fin), VEIL_OK);
+    CHECK(n == 0 && fin && calls.http == 1);
+    CHECK_RESULT(veil_endpoint_tunnel_finish(edge, inspected), VEIL_OK);
+    CHECK(run_until(client, edge, client, VEIL_EVENT_TUNNEL_READABLE, &ev));
+    CHECK_RESULT(veil_endpoint_tunnel_recv(client, tunnel, buf, sizeof buf, &n, &fin), VEIL_OK);
+    CHECK(n > 12 && memcmp(buf, "HTTP/1.1 403", 12) == 0);
+    /* The edge stopped reading the client's direction: the client's tunnel is closing. */
+    veil_result aborted = veil_endpoint_tunnel_abort(client, tunnel);
+    CHECK(aborted == VEIL_OK || aborted == VEIL_ERR_UNKNOWN_TUNNEL);
+    CHECK_RESULT(veil_endpoint_set_http_hook(edge, NULL, NULL), VEIL_OK);
+
     /* A tunnel the edge refuses: the client learns the status. */
     CHECK_RESULT(veil_endpoint_open_tunnel(client, t0, "example.com", 443, &tunnel), VEIL_OK);
     CHECK(run_until(client, edge, edge, VEIL_EVENT_TUNNEL_REQUEST, &ev));
@@ -441,9 +476,9 @@ static void tunnels_in_memory(void) {
 
     veil_stats stats;
     CHECK_RESULT(veil_endpoint_stats(edge, &stats), VEIL_OK);
-    /* Five reached the host (the redirected and the asked-about among them); five were
-     * refused: twice by the tunnel hook, three times by the host. */
-    CHECK(stats.tunnels_total == 5 && stats.tunnels_refused == 5 && stats.connections == 1);
+    /* Six reached the host (the redirected, the asked-about and the inspected among them);
+     * five were refused: twice by the tunnel hook, three times by the host. */
+    CHECK(stats.tunnels_total == 6 && stats.tunnels_refused == 5 && stats.connections == 1);
     CHECK(stats.udp_datagrams_received == 1 && stats.udp_datagrams_sent == 1);
     CHECK_RESULT(veil_endpoint_stats(edge, NULL), VEIL_ERR_NULL);
     /* The same counters as Prometheus text; too short a buffer says how long it is. */
@@ -454,7 +489,7 @@ static void tunnels_in_memory(void) {
     CHECK(metrics_len > 8);
     CHECK_RESULT(veil_endpoint_metrics_text(edge, metrics, sizeof metrics, &metrics_len), VEIL_OK);
     CHECK(strlen(metrics) == metrics_len);
-    CHECK(strstr(metrics, "veil_tunnels_opened_total 5\n") != NULL);
+    CHECK(strstr(metrics, "veil_tunnels_opened_total 6\n") != NULL);
     CHECK(strstr(metrics, "# EOF") != NULL);
     CHECK_RESULT(veil_endpoint_metrics_text(edge, NULL, 10, &metrics_len), VEIL_ERR_NULL);
 

@@ -178,6 +178,7 @@ impl Endpoint {
                             .map(crate::config::Token::name),
                         certificate_identity: edge_request.certificate_identity.as_deref(),
                         request: &request,
+                        head: &inspector.pending[..request.len()],
                     };
                     let verdict = self.policy.http_request(&query);
                     Next::Head {
