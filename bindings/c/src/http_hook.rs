@@ -190,7 +190,7 @@ mod tests {
         copy_text(&mut verdict.remove, "cookie, x-a");
         let mut add = [0; VEIL_HTTP_ADD_LEN];
         for (i, b) in b"X-Veil: 1\nX-Two: a b\n".iter().enumerate() {
-            add[i] = *b as c_char;
+            add[i] = c_char::from_ne_bytes([*b]);
         }
         verdict.add = add;
         assert_eq!(
@@ -204,7 +204,7 @@ mod tests {
             })
         );
         verdict.add = [0; VEIL_HTTP_ADD_LEN];
-        verdict.add[0] = b'x' as c_char; // a line without a colon
+        verdict.add[0] = c_char::from_ne_bytes([b'x']); // a line without a colon
         assert_eq!(read(&verdict), None);
         verdict.action = 9;
         assert_eq!(read(&verdict), None);
