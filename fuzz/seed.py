@@ -344,6 +344,54 @@ def http1():
     write("http1", "too-many-headers", chunked(many, default, [255]))
 
 
+# --- http1_stream -------------------------------------------------------------------------
+
+def http1_stream():
+    default, tiny, small = 0, 1, 2
+    halves, head_in_two = 0b0100, 0b1000
+    get = b"GET /a?b=c HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\n"
+    post = b"POST /up HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello"
+    te_chunked = (b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+               b"5;name=\"q \\\" v\";flag\r\nhello\r\n00a\r\n0123456789\r\n0 ; last = yes\r\nX-Sum: abc\r\n\r\n")
+    streams = [
+        ("get", get),
+        ("post", post),
+        ("chunked", te_chunked),
+        ("pipelined", get + post + te_chunked + b"\r\n" + get),
+        ("options-asterisk", b"OPTIONS * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+        ("absolute-form", b"GET http://a.example:8080/p?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n"),
+        ("http10-lf", b"\r\n\nGET / HTTP/1.0\nUser-Agent: x\nX-Obs: caf\xe9 \n\n"),
+        ("websocket", b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+        ("post-cut-short", post[:-2]),
+        ("chunked-cut-short", te_chunked[:-9]),
+        ("connect", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
+        ("get-asterisk", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("fragment", b"GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("missing-host", b"GET / HTTP/1.1\r\n\r\n"),
+        ("duplicate-host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+        ("cl-and-te", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("two-content-lengths", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        ("te-gzip", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n"),
+        ("chunk-bare-lf", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"),
+        ("chunk-size-overflow", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n"),
+        ("chunk-missing-crlf", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n"),
+        ("chunk-bad-extension", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b\r\nhello\r\n"),
+        ("trailer-obs-fold", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n X: 1\r\n\r\n"),
+        ("huge-content-length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\nabc"),
+    ]
+    for i, (name, stream) in enumerate(streams):
+        flags = [default, halves, head_in_two, default | halves | head_in_two][i % 4]
+        sizes = [[], [7], [1, 13], [255]][i % 4]
+        write("http1_stream", name, chunked(stream, flags, sizes))
+    long_ext = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"e" * 1100 + b"\r\nx\r\n0\r\n\r\n"
+    write("http1_stream", "chunk-line-too-long", chunked(long_ext, default, [200]))
+    big_trailer = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"t" * 300 + b"\r\n\r\n"
+    write("http1_stream", "trailers-too-large", chunked(big_trailer, small, [50]))
+    long_line = b"GET /" + b"x" * 80 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    write("http1_stream", "request-line-too-long", chunked(long_line, tiny, [9]))
+
+
 # --- proxy_protocol -----------------------------------------------------------------------
 
 def crc32c(data):
@@ -936,6 +984,7 @@ def main():
     masque_ip()
     socks5()
     http1()
+    http1_stream()
     proxy_protocol()
     ip_packets()
     engine()

@@ -45,6 +45,20 @@
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
 //!
+//! # Request streams inside a tunnel
+//!
+//! A [`RequestStream`] follows the plain-HTTP requests a client sends to an origin through
+//! a tunnel (origin-form, pipelined or one after another): each [`step`](RequestStream::step)
+//! says whether the input starts with a request head ([`Step::Head`], an [`OriginRequest`]),
+//! bytes to pass through as they are ([`Step::Body`]: a `Content-Length` body, or a chunked
+//! body with its chunk-size lines, extensions and trailers), or needs more
+//! ([`Step::NeedMore`]); [`consume`](RequestStream::consume) marks what was handled, and
+//! [`at_boundary`](RequestStream::at_boundary) says whether a FIN would be clean. It keeps
+//! the decoder's framing refusals, refuses `CONNECT` and a bare LF in the chunked coding,
+//! and neither copies nor allocates. [`OriginRequest::write_head`] re-writes a head with
+//! [`HeadEdits`] (fields removed, fields added), which can never touch the framing fields or
+//! `Host`, so the body still ends where the stream says.
+//!
 //! # Authentication
 //!
 //! [`RequestHead::proxy_authorization`] exposes the scheme and raw token of a single

@@ -25,6 +25,7 @@ pub mod datagram;
 pub mod datagram_roundtrip;
 pub mod engine;
 pub mod http1;
+pub mod http1_stream;
 pub mod ip;
 pub mod ip_roundtrip;
 pub mod masque_ip;
@@ -59,6 +60,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("socks5", socks5::run),
     ("socks5_roundtrip", socks5_roundtrip::run),
     ("http1", http1::run),
+    ("http1_stream", http1_stream::run),
     ("proxy_protocol", proxy_protocol::run),
     ("proxy_protocol_roundtrip", proxy_protocol_roundtrip::run),
     ("ip", ip::run),

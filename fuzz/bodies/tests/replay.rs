@@ -94,6 +94,7 @@ replay_tests!(
     socks5,
     socks5_roundtrip,
     http1,
+    http1_stream,
     proxy_protocol,
     proxy_protocol_roundtrip,
     ip,
