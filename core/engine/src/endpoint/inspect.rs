@@ -41,6 +41,11 @@ pub(super) struct HttpInspector {
     body: usize,
     /// The client's FIN was read from quiche.
     eof: bool,
+    /// A request asked to change protocol (`Connection: upgrade`, a WebSocket): once it is
+    /// through, the rest of the stream is not HTTP/1.1 and passes as it is. The edge does
+    /// not read the origin's answer, so a refused upgrade also ends the inspection: the
+    /// tunnel hook that asks for inspection should refuse upgrades it does not want.
+    upgrade: bool,
     /// A request was denied (or the stream is not HTTP/1.1): nothing more goes to the host.
     denied: bool,
     /// The response the client is owed after the host's own bytes (what is left of it).
@@ -56,9 +61,31 @@ impl HttpInspector {
             ready_at: 0,
             body: 0,
             eof: false,
+            upgrade: false,
             denied: false,
             denial: Vec::new(),
         }
+    }
+
+    /// Copies what is ready for the host into `out`: a head the hook has seen, then body
+    /// bytes as they are; `None` when nothing is.
+    fn deliver(&mut self, out: &mut [u8]) -> Option<usize> {
+        if self.ready_at < self.ready.len() {
+            let rest = &self.ready[self.ready_at..];
+            let len = rest.len().min(out.len());
+            out[..len].copy_from_slice(&rest[..len]);
+            self.ready_at += len;
+            return Some(len);
+        }
+        if self.body > 0 && !self.pending.is_empty() && !self.denied {
+            let len = self.body.min(self.pending.len()).min(out.len());
+            out[..len].copy_from_slice(&self.pending[..len]);
+            self.pending.drain(..len);
+            self.body -= len;
+            self.stream.consume(len);
+            return Some(len);
+        }
+        None
     }
 
     /// Starts with the bytes read while sniffing (they come first).
@@ -89,6 +116,7 @@ enum Next {
     /// A head: `len` bytes to replace with `head` (the hook's), or a status to deny with.
     Head {
         len: usize,
+        upgrade: bool,
         head: Result<Vec<u8>, u16>,
     },
     /// Pass-through bytes.
@@ -139,25 +167,15 @@ impl Endpoint {
             let Some(inspector) = tunnel.inspector.as_deref_mut() else {
                 return Err(TunnelError::InvalidState);
             };
-            // A head the hook has seen.
-            if inspector.ready_at < inspector.ready.len() {
-                let rest = &inspector.ready[inspector.ready_at..];
-                let len = rest.len().min(out.len());
-                out[..len].copy_from_slice(&rest[..len]);
-                inspector.ready_at += len;
+            if let Some(len) = inspector.deliver(out) {
                 return Ok(Recv { len, fin: false });
             }
             if inspector.denied {
                 return Ok(self.inspected_fin(id));
             }
-            // Body bytes, as they are.
-            if inspector.body > 0 && !inspector.pending.is_empty() {
-                let len = inspector.body.min(inspector.pending.len()).min(out.len());
-                out[..len].copy_from_slice(&inspector.pending[..len]);
-                inspector.pending.drain(..len);
-                inspector.body -= len;
-                inspector.stream.consume(len);
-                return Ok(Recv { len, fin: false });
+            if inspector.upgrade && inspector.stream.at_boundary() {
+                inspector.upgrade = false;
+                inspector.stream.pass_through();
             }
             let next = match inspector.stream.step(&inspector.pending) {
                 Ok(Step::Head(request)) => {
@@ -183,6 +201,7 @@ impl Endpoint {
                     let verdict = self.policy.http_request(&query);
                     Next::Head {
                         len: request.len(),
+                        upgrade: request.has_connection_option("upgrade"),
                         head: rewrite(&request, &inspector.pending, verdict),
                     }
                 }
@@ -196,8 +215,10 @@ impl Endpoint {
             match next {
                 Next::Head {
                     len,
+                    upgrade,
                     head: Ok(head),
                 } => {
+                    inspector.upgrade = upgrade;
                     inspector.stream.consume(len);
                     inspector.pending.drain(..len);
                     inspector.ready = head;

@@ -582,3 +582,49 @@ POST /b HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\nX-Veil: 1\r\n\
         "the hook saw each request once, and none after the denial"
     );
 }
+
+/// Inspects every tunnel and allows every request.
+struct SeeAll;
+
+impl Policy for SeeAll {
+    fn tunnel(&mut self, _: &TunnelQuery<'_>, _: &mut Tags) -> TunnelVerdict {
+        TunnelVerdict::Inspect
+    }
+}
+
+#[test]
+fn after_an_upgrade_the_rest_of_the_stream_passes_as_it_is() {
+    use std::cell::RefCell;
+    let mut edge = crate::edge(&[]).with_policy(SeeAll);
+    let mut raw = RawClient::new(false);
+    let host_read: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    let mut on_edge = |endpoint: &mut Endpoint, event: Event| match event {
+        Event::TunnelRequest { tunnel, .. } => endpoint.accept_tunnel(tunnel).expect("accept"),
+        Event::TunnelReadable { tunnel } => {
+            let mut buf = [0u8; 64];
+            while let Ok(recv) = endpoint.tunnel_recv(tunnel, &mut buf) {
+                host_read.borrow_mut().extend_from_slice(&buf[..recv.len]);
+                if recv.len == 0 {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    };
+    let headers = [(":method", "CONNECT"), (":authority", "93.184.216.34:80")];
+    let (stream, _, _) = raw.send_request(&mut edge, &mut on_edge, &headers);
+    let sent: &[u8] = b"GET /chat HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello not http at all\r\n\r\n";
+    raw.h3
+        .as_mut()
+        .expect("h3")
+        .send_body(&mut raw.quic, stream, sent, false)
+        .expect("body");
+    raw.drive(&mut edge, &mut on_edge, |_| {
+        (host_read.borrow().len() >= sent.len()).then_some(())
+    });
+    assert_eq!(
+        host_read.borrow().as_slice(),
+        sent,
+        "the frames after the upgrade, as sent"
+    );
+}
