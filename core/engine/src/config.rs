@@ -221,6 +221,8 @@ pub struct EdgeConfig {
     /// identity (its first URI or DNS name, else its subject's common name) is what rules
     /// (`identity`), hooks and logs see.
     pub client_ca: Option<Pem>,
+    /// Keep a record of every finished tunnel for `Endpoint::poll_audit` (an audit log).
+    pub audit: bool,
 }
 
 impl Default for EdgeConfig {
@@ -238,6 +240,7 @@ impl Default for EdgeConfig {
             request_timeout: Duration::from_secs(30),
             rules: Vec::new(),
             client_ca: None,
+            audit: false,
         }
     }
 }

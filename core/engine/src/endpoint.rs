@@ -18,6 +18,7 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod auditing;
 mod drain;
 mod ends;
 mod fin;
@@ -150,6 +151,8 @@ pub struct Endpoint {
     unanswered: requests::Unanswered,
     /// Edge: the hooks consulted at ingress and for every request.
     policy: Box<dyn Policy>,
+    /// Edge: records of finished tunnels for the host (`EdgeConfig::audit`).
+    audit: VecDeque<crate::AuditRecord>,
 }
 
 enum RoleState {
@@ -164,6 +167,8 @@ struct Edge {
     max_connections: usize,
     serves: TunnelKinds,
     request_timeout: Duration,
+    /// Keep audit records.
+    audit: bool,
     /// Boxed: compiled rules are large, and the role enum should not be.
     rules: Box<crate::rules::EdgeRules>,
 }
@@ -265,6 +270,8 @@ struct Tunnel {
     /// Edge: the client's HTTP/1.1 requests, shown to the `http_request` hook
     /// (`TunnelVerdict::Inspect`).
     inspector: Option<Box<inspect::HttpInspector>>,
+    /// Edge: what the audit record will say (`EdgeConfig::audit`).
+    trail: Option<Box<crate::audit::Trail>>,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -393,6 +400,7 @@ impl Endpoint {
             conn_timers: timers::ConnTimers::default(),
             unanswered: requests::Unanswered::default(),
             policy: Box::new(DefaultPolicy),
+            audit: VecDeque::new(),
         })
     }
 
@@ -660,6 +668,9 @@ impl Endpoint {
         };
         self.unanswered
             .remove(deadline, requests::Question::Tunnel(tunnel));
+        if let Some(trail) = entry.trail.as_mut() {
+            trail.opened = Some(self.clock);
+        }
         if entry.sniffed.is_some() {
             // The 200 went out before the first bytes were read.
             self.open_sniffed(tunnel);
@@ -682,6 +693,10 @@ impl Endpoint {
         if !matches!(entry.state, TunnelState::Requested { .. }) {
             return Err(TunnelError::InvalidState);
         }
+        self.note_end(tunnel, crate::audit::Ending::Refused(refusal));
+        let Some(entry) = self.tunnels.get(&tunnel) else {
+            return Ok(());
+        };
         if entry.sniffed.is_some() {
             // After its 200 a tunnel can only be reset.
             self.stats.tunnels_refused += 1;
@@ -765,6 +780,9 @@ impl Endpoint {
                 entry.sending = Sending::Open {
                     blocked: taken < data.len(),
                 };
+                if let Some(trail) = entry.trail.as_mut() {
+                    trail.bytes_to_client += taken as u64;
+                }
                 self.queue_send(handle);
                 Ok(taken)
             }
@@ -857,6 +875,17 @@ impl Endpoint {
     /// `TunnelReadable`. `fin`: the peer finished its direction and everything before it
     /// has been read. On a UDP tunnel: `Err(NotStream)`.
     pub fn tunnel_recv(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
+        let received = self.recv_bytes(tunnel, out);
+        if let Ok(recv) = &received {
+            if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
+                trail.bytes_from_client += recv.len as u64;
+            }
+        }
+        received
+    }
+
+    /// [`tunnel_recv`](Self::tunnel_recv) without the audit count.
+    fn recv_bytes(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
         let entry = self
             .tunnels
             .get_mut(&tunnel)
@@ -1340,6 +1369,10 @@ impl Endpoint {
                     Err(refusal) => {
                         self.stats.tunnels_refused += 1;
                         send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
+                        if edge.audit {
+                            let record = auditing::audit_refused(edge, &request, refusal);
+                            self.push_audit(record);
+                        }
                     }
                     Ok(hooks::Screening::Sniff) => self.start_sniffing(handle, stream, request),
                     Ok(hooks::Screening::Pass) => self.consult_tunnel_hook(handle, stream, request),
@@ -1472,6 +1505,7 @@ impl Endpoint {
 
     /// A stream failed locally in a way quiche does not explain: reset it, report it.
     fn fail_tunnel(&mut self, id: TunnelId) {
+        self.note_end(id, crate::audit::Ending::Failed);
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 shutdown_stream(&mut conn.quic, stream, H3_INTERNAL_ERROR);
@@ -1736,6 +1770,7 @@ impl Endpoint {
     /// Forgets a tunnel; returns its connection and stream when it had them.
     fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
         let tunnel = self.tunnels.remove(&id)?;
+        self.audit_tunnel(id, &tunnel);
         if let Some(deadline) = tunnel.question_deadline() {
             self.unanswered
                 .remove(deadline, requests::Question::Tunnel(id));
@@ -1806,9 +1841,13 @@ impl Endpoint {
         ids.sort_unstable();
         let mut requeue = Vec::new();
         for id in ids {
-            let Some(tunnel) = self.tunnels.remove(&id) else {
+            let Some(mut tunnel) = self.tunnels.remove(&id) else {
                 continue;
             };
+            if let Some(trail) = tunnel.trail.as_mut() {
+                trail.end(crate::audit::Ending::Closed(CloseReason::ConnectionLost));
+            }
+            self.audit_tunnel(id, &tunnel);
             if let Some(deadline) = tunnel.question_deadline() {
                 self.unanswered
                     .remove(deadline, requests::Question::Tunnel(id));
@@ -1864,6 +1903,7 @@ impl Edge {
             max_connections: config.max_connections,
             serves: config.serves,
             request_timeout: config.request_timeout,
+            audit: config.audit,
             rules: Box::new(
                 crate::rules::EdgeRules::new(&config.rules).map_err(ConfigError::InvalidRule)?,
             ),
@@ -1930,6 +1970,7 @@ impl Tunnel {
             request: None,
             sniffed: None,
             inspector: None,
+            trail: None,
         }
     }
 

@@ -58,6 +58,7 @@
 //! quiche reads the system clock for its own timers (loss detection, idle timeout,
 //! pacing), so the engine is not time-pure; everything else uses the caller's `now`.
 
+pub mod audit;
 mod cid;
 mod config;
 mod connect;
@@ -75,6 +76,7 @@ mod transport;
 mod types;
 mod udp;
 
+pub use audit::AuditRecord;
 pub use cid::CidLayout;
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,

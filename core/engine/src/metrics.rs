@@ -55,6 +55,7 @@ impl EndpointStats {
             udp_dropped_unknown_tunnel,
             udp_dropped_malformed,
             udp_capsule_datagrams,
+            audit_dropped,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -76,6 +77,7 @@ impl EndpointStats {
         self.udp_dropped_unknown_tunnel += udp_dropped_unknown_tunnel;
         self.udp_dropped_malformed += udp_dropped_malformed;
         self.udp_capsule_datagrams += udp_capsule_datagrams;
+        self.audit_dropped += audit_dropped;
     }
 }
 
@@ -93,7 +95,7 @@ enum Sample {
 impl Snapshot {
     /// Every unlabelled metric: name (after the `veil_` prefix, before `_total`), help,
     /// value. One table, so that a counter cannot be forgotten in one place.
-    fn table(&self) -> [(&'static str, &'static str, Sample); 15] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 16] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -171,6 +173,11 @@ impl Snapshot {
                 "udp_capsule_payloads",
                 "CONNECT-UDP payloads carried as DATAGRAM capsules (also in sent and received).",
                 Counter(s.udp_capsule_datagrams),
+            ),
+            (
+                "audit_records_dropped",
+                "Audit records dropped because the host did not take them in time.",
+                Counter(s.audit_dropped),
             ),
         ]
     }

@@ -509,4 +509,6 @@ pub struct EndpointStats {
     /// fallback when HTTP/3 datagrams were not negotiated); also in the sent/received
     /// counts.
     pub udp_capsule_datagrams: u64,
+    /// Audit records dropped because the host did not drain `poll_audit` fast enough.
+    pub audit_dropped: u64,
 }

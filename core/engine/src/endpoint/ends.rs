@@ -32,6 +32,7 @@ impl Endpoint {
             .ok_or(TunnelError::UnknownTunnel)?
             .sending
             .is_over();
+        self.note_end(tunnel, crate::audit::Ending::Aborted);
         if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 if finished {
@@ -142,6 +143,10 @@ impl Endpoint {
             return;
         };
         shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+        self.note_end(
+            id,
+            crate::audit::Ending::Closed(CloseReason::Reset { code }),
+        );
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
@@ -176,6 +181,7 @@ impl Endpoint {
             Sending::Stopped { code } => CloseReason::Reset { code },
             _ => CloseReason::Finished,
         };
+        self.note_end(id, crate::audit::Ending::Closed(reason));
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             // Written is not delivered: a shutdown waits until the peer has the end.
             if let Some(conn) = self.conns.get_mut(&handle) {

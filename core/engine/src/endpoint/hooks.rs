@@ -156,7 +156,12 @@ impl Endpoint {
             tags: &request.tags,
         };
         match self.policy.egress(&query) {
-            EgressVerdict::Dial(egress) if candidates.contains(&egress.to) => Ok(egress),
+            EgressVerdict::Dial(egress) if candidates.contains(&egress.to) => {
+                if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
+                    trail.dialed = Some(egress.to);
+                }
+                Ok(egress)
+            }
             EgressVerdict::Dial(egress) => {
                 tracing::warn!(
                     tunnel = ?tunnel,
@@ -231,8 +236,10 @@ impl Endpoint {
         } else {
             TunnelState::Requested { deadline }
         };
+        let trail = self.new_trail();
         let mut tunnel = Tunnel::new(Some(handle), state);
         tunnel.stream = stream;
+        tunnel.trail = trail;
         tunnel.udp =
             (request.kind == TunnelKind::Udp).then(|| self.udp.new_flow(String::new(), self.clock));
         tunnel.request = Some(Box::new(request));
@@ -318,6 +325,7 @@ impl Endpoint {
 
     /// Removes a tunnel the host has not been asked to serve and sends its refusal.
     pub(super) fn reject_deciding(&mut self, id: TunnelId, refusal: Refusal) {
+        self.note_end(id, crate::audit::Ending::Refused(refusal));
         if self.tunnels.get(&id).is_some_and(|t| t.sniffed.is_some()) {
             // Its 200 went out before the first bytes were read: it can only be reset.
             self.stats.tunnels_refused += 1;

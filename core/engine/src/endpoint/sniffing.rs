@@ -75,8 +75,10 @@ impl Endpoint {
         let id = TunnelId(self.next_tunnel);
         self.next_tunnel += 1;
         conn.streams.insert(stream, id);
+        let trail = self.new_trail();
         let mut tunnel = Tunnel::new(Some(handle), TunnelState::Accepting);
         tunnel.stream = stream;
+        tunnel.trail = trail;
         tunnel.request = Some(Box::new(request));
         tunnel.sniffed = Some(Box::new(FirstBytes {
             bytes: Vec::new(),
@@ -156,6 +158,7 @@ impl Endpoint {
         match edge.screen(request) {
             Err(refusal) => {
                 tracing::debug!(tunnel = ?id, ?refusal, "refused on its server name");
+                self.note_end(id, crate::audit::Ending::Refused(refusal));
                 self.stats.tunnels_refused += 1;
                 self.reset_answered(id);
             }
@@ -170,6 +173,9 @@ impl Endpoint {
             return;
         };
         tunnel.state = TunnelState::Open;
+        if let Some(trail) = tunnel.trail.as_mut() {
+            trail.opened = Some(self.clock);
+        }
         let unread = tunnel.sniffed.as_ref().is_some_and(|first| first.unread());
         let deferred = tunnel.receiving == Receiving::Deferred;
         if deferred {

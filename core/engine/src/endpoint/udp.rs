@@ -160,6 +160,9 @@ impl Endpoint {
             Sent::Yes => {
                 flow.last_activity = self.clock;
                 self.stats.udp_datagrams_sent += 1;
+                if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
+                    trail.datagrams_to_client += 1;
+                }
                 if encoding == Encoding::Capsules {
                     self.stats.udp_capsule_datagrams += 1;
                 }
@@ -199,7 +202,12 @@ impl Endpoint {
             return Err(TunnelError::InvalidState);
         }
         match flow.pop_into(out) {
-            Ok(Some(len)) => Ok(Some(len)),
+            Ok(Some(len)) => {
+                if let Some(trail) = entry.trail.as_mut() {
+                    trail.datagrams_from_client += 1;
+                }
+                Ok(Some(len))
+            }
             Ok(None) => {
                 flow.notified = false;
                 Ok(None)
@@ -504,6 +512,7 @@ impl Endpoint {
     /// tunnel and reports it closed for `reason`. Whatever the peer still sends on the
     /// stream is read and dropped.
     fn end_udp_tunnel(&mut self, id: TunnelId, reason: CloseReason) {
+        self.note_end(id, crate::audit::Ending::Closed(reason));
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
@@ -535,6 +544,10 @@ impl Endpoint {
 
     /// Resets a tunnel both ways with `code` and reports it closed.
     fn abort_with(&mut self, id: TunnelId, code: u64) {
+        self.note_end(
+            id,
+            crate::audit::Ending::Closed(CloseReason::Reset { code }),
+        );
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 shutdown_stream(&mut conn.quic, stream, code);
