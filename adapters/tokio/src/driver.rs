@@ -84,6 +84,10 @@ pub(crate) struct Driver {
     stopping: bool,
     send_buf: Box<[u8]>,
     recv_chunk: Box<[u8]>,
+    /// Where the engine's audit records go (`Node::audit_records`), when it keeps them.
+    audit: Option<mpsc::Sender<veil_engine::AuditRecord>>,
+    /// Records the channel had no room for (the writer fell behind).
+    audit_lost: u64,
 }
 
 impl Driver {
@@ -93,6 +97,7 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         command_tx: mpsc::UnboundedSender<Command>,
         options: Options,
+        audit: Option<mpsc::Sender<veil_engine::AuditRecord>>,
     ) -> Self {
         Self {
             endpoint,
@@ -107,6 +112,27 @@ impl Driver {
             stopping: false,
             send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
             recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
+            audit,
+            audit_lost: 0,
+        }
+    }
+
+    /// Hands the engine's audit records to the writer; a full channel drops them, counted
+    /// (an audit log never holds traffic back).
+    fn pass_audit(&mut self) {
+        while let Some(record) = self.endpoint.poll_audit() {
+            let Some(audit) = &self.audit else {
+                continue;
+            };
+            if audit.try_send(record).is_err() {
+                self.audit_lost += 1;
+                if self.audit_lost.is_power_of_two() {
+                    tracing::warn!(
+                        lost = self.audit_lost,
+                        "audit records dropped: the writer is behind"
+                    );
+                }
+            }
         }
     }
 
@@ -193,6 +219,7 @@ impl Driver {
                 progressed = true;
                 self.on_event(event);
             }
+            self.pass_audit();
             if !progressed {
                 return Ok(());
             }

@@ -207,7 +207,11 @@ pub struct Node {
     fingerprint: Option<[u8; 32]>,
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<io::Result<EndpointStats>>>,
+    audit: Option<mpsc::Receiver<veil_engine::AuditRecord>>,
 }
+
+/// Audit records waiting for the host's writer, at most (then dropped, counted).
+pub const AUDIT_CHANNEL: usize = 4096;
 
 impl Node {
     /// Binds `bind` and starts the endpoint's driver on the current tokio runtime (call it
@@ -227,16 +231,24 @@ impl Node {
         if let RoleConfig::Client(client) = &mut config.role {
             client.local_addr = Some(local_addr);
         }
+        let audited = matches!(&config.role, RoleConfig::Edge(edge) if edge.audit);
         let endpoint = Endpoint::new(config, Instant::now()).map_err(StartError::Config)?;
+        let (audit_tx, audit) = if audited {
+            let (tx, rx) = mpsc::channel(AUDIT_CHANNEL);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let fingerprint = endpoint.certificate_fingerprint();
         let (tx, rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(endpoint, udp, rx, tx.clone(), options);
+        let driver = Driver::new(endpoint, udp, rx, tx.clone(), options, audit_tx);
         let task = tokio::spawn(driver.run());
         Ok(Self {
             local_addr,
             fingerprint,
             commands: tx,
             task: Some(task),
+            audit,
         })
     }
 
@@ -248,6 +260,12 @@ impl Node {
     /// Edge: SHA-256 of the certificate it serves, for clients to pin.
     pub fn certificate_fingerprint(&self) -> Option<[u8; 32]> {
         self.fingerprint
+    }
+
+    /// Edge with `EdgeConfig::audit`: the engine's audit records, one per finished tunnel,
+    /// for the host to write (once; `None` afterwards, or without `audit`).
+    pub fn audit_records(&mut self) -> Option<mpsc::Receiver<veil_engine::AuditRecord>> {
+        self.audit.take()
     }
 
     /// A handle that reads the endpoint's counters while it runs (for metrics); clone it

@@ -108,6 +108,12 @@ pub struct ServerArgs {
     /// (glommio: every core's, summed); printed as `veil: metrics listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Append one JSON line per finished tunnel (and per refused request) to FILE, or
+    /// write them to standard output with `-`: client, token name, target, address
+    /// dialled, bytes each way, duration, outcome. Written off the data path; dropped,
+    /// counted, when the writer falls behind.
+    #[arg(long, value_name = "FILE|-")]
+    pub audit_log: Option<PathBuf>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
     /// and cheaper on a loaded machine; more threads spread the TCP relays' copying over
@@ -299,6 +305,7 @@ pub struct ServerFile {
     pub cores: Option<usize>,
     pub threads: Option<usize>,
     pub metrics: Option<SocketAddr>,
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -372,6 +379,8 @@ pub struct ServerSettings {
     pub rules: Vec<RuleSpec<EdgeAction>>,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// Where audit records go; `None`: not kept.
+    pub audit_log: Option<crate::audit_log::AuditTarget>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -558,6 +567,10 @@ impl ServerSettings {
             quic,
             rules: Vec::new(),
             metrics: flags.metrics.or(file.metrics),
+            audit_log: flags
+                .audit_log
+                .or(file.audit_log)
+                .map(|path| crate::audit_log::AuditTarget::parse(&path)),
         })
     }
 }

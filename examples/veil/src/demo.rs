@@ -43,6 +43,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         quic: QuicConfig::default(),
         rules: Vec::new(),
         metrics: None,
+        audit_log: None,
     })?;
     let fingerprint = edge
         .fingerprint()

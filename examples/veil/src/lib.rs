@@ -4,6 +4,7 @@
 //!
 //! The modules are public so that tests can run an edge and a client in-process.
 
+pub mod audit_log;
 pub mod bench;
 pub mod body;
 pub mod config;

@@ -35,7 +35,11 @@ impl RunningEdge {
             connect_timeout: settings.connect_timeout,
             ..Options::default()
         };
-        let node = Node::start(config, settings.listen, options)?;
+        let mut node = Node::start(config, settings.listen, options)?;
+        if let (Some(target), Some(records)) = (&settings.audit_log, node.audit_records()) {
+            let out = crate::audit_log::open(target)?;
+            tokio::spawn(crate::audit_log::write(records, out));
+        }
         let metrics = start_metrics(settings.metrics, StatsSource::Tokio(node.stats_probe()))?;
         tracing::info!(
             addr = %node.local_addr(),
@@ -116,6 +120,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         egress_allow: settings.allow_targets.clone(),
         rules: settings.rules.clone(),
         client_ca: settings.client_ca.clone().map(Pem::Path),
+        audit: settings.audit_log.is_some(),
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {
@@ -322,6 +327,9 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
+    if settings.audit_log.is_some() {
+        anyhow::bail!("--audit-log is not served by --runtime glommio yet: use the tokio runtime");
+    }
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),

@@ -53,6 +53,7 @@ impl Rig {
             quic: QuicConfig::default(),
             rules: Vec::new(),
             metrics: None,
+            audit_log: None,
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");

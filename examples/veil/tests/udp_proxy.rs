@@ -85,6 +85,7 @@ impl Rig {
             quic: QuicConfig::default(),
             rules: Vec::new(),
             metrics: None,
+            audit_log: None,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {
