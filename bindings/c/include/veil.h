@@ -458,6 +458,12 @@ typedef struct veil_stats {
   uint64_t udp_dropped_malformed;
   // UDP tunnels: payloads carried in DATAGRAM capsules (also in sent/received).
   uint64_t udp_capsule_datagrams;
+  // Audit records dropped (`EdgeConfig::audit`; the host drained too slowly).
+  uint64_t audit_dropped;
+  // Bytes read from tunnels (an edge: from its clients).
+  uint64_t tunnel_bytes_received;
+  // Bytes sent into tunnels (an edge: to its clients).
+  uint64_t tunnel_bytes_sent;
 } veil_stats;
 
 // What the HTTP hook sees of one request. The pointers are valid during the call only

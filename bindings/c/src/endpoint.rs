@@ -94,6 +94,12 @@ pub struct veil_stats {
     pub udp_dropped_malformed: u64,
     /// UDP tunnels: payloads carried in DATAGRAM capsules (also in sent/received).
     pub udp_capsule_datagrams: u64,
+    /// Audit records dropped (`EdgeConfig::audit`; the host drained too slowly).
+    pub audit_dropped: u64,
+    /// Bytes read from tunnels (an edge: from its clients).
+    pub tunnel_bytes_received: u64,
+    /// Bytes sent into tunnels (an edge: to its clients).
+    pub tunnel_bytes_sent: u64,
 }
 
 impl From<EndpointStats> for veil_stats {
@@ -119,6 +125,9 @@ impl From<EndpointStats> for veil_stats {
             udp_dropped_unknown_tunnel: stats.udp_dropped_unknown_tunnel,
             udp_dropped_malformed: stats.udp_dropped_malformed,
             udp_capsule_datagrams: stats.udp_capsule_datagrams,
+            audit_dropped: stats.audit_dropped,
+            tunnel_bytes_received: stats.tunnel_bytes_received,
+            tunnel_bytes_sent: stats.tunnel_bytes_sent,
         }
     }
 }

@@ -783,6 +783,7 @@ impl Endpoint {
                 if let Some(trail) = entry.trail.as_mut() {
                     trail.bytes_to_client += taken as u64;
                 }
+                self.stats.tunnel_bytes_sent += taken as u64;
                 self.queue_send(handle);
                 Ok(taken)
             }
@@ -877,6 +878,7 @@ impl Endpoint {
     pub fn tunnel_recv(&mut self, tunnel: TunnelId, out: &mut [u8]) -> Result<Recv, TunnelError> {
         let received = self.recv_bytes(tunnel, out);
         if let Ok(recv) = &received {
+            self.stats.tunnel_bytes_received += recv.len as u64;
             if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
                 trail.bytes_from_client += recv.len as u64;
             }

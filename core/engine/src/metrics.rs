@@ -56,6 +56,8 @@ impl EndpointStats {
             udp_dropped_malformed,
             udp_capsule_datagrams,
             audit_dropped,
+            tunnel_bytes_received,
+            tunnel_bytes_sent,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -78,6 +80,8 @@ impl EndpointStats {
         self.udp_dropped_malformed += udp_dropped_malformed;
         self.udp_capsule_datagrams += udp_capsule_datagrams;
         self.audit_dropped += audit_dropped;
+        self.tunnel_bytes_received += tunnel_bytes_received;
+        self.tunnel_bytes_sent += tunnel_bytes_sent;
     }
 }
 
@@ -95,7 +99,7 @@ enum Sample {
 impl Snapshot {
     /// Every unlabelled metric: name (after the `veil_` prefix, before `_total`), help,
     /// value. One table, so that a counter cannot be forgotten in one place.
-    fn table(&self) -> [(&'static str, &'static str, Sample); 16] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 18] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -173,6 +177,16 @@ impl Snapshot {
                 "udp_capsule_payloads",
                 "CONNECT-UDP payloads carried as DATAGRAM capsules (also in sent and received).",
                 Counter(s.udp_capsule_datagrams),
+            ),
+            (
+                "tunnel_received_bytes",
+                "Bytes the host read from tunnels (an edge: from its clients).",
+                Counter(s.tunnel_bytes_received),
+            ),
+            (
+                "tunnel_sent_bytes",
+                "Bytes the host sent into tunnels (an edge: to its clients).",
+                Counter(s.tunnel_bytes_sent),
             ),
             (
                 "audit_records_dropped",

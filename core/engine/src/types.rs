@@ -511,4 +511,8 @@ pub struct EndpointStats {
     pub udp_capsule_datagrams: u64,
     /// Audit records dropped because the host did not drain `poll_audit` fast enough.
     pub audit_dropped: u64,
+    /// Bytes the host read from tunnels (`tunnel_recv`): an edge's from its clients.
+    pub tunnel_bytes_received: u64,
+    /// Bytes the host sent into tunnels (taken by `tunnel_send`): an edge's to its clients.
+    pub tunnel_bytes_sent: u64,
 }

@@ -7,7 +7,10 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use support::{Client, Edge, Origin, STARTUP, TOKEN, TempDir, curl, require_tool};
+use std::collections::HashMap;
+use std::process::Command;
+
+use support::{Client, Edge, Origin, STARTUP, TOKEN, TempDir, curl, require_tool, run_bounded};
 
 const REQUEST: Duration = Duration::from_secs(20);
 
@@ -33,11 +36,38 @@ fn sample(text: &str, name: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("sample {name}"))
 }
 
+/// The samples of an OpenMetrics text as Python's `prometheus_client` parser reads them
+/// (a parser nobody here wrote): name with labels → value.
+fn parse_with_prometheus_client(text: &str) -> anyhow::Result<HashMap<String, f64>> {
+    let python = require_tool("python3", "python3")?;
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.argv[1]):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).arg(text);
+    let out = run_bounded(command, REQUEST)?;
+    ensure!(
+        out.code() == 0,
+        "prometheus_client refused the text: {}\n{text}",
+        out.stderr
+    );
+    Ok(serde_json::from_str(&out.stdout)?)
+}
+
 fn check_runtime(runtime: &str) -> anyhow::Result<()> {
     require_tool("curl", "curl")?;
     let dir = TempDir::new(&format!("metrics-{runtime}"))?;
     let origin = Origin::start(dir.path())?;
     std::fs::write(origin.root().join("hello.txt"), "hello\n")?;
+    let body = "y".repeat(100_000);
+    std::fs::write(origin.root().join("big.txt"), &body)?;
     let mut args = vec![
         "--token",
         TOKEN,
@@ -68,6 +98,7 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
         ],
     )?;
     let before = scrape(&edge_metrics)?;
+    let parsed_before = parse_with_prometheus_client(&before)?;
     ensure!(
         sample(&before, "veil_tunnels_opened_total")? == 0.0,
         "{before}"
@@ -83,9 +114,34 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
             out.stderr
         );
     }
+    let big = curl(&["--proxy", &proxy, &origin.url("big.txt")], REQUEST)?;
+    ensure!(
+        big.code() == 0 && big.stdout == body,
+        "curl: {}",
+        big.stderr
+    );
     // glommio's cores publish their counters every 500 ms.
     std::thread::sleep(Duration::from_millis(700));
     let after = scrape(&edge_metrics)?;
+    let parsed_after = parse_with_prometheus_client(&after)?;
+    let moved = |name: &str| -> anyhow::Result<f64> {
+        let get = |samples: &HashMap<String, f64>| {
+            samples
+                .get(name)
+                .copied()
+                .with_context(|| format!("no {name} in {samples:?}"))
+        };
+        Ok(get(&parsed_after)? - get(&parsed_before)?)
+    };
+    // The edge sent the four bodies (and their heads) to the client, and read the
+    // requests from it.
+    let sent = moved("veil_tunnel_sent_bytes_total")?;
+    ensure!(
+        sent >= 100_018.0 && sent < 120_000.0,
+        "sent {sent}\n{after}"
+    );
+    ensure!(moved("veil_tunnel_received_bytes_total")? > 0.0, "{after}");
+    ensure!(moved("veil_tunnels_opened_total")? >= 4.0, "{after}");
     ensure!(
         sample(&after, "veil_tunnels_opened_total")? >= 3.0,
         "{after}"
