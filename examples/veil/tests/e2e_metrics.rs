@@ -36,7 +36,7 @@ fn sample(text: &str, name: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("sample {name}"))
 }
 
-/// The samples of an OpenMetrics text as Python's `prometheus_client` parser reads them
+/// The samples of an `OpenMetrics` text as Python's `prometheus_client` parser reads them
 /// (a parser nobody here wrote): name with labels → value.
 fn parse_with_prometheus_client(text: &str) -> anyhow::Result<HashMap<String, f64>> {
     let python = require_tool("python3", "python3")?;
@@ -61,13 +61,8 @@ print(json.dumps(out))
     Ok(serde_json::from_str(&out.stdout)?)
 }
 
-fn check_runtime(runtime: &str) -> anyhow::Result<()> {
-    require_tool("curl", "curl")?;
-    let dir = TempDir::new(&format!("metrics-{runtime}"))?;
-    let origin = Origin::start(dir.path())?;
-    std::fs::write(origin.root().join("hello.txt"), "hello\n")?;
-    let body = "y".repeat(100_000);
-    std::fs::write(origin.root().join("big.txt"), &body)?;
+/// An edge on `runtime` with `--metrics`, and its metrics address.
+fn start_edge(dir: &TempDir, runtime: &str) -> anyhow::Result<(Edge, String)> {
     let mut args = vec![
         "--token",
         TOKEN,
@@ -82,9 +77,20 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
         args.extend(["--cores", "1"]);
     }
     let mut edge = Edge::start(dir.path(), &args)?;
-    let edge_metrics = edge
+    let metrics = edge
         .proc()
         .wait_for_line("veil: metrics listening on ", STARTUP)?;
+    Ok((edge, metrics))
+}
+
+fn check_runtime(runtime: &str) -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new(&format!("metrics-{runtime}"))?;
+    let origin = Origin::start(dir.path())?;
+    std::fs::write(origin.root().join("hello.txt"), "hello\n")?;
+    let body = "y".repeat(100_000);
+    std::fs::write(origin.root().join("big.txt"), &body)?;
+    let (edge, edge_metrics) = start_edge(&dir, runtime)?;
     let client = Client::start(
         dir.path(),
         edge.addr(),
@@ -137,7 +143,7 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
     // requests from it.
     let sent = moved("veil_tunnel_sent_bytes_total")?;
     ensure!(
-        sent >= 100_018.0 && sent < 120_000.0,
+        (100_018.0..120_000.0).contains(&sent),
         "sent {sent}\n{after}"
     );
     ensure!(moved("veil_tunnel_received_bytes_total")? > 0.0, "{after}");
