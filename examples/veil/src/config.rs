@@ -48,6 +48,9 @@ pub enum Command {
     /// Measure: goodput, added latency and memory of tunnels against direct TCP and raw
     /// QUIC, on loopback (figures, not a test).
     Bench(crate::bench::BenchArgs),
+    /// Print a documented configuration file with every default, or check one.
+    #[command(subcommand)]
+    Config(crate::config_cmd::ConfigCommand),
 }
 
 /// Flags of `veil server`.
@@ -367,8 +370,8 @@ pub struct ServerSettings {
     pub allow_targets: Vec<String>,
     /// Resolve and connect timeout.
     pub connect_timeout: Duration,
-    /// How long a request may wait for its answer; `None`: the engine's default.
-    pub request_timeout: Option<Duration>,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
     /// Drain time at shutdown.
     pub drain: Duration,
     /// CONNECT-UDP path template; `None`: the engine's default.
@@ -510,6 +513,8 @@ fn parse_target(text: &str) -> anyhow::Result<TunnelTarget> {
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// The engine's own default (`EdgeConfig::request_timeout`).
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_DRAIN_MS: u64 = 5_000;
 
 /// Flags over file: a flag given wins; list flags given replace the file's list.
@@ -553,10 +558,12 @@ impl ServerSettings {
                     .or(file.connect_timeout_ms)
                     .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
             ),
-            request_timeout: flags
-                .request_timeout_ms
-                .or(file.request_timeout_ms)
-                .map(Duration::from_millis),
+            request_timeout: Duration::from_millis(
+                flags
+                    .request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            ),
             drain: Duration::from_millis(
                 flags
                     .drain_timeout_ms

@@ -37,7 +37,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],
         allow_targets: vec!["127.0.0.0/8".to_owned()],
         connect_timeout: Duration::from_secs(5),
-        request_timeout: None,
+        request_timeout: Duration::from_secs(30),
         drain: Duration::from_secs(1),
         udp_template: None,
         quic: QuicConfig::default(),

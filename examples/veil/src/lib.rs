@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod bench;
 pub mod body;
 pub mod config;
+pub mod config_cmd;
 pub mod demo;
 pub mod fetch;
 mod http_proxy;
@@ -40,5 +41,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo::run(&args).await,
         Command::Bench(args) => bench::run(&args, file.quic, cli.config.as_deref()).await,
+        Command::Config(command) => config_cmd::run(&command),
     }
 }

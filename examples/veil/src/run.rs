@@ -126,9 +126,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
     if let Some(template) = &settings.udp_template {
         edge.udp_path_template.clone_from(template);
     }
-    if let Some(timeout) = settings.request_timeout {
-        edge.request_timeout = timeout;
-    }
+    edge.request_timeout = settings.request_timeout;
     Config {
         role: RoleConfig::Edge(edge),
         quic: settings.quic.clone(),

@@ -47,7 +47,7 @@ impl Rig {
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],
             allow_targets: vec!["127.0.0.0/8".to_owned()],
             connect_timeout: Duration::from_secs(2),
-            request_timeout: None,
+            request_timeout: Duration::from_secs(30),
             drain: Duration::from_millis(200),
             udp_template: None,
             quic: QuicConfig::default(),
