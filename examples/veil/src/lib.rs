@@ -13,6 +13,7 @@ pub mod demo;
 pub mod fetch;
 mod http_proxy;
 mod metrics;
+mod notify;
 pub mod origin;
 pub mod refusal;
 mod route;

@@ -304,7 +304,9 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
     for line in edge.banner() {
         println!("{line}");
     }
+    crate::notify::notify("READY=1");
     veil_tokio::shutdown_signal().await?;
+    crate::notify::notify("STOPPING=1");
     println!("veil: shutting down");
     edge.shutdown().await
 }
@@ -315,7 +317,9 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
     for line in client.banner() {
         println!("{line}");
     }
+    crate::notify::notify("READY=1");
     veil_tokio::shutdown_signal().await?;
+    crate::notify::notify("STOPPING=1");
     println!("veil: shutting down");
     client.shutdown().await
 }
@@ -352,7 +356,9 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             if let Some((addr, _task)) = start_metrics(settings.metrics, stats)? {
                 println!("veil: metrics listening on {addr}");
             }
+            crate::notify::notify("READY=1");
             veil_tokio::shutdown_signal().await?;
+            crate::notify::notify("STOPPING=1");
             anyhow::Ok(())
         })?;
     println!("veil: shutting down");
