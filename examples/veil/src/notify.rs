@@ -1,4 +1,4 @@
-//! systemd's readiness protocol (`Type=notify`, sd_notify(3)): when `NOTIFY_SOCKET` is
+//! systemd's readiness protocol (`Type=notify`, `sd_notify(3)`): when `NOTIFY_SOCKET` is
 //! set, `veil server` and `veil client` send `READY=1` once their listeners are bound and
 //! `STOPPING=1` when a signal starts their drain, as one datagram each on that Unix socket.
 //! Without the variable nothing is sent. A failure to send is logged, never fatal: the
