@@ -60,6 +60,8 @@ pub(crate) struct CoreSetup {
     pub(crate) options: Options,
     /// Where the core publishes its counters for `Edge::stats`, at its index.
     pub(crate) published: Arc<Mutex<Vec<CoreStats>>>,
+    /// Where its audit records go, when the edge keeps them.
+    pub(crate) audit: Option<std::sync::mpsc::SyncSender<veil_engine::AuditRecord>>,
 }
 
 /// The mutable part of a core, borrowed by its tasks between awaits.
@@ -86,6 +88,10 @@ pub(crate) struct Core {
     forward_dropped: Cell<u64>,
     send_errors: Cell<u64>,
     udp_target_drops: Cell<u64>,
+    /// Where audit records go (`Edge::audit_records`), when the edge keeps them.
+    audit: Option<std::sync::mpsc::SyncSender<veil_engine::AuditRecord>>,
+    /// Audit records the writer had no room for.
+    audit_lost: Cell<u64>,
     /// The socket failed; the driver stops with this error.
     failure: RefCell<Option<io::Error>>,
 }
@@ -100,6 +106,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         stop,
         options,
         published,
+        audit,
     } = setup;
     let (senders, mut receivers) = mesh
         .join()
@@ -129,6 +136,8 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         forward_dropped: Cell::new(0),
         send_errors: Cell::new(0),
         udp_target_drops: Cell::new(0),
+        audit,
+        audit_lost: Cell::new(0),
         failure: RefCell::new(None),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
@@ -318,6 +327,7 @@ impl Core {
                 progressed = true;
                 self.on_event(event);
             }
+            self.pass_audit();
             if !progressed {
                 return;
             }
@@ -394,6 +404,22 @@ impl Core {
     }
 
     /// Whether the core should stop: the engine's shutdown is over.
+    /// Hands the engine's audit records to the edge's writer; a full channel drops them,
+    /// counted (an audit log never holds traffic back).
+    fn pass_audit(&self) {
+        loop {
+            let record = self.state.borrow_mut().endpoint.poll_audit();
+            let Some(record) = record else { return };
+            let sent = self
+                .audit
+                .as_ref()
+                .is_some_and(|audit| audit.try_send(record).is_ok());
+            if !sent {
+                self.audit_lost.set(self.audit_lost.get() + 1);
+            }
+        }
+    }
+
     fn advance_phase(&self) -> bool {
         let state = self.state.borrow();
         state.stopping && state.endpoint.is_closed()

@@ -217,7 +217,13 @@ pub struct Edge {
     handles: Option<PoolThreadHandles<io::Result<CoreStats>>>,
     /// Each core's counters, as it last published them (every [`STATS_PERIOD`]).
     published: Arc<Mutex<Vec<CoreStats>>>,
+    /// Every core's audit records (`EdgeConfig::audit`), until the host takes them.
+    audit: Option<std::sync::mpsc::Receiver<veil_engine::AuditRecord>>,
 }
+
+/// Audit records waiting for the host's writer, all cores together (then dropped,
+/// counted).
+pub const AUDIT_CHANNEL: usize = 4096;
 
 /// Reads a running [`Edge`]'s counters from any thread.
 #[derive(Debug, Clone)]
@@ -268,6 +274,7 @@ impl Edge {
         // The kinds this host serves: CONNECT (TCP) and CONNECT-UDP. The engine answers
         // any other with 501 rather than leave it waiting.
         edge.serves = TunnelKinds::only(TunnelKind::Stream).with(TunnelKind::Udp);
+        let audited = edge.audit;
         let config = Config {
             role: RoleConfig::Edge(edge.with_shared_self_signed().map_err(StartError::Config)?),
             quic: config.quic,
@@ -284,6 +291,12 @@ impl Edge {
         let mesh = MeshBuilder::full(cores, options.forward_queue.max(1));
         let (stop, stop_rx) = watch::channel(None);
         let published = Arc::new(Mutex::new(vec![CoreStats::default(); cores]));
+        let (audit_tx, audit) = if audited {
+            let (tx, rx) = std::sync::mpsc::sync_channel(AUDIT_CHANNEL);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let publish_to = published.clone();
         let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
             .name("veil-core")
@@ -291,6 +304,7 @@ impl Edge {
             .on_all_shards(move || {
                 let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let published = publish_to.clone();
+                let audit = audit_tx.clone();
                 async move {
                     let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
                     core::run(CoreSetup {
@@ -301,6 +315,7 @@ impl Edge {
                         stop: stop_rx,
                         options,
                         published,
+                        audit,
                     })
                     .await
                 }
@@ -314,6 +329,7 @@ impl Edge {
             stop,
             handles: Some(handles),
             published,
+            audit,
         })
     }
 
@@ -321,6 +337,12 @@ impl Edge {
     /// in core order. Sum their `endpoint` fields (`EndpointStats::merge`) for the edge's.
     pub fn stats(&self) -> Vec<CoreStats> {
         self.stats_handle().stats()
+    }
+
+    /// With `EdgeConfig::audit`: every core's audit records, for the host to write from a
+    /// thread of its own (once; `None` afterwards, or without `audit`).
+    pub fn audit_records(&mut self) -> Option<std::sync::mpsc::Receiver<veil_engine::AuditRecord>> {
+        self.audit.take()
     }
 
     /// A handle to [`stats`](Self::stats) that other threads can keep.

@@ -58,32 +58,49 @@ pub(crate) fn open(target: &AuditTarget) -> anyhow::Result<Box<dyn Write + Send>
     })
 }
 
-/// Writes records until the node stops; flushes after each batch.
+/// Writes records until the node stops (tokio); flushes after each batch.
 pub(crate) async fn write(
     mut records: mpsc::Receiver<AuditRecord>,
     mut out: Box<dyn Write + Send>,
 ) {
     let mut batch = Vec::with_capacity(256);
     while records.recv_many(&mut batch, 256).await > 0 {
-        let time_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-            });
-        for record in batch.drain(..) {
-            let line = Line {
-                time_unix_ms,
-                record: &record,
-            };
-            let written = serde_json::to_writer(&mut out, &line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"));
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "audit log: write failed");
-            }
+        write_batch(&mut out, batch.drain(..));
+    }
+}
+
+/// Writes records until the edge stops, on a thread of its own (the glommio edge's cores
+/// hand them over a channel); flushes after each batch.
+pub(crate) fn write_blocking(
+    records: &std::sync::mpsc::Receiver<AuditRecord>,
+    mut out: Box<dyn Write + Send>,
+) {
+    while let Ok(first) = records.recv() {
+        let batch = std::iter::once(first).chain(records.try_iter().take(255));
+        write_batch(&mut out, batch);
+    }
+}
+
+/// One batch of lines, stamped with the time now, then a flush.
+fn write_batch(out: &mut Box<dyn Write + Send>, records: impl Iterator<Item = AuditRecord>) {
+    let time_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    for record in records {
+        let line = Line {
+            time_unix_ms,
+            record: &record,
+        };
+        let written = serde_json::to_writer(&mut *out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "audit log: write failed");
         }
-        if let Err(e) = out.flush() {
-            tracing::warn!(error = %e, "audit log: flush failed");
-        }
+    }
+    if let Err(e) = out.flush() {
+        tracing::warn!(error = %e, "audit log: flush failed");
     }
 }

@@ -329,15 +329,18 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
-    if settings.audit_log.is_some() {
-        anyhow::bail!("--audit-log is not served by --runtime glommio yet: use the tokio runtime");
-    }
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
         ..veil_glommio::Options::default()
     };
-    let edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
+    let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
+    if let (Some(target), Some(records)) = (&settings.audit_log, edge.audit_records()) {
+        let out = crate::audit_log::open(target)?;
+        std::thread::Builder::new()
+            .name("veil-audit".to_owned())
+            .spawn(move || crate::audit_log::write_blocking(&records, out))?;
+    }
     println!("veil: edge listening on {}", edge.local_addr());
     println!("veil: glommio on {} cores", edge.cores());
     if let (None, Some(fingerprint)) = (&settings.cert_key, edge.certificate_fingerprint()) {

@@ -12,25 +12,37 @@ use support::{Client, Edge, Origin, TempDir, closed_port, curl, require_tool};
 const REQUEST: Duration = Duration::from_secs(20);
 
 #[test]
-fn every_tunnel_and_refusal_gets_a_json_line() -> anyhow::Result<()> {
+fn every_tunnel_and_refusal_gets_a_json_line_tokio() -> anyhow::Result<()> {
+    check("tokio")
+}
+
+#[test]
+fn every_tunnel_and_refusal_gets_a_json_line_glommio() -> anyhow::Result<()> {
+    check("glommio")
+}
+
+fn check(runtime: &str) -> anyhow::Result<()> {
     require_tool("curl", "curl")?;
-    let dir = TempDir::new("audit")?;
+    let dir = TempDir::new(&format!("audit-{runtime}"))?;
     let origin = Origin::start(dir.path())?;
     let body = "x".repeat(10_000);
     std::fs::write(origin.root().join("ten-k.txt"), &body)?;
     let log = dir.join("audit.jsonl");
     let log_arg = log.to_str().context("path")?;
-    let edge = Edge::start(
-        dir.path(),
-        &[
-            "--token",
-            "ops:s3cret",
-            "--allow-target",
-            "127.0.0.0/8",
-            "--audit-log",
-            log_arg,
-        ],
-    )?;
+    let mut args = vec![
+        "--token",
+        "ops:s3cret",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--audit-log",
+        log_arg,
+        "--runtime",
+        runtime,
+    ];
+    if runtime == "glommio" {
+        args.extend(["--cores", "1"]);
+    }
+    let edge = Edge::start(dir.path(), &args)?;
     let client = Client::start(
         dir.path(),
         edge.addr(),
