@@ -272,6 +272,8 @@ struct Tunnel {
     inspector: Option<Box<inspect::HttpInspector>>,
     /// Edge: what the audit record will say (`EdgeConfig::audit`).
     trail: Option<Box<crate::audit::Trail>>,
+    /// When it was asked for (the start of `EndpointStats::tunnel_setup`).
+    created: Option<Instant>,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -646,10 +648,11 @@ impl Endpoint {
             target: target.clone(),
             deadline,
         };
-        let tunnel = match udp {
+        let mut tunnel = match udp {
             Some(flow) => Tunnel::udp(None, waiting, flow),
             None => Tunnel::new(None, waiting),
         };
+        tunnel.created = Some(now);
         self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;
         self.client_connect(now);
@@ -670,6 +673,11 @@ impl Endpoint {
             .remove(deadline, requests::Question::Tunnel(tunnel));
         if let Some(trail) = entry.trail.as_mut() {
             trail.opened = Some(self.clock);
+        }
+        if let Some(created) = entry.created {
+            self.stats
+                .tunnel_setup
+                .record(self.clock.saturating_duration_since(created));
         }
         if entry.sniffed.is_some() {
             // The 200 went out before the first bytes were read.
@@ -1418,6 +1426,11 @@ impl Endpoint {
                 tunnel.state = TunnelState::Open;
                 let is_udp = tunnel.udp.is_some();
                 self.events.push_back(Event::TunnelOpened { tunnel: id });
+                if let Some(created) = tunnel.created {
+                    self.stats
+                        .tunnel_setup
+                        .record(self.clock.saturating_duration_since(created));
+                }
                 if is_udp {
                     self.udp_opened(handle, id);
                 }
@@ -1863,6 +1876,7 @@ impl Endpoint {
                 {
                     requeue.push(id);
                     let mut again = Tunnel::new(None, TunnelState::Waiting { target, deadline });
+                    again.created = tunnel.created;
                     again.udp = tunnel.udp.map(|mut flow| {
                         flow.reset();
                         flow
@@ -1973,6 +1987,7 @@ impl Tunnel {
             sniffed: None,
             inspector: None,
             trail: None,
+            created: None,
         }
     }
 

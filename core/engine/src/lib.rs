@@ -89,9 +89,9 @@ pub use policy::{
     IngressVerdict, Policy, TagError, Tags, TunnelQuery, TunnelVerdict,
 };
 pub use types::{
-    ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Host, InvalidTarget, Name,
-    Recv, RecvMeta, Refusal, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds,
-    TunnelTarget,
+    ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
+    EndpointStats, Event, Host, InvalidTarget, Name, Recv, RecvMeta, Refusal, RefusedReason, Role,
+    Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 

@@ -58,6 +58,7 @@ impl EndpointStats {
             audit_dropped,
             tunnel_bytes_received,
             tunnel_bytes_sent,
+            tunnel_setup,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -82,6 +83,7 @@ impl EndpointStats {
         self.audit_dropped += audit_dropped;
         self.tunnel_bytes_received += tunnel_bytes_received;
         self.tunnel_bytes_sent += tunnel_bytes_sent;
+        self.tunnel_setup.merge(tunnel_setup);
     }
 }
 
@@ -222,6 +224,24 @@ impl Collector for Snapshot {
             }
         }
         let s = &self.0;
+        let mut setup = encoder.encode_descriptor(
+            "tunnel_setup_seconds",
+            "How long tunnels took to open (edge: request to the host's accept; client: open to the edge's 2xx).",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        let buckets: Vec<(f64, u64)> = crate::types::DURATION_BUCKETS_MS
+            .iter()
+            .map(|&ms| std::time::Duration::from_millis(ms).as_secs_f64())
+            .chain([f64::INFINITY])
+            .zip(s.tunnel_setup.counts)
+            .collect();
+        setup.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            std::time::Duration::from_micros(s.tunnel_setup.sum_micros).as_secs_f64(),
+            s.tunnel_setup.count(),
+            &buckets,
+            None,
+        )?;
         let mut dropped = encoder.encode_descriptor(
             "udp_payloads_dropped",
             "CONNECT-UDP payloads dropped, by cause.",
@@ -290,5 +310,30 @@ mod tests {
             ),
             (2, 20, 2)
         );
+    }
+
+    #[test]
+    fn set_up_times_fall_in_their_buckets_and_encode_as_a_histogram() {
+        use std::time::Duration;
+        let mut stats = EndpointStats::default();
+        for ms in [0, 1, 3, 5, 7000] {
+            stats.tunnel_setup.record(Duration::from_millis(ms));
+        }
+        assert_eq!(stats.tunnel_setup.count(), 5);
+        let text = encode_text(&stats);
+        for line in [
+            "# TYPE veil_tunnel_setup_seconds histogram",
+            "veil_tunnel_setup_seconds_bucket{le=\"0.001\"} 2",
+            "veil_tunnel_setup_seconds_bucket{le=\"0.005\"} 4",
+            "veil_tunnel_setup_seconds_bucket{le=\"5.0\"} 4",
+            "veil_tunnel_setup_seconds_bucket{le=\"+Inf\"} 5",
+            "veil_tunnel_setup_seconds_count 5",
+            "veil_tunnel_setup_seconds_sum 7.009",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

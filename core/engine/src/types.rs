@@ -515,4 +515,48 @@ pub struct EndpointStats {
     pub tunnel_bytes_received: u64,
     /// Bytes the host sent into tunnels (taken by `tunnel_send`): an edge's to its clients.
     pub tunnel_bytes_sent: u64,
+    /// How long tunnels took to open: an edge's from the request to the host's accept
+    /// (resolving and dialling), a client's from `open_tunnel` to the edge's 2xx.
+    pub tunnel_setup: DurationHistogram,
+}
+
+/// Upper bounds of [`DurationHistogram`]'s buckets, in milliseconds; a last bucket holds
+/// the rest.
+pub const DURATION_BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
+
+/// Durations counted by bucket, for a Prometheus histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DurationHistogram {
+    /// How many fell in each bucket of [`DURATION_BUCKETS_MS`] (not cumulative), and, last,
+    /// how many were longer.
+    pub counts: [u64; DURATION_BUCKETS_MS.len() + 1],
+    /// The sum of every duration, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration.
+    pub fn record(&mut self, duration: std::time::Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        // A bucket holds what is at most its bound ("le"), as Prometheus reads it.
+        let bucket = DURATION_BUCKETS_MS
+            .iter()
+            .position(|&bound| micros <= bound * 1000)
+            .unwrap_or(DURATION_BUCKETS_MS.len());
+        self.counts[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+    }
 }

@@ -240,6 +240,7 @@ impl Endpoint {
         let mut tunnel = Tunnel::new(Some(handle), state);
         tunnel.stream = stream;
         tunnel.trail = trail;
+        tunnel.created = Some(self.clock);
         tunnel.udp =
             (request.kind == TunnelKind::Udp).then(|| self.udp.new_flow(String::new(), self.clock));
         tunnel.request = Some(Box::new(request));

@@ -79,6 +79,7 @@ impl Endpoint {
         let mut tunnel = Tunnel::new(Some(handle), TunnelState::Accepting);
         tunnel.stream = stream;
         tunnel.trail = trail;
+        tunnel.created = Some(self.clock);
         tunnel.request = Some(Box::new(request));
         tunnel.sniffed = Some(Box::new(FirstBytes {
             bytes: Vec::new(),
