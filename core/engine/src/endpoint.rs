@@ -707,14 +707,14 @@ impl Endpoint {
         };
         if entry.sniffed.is_some() {
             // After its 200 a tunnel can only be reset.
-            self.stats.tunnels_refused += 1;
+            self.stats.refused(Some(refusal.proxy_error()));
             self.reset_answered(tunnel);
             return Ok(());
         }
         let Some((handle, stream)) = self.remove_tunnel(tunnel) else {
             return Ok(());
         };
-        self.stats.tunnels_refused += 1;
+        self.stats.refused(Some(refusal.proxy_error()));
         if let Some(conn) = self.conns.get_mut(&handle) {
             send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }
@@ -1357,7 +1357,7 @@ impl Endpoint {
         match connect::check_request(headers, &edge.tokens, &template) {
             Ok(accepted) if !edge.serves.contains(accepted.kind) => {
                 tracing::debug!(kind = ?accepted.kind, "a kind of tunnel the host does not serve");
-                self.stats.tunnels_refused += 1;
+                self.stats.refused(ErrorResponse::NOT_SERVED.proxy_error);
                 send_error_response(conn, stream, ErrorResponse::NOT_SERVED);
             }
             Ok(accepted) => {
@@ -1377,7 +1377,7 @@ impl Endpoint {
                 };
                 match edge.screen(&request) {
                     Err(refusal) => {
-                        self.stats.tunnels_refused += 1;
+                        self.stats.refused(Some(refusal.proxy_error()));
                         send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
                         if edge.audit {
                             let record = auditing::audit_refused(edge, &request, refusal);
@@ -1389,7 +1389,7 @@ impl Endpoint {
                 }
             }
             Err(rejection) => {
-                self.stats.tunnels_refused += 1;
+                self.stats.refused(rejection.proxy_error);
                 if rejection.is_auth() {
                     self.stats.auth_failures += 1;
                 }

@@ -90,8 +90,8 @@ pub use policy::{
 };
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
-    EndpointStats, Event, Host, InvalidTarget, Name, Recv, RecvMeta, Refusal, RefusedReason, Role,
-    Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
+    EndpointStats, Event, Host, InvalidTarget, Name, REFUSAL_ERRORS, Recv, RecvMeta, Refusal,
+    RefusalCounts, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 

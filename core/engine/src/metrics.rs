@@ -59,6 +59,7 @@ impl EndpointStats {
             tunnel_bytes_received,
             tunnel_bytes_sent,
             tunnel_setup,
+            refusals,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -84,6 +85,7 @@ impl EndpointStats {
         self.tunnel_bytes_received += tunnel_bytes_received;
         self.tunnel_bytes_sent += tunnel_bytes_sent;
         self.tunnel_setup.merge(tunnel_setup);
+        self.refusals.merge(refusals);
     }
 }
 
@@ -242,6 +244,19 @@ impl Collector for Snapshot {
             &buckets,
             None,
         )?;
+        let mut refusals = encoder.encode_descriptor(
+            "refusals",
+            "Edge: requests refused, by the Proxy-Status error type the client was given.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        let errors = crate::types::REFUSAL_ERRORS
+            .iter()
+            .map(|error| error.token())
+            .chain(["other"]);
+        for (error, value) in errors.zip(s.refusals.counts) {
+            ConstCounter::new(value).encode(refusals.encode_family(&[("error", error)])?)?;
+        }
         let mut dropped = encoder.encode_descriptor(
             "udp_payloads_dropped",
             "CONNECT-UDP payloads dropped, by cause.",

@@ -518,6 +518,56 @@ pub struct EndpointStats {
     /// How long tunnels took to open: an edge's from the request to the host's accept
     /// (resolving and dialling), a client's from `open_tunnel` to the edge's 2xx.
     pub tunnel_setup: DurationHistogram,
+    /// Edge: requests refused, by the Proxy-Status error type the client was given (also
+    /// counted in `tunnels_refused`).
+    pub refusals: RefusalCounts,
+}
+
+/// The Proxy-Status error types an edge refuses with, in the order of
+/// [`RefusalCounts::counts`] (a last count holds the others).
+pub const REFUSAL_ERRORS: [ProxyErrorType; 10] = [
+    ProxyErrorType::HttpRequestError,
+    ProxyErrorType::HttpRequestDenied,
+    ProxyErrorType::DestinationIpProhibited,
+    ProxyErrorType::DnsError,
+    ProxyErrorType::DnsTimeout,
+    ProxyErrorType::ConnectionRefused,
+    ProxyErrorType::ConnectionTimeout,
+    ProxyErrorType::DestinationIpUnroutable,
+    ProxyErrorType::ConnectionLimitReached,
+    ProxyErrorType::ProxyInternalError,
+];
+
+/// Refusals counted by Proxy-Status error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RefusalCounts {
+    /// One count per [`REFUSAL_ERRORS`] entry, then one for any other (or none).
+    pub counts: [u64; REFUSAL_ERRORS.len() + 1],
+}
+
+impl RefusalCounts {
+    /// Counts one refusal with `error`.
+    pub fn count(&mut self, error: Option<ProxyErrorType>) {
+        let index = error
+            .and_then(|error| REFUSAL_ERRORS.iter().position(|known| *known == error))
+            .unwrap_or(REFUSAL_ERRORS.len());
+        self.counts[index] += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+    }
+}
+
+impl EndpointStats {
+    /// Counts a refused request (edge), by the error type its client is given.
+    pub(crate) fn refused(&mut self, error: Option<ProxyErrorType>) {
+        self.tunnels_refused += 1;
+        self.refusals.count(error);
+    }
 }
 
 /// Upper bounds of [`DurationHistogram`]'s buckets, in milliseconds; a last bucket holds

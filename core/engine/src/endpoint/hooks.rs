@@ -202,7 +202,7 @@ impl Endpoint {
         let asked = matches!(verdict, TunnelVerdict::Ask);
         if !asked {
             if let Err(refusal) = edge.apply(&mut request, verdict) {
-                self.stats.tunnels_refused += 1;
+                self.stats.refused(Some(refusal.proxy_error()));
                 if let Some(conn) = self.conns.get_mut(&handle) {
                     send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
                 }
@@ -329,14 +329,14 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Refused(refusal));
         if self.tunnels.get(&id).is_some_and(|t| t.sniffed.is_some()) {
             // Its 200 went out before the first bytes were read: it can only be reset.
-            self.stats.tunnels_refused += 1;
+            self.stats.refused(Some(refusal.proxy_error()));
             self.reset_answered(id);
             return;
         }
         let Some((handle, stream)) = self.remove_tunnel(id) else {
             return;
         };
-        self.stats.tunnels_refused += 1;
+        self.stats.refused(Some(refusal.proxy_error()));
         if let Some(conn) = self.conns.get_mut(&handle) {
             send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }

@@ -160,7 +160,7 @@ impl Endpoint {
             Err(refusal) => {
                 tracing::debug!(tunnel = ?id, ?refusal, "refused on its server name");
                 self.note_end(id, crate::audit::Ending::Refused(refusal));
-                self.stats.tunnels_refused += 1;
+                self.stats.refused(Some(refusal.proxy_error()));
                 self.reset_answered(id);
             }
             Ok(Screening::Pass | Screening::Sniff) => self.consult_tunnel_hook_again(id),

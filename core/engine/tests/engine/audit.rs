@@ -154,4 +154,16 @@ fn refusals_are_recorded_with_their_status() {
             ),
         ]
     );
+    // The same refusals, by error type, in the counters.
+    let text = veil_engine::metrics::encode_text(&edge.stats());
+    for line in [
+        "veil_refusals_total{error=\"http_request_denied\"} 1",
+        "veil_refusals_total{error=\"connection_refused\"} 1",
+        "veil_refusals_total{error=\"dns_error\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
 }
