@@ -58,6 +58,18 @@ pub(crate) enum Command {
     },
     /// Stop accepting, drain tunnels for at most `drain`, then close QUIC.
     Shutdown { drain: Duration },
+    /// The embedder answered a hook's question about a request.
+    DecideTunnel {
+        tunnel: TunnelId,
+        /// Boxed: a redirect holds a name inline, and commands are many and small.
+        verdict: Box<veil_engine::TunnelVerdict>,
+        tags: veil_engine::Tags,
+    },
+    /// The embedder answered a hook's question about a connection.
+    DecideIngress {
+        connection: veil_engine::ConnectionHandle,
+        verdict: veil_engine::IngressVerdict,
+    },
     /// The endpoint's counters now (for metrics).
     Stats {
         reply: oneshot::Sender<veil_engine::EndpointStats>,

@@ -88,6 +88,8 @@ pub(crate) struct Driver {
     audit: Option<mpsc::Sender<veil_engine::AuditRecord>>,
     /// Records the channel had no room for (the writer fell behind).
     audit_lost: u64,
+    /// Where the hooks' questions go (`Node::decisions`).
+    decisions: crate::decisions::DecisionSender,
 }
 
 impl Driver {
@@ -98,6 +100,7 @@ impl Driver {
         command_tx: mpsc::UnboundedSender<Command>,
         options: Options,
         audit: Option<mpsc::Sender<veil_engine::AuditRecord>>,
+        decisions: crate::decisions::DecisionSender,
     ) -> Self {
         Self {
             endpoint,
@@ -114,6 +117,7 @@ impl Driver {
             recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
             audit,
             audit_lost: 0,
+            decisions,
         }
     }
 
@@ -298,6 +302,17 @@ impl Driver {
                     slot.port.closed(reason);
                 }
             }
+            Event::TunnelDecision {
+                tunnel,
+                kind,
+                target,
+                client,
+            } => self.ask_tunnel(tunnel, kind, target, client),
+            Event::IngressDecision {
+                connection,
+                peer,
+                server_name,
+            } => self.ask_ingress(connection, peer, server_name),
             other => tracing::debug!(event = ?other, "unhandled engine event"),
         }
     }
@@ -316,6 +331,75 @@ impl Driver {
                 tracing::info!(?tunnel, %target, ?refusal, "dial failed");
             }
             let _ = commands.send(Command::Dialed { tunnel, result });
+        });
+    }
+
+    /// Hands a hook's question about a request to the embedder; its answer comes back as a
+    /// command. No embedder, or no answer: refused at once.
+    fn ask_tunnel(
+        &mut self,
+        tunnel: TunnelId,
+        kind: TunnelKind,
+        target: TunnelTarget,
+        client: veil_engine::ClientIdentity,
+    ) {
+        let (answer, verdict) = oneshot::channel();
+        let question = crate::Decision::Tunnel {
+            tunnel,
+            kind,
+            target,
+            client,
+            answer,
+        };
+        if self.decisions.try_send(question).is_err() {
+            let refuse = veil_engine::TunnelVerdict::Refuse(Refusal::Internal);
+            let _ = self
+                .endpoint
+                .decide_tunnel(tunnel, refuse, veil_engine::Tags::new());
+            return;
+        }
+        let commands = self.command_tx.clone();
+        tokio::spawn(async move {
+            let (verdict, tags) = verdict.await.unwrap_or((
+                veil_engine::TunnelVerdict::Refuse(Refusal::Internal),
+                veil_engine::Tags::new(),
+            ));
+            let _ = commands.send(Command::DecideTunnel {
+                tunnel,
+                verdict: Box::new(verdict),
+                tags,
+            });
+        });
+    }
+
+    /// Hands a hook's question about a connection to the embedder (see `ask_tunnel`).
+    fn ask_ingress(
+        &mut self,
+        connection: veil_engine::ConnectionHandle,
+        peer: SocketAddr,
+        server_name: Option<String>,
+    ) {
+        //# RFC 9114 §8.1: "H3_INTERNAL_ERROR (0x0102): An internal error has occurred in
+        //# the HTTP stack."
+        let close = veil_engine::IngressVerdict::Close { error_code: 0x0102 };
+        let (answer, verdict) = oneshot::channel();
+        let question = crate::Decision::Ingress {
+            connection,
+            peer,
+            server_name,
+            answer,
+        };
+        if self.decisions.try_send(question).is_err() {
+            let _ = self.endpoint.decide_ingress(connection, close);
+            return;
+        }
+        let commands = self.command_tx.clone();
+        tokio::spawn(async move {
+            let verdict = verdict.await.unwrap_or(close);
+            let _ = commands.send(Command::DecideIngress {
+                connection,
+                verdict,
+            });
         });
     }
 
@@ -449,6 +533,23 @@ impl Driver {
             Command::UdpDatagram { tunnel, payload } => self.send_datagram(tunnel, &payload),
             Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
+            Command::DecideTunnel {
+                tunnel,
+                verdict,
+                tags,
+            } => {
+                if let Err(e) = self.endpoint.decide_tunnel(tunnel, *verdict, tags) {
+                    tracing::debug!(?tunnel, error = %e, "a late decision");
+                }
+            }
+            Command::DecideIngress {
+                connection,
+                verdict,
+            } => {
+                if let Err(e) = self.endpoint.decide_ingress(connection, verdict) {
+                    tracing::debug!(?connection, error = %e, "a late decision");
+                }
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.endpoint.stats());
             }

@@ -36,6 +36,7 @@
 //! ```
 
 mod command;
+mod decisions;
 mod dial;
 mod driver;
 mod tunnel;
@@ -55,6 +56,7 @@ use veil_engine::{
     TunnelTarget,
 };
 
+pub use decisions::{DECISION_CHANNEL, Decision};
 pub use tunnel::{
     RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };
@@ -208,6 +210,7 @@ pub struct Node {
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<io::Result<EndpointStats>>>,
     audit: Option<mpsc::Receiver<veil_engine::AuditRecord>>,
+    decisions: Option<mpsc::Receiver<Decision>>,
 }
 
 /// Audit records waiting for the host's writer, at most (then dropped, counted).
@@ -220,10 +223,18 @@ impl Node {
     /// An edge listens on `bind`. A client sends from it (`0.0.0.0:0` or `[::]:0`: see
     /// [`client_bind_addr`]); its `local_addr` setting is replaced by the bound address,
     /// which the engine needs to create its connection.
-    pub fn start(
+    pub fn start(config: Config, bind: SocketAddr, options: Options) -> Result<Self, StartError> {
+        Self::start_with_policy(config, bind, options, veil_engine::DefaultPolicy)
+    }
+
+    /// [`start`](Self::start), with the edge's hooks (`veil_engine::Policy`): the engine
+    /// consults them for every connection and request. Questions a hook leaves to the host
+    /// (`Ask`) come out of [`decisions`](Self::decisions).
+    pub fn start_with_policy(
         mut config: Config,
         bind: SocketAddr,
         options: Options,
+        policy: impl veil_engine::Policy + 'static,
     ) -> Result<Self, StartError> {
         let udp =
             udp::UdpIo::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
@@ -232,7 +243,10 @@ impl Node {
             client.local_addr = Some(local_addr);
         }
         let audited = matches!(&config.role, RoleConfig::Edge(edge) if edge.audit);
-        let endpoint = Endpoint::new(config, Instant::now()).map_err(StartError::Config)?;
+        let endpoint = Endpoint::new(config, Instant::now())
+            .map_err(StartError::Config)?
+            .with_policy(policy);
+        let (decision_tx, decisions) = mpsc::channel(DECISION_CHANNEL);
         let (audit_tx, audit) = if audited {
             let (tx, rx) = mpsc::channel(AUDIT_CHANNEL);
             (Some(tx), Some(rx))
@@ -241,7 +255,15 @@ impl Node {
         };
         let fingerprint = endpoint.certificate_fingerprint();
         let (tx, rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(endpoint, udp, rx, tx.clone(), options, audit_tx);
+        let driver = Driver::new(
+            endpoint,
+            udp,
+            rx,
+            tx.clone(),
+            options,
+            audit_tx,
+            decision_tx,
+        );
         let task = tokio::spawn(driver.run());
         Ok(Self {
             local_addr,
@@ -249,6 +271,7 @@ impl Node {
             commands: tx,
             task: Some(task),
             audit,
+            decisions: Some(decisions),
         })
     }
 
@@ -260,6 +283,12 @@ impl Node {
     /// Edge: SHA-256 of the certificate it serves, for clients to pin.
     pub fn certificate_fingerprint(&self) -> Option<[u8; 32]> {
         self.fingerprint
+    }
+
+    /// Edge: the questions its hooks leave to the host, each with a one-shot answer
+    /// (once; `None` afterwards). Nobody taking them is the same as refusing them.
+    pub fn decisions(&mut self) -> Option<mpsc::Receiver<Decision>> {
+        self.decisions.take()
     }
 
     /// Edge with `EdgeConfig::audit`: the engine's audit records, one per finished tunnel,
