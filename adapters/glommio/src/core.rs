@@ -62,6 +62,8 @@ pub(crate) struct CoreSetup {
     pub(crate) published: Arc<Mutex<Vec<CoreStats>>>,
     /// Where its audit records go, when the edge keeps them.
     pub(crate) audit: Option<std::sync::mpsc::SyncSender<veil_engine::AuditRecord>>,
+    /// Makes the core's own hooks (one `Policy` per core: each engine owns its own).
+    pub(crate) policy: Option<crate::PolicyFactory>,
 }
 
 /// The mutable part of a core, borrowed by its tasks between awaits.
@@ -107,6 +109,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         options,
         published,
         audit,
+        policy,
     } = setup;
     let (senders, mut receivers) = mesh
         .join()
@@ -116,9 +119,12 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     let cores = u16::try_from(senders.nr_consumers()).map_err(io::Error::other)?;
     let layout = CidLayout::new(index, cores)
         .ok_or_else(|| io::Error::other("mesh index beyond the number of cores"))?;
-    let endpoint = Endpoint::new(config, Instant::now())
+    let mut endpoint = Endpoint::new(config, Instant::now())
         .map_err(io::Error::other)?
         .with_cid_layout(layout);
+    if let Some(make_policy) = &policy {
+        endpoint.set_boxed_policy(make_policy());
+    }
     let core = Rc::new(Core {
         state: RefCell::new(State {
             endpoint,
@@ -375,6 +381,26 @@ impl Core {
                         Refusal::Internal,
                     ),
                 }
+            }
+            // This host has no one to ask: a hook's question is answered no at once (hooks
+            // on a glommio edge answer themselves).
+            Event::TunnelDecision { tunnel, .. } => {
+                let refuse = veil_engine::TunnelVerdict::Refuse(Refusal::Internal);
+                let _ = self.state.borrow_mut().endpoint.decide_tunnel(
+                    tunnel,
+                    refuse,
+                    veil_engine::Tags::new(),
+                );
+            }
+            Event::IngressDecision { connection, .. } => {
+                //# RFC 9114 §8.1: "H3_INTERNAL_ERROR (0x0102): An internal error has
+                //# occurred in the HTTP stack."
+                let close = veil_engine::IngressVerdict::Close { error_code: 0x0102 };
+                let _ = self
+                    .state
+                    .borrow_mut()
+                    .endpoint
+                    .decide_ingress(connection, close);
             }
             // Bytes for a TCP tunnel's target, datagrams for a UDP tunnel's.
             Event::TunnelReadable { tunnel } | Event::TunnelDatagrams { tunnel } => {

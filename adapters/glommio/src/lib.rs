@@ -239,6 +239,10 @@ impl StatsHandle {
     }
 }
 
+/// Makes one core's hooks: each core's engine consults a `Policy` of its own (state shared
+/// between cores is the factory's to arrange, say behind an `Arc`).
+pub type PolicyFactory = Arc<dyn Fn() -> Box<dyn veil_engine::Policy> + Send + Sync>;
+
 /// How often each core publishes its counters for [`Edge::stats`]: a copy of a few hundred
 /// bytes under an uncontended lock, far from the data path.
 pub const STATS_PERIOD: Duration = Duration::from_millis(500);
@@ -260,6 +264,26 @@ impl Edge {
     /// A self-signed certificate (no `cert`/`key` in the configuration) is made once here,
     /// so that every core serves the same one.
     pub fn start(config: Config, listen: SocketAddr, options: Options) -> Result<Self, StartError> {
+        Self::start_inner(config, listen, options, None)
+    }
+
+    /// [`start`](Self::start), with the edge's hooks: `make_policy` makes one `Policy` per
+    /// core. A hook's question to the host (`Ask`) is answered no at once on this host.
+    pub fn start_with_policy(
+        config: Config,
+        listen: SocketAddr,
+        options: Options,
+        make_policy: PolicyFactory,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(config, listen, options, Some(make_policy))
+    }
+
+    fn start_inner(
+        config: Config,
+        listen: SocketAddr,
+        options: Options,
+        policy: Option<PolicyFactory>,
+    ) -> Result<Self, StartError> {
         let available = available_cores();
         let cores = options.cores;
         if cores == 0 || cores > available || u16::try_from(cores).is_err() {
@@ -305,6 +329,7 @@ impl Edge {
                 let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let published = publish_to.clone();
                 let audit = audit_tx.clone();
+                let policy = policy.clone();
                 async move {
                     let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
                     core::run(CoreSetup {
@@ -316,6 +341,7 @@ impl Edge {
                         options,
                         published,
                         audit,
+                        policy,
                     })
                     .await
                 }

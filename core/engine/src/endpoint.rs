@@ -745,6 +745,12 @@ impl Endpoint {
         self.policy = Box::new(policy);
     }
 
+    /// Edge: [`set_policy`](Self::set_policy) with a policy already boxed (one a factory
+    /// made).
+    pub fn set_boxed_policy(&mut self, policy: Box<dyn Policy>) {
+        self.policy = policy;
+    }
+
     /// Edge: the name of the token at `index` (a `ClientIdentity::token_index`), which logs
     /// and rules may show: never the secret.
     pub fn token_name(&self, index: usize) -> Option<&str> {
