@@ -214,7 +214,8 @@ typedef enum veil_close_reason {
   VEIL_CLOSE_CONNECTION_LOST = 3,
   // A reason this version of the ABI has no code for.
   VEIL_CLOSE_OTHER = 4,
-  // UDP tunnel: no datagram either way for the configured UDP idle timeout.
+  // No datagram (UDP tunnel) or no byte (TCP tunnel, reset) either way for the
+  // configured idle timeout.
   VEIL_CLOSE_IDLE_TIMEOUT = 5,
 } veil_close_reason;
 

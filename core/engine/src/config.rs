@@ -125,6 +125,15 @@ pub struct QuicConfig {
     /// Received UDP payloads each tunnel keeps for its host, at most; more are dropped and
     /// counted (`udp_dropped_queue_full`).
     pub udp_tunnel_queue_len: usize,
+    /// A TCP tunnel that moves no byte either way (as its host sends and reads) for this
+    /// long is reset (`H3_CONNECT_ERROR`) and reported closed (`CloseReason::IdleTimeout`).
+    /// `None` (`0` in the file): kept until its ends or its connection's. Keep-alive
+    /// traffic below the tunnel does not count: only the tunnel's own bytes do.
+    #[serde(
+        rename = "tcp_idle_timeout_ms",
+        deserialize_with = "optional_duration_ms"
+    )]
+    pub tcp_idle_timeout: Option<Duration>,
 }
 
 impl Default for QuicConfig {
@@ -148,6 +157,7 @@ impl Default for QuicConfig {
             datagram_queue_len: 1024,
             udp_idle_timeout: Duration::from_secs(120),
             udp_tunnel_queue_len: 256,
+            tcp_idle_timeout: None,
         }
     }
 }

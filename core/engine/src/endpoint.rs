@@ -23,6 +23,7 @@ mod drain;
 mod ends;
 mod fin;
 mod hooks;
+mod idle;
 mod inspect;
 mod paths;
 mod requests;
@@ -153,6 +154,8 @@ pub struct Endpoint {
     policy: Box<dyn Policy>,
     /// Edge: records of finished tunnels for the host (`EdgeConfig::audit`).
     audit: VecDeque<crate::AuditRecord>,
+    /// The idle deadlines of TCP tunnels (`QuicConfig::tcp_idle_timeout`).
+    idle: idle::IdleTimers,
 }
 
 enum RoleState {
@@ -274,6 +277,9 @@ struct Tunnel {
     trail: Option<Box<crate::audit::Trail>>,
     /// When it was asked for (the start of `EndpointStats::tunnel_setup`).
     created: Option<Instant>,
+    /// When its host last sent or read a byte (or it opened): its idle deadline's start.
+    /// `None` until it opens.
+    last_activity: Option<Instant>,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -403,6 +409,7 @@ impl Endpoint {
             unanswered: requests::Unanswered::default(),
             policy: Box::new(DefaultPolicy),
             audit: VecDeque::new(),
+            idle: idle::IdleTimers::new(quic.tcp_idle_timeout),
         })
     }
 
@@ -516,6 +523,7 @@ impl Endpoint {
         self.expire_pending(now);
         self.expire_requests(now);
         self.expire_idle_udp(now);
+        self.expire_idle_tcp(now);
         self.client_connect(now);
         self.advance_shutdown(now);
     }
@@ -599,6 +607,7 @@ impl Endpoint {
             .into_iter()
             .chain(client)
             .chain(self.udp.next_timer())
+            .chain(self.idle.first())
             .chain(self.unanswered.first())
             .chain(self.shutdown_deadline())
             .min()
@@ -798,6 +807,9 @@ impl Endpoint {
                     trail.bytes_to_client += taken as u64;
                 }
                 self.stats.tunnel_bytes_sent += taken as u64;
+                if taken > 0 {
+                    entry.last_activity = Some(self.clock);
+                }
                 self.queue_send(handle);
                 Ok(taken)
             }
@@ -893,6 +905,12 @@ impl Endpoint {
         let received = self.recv_bytes(tunnel, out);
         if let Ok(recv) = &received {
             self.stats.tunnel_bytes_received += recv.len as u64;
+            if recv.len > 0 {
+                let now = self.clock;
+                if let Some(entry) = self.tunnels.get_mut(&tunnel) {
+                    entry.last_activity = Some(now);
+                }
+            }
             if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
                 trail.bytes_from_client += recv.len as u64;
             }
@@ -1430,6 +1448,8 @@ impl Endpoint {
             Response::Informational => return,
             Response::Success => {
                 tunnel.state = TunnelState::Open;
+                tunnel.last_activity = Some(self.clock);
+                self.idle.watch(id, self.clock);
                 let is_udp = tunnel.udp.is_some();
                 self.events.push_back(Event::TunnelOpened { tunnel: id });
                 if let Some(created) = tunnel.created {
@@ -1583,6 +1603,8 @@ impl Endpoint {
             Ok(()) if tunnel.sniffed.is_some() => self.sniff_answered(handle, id),
             Ok(()) => {
                 tunnel.state = TunnelState::Open;
+                tunnel.last_activity = Some(self.clock);
+                self.idle.watch(id, self.clock);
                 let readable = tunnel.receiving == Receiving::Deferred;
                 if readable {
                     tunnel.receiving = Receiving::Open;
@@ -1994,6 +2016,7 @@ impl Tunnel {
             inspector: None,
             trail: None,
             created: None,
+            last_activity: None,
         }
     }
 

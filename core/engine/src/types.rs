@@ -340,8 +340,9 @@ pub enum CloseReason {
     },
     /// The QUIC connection carrying the tunnel closed.
     ConnectionLost,
-    /// A UDP tunnel carried no datagram either way for `QuicConfig::udp_idle_timeout`;
-    /// the engine finished its stream.
+    /// A UDP tunnel carried no datagram either way for `QuicConfig::udp_idle_timeout` (the
+    /// engine finished its stream), or a TCP tunnel no byte for
+    /// `QuicConfig::tcp_idle_timeout` (the engine reset it: close the TCP side with RST).
     IdleTimeout,
 }
 

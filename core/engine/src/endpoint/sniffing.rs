@@ -174,6 +174,8 @@ impl Endpoint {
             return;
         };
         tunnel.state = TunnelState::Open;
+        tunnel.last_activity = Some(self.clock);
+        self.idle.watch(id, self.clock);
         if let Some(trail) = tunnel.trail.as_mut() {
             trail.opened = Some(self.clock);
         }

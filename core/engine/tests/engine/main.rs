@@ -11,6 +11,7 @@ mod ends;
 mod fin;
 mod harness;
 mod hosts;
+mod idle;
 mod migration;
 mod policy;
 mod raw;
