@@ -909,6 +909,12 @@ impl Endpoint {
                 let now = self.clock;
                 if let Some(entry) = self.tunnels.get_mut(&tunnel) {
                     entry.last_activity = Some(now);
+                    // The first byte: its delay since the request, once.
+                    if let Some(created) = entry.created.take() {
+                        self.stats
+                            .tunnel_first_byte
+                            .record(now.saturating_duration_since(created));
+                    }
                 }
             }
             if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {

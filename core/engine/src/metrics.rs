@@ -59,6 +59,7 @@ impl EndpointStats {
             tunnel_bytes_received,
             tunnel_bytes_sent,
             tunnel_setup,
+            tunnel_first_byte,
             refusals,
         } = other;
         self.connections += connections;
@@ -85,8 +86,36 @@ impl EndpointStats {
         self.tunnel_bytes_received += tunnel_bytes_received;
         self.tunnel_bytes_sent += tunnel_bytes_sent;
         self.tunnel_setup.merge(tunnel_setup);
+        self.tunnel_first_byte.merge(tunnel_first_byte);
         self.refusals.merge(refusals);
     }
+}
+
+/// Writes one duration histogram, its bucket bounds in seconds.
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    histogram: &crate::types::DurationHistogram,
+) -> Result<(), fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    let buckets: Vec<(f64, u64)> = crate::types::DURATION_BUCKETS_MS
+        .iter()
+        .map(|&ms| std::time::Duration::from_millis(ms).as_secs_f64())
+        .chain([f64::INFINITY])
+        .zip(histogram.counts)
+        .collect();
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        std::time::Duration::from_micros(histogram.sum_micros).as_secs_f64(),
+        histogram.count(),
+        &buckets,
+        None,
+    )
 }
 
 /// One scrape's counters.
@@ -226,24 +255,20 @@ impl Collector for Snapshot {
             }
         }
         let s = &self.0;
-        let mut setup = encoder.encode_descriptor(
-            "tunnel_setup_seconds",
-            "How long tunnels took to open (edge: request to the host's accept; client: open to the edge's 2xx).",
-            None,
-            prometheus_client::metrics::MetricType::Histogram,
-        )?;
-        let buckets: Vec<(f64, u64)> = crate::types::DURATION_BUCKETS_MS
-            .iter()
-            .map(|&ms| std::time::Duration::from_millis(ms).as_secs_f64())
-            .chain([f64::INFINITY])
-            .zip(s.tunnel_setup.counts)
-            .collect();
-        setup.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            std::time::Duration::from_micros(s.tunnel_setup.sum_micros).as_secs_f64(),
-            s.tunnel_setup.count(),
-            &buckets,
-            None,
-        )?;
+        for (name, help, histogram) in [
+            (
+                "tunnel_setup_seconds",
+                "How long tunnels took to open (edge: request to the host's accept; client: open to the edge's 2xx).",
+                &s.tunnel_setup,
+            ),
+            (
+                "tunnel_first_byte_seconds",
+                "How long after it was asked for a tunnel's first byte reached its host.",
+                &s.tunnel_first_byte,
+            ),
+        ] {
+            encode_histogram(&mut encoder, name, help, histogram)?;
+        }
         let mut refusals = encoder.encode_descriptor(
             "refusals",
             "Edge: requests refused, by the Proxy-Status error type the client was given.",

@@ -519,6 +519,9 @@ pub struct EndpointStats {
     /// How long tunnels took to open: an edge's from the request to the host's accept
     /// (resolving and dialling), a client's from `open_tunnel` to the edge's 2xx.
     pub tunnel_setup: DurationHistogram,
+    /// How long after it was asked for a tunnel's first byte reached its host (an edge:
+    /// the client's first bytes; a client: the target's first answer).
+    pub tunnel_first_byte: DurationHistogram,
     /// Edge: requests refused, by the Proxy-Status error type the client was given (also
     /// counted in `tunnels_refused`).
     pub refusals: RefusalCounts,

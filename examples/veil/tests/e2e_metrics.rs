@@ -150,6 +150,10 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
     ensure!(moved("veil_tunnels_opened_total")? >= 4.0, "{after}");
     ensure!(moved("veil_tunnel_setup_seconds_count")? >= 4.0, "{after}");
     ensure!(
+        moved("veil_tunnel_first_byte_seconds_count")? >= 4.0,
+        "{after}"
+    );
+    ensure!(
         sample(&after, "veil_tunnels_opened_total")? >= 3.0,
         "{after}"
     );
