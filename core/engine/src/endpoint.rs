@@ -1027,9 +1027,19 @@ impl Endpoint {
 
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
+        // Packet counts: those of connections gone (kept as they end), and of those open.
+        let (sent, lost) = self
+            .conns
+            .values()
+            .fold((0u64, 0u64), |(sent, lost), conn| {
+                let stats = conn.quic.stats();
+                (sent + stats.sent as u64, lost + stats.lost as u64)
+            });
         EndpointStats {
             connections: self.conns.len(),
             tunnels: self.tunnels.len(),
+            quic_packets_sent: self.stats.quic_packets_sent + sent,
+            quic_packets_lost: self.stats.quic_packets_lost + lost,
             ..self.stats
         }
     }
@@ -1854,6 +1864,13 @@ impl Endpoint {
             return false;
         };
         self.forget_timer(handle, conn.timer);
+        // What the connection counted, kept past its end (see `stats`).
+        let quic = conn.quic.stats();
+        self.stats.quic_packets_sent += quic.sent as u64;
+        self.stats.quic_packets_lost += quic.lost as u64;
+        if let Some(path) = conn.quic.path_stats().next() {
+            self.stats.quic_rtt.record(path.rtt);
+        }
         if let Ingress::Asked { deadline } = conn.ingress {
             self.unanswered
                 .remove(deadline, requests::Question::Ingress(handle));

@@ -61,6 +61,9 @@ impl EndpointStats {
             tunnel_setup,
             tunnel_first_byte,
             refusals,
+            quic_packets_sent,
+            quic_packets_lost,
+            quic_rtt,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -88,6 +91,9 @@ impl EndpointStats {
         self.tunnel_setup.merge(tunnel_setup);
         self.tunnel_first_byte.merge(tunnel_first_byte);
         self.refusals.merge(refusals);
+        self.quic_packets_sent += quic_packets_sent;
+        self.quic_packets_lost += quic_packets_lost;
+        self.quic_rtt.merge(quic_rtt);
     }
 }
 
@@ -132,7 +138,9 @@ enum Sample {
 impl Snapshot {
     /// Every unlabelled metric: name (after the `veil_` prefix, before `_total`), help,
     /// value. One table, so that a counter cannot be forgotten in one place.
-    fn table(&self) -> [(&'static str, &'static str, Sample); 18] {
+    // A table, one row per metric: its length is the number of metrics, not logic.
+    #[allow(clippy::too_many_lines)]
+    fn table(&self) -> [(&'static str, &'static str, Sample); 20] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -222,6 +230,16 @@ impl Snapshot {
                 Counter(s.tunnel_bytes_sent),
             ),
             (
+                "quic_packets_sent",
+                "QUIC packets sent, on every connection.",
+                Counter(s.quic_packets_sent),
+            ),
+            (
+                "quic_packets_lost",
+                "QUIC packets declared lost, on every connection.",
+                Counter(s.quic_packets_lost),
+            ),
+            (
                 "audit_records_dropped",
                 "Audit records dropped because the host did not take them in time.",
                 Counter(s.audit_dropped),
@@ -265,6 +283,11 @@ impl Collector for Snapshot {
                 "tunnel_first_byte_seconds",
                 "How long after it was asked for a tunnel's first byte reached its host.",
                 &s.tunnel_first_byte,
+            ),
+            (
+                "quic_rtt_seconds",
+                "Smoothed round-trip times of QUIC connections, taken when they end.",
+                &s.quic_rtt,
             ),
         ] {
             encode_histogram(&mut encoder, name, help, histogram)?;

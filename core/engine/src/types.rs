@@ -525,6 +525,12 @@ pub struct EndpointStats {
     /// Edge: requests refused, by the Proxy-Status error type the client was given (also
     /// counted in `tunnels_refused`).
     pub refusals: RefusalCounts,
+    /// QUIC packets sent, on every connection (those gone and those open).
+    pub quic_packets_sent: u64,
+    /// QUIC packets declared lost, on every connection.
+    pub quic_packets_lost: u64,
+    /// Smoothed round-trip times of connections, taken when they end.
+    pub quic_rtt: DurationHistogram,
 }
 
 /// The Proxy-Status error types an edge refuses with, in the order of

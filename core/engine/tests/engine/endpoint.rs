@@ -251,4 +251,9 @@ fn close_drains_both_sides_and_ends_their_tunnels() {
         "{lost:?}"
     );
     assert_eq!(net.edge.stats().connections_lost, 1);
+    // What the connection counted outlives it: its packets, and its round-trip time.
+    let stats = net.edge.stats();
+    assert_eq!(stats.quic_rtt.count(), 1);
+    assert!(stats.quic_packets_sent > 0);
+    assert_eq!(net.client.stats().quic_rtt.count(), 1);
 }
