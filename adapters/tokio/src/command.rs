@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use veil_engine::{Egress, Refusal, TunnelId, TunnelTarget};
+use veil_engine::{Refusal, TunnelId, TunnelTarget};
 
 use crate::OpenFailure;
 use crate::tunnel::Tunnel;
@@ -35,7 +35,7 @@ pub(crate) enum Command {
     ChooseEgress {
         tunnel: TunnelId,
         addrs: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<Egress, Refusal>>,
+        reply: oneshot::Sender<Result<veil_engine::EgressPlan, Refusal>>,
     },
     /// Edge: a dial for a tunnel request ended.
     Dialed {

@@ -1,14 +1,16 @@
 //! Edge: from a tunnel request to a connected TCP stream — resolve once, let the engine
-//! choose the address and the local address to dial from (`Endpoint::egress_for`: rules,
-//! egress policy, the egress hook), and dial exactly that; the engine also says what a
-//! failure becomes (`Refusal::from_io_error`).
+//! choose the addresses and the local address to dial from (`Endpoint::egress_plan`: rules,
+//! egress policy, the egress hook, Happy Eyeballs' order), and race exactly those, each
+//! attempt started the plan's delay after the one before (or when it fails); the engine
+//! also says what a failure becomes (`Refusal::from_io_error`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use veil_engine::{Egress, Host, Refusal, TunnelId, TunnelTarget};
+use tokio::task::JoinSet;
+use veil_engine::{Egress, EgressPlan, Host, Refusal, TunnelId, TunnelTarget};
 
 use crate::command::Command;
 
@@ -20,8 +22,8 @@ pub(crate) async fn dial(
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let egress = allowed_address(tunnel, target, commands, timeout).await?;
-    let stream = match tokio::time::timeout(timeout, connect(egress)).await {
+    let plan = allowed_address(tunnel, target, commands, timeout).await?;
+    let stream = match tokio::time::timeout(timeout, race(plan)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
         Ok(Ok(stream)) => stream,
@@ -29,6 +31,40 @@ pub(crate) async fn dial(
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Happy Eyeballs (RFC 8305) over the engine's plan: the first attempt alone for the
+/// plan's delay, then the next, and so on (an attempt that fails starts the next at once);
+/// the first connection wins and the others are dropped. The last error when all fail.
+async fn race(plan: EgressPlan) -> std::io::Result<TcpStream> {
+    let mut pending = plan.attempts.into_iter();
+    let mut running = JoinSet::new();
+    let mut last_error = None;
+    loop {
+        if let Some(egress) = pending.next() {
+            running.spawn(connect(egress));
+        }
+        let more = pending.len() > 0;
+        let finished = if more {
+            tokio::select! {
+                finished = running.join_next() => finished,
+                () = tokio::time::sleep(plan.attempt_delay) => continue,
+            }
+        } else {
+            running.join_next().await
+        };
+        match finished {
+            Some(Ok(Ok(stream))) => return Ok(stream),
+            Some(Ok(Err(e))) => last_error = Some(e),
+            Some(Err(e)) => last_error = Some(std::io::Error::other(e)),
+            None if more => {}
+            None => {
+                return Err(last_error.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address to dial")
+                }));
+            }
+        }
+    }
 }
 
 /// A TCP connection to `egress.to`, from `egress.from` when the engine named one.
@@ -46,14 +82,14 @@ async fn connect(egress: Egress) -> std::io::Result<TcpStream> {
 }
 
 /// Resolves `target` (within `timeout`) and asks the driver where the engine lets
-/// `tunnel` go. The caller uses exactly this address, so that no second lookup can swap
+/// `tunnel` go. The caller uses exactly these addresses, so that no second lookup can swap
 /// in one that was not checked.
 pub(crate) async fn allowed_address(
     tunnel: TunnelId,
     target: &TunnelTarget,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
-) -> Result<Egress, Refusal> {
+) -> Result<EgressPlan, Refusal> {
     let addrs = resolve(target, timeout).await?;
     let (reply, chosen) = oneshot::channel();
     commands
@@ -119,5 +155,90 @@ mod tests {
         drop(listener);
         let error = TcpStream::connect(addr).await.expect_err("nothing listens");
         assert_eq!(Refusal::from_io_error(&error), Refusal::ConnectionRefused);
+    }
+
+    fn plan(to: &[SocketAddr], attempt_delay: Duration) -> EgressPlan {
+        EgressPlan {
+            attempts: to.iter().map(|&to| Egress { to, from: None }).collect(),
+            attempt_delay,
+        }
+    }
+
+    /// A listener whose accept queue is full: connecting to it hangs (the kernel drops
+    /// the SYN), as a blackholed address does. Returns it with the connections that fill it.
+    async fn blackhole() -> (tokio::net::TcpListener, Vec<tokio::task::JoinHandle<()>>) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("address");
+        let fillers = (0..3)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let _ = TcpStream::connect(addr).await.map(std::mem::forget);
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (listener, fillers)
+    }
+
+    #[tokio::test]
+    async fn a_hanging_first_attempt_loses_to_the_next_after_the_delay() {
+        let (stuck, fillers) = blackhole().await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addrs = [
+            stuck.local_addr().expect("address"),
+            good.local_addr().expect("address"),
+        ];
+        let alone = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addrs[0]));
+        assert!(alone.await.is_err(), "the blackhole hangs a lone attempt");
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            race(plan(&addrs, Duration::from_millis(100))),
+        )
+        .await
+        .expect("the second attempt connects long before the first gives up")
+        .expect("connected");
+        assert_eq!(stream.peer_addr().expect("peer"), addrs[1]);
+        fillers.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_starts_the_next_at_once() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed_addr = closed.local_addr().expect("address");
+        drop(closed);
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addrs = [closed_addr, good.local_addr().expect("address")];
+        // A delay far longer than the test's bound: only the failure can start attempt 2.
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            race(plan(&addrs, Duration::from_secs(600))),
+        )
+        .await
+        .expect("the refusal of the first attempt starts the second")
+        .expect("connected");
+        assert_eq!(stream.peer_addr().expect("peer"), addrs[1]);
+    }
+
+    #[tokio::test]
+    async fn when_every_attempt_fails_the_last_error_is_the_answer() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("address");
+        drop(closed);
+        let error = race(plan(&[addr, addr], Duration::from_secs(600)))
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(Refusal::from_io_error(&error), Refusal::ConnectionRefused);
+        let error = race(plan(&[], Duration::from_secs(600)))
+            .await
+            .expect_err("no address");
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
     }
 }

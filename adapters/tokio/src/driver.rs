@@ -414,6 +414,9 @@ impl Driver {
             Ok(stream) => stream,
             Err(refusal) => return self.refuse(tunnel, refusal),
         };
+        if let Ok(peer) = stream.peer_addr() {
+            self.endpoint.egress_connected(tunnel, peer);
+        }
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
             // The client gave up (reset the stream) while we dialled.
             tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");
@@ -526,7 +529,7 @@ impl Driver {
                 addrs,
                 reply,
             } => {
-                let _ = reply.send(self.endpoint.egress_for(tunnel, &addrs));
+                let _ = reply.send(self.endpoint.egress_plan(tunnel, &addrs));
             }
             Command::Dialed { tunnel, result } => self.on_dialed(tunnel, result),
             Command::OpenUdp { target, reply } => self.on_open_udp(&target, reply),

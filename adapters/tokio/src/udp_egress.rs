@@ -40,7 +40,9 @@ pub(crate) async fn connect(
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<Egress, Refusal> {
-    let chosen = dial::allowed_address(tunnel, target, commands, timeout).await?;
+    // A UDP socket has no handshake to race: the engine's first choice.
+    let plan = dial::allowed_address(tunnel, target, commands, timeout).await?;
+    let chosen = *plan.attempts.first().ok_or(Refusal::Internal)?;
     let addr = chosen.to;
     connected_socket(addr, chosen.from)
         .and_then(UdpIo::from_std)

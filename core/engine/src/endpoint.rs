@@ -32,6 +32,7 @@ mod sniffing;
 mod timers;
 mod udp;
 
+pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use shutdown::ShutdownPlan;
 
 use std::collections::{HashMap, VecDeque};

@@ -82,7 +82,7 @@ pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Token, Verify, format_fingerprint, parse_fingerprint,
 };
-pub use endpoint::{Endpoint, ShutdownPlan};
+pub use endpoint::{CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
     DefaultPolicy, Egress, EgressQuery, EgressVerdict, HttpRequestQuery, HttpVerdict, IngressQuery,

@@ -22,6 +22,21 @@ use crate::types::{
     ClientIdentity, ConnectionHandle, Event, Host, Refusal, TunnelId, TunnelKind, TunnelTarget,
 };
 
+/// How long a Happy Eyeballs attempt runs alone before the next one starts.
+//# RFC 8305 §5: "A simple implementation can have a fixed delay for how long to wait
+//# before starting the next connection attempt. [...] The recommended value for a default
+//# delay is 250 milliseconds."
+pub const CONNECTION_ATTEMPT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Where a TCP tunnel dials, in order ([`Endpoint::egress_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPlan {
+    /// The attempts, first the engine's choice.
+    pub attempts: Vec<Egress>,
+    /// How long each attempt runs alone before the next one starts.
+    pub attempt_delay: std::time::Duration,
+}
+
 /// What the edge keeps of a request while its tunnel lives: what the hooks and rules
 /// look at after the request head is gone.
 #[derive(Debug, Clone)]
@@ -180,6 +195,50 @@ impl Endpoint {
         self.conns
             .get(&connection.0)
             .and_then(|conn| conn.certificate_identity.as_deref())
+    }
+
+    /// Edge: [`egress_for`](Self::egress_for) as a Happy Eyeballs plan (RFC 8305): the
+    /// chosen address first, then the other addresses the edge permits, families
+    /// interleaved, each attempt started [`CONNECTION_ATTEMPT_DELAY`] after the one before
+    /// (or at once when it fails); the first connection that succeeds wins. A chosen
+    /// source address (the egress hook's) keeps the plan to its one address.
+    pub fn egress_plan(
+        &mut self,
+        tunnel: TunnelId,
+        candidates: &[SocketAddr],
+    ) -> Result<EgressPlan, Refusal> {
+        let first = self.egress_for(tunnel, candidates)?;
+        let mut attempts = vec![first];
+        if first.from.is_none() {
+            if let (RoleState::Edge(edge), Some(request)) = (
+                &self.role,
+                self.tunnels
+                    .get(&tunnel)
+                    .and_then(|entry| entry.request.as_deref()),
+            ) {
+                let others = candidates
+                    .iter()
+                    .copied()
+                    .filter(|addr| *addr != first.to && edge.permits(request, addr.ip()));
+                attempts.extend(
+                    interleave_families(first.to, others)
+                        .into_iter()
+                        .map(|to| Egress { to, from: None }),
+                );
+            }
+        }
+        Ok(EgressPlan {
+            attempts,
+            attempt_delay: CONNECTION_ATTEMPT_DELAY,
+        })
+    }
+
+    /// Edge: the host connected `tunnel` to `to` (the attempt of its plan that won), for
+    /// the audit record's `dialed`.
+    pub fn egress_connected(&mut self, tunnel: TunnelId, to: SocketAddr) {
+        if let Some(trail) = self.tunnels.get_mut(&tunnel).and_then(|t| t.trail.as_mut()) {
+            trail.dialed = Some(to);
+        }
     }
 
     /// Edge: the labels the tunnel hook put on a tunnel (empty for none, and on a client).
@@ -426,5 +485,68 @@ impl super::Edge {
             identity,
             request.sni.as_deref(),
         )
+    }
+}
+
+/// The addresses after `first`, in their order within each family, families alternating
+/// and starting with the family `first` is not of.
+//# RFC 8305 §4: "the client SHOULD modify the ordered list to interleave address
+//# families. Whichever address family is first in the list should be followed by an
+//# address of the other address family"
+fn interleave_families(
+    first: SocketAddr,
+    others: impl Iterator<Item = SocketAddr>,
+) -> Vec<SocketAddr> {
+    let (same, other): (Vec<_>, Vec<_>) =
+        others.partition(|addr| addr.is_ipv6() == first.is_ipv6());
+    let (mut same, mut other) = (same.into_iter(), other.into_iter());
+    let mut out = Vec::with_capacity(same.len() + other.len());
+    loop {
+        match (other.next(), same.next()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleave_families;
+    use std::net::SocketAddr;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn families_alternate_after_the_first_choice() {
+        let first: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let others = addrs(&[
+            "[2001:db8::2]:443",
+            "[2001:db8::3]:443",
+            "192.0.2.1:443",
+            "192.0.2.2:443",
+            "192.0.2.3:443",
+        ]);
+        assert_eq!(
+            interleave_families(first, others.into_iter()),
+            addrs(&[
+                "192.0.2.1:443",
+                "[2001:db8::2]:443",
+                "192.0.2.2:443",
+                "[2001:db8::3]:443",
+                "192.0.2.3:443",
+            ])
+        );
+    }
+
+    #[test]
+    fn one_family_keeps_its_order() {
+        let first: SocketAddr = "192.0.2.9:80".parse().unwrap();
+        let others = addrs(&["192.0.2.1:80", "192.0.2.2:80"]);
+        assert_eq!(
+            interleave_families(first, others.clone().into_iter()),
+            others
+        );
     }
 }

@@ -390,6 +390,52 @@ fn the_egress_hook_chooses_among_the_permitted_addresses_and_can_refuse() {
     }
 }
 
+/// Happy Eyeballs (RFC 8305): the plan is the engine's first choice, then every other
+/// permitted address, families alternating; forbidden addresses never enter it, and a
+/// hook's chosen source address keeps the plan to that one attempt.
+#[test]
+fn the_egress_plan_races_permitted_addresses_families_interleaved() {
+    let addr = |text: &str| -> SocketAddr { text.parse().expect("address") };
+    let resolved = [
+        addr("[2606:4700::1111]:443"),
+        addr("[::1]:443"),
+        addr("[2620:fe::fe]:443"),
+        addr("8.8.8.8:443"),
+        addr("10.0.0.1:443"),
+        addr("9.9.9.9:443"),
+    ];
+    for (policy, expect) in [
+        (
+            false,
+            vec![
+                addr("[2606:4700::1111]:443"),
+                addr("8.8.8.8:443"),
+                addr("[2620:fe::fe]:443"),
+                addr("9.9.9.9:443"),
+            ],
+        ),
+        (true, vec![addr("9.9.9.9:443")]),
+    ] {
+        let mut edge = crate::edge(&[]);
+        if policy {
+            edge.set_policy(LastAddress);
+        }
+        let mut raw = RawClient::new(false);
+        let mut plan = None;
+        let mut host = |endpoint: &mut Endpoint, event: Event| {
+            if let Event::TunnelRequest { tunnel, .. } = event {
+                plan = Some(endpoint.egress_plan(tunnel, &resolved).expect("plan"));
+                endpoint.accept_tunnel(tunnel).expect("accept");
+            }
+        };
+        let _ = raw.send_request(&mut edge, &mut host, &refs(&connect("resolved.test:443")));
+        let plan = plan.expect("a tunnel request");
+        let attempts: Vec<SocketAddr> = plan.attempts.iter().map(|e| e.to).collect();
+        assert_eq!(attempts, expect, "policy {policy}");
+        assert_eq!(plan.attempt_delay, veil_engine::CONNECTION_ATTEMPT_DELAY);
+    }
+}
+
 #[test]
 fn tags_are_bounded_and_safe_for_logs() {
     let mut tags = Tags::new();
