@@ -734,7 +734,9 @@ enum veil_result veil_config_allow_egress(struct veil_config *config, const char
 enum veil_result veil_config_set_max_connections(struct veil_config *config, size_t max);
 
 // Edge: the kinds of tunnel this host serves, as a mask of `1 << veil_tunnel_kind`
-// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`, the default). The engine answers
+// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`; by default every kind, CONNECT-IP
+// included, which stays unserved (501) as long as no IP pool is configured, and the C
+// ABI configures none yet). The engine answers
 // requests of other kinds itself (501) and never reports them. A mask with bits for kinds
 // this library does not know is refused.
 //

@@ -513,7 +513,9 @@ pub unsafe extern "C" fn veil_config_set_max_connections(
 }
 
 /// Edge: the kinds of tunnel this host serves, as a mask of `1 << veil_tunnel_kind`
-/// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`, the default). The engine answers
+/// (`1 << VEIL_TUNNEL_STREAM | 1 << VEIL_TUNNEL_UDP`; by default every kind, CONNECT-IP
+/// included, which stays unserved (501) as long as no IP pool is configured, and the C
+/// ABI configures none yet). The engine answers
 /// requests of other kinds itself (501) and never reports them. A mask with bits for kinds
 /// this library does not know is refused.
 ///
@@ -1137,17 +1139,14 @@ mod tests {
             assert_eq!(veil_config_set_tunnel_kinds(edge, 0), VEIL_OK);
             assert_eq!(serves(edge), TunnelKinds::NONE);
             assert_eq!(veil_config_set_tunnel_kinds(edge, stream | udp), VEIL_OK);
-            assert_eq!(serves(edge), TunnelKinds::ALL);
+            let both = TunnelKinds::only(TunnelKind::Stream).with(TunnelKind::Udp);
+            assert_eq!(serves(edge), both);
             assert_eq!(
                 veil_config_set_tunnel_kinds(edge, stream | 1 << 7),
                 VEIL_ERR_INVALID_ARGUMENT
             );
             assert!(last_error(edge).contains("unknown kinds"));
-            assert_eq!(
-                serves(edge),
-                TunnelKinds::ALL,
-                "a refused mask changes nothing"
-            );
+            assert_eq!(serves(edge), both, "a refused mask changes nothing");
             assert_eq!(
                 veil_config_set_request_timeout(edge, 0),
                 VEIL_ERR_INVALID_ARGUMENT

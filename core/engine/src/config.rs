@@ -233,6 +233,11 @@ pub struct EdgeConfig {
     pub client_ca: Option<Pem>,
     /// Keep a record of every finished tunnel for `Endpoint::poll_audit` (an audit log).
     pub audit: bool,
+    /// CONNECT-IP (RFC 9484) address pools, CIDR prefixes (`10.89.0.0/24`,
+    /// `fd00:89::/64`): each IP tunnel gets one unused address of each family. Each
+    /// prefix's first address is the edge's own (the source of the ICMP errors it sends).
+    /// Empty: CONNECT-IP requests are answered 501.
+    pub ip_pools: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -251,6 +256,7 @@ impl Default for EdgeConfig {
             rules: Vec::new(),
             client_ca: None,
             audit: false,
+            ip_pools: Vec::new(),
         }
     }
 }

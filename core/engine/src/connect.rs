@@ -84,6 +84,8 @@ pub(crate) struct Accepted {
     pub(crate) target: TunnelTarget,
     pub(crate) token_index: Option<usize>,
     pub(crate) kind: TunnelKind,
+    /// CONNECT-IP: the scope its `:path` asked for.
+    pub(crate) ip_scope: Option<Box<veil_proto::masque::ip::Scope>>,
 }
 
 /// Checks a request head the edge received, in the order `docs/ARCHITECTURE.md` gives:
@@ -111,6 +113,9 @@ pub(crate) fn check_request(
         Some(protocol) if protocol == udp::request::PROTOCOL.as_bytes() => {
             udp::request::check(&fields, tokens, udp_template)
         }
+        Some(protocol) if protocol == crate::ip::request::PROTOCOL.as_bytes() => {
+            crate::ip::request::check(&fields, tokens, &veil_proto::masque::ip::Template::DEFAULT)
+        }
         // Extended CONNECT for a protocol veil does not serve (CONNECT-IP, WebSocket, …).
         Some(_) => Err(ErrorResponse::plain(501)),
     }
@@ -129,6 +134,7 @@ fn check_connect(fields: &RequestFields<'_>, tokens: &[Token]) -> Result<Accepte
         target,
         token_index,
         kind: TunnelKind::Stream,
+        ip_scope: None,
     })
 }
 
@@ -234,7 +240,9 @@ pub(crate) fn checked_request(
     udp_template: &PathTemplate<'_>,
 ) -> Result<Accepted, ErrorResponse> {
     let accepted = check_request(headers, tokens, udp_template)?;
-    if let Host::Ip(ip) = accepted.target.host {
+    // An IP tunnel's packets are judged one by one, not its scope.
+    if let (Host::Ip(ip), false) = (&accepted.target.host, accepted.kind == TunnelKind::Ip) {
+        let ip = *ip;
         egress
             .check(ip)
             .map_err(|_| ErrorResponse::from_refusal(Refusal::Prohibited))?;
@@ -504,12 +512,22 @@ mod tests {
         assert_eq!(status(check(&get)), 405);
         let extended = head(&[
             (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":authority", "example.com:443"),
+            (":path", "/chat"),
+        ]);
+        assert_eq!(status(check(&extended)), 501, "a protocol veil does not serve");
+        let ip = head(&[
+            (":method", "CONNECT"),
             (":protocol", "connect-ip"),
             (":scheme", "https"),
             (":authority", "example.com:443"),
             (":path", "/.well-known/masque/ip/*/*/"),
         ]);
-        assert_eq!(status(check(&extended)), 501);
+        let accepted = check(&ip).expect("a CONNECT-IP request");
+        assert_eq!(accepted.kind, TunnelKind::Ip);
+        assert_eq!(accepted.ip_scope.as_deref(), Some(&veil_proto::masque::ip::Scope::ANY));
     }
 
     #[test]

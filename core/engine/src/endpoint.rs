@@ -25,6 +25,7 @@ mod fin;
 mod hooks;
 mod idle;
 mod inspect;
+mod ip;
 mod paths;
 mod requests;
 mod shutdown;
@@ -33,6 +34,7 @@ mod timers;
 mod udp;
 
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
+pub use ip::IpDelivery;
 pub use shutdown::ShutdownPlan;
 
 use std::collections::{HashMap, VecDeque};
@@ -121,6 +123,8 @@ pub struct Endpoint {
     /// Names this endpoint's core in the IDs it issues (see [`CidLayout`]).
     pub(crate) cid_layout: Option<CidLayout>,
     tunnels: HashMap<TunnelId, Tunnel>,
+    /// CONNECT-IP: the pace of the ICMP errors the edge sends.
+    icmp_limiter: crate::ip::forward::IcmpLimiter,
     events: VecDeque<Event>,
     /// Connections that may have packets to send, each at most once.
     send_queue: VecDeque<u64>,
@@ -175,6 +179,8 @@ struct Edge {
     audit: bool,
     /// Boxed: compiled rules are large, and the role enum should not be.
     rules: Box<crate::rules::EdgeRules>,
+    /// CONNECT-IP: the addresses clients get (`EdgeConfig::ip_pools`).
+    ip_pool: crate::ip::pool::AddressPool,
 }
 
 struct Client {
@@ -264,8 +270,10 @@ struct Tunnel {
     sending: Sending,
     /// The peer's direction: its bytes to the host.
     receiving: Receiving,
-    /// A UDP tunnel's datagram state; `None` for a TCP tunnel.
+    /// A UDP or IP tunnel's datagram state; `None` for a TCP tunnel.
     udp: Option<Box<UdpFlow>>,
+    /// An IP tunnel's addresses and routes (with `udp` carrying its packets).
+    ip: Option<Box<ip::IpTunnel>>,
     /// Edge: the request it answers (target, client, tags).
     request: Option<Box<hooks::EdgeRequest>>,
     /// Edge: the engine answered 200 itself to read the first bytes for their server name
@@ -402,6 +410,9 @@ impl Endpoint {
             draining: false,
             fingerprint,
             scratch: vec![0; 4096],
+            // Linux's defaults for the ICMP errors a host sends (`icmp_msgs_per_sec`,
+            // `icmp_msgs_burst`).
+            icmp_limiter: crate::ip::forward::IcmpLimiter::new(1000, 50),
             unprocessed: Vec::new(),
             received_at: None,
             udp: udp::UdpSettings::new(&quic, udp_template)?,
@@ -1039,6 +1050,10 @@ impl Endpoint {
         EndpointStats {
             connections: self.conns.len(),
             tunnels: self.tunnels.len(),
+            ip_addresses_assigned: match &self.role {
+                RoleState::Edge(edge) => edge.ip_pool.in_use(),
+                RoleState::Client(_) => 0,
+            },
             quic_packets_sent: self.stats.quic_packets_sent + sent,
             quic_packets_lost: self.stats.quic_packets_lost + lost,
             ..self.stats
@@ -1396,7 +1411,11 @@ impl Endpoint {
         conn.largest_request = conn.largest_request.max(Some(stream));
         let template = self.udp.template();
         match connect::check_request(headers, &edge.tokens, &template) {
-            Ok(accepted) if !edge.serves.contains(accepted.kind) => {
+            Ok(accepted)
+                if !edge.serves.contains(accepted.kind)
+                    || (accepted.kind == crate::types::TunnelKind::Ip
+                        && edge.ip_pool.is_empty()) =>
+            {
                 tracing::debug!(kind = ?accepted.kind, "a kind of tunnel the host does not serve");
                 self.stats.refused(ErrorResponse::NOT_SERVED.proxy_error);
                 send_error_response(conn, stream, ErrorResponse::NOT_SERVED);
@@ -1404,6 +1423,7 @@ impl Endpoint {
             Ok(accepted) => {
                 let request = hooks::EdgeRequest {
                     kind: accepted.kind,
+                    ip_scope: accepted.ip_scope,
                     target: accepted.target,
                     client: ClientIdentity {
                         peer: conn.peer,
@@ -1633,7 +1653,11 @@ impl Endpoint {
                     tunnel.sending = Sending::Open { blocked: false };
                 }
                 if tunnel.udp.is_some() {
+                    let is_ip = tunnel.ip.is_some();
                     self.udp_opened(handle, id);
+                    if is_ip {
+                        self.ip_opened(handle, id);
+                    }
                     if readable {
                         self.read_capsules(handle, id);
                     }
@@ -1754,6 +1778,10 @@ impl Endpoint {
             let headers = match tunnel.udp.as_deref() {
                 None => connect::request_headers(target, client.token.as_ref()),
                 Some(flow) => udp_request::request_headers(
+                    match flow.carries {
+                        crate::udp::flow::Carries::Udp => udp_request::PROTOCOL,
+                        crate::udp::flow::Carries::Ip => crate::ip::request::PROTOCOL,
+                    },
                     &udp_request::proxy_authority(&client.server_name, client.edge_addr.port()),
                     &flow.path,
                     client.token.as_ref(),
@@ -1831,6 +1859,9 @@ impl Endpoint {
     fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
         let tunnel = self.tunnels.remove(&id)?;
         self.audit_tunnel(id, &tunnel);
+        if let (Some(_), RoleState::Edge(edge)) = (&tunnel.ip, &mut self.role) {
+            edge.ip_pool.release(id);
+        }
         if let Some(deadline) = tunnel.question_deadline() {
             self.unanswered
                 .remove(deadline, requests::Question::Tunnel(id));
@@ -1967,6 +1998,17 @@ impl Edge {
                     })
                     .collect::<Result<_, _>>()?,
             ),
+            ip_pool: crate::ip::pool::AddressPool::new(
+                &config
+                    .ip_pools
+                    .iter()
+                    .map(|prefix| {
+                        prefix
+                            .parse::<IpNet>()
+                            .map_err(|_| ConfigError::InvalidIpPool(prefix.clone()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,
@@ -2035,6 +2077,7 @@ impl Tunnel {
             sending: Sending::Open { blocked: false },
             receiving: Receiving::Open,
             udp: None,
+            ip: None,
             request: None,
             sniffed: None,
             inspector: None,

@@ -37,6 +37,8 @@ pub enum ConfigError {
     },
     /// An egress allowlist entry is not a CIDR prefix.
     InvalidEgressPrefix(String),
+    /// A CONNECT-IP address pool is not a CIDR prefix.
+    InvalidIpPool(String),
     /// A numeric setting is out of its range.
     InvalidValue {
         /// The setting.
@@ -60,6 +62,9 @@ impl fmt::Display for ConfigError {
             Self::Quic { what, source } => write!(f, "QUIC setup ({what}): {source}"),
             Self::InvalidEgressPrefix(prefix) => {
                 write!(f, "egress allowlist entry {prefix:?} is not an IP prefix")
+            }
+            Self::InvalidIpPool(prefix) => {
+                write!(f, "IP pool {prefix:?} is not an IP prefix (`10.89.0.0/24`)")
             }
             Self::InvalidValue { field } => write!(f, "{field}: value out of range"),
             Self::InvalidRule(error) => error.fmt(f),

@@ -65,6 +65,7 @@ mod connect;
 pub mod egress;
 mod endpoint;
 mod error;
+mod ip;
 pub mod metrics;
 pub mod policy;
 pub mod relay;
@@ -82,7 +83,7 @@ pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Token, Verify, format_fingerprint, parse_fingerprint,
 };
-pub use endpoint::{CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, ShutdownPlan};
+pub use endpoint::{CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
     DefaultPolicy, Egress, EgressQuery, EgressVerdict, HttpRequestQuery, HttpVerdict, IngressQuery,
@@ -90,8 +91,9 @@ pub use policy::{
 };
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
-    EndpointStats, Event, Host, InvalidTarget, Name, REFUSAL_ERRORS, Recv, RecvMeta, Refusal,
-    RefusalCounts, RefusedReason, Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
+    EndpointStats, Event, Host, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, Name, REFUSAL_ERRORS,
+    Recv, RecvMeta, Refusal, RefusalCounts, RefusedReason, Role, Transmit, TunnelId, TunnelKind,
+    TunnelKinds, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 

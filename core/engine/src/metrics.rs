@@ -64,6 +64,10 @@ impl EndpointStats {
             quic_packets_sent,
             quic_packets_lost,
             quic_rtt,
+            ip_packets_forwarded,
+            ip_icmp_answers,
+            ip_dropped,
+            ip_addresses_assigned,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -94,6 +98,10 @@ impl EndpointStats {
         self.quic_packets_sent += quic_packets_sent;
         self.quic_packets_lost += quic_packets_lost;
         self.quic_rtt.merge(quic_rtt);
+        self.ip_packets_forwarded += ip_packets_forwarded;
+        self.ip_icmp_answers += ip_icmp_answers;
+        self.ip_dropped.merge(*ip_dropped);
+        self.ip_addresses_assigned += ip_addresses_assigned;
     }
 }
 
@@ -140,7 +148,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 20] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 23] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -240,6 +248,21 @@ impl Snapshot {
                 Counter(s.quic_packets_lost),
             ),
             (
+                "ip_addresses_assigned",
+                "CONNECT-IP pool addresses held by open tunnels.",
+                Gauge(s.ip_addresses_assigned),
+            ),
+            (
+                "ip_packets_forwarded",
+                "CONNECT-IP packets that passed the engine's checks, both ways.",
+                Counter(s.ip_packets_forwarded),
+            ),
+            (
+                "ip_icmp_answers",
+                "CONNECT-IP packets answered with an ICMP error instead of forwarded.",
+                Counter(s.ip_icmp_answers),
+            ),
+            (
                 "audit_records_dropped",
                 "Audit records dropped because the host did not take them in time.",
                 Counter(s.audit_dropped),
@@ -319,6 +342,15 @@ impl Collector for Snapshot {
             ("malformed", s.udp_dropped_malformed),
         ] {
             ConstCounter::new(value).encode(dropped.encode_family(&[("cause", cause)])?)?;
+        }
+        let mut ip_dropped = encoder.encode_descriptor(
+            "ip_packets_dropped",
+            "CONNECT-IP packets dropped, by cause.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (cause, value) in s.ip_dropped.by_cause() {
+            ConstCounter::new(value).encode(ip_dropped.encode_family(&[("cause", cause)])?)?;
         }
         Ok(())
     }

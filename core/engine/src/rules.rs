@@ -189,6 +189,7 @@ impl<A: Clone> RuleSpec<A> {
 pub(crate) fn protocol_of(kind: TunnelKind) -> Protocol {
     match kind {
         TunnelKind::Udp => Protocol::Udp,
+        TunnelKind::Ip => Protocol::Ip,
         _ => Protocol::Tcp,
     }
 }

@@ -47,6 +47,9 @@ pub enum TunnelKind {
     Stream,
     /// CONNECT-UDP (RFC 9298): UDP payloads in HTTP Datagrams.
     Udp,
+    /// CONNECT-IP (RFC 9484): IP packets in HTTP Datagrams, to and from addresses the
+    /// edge assigns from its pools (`EdgeConfig::ip_pools`).
+    Ip,
 }
 
 /// The kinds of tunnel an edge's host serves (`EdgeConfig::serves`). The engine answers a
@@ -57,6 +60,7 @@ pub enum TunnelKind {
 pub struct TunnelKinds {
     stream: bool,
     udp: bool,
+    ip: bool,
 }
 
 impl TunnelKinds {
@@ -64,11 +68,13 @@ impl TunnelKinds {
     pub const ALL: Self = Self {
         stream: true,
         udp: true,
+        ip: true,
     };
     /// No kind at all: every request is answered 501.
     pub const NONE: Self = Self {
         stream: false,
         udp: false,
+        ip: false,
     };
 
     /// Only `kind`.
@@ -86,6 +92,7 @@ impl TunnelKinds {
                 ..self
             },
             TunnelKind::Udp => Self { udp: true, ..self },
+            TunnelKind::Ip => Self { ip: true, ..self },
         }
     }
 
@@ -94,6 +101,7 @@ impl TunnelKinds {
         match kind {
             TunnelKind::Stream => self.stream,
             TunnelKind::Udp => self.udp,
+            TunnelKind::Ip => self.ip,
         }
     }
 }
@@ -411,6 +419,13 @@ pub enum Event {
         /// Who asks.
         client: ClientIdentity,
     },
+    /// Client: the edge assigned addresses or advertised routes on an IP tunnel (each
+    /// capsule replaces what the last said): read them with `ip_tunnel_addresses` and
+    /// `ip_tunnel_routes`, and give them to the TUN device.
+    IpTunnelConfigured {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
     /// Datagrams are queued for this UDP tunnel. Edge-triggered: call
     /// `tunnel_recv_datagram` until it returns `Ok(None)`, or this event does not come
     /// again.
@@ -531,6 +546,81 @@ pub struct EndpointStats {
     pub quic_packets_lost: u64,
     /// Smoothed round-trip times of connections, taken when they end.
     pub quic_rtt: DurationHistogram,
+    /// CONNECT-IP: packets that passed the checks, each way (client: sent into tunnels
+    /// and received from them; edge: from clients to the off-ramp and back).
+    pub ip_packets_forwarded: u64,
+    /// CONNECT-IP: ICMP errors the engine answered with instead of forwarding a packet
+    /// (Time Exceeded, Packet Too Big, administratively prohibited).
+    pub ip_icmp_answers: u64,
+    /// CONNECT-IP: packets dropped, by cause.
+    pub ip_dropped: IpDropCounts,
+    /// CONNECT-IP, edge: pool addresses held by open tunnels.
+    pub ip_addresses_assigned: usize,
+}
+
+/// CONNECT-IP packets dropped, by cause (`EndpointStats::ip_dropped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpDropCounts {
+    counts: [u64; IP_DROP_CAUSES.len()],
+}
+
+/// The causes of [`IpDropCounts`], as metrics label them: not a valid IP packet; from a
+/// client with a source the edge did not assign; outside the tunnel's scope; refused by
+/// egress policy or rules where no ICMP error could say so; to an address nobody was
+/// assigned; outside the advertised routes; link-local; hop limit expired; too big for the
+/// tunnel; an ICMP error held back by the rate limit.
+pub const IP_DROP_CAUSES: [&str; 10] = [
+    "malformed",
+    "spoofed_source",
+    "out_of_scope",
+    "forbidden",
+    "not_assigned",
+    "not_routed",
+    "link_local",
+    "hop_limit_expired",
+    "too_big",
+    "rate_limited",
+];
+
+impl IpDropCounts {
+    /// Counts one drop for `cause` (one of [`IP_DROP_CAUSES`]; others are not counted).
+    pub(crate) fn add(&mut self, cause: &str) {
+        if let Some(i) = IP_DROP_CAUSES.iter().position(|c| *c == cause) {
+            if let Some(count) = self.counts.get_mut(i) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// The drops for `cause` (0 for a name not in [`IP_DROP_CAUSES`]).
+    pub fn get(&self, cause: &str) -> u64 {
+        IP_DROP_CAUSES
+            .iter()
+            .position(|c| *c == cause)
+            .and_then(|i| self.counts.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every drop, whatever its cause.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: Self) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts) {
+            *count += more;
+        }
+    }
+
+    /// Every cause's name with its count, for metrics.
+    pub fn by_cause(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        IP_DROP_CAUSES
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+    }
 }
 
 /// The Proxy-Status error types an edge refuses with, in the order of

@@ -42,6 +42,8 @@ pub struct EgressPlan {
 #[derive(Debug, Clone)]
 pub(super) struct EdgeRequest {
     pub(super) kind: TunnelKind,
+    /// CONNECT-IP: the scope the request asked for.
+    pub(super) ip_scope: Option<Box<veil_proto::masque::ip::Scope>>,
     /// Where the tunnel goes (after any redirect).
     pub(super) target: TunnelTarget,
     pub(super) client: ClientIdentity,
@@ -300,11 +302,28 @@ impl Endpoint {
         tunnel.stream = stream;
         tunnel.trail = trail;
         tunnel.created = Some(self.clock);
-        tunnel.udp =
-            (request.kind == TunnelKind::Udp).then(|| self.udp.new_flow(String::new(), self.clock));
+        tunnel.udp = match request.kind {
+            TunnelKind::Udp => Some(self.udp.new_flow(String::new(), self.clock)),
+            TunnelKind::Ip => Some(self.udp.new_flow_carrying(
+                String::new(),
+                self.clock,
+                crate::udp::flow::Carries::Ip,
+            )),
+            _ => None,
+        };
+        tunnel.ip = request
+            .ip_scope
+            .as_deref()
+            .map(|scope| Box::new(super::ip::IpTunnel::new(scope.clone())));
         tunnel.request = Some(Box::new(request));
         self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;
+        // An IP tunnel's addresses are held from the start: a full pool is a refusal the
+        // host never has to see.
+        if let Err(refusal) = self.assign_ip_addresses(id) {
+            self.reject_deciding(id, refusal);
+            return;
+        }
         self.unanswered.insert(deadline, Question::Tunnel(id));
         self.events.push_back(event);
     }
@@ -443,6 +462,14 @@ impl super::Edge {
     pub(super) fn screen(&self, request: &EdgeRequest) -> Result<Screening, Refusal> {
         let query = self.rule_query(request);
         let ruling = self.rules.on_request(&query);
+        if request.kind == TunnelKind::Ip {
+            // A scope is not a destination: egress policy and address rules judge each
+            // packet (`endpoint::ip`); a rule that denies the request itself still holds.
+            return match ruling.action {
+                Some(EdgeAction::Deny) if !ruling.needs_address => Err(Refusal::Denied),
+                _ => Ok(Screening::Pass),
+            };
+        }
         if ruling.needs_sni && request.kind == TunnelKind::Stream && !request.sniffed {
             return Ok(Screening::Sniff);
         }
@@ -463,7 +490,7 @@ impl super::Edge {
     /// Whether this edge lets `request` go to `ip`: the first rule that matches the
     /// request at that address, or else the egress policy (loopback, private, link-local
     /// and metadata addresses refused unless configured).
-    fn permits(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
+    pub(super) fn permits(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
         let query = self.rule_query(request);
         match self.rules.on_address(&query, ip) {
             Some(EdgeAction::Allow) => true,

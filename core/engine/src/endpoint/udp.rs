@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use quiche::h3;
 use veil_proto::capsule;
 use veil_proto::datagram::{
-    self, DemuxError, H3_DATAGRAM_ERROR, H3Datagram, MAX_UDP_PAYLOAD_LEN, UDP_PAYLOAD_CONTEXT_ID,
+    self, DemuxError, H3_DATAGRAM_ERROR, H3Datagram, UDP_PAYLOAD_CONTEXT_ID,
 };
 use veil_proto::masque::udp::PathTemplate;
 use veil_proto::varint::VarInt;
@@ -30,7 +30,7 @@ use super::{
 use crate::config::QuicConfig;
 use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::types::{CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
-use crate::udp::flow::{Abort, Encoding, Pushed, Tally, UdpFlow};
+use crate::udp::flow::{Abort, Carries, Encoding, Pushed, Tally, UdpFlow};
 use crate::udp::request;
 
 /// The endpoint's CONNECT-UDP settings and the idle timers of its UDP tunnels.
@@ -69,6 +69,16 @@ impl UdpSettings {
     /// A new tunnel's datagram state.
     pub(super) fn new_flow(&self, path: String, now: Instant) -> Box<UdpFlow> {
         Box::new(UdpFlow::new(self.queue_len, path, now))
+    }
+
+    /// A new flow carrying `carries`.
+    pub(super) fn new_flow_carrying(
+        &self,
+        path: String,
+        now: Instant,
+        carries: Carries,
+    ) -> Box<UdpFlow> {
+        Box::new(UdpFlow::new(self.queue_len, path, now).carrying(carries))
     }
 
     /// The next idle check.
@@ -139,7 +149,7 @@ impl Endpoint {
         let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
         //# RFC 9298 §5: "endpoints MUST NOT send HTTP Datagrams with a Payload field longer
         //# than 65527 using Context ID zero."
-        let sent = if payload.len() > MAX_UDP_PAYLOAD_LEN {
+        let sent = if payload.len() > flow.carries.max_payload() {
             Sent::Oversize
         } else {
             match encoding {
@@ -226,13 +236,14 @@ impl Endpoint {
         if !matches!(entry.state, TunnelState::Open) {
             return None;
         }
+        let max = flow.carries.max_payload();
         match flow.encoding? {
-            Encoding::Capsules => Some(MAX_UDP_PAYLOAD_LEN),
+            Encoding::Capsules => Some(max),
             Encoding::Frames => {
                 let conn = self.conns.get(&entry.conn?)?;
                 let prefix = datagram::prefix_len(entry.stream, UDP_PAYLOAD_CONTEXT_ID).ok()?;
                 let room = conn.quic.dgram_max_writable_len()?.checked_sub(prefix)?;
-                Some(room.min(MAX_UDP_PAYLOAD_LEN))
+                Some(room.min(max))
             }
         }
     }
@@ -240,7 +251,9 @@ impl Endpoint {
     /// What a live tunnel carries; `None` for an unknown tunnel.
     pub fn tunnel_kind(&self, tunnel: TunnelId) -> Option<TunnelKind> {
         self.tunnels.get(&tunnel).map(|entry| {
-            if entry.udp.is_some() {
+            if entry.ip.is_some() {
+                TunnelKind::Ip
+            } else if entry.udp.is_some() {
                 TunnelKind::Udp
             } else {
                 TunnelKind::Stream
@@ -435,7 +448,11 @@ impl Endpoint {
             flow.notified = true;
             self.events.push_back(Event::TunnelDatagrams { tunnel: id });
         }
+        let controls = !flow.controls.is_empty();
         self.queue_send(handle);
+        if controls {
+            self.ip_controls(handle, id);
+        }
         if let Some(code) = reset {
             self.peer_reset(handle, stream, code);
         } else if let Err(abort) = outcome {
@@ -543,7 +560,7 @@ impl Endpoint {
     }
 
     /// Resets a tunnel both ways with `code` and reports it closed.
-    fn abort_with(&mut self, id: TunnelId, code: u64) {
+    pub(super) fn abort_with(&mut self, id: TunnelId, code: u64) {
         self.note_end(
             id,
             crate::audit::Ending::Closed(CloseReason::Reset { code }),

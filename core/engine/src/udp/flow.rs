@@ -7,11 +7,66 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use quiche::h3;
-use veil_proto::capsule::{CapsuleError, DecoderConfig, VecCapsuleAssembler};
-use veil_proto::datagram::{H3_DATAGRAM_ERROR, PayloadError, UDP_PAYLOAD_CONTEXT_ID};
+use veil_proto::capsule::{CapsuleError, DecoderConfig, VecCapsuleAssembler, types};
+use veil_proto::datagram::{
+    ContextDatagram, H3_DATAGRAM_ERROR, PayloadError, UDP_PAYLOAD_CONTEXT_ID,
+};
+use veil_proto::varint::VarInt;
 
 /// HTTP/3 `H3_MESSAGE_ERROR` (RFC 9114 §8.1): a malformed capsule stream.
 pub(crate) const H3_MESSAGE_ERROR: u64 = h3::WireErrorCode::MessageError as u64;
+
+/// What a datagram tunnel's payloads are. Both ride HTTP Datagrams with Context ID 0 and
+/// DATAGRAM capsules alike; they differ in the payloads' largest size and in the capsules
+/// their stream knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carries {
+    /// CONNECT-UDP (RFC 9298): UDP payloads.
+    Udp,
+    /// CONNECT-IP (RFC 9484): whole IP packets; the stream also carries the address and
+    /// route capsules (§4.7), handed to the endpoint as [`Control`] capsules.
+    Ip,
+}
+
+/// The largest IP packet a CONNECT-IP tunnel carries: IPv4's Total Length and IPv6's
+/// Payload Length are 16 bits (jumbograms are not supported; `veil_proto::ip`).
+pub(crate) const MAX_IP_PACKET_LEN: usize = 65_535 + 40;
+
+impl Carries {
+    fn decoder(self) -> DecoderConfig {
+        match self {
+            Self::Udp => DecoderConfig::CONNECT_UDP,
+            // A DATAGRAM capsule's value: a Context ID and an IP packet. The address and
+            // route capsules are far shorter.
+            Self::Ip => DecoderConfig::new(
+                types::CONNECT_IP,
+                (MAX_IP_PACKET_LEN + VarInt::MAX_LEN) as u64,
+            ),
+        }
+    }
+
+    /// The largest payload a datagram of this tunnel may carry.
+    pub(crate) fn max_payload(self) -> usize {
+        match self {
+            Self::Udp => veil_proto::datagram::MAX_UDP_PAYLOAD_LEN,
+            Self::Ip => MAX_IP_PACKET_LEN,
+        }
+    }
+}
+
+/// A capsule of a CONNECT-IP stream other than DATAGRAM, for the endpoint to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Control {
+    pub(crate) capsule_type: VarInt,
+    pub(crate) value: Vec<u8>,
+}
+
+/// Control capsules that may wait for the endpoint between two reads of the stream; more
+/// is a flood, and the stream is aborted.
+const MAX_PENDING_CONTROLS: usize = 32;
+
+/// HTTP/3 `H3_EXCESSIVE_LOAD` (RFC 9114 §8.1): the peer sends more than can be handled.
+pub(crate) const H3_EXCESSIVE_LOAD: u64 = h3::WireErrorCode::ExcessiveLoad as u64;
 
 /// How a tunnel sends its UDP payloads. Chosen once, when the tunnel opens, and never
 /// changed: switching would turn an unreliable path into a reliable one midway.
@@ -80,6 +135,10 @@ pub(crate) struct UdpFlow {
     /// part), in order, bounded (`endpoint::udp::CAPSULE_BACKLOG`); sent before anything
     /// else on the stream.
     pub(crate) capsule_backlog: Vec<u8>,
+    /// What its payloads are.
+    pub(crate) carries: Carries,
+    /// CONNECT-IP: address and route capsules read and not yet acted on.
+    pub(crate) controls: Vec<Control>,
     queue: VecDeque<Payload>,
     limit: usize,
     capsules: VecCapsuleAssembler,
@@ -94,10 +153,19 @@ impl UdpFlow {
             last_activity: now,
             notified: false,
             capsule_backlog: Vec::new(),
+            carries: Carries::Udp,
+            controls: Vec::new(),
             queue: VecDeque::new(),
             limit,
             capsules: VecCapsuleAssembler::new(DecoderConfig::CONNECT_UDP),
         }
+    }
+
+    /// The same flow carrying `carries`.
+    pub(crate) fn carrying(mut self, carries: Carries) -> Self {
+        self.carries = carries;
+        self.capsules = VecCapsuleAssembler::new(carries.decoder());
+        self
     }
 
     /// Forgets what was received (a client request that goes to a new connection).
@@ -106,7 +174,8 @@ impl UdpFlow {
         self.notified = false;
         self.capsule_backlog = Vec::new();
         self.queue.clear();
-        self.capsules = VecCapsuleAssembler::new(DecoderConfig::CONNECT_UDP);
+        self.controls.clear();
+        self.capsules = VecCapsuleAssembler::new(self.carries.decoder());
     }
 
     /// Queues the payload `bytes[start..]` for the host, unless the queue is full.
@@ -150,7 +219,25 @@ impl UdpFlow {
             let Some(capsule) = capsule else {
                 return Ok(());
             };
-            let datagram = match capsule.udp_datagram() {
+            if capsule.capsule_type != types::DATAGRAM {
+                // Only a CONNECT-IP decoder knows other types.
+                if self.controls.len() >= MAX_PENDING_CONTROLS {
+                    return Err(Abort {
+                        code: H3_EXCESSIVE_LOAD,
+                    });
+                }
+                self.controls.push(Control {
+                    capsule_type: capsule.capsule_type,
+                    value: capsule.value.to_vec(),
+                });
+                input = input.get(used..).unwrap_or_default();
+                continue;
+            }
+            let decoded = match self.carries {
+                Carries::Udp => capsule.udp_datagram(),
+                Carries::Ip => Some(ContextDatagram::decode(capsule.value)),
+            };
+            let datagram = match decoded {
                 None => None,
                 Some(Ok(datagram)) => Some(datagram),
                 //# RFC 9298 §5: "An endpoint that receives a DATAGRAM capsule using Context

@@ -69,6 +69,7 @@ pub(crate) fn check(
         },
         token_index,
         kind: TunnelKind::Udp,
+        ip_scope: None,
     })
 }
 
@@ -111,10 +112,15 @@ pub(crate) fn proxy_authority(server_name: &str, port: u16) -> String {
 }
 
 /// The request head a client sends to open a UDP tunnel.
-pub(crate) fn request_headers(authority: &str, path: &str, token: Option<&Secret>) -> Vec<Header> {
+pub(crate) fn request_headers(
+    protocol: &str,
+    authority: &str,
+    path: &str,
+    token: Option<&Secret>,
+) -> Vec<Header> {
     let mut headers = vec![
         Header::new(b":method", b"CONNECT"),
-        Header::new(b":protocol", PROTOCOL.as_bytes()),
+        Header::new(b":protocol", protocol.as_bytes()),
         Header::new(b":scheme", b"https"),
         Header::new(b":authority", authority.as_bytes()),
         Header::new(b":path", path.as_bytes()),
@@ -352,7 +358,7 @@ mod tests {
             ),
             None
         );
-        let headers = request_headers(&proxy_authority("::1", 4433), &path, None);
+        let headers = request_headers(PROTOCOL, &proxy_authority("::1", 4433), &path, None);
         assert_eq!(headers[3].value(), b"[::1]:4433");
         let accepted = checked_request(
             &headers,

@@ -12,6 +12,7 @@ mod fin;
 mod harness;
 mod hosts;
 mod idle;
+mod ip;
 mod migration;
 mod policy;
 mod raw;

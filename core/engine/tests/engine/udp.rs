@@ -588,7 +588,7 @@ fn malformed_udp_requests_get_400_and_unknown_protocols_501() {
         assert_eq!(answer.0, "400", "without {missing}");
     }
     let mut headers = udp_request(good);
-    headers[1].1 = "connect-ip".to_owned();
+    headers[1].1 = "websocket".to_owned();
     assert_eq!(raw.request(&mut edge, &as_refs(&headers)).0, "501");
     assert!(raw.quic.is_established() && !raw.quic.is_closed());
     assert_eq!(edge.stats().tunnels_total, 0);

@@ -1,0 +1,574 @@
+//! CONNECT-IP on the endpoint (RFC 9484): addresses, routes and IP packets.
+//!
+//! - An IP tunnel is a datagram tunnel (its [`UdpFlow`] carries [`Carries::Ip`]) with an
+//!   [`IpTunnel`]: the scope it asked for, the addresses assigned to the client and the
+//!   routes the edge advertised. Everything about datagrams (frames or capsules, queues,
+//!   idle timer) is CONNECT-UDP's, in `endpoint/udp.rs`.
+//! - Edge: the engine assigns the client one address per family from `EdgeConfig::ip_pools`
+//!   when the host accepts the tunnel (503 when a pool is exhausted), tells the client in
+//!   an `ADDRESS_ASSIGN` capsule right after the 2xx, with a `ROUTE_ADVERTISEMENT` of its
+//!   scope, and answers its `ADDRESS_REQUEST`s. Each packet the client sends is checked
+//!   (`crate::ip::forward`: assigned source, scope, egress policy, hop limit) before the
+//!   host gets it from [`Endpoint::tunnel_recv_packet`]; each packet the host's off-ramp
+//!   hands to [`Endpoint::ip_deliver`] goes to the tunnel that owns its destination.
+//! - Client: [`Endpoint::open_ip_tunnel`] asks for a scope; the addresses and routes the
+//!   edge sends come as [`Event::IpTunnelConfigured`] and are read with
+//!   [`Endpoint::ip_tunnel_addresses`] and [`Endpoint::ip_tunnel_routes`].
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use veil_proto::capsule::types;
+use veil_proto::masque::ip::{
+    AddressAssign, AddressRequest, AssignedAddress, IpAddressRange, IpPrefix, RouteAdvertisement,
+    Scope, Target, Template,
+};
+use veil_proto::varint::VarInt;
+
+use super::{Endpoint, RoleState};
+use crate::error::{OpenError, TunnelError};
+use crate::ip::forward::{self, DropCause, Outcome};
+use crate::ip::request;
+use crate::types::{EndpointStats, Event, Refusal, TunnelId};
+use crate::udp::flow::{Carries, Control, H3_MESSAGE_ERROR};
+
+/// One IP tunnel's addresses and routes.
+#[derive(Debug, Clone)]
+pub(super) struct IpTunnel {
+    /// What the request asked to reach.
+    pub(super) scope: Scope,
+    /// Edge: the addresses assigned to the client, each with the Request ID it answered
+    /// (zero when unsolicited). Client: what the edge's last `ADDRESS_ASSIGN` said.
+    pub(super) assigned: Vec<AssignedAddress>,
+    /// Edge: what it advertised. Client: what the edge's last `ROUTE_ADVERTISEMENT` said.
+    pub(super) routes: Vec<IpAddressRange>,
+    /// The first address of each assigned prefix, for the per-packet checks (kept with
+    /// `assigned` by [`IpTunnel::assign`]).
+    addresses: Vec<IpAddr>,
+}
+
+impl IpTunnel {
+    pub(super) fn new(scope: Scope) -> Self {
+        Self {
+            scope,
+            assigned: Vec::new(),
+            routes: Vec::new(),
+            addresses: Vec::new(),
+        }
+    }
+
+    /// Replaces the assigned addresses.
+    fn assign(&mut self, assigned: Vec<AssignedAddress>) {
+        self.addresses = assigned.iter().map(|a| a.prefix.addr()).collect();
+        self.assigned = assigned;
+    }
+}
+
+/// What became of a packet the edge's off-ramp handed to [`Endpoint::ip_deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpDelivery {
+    /// Sent into this tunnel.
+    Sent(TunnelId),
+    /// Not sent: the first `len` bytes of the answer buffer hold an ICMP error to hand
+    /// back to the off-ramp (Packet Too Big, Time Exceeded).
+    Answer {
+        /// Its length.
+        len: usize,
+    },
+    /// Dropped, and counted.
+    Dropped,
+}
+
+impl Endpoint {
+    /// Client: opens a CONNECT-IP tunnel (RFC 9484) for `scope` ([`Scope::ANY`] for a
+    /// full tunnel), with the same waiting and reconnect rules as `open_tunnel`. The answer
+    /// comes as `TunnelOpened` or `TunnelRefused`; the addresses and routes the edge gives
+    /// come as `IpTunnelConfigured`; then packets flow with `tunnel_send_packet` and
+    /// `tunnel_recv_packet`.
+    pub fn open_ip_tunnel(&mut self, now: Instant, scope: &Scope) -> Result<TunnelId, OpenError> {
+        if !matches!(self.role, RoleState::Client(_)) {
+            return Err(OpenError::NotClient);
+        }
+        //# RFC 9484 §4.6: "the client SHALL perform URI Template expansion to determine
+        //# the path and query of its request"
+        let path =
+            request::expand_path(&Template::DEFAULT, scope).ok_or(OpenError::InvalidTarget)?;
+        let flow = self.udp.new_flow_carrying(path, now, Carries::Ip);
+        let target = request::target_of(scope);
+        let id = self.open_with(now, &target, Some(flow))?;
+        if let Some(tunnel) = self.tunnels.get_mut(&id) {
+            tunnel.ip = Some(Box::new(IpTunnel::new(scope.clone())));
+        }
+        Ok(id)
+    }
+
+    /// Client: the address prefixes the edge assigned to an IP tunnel (empty until its
+    /// `ADDRESS_ASSIGN`). `None`: not an IP tunnel.
+    pub fn ip_tunnel_addresses(&self, tunnel: TunnelId) -> Option<Vec<IpPrefix>> {
+        let ip = self.tunnels.get(&tunnel)?.ip.as_deref()?;
+        Some(ip.assigned.iter().map(|a| a.prefix).collect())
+    }
+
+    /// The routes of an IP tunnel: on a client, what the edge advertised (empty until its
+    /// `ROUTE_ADVERTISEMENT`); on the edge, what it advertised. `None`: not an IP tunnel.
+    pub fn ip_tunnel_routes(&self, tunnel: TunnelId) -> Option<&[IpAddressRange]> {
+        Some(&self.tunnels.get(&tunnel)?.ip.as_deref()?.routes)
+    }
+
+    /// Client: sends one IP packet into an open IP tunnel, after the checks: source
+    /// assigned, destination in the advertised routes; its hop limit is decremented in
+    /// place (a packet whose hop limit runs out is dropped and counted). `Ok(false)`:
+    /// dropped and counted. The edge sends through [`ip_deliver`](Self::ip_deliver).
+    pub fn tunnel_send_packet(
+        &mut self,
+        tunnel: TunnelId,
+        packet: &mut [u8],
+    ) -> Result<bool, TunnelError> {
+        let entry = self
+            .tunnels
+            .get(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        let ip = entry.ip.as_deref().ok_or(TunnelError::NotUdp)?;
+        if matches!(self.role, RoleState::Client(_)) {
+            if let Err(cause) = forward::client_to_edge(packet, &ip.addresses, &ip.routes) {
+                count_drop(&mut self.stats, cause);
+                return Ok(false);
+            }
+            //# RFC 9484 §7.2: "IP proxying endpoints MUST decrement the IP Hop Count (or
+            //# TTL) upon encapsulation but not upon decapsulation."
+            if veil_proto::ip::decrement_hop_limit(packet).is_err() {
+                count_drop(&mut self.stats, DropCause::HopLimitExpired);
+                return Ok(false);
+            }
+        }
+        let sent = self.tunnel_send_datagram(tunnel, packet);
+        if sent == Ok(true) {
+            self.stats.ip_packets_forwarded += 1;
+        }
+        sent
+    }
+
+    /// Moves the next IP packet the peer sent on an IP tunnel into `out`, skipping (and
+    /// counting) the ones its role's checks drop. On the edge a packet that must be
+    /// answered (hop limit expired, destination forbidden) is answered into the tunnel
+    /// with an ICMP error and skipped. `Ok(None)`: none queued (wait for
+    /// `TunnelDatagrams`). `out` too short: `Err(BufferTooSmall { needed })`, the packet
+    /// stays queued.
+    pub fn tunnel_recv_packet(
+        &mut self,
+        tunnel: TunnelId,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, TunnelError> {
+        loop {
+            let Some(len) = self.tunnel_recv_datagram(tunnel, out)? else {
+                return Ok(None);
+            };
+            let packet = out.get_mut(..len).unwrap_or_default();
+            match self.check_received_packet(tunnel, packet) {
+                Ok(()) => {
+                    self.stats.ip_packets_forwarded += 1;
+                    return Ok(Some(len));
+                }
+                Err(None) => {}
+                Err(Some(answer)) => {
+                    let _ = self.tunnel_send_datagram(tunnel, &answer);
+                }
+            }
+        }
+    }
+
+    /// The checks a received packet passes before the host sees it: `Err(None)` to drop
+    /// it (counted), `Err(Some(icmp))` to answer it instead.
+    fn check_received_packet(
+        &mut self,
+        tunnel: TunnelId,
+        packet: &mut [u8],
+    ) -> Result<(), Option<Vec<u8>>> {
+        let Some(entry) = self.tunnels.get(&tunnel) else {
+            return Err(None);
+        };
+        let Some(ip) = entry.ip.as_deref() else {
+            return Err(None);
+        };
+        let outcome = match &mut self.role {
+            RoleState::Client(_) => {
+                match forward::client_from_edge(packet, &ip.addresses, &ip.routes) {
+                    Ok(()) => Outcome::Forward,
+                    Err(cause) => Outcome::Drop(cause),
+                }
+            }
+            RoleState::Edge(edge) => {
+                let request = entry.request.as_deref();
+                let pool = &edge.ip_pool;
+                let mut answer = [0; veil_proto::ip::ICMPV6_ERROR_MAX_LEN];
+                let outcome = forward::edge_from_client(
+                    packet,
+                    edge.ip_pool.addresses_of(tunnel),
+                    &ip.scope,
+                    |dest| request.is_some_and(|r| edge.permits(r, dest)),
+                    |v6| pool.gateway(v6),
+                    &mut answer,
+                    &mut self.icmp_limiter,
+                    self.clock,
+                );
+                if let Outcome::Answer { len } = outcome {
+                    self.stats.ip_icmp_answers += 1;
+                    return Err(Some(answer.get(..len).unwrap_or_default().to_vec()));
+                }
+                outcome
+            }
+        };
+        match outcome {
+            Outcome::Forward => Ok(()),
+            Outcome::Drop(cause) => {
+                count_drop(&mut self.stats, cause);
+                Err(None)
+            }
+            Outcome::Answer { .. } => Err(None),
+        }
+    }
+
+    /// Edge: a packet from the off-ramp (a TUN device, a decapsulated flow's answer) to
+    /// the client that owns its destination address, after the checks
+    /// (`crate::ip::forward::edge_to_client`: source in the tunnel's scope, hop limit, the
+    /// tunnel's datagram size). An ICMP error to hand back to the off-ramp is written to
+    /// `answer`.
+    pub fn ip_deliver(&mut self, packet: &mut [u8], answer: &mut [u8]) -> IpDelivery {
+        let RoleState::Edge(edge) = &mut self.role else {
+            return IpDelivery::Dropped;
+        };
+        let Ok(view) = veil_proto::ip::IpPacket::new_checked(packet) else {
+            count_drop(&mut self.stats, DropCause::Malformed);
+            return IpDelivery::Dropped;
+        };
+        let destination = view.destination();
+        let Some(tunnel) = edge.ip_pool.owner(destination) else {
+            count_drop(&mut self.stats, DropCause::NotAssigned);
+            return IpDelivery::Dropped;
+        };
+        let Some(ip) = self.tunnels.get(&tunnel).and_then(|t| t.ip.as_deref()) else {
+            count_drop(&mut self.stats, DropCause::NotAssigned);
+            return IpDelivery::Dropped;
+        };
+        let max_len = self
+            .tunnel_max_datagram_payload(tunnel)
+            .unwrap_or(crate::udp::flow::MAX_IP_PACKET_LEN);
+        let RoleState::Edge(edge) = &mut self.role else {
+            return IpDelivery::Dropped;
+        };
+        let pool = &edge.ip_pool;
+        let outcome = forward::edge_to_client(
+            packet,
+            pool.addresses_of(tunnel),
+            &ip.scope,
+            max_len,
+            |v6| pool.gateway(v6),
+            answer,
+            &mut self.icmp_limiter,
+            self.clock,
+        );
+        match outcome {
+            Outcome::Forward => match self.tunnel_send_datagram(tunnel, packet) {
+                Ok(true) => {
+                    self.stats.ip_packets_forwarded += 1;
+                    IpDelivery::Sent(tunnel)
+                }
+                Ok(false) | Err(_) => IpDelivery::Dropped,
+            },
+            Outcome::Answer { len } => {
+                self.stats.ip_icmp_answers += 1;
+                IpDelivery::Answer { len }
+            }
+            Outcome::Drop(cause) => {
+                count_drop(&mut self.stats, cause);
+                IpDelivery::Dropped
+            }
+        }
+    }
+}
+
+// Glue called from the endpoint's processing.
+impl Endpoint {
+    /// Edge: the addresses for an IP tunnel the host accepts, one per family the pools
+    /// have, within its scope's family; `Err(ConnectionLimit)` when none is free.
+    pub(super) fn assign_ip_addresses(&mut self, id: TunnelId) -> Result<(), Refusal> {
+        let RoleState::Edge(edge) = &mut self.role else {
+            return Ok(());
+        };
+        let Some(ip) = self.tunnels.get_mut(&id).and_then(|t| t.ip.as_deref_mut()) else {
+            return Ok(());
+        };
+        let mut assigned = Vec::new();
+        for v6 in [false, true] {
+            if !edge.ip_pool.has_family(v6) {
+                continue;
+            }
+            if let Target::Prefix(prefix) = &ip.scope.target {
+                if prefix.addr().is_ipv6() != v6 {
+                    continue;
+                }
+            }
+            if let Some(addr) = edge.ip_pool.assign(id, v6, None) {
+                assigned.push(AssignedAddress {
+                    request_id: VarInt::from_u32(0),
+                    prefix: host_prefix(addr),
+                });
+            }
+        }
+        if assigned.is_empty() {
+            return Err(Refusal::ConnectionLimit);
+        }
+        ip.assign(assigned);
+        ip.routes = routes_for(&ip.scope, &ip.addresses);
+        Ok(())
+    }
+
+    /// Edge: an IP tunnel's 2xx is out: its addresses and routes follow at once.
+    //# RFC 9484 §4.7.1: "the IP proxy can send an ADDRESS_ASSIGN capsule [...] to assign
+    //# addresses without a request"
+    pub(super) fn ip_opened(&mut self, handle: u64, id: TunnelId) {
+        if !matches!(self.role, RoleState::Edge(_)) {
+            return;
+        }
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let (Some(ip), Some(flow)) = (tunnel.ip.as_deref(), tunnel.udp.as_deref_mut()) else {
+            return;
+        };
+        let ipv6 = ip.addresses.iter().any(IpAddr::is_ipv6);
+        append_assign(&ip.assigned, &mut flow.capsule_backlog);
+        append_routes(&ip.routes, &mut flow.capsule_backlog);
+        let frames = flow.encoding == Some(crate::udp::flow::Encoding::Frames);
+        let too_small = ipv6
+            && frames
+            && self
+                .tunnel_max_datagram_payload(id)
+                .is_some_and(|max| !forward::ipv6_mtu_ok(max));
+        if too_small {
+            //# RFC 9484 §7.2: "If an endpoint is using QUIC DATAGRAM frames to convey IPv6
+            //# packets and it detects that the QUIC MTU is too low to allow sending 1280
+            //# bytes, it MUST abort the IP proxying request stream."
+            tracing::debug!(
+                ?id,
+                "the path's datagrams cannot carry 1280-byte IPv6 packets"
+            );
+            self.abort_with(id, veil_proto::datagram::H3_DATAGRAM_ERROR);
+            return;
+        }
+        self.flush_capsule_backlog(handle, id);
+    }
+
+    /// Acts on the address and route capsules read from an IP tunnel's stream. A
+    /// malformed one aborts the stream.
+    //# RFC 9484 §4.7: "If any of the capsule types defined in this protocol are sent on a
+    //# stream that is not a CONNECT-IP stream or if they are malformed, the receiver MUST
+    //# treat it as a malformed message"
+    pub(super) fn ip_controls(&mut self, handle: u64, id: TunnelId) {
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let Some(flow) = tunnel.udp.as_deref_mut() else {
+            return;
+        };
+        let controls = std::mem::take(&mut flow.controls);
+        for control in controls {
+            let handled = match self.role {
+                RoleState::Edge(_) => self.edge_control(handle, id, &control),
+                RoleState::Client(_) => self.client_control(id, &control),
+            };
+            if !handled {
+                tracing::debug!(?id, capsule = ?control.capsule_type, "malformed CONNECT-IP capsule");
+                self.abort_with(id, H3_MESSAGE_ERROR);
+                return;
+            }
+        }
+    }
+
+    /// Edge: answers an `ADDRESS_REQUEST`; the client's own assignments and routes are
+    /// checked and ignored (the edge routes to no address behind a client). `false`:
+    /// malformed.
+    fn edge_control(&mut self, handle: u64, id: TunnelId, control: &Control) -> bool {
+        match control.capsule_type {
+            types::ADDRESS_REQUEST => {
+                let Ok(requests) = AddressRequest::decode(&control.value) else {
+                    return false;
+                };
+                let RoleState::Edge(edge) = &mut self.role else {
+                    return true;
+                };
+                let Some(tunnel) = self.tunnels.get_mut(&id) else {
+                    return true;
+                };
+                let (Some(ip), Some(flow)) = (tunnel.ip.as_deref_mut(), tunnel.udp.as_deref_mut())
+                else {
+                    return true;
+                };
+                let mut unanswered = Vec::new();
+                for wanted in &requests {
+                    let v6 = wanted.prefix.addr().is_ipv6();
+                    let preferred = Some(wanted.prefix.addr()).filter(|a| !a.is_unspecified());
+                    let existing = ip
+                        .assigned
+                        .iter_mut()
+                        .find(|a| a.prefix.addr().is_ipv6() == v6);
+                    match existing {
+                        Some(entry) => entry.request_id = wanted.request_id,
+                        None => match edge.ip_pool.assign(id, v6, preferred) {
+                            Some(addr) => {
+                                let mut assigned = ip.assigned.clone();
+                                assigned.push(AssignedAddress {
+                                    request_id: wanted.request_id,
+                                    prefix: host_prefix(addr),
+                                });
+                                ip.assign(assigned);
+                            }
+                            //# RFC 9484 §4.7.1: "If the IP proxy is not able to assign an
+                            //# address [...] it MUST respond with an Assigned Address
+                            //# containing [...] an IP Address field of all zeroes"
+                            None => unanswered.push(AssignedAddress {
+                                request_id: wanted.request_id,
+                                prefix: unassigned(v6, wanted.prefix.prefix_len()),
+                            }),
+                        },
+                    }
+                }
+                ip.routes = routes_for(&ip.scope, &ip.addresses);
+                let mut entries = ip.assigned.clone();
+                entries.extend(unanswered);
+                append_assign(&entries, &mut flow.capsule_backlog);
+                append_routes(&ip.routes, &mut flow.capsule_backlog);
+                self.flush_capsule_backlog(handle, id);
+                true
+            }
+            types::ADDRESS_ASSIGN => AddressAssign::decode(&control.value).is_ok(),
+            types::ROUTE_ADVERTISEMENT => RouteAdvertisement::decode(&control.value).is_ok(),
+            _ => true,
+        }
+    }
+
+    /// Client: takes the edge's addresses and routes, each capsule replacing the last.
+    fn client_control(&mut self, id: TunnelId, control: &Control) -> bool {
+        let Some(ip) = self.tunnels.get_mut(&id).and_then(|t| t.ip.as_deref_mut()) else {
+            return true;
+        };
+        match control.capsule_type {
+            //# RFC 9484 §4.7.1: "If an ADDRESS_ASSIGN capsule does not contain an address
+            //# that was previously transmitted in another ADDRESS_ASSIGN capsule, it
+            //# indicates that the address has been removed."
+            types::ADDRESS_ASSIGN => {
+                let Ok(assign) = AddressAssign::decode(&control.value) else {
+                    return false;
+                };
+                ip.assign(
+                    assign
+                        .iter()
+                        .filter(|a| !a.prefix.addr().is_unspecified())
+                        .collect(),
+                );
+            }
+            //# RFC 9484 §4.7.3: "each ROUTE_ADVERTISEMENT contains the full list of
+            //# address ranges"
+            types::ROUTE_ADVERTISEMENT => {
+                let Ok(routes) = RouteAdvertisement::decode(&control.value) else {
+                    return false;
+                };
+                ip.routes = routes.iter().collect();
+            }
+            types::ADDRESS_REQUEST => {
+                // veil's client assigns nothing to its edge.
+                return AddressRequest::decode(&control.value).is_ok();
+            }
+            _ => return true,
+        }
+        self.events
+            .push_back(Event::IpTunnelConfigured { tunnel: id });
+        true
+    }
+}
+
+/// The full-length prefix of one address.
+fn host_prefix(addr: IpAddr) -> IpPrefix {
+    IpPrefix::host(addr)
+}
+
+/// The all-zero prefix of a family of length `len` (clamped): "nothing assigned", or with
+/// length 0 every address of the family.
+fn unassigned(v6: bool, len: u8) -> IpPrefix {
+    let zero = if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    IpPrefix::new_masked(zero, len.min(if v6 { 128 } else { 32 }))
+        .unwrap_or_else(|_| IpPrefix::host(zero))
+}
+
+/// What the edge routes for a tunnel: its scope's prefix, or every address, of each family
+/// it has an address in, for its scope's protocol (0: all).
+//# RFC 9484 §4.7.3: "Upon receiving the ROUTE_ADVERTISEMENT capsule, an endpoint MAY
+//# update its local state regarding what its peer is willing to route"
+fn routes_for(scope: &Scope, addresses: &[IpAddr]) -> Vec<IpAddressRange> {
+    let protocol = match scope.ipproto {
+        veil_proto::masque::ip::IpProto::Any => 0,
+        veil_proto::masque::ip::IpProto::Number(n) => n,
+    };
+    let mut families: Vec<bool> = addresses.iter().map(IpAddr::is_ipv6).collect();
+    families.sort_unstable();
+    families.dedup();
+    let mut routes: Vec<IpAddressRange> = families
+        .into_iter()
+        .filter_map(|v6| {
+            let prefix = match &scope.target {
+                Target::Prefix(prefix) if prefix.addr().is_ipv6() == v6 => *prefix,
+                Target::Prefix(_) => return None,
+                _ => unassigned(v6, 0),
+            };
+            Some(IpAddressRange::from_prefix(prefix, protocol))
+        })
+        .collect();
+    routes.sort_by_key(|r| r.start.is_ipv6());
+    routes
+}
+
+/// Appends an `ADDRESS_ASSIGN` capsule listing `entries` to `out`.
+fn append_assign(entries: &[AssignedAddress], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + AddressAssign::encoded_len(entries), 0);
+    match AddressAssign::encode(entries, out.get_mut(start..).unwrap_or_default()) {
+        Ok(len) => out.truncate(start + len),
+        Err(error) => {
+            tracing::warn!(?error, "cannot encode ADDRESS_ASSIGN");
+            out.truncate(start);
+        }
+    }
+}
+
+/// Appends a `ROUTE_ADVERTISEMENT` capsule listing `routes` to `out`.
+fn append_routes(routes: &[IpAddressRange], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + RouteAdvertisement::encoded_len(routes), 0);
+    match RouteAdvertisement::encode(routes, out.get_mut(start..).unwrap_or_default()) {
+        Ok(len) => out.truncate(start + len),
+        Err(error) => {
+            tracing::warn!(?error, "cannot encode ROUTE_ADVERTISEMENT");
+            out.truncate(start);
+        }
+    }
+}
+
+/// Counts a dropped packet under its cause.
+fn count_drop(stats: &mut EndpointStats, cause: DropCause) {
+    stats.ip_dropped.add(cause.as_str());
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ip::forward::DropCause;
+    use crate::types::IP_DROP_CAUSES;
+
+    #[test]
+    fn every_drop_cause_has_its_counter() {
+        assert_eq!(DropCause::ALL.map(DropCause::as_str), IP_DROP_CAUSES);
+    }
+}
