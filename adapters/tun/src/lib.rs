@@ -215,6 +215,13 @@ impl Tun {
 
     /// Brings the device up (`IFF_UP`), which makes the kernel install the routes of its
     /// addresses' prefixes and lets [`Tun::add_route`] route through it.
+    ///
+    /// The kernel finishes an IPv6 address's setup in a work queue, even without DAD: the
+    /// address can be bound at once, but for a moment (milliseconds) after `up` the kernel
+    /// drops packets written into the device for it, until it has installed the address's
+    /// local route. Like any loss on a link, the peers' retransmissions cover it; a caller
+    /// that must not lose the first packets can wait for the local route
+    /// (`tests/device.rs` does, through `/proc/thread-self/net/ipv6_route`).
     pub fn up(&self) -> io::Result<()> {
         self.dev
             .enabled(true)

@@ -137,6 +137,29 @@ fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     packet
 }
 
+/// Waits until the kernel can deliver packets for the IPv6 address `addr` locally.
+///
+/// The kernel finishes an IPv6 address's setup in a work queue, even without DAD: the
+/// address can be bound at once, but the route that delivers packets to it (in the local
+/// table) appears a moment after `up`, and a packet written into the device before then is
+/// dropped as one to forward (`Ip6InAddrErrors`). `/proc/thread-self/net/ipv6_route` lists
+/// the routes of this thread's namespace, the local table's included.
+async fn wait_for_ipv6_local_route(addr: std::net::Ipv6Addr) {
+    let dest = format!("{:032x} 80 ", u128::from(addr));
+    tokio::time::timeout(PACKET_TIMEOUT, async {
+        loop {
+            let routes = std::fs::read_to_string("/proc/thread-self/net/ipv6_route")
+                .expect("read /proc/thread-self/net/ipv6_route");
+            if routes.lines().any(|line| line.starts_with(&dest)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the kernel never installed the local route of {addr}"));
+}
+
 /// The full round trip for one family: a datagram from a host socket bound to `local` to
 /// `peer` comes out of the device, and a reply written into the device reaches the socket.
 async fn round_trip(tun: Arc<Tun>, local: IpAddr, peer: SocketAddr) {
@@ -211,6 +234,7 @@ fn ipv6_round_trip_through_the_kernel() {
         // (binding to a tentative address would fail with EADDRNOTAVAIL).
         tun.add_address(ip("fd77::1"), 64).expect("add_address");
         tun.up().expect("up");
+        wait_for_ipv6_local_route("fd77::1".parse().expect("v6")).await;
         round_trip(tun, ip("fd77::1"), sock("[fd77::2]:9999")).await;
     });
 }
@@ -222,6 +246,11 @@ fn routes_through_the_device() {
         tun.add_address(ip("10.77.0.1"), 24)
             .expect("add_address v4");
         tun.add_address(ip("fd77::1"), 64).expect("add_address v6");
+        // The device starts down, and the kernel routes nothing through a device that is down.
+        let down = tun
+            .add_route(ip("10.78.0.0"), 16)
+            .expect_err("the device is down");
+        assert_eq!(down.kind(), io::ErrorKind::NetworkDown, "{down}");
         tun.up().expect("up");
         let mut packets = reader(&tun);
 
