@@ -70,6 +70,13 @@ pub(crate) enum Command {
         connection: veil_engine::ConnectionHandle,
         verdict: veil_engine::IngressVerdict,
     },
+    /// Client: open a CONNECT-IP tunnel and answer when the edge has.
+    OpenIp {
+        scope: Box<veil_engine::IpScope>,
+        reply: oneshot::Sender<Result<crate::ip::IpTunnel, OpenFailure>>,
+    },
+    /// Edge: a packet the IP egress device read, for `Endpoint::ip_deliver`.
+    IpFromDevice { packet: Vec<u8> },
     /// The endpoint's counters now (for metrics).
     Stats {
         reply: oneshot::Sender<veil_engine::EndpointStats>,

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use veil_engine::{
     Endpoint, EndpointStats, Event, Recv, RecvMeta, Refusal, Role, ShutdownPlan, TunnelError,
     TunnelId, TunnelKind, TunnelTarget,
@@ -30,7 +30,8 @@ use crate::{OpenFailure, Options, dial, udp_egress};
 /// Commands processed per wake-up before the driver flushes output again.
 const COMMAND_BATCH: usize = 256;
 /// Bytes read from the engine into one chunk.
-const RECV_CHUNK: usize = 64 * 1024;
+/// Room for the largest UDP payload and the largest IP packet (65,575 bytes).
+const RECV_CHUNK: usize = 64 * 1024 + 64;
 
 /// The driver's state of one open tunnel.
 struct Slot {
@@ -90,6 +91,15 @@ pub(crate) struct Driver {
     audit_lost: u64,
     /// Where the hooks' questions go (`Node::decisions`).
     decisions: crate::decisions::DecisionSender,
+    /// Edge: the IP egress device, if any.
+    device: Option<crate::ip::DeviceLink>,
+    /// CONNECT-IP tunnels (their packets ride `udp_tunnels` on a client): a client's
+    /// configuration channel, nothing on an edge.
+    ip_tunnels: HashMap<TunnelId, Option<watch::Sender<crate::ip::IpTunnelConfig>>>,
+    opening_ip: HashMap<TunnelId, oneshot::Sender<Result<crate::ip::IpTunnel, OpenFailure>>>,
+    /// Scratch for a packet being checked, and for the ICMP error the engine answers with.
+    packet_buf: Vec<u8>,
+    icmp_buf: Box<[u8]>,
 }
 
 impl Driver {
@@ -118,6 +128,11 @@ impl Driver {
             audit,
             audit_lost: 0,
             decisions,
+            device: None,
+            ip_tunnels: HashMap::new(),
+            opening_ip: HashMap::new(),
+            packet_buf: Vec::new(),
+            icmp_buf: vec![0; 1280].into_boxed_slice(),
         }
     }
 
@@ -265,6 +280,7 @@ impl Driver {
                 match kind {
                     TunnelKind::Stream => self.on_request(tunnel, target),
                     TunnelKind::Udp => self.on_udp_request(tunnel, target),
+                    TunnelKind::Ip => self.on_ip_request(tunnel),
                     // The engine hands over only the kinds this host serves (all it knew
                     // when this was written).
                     _ => self.refuse(tunnel, Refusal::Internal),
@@ -277,9 +293,18 @@ impl Driver {
                     let _ = reply.send(Err(OpenFailure::Refused(reason)));
                 } else if let Some(reply) = self.opening_udp.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Refused(reason)));
+                } else if let Some(reply) = self.opening_ip.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Refused(reason)));
                 }
             }
-            Event::TunnelDatagrams { tunnel } => self.read_datagrams(tunnel),
+            Event::TunnelDatagrams { tunnel } => {
+                if self.ip_tunnels.get(&tunnel).is_some_and(Option::is_none) {
+                    self.packets_to_device(tunnel);
+                } else {
+                    self.read_datagrams(tunnel);
+                }
+            }
+            Event::IpTunnelConfigured { tunnel } => self.on_ip_configured(tunnel),
             Event::TunnelReadable { tunnel } => self.read_tunnel(tunnel),
             Event::TunnelWritable { tunnel } => {
                 if let Some(slot) = self.tunnels.get_mut(&tunnel) {
@@ -295,6 +320,10 @@ impl Driver {
                 if let Some(reply) = self.opening_udp.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Stopped));
                 }
+                if let Some(reply) = self.opening_ip.remove(&tunnel) {
+                    let _ = reply.send(Err(OpenFailure::Stopped));
+                }
+                self.ip_tunnels.remove(&tunnel);
                 if let Some(port) = self.udp_tunnels.remove(&tunnel) {
                     port.close();
                 }
@@ -471,6 +500,13 @@ impl Driver {
 
     /// Client: the edge said 2xx; hand the tunnel to whoever opened it.
     fn on_opened(&mut self, tunnel: TunnelId) {
+        if let Some(reply) = self.opening_ip.remove(&tunnel) {
+            let packets = self.insert_udp_tunnel(tunnel, OnDrop::Finish);
+            let (config_tx, config) = watch::channel(crate::ip::IpTunnelConfig::default());
+            self.ip_tunnels.insert(tunnel, Some(config_tx));
+            let _ = reply.send(Ok(crate::ip::IpTunnel { packets, config }));
+            return;
+        }
         if let Some(reply) = self.opening_udp.remove(&tunnel) {
             let handle = self.insert_udp_tunnel(tunnel, OnDrop::Finish);
             // An opener that gave up drops the handle, which finishes the tunnel.
@@ -536,6 +572,8 @@ impl Driver {
             Command::UdpDatagram { tunnel, payload } => self.send_datagram(tunnel, &payload),
             Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
+            Command::OpenIp { scope, reply } => self.on_open_ip(&scope, reply),
+            Command::IpFromDevice { mut packet } => self.packet_from_device(&mut packet),
             Command::DecideTunnel {
                 tunnel,
                 verdict,
@@ -616,7 +654,16 @@ impl Driver {
             return;
         };
         port.release();
-        match self.endpoint.tunnel_send_datagram(tunnel, payload) {
+        let sent = if self.ip_tunnels.contains_key(&tunnel) {
+            // The engine decrements the hop limit in place.
+            self.packet_buf.clear();
+            self.packet_buf.extend_from_slice(payload);
+            self.endpoint
+                .tunnel_send_packet(tunnel, &mut self.packet_buf)
+        } else {
+            self.endpoint.tunnel_send_datagram(tunnel, payload)
+        };
+        match sent {
             Ok(taken) => port.count_send(taken),
             Err(e) => tracing::debug!(?tunnel, error = %e, "datagram send failed"),
         }
@@ -626,10 +673,14 @@ impl Driver {
     /// the host is behind). The event is edge-triggered: the queue is always drained.
     fn read_datagrams(&mut self, tunnel: TunnelId) {
         loop {
-            match self
-                .endpoint
-                .tunnel_recv_datagram(tunnel, &mut self.recv_chunk)
-            {
+            let received = if self.ip_tunnels.contains_key(&tunnel) {
+                self.endpoint
+                    .tunnel_recv_packet(tunnel, &mut self.recv_chunk)
+            } else {
+                self.endpoint
+                    .tunnel_recv_datagram(tunnel, &mut self.recv_chunk)
+            };
+            match received {
                 Ok(Some(len)) => {
                     if let Some(port) = self.udp_tunnels.get(&tunnel) {
                         let payload = self.recv_chunk.get(..len).unwrap_or_default();
@@ -819,5 +870,105 @@ mod tests {
         assert_eq!(local_for(Role::Client, wildcard, dst), wildcard);
         let bound = SocketAddr::from(([127, 0, 0, 1], 4433));
         assert_eq!(local_for(Role::Edge, bound, dst), bound);
+    }
+}
+
+// CONNECT-IP: packets between tunnels and the IP egress device (`crate::ip`).
+impl Driver {
+    /// Edge: CONNECT-IP packets leave through `device`.
+    pub(crate) fn with_ip_device(mut self, device: Option<crate::ip::DeviceLink>) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Edge: a CONNECT-IP request; the engine assigned its addresses, the device carries
+    /// its packets.
+    fn on_ip_request(&mut self, tunnel: TunnelId) {
+        if self.device.is_none() {
+            // `Node::start_with` declares CONNECT-IP unserved without a device.
+            return self.refuse(tunnel, Refusal::Internal);
+        }
+        if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
+            tracing::debug!(?tunnel, error = %e, "accepting an IP tunnel failed");
+            return;
+        }
+        self.ip_tunnels.insert(tunnel, None);
+    }
+
+    /// Edge: moves every packet the engine let out of a client's tunnel to the device.
+    fn packets_to_device(&mut self, tunnel: TunnelId) {
+        loop {
+            match self
+                .endpoint
+                .tunnel_recv_packet(tunnel, &mut self.recv_chunk)
+            {
+                Ok(Some(len)) => {
+                    if let Some(device) = self.device.as_mut() {
+                        device.send(self.recv_chunk.get(..len).unwrap_or_default());
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(?tunnel, error = %e, "packet receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Edge: a packet the device read goes to the tunnel that owns its destination; an
+    /// ICMP error the engine answers with goes back to the device.
+    fn packet_from_device(&mut self, packet: &mut [u8]) {
+        if let veil_engine::IpDelivery::Answer { len } =
+            self.endpoint.ip_deliver(packet, &mut self.icmp_buf)
+        {
+            if let Some(device) = self.device.as_mut() {
+                device.send(self.icmp_buf.get(..len).unwrap_or_default());
+            }
+        }
+    }
+
+    /// Client: opens a CONNECT-IP tunnel for `scope`.
+    fn on_open_ip(
+        &mut self,
+        scope: &veil_engine::IpScope,
+        reply: oneshot::Sender<Result<crate::ip::IpTunnel, OpenFailure>>,
+    ) {
+        if self.stopping {
+            let _ = reply.send(Err(OpenFailure::Stopped));
+            return;
+        }
+        match self.endpoint.open_ip_tunnel(Instant::now(), scope) {
+            Ok(tunnel) => {
+                tracing::debug!(?tunnel, "opening IP tunnel");
+                self.opening_ip.insert(tunnel, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(OpenFailure::NotSent(e)));
+            }
+        }
+    }
+
+    /// Client: the edge assigned addresses or advertised routes.
+    fn on_ip_configured(&mut self, tunnel: TunnelId) {
+        let Some(Some(config)) = self.ip_tunnels.get(&tunnel) else {
+            return;
+        };
+        let addresses = self
+            .endpoint
+            .ip_tunnel_addresses(tunnel)
+            .unwrap_or_default();
+        let routes = self
+            .endpoint
+            .ip_tunnel_routes(tunnel)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        let mtu = self.endpoint.tunnel_max_datagram_payload(tunnel);
+        tracing::info!(?tunnel, ?addresses, ?routes, ?mtu, "IP tunnel configured");
+        let _ = config.send(crate::ip::IpTunnelConfig {
+            addresses,
+            routes,
+            mtu,
+        });
     }
 }

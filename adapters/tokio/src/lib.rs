@@ -39,6 +39,7 @@ mod command;
 mod decisions;
 mod dial;
 mod driver;
+mod ip;
 mod tunnel;
 pub mod udp;
 mod udp_egress;
@@ -57,12 +58,14 @@ use veil_engine::{
 };
 
 pub use decisions::{DECISION_CHANNEL, Decision};
+pub use ip::{IpEgress, IpTunnel, IpTunnelConfig, TunClientOptions, run_tun_client};
 pub use tunnel::{
     RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };
 pub use udp_tunnel::{
     UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats, WeakUdpSender,
 };
+pub use veil_tun::Tun;
 
 use command::Command;
 use driver::Driver;
@@ -231,11 +234,32 @@ impl Node {
     /// consults them for every connection and request. Questions a hook leaves to the host
     /// (`Ask`) come out of [`decisions`](Self::decisions).
     pub fn start_with_policy(
-        mut config: Config,
+        config: Config,
         bind: SocketAddr,
         options: Options,
         policy: impl veil_engine::Policy + 'static,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, bind, options, policy, None)
+    }
+
+    /// [`start_with_policy`](Self::start_with_policy), and for an edge an IP egress: the
+    /// device CONNECT-IP tunnels' packets go out through (`EdgeConfig::ip_pools` gives the
+    /// addresses). Without one the edge declares it does not serve CONNECT-IP (501).
+    pub fn start_with(
+        mut config: Config,
+        bind: SocketAddr,
+        options: Options,
+        policy: impl veil_engine::Policy + 'static,
+        ip_egress: Option<&IpEgress>,
+    ) -> Result<Self, StartError> {
+        if let RoleConfig::Edge(edge) = &mut config.role {
+            edge.serves = if ip_egress.is_some() {
+                veil_engine::TunnelKinds::ALL
+            } else {
+                veil_engine::TunnelKinds::only(veil_engine::TunnelKind::Stream)
+                    .with(veil_engine::TunnelKind::Udp)
+            };
+        }
         let udp =
             udp::UdpIo::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
         let local_addr = udp.local_addr();
@@ -255,6 +279,7 @@ impl Node {
         };
         let fingerprint = endpoint.certificate_fingerprint();
         let (tx, rx) = mpsc::unbounded_channel();
+        let device = ip_egress.map(|egress| ip::DeviceLink::spawn(egress, tx.clone()));
         let driver = Driver::new(
             endpoint,
             udp,
@@ -263,7 +288,8 @@ impl Node {
             options,
             audit_tx,
             decision_tx,
-        );
+        )
+        .with_ip_device(device);
         let task = tokio::spawn(driver.run());
         Ok(Self {
             local_addr,

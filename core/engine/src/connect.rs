@@ -517,7 +517,11 @@ mod tests {
             (":authority", "example.com:443"),
             (":path", "/chat"),
         ]);
-        assert_eq!(status(check(&extended)), 501, "a protocol veil does not serve");
+        assert_eq!(
+            status(check(&extended)),
+            501,
+            "a protocol veil does not serve"
+        );
         let ip = head(&[
             (":method", "CONNECT"),
             (":protocol", "connect-ip"),
@@ -527,7 +531,10 @@ mod tests {
         ]);
         let accepted = check(&ip).expect("a CONNECT-IP request");
         assert_eq!(accepted.kind, TunnelKind::Ip);
-        assert_eq!(accepted.ip_scope.as_deref(), Some(&veil_proto::masque::ip::Scope::ANY));
+        assert_eq!(
+            accepted.ip_scope.as_deref(),
+            Some(&veil_proto::masque::ip::Scope::ANY)
+        );
     }
 
     #[test]

@@ -96,6 +96,11 @@ pub use types::{
     TunnelKinds, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
+/// CONNECT-IP's vocabulary, from veil-proto: what a client asks to reach and what the edge
+/// assigns and routes.
+pub use veil_proto::masque::ip::{
+    IpAddressRange, IpPrefix, IpProto, Scope as IpScope, Target as IpScopeTarget,
+};
 
 /// With pacing on, a packet whose release time is at most this far ahead is sent now;
 /// later ones are held until their time.

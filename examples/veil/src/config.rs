@@ -117,6 +117,18 @@ pub struct ServerArgs {
     /// counted, when the writer falls behind.
     #[arg(long, value_name = "FILE|-")]
     pub audit_log: Option<PathBuf>,
+    /// CONNECT-IP (RFC 9484): a CIDR prefix whose addresses clients' IP tunnels get, one
+    /// of each family per tunnel (the first address is the edge's own); repeatable, one
+    /// IPv4 and one IPv6 prefix in practice. Needs --ip-egress. Without it CONNECT-IP
+    /// requests are answered 501.
+    #[arg(long = "ip-pool", value_name = "CIDR")]
+    pub ip_pool: Vec<String>,
+    /// Where CONNECT-IP packets leave the edge: `tun:NAME`, a TUN device the edge creates
+    /// with its own address in each pool; the kernel routes the packets on (turn on
+    /// forwarding, and NAT if the pools are private). Needs root or `CAP_NET_ADMIN`. Each
+    /// packet's destination is still checked against egress policy and rules.
+    #[arg(long, value_name = "tun:NAME")]
+    pub ip_egress: Option<String>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
     /// and cheaper on a loaded machine; more threads spread the TCP relays' copying over
@@ -259,6 +271,17 @@ pub struct ClientArgs {
     /// `http://ADDR/metrics`; printed as `veil: metrics listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Carry IP over CONNECT-IP (RFC 9484) through TUN device NAME, created with the
+    /// addresses the edge assigns and the routes it advertises (or --tun-route); printed
+    /// as `tun NAME ready: ADDRESSES` once configured. TCP applications can still use the
+    /// SOCKS5 and HTTP listeners (one stream per connection) when they are named. Needs
+    /// root or `CAP_NET_ADMIN`. Keep the edge's own address reachable outside the tunnel.
+    #[arg(long, value_name = "NAME")]
+    pub tun: Option<String>,
+    /// With --tun: route this CIDR prefix into the tunnel instead of the advertised
+    /// routes; repeatable.
+    #[arg(long = "tun-route", value_name = "CIDR", requires = "tun")]
+    pub tun_route: Vec<String>,
 }
 
 /// Flags of `veil demo`.
@@ -309,6 +332,9 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub audit_log: Option<PathBuf>,
+    #[serde(default)]
+    pub ip_pool: Vec<String>,
+    pub ip_egress: Option<String>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -336,6 +362,9 @@ pub struct ClientFile {
     pub connect_timeout_ms: Option<u64>,
     pub direct_source: Option<IpAddr>,
     pub metrics: Option<SocketAddr>,
+    pub tun: Option<String>,
+    #[serde(default)]
+    pub tun_route: Vec<String>,
     /// `[[client.rule]]`: where each new flow goes (tunnel, direct, block).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec<ClientAction>>,
@@ -384,6 +413,10 @@ pub struct ServerSettings {
     pub metrics: Option<SocketAddr>,
     /// Where audit records go; `None`: not kept.
     pub audit_log: Option<crate::audit_log::AuditTarget>,
+    /// CONNECT-IP address pools (CIDR).
+    pub ip_pools: Vec<String>,
+    /// CONNECT-IP: the TUN device packets leave through; set exactly when pools are.
+    pub ip_egress: Option<String>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -466,6 +499,10 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// CONNECT-IP through this TUN device; `None`: no IP tunnel.
+    pub tun: Option<String>,
+    /// With `tun`: routes instead of the advertised ones.
+    pub tun_routes: Vec<(IpAddr, u8)>,
 }
 
 /// One `--udp-forward`: a local UDP address whose datagrams go to a fixed target.
@@ -543,6 +580,20 @@ impl ServerSettings {
             file.tokens,
         );
         let tokens = named_tokens(&texts)?;
+        let ip_pools = pick_list(flags.ip_pool, file.ip_pool);
+        for pool in &ip_pools {
+            parse_prefix(pool).context("--ip-pool")?;
+        }
+        let ip_egress = flags
+            .ip_egress
+            .or(file.ip_egress)
+            .map(|text| parse_ip_egress(&text))
+            .transpose()?;
+        match (ip_pools.is_empty(), ip_egress.is_some()) {
+            (false, false) => bail!("--ip-pool needs --ip-egress tun:NAME"),
+            (true, true) => bail!("--ip-egress needs at least one --ip-pool"),
+            _ => {}
+        }
         Ok(Self {
             listen: flags
                 .listen
@@ -578,8 +629,29 @@ impl ServerSettings {
                 .audit_log
                 .or(file.audit_log)
                 .map(|path| crate::audit_log::AuditTarget::parse(&path)),
+            ip_pools,
+            ip_egress,
         })
     }
+}
+
+/// Reads `--ip-egress`: `tun:NAME` gives the device's name.
+fn parse_ip_egress(text: &str) -> anyhow::Result<String> {
+    match text.split_once(':') {
+        Some(("tun", name)) if !name.is_empty() => Ok(name.to_owned()),
+        _ if text == "decap" => {
+            bail!("--ip-egress decap (userspace decapsulation) is not built yet; use tun:NAME")
+        }
+        _ => bail!("--ip-egress {text:?}: expected tun:NAME"),
+    }
+}
+
+/// Reads a CIDR prefix (`10.0.0.0/8`, `fd00::/64`; host bits must be zero).
+pub fn parse_prefix(text: &str) -> anyhow::Result<(IpAddr, u8)> {
+    let net: veil_engine::egress::IpNet = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{text:?} is not a CIDR prefix: {e}"))?;
+    Ok((net.addr(), net.prefix_len()))
 }
 
 impl ClientSettings {
@@ -603,9 +675,12 @@ impl ClientSettings {
                 .map(|secret| LocalCredentials::parse(secret.expose()))
                 .transpose()?,
         };
-        // The listeners that were named open; both defaults only when none was, so that a
-        // second client with `--socks` alone does not collide on the default HTTP port.
+        let tun = flags.tun.or(file.tun);
+        // The listeners that were named open; both defaults only when no front was (a TUN
+        // device is one), so that a second client with `--socks` alone does not collide on
+        // the default HTTP port.
         let (socks, http) = match (flags.socks.or(file.socks), flags.http.or(file.http)) {
+            (None, None) if tun.is_some() => (None, None),
             (None, None) => (
                 Some(default_addr(DEFAULT_SOCKS)),
                 Some(default_addr(DEFAULT_HTTP)),
@@ -640,6 +715,11 @@ impl ClientSettings {
             rules: file.rules,
             direct_source: flags.direct_source.or(file.direct_source),
             metrics: flags.metrics.or(file.metrics),
+            tun_routes: pick_list(flags.tun_route, file.tun_route)
+                .iter()
+                .map(|text| parse_prefix(text).context("--tun-route"))
+                .collect::<anyhow::Result<_>>()?,
+            tun,
             connect_timeout: Duration::from_millis(
                 flags
                     .connect_timeout_ms

@@ -44,6 +44,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         rules: Vec::new(),
         metrics: None,
         audit_log: None,
+        ip_pools: Vec::new(),
+        ip_egress: None,
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -65,6 +67,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         metrics: None,
         direct_source: None,
         connect_timeout: Duration::from_secs(5),
+        tun: None,
+        tun_routes: Vec::new(),
     })
     .await?;
     println!("veil demo: origin    http://{}", origin.addr());

@@ -25,6 +25,8 @@ pub struct RunningEdge {
     self_signed: bool,
     /// The metrics listener's address and task, when asked for.
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
+    /// CONNECT-IP: the TUN device packets leave through.
+    ip_device: Option<String>,
 }
 
 impl RunningEdge {
@@ -35,7 +37,27 @@ impl RunningEdge {
             connect_timeout: settings.connect_timeout,
             ..Options::default()
         };
-        let mut node = Node::start(config, settings.listen, options)?;
+        let ip_egress = match &settings.ip_egress {
+            Some(name) => {
+                let pools = settings
+                    .ip_pools
+                    .iter()
+                    .map(|pool| crate::config::parse_prefix(pool))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let egress = veil_tokio::IpEgress::open(name, &pools)
+                    .with_context(|| format!("--ip-egress tun:{name}"))?;
+                Some(egress)
+            }
+            None => None,
+        };
+        let ip_device = ip_egress.as_ref().map(|egress| egress.name().to_owned());
+        let mut node = Node::start_with(
+            config,
+            settings.listen,
+            options,
+            veil_engine::DefaultPolicy,
+            ip_egress.as_ref(),
+        )?;
         if let (Some(target), Some(records)) = (&settings.audit_log, node.audit_records()) {
             let out = crate::audit_log::open(target)?;
             tokio::spawn(crate::audit_log::write(records, out));
@@ -52,6 +74,7 @@ impl RunningEdge {
             drain: settings.drain,
             self_signed: settings.cert_key.is_none(),
             metrics,
+            ip_device,
         })
     }
 
@@ -76,6 +99,9 @@ impl RunningEdge {
         }
         if let Some((addr, _)) = &self.metrics {
             lines.push(format!("veil: metrics listening on {addr}"));
+        }
+        if let Some(device) = &self.ip_device {
+            lines.push(format!("veil: ip egress through tun {device}"));
         }
         lines
     }
@@ -121,6 +147,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         rules: settings.rules.clone(),
         client_ca: settings.client_ca.clone().map(Pem::Path),
         audit: settings.audit_log.is_some(),
+        ip_pools: settings.ip_pools.clone(),
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {
@@ -234,6 +261,9 @@ impl RunningClient {
             metrics = Some(addr);
             listeners.push(task);
         }
+        if let Some(name) = &settings.tun {
+            listeners.push(start_tun(name, &settings.tun_routes, &node)?);
+        }
         tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, "client started");
         Ok(Self {
             node,
@@ -329,6 +359,9 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
+    if !settings.ip_pools.is_empty() {
+        anyhow::bail!("CONNECT-IP (--ip-pool) is served by the tokio runtime only, for now");
+    }
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
@@ -390,6 +423,37 @@ pub fn core_line(core: &veil_glommio::CoreStats) -> String {
 #[cfg(not(target_os = "linux"))]
 pub fn server_glommio(_settings: &ServerSettings, _cores: Option<usize>) -> anyhow::Result<()> {
     anyhow::bail!("--runtime glommio needs Linux (io_uring)")
+}
+
+/// `--tun NAME`: opens the device and runs a CONNECT-IP tunnel through it (veil-tokio's
+/// `run_tun_client`); prints `tun NAME ready: ADDRESSES` each time the edge's addresses
+/// and routes are applied.
+fn start_tun(
+    name: &str,
+    routes: &[(std::net::IpAddr, u8)],
+    node: &Node,
+) -> anyhow::Result<JoinHandle<()>> {
+    let device = veil_tokio::Tun::open(name).with_context(|| format!("--tun {name}"))?;
+    let name = device.name().to_owned();
+    let options = veil_tokio::TunClientOptions {
+        routes: routes.to_vec(),
+    };
+    let (ready, mut configs) = tokio::sync::mpsc::unbounded_channel::<veil_tokio::IpTunnelConfig>();
+    let opener = node.opener();
+    let device = Arc::new(device);
+    Ok(tokio::spawn(async move {
+        let printer = tokio::spawn(async move {
+            while let Some(config) = configs.recv().await {
+                let addresses: Vec<String> =
+                    config.addresses.iter().map(ToString::to_string).collect();
+                println!("tun {name} ready: {}", addresses.join(" "));
+            }
+        });
+        if let Err(error) = veil_tokio::run_tun_client(opener, device, options, ready).await {
+            tracing::info!(%error, "the IP tunnel stopped");
+        }
+        printer.abort();
+    }))
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@ impl Rig {
             rules: Vec::new(),
             metrics: None,
             audit_log: None,
+            ip_pools: Vec::new(),
+            ip_egress: None,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {
@@ -108,6 +110,8 @@ impl Rig {
             metrics: None,
             direct_source: None,
             connect_timeout: Duration::from_secs(5),
+            tun: None,
+            tun_routes: Vec::new(),
         })
         .await
         .expect("client starts");

@@ -247,7 +247,9 @@ fn close_drains_both_sides_and_ends_their_tunnels() {
     }
     // The step that reaped the connections may have ended before the host polled the
     // events it queued (seen under load): one more step hands them over.
-    net.run_until(&mut client, &mut edge, Duration::from_millis(20), |_, _| false);
+    net.run_until(&mut client, &mut edge, Duration::from_millis(20), |_, _| {
+        false
+    });
     let lost = client.connection_events.last();
     assert!(
         matches!(lost, Some(Event::ConnectionLost { reason, .. }) if reason == "closed locally (application error 0x0)"),
