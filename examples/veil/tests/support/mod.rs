@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+pub(crate) mod netns;
+
 /// How long a program may take to print that it is listening.
 pub(crate) const STARTUP: Duration = Duration::from_secs(20);
 /// The token the tests' edges accept.
