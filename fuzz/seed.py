@@ -783,17 +783,99 @@ def read_datagrams(side):
     return [32, side]
 
 
+# CONNECT-IP actions (tags 33 to 39).
+def open_ip_any(proto=0):
+    return [33, 0, proto]
+
+
+def open_ip_listed(index, proto=0):
+    return [33, 1, index, proto]
+
+
+def open_ip_v4(octets, length, proto=0):
+    return [33, 2, *octets, length, proto]
+
+
+def open_ip_v6(text, length, proto=0):
+    import ipaddress
+    return [33, 3, *ipaddress.IPv6Address(text).packed, length, proto]
+
+
+def assigned(index=0):
+    return [0, index]
+
+
+def listed(index):
+    return [1, index]
+
+
+def literal_v4(*octets):
+    return [2, *octets]
+
+
+def literal_v6(text):
+    import ipaddress
+    return [2, *ipaddress.IPv6Address(text).packed]
+
+
+def udp_packet(src, dst, payload=b"", v6=False, hop=64, pad=0):
+    return [0, int(v6), *src, *dst, hop, *blob(payload), *le16(pad)]
+
+
+def icmp_packet(src, dst, payload=b"", v6=False, hop=64, pad=0):
+    return [1, int(v6), *src, *dst, hop, *blob(payload), *le16(pad)]
+
+
+def raw_packet(data, pad=0, bypass=False):
+    return [3 if bypass else 2, *blob(data), *le16(pad)]
+
+
+def send_packet(side, pick, packet):
+    return [34, side, pick, *packet]
+
+
+def recv_packet(side, pick, length):
+    return [35, side, pick, *le16(length)]
+
+
+def read_packets(side):
+    return [36, side]
+
+
+def ip_deliver(pick, packet, answer=0):
+    return [37, pick, *packet, answer]
+
+
+def raw_ip_request(path, flags=0):
+    """path: an IP_PATHS index or bytes; flags: 1 token, 2 FIN, 4 no capsule-protocol,
+    8 empty authority."""
+    return [38, *field(path), flags]
+
+
+def raw_capsule(pick, kind, mode, data):
+    """kind: 0 DATAGRAM, 1 ADDRESS_ASSIGN, 2 ADDRESS_REQUEST, 3 ROUTE_ADVERTISEMENT (or a
+    type from 0xc0); mode: 1 built from the bytes, 2 a DATAGRAM as a QUIC DATAGRAM frame."""
+    return [39, pick, kind, mode, *blob(data)]
+
+
 # Setup flags (first byte): auth in the low two bits, then small windows, no datagrams,
 # small client queue, one edge connection, loopback allowed; the second byte picks the
 # congestion controller.
 AUTH_TOKEN, AUTH_WRONG, AUTH_NONE = 1, 2, 3
 SMALL_WINDOWS, NO_DATAGRAMS, SMALL_QUEUE, ONE_CONNECTION, ALLOW_LOOPBACK = 4, 8, 16, 32, 64
+# Second byte, bits 4 and 5: the edge's CONNECT-IP pools (10.89.0.0/30 holds one client
+# address, fd00:89::/126 two).
+POOLS_BOTH, POOLS_V4, POOLS_V6, POOLS_NONE = 0x00, 0x10, 0x20, 0x30
+# V4_ADDRESSES and V6_ADDRESSES in engine/mod.rs: public, private, gateway, the pool's
+# first address, broadcast (IPv4) or its second (IPv6), loopback, link-local, multicast.
+PUBLIC, PRIVATE, GATEWAY, POOL_FIRST, POOL_LAST, LOOPBACK, LINK_LOCAL, MULTICAST = range(8)
 
 # Raw request vocabulary indices (HEADER_NAMES and HEADER_VALUES in engine/mod.rs).
 METHOD, AUTHORITY, PROTOCOL, SCHEME, PATH, PROXY_AUTH, CAPSULE_PROTOCOL = range(7)
 CONNECT_, EXAMPLE_443, GET, LOOPBACK_22, V6_LOOPBACK = range(5)
 TOKEN_RIGHT, TOKEN_WRONG = 15, 16
-CONNECT_UDP, HTTPS, CAPSULE_YES = 10, 12, 18
+CONNECT_UDP, CONNECT_IP, HTTPS, CAPSULE_YES = 10, 11, 12, 18
+IP_PATH_ANY = 33
 UDP_PATH, UDP_PATH_LOOPBACK, UDP_PATH_V6, UDP_PATH_PORT_0, UDP_PATH_QUERY, PROXY_AUTHORITY = range(27, 33)
 
 
@@ -905,6 +987,96 @@ def engine():
     engine_seed("udp-raw-capsules-fin", 0, 0, udp_request(UDP_PATH), pump(8), accept(EDGE, 0),
                 raw_body(0, True, bytes([0x00, 0x03, 0x00]) + b"hi"), pump(8),
                 read_datagrams(EDGE), raw_datagram(b""), pump(4))
+
+    ip_opened = [open_ip_any(), pump(8), accept(EDGE, 0), pump(8)]
+    v4_public = udp_packet(assigned(), listed(PUBLIC), b"query")
+    ip_exchange = [
+        send_packet(CLIENT, 0, v4_public),
+        send_packet(CLIENT, 0, udp_packet(assigned(), listed(PRIVATE), b"private")),
+        send_packet(CLIENT, 0, icmp_packet(assigned(), listed(PUBLIC), b"icmp")),
+        send_packet(CLIENT, 0, udp_packet(assigned(), listed(PUBLIC), b"v6", v6=True)),
+        send_packet(CLIENT, 0, udp_packet(assigned(), listed(PUBLIC), b"last hop", hop=1)),
+        send_packet(CLIENT, 0, udp_packet(listed(PRIVATE), listed(PUBLIC), b"spoofed")),
+        pump(8), read_packets(EDGE),
+        ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"answer")),
+        ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"v6 answer", v6=True)),
+        ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"big", pad=1500)),
+        ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"big v6", v6=True, pad=1500)),
+        ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"expires", hop=1)),
+        ip_deliver(0, icmp_packet(listed(PUBLIC), assigned(), b"error")),
+        ip_deliver(0, udp_packet(listed(PUBLIC), listed(POOL_LAST), b"nobody's")),
+        ip_deliver(0, raw_packet(b"\x45\x00\x00")),
+        send_packet(EDGE, 0, udp_packet(listed(PUBLIC), listed(PRIVATE), b"unchecked")),
+        pump(8), recv_packet(CLIENT, 0, 10), read_packets(CLIENT),
+    ]
+    engine_seed("ip-frames", 0, POOLS_BOTH, *ip_opened, *ip_exchange, pump(4))
+    engine_seed("ip-capsules", NO_DATAGRAMS, POOLS_BOTH, *ip_opened, *ip_exchange,
+                finish(CLIENT, 0), pump(8))
+    spoofed = ipv4(17, udp(5000, 53, b"spoof", lambda p, n: pseudo_v4((10, 89, 0, 9), (8, 8, 8, 8), p, n)),
+                   src=(10, 89, 0, 9), dst=(8, 8, 8, 8))
+    own = ipv4(17, udp(5000, 53, b"own", lambda p, n: pseudo_v4((10, 89, 0, 2), (10, 0, 0, 1), p, n)),
+               src=(10, 89, 0, 2), dst=(10, 0, 0, 1), ttl=0)
+    engine_seed("ip-bypass", 0, POOLS_V4, *ip_opened,
+                send_packet(CLIENT, 0, raw_packet(spoofed, bypass=True)),
+                send_packet(CLIENT, 0, raw_packet(own, bypass=True)),
+                send_packet(CLIENT, 0, raw_packet(b"\x60garbage", bypass=True)),
+                send_packet(CLIENT, 0, raw_packet(spoofed + b"\x00\x00")),
+                send_datagram(CLIENT, 0, 80), pump(8), read_packets(EDGE), recv_datagram(EDGE, 0, 100),
+                pump(8), read_packets(CLIENT), read_datagrams(CLIENT))
+    engine_seed("ip-pool-exhaustion", 0, POOLS_V4,
+                open_ip_any(), open_ip_any(), pump(8), accept(EDGE, 0), pump(8), open_ip_any(),
+                pump(8), abort(CLIENT, 0), pump(8), open_ip_any(), pump(8), accept(EDGE, 0),
+                pump(8), refuse(EDGE, 0, 0), pump(8),
+                send_packet(CLIENT, 0, v4_public), pump(8), read_packets(EDGE))
+    engine_seed("ip-pool-both-families", SMALL_QUEUE, POOLS_BOTH,
+                open_ip_any(), open_ip_any(), open_ip_any(), open_ip_any(), pump(8),
+                accept(EDGE, 0), accept(EDGE, 1), accept(EDGE, 2), pump(8),
+                abort(EDGE, 1), pump(8), open_ip_any(), pump(8), accept(EDGE, 2), pump(8),
+                ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"x", v6=True)),
+                ip_deliver(1, udp_packet(listed(PUBLIC), assigned(), b"y", v6=True)),
+                pump(8), read_packets(CLIENT))
+    engine_seed("ip-scopes", 0, POOLS_BOTH,
+                open_ip_listed(0, 18), open_ip_listed(4, 2), open_ip_v4((1, 2, 3, 4), 40),
+                open_ip_v6("2001:db8::", 48, 59), pump(8),
+                *[accept(EDGE, i) for i in range(4)], pump(8),
+                send_packet(CLIENT, 0, udp_packet(assigned(), literal_v4(8, 8, 8, 9), b"in scope")),
+                send_packet(CLIENT, 0, udp_packet(assigned(), literal_v4(8, 8, 9, 1), b"out")),
+                send_packet(CLIENT, 1, icmp_packet(assigned(), literal_v6("fd00:89::1"), b"v6", v6=True)),
+                send_packet(CLIENT, 3, udp_packet(assigned(), literal_v6("2001:db8::5"), b"v6", v6=True)),
+                pump(8), read_packets(EDGE), read_packets(CLIENT))
+    engine_seed("ip-no-pool", 0, POOLS_NONE, open_ip_any(), raw_ip_request(0), pump(8),
+                ip_deliver(0, udp_packet(listed(PUBLIC), listed(POOL_FIRST), b"x")), pump(4))
+    engine_seed("ip-tokens", AUTH_TOKEN, POOLS_BOTH, *ip_opened, raw_ip_request(0, 1),
+                raw_ip_request(0), pump(8), accept(EDGE, 1), pump(8),
+                send_packet(CLIENT, 0, v4_public), pump(8), read_packets(EDGE))
+    engine_seed("ip-wrong-token", AUTH_WRONG, POOLS_BOTH, open_ip_any(), pump(8))
+    engine_seed("ip-idle-and-close", 0, POOLS_BOTH, *ip_opened, open_ip_any(), pump(8),
+                send_packet(CLIENT, 0, v4_public), pump(8), advance_secs(6), pump(8),
+                finish(EDGE, 0), pump(8), open_ip_any(), pump(8), accept(EDGE, 0), pump(8),
+                close(EDGE, 0, b"bye"), pump(8), read_packets(CLIENT))
+    engine_seed("ip-raw", 0, POOLS_BOTH,
+                *[raw_ip_request(i) for i in range(14)], raw_ip_request(0, 4),
+                raw_ip_request(0, 8), raw_ip_request(b"/.well-known/masque/ip/10.89.0.2/*/"),
+                pump(8), accept(EDGE, 0), accept(EDGE, 1), pump(8),
+                raw_capsule(0, 2, 1, bytes([5, 6, 32, 7, 1, 128])),
+                raw_capsule(0, 2, 1, bytes([9, 0, 32])),
+                raw_capsule(0, 1, 1, bytes([0, 6, 32])),
+                raw_capsule(0, 3, 1, bytes([0, 0, 8, 17, 1, 0, 2, 0])),
+                raw_capsule(0, 0, 1, bytes([6]) + b"from the pool"),
+                raw_capsule(0, 0, 3, bytes([6]) + b"as a frame"),
+                raw_capsule(0, 0, 1, bytes([0]) + b"spoofed"),
+                pump(8), read_packets(EDGE),
+                ip_deliver(0, udp_packet(listed(PUBLIC), assigned(), b"to raw")),
+                raw_capsule(0, 0xC5, 0, b"unknown type"),
+                raw_capsule(1, 1, 0, bytes([0x00, 0x04, 10, 0, 0, 1])),
+                raw_capsule(0, 2, 0, b""), pump(8), read_packets(EDGE))
+    engine_seed("ip-raw-on-other-streams", 0, POOLS_BOTH,
+                udp_request(UDP_PATH), raw_request([(METHOD, CONNECT_), (AUTHORITY, EXAMPLE_443)]),
+                pump(8), accept(EDGE, 0), accept(EDGE, 1), pump(8),
+                raw_capsule(0, 2, 1, bytes([1, 0, 32])), raw_capsule(1, 3, 1, bytes([0, 0, 8, 0])),
+                raw_request([(METHOD, CONNECT_), (PROTOCOL, CONNECT_IP), (SCHEME, HTTPS),
+                             (AUTHORITY, PROXY_AUTHORITY), (PATH, IP_PATH_ANY), (CAPSULE_PROTOCOL, CAPSULE_YES)]),
+                pump(8), accept(EDGE, 2), pump(8), raw_reset(2, 1, 0x10C), pump(8))
 
 
 # --- sniff --------------------------------------------------------------------------------

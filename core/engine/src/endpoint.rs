@@ -1859,9 +1859,7 @@ impl Endpoint {
     fn remove_tunnel(&mut self, id: TunnelId) -> Option<(u64, u64)> {
         let tunnel = self.tunnels.remove(&id)?;
         self.audit_tunnel(id, &tunnel);
-        if let (Some(_), RoleState::Edge(edge)) = (&tunnel.ip, &mut self.role) {
-            edge.ip_pool.release(id);
-        }
+        self.release_ip_addresses(id, &tunnel);
         if let Some(deadline) = tunnel.question_deadline() {
             self.unanswered
                 .remove(deadline, requests::Question::Tunnel(id));
@@ -1942,6 +1940,7 @@ impl Endpoint {
             let Some(mut tunnel) = self.tunnels.remove(&id) else {
                 continue;
             };
+            self.release_ip_addresses(id, &tunnel);
             if let Some(trail) = tunnel.trail.as_mut() {
                 trail.end(crate::audit::Ending::Closed(CloseReason::ConnectionLost));
             }
@@ -1964,6 +1963,7 @@ impl Endpoint {
                         flow.reset();
                         flow
                     });
+                    again.ip = tunnel.ip.map(ip::IpTunnel::for_a_new_request);
                     self.tunnels.insert(id, again);
                 }
                 TunnelState::AwaitingResponse { .. } => {

@@ -127,6 +127,9 @@ pub enum TunnelError {
     NotUdp,
     /// A byte-stream call (`tunnel_send`, `tunnel_recv`) on a UDP tunnel.
     NotStream,
+    /// A packet call (`tunnel_send_packet`, `tunnel_recv_packet`) on a tunnel that is not a
+    /// CONNECT-IP tunnel.
+    NotIp,
     /// The caller's buffer is shorter than the next datagram, which stays queued.
     BufferTooSmall {
         /// The length of the next datagram.
@@ -146,6 +149,7 @@ impl fmt::Display for TunnelError {
             Self::Stream => "the tunnel's stream failed",
             Self::NotUdp => "not a UDP tunnel",
             Self::NotStream => "a UDP tunnel carries datagrams, not a byte stream",
+            Self::NotIp => "not an IP tunnel",
             Self::BufferTooSmall { .. } => "buffer too small",
         })
     }

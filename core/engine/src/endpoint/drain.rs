@@ -156,6 +156,7 @@ impl Endpoint {
             flow.reset();
             flow
         });
+        again.ip = old.ip.take().map(super::ip::IpTunnel::for_a_new_request);
         self.tunnels.insert(id, again);
         if let Some(conn) = self.conns.get_mut(&handle) {
             conn.streams.remove(&stream);

@@ -57,6 +57,12 @@ impl IpTunnel {
         }
     }
 
+    /// The same scope, with nothing assigned or advertised yet: a client's request sent
+    /// again on a new connection.
+    pub(super) fn for_a_new_request(self: Box<Self>) -> Box<Self> {
+        Box::new(Self::new(self.scope))
+    }
+
     /// Replaces the assigned addresses.
     fn assign(&mut self, assigned: Vec<AssignedAddress>) {
         self.addresses = assigned.iter().map(|a| a.prefix.addr()).collect();
@@ -128,7 +134,7 @@ impl Endpoint {
             .tunnels
             .get(&tunnel)
             .ok_or(TunnelError::UnknownTunnel)?;
-        let ip = entry.ip.as_deref().ok_or(TunnelError::NotUdp)?;
+        let ip = entry.ip.as_deref().ok_or(TunnelError::NotIp)?;
         if matches!(self.role, RoleState::Client(_)) {
             if let Err(cause) = forward::client_to_edge(packet, &ip.addresses, &ip.routes) {
                 count_drop(&mut self.stats, cause);
@@ -159,6 +165,14 @@ impl Endpoint {
         tunnel: TunnelId,
         out: &mut [u8],
     ) -> Result<Option<usize>, TunnelError> {
+        let entry = self
+            .tunnels
+            .get(&tunnel)
+            .ok_or(TunnelError::UnknownTunnel)?;
+        if entry.ip.is_none() {
+            // A UDP tunnel's datagrams stay for `tunnel_recv_datagram`.
+            return Err(TunnelError::NotIp);
+        }
         loop {
             let Some(len) = self.tunnel_recv_datagram(tunnel, out)? else {
                 return Ok(None);
@@ -289,6 +303,13 @@ impl Endpoint {
 
 // Glue called from the endpoint's processing.
 impl Endpoint {
+    /// Edge: gives a removed tunnel's addresses back to the pool, however it ended.
+    pub(super) fn release_ip_addresses(&mut self, id: TunnelId, tunnel: &super::Tunnel) {
+        if let (Some(_), RoleState::Edge(edge)) = (&tunnel.ip, &mut self.role) {
+            edge.ip_pool.release(id);
+        }
+    }
+
     /// Edge: the addresses for an IP tunnel the host accepts, one per family the pools
     /// have, within its scope's family; `Err(ConnectionLimit)` when none is free.
     pub(super) fn assign_ip_addresses(&mut self, id: TunnelId) -> Result<(), Refusal> {

@@ -42,6 +42,19 @@
 //! | 30 | `RecvDatagram` | side, pick, buffer size (`u16`) |
 //! | 31 | `RawHttpDatagram` | request pick, Context ID, payload bytes |
 //! | 32 | `ReadDatagrams` | side |
+//! | 33 | `OpenIp` | scope kind, then: list index / 4 IPv4 octets and length / 16 IPv6 octets and length; protocol (0: any, n: n - 1) |
+//! | 34 | `SendPacket` | side, pick, packet (below) |
+//! | 35 | `RecvPacket` | side, pick, buffer size (`u16`) |
+//! | 36 | `ReadPackets` | side |
+//! | 37 | `IpDeliver` | pick (whose address), packet (below), answer buffer size |
+//! | 38 | `RawIpRequest` | path (a vocabulary index into `IP_PATHS`, or ≥ 0xe0 and bytes), flags: token, FIN, no `capsule-protocol`, wrong authority |
+//! | 39 | `RawCapsule` | request pick, type (below 0xc0 modulo 4: DATAGRAM, `ADDRESS_ASSIGN`, `ADDRESS_REQUEST`, `ROUTE_ADVERTISEMENT`; from 0xc0 the byte itself), mode (bit 0 built from the bytes, bit 1 a DATAGRAM as a QUIC DATAGRAM frame), bytes |
+//!
+//! A packet: its form (`% 4`: 0 UDP, 1 ICMP error, 2 raw bytes, 3 raw bytes that bypass the
+//! sender's checks (`tunnel_send_datagram`)); for the raw forms the bytes, for the built
+//! ones a flags byte (bit 0 IPv6), source and destination (selector `% 3`: 0 an assigned
+//! address by index, 1 a vocabulary address by index, 2 a literal of the family's length),
+//! hop limit, payload bytes; then zero padding (`u16`, modulo 2048) for every form.
 //!
 //! Sides: even byte client, odd edge. Picks choose a live tunnel (or queued packet) modulo
 //! their number; a pick of 0xf8 or more names a dead or never-issued tunnel instead.
@@ -70,6 +83,9 @@ pub(crate) struct Setup {
     pub(crate) allow_loopback: bool,
     /// 0 CUBIC, 1 `BBRv2`, 2 Reno.
     pub(crate) congestion: u8,
+    /// The edge's CONNECT-IP pools: 0 an IPv4 /30 (one address) and an IPv6 /126 (two),
+    /// 1 the IPv4 /30 alone, 2 the IPv6 /126 alone, 3 none (CONNECT-IP answered 501).
+    pub(crate) pools: u8,
 }
 
 /// Tokens on the edge, and what the client presents.
@@ -101,7 +117,8 @@ impl Setup {
             small_queue: flags & 16 != 0,
             one_connection: flags & 32 != 0,
             allow_loopback: flags & 64 != 0,
-            congestion: more % 3,
+            congestion: (more & 0x0f) % 3,
+            pools: (more >> 4) & 3,
         }
     }
 }
@@ -130,6 +147,49 @@ pub(crate) enum HostInput {
     V6([u8; 16]),
     /// Bytes mapped onto name characters.
     Bytes(Vec<u8>),
+}
+
+/// The scope of a CONNECT-IP tunnel the client opens.
+#[derive(Debug, Clone)]
+pub(crate) enum ScopeInput {
+    Any,
+    /// An entry of [`IP_SCOPES`](crate::engine::IP_SCOPES).
+    Listed(u8),
+    V4([u8; 4], u8),
+    V6([u8; 16], u8),
+}
+
+/// An address of a built packet.
+#[derive(Debug, Clone)]
+pub(crate) enum AddrInput {
+    /// One the tunnel was assigned (or a pool address when it has none), by index.
+    Assigned(u8),
+    /// An entry of the family's vocabulary (`V4_ADDRESSES`, `V6_ADDRESSES`).
+    Listed(u8),
+    /// Octets: the first 4 for IPv4.
+    Literal([u8; 16]),
+}
+
+/// An IP packet from the input.
+#[derive(Debug, Clone)]
+pub(crate) enum PacketInput {
+    /// A UDP datagram (`encode_udp`) or an ICMP error about one, with its fields.
+    Built {
+        icmp: bool,
+        v6: bool,
+        source: AddrInput,
+        destination: AddrInput,
+        hop_limit: u8,
+        payload: Vec<u8>,
+        pad: u16,
+    },
+    /// Bytes as they are; `bypass`: sent with `tunnel_send_datagram`, past the sender's
+    /// checks.
+    Raw {
+        bypass: bool,
+        bytes: Vec<u8>,
+        pad: u16,
+    },
 }
 
 /// A header field of a raw request: a vocabulary index, or bytes of its own.
@@ -174,6 +234,13 @@ pub(crate) enum Action {
     RecvDatagram(Side, u8, u16),
     RawHttpDatagram(u8, u8, Vec<u8>),
     ReadDatagrams(Side),
+    OpenIp(ScopeInput, u8),
+    SendPacket(Side, u8, PacketInput),
+    RecvPacket(Side, u8, u16),
+    ReadPackets(Side),
+    IpDeliver(u8, PacketInput, u8),
+    RawIpRequest(Field, u8),
+    RawCapsule(u8, u8, u8, Vec<u8>),
 }
 
 impl Action {
@@ -216,6 +283,13 @@ impl Action {
             30 => Self::RecvDatagram(side(u), byte(u), word(u)),
             31 => Self::RawHttpDatagram(byte(u), byte(u), bytes(u)),
             32 => Self::ReadDatagrams(side(u)),
+            33 => Self::OpenIp(scope(u), byte(u)),
+            34 => Self::SendPacket(side(u), byte(u), packet(u)),
+            35 => Self::RecvPacket(side(u), byte(u), word(u)),
+            36 => Self::ReadPackets(side(u)),
+            37 => Self::IpDeliver(byte(u), packet(u), byte(u)),
+            38 => Self::RawIpRequest(field(u), byte(u)),
+            39 => Self::RawCapsule(byte(u), byte(u), byte(u), bytes(u)),
             _ => Self::Pump(1),
         }
     }
@@ -263,5 +337,50 @@ fn field(u: &mut Unstructured<'_>) -> Field {
     match byte(u) {
         index @ 0..0xe0 => Field::Listed(index),
         _ => Field::Bytes(bytes(u)),
+    }
+}
+
+fn scope(u: &mut Unstructured<'_>) -> ScopeInput {
+    match byte(u) % 4 {
+        0 => ScopeInput::Any,
+        1 => ScopeInput::Listed(byte(u)),
+        2 => ScopeInput::V4(u.arbitrary().unwrap_or_default(), byte(u)),
+        _ => ScopeInput::V6(u.arbitrary().unwrap_or_default(), byte(u)),
+    }
+}
+
+fn address(u: &mut Unstructured<'_>, v6: bool) -> AddrInput {
+    match byte(u) % 3 {
+        0 => AddrInput::Assigned(byte(u)),
+        1 => AddrInput::Listed(byte(u)),
+        _ => {
+            let mut octets = [0; 16];
+            let len = if v6 { 16 } else { 4 };
+            for octet in &mut octets[..len] {
+                *octet = byte(u);
+            }
+            AddrInput::Literal(octets)
+        }
+    }
+}
+
+fn packet(u: &mut Unstructured<'_>) -> PacketInput {
+    let form = byte(u) % 4;
+    if form >= 2 {
+        return PacketInput::Raw {
+            bypass: form == 3,
+            bytes: bytes(u),
+            pad: word(u),
+        };
+    }
+    let v6 = byte(u) & 1 == 1;
+    PacketInput::Built {
+        icmp: form == 1,
+        v6,
+        source: address(u, v6),
+        destination: address(u, v6),
+        hop_limit: byte(u),
+        payload: bytes(u),
+        pad: word(u),
     }
 }

@@ -39,20 +39,23 @@ mod input;
 mod model;
 mod raw;
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::Unstructured;
 use quiche::h3;
 use veil_engine::egress::{HostKind, classify_host};
 use veil_engine::{
-    ClientConfig, CloseReason, Config, CongestionControl, EdgeConfig, Endpoint, Event, Host, Name,
-    OpenError, Pem, ProxyErrorType, QuicConfig, RecvMeta, Refusal, RefusedReason, RoleConfig,
-    Secret, Token, TunnelError, TunnelId, TunnelKind, TunnelTarget, Verify,
+    ClientConfig, CloseReason, Config, CongestionControl, EdgeConfig, Endpoint, EndpointStats,
+    Event, Host, IpDelivery, Name, OpenError, Pem, ProxyErrorType, QuicConfig, RecvMeta, Refusal,
+    RefusedReason, RoleConfig, Secret, Token, TunnelError, TunnelId, TunnelKind, TunnelTarget,
+    Verify,
 };
+use veil_proto::ip::{IpPacket, Transport};
+use veil_proto::masque::ip::{IpPrefix, IpProto, Scope, Target};
 
-use input::{Action, Auth, Dir, Field, HostInput, Setup, Side};
+use input::{Action, AddrInput, Auth, Dir, Field, HostInput, PacketInput, ScopeInput, Setup, Side};
 use model::{Model, Origin};
 use raw::RawPeer;
 
@@ -152,7 +155,88 @@ const HEADER_VALUES: &[&[u8]] = &[
     b"/.well-known/masque/udp/example.com/0/",
     b"/.well-known/masque/udp/192.0.2.6/443/?x=1",
     b"localhost:4433",
+    // CONNECT-IP paths (the same as IP_PATHS), so that raw requests reach them too.
+    b"/.well-known/masque/ip/*/*/",
+    b"/.well-known/masque/ip/10.89.0.0%2F24/17/",
+    b"/.well-known/masque/ip/8.8.8.8/*/",
+    b"/.well-known/masque/ip/2001%3Adb8%3A%3A%2F32/58/",
+    b"/.well-known/masque/ip/example.com/*/",
+    b"/.well-known/masque/ip/10.0.0.0%2F33/*/",
 ];
+
+/// Paths of raw CONNECT-IP requests: good scopes (any, prefixes, protocols), a scope by
+/// name (501), malformed ones (400).
+const IP_PATHS: &[&[u8]] = &[
+    b"/.well-known/masque/ip/*/*/",
+    b"/.well-known/masque/ip/10.89.0.0%2F24/17/",
+    b"/.well-known/masque/ip/8.8.8.8/*/",
+    b"/.well-known/masque/ip/2001%3Adb8%3A%3A%2F32/58/",
+    b"/.well-known/masque/ip/example.com/*/",
+    b"/.well-known/masque/ip/10.0.0.0%2F33/*/",
+    b"/.well-known/masque/ip/*/256/",
+    b"/.well-known/masque/ip/*/",
+    b"/.well-known/masque/ip/*/*/?x=1",
+    b"/.well-known/masque/ip/fd00%3A89%3A%3A%2F126/1/",
+    b"/.well-known/masque/ip/0.0.0.0%2F0/0/",
+    b"/.well-known/masque/ip/%2A/%2A/",
+    b"/elsewhere/",
+    b"/.well-known/masque/udp/192.0.2.6/443/",
+];
+
+/// Scopes for `OpenIp`: prefixes of both families, inside and outside the pools.
+const IP_SCOPES: &[(&str, u8)] = &[
+    ("8.8.8.0", 24),
+    ("10.89.0.0", 30),
+    ("2001:db8::", 32),
+    ("127.0.0.1", 32),
+    ("fd00:89::", 126),
+    ("0.0.0.0", 0),
+    ("::", 0),
+    ("2001:4860::8888", 128),
+];
+
+/// Addresses of built packets: public, private, the pools' gateway, assignable and
+/// broadcast addresses, loopback, link-local, multicast, unspecified.
+const V4_ADDRESSES: &[[u8; 4]] = &[
+    [8, 8, 8, 8],
+    [10, 0, 0, 1],
+    [10, 89, 0, 1],
+    [10, 89, 0, 2],
+    [10, 89, 0, 3],
+    [127, 0, 0, 1],
+    [169, 254, 1, 1],
+    [224, 0, 0, 1],
+    [255, 255, 255, 255],
+    [0, 0, 0, 0],
+    [1, 1, 1, 1],
+];
+const V6_ADDRESSES: &[&str] = &[
+    "2001:4860::8888",
+    "fd00::1",
+    "fd00:89::1",
+    "fd00:89::2",
+    "fd00:89::3",
+    "::1",
+    "fe80::1",
+    "ff02::1",
+    "::",
+    "2001:db8::1",
+    "64:ff9b::808:808",
+];
+
+/// The edge's CONNECT-IP pools by `Setup::pools`: an IPv4 /30 holds one client address
+/// (network, gateway, client, broadcast), an IPv6 /126 two (no broadcast), so that pools
+/// run out.
+const POOL_V4: &str = "10.89.0.0/30";
+const POOL_V6: &str = "fd00:89::/126";
+/// The addresses the pools assign, and the edge's own (the gateways, the source of its
+/// ICMP errors).
+const ASSIGNABLE_V4: [u8; 4] = [10, 89, 0, 2];
+const ASSIGNABLE_V6: [&str; 2] = ["fd00:89::2", "fd00:89::3"];
+const GATEWAY_V4: [u8; 4] = [10, 89, 0, 1];
+const GATEWAY_V6: &str = "fd00:89::1";
+/// Larger than any IP packet a CONNECT-IP tunnel carries (65535 + 40).
+const MAX_IP_PACKET: usize = 65_535 + 40;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
@@ -231,6 +315,10 @@ struct World {
     trace: bool,
     /// Real time `Sleep` may still spend.
     sleep_budget: Duration,
+    /// CONNECT-IP: the addresses the edge's pools may assign.
+    pool: Vec<IpAddr>,
+    /// The counters at the last check, which may only grow.
+    last_stats: [EndpointStats; 2],
 }
 
 impl World {
@@ -253,6 +341,7 @@ impl World {
                 Vec::new()
             },
             max_connections,
+            ip_pools: pools(setup.pools).iter().map(|p| (*p).to_owned()).collect(),
             ..EdgeConfig::default()
         };
         let edge = Endpoint::new(
@@ -312,9 +401,11 @@ impl World {
             edge_closed: false,
             doomed: Vec::new(),
             buf: vec![0; 64 * 1024],
-            data: vec![0; 64 * 1024],
+            data: vec![0; MAX_IP_PACKET + 1],
             trace: trace_enabled(),
             sleep_budget: SLEEP_BUDGET,
+            pool: pool_addresses(setup.pools),
+            last_stats: [EndpointStats::default(), EndpointStats::default()],
         }
     }
 
@@ -336,6 +427,15 @@ impl World {
                 }
             }
             Action::ReadDatagrams(side) => self.read_datagrams(side),
+            Action::OpenIp(scope, protocol) => self.open_ip(&scope, protocol),
+            Action::SendPacket(side, pick, packet) => self.send_packet(side, pick, &packet),
+            Action::RecvPacket(side, pick, max) => {
+                if let Some((id, _)) = self.pick(side, pick) {
+                    self.recv_packet(side, id, usize::from(max));
+                }
+            }
+            Action::ReadPackets(side) => self.read_packets(side),
+            Action::IpDeliver(pick, packet, answer) => self.ip_deliver(pick, &packet, answer),
             Action::Accept(side, pick) => self.accept(side, pick),
             Action::Refuse(side, pick, refusal) => self.refuse(side, pick, refusal),
             Action::Send(side, pick, len) => self.send(side, pick, usize::from(len)),
@@ -458,6 +558,48 @@ impl World {
                     raw.close(code);
                 }
             }
+            Action::RawIpRequest(path, flags) => {
+                let path = pick_field(&path, IP_PATHS);
+                let authority: &[u8] = if flags & 8 == 0 {
+                    b"localhost:4433"
+                } else {
+                    b""
+                };
+                let mut headers = vec![
+                    h3::Header::new(b":method", b"CONNECT"),
+                    h3::Header::new(b":protocol", b"connect-ip"),
+                    h3::Header::new(b":scheme", b"https"),
+                    h3::Header::new(b":authority", authority),
+                    h3::Header::new(b":path", path),
+                ];
+                if flags & 4 == 0 {
+                    headers.push(h3::Header::new(b"capsule-protocol", b"?1"));
+                }
+                if flags & 1 == 1 {
+                    let token = format!("Bearer {TOKEN}");
+                    headers.push(h3::Header::new(b"proxy-authorization", token.as_bytes()));
+                }
+                if let Some(raw) = self.raw_peer() {
+                    raw.request(&headers, flags & 2 == 2);
+                }
+            }
+            Action::RawCapsule(pick, kind, mode, bytes) => {
+                let (capsule_type, value) = raw_capsule(kind, mode, &bytes);
+                if let Some(raw) = self.raw_peer() {
+                    if capsule_type == 0 && mode & 2 == 2 {
+                        // A DATAGRAM's value (Context ID, packet) as an HTTP Datagram.
+                        if let Some((&context, packet)) = value.split_first() {
+                            raw.http_datagram(pick, context & 0x3f, packet);
+                        }
+                    } else {
+                        let mut capsule = Vec::with_capacity(value.len() + 16);
+                        raw::push_varint(&mut capsule, capsule_type);
+                        raw::push_varint(&mut capsule, value.len() as u64);
+                        capsule.extend_from_slice(&value);
+                        raw.body(pick, false, &capsule);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -487,7 +629,7 @@ impl World {
         };
         match opened {
             Ok(id) => {
-                self.model.new_client(id, port, udp);
+                self.model.new_client(id, port, udp, false);
                 self.model.flows.insert(port, model::Flow::new(target, udp));
             }
             Err(OpenError::Closing) => assert!(self.client_closed, "Closing before close()"),
@@ -547,8 +689,10 @@ impl World {
                     Some(_) => {
                         assert_eq!(result, Ok(()), "refuse {id:?}");
                         let tunnel = self.model.kill_edge(id);
-                        if let Origin::Client(port) = tunnel.origin {
-                            self.model.flow(port).refusals.push(refusal);
+                        match tunnel.origin {
+                            Origin::Client(port) => self.model.flow(port).refusals.push(refusal),
+                            Origin::ClientIp => self.model.ip_refusals.push(refusal),
+                            Origin::Raw => {}
                         }
                     }
                 }
@@ -849,21 +993,21 @@ impl World {
             return;
         }
         // What the tunnel is, and the flow and direction whose sequence numbers it uses.
-        let (udp, ready, finished, port, upload) = match side {
+        let (udp, ip, ready, finished, port, upload) = match side {
             Side::Client => {
                 let t = &self.model.client[&id];
-                (t.udp, t.open, t.finished, Some(t.port), true)
+                (t.udp, t.ip, t.open, t.finished, Some(t.port), true)
             }
             Side::Edge => {
                 let t = &self.model.edge[&id];
                 let port = match t.origin {
                     Origin::Client(port) => Some(port),
-                    Origin::Raw => None,
+                    Origin::Raw | Origin::ClientIp => None,
                 };
-                (t.udp, t.accepted, t.finished, port, false)
+                (t.udp, t.ip, t.accepted, t.finished, port, false)
             }
         };
-        let seq = match (udp, port) {
+        let seq = match (udp && !ip, port) {
             (true, Some(port)) => {
                 let flow = self.model.flow(port);
                 let datagrams = if upload {
@@ -880,6 +1024,15 @@ impl World {
         let oversize = endpoint.stats().udp_dropped_oversize;
         let result = endpoint.tunnel_send_datagram(id, &self.data[..len]);
         let oversized = endpoint.stats().udp_dropped_oversize - oversize;
+        let largest = if ip { MAX_IP_PACKET } else { 65527 };
+        if ip && result == Ok(true) {
+            // Bytes past the sender's checks: the peer's checks judge them.
+            let sent = &self.data[..len];
+            match side {
+                Side::Client => self.model.packets_up.add(sent),
+                Side::Edge => self.model.packets_down.add(sent),
+            }
+        }
         match result {
             _ if !udp => assert_eq!(result, Err(TunnelError::NotUdp), "datagram on TCP"),
             // Accepted but the 2xx waits: dropped.
@@ -889,7 +1042,7 @@ impl World {
             _ if finished => panic!("datagram after finish: {result:?}"),
             Ok(sent) => {
                 let max = max.unwrap_or_else(|| panic!("open {id:?} has no datagram size"));
-                assert!(max <= 65527, "max datagram payload {max}");
+                assert!(max <= largest, "max datagram payload {max}");
                 if len <= max {
                     assert_eq!(
                         oversized, 0,
@@ -922,13 +1075,13 @@ impl World {
                 .model
                 .client
                 .get(&id)
-                .map(|t| (t.udp, t.open, Some((t.port, false)))),
+                .map(|t| (t.udp, t.ip, t.open, Some((t.port, false)))),
             Side::Edge => self.model.edge.get(&id).map(|t| match t.origin {
-                Origin::Client(port) => (t.udp, t.accepted, Some((port, true))),
-                Origin::Raw => (t.udp, t.accepted, None),
+                Origin::Client(port) => (t.udp, t.ip, t.accepted, Some((port, true))),
+                Origin::Raw | Origin::ClientIp => (t.udp, t.ip, t.accepted, None),
             }),
         };
-        let Some((udp, ready, flow)) = tunnel else {
+        let Some((udp, ip, ready, flow)) = tunnel else {
             assert_eq!(result, Err(TunnelError::UnknownTunnel), "dead {id:?}");
             return false;
         };
@@ -950,8 +1103,9 @@ impl World {
             Ok(None) => return false,
             Ok(Some(len)) => len,
             Err(TunnelError::BufferTooSmall { needed }) => {
+                let largest = if ip { MAX_IP_PACKET } else { 65527 };
                 assert!(
-                    needed > max && needed <= 65527,
+                    needed > max && needed <= largest,
                     "needed {needed} with {max}"
                 );
                 // The datagram stayed: a buffer of its size takes it.
@@ -965,6 +1119,13 @@ impl World {
             }
             Err(error) => panic!("datagram recv on {id:?}: {error:?}"),
         };
+        if ip {
+            // Unchecked bytes of an IP tunnel (the host skipped the packet API): whatever
+            // the peer sent, which the model does not follow.
+            assert!(len <= MAX_IP_PACKET, "a packet of {len} bytes");
+            self.drain();
+            return true;
+        }
         assert!(len <= 65527, "a datagram of {len} bytes");
         if let Some((port, upload)) = flow {
             let flow = self.model.flow(port);
@@ -1124,11 +1285,13 @@ impl World {
             return Some((id, false));
         }
         let id = live[index_of(live.len(), pick)?];
-        let udp = match side {
-            Side::Client => self.model.client[&id].udp,
-            Side::Edge => self.model.edge[&id].udp,
+        let (udp, ip) = match side {
+            Side::Client => (self.model.client[&id].udp, self.model.client[&id].ip),
+            Side::Edge => (self.model.edge[&id].udp, self.model.edge[&id].ip),
         };
-        let kind = if udp {
+        let kind = if ip {
+            TunnelKind::Ip
+        } else if udp {
             TunnelKind::Udp
         } else {
             TunnelKind::Stream
@@ -1146,6 +1309,569 @@ impl World {
             };
             assert!(!alive, "{side:?} {id:?} failed a call but was not closed");
         }
+    }
+
+    // --- CONNECT-IP -----------------------------------------------------------------------
+
+    fn open_ip(&mut self, scope: &ScopeInput, protocol: u8) {
+        let target = match scope {
+            ScopeInput::Any => Target::Any,
+            ScopeInput::Listed(index) => {
+                let (addr, len) = IP_SCOPES[usize::from(*index) % IP_SCOPES.len()];
+                let addr = addr.parse().expect("a listed scope");
+                Target::Prefix(IpPrefix::new_masked(addr, len).expect("a listed prefix"))
+            }
+            ScopeInput::V4(octets, len) => {
+                match IpPrefix::new_masked(IpAddr::from(*octets), len % 33) {
+                    Ok(prefix) => Target::Prefix(prefix),
+                    Err(_) => return,
+                }
+            }
+            ScopeInput::V6(octets, len) => {
+                match IpPrefix::new_masked(IpAddr::from(*octets), len % 129) {
+                    Ok(prefix) => Target::Prefix(prefix),
+                    Err(_) => return,
+                }
+            }
+        };
+        let ipproto = match protocol {
+            0 => IpProto::Any,
+            n => IpProto::Number(n - 1),
+        };
+        let scope = Scope { target, ipproto };
+        let port = self.next_port;
+        self.next_port = self.next_port.wrapping_add(1).max(1);
+        let pending = self.model.client.values().filter(|t| !t.open).count();
+        match self.client.open_ip_tunnel(self.now, &scope) {
+            Ok(id) => {
+                self.model.new_client(id, port, true, true);
+                let any = TunnelTarget::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                let mut flow = model::Flow::new(any, true);
+                flow.ip = true;
+                self.model.flows.insert(port, flow);
+            }
+            Err(OpenError::Closing) => assert!(self.client_closed, "Closing before close()"),
+            Err(OpenError::QueueFull) => assert!(
+                pending >= self.max_pending,
+                "QueueFull with {pending} of {} tunnels waiting",
+                self.max_pending
+            ),
+            Err(error) => panic!("open_ip_tunnel({scope:?}): {error:?}"),
+        }
+        self.drain();
+    }
+
+    /// Client: the edge gave an IP tunnel addresses or routes.
+    fn on_ip_configured(&mut self, tunnel: TunnelId) {
+        let state = self.model.client.get(&tunnel);
+        assert!(
+            state.is_some_and(|t| t.ip && t.open),
+            "IpTunnelConfigured for {tunnel:?}, not an open IP tunnel"
+        );
+        let prefixes = self
+            .client
+            .ip_tunnel_addresses(tunnel)
+            .unwrap_or_else(|| panic!("IP tunnel {tunnel:?} has no addresses"));
+        assert!(
+            self.client.ip_tunnel_routes(tunnel).is_some(),
+            "IP tunnel {tunnel:?} has no routes"
+        );
+        let mut addresses = Vec::new();
+        for prefix in &prefixes {
+            assert!(
+                prefix.is_host(),
+                "{tunnel:?} was assigned the prefix {prefix}"
+            );
+            assert!(
+                self.pool.contains(&prefix.addr()),
+                "{tunnel:?} was assigned {prefix}, not an address of the pools"
+            );
+            addresses.push(prefix.addr());
+        }
+        check_one_per_family(tunnel, &addresses);
+        if let Some(state) = self.model.client.get_mut(&tunnel) {
+            state.addresses = addresses;
+        }
+    }
+
+    /// Edge: the addresses an IP tunnel holds, as the edge says.
+    fn edge_addresses(&self, tunnel: TunnelId) -> Vec<IpAddr> {
+        let prefixes = self.edge.ip_tunnel_addresses(tunnel).unwrap_or_default();
+        for prefix in &prefixes {
+            assert!(
+                prefix.is_host(),
+                "edge {tunnel:?} holds the prefix {prefix}"
+            );
+        }
+        prefixes.iter().map(IpPrefix::addr).collect()
+    }
+
+    /// The pool's invariants, on the edge's live IP tunnels and the client's addresses.
+    fn check_ip(&mut self) {
+        let stats = self.edge.stats();
+        let mut owners: HashMap<IpAddr, TunnelId> = HashMap::new();
+        let ids: Vec<TunnelId> = self
+            .model
+            .edge
+            .iter()
+            .filter(|(_, t)| t.ip)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let addresses = self.edge_addresses(id);
+            check_one_per_family(id, &addresses);
+            for addr in addresses {
+                assert!(
+                    self.pool.contains(&addr),
+                    "edge {id:?} holds {addr}, not an address of the pools"
+                );
+                if let Some(other) = owners.insert(addr, id) {
+                    panic!("{addr} is assigned to both {other:?} and {id:?}");
+                }
+                self.model.holders.entry(addr).or_default().insert(id);
+            }
+        }
+        // Every address goes back to the pool with its tunnel, however the tunnel ended
+        // (a lost connection too: `seed-ip-idle-and-close` once found that it did not).
+        assert_eq!(
+            stats.ip_addresses_assigned,
+            owners.len(),
+            "ip_addresses_assigned; the live tunnels hold {owners:?}"
+        );
+        assert!(
+            stats.ip_addresses_assigned <= self.pool.len(),
+            "{} addresses assigned from a pool of {}",
+            stats.ip_addresses_assigned,
+            self.pool.len()
+        );
+        // Two live client tunnels hold one address only if the edge handed it out again,
+        // after the tunnel that held it ended: two edge tunnels held it.
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for tunnel in self.model.client.values().filter(|t| t.ip) {
+            for addr in &tunnel.addresses {
+                *held.entry(*addr).or_default() += 1;
+            }
+        }
+        for (addr, count) in held {
+            let holders = self
+                .model
+                .holders
+                .get(&addr)
+                .map_or(0, std::collections::BTreeSet::len);
+            assert!(
+                count <= holders,
+                "{count} client tunnels hold {addr}, which {holders} edge tunnels ever held"
+            );
+        }
+    }
+
+    /// Counters only grow.
+    // One line per counter of `EndpointStats`.
+    #[allow(clippy::too_many_lines)]
+    fn check_counters(&mut self) {
+        for (index, now) in [self.client.stats(), self.edge.stats()]
+            .into_iter()
+            .enumerate()
+        {
+            let before = self.last_stats[index];
+            let side = if index == 0 { "client" } else { "edge" };
+            let pairs = [
+                (
+                    "connections_total",
+                    before.connections_total,
+                    now.connections_total,
+                ),
+                (
+                    "connections_lost",
+                    before.connections_lost,
+                    now.connections_lost,
+                ),
+                ("tunnels_total", before.tunnels_total, now.tunnels_total),
+                (
+                    "tunnels_refused",
+                    before.tunnels_refused,
+                    now.tunnels_refused,
+                ),
+                ("auth_failures", before.auth_failures, now.auth_failures),
+                (
+                    "datagrams_dropped",
+                    before.datagrams_dropped,
+                    now.datagrams_dropped,
+                ),
+                (
+                    "version_negotiations",
+                    before.version_negotiations,
+                    now.version_negotiations,
+                ),
+                (
+                    "stateless_resets",
+                    before.stateless_resets,
+                    now.stateless_resets,
+                ),
+                (
+                    "datagrams_received",
+                    before.datagrams_received,
+                    now.datagrams_received,
+                ),
+                ("datagrams_sent", before.datagrams_sent, now.datagrams_sent),
+                (
+                    "udp_datagrams_sent",
+                    before.udp_datagrams_sent,
+                    now.udp_datagrams_sent,
+                ),
+                (
+                    "udp_datagrams_received",
+                    before.udp_datagrams_received,
+                    now.udp_datagrams_received,
+                ),
+                (
+                    "udp_dropped_oversize",
+                    before.udp_dropped_oversize,
+                    now.udp_dropped_oversize,
+                ),
+                (
+                    "udp_dropped_queue_full",
+                    before.udp_dropped_queue_full,
+                    now.udp_dropped_queue_full,
+                ),
+                (
+                    "udp_dropped_unknown_context",
+                    before.udp_dropped_unknown_context,
+                    now.udp_dropped_unknown_context,
+                ),
+                (
+                    "udp_dropped_unknown_tunnel",
+                    before.udp_dropped_unknown_tunnel,
+                    now.udp_dropped_unknown_tunnel,
+                ),
+                (
+                    "udp_dropped_malformed",
+                    before.udp_dropped_malformed,
+                    now.udp_dropped_malformed,
+                ),
+                (
+                    "udp_capsule_datagrams",
+                    before.udp_capsule_datagrams,
+                    now.udp_capsule_datagrams,
+                ),
+                ("audit_dropped", before.audit_dropped, now.audit_dropped),
+                (
+                    "tunnel_bytes_received",
+                    before.tunnel_bytes_received,
+                    now.tunnel_bytes_received,
+                ),
+                (
+                    "tunnel_bytes_sent",
+                    before.tunnel_bytes_sent,
+                    now.tunnel_bytes_sent,
+                ),
+                (
+                    "quic_packets_sent",
+                    before.quic_packets_sent,
+                    now.quic_packets_sent,
+                ),
+                (
+                    "quic_packets_lost",
+                    before.quic_packets_lost,
+                    now.quic_packets_lost,
+                ),
+                (
+                    "ip_packets_forwarded",
+                    before.ip_packets_forwarded,
+                    now.ip_packets_forwarded,
+                ),
+                (
+                    "ip_icmp_answers",
+                    before.ip_icmp_answers,
+                    now.ip_icmp_answers,
+                ),
+            ];
+            for (name, was, is) in pairs {
+                assert!(is >= was, "{side}: {name} went down from {was} to {is}");
+            }
+            for ((cause, was), (_, is)) in
+                before.ip_dropped.by_cause().zip(now.ip_dropped.by_cause())
+            {
+                assert!(
+                    is >= was,
+                    "{side}: ip_dropped {cause} went down from {was} to {is}"
+                );
+            }
+            self.last_stats[index] = now;
+        }
+    }
+
+    /// One packet into a tunnel: `tunnel_send_packet`, or `tunnel_send_datagram` past the
+    /// sender's checks.
+    fn send_packet(&mut self, side: Side, pick: u8, spec: &PacketInput) {
+        let Some((id, _)) = self.pick(side, pick) else {
+            return;
+        };
+        let state = match side {
+            Side::Client => self
+                .model
+                .client
+                .get(&id)
+                .map(|t| (t.udp, t.ip, t.open, t.finished)),
+            Side::Edge => self
+                .model
+                .edge
+                .get(&id)
+                .map(|t| (t.udp, t.ip, t.accepted, t.finished)),
+        };
+        let bypass = matches!(spec, PacketInput::Raw { bypass: true, .. });
+        if bypass && state.is_some_and(|(_, ip, _, _)| !ip) {
+            // Arbitrary bytes on a CONNECT-UDP tunnel are SendDatagram's business.
+            return;
+        }
+        let addresses: Vec<IpAddr> = match side {
+            Side::Client => self.client.ip_tunnel_addresses(id),
+            Side::Edge => self.edge.ip_tunnel_addresses(id),
+        }
+        .unwrap_or_default()
+        .iter()
+        .map(IpPrefix::addr)
+        .collect();
+        let Some(mut packet) = build_packet(spec, &addresses, &[], &self.pool) else {
+            return;
+        };
+        let endpoint = match side {
+            Side::Client => &mut self.client,
+            Side::Edge => &mut self.edge,
+        };
+        let result = if bypass {
+            endpoint.tunnel_send_datagram(id, &packet)
+        } else {
+            endpoint.tunnel_send_packet(id, &mut packet)
+        };
+        let Some((udp, ip, ready, finished)) = state else {
+            assert_eq!(
+                result,
+                Err(TunnelError::UnknownTunnel),
+                "packet on dead {id:?}"
+            );
+            return;
+        };
+        match result {
+            _ if !udp => assert_eq!(result, Err(TunnelError::NotUdp), "packet on TCP"),
+            _ if !ip => assert_eq!(result, Err(TunnelError::NotUdp), "packet on UDP"),
+            Ok(true) => {
+                assert!(ready, "{side:?} {id:?} sent a packet before it was open");
+                match side {
+                    Side::Client => self.model.packets_up.add(&packet),
+                    Side::Edge => self.model.packets_down.add(&packet),
+                }
+            }
+            Ok(false) => {}
+            Err(TunnelError::InvalidState) if !ready => {}
+            Err(TunnelError::WriteClosed) if finished => {}
+            Err(TunnelError::Stream) => self.doomed.push((side, id)),
+            Err(error) => panic!("packet on {side:?} {id:?}: {error:?}"),
+        }
+        self.drain();
+        self.check_doomed();
+    }
+
+    /// One `tunnel_recv_packet` into `max` bytes; returns whether a packet came.
+    fn recv_packet(&mut self, side: Side, id: TunnelId, max: usize) -> bool {
+        let max = max.min(self.data.len());
+        let endpoint = match side {
+            Side::Client => &mut self.client,
+            Side::Edge => &mut self.edge,
+        };
+        let result = endpoint.tunnel_recv_packet(id, &mut self.data[..max]);
+        let state = match side {
+            Side::Client => self
+                .model
+                .client
+                .get(&id)
+                .map(|t| (t.udp, t.ip, t.open, None)),
+            Side::Edge => self
+                .model
+                .edge
+                .get(&id)
+                .map(|t| (t.udp, t.ip, t.accepted, Some(t.origin))),
+        };
+        let Some((udp, ip, ready, origin)) = state else {
+            assert_eq!(
+                result,
+                Err(TunnelError::UnknownTunnel),
+                "packet recv on dead {id:?}"
+            );
+            return false;
+        };
+        let len = match result {
+            _ if !udp => {
+                assert_eq!(result, Err(TunnelError::NotUdp), "packet recv on TCP");
+                return false;
+            }
+            Ok(Some(_)) if !ip => panic!("{side:?} {id:?}: a packet from a CONNECT-UDP tunnel"),
+            // Edge: accepted, the 2xx still waiting for room.
+            Err(TunnelError::InvalidState) if !ready || side == Side::Edge => return false,
+            _ if !ready => panic!("packet recv on {side:?} {id:?} before open: {result:?}"),
+            Ok(None) => return false,
+            Ok(Some(len)) => len,
+            Err(TunnelError::BufferTooSmall { needed }) => {
+                assert!(
+                    needed > max && needed <= MAX_IP_PACKET,
+                    "needed {needed} with {max}"
+                );
+                return false;
+            }
+            // The ICMP answer to a refused packet failed the tunnel.
+            Err(TunnelError::UnknownTunnel | TunnelError::Stream) if side == Side::Edge => {
+                self.doomed.push((side, id));
+                self.drain();
+                self.check_doomed();
+                return false;
+            }
+            Err(error) => panic!("packet recv on {side:?} {id:?}: {error:?}"),
+        };
+        assert!(len <= max, "a packet of {len} bytes in {max}");
+        let packet = self.data[..len].to_vec();
+        let view = IpPacket::new_checked(&packet)
+            .unwrap_or_else(|e| panic!("{side:?} {id:?} received a malformed packet: {e:?}"));
+        match side {
+            Side::Client => {
+                let assigned = self.client.ip_tunnel_addresses(id).unwrap_or_default();
+                let destination = view.destination();
+                assert!(
+                    assigned.iter().any(|p| p.contains(destination)),
+                    "client {id:?} received a packet to {destination}; it was assigned {assigned:?}"
+                );
+                let icmp = matches!(
+                    view.transport(),
+                    Transport::Icmpv4(_) | Transport::Icmpv6(_)
+                );
+                let from_edge = icmp && view.source() == gateway(view.source().is_ipv6());
+                assert!(
+                    self.model.packets_down.take(&packet) || from_edge,
+                    "client {id:?} received a packet nobody sent it: {packet:02x?}"
+                );
+            }
+            Side::Edge => {
+                let assigned = self.edge_addresses(id);
+                let source = view.source();
+                assert!(
+                    assigned.contains(&source),
+                    "the edge's host received from {id:?} a packet from {source}; the tunnel \
+                     holds {assigned:?}"
+                );
+                if origin == Some(Origin::ClientIp) {
+                    assert!(
+                        self.model.packets_up.take(&packet),
+                        "edge {id:?} received a packet the client never sent: {packet:02x?}"
+                    );
+                }
+            }
+        }
+        self.drain();
+        true
+    }
+
+    /// Reads every IP tunnel of `side` with `tunnel_recv_packet` until it has nothing.
+    fn read_packets(&mut self, side: Side) {
+        let ids: Vec<TunnelId> = match side {
+            Side::Client => self
+                .model
+                .client
+                .iter()
+                .filter(|(_, t)| t.ip && t.open)
+                .map(|(&id, _)| id)
+                .collect(),
+            Side::Edge => self
+                .model
+                .edge
+                .iter()
+                .filter(|(_, t)| t.ip && t.accepted)
+                .map(|(&id, _)| id)
+                .collect(),
+        };
+        let bound = UDP_QUEUE[usize::from(self.setup.small_queue)];
+        for id in ids {
+            let mut count = 0;
+            while self.recv_packet(side, id, MAX_IP_PACKET) {
+                count += 1;
+                assert!(count <= bound, "{id:?} held more than {bound} packets");
+            }
+        }
+    }
+
+    /// Edge: a packet from the off-ramp, to the address of a live IP tunnel (by `pick`) or
+    /// any other.
+    fn ip_deliver(&mut self, pick: u8, spec: &PacketInput, answer: u8) {
+        let ids: Vec<TunnelId> = self
+            .model
+            .edge
+            .iter()
+            .filter(|(_, t)| t.ip)
+            .map(|(&id, _)| id)
+            .collect();
+        let addresses = index_of(ids.len(), pick)
+            .map(|index| self.edge_addresses(ids[index]))
+            .unwrap_or_default();
+        let Some(mut packet) = build_packet(spec, &self.pool, &addresses, &self.pool) else {
+            return;
+        };
+        let original = IpPacket::new_checked(&packet).ok().map(|v| v.source());
+        let mut answer = vec![0; [1500, 1280, 576, 40][usize::from(answer % 4)]];
+        let before = self.edge.stats();
+        let result = self.edge.ip_deliver(&mut packet, &mut answer);
+        let after = self.edge.stats();
+        match result {
+            IpDelivery::Sent(tunnel) => {
+                let state = self.model.edge.get(&tunnel);
+                assert!(
+                    state.is_some_and(|t| t.ip && t.accepted),
+                    "ip_deliver sent into {tunnel:?}, not an accepted IP tunnel"
+                );
+                let view = IpPacket::new_checked(&packet).expect("a delivered packet parses");
+                let destination = view.destination();
+                assert!(
+                    self.edge_addresses(tunnel).contains(&destination),
+                    "ip_deliver sent a packet to {destination} into {tunnel:?}"
+                );
+                assert_eq!(
+                    after.ip_packets_forwarded,
+                    before.ip_packets_forwarded + 1,
+                    "a delivery not counted"
+                );
+                self.model.packets_down.add(&packet);
+            }
+            IpDelivery::Answer { len } => {
+                assert!(
+                    len <= answer.len(),
+                    "an answer of {len} in {}",
+                    answer.len()
+                );
+                let view = IpPacket::new_checked(&answer[..len])
+                    .unwrap_or_else(|e| panic!("ip_deliver answered a malformed packet: {e:?}"));
+                assert!(
+                    matches!(
+                        view.transport(),
+                        Transport::Icmpv4(_) | Transport::Icmpv6(_)
+                    ),
+                    "ip_deliver answered with something else than ICMP"
+                );
+                assert_eq!(
+                    view.source(),
+                    gateway(view.source().is_ipv6()),
+                    "an ICMP answer not from the gateway"
+                );
+                assert_eq!(
+                    Some(view.destination()),
+                    original,
+                    "an ICMP answer not to the packet's source"
+                );
+                assert_eq!(
+                    after.ip_icmp_answers,
+                    before.ip_icmp_answers + 1,
+                    "an answer not counted"
+                );
+            }
+            IpDelivery::Dropped => {}
+        }
+        self.drain();
     }
 
     // --- the link and the clock -----------------------------------------------------------
@@ -1379,6 +2105,33 @@ impl World {
             self.client.poll_event().is_none() && self.edge.poll_event().is_none(),
             "events never run dry"
         );
+        self.forget_expired_requests();
+    }
+
+    /// Edge: requests the host left unanswered for `request_timeout` are refused by the
+    /// engine (504, `connection_timeout`) without an event; the model forgets them and
+    /// lets their clients see that refusal.
+    fn forget_expired_requests(&mut self) {
+        let expired: Vec<TunnelId> = self
+            .model
+            .edge
+            .iter()
+            .filter(|(id, t)| !t.accepted && self.edge.tunnel_kind(**id).is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let tunnel = self.model.kill_edge(id);
+            match tunnel.origin {
+                Origin::Client(port) => {
+                    self.model
+                        .flow(port)
+                        .refusals
+                        .push(Refusal::ConnectionTimeout);
+                }
+                Origin::ClientIp => self.model.ip_refusals.push(Refusal::ConnectionTimeout),
+                Origin::Raw => {}
+            }
+        }
     }
 
     fn check_secret(&self, event: &Event) {
@@ -1424,6 +2177,7 @@ impl World {
                 assert!(state.open, "TunnelClosed for unopened {tunnel:?}");
                 check_close(state.udp, state.finished && state.fin, reason);
             }
+            Event::IpTunnelConfigured { tunnel } => self.on_ip_configured(tunnel),
             other => panic!("client event {other:?}"),
         }
     }
@@ -1442,7 +2196,7 @@ impl World {
                 kind,
                 target,
                 client,
-            } => self.on_request(tunnel, &target, client, kind == TunnelKind::Udp),
+            } => self.on_request(tunnel, &target, client, kind),
             Event::TunnelDatagrams { tunnel } => {
                 let state = self.model.edge.get(&tunnel);
                 assert!(
@@ -1471,12 +2225,34 @@ impl World {
         tunnel: TunnelId,
         target: &TunnelTarget,
         client: veil_engine::ClientIdentity,
-        udp: bool,
+        kind: TunnelKind,
     ) {
-        if let Host::Ip(ip) = target.host {
+        // The tunnel may be gone already (its stream or connection ended since the event).
+        let alive = self.edge.tunnel_kind(tunnel);
+        assert!(
+            alive.is_none_or(|k| k == kind),
+            "kind of {tunnel:?}: {alive:?}"
+        );
+        let (udp, ip) = match kind {
+            TunnelKind::Udp => (true, false),
+            TunnelKind::Ip => (true, true),
+            _ => (false, false),
+        };
+        // Egress policy judges an IP tunnel's packets, not its scope.
+        if let (Host::Ip(ip), false) = (target.host.clone(), ip) {
             assert!(
                 self.edge.check_egress(ip).is_ok(),
                 "TunnelRequest for forbidden {ip}"
+            );
+        }
+        if ip {
+            assert!(!self.pool.is_empty(), "a CONNECT-IP request without a pool");
+            assert_eq!(target.port, 0, "an IP tunnel's target has a port");
+            // Addresses are held from the request on.
+            let held = self.edge_addresses(tunnel);
+            assert!(
+                alive.is_none() || !held.is_empty(),
+                "IP tunnel {tunnel:?} requested without addresses"
             );
         }
         match self.setup.auth {
@@ -1485,6 +2261,13 @@ impl World {
         }
         let origin = if client.peer == self.raw_addr {
             Origin::Raw
+        } else if ip {
+            assert_eq!(client.peer, self.client_addr);
+            assert!(
+                matches!(self.setup.auth, Auth::Open | Auth::Token),
+                "a client without the token got through"
+            );
+            Origin::ClientIp
         } else {
             assert_eq!(client.peer, self.client_addr);
             assert!(
@@ -1500,7 +2283,12 @@ impl World {
             assert_eq!(flow.udp, udp, "a request of the other kind");
             Origin::Client(target.port)
         };
-        self.model.new_edge(tunnel, origin, udp);
+        self.model.new_edge(tunnel, origin, udp, ip);
+        if ip {
+            for addr in self.edge_addresses(tunnel) {
+                self.model.holders.entry(addr).or_default().insert(tunnel);
+            }
+        }
     }
 
     /// A refusal the client saw is one the edge's rules or its host gave.
@@ -1530,6 +2318,26 @@ impl World {
             }
             Auth::Open | Auth::Token => {}
         }
+        if self.model.flow(port).ip {
+            let given = self
+                .model
+                .ip_refusals
+                .iter()
+                .any(|r| (r.status(), Some(r.proxy_error())) == seen);
+            let expected = if self.pool.is_empty() {
+                // No pool: the engine answers CONNECT-IP itself.
+                seen == (501, Some(ProxyErrorType::HttpRequestDenied))
+            } else {
+                // A pool that ran out.
+                seen == (503, Some(ProxyErrorType::ConnectionLimitReached))
+            };
+            assert!(
+                given || expected,
+                "IP tunnel refused with {seen:?}; the edge's host refused with {:?}",
+                self.model.ip_refusals
+            );
+            return;
+        }
         let flow = self.model.flow(port);
         let forbidden =
             target_ip(&flow.target.host).is_some_and(|ip| self.edge.check_egress(ip).is_err());
@@ -1547,7 +2355,9 @@ impl World {
 
     // --- invariants -----------------------------------------------------------------------
 
-    fn check(&self) {
+    fn check(&mut self) {
+        self.check_ip();
+        self.check_counters();
         let client = self.client.stats();
         let edge = self.edge.stats();
         assert_eq!(client.tunnels, self.model.client.len(), "client tunnels");
@@ -1788,4 +2598,230 @@ fn check_close(udp: bool, both_fins: bool, reason: CloseReason) {
         CloseReason::IdleTimeout => assert!(udp, "a TCP tunnel timed out idle"),
         _ => {}
     }
+}
+
+/// The edge's CONNECT-IP pools for `Setup::pools`.
+fn pools(which: u8) -> &'static [&'static str] {
+    match which {
+        0 => &[POOL_V4, POOL_V6],
+        1 => &[POOL_V4],
+        2 => &[POOL_V6],
+        _ => &[],
+    }
+}
+
+/// The addresses those pools may assign.
+fn pool_addresses(which: u8) -> Vec<IpAddr> {
+    let v4 = std::iter::once(IpAddr::from(ASSIGNABLE_V4));
+    let v6 = ASSIGNABLE_V6.iter().map(|a| a.parse().expect("address"));
+    match which {
+        0 => v4.chain(v6).collect(),
+        1 => v4.collect(),
+        2 => v6.collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The edge's own address in a family's pool: the source of its ICMP errors.
+fn gateway(v6: bool) -> IpAddr {
+    if v6 {
+        GATEWAY_V6.parse().expect("address")
+    } else {
+        IpAddr::from(GATEWAY_V4)
+    }
+}
+
+/// One assigned address per family at most.
+fn check_one_per_family(tunnel: TunnelId, addresses: &[IpAddr]) {
+    let v4 = addresses.iter().filter(|a| a.is_ipv4()).count();
+    assert!(
+        v4 <= 1 && addresses.len() - v4 <= 1,
+        "{tunnel:?} holds {addresses:?}: more than one address of a family"
+    );
+}
+
+/// An address of a built packet: one of `assigned` (or of the pool, or a public one, when
+/// there is none of the family), a listed one, or a literal.
+fn resolve(input: &AddrInput, v6: bool, assigned: &[IpAddr], pool: &[IpAddr]) -> IpAddr {
+    match input {
+        AddrInput::Assigned(index) => {
+            let of_family = |list: &[IpAddr]| -> Vec<IpAddr> {
+                list.iter().copied().filter(|a| a.is_ipv6() == v6).collect()
+            };
+            let mut candidates = of_family(assigned);
+            if candidates.is_empty() {
+                candidates = of_family(pool);
+            }
+            match index_of(candidates.len(), *index) {
+                Some(at) => candidates[at],
+                None => resolve(&AddrInput::Listed(0), v6, &[], &[]),
+            }
+        }
+        AddrInput::Listed(index) if v6 => V6_ADDRESSES[usize::from(*index) % V6_ADDRESSES.len()]
+            .parse()
+            .expect("a listed address"),
+        AddrInput::Listed(index) => {
+            IpAddr::from(V4_ADDRESSES[usize::from(*index) % V4_ADDRESSES.len()])
+        }
+        AddrInput::Literal(octets) if v6 => IpAddr::V6(Ipv6Addr::from(*octets)),
+        AddrInput::Literal(octets) => {
+            IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+        }
+    }
+}
+
+/// The packet an input describes: bytes as they are, or a UDP datagram or an ICMP error
+/// with the addresses it names (`sources` and `destinations` are what "assigned" means
+/// for each), its hop limit set. `None` when it cannot be built (an ICMP error about a
+/// packet that may not have one).
+fn build_packet(
+    spec: &PacketInput,
+    sources: &[IpAddr],
+    destinations: &[IpAddr],
+    pool: &[IpAddr],
+) -> Option<Vec<u8>> {
+    let (icmp, v6, source, destination, hop_limit, payload, pad) = match spec {
+        PacketInput::Raw { bytes, pad, .. } => {
+            let mut packet = bytes.clone();
+            packet.resize(packet.len() + usize::from(*pad % 2048), 0);
+            return Some(packet);
+        }
+        PacketInput::Built {
+            icmp,
+            v6,
+            source,
+            destination,
+            hop_limit,
+            payload,
+            pad,
+        } => (*icmp, *v6, source, destination, *hop_limit, payload, *pad),
+    };
+    let source = resolve(source, v6, sources, pool);
+    let destination = resolve(destination, v6, destinations, pool);
+    let mut payload = payload.clone();
+    payload.resize(payload.len() + usize::from(pad % 2048), 0);
+    let mut out = vec![0; payload.len() + 128];
+    let len = if icmp {
+        // An error from `source` about a datagram `destination` sent it.
+        let mut inner = vec![0; payload.len() + 64];
+        let inner_len = veil_proto::ip::encode_udp(
+            &mut inner,
+            SocketAddr::new(destination, 53),
+            SocketAddr::new(source, 5000),
+            &payload,
+        )
+        .ok()?;
+        let view = IpPacket::new_checked(&inner[..inner_len]).ok()?;
+        match source {
+            IpAddr::V4(from) => veil_proto::ip::encode_icmpv4_error(
+                &mut out,
+                from,
+                &view,
+                veil_proto::ip::Icmpv4Error::TimeExceeded,
+            ),
+            IpAddr::V6(from) => veil_proto::ip::encode_icmpv6_error(
+                &mut out,
+                from,
+                &view,
+                veil_proto::ip::Icmpv6Error::TimeExceeded,
+            ),
+        }
+        .ok()?
+    } else {
+        veil_proto::ip::encode_udp(
+            &mut out,
+            SocketAddr::new(source, 5000),
+            SocketAddr::new(destination, 53),
+            &payload,
+        )
+        .ok()?
+    };
+    out.truncate(len);
+    set_hop_limit(&mut out, hop_limit);
+    Some(out)
+}
+
+/// Sets a packet's hop limit (IPv4: TTL, and the header checksum again).
+fn set_hop_limit(packet: &mut [u8], hop_limit: u8) {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => {
+            packet[8] = hop_limit;
+            packet[10] = 0;
+            packet[11] = 0;
+            let header = usize::from(packet[0] & 0x0f) * 4;
+            let mut sum: u32 = packet[..header.min(packet.len())]
+                .chunks(2)
+                .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let checksum = !u16::try_from(sum).unwrap_or(0);
+            packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+        }
+        Some(6) if packet.len() >= 40 => packet[7] = hop_limit,
+        _ => {}
+    }
+}
+
+/// A capsule for the raw peer: its type and value. Types below 0xc0 are taken modulo 4
+/// (DATAGRAM, `ADDRESS_ASSIGN`, `ADDRESS_REQUEST`, `ROUTE_ADVERTISEMENT`); the value is
+/// the bytes, or (mode bit 0) built from them: a DATAGRAM with a UDP packet, address
+/// entries, route ranges.
+fn raw_capsule(kind: u8, mode: u8, bytes: &[u8]) -> (u64, Vec<u8>) {
+    let capsule_type = if kind < 0xc0 { kind % 4 } else { kind };
+    if mode & 1 == 0 {
+        return (u64::from(capsule_type), bytes.to_vec());
+    }
+    let listed = |v6: bool, index: u8| resolve(&AddrInput::Listed(index), v6, &[], &[]);
+    let octets = |addr: IpAddr| -> Vec<u8> {
+        match addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    };
+    let mut value = Vec::new();
+    match capsule_type {
+        0 => {
+            // Context ID 0, then a UDP packet from a listed address (10.89.0.2: 3 << 1).
+            let first = bytes.first().copied().unwrap_or(6);
+            let v6 = first & 1 == 1;
+            let spec = PacketInput::Built {
+                icmp: false,
+                v6,
+                source: AddrInput::Listed(first >> 1),
+                destination: AddrInput::Listed(0),
+                hop_limit: 64,
+                payload: bytes.get(1..).unwrap_or_default().to_vec(),
+                pad: 0,
+            };
+            value.push(0);
+            value.extend(build_packet(&spec, &[], &[], &[]).unwrap_or_default());
+        }
+        1 | 2 => {
+            // Entries of three bytes: Request ID, family and address, prefix length.
+            for entry in bytes.chunks(3) {
+                let [id, which, len] = [0, 1, 2].map(|i| entry.get(i).copied().unwrap_or(0));
+                let v6 = which & 1 == 1;
+                raw::push_varint(&mut value, u64::from(id));
+                value.push(if v6 { 6 } else { 4 });
+                value.extend(octets(listed(v6, which >> 1)));
+                value.push(len % if v6 { 129 } else { 33 });
+            }
+        }
+        3 => {
+            // Ranges of four bytes: family and start, end, protocol.
+            for range in bytes.chunks(4) {
+                let [which, start, end, protocol] =
+                    [0, 1, 2, 3].map(|i| range.get(i).copied().unwrap_or(0));
+                let v6 = which & 1 == 1;
+                value.push(if v6 { 6 } else { 4 });
+                value.extend(octets(listed(v6, which >> 1 | start & 0x80)));
+                value.extend(octets(listed(v6, end)));
+                value.push(protocol);
+            }
+        }
+        _ => value.extend_from_slice(bytes),
+    }
+    (u64::from(capsule_type), value)
 }

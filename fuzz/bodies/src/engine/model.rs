@@ -5,7 +5,8 @@
 //! byte is checked against the byte that was sent at that offset without keeping copies:
 //! a lost, duplicated, reordered or foreign byte shows at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use veil_engine::{Refusal, TunnelId, TunnelTarget};
 
@@ -121,8 +122,12 @@ impl Datagrams {
 pub(crate) struct ClientTunnel {
     /// Names its [`Flow`]: every tunnel the client opens gets its own port.
     pub(crate) port: u16,
-    /// A CONNECT-UDP tunnel.
+    /// A datagram tunnel: CONNECT-UDP, or CONNECT-IP (`ip`).
     pub(crate) udp: bool,
+    /// A CONNECT-IP tunnel.
+    pub(crate) ip: bool,
+    /// CONNECT-IP: the addresses the edge's last `ADDRESS_ASSIGN` gave.
+    pub(crate) addresses: Vec<IpAddr>,
     /// `TunnelOpened` came.
     pub(crate) open: bool,
     pub(crate) sent: u64,
@@ -139,6 +144,9 @@ pub(crate) struct ClientTunnel {
 pub(crate) enum Origin {
     /// The engine's client, for the flow with this port.
     Client(u16),
+    /// The engine's client, a CONNECT-IP tunnel: its request names no port, so the flow
+    /// is not known.
+    ClientIp,
     Raw,
 }
 
@@ -147,8 +155,10 @@ pub(crate) enum Origin {
 #[allow(clippy::struct_excessive_bools)]
 pub(crate) struct EdgeTunnel {
     pub(crate) origin: Origin,
-    /// A CONNECT-UDP tunnel.
+    /// A datagram tunnel: CONNECT-UDP, or CONNECT-IP (`ip`).
     pub(crate) udp: bool,
+    /// A CONNECT-IP tunnel.
+    pub(crate) ip: bool,
     /// `accept_tunnel` succeeded (the 200 may still wait for room).
     pub(crate) accepted: bool,
     pub(crate) sent: u64,
@@ -164,7 +174,7 @@ impl EdgeTunnel {
     pub(crate) fn key(&self, id: TunnelId) -> u64 {
         match self.origin {
             Origin::Client(port) => download_key(port),
-            Origin::Raw => raw_key(id),
+            Origin::Raw | Origin::ClientIp => raw_key(id),
         }
     }
 }
@@ -175,8 +185,10 @@ impl EdgeTunnel {
 #[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Flow {
     pub(crate) target: TunnelTarget,
-    /// A CONNECT-UDP flow.
+    /// A CONNECT-UDP (or CONNECT-IP) flow.
     pub(crate) udp: bool,
+    /// A CONNECT-IP flow.
+    pub(crate) ip: bool,
     /// UDP payloads each way.
     pub(crate) datagrams_up: Datagrams,
     pub(crate) datagrams_down: Datagrams,
@@ -215,6 +227,7 @@ impl Flow {
         Self {
             target,
             udp,
+            ip: false,
             datagrams_up: Datagrams::default(),
             datagrams_down: Datagrams::default(),
             upload_sent: 0,
@@ -246,10 +259,43 @@ pub(crate) struct Model {
     /// The largest tunnel id each side issued so far: ids are never reused.
     pub(crate) client_last: Option<TunnelId>,
     pub(crate) edge_last: Option<TunnelId>,
+    /// CONNECT-IP: the packets the client's tunnels sent (as they left, hop limit
+    /// decremented) and the edge sent to its clients, not yet received.
+    pub(crate) packets_up: Packets,
+    pub(crate) packets_down: Packets,
+    /// CONNECT-IP: every edge tunnel seen holding each pool address.
+    pub(crate) holders: HashMap<IpAddr, BTreeSet<TunnelId>>,
+    /// What the edge's host refused the client's CONNECT-IP requests with.
+    pub(crate) ip_refusals: Vec<Refusal>,
+}
+
+/// A multiset of IP packets.
+#[derive(Debug, Default)]
+pub(crate) struct Packets(HashMap<Vec<u8>, u32>);
+
+impl Packets {
+    pub(crate) fn add(&mut self, packet: &[u8]) {
+        *self.0.entry(packet.to_vec()).or_default() += 1;
+    }
+
+    /// Takes one copy of `packet`; `false` when none was sent (or all arrived already).
+    pub(crate) fn take(&mut self, packet: &[u8]) -> bool {
+        match self.0.get_mut(packet) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                true
+            }
+            Some(_) => {
+                self.0.remove(packet);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Model {
-    pub(crate) fn new_client(&mut self, id: TunnelId, port: u16, udp: bool) {
+    pub(crate) fn new_client(&mut self, id: TunnelId, port: u16, udp: bool, ip: bool) {
         assert!(
             self.client_last.is_none_or(|last| id > last),
             "client reused or reordered tunnel id {id:?}"
@@ -260,6 +306,8 @@ impl Model {
             ClientTunnel {
                 port,
                 udp,
+                ip,
+                addresses: Vec::new(),
                 open: false,
                 sent: 0,
                 finished: false,
@@ -270,7 +318,7 @@ impl Model {
         );
     }
 
-    pub(crate) fn new_edge(&mut self, id: TunnelId, origin: Origin, udp: bool) {
+    pub(crate) fn new_edge(&mut self, id: TunnelId, origin: Origin, udp: bool, ip: bool) {
         assert!(
             self.edge_last.is_none_or(|last| id > last),
             "edge reused or reordered tunnel id {id:?}"
@@ -281,6 +329,7 @@ impl Model {
             EdgeTunnel {
                 origin,
                 udp,
+                ip,
                 accepted: false,
                 sent: 0,
                 finished: false,

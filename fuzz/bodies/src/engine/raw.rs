@@ -174,7 +174,7 @@ fn pick_from<T>(items: &[T], pick: u8) -> Option<&T> {
 }
 
 /// A QUIC variable-length integer (RFC 9000 §16), shortest form.
-fn push_varint(out: &mut Vec<u8>, value: u64) {
+pub(crate) fn push_varint(out: &mut Vec<u8>, value: u64) {
     match value {
         0..0x40 => out.push(value.to_be_bytes()[7]),
         0x40..0x4000 => out.extend_from_slice(&(0x4000 | value).to_be_bytes()[6..]),
