@@ -891,6 +891,15 @@ impl Endpoint {
                 self.write_stopped(handle, stream, code);
                 return Err(TunnelError::WriteClosed);
             }
+            // quiche forgets a stream once both directions are done: the peer's FIN was
+            // read and, since our side was still open, the peer must have stopped it (quiche
+            // answers a STOP_SENDING with its own RESET_STREAM). Its code went with the
+            // stream. A closed direction, not a broken stream: the FIN the engine read still
+            // reaches the host.
+            Err(h3::Error::TransportError(quiche::Error::InvalidStreamState(_))) if !udp => {
+                self.write_stopped(handle, stream, H3_REQUEST_CANCELLED);
+                return Err(TunnelError::WriteClosed);
+            }
             Err(error) => {
                 tracing::debug!(?tunnel, %error, "tunnel finish failed");
                 self.fail_tunnel(tunnel);
