@@ -27,6 +27,7 @@
 //! Parsing, checksums and ICMP encoding are veil-proto's ([`veil_proto::ip`]); this module
 //! only decides.
 
+pub(crate) mod flows;
 pub(crate) mod forward;
 pub(crate) mod pool;
 pub(crate) mod request;
