@@ -311,10 +311,8 @@ impl Endpoint {
             )),
             _ => None,
         };
-        let flows = crate::ip::flows::FlowTable::new(
-            edge.ip_flows_per_tunnel,
-            self.udp.idle_timeout(),
-        );
+        let flows =
+            crate::ip::flows::FlowTable::new(edge.ip_flows_per_tunnel, self.udp.idle_timeout());
         tunnel.ip = request
             .ip_scope
             .as_deref()

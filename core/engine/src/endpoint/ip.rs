@@ -268,8 +268,7 @@ impl Endpoint {
         let Some(entry) = self.tunnels.get_mut(&tunnel) else {
             return IpFlowVerdict::Pass;
         };
-        let (Some(ip), Some(request)) = (entry.ip.as_deref_mut(), entry.request.as_deref())
-        else {
+        let (Some(ip), Some(request)) = (entry.ip.as_deref_mut(), entry.request.as_deref()) else {
             return IpFlowVerdict::Pass;
         };
         let now = self.clock;

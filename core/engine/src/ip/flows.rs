@@ -286,16 +286,26 @@ mod tests {
         let start = Instant::now();
         let mut table = FlowTable::new(3, IDLE);
         for port in 1..=3 {
-            table.insert(key(port), port, start + Duration::from_secs(u64::from(port)));
+            table.insert(
+                key(port),
+                port,
+                start + Duration::from_secs(u64::from(port)),
+            );
         }
         // Seeing flow 1 again makes flow 2 the least recently seen.
-        assert_eq!(table.touch(&key(1), start + Duration::from_secs(10)), Some(1));
+        assert_eq!(
+            table.touch(&key(1), start + Duration::from_secs(10)),
+            Some(1)
+        );
         let done = table.insert(key(4), 4, start + Duration::from_secs(11));
         assert!(done.evicted);
         assert_eq!(table.len(), 3);
         assert_eq!(table.touch(&key(2), start + Duration::from_secs(12)), None);
         for port in [1, 3, 4] {
-            assert_eq!(table.touch(&key(port), start + Duration::from_secs(12)), Some(port));
+            assert_eq!(
+                table.touch(&key(port), start + Duration::from_secs(12)),
+                Some(port)
+            );
         }
         table.check();
     }
@@ -307,7 +317,10 @@ mod tests {
         table.insert(key(1), (), start);
         table.insert(key(2), (), start + Duration::from_secs(60));
         // Just short of the timeout: both still there, and flow 1 seen again.
-        assert_eq!(table.touch(&key(1), start + IDLE - Duration::from_millis(1)), Some(()));
+        assert_eq!(
+            table.touch(&key(1), start + IDLE - Duration::from_millis(1)),
+            Some(())
+        );
         // Flow 2's timeout passes; flow 1 was seen since.
         let later = start + Duration::from_secs(60) + IDLE;
         assert_eq!(table.touch(&key(2), later), None);

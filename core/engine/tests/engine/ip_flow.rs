@@ -96,7 +96,11 @@ fn three_flows(source: IpAddr) -> Vec<Vec<u8>> {
             addr("8.8.8.8:443"),
             b"quic",
         ));
-        packets.push(udp(SocketAddr::new(source, 5002), addr("1.1.1.1:443"), &BIG));
+        packets.push(udp(
+            SocketAddr::new(source, 5002),
+            addr("1.1.1.1:443"),
+            &BIG,
+        ));
     }
     packets
 }
