@@ -847,32 +847,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{IpAddr, Ipv4Addr};
-
-    #[test]
-    fn an_edge_on_a_wildcard_address_uses_the_reported_destination() {
-        let bound = SocketAddr::from(([0, 0, 0, 0], 4433));
-        let dst = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
-        assert_eq!(
-            local_for(Role::Edge, bound, dst),
-            SocketAddr::from(([192, 0, 2, 7], 4433))
-        );
-        assert_eq!(local_for(Role::Edge, bound, None), bound);
-    }
-
-    #[test]
-    fn a_client_and_a_bound_edge_use_the_bound_address() {
-        let wildcard = SocketAddr::from(([0, 0, 0, 0], 5000));
-        let dst = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(local_for(Role::Client, wildcard, dst), wildcard);
-        let bound = SocketAddr::from(([127, 0, 0, 1], 4433));
-        assert_eq!(local_for(Role::Edge, bound, dst), bound);
-    }
-}
-
 // CONNECT-IP: packets between tunnels and the IP egress device (`crate::ip`).
 impl Driver {
     /// Edge: CONNECT-IP packets leave through `device`.
@@ -970,5 +944,31 @@ impl Driver {
             routes,
             mtu,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn an_edge_on_a_wildcard_address_uses_the_reported_destination() {
+        let bound = SocketAddr::from(([0, 0, 0, 0], 4433));
+        let dst = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(
+            local_for(Role::Edge, bound, dst),
+            SocketAddr::from(([192, 0, 2, 7], 4433))
+        );
+        assert_eq!(local_for(Role::Edge, bound, None), bound);
+    }
+
+    #[test]
+    fn a_client_and_a_bound_edge_use_the_bound_address() {
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], 5000));
+        let dst = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(local_for(Role::Client, wildcard, dst), wildcard);
+        let bound = SocketAddr::from(([127, 0, 0, 1], 4433));
+        assert_eq!(local_for(Role::Edge, bound, dst), bound);
     }
 }
