@@ -238,6 +238,11 @@ pub struct EdgeConfig {
     /// prefix's first address is the edge's own (the source of the ICMP errors it sends).
     /// Empty: CONNECT-IP requests are answered 501.
     pub ip_pools: Vec<String>,
+    /// CONNECT-IP: the most flows one tunnel's table remembers, each with the `ip_flow`
+    /// hook's verdict (at least 1). A new flow in a full table evicts the least recently
+    /// seen one, whose next packet is judged again (`veil_engine::policy`). 4096 by
+    /// default; about 270 bytes per flow remembered (a full table of 4096: about 1 MiB).
+    pub ip_flows_per_tunnel: usize,
 }
 
 impl Default for EdgeConfig {
@@ -257,6 +262,7 @@ impl Default for EdgeConfig {
             client_ca: None,
             audit: false,
             ip_pools: Vec::new(),
+            ip_flows_per_tunnel: 4096,
         }
     }
 }

@@ -181,6 +181,8 @@ struct Edge {
     rules: Box<crate::rules::EdgeRules>,
     /// CONNECT-IP: the addresses clients get (`EdgeConfig::ip_pools`).
     ip_pool: crate::ip::pool::AddressPool,
+    /// CONNECT-IP: the size of each tunnel's flow table (`EdgeConfig::ip_flows_per_tunnel`).
+    ip_flows_per_tunnel: usize,
 }
 
 struct Client {
@@ -2018,6 +2020,7 @@ impl Edge {
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
+            ip_flows_per_tunnel: config.ip_flows_per_tunnel,
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,

@@ -1,6 +1,7 @@
 //! CONNECT-IP (RFC 9484) pieces that need no connection: the request heads
-//! ([`request`]), the edge's address pool ([`pool`]) and the per-packet forwarding rules
-//! of both roles ([`forward`]). The endpoint glue (`endpoint/ip.rs`: capsules, datagrams)
+//! ([`request`]), the edge's address pool ([`pool`]), the per-packet forwarding rules
+//! of both roles ([`forward`]) and each tunnel's flows with the `ip_flow` hook's verdicts
+//! ([`flows`]). The endpoint glue (`endpoint/ip.rs`: capsules, datagrams)
 //! calls them; everything here is pure: no quiche, no
 //! I/O, the clock passed in.
 //!
@@ -27,6 +28,7 @@
 //! Parsing, checksums and ICMP encoding are veil-proto's ([`veil_proto::ip`]); this module
 //! only decides.
 
+pub(crate) mod flows;
 pub(crate) mod forward;
 pub(crate) mod pool;
 pub(crate) mod request;

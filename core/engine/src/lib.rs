@@ -86,8 +86,9 @@ pub use config::{
 pub use endpoint::{CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, ShutdownPlan};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
-    DefaultPolicy, Egress, EgressQuery, EgressVerdict, HttpRequestQuery, HttpVerdict, IngressQuery,
-    IngressVerdict, Policy, TagError, Tags, TunnelQuery, TunnelVerdict,
+    DefaultPolicy, Egress, EgressQuery, EgressVerdict, FlowProtocol, HttpRequestQuery, HttpVerdict,
+    IngressQuery, IngressVerdict, IpFlowQuery, IpFlowVerdict, Policy, TagError, Tags, TunnelQuery,
+    TunnelVerdict,
 };
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,

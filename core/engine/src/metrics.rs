@@ -67,6 +67,8 @@ impl EndpointStats {
             ip_packets_forwarded,
             ip_icmp_answers,
             ip_dropped,
+            ip_flows,
+            ip_flows_evicted,
             ip_addresses_assigned,
         } = other;
         self.connections += connections;
@@ -101,6 +103,8 @@ impl EndpointStats {
         self.ip_packets_forwarded += ip_packets_forwarded;
         self.ip_icmp_answers += ip_icmp_answers;
         self.ip_dropped.merge(*ip_dropped);
+        self.ip_flows += ip_flows;
+        self.ip_flows_evicted += ip_flows_evicted;
         self.ip_addresses_assigned += ip_addresses_assigned;
     }
 }
@@ -148,7 +152,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 23] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 25] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -261,6 +265,16 @@ impl Snapshot {
                 "ip_icmp_answers",
                 "CONNECT-IP packets answered with an ICMP error instead of forwarded.",
                 Counter(s.ip_icmp_answers),
+            ),
+            (
+                "ip_flows",
+                "CONNECT-IP flows inside tunnels, each judged once by the ip_flow hook.",
+                Counter(s.ip_flows),
+            ),
+            (
+                "ip_flows_evicted",
+                "CONNECT-IP flows forgotten to make room in a tunnel's full flow table.",
+                Counter(s.ip_flows_evicted),
             ),
             (
                 "audit_records_dropped",

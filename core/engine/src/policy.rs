@@ -17,6 +17,12 @@
 //!   proxy forwards, or any HTTP/1.1 to an origin): allow it, deny it with a status (the
 //!   client gets that response and the tunnel ends after the answers already due), or
 //!   remove and add header fields before it goes on.
+//! - **`ip_flow`**: inside a CONNECT-IP tunnel, the first packet of each new flow (UDP
+//!   or TCP by addresses and ports, ICMP echo by addresses and Identifier) the client
+//!   sends, once it passed the engine's own checks (assigned source, scope, egress policy
+//!   and rules, hop limit): pass the flow, or refuse it (its packets are dropped, counted
+//!   under `ip_dropped` cause `flow_refused`). The engine remembers the verdict, so the
+//!   hook is asked once per flow, not once per packet.
 //!
 //! The ingress and tunnel hooks can also answer "ask the host" ([`IngressVerdict::Ask`],
 //! [`TunnelVerdict::Ask`]): the engine then reports [`Event::IngressDecision`] or
@@ -27,7 +33,8 @@
 //! (504, tunnel).
 //!
 //! The defaults ([`DefaultPolicy`]) are today's behaviour: every connection accepted,
-//! every request handed to the host, the first permitted address dialled. An embedder
+//! every request handed to the host, the first permitted address dialled, every IP flow
+//! passed. An embedder
 //! replaces one hook and keeps the others.
 //!
 //! [`Event::IngressDecision`]: crate::Event::IngressDecision
@@ -37,7 +44,9 @@
 
 use std::net::SocketAddr;
 
-use crate::types::{ClientIdentity, Refusal, TunnelKind, TunnelTarget};
+pub use veil_proto::ip::FlowProtocol;
+
+use crate::types::{ClientIdentity, Refusal, TunnelId, TunnelKind, TunnelTarget};
 
 /// What the ingress hook sees of a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +327,55 @@ pub enum EgressVerdict {
     Refuse(Refusal),
 }
 
+/// What the `ip_flow` hook sees of a new flow inside a CONNECT-IP tunnel: who, which
+/// tunnel, the flow's addresses, and its first packet's size and first payload bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IpFlowQuery<'a> {
+    /// The tunnel the flow travels in.
+    pub tunnel: TunnelId,
+    /// Who opened the tunnel.
+    pub client: ClientIdentity,
+    /// The name of the token the client presented (never its secret).
+    pub token_name: Option<&'a str>,
+    /// The identity of the client's certificate (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
+    /// The labels the tunnel hook put on the tunnel.
+    pub tunnel_tags: &'a Tags,
+    /// UDP, TCP or ICMP echo.
+    pub protocol: FlowProtocol,
+    /// The client's address (one the edge assigned it) and port; for ICMP echo, the
+    /// echo's Identifier stands for the port.
+    pub source: SocketAddr,
+    /// Where the flow goes: address and port (ICMP echo: the Identifier).
+    pub destination: SocketAddr,
+    /// The first packet's length, IP header included.
+    pub packet_len: usize,
+    /// The first packet's transport payload (after the UDP or TCP header, or the ICMP
+    /// echo's 8 bytes), at most [`IpFlowQuery::PAYLOAD_PREFIX`] bytes of it: enough to
+    /// recognise a protocol (a DNS query's header and name, a QUIC long header, a TLS
+    /// record's start), not to read a conversation. Often empty for TCP, whose first
+    /// packet is a SYN.
+    pub payload: &'a [u8],
+}
+
+impl IpFlowQuery<'_> {
+    /// The most payload bytes a query shows.
+    pub const PAYLOAD_PREFIX: usize = 64;
+}
+
+/// The `ip_flow` hook's verdict, remembered for the rest of the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IpFlowVerdict {
+    /// The flow's packets go on to the host's off-ramp.
+    Pass,
+    /// The flow's packets are dropped, this one and the later ones, silently (no ICMP
+    /// error: the hook may refuse what it does not want to reveal it refuses), and
+    /// counted under `ip_dropped` cause `flow_refused`.
+    Refuse,
+}
+
 /// The hooks an edge consults. Every method has a default: implement the ones you need.
 pub trait Policy: Send {
     /// A connection completed its handshake.
@@ -345,10 +403,24 @@ pub trait Policy: Send {
     fn egress(&mut self, query: &EgressQuery<'_>) -> EgressVerdict {
         query.default_verdict()
     }
+
+    /// The first packet of a new flow inside a CONNECT-IP tunnel, from the client, after
+    /// the engine's own checks passed it: pass or refuse the flow. Called once per flow:
+    /// the verdict holds for the flow's later packets until the flow is forgotten (idle
+    /// for `QuicConfig::udp_idle_timeout`, or evicted from a tunnel's full table of
+    /// `EdgeConfig::ip_flows_per_tunnel` flows); its next packet is then a new flow, asked
+    /// about again. Packets that belong to no flow (ICMP errors, fragments, protocols
+    /// other than UDP, TCP and ICMP echo) are not shown to it. `tags` starts empty: the
+    /// flow's labels, logged with the verdict (debug level), not kept. Must answer at once:
+    /// the packet waits for it.
+    fn ip_flow(&mut self, query: &IpFlowQuery<'_>, tags: &mut Tags) -> IpFlowVerdict {
+        let _ = (query, tags);
+        IpFlowVerdict::Pass
+    }
 }
 
 /// Today's behaviour: every connection accepted, every request handed to the host, the
-/// first permitted address dialled.
+/// first permitted address dialled, every IP flow passed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 

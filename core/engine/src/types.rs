@@ -554,6 +554,11 @@ pub struct EndpointStats {
     pub ip_icmp_answers: u64,
     /// CONNECT-IP: packets dropped, by cause.
     pub ip_dropped: IpDropCounts,
+    /// CONNECT-IP, edge: new flows inside tunnels, each shown to the `ip_flow` hook once.
+    pub ip_flows: u64,
+    /// CONNECT-IP, edge: flows forgotten to make room in a tunnel's full flow table
+    /// (`EdgeConfig::ip_flows_per_tunnel`) before they were idle.
+    pub ip_flows_evicted: u64,
     /// CONNECT-IP, edge: pool addresses held by open tunnels.
     pub ip_addresses_assigned: usize,
 }
@@ -568,8 +573,9 @@ pub struct IpDropCounts {
 /// client with a source the edge did not assign; outside the tunnel's scope; refused by
 /// egress policy or rules where no ICMP error could say so; to an address nobody was
 /// assigned; outside the advertised routes; link-local; hop limit expired; too big for the
-/// tunnel; an ICMP error held back by the rate limit.
-pub const IP_DROP_CAUSES: [&str; 10] = [
+/// tunnel; an ICMP error held back by the rate limit; of a flow the `ip_flow` hook
+/// refused.
+pub const IP_DROP_CAUSES: [&str; 11] = [
     "malformed",
     "spoofed_source",
     "out_of_scope",
@@ -580,6 +586,7 @@ pub const IP_DROP_CAUSES: [&str; 10] = [
     "hop_limit_expired",
     "too_big",
     "rate_limited",
+    "flow_refused",
 ];
 
 impl IpDropCounts {

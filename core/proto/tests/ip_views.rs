@@ -291,7 +291,14 @@ fn ipv4_icmp_echo() {
     assert_eq!(icmp.payload(), b"ping");
     assert!(!icmp.is_error());
     assert!(icmp.checksum_valid());
-    assert_eq!(packet.flow_key(), None);
+    assert_eq!(icmp.echo_identifier(), Some(0x1234));
+    let key = packet.flow_key().unwrap();
+    assert_eq!(key.protocol, FlowProtocol::IcmpEcho);
+    assert_eq!(
+        (key.source.port(), key.destination.port()),
+        (0x1234, 0x1234)
+    );
+    assert_eq!(key.source.ip(), packet.source());
 }
 
 #[test]
@@ -339,6 +346,11 @@ fn icmp_error_types() {
             panic!("not ICMP");
         };
         assert_eq!(icmp.is_error(), error, "type {icmp_type}");
+        // Only echo requests and replies are flows; timestamps and errors are not.
+        let echo = icmp_type == 0;
+        assert_eq!(icmp.echo_identifier().is_some(), echo, "type {icmp_type}");
+        let packet = IpPacket::new_checked(&bytes).unwrap();
+        assert_eq!(packet.flow_key().is_some(), echo, "type {icmp_type}");
     }
     let mut icmp6 = ICMPV6_ECHO;
     for (icmp_type, error) in [
@@ -354,6 +366,14 @@ fn icmp_error_types() {
             panic!("not ICMPv6");
         };
         assert_eq!(icmp.is_error(), error, "type {icmp_type}");
+        let echo = icmp_type == 128;
+        assert_eq!(icmp.echo_identifier().is_some(), echo, "type {icmp_type}");
+        let packet = IpPacket::new_checked(&bytes).unwrap();
+        assert_eq!(
+            packet.flow_key().map(|key| key.protocol),
+            echo.then_some(FlowProtocol::IcmpEcho),
+            "type {icmp_type}"
+        );
     }
 }
 

@@ -103,18 +103,22 @@ pub(crate) fn check_views(data: &[u8], packet: &IpPacket<'_>) {
     }
     match packet.flow_key() {
         Some(key) => {
-            assert!(matches!(
-                packet.transport(),
-                Transport::Udp(_) | Transport::Tcp(_)
-            ));
+            assert!(match packet.transport() {
+                Transport::Udp(_) | Transport::Tcp(_) => true,
+                Transport::Icmpv4(icmp) | Transport::Icmpv6(icmp) => {
+                    icmp.echo_identifier() == Some(key.source.port())
+                }
+                _ => false,
+            });
             assert_eq!(key.source.ip(), packet.source());
             assert_eq!(key.destination.ip(), packet.destination());
             assert_eq!(key.reversed().reversed(), key);
         }
-        None => assert!(!matches!(
-            packet.transport(),
-            Transport::Udp(_) | Transport::Tcp(_)
-        )),
+        None => assert!(match packet.transport() {
+            Transport::Udp(_) | Transport::Tcp(_) => false,
+            Transport::Icmpv4(icmp) | Transport::Icmpv6(icmp) => icmp.echo_identifier().is_none(),
+            _ => true,
+        }),
     }
 }
 

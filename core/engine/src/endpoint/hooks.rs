@@ -311,10 +311,12 @@ impl Endpoint {
             )),
             _ => None,
         };
+        let flows =
+            crate::ip::flows::FlowTable::new(edge.ip_flows_per_tunnel, self.udp.idle_timeout());
         tunnel.ip = request
             .ip_scope
             .as_deref()
-            .map(|scope| Box::new(super::ip::IpTunnel::new(scope.clone())));
+            .map(|scope| Box::new(super::ip::IpTunnel::new(scope.clone(), flows)));
         tunnel.request = Some(Box::new(request));
         self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;
@@ -448,7 +450,7 @@ impl super::Edge {
     }
 
     /// The name of the token at `index`, if any.
-    fn token_name(&self, index: Option<usize>) -> Option<&str> {
+    pub(super) fn token_name(&self, index: Option<usize>) -> Option<&str> {
         index
             .and_then(|index| self.tokens.get(index))
             .map(Token::name)

@@ -9,7 +9,10 @@
 //!   an `ADDRESS_ASSIGN` capsule right after the 2xx, with a `ROUTE_ADVERTISEMENT` of its
 //!   scope, and answers its `ADDRESS_REQUEST`s. Each packet the client sends is checked
 //!   (`crate::ip::forward`: assigned source, scope, egress policy, hop limit) before the
-//!   host gets it from [`Endpoint::tunnel_recv_packet`]; each packet the host's off-ramp
+//!   host gets it from [`Endpoint::tunnel_recv_packet`], and so is its flow: the first
+//!   packet of each goes to the `ip_flow` hook, whose verdict the tunnel's
+//!   [`FlowTable`] keeps for the later ones (a refused flow's packets are dropped,
+//!   `flow_refused`); each packet the host's off-ramp
 //!   hands to [`Endpoint::ip_deliver`] goes to the tunnel that owns its destination.
 //! - Client: [`Endpoint::open_ip_tunnel`] asks for a scope; the addresses and routes the
 //!   edge sends come as [`Event::IpTunnelConfigured`] and are read with
@@ -27,8 +30,10 @@ use veil_proto::varint::VarInt;
 
 use super::{Endpoint, RoleState};
 use crate::error::{OpenError, TunnelError};
+use crate::ip::flows::FlowTable;
 use crate::ip::forward::{self, DropCause, Outcome};
 use crate::ip::request;
+use crate::policy::{IpFlowQuery, IpFlowVerdict, Tags};
 use crate::types::{EndpointStats, Event, Refusal, TunnelId};
 use crate::udp::flow::{Carries, Control, H3_MESSAGE_ERROR};
 
@@ -45,15 +50,19 @@ pub(super) struct IpTunnel {
     /// The first address of each assigned prefix, for the per-packet checks (kept with
     /// `assigned` by [`IpTunnel::assign`]).
     addresses: Vec<IpAddr>,
+    /// Edge: the flows the client sent, with the `ip_flow` hook's verdict on each (empty,
+    /// and never filled, on a client).
+    flows: FlowTable<IpFlowVerdict>,
 }
 
 impl IpTunnel {
-    pub(super) fn new(scope: Scope) -> Self {
+    pub(super) fn new(scope: Scope, flows: FlowTable<IpFlowVerdict>) -> Self {
         Self {
             scope,
             assigned: Vec::new(),
             routes: Vec::new(),
             addresses: Vec::new(),
+            flows,
         }
     }
 
@@ -103,7 +112,9 @@ impl Endpoint {
         let target = request::target_of(scope);
         let id = self.open_with(now, &target, Some(flow))?;
         if let Some(tunnel) = self.tunnels.get_mut(&id) {
-            tunnel.ip = Some(Box::new(IpTunnel::new(scope.clone())));
+            // A client judges no flows: its table stays empty, and allocates nothing.
+            let flows = FlowTable::new(1, self.udp.idle_timeout());
+            tunnel.ip = Some(Box::new(IpTunnel::new(scope.clone(), flows)));
         }
         Ok(id)
     }
@@ -119,6 +130,12 @@ impl Endpoint {
     /// `ROUTE_ADVERTISEMENT`); on the edge, what it advertised. `None`: not an IP tunnel.
     pub fn ip_tunnel_routes(&self, tunnel: TunnelId) -> Option<&[IpAddressRange]> {
         Some(&self.tunnels.get(&tunnel)?.ip.as_deref()?.routes)
+    }
+
+    /// Edge: how many flows an IP tunnel's table remembers now (at most
+    /// `EdgeConfig::ip_flows_per_tunnel`). `None`: not an IP tunnel.
+    pub fn ip_tunnel_flows(&self, tunnel: TunnelId) -> Option<usize> {
+        Some(self.tunnels.get(&tunnel)?.ip.as_deref()?.flows.len())
     }
 
     /// Client: sends one IP packet into an open IP tunnel, after the checks: source
@@ -232,6 +249,12 @@ impl Endpoint {
                 outcome
             }
         };
+        let outcome = match outcome {
+            Outcome::Forward if self.flow_verdict(tunnel, packet) == IpFlowVerdict::Refuse => {
+                Outcome::Drop(DropCause::FlowRefused)
+            }
+            other => other,
+        };
         match outcome {
             Outcome::Forward => Ok(()),
             Outcome::Drop(cause) => {
@@ -240,6 +263,71 @@ impl Endpoint {
             }
             Outcome::Answer { .. } => Err(None),
         }
+    }
+
+    /// Edge: the verdict on the flow of a packet the client sent and the checks passed:
+    /// the one remembered, or, for a new flow, the `ip_flow` hook's (then remembered).
+    /// Packets of no flow (ICMP errors, fragments, other protocols) pass; so does
+    /// everything on a client.
+    fn flow_verdict(&mut self, tunnel: TunnelId, packet: &[u8]) -> IpFlowVerdict {
+        let RoleState::Edge(edge) = &self.role else {
+            return IpFlowVerdict::Pass;
+        };
+        let Some(view) = veil_proto::ip::IpPacket::new_checked(packet).ok() else {
+            return IpFlowVerdict::Pass; // not reached: `edge_from_client` parsed it
+        };
+        let Some(key) = view.flow_key() else {
+            return IpFlowVerdict::Pass;
+        };
+        let Some(entry) = self.tunnels.get_mut(&tunnel) else {
+            return IpFlowVerdict::Pass;
+        };
+        let (Some(ip), Some(request)) = (entry.ip.as_deref_mut(), entry.request.as_deref()) else {
+            return IpFlowVerdict::Pass;
+        };
+        let now = self.clock;
+        if let Some(verdict) = ip.flows.touch(&key, now) {
+            return verdict;
+        }
+        let payload = match view.transport() {
+            veil_proto::ip::Transport::Udp(udp) => udp.payload(),
+            veil_proto::ip::Transport::Tcp(tcp) => tcp.payload(),
+            veil_proto::ip::Transport::Icmpv4(icmp) | veil_proto::ip::Transport::Icmpv6(icmp) => {
+                icmp.payload()
+            }
+            _ => &[],
+        };
+        let query = IpFlowQuery {
+            tunnel,
+            client: request.client,
+            token_name: edge.token_name(request.client.token_index),
+            certificate_identity: request.certificate_identity.as_deref(),
+            tunnel_tags: &request.tags,
+            protocol: key.protocol,
+            source: key.source,
+            destination: key.destination,
+            packet_len: packet.len(),
+            payload: payload
+                .get(..IpFlowQuery::PAYLOAD_PREFIX)
+                .unwrap_or(payload),
+        };
+        let mut tags = Tags::new();
+        let verdict = self.policy.ip_flow(&query, &mut tags);
+        let inserted = ip.flows.insert(key, verdict, now);
+        self.stats.ip_flows += 1;
+        if inserted.evicted {
+            self.stats.ip_flows_evicted += 1;
+        }
+        tracing::debug!(
+            ?tunnel,
+            protocol = ?key.protocol,
+            source = %key.source,
+            destination = %key.destination,
+            ?verdict,
+            %tags,
+            "new IP flow"
+        );
+        verdict
     }
 
     /// Edge: a packet from the off-ramp (a TUN device, a decapsulated flow's answer) to

@@ -71,6 +71,12 @@ impl UdpSettings {
         Box::new(UdpFlow::new(self.queue_len, path, now))
     }
 
+    /// How long a UDP tunnel may stay quiet (`QuicConfig::udp_idle_timeout`); also how
+    /// long an IP tunnel remembers a quiet flow.
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// A new flow carrying `carries`.
     pub(super) fn new_flow_carrying(
         &self,

@@ -100,12 +100,14 @@ pub(crate) enum DropCause {
     TooBig,
     /// An ICMP error was due, but the rate limit refused it.
     RateLimited,
+    /// Of a flow the `ip_flow` hook refused.
+    FlowRefused,
 }
 
 impl DropCause {
     /// Every cause, for metrics that list them all.
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Malformed,
         Self::SpoofedSource,
         Self::OutOfScope,
@@ -116,6 +118,7 @@ impl DropCause {
         Self::HopLimitExpired,
         Self::TooBig,
         Self::RateLimited,
+        Self::FlowRefused,
     ];
 
     /// A stable `snake_case` name, for metric labels and logs.
@@ -131,6 +134,7 @@ impl DropCause {
             Self::HopLimitExpired => "hop_limit_expired",
             Self::TooBig => "too_big",
             Self::RateLimited => "rate_limited",
+            Self::FlowRefused => "flow_refused",
         }
     }
 }

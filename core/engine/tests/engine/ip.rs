@@ -22,7 +22,7 @@ use crate::{BUDGET, client_config};
 /// `H3_MESSAGE_ERROR` (RFC 9114 §8.1).
 const H3_MESSAGE_ERROR: u64 = 0x10e;
 
-fn edge_with(pools: &[&str], quic: QuicConfig) -> Endpoint {
+pub(crate) fn edge_with(pools: &[&str], quic: QuicConfig) -> Endpoint {
     let edge = EdgeConfig {
         ip_pools: pools.iter().map(|p| (*p).to_owned()).collect(),
         ..EdgeConfig::default()
@@ -44,12 +44,12 @@ fn pair(pools: &[&str], client_quic: QuicConfig) -> Net {
     Net::new(Endpoint::new(config, Instant::now()).expect("client"), edge)
 }
 
-fn addr(text: &str) -> SocketAddr {
+pub(crate) fn addr(text: &str) -> SocketAddr {
     text.parse().expect("socket address")
 }
 
 /// A UDP packet from `from` to `to` carrying `payload`.
-fn udp(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0; payload.len() + 64];
     let len = encode_udp(&mut out, from, to, payload).expect("encode");
     out.truncate(len);
@@ -59,12 +59,12 @@ fn udp(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
 /// The edge's host: accepts IP tunnels, keeps every packet that passed the engine's checks
 /// and answers each UDP one from its destination, as a target behind a TUN would.
 #[derive(Default)]
-struct IpEdge {
-    kinds: Vec<TunnelKind>,
-    received: Vec<Vec<u8>>,
-    deliveries: Vec<IpDelivery>,
-    closed: Vec<(TunnelId, CloseReason)>,
-    buf: Vec<u8>,
+pub(crate) struct IpEdge {
+    pub(crate) kinds: Vec<TunnelKind>,
+    pub(crate) received: Vec<Vec<u8>>,
+    pub(crate) deliveries: Vec<IpDelivery>,
+    pub(crate) closed: Vec<(TunnelId, CloseReason)>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl IpEdge {
@@ -109,22 +109,22 @@ impl Host for IpEdge {
 
 /// A client that opens one IP tunnel for `scope` and, once it has an IPv4 address, sends
 /// the packets `to_send` makes from it.
-struct IpClient {
-    scope: Scope,
-    to_send: fn(IpAddr) -> Vec<Vec<u8>>,
-    expect: usize,
-    tunnel: Option<TunnelId>,
-    addresses: Vec<IpPrefix>,
-    routes: Vec<IpAddressRange>,
-    sent: usize,
-    refused_locally: usize,
-    received: Vec<Vec<u8>>,
-    refused: Vec<RefusedReason>,
-    buf: Vec<u8>,
+pub(crate) struct IpClient {
+    pub(crate) scope: Scope,
+    pub(crate) to_send: fn(IpAddr) -> Vec<Vec<u8>>,
+    pub(crate) expect: usize,
+    pub(crate) tunnel: Option<TunnelId>,
+    pub(crate) addresses: Vec<IpPrefix>,
+    pub(crate) routes: Vec<IpAddressRange>,
+    pub(crate) sent: usize,
+    pub(crate) refused_locally: usize,
+    pub(crate) received: Vec<Vec<u8>>,
+    pub(crate) refused: Vec<RefusedReason>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl IpClient {
-    fn new(scope: Scope, to_send: fn(IpAddr) -> Vec<Vec<u8>>, expect: usize) -> Self {
+    pub(crate) fn new(scope: Scope, to_send: fn(IpAddr) -> Vec<Vec<u8>>, expect: usize) -> Self {
         Self {
             scope,
             to_send,
@@ -140,7 +140,7 @@ impl IpClient {
         }
     }
 
-    fn v4(&self) -> Option<IpAddr> {
+    pub(crate) fn v4(&self) -> Option<IpAddr> {
         self.addresses
             .iter()
             .map(IpPrefix::addr)

@@ -256,11 +256,16 @@ impl<'a> IpPacket<'a> {
         self.transport
     }
 
-    /// The flow this packet belongs to, for UDP and TCP packets that are not fragments.
+    /// The flow this packet belongs to, for UDP and TCP packets and ICMP echo requests
+    /// and replies that are not fragments (an echo's Identifier stands for both ports).
     pub fn flow_key(&self) -> Option<FlowKey> {
         let (protocol, source_port, destination_port) = match self.transport {
             Transport::Udp(udp) => (FlowProtocol::Udp, udp.source_port(), udp.destination_port()),
             Transport::Tcp(tcp) => (FlowProtocol::Tcp, tcp.source_port(), tcp.destination_port()),
+            Transport::Icmpv4(icmp) | Transport::Icmpv6(icmp) => {
+                let id = icmp.echo_identifier()?;
+                (FlowProtocol::IcmpEcho, id, id)
+            }
             _ => return None,
         };
         Some(FlowKey {

@@ -340,6 +340,23 @@ impl<'a> IcmpView<'a> {
         self.payload
     }
 
+    /// The Identifier of an echo request or reply (ICMPv4 types 8 and 0, ICMPv6 128 and
+    /// 129), which pairs requests with their replies as ports pair UDP datagrams; `None`
+    /// for every other message.
+    //# RFC 792: "Identifier: If code = 0, an identifier to aid in matching echos and
+    //# replies, may be zero."
+    pub const fn echo_identifier(&self) -> Option<u16> {
+        let echo = match self.version {
+            IpVersion::V4 => matches!(self.icmp_type(), 0 | 8),
+            IpVersion::V6 => matches!(self.icmp_type(), 128 | 129),
+        };
+        if echo {
+            Some(u16::from_be_bytes([self.header[4], self.header[5]]))
+        } else {
+            None
+        }
+    }
+
     /// Whether this is an error message, about which no ICMP error may be sent.
     ///
     /// ICMPv6 marks errors with types below 128 (RFC 4443 §2.1). ICMPv4 has no such rule:
@@ -382,9 +399,14 @@ pub enum FlowProtocol {
     Udp,
     /// TCP.
     Tcp,
+    /// ICMP or ICMPv6 echo, requests and replies alike: both "ports" of the key are the
+    /// echo's Identifier, so that a reply's key is the request's
+    /// [`reversed`](FlowKey::reversed).
+    IcmpEcho,
 }
 
-/// The 5-tuple that maps a packet to its flow.
+/// The 5-tuple that maps a packet to its flow (for ICMP echo, the addresses and the
+/// Identifier in place of both ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// UDP or TCP.
