@@ -69,7 +69,8 @@ impl IpTunnel {
     /// The same scope, with nothing assigned or advertised yet: a client's request sent
     /// again on a new connection.
     pub(super) fn for_a_new_request(self: Box<Self>) -> Box<Self> {
-        Box::new(Self::new(self.scope))
+        let Self { scope, flows, .. } = *self;
+        Box::new(Self::new(scope, flows))
     }
 
     /// Replaces the assigned addresses.

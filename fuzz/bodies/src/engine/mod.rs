@@ -1702,7 +1702,11 @@ impl World {
         let len = match result {
             // A CONNECT-UDP tunnel's datagrams are not packets: they stay queued.
             _ if !ip => {
-                assert_eq!(result, Err(TunnelError::NotIp), "packet recv on a non-IP tunnel");
+                assert_eq!(
+                    result,
+                    Err(TunnelError::NotIp),
+                    "packet recv on a non-IP tunnel"
+                );
                 return false;
             }
             // Edge: accepted, the 2xx still waiting for room.
