@@ -19,6 +19,7 @@
 //!   its own stream's flow-control credit.
 
 mod auditing;
+mod conns;
 mod drain;
 mod ends;
 mod fin;
@@ -117,9 +118,8 @@ pub struct Endpoint {
     role: RoleState,
     quic_config: quiche::Config,
     h3_config: h3::Config,
-    conns: HashMap<u64, Conn>,
-    /// Destination connection ID → connection.
-    routes: HashMap<Vec<u8>, u64>,
+    /// Connections, and the connection IDs that lead to each.
+    conns: conns::ConnTable,
     /// Names this endpoint's core in the IDs it issues (see [`CidLayout`]).
     pub(crate) cid_layout: Option<CidLayout>,
     tunnels: HashMap<TunnelId, Tunnel>,
@@ -211,7 +211,7 @@ struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
     streams: HashMap<u64, TunnelId>,
-    /// Keys of `Endpoint::routes` that lead here.
+    /// The connection IDs that lead here (kept by `conns::ConnTable`).
     routes: Vec<Vec<u8>>,
     queued: bool,
     /// In `Endpoint::unprocessed`.
@@ -397,8 +397,7 @@ impl Endpoint {
             keep_alive: quic.keep_alive_interval,
             pacing: quic.pacing,
             role,
-            conns: HashMap::new(),
-            routes: HashMap::new(),
+            conns: conns::ConnTable::default(),
             cid_layout: None,
             tunnels: HashMap::new(),
             events: VecDeque::new(),
@@ -461,7 +460,7 @@ impl Endpoint {
             return;
         };
         let is_client = matches!(self.role, RoleState::Client(_));
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         // A client's socket may be bound to an unspecified address: its connection keeps
@@ -475,7 +474,7 @@ impl Endpoint {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
         self.refresh_timer(handle);
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         // HTTP/3 events, writability and the rest wait for the next poll, so that a batch
@@ -493,7 +492,7 @@ impl Endpoint {
             return;
         };
         for handle in std::mem::take(&mut self.unprocessed) {
-            let Some(conn) = self.conns.get_mut(&handle) else {
+            let Some(conn) = self.conns.get_mut(handle) else {
                 continue;
             };
             conn.unprocessed = false;
@@ -508,7 +507,7 @@ impl Endpoint {
         self.process_received();
         // Only connections with a deadline by then can have anything to do.
         for handle in self.conn_timers.due(now + PACING_HORIZON) {
-            let Some(conn) = self.conns.get_mut(&handle) else {
+            let Some(conn) = self.conns.get_mut(handle) else {
                 continue;
             };
             let mut touched = false;
@@ -562,7 +561,7 @@ impl Endpoint {
         }
         for _ in 0..self.send_queue.len() {
             let handle = self.send_queue.pop_front()?;
-            let Some(conn) = self.conns.get_mut(&handle) else {
+            let Some(conn) = self.conns.get_mut(handle) else {
                 continue;
             };
             conn.queued = false;
@@ -738,7 +737,7 @@ impl Endpoint {
             return Ok(());
         };
         self.stats.refused(Some(refusal.proxy_error()));
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }
         self.queue_send(handle);
@@ -810,7 +809,7 @@ impl Endpoint {
             return Ok(0);
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
-        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         match h3.send_body(&mut conn.quic, stream, data, false) {
             Ok(taken) => {
@@ -910,7 +909,7 @@ impl Endpoint {
         }
         // A UDP tunnel then lasts until the peer's FIN (or its idle timeout).
         if udp {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 udp::purge_datagrams(&mut conn.quic, stream);
             }
         }
@@ -981,7 +980,7 @@ impl Endpoint {
         // Before reading: quiche forgets a stream once its last byte is read and our
         // direction is over, and with it whether the peer stopped ours.
         self.notice_stopped(tunnel);
-        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         let len = match h3.recv_body(&mut conn.quic, stream, out) {
             Ok(len) => len,
@@ -1000,7 +999,7 @@ impl Endpoint {
         self.queue_send(handle);
         let finished = self
             .conns
-            .get(&handle)
+            .get(handle)
             .is_some_and(|conn| conn.quic.stream_finished(stream));
         if !finished {
             return Ok(Recv { len, fin: false });
@@ -1010,7 +1009,7 @@ impl Endpoint {
         }
         self.finish_if_done(tunnel);
         if self.tunnels.contains_key(&tunnel) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 conn.peer_finished.push(tunnel);
             }
         }
@@ -1030,7 +1029,7 @@ impl Endpoint {
         }
         let handles: Vec<u64> = self.conns.keys().copied().collect();
         for handle in handles {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 conn.close(error_code, reason);
                 // Nothing more will cross: the host hears of its tunnels now, not after the
                 // closing period.
@@ -1078,7 +1077,7 @@ impl Endpoint {
     fn route(&mut self, meta: RecvMeta, datagram: &mut [u8]) -> Option<u64> {
         let len = datagram.len();
         let header = quiche::Header::from_slice(datagram, CID_LEN).ok()?;
-        if let Some(&handle) = self.routes.get(header.dcid.as_ref()) {
+        if let Some(handle) = self.conns.route(header.dcid.as_ref()) {
             return Some(handle);
         }
         if let RoleState::Client(client) = &self.role {
@@ -1218,10 +1217,7 @@ impl Endpoint {
     }
 
     fn add_route(&mut self, handle: u64, cid: Vec<u8>) {
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.routes.push(cid.clone());
-            self.routes.insert(cid, handle);
-        }
+        self.conns.add_route(handle, cid);
     }
 
     /// Client: starts a connection when tunnels wait, none is current and backoff allows.
@@ -1263,7 +1259,7 @@ impl Endpoint {
     }
 
     fn queue_send(&mut self, handle: u64) {
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             if !conn.queued {
                 conn.queued = true;
                 self.send_queue.push_back(handle);
@@ -1294,7 +1290,7 @@ impl Endpoint {
 
     /// Creates the HTTP/3 layer once the handshake completes.
     fn setup_h3(&mut self, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         if conn.h3.is_some() || !conn.quic.is_established() {
@@ -1363,7 +1359,7 @@ impl Endpoint {
 
     fn poll_h3(&mut self, handle: u64) {
         loop {
-            let Some(conn) = self.conns.get_mut(&handle) else {
+            let Some(conn) = self.conns.get_mut(handle) else {
                 return;
             };
             let Some(h3) = conn.h3.as_mut() else {
@@ -1403,7 +1399,7 @@ impl Endpoint {
         if !matches!(self.role, RoleState::Edge(_)) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         if conn.streams.contains_key(&stream) {
@@ -1416,7 +1412,7 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         conn.largest_request = conn.largest_request.max(Some(stream));
@@ -1474,7 +1470,7 @@ impl Endpoint {
     fn on_response(&mut self, handle: u64, stream: u64, headers: &[h3::Header]) {
         let Some(&id) = self
             .conns
-            .get(&handle)
+            .get(handle)
             .and_then(|conn| conn.streams.get(&stream))
         else {
             return;
@@ -1525,7 +1521,7 @@ impl Endpoint {
             Response::Malformed => (RefusedReason::MalformedResponse, H3_MESSAGE_ERROR),
         };
         self.remove_tunnel(id);
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             shutdown_stream(&mut conn.quic, stream, code);
         }
         self.stats.tunnels_refused += 1;
@@ -1537,7 +1533,7 @@ impl Endpoint {
     fn on_readable(&mut self, handle: u64, stream: u64, finished: bool) {
         let id = self
             .conns
-            .get(&handle)
+            .get(handle)
             .and_then(|conn| conn.streams.get(&stream).copied());
         let Some(tunnel) = id.and_then(|id| self.tunnels.get_mut(&id)) else {
             self.discard(handle, stream);
@@ -1563,7 +1559,7 @@ impl Endpoint {
                 // An end without a response head: the request stream is given up both
                 // ways, so that it does not stay open in quiche.
                 self.remove_tunnel(id);
-                if let Some(conn) = self.conns.get_mut(&handle) {
+                if let Some(conn) = self.conns.get_mut(handle) {
                     shutdown_stream(&mut conn.quic, stream, H3_MESSAGE_ERROR);
                 }
                 self.stats.tunnels_refused += 1;
@@ -1579,7 +1575,7 @@ impl Endpoint {
     /// Reads and drops whatever a stream without a tunnel holds, so that it cannot pin
     /// flow-control credit.
     fn discard(&mut self, handle: u64, stream: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(h3) = conn.h3.as_mut() else {
@@ -1596,7 +1592,7 @@ impl Endpoint {
     fn fail_tunnel(&mut self, id: TunnelId) {
         self.note_end(id, crate::audit::Ending::Failed);
         if let Some((handle, stream)) = self.remove_tunnel(id) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 shutdown_stream(&mut conn.quic, stream, H3_INTERNAL_ERROR);
             }
             self.queue_send(handle);
@@ -1611,7 +1607,7 @@ impl Endpoint {
 
     /// Sends refusals and acceptances that waited for stream capacity.
     fn retry_responses(&mut self, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         for _ in 0..conn.error_responses.len() {
@@ -1636,7 +1632,7 @@ impl Endpoint {
         if !matches!(tunnel.state, TunnelState::Accepting) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(h3) = conn.h3.as_mut() else {
@@ -1698,7 +1694,7 @@ impl Endpoint {
         let mut stopped = Vec::new();
         let mut capsule_backlogs = Vec::new();
         let mut denials = Vec::new();
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let mut fins = Vec::new();
@@ -1760,7 +1756,7 @@ impl Endpoint {
         let Some(handle) = client.conn else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(h3) = conn.h3.as_mut() else {
@@ -1881,7 +1877,7 @@ impl Endpoint {
             }
         }
         let handle = tunnel.conn?;
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&tunnel.stream);
             if tunnel.udp.is_some() {
                 udp::purge_datagrams(&mut conn.quic, tunnel.stream);
@@ -1892,7 +1888,7 @@ impl Endpoint {
 
     /// Removes a closed connection and ends what it carried. Returns whether it did.
     fn reap(&mut self, now: Instant, handle: u64) -> bool {
-        if !self.conns.get(&handle).is_some_and(|c| c.quic.is_closed()) {
+        if !self.conns.get(handle).is_some_and(|c| c.quic.is_closed()) {
             return false;
         }
         self.remove_conn(now, handle)
@@ -1901,7 +1897,7 @@ impl Endpoint {
     /// Removes a connection, closed or not, and ends what it carried. Returns whether it
     /// was there.
     fn remove_conn(&mut self, now: Instant, handle: u64) -> bool {
-        let Some(conn) = self.conns.remove(&handle) else {
+        let Some(conn) = self.conns.remove(handle) else {
             return false;
         };
         self.forget_timer(handle, conn.timer);
@@ -1915,9 +1911,6 @@ impl Endpoint {
         if let Ingress::Asked { deadline } = conn.ingress {
             self.unanswered
                 .remove(deadline, requests::Question::Ingress(handle));
-        }
-        for route in &conn.routes {
-            self.routes.remove(route);
         }
         let ids: Vec<TunnelId> = conn.streams.values().copied().collect();
         let requeue = self.lose_tunnels(now, ids);

@@ -40,7 +40,7 @@ impl Endpoint {
         if !self.draining {
             return;
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(h3) = conn.h3.as_mut() else {
@@ -62,7 +62,7 @@ impl Endpoint {
     /// Edge: whether a request on `stream` comes at or above the GOAWAY this connection
     /// sent; if so it is rejected here, unprocessed.
     pub(super) fn reject_after_goaway(&mut self, handle: u64, stream: u64) -> bool {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return false;
         };
         if conn.goaway_sent.is_none_or(|id| stream < id) {
@@ -85,7 +85,7 @@ impl Endpoint {
     /// Client: the edge sent GOAWAY naming `first_rejected`. New tunnels go to a fresh
     /// connection; requests at or above the ID go back to the queue.
     pub(super) fn on_goaway(&mut self, handle: u64, first_rejected: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         conn.goaway = true;
@@ -119,7 +119,7 @@ impl Endpoint {
         //# they had never been sent at all, thereby allowing them to be retried later."
         // Only after a GOAWAY: a connection that rejects and stays current would get the
         // request again at once.
-        let Some(conn) = self.conns.get(&handle) else {
+        let Some(conn) = self.conns.get(handle) else {
             return false;
         };
         if code != H3_REQUEST_REJECTED || !conn.goaway {
@@ -158,7 +158,7 @@ impl Endpoint {
         });
         again.ip = old.ip.take().map(super::ip::IpTunnel::for_a_new_request);
         self.tunnels.insert(id, again);
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&stream);
             shutdown_stream(&mut conn.quic, stream, H3_REQUEST_CANCELLED);
         }

@@ -34,7 +34,7 @@ impl Endpoint {
             .is_over();
         self.note_end(tunnel, crate::audit::Ending::Aborted);
         if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 if finished {
                     let _ =
                         conn.quic
@@ -56,7 +56,7 @@ impl Endpoint {
     pub(super) fn write_stopped(&mut self, handle: u64, stream: u64, code: u64) {
         let id = self
             .conns
-            .get(&handle)
+            .get(handle)
             .and_then(|conn| conn.streams.get(&stream).copied());
         let tunnel = id.and_then(|id| self.tunnels.get_mut(&id));
         match tunnel {
@@ -87,7 +87,7 @@ impl Endpoint {
         let stream = tunnel.stream;
         let stopped =
             self.conns
-                .get_mut(&handle)
+                .get_mut(handle)
                 .and_then(|conn| match conn.quic.stream_capacity(stream) {
                     Err(quiche::Error::StreamStopped(code)) => Some(code),
                     _ => None,
@@ -108,7 +108,7 @@ impl Endpoint {
     /// failure instead of the peer's stop, long after it. Only those tunnels are looked at,
     /// one stream lookup each; usually there are none.
     pub(super) fn notice_stops(&mut self, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         if conn.peer_finished.is_empty() {
@@ -121,7 +121,7 @@ impl Endpoint {
                 .get(id)
                 .is_some_and(|tunnel| !tunnel.sending.is_over())
         });
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             conn.peer_finished = waiting;
         }
     }
@@ -133,7 +133,7 @@ impl Endpoint {
         if self.retry_rejected(handle, stream, code) {
             return;
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(&id) = conn.streams.get(&stream) else {
@@ -184,7 +184,7 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Closed(reason));
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             // Written is not delivered: a shutdown waits until the peer has the end.
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 if reason == CloseReason::Finished {
                     conn.ended.push(stream);
                 }

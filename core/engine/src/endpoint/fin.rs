@@ -36,10 +36,7 @@ impl Endpoint {
     /// documentation). `Err` is what HTTP/3 said, `StreamStopped` among them; a FIN that
     /// waits for room is `Ok` too: it needs nothing more from the caller.
     pub(super) fn write_fin(&mut self, handle: u64, stream: u64) -> Result<(), h3::Error> {
-        let conn = self
-            .conns
-            .get_mut(&handle)
-            .ok_or(h3::Error::InternalError)?;
+        let conn = self.conns.get_mut(handle).ok_or(h3::Error::InternalError)?;
         let h3 = conn.h3.as_mut().ok_or(h3::Error::InternalError)?;
         //# RFC 9114 §7.2.1: "DATA frames (type=0x00) convey arbitrary, variable-length
         //# sequences of bytes associated with HTTP request or response content."
@@ -65,7 +62,7 @@ impl Endpoint {
         for stream in streams {
             if let Err(error) = self.write_fin(handle, stream) {
                 tracing::debug!(connection = handle, stream, %error, "a waiting FIN failed");
-                if let Some(conn) = self.conns.get_mut(&handle) {
+                if let Some(conn) = self.conns.get_mut(handle) {
                     conn.fins_waiting.retain(|waiting| *waiting != stream);
                 }
             }

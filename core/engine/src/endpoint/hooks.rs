@@ -108,7 +108,7 @@ impl Endpoint {
         let handle = connection.0;
         let conn = self
             .conns
-            .get_mut(&handle)
+            .get_mut(handle)
             .ok_or(TunnelError::UnknownTunnel)?;
         let Ingress::Asked { deadline } = conn.ingress else {
             return Err(TunnelError::InvalidState);
@@ -195,7 +195,7 @@ impl Endpoint {
     /// `EdgeConfig::client_ca`): its first URI or DNS name, else its common name.
     pub fn certificate_identity(&self, connection: ConnectionHandle) -> Option<&str> {
         self.conns
-            .get(&connection.0)
+            .get(connection.0)
             .and_then(|conn| conn.certificate_identity.as_deref())
     }
 
@@ -264,13 +264,13 @@ impl Endpoint {
         if !asked {
             if let Err(refusal) = edge.apply(&mut request, verdict) {
                 self.stats.refused(Some(refusal.proxy_error()));
-                if let Some(conn) = self.conns.get_mut(&handle) {
+                if let Some(conn) = self.conns.get_mut(handle) {
                     send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
                 }
                 return;
             }
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let id = TunnelId(self.next_tunnel);
@@ -417,7 +417,7 @@ impl Endpoint {
             return;
         };
         self.stats.refused(Some(refusal.proxy_error()));
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             send_error_response(conn, stream, ErrorResponse::from_refusal(refusal));
         }
         self.queue_send(handle);

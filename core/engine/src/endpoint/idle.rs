@@ -67,7 +67,7 @@ impl Endpoint {
             tracing::debug!(tunnel = ?id, "TCP tunnel idle, reset");
             self.note_end(id, crate::audit::Ending::Closed(CloseReason::IdleTimeout));
             if let Some((handle, stream)) = self.remove_tunnel(id) {
-                if let Some(conn) = self.conns.get_mut(&handle) {
+                if let Some(conn) = self.conns.get_mut(handle) {
                     shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
                 }
                 self.queue_send(handle);

@@ -267,7 +267,7 @@ impl Endpoint {
         let Some(inspector) = tunnel.inspector.as_deref_mut() else {
             return Err(TunnelError::InvalidState);
         };
-        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
         let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
         let start = inspector.pending.len();
         inspector.pending.resize(start + READ_CHUNK, 0);
@@ -302,7 +302,7 @@ impl Endpoint {
         let (Some(handle), stream) = (tunnel.conn, tunnel.stream) else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(&handle) {
+        if let Some(conn) = self.conns.get_mut(handle) {
             let _ = conn
                 .quic
                 .stream_shutdown(stream, quiche::Shutdown::Read, super::H3_NO_ERROR);
@@ -318,7 +318,7 @@ impl Endpoint {
         });
         self.finish_if_done(id);
         if self.tunnels.contains_key(&id) {
-            if let Some(conn) = handle.and_then(|h| self.conns.get_mut(&h)) {
+            if let Some(conn) = handle.and_then(|h| self.conns.get_mut(h)) {
                 conn.peer_finished.push(id);
             }
         }
@@ -340,7 +340,7 @@ impl Endpoint {
         if inspector.denial.is_empty() {
             return true;
         }
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return true;
         };
         let Some(h3) = conn.h3.as_mut() else {

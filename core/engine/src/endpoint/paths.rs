@@ -21,7 +21,7 @@ use super::Endpoint;
 impl Endpoint {
     /// Handles every path event quiche queued for a connection.
     pub(super) fn drain_path_events(&mut self, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         while let Some(event) = conn.quic.path_event_next() {

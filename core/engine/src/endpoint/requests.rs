@@ -89,7 +89,7 @@ impl Endpoint {
     }
 
     fn expire_ingress_question(&mut self, now: Instant, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         if matches!(conn.ingress, Ingress::Asked { .. }) {

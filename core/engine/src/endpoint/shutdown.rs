@@ -155,7 +155,7 @@ impl Endpoint {
     /// while draining, otherwise when the list has grown enough (see [`Ended`]).
     pub(super) fn prune_ended(&mut self, handle: u64) {
         let draining = matches!(self.shutdown, Some(Phase::Draining { .. }));
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         if conn.ended.is_empty() || !(draining || conn.ended.check_due()) {

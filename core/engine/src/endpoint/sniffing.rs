@@ -69,7 +69,7 @@ impl Endpoint {
     /// A TCP request that a rule on the server name may decide: a tunnel that the engine
     /// answers 200 itself, then reads.
     pub(super) fn start_sniffing(&mut self, handle: u64, stream: u64, request: EdgeRequest) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let id = TunnelId(self.next_tunnel);
@@ -113,7 +113,7 @@ impl Endpoint {
         let (stream, Some(first)) = (tunnel.stream, tunnel.sniffed.as_mut()) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(h3) = conn.h3.as_mut() else {
@@ -186,7 +186,7 @@ impl Endpoint {
         }
         let finished = tunnel.conn.is_some_and(|handle| {
             self.conns
-                .get(&handle)
+                .get(handle)
                 .is_some_and(|conn| conn.quic.stream_finished(tunnel.stream))
         });
         if unread || deferred || finished {
@@ -199,7 +199,7 @@ impl Endpoint {
     /// refused it itself.
     pub(super) fn reset_answered(&mut self, id: TunnelId) {
         if let Some((handle, stream)) = self.remove_tunnel(id) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly
                 //# terminating the stream."
                 shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);

@@ -64,7 +64,7 @@ impl Conn {
 impl Endpoint {
     /// Brings a connection's entry in the timer set up to date (after any call into it).
     pub(super) fn refresh_timer(&mut self, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let new = conn.deadline();

@@ -152,7 +152,7 @@ impl Endpoint {
         }
         let encoding = flow.encoding.ok_or(TunnelError::InvalidState)?;
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
-        let conn = self.conns.get_mut(&handle).ok_or(TunnelError::Stream)?;
+        let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
         //# RFC 9298 §5: "endpoints MUST NOT send HTTP Datagrams with a Payload field longer
         //# than 65527 using Context ID zero."
         let sent = if payload.len() > flow.carries.max_payload() {
@@ -246,7 +246,7 @@ impl Endpoint {
         match flow.encoding? {
             Encoding::Capsules => Some(max),
             Encoding::Frames => {
-                let conn = self.conns.get(&entry.conn?)?;
+                let conn = self.conns.get(entry.conn?)?;
                 let prefix = datagram::prefix_len(entry.stream, UDP_PAYLOAD_CONTEXT_ID).ok()?;
                 let room = conn.quic.dgram_max_writable_len()?.checked_sub(prefix)?;
                 Some(room.min(max))
@@ -273,7 +273,7 @@ impl Endpoint {
     /// Takes every QUIC DATAGRAM frame quiche received on a connection and queues each UDP
     /// payload on its tunnel; drops (and counts) the rest.
     pub(super) fn take_quic_datagrams(&mut self, now: Instant, handle: u64) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let mut aborts = Vec::new();
@@ -372,7 +372,7 @@ impl Endpoint {
         //# both sent and received the H3_DATAGRAM SETTINGS parameter with a value of 1."
         // When the peer's SETTINGS have not arrived yet (reordering), capsules it is: they
         // need no negotiation beyond the Capsule-Protocol field both heads carry.
-        let peer = self.conns.get(&handle).is_some_and(|conn| {
+        let peer = self.conns.get(handle).is_some_and(|conn| {
             conn.h3
                 .as_ref()
                 .is_some_and(|h3| h3.dgram_enabled_by_peer(&conn.quic))
@@ -403,7 +403,7 @@ impl Endpoint {
     /// Reads what the peer sent on an open UDP tunnel's stream: capsules, then maybe its
     /// FIN, which ends the tunnel.
     pub(super) fn read_capsules(&mut self, handle: u64, id: TunnelId) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
@@ -505,7 +505,7 @@ impl Endpoint {
     /// Sends what the stream now has room for of the capsules that wait; then the FIN, if
     /// `tunnel_finish` waited for them.
     pub(super) fn flush_capsule_backlog(&mut self, handle: u64, id: TunnelId) {
-        let Some(conn) = self.conns.get_mut(&handle) else {
+        let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
@@ -549,7 +549,7 @@ impl Endpoint {
         };
         if cut {
             // A FIN now would cut a capsule in two: reset our side instead.
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 let _ = conn.quic.stream_shutdown(
                     stream,
                     quiche::Shutdown::Write,
@@ -572,7 +572,7 @@ impl Endpoint {
             crate::audit::Ending::Closed(CloseReason::Reset { code }),
         );
         if let Some((handle, stream)) = self.remove_tunnel(id) {
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            if let Some(conn) = self.conns.get_mut(handle) {
                 shutdown_stream(&mut conn.quic, stream, code);
             }
             self.queue_send(handle);
