@@ -74,8 +74,8 @@ pub use error::ParseError;
 pub use hop_limit::{HopLimitError, decrement_hop_limit};
 pub use icmp::{
     EncodeIcmpError, ICMPV4_ERROR_MAX_LEN, ICMPV6_ERROR_MAX_LEN, Icmpv4Error, Icmpv4Unreachable,
-    Icmpv6Error, Icmpv6Unreachable, encode_icmpv4_error, encode_icmpv6_error, icmp_error_len,
-    may_send_icmp_error_for,
+    Icmpv6Error, Icmpv6Unreachable, encode_icmp_echo_reply, encode_icmpv4_error,
+    encode_icmpv6_error, icmp_error_len, may_send_icmp_error_for,
 };
 pub use packet::{Fragment, IpPacket, IpVersion, MAX_EXTENSION_HEADERS};
 pub use transport::{FlowKey, FlowProtocol, IcmpView, TcpFlags, TcpView, Transport, UdpView};

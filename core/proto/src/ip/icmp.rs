@@ -144,6 +144,13 @@ pub enum EncodeIcmpError {
     VersionMismatch,
     /// The rules of [`may_send_icmp_error_for`] forbid an error about this packet.
     Suppressed,
+    /// An echo's data does not fit in one IP packet of its version.
+    PayloadTooLarge {
+        /// The data's length.
+        len: usize,
+        /// The most this IP version can carry.
+        max: usize,
+    },
 }
 
 impl From<BufferTooSmall> for EncodeIcmpError {
@@ -160,6 +167,12 @@ impl fmt::Display for EncodeIcmpError {
                 f.write_str("ICMP error and offending packet are of different IP versions")
             }
             Self::Suppressed => f.write_str("no ICMP error may be sent about this packet"),
+            Self::PayloadTooLarge { len, max } => {
+                write!(
+                    f,
+                    "ICMP echo data of {len} bytes exceeds the maximum of {max}"
+                )
+            }
         }
     }
 }
@@ -272,14 +285,89 @@ pub fn encode_icmpv6_error(
     Ok(w.finish())
 }
 
+/// Writes an ICMP echo reply (ICMPv4 type 0, ICMPv6 type 129, code 0) from `source` to
+/// `destination`, with `identifier`, `sequence` and `data`, in an IPv4 or IPv6 packet as
+/// the addresses are, into `out`. Returns the packet's length.
+///
+/// The edge's way back into the tunnel for a decapsulated ping: the reply a ping socket
+/// returned, rebuilt with the client's identifier. The checksum is computed here: over the
+/// message for ICMPv4, over the pseudo header and the message for ICMPv6.
+//# RFC 792: "The data received in the echo message must be returned in the echo reply
+//# message."
+//# RFC 4443 §2.3: "The checksum is the 16-bit one's complement of the one's complement sum
+//# of the entire ICMPv6 message, starting with the ICMPv6 message type field, and prepended
+//# with a "pseudo-header" of IPv6 header fields"
+pub fn encode_icmp_echo_reply(
+    out: &mut [u8],
+    source: IpAddr,
+    destination: IpAddr,
+    identifier: u16,
+    sequence: u16,
+    data: &[u8],
+) -> Result<usize, EncodeIcmpError> {
+    let [i0, i1] = identifier.to_be_bytes();
+    let [s0, s1] = sequence.to_be_bytes();
+    let rest = [i0, i1, s0, s1];
+    let icmp_len = ICMP_HEADER_LEN + data.len();
+    match (source, destination) {
+        (IpAddr::V4(source), IpAddr::V4(destination)) => {
+            let max = usize::from(u16::MAX) - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
+            if data.len() > max {
+                return Err(EncodeIcmpError::PayloadTooLarge {
+                    len: data.len(),
+                    max,
+                });
+            }
+            let total = IPV4_HEADER_LEN + icmp_len;
+            let mut w = Writer::new(out);
+            w.reserve(total)?;
+            let mut icmp = icmp_header(0, 0, rest);
+            let sum = checksum::sum(&icmp).add_slice(data);
+            icmp[2..4].copy_from_slice(&checksum::field(&sum));
+            w.bytes(&ipv4_header(
+                len_u16(total),
+                protocol::ICMP,
+                source,
+                destination,
+            ))?;
+            w.bytes(&icmp)?;
+            w.bytes(data)?;
+            Ok(w.finish())
+        }
+        (IpAddr::V6(source), IpAddr::V6(destination)) => {
+            let max = usize::from(u16::MAX) - ICMP_HEADER_LEN;
+            if data.len() > max {
+                return Err(EncodeIcmpError::PayloadTooLarge {
+                    len: data.len(),
+                    max,
+                });
+            }
+            let mut w = Writer::new(out);
+            w.reserve(IPV6_HEADER_LEN + icmp_len)?;
+            let ip = ipv6_header(len_u16(icmp_len), protocol::ICMPV6, source, destination);
+            let mut icmp = icmp_header(129, 0, rest);
+            let sum = checksum::pseudo_header(ipv6_addresses(&ip), protocol::ICMPV6, icmp_len)
+                .add_slice(&icmp)
+                .add_slice(data);
+            icmp[2..4].copy_from_slice(&checksum::field(&sum));
+            w.bytes(&ip)?;
+            w.bytes(&icmp)?;
+            w.bytes(data)?;
+            Ok(w.finish())
+        }
+        _ => Err(EncodeIcmpError::VersionMismatch),
+    }
+}
+
 /// An ICMP header with its checksum zeroed.
 const fn icmp_header(icmp_type: u8, code: u8, [r0, r1, r2, r3]: [u8; 4]) -> [u8; ICMP_HEADER_LEN] {
     [icmp_type, code, 0, 0, r0, r1, r2, r3]
 }
 
-/// A length bounded by [`ICMPV6_ERROR_MAX_LEN`], as a header field.
+/// A length checked against 65535 by the caller, as a header field.
 fn len_u16(len: usize) -> u16 {
-    // Saturating is never reached: error messages are at most 1280 bytes.
+    // Saturating is never reached: error messages are at most 1280 bytes, echo replies
+    // checked against the 16-bit fields.
     u16::try_from(len).unwrap_or(u16::MAX)
 }
 
