@@ -243,6 +243,14 @@ pub struct EdgeConfig {
     /// seen one, whose next packet is judged again (`veil_engine::policy`). 4096 by
     /// default; about 270 bytes per flow remembered (a full table of 4096: about 1 MiB).
     pub ip_flows_per_tunnel: usize,
+    /// CONNECT-IP packets are taken apart into flows by the engine (UDP, ICMP echo) instead of
+    /// handed to the host whole. Default false.
+    ///
+    /// The `decap` off-ramp: the host needs no TUN device and no privileges, only ordinary
+    /// UDP and ping sockets, one per flow (`Event::IpFlowOpened`, `Endpoint::ip_flow_recv`,
+    /// `Endpoint::ip_flow_send`). TCP and other protocols are answered with ICMP
+    /// "administratively prohibited": TCP clients use streams (CONNECT) instead.
+    pub ip_decap: bool,
 }
 
 impl Default for EdgeConfig {
@@ -263,6 +271,7 @@ impl Default for EdgeConfig {
             audit: false,
             ip_pools: Vec::new(),
             ip_flows_per_tunnel: 4096,
+            ip_decap: false,
         }
     }
 }

@@ -20,6 +20,7 @@
 
 mod auditing;
 mod conns;
+mod decap;
 mod drain;
 mod ends;
 mod fin;
@@ -161,6 +162,8 @@ pub struct Endpoint {
     audit: VecDeque<crate::AuditRecord>,
     /// The idle deadlines of TCP tunnels (`QuicConfig::tcp_idle_timeout`).
     idle: idle::IdleTimers,
+    /// Edge with `EdgeConfig::ip_decap`: the flows taken out of IP tunnels.
+    decap: decap::DecapFlows,
 }
 
 enum RoleState {
@@ -183,6 +186,8 @@ struct Edge {
     ip_pool: crate::ip::pool::AddressPool,
     /// CONNECT-IP: the size of each tunnel's flow table (`EdgeConfig::ip_flows_per_tunnel`).
     ip_flows_per_tunnel: usize,
+    /// CONNECT-IP: the engine takes packets apart into flows (`EdgeConfig::ip_decap`).
+    ip_decap: bool,
 }
 
 struct Client {
@@ -423,6 +428,7 @@ impl Endpoint {
             policy: Box::new(DefaultPolicy),
             audit: VecDeque::new(),
             idle: idle::IdleTimers::new(quic.tcp_idle_timeout),
+            decap: decap::DecapFlows::new(&quic),
         })
     }
 
@@ -536,6 +542,7 @@ impl Endpoint {
         self.expire_pending(now);
         self.expire_requests(now);
         self.expire_idle_udp(now);
+        self.expire_idle_decap(now);
         self.expire_idle_tcp(now);
         self.client_connect(now);
         self.advance_shutdown(now);
@@ -620,6 +627,7 @@ impl Endpoint {
             .into_iter()
             .chain(client)
             .chain(self.udp.next_timer())
+            .chain(self.decap.next_timer())
             .chain(self.idle.first())
             .chain(self.unanswered.first())
             .chain(self.shutdown_deadline())
@@ -709,6 +717,8 @@ impl Endpoint {
         entry.state = TunnelState::Accepting;
         let handle = entry.conn.ok_or(TunnelError::InvalidState)?;
         self.retry_accept(handle, tunnel);
+        // Packets that came before the 200 are taken apart now (`EdgeConfig::ip_decap`).
+        self.decapsulate_due();
         self.queue_send(handle);
         Ok(())
     }
@@ -1066,6 +1076,7 @@ impl Endpoint {
             },
             quic_packets_sent: self.stats.quic_packets_sent + sent,
             quic_packets_lost: self.stats.quic_packets_lost + lost,
+            ip_decap_flows: self.decap.len(),
             ..self.stats
         }
     }
@@ -1278,6 +1289,7 @@ impl Endpoint {
         self.retry_responses(handle);
         self.notice_stops(handle);
         self.poll_writable(handle);
+        self.decapsulate_due();
         self.prune_ended(handle);
         // A GOAWAY may have retired the current connection: waiting tunnels need another.
         self.client_connect(now);
@@ -2014,6 +2026,7 @@ impl Edge {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             ip_flows_per_tunnel: config.ip_flows_per_tunnel,
+            ip_decap: config.ip_decap,
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,

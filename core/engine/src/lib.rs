@@ -92,9 +92,9 @@ pub use policy::{
 };
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
-    EndpointStats, Event, Host, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, Name, REFUSAL_ERRORS,
-    Recv, RecvMeta, Refusal, RefusalCounts, RefusedReason, Role, Transmit, TunnelId, TunnelKind,
-    TunnelKinds, TunnelTarget,
+    EndpointStats, Event, Host, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,
+    IpFlowProtocol, Name, REFUSAL_ERRORS, Recv, RecvMeta, Refusal, RefusalCounts, RefusedReason,
+    Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };
 pub use veil_proto::http1::ProxyErrorType;
 /// CONNECT-IP's vocabulary, from veil-proto: what a client asks to reach and what the edge

@@ -70,6 +70,8 @@ impl EndpointStats {
             ip_flows,
             ip_flows_evicted,
             ip_addresses_assigned,
+            ip_decap_flows_opened,
+            ip_decap_flows,
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
@@ -106,6 +108,8 @@ impl EndpointStats {
         self.ip_flows += ip_flows;
         self.ip_flows_evicted += ip_flows_evicted;
         self.ip_addresses_assigned += ip_addresses_assigned;
+        self.ip_decap_flows_opened += ip_decap_flows_opened;
+        self.ip_decap_flows += ip_decap_flows;
     }
 }
 
@@ -152,7 +156,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 25] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 27] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -275,6 +279,16 @@ impl Snapshot {
                 "ip_flows_evicted",
                 "CONNECT-IP flows forgotten to make room in a tunnel's full flow table.",
                 Counter(s.ip_flows_evicted),
+            ),
+            (
+                "ip_decap_flows_opened",
+                "CONNECT-IP flows the edge took out of tunnels for the host (decap off-ramp).",
+                Counter(s.ip_decap_flows_opened),
+            ),
+            (
+                "ip_decap_flows",
+                "CONNECT-IP flows open now at the edge's decap off-ramp.",
+                Gauge(s.ip_decap_flows),
             ),
             (
                 "audit_records_dropped",

@@ -35,6 +35,22 @@ pub struct Transmit {
 #[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
 pub struct TunnelId(pub u64);
 
+/// Names one flow that an edge with `EdgeConfig::ip_decap` took out of a CONNECT-IP tunnel
+/// (`Event::IpFlowOpened`). Never reused by an endpoint, even for the same 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpFlowId(pub u64);
+
+/// What a decapsulated flow carries (`Event::IpFlowOpened`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFlowProtocol {
+    /// UDP: the host relays payloads through a UDP socket connected to the destination.
+    Udp,
+    /// ICMP or ICMPv6 echo: the host relays whole ICMP messages through a ping socket
+    /// (`SOCK_DGRAM`, `IPPROTO_ICMP`/`IPPROTO_ICMPV6`) to the destination.
+    IcmpEcho,
+}
+
 /// Names one QUIC connection of an endpoint. Never reused by an endpoint.
 #[derive(Copy, Clone, Eq, PartialEq, Hash, Debug, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub u64);
@@ -426,6 +442,33 @@ pub enum Event {
         /// The tunnel.
         tunnel: TunnelId,
     },
+    /// Edge with `EdgeConfig::ip_decap`: the first packet of a new flow came out of a
+    /// CONNECT-IP tunnel, passed the engine's checks and the `ip_flow` hook. Open a socket
+    /// to `destination` (UDP, or a ping socket for ICMP echo), then read the flow with
+    /// `ip_flow_recv` and answer with `ip_flow_send`.
+    IpFlowOpened {
+        /// The flow.
+        flow: IpFlowId,
+        /// The tunnel it came out of.
+        tunnel: TunnelId,
+        /// What it carries.
+        protocol: IpFlowProtocol,
+        /// Where the client sent it (port 0 for ICMP echo).
+        destination: SocketAddr,
+    },
+    /// Edge with `EdgeConfig::ip_decap`: payloads are queued on this flow. Edge-triggered,
+    /// like `TunnelDatagrams`: call `ip_flow_recv` until it returns `Ok(None)`.
+    IpFlowReadable {
+        /// The flow.
+        flow: IpFlowId,
+    },
+    /// Edge with `EdgeConfig::ip_decap`: the flow is over (idle for
+    /// `QuicConfig::udp_idle_timeout`, its tunnel ended, or the host closed it); close its
+    /// socket. Its id is dead; a later packet of the same 5-tuple opens a new flow.
+    IpFlowClosed {
+        /// The flow.
+        flow: IpFlowId,
+    },
     /// Datagrams are queued for this UDP tunnel. Edge-triggered: call
     /// `tunnel_recv_datagram` until it returns `Ok(None)`, or this event does not come
     /// again.
@@ -561,6 +604,11 @@ pub struct EndpointStats {
     pub ip_flows_evicted: u64,
     /// CONNECT-IP, edge: pool addresses held by open tunnels.
     pub ip_addresses_assigned: usize,
+    /// CONNECT-IP, edge with `EdgeConfig::ip_decap`: flows opened for the host
+    /// (`Event::IpFlowOpened`).
+    pub ip_decap_flows_opened: u64,
+    /// CONNECT-IP, edge with `EdgeConfig::ip_decap`: flows open now.
+    pub ip_decap_flows: usize,
 }
 
 /// CONNECT-IP packets dropped, by cause (`EndpointStats::ip_dropped`).
@@ -574,8 +622,11 @@ pub struct IpDropCounts {
 /// egress policy or rules where no ICMP error could say so; to an address nobody was
 /// assigned; outside the advertised routes; link-local; hop limit expired; too big for the
 /// tunnel; an ICMP error held back by the rate limit; of a flow the `ip_flow` hook
-/// refused.
-pub const IP_DROP_CAUSES: [&str; 11] = [
+/// refused; and at an edge with `EdgeConfig::ip_decap`: a fragment (never reassembled); a
+/// packet of no flow the engine takes apart and that no ICMP error could answer; a
+/// decapsulated flow's queue full; a new flow in a tunnel with
+/// `EdgeConfig::ip_flows_per_tunnel` flows open.
+pub const IP_DROP_CAUSES: [&str; 15] = [
     "malformed",
     "spoofed_source",
     "out_of_scope",
@@ -587,6 +638,10 @@ pub const IP_DROP_CAUSES: [&str; 11] = [
     "too_big",
     "rate_limited",
     "flow_refused",
+    "fragment",
+    "not_decapsulated",
+    "queue_full",
+    "flow_limit",
 ];
 
 impl IpDropCounts {

@@ -313,10 +313,14 @@ impl Endpoint {
         };
         let flows =
             crate::ip::flows::FlowTable::new(edge.ip_flows_per_tunnel, self.udp.idle_timeout());
-        tunnel.ip = request
-            .ip_scope
-            .as_deref()
-            .map(|scope| Box::new(super::ip::IpTunnel::new(scope.clone(), flows)));
+        let decap = edge.ip_decap;
+        tunnel.ip = request.ip_scope.as_deref().map(|scope| {
+            let mut ip = super::ip::IpTunnel::new(scope.clone(), flows);
+            if decap {
+                ip.decap = Some(std::collections::HashMap::new());
+            }
+            Box::new(ip)
+        });
         tunnel.request = Some(Box::new(request));
         self.tunnels.insert(id, tunnel);
         self.stats.tunnels_total += 1;

@@ -18,10 +18,12 @@
 //!   edge sends come as [`Event::IpTunnelConfigured`] and are read with
 //!   [`Endpoint::ip_tunnel_addresses`] and [`Endpoint::ip_tunnel_routes`].
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use veil_proto::capsule::types;
+use veil_proto::ip::FlowKey;
 use veil_proto::masque::ip::{
     AddressAssign, AddressRequest, AssignedAddress, IpAddressRange, IpPrefix, RouteAdvertisement,
     Scope, Target, Template,
@@ -34,7 +36,7 @@ use crate::ip::flows::FlowTable;
 use crate::ip::forward::{self, DropCause, Outcome};
 use crate::ip::request;
 use crate::policy::{IpFlowQuery, IpFlowVerdict, Tags};
-use crate::types::{EndpointStats, Event, Refusal, TunnelId};
+use crate::types::{EndpointStats, Event, IpFlowId, Refusal, TunnelId};
 use crate::udp::flow::{Carries, Control, H3_MESSAGE_ERROR};
 
 /// One IP tunnel's addresses and routes.
@@ -53,6 +55,9 @@ pub(super) struct IpTunnel {
     /// Edge: the flows the client sent, with the `ip_flow` hook's verdict on each (empty,
     /// and never filled, on a client).
     flows: FlowTable<IpFlowVerdict>,
+    /// Edge with `EdgeConfig::ip_decap`: the flows taken out of this tunnel, by 5-tuple
+    /// (`endpoint::decap`); `None` otherwise.
+    pub(super) decap: Option<HashMap<FlowKey, IpFlowId>>,
 }
 
 impl IpTunnel {
@@ -63,6 +68,7 @@ impl IpTunnel {
             routes: Vec::new(),
             addresses: Vec::new(),
             flows,
+            decap: None,
         }
     }
 
@@ -71,6 +77,11 @@ impl IpTunnel {
     pub(super) fn for_a_new_request(self: Box<Self>) -> Box<Self> {
         let Self { scope, flows, .. } = *self;
         Box::new(Self::new(scope, flows))
+    }
+
+    /// Whether the engine takes this tunnel's packets apart (`EdgeConfig::ip_decap`).
+    pub(super) fn decaps(&self) -> bool {
+        self.decap.is_some()
     }
 
     /// Replaces the assigned addresses.
@@ -211,7 +222,7 @@ impl Endpoint {
 
     /// The checks a received packet passes before the host sees it: `Err(None)` to drop
     /// it (counted), `Err(Some(icmp))` to answer it instead.
-    fn check_received_packet(
+    pub(super) fn check_received_packet(
         &mut self,
         tunnel: TunnelId,
         packet: &mut [u8],
@@ -392,10 +403,14 @@ impl Endpoint {
 
 // Glue called from the endpoint's processing.
 impl Endpoint {
-    /// Edge: gives a removed tunnel's addresses back to the pool, however it ended.
+    /// Edge: gives a removed tunnel's addresses back to the pool and closes the flows
+    /// taken out of it (`EdgeConfig::ip_decap`), however it ended.
     pub(super) fn release_ip_addresses(&mut self, id: TunnelId, tunnel: &super::Tunnel) {
         if let (Some(_), RoleState::Edge(edge)) = (&tunnel.ip, &mut self.role) {
             edge.ip_pool.release(id);
+        }
+        if let Some(flows) = tunnel.ip.as_deref().and_then(|ip| ip.decap.as_ref()) {
+            self.close_decap_flows(flows);
         }
     }
 
@@ -668,7 +683,7 @@ fn append_routes(routes: &[IpAddressRange], out: &mut Vec<u8>) {
 }
 
 /// Counts a dropped packet under its cause.
-fn count_drop(stats: &mut EndpointStats, cause: DropCause) {
+pub(super) fn count_drop(stats: &mut EndpointStats, cause: DropCause) {
     stats.ip_dropped.add(cause.as_str());
 }
 

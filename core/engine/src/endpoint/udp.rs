@@ -349,7 +349,16 @@ impl Endpoint {
             // the event comes when the tunnel opens.
             if matches!(tunnel.state, TunnelState::Open) && !flow.notified {
                 flow.notified = true;
-                self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+                if tunnel
+                    .ip
+                    .as_deref()
+                    .is_some_and(super::ip::IpTunnel::decaps)
+                {
+                    // The engine takes the packets apart itself, at the end of processing.
+                    self.decap.due.push(id);
+                } else {
+                    self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+                }
             }
         }
         if conn.datagrams_taken != taken_before {
@@ -382,11 +391,14 @@ impl Endpoint {
         } else {
             Encoding::Capsules
         };
-        let Some(flow) = self
-            .tunnels
-            .get_mut(&id)
-            .and_then(|tunnel| tunnel.udp.as_deref_mut())
-        else {
+        let Some(tunnel) = self.tunnels.get_mut(&id) else {
+            return;
+        };
+        let decaps = tunnel
+            .ip
+            .as_deref()
+            .is_some_and(super::ip::IpTunnel::decaps);
+        let Some(flow) = tunnel.udp.as_deref_mut() else {
             return;
         };
         flow.encoding = Some(encoding);
@@ -396,7 +408,11 @@ impl Endpoint {
             .push(Reverse((self.clock + self.udp.idle_timeout, id)));
         if flow.has_queued() && !flow.notified {
             flow.notified = true;
-            self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+            if decaps {
+                self.decap.due.push(id);
+            } else {
+                self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+            }
         }
     }
 
@@ -452,7 +468,15 @@ impl Endpoint {
         }
         if tally.queued > 0 && !flow.notified {
             flow.notified = true;
-            self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+            if tunnel
+                .ip
+                .as_deref()
+                .is_some_and(super::ip::IpTunnel::decaps)
+            {
+                self.decap.due.push(id);
+            } else {
+                self.events.push_back(Event::TunnelDatagrams { tunnel: id });
+            }
         }
         let controls = !flow.controls.is_empty();
         self.queue_send(handle);

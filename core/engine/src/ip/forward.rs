@@ -102,12 +102,21 @@ pub(crate) enum DropCause {
     RateLimited,
     /// Of a flow the `ip_flow` hook refused.
     FlowRefused,
+    /// Decapsulating edge: a fragment, which it never reassembles.
+    Fragment,
+    /// Decapsulating edge: of no flow it takes apart (an ICMP message other than an echo
+    /// request; TCP or another protocol when no ICMP error could say so).
+    NotDecapsulated,
+    /// Decapsulating edge: the flow's queue for the host was full.
+    QueueFull,
+    /// Decapsulating edge: a new flow in a tunnel with as many flows open as it may have.
+    FlowLimit,
 }
 
 impl DropCause {
     /// Every cause, for metrics that list them all.
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 15] = [
         Self::Malformed,
         Self::SpoofedSource,
         Self::OutOfScope,
@@ -119,6 +128,10 @@ impl DropCause {
         Self::TooBig,
         Self::RateLimited,
         Self::FlowRefused,
+        Self::Fragment,
+        Self::NotDecapsulated,
+        Self::QueueFull,
+        Self::FlowLimit,
     ];
 
     /// A stable `snake_case` name, for metric labels and logs.
@@ -135,6 +148,10 @@ impl DropCause {
             Self::TooBig => "too_big",
             Self::RateLimited => "rate_limited",
             Self::FlowRefused => "flow_refused",
+            Self::Fragment => "fragment",
+            Self::NotDecapsulated => "not_decapsulated",
+            Self::QueueFull => "queue_full",
+            Self::FlowLimit => "flow_limit",
         }
     }
 }
@@ -277,6 +294,35 @@ pub(crate) fn edge_from_client(
         );
     }
     Outcome::Forward
+}
+
+/// A decapsulating edge's answer to a packet the client sent that passed the checks but
+/// that it does not take apart into a flow (TCP, protocols other than UDP and ICMP): an
+/// ICMP Destination Unreachable, "communication administratively prohibited", from the
+/// gateway of its family, rate limited like every ICMP error; or a drop under
+/// [`DropCause::NotDecapsulated`] when none may be sent.
+//# RFC 9484 §7.2.1: "For unroutable destination addresses, send Destination Unreachable
+//# (Section 3.1 of [ICMPv6]) with code 0, "No route to destination", or code 1,
+//# "Communication with destination administratively prohibited"."
+pub(crate) fn refuse_undecapsulated(
+    packet: &[u8],
+    gateway: impl Fn(bool) -> Option<IpAddr>,
+    answer: &mut [u8],
+    limiter: &mut IcmpLimiter,
+    now: Instant,
+) -> Outcome {
+    let Some(parsed) = parse_whole(packet) else {
+        return Outcome::Drop(DropCause::Malformed);
+    };
+    icmp_answer(
+        &parsed,
+        Icmp::Prohibited,
+        DropCause::NotDecapsulated,
+        &gateway,
+        answer,
+        limiter,
+        now,
+    )
 }
 
 /// The edge's verdict on a packet the egress delivered for this tunnel, about to go to the

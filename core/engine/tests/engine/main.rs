@@ -13,6 +13,7 @@ mod harness;
 mod hosts;
 mod idle;
 mod ip;
+mod ip_decap;
 mod ip_flow;
 mod migration;
 mod policy;
