@@ -46,7 +46,7 @@ pub struct IpFlowId(pub u64);
 pub enum IpFlowProtocol {
     /// UDP: the host relays payloads through a UDP socket connected to the destination.
     Udp,
-    /// ICMP or ICMPv6 echo: the host relays whole ICMP messages through a ping socket
+    /// ICMP or `ICMPv6` echo: the host relays whole ICMP messages through a ping socket
     /// (`SOCK_DGRAM`, `IPPROTO_ICMP`/`IPPROTO_ICMPV6`) to the destination.
     IcmpEcho,
 }

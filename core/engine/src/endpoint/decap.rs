@@ -51,6 +51,9 @@
 //!   the tunnel's datagram path. One too big for the tunnel is dropped and counted: no
 //!   ICMP error can reach the far end, which is a socket.
 
+// "ICMPv4" and "ICMPv6" are protocol names in prose, not code to put in backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -235,7 +238,7 @@ impl Endpoint {
         let key = view.flow_key();
         match (view.transport(), key) {
             (Transport::Udp(udp), Some(key)) => {
-                self.to_flow(tunnel, key, IpFlowProtocol::Udp, udp.payload());
+                self.queue_on_flow(tunnel, key, IpFlowProtocol::Udp, udp.payload());
             }
             (Transport::Icmpv4(icmp) | Transport::Icmpv6(icmp), Some(key))
                 if is_echo_request(view.version(), icmp.icmp_type()) =>
@@ -245,7 +248,7 @@ impl Endpoint {
                 message.extend_from_slice(&[icmp.icmp_type(), icmp.code(), c0, c1]);
                 message.extend_from_slice(&icmp.rest_of_header());
                 message.extend_from_slice(icmp.payload());
-                self.to_flow(tunnel, key, IpFlowProtocol::IcmpEcho, &message);
+                self.queue_on_flow(tunnel, key, IpFlowProtocol::IcmpEcho, &message);
             }
             (Transport::Fragment, _) => count_drop(&mut self.stats, DropCause::Fragment),
             (Transport::Icmpv4(_) | Transport::Icmpv6(_), _) => {
@@ -282,7 +285,7 @@ impl Endpoint {
     }
 
     /// Queues `payload` on `key`'s flow in `tunnel`, opening the flow if it is new.
-    fn to_flow(
+    fn queue_on_flow(
         &mut self,
         tunnel: TunnelId,
         key: FlowKey,

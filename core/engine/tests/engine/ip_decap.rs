@@ -101,7 +101,7 @@ fn ipv6(to: &str, next: u8, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0];
     p.extend(len.to_be_bytes());
     p.extend([next, 64]);
-    p.extend(CLIENT6.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    p.extend(CLIENT6.parse::<std::net::Ipv6Addr>().expect("v6").octets());
     p.extend(to.parse::<std::net::Ipv6Addr>().expect("v6").octets());
     p.extend(payload);
     p
@@ -141,7 +141,8 @@ impl Host for Client {
         match event {
             Event::IpTunnelConfigured { tunnel } => {
                 let addresses = endpoint.ip_tunnel_addresses(tunnel).expect("ip");
-                let mut got: Vec<IpAddr> = addresses.iter().map(|p| p.addr()).collect();
+                let mut got: Vec<IpAddr> =
+                    addresses.iter().map(veil_engine::IpPrefix::addr).collect();
                 got.sort();
                 self.configured = got == [ip(CLIENT4), ip(CLIENT6)]
                     && !endpoint.ip_tunnel_routes(tunnel).expect("ip").is_empty();
@@ -245,15 +246,14 @@ impl Host for Edge {
                 while let Some(len) = endpoint.ip_flow_recv(flow, &mut buf).expect("flow") {
                     let payload = buf[..len].to_vec();
                     if self.answer {
-                        let answer = match protocol {
-                            IpFlowProtocol::Udp => [b"re:".as_slice(), &payload].concat(),
-                            _ => {
-                                let reply = if payload[0] == 8 { 0 } else { 129 };
-                                let mut m = vec![reply, 0, 0xde, 0xad];
-                                m.extend(SOCKET_ID.to_be_bytes());
-                                m.extend(&payload[6..]);
-                                m
-                            }
+                        let answer = if protocol == IpFlowProtocol::Udp {
+                            [b"re:".as_slice(), &payload].concat()
+                        } else {
+                            let reply = if payload[0] == 8 { 0 } else { 129 };
+                            let mut m = vec![reply, 0, 0xde, 0xad];
+                            m.extend(SOCKET_ID.to_be_bytes());
+                            m.extend(&payload[6..]);
+                            m
                         };
                         self.sent
                             .push(endpoint.ip_flow_send(flow, &answer).expect("send"));
@@ -283,6 +283,7 @@ fn parsed(received: &[Vec<u8>]) -> Vec<IpPacket<'_>> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
 fn udp_flows_are_taken_apart_and_the_answers_come_back_as_packets() {
     let mut net = pair(true, LONG);
     let mut client = Client::default();
@@ -538,14 +539,14 @@ fn tcp_is_answered_prohibited_and_fragments_and_other_icmp_are_dropped() {
     }
     seen.sort();
     // The quotes are the packets as the edge received them: hop limit one lower.
-    let (mut syn_in, mut syn6_in) = (syn, syn6);
-    veil_proto::ip::decrement_hop_limit(&mut syn_in).expect("hop");
-    veil_proto::ip::decrement_hop_limit(&mut syn6_in).expect("hop");
+    let (mut quoted4, mut quoted6) = (syn, syn6);
+    veil_proto::ip::decrement_hop_limit(&mut quoted4).expect("hop");
+    veil_proto::ip::decrement_hop_limit(&mut quoted6).expect("hop");
     assert_eq!(
         seen,
         [
-            (ip("10.89.0.1"), ip(CLIENT4), 3, 13, syn_in),
-            (ip("fd00:89::1"), ip(CLIENT6), 1, 1, syn6_in),
+            (ip("10.89.0.1"), ip(CLIENT4), 3, 13, quoted4),
+            (ip("fd00:89::1"), ip(CLIENT6), 1, 1, quoted6),
         ]
     );
     assert!(
