@@ -77,6 +77,13 @@ pub(crate) enum Command {
     },
     /// Edge: a packet the IP egress device read, for `Endpoint::ip_deliver`.
     IpFromDevice { packet: Vec<u8> },
+    /// Edge, decap: what a flow's destination answered, for `Endpoint::ip_flow_send`.
+    IpFlowAnswer {
+        flow: veil_engine::IpFlowId,
+        payload: Vec<u8>,
+    },
+    /// Edge, decap: a flow's socket failed or could not be made.
+    IpFlowFailed { flow: veil_engine::IpFlowId },
     /// The endpoint's counters now (for metrics).
     Stats {
         reply: oneshot::Sender<veil_engine::EndpointStats>,

@@ -93,6 +93,8 @@ pub(crate) struct Driver {
     decisions: crate::decisions::DecisionSender,
     /// Edge: the IP egress device, if any.
     device: Option<crate::ip::DeviceLink>,
+    /// Edge: the decap off-ramp's flows, if it is the IP egress.
+    decap: Option<crate::decap::DecapFlows>,
     /// CONNECT-IP tunnels (their packets ride `udp_tunnels` on a client): a client's
     /// configuration channel, nothing on an edge.
     ip_tunnels: HashMap<TunnelId, Option<watch::Sender<crate::ip::IpTunnelConfig>>>,
@@ -129,6 +131,7 @@ impl Driver {
             audit_lost: 0,
             decisions,
             device: None,
+            decap: None,
             ip_tunnels: HashMap::new(),
             opening_ip: HashMap::new(),
             packet_buf: Vec::new(),
@@ -305,6 +308,11 @@ impl Driver {
                 }
             }
             Event::IpTunnelConfigured { tunnel } => self.on_ip_configured(tunnel),
+            Event::IpFlowOpened { .. }
+            | Event::IpFlowReadable { .. }
+            | Event::IpFlowClosed { .. } => {
+                self.on_flow_event(&event);
+            }
             Event::TunnelReadable { tunnel } => self.read_tunnel(tunnel),
             Event::TunnelWritable { tunnel } => {
                 if let Some(slot) = self.tunnels.get_mut(&tunnel) {
@@ -574,6 +582,14 @@ impl Driver {
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
             Command::OpenIp { scope, reply } => self.on_open_ip(&scope, reply),
             Command::IpFromDevice { mut packet } => self.packet_from_device(&mut packet),
+            Command::IpFlowAnswer { flow, payload } => {
+                if let Err(e) = self.endpoint.ip_flow_send(flow, &payload) {
+                    tracing::debug!(?flow, error = %e, "flow answer dropped");
+                }
+            }
+            Command::IpFlowFailed { flow } => {
+                let _ = self.endpoint.ip_flow_close(flow);
+            }
             Command::DecideTunnel {
                 tunnel,
                 verdict,
@@ -855,11 +871,62 @@ impl Driver {
         self
     }
 
+    /// Edge: CONNECT-IP packets are decapsulated into flows, each with a socket.
+    pub(crate) fn with_decap(mut self, decap: Option<crate::decap::DecapFlows>) -> Self {
+        self.decap = decap;
+        self
+    }
+
+    /// Edge, decap: a flow opened (it gets its socket), has payloads, or closed.
+    fn on_flow_event(&mut self, event: &Event) {
+        match *event {
+            Event::IpFlowOpened {
+                flow,
+                tunnel,
+                protocol,
+                destination,
+            } => {
+                tracing::debug!(?flow, ?tunnel, ?protocol, %destination, "flow opened");
+                let commands = self.command_tx.clone();
+                if let Some(decap) = self.decap.as_mut() {
+                    decap.open(flow, protocol, destination, commands);
+                } else {
+                    let _ = self.endpoint.ip_flow_close(flow);
+                }
+            }
+            Event::IpFlowReadable { flow } => self.read_flow(flow),
+            Event::IpFlowClosed { flow } => {
+                if let Some(decap) = self.decap.as_mut() {
+                    decap.close(flow);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Edge, decap: moves what the client sent on a flow to its socket.
+    fn read_flow(&mut self, flow: veil_engine::IpFlowId) {
+        loop {
+            match self.endpoint.ip_flow_recv(flow, &mut self.recv_chunk) {
+                Ok(Some(len)) => {
+                    if let Some(decap) = self.decap.as_mut() {
+                        decap.deliver(flow, self.recv_chunk.get(..len).unwrap_or_default());
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(?flow, error = %e, "flow receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Edge: a CONNECT-IP request; the engine assigned its addresses, the device carries
     /// its packets.
     fn on_ip_request(&mut self, tunnel: TunnelId) {
-        if self.device.is_none() {
-            // `Node::start_with` declares CONNECT-IP unserved without a device.
+        if self.device.is_none() && self.decap.is_none() {
+            // `Node::start_with` declares CONNECT-IP unserved without an egress.
             return self.refuse(tunnel, Refusal::Internal);
         }
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {

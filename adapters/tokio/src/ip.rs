@@ -37,17 +37,32 @@ const DEVICE_QUEUE: usize = 1024;
 /// The largest packet read from a device (IPv4's and IPv6's 16-bit lengths).
 const MAX_PACKET: usize = 65_575;
 
-/// The edge's IP off-ramp: a TUN device the clients' packets go out through.
+/// The edge's IP off-ramp: where the clients' packets go out.
 #[derive(Debug, Clone)]
 pub struct IpEgress {
-    device: Arc<Tun>,
+    /// `None`: the `decap` off-ramp (`crate::decap`).
+    device: Option<Arc<Tun>>,
 }
 
 impl IpEgress {
     /// Packets go out through `device`, which the caller has brought up with a route to
     /// each pool through it.
     pub fn new(device: Arc<Tun>) -> Self {
-        Self { device }
+        Self {
+            device: Some(device),
+        }
+    }
+
+    /// The `decap` off-ramp: the engine takes packets apart into UDP and ICMP echo flows
+    /// and each flow gets an ordinary socket (no device, no privileges); TCP is answered
+    /// with ICMP "administratively prohibited" (it rides L4 streams instead).
+    pub fn decap() -> Self {
+        Self { device: None }
+    }
+
+    /// Whether this is the `decap` off-ramp.
+    pub fn is_decap(&self) -> bool {
+        self.device.is_none()
     }
 
     /// Opens TUN device `name`, brings it up and routes each pool (`pools`: CIDR
@@ -66,9 +81,9 @@ impl IpEgress {
         Ok(Self::new(Arc::new(device)))
     }
 
-    /// The device's name.
+    /// The device's name (`decap` for the decap off-ramp).
     pub fn name(&self) -> &str {
-        self.device.name()
+        self.device.as_deref().map_or("decap", Tun::name)
     }
 }
 
@@ -83,9 +98,14 @@ pub(crate) struct DeviceLink {
 impl DeviceLink {
     /// Starts the device's reader (packets to the driver as `Command::IpFromDevice`) and
     /// writer tasks.
-    pub(crate) fn spawn(egress: &IpEgress, commands: mpsc::UnboundedSender<Command>) -> Self {
+    /// `None` for the decap off-ramp, which has no device.
+    pub(crate) fn spawn(
+        egress: &IpEgress,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Option<Self> {
+        let device = egress.device.clone()?;
         let (to_device, mut queue) = mpsc::channel::<Bytes>(DEVICE_QUEUE);
-        let writer = egress.device.clone();
+        let writer = device.clone();
         tokio::spawn(async move {
             while let Some(packet) = queue.recv().await {
                 if let Err(error) = writer.send(&packet).await {
@@ -93,7 +113,7 @@ impl DeviceLink {
                 }
             }
         });
-        let reader = egress.device.clone();
+        let reader = device;
         tokio::spawn(async move {
             let mut buf = vec![0; MAX_PACKET];
             loop {
@@ -111,10 +131,10 @@ impl DeviceLink {
                 }
             }
         });
-        Self {
+        Some(Self {
             to_device,
             dropped: 0,
-        }
+        })
     }
 
     /// Queues a packet for the device, or drops it (counted) when the writer is behind.
@@ -125,6 +145,12 @@ impl DeviceLink {
             .is_err()
         {
             self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "packets for the IP egress device dropped: its writer is behind"
+                );
+            }
         }
     }
 }

@@ -36,6 +36,7 @@
 //! ```
 
 mod command;
+mod decap;
 mod decisions;
 mod dial;
 mod driver;
@@ -253,6 +254,7 @@ impl Node {
         ip_egress: Option<&IpEgress>,
     ) -> Result<Self, StartError> {
         if let RoleConfig::Edge(edge) = &mut config.role {
+            edge.ip_decap = ip_egress.is_some_and(IpEgress::is_decap);
             edge.serves = if ip_egress.is_some() {
                 veil_engine::TunnelKinds::ALL
             } else {
@@ -279,7 +281,10 @@ impl Node {
         };
         let fingerprint = endpoint.certificate_fingerprint();
         let (tx, rx) = mpsc::unbounded_channel();
-        let device = ip_egress.map(|egress| ip::DeviceLink::spawn(egress, tx.clone()));
+        let device = ip_egress.and_then(|egress| ip::DeviceLink::spawn(egress, tx.clone()));
+        let decap = ip_egress
+            .is_some_and(IpEgress::is_decap)
+            .then(decap::DecapFlows::default);
         let driver = Driver::new(
             endpoint,
             udp,
@@ -289,7 +294,8 @@ impl Node {
             audit_tx,
             decision_tx,
         )
-        .with_ip_device(device);
+        .with_ip_device(device)
+        .with_decap(decap);
         let task = tokio::spawn(driver.run());
         Ok(Self {
             local_addr,

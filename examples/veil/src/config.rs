@@ -123,11 +123,15 @@ pub struct ServerArgs {
     /// requests are answered 501.
     #[arg(long = "ip-pool", value_name = "CIDR")]
     pub ip_pool: Vec<String>,
-    /// Where CONNECT-IP packets leave the edge: `tun:NAME`, a TUN device the edge creates
-    /// with its own address in each pool; the kernel routes the packets on (turn on
-    /// forwarding, and NAT if the pools are private). Needs root or `CAP_NET_ADMIN`. Each
-    /// packet's destination is still checked against egress policy and rules.
-    #[arg(long, value_name = "tun:NAME")]
+    /// Where CONNECT-IP packets leave the edge. `tun:NAME`: a TUN device the edge creates,
+    /// routing the pools through it; the kernel routes the packets on (turn on forwarding,
+    /// and NAT if the pools are private); carries every protocol; needs root or
+    /// `CAP_NET_ADMIN`. `decap`: the edge takes packets apart into UDP and ICMP echo flows,
+    /// each sent from an ordinary socket (no privileges; ping needs the edge's group in
+    /// `net.ipv4.ping_group_range`); TCP is refused with ICMP "administratively
+    /// prohibited" (use the L4 proxies for TCP). Either way each packet's destination is
+    /// checked against egress policy and rules.
+    #[arg(long, value_name = "tun:NAME|decap")]
     pub ip_egress: Option<String>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
@@ -415,8 +419,8 @@ pub struct ServerSettings {
     pub audit_log: Option<crate::audit_log::AuditTarget>,
     /// CONNECT-IP address pools (CIDR).
     pub ip_pools: Vec<String>,
-    /// CONNECT-IP: the TUN device packets leave through; set exactly when pools are.
-    pub ip_egress: Option<String>,
+    /// CONNECT-IP: where packets leave; set exactly when pools are.
+    pub ip_egress: Option<IpEgressSpec>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -590,7 +594,7 @@ impl ServerSettings {
             .map(|text| parse_ip_egress(&text))
             .transpose()?;
         match (ip_pools.is_empty(), ip_egress.is_some()) {
-            (false, false) => bail!("--ip-pool needs --ip-egress tun:NAME"),
+            (false, false) => bail!("--ip-pool needs --ip-egress tun:NAME or decap"),
             (true, true) => bail!("--ip-egress needs at least one --ip-pool"),
             _ => {}
         }
@@ -635,14 +639,21 @@ impl ServerSettings {
     }
 }
 
-/// Reads `--ip-egress`: `tun:NAME` gives the device's name.
-fn parse_ip_egress(text: &str) -> anyhow::Result<String> {
+/// Where CONNECT-IP packets leave an edge (`--ip-egress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpEgressSpec {
+    /// `tun:NAME`: through a TUN device of that name.
+    Tun(String),
+    /// `decap`: taken apart into flows, each with a socket.
+    Decap,
+}
+
+/// Reads `--ip-egress`: `tun:NAME` or `decap`.
+fn parse_ip_egress(text: &str) -> anyhow::Result<IpEgressSpec> {
     match text.split_once(':') {
-        Some(("tun", name)) if !name.is_empty() => Ok(name.to_owned()),
-        _ if text == "decap" => {
-            bail!("--ip-egress decap (userspace decapsulation) is not built yet; use tun:NAME")
-        }
-        _ => bail!("--ip-egress {text:?}: expected tun:NAME"),
+        Some(("tun", name)) if !name.is_empty() => Ok(IpEgressSpec::Tun(name.to_owned())),
+        _ if text == "decap" => Ok(IpEgressSpec::Decap),
+        _ => bail!("--ip-egress {text:?}: expected tun:NAME or decap"),
     }
 }
 
@@ -1105,6 +1116,21 @@ mod tests {
         };
         let error = RuntimeChoice::merge(&flags, &ServerFile::default()).expect_err("tokio");
         assert!(error.to_string().contains("--runtime glommio"));
+    }
+
+    #[test]
+    fn the_ip_egress_is_a_device_or_decap() {
+        assert_eq!(
+            parse_ip_egress("tun:veil0").expect("a device"),
+            IpEgressSpec::Tun("veil0".into())
+        );
+        assert_eq!(
+            parse_ip_egress("decap").expect("decap"),
+            IpEgressSpec::Decap
+        );
+        for bad in ["tun:", "tun", "decap:x", "eth0", ""] {
+            assert!(parse_ip_egress(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub struct RunningEdge {
     self_signed: bool,
     /// The metrics listener's address and task, when asked for.
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
-    /// CONNECT-IP: the TUN device packets leave through.
-    ip_device: Option<String>,
+    /// CONNECT-IP: the banner line saying where packets leave.
+    ip_egress_line: Option<String>,
 }
 
 impl RunningEdge {
@@ -38,7 +38,8 @@ impl RunningEdge {
             ..Options::default()
         };
         let ip_egress = match &settings.ip_egress {
-            Some(name) => {
+            Some(crate::config::IpEgressSpec::Decap) => Some(veil_tokio::IpEgress::decap()),
+            Some(crate::config::IpEgressSpec::Tun(name)) => {
                 let pools = settings
                     .ip_pools
                     .iter()
@@ -50,7 +51,13 @@ impl RunningEdge {
             }
             None => None,
         };
-        let ip_device = ip_egress.as_ref().map(|egress| egress.name().to_owned());
+        let ip_egress_line = ip_egress.as_ref().map(|egress| {
+            if egress.is_decap() {
+                "veil: ip egress by decapsulation".to_owned()
+            } else {
+                format!("veil: ip egress through tun {}", egress.name())
+            }
+        });
         let mut node = Node::start_with(
             config,
             settings.listen,
@@ -74,7 +81,7 @@ impl RunningEdge {
             drain: settings.drain,
             self_signed: settings.cert_key.is_none(),
             metrics,
-            ip_device,
+            ip_egress_line,
         })
     }
 
@@ -100,9 +107,7 @@ impl RunningEdge {
         if let Some((addr, _)) = &self.metrics {
             lines.push(format!("veil: metrics listening on {addr}"));
         }
-        if let Some(device) = &self.ip_device {
-            lines.push(format!("veil: ip egress through tun {device}"));
-        }
+        lines.extend(self.ip_egress_line.clone());
         lines
     }
 

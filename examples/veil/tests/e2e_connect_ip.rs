@@ -330,6 +330,11 @@ struct Veil {
 
 impl Veil {
     fn start(net: &Net, dir: &TempDir) -> anyhow::Result<Self> {
+        Self::start_with(net, dir, "tun:veil-edge")
+    }
+
+    /// An edge whose `--ip-egress` is `egress`, and its client.
+    fn start_with(net: &Net, dir: &TempDir, egress: &str) -> anyhow::Result<Self> {
         let mut edge = netns::start_edge(
             net.edge()?,
             dir.path(),
@@ -343,7 +348,7 @@ impl Veil {
                 "--ip-pool",
                 "fd00:89::/64",
                 "--ip-egress",
-                "tun:veil-edge",
+                egress,
                 "--allow-target",
                 "10.200.0.0/24",
                 "--allow-target",
@@ -581,5 +586,80 @@ fn ping_dig_and_curl_reach_the_target_through_a_connect_ip_tunnel() -> anyhow::R
     );
     let answered = veil.edge_metric(&net, "veil_ip_icmp_answers_total")?;
     ensure!(answered > 0.0, "the edge counted {answered} ICMP answers");
+    Ok(())
+}
+
+/// The `decap` off-ramp: no TUN device at the edge, which takes the packets apart into
+/// UDP and ICMP echo flows and sends each from an ordinary socket; TCP is refused with
+/// ICMP "administratively prohibited" (TCP rides the L4 streams instead).
+#[test]
+fn the_decap_off_ramp_carries_ping_and_dns_and_refuses_tcp() -> anyhow::Result<()> {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED the_decap_off_ramp_carries_ping_and_dns_and_refuses_tcp: {why}");
+        return Ok(());
+    }
+    require_tools()?;
+    let dir = TempDir::new("connect-ip-decap")?;
+    let www = dir.join("www");
+    fs::create_dir_all(&www)?;
+    let net = Net::build()?;
+    // Ping sockets: every group of the edge's namespace may open them.
+    net.edge()?
+        .sysctl("net.ipv4.ping_group_range", "0 2147483647")?;
+    let target = Target::start(&net, &dir, &www)?;
+    let veil = Veil::start_with(&net, &dir, "decap")?;
+    let client = net.client()?;
+    let context = || format!("{}\n{}", veil.diagnostics(), net.dump());
+
+    // The edge has no device: nothing routes the pools into one.
+    let routes = net.edge()?.ip(&["route", "show"])?;
+    ensure!(
+        !routes.contains("10.89.0.0/24"),
+        "a pool route at the edge:\n{routes}"
+    );
+
+    ping_ok(client, &["-c", "3", "-W", "2", "10.200.0.2"], &context)?;
+    ping_ok(
+        client,
+        &["-6", "-c", "3", "-W", "2", "fd00:200::2"],
+        &context,
+    )?;
+    let answer = dig_short(client, "10.200.0.2", "veil.test").with_context(context)?;
+    ensure!(
+        answer == "10.200.0.2",
+        "dig through decap: {answer:?}\n{}",
+        context()
+    );
+    // The target sees the edge's own address: the flows leave from its sockets.
+    ensure!(
+        target
+            .dnsmasq
+            .stderr()
+            .contains("query[A] veil.test from 10.200.0.1"),
+        "dnsmasq did not see the query come from the edge:\n{}",
+        target.dnsmasq.stderr()
+    );
+
+    // TCP is refused at once, never reaching nginx.
+    let out = netns::curl_in(
+        client,
+        &["-sS", "-o", "/dev/null", "http://10.200.0.2/small.txt"],
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        !out.status.success(),
+        "curl over TCP through decap succeeded:\n{}",
+        context()
+    );
+    // (nginx's own readiness probe comes from the target's address; nothing else may.)
+    let log = target.access_log();
+    ensure!(
+        log.lines().all(|line| line.starts_with("10.200.0.2 ")),
+        "nginx saw a request through decap:\n{log}"
+    );
+    check_refusals(&net, &veil)?;
+
+    let flows = veil.edge_metric(&net, "veil_ip_decap_flows_opened_total")?;
+    ensure!(flows >= 3.0, "the edge opened {flows} decapsulated flows");
     Ok(())
 }
