@@ -119,8 +119,8 @@ pub struct ServerArgs {
     pub audit_log: Option<PathBuf>,
     /// CONNECT-IP (RFC 9484): a CIDR prefix whose addresses clients' IP tunnels get, one
     /// of each family per tunnel (the first address is the edge's own); repeatable, one
-    /// IPv4 and one IPv6 prefix in practice. Needs --ip-egress. Without it CONNECT-IP
-    /// requests are answered 501.
+    /// IPv4 and one IPv6 prefix in practice. Without it CONNECT-IP requests are answered
+    /// 501.
     #[arg(long = "ip-pool", value_name = "CIDR")]
     pub ip_pool: Vec<String>,
     /// Where CONNECT-IP packets leave the edge. `tun:NAME`: a TUN device the edge creates,
@@ -130,7 +130,7 @@ pub struct ServerArgs {
     /// each sent from an ordinary socket (no privileges; ping needs the edge's group in
     /// `net.ipv4.ping_group_range`); TCP is refused with ICMP "administratively
     /// prohibited" (use the L4 proxies for TCP). Either way each packet's destination is
-    /// checked against egress policy and rules.
+    /// checked against egress policy and rules. [default with --ip-pool: decap]
     #[arg(long, value_name = "tun:NAME|decap")]
     pub ip_egress: Option<String>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
@@ -593,11 +593,12 @@ impl ServerSettings {
             .or(file.ip_egress)
             .map(|text| parse_ip_egress(&text))
             .transpose()?;
-        match (ip_pools.is_empty(), ip_egress.is_some()) {
-            (false, false) => bail!("--ip-pool needs --ip-egress tun:NAME or decap"),
-            (true, true) => bail!("--ip-egress needs at least one --ip-pool"),
-            _ => {}
-        }
+        // Pools without an egress: `decap`, the off-ramp that needs no privileges.
+        let ip_egress = match (ip_pools.is_empty(), ip_egress) {
+            (false, None) => Some(IpEgressSpec::Decap),
+            (true, Some(_)) => bail!("--ip-egress needs at least one --ip-pool"),
+            (_, egress) => egress,
+        };
         Ok(Self {
             listen: flags
                 .listen
@@ -1131,6 +1132,28 @@ mod tests {
         for bad in ["tun:", "tun", "decap:x", "eth0", ""] {
             assert!(parse_ip_egress(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn pools_without_an_egress_are_decapsulated() {
+        let with_pools = |egress: Option<&str>| ServerArgs {
+            ip_pool: vec!["10.89.0.0/24".into()],
+            ip_egress: egress.map(str::to_owned),
+            ..ServerArgs::default()
+        };
+        let merge =
+            |flags| ServerSettings::merge(flags, ServerFile::default(), QuicConfig::default());
+        let settings = merge(with_pools(None)).expect("merges");
+        assert_eq!(settings.ip_egress, Some(IpEgressSpec::Decap));
+        let settings = merge(with_pools(Some("tun:veil0"))).expect("merges");
+        assert_eq!(settings.ip_egress, Some(IpEgressSpec::Tun("veil0".into())));
+        let no_pools = ServerArgs {
+            ip_egress: Some("decap".into()),
+            ..ServerArgs::default()
+        };
+        assert!(merge(no_pools).is_err(), "an egress without pools");
+        let settings = merge(ServerArgs::default()).expect("merges");
+        assert_eq!(settings.ip_egress, None, "no pools, no CONNECT-IP");
     }
 
     #[test]
