@@ -529,6 +529,8 @@ class Run:
         raise CheckFailed(f"the target socket received nothing in {self.args.tries} tries")
 
     async def check_forbidden(self):
+        if self.args.forbidden_out_of_scope:
+            return await self.check_out_of_scope()
         forbidden, ident = self.args.forbidden, (os.getpid() + 1) & 0xFFFF
         for sequence in range(1, self.args.tries + 1):
             sent = ipv4_packet(
@@ -567,6 +569,27 @@ class Run:
                 )
             return f"type 3 code 13 from {packet.source}, quoting our packet, try {sequence}"
         raise CheckFailed(f"no answer about {forbidden} in {self.args.tries} tries")
+
+    async def check_out_of_scope(self):
+        """A destination outside the tunnel's scope (RFC 9484 §4.6: a scope by name reaches
+        the addresses the name resolved to): dropped by the edge, never reached, and not
+        answered (the client was told its routes)."""
+        forbidden, ident = self.args.forbidden, (os.getpid() + 2) & 0xFFFF
+        for sequence in range(1, self.args.tries + 1):
+            self.send(
+                ipv4_packet(
+                    self.address, forbidden, IPPROTO_ICMP,
+                    icmp_echo(ident, sequence, b"veil-ipx-out-of-scope"),
+                    ident=0x2000 + sequence,
+                )
+            )
+        try:
+            packet = await self.expect_packet(
+                lambda p: p.protocol == IPPROTO_ICMP, "nothing", self.args.quiet
+            )
+        except CheckFailed:
+            return f"{self.args.tries} echoes to {forbidden} dropped in silence"
+        raise CheckFailed(f"an answer about an out-of-scope address: {packet.describe()}")
 
     async def check_spoofed(self, sink):
         spoofed, target = self.args.spoofed, self.args.target
@@ -674,6 +697,10 @@ def main():
     parser.add_argument("--mode", choices=("datagrams", "capsules"), default="datagrams")
     parser.add_argument("--target", default="10.200.0.2", help="a local, allowed address")
     parser.add_argument("--forbidden", default="192.168.77.1")
+    parser.add_argument(
+        "--forbidden-out-of-scope", action="store_true",
+        help="--forbidden is outside the request's scope: expect silence, not an ICMP error",
+    )
     parser.add_argument("--spoofed", default="10.89.0.99")
     parser.add_argument("--gateway", default="10.89.0.1", help="the edge's pool address")
     parser.add_argument(

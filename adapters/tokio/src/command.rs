@@ -82,6 +82,11 @@ pub(crate) enum Command {
         flow: veil_engine::IpFlowId,
         payload: Vec<u8>,
     },
+    /// Edge: what a name-scoped IP tunnel's target resolved to.
+    IpScopeResolved {
+        tunnel: TunnelId,
+        result: Result<Vec<std::net::IpAddr>, Refusal>,
+    },
     /// Edge, decap: a flow's socket failed or could not be made.
     IpFlowFailed { flow: veil_engine::IpFlowId },
     /// The endpoint's counters now (for metrics).

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -283,7 +283,7 @@ impl Driver {
                 match kind {
                     TunnelKind::Stream => self.on_request(tunnel, target),
                     TunnelKind::Udp => self.on_udp_request(tunnel, target),
-                    TunnelKind::Ip => self.on_ip_request(tunnel),
+                    TunnelKind::Ip => self.on_ip_request(tunnel, target),
                     // The engine hands over only the kinds this host serves (all it knew
                     // when this was written).
                     _ => self.refuse(tunnel, Refusal::Internal),
@@ -586,6 +586,9 @@ impl Driver {
                 if let Err(e) = self.endpoint.ip_flow_send(flow, &payload) {
                     tracing::debug!(?flow, error = %e, "flow answer dropped");
                 }
+            }
+            Command::IpScopeResolved { tunnel, result } => {
+                self.on_ip_scope_resolved(tunnel, result);
             }
             Command::IpFlowFailed { flow } => {
                 let _ = self.endpoint.ip_flow_close(flow);
@@ -924,11 +927,40 @@ impl Driver {
 
     /// Edge: a CONNECT-IP request; the engine assigned its addresses, the device carries
     /// its packets.
-    fn on_ip_request(&mut self, tunnel: TunnelId) {
+    fn on_ip_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         if self.device.is_none() && self.decap.is_none() {
             // `Node::start_with` declares CONNECT-IP unserved without an egress.
             return self.refuse(tunnel, Refusal::Internal);
         }
+        if matches!(target.host, veil_engine::Host::Name(_)) {
+            // A scope by name: resolved first, in a task of its own (RFC 9484 §4.6).
+            let commands = self.command_tx.clone();
+            let timeout = self.options.connect_timeout;
+            tokio::spawn(async move {
+                let result = crate::dial::resolve(&target, timeout)
+                    .await
+                    .map(|addrs| addrs.iter().map(SocketAddr::ip).collect());
+                let _ = commands.send(Command::IpScopeResolved { tunnel, result });
+            });
+            return;
+        }
+        self.accept_ip(tunnel);
+    }
+
+    /// Edge: the addresses a name-scoped IP tunnel's target resolved to, or why not.
+    fn on_ip_scope_resolved(&mut self, tunnel: TunnelId, result: Result<Vec<IpAddr>, Refusal>) {
+        let resolved = result.and_then(|addrs| self.endpoint.ip_scope_resolved(tunnel, &addrs));
+        match resolved {
+            Ok(()) => self.accept_ip(tunnel),
+            Err(refusal) => {
+                tracing::info!(?tunnel, ?refusal, "IP tunnel's target refused");
+                self.refuse(tunnel, refusal);
+            }
+        }
+    }
+
+    /// Edge: accepts an IP tunnel whose packets the device or the decap off-ramp carries.
+    fn accept_ip(&mut self, tunnel: TunnelId) {
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
             tracing::debug!(?tunnel, error = %e, "accepting an IP tunnel failed");
             return;

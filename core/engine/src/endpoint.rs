@@ -36,7 +36,7 @@ mod timers;
 mod udp;
 
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
-pub use ip::IpDelivery;
+pub use ip::{IpDelivery, MAX_RESOLVED};
 pub use shutdown::ShutdownPlan;
 
 use std::collections::{HashMap, VecDeque};

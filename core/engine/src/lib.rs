@@ -83,7 +83,9 @@ pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
     Token, Verify, format_fingerprint, parse_fingerprint,
 };
-pub use endpoint::{CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, ShutdownPlan};
+pub use endpoint::{
+    CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, MAX_RESOLVED, ShutdownPlan,
+};
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{
     DefaultPolicy, Egress, EgressQuery, EgressVerdict, FlowProtocol, HttpRequestQuery, HttpVerdict,

@@ -16,7 +16,10 @@
 //! address, and all zeroes for IPv6, which the pool lacks), an echo round trip (TTL 63), UDP
 //! both ways, ICMP "administratively prohibited" from 10.89.0.1 for a private address,
 //! and silence for a spoofed source. Once with HTTP datagrams in QUIC DATAGRAM frames,
-//! once in DATAGRAM capsules (no H3 datagrams announced).
+//! once in DATAGRAM capsules (no H3 datagrams announced), and once scoped by name
+//! (`/.well-known/masque/ip/target.veil.test/*/`, the name in the namespace's own
+//! `/etc/hosts`): the edge resolves it, advertises one route to 10.200.0.2 and drops
+//! packets to anything else, silently (`out_of_scope` in its metrics).
 //!
 //! Both tests need root and `/dev/net/tun`; without either they print SKIPPED and pass
 //! (CI runs as root). A missing `ip` or aioquic is a failure.
@@ -46,9 +49,13 @@ const CHECKS: [&str; 8] = [
     "spoofed",
 ];
 
+/// The edge's metrics listener, inside the test's namespace.
+const METRICS: &str = "127.0.0.1:19090";
+
 /// Runs the script against a fresh edge in a fresh namespace in `mode` (`datagrams` or
-/// `capsules`); returns its JSON result, which must say every check passed.
-fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> {
+/// `capsules`), scoped to any host or, `by_name`, to `target.veil.test`; returns its JSON
+/// result, which must say every check passed.
+fn connect_ip_interop(label: &str, mode: &str, by_name: bool) -> anyhow::Result<Option<Value>> {
     if let Some(why) = skip_reason() {
         println!("SKIPPED {label}: {why}");
         return Ok(None);
@@ -68,6 +75,7 @@ fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> 
     ns.ip(&["address", "add", "10.200.0.2/24", "dev", "target0"])?;
     ns.ip(&["link", "set", "target1", "up"])?;
     ns.ip(&["link", "set", "target0", "up"])?;
+    ns.hosts("127.0.0.1 localhost\n10.200.0.2 target.veil.test\n")?;
 
     let edge = netns::start_edge(
         ns,
@@ -81,6 +89,8 @@ fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> 
             "tun:veil-ipx",
             "--allow-target",
             "10.200.0.0/24",
+            "--metrics",
+            METRICS,
         ],
     )?;
     let mut command = ns.command(python);
@@ -88,6 +98,15 @@ fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> 
         .arg(support::repo_root().join("tests/interop/aioquic_connect_ip_client.py"))
         .args(["--edge", &edge.addr().to_string(), "--pin", edge.pin()?])
         .args(["--mode", mode]);
+    if by_name {
+        command.args([
+            "--path",
+            "/.well-known/masque/ip/target.veil.test/*/",
+            "--expect-route",
+            "10.200.0.2-10.200.0.2/0",
+            "--forbidden-out-of-scope",
+        ]);
+    }
     let output = support::timed("aioquic_connect_ip_client.py", || {
         run_bounded(command, SCRIPT)
     })?;
@@ -126,6 +145,14 @@ fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> 
         "ran in the wrong mode\n{}",
         context()
     );
+    if by_name {
+        let dropped = out_of_scope_drops(ns)?;
+        ensure!(
+            dropped >= 3.0,
+            "the edge dropped {dropped} packets as out of scope, expected the script's 3\n{}",
+            context()
+        );
+    }
     ensure!(
         started.elapsed() < WHOLE,
         "took {:?}, more than {WHOLE:?}",
@@ -134,10 +161,26 @@ fn connect_ip_interop(label: &str, mode: &str) -> anyhow::Result<Option<Value>> 
     Ok(Some(result))
 }
 
+/// `veil_ip_packets_dropped_total{cause="out_of_scope"}` from the edge's metrics.
+fn out_of_scope_drops(ns: &netns::NetNs) -> anyhow::Result<f64> {
+    let url = format!("http://{METRICS}/metrics");
+    let output = netns::curl_in(ns, &[&url], Duration::from_secs(5))?;
+    ensure!(output.status.success(), "GET {url}: {}", output.stderr);
+    let name = "veil_ip_packets_dropped_total{cause=\"out_of_scope\"}";
+    output
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("no sample {name} in:\n{}", output.stdout))?
+        .trim()
+        .parse()
+        .with_context(|| format!("the sample {name}"))
+}
+
 #[test]
 fn aioquic_connect_ip_through_veil_server_in_datagram_frames() -> anyhow::Result<()> {
     let label = "aioquic_connect_ip_through_veil_server_in_datagram_frames";
-    if let Some(result) = connect_ip_interop(label, "datagrams")? {
+    if let Some(result) = connect_ip_interop(label, "datagrams", false)? {
         eprintln!("e2e: {result}");
     }
     Ok(())
@@ -146,7 +189,16 @@ fn aioquic_connect_ip_through_veil_server_in_datagram_frames() -> anyhow::Result
 #[test]
 fn aioquic_connect_ip_through_veil_server_in_capsules() -> anyhow::Result<()> {
     let label = "aioquic_connect_ip_through_veil_server_in_capsules";
-    if let Some(result) = connect_ip_interop(label, "capsules")? {
+    if let Some(result) = connect_ip_interop(label, "capsules", false)? {
+        eprintln!("e2e: {result}");
+    }
+    Ok(())
+}
+
+#[test]
+fn aioquic_connect_ip_scoped_by_name_through_veil_server() -> anyhow::Result<()> {
+    let label = "aioquic_connect_ip_scoped_by_name_through_veil_server";
+    if let Some(result) = connect_ip_interop(label, "datagrams", true)? {
         eprintln!("e2e: {result}");
     }
     Ok(())

@@ -391,7 +391,7 @@ impl Endpoint {
         let outcome = forward::edge_to_client(
             packet,
             pool.addresses_of(tunnel),
-            &ip.scope,
+            ip.reach(),
             max_len,
             |v6| pool.gateway(v6),
             &mut answer,

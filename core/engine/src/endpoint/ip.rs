@@ -49,6 +49,9 @@ pub(super) struct IpTunnel {
     pub(super) assigned: Vec<AssignedAddress>,
     /// Edge: what it advertised. Client: what the edge's last `ROUTE_ADVERTISEMENT` said.
     pub(super) routes: Vec<IpAddressRange>,
+    /// Edge, for a scope whose target is a DNS name: the addresses the host resolved that
+    /// egress policy permits ([`Endpoint::ip_scope_resolved`]); `None` until then.
+    resolved: Option<Vec<IpAddr>>,
     /// The first address of each assigned prefix, for the per-packet checks (kept with
     /// `assigned` by [`IpTunnel::assign`]).
     addresses: Vec<IpAddr>,
@@ -66,6 +69,7 @@ impl IpTunnel {
             scope,
             assigned: Vec::new(),
             routes: Vec::new(),
+            resolved: None,
             addresses: Vec::new(),
             flows,
             decap: None,
@@ -84,12 +88,25 @@ impl IpTunnel {
         self.decap.is_some()
     }
 
+    /// What the per-packet checks let this tunnel reach.
+    pub(super) fn reach(&self) -> forward::Reach<'_> {
+        forward::Reach {
+            scope: &self.scope,
+            resolved: self.resolved.as_deref().unwrap_or_default(),
+        }
+    }
+
     /// Replaces the assigned addresses.
     fn assign(&mut self, assigned: Vec<AssignedAddress>) {
         self.addresses = assigned.iter().map(|a| a.prefix.addr()).collect();
         self.assigned = assigned;
     }
 }
+
+/// The most addresses a name-scoped IP tunnel reaches (and routes it is advertised): more
+/// than a name's answer holds in practice, few enough that checking a packet against them
+/// one by one costs nothing.
+pub const MAX_RESOLVED: usize = 32;
 
 /// What became of a packet the edge's off-ramp handed to [`Endpoint::ip_deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +165,51 @@ impl Endpoint {
     /// `EdgeConfig::ip_flows_per_tunnel`). `None`: not an IP tunnel.
     pub fn ip_tunnel_flows(&self, tunnel: TunnelId) -> Option<usize> {
         Some(self.tunnels.get(&tunnel)?.ip.as_deref()?.flows.len())
+    }
+
+    /// Edge: the addresses the host resolved for an IP tunnel whose scope names its target
+    /// by DNS (`/.well-known/masque/ip/example.com/*/`), to call before
+    /// [`accept_tunnel`](Self::accept_tunnel): the tunnel reaches those of them egress
+    /// policy permits (at most [`MAX_RESOLVED`] of them), and the edge advertises a route
+    /// to each in a family it assigned an address of. `Err` is the refusal to give the
+    /// request: nothing resolved ([`Refusal::DnsError`]), nothing permitted
+    /// ([`Refusal::Prohibited`]), nothing in an assigned family
+    /// ([`Refusal::Unreachable`]). A name-scoped tunnel accepted without this reaches
+    /// nothing.
+    //# RFC 9484 §4.6: "If the target is a hostname, the IP proxy is expected to perform DNS
+    //# resolution to determine which route(s) to advertise to the client."
+    pub fn ip_scope_resolved(&mut self, tunnel: TunnelId, addrs: &[IpAddr]) -> Result<(), Refusal> {
+        let RoleState::Edge(edge) = &self.role else {
+            return Err(Refusal::Internal);
+        };
+        let entry = self.tunnels.get_mut(&tunnel).ok_or(Refusal::Internal)?;
+        let (Some(ip), Some(request)) = (entry.ip.as_deref_mut(), entry.request.as_deref()) else {
+            return Err(Refusal::Internal);
+        };
+        if !matches!(ip.scope.target, Target::Name(_)) {
+            return Err(Refusal::Internal);
+        }
+        if addrs.is_empty() {
+            return Err(Refusal::DnsError);
+        }
+        let mut permitted: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|&addr| edge.permits(request, addr))
+            .collect();
+        permitted.sort_unstable();
+        permitted.dedup();
+        permitted.truncate(MAX_RESOLVED);
+        if permitted.is_empty() {
+            return Err(Refusal::Prohibited);
+        }
+        let routes = routes_for(&ip.scope, &ip.addresses, &permitted);
+        if routes.is_empty() {
+            return Err(Refusal::Unreachable);
+        }
+        ip.routes = routes;
+        ip.resolved = Some(permitted);
+        Ok(())
     }
 
     /// Client: sends one IP packet into an open IP tunnel, after the checks: source
@@ -247,7 +309,7 @@ impl Endpoint {
                 let outcome = forward::edge_from_client(
                     packet,
                     edge.ip_pool.addresses_of(tunnel),
-                    &ip.scope,
+                    ip.reach(),
                     |dest| request.is_some_and(|r| edge.permits(r, dest)),
                     |v6| pool.gateway(v6),
                     &mut answer,
@@ -374,7 +436,7 @@ impl Endpoint {
         let outcome = forward::edge_to_client(
             packet,
             pool.addresses_of(tunnel),
-            &ip.scope,
+            ip.reach(),
             max_len,
             |v6| pool.gateway(v6),
             answer,
@@ -444,7 +506,7 @@ impl Endpoint {
             return Err(Refusal::ConnectionLimit);
         }
         ip.assign(assigned);
-        ip.routes = routes_for(&ip.scope, &ip.addresses);
+        ip.routes = routes_for(&ip.scope, &ip.addresses, &[]);
         Ok(())
     }
 
@@ -558,7 +620,11 @@ impl Endpoint {
                         },
                     }
                 }
-                ip.routes = routes_for(&ip.scope, &ip.addresses);
+                ip.routes = routes_for(
+                    &ip.scope,
+                    &ip.addresses,
+                    ip.resolved.as_deref().unwrap_or_default(),
+                );
                 let mut entries = ip.assigned.clone();
                 entries.extend(unanswered);
                 append_assign(&entries, &mut flow.capsule_backlog);
@@ -633,7 +699,11 @@ fn unassigned(v6: bool, len: u8) -> IpPrefix {
 /// it has an address in, for its scope's protocol (0: all).
 //# RFC 9484 §4.7.3: "Upon receiving the ROUTE_ADVERTISEMENT capsule, an endpoint MAY
 //# update its local state regarding what its peer is willing to route"
-fn routes_for(scope: &Scope, addresses: &[IpAddr]) -> Vec<IpAddressRange> {
+//# RFC 9484 §4.6: "The IP proxy SHOULD send a ROUTE_ADVERTISEMENT capsule that includes
+//# routes for all addresses that were resolved for the requested hostname, that are
+//# accessible to the IP proxy, and belong to an address family for which the IP proxy
+//# also sends an Address Assignment."
+fn routes_for(scope: &Scope, addresses: &[IpAddr], resolved: &[IpAddr]) -> Vec<IpAddressRange> {
     let protocol = match scope.ipproto {
         veil_proto::masque::ip::IpProto::Any => 0,
         veil_proto::masque::ip::IpProto::Number(n) => n,
@@ -641,6 +711,18 @@ fn routes_for(scope: &Scope, addresses: &[IpAddr]) -> Vec<IpAddressRange> {
     let mut families: Vec<bool> = addresses.iter().map(IpAddr::is_ipv6).collect();
     families.sort_unstable();
     families.dedup();
+    if matches!(scope.target, Target::Name(_)) {
+        let mut routes: Vec<IpAddressRange> = resolved
+            .iter()
+            .filter(|addr| families.contains(&addr.is_ipv6()))
+            .map(|&addr| IpAddressRange::from_prefix(host_prefix(addr), protocol))
+            .collect();
+        // Ascending and without overlap, as §4.7.3 requires of a ROUTE_ADVERTISEMENT
+        // (IPv4 addresses order before IPv6 ones).
+        routes.sort_by_key(|route| route.start);
+        routes.dedup();
+        return routes;
+    }
     let mut routes: Vec<IpAddressRange> = families
         .into_iter()
         .filter_map(|v6| {

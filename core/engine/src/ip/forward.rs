@@ -21,8 +21,8 @@
 //!   protocol, found after the IPv6 extension headers (§4.8), must be the `ipproto` one or
 //!   ICMP. A packet outside it is dropped ([`DropCause::OutOfScope`]), not answered: the
 //!   client was told its routes, so such a packet is its own error, not a network
-//!   condition worth an ICMP error. `Target::Name` is not checked here: the caller
-//!   resolved the name and enforces the resolved addresses through `permits`.
+//!   condition worth an ICMP error. A target named by DNS is in scope as the addresses
+//!   the edge resolved for it ([`Reach`]).
 //! - **Policy** (the edge's egress policy, `permits`): a refused destination is answered
 //!   with Destination Unreachable, "communication administratively prohibited" (ICMPv4
 //!   type 3 code 13, ICMPv6 type 1 code 1), as §7.2.1 suggests.
@@ -235,7 +235,7 @@ const IPV6_MIN_MTU: usize = 1280;
 pub(crate) fn edge_from_client(
     packet: &mut [u8],
     assigned: &[IpAddr],
-    scope: &Scope,
+    scope: Reach<'_>,
     permits: impl Fn(IpAddr) -> bool,
     gateway: impl Fn(bool) -> Option<IpAddr>,
     answer: &mut [u8],
@@ -333,7 +333,7 @@ pub(crate) fn refuse_undecapsulated(
 pub(crate) fn edge_to_client(
     packet: &mut [u8],
     assigned: &[IpAddr],
-    scope: &Scope,
+    scope: Reach<'_>,
     max_len: usize,
     gateway: impl Fn(bool) -> Option<IpAddr>,
     answer: &mut [u8],
@@ -479,14 +479,41 @@ fn protocol_allowed(ipproto: IpProto, packet: &IpPacket<'_>) -> bool {
     }
 }
 
+/// What an IP tunnel may reach, as the per-packet checks read its request's scope
+/// (§4.6): any host, the target prefix, or, for a target named by DNS, exactly the
+/// addresses the edge resolved for it (none until it has: nothing is in reach).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reach<'a> {
+    /// The request's scope.
+    pub(crate) scope: &'a Scope,
+    /// For [`Target::Name`]: the addresses resolved for the name; ignored otherwise.
+    pub(crate) resolved: &'a [IpAddr],
+}
+
+impl<'a> From<&'a Scope> for Reach<'a> {
+    /// A scope whose target is not a name (a name reaches nothing).
+    fn from(scope: &'a Scope) -> Self {
+        Self {
+            scope,
+            resolved: &[],
+        }
+    }
+}
+
+impl Reach<'_> {
+    /// Whether `addr` is a host the scope's target covers.
+    fn holds(&self, addr: IpAddr) -> bool {
+        match &self.scope.target {
+            Target::Any => true,
+            Target::Prefix(prefix) => prefix.contains(addr),
+            Target::Name(_) => self.resolved.contains(&addr),
+        }
+    }
+}
+
 /// Whether `addr` (the packet's far end) and the packet's protocol are within `scope`.
-/// `Target::Name` is left to the caller (see the module documentation).
-fn in_scope(scope: &Scope, addr: IpAddr, packet: &IpPacket<'_>) -> bool {
-    let target_ok = match &scope.target {
-        Target::Any | Target::Name(_) => true,
-        Target::Prefix(prefix) => prefix.contains(addr),
-    };
-    target_ok && protocol_allowed(scope.ipproto, packet)
+fn in_scope(scope: Reach<'_>, addr: IpAddr, packet: &IpPacket<'_>) -> bool {
+    scope.holds(addr) && protocol_allowed(scope.scope.ipproto, packet)
 }
 
 /// Whether a packet from the egress comes from within `scope`. An ICMP error may come from
@@ -496,7 +523,7 @@ fn in_scope(scope: &Scope, addr: IpAddr, packet: &IpPacket<'_>) -> bool {
 //# RFC 9484 §11: "To avoid this, proxies that forward ICMP on shared external IP addresses
 //# MUST inspect the invoking packet included in the ICMP packet and only forward the ICMP
 //# packet to the client whose scoping matches the invoking packet."
-fn source_in_scope(scope: &Scope, packet: &IpPacket<'_>) -> bool {
+fn source_in_scope(scope: Reach<'_>, packet: &IpPacket<'_>) -> bool {
     if in_scope(scope, packet.source(), packet) {
         return true;
     }
@@ -508,11 +535,7 @@ fn source_in_scope(scope: &Scope, packet: &IpPacket<'_>) -> bool {
     else {
         return false;
     };
-    let target_ok = match &scope.target {
-        Target::Any | Target::Name(_) => true,
-        Target::Prefix(prefix) => prefix.contains(quoted_destination),
-    };
-    quoted_source == packet.destination() && target_ok
+    quoted_source == packet.destination() && scope.holds(quoted_destination)
 }
 
 /// The source and destination of the packet an ICMP error quotes (usually truncated, so
@@ -767,7 +790,7 @@ mod tests {
         edge_from_client(
             packet,
             &assigned(),
-            scope,
+            scope.into(),
             |addr| Some(addr) != refused,
             gateway,
             answer,
@@ -780,7 +803,7 @@ mod tests {
         edge_to_client(
             packet,
             &assigned(),
-            scope,
+            scope.into(),
             max_len,
             gateway,
             answer,
@@ -899,17 +922,81 @@ mod tests {
             from_client(&mut packet, &tcp_scope, None, &mut answer),
             Outcome::Forward
         );
-        // A name target is left to `permits`.
+    }
+
+    #[test]
+    fn a_name_reaches_exactly_the_addresses_it_resolved_to() {
+        let mut answer = [0; 1280];
         let name = Scope {
             target: Target::Name(
                 veil_proto::masque::ip::Hostname::new("example.com").expect("name"),
             ),
             ipproto: IpProto::Any,
         };
+        let resolved = [ip(REMOTE4)];
+        let reach = Reach {
+            scope: &name,
+            resolved: &resolved,
+        };
+        let from_client = |packet: &mut [u8], reach: Reach<'_>, answer: &mut [u8]| {
+            edge_from_client(
+                packet,
+                &assigned(),
+                reach,
+                |_| true,
+                gateway,
+                answer,
+                &mut limiter(),
+                Instant::now(),
+            )
+        };
         let mut packet = udp4(CLIENT4, REMOTE4, 64);
         assert_eq!(
-            from_client(&mut packet, &name, None, &mut answer),
+            from_client(&mut packet, reach, &mut answer),
             Outcome::Forward
+        );
+        let mut packet = udp4(CLIENT4, "198.51.100.8", 64);
+        assert_eq!(
+            from_client(&mut packet, reach, &mut answer),
+            Outcome::Drop(DropCause::OutOfScope)
+        );
+        // Unresolved, a name reaches nothing.
+        let mut packet = udp4(CLIENT4, REMOTE4, 64);
+        assert_eq!(
+            from_client(&mut packet, Reach::from(&name), &mut answer),
+            Outcome::Drop(DropCause::OutOfScope)
+        );
+        // The other way: from a resolved address only, or an ICMP error about a packet to
+        // one.
+        let to_client = |packet: &mut [u8], answer: &mut [u8]| {
+            edge_to_client(
+                packet,
+                &assigned(),
+                reach,
+                1500,
+                gateway,
+                answer,
+                &mut limiter(),
+                Instant::now(),
+            )
+        };
+        let mut packet = udp4(REMOTE4, CLIENT4, 64);
+        assert_eq!(to_client(&mut packet, &mut answer), Outcome::Forward);
+        let mut packet = udp4("198.51.100.8", CLIENT4, 64);
+        assert_eq!(
+            to_client(&mut packet, &mut answer),
+            Outcome::Drop(DropCause::OutOfScope)
+        );
+        let mut unreachable = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        unreachable.extend(&udp4(CLIENT4, REMOTE4, 60)[..28]);
+        let mut packet = ipv4("192.0.2.1", CLIENT4, 64, protocol::ICMP, &unreachable);
+        assert_eq!(to_client(&mut packet, &mut answer), Outcome::Forward);
+        let mut unreachable = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        unreachable.extend(&udp4(CLIENT4, "198.51.100.8", 60)[..28]);
+        let mut packet = ipv4("192.0.2.1", CLIENT4, 64, protocol::ICMP, &unreachable);
+        assert_eq!(
+            to_client(&mut packet, &mut answer),
+            Outcome::Drop(DropCause::OutOfScope)
         );
     }
 
@@ -982,7 +1069,7 @@ mod tests {
         let outcome = edge_from_client(
             &mut packet,
             &assigned(),
-            &Scope::ANY,
+            (&Scope::ANY).into(),
             |_| false,
             |v6| gateway(v6).filter(|_| v6),
             &mut answer,
@@ -1251,7 +1338,7 @@ mod tests {
             edge_to_client(
                 &mut packet,
                 &assigned(),
-                &Scope::ANY,
+                (&Scope::ANY).into(),
                 1500,
                 gateway,
                 &mut answer,
@@ -1407,8 +1494,8 @@ mod tests {
             for scope in &scopes {
                 let mut copy = packet.clone();
                 let outcomes = [
-                    edge_from_client(&mut copy, &assigned(), scope, |_| false, gateway, &mut answer, &mut limiter, now),
-                    edge_to_client(&mut packet, &assigned(), scope, max_len, gateway, &mut answer, &mut limiter, now),
+                    edge_from_client(&mut copy, &assigned(), scope.into(), |_| false, gateway, &mut answer, &mut limiter, now),
+                    edge_to_client(&mut packet, &assigned(), scope.into(), max_len, gateway, &mut answer, &mut limiter, now),
                 ];
                 for outcome in outcomes {
                     if let Outcome::Answer { len } = outcome {

@@ -44,12 +44,8 @@ pub(crate) fn check(
     let scope = template
         .parse(path)
         .map_err(|_| ErrorResponse::BAD_REQUEST)?;
-    // A scope by name needs the host to resolve it before the 2xx; not served yet.
-    //# RFC 9484 §4.6: "If the target is a DNS name, the IP proxy [...] will perform DNS
-    //# resolution before replying to the HTTP request."
-    if matches!(scope.target, Target::Name(_)) {
-        return Err(ErrorResponse::plain(501));
-    }
+    // A scope by name: the host resolves it before accepting the tunnel
+    // (`Endpoint::ip_scope_resolved`); the target is the name, for hooks and rules.
     Ok(Accepted {
         target: target_of(&scope),
         token_index,

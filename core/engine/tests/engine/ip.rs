@@ -13,7 +13,7 @@ use veil_engine::{
     TunnelId, TunnelKind,
 };
 use veil_proto::ip::{IpPacket, Transport, encode_udp};
-use veil_proto::masque::ip::{IpAddressRange, IpPrefix, IpProto, Scope, Target};
+use veil_proto::masque::ip::{Hostname, IpAddressRange, IpPrefix, IpProto, Scope, Target};
 
 use crate::harness::{Host, Net};
 use crate::raw::RawClient;
@@ -65,15 +65,28 @@ pub(crate) struct IpEdge {
     pub(crate) deliveries: Vec<IpDelivery>,
     pub(crate) closed: Vec<(TunnelId, CloseReason)>,
     pub(crate) buf: Vec<u8>,
+    /// What a target named by DNS resolves to, for name-scoped tunnels.
+    pub(crate) resolves_to: Vec<IpAddr>,
 }
 
 impl IpEdge {
     #[allow(clippy::needless_pass_by_value)] // the harness hands events over by value
     fn handle(&mut self, endpoint: &mut Endpoint, event: Event) {
         match event {
-            Event::TunnelRequest { tunnel, kind, .. } => {
+            Event::TunnelRequest {
+                tunnel,
+                kind,
+                target,
+                ..
+            } => {
                 self.kinds.push(kind);
                 assert_eq!(endpoint.tunnel_kind(tunnel), Some(kind));
+                if matches!(target.host, veil_engine::Host::Name(_)) {
+                    if let Err(refusal) = endpoint.ip_scope_resolved(tunnel, &self.resolves_to) {
+                        endpoint.refuse_tunnel(tunnel, refusal).expect("refuse");
+                        return;
+                    }
+                }
                 endpoint.accept_tunnel(tunnel).expect("accept");
             }
             Event::TunnelDatagrams { tunnel } => {
@@ -447,12 +460,95 @@ fn requests_without_a_pool_are_501_and_malformed_scopes_400() {
             "{path}"
         );
     }
-    // A scope by name needs a resolver before the 2xx: not served yet.
-    let named = ip_request("/.well-known/masque/ip/example.com/*/");
-    assert_eq!(raw.request(&mut edge, &refs(&named)).0, "501");
     let mut host = IpEdge::default();
     let (_, status, _) = raw.send_request(&mut edge, &mut |e, ev| host.handle(e, ev), &refs(&any));
     assert_eq!(status, "200");
+}
+
+/// `example.com`'s addresses in the tests that scope a tunnel by name.
+fn example_com() -> Vec<IpAddr> {
+    [
+        "93.184.215.14",
+        "10.1.2.3",
+        "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+    ]
+    .iter()
+    .map(|a| a.parse().expect("an address"))
+    .collect()
+}
+
+fn named_scope(ipproto: IpProto) -> Scope {
+    Scope {
+        target: Target::Name(Hostname::new("example.com").expect("a name")),
+        ipproto,
+    }
+}
+
+#[test]
+fn a_scope_by_name_reaches_the_permitted_addresses_it_resolves_to() {
+    fn to_each(source: IpAddr) -> Vec<Vec<u8>> {
+        ["93.184.215.14:443", "10.1.2.3:443", "93.184.215.15:443"]
+            .iter()
+            .map(|to| udp(SocketAddr::new(source, 7), addr(to), b"hello"))
+            .collect()
+    }
+    let mut net = pair(&["10.89.0.0/24", "fd00:89::/64"], QuicConfig::default());
+    let mut client = IpClient::new(named_scope(IpProto::Number(17)), to_each, 1);
+    let mut edge = IpEdge {
+        resolves_to: example_com(),
+        ..IpEdge::default()
+    };
+    assert!(net.run(&mut client, &mut edge, BUDGET));
+    // A route to each public address the name resolved to, in each assigned family; the
+    // private one (egress policy) is neither advertised nor reachable.
+    let routes: Vec<String> = client
+        .routes
+        .iter()
+        .map(|r| format!("{}-{}/{}", r.start, r.end, r.ip_protocol))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "93.184.215.14-93.184.215.14/17",
+            "2606:2800:21f:cb07:6820:80da:af6b:8b2c-2606:2800:21f:cb07:6820:80da:af6b:8b2c/17"
+        ]
+    );
+    // The client keeps to its routes: one packet sent, two refused before the tunnel.
+    assert_eq!((client.sent, client.refused_locally), (1, 2));
+    assert_eq!(edge.received.len(), 1);
+    let view = IpPacket::new_checked(&edge.received[0]).expect("a packet");
+    assert_eq!(
+        view.destination(),
+        "93.184.215.14".parse::<IpAddr>().unwrap()
+    );
+    // The answer from the resolved address came back.
+    assert_eq!(client.received.len(), 1);
+}
+
+#[test]
+fn a_scope_by_name_is_refused_when_nothing_usable_resolves() {
+    fn nothing(_: IpAddr) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    for (resolves_to, status) in [
+        (Vec::new(), 502),                                        // dns_error
+        (vec!["10.1.2.3".parse().expect("v4")], 403),             // only private
+        (vec!["2001:4860:4860::8888".parse().expect("v6")], 502), // no IPv6 pool
+    ] {
+        let mut net = pair(&["10.89.0.0/24"], QuicConfig::default());
+        let mut client = IpClient::new(named_scope(IpProto::Any), nothing, 0);
+        let mut edge = IpEdge {
+            resolves_to: resolves_to.clone(),
+            ..IpEdge::default()
+        };
+        assert!(net.run(&mut client, &mut edge, BUDGET));
+        match &client.refused[..] {
+            [RefusedReason::Status { status: got, .. }] => {
+                assert_eq!(*got, status, "{resolves_to:?}");
+            }
+            other => panic!("{resolves_to:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -119,6 +119,22 @@ impl NetNs {
         Ok(())
     }
 
+    /// Gives the programs run in this namespace an `/etc/hosts` of their own (`ip netns
+    /// exec` mounts `/etc/netns/NAME/hosts` over it): `lines` as the file's text. Removed
+    /// with the namespace.
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub(crate) fn hosts(&self, lines: &str) -> anyhow::Result<()> {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("hosts"), lines)?;
+        Ok(())
+    }
+
+    /// `/etc/netns/NAME`, the files `ip netns exec` puts over `/etc`'s.
+    fn etc_dir(&self) -> std::path::PathBuf {
+        Path::new("/etc/netns").join(&self.name)
+    }
+
     /// Its interfaces, addresses and routes (both families), for error messages.
     pub(crate) fn dump(&self) -> String {
         let mut text = format!("--- namespace {}:\n", self.name);
@@ -211,6 +227,7 @@ impl Drop for Namespaces {
             let mut delete = Command::new("ip");
             delete.args(["netns", "del", &ns.name]);
             let _ = run_bounded(delete, IP_TIMEOUT);
+            let _ = std::fs::remove_dir_all(ns.etc_dir());
         }
     }
 }
