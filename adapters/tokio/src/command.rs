@@ -75,8 +75,8 @@ pub(crate) enum Command {
         scope: Box<veil_engine::IpScope>,
         reply: oneshot::Sender<Result<crate::ip::IpTunnel, OpenFailure>>,
     },
-    /// Edge: a packet the IP egress device read, for `Endpoint::ip_deliver`.
-    IpFromDevice { packet: Vec<u8> },
+    /// Edge: packets the IP egress device read (one batch), for `Endpoint::ip_deliver`.
+    IpFromDevice { packets: Vec<Vec<u8>> },
     /// Edge, decap: what a flow's destination answered, for `Endpoint::ip_flow_send`.
     IpFlowAnswer {
         flow: veil_engine::IpFlowId,

@@ -581,7 +581,11 @@ impl Driver {
             Command::UdpClose { tunnel, abort } => self.close_udp(tunnel, abort),
             Command::UdpConnected { tunnel, result } => self.on_udp_connected(tunnel, result),
             Command::OpenIp { scope, reply } => self.on_open_ip(&scope, reply),
-            Command::IpFromDevice { mut packet } => self.packet_from_device(&mut packet),
+            Command::IpFromDevice { packets } => {
+                for mut packet in packets {
+                    self.packet_from_device(&mut packet);
+                }
+            }
             Command::IpFlowAnswer { flow, payload } => {
                 if let Err(e) = self.endpoint.ip_flow_send(flow, &payload) {
                     tracing::debug!(?flow, error = %e, "flow answer dropped");

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use veil_engine::{IpAddressRange, IpPrefix, IpScope};
-use veil_tun::Tun;
+use veil_tun::{BATCH_PACKETS, RecvBatch, SendBatch, Tun};
 
 use crate::command::Command;
 use crate::udp_tunnel::UdpTunnel;
@@ -33,9 +33,6 @@ use crate::{OpenFailure, Opener};
 /// Packets waiting for the device, at most; beyond, they are dropped as a congested link
 /// would drop them.
 const DEVICE_QUEUE: usize = 1024;
-
-/// The largest packet read from a device (IPv4's and IPv6's 16-bit lengths).
-const MAX_PACKET: usize = 65_575;
 
 /// The edge's IP off-ramp: where the clients' packets go out.
 #[derive(Debug, Clone)]
@@ -72,8 +69,10 @@ impl IpEgress {
     /// own inside the tunnels (the source of the ICMP errors the engine writes, such as
     /// Packet Too Big), and a kernel that owned it would drop those errors as martians (a
     /// packet arriving with a local source address).
-    pub fn open(name: &str, pools: &[(IpAddr, u8)]) -> io::Result<Self> {
-        let device = Tun::open(name)?;
+    ///
+    /// `offload`: with the kernel's segmentation offloads ([`open_tun`]).
+    pub fn open(name: &str, pools: &[(IpAddr, u8)], offload: bool) -> io::Result<Self> {
+        let device = open_tun(name, offload)?;
         device.up()?;
         for &(network, len) in pools {
             device.add_route(network, len)?;
@@ -107,22 +106,30 @@ impl DeviceLink {
         let (to_device, mut queue) = mpsc::channel::<Bytes>(DEVICE_QUEUE);
         let writer = device.clone();
         tokio::spawn(async move {
-            while let Some(packet) = queue.recv().await {
-                if let Err(error) = writer.send(&packet).await {
-                    tracing::debug!(%error, "writing a packet to the TUN device failed");
+            let mut batch = SendBatch::default();
+            let mut packets = Vec::with_capacity(BATCH_PACKETS);
+            while queue.recv_many(&mut packets, BATCH_PACKETS).await > 0 {
+                for packet in packets.drain(..) {
+                    batch.push(&packet);
+                }
+                if let Err(error) = writer.send_batch(&mut batch).await {
+                    tracing::debug!(%error, "writing packets to the TUN device failed");
                 }
             }
         });
         let reader = device;
         tokio::spawn(async move {
-            let mut buf = vec![0; MAX_PACKET];
+            let mut batch = RecvBatch::default();
             loop {
-                match reader.recv(&mut buf).await {
-                    Ok(len) => {
-                        let packet = buf.get(..len).unwrap_or_default().to_vec();
-                        if commands.send(Command::IpFromDevice { packet }).is_err() {
+                match reader.recv_batch(&mut batch).await {
+                    Ok(_) => {
+                        let packets = batch.packets().map(<[u8]>::to_vec).collect();
+                        if commands.send(Command::IpFromDevice { packets }).is_err() {
                             return;
                         }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                        tracing::debug!(%error, "a read from the TUN device was dropped");
                     }
                     Err(error) => {
                         tracing::warn!(%error, "reading the TUN device failed; IP egress stops");
@@ -153,6 +160,23 @@ impl DeviceLink {
             }
         }
     }
+}
+
+/// Opens TUN device `name`, with the kernel's segmentation offloads when `offload` is set
+/// (one read or write moves up to 64 KiB of a TCP or UDP flow; `veil_tun`'s "Offloads and
+/// batches"), falling back to a plain device, with a warning, on a kernel that refuses
+/// them. Either way this module reads and writes it in batches.
+pub fn open_tun(name: &str, offload: bool) -> io::Result<Tun> {
+    if offload {
+        match Tun::open_offloading(name) {
+            Ok(device) => return Ok(device),
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                tracing::warn!(%error, "TUN offloads refused; opening without them");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Tun::open(name)
 }
 
 /// What the edge gave a client's IP tunnel: its addresses and the routes it carries.
@@ -248,24 +272,43 @@ async fn pump(
         let device = device.clone();
         let sender = sender.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0; MAX_PACKET];
-            while let Ok(len) = device.recv(&mut buf).await {
-                // A packet the engine cannot take now is dropped, as a full link would.
-                if sender.try_send(buf.get(..len).unwrap_or_default()).is_err() {
-                    return;
+            let mut batch = RecvBatch::default();
+            loop {
+                match device.recv_batch(&mut batch).await {
+                    Ok(_) => {
+                        for packet in batch.packets() {
+                            // A packet the engine cannot take now is dropped, as a full
+                            // link would.
+                            if sender.try_send(packet).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                        tracing::debug!(%error, "a read from the TUN device was dropped");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the TUN device failed");
+                        return;
+                    }
                 }
             }
         })
     };
+    let mut to_device = SendBatch::default();
+    let mut packets = Vec::with_capacity(BATCH_PACKETS);
     loop {
         tokio::select! {
-            packet = receiver.recv() => match packet {
-                Some(packet) => {
-                    if let Err(error) = device.send(&packet).await {
-                        tracing::debug!(%error, "writing a packet to the TUN device failed");
-                    }
+            taken = receiver.recv_many(&mut packets, BATCH_PACKETS) => {
+                if taken == 0 {
+                    break;
                 }
-                None => break,
+                for packet in packets.drain(..) {
+                    to_device.push(&packet);
+                }
+                if let Err(error) = device.send_batch(&mut to_device).await {
+                    tracing::debug!(%error, "writing packets to the TUN device failed");
+                }
             },
             changed = config.changed() => {
                 if changed.is_err() {

@@ -59,7 +59,7 @@ use veil_engine::{
 };
 
 pub use decisions::{DECISION_CHANNEL, Decision};
-pub use ip::{IpEgress, IpTunnel, IpTunnelConfig, TunClientOptions, run_tun_client};
+pub use ip::{IpEgress, IpTunnel, IpTunnelConfig, TunClientOptions, open_tun, run_tun_client};
 pub use tunnel::{
     RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };

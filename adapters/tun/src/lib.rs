@@ -50,17 +50,20 @@
 //!
 //! [`Arc`]: std::sync::Arc
 //!
-//! # Offloads (later work)
+//! # Offloads and batches
 //!
-//! Each [`Tun::recv`] and [`Tun::send`] is one packet and one system call. Batching with
-//! `IFF_VNET_HDR` offloads (the kernel hands over and accepts TCP/UDP segments of up to 64 KiB
-//! behind a `virtio_net_hdr`, TSO/USO on send and GRO on receive) belongs in two places:
-//! [`Tun::open`] would ask for `IFF_VNET_HDR` and set `TUNSETOFFLOAD` (tun-rs's builder has
-//! `offload(true)` for both), and a pair of batch methods beside `recv`/`send` would split
-//! received super-packets into MTU-sized ones and coalesce outgoing ones (tun-rs's
-//! `recv_multiple`/`send_multiple` with its GRO table do this). A device opened with
-//! `IFF_VNET_HDR` prefixes every packet with the header, so the offloading device would be a
-//! distinct mode chosen at open, not a switch on an open device.
+//! Each [`Tun::recv`] and [`Tun::send`] is one packet and one system call. A device opened
+//! with [`Tun::open_offloading`] asks the kernel for `IFF_VNET_HDR` and `TUNSETOFFLOAD`
+//! (TSO for IPv4 and IPv6, and USO where the kernel has it): the host's TCP and UDP then
+//! hand the device segments of up to 64 KiB behind a `virtio_net_hdr`, one read for what
+//! would be some fifty packets, and accept coalesced ones the same way. Such a device
+//! prefixes every packet with that header, so it is a mode chosen at open, and it is read
+//! and written only in batches: [`Tun::recv_batch`] splits what one read brings into whole
+//! IP packets (checksums completed), [`Tun::send_batch`] coalesces the packets queued in a
+//! [`SendBatch`] into as few writes as the kernel accepts (GRO, the way the kernel's own
+//! would). Both batch methods also work on a plain device, one packet per system call,
+//! so a caller can use them whatever the mode. tun-rs does the splitting and coalescing
+//! (`recv_multiple`, `send_multiple` with its GRO table).
 //!
 //! # Dependencies, and why
 //!
@@ -102,6 +105,8 @@ use std::net::IpAddr;
 /// Dropping it closes the descriptor, which deletes the device with its addresses and routes.
 pub struct Tun {
     dev: tun_rs::AsyncDevice,
+    /// Opened with `IFF_VNET_HDR` and offloads ([`Tun::open_offloading`]).
+    offload: bool,
     /// The name the kernel gave, a pattern such as `veil%d` resolved; kept for error messages
     /// so that they name the device without a system call.
     name: String,
@@ -144,6 +149,23 @@ impl Tun {
     /// - no `CAP_NET_ADMIN`: `PermissionDenied`; no `/dev/net/tun`: `NotFound`;
     /// - no tokio runtime: `Other`.
     pub fn open(name: &str) -> io::Result<Tun> {
+        Self::open_with(name, false)
+    }
+
+    /// [`Tun::open`], with the kernel's segmentation offloads (see the crate's "Offloads
+    /// and batches"): read and write it with [`Tun::recv_batch`] and [`Tun::send_batch`];
+    /// [`Tun::recv`] and [`Tun::send`] refuse (`Unsupported`), since every packet of such a
+    /// device carries a header they would not take off or put on.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tun::open`]; a kernel without `IFF_VNET_HDR` support fails here (`EINVAL`),
+    /// and the caller can open the device without offloads instead.
+    pub fn open_offloading(name: &str) -> io::Result<Tun> {
+        Self::open_with(name, true)
+    }
+
+    fn open_with(name: &str, offload: bool) -> io::Result<Tun> {
         let what = || format!("open TUN device {name}");
         check_name(name).map_err(|e| context(e, &what()))?;
         if tokio::runtime::Handle::try_current().is_err() {
@@ -156,13 +178,24 @@ impl Tun {
             .name(name)
             .packet_information(false)
             .inherit_enable_state()
+            .offload(offload)
             .build_async()
             .map_err(|e| context(e, &what()))?;
         let name = dev.name().map_err(|e| context(e, &what()))?;
         let index = dev
             .if_index()
             .map_err(|e| context(e, &format!("find the index of TUN device {name}")))?;
-        Ok(Tun { dev, name, index })
+        Ok(Tun {
+            dev,
+            offload,
+            name,
+            index,
+        })
+    }
+
+    /// Whether the device was opened with offloads ([`Tun::open_offloading`]).
+    pub fn offloads(&self) -> bool {
+        self.offload
     }
 
     /// The device's name, as the kernel gave it (a pattern such as `veil%d` resolved).
@@ -254,6 +287,7 @@ impl Tun {
     ///
     /// Cancel safe: a future dropped before it completes has taken no packet.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.refuse_if_offloading("read a packet from")?;
         self.dev
             .recv(buf)
             .await
@@ -267,10 +301,195 @@ impl Tun {
     ///
     /// Cancel safe: a future dropped before it completes has written nothing.
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        self.refuse_if_offloading("write a packet to")?;
         self.dev
             .send(packet)
             .await
             .map_err(|e| context(e, &format!("write a packet to TUN device {}", self.name)))
+    }
+}
+
+impl Tun {
+    /// Waits for what the host sent into the device and puts it in `batch` as whole IP
+    /// packets, returning how many ([`RecvBatch::packets`] lists them): on an offloading
+    /// device one read of up to 64 KiB split into segments, otherwise one packet.
+    ///
+    /// # Errors
+    ///
+    /// The system's, for the read (then the device is likely gone); `InvalidData` for a
+    /// read that could not be split (a malformed or unsupported offload header, or a
+    /// segment larger than a batch buffer): that read's packets are lost, and the next call
+    /// reads on.
+    ///
+    /// Cancel safe: a future dropped before it completes has taken nothing.
+    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.count = 0;
+        let RecvBatch {
+            raw, slots, sizes, ..
+        } = batch;
+        let mut bufs: Vec<&mut [u8]> = slots.chunks_mut(BATCH_SLOT).collect();
+        let result = self.dev.recv_multiple(raw, &mut bufs, sizes, 0).await;
+        match result {
+            Ok(count) => {
+                batch.count = count;
+                Ok(count)
+            }
+            Err(e) if e.raw_os_error().is_some() => Err(context(
+                e,
+                &format!("read packets from TUN device {}", self.name),
+            )),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                OpError {
+                    message: format!(
+                        "cannot split what TUN device {} gave into packets: {e}",
+                        self.name
+                    ),
+                    source: e,
+                },
+            )),
+        }
+    }
+
+    /// Writes the packets queued in `batch` into the device, coalescing them (on an
+    /// offloading device) into as few writes as it can, and empties the batch. Every packet
+    /// is tried: the first error is returned after the rest are written.
+    ///
+    /// Not cancel safe: a future dropped midway may have written some of the packets (the
+    /// batch is emptied either way).
+    pub async fn send_batch(&self, batch: &mut SendBatch) -> io::Result<()> {
+        let queued = batch.queued;
+        batch.queued = 0;
+        if queued == 0 {
+            return Ok(());
+        }
+        let bufs = batch.bufs.get_mut(..queued).unwrap_or_default();
+        self.dev
+            .send_multiple(&mut batch.gro, bufs, SEND_HEADROOM)
+            .await
+            .map(drop)
+            .map_err(|e| context(e, &format!("write packets to TUN device {}", self.name)))
+    }
+
+    /// `Unsupported` on an offloading device, whose packets carry a header.
+    fn refuse_if_offloading(&self, what: &str) -> io::Result<()> {
+        if !self.offload {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "cannot {what} TUN device {} one packet at a time: it was opened with offloads \
+                 (use recv_batch and send_batch)",
+                self.name
+            ),
+        ))
+    }
+}
+
+/// The packets a batch holds at most: a 64 KiB segment split at the smallest MSS IPv6
+/// allows (1280-byte packets) makes 55, and tun-rs's own choice is this.
+pub const BATCH_PACKETS: usize = tun_rs::IDEAL_BATCH_SIZE;
+
+/// Room for one packet in a [`RecvBatch`]: the largest IP packet, so that neither a
+/// device's MTU nor a segment size can overflow it.
+const BATCH_SLOT: usize = 65_535;
+
+/// Room before each packet in a [`SendBatch`] for the `virtio_net_hdr` an offloading device
+/// takes.
+const SEND_HEADROOM: usize = tun_rs::VIRTIO_NET_HDR_LEN;
+
+/// Buffers for [`Tun::recv_batch`], reused from call to call. Its memory is reserved once
+/// (8 MiB of address space: [`BATCH_PACKETS`] slots of 64 KiB and one for the raw read), and
+/// the system gives it pages only as packets are written into them.
+pub struct RecvBatch {
+    /// The raw read: the offload header and a super-packet.
+    raw: Vec<u8>,
+    /// [`BATCH_PACKETS`] slots of [`BATCH_SLOT`] bytes, one packet each.
+    slots: Vec<u8>,
+    sizes: Vec<usize>,
+    count: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            raw: vec![0; SEND_HEADROOM + BATCH_SLOT],
+            slots: vec![0; BATCH_PACKETS * BATCH_SLOT],
+            sizes: vec![0; BATCH_PACKETS],
+            count: 0,
+        }
+    }
+}
+
+impl fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecvBatch {
+    /// The packets the last [`Tun::recv_batch`] read, in order.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.slots
+            .chunks(BATCH_SLOT)
+            .zip(&self.sizes)
+            .take(self.count)
+            .map(|(slot, &len)| slot.get(..len).unwrap_or_default())
+    }
+}
+
+/// Packets queued for [`Tun::send_batch`]; its buffers are kept from batch to batch.
+#[derive(Default)]
+pub struct SendBatch {
+    bufs: Vec<Vec<u8>>,
+    queued: usize,
+    gro: tun_rs::GROTable,
+}
+
+impl fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    /// Queues a copy of `packet`; `false` when the batch is full ([`BATCH_PACKETS`]):
+    /// send it first.
+    pub fn push(&mut self, packet: &[u8]) -> bool {
+        if self.queued == BATCH_PACKETS {
+            return false;
+        }
+        if self.queued == self.bufs.len() {
+            self.bufs.push(Vec::new());
+        }
+        let Some(buf) = self.bufs.get_mut(self.queued) else {
+            return false;
+        };
+        buf.clear();
+        buf.resize(SEND_HEADROOM, 0);
+        buf.extend_from_slice(packet);
+        self.queued += 1;
+        true
+    }
+
+    /// How many packets are queued.
+    pub fn len(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Whether another packet fits.
+    pub fn is_full(&self) -> bool {
+        self.queued == BATCH_PACKETS
     }
 }
 

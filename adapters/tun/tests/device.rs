@@ -357,3 +357,94 @@ fn open_outside_a_runtime_is_an_error() {
         "cannot open TUN device veil0: not called within a tokio runtime"
     );
 }
+
+/// Reads UDP datagrams to `dst` with [`Tun::recv_batch`] until `count` have come, returning
+/// their payloads and how many reads it took.
+async fn batch_udp_to(tun: &Tun, dst: SocketAddr, count: usize) -> (Vec<Vec<u8>>, usize) {
+    let mut batch = veil_tun::RecvBatch::default();
+    let mut payloads = Vec::new();
+    let mut reads = 0;
+    tokio::time::timeout(PACKET_TIMEOUT, async {
+        while payloads.len() < count {
+            tun.recv_batch(&mut batch).await.expect("recv_batch");
+            reads += 1;
+            for packet in batch.packets() {
+                if let Some(udp) = parse_udp(packet).filter(|udp| udp.dst == dst) {
+                    payloads.push(udp.payload);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {count} datagrams to {dst} came", payloads.len()));
+    (payloads, reads)
+}
+
+/// Both directions in batches, on an offloading device and on a plain one: ten UDP
+/// segments the host sends as one UDP GSO write come out whole and in order (in one read
+/// where the kernel hands the device the super-packet), and ten packets queued in one
+/// `SendBatch` all reach the host's socket.
+async fn batch_round_trip(tun: Tun) {
+    tun.add_address(ip("10.79.0.1"), 24).expect("add_address");
+    tun.up().expect("up");
+    let peer = sock("10.79.0.2:9999");
+    let socket = std::net::UdpSocket::bind("10.79.0.1:0").expect("bind");
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGsoSegment, &1000)
+        .expect("UDP_SEGMENT");
+    let segments: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 1000]).collect();
+    socket
+        .send_to(&segments.concat(), peer)
+        .expect("a GSO send");
+    let (payloads, reads) = batch_udp_to(&tun, peer, 10).await;
+    assert_eq!(payloads, segments, "the segments, whole and in order");
+    println!("offload {}: 10 segments in {reads} read(s)", tun.offloads());
+
+    let socket = UdpSocket::from_std({
+        socket.set_nonblocking(true).expect("non-blocking");
+        socket
+    })
+    .expect("tokio socket");
+    let local = socket.local_addr().expect("local addr");
+    let mut batch = veil_tun::SendBatch::default();
+    for i in 0..10u8 {
+        assert!(batch.push(&udp_packet(peer, local, &[i; 900])));
+    }
+    assert_eq!(batch.len(), 10);
+    tun.send_batch(&mut batch).await.expect("send_batch");
+    assert!(batch.is_empty(), "emptied by the send");
+    let mut buf = [0; 2048];
+    for i in 0..10u8 {
+        let (n, from) = tokio::time::timeout(PACKET_TIMEOUT, socket.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("packet {i} of the batch never reached the socket"))
+            .expect("recv_from");
+        assert_eq!((from, &buf[..n]), (peer, &[i; 900][..]));
+    }
+}
+
+#[test]
+fn batches_go_both_ways_on_an_offloading_device() {
+    in_netns("batches_go_both_ways_on_an_offloading_device", || async {
+        let tun = Tun::open_offloading("veiloff").expect("open with offloads");
+        assert!(tun.offloads());
+        // One packet at a time would read or write the offload header as data.
+        let mut buf = [0; 1500];
+        let refused = tun
+            .recv(&mut buf)
+            .await
+            .expect_err("recv on an offloading device");
+        assert_eq!(refused.kind(), io::ErrorKind::Unsupported, "{refused}");
+        let refused = tun.send(&buf[..20]).await.expect_err("send too");
+        assert_eq!(refused.kind(), io::ErrorKind::Unsupported, "{refused}");
+        batch_round_trip(tun).await;
+    });
+}
+
+#[test]
+fn batches_work_on_a_plain_device_too() {
+    in_netns("batches_work_on_a_plain_device_too", || async {
+        let tun = Tun::open("veilplain").expect("open");
+        assert!(!tun.offloads());
+        batch_round_trip(tun).await;
+    });
+}

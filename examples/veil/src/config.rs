@@ -133,6 +133,11 @@ pub struct ServerArgs {
     /// checked against egress policy and rules. [default with --ip-pool: decap]
     #[arg(long, value_name = "tun:NAME|decap")]
     pub ip_egress: Option<String>,
+    /// With --ip-egress tun:NAME: the kernel's segmentation offloads on the device
+    /// (`IFF_VNET_HDR` with TSO/USO: one read or write moves up to 64 KiB of a flow)
+    /// [default: on; off where a kernel or a tool mishandles them]
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tun_offload: Option<bool>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
     /// and cheaper on a loaded machine; more threads spread the TCP relays' copying over
@@ -286,6 +291,10 @@ pub struct ClientArgs {
     /// routes; repeatable.
     #[arg(long = "tun-route", value_name = "CIDR", requires = "tun")]
     pub tun_route: Vec<String>,
+    /// With --tun: the kernel's segmentation offloads on the device (`IFF_VNET_HDR` with
+    /// TSO/USO: one read or write moves up to 64 KiB of a flow) [default: on]
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tun_offload: Option<bool>,
 }
 
 /// Flags of `veil demo`.
@@ -339,6 +348,7 @@ pub struct ServerFile {
     #[serde(default)]
     pub ip_pool: Vec<String>,
     pub ip_egress: Option<String>,
+    pub tun_offload: Option<bool>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -369,6 +379,7 @@ pub struct ClientFile {
     pub tun: Option<String>,
     #[serde(default)]
     pub tun_route: Vec<String>,
+    pub tun_offload: Option<bool>,
     /// `[[client.rule]]`: where each new flow goes (tunnel, direct, block).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec<ClientAction>>,
@@ -421,6 +432,8 @@ pub struct ServerSettings {
     pub ip_pools: Vec<String>,
     /// CONNECT-IP: where packets leave; set exactly when pools are.
     pub ip_egress: Option<IpEgressSpec>,
+    /// With a `tun:` egress: open it with the kernel's segmentation offloads.
+    pub tun_offload: bool,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -507,6 +520,8 @@ pub struct ClientSettings {
     pub tun: Option<String>,
     /// With `tun`: routes instead of the advertised ones.
     pub tun_routes: Vec<(IpAddr, u8)>,
+    /// With `tun`: open it with the kernel's segmentation offloads.
+    pub tun_offload: bool,
 }
 
 /// One `--udp-forward`: a local UDP address whose datagrams go to a fixed target.
@@ -636,6 +651,7 @@ impl ServerSettings {
                 .map(|path| crate::audit_log::AuditTarget::parse(&path)),
             ip_pools,
             ip_egress,
+            tun_offload: flags.tun_offload.or(file.tun_offload).unwrap_or(true),
         })
     }
 }
@@ -732,6 +748,7 @@ impl ClientSettings {
                 .map(|text| parse_prefix(text).context("--tun-route"))
                 .collect::<anyhow::Result<_>>()?,
             tun,
+            tun_offload: flags.tun_offload.or(file.tun_offload).unwrap_or(true),
             connect_timeout: Duration::from_millis(
                 flags
                     .connect_timeout_ms

@@ -119,7 +119,7 @@ pub fn defaults_text() -> String {
     out
 }
 
-/// A TOML value of the flag's type, to fill in: `true` for a switch, a number for a count
+/// A TOML value of the flag's type, to fill in: `true` for a switch (or an `on|off`), a number for a count
 /// or a duration, a string otherwise, in a list for a flag that repeats.
 fn example(arg: &clap::Arg) -> String {
     let name = arg
@@ -127,7 +127,7 @@ fn example(arg: &clap::Arg) -> String {
         .and_then(|names| names.first())
         .map_or_else(|| "VALUE".to_owned(), ToString::to_string);
     let value = match (arg.get_action(), name.as_str()) {
-        (clap::ArgAction::SetTrue, _) => return "true".to_owned(),
+        (clap::ArgAction::SetTrue, _) | (_, "on|off") => return "true".to_owned(),
         (_, "MS" | "N" | "MIB") => return "0".to_owned(),
         (_, "ADDR") => "127.0.0.1:0",
         (_, "IP") => "192.0.2.1",

@@ -46,6 +46,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         audit_log: None,
         ip_pools: Vec::new(),
         ip_egress: None,
+        tun_offload: true,
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -69,6 +70,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(5),
         tun: None,
         tun_routes: Vec::new(),
+        tun_offload: true,
     })
     .await?;
     println!("veil demo: origin    http://{}", origin.addr());

@@ -45,7 +45,7 @@ impl RunningEdge {
                     .iter()
                     .map(|pool| crate::config::parse_prefix(pool))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let egress = veil_tokio::IpEgress::open(name, &pools)
+                let egress = veil_tokio::IpEgress::open(name, &pools, settings.tun_offload)
                     .with_context(|| format!("--ip-egress tun:{name}"))?;
                 Some(egress)
             }
@@ -267,7 +267,7 @@ impl RunningClient {
             listeners.push(task);
         }
         if let Some(name) = &settings.tun {
-            listeners.push(start_tun(name, &settings.tun_routes, &node)?);
+            listeners.push(start_tun(name, settings, &node)?);
         }
         tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, "client started");
         Ok(Self {
@@ -433,15 +433,12 @@ pub fn server_glommio(_settings: &ServerSettings, _cores: Option<usize>) -> anyh
 /// `--tun NAME`: opens the device and runs a CONNECT-IP tunnel through it (veil-tokio's
 /// `run_tun_client`); prints `tun NAME ready: ADDRESSES` each time the edge's addresses
 /// and routes are applied.
-fn start_tun(
-    name: &str,
-    routes: &[(std::net::IpAddr, u8)],
-    node: &Node,
-) -> anyhow::Result<JoinHandle<()>> {
-    let device = veil_tokio::Tun::open(name).with_context(|| format!("--tun {name}"))?;
+fn start_tun(name: &str, settings: &ClientSettings, node: &Node) -> anyhow::Result<JoinHandle<()>> {
+    let device = veil_tokio::open_tun(name, settings.tun_offload)
+        .with_context(|| format!("--tun {name}"))?;
     let name = device.name().to_owned();
     let options = veil_tokio::TunClientOptions {
-        routes: routes.to_vec(),
+        routes: settings.tun_routes.clone(),
     };
     let (ready, mut configs) = tokio::sync::mpsc::unbounded_channel::<veil_tokio::IpTunnelConfig>();
     let opener = node.opener();

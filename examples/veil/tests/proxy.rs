@@ -56,6 +56,7 @@ impl Rig {
             audit_log: None,
             ip_pools: Vec::new(),
             ip_egress: None,
+            tun_offload: true,
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
@@ -78,6 +79,7 @@ impl Rig {
             connect_timeout: Duration::from_secs(5),
             tun: None,
             tun_routes: Vec::new(),
+            tun_offload: true,
         })
         .await
         .expect("client starts");
