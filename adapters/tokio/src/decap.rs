@@ -2,7 +2,9 @@
 //! packets apart into flows (`Event::IpFlowOpened`), and this module gives each flow an
 //! ordinary socket: a UDP socket connected to the flow's destination, or a ping socket for
 //! ICMP echo. No TUN device, no privileges (ping sockets need the edge's group in
-//! `net.ipv4.ping_group_range`; without it echo flows are closed, counted by the engine).
+//! `net.ipv4.ping_group_range`; without it an edge with `CAP_NET_RAW`, root, uses a raw
+//! ICMP socket per echo flow instead, and one without closes echo flows, counted by the
+//! engine).
 //!
 //! The engine decided everything before a flow reaches here (addresses, scope, egress
 //! policy and rules per destination, the `ip_flow` hook); this module only moves payloads:
@@ -13,6 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -47,9 +50,12 @@ impl DecapFlows {
         self.flows.insert(flow, tx);
         tokio::spawn(async move {
             let result = match protocol {
-                IpFlowProtocol::Udp => run(flow, udp_socket(destination), rx, &commands).await,
+                IpFlowProtocol::Udp => {
+                    let socket = udp_socket(destination).map(FlowSocket::plain);
+                    run(flow, socket, rx, &commands).await
+                }
                 IpFlowProtocol::IcmpEcho => {
-                    run(flow, ping_socket(destination), rx, &commands).await
+                    run(flow, echo_socket(destination), rx, &commands).await
                 }
                 _ => Err(io::Error::other("a flow protocol this host does not carry")),
             };
@@ -89,31 +95,169 @@ fn udp_socket(destination: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(socket)
 }
 
-/// An ICMP "ping" socket (`SOCK_DGRAM`, `IPPROTO_ICMP`/`ICMPV6`) connected to
-/// `destination`: it takes and gives whole echo messages, the kernel choosing the
-/// identifier (the engine puts the client's back).
-fn ping_socket(destination: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
-    use rustix::net::{AddressFamily, SocketType, ipproto, socket};
+/// The socket of an ICMP echo flow to `destination`: a ping socket, or, where this
+/// process's group may not open one (`EACCES`: outside `net.ipv4.ping_group_range`), a raw
+/// ICMP socket if it may open that (`CAP_NET_RAW`); otherwise the ping socket's error.
+fn echo_socket(destination: SocketAddr) -> io::Result<FlowSocket> {
+    use rustix::net::SocketType;
+    match icmp_socket(destination, SocketType::DGRAM) {
+        Ok(socket) => Ok(FlowSocket::plain(socket)),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+            let Ok(socket) = icmp_socket(destination, SocketType::RAW) else {
+                return Err(error);
+            };
+            Ok(FlowSocket {
+                socket,
+                raw_echo: Some(RawEcho {
+                    identifier: NEXT_IDENTIFIER.fetch_add(1, Ordering::Relaxed),
+                    v4: destination.is_ipv4(),
+                }),
+                scratch: Vec::new(),
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// An ICMP socket of `kind` connected to `destination`: `DGRAM`, a "ping" socket, takes and
+/// gives whole echo messages, the kernel choosing the identifier (the engine puts the
+/// client's back); `RAW` takes messages as they are and gives every ICMP message from
+/// `destination` ([`FlowSocket`] sorts them).
+fn icmp_socket(
+    destination: SocketAddr,
+    kind: rustix::net::SocketType,
+) -> io::Result<tokio::net::UdpSocket> {
+    use rustix::net::{AddressFamily, ipproto, socket};
     let (family, protocol) = if destination.is_ipv6() {
         (AddressFamily::INET6, ipproto::ICMPV6)
     } else {
         (AddressFamily::INET, ipproto::ICMP)
     };
-    let fd = socket(family, SocketType::DGRAM, Some(protocol))?;
+    let fd = socket(family, kind, Some(protocol))?;
     let socket = std::net::UdpSocket::from(fd);
     socket.connect(SocketAddr::new(destination.ip(), 0))?;
     socket.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(socket)
 }
 
+/// The identifiers of raw echo flows, one each, so that a flow's socket can tell its
+/// replies from those of other flows to the same destination (a raw socket receives them
+/// all).
+static NEXT_IDENTIFIER: AtomicU16 = AtomicU16::new(0x7e11);
+
+/// ICMP echo reply types: for IPv4 (RFC 792), for IPv6 (RFC 4443 §4.2).
+const ECHO_REPLY_V4: u8 = 0;
+const ECHO_REPLY_V6: u8 = 129;
+
+/// A flow's socket, with what a raw echo socket needs done to each message.
+struct FlowSocket {
+    socket: tokio::net::UdpSocket,
+    /// Set for a raw ICMP socket.
+    raw_echo: Option<RawEcho>,
+    /// The outgoing message, rewritten for a raw socket.
+    scratch: Vec<u8>,
+}
+
+/// A raw echo flow: the identifier its requests carry, and the family.
+struct RawEcho {
+    identifier: u16,
+    v4: bool,
+}
+
+impl FlowSocket {
+    fn plain(socket: tokio::net::UdpSocket) -> Self {
+        Self {
+            socket,
+            raw_echo: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Sends one payload. On a raw socket the echo request gets the flow's identifier and,
+    /// over IPv4, its checksum (the kernel computes it over IPv6, RFC 3542 §3.1).
+    async fn send(&mut self, payload: &[u8]) -> io::Result<usize> {
+        let Some(raw) = &self.raw_echo else {
+            return self.socket.send(payload).await;
+        };
+        raw.request(payload, &mut self.scratch);
+        self.socket.send(&self.scratch).await
+    }
+
+    /// The part of the `len` bytes received into `buf` that is this flow's payload, or
+    /// `None` for a message that is not: on a raw socket only echo replies carrying the
+    /// flow's identifier are, after the IPv4 header a raw IPv4 socket returns.
+    fn payload<'a>(&self, buf: &'a [u8], len: usize) -> Option<&'a [u8]> {
+        let received = buf.get(..len)?;
+        match &self.raw_echo {
+            Some(raw) => raw.reply(received),
+            None => Some(received),
+        }
+    }
+}
+
+impl RawEcho {
+    /// The echo request `payload` as this flow sends it: its identifier, and over IPv4 its
+    /// checksum, into `out`.
+    fn request(&self, payload: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(payload);
+        if let Some(identifier) = out.get_mut(4..6) {
+            identifier.copy_from_slice(&self.identifier.to_be_bytes());
+        }
+        if self.v4 {
+            if let Some(checksum) = out.get_mut(2..4) {
+                checksum.fill(0);
+            }
+            let sum = internet_checksum(out);
+            if let Some(checksum) = out.get_mut(2..4) {
+                checksum.copy_from_slice(&sum.to_be_bytes());
+            }
+        }
+    }
+
+    /// The echo reply in what the raw socket received, if it is one to this flow.
+    fn reply<'a>(&self, received: &'a [u8]) -> Option<&'a [u8]> {
+        let message = if self.v4 {
+            let header_len = usize::from(received.first()? & 0x0f) * 4;
+            received.get(header_len..)?
+        } else {
+            received
+        };
+        let reply = if self.v4 {
+            ECHO_REPLY_V4
+        } else {
+            ECHO_REPLY_V6
+        };
+        let identifier = message.get(4..6)?;
+        (message.first() == Some(&reply) && identifier == self.identifier.to_be_bytes())
+            .then_some(message)
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `bytes`.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| match *pair {
+            [high, low] => u32::from(u16::from_be_bytes([high, low])),
+            [high] => u32::from(high) << 8,
+            _ => 0,
+        })
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0xffff)
+}
+
 /// Moves payloads between the flow's channel and its socket until either ends.
 async fn run(
     flow: IpFlowId,
-    socket: io::Result<tokio::net::UdpSocket>,
+    socket: io::Result<FlowSocket>,
     mut payloads: mpsc::Receiver<Bytes>,
     commands: &mpsc::UnboundedSender<Command>,
 ) -> io::Result<()> {
-    let socket = socket?;
+    let mut socket = socket?;
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
         tokio::select! {
@@ -125,7 +269,7 @@ async fn run(
                 Some(payload) => { let _ = socket.send(&payload).await; }
                 None => return Ok(()),
             },
-            received = socket.recv(&mut buf) => {
+            received = socket.socket.recv(&mut buf) => {
                 let len = match received {
                     Ok(len) => len,
                     // An ICMP error from the destination about an earlier datagram (port
@@ -133,11 +277,71 @@ async fn run(
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                     Err(e) => return Err(e),
                 };
-                let payload = buf.get(..len).unwrap_or_default().to_vec();
+                let Some(payload) = socket.payload(&buf, len) else {
+                    continue;
+                };
+                let payload = payload.to_vec();
                 if commands.send(Command::IpFlowAnswer { flow, payload }).is_err() {
                     return Ok(());
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(icmp_type: u8, identifier: u16) -> Vec<u8> {
+        let mut message = vec![icmp_type, 0, 0, 0];
+        message.extend_from_slice(&identifier.to_be_bytes());
+        message.extend_from_slice(&[0, 7, b'h', b'i']);
+        message
+    }
+
+    #[test]
+    fn a_raw_echo_request_gets_the_flow_identifier_and_a_valid_checksum() {
+        let raw = RawEcho {
+            identifier: 0xbeef,
+            v4: true,
+        };
+        let mut out = Vec::new();
+        raw.request(&echo(8, 0x1234), &mut out);
+        assert_eq!(out.get(4..6), Some(&[0xbe, 0xef][..]));
+        assert_eq!(internet_checksum(&out), 0, "a valid checksum sums to zero");
+        assert_eq!(out.get(6..), echo(8, 0).get(6..), "sequence and data kept");
+        // Over IPv6 the kernel computes the checksum.
+        let raw = RawEcho { v4: false, ..raw };
+        raw.request(&echo(128, 0x1234), &mut out);
+        assert_eq!(out.get(2..6), Some(&[0, 0, 0xbe, 0xef][..]));
+    }
+
+    #[test]
+    fn a_raw_socket_keeps_only_the_replies_to_its_flow() {
+        let raw = RawEcho {
+            identifier: 0xbeef,
+            v4: true,
+        };
+        // A raw IPv4 socket returns the IP header (20 bytes here) before the message.
+        let with_header = |message: &[u8]| {
+            let mut packet = vec![0x45];
+            packet.resize(20, 0);
+            packet.extend_from_slice(message);
+            packet
+        };
+        let mine = echo(0, 0xbeef);
+        assert_eq!(raw.reply(&with_header(&mine)), Some(&mine[..]));
+        assert_eq!(
+            raw.reply(&with_header(&echo(0, 0xbeee))),
+            None,
+            "another flow's"
+        );
+        assert_eq!(raw.reply(&with_header(&echo(8, 0xbeef))), None, "a request");
+        assert_eq!(raw.reply(&[0x46, 0, 0]), None, "truncated");
+        let raw = RawEcho { v4: false, ..raw };
+        let mine = echo(129, 0xbeef);
+        assert_eq!(raw.reply(&mine), Some(&mine[..]));
+        assert_eq!(raw.reply(&echo(135, 0xbeef)), None, "neighbour discovery");
     }
 }

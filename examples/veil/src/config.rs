@@ -128,7 +128,7 @@ pub struct ServerArgs {
     /// and NAT if the pools are private); carries every protocol; needs root or
     /// `CAP_NET_ADMIN`. `decap`: the edge takes packets apart into UDP and ICMP echo flows,
     /// each sent from an ordinary socket (no privileges; ping needs the edge's group in
-    /// `net.ipv4.ping_group_range`); TCP is refused with ICMP "administratively
+    /// `net.ipv4.ping_group_range`, or root for raw sockets); TCP is refused with ICMP "administratively
     /// prohibited" (use the L4 proxies for TCP). Either way each packet's destination is
     /// checked against egress policy and rules. [default with --ip-pool: decap]
     #[arg(long, value_name = "tun:NAME|decap")]

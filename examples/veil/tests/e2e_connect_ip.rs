@@ -603,9 +603,6 @@ fn the_decap_off_ramp_carries_ping_and_dns_and_refuses_tcp() -> anyhow::Result<(
     let www = dir.join("www");
     fs::create_dir_all(&www)?;
     let net = Net::build()?;
-    // Ping sockets: every group of the edge's namespace may open them.
-    net.edge()?
-        .sysctl("net.ipv4.ping_group_range", "0 2147483647")?;
     let target = Target::start(&net, &dir, &www)?;
     let veil = Veil::start_with(&net, &dir, "decap")?;
     let client = net.client()?;
@@ -618,6 +615,25 @@ fn the_decap_off_ramp_carries_ping_and_dns_and_refuses_tcp() -> anyhow::Result<(
         "a pool route at the edge:\n{routes}"
     );
 
+    // A new namespace lets no group open ping sockets (`ping_group_range` is "1 0"): the
+    // edge, root here, falls back to raw ICMP sockets.
+    let range = net
+        .edge()?
+        .run("sysctl", &["-n", "net.ipv4.ping_group_range"], PROBE)?;
+    ensure!(
+        range.stdout.split_whitespace().collect::<Vec<_>>() == ["1", "0"],
+        "the edge's namespace allows ping sockets already: {:?}",
+        range.stdout
+    );
+    ping_ok(client, &["-c", "2", "-W", "2", "10.200.0.2"], &context)?;
+    ping_ok(
+        client,
+        &["-6", "-c", "2", "-W", "2", "fd00:200::2"],
+        &context,
+    )?;
+    // Then with ping sockets, which every group of the edge's namespace may now open.
+    net.edge()?
+        .sysctl("net.ipv4.ping_group_range", "0 2147483647")?;
     ping_ok(client, &["-c", "3", "-W", "2", "10.200.0.2"], &context)?;
     ping_ok(
         client,
