@@ -62,9 +62,12 @@ fn deny_sni(names: &[&str]) -> RuleSpec<EdgeAction> {
     }
 }
 
+/// Each flow the hook was asked about: its source port and server name.
+type Seen = Arc<Mutex<Vec<(u16, Option<String>)>>>;
+
 /// Keeps the server name of every flow it is asked about; wants names or not.
 struct Names {
-    seen: Arc<Mutex<Vec<(u16, Option<String>)>>>,
+    seen: Seen,
     wants: bool,
 }
 
