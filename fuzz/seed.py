@@ -1140,6 +1140,22 @@ def sniff():
         write("sniff", name, request)
 
 
+# --- sniff_quic ---------------------------------------------------------------------------
+
+def sniff_quic():
+    # Datagrams, each behind a 2-byte length (fuzz/bodies/src/sniff_quic.rs). RFC 9001's
+    # client Initial is the one authentic packet: whole, twice, cut, damaged, unprotected.
+    initial = (SNIFF_TESTDATA / "rfc9001-a2-client-initial.bin").read_bytes()
+    datagram = lambda data: struct.pack(">H", len(data)) + data
+    damaged = bytearray(initial)
+    damaged[500] ^= 1
+    write("sniff_quic", "rfc9001-a2", datagram(initial))
+    write("sniff_quic", "rfc9001-a2-twice", datagram(initial) + datagram(initial))
+    write("sniff_quic", "rfc9001-a2-cut", datagram(initial[:600]))
+    write("sniff_quic", "rfc9001-a2-damaged", datagram(bytes(damaged)))
+    write("sniff_quic", "short-header", datagram(b"\x40" + initial[1:]))
+
+
 # --- rules --------------------------------------------------------------------------------
 
 def rules():
@@ -1161,6 +1177,7 @@ def main():
     ip_packets()
     engine()
     sniff()
+    sniff_quic()
     rules()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))

@@ -28,6 +28,7 @@ mod hooks;
 mod idle;
 mod inspect;
 mod ip;
+mod ip_sniff;
 mod paths;
 mod requests;
 mod shutdown;
@@ -164,6 +165,9 @@ pub struct Endpoint {
     idle: idle::IdleTimers,
     /// Edge with `EdgeConfig::ip_decap`: the flows taken out of IP tunnels.
     decap: decap::DecapFlows,
+    /// Edge: when flows held for their QUIC server name (`endpoint::ip_sniff`) are due,
+    /// with their tunnel; entries of flows settled earlier fall out when due.
+    ip_sniff_deadlines: std::collections::BTreeSet<(Instant, TunnelId)>,
 }
 
 enum RoleState {
@@ -429,6 +433,7 @@ impl Endpoint {
             audit: VecDeque::new(),
             idle: idle::IdleTimers::new(quic.tcp_idle_timeout),
             decap: decap::DecapFlows::new(&quic),
+            ip_sniff_deadlines: std::collections::BTreeSet::new(),
         })
     }
 
@@ -543,6 +548,7 @@ impl Endpoint {
         self.expire_requests(now);
         self.expire_idle_udp(now);
         self.expire_idle_decap(now);
+        self.expire_ip_sniffing(now);
         self.expire_idle_tcp(now);
         self.client_connect(now);
         self.advance_shutdown(now);
@@ -628,6 +634,7 @@ impl Endpoint {
             .chain(client)
             .chain(self.udp.next_timer())
             .chain(self.decap.next_timer())
+            .chain(self.ip_sniff_deadlines.first().map(|&(at, _)| at))
             .chain(self.idle.first())
             .chain(self.unanswered.first())
             .chain(self.shutdown_deadline())

@@ -357,11 +357,22 @@ pub struct IpFlowQuery<'a> {
     /// record's start), not to read a conversation. Often empty for TCP, whose first
     /// packet is a SYN.
     pub payload: &'a [u8],
+    /// The server name a UDP flow's QUIC client asked for: the SNI of the `ClientHello`
+    /// in its first Initial packets (RFC 9001 §5.2 keys, veil-proto `sniff::quic`), read
+    /// when [`Policy::ip_flow_wants_sni`] says so or a rule on `sni` needs it. With a
+    /// `ClientHello` longer than one packet the flow's first packets are held until the
+    /// name is in (a few packets, [`IpFlowQuery::SNI_WAIT`] at most); `payload` and
+    /// `packet_len` are then the first packet's.
+    pub sni: Option<&'a str>,
 }
 
 impl IpFlowQuery<'_> {
     /// The most payload bytes a query shows.
     pub const PAYLOAD_PREFIX: usize = 64;
+    /// The longest a flow's first packets are held for the rest of a QUIC `ClientHello`:
+    /// a client sends all its Initial packets in one flight, so the wait is short unless
+    /// one is lost; then the flow is judged without a name.
+    pub const SNI_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 }
 
 /// The `ip_flow` hook's verdict, remembered for the rest of the flow.
@@ -416,6 +427,14 @@ pub trait Policy: Send {
     fn ip_flow(&mut self, query: &IpFlowQuery<'_>, tags: &mut Tags) -> IpFlowVerdict {
         let _ = (query, tags);
         IpFlowVerdict::Pass
+    }
+
+    /// Whether `ip_flow` wants [`IpFlowQuery::sni`]: the engine then decrypts the first
+    /// Initial packet of each new UDP flow that starts with one (a few microseconds, once
+    /// per flow) and may hold the flow's first packets until the `ClientHello` is in. The
+    /// default, `false`, reads names only for rules on `sni`.
+    fn ip_flow_wants_sni(&self) -> bool {
+        false
     }
 }
 

@@ -18,7 +18,7 @@
 //! | [`http1`] | HTTP/1.1 proxy requests and responses (RFC 9110, 9112, 9209) |
 //! | [`proxy_protocol`] | PROXY protocol v1 and v2 |
 //! | [`ip`] | IPv4/IPv6 packet views and ICMP/UDP builders |
-//! | [`sniff`] | the server name in a tunnel's first bytes: a TLS ClientHello's SNI (RFC 8446, RFC 6066) or an HTTP/1.x request's host |
+//! | [`sniff`] | the server name in a tunnel's first bytes: a TLS ClientHello's SNI (RFC 8446, RFC 6066) or an HTTP/1.x request's host; with `quic`, a QUIC client's Initial packets (RFC 9000, 9001, 9369) |
 //! | [`rules`] | first-match routing rules (addresses, names, ports, protocols, identities, SNI), compiled for lookups that never allocate (`alloc`) |
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -23,6 +23,10 @@
 //!   dropped; an IPv6 literal is returned **without** its brackets, so that it parses as an
 //!   [`core::net::Ipv6Addr`]; an IPv4 literal is returned as written.
 //!
+//! - **QUIC** ([`quic`], feature `quic`): the same `ClientHello` walk over the CRYPTO
+//!   frames of a QUIC client's Initial packets, decrypted with the keys their Destination
+//!   Connection ID gives (RFC 9001 §5.2), for UDP that a router sees raw.
+//!
 //! Every name returned is a borrowed slice of the input and a syntactically valid DNS name
 //! (or, for HTTP, an IP literal): 1 to 253 bytes (one trailing dot allowed beyond), labels
 //! of 1 to 63 ASCII letters, digits, `-` or `_`. Case is kept as sent; name rules compare
@@ -31,6 +35,9 @@
 
 mod http;
 mod name;
+#[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub mod quic;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -36,6 +36,7 @@ pub mod proxy_protocol;
 pub mod proxy_protocol_roundtrip;
 pub mod rules;
 pub mod sniff;
+pub mod sniff_quic;
 pub mod socks5;
 pub mod socks5_roundtrip;
 pub mod varint;
@@ -68,4 +69,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("engine", engine::run),
     ("rules", rules::run),
     ("sniff", sniff::run),
+    ("sniff_quic", sniff_quic::run),
 ];

@@ -102,4 +102,5 @@ replay_tests!(
     engine,
     rules,
     sniff,
+    sniff_quic,
 );

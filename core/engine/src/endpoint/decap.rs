@@ -230,7 +230,7 @@ impl Endpoint {
     }
 
     /// One packet that passed the checks: into its flow, answered, or dropped.
-    fn decapsulate(&mut self, tunnel: TunnelId, packet: &[u8]) {
+    pub(super) fn decapsulate(&mut self, tunnel: TunnelId, packet: &[u8]) {
         let Ok(view) = IpPacket::new_checked(packet) else {
             count_drop(&mut self.stats, DropCause::Malformed);
             return;

@@ -497,12 +497,38 @@ impl super::Edge {
     /// request at that address, or else the egress policy (loopback, private, link-local
     /// and metadata addresses refused unless configured).
     pub(super) fn permits(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
-        let query = self.rule_query(request);
+        self.permits_named(request, ip, None)
+    }
+
+    /// [`permits`](Self::permits) with the server name a flow inside the tunnel asked for
+    /// (a QUIC `ClientHello`'s SNI inside a CONNECT-IP tunnel), when one was read.
+    pub(super) fn permits_named(
+        &self,
+        request: &EdgeRequest,
+        ip: IpAddr,
+        sni: Option<&str>,
+    ) -> bool {
+        let query = Query {
+            sni: sni.or(request.sni.as_deref()),
+            ..self.rule_query(request)
+        };
         match self.rules.on_address(&query, ip) {
             Some(EdgeAction::Allow) => true,
             Some(EdgeAction::Deny) => false,
             None => self.egress.check(ip).is_ok(),
         }
+    }
+
+    /// Whether a rule on the server name comes before the first rule that matches
+    /// `request` at `ip` without one: only the name can decide a packet to `ip` then. Such
+    /// packets pass the per-packet checks and are judged per flow, with the name their flow
+    /// asks for if it is QUIC (`endpoint::ip_sniff`).
+    pub(super) fn needs_sni(&self, request: &EdgeRequest, ip: IpAddr) -> bool {
+        let query = Query {
+            addr: Some(ip),
+            ..self.rule_query(request)
+        };
+        self.rules.on_request(&query).needs_sni
     }
 
     /// What the rules see of a request. Its identity is the client certificate's when

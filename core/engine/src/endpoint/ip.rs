@@ -18,7 +18,7 @@
 //!   edge sends come as [`Event::IpTunnelConfigured`] and are read with
 //!   [`Endpoint::ip_tunnel_addresses`] and [`Endpoint::ip_tunnel_routes`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ use veil_proto::masque::ip::{
 };
 use veil_proto::varint::VarInt;
 
+use super::ip_sniff::{FlowDecision, HeldFlow};
 use super::{Endpoint, RoleState};
 use crate::error::{OpenError, TunnelError};
 use crate::ip::flows::FlowTable;
@@ -61,6 +62,12 @@ pub(super) struct IpTunnel {
     /// Edge with `EdgeConfig::ip_decap`: the flows taken out of this tunnel, by 5-tuple
     /// (`endpoint::decap`); `None` otherwise.
     pub(super) decap: Option<HashMap<FlowKey, IpFlowId>>,
+    /// Edge: new QUIC flows whose packets wait for the rest of their `ClientHello`
+    /// (`endpoint::ip_sniff`), at most `ip_sniff::MAX_HELD_FLOWS`.
+    pub(super) sniffing: HashMap<FlowKey, Box<HeldFlow>>,
+    /// Edge, `tun` off-ramp: packets of flows judged after they were held, which
+    /// `tunnel_recv_packet` returns before any other.
+    pub(super) released: VecDeque<Vec<u8>>,
 }
 
 impl IpTunnel {
@@ -73,6 +80,8 @@ impl IpTunnel {
             addresses: Vec::new(),
             flows,
             decap: None,
+            sniffing: HashMap::new(),
+            released: VecDeque::new(),
         }
     }
 
@@ -265,6 +274,9 @@ impl Endpoint {
             return Err(TunnelError::NotIp);
         }
         loop {
+            if let Some(len) = self.recv_released(tunnel, out)? {
+                return Ok(Some(len));
+            }
             let Some(len) = self.tunnel_recv_datagram(tunnel, out)? else {
                 return Ok(None);
             };
@@ -310,7 +322,11 @@ impl Endpoint {
                     packet,
                     edge.ip_pool.addresses_of(tunnel),
                     ip.reach(),
-                    |dest| request.is_some_and(|r| edge.permits(r, dest)),
+                    // A destination a rule on `sni` may decide is judged per flow, with
+                    // the name (`flow_verdict`).
+                    |dest| {
+                        request.is_some_and(|r| edge.permits(r, dest) || edge.needs_sni(r, dest))
+                    },
                     |v6| pool.gateway(v6),
                     &mut answer,
                     &mut self.icmp_limiter,
@@ -324,9 +340,11 @@ impl Endpoint {
             }
         };
         let outcome = match outcome {
-            Outcome::Forward if self.flow_verdict(tunnel, packet) == IpFlowVerdict::Refuse => {
-                Outcome::Drop(DropCause::FlowRefused)
-            }
+            Outcome::Forward => match self.flow_verdict(tunnel, packet) {
+                FlowDecision::Pass => Outcome::Forward,
+                FlowDecision::Refuse => Outcome::Drop(DropCause::FlowRefused),
+                FlowDecision::Held => return Err(None),
+            },
             other => other,
         };
         match outcome {
@@ -340,15 +358,59 @@ impl Endpoint {
     }
 
     /// Edge: the verdict on the flow of a packet the client sent and the checks passed:
-    /// the one remembered, or, for a new flow, the `ip_flow` hook's (then remembered).
-    /// Packets of no flow (ICMP errors, fragments, other protocols) pass; so does
-    /// everything on a client.
-    fn flow_verdict(&mut self, tunnel: TunnelId, packet: &[u8]) -> IpFlowVerdict {
+    /// the one remembered, or, for a new flow, the rules on `sni` and the `ip_flow`
+    /// hook's (then remembered), or that the packet is held while its flow's name comes
+    /// in (`endpoint::ip_sniff`). Packets of no flow (ICMP errors, fragments, other
+    /// protocols) pass unless a rule on `sni` refuses their destination without a name;
+    /// so does everything on a client.
+    fn flow_verdict(&mut self, tunnel: TunnelId, packet: &[u8]) -> FlowDecision {
+        let RoleState::Edge(edge) = &self.role else {
+            return FlowDecision::Pass;
+        };
+        let Some(view) = veil_proto::ip::IpPacket::new_checked(packet).ok() else {
+            return FlowDecision::Pass; // not reached: `edge_from_client` parsed it
+        };
+        let Some(entry) = self.tunnels.get_mut(&tunnel) else {
+            return FlowDecision::Pass;
+        };
+        let (Some(ip), Some(request)) = (entry.ip.as_deref_mut(), entry.request.as_deref()) else {
+            return FlowDecision::Pass;
+        };
+        let destination = view.destination();
+        let needs_sni = edge.needs_sni(request, destination);
+        let Some(key) = view.flow_key() else {
+            return if needs_sni && !edge.permits(request, destination) {
+                FlowDecision::Refuse
+            } else {
+                FlowDecision::Pass
+            };
+        };
+        if let Some(verdict) = ip.flows.touch(&key, self.clock) {
+            return verdict.into();
+        }
+        if ip.sniffing.contains_key(&key) {
+            return self.sniff_held_flow(tunnel, key, packet);
+        }
+        if needs_sni || self.policy.ip_flow_wants_sni() {
+            return self.sniff_new_flow(tunnel, key, packet);
+        }
+        self.judge_flow(tunnel, packet, None).into()
+    }
+
+    /// Edge: judges the new flow whose first packet is `packet` (the checks passed), with
+    /// the server name its QUIC client asked for if one was read: the rules on `sni` when
+    /// one may decide its destination, then the `ip_flow` hook; remembers the verdict.
+    pub(super) fn judge_flow(
+        &mut self,
+        tunnel: TunnelId,
+        packet: &[u8],
+        sni: Option<&str>,
+    ) -> IpFlowVerdict {
         let RoleState::Edge(edge) = &self.role else {
             return IpFlowVerdict::Pass;
         };
         let Some(view) = veil_proto::ip::IpPacket::new_checked(packet).ok() else {
-            return IpFlowVerdict::Pass; // not reached: `edge_from_client` parsed it
+            return IpFlowVerdict::Pass;
         };
         let Some(key) = view.flow_key() else {
             return IpFlowVerdict::Pass;
@@ -360,9 +422,6 @@ impl Endpoint {
             return IpFlowVerdict::Pass;
         };
         let now = self.clock;
-        if let Some(verdict) = ip.flows.touch(&key, now) {
-            return verdict;
-        }
         let payload = match view.transport() {
             veil_proto::ip::Transport::Udp(udp) => udp.payload(),
             veil_proto::ip::Transport::Tcp(tcp) => tcp.payload(),
@@ -371,22 +430,30 @@ impl Endpoint {
             }
             _ => &[],
         };
-        let query = IpFlowQuery {
-            tunnel,
-            client: request.client,
-            token_name: edge.token_name(request.client.token_index),
-            certificate_identity: request.certificate_identity.as_deref(),
-            tunnel_tags: &request.tags,
-            protocol: key.protocol,
-            source: key.source,
-            destination: key.destination,
-            packet_len: packet.len(),
-            payload: payload
-                .get(..IpFlowQuery::PAYLOAD_PREFIX)
-                .unwrap_or(payload),
-        };
+        let destination = key.destination.ip();
         let mut tags = Tags::new();
-        let verdict = self.policy.ip_flow(&query, &mut tags);
+        let verdict = if edge.needs_sni(request, destination)
+            && !edge.permits_named(request, destination, sni)
+        {
+            IpFlowVerdict::Refuse
+        } else {
+            let query = IpFlowQuery {
+                tunnel,
+                client: request.client,
+                token_name: edge.token_name(request.client.token_index),
+                certificate_identity: request.certificate_identity.as_deref(),
+                tunnel_tags: &request.tags,
+                protocol: key.protocol,
+                source: key.source,
+                destination: key.destination,
+                packet_len: packet.len(),
+                payload: payload
+                    .get(..IpFlowQuery::PAYLOAD_PREFIX)
+                    .unwrap_or(payload),
+                sni,
+            };
+            self.policy.ip_flow(&query, &mut tags)
+        };
         let inserted = ip.flows.insert(key, verdict, now);
         self.stats.ip_flows += 1;
         if inserted.evicted {
@@ -397,11 +464,38 @@ impl Endpoint {
             protocol = ?key.protocol,
             source = %key.source,
             destination = %key.destination,
+            sni,
             ?verdict,
             %tags,
             "new IP flow"
         );
         verdict
+    }
+
+    /// Edge: moves the next packet a held flow released into `out` (`tun` off-ramp).
+    fn recv_released(
+        &mut self,
+        tunnel: TunnelId,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, TunnelError> {
+        let Some(released) = self
+            .tunnels
+            .get_mut(&tunnel)
+            .and_then(|t| t.ip.as_deref_mut())
+            .map(|ip| &mut ip.released)
+        else {
+            return Ok(None);
+        };
+        let Some(packet) = released.front() else {
+            return Ok(None);
+        };
+        let len = packet.len();
+        out.get_mut(..len)
+            .ok_or(TunnelError::BufferTooSmall { needed: len })?
+            .copy_from_slice(packet);
+        released.pop_front();
+        self.stats.ip_packets_forwarded += 1;
+        Ok(Some(len))
     }
 
     /// Edge: a packet from the off-ramp (a TUN device, a decapsulated flow's answer) to

@@ -100,7 +100,8 @@ pub(crate) enum DropCause {
     TooBig,
     /// An ICMP error was due, but the rate limit refused it.
     RateLimited,
-    /// Of a flow the `ip_flow` hook refused.
+    /// Of a flow the `ip_flow` hook or a rule on `sni` refused (inside CONNECT-IP: the
+    /// SNI of its QUIC Initial packets, `endpoint::ip_sniff`).
     FlowRefused,
     /// Decapsulating edge: a fragment, which it never reassembles.
     Fragment,

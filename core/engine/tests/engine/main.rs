@@ -15,6 +15,7 @@ mod idle;
 mod ip;
 mod ip_decap;
 mod ip_flow;
+mod ip_sniff;
 mod migration;
 mod policy;
 mod raw;

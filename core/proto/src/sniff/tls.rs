@@ -3,6 +3,12 @@
 //! The walk reads each field once, in order, and decides from what it has read: the first
 //! malformed field gives [`Sniffed::Nothing`], the end of the input before a decision
 //! [`Sniffed::NeedMore`], the first `host_name` the answer. Fields after it are not read.
+//! So the prefix property holds for both entry points: every prefix of an input sniffs to
+//! [`Sniffed::NeedMore`] or to the same answer as the whole.
+//!
+//! Two framings share the walk ([`Framing`]): TLS over TCP carries the handshake message
+//! in records ([`sniff`]); QUIC carries it bare, in CRYPTO frames that the caller has put
+//! back in order ([`sniff_handshake`]).
 
 use super::Sniffed;
 use super::name::dns_name;
@@ -31,12 +37,40 @@ enum Stop {
 
 type Step<T> = Result<T, Stop>;
 
+/// How the handshake message lies in the input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// In TLS records (TLS over TCP).
+    Records,
+    /// Bare: the input is the handshake stream itself (QUIC's CRYPTO frames, RFC 9001 §4).
+    Bare,
+}
+
 /// Sniffs input that starts with a handshake record.
 pub(super) fn sniff(input: &[u8]) -> Sniffed<'_> {
+    walk(input, Framing::Records)
+}
+
+/// Sniffs input that starts with the handshake message itself, without a record layer:
+/// the handshake stream that QUIC's CRYPTO frames carry.
+//# RFC 9001 §4: "QUIC carries TLS handshake data in CRYPTO frames [...]. Unlike TLS over
+//# TCP, QUIC applications that want to send data do not send it using TLS Application
+//# Data records."
+pub(super) fn sniff_handshake(input: &[u8]) -> Sniffed<'_> {
+    walk(input, Framing::Bare)
+}
+
+fn walk(input: &[u8], framing: Framing) -> Sniffed<'_> {
     let mut message = Message {
         input,
         at: 0,
-        record_left: 0,
+        // Bare input is one fragment as long as the input: `record_left` never runs out
+        // before the input does, and a read past the input is `NeedMore` as in a record.
+        record_left: match framing {
+            Framing::Records => 0,
+            Framing::Bare => usize::MAX,
+        },
+        framing,
     };
     match client_hello_server_name(&mut message) {
         Ok(name) => dns_name(name).map_or(Sniffed::Nothing, Sniffed::TlsServerName),
@@ -52,8 +86,9 @@ struct Message<'a> {
     input: &'a [u8],
     /// The next byte to read in `input`.
     at: usize,
-    /// Bytes of the current record's fragment not read yet.
+    /// Bytes of the current record's fragment not read yet (bare input: `usize::MAX`).
     record_left: usize,
+    framing: Framing,
 }
 
 impl<'a> Message<'a> {
@@ -91,6 +126,9 @@ impl<'a> Message<'a> {
     /// Makes sure the current record has a byte left, opening the next one if not.
     fn ensure_record(&mut self) -> Step<()> {
         if self.record_left == 0 {
+            if self.framing == Framing::Bare {
+                return Err(Stop::Nothing); // not reached: 2^64 bytes read
+            }
             self.next_record()?;
         }
         Ok(())
