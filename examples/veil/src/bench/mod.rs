@@ -21,6 +21,7 @@
 //! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
 //! offered loads.
 
+mod ip_load;
 mod load;
 mod procs;
 mod raw;

@@ -72,7 +72,8 @@ pub(crate) struct Client {
     pub(crate) udp_forward: Option<SocketAddr>,
 }
 
-/// Starts `veil server` on a loopback port, allowed to dial loopback targets.
+/// Starts `veil server` on a loopback port, allowed to dial loopback targets, with a
+/// CONNECT-IP pool (the `decap` off-ramp, which needs no privileges).
 pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
     let args = [
         "server",
@@ -82,6 +83,9 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
         "127.0.0.0/8",
         "--drain-timeout-ms",
         DRAIN_MS,
+        // CONNECT-IP for `veil bench udp --paths ip`, through the `decap` off-ramp.
+        "--ip-pool",
+        super::ip_load::POOL,
     ];
     let (process, lines) = spawn("edge", config, &args, 2)?;
     let addr = field(&lines, "veil: edge listening on ")?.parse()?;

@@ -9,6 +9,10 @@
 //! - *proxied*: the generator's UDP socket → `veil client --udp-forward` → one CONNECT-UDP
 //!   tunnel (HTTP datagrams in QUIC DATAGRAM frames) → `veil server` → UDP → the same echo
 //!   server, and back the same way.
+//! - *ip*: the generator's UDP packets, IP headers and all, in one CONNECT-IP tunnel from
+//!   a client node in the bench process → the same `veil server`, whose `decap` off-ramp
+//!   sends each payload from a UDP socket → the same echo server; the echoes come back as
+//!   IP packets ([`super::ip_load`]).
 //!
 //! For each offered rate every path runs back to back (one round), `--rounds` times; each
 //! cell of the table is the round with the median echo rate. Then `--pings` round trips,
@@ -23,6 +27,7 @@ use anyhow::{Context, ensure};
 use clap::{Args, ValueEnum};
 use veil_engine::QuicConfig;
 
+use super::ip_load::IpLoad;
 use super::load::{Mode, Step, StepResult};
 use super::raw_dgram::RawDgramPair;
 use super::udp::{EchoServer, UdpLoad};
@@ -72,6 +77,8 @@ pub enum UdpRoute {
     Raw,
     /// UDP → veil client --udp-forward → CONNECT-UDP → veil server → UDP echo server.
     Proxied,
+    /// IP packets → CONNECT-IP → veil server (decap) → UDP echo server.
+    Ip,
 }
 
 impl UdpRoute {
@@ -80,6 +87,7 @@ impl UdpRoute {
             Self::Direct => "direct UDP",
             Self::Raw => "raw QUIC DATAGRAM",
             Self::Proxied => "proxied (CONNECT-UDP)",
+            Self::Ip => "CONNECT-IP (decap)",
         }
     }
 }
@@ -88,6 +96,7 @@ impl UdpRoute {
 enum Driver {
     Udp(UdpLoad),
     Raw(RawDgramPair),
+    Ip(IpLoad),
 }
 
 impl Driver {
@@ -95,6 +104,7 @@ impl Driver {
         match self {
             Self::Udp(load) => load.run(step).await,
             Self::Raw(pair) => pair.run(step).await,
+            Self::Ip(load) => load.run(step).await,
         }
     }
 }
@@ -122,7 +132,11 @@ pub(crate) async fn run(
     );
     println!("veil bench udp: {}", machine());
     let echo = EchoServer::start()?;
-    let (edge, client) = if args.paths.contains(&UdpRoute::Proxied) {
+    let needs_veil = args
+        .paths
+        .iter()
+        .any(|path| matches!(path, UdpRoute::Proxied | UdpRoute::Ip));
+    let (edge, client) = if needs_veil {
         let (edge, client) = start_veil(config, echo.addr).await?;
         (Some(edge), Some(client))
     } else {
@@ -134,7 +148,7 @@ pub(crate) async fn run(
     processes.extend(client.as_ref().map(|c| Some(c.process.pid())));
     processes.extend(edge.as_ref().map(|e| Some(e.process.pid())));
     let forward = client.as_ref().and_then(|c| c.udp_forward);
-    let mut drivers = start_drivers(args, quic, echo.addr, forward).await?;
+    let mut drivers = start_drivers(args, quic, echo.addr, forward, edge.as_ref()).await?;
 
     let report = measure(args, &mut drivers, &processes).await?;
     println!("\n{report}");
@@ -183,6 +197,7 @@ async fn start_drivers(
     quic: &QuicConfig,
     echo: SocketAddr,
     forward: Option<SocketAddr>,
+    edge: Option<&procs::Edge>,
 ) -> anyhow::Result<Vec<(UdpRoute, Driver)>> {
     let mut drivers: Vec<(UdpRoute, Driver)> = Vec::new();
     for &route in &args.paths {
@@ -195,6 +210,10 @@ async fn start_drivers(
             UdpRoute::Proxied => {
                 let forward = forward.context("the client has no UDP forward")?;
                 Driver::Udp(UdpLoad::start("udp-load-proxied", forward)?)
+            }
+            UdpRoute::Ip => {
+                let edge = edge.context("no edge runs")?;
+                Driver::Ip(IpLoad::start(quic, edge.addr, &edge.pin, echo).await?)
             }
         };
         drivers.push((route, driver));
@@ -289,9 +308,11 @@ fn load_table(args: &UdpArgs, routes: &[UdpRoute], samples: &[Vec<Vec<Sample>>])
     // Best echo rate of each path over the loads, and the raw path's echo rate per load.
     let mut best = vec![0.0f64; routes.len()];
     let mut ratios = Vec::new();
+    let mut ip_ratios = Vec::new();
     for (&rate, per_path) in args.rates.iter().zip(samples) {
         let mut raw_rate = None;
         let mut proxied_rate = None;
+        let mut ip_rate = None;
         for ((route, kept), best) in routes.iter().zip(per_path).zip(&mut best) {
             let Some(sample) = median_sample(kept) else {
                 continue;
@@ -301,6 +322,7 @@ fn load_table(args: &UdpArgs, routes: &[UdpRoute], samples: &[Vec<Vec<Sample>>])
             match route {
                 UdpRoute::Raw => raw_rate = Some(r.echoed_per_s()),
                 UdpRoute::Proxied => proxied_rate = Some(r.echoed_per_s()),
+                UdpRoute::Ip => ip_rate = Some(r.echoed_per_s()),
                 UdpRoute::Direct => {}
             }
             let _ = writeln!(
@@ -319,16 +341,23 @@ fn load_table(args: &UdpArgs, routes: &[UdpRoute], samples: &[Vec<Vec<Sample>>])
         if let (Some(raw), Some(proxied)) = (raw_rate, proxied_rate) {
             ratios.push((rate, proxied / raw.max(1e-9)));
         }
+        if let (Some(raw), Some(ip)) = (raw_rate, ip_rate) {
+            ip_ratios.push((rate, ip / raw.max(1e-9)));
+        }
     }
     out.push('\n');
     let raw_best = routes
         .iter()
         .position(|r| *r == UdpRoute::Raw)
         .and_then(|i| best.get(i).copied());
-    let proxied_best = routes
-        .iter()
-        .position(|r| *r == UdpRoute::Proxied)
-        .and_then(|i| best.get(i).copied());
+    let best_of = |route: UdpRoute| {
+        routes
+            .iter()
+            .position(|r| *r == route)
+            .and_then(|i| best.get(i).copied())
+    };
+    let proxied_best = best_of(UdpRoute::Proxied);
+    let ip_best = best_of(UdpRoute::Ip);
     for (route, best) in routes.iter().zip(&best) {
         let _ = writeln!(
             out,
@@ -337,17 +366,7 @@ fn load_table(args: &UdpArgs, routes: &[UdpRoute], samples: &[Vec<Vec<Sample>>])
             *best * f64::from(u32::try_from(args.payload).unwrap_or(u32::MAX)) * 8.0 / 1e6
         );
     }
-    if !ratios.is_empty() {
-        let list: Vec<String> = ratios
-            .iter()
-            .map(|(rate, ratio)| format!("{rate} pps: {ratio:.2}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "- proxied ÷ raw QUIC DATAGRAM, echo rate at each load: {}",
-            list.join(", ")
-        );
-    }
+    write_ratios(&mut out, "proxied", &ratios);
     if let (Some(raw), Some(proxied)) = (raw_best, proxied_best) {
         let ratio = proxied / raw.max(1e-9);
         let _ = writeln!(
@@ -356,8 +375,39 @@ fn load_table(args: &UdpArgs, routes: &[UdpRoute], samples: &[Vec<Vec<Sample>>])
             verdict(ratio >= AIM_RATIO)
         );
     }
+    write_ratios(&mut out, "CONNECT-IP", &ip_ratios);
+    if let (Some(raw), Some(ip)) = (raw_best, ip_best) {
+        let _ = writeln!(
+            out,
+            "- CONNECT-IP ÷ raw QUIC DATAGRAM, best echo rates: **{:.2}**",
+            ip / raw.max(1e-9)
+        );
+    }
+    if let (Some(proxied), Some(ip)) = (proxied_best, ip_best) {
+        let _ = writeln!(
+            out,
+            "- CONNECT-IP ÷ CONNECT-UDP, best echo rates: **{:.2}**",
+            ip / proxied.max(1e-9)
+        );
+    }
     out.push('\n');
     out
+}
+
+/// `- WHAT ÷ raw QUIC DATAGRAM, echo rate at each load: ...`, when there are any.
+fn write_ratios(out: &mut String, what: &str, per_load: &[(u64, f64)]) {
+    if per_load.is_empty() {
+        return;
+    }
+    let list: Vec<String> = per_load
+        .iter()
+        .map(|(rate, ratio)| format!("{rate} pps: {ratio:.2}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "- {what} ÷ raw QUIC DATAGRAM, echo rate at each load: {}",
+        list.join(", ")
+    );
 }
 
 fn ping_table(args: &UdpArgs, pings: &[(UdpRoute, StepResult)]) -> String {
