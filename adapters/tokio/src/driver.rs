@@ -678,11 +678,23 @@ impl Driver {
         };
         port.release();
         let sent = if self.ip_tunnels.contains_key(&tunnel) {
-            // The engine decrements the hop limit in place.
+            // The engine decrements the hop limit in place, and answers a packet too big
+            // for the tunnel with ICMP, which goes back to the device like a received one.
             self.packet_buf.clear();
             self.packet_buf.extend_from_slice(payload);
-            self.endpoint
-                .tunnel_send_packet(tunnel, &mut self.packet_buf)
+            match self.endpoint.tunnel_send_packet_or_answer(
+                tunnel,
+                &mut self.packet_buf,
+                &mut self.icmp_buf,
+            ) {
+                Ok(veil_engine::IpDelivery::Answer { len }) => {
+                    let answer = self.icmp_buf.get(..len).unwrap_or_default();
+                    port.deliver(Bytes::copy_from_slice(answer));
+                    Ok(false)
+                }
+                Ok(delivery) => Ok(matches!(delivery, veil_engine::IpDelivery::Sent(_))),
+                Err(e) => Err(e),
+            }
         } else {
             self.endpoint.tunnel_send_datagram(tunnel, payload)
         };

@@ -550,6 +550,41 @@ fn check_refusals(net: &Net, veil: &Veil) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A device MTU above what the tunnel carries (an operator's, or a path that shrank): the
+/// client answers a packet too big for the tunnel with ICMP Fragmentation Needed / Packet
+/// Too Big carrying the tunnel's limit, which ping (Don't Fragment, `-M do`) reports.
+fn check_too_big(net: &Net, veil: &Veil) -> anyhow::Result<()> {
+    let client = net.client()?;
+    let mtu = client.ip(&["-o", "link", "show", "dev", "veil0"])?;
+    client.ip(&["link", "set", "dev", "veil0", "mtu", "1500"])?;
+    for args in [
+        &["-M", "do", "-s", "1450", "-c", "1", "-W", "2", "10.200.0.2"][..],
+        &[
+            "-6",
+            "-M",
+            "do",
+            "-s",
+            "1430",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "fd00:200::2",
+        ][..],
+    ] {
+        let out = ping(client, args)?;
+        let text = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+        ensure!(
+            !out.status.success() && (text.contains("frag needed") || text.contains("too big")),
+            "ping {} over a 1500-byte device: exit {}, no \"too big\" answer:\n{text}\n{mtu}\n{}",
+            args.join(" "),
+            out.code(),
+            veil.diagnostics()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn ping_dig_and_curl_reach_the_target_through_a_connect_ip_tunnel() -> anyhow::Result<()> {
     if let Some(why) = skip_reason() {
@@ -578,6 +613,7 @@ fn ping_dig_and_curl_reach_the_target_through_a_connect_ip_tunnel() -> anyhow::R
     check_small_traffic(&net, &veil, &target)?;
     check_big_download(&net, &veil, &dir, &served_sum)?;
     check_refusals(&net, &veil)?;
+    check_too_big(&net, &veil)?;
 
     let forwarded = veil.edge_metric(&net, "veil_ip_packets_forwarded_total")?;
     ensure!(

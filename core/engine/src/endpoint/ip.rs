@@ -254,6 +254,46 @@ impl Endpoint {
         sent
     }
 
+    /// Client: [`tunnel_send_packet`](Self::tunnel_send_packet), but a packet too big
+    /// for the tunnel's path now is answered instead of dropped: ICMP Fragmentation Needed
+    /// or Packet Too Big with the tunnel's real limit, written into `answer` for the host's
+    /// device (give it [`veil_proto::ip::ICMPV6_ERROR_MAX_LEN`] bytes), so that the host
+    /// lowers its path MTU at once rather than after its own probing times out. (The
+    /// device's MTU follows the tunnel's limit, but the limit can shrink after it is set.)
+    pub fn tunnel_send_packet_or_answer(
+        &mut self,
+        tunnel: TunnelId,
+        packet: &mut [u8],
+        answer: &mut [u8],
+    ) -> Result<IpDelivery, TunnelError> {
+        if matches!(self.role, RoleState::Client(_)) {
+            if let Some(max_len) = self.tunnel_max_datagram_payload(tunnel) {
+                match forward::client_too_big(
+                    packet,
+                    max_len,
+                    answer,
+                    &mut self.icmp_limiter,
+                    self.clock,
+                ) {
+                    Outcome::Forward => {}
+                    Outcome::Answer { len } => {
+                        self.stats.ip_icmp_answers += 1;
+                        return Ok(IpDelivery::Answer { len });
+                    }
+                    Outcome::Drop(cause) => {
+                        count_drop(&mut self.stats, cause);
+                        return Ok(IpDelivery::Dropped);
+                    }
+                }
+            }
+        }
+        Ok(if self.tunnel_send_packet(tunnel, packet)? {
+            IpDelivery::Sent(tunnel)
+        } else {
+            IpDelivery::Dropped
+        })
+    }
+
     /// Moves the next IP packet the peer sent on an IP tunnel into `out`, skipping (and
     /// counting) the ones its role's checks drop. On the edge a packet that must be
     /// answered (hop limit expired, destination forbidden) is answered into the tunnel

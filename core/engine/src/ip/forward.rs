@@ -399,6 +399,47 @@ pub(crate) fn edge_to_client(
     }
 }
 
+/// The client's answer to a packet its host sent that the tunnel cannot carry now: longer
+/// than `max_len`, the largest datagram payload of the tunnel's path. An ICMP
+/// Fragmentation Needed (IPv4 with Don't Fragment) or Packet Too Big (IPv6) carrying that
+/// limit, for the host's device, so that its stack lowers the path MTU; or a drop under
+/// [`DropCause::TooBig`] (an IPv4 packet that may be fragmented, which veil does not do;
+/// an ICMP error itself), or [`DropCause::RateLimited`].
+///
+/// The error comes "from" the packet's destination: the client owns no address on the far
+/// side of the tunnel, and the host's own address as the source would make its kernel
+/// drop the error as a martian. The host matches the error by the packet it quotes.
+//# RFC 9484 §10.1: "In this scenario, the endpoint SHOULD drop the IP packet and send an
+//# ICMP Packet Too Big message to the sender of the dropped packet; see Section 3.2 of
+//# [ICMPv6]."
+pub(crate) fn client_too_big(
+    packet: &[u8],
+    max_len: usize,
+    answer: &mut [u8],
+    limiter: &mut IcmpLimiter,
+    now: Instant,
+) -> Outcome {
+    let Some(parsed) = parse_whole(packet) else {
+        return Outcome::Drop(DropCause::Malformed);
+    };
+    if packet.len() <= max_len {
+        return Outcome::Forward;
+    }
+    if parsed.version() == IpVersion::V4 && !parsed.dont_fragment() {
+        return Outcome::Drop(DropCause::TooBig);
+    }
+    let from = parsed.destination();
+    icmp_answer(
+        &parsed,
+        Icmp::TooBig(max_len),
+        DropCause::TooBig,
+        |_| Some(from),
+        answer,
+        limiter,
+        now,
+    )
+}
+
 /// The client's check of a packet it is about to send into the tunnel: from one of the
 /// addresses the edge assigned (`assigned`), to a destination in a route the edge
 /// advertised (`routes`) for the packet's protocol.
@@ -1060,6 +1101,52 @@ mod tests {
         assert_eq!((source, destination), (ip("2001:db8::1"), ip(CLIENT6)));
         assert_eq!((icmp.icmp_type(), icmp.code()), (1, 1));
         assert_eq!(icmp.payload(), &original[..]);
+    }
+
+    #[test]
+    fn the_client_answers_too_big_packets_with_the_limit_from_their_destination() {
+        let mut answer = [0; 1280];
+        let mut limiter = limiter();
+        let now = Instant::now();
+        let mut too_big = |packet: &[u8], max_len: usize, answer: &mut [u8]| {
+            client_too_big(packet, max_len, answer, &mut limiter, now)
+        };
+        let packet = udp4(CLIENT4, REMOTE4, 64);
+        assert_eq!(
+            too_big(&packet, packet.len(), &mut answer),
+            Outcome::Forward
+        );
+        let Outcome::Answer { len } = too_big(&packet, packet.len() - 1, &mut answer) else {
+            panic!("no answer");
+        };
+        let (from, to, icmp) = icmp_of(&answer[..len]);
+        assert_eq!((from, to), (ip(REMOTE4), ip(CLIENT4)));
+        assert_eq!((icmp.icmp_type(), icmp.code()), (3, 4));
+        // Without Don't Fragment the host never learns from an error: dropped.
+        let mut may_fragment = packet.clone();
+        may_fragment[6] = 0;
+        may_fragment[10..12].fill(0);
+        let checksum = internet_checksum(&may_fragment[..20]);
+        may_fragment[10..12].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(
+            too_big(&may_fragment, packet.len() - 1, &mut answer),
+            Outcome::Drop(DropCause::TooBig)
+        );
+        // An ICMP error is never answered with another.
+        let mut unreachable = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        unreachable.extend(&udp4(REMOTE4, CLIENT4, 60)[..28]);
+        let error = ipv4(CLIENT4, REMOTE4, 64, protocol::ICMP, &unreachable);
+        assert!(matches!(
+            too_big(&error, error.len() - 1, &mut answer),
+            Outcome::Drop(_)
+        ));
+        let packet = udp6(CLIENT6, REMOTE6, 64);
+        let Outcome::Answer { len } = too_big(&packet, packet.len() - 1, &mut answer) else {
+            panic!("no answer over IPv6");
+        };
+        let (from, to, icmp) = icmp_of(&answer[..len]);
+        assert_eq!((from, to), (ip(REMOTE6), ip(CLIENT6)));
+        assert_eq!((icmp.icmp_type(), icmp.code()), (2, 0));
     }
 
     #[test]

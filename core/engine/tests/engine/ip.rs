@@ -393,6 +393,77 @@ fn a_packet_too_big_for_the_tunnel_gets_packet_too_big_with_the_real_limit() {
 }
 
 #[test]
+fn the_client_answers_a_packet_too_big_for_the_tunnel_with_the_real_limit() {
+    fn nothing(_: IpAddr) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    let mut net = pair(&["10.89.0.0/24", "fd00:89::/64"], QuicConfig::default());
+    let mut client = IpClient::new(Scope::ANY, nothing, 0);
+    let mut edge = IpEdge::default();
+    assert!(net.run_until(&mut client, &mut edge, BUDGET, |c, _| {
+        c.addresses.len() == 2 && !c.routes.is_empty()
+    }));
+    let tunnel = client.tunnel.expect("open");
+    let limit = net
+        .client
+        .tunnel_max_datagram_payload(tunnel)
+        .expect("an open tunnel");
+    let v4 = client.v4().expect("v4");
+    let v6 = client
+        .addresses
+        .iter()
+        .map(IpPrefix::addr)
+        .find(IpAddr::is_ipv6)
+        .expect("v6");
+    for (source, destination, header) in [
+        (SocketAddr::new(v4, 9), addr("8.8.8.8:53"), 28),
+        (
+            SocketAddr::new(v6, 9),
+            addr("[2001:4860:4860::8888]:53"),
+            48,
+        ),
+    ] {
+        for (len, fits) in [(limit, true), (limit + 1, false)] {
+            let mut packet = udp(source, destination, &vec![7; len - header]);
+            assert_eq!(packet.len(), len);
+            let mut answer = vec![0; veil_proto::ip::ICMPV6_ERROR_MAX_LEN];
+            match net
+                .client
+                .tunnel_send_packet_or_answer(tunnel, &mut packet, &mut answer)
+                .expect("an IP tunnel")
+            {
+                IpDelivery::Sent(to) if fits => assert_eq!(to, tunnel),
+                IpDelivery::Answer { len: icmp_len } if !fits => {
+                    let view = IpPacket::new_checked(&answer[..icmp_len]).expect("icmp");
+                    // From the destination, to the host that sent the packet.
+                    assert_eq!(view.source(), destination.ip());
+                    assert_eq!(view.destination(), source.ip());
+                    let (message, mtu) = match view.transport() {
+                        // Fragmentation Needed: the next-hop MTU in the low 16 bits of word 2.
+                        Transport::Icmpv4(message) => {
+                            assert_eq!((message.icmp_type(), message.code()), (3, 4));
+                            let rest = message.rest_of_header();
+                            (message, usize::from(u16::from_be_bytes([rest[2], rest[3]])))
+                        }
+                        // Packet Too Big: the MTU is the whole of word 2.
+                        Transport::Icmpv6(message) => {
+                            assert_eq!((message.icmp_type(), message.code()), (2, 0));
+                            let rest = message.rest_of_header();
+                            let mtu = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                            (message, usize::try_from(mtu).expect("mtu"))
+                        }
+                        _ => panic!("not ICMP"),
+                    };
+                    assert!(message.checksum_valid());
+                    assert_eq!(mtu, limit, "the real limit");
+                }
+                other => panic!("{len} bytes from {source}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn a_pool_runs_out_and_gets_its_addresses_back() {
     fn nothing(_: IpAddr) -> Vec<Vec<u8>> {
         Vec::new()
