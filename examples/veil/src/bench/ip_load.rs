@@ -40,6 +40,8 @@ pub(crate) const POOL: &str = "10.89.0.0/24";
 pub(crate) struct IpLoad {
     jobs: Option<mpsc::UnboundedSender<Job>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The client node's thread, and what stops it.
+    node: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl IpLoad {
@@ -62,23 +64,42 @@ impl IpLoad {
         };
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
-        let thread = spawn_side("ip-load", move || async move {
+        // The client node on a thread of its own, as `veil client` is a process of its own
+        // in the CONNECT-UDP path: the generator does not share its thread.
+        let (tunnel_tx, tunnel_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let node = spawn_side("ip-node", move || async move {
             let node = Node::start(
                 config,
                 veil_tokio::client_bind_addr(edge),
                 Options::default(),
             )?;
             let tunnel = node.opener().open_ip(IpScope::ANY).await?;
+            let _ = tunnel_tx.send(tunnel);
+            let _ = stopped.await;
+            drop(node);
+            Ok(())
+        })?;
+        let thread = spawn_side("ip-load", move || async move {
+            let tunnel = tunnel_rx
+                .await
+                .context("the client node did not open a tunnel")?;
             Box::pin(load_loop(tunnel, target, jobs, ready_tx)).await
         })?;
         let mut load = Self {
             jobs: Some(jobs_tx),
             thread: Some(thread),
+            node: Some((stop, node)),
         };
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(10), ready).await {
             return Ok(load);
         }
         load.jobs = None;
+        if let Some((_, node)) = load.node.take().filter(|(_, node)| node.is_finished()) {
+            if let Ok(Err(e)) = node.join() {
+                return Err(e.context("the CONNECT-IP client node did not start"));
+            }
+        }
         match load.thread.take().map(JoinHandle::join) {
             Some(Ok(Err(e))) => Err(e.context("the CONNECT-IP load did not start")),
             _ => bail!("the CONNECT-IP load: no tunnel with an address within 10 s"),
@@ -109,6 +130,10 @@ impl Drop for IpLoad {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some((stop, node)) = self.node.take() {
+            let _ = stop.send(());
+            let _ = node.join();
         }
     }
 }
