@@ -26,7 +26,7 @@ fn ip(text: &str) -> IpAddr {
     text.parse().expect("address")
 }
 
-fn from4(port: u16) -> SocketAddr {
+pub(crate) fn from4(port: u16) -> SocketAddr {
     SocketAddr::new(ip(CLIENT4), port)
 }
 
@@ -127,10 +127,10 @@ fn tcp_syn(port: u16) -> Vec<u8> {
 /// A client with one IP tunnel that sends what its outbox holds once it has its addresses,
 /// and the `keepalive` packet every `period`.
 #[derive(Default)]
-struct Client {
+pub(crate) struct Client {
     tunnel: Option<TunnelId>,
-    configured: bool,
-    outbox: VecDeque<Vec<u8>>,
+    pub(crate) configured: bool,
+    pub(crate) outbox: VecDeque<Vec<u8>>,
     keepalive: Option<(Vec<u8>, Duration, Option<Instant>)>,
     received: Vec<Vec<u8>>,
     buf: Vec<u8>,
@@ -195,26 +195,26 @@ impl Host for Client {
 
 /// What the edge's host saw of one flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Opened {
-    flow: IpFlowId,
-    tunnel: TunnelId,
-    protocol: IpFlowProtocol,
-    destination: SocketAddr,
+pub(crate) struct Opened {
+    pub(crate) flow: IpFlowId,
+    pub(crate) tunnel: TunnelId,
+    pub(crate) protocol: IpFlowProtocol,
+    pub(crate) destination: SocketAddr,
 }
 
 /// The edge's host: accepts IP tunnels, reads every flow, and (when `answer`) answers each
 /// UDP payload with `re:` and it, and each echo request with a reply carrying another
 /// identifier (a ping socket's) and a wrong checksum.
 #[derive(Default)]
-struct Edge {
-    answer: bool,
-    opened: Vec<Opened>,
-    closed: Vec<IpFlowId>,
-    payloads: HashMap<IpFlowId, Vec<Vec<u8>>>,
-    sent: Vec<bool>,
+pub(crate) struct Edge {
+    pub(crate) answer: bool,
+    pub(crate) opened: Vec<Opened>,
+    pub(crate) closed: Vec<IpFlowId>,
+    pub(crate) payloads: HashMap<IpFlowId, Vec<Vec<u8>>>,
+    pub(crate) sent: Vec<bool>,
     /// Whole packets, when the engine does not decapsulate.
-    packets: Vec<Vec<u8>>,
-    tunnels_closed: Vec<TunnelId>,
+    pub(crate) packets: Vec<Vec<u8>>,
+    pub(crate) tunnels_closed: Vec<TunnelId>,
 }
 
 /// The identifier of the edge host's ping socket.
