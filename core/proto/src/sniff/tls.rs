@@ -56,6 +56,7 @@ pub(super) fn sniff(input: &[u8]) -> Sniffed<'_> {
 //# RFC 9001 §4: "QUIC carries TLS handshake data in CRYPTO frames [...]. Unlike TLS over
 //# TCP, QUIC applications that want to send data do not send it using TLS Application
 //# Data records."
+#[cfg(feature = "quic")]
 pub(super) fn sniff_handshake(input: &[u8]) -> Sniffed<'_> {
     walk(input, Framing::Bare)
 }
