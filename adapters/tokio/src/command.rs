@@ -77,10 +77,11 @@ pub(crate) enum Command {
     },
     /// Edge: packets the IP egress device read (one batch), for `Endpoint::ip_deliver`.
     IpFromDevice { packets: Vec<Vec<u8>> },
-    /// Edge, decap: what a flow's destination answered, for `Endpoint::ip_flow_send`.
-    IpFlowAnswer {
+    /// Edge, decap: what a flow's destination answered (what one read of its socket
+    /// brought), each for `Endpoint::ip_flow_send`.
+    IpFlowAnswers {
         flow: veil_engine::IpFlowId,
-        payload: Vec<u8>,
+        payloads: Vec<Vec<u8>>,
     },
     /// Edge: what a name-scoped IP tunnel's target resolved to.
     IpScopeResolved {

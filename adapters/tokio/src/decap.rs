@@ -9,8 +9,10 @@
 //! The engine decided everything before a flow reaches here (addresses, scope, egress
 //! policy and rules per destination, the `ip_flow` hook); this module only moves payloads:
 //! what the client sent (`Endpoint::ip_flow_recv`) goes out of the flow's socket, what the
-//! socket receives goes back as `Command::IpFlowAnswer` to `Endpoint::ip_flow_send`, which
-//! builds the IP packet. Every queue is bounded and drops, as UDP would.
+//! socket receives goes back as `Command::IpFlowAnswers` to `Endpoint::ip_flow_send`, which
+//! builds the IP packet. Every queue is bounded and drops, as UDP would. A UDP flow's
+//! socket is read and written in batches, as CONNECT-UDP's are (`crate::udp`: `recvmmsg`
+//! with GRO, GSO sends), and each read's datagrams go to the driver as one command.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 use veil_engine::{IpFlowId, IpFlowProtocol};
 
 use crate::command::Command;
+use crate::udp::{self, UdpIo};
 
 /// Payloads from the client that may wait for a flow's socket.
 const FLOW_QUEUE: usize = 256;
@@ -50,12 +53,9 @@ impl DecapFlows {
         self.flows.insert(flow, tx);
         tokio::spawn(async move {
             let result = match protocol {
-                IpFlowProtocol::Udp => {
-                    let socket = udp_socket(destination).map(FlowSocket::plain);
-                    run(flow, socket, rx, &commands).await
-                }
+                IpFlowProtocol::Udp => run_udp(flow, destination, rx, &commands).await,
                 IpFlowProtocol::IcmpEcho => {
-                    run(flow, echo_socket(destination), rx, &commands).await
+                    run_echo(flow, echo_socket(destination), rx, &commands).await
                 }
                 _ => Err(io::Error::other("a flow protocol this host does not carry")),
             };
@@ -88,11 +88,50 @@ impl DecapFlows {
     }
 }
 
-/// A UDP socket connected to `destination`, Don't Fragment set (as CONNECT-UDP's).
-fn udp_socket(destination: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// The most datagrams a UDP flow moves per wake-up each way.
+const BURST: usize = 64;
+
+/// A UDP flow: a socket connected to `destination`, Don't Fragment set (as CONNECT-UDP's),
+/// moving payloads both ways in batches until the flow's channel closes.
+async fn run_udp(
+    flow: IpFlowId,
+    destination: SocketAddr,
+    mut payloads: mpsc::Receiver<Bytes>,
+    commands: &mpsc::UnboundedSender<Command>,
+) -> io::Result<()> {
     let socket = crate::udp_egress::connected_socket(destination, None)?;
     socket.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(socket)
+    let io = UdpIo::from_std(socket)?;
+    let mut batch = Vec::with_capacity(BURST);
+    loop {
+        tokio::select! {
+            taken = payloads.recv_many(&mut batch, BURST) => {
+                if taken == 0 {
+                    return Ok(());
+                }
+                // A full send buffer, a payload over the path MTU (Don't Fragment) or an
+                // ICMP error about an earlier datagram: UDP drops it.
+                udp::send_batched(
+                    &io,
+                    destination,
+                    batch.iter().map(|payload| (&[][..], payload.as_ref())),
+                );
+                batch.clear();
+            }
+            readable = io.readable() => {
+                readable?;
+                let mut answers = Vec::new();
+                udp::drain(&io, BURST, |_, datagram| answers.push(datagram.to_vec()))?;
+                if !answers.is_empty()
+                    && commands
+                        .send(Command::IpFlowAnswers { flow, payloads: answers })
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 /// The socket of an ICMP echo flow to `destination`: a ping socket, or, where this
@@ -250,8 +289,9 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     !u16::try_from(sum).unwrap_or(0xffff)
 }
 
-/// Moves payloads between the flow's channel and its socket until either ends.
-async fn run(
+/// An ICMP echo flow: moves messages between the flow's channel and its socket until either
+/// ends.
+async fn run_echo(
     flow: IpFlowId,
     socket: io::Result<FlowSocket>,
     mut payloads: mpsc::Receiver<Bytes>,
@@ -281,7 +321,8 @@ async fn run(
                     continue;
                 };
                 let payload = payload.to_vec();
-                if commands.send(Command::IpFlowAnswer { flow, payload }).is_err() {
+                let payloads = vec![payload];
+                if commands.send(Command::IpFlowAnswers { flow, payloads }).is_err() {
                     return Ok(());
                 }
             }

@@ -586,9 +586,12 @@ impl Driver {
                     self.packet_from_device(&mut packet);
                 }
             }
-            Command::IpFlowAnswer { flow, payload } => {
-                if let Err(e) = self.endpoint.ip_flow_send(flow, &payload) {
-                    tracing::debug!(?flow, error = %e, "flow answer dropped");
+            Command::IpFlowAnswers { flow, payloads } => {
+                for payload in payloads {
+                    if let Err(e) = self.endpoint.ip_flow_send(flow, &payload) {
+                        tracing::debug!(?flow, error = %e, "flow answer dropped");
+                        break;
+                    }
                 }
             }
             Command::IpScopeResolved { tunnel, result } => {
