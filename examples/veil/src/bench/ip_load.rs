@@ -22,9 +22,7 @@ use veil_tokio::{IpTunnel, Node, Options};
 
 use super::load::{Generator, Step, StepResult};
 use super::raw::{sleep_until, spawn_side};
-
-/// A step to run and where its result goes.
-type Job = (Step, oneshot::Sender<StepResult>);
+use super::step_thread::{Job, StepThread};
 
 /// The source port of the generator's packets inside the tunnel.
 const SOURCE_PORT: u16 = 40_000;
@@ -38,8 +36,7 @@ pub(crate) const POOL: &str = "10.89.0.0/24";
 
 /// A client node with one IP tunnel to the edge, kept for every step of the path.
 pub(crate) struct IpLoad {
-    jobs: Option<mpsc::UnboundedSender<Job>>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    generator: StepThread,
     /// The client node's thread, and what stops it.
     node: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -87,50 +84,31 @@ impl IpLoad {
             Box::pin(load_loop(tunnel, target, jobs, ready_tx)).await
         })?;
         let mut load = Self {
-            jobs: Some(jobs_tx),
-            thread: Some(thread),
+            generator: StepThread::new("CONNECT-IP load generator", jobs_tx, thread),
             node: Some((stop, node)),
         };
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(10), ready).await {
             return Ok(load);
         }
-        load.jobs = None;
         if let Some((_, node)) = load.node.take().filter(|(_, node)| node.is_finished()) {
             if let Ok(Err(e)) = node.join() {
                 return Err(e.context("the CONNECT-IP client node did not start"));
             }
         }
-        match load.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Err(e.context("the CONNECT-IP load did not start")),
-            _ => bail!("the CONNECT-IP load: no tunnel with an address within 10 s"),
-        }
+        Err(load.generator.stopped())
     }
 
     /// Runs one step and returns what it measured.
     pub(crate) async fn run(&mut self, step: Step) -> anyhow::Result<StepResult> {
-        let (done, result) = oneshot::channel();
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send((step, done)).is_ok());
-        if sent && let Ok(result) = result.await {
-            return Ok(result);
-        }
-        self.jobs = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Err(e.context("CONNECT-IP load generator")),
-            Some(Err(_)) => bail!("the CONNECT-IP load generator panicked"),
-            _ => bail!("the CONNECT-IP load generator stopped"),
-        }
+        self.generator.run(step).await
     }
 }
 
 impl Drop for IpLoad {
+    /// The generator's thread first (the field's own drop would come too late), then the
+    /// node's.
     fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.generator.stopped();
         if let Some((stop, node)) = self.node.take() {
             let _ = stop.send(());
             let _ = node.join();

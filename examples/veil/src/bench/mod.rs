@@ -26,6 +26,7 @@ mod load;
 mod procs;
 mod raw;
 mod raw_dgram;
+mod step_thread;
 mod tcp;
 mod udp;
 mod udp_bench;

@@ -6,15 +6,13 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
 use super::load::{Generator, Step, StepResult};
 use super::raw::{bind, sleep_until, spawn_side};
-
-/// A step to run and where its result goes.
-type Job = (Step, oneshot::Sender<StepResult>);
+use super::step_thread::{Job, StepThread};
 
 /// The UDP echo server: every datagram goes back to its sender, unchanged.
 pub(crate) struct EchoServer {
@@ -83,10 +81,7 @@ async fn echo_loop(udp: &UdpIo, mut stop: oneshot::Receiver<()>) -> anyhow::Resu
 
 /// A load generator on one UDP socket, kept for every step of a path (so that the veil
 /// client sees one flow, and one tunnel, for the whole run).
-pub(crate) struct UdpLoad {
-    jobs: Option<mpsc::UnboundedSender<Job>>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
-}
+pub(crate) struct UdpLoad(StepThread);
 
 impl UdpLoad {
     /// A generator sending to `target`.
@@ -97,38 +92,12 @@ impl UdpLoad {
             let udp = UdpIo::from_std(socket)?;
             load_loop(&udp, target, jobs).await
         })?;
-        Ok(Self {
-            jobs: Some(jobs_tx),
-            thread: Some(thread),
-        })
+        Ok(Self(StepThread::new("UDP load generator", jobs_tx, thread)))
     }
 
     /// Runs one step and returns what it measured.
     pub(crate) async fn run(&mut self, step: Step) -> anyhow::Result<StepResult> {
-        let (done, result) = oneshot::channel();
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send((step, done)).is_ok());
-        if sent && let Ok(result) = result.await {
-            return Ok(result);
-        }
-        // The thread ended: its error says why.
-        self.jobs = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Err(e.context("UDP load generator")),
-            Some(Err(_)) => bail!("the UDP load generator panicked"),
-            _ => bail!("the UDP load generator stopped"),
-        }
-    }
-}
-
-impl Drop for UdpLoad {
-    fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.run(step).await
     }
 }
 
