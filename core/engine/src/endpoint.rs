@@ -255,6 +255,10 @@ struct Conn {
     ingress: Ingress,
     /// Edge: the identity of the client's certificate (mutual TLS), once established.
     certificate_identity: Option<Box<str>>,
+    /// Edge, after the client's address changed (`endpoint::paths`): the address it left
+    /// and the validated one it moved to. Datagrams quiche still sends on the old path go
+    /// to the new address instead.
+    moved: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Edge: the ingress hook's verdict on a connection. Its HTTP/3 layer (and so every
@@ -591,11 +595,18 @@ impl Endpoint {
                 }
             }
             let closed = conn.quic.is_closed();
+            let moved = conn.moved;
             self.refresh_timer(handle);
             match step {
                 Step::Sent {
-                    transmit, segments, ..
+                    mut transmit,
+                    segments,
+                    ..
                 } => {
+                    if let Some((old, new)) = moved.filter(|&(old, _)| old == transmit.to) {
+                        tracing::trace!(connection = handle, %old, %new, "old path's datagram redirected");
+                        transmit.to = new;
+                    }
                     self.stats.datagrams_sent += u64::try_from(segments).unwrap_or(u64::MAX);
                     return Some(transmit);
                 }
@@ -1227,6 +1238,7 @@ impl Endpoint {
                 timer: None,
                 ingress: Ingress::Pending,
                 certificate_identity: None,
+                moved: None,
             },
         );
         self.refresh_timer(handle);
