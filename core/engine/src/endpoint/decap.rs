@@ -270,9 +270,11 @@ impl Endpoint {
         let outcome = forward::refuse_undecapsulated(
             packet,
             |v6| pool.gateway(v6),
-            &mut answer,
-            &mut self.icmp_limiter,
-            self.clock,
+            forward::IcmpOut {
+                answer: &mut answer,
+                limiter: &mut self.icmp_limiter,
+                now: self.clock,
+            },
         );
         match outcome {
             Outcome::Answer { len } => {
@@ -394,9 +396,11 @@ impl Endpoint {
             ip.reach(),
             max_len,
             |v6| pool.gateway(v6),
-            &mut answer,
-            &mut self.icmp_limiter,
-            self.clock,
+            forward::IcmpOut {
+                answer: &mut answer,
+                limiter: &mut self.icmp_limiter,
+                now: self.clock,
+            },
         );
         match outcome {
             Outcome::Forward => {

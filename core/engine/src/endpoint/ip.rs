@@ -271,9 +271,12 @@ impl Endpoint {
                 match forward::client_too_big(
                     packet,
                     max_len,
-                    answer,
-                    &mut self.icmp_limiter,
-                    self.clock,
+                    forward::IcmpOut {
+                        answer,
+
+                        limiter: &mut self.icmp_limiter,
+                        now: self.clock,
+                    },
                 ) {
                     Outcome::Forward => {}
                     Outcome::Answer { len } => {
@@ -368,9 +371,11 @@ impl Endpoint {
                         request.is_some_and(|r| edge.permits(r, dest) || edge.needs_sni(r, dest))
                     },
                     |v6| pool.gateway(v6),
-                    &mut answer,
-                    &mut self.icmp_limiter,
-                    self.clock,
+                    forward::IcmpOut {
+                        answer: &mut answer,
+                        limiter: &mut self.icmp_limiter,
+                        now: self.clock,
+                    },
                 );
                 if let Outcome::Answer { len } = outcome {
                     self.stats.ip_icmp_answers += 1;
@@ -573,9 +578,12 @@ impl Endpoint {
             ip.reach(),
             max_len,
             |v6| pool.gateway(v6),
-            answer,
-            &mut self.icmp_limiter,
-            self.clock,
+            forward::IcmpOut {
+                answer,
+
+                limiter: &mut self.icmp_limiter,
+                now: self.clock,
+            },
         );
         match outcome {
             Outcome::Forward => match self.tunnel_send_datagram(tunnel, packet) {

@@ -224,6 +224,15 @@ pub(crate) const fn ipv6_mtu_ok(max_len: usize) -> bool {
     max_len >= IPV6_MIN_MTU
 }
 
+/// Where the checks write an ICMP error they decide to send, and whether they may: the
+/// caller's buffer (an [`Outcome::Answer`]'s first bytes), the rate limiter of ICMP errors
+/// and the clock it runs on.
+pub(crate) struct IcmpOut<'a> {
+    pub(crate) answer: &'a mut [u8],
+    pub(crate) limiter: &'a mut IcmpLimiter,
+    pub(crate) now: Instant,
+}
+
 /// The IPv6 minimum link MTU (RFC 8200 §5).
 const IPV6_MIN_MTU: usize = 1280;
 
@@ -232,16 +241,13 @@ const IPV6_MIN_MTU: usize = 1280;
 /// `permits` the egress policy, `gateway` the edge's own address per family (IPv6 if
 /// `true`). Never changes `packet` (the hop limit is the client's to decrement, §7.2); it
 /// takes `&mut` like [`edge_to_client`] so that the caller handles both directions alike.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn edge_from_client(
     packet: &mut [u8],
     assigned: &[IpAddr],
     scope: Reach<'_>,
     permits: impl Fn(IpAddr) -> bool,
     gateway: impl Fn(bool) -> Option<IpAddr>,
-    answer: &mut [u8],
-    limiter: &mut IcmpLimiter,
-    now: Instant,
+    out: IcmpOut<'_>,
 ) -> Outcome {
     let Some(parsed) = parse_whole(packet) else {
         return Outcome::Drop(DropCause::Malformed);
@@ -273,9 +279,7 @@ pub(crate) fn edge_from_client(
             Icmp::Prohibited,
             DropCause::Forbidden,
             &gateway,
-            answer,
-            limiter,
-            now,
+            out,
         );
     }
     // The client decremented the hop limit when it put the packet in the tunnel (§7.2), so
@@ -289,9 +293,7 @@ pub(crate) fn edge_from_client(
             Icmp::TimeExceeded,
             DropCause::HopLimitExpired,
             &gateway,
-            answer,
-            limiter,
-            now,
+            out,
         );
     }
     Outcome::Forward
@@ -308,9 +310,7 @@ pub(crate) fn edge_from_client(
 pub(crate) fn refuse_undecapsulated(
     packet: &[u8],
     gateway: impl Fn(bool) -> Option<IpAddr>,
-    answer: &mut [u8],
-    limiter: &mut IcmpLimiter,
-    now: Instant,
+    out: IcmpOut<'_>,
 ) -> Outcome {
     let Some(parsed) = parse_whole(packet) else {
         return Outcome::Drop(DropCause::Malformed);
@@ -320,9 +320,7 @@ pub(crate) fn refuse_undecapsulated(
         Icmp::Prohibited,
         DropCause::NotDecapsulated,
         &gateway,
-        answer,
-        limiter,
-        now,
+        out,
     )
 }
 
@@ -330,16 +328,13 @@ pub(crate) fn refuse_undecapsulated(
 /// client in an HTTP Datagram. `max_len` is the largest datagram payload the tunnel carries
 /// now. On [`Outcome::Forward`] the hop limit has been decremented in place; ICMP errors
 /// are addressed to the packet's source, back toward the egress.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn edge_to_client(
     packet: &mut [u8],
     assigned: &[IpAddr],
     scope: Reach<'_>,
     max_len: usize,
     gateway: impl Fn(bool) -> Option<IpAddr>,
-    answer: &mut [u8],
-    limiter: &mut IcmpLimiter,
-    now: Instant,
+    out: IcmpOut<'_>,
 ) -> Outcome {
     let Some(parsed) = parse_whole(packet) else {
         return Outcome::Drop(DropCause::Malformed);
@@ -364,9 +359,7 @@ pub(crate) fn edge_to_client(
             Icmp::TimeExceeded,
             DropCause::HopLimitExpired,
             &gateway,
-            answer,
-            limiter,
-            now,
+            out,
         );
     }
     if packet.len() > max_len {
@@ -382,9 +375,7 @@ pub(crate) fn edge_to_client(
             Icmp::TooBig(max_len),
             DropCause::TooBig,
             &gateway,
-            answer,
-            limiter,
-            now,
+            out,
         );
     }
     //# RFC 9484 §7.2: "When IP proxying endpoints forward IP packets between different
@@ -412,13 +403,7 @@ pub(crate) fn edge_to_client(
 //# RFC 9484 §10.1: "In this scenario, the endpoint SHOULD drop the IP packet and send an
 //# ICMP Packet Too Big message to the sender of the dropped packet; see Section 3.2 of
 //# [ICMPv6]."
-pub(crate) fn client_too_big(
-    packet: &[u8],
-    max_len: usize,
-    answer: &mut [u8],
-    limiter: &mut IcmpLimiter,
-    now: Instant,
-) -> Outcome {
+pub(crate) fn client_too_big(packet: &[u8], max_len: usize, out: IcmpOut<'_>) -> Outcome {
     let Some(parsed) = parse_whole(packet) else {
         return Outcome::Drop(DropCause::Malformed);
     };
@@ -434,9 +419,7 @@ pub(crate) fn client_too_big(
         Icmp::TooBig(max_len),
         DropCause::TooBig,
         |_| Some(from),
-        answer,
-        limiter,
-        now,
+        out,
     )
 }
 
@@ -654,10 +637,13 @@ fn icmp_answer(
     icmp: Icmp,
     cause: DropCause,
     gateway: impl Fn(bool) -> Option<IpAddr>,
-    answer: &mut [u8],
-    limiter: &mut IcmpLimiter,
-    now: Instant,
+    out: IcmpOut<'_>,
 ) -> Outcome {
+    let IcmpOut {
+        answer,
+        limiter,
+        now,
+    } = out;
     let written: Result<usize, EncodeIcmpError> =
         match (packet.version(), gateway(packet.version() == IpVersion::V6)) {
             (IpVersion::V4, Some(IpAddr::V4(source))) => {
@@ -835,9 +821,11 @@ mod tests {
             scope.into(),
             |addr| Some(addr) != refused,
             gateway,
-            answer,
-            &mut limiter(),
-            Instant::now(),
+            IcmpOut {
+                answer,
+                limiter: &mut limiter(),
+                now: Instant::now(),
+            },
         )
     }
 
@@ -848,9 +836,11 @@ mod tests {
             scope.into(),
             max_len,
             gateway,
-            answer,
-            &mut limiter(),
-            Instant::now(),
+            IcmpOut {
+                answer,
+                limiter: &mut limiter(),
+                now: Instant::now(),
+            },
         )
     }
 
@@ -987,9 +977,11 @@ mod tests {
                 reach,
                 |_| true,
                 gateway,
-                answer,
-                &mut limiter(),
-                Instant::now(),
+                IcmpOut {
+                    answer,
+                    limiter: &mut limiter(),
+                    now: Instant::now(),
+                },
             )
         };
         let mut packet = udp4(CLIENT4, REMOTE4, 64);
@@ -1017,9 +1009,11 @@ mod tests {
                 reach,
                 1500,
                 gateway,
-                answer,
-                &mut limiter(),
-                Instant::now(),
+                IcmpOut {
+                    answer,
+                    limiter: &mut limiter(),
+                    now: Instant::now(),
+                },
             )
         };
         let mut packet = udp4(REMOTE4, CLIENT4, 64);
@@ -1109,7 +1103,15 @@ mod tests {
         let mut limiter = limiter();
         let now = Instant::now();
         let mut too_big = |packet: &[u8], max_len: usize, answer: &mut [u8]| {
-            client_too_big(packet, max_len, answer, &mut limiter, now)
+            client_too_big(
+                packet,
+                max_len,
+                IcmpOut {
+                    answer,
+                    limiter: &mut limiter,
+                    now,
+                },
+            )
         };
         let packet = udp4(CLIENT4, REMOTE4, 64);
         assert_eq!(
@@ -1160,9 +1162,11 @@ mod tests {
             (&Scope::ANY).into(),
             |_| false,
             |v6| gateway(v6).filter(|_| v6),
-            &mut answer,
-            &mut limiter(),
-            Instant::now(),
+            IcmpOut {
+                answer: &mut answer,
+                limiter: &mut limiter(),
+                now: Instant::now(),
+            },
         );
         assert_eq!(outcome, Outcome::Drop(DropCause::Forbidden));
         // About an ICMP error: never.
@@ -1429,9 +1433,11 @@ mod tests {
                 (&Scope::ANY).into(),
                 1500,
                 gateway,
-                &mut answer,
-                &mut limiter,
-                now,
+                IcmpOut {
+                    answer: &mut answer,
+                    limiter: &mut limiter,
+                    now,
+                },
             )
         };
         assert!(matches!(outcome(), Outcome::Answer { .. }));
@@ -1582,8 +1588,8 @@ mod tests {
             for scope in &scopes {
                 let mut copy = packet.clone();
                 let outcomes = [
-                    edge_from_client(&mut copy, &assigned(), scope.into(), |_| false, gateway, &mut answer, &mut limiter, now),
-                    edge_to_client(&mut packet, &assigned(), scope.into(), max_len, gateway, &mut answer, &mut limiter, now),
+                    edge_from_client(&mut copy, &assigned(), scope.into(), |_| false, gateway, IcmpOut { answer: &mut answer, limiter: &mut limiter, now }),
+                    edge_to_client(&mut packet, &assigned(), scope.into(), max_len, gateway, IcmpOut { answer: &mut answer, limiter: &mut limiter, now }),
                 ];
                 for outcome in outcomes {
                     if let Outcome::Answer { len } = outcome {
