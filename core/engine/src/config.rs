@@ -184,6 +184,22 @@ impl fmt::Debug for Pem {
     }
 }
 
+/// When an edge asks new clients to prove their address with a Retry first (RFC 9000
+/// §8.1.2). A Retry costs a client one round trip before its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryPolicy {
+    /// Never: every valid Initial starts a handshake.
+    Never,
+    /// Every new client.
+    Always,
+    /// New clients beyond this many handshakes a second.
+    AboveRate {
+        /// Handshakes a second started without a Retry.
+        per_second: u32,
+    },
+}
+
 /// Edge settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -204,6 +220,11 @@ pub struct EdgeConfig {
     pub egress_allow: Vec<String>,
     /// New connections beyond this many are dropped at their first packet.
     pub max_connections: usize,
+    /// When a new client must first prove its address with a Retry (RFC 9000 §8.1.2):
+    /// always, never, or once new handshakes exceed a rate (the default: 1000 a second on
+    /// each engine), so that a flood of Initials from spoofed addresses costs the edge a
+    /// Retry packet each, not a handshake.
+    pub retry: RetryPolicy,
     /// Key of the stateless reset tokens (RFC 9000 §10.3) the edge gives its clients. Edges
     /// that must answer for each other's connections (behind one address, or across a
     /// restart) share it. `None`: derived from the certificate's private key, or random
@@ -262,6 +283,7 @@ impl Default for EdgeConfig {
             tokens: Vec::new(),
             egress_allow: Vec::new(),
             max_connections: 10_000,
+            retry: RetryPolicy::AboveRate { per_second: 1000 },
             stateless_reset_key: None,
             udp_path_template: DEFAULT_PATH_TEMPLATE.to_owned(),
             serves: TunnelKinds::ALL,

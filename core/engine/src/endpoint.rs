@@ -55,6 +55,7 @@ use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::policy::Tags;
 use crate::policy::{DefaultPolicy, IngressQuery, IngressVerdict, Policy};
 use crate::reset::StatelessReset;
+use crate::retry::{Checked, RetryGate};
 use crate::transmit::{Held, Step, transmit_batch};
 use crate::types::{
     ClientIdentity, CloseReason, ConnectionHandle, EndpointStats, Event, Recv, RecvMeta, Refusal,
@@ -177,6 +178,8 @@ enum RoleState {
 
 struct Edge {
     reset: StatelessReset,
+    /// Address validation with Retry (`crate::retry`).
+    retry: RetryGate,
     tokens: Vec<Token>,
     egress: EgressPolicy,
     max_connections: usize,
@@ -396,7 +399,7 @@ impl Endpoint {
                 (
                     tls.builder,
                     Some(tls.fingerprint),
-                    RoleState::Edge(Edge::new(edge, reset)?),
+                    RoleState::Edge(Edge::new(edge, reset, now)?),
                 )
             }
             RoleConfig::Client(client) => {
@@ -1146,7 +1149,7 @@ impl Endpoint {
 
     /// Edge: a new connection for an Initial nobody routes, if it may start one.
     fn accept(&mut self, meta: RecvMeta, header: &quiche::Header<'_>, len: usize) -> Option<u64> {
-        let RoleState::Edge(edge) = &self.role else {
+        let RoleState::Edge(edge) = &mut self.role else {
             return None;
         };
         if matches!(
@@ -1167,7 +1170,6 @@ impl Endpoint {
         if header.ty != quiche::Type::Initial {
             return None;
         }
-        let reset = &edge.reset;
         //# RFC 9000 §14.1: "A server MUST discard an Initial packet that is carried in a UDP
         //# datagram with a payload that is smaller than the smallest allowed maximum
         //# datagram size of 1200 bytes."
@@ -1178,18 +1180,86 @@ impl Endpoint {
         {
             return None;
         }
-        let scid = new_connection_id(self.cid_layout)?;
+        let token = header.token.as_deref().filter(|token| !token.is_empty());
+        let checked = token.map_or(Checked::NotOurs, |token| {
+            edge.retry.check(token, meta.from, self.clock)
+        });
+        let (scid, odcid) = match checked {
+            // After our Retry the client's Initial goes to the connection ID the Retry
+            // gave it, which is ours (made with this engine's layout) and stays.
+            Checked::Valid(odcid) => (header.dcid.to_vec(), Some(odcid)),
+            //# RFC 9000 §8.1.3: "If the token is invalid, then the server SHOULD proceed
+            //# as if the client did not have a validated address, including potentially
+            //# sending a Retry packet."
+            // A client takes one Retry per attempt: a second would be ignored, so ours
+            // that fail are dropped, counted.
+            Checked::Invalid => {
+                self.stats.retry_tokens_invalid += 1;
+                return None;
+            }
+            Checked::NotOurs => {
+                if edge.retry.wants_retry(self.clock) {
+                    self.send_retry(meta, header);
+                    return None;
+                }
+                (new_connection_id(self.cid_layout)?.to_vec(), None)
+            }
+        };
+        let RoleState::Edge(edge) = &self.role else {
+            return None;
+        };
+        let scid = quiche::ConnectionId::from_vec(scid);
         // The token goes to the client in the transport parameters of this connection.
         self.quic_config
-            .set_stateless_reset_token(Some(reset.token(&scid)?));
-        let quic = quiche::accept(&scid, None, meta.to, meta.from, &mut self.quic_config)
-            .map_err(|error| tracing::debug!(%error, "accept failed"))
-            .ok()?;
+            .set_stateless_reset_token(Some(edge.reset.token(&scid)?));
+        let odcid = odcid.map(quiche::ConnectionId::from_vec);
+        let quic = quiche::accept(
+            &scid,
+            odcid.as_ref(),
+            meta.to,
+            meta.from,
+            &mut self.quic_config,
+        )
+        .map_err(|error| tracing::debug!(%error, "accept failed"))
+        .ok()?;
         let handle = self.insert_conn(quic, meta.to, meta.from);
         // The client keeps using the DCID it chose until it learns ours.
         self.add_route(handle, scid.to_vec());
-        self.add_route(handle, header.dcid.to_vec());
+        if odcid.is_none() {
+            self.add_route(handle, header.dcid.to_vec());
+        }
         Some(handle)
+    }
+
+    /// Edge: answers a tokenless Initial with a Retry (RFC 9000 §17.2.5) whose token
+    /// vouches for the client's address and its original connection ID, and whose Source
+    /// Connection ID is the one the client's next Initial goes to.
+    fn send_retry(&mut self, meta: RecvMeta, header: &quiche::Header<'_>) {
+        let RoleState::Edge(edge) = &self.role else {
+            return;
+        };
+        if self.stateless.len() >= MAX_STATELESS {
+            return;
+        }
+        let Some(new_scid) = new_connection_id(self.cid_layout) else {
+            return;
+        };
+        let Some(token) = edge.retry.token(meta.from, &header.dcid, self.clock) else {
+            return;
+        };
+        let mut packet = vec![0; MIN_INITIAL_LEN];
+        if let Ok(len) = quiche::retry(
+            &header.scid,
+            &header.dcid,
+            &new_scid,
+            &token,
+            header.version,
+            &mut packet,
+        ) {
+            packet.truncate(len);
+            self.stateless.push_back((packet, meta.from, meta.to));
+            self.stats.retries += 1;
+        }
     }
 
     fn negotiate_version(&mut self, meta: RecvMeta, header: &quiche::Header<'_>) {
@@ -2019,8 +2089,15 @@ impl Endpoint {
 }
 
 impl Edge {
-    fn new(config: EdgeConfig, reset: StatelessReset) -> Result<Self, ConfigError> {
+    fn new(config: EdgeConfig, reset: StatelessReset, now: Instant) -> Result<Self, ConfigError> {
+        let retry_key = reset
+            .derive(b"veil retry token key v1")
+            .ok_or(ConfigError::Tls {
+                what: "retry token key",
+                source: boring::error::ErrorStack::get(),
+            })?;
         Ok(Self {
+            retry: RetryGate::new(config.retry, retry_key, now),
             reset,
             egress: EgressPolicy::new(
                 config

@@ -70,6 +70,7 @@ pub mod metrics;
 pub mod policy;
 pub mod relay;
 mod reset;
+mod retry;
 pub mod rules;
 mod tls;
 mod transmit;
@@ -80,8 +81,8 @@ mod udp;
 pub use audit::AuditRecord;
 pub use cid::CidLayout;
 pub use config::{
-    ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RoleConfig, Secret,
-    Token, Verify, format_fingerprint, parse_fingerprint,
+    ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RetryPolicy, RoleConfig,
+    Secret, Token, Verify, format_fingerprint, parse_fingerprint,
 };
 pub use endpoint::{
     CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, MAX_RESOLVED, ShutdownPlan,

@@ -45,6 +45,8 @@ impl EndpointStats {
             datagrams_dropped,
             version_negotiations,
             stateless_resets,
+            retries,
+            retry_tokens_invalid,
             datagrams_received,
             datagrams_sent,
             udp_datagrams_sent,
@@ -83,6 +85,8 @@ impl EndpointStats {
         self.datagrams_dropped += datagrams_dropped;
         self.version_negotiations += version_negotiations;
         self.stateless_resets += stateless_resets;
+        self.retries += retries;
+        self.retry_tokens_invalid += retry_tokens_invalid;
         self.datagrams_received += datagrams_received;
         self.datagrams_sent += datagrams_sent;
         self.udp_datagrams_sent += udp_datagrams_sent;
@@ -156,7 +160,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 27] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 29] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -219,6 +223,16 @@ impl Snapshot {
                 "stateless_resets",
                 "Stateless Resets sent for packets of unknown connections.",
                 Counter(s.stateless_resets),
+            ),
+            (
+                "quic_retries",
+                "Retry packets sent to make new clients prove their address.",
+                Counter(s.retries),
+            ),
+            (
+                "quic_retry_tokens_invalid",
+                "Initials dropped for a forged, expired or misaddressed Retry token.",
+                Counter(s.retry_tokens_invalid),
             ),
             (
                 "udp_payloads_sent",

@@ -31,6 +31,12 @@ pub(crate) struct StatelessReset {
 }
 
 impl StatelessReset {
+    /// A key for another purpose (`label` names it), derived from this one, so that an
+    /// edge has one secret to configure and share.
+    pub(crate) fn derive(&self, label: &[u8]) -> Option<[u8; 32]> {
+        hmac_sha256(&self.key, label).ok()
+    }
+
     /// A key from `material` (a configured secret or the private key's DER), or a random
     /// one when there is none.
     pub(crate) fn new(material: Option<&[u8]>) -> Result<Self, ErrorStack> {

@@ -541,6 +541,11 @@ pub struct EndpointStats {
     pub version_negotiations: u64,
     /// Stateless resets sent (edge: answers to packets for connections it does not know).
     pub stateless_resets: u64,
+    /// Edge: Retry packets sent (address validation, `EdgeConfig::retry`).
+    pub retries: u64,
+    /// Edge: Initials dropped for a Retry token of ours that was forged, expired or from
+    /// another address.
+    pub retry_tokens_invalid: u64,
     /// Datagrams received.
     pub datagrams_received: u64,
     /// Datagrams sent (GSO segments counted one by one).

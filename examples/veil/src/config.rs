@@ -138,6 +138,12 @@ pub struct ServerArgs {
     /// [default: on; off where a kernel or a tool mishandles them]
     #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
     pub tun_offload: Option<bool>,
+    /// When new clients must first prove their address with a QUIC Retry (RFC 9000
+    /// §8.1.2), which costs them a round trip and a flood of spoofed Initials its
+    /// handshakes: `always`, `never`, or `above:N` new handshakes a second on each engine
+    /// [default: above:1000]
+    #[arg(long, value_name = "always|never|above:N")]
+    pub retry: Option<String>,
     /// With the tokio runtime: worker threads [default: 1]. One thread runs the engine
     /// and every relay without a cross-thread wake-up per hand-over, which is both faster
     /// and cheaper on a loaded machine; more threads spread the TCP relays' copying over
@@ -349,6 +355,7 @@ pub struct ServerFile {
     pub ip_pool: Vec<String>,
     pub ip_egress: Option<String>,
     pub tun_offload: Option<bool>,
+    pub retry: Option<String>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -434,6 +441,8 @@ pub struct ServerSettings {
     pub ip_egress: Option<IpEgressSpec>,
     /// With a `tun:` egress: open it with the kernel's segmentation offloads.
     pub tun_offload: bool,
+    /// When new clients must prove their address with a Retry.
+    pub retry: veil_engine::RetryPolicy,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -652,6 +661,12 @@ impl ServerSettings {
             ip_pools,
             ip_egress,
             tun_offload: flags.tun_offload.or(file.tun_offload).unwrap_or(true),
+            retry: flags
+                .retry
+                .or(file.retry)
+                .map(|text| parse_retry(&text))
+                .transpose()?
+                .unwrap_or(veil_engine::EdgeConfig::default().retry),
         })
     }
 }
@@ -663,6 +678,19 @@ pub enum IpEgressSpec {
     Tun(String),
     /// `decap`: taken apart into flows, each with a socket.
     Decap,
+}
+
+/// Reads `--retry`: `always`, `never` or `above:N`.
+fn parse_retry(text: &str) -> anyhow::Result<veil_engine::RetryPolicy> {
+    use veil_engine::RetryPolicy;
+    match text {
+        "always" => Ok(RetryPolicy::Always),
+        "never" => Ok(RetryPolicy::Never),
+        _ => match text.strip_prefix("above:").map(str::parse) {
+            Some(Ok(per_second)) => Ok(RetryPolicy::AboveRate { per_second }),
+            _ => bail!("--retry {text:?}: expected always, never or above:N (handshakes a second)"),
+        },
+    }
 }
 
 /// Reads `--ip-egress`: `tun:NAME` or `decap`.
@@ -1134,6 +1162,20 @@ mod tests {
         };
         let error = RuntimeChoice::merge(&flags, &ServerFile::default()).expect_err("tokio");
         assert!(error.to_string().contains("--runtime glommio"));
+    }
+
+    #[test]
+    fn retry_is_always_never_or_above_a_rate() {
+        use veil_engine::RetryPolicy;
+        assert_eq!(parse_retry("always").expect("always"), RetryPolicy::Always);
+        assert_eq!(parse_retry("never").expect("never"), RetryPolicy::Never);
+        assert_eq!(
+            parse_retry("above:250").expect("a rate"),
+            RetryPolicy::AboveRate { per_second: 250 }
+        );
+        for bad in ["", "sometimes", "above:", "above:-1", "above:x"] {
+            assert!(parse_retry(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         ip_pools: Vec::new(),
         ip_egress: None,
         tun_offload: true,
+        retry: veil_engine::EdgeConfig::default().retry,
     })?;
     let fingerprint = edge
         .fingerprint()

@@ -153,6 +153,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         client_ca: settings.client_ca.clone().map(Pem::Path),
         audit: settings.audit_log.is_some(),
         ip_pools: settings.ip_pools.clone(),
+        retry: settings.retry,
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {

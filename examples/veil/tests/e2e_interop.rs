@@ -56,6 +56,45 @@ fn aioquic_plain_connect_echoes_bytes_and_fin_through_veil_server() -> anyhow::R
     Ok(())
 }
 
+/// An edge that makes every new client prove its address with a Retry (RFC 9000 §8.1.2):
+/// aioquic follows it and its tunnels work as without; the edge counts the Retry.
+#[test]
+fn aioquic_follows_veil_server_s_retry() -> anyhow::Result<()> {
+    let dir = TempDir::new("aioquic-retry")?;
+    let echo = Echo::start()?;
+    let mut edge = Edge::start(
+        dir.path(),
+        &[
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+            "--retry",
+            "always",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    )?;
+    let metrics = edge
+        .proc()
+        .wait_for_line("veil: metrics listening on ", support::STARTUP)?;
+    let target = echo.addr().to_string();
+    let args = ["--token", TOKEN, "--size", "65536", "--echo", &target].map(String::from);
+    aioquic(&edge, &args, 1)?;
+    let text = support::curl(
+        &[&format!("http://{metrics}/metrics")],
+        Duration::from_secs(10),
+    )?
+    .stdout;
+    let retries: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("veil_quic_retries_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0);
+    ensure!(retries >= 1.0, "no Retry counted:\n{text}");
+    Ok(())
+}
+
 /// Refusals as aioquic sees them: status and Proxy-Status error for a closed port,
 /// every SSRF spelling of loopback, cloud metadata, a malformed authority, a wrong
 /// token (403) and no token (407 with a Bearer challenge). None reaches loopback.

@@ -89,6 +89,7 @@ impl Rig {
             ip_pools: Vec::new(),
             ip_egress: None,
             tun_offload: true,
+            retry: veil_engine::EdgeConfig::default().retry,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {

@@ -22,6 +22,7 @@ mod raw;
 mod reconnect;
 mod refusals;
 mod requests;
+mod retry;
 mod rules;
 mod shutdown;
 mod tls;
