@@ -1238,7 +1238,9 @@ impl Endpoint {
         let RoleState::Edge(edge) = &self.role else {
             return;
         };
+        // A flood faster than the host sends: the Initial is dropped, counted.
         if self.stateless.len() >= MAX_STATELESS {
+            self.stats.datagrams_dropped += 1;
             return;
         }
         let Some(new_scid) = new_connection_id(self.cid_layout) else {

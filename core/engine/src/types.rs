@@ -534,8 +534,8 @@ pub struct EndpointStats {
     pub tunnels_refused: u64,
     /// Edge: requests refused for missing or wrong credentials.
     pub auth_failures: u64,
-    /// Datagrams dropped: unparsable, unroutable, too short Initials, over the connection
-    /// limit.
+    /// Datagrams dropped: unparsable, unroutable, too short Initials, Initials beyond a
+    /// full queue of Retries, over the connection limit.
     pub datagrams_dropped: u64,
     /// Version negotiation packets sent.
     pub version_negotiations: u64,
