@@ -513,8 +513,12 @@ class Run:
                 )
             except asyncio.TimeoutError:
                 continue
-            if got != data or sender != (self.address, source_port):
+            # Through a TUN off-ramp the target sees the client's own address and port;
+            # through `decap` the edge's socket sends the payload, from its own address.
+            expected = sender[0] != self.address if self.args.decap else sender == (self.address, source_port)
+            if got != data or not expected:
                 raise CheckFailed(f"the target socket got {got!r} from {sender}")
+            self.details["udp_seen_from"] = f"{sender[0]}:{sender[1]}"
             answer = b"answer-" + data
             sink.sendto(answer, sender)
 
@@ -697,6 +701,10 @@ def main():
     parser.add_argument("--mode", choices=("datagrams", "capsules"), default="datagrams")
     parser.add_argument("--target", default="10.200.0.2", help="a local, allowed address")
     parser.add_argument("--forbidden", default="192.168.77.1")
+    parser.add_argument(
+        "--decap", action="store_true",
+        help="the edge's decap off-ramp: the target sees the edge's address, not the client's",
+    )
     parser.add_argument(
         "--forbidden-out-of-scope", action="store_true",
         help="--forbidden is outside the request's scope: expect silence, not an ICMP error",

@@ -19,7 +19,9 @@
 //! once in DATAGRAM capsules (no H3 datagrams announced), and once scoped by name
 //! (`/.well-known/masque/ip/target.veil.test/*/`, the name in the namespace's own
 //! `/etc/hosts`): the edge resolves it, advertises one route to 10.200.0.2 and drops
-//! packets to anything else, silently (`out_of_scope` in its metrics).
+//! packets to anything else, silently (`out_of_scope` in its metrics). And once through
+//! the `decap` off-ramp instead of the TUN device: the same checks, the target seeing the
+//! edge's socket (not the client's address) send the UDP payload.
 //!
 //! Both tests need root and `/dev/net/tun`; without either they print SKIPPED and pass
 //! (CI runs as root). A missing `ip` or aioquic is a failure.
@@ -56,6 +58,16 @@ const METRICS: &str = "127.0.0.1:19090";
 /// `capsules`), scoped to any host or, `by_name`, to `target.veil.test`; returns its JSON
 /// result, which must say every check passed.
 fn connect_ip_interop(label: &str, mode: &str, by_name: bool) -> anyhow::Result<Option<Value>> {
+    connect_ip_interop_via(label, mode, by_name, "tun:veil-ipx")
+}
+
+/// [`connect_ip_interop`] through the edge's `egress` (`tun:NAME` or `decap`).
+fn connect_ip_interop_via(
+    label: &str,
+    mode: &str,
+    by_name: bool,
+    egress: &str,
+) -> anyhow::Result<Option<Value>> {
     if let Some(why) = skip_reason() {
         println!("SKIPPED {label}: {why}");
         return Ok(None);
@@ -86,7 +98,7 @@ fn connect_ip_interop(label: &str, mode: &str, by_name: bool) -> anyhow::Result<
             "--ip-pool",
             "10.89.0.0/24",
             "--ip-egress",
-            "tun:veil-ipx",
+            egress,
             "--allow-target",
             "10.200.0.0/24",
             "--metrics",
@@ -98,6 +110,9 @@ fn connect_ip_interop(label: &str, mode: &str, by_name: bool) -> anyhow::Result<
         .arg(support::repo_root().join("tests/interop/aioquic_connect_ip_client.py"))
         .args(["--edge", &edge.addr().to_string(), "--pin", edge.pin()?])
         .args(["--mode", mode]);
+    if egress == "decap" {
+        command.arg("--decap");
+    }
     if by_name {
         command.args([
             "--path",
@@ -190,6 +205,15 @@ fn aioquic_connect_ip_through_veil_server_in_datagram_frames() -> anyhow::Result
 fn aioquic_connect_ip_through_veil_server_in_capsules() -> anyhow::Result<()> {
     let label = "aioquic_connect_ip_through_veil_server_in_capsules";
     if let Some(result) = connect_ip_interop(label, "capsules", false)? {
+        eprintln!("e2e: {result}");
+    }
+    Ok(())
+}
+
+#[test]
+fn aioquic_connect_ip_through_veil_server_s_decap_off_ramp() -> anyhow::Result<()> {
+    let label = "aioquic_connect_ip_through_veil_server_s_decap_off_ramp";
+    if let Some(result) = connect_ip_interop_via(label, "datagrams", false, "decap")? {
         eprintln!("e2e: {result}");
     }
     Ok(())
