@@ -17,11 +17,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use veil_engine::{IpFlowId, IpFlowProtocol};
+use veil_engine::{IpFlowId, IpFlowProtocol, RawEcho};
 
 use crate::command::Command;
 use crate::udp::{self, UdpIo};
@@ -147,10 +146,7 @@ fn echo_socket(destination: SocketAddr) -> io::Result<FlowSocket> {
             };
             Ok(FlowSocket {
                 socket,
-                raw_echo: Some(RawEcho {
-                    identifier: NEXT_IDENTIFIER.fetch_add(1, Ordering::Relaxed),
-                    v4: destination.is_ipv4(),
-                }),
+                raw_echo: Some(RawEcho::new(destination.ip())),
                 scratch: Vec::new(),
             })
         }
@@ -179,15 +175,6 @@ fn icmp_socket(
     tokio::net::UdpSocket::from_std(socket)
 }
 
-/// The identifiers of raw echo flows, one each, so that a flow's socket can tell its
-/// replies from those of other flows to the same destination (a raw socket receives them
-/// all).
-static NEXT_IDENTIFIER: AtomicU16 = AtomicU16::new(0x7e11);
-
-/// ICMP echo reply types: for IPv4 (RFC 792), for IPv6 (RFC 4443 §4.2).
-const ECHO_REPLY_V4: u8 = 0;
-const ECHO_REPLY_V6: u8 = 129;
-
 /// A flow's socket, with what a raw echo socket needs done to each message.
 struct FlowSocket {
     socket: tokio::net::UdpSocket,
@@ -195,12 +182,6 @@ struct FlowSocket {
     raw_echo: Option<RawEcho>,
     /// The outgoing message, rewritten for a raw socket.
     scratch: Vec<u8>,
-}
-
-/// A raw echo flow: the identifier its requests carry, and the family.
-struct RawEcho {
-    identifier: u16,
-    v4: bool,
 }
 
 impl FlowSocket {
@@ -232,61 +213,6 @@ impl FlowSocket {
             None => Some(received),
         }
     }
-}
-
-impl RawEcho {
-    /// The echo request `payload` as this flow sends it: its identifier, and over IPv4 its
-    /// checksum, into `out`.
-    fn request(&self, payload: &[u8], out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(payload);
-        if let Some(identifier) = out.get_mut(4..6) {
-            identifier.copy_from_slice(&self.identifier.to_be_bytes());
-        }
-        if self.v4 {
-            if let Some(checksum) = out.get_mut(2..4) {
-                checksum.fill(0);
-            }
-            let sum = internet_checksum(out);
-            if let Some(checksum) = out.get_mut(2..4) {
-                checksum.copy_from_slice(&sum.to_be_bytes());
-            }
-        }
-    }
-
-    /// The echo reply in what the raw socket received, if it is one to this flow.
-    fn reply<'a>(&self, received: &'a [u8]) -> Option<&'a [u8]> {
-        let message = if self.v4 {
-            let header_len = usize::from(received.first()? & 0x0f) * 4;
-            received.get(header_len..)?
-        } else {
-            received
-        };
-        let reply = if self.v4 {
-            ECHO_REPLY_V4
-        } else {
-            ECHO_REPLY_V6
-        };
-        let identifier = message.get(4..6)?;
-        (message.first() == Some(&reply) && identifier == self.identifier.to_be_bytes())
-            .then_some(message)
-    }
-}
-
-/// The Internet checksum (RFC 1071) of `bytes`.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| match *pair {
-            [high, low] => u32::from(u16::from_be_bytes([high, low])),
-            [high] => u32::from(high) << 8,
-            _ => 0,
-        })
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !u16::try_from(sum).unwrap_or(0xffff)
 }
 
 /// An ICMP echo flow: moves messages between the flow's channel and its socket until either
@@ -327,62 +253,5 @@ async fn run_echo(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn echo(icmp_type: u8, identifier: u16) -> Vec<u8> {
-        let mut message = vec![icmp_type, 0, 0, 0];
-        message.extend_from_slice(&identifier.to_be_bytes());
-        message.extend_from_slice(&[0, 7, b'h', b'i']);
-        message
-    }
-
-    #[test]
-    fn a_raw_echo_request_gets_the_flow_identifier_and_a_valid_checksum() {
-        let raw = RawEcho {
-            identifier: 0xbeef,
-            v4: true,
-        };
-        let mut out = Vec::new();
-        raw.request(&echo(8, 0x1234), &mut out);
-        assert_eq!(out.get(4..6), Some(&[0xbe, 0xef][..]));
-        assert_eq!(internet_checksum(&out), 0, "a valid checksum sums to zero");
-        assert_eq!(out.get(6..), echo(8, 0).get(6..), "sequence and data kept");
-        // Over IPv6 the kernel computes the checksum.
-        let raw = RawEcho { v4: false, ..raw };
-        raw.request(&echo(128, 0x1234), &mut out);
-        assert_eq!(out.get(2..6), Some(&[0, 0, 0xbe, 0xef][..]));
-    }
-
-    #[test]
-    fn a_raw_socket_keeps_only_the_replies_to_its_flow() {
-        let raw = RawEcho {
-            identifier: 0xbeef,
-            v4: true,
-        };
-        // A raw IPv4 socket returns the IP header (20 bytes here) before the message.
-        let with_header = |message: &[u8]| {
-            let mut packet = vec![0x45];
-            packet.resize(20, 0);
-            packet.extend_from_slice(message);
-            packet
-        };
-        let mine = echo(0, 0xbeef);
-        assert_eq!(raw.reply(&with_header(&mine)), Some(&mine[..]));
-        assert_eq!(
-            raw.reply(&with_header(&echo(0, 0xbeee))),
-            None,
-            "another flow's"
-        );
-        assert_eq!(raw.reply(&with_header(&echo(8, 0xbeef))), None, "a request");
-        assert_eq!(raw.reply(&[0x46, 0, 0]), None, "truncated");
-        let raw = RawEcho { v4: false, ..raw };
-        let mine = echo(129, 0xbeef);
-        assert_eq!(raw.reply(&mine), Some(&mine[..]));
-        assert_eq!(raw.reply(&echo(135, 0xbeef)), None, "neighbour discovery");
     }
 }

@@ -68,6 +68,7 @@ mod error;
 mod ip;
 pub mod metrics;
 pub mod policy;
+mod raw_echo;
 pub mod relay;
 mod reset;
 mod retry;
@@ -93,6 +94,7 @@ pub use policy::{
     IngressQuery, IngressVerdict, IpFlowQuery, IpFlowVerdict, Policy, TagError, Tags, TunnelQuery,
     TunnelVerdict,
 };
+pub use raw_echo::RawEcho;
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
     EndpointStats, Event, Host, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,
