@@ -37,7 +37,7 @@ use veil_engine::{
 use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
 use crate::{CoreStats, Options};
-use crate::{tunnel, udp_tunnel};
+use crate::{decap, tunnel, udp_tunnel};
 
 /// Largest UDP datagram read or sent.
 const MAX_DATAGRAM: usize = 65_535;
@@ -70,6 +70,8 @@ pub(crate) struct CoreSetup {
 struct State {
     endpoint: Endpoint,
     tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
+    /// Decapsulated CONNECT-IP flows and their relays' signals (`crate::decap`).
+    flows: HashMap<veil_engine::IpFlowId, Rc<TunnelSignals>>,
     /// A stop was asked for: the engine runs the sequence, the core stops when it says it
     /// is closed.
     stopping: bool,
@@ -129,6 +131,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         state: RefCell::new(State {
             endpoint,
             tunnels: HashMap::new(),
+            flows: HashMap::new(),
             stopping: false,
         }),
         work: Signal::default(),
@@ -373,6 +376,15 @@ impl Core {
                         glommio::spawn_local(udp_tunnel::connect_and_relay(port, tunnel, target))
                             .detach();
                     }
+                    // The engine assigned the addresses; its decap off-ramp carries the
+                    // packets (`Edge::start` declares Ip only with pools).
+                    TunnelKind::Ip => {
+                        let accepted = self.state.borrow_mut().endpoint.accept_tunnel(tunnel);
+                        if let Err(e) = accepted {
+                            tracing::debug!(core, ?tunnel, error = %e, "accepting an IP tunnel failed");
+                        }
+                        self.work.notify();
+                    }
                     // The engine hands over only the kinds this host declares (all it knew
                     // when this was written): anything else here is a bug, refused.
                     _ => refuse(
@@ -420,7 +432,44 @@ impl Core {
                     signals.close(reason);
                 }
             }
+            Event::IpFlowOpened { .. }
+            | Event::IpFlowReadable { .. }
+            | Event::IpFlowClosed { .. } => self.on_flow_event(&event),
             other => tracing::debug!(core, event = ?other, "unhandled engine event"),
+        }
+    }
+
+    /// A decapsulated CONNECT-IP flow opened (it gets a relay with a socket), has
+    /// payloads, or closed.
+    fn on_flow_event(self: &Rc<Self>, event: &Event) {
+        match *event {
+            Event::IpFlowOpened {
+                flow,
+                protocol,
+                destination,
+                ..
+            } => {
+                let signals = Rc::new(TunnelSignals::default());
+                self.state
+                    .borrow_mut()
+                    .flows
+                    .insert(flow, Rc::clone(&signals));
+                let port: Rc<dyn Port> = self.clone();
+                glommio::spawn_local(decap::relay(port, flow, protocol, destination, signals))
+                    .detach();
+            }
+            Event::IpFlowReadable { flow } => {
+                if let Some(signals) = self.state.borrow().flows.get(&flow) {
+                    signals.readable.notify();
+                }
+            }
+            Event::IpFlowClosed { flow } => {
+                let signals = self.state.borrow_mut().flows.remove(&flow);
+                if let Some(signals) = signals {
+                    signals.close(veil_engine::CloseReason::Finished);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -564,6 +613,26 @@ impl Port for Core {
 
     fn count_target_drop(&self) {
         self.udp_target_drops.set(self.udp_target_drops.get() + 1);
+    }
+
+    fn flow_recv(&self, flow: veil_engine::IpFlowId, out: &mut [u8]) -> Option<usize> {
+        let received = self.state.borrow_mut().endpoint.ip_flow_recv(flow, out);
+        received
+            .map_err(|e| tracing::debug!(?flow, error = %e, "flow receive failed"))
+            .ok()
+            .flatten()
+    }
+
+    fn flow_send(&self, flow: veil_engine::IpFlowId, payload: &[u8]) -> bool {
+        let sent = self.state.borrow_mut().endpoint.ip_flow_send(flow, payload);
+        self.work.notify();
+        sent.map_err(|e| tracing::debug!(?flow, error = %e, "flow answer dropped"))
+            .is_ok()
+    }
+
+    fn flow_close(&self, flow: veil_engine::IpFlowId) {
+        let _ = self.state.borrow_mut().endpoint.ip_flow_close(flow);
+        self.work.notify();
     }
 }
 

@@ -43,6 +43,7 @@
 #![cfg(target_os = "linux")]
 
 mod core;
+mod decap;
 mod memlock;
 mod port;
 mod resolve;
@@ -295,9 +296,16 @@ impl Edge {
         let RoleConfig::Edge(mut edge) = config.role else {
             return Err(StartError::NotAnEdge);
         };
-        // The kinds this host serves: CONNECT (TCP) and CONNECT-UDP. The engine answers
-        // any other with 501 rather than leave it waiting.
+        // The kinds this host serves: CONNECT (TCP), CONNECT-UDP and, with address pools,
+        // CONNECT-IP through the engine's decap off-ramp (no device: each core's engine
+        // takes its tunnels' packets apart; pools are per engine, and an address given
+        // out on two cores is no conflict, since no packet leaves the edge by it). The
+        // engine answers any other kind with 501 rather than leave it waiting.
         edge.serves = TunnelKinds::only(TunnelKind::Stream).with(TunnelKind::Udp);
+        if !edge.ip_pools.is_empty() {
+            edge.serves = edge.serves.with(TunnelKind::Ip);
+            edge.ip_decap = true;
+        }
         let audited = edge.audit;
         let config = Config {
             role: RoleConfig::Edge(edge.with_shared_self_signed().map_err(StartError::Config)?),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use veil_engine::{CloseReason, Egress, Recv, Refusal, TunnelError, TunnelId};
+use veil_engine::{CloseReason, Egress, IpFlowId, Recv, Refusal, TunnelError, TunnelId};
 
 use crate::signal::Signal;
 
@@ -53,6 +53,17 @@ pub(crate) trait Port {
     /// Counts a datagram towards a UDP target that its socket refused (dropped, as UDP
     /// would).
     fn count_target_drop(&self);
+
+    /// Moves the next payload the client sent on a decapsulated IP flow into `out`
+    /// (`Endpoint::ip_flow_recv`); `None` when none is queued or the flow is gone.
+    fn flow_recv(&self, flow: IpFlowId, out: &mut [u8]) -> Option<usize>;
+
+    /// Hands what a flow's destination answered to the engine, which builds the packet
+    /// (`Endpoint::ip_flow_send`). `false`: the flow is gone.
+    fn flow_send(&self, flow: IpFlowId, payload: &[u8]) -> bool;
+
+    /// Closes a flow whose socket failed or could not be made (`Endpoint::ip_flow_close`).
+    fn flow_close(&self, flow: IpFlowId);
 }
 
 /// How the driver tells a tunnel's relay what the engine did.

@@ -391,6 +391,16 @@ mod tests {
             None
         }
         fn count_target_drop(&self) {}
+
+        fn flow_recv(&self, _: veil_engine::IpFlowId, _: &mut [u8]) -> Option<usize> {
+            None
+        }
+
+        fn flow_send(&self, _: veil_engine::IpFlowId, _: &[u8]) -> bool {
+            false
+        }
+
+        fn flow_close(&self, _: veil_engine::IpFlowId) {}
     }
 
     /// A relay on a real TCP connection whose far end (`app`, the target) the test holds,

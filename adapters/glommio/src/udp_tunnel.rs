@@ -85,7 +85,10 @@ async fn connect(
 
 /// A UDP socket on `from` (by default the wildcard address of `addr`'s family), Don't
 /// Fragment set, a large receive buffer, connected to `addr`.
-fn connected_socket(addr: SocketAddr, from: Option<SocketAddr>) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn connected_socket(
+    addr: SocketAddr,
+    from: Option<SocketAddr>,
+) -> io::Result<std::net::UdpSocket> {
     let wildcard = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

@@ -365,8 +365,13 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
-    if !settings.ip_pools.is_empty() {
-        anyhow::bail!("CONNECT-IP (--ip-pool) is served by the tokio runtime only, for now");
+    if matches!(
+        settings.ip_egress,
+        Some(crate::config::IpEgressSpec::Tun(_))
+    ) {
+        anyhow::bail!(
+            "--runtime glommio carries CONNECT-IP through the decap off-ramp only (--ip-egress decap, the default with --ip-pool); a TUN device is for the tokio runtime"
+        );
     }
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,

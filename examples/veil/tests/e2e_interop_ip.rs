@@ -58,15 +58,17 @@ const METRICS: &str = "127.0.0.1:19090";
 /// `capsules`), scoped to any host or, `by_name`, to `target.veil.test`; returns its JSON
 /// result, which must say every check passed.
 fn connect_ip_interop(label: &str, mode: &str, by_name: bool) -> anyhow::Result<Option<Value>> {
-    connect_ip_interop_via(label, mode, by_name, "tun:veil-ipx")
+    connect_ip_interop_via(label, mode, by_name, "tun:veil-ipx", &[])
 }
 
-/// [`connect_ip_interop`] through the edge's `egress` (`tun:NAME` or `decap`).
+/// [`connect_ip_interop`] through the edge's `egress` (`tun:NAME` or `decap`), with more
+/// flags for the edge.
 fn connect_ip_interop_via(
     label: &str,
     mode: &str,
     by_name: bool,
     egress: &str,
+    edge_flags: &[&str],
 ) -> anyhow::Result<Option<Value>> {
     if let Some(why) = skip_reason() {
         println!("SKIPPED {label}: {why}");
@@ -89,22 +91,20 @@ fn connect_ip_interop_via(
     ns.ip(&["link", "set", "target0", "up"])?;
     ns.hosts("127.0.0.1 localhost\n10.200.0.2 target.veil.test\n")?;
 
-    let edge = netns::start_edge(
-        ns,
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--ip-pool",
-            "10.89.0.0/24",
-            "--ip-egress",
-            egress,
-            "--allow-target",
-            "10.200.0.0/24",
-            "--metrics",
-            METRICS,
-        ],
-    )?;
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--ip-pool",
+        "10.89.0.0/24",
+        "--ip-egress",
+        egress,
+        "--allow-target",
+        "10.200.0.0/24",
+        "--metrics",
+        METRICS,
+    ];
+    args.extend_from_slice(edge_flags);
+    let edge = netns::start_edge(ns, dir.path(), &args)?;
     let mut command = ns.command(python);
     command
         .arg(support::repo_root().join("tests/interop/aioquic_connect_ip_client.py"))
@@ -213,7 +213,19 @@ fn aioquic_connect_ip_through_veil_server_in_capsules() -> anyhow::Result<()> {
 #[test]
 fn aioquic_connect_ip_through_veil_server_s_decap_off_ramp() -> anyhow::Result<()> {
     let label = "aioquic_connect_ip_through_veil_server_s_decap_off_ramp";
-    if let Some(result) = connect_ip_interop_via(label, "datagrams", false, "decap")? {
+    if let Some(result) = connect_ip_interop_via(label, "datagrams", false, "decap", &[])? {
+        eprintln!("e2e: {result}");
+    }
+    Ok(())
+}
+
+/// The same through a thread-per-core edge (`--runtime glommio`), which carries CONNECT-IP
+/// through the decap off-ramp.
+#[test]
+fn aioquic_connect_ip_through_a_glommio_edge() -> anyhow::Result<()> {
+    let label = "aioquic_connect_ip_through_a_glommio_edge";
+    let glommio = ["--runtime", "glommio", "--cores", "1"];
+    if let Some(result) = connect_ip_interop_via(label, "capsules", false, "decap", &glommio)? {
         eprintln!("e2e: {result}");
     }
     Ok(())
