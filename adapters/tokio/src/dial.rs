@@ -14,15 +14,17 @@ use veil_engine::{Egress, EgressPlan, Host, Refusal, TunnelId, TunnelTarget};
 
 use crate::command::Command;
 
-/// Resolves `target`, asks the driver where the engine lets `tunnel` go, and connects
-/// there ([`allowed_address`]). Resolution and connection each get `timeout`.
+/// Resolves `target` (unless the engine's cache gave its addresses, `cached`), asks the
+/// driver where the engine lets `tunnel` go, and connects there ([`allowed_address`]).
+/// Resolution and connection each get `timeout`.
 pub(crate) async fn dial(
     tunnel: TunnelId,
     target: &TunnelTarget,
+    cached: Option<Vec<SocketAddr>>,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let plan = allowed_address(tunnel, target, commands, timeout).await?;
+    let plan = allowed_address(tunnel, target, cached, commands, timeout).await?;
     let stream = match tokio::time::timeout(timeout, race(plan)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
@@ -87,10 +89,14 @@ async fn connect(egress: Egress) -> std::io::Result<TcpStream> {
 pub(crate) async fn allowed_address(
     tunnel: TunnelId,
     target: &TunnelTarget,
+    cached: Option<Vec<SocketAddr>>,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<EgressPlan, Refusal> {
-    let addrs = resolve(target, timeout).await?;
+    let addrs = match cached {
+        Some(addrs) => addrs,
+        None => resolve(target, timeout).await?,
+    };
     let (reply, chosen) = oneshot::channel();
     commands
         .send(Command::ChooseEgress {

@@ -362,8 +362,10 @@ impl Driver {
     fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
+        // The engine's cache of resolved names spares a lookup.
+        let cached = self.endpoint.cached_addresses(tunnel);
         tokio::spawn(async move {
-            let result = dial::dial(tunnel, &target, &commands, timeout).await;
+            let result = dial::dial(tunnel, &target, cached, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "dial failed");
             }
@@ -473,8 +475,9 @@ impl Driver {
     fn on_udp_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
+        let cached = self.endpoint.cached_addresses(tunnel);
         tokio::spawn(async move {
-            let result = udp_egress::connect(tunnel, &target, &commands, timeout).await;
+            let result = udp_egress::connect(tunnel, &target, cached, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "UDP tunnel refused");
             }

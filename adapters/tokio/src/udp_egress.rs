@@ -37,11 +37,12 @@ pub(crate) struct Egress {
 pub(crate) async fn connect(
     tunnel: TunnelId,
     target: &TunnelTarget,
+    cached: Option<Vec<SocketAddr>>,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<Egress, Refusal> {
     // A UDP socket has no handshake to race: the engine's first choice.
-    let plan = dial::allowed_address(tunnel, target, commands, timeout).await?;
+    let plan = dial::allowed_address(tunnel, target, cached, commands, timeout).await?;
     let chosen = *plan.attempts.first().ok_or(Refusal::Internal)?;
     let addr = chosen.to;
     connected_socket(addr, chosen.from)

@@ -225,6 +225,8 @@ pub struct EdgeConfig {
     /// each engine), so that a flood of Initials from spoofed addresses costs the edge a
     /// Retry packet each, not a handshake.
     pub retry: RetryPolicy,
+    /// The cache of resolved names (`crate::dns`): how many, and for how long.
+    pub dns_cache: crate::dns::DnsCacheConfig,
     /// Key of the stateless reset tokens (RFC 9000 §10.3) the edge gives its clients. Edges
     /// that must answer for each other's connections (behind one address, or across a
     /// restart) share it. `None`: derived from the certificate's private key, or random
@@ -284,6 +286,7 @@ impl Default for EdgeConfig {
             egress_allow: Vec::new(),
             max_connections: 10_000,
             retry: RetryPolicy::AboveRate { per_second: 1000 },
+            dns_cache: crate::dns::DnsCacheConfig::default(),
             stateless_reset_key: None,
             udp_path_template: DEFAULT_PATH_TEMPLATE.to_owned(),
             serves: TunnelKinds::ALL,
@@ -570,7 +573,9 @@ fn fingerprint<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D
         .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits (colons allowed)"))
 }
 
-fn duration_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration_ms<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     u64::deserialize(deserializer).map(Duration::from_millis)
 }
 

@@ -180,6 +180,8 @@ struct Edge {
     reset: StatelessReset,
     /// Address validation with Retry (`crate::retry`).
     retry: RetryGate,
+    /// What names resolved to (`crate::dns`); boxed, as a client has none.
+    dns: Box<crate::dns::DnsCache>,
     tokens: Vec<Token>,
     egress: EgressPolicy,
     max_connections: usize,
@@ -753,6 +755,9 @@ impl Endpoint {
             .ok_or(TunnelError::UnknownTunnel)?;
         if !matches!(entry.state, TunnelState::Requested { .. }) {
             return Err(TunnelError::InvalidState);
+        }
+        if refusal == Refusal::DnsError {
+            self.remember_unresolved(tunnel);
         }
         self.note_end(tunnel, crate::audit::Ending::Refused(refusal));
         let Some(entry) = self.tunnels.get(&tunnel) else {
@@ -2100,6 +2105,7 @@ impl Edge {
             })?;
         Ok(Self {
             retry: RetryGate::new(config.retry, retry_key, now),
+            dns: Box::new(crate::dns::DnsCache::new(config.dns_cache)),
             reset,
             egress: EgressPolicy::new(
                 config

@@ -62,6 +62,7 @@ pub mod audit;
 mod cid;
 mod config;
 mod connect;
+mod dns;
 pub mod egress;
 mod endpoint;
 mod error;
@@ -85,6 +86,7 @@ pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RetryPolicy, RoleConfig,
     Secret, Token, Verify, format_fingerprint, parse_fingerprint,
 };
+pub use dns::DnsCacheConfig;
 pub use endpoint::{
     CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, MAX_RESOLVED, ShutdownPlan,
 };

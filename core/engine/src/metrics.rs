@@ -47,6 +47,8 @@ impl EndpointStats {
             stateless_resets,
             retries,
             retry_tokens_invalid,
+            dns_cache_hits,
+            dns_cache_misses,
             datagrams_received,
             datagrams_sent,
             udp_datagrams_sent,
@@ -86,6 +88,8 @@ impl EndpointStats {
         self.version_negotiations += version_negotiations;
         self.stateless_resets += stateless_resets;
         self.retries += retries;
+        self.dns_cache_hits += dns_cache_hits;
+        self.dns_cache_misses += dns_cache_misses;
         self.retry_tokens_invalid += retry_tokens_invalid;
         self.datagrams_received += datagrams_received;
         self.datagrams_sent += datagrams_sent;
@@ -160,7 +164,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 29] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 31] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -228,6 +232,16 @@ impl Snapshot {
                 "quic_retries",
                 "Retry packets sent to make new clients prove their address.",
                 Counter(s.retries),
+            ),
+            (
+                "dns_cache_hits",
+                "Requests whose name the cache of resolved names answered.",
+                Counter(s.dns_cache_hits),
+            ),
+            (
+                "dns_cache_misses",
+                "Requests whose name the host had to look up.",
+                Counter(s.dns_cache_misses),
             ),
             (
                 "quic_retry_tokens_invalid",

@@ -543,6 +543,11 @@ pub struct EndpointStats {
     pub stateless_resets: u64,
     /// Edge: Retry packets sent (address validation, `EdgeConfig::retry`).
     pub retries: u64,
+    /// Edge: requests whose name the cache of resolved names answered
+    /// (`Endpoint::cached_addresses`), and those it did not.
+    pub dns_cache_hits: u64,
+    /// See `dns_cache_hits`.
+    pub dns_cache_misses: u64,
     /// Edge: Initials dropped for a Retry token of ours that was forged, expired or from
     /// another address.
     pub retry_tokens_invalid: u64,

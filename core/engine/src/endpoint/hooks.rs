@@ -139,11 +139,26 @@ impl Endpoint {
         tunnel: TunnelId,
         candidates: &[SocketAddr],
     ) -> Result<Egress, Refusal> {
-        let RoleState::Edge(edge) = &self.role else {
+        if !matches!(self.role, RoleState::Edge(_)) {
             return candidates
                 .first()
                 .map(|&to| Egress { to, from: None })
                 .ok_or(Refusal::DnsError);
+        }
+        if self
+            .tunnels
+            .get(&tunnel)
+            .is_none_or(|entry| entry.request.is_none())
+        {
+            return Err(Refusal::Internal);
+        }
+        // Nothing resolved is a fact, not a choice: no hook is asked.
+        if candidates.is_empty() {
+            return Err(Refusal::DnsError);
+        }
+        self.remember_resolved(tunnel, candidates);
+        let RoleState::Edge(edge) = &self.role else {
+            return Err(Refusal::Internal);
         };
         let Some(request) = self
             .tunnels
@@ -152,10 +167,6 @@ impl Endpoint {
         else {
             return Err(Refusal::Internal);
         };
-        // Nothing resolved is a fact, not a choice: no hook is asked.
-        if candidates.is_empty() {
-            return Err(Refusal::DnsError);
-        }
         let permitted: Vec<SocketAddr> = candidates
             .iter()
             .copied()
@@ -188,6 +199,74 @@ impl Endpoint {
                 Err(Refusal::Internal)
             }
             EgressVerdict::Refuse(refusal) => Err(refusal),
+        }
+    }
+
+    /// Edge: what the cache of resolved names (`EdgeConfig::dns_cache`) knows of the name
+    /// a tunnel asks for, as addresses with its port: `Some` to hand to
+    /// [`egress_plan`](Self::egress_plan) instead of a lookup (empty when the name did not
+    /// resolve a moment ago: the engine refuses it as a DNS error), `None` to look the
+    /// name up (not cached, not a name, not a tunnel waiting for its egress, a client).
+    pub fn cached_addresses(&mut self, tunnel: TunnelId) -> Option<Vec<SocketAddr>> {
+        let (name, port) = self.requested_name(tunnel)?;
+        let RoleState::Edge(edge) = &mut self.role else {
+            return None;
+        };
+        match edge.dns.get(&name, self.clock) {
+            crate::dns::Cached::Unknown => {
+                self.stats.dns_cache_misses += 1;
+                None
+            }
+            crate::dns::Cached::Unresolved => {
+                self.stats.dns_cache_hits += 1;
+                Some(Vec::new())
+            }
+            crate::dns::Cached::Addresses(addrs) => {
+                self.stats.dns_cache_hits += 1;
+                Some(
+                    addrs
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// The name (and port) a tunnel's request targets, if it names one.
+    fn requested_name(&self, tunnel: TunnelId) -> Option<(String, u16)> {
+        let request = self.tunnels.get(&tunnel)?.request.as_deref()?;
+        match &request.target.host {
+            crate::types::Host::Name(name) => Some((name.as_str().to_owned(), request.target.port)),
+            crate::types::Host::Ip(_) => None,
+        }
+    }
+
+    /// Keeps what a tunnel's name resolved to, unless the cache has a fresh answer (the
+    /// host may have taken it from there: its time must not start again).
+    fn remember_resolved(&mut self, tunnel: TunnelId, candidates: &[SocketAddr]) {
+        let Some((name, _)) = self.requested_name(tunnel) else {
+            return;
+        };
+        let RoleState::Edge(edge) = &mut self.role else {
+            return;
+        };
+        if edge.dns.get(&name, self.clock) == crate::dns::Cached::Unknown {
+            let ips: Vec<std::net::IpAddr> = candidates.iter().map(SocketAddr::ip).collect();
+            edge.dns.resolved(&name, &ips, self.clock);
+        }
+    }
+
+    /// Keeps that a tunnel's name did not resolve, unless the cache knows it already.
+    pub(super) fn remember_unresolved(&mut self, tunnel: TunnelId) {
+        let Some((name, _)) = self.requested_name(tunnel) else {
+            return;
+        };
+        let RoleState::Edge(edge) = &mut self.role else {
+            return;
+        };
+        if edge.dns.get(&name, self.clock) == crate::dns::Cached::Unknown {
+            edge.dns.unresolved(&name, self.clock);
         }
     }
 
