@@ -96,7 +96,7 @@ impl Setup {
     fn context(&self) -> String {
         format!(
             "relay: {} B from the edge, {} datagrams blackholed\n{}\n{}",
-            self.relay.from_edge(),
+            self.relay.bytes_from_edge(),
             self.relay.blackholed(),
             self.edge.diagnostics(),
             self.client.diagnostics()
@@ -148,7 +148,7 @@ fn a_download_goes_on_after_a_5_s_blackhole() -> anyhow::Result<()> {
     wait_until("4 MiB downloaded", Duration::from_secs(30), || {
         std::fs::metadata(&downloaded).is_ok_and(|m| m.len() >= 4 << 20)
     })?;
-    let before = setup.relay.from_edge();
+    let before = setup.relay.bytes_from_edge();
     setup.relay.blackhole(true);
     let dark = Instant::now();
     thread::sleep(SHORT);
@@ -184,11 +184,11 @@ fn a_download_goes_on_after_a_5_s_blackhole() -> anyhow::Result<()> {
         setup.context()
     );
     eprintln!(
-        "e2e: blackhole 5 s: dark {:.1?} after the start with {:.1} MiB through the relay, \
+        "e2e: blackhole 5 s: dark {:.1?} after the start with {} KiB through the relay, \
          {blackholed} datagrams dropped; {} MiB whole in {:.1?}, {:.1?} after the path's return; one \
          connection",
         dark - started,
-        before as f64 / f64::from(1 << 20),
+        before >> 10,
         SIZE >> 20,
         ended - started,
         ended - back,
@@ -207,19 +207,7 @@ fn after_a_60_s_blackhole_lost_tunnels_fail_and_the_client_reconnects() -> anyho
     std::fs::write(&small, "small\n")?;
 
     // A request before the blackhole: the connection is up.
-    let output = setup.fetch(
-        "small.txt",
-        &setup.dir.join("first.txt"),
-        &[],
-        Duration::from_secs(20),
-    )?;
-    ensure!(
-        output.status.success() && output.stdout == "200",
-        "the first request: curl exit {}: {}\n{}",
-        output.code(),
-        output.stderr,
-        setup.context()
-    );
+    first_success_after(&setup, Instant::now())?;
 
     // The tunnel that will be lost.
     let socks = setup.socks();
@@ -287,28 +275,7 @@ fn after_a_60_s_blackhole_lost_tunnels_fail_and_the_client_reconnects() -> anyho
     thread::sleep(left);
     setup.relay.blackhole(false);
     let back = Instant::now();
-    let mut attempts = 0;
-    let recovered = loop {
-        attempts += 1;
-        let output = setup.fetch(
-            "small.txt",
-            &setup.dir.join("after.txt"),
-            &[],
-            Duration::from_secs(1),
-        )?;
-        if output.status.success() && output.stdout == "200" {
-            break back.elapsed();
-        }
-        ensure!(
-            back.elapsed() < Duration::from_secs(30),
-            "no request succeeded within 30 s of the path's return ({attempts} attempts; \
-             last: curl exit {}: {})\n{}",
-            output.code(),
-            output.stderr,
-            setup.context()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let (recovered, attempts) = first_success_after(&setup, back)?;
     ensure!(
         setup.client_alive(),
         "the client exited\n{}",
@@ -342,5 +309,32 @@ impl Setup {
     /// Whether the same `veil client` process is still running.
     fn client_alive(&mut self) -> bool {
         self.client.exited().is_none()
+    }
+}
+
+/// Fetches a small file through the client in a loop until it works; how long after
+/// `back` that was, and after how many attempts (an error after 30 s).
+fn first_success_after(setup: &Setup, back: Instant) -> anyhow::Result<(Duration, u32)> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let output = setup.fetch(
+            "small.txt",
+            &setup.dir.join("after.txt"),
+            &[],
+            Duration::from_secs(1),
+        )?;
+        if output.status.success() && output.stdout == "200" {
+            return Ok((back.elapsed(), attempts));
+        }
+        ensure!(
+            back.elapsed() < Duration::from_secs(30),
+            "no request succeeded within 30 s of the path's return ({attempts} attempts; \
+             last: curl exit {}: {})\n{}",
+            output.code(),
+            output.stderr,
+            setup.context()
+        );
+        thread::sleep(Duration::from_millis(50));
     }
 }

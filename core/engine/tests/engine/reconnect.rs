@@ -207,11 +207,9 @@ fn a_tunnel_asked_for_after_a_dark_path_returns_opens_at_once() {
     let mut edge = EdgeHost::default();
     assert!(net.run_until(&mut lost, &mut edge, BUDGET, |c, _| c.refused.is_some()));
     assert_eq!(lost.refused, Some(RefusedReason::EdgeUnavailable));
-    net.run_until(&mut lost, &mut edge, Duration::from_millis(3000), |_, _| {
-        false
-    });
-    let mut next = OneTunnel::to(target("echo.test", 2));
-    let after = opened_after_return(&mut net, &mut next).expect("the tunnel opened");
+    net.run_until(&mut lost, &mut edge, Duration::from_secs(3), |_, _| false);
+    let mut second = OneTunnel::to(target("echo.test", 2));
+    let after = opened_after_return(&mut net, &mut second).expect("the tunnel opened");
     eprintln!("opened {after:?} after the path's return");
     assert!(
         after < Duration::from_millis(500),

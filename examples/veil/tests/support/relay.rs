@@ -126,7 +126,7 @@ impl Relay {
     }
 
     /// Bytes that came from the edge and were passed to the client.
-    pub(crate) fn from_edge(&self) -> u64 {
+    pub(crate) fn bytes_from_edge(&self) -> u64 {
         self.shared.from_edge.load(Ordering::Relaxed)
     }
 }
