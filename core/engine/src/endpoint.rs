@@ -72,6 +72,12 @@ const MIN_INITIAL_LEN: usize = 1200;
 /// not answered.
 const MAX_STATELESS: usize = 64;
 
+/// Client: how long a connection attempt may go without a word from the edge, while
+/// tunnels wait for it, before a fresh attempt replaces it (`Endpoint::client_connect`).
+/// About the first retransmission of the handshake (quiche's initial RTT is 333 ms): at
+/// most one new attempt a second while the edge does not answer.
+const STALE_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// HTTP/3 error codes used on streams (RFC 9114 §8.1).
 const H3_NO_ERROR: u64 = h3::WireErrorCode::NoError as u64;
 const H3_REQUEST_REJECTED: u64 = h3::WireErrorCode::RequestRejected as u64;
@@ -212,6 +218,8 @@ struct Client {
     conn: Option<u64>,
     /// No connection attempt before this.
     retry_at: Option<Instant>,
+    /// When the current connection attempt started (see [`STALE_ATTEMPT`]).
+    attempt_at: Instant,
     /// Delay before the next attempt after a loss.
     backoff: Duration,
     /// Tunnels waiting for a connection (or for stream credit), oldest first.
@@ -406,7 +414,7 @@ impl Endpoint {
             }
             RoleConfig::Client(client) => {
                 let tls = tls::client_context(&client.verify, client.certificate.as_ref())?;
-                (tls, None, RoleState::Client(Client::new(client)))
+                (tls, None, RoleState::Client(Client::new(client, now)))
             }
         };
         Ok(Self {
@@ -641,7 +649,8 @@ impl Endpoint {
                     .iter()
                     .filter_map(|id| self.tunnels.get(id).and_then(Tunnel::deadline));
                 let retry = client.retry_at.filter(|_| client.conn.is_none());
-                deadlines.chain(retry).min()
+                let stale = self.stale_attempt().map(|(_, at)| at);
+                deadlines.chain(retry).chain(stale).min()
             }
             _ => None,
         };
@@ -1327,8 +1336,38 @@ impl Endpoint {
         self.conns.add_route(handle, cid);
     }
 
+    /// Client: the current connection attempt, if tunnels wait for it and it has heard
+    /// nothing from the edge, and when it goes stale ([`STALE_ATTEMPT`] after it started).
+    fn stale_attempt(&self) -> Option<(u64, Instant)> {
+        let RoleState::Client(client) = &self.role else {
+            return None;
+        };
+        let handle = client.conn?;
+        let conn = self.conns.get(handle)?;
+        let unanswered =
+            !conn.quic.is_established() && !conn.quic.is_closed() && conn.quic.stats().recv == 0;
+        (unanswered && !client.pending.is_empty())
+            .then_some((handle, client.attempt_at + STALE_ATTEMPT))
+    }
+
     /// Client: starts a connection when tunnels wait, none is current and backoff allows.
+    ///
+    /// An attempt the edge has not answered for [`STALE_ATTEMPT`] while tunnels wait is
+    /// replaced by a fresh one, at once: quiche backs off its handshake's retransmissions
+    /// (1, 2, 4, 8, 16 s apart) until the idle timeout, so an attempt started while the
+    /// path was dark would otherwise keep tunnels waiting for up to that long after the
+    /// path's return.
     fn client_connect(&mut self, now: Instant) {
+        if let Some((handle, at)) = self.stale_attempt().filter(|&(_, at)| at <= now) {
+            tracing::debug!(connection = handle, since = ?at, "no answer from the edge: a fresh attempt");
+            if let Some(conn) = self.conns.get_mut(handle) {
+                let _ = conn.quic.close(false, 0, b"no answer");
+            }
+            self.remove_conn(now, handle);
+            if let RoleState::Client(client) = &mut self.role {
+                client.retry_at = None;
+            }
+        }
         let RoleState::Client(client) = &mut self.role else {
             return;
         };
@@ -1356,6 +1395,7 @@ impl Endpoint {
             return;
         };
         client.retry_at = None;
+        client.attempt_at = now;
         let (local, edge) = (client.local_addr, client.edge_addr);
         let handle = self.insert_conn(quic, local, edge);
         if let RoleState::Client(client) = &mut self.role {
@@ -2144,7 +2184,7 @@ impl Edge {
 }
 
 impl Client {
-    fn new(config: ClientConfig) -> Self {
+    fn new(config: ClientConfig, now: Instant) -> Self {
         let local_addr = config.local_addr.unwrap_or(match config.edge_addr {
             SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
             SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
@@ -2160,6 +2200,7 @@ impl Client {
             pending_deadline: config.pending_deadline,
             conn: None,
             retry_at: None,
+            attempt_at: now,
             backoff: config.reconnect_initial,
             pending: VecDeque::new(),
         }

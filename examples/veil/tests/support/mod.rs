@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 pub(crate) mod netns;
+pub(crate) mod relay;
 
 /// How long a program may take to print that it is listening.
 pub(crate) const STARTUP: Duration = Duration::from_secs(20);
@@ -912,5 +913,10 @@ impl Client {
     /// SIGTERM, then waits for it to exit.
     pub(crate) fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         self.proc.terminate(timeout)
+    }
+
+    /// Its exit status if it has exited; `None` while it runs.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.proc.exited()
     }
 }
