@@ -547,6 +547,10 @@ impl Port for Core {
         outcome
     }
 
+    fn cached_addresses(&self, tunnel: TunnelId) -> Option<Vec<SocketAddr>> {
+        self.state.borrow_mut().endpoint.cached_addresses(tunnel)
+    }
+
     fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal> {
         self.state.borrow_mut().endpoint.egress_for(tunnel, addrs)
     }

@@ -18,6 +18,10 @@ pub(crate) trait Port {
     /// How long resolving a target, and then connecting to it, may take each.
     fn connect_timeout(&self) -> Duration;
 
+    /// What the engine's cache of resolved names holds for `tunnel`'s target
+    /// (`Endpoint::cached_addresses`): `None` to look it up.
+    fn cached_addresses(&self, tunnel: TunnelId) -> Option<Vec<SocketAddr>>;
+
     /// Where the engine lets `tunnel` go among its resolved addresses, and from which local
     /// address (`Endpoint::egress_for`).
     fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal>;

@@ -62,7 +62,10 @@ async fn dial(
     target: &TunnelTarget,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let addrs = resolve::resolve(target, timeout).await?;
+    let addrs = match port.cached_addresses(tunnel) {
+        Some(addrs) => addrs,
+        None => resolve::resolve(target, timeout).await?,
+    };
     // The address that passed the check is the one dialled: no second lookup can swap it.
     let egress = port.egress_for(tunnel, &addrs)?;
     if egress.from.is_some() {
@@ -391,6 +394,10 @@ mod tests {
             None
         }
         fn count_target_drop(&self) {}
+
+        fn cached_addresses(&self, _: TunnelId) -> Option<Vec<SocketAddr>> {
+            None
+        }
 
         fn flow_recv(&self, _: veil_engine::IpFlowId, _: &mut [u8]) -> Option<usize> {
             None

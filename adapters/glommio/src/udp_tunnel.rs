@@ -73,7 +73,10 @@ async fn connect(
     tunnel: TunnelId,
     target: &TunnelTarget,
 ) -> Result<UdpSocket, Refusal> {
-    let addrs = resolve::resolve(target, port.connect_timeout()).await?;
+    let addrs = match port.cached_addresses(tunnel) {
+        Some(addrs) => addrs,
+        None => resolve::resolve(target, port.connect_timeout()).await?,
+    };
     let egress = port.egress_for(tunnel, &addrs)?;
     let addr = egress.to;
     let socket = connected_socket(addr, egress.from).map_err(|e| {
