@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+pub(crate) mod impair;
 pub(crate) mod netns;
 pub(crate) mod relay;
 

@@ -1,0 +1,140 @@
+//! A bad network between `veil client` and `veil server`, with real programs on loopback:
+//! curl → `veil client` (SOCKS5) → the tests' impairing relay (`support/impair.rs`: 50 ms
+//! each way, 2% loss each way, 1% of datagrams 10 ms late, a 20 Mbit/s bottleneck with a
+//! 100 kB queue) → `veil server` → nginx.
+//!
+//! A download must arrive whole (SHA-256) over the clean path and over the bad one, with
+//! CUBIC and with `BBRv2` (`[quic] congestion_control`); the goodput of each is printed (a
+//! figure, not a test: docs/RELIABILITY.md). Random loss is not congestion: a controller
+//! that backs off at every loss keeps a fraction of the clean goodput.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use support::impair::{ImpairedPath, Impairment};
+use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, sha256_file};
+
+/// The file downloaded.
+const SIZE: usize = 4 << 20;
+/// Bound of one download: at a tenth of the bottleneck it takes 17 s.
+const DOWNLOAD: Duration = Duration::from_secs(120);
+
+/// The bad path of the measurement, at a rate this machine keeps up with.
+const BAD: Impairment = Impairment {
+    delay: Duration::from_millis(50),
+    loss: 0.02,
+    reorder: 0.01,
+    reorder_by: Duration::from_millis(10),
+    rate_bps: 20_000_000,
+    queue_bytes: 100_000,
+};
+
+/// The clean path with the same delay and bottleneck, for the goodput to compare with.
+const CLEAN_BUT_FAR: Impairment = Impairment {
+    loss: 0.0,
+    reorder: 0.0,
+    ..BAD
+};
+
+/// Downloads the file through a fresh edge and client with `congestion` over `path`;
+/// returns the goodput in Mbit/s.
+fn download(
+    dir: &TempDir,
+    origin: &Origin,
+    served_sum: &str,
+    congestion: &str,
+    path: Impairment,
+) -> anyhow::Result<f64> {
+    let config = dir.join(&format!("{congestion}.toml"));
+    std::fs::write(
+        &config,
+        format!("[quic]\ncongestion_control = \"{congestion}\"\n"),
+    )?;
+    let config = config.to_str().context("a UTF-8 path")?.to_owned();
+    let edge = Edge::start(
+        dir.path(),
+        &[
+            "--config",
+            &config,
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+        ],
+    )?;
+    let relay = ImpairedPath::start(edge.addr(), path)?;
+    let client = Client::start(
+        dir.path(),
+        relay.addr(),
+        &["--config", &config, "--pin", edge.pin()?, "--token", TOKEN],
+    )?;
+    let downloaded = dir.join("downloaded.bin");
+    let socks = format!("socks5h://{}", client.socks());
+    let started = Instant::now();
+    let output = curl(
+        &[
+            "--proxy",
+            &socks,
+            "--write-out",
+            "%{http_code}",
+            "--output",
+            downloaded.to_str().context("a UTF-8 path")?,
+            &origin.url("big.bin"),
+        ],
+        DOWNLOAD,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let counters = &relay.counters;
+    let context = || {
+        format!(
+            "{congestion}: forwarded {:?}, lost {:?}, reordered {:?}, queue drops {:?}\n{}\n{}",
+            counters.forwarded,
+            counters.lost,
+            counters.reordered,
+            counters.queue_drops,
+            edge.diagnostics(),
+            client.diagnostics()
+        )
+    };
+    ensure!(
+        output.status.success() && output.stdout == "200",
+        "download: curl exit {}, status {:?}: {}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        context()
+    );
+    ensure!(
+        sha256_file(&downloaded)? == served_sum,
+        "the download differs from the file served\n{}",
+        context()
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let mbit = (SIZE as f64) * 8.0 / 1e6 / seconds;
+    Ok(mbit)
+}
+
+#[test]
+fn downloads_arrive_whole_over_a_lossy_reordering_far_path() -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new("impaired")?;
+    let origin = Origin::start(dir.path())?;
+    let served_sum = support::write_random_file(&origin.root().join("big.bin"), SIZE, 0x5eed_1055)?;
+    let mut figures = Vec::new();
+    for congestion in ["cubic", "bbr2"] {
+        let clean = download(&dir, &origin, &served_sum, congestion, CLEAN_BUT_FAR)?;
+        let bad = download(&dir, &origin, &served_sum, congestion, BAD)?;
+        figures.push(format!(
+            "{congestion}: clean {clean:.1} Mbit/s, 2% loss + 1% reordering {bad:.1} Mbit/s ({:.0}% of clean)",
+            100.0 * bad / clean
+        ));
+    }
+    eprintln!(
+        "e2e: {} MiB over 100 ms RTT, 20 Mbit/s: {}",
+        SIZE >> 20,
+        figures.join("; ")
+    );
+    Ok(())
+}
