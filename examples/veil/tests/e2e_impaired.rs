@@ -12,9 +12,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use support::impair::{ImpairedPath, Impairment};
-use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, sha256_file};
+use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool};
 
 /// The file downloaded.
 const SIZE: usize = 4 << 20;
@@ -98,19 +98,7 @@ fn download(
             client.diagnostics()
         )
     };
-    ensure!(
-        output.status.success() && output.stdout == "200",
-        "download: curl exit {}, status {:?}: {}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
-        context()
-    );
-    ensure!(
-        sha256_file(&downloaded)? == served_sum,
-        "the download differs from the file served\n{}",
-        context()
-    );
+    support::check_download(&output, &downloaded, served_sum, context)?;
     #[allow(clippy::cast_precision_loss)]
     let mbit = (SIZE as f64) * 8.0 / 1e6 / seconds;
     Ok(mbit)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use support::relay::Relay;
-use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, sha256_file, timed};
+use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, timed};
 
 /// The file downloaded.
 const SIZE: usize = 64 << 20;
@@ -69,19 +69,7 @@ fn a_download_survives_the_client_s_nat_rebinding() -> anyhow::Result<()> {
             client.diagnostics()
         )
     };
-    ensure!(
-        output.status.success() && output.stdout == "200",
-        "download: curl exit {}, status {:?}: {}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
-        context()
-    );
-    ensure!(
-        sha256_file(&downloaded)? == served_sum,
-        "the downloaded file differs from the served one\n{}",
-        context()
-    );
+    support::check_download(&output, &downloaded, &served_sum, context)?;
     ensure!(
         rebound,
         "the NAT never rebound: nothing was tested\n{}",

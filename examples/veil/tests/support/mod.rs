@@ -627,6 +627,31 @@ pub(crate) fn write_random_file(path: &Path, len: usize, seed: u64) -> anyhow::R
     Ok(veil_cli::body::hex(&hasher.finish()))
 }
 
+/// Checks a download curl made with `--write-out %{http_code}`: exit 0, status 200, and
+/// `downloaded` has the SHA-256 `served_sum`; `context` explains a failure.
+#[allow(dead_code)] // not every test binary that includes this module downloads
+pub(crate) fn check_download(
+    output: &Output,
+    downloaded: &Path,
+    served_sum: &str,
+    context: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    ensure!(
+        output.status.success() && output.stdout == "200",
+        "download: curl exit {}, status {:?}: {}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        context()
+    );
+    ensure!(
+        sha256_file(downloaded)? == served_sum,
+        "the downloaded file differs from the served one\n{}",
+        context()
+    );
+    Ok(())
+}
+
 /// SHA-256 of a file, in hex.
 pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
