@@ -126,3 +126,105 @@ fn downloads_arrive_whole_over_a_lossy_reordering_far_path() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Datagrams sent through the UDP forward over the bad path, at about 2 Mbit/s (25 every
+/// 100 ms), well within what the path and CUBIC carry, so that what is missing is the
+/// path's loss (QUIC DATAGRAM frames are never retransmitted).
+const DATAGRAMS: u32 = 1000;
+
+/// The payload of datagram `seq`: its number, then bytes that depend on it, so that an
+/// echo that arrives changed, or cut, is told apart from one that is lost.
+fn payload(seq: u32) -> Vec<u8> {
+    let mut out = seq.to_be_bytes().to_vec();
+    out.extend((0..1000u32).map(|i| u8::try_from((i * 7 + seq) % 251).unwrap_or(0)));
+    out
+}
+
+/// UDP over CONNECT-UDP across the bad path (CUBIC; datagrams have no retransmission):
+/// some are lost, as UDP may be, and every one that comes back is exactly what was sent.
+#[test]
+fn udp_over_a_lossy_path_loses_datagrams_but_never_changes_one() -> anyhow::Result<()> {
+    let dir = TempDir::new("impaired-udp")?;
+    let echo = support::UdpEcho::start(b"")?;
+    let edge = Edge::start(
+        dir.path(),
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    let relay = ImpairedPath::start(edge.addr(), BAD)?;
+    let forward = format!("127.0.0.1:0={}", echo.addr());
+    let client = Client::start(
+        dir.path(),
+        relay.addr(),
+        &[
+            "--pin",
+            edge.pin()?,
+            "--token",
+            TOKEN,
+            "--udp-forward",
+            &forward,
+        ],
+    )?;
+    let local = client.udp_forward()?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut buf = vec![0; 4096];
+    // The tunnel opens with the first datagram: wait until one comes back (the path loses
+    // some), so that the burst measures the path, not the tunnel's set-up queue.
+    let opened = (0..20).any(|_| {
+        socket.send_to(b"hello", local).is_ok()
+            && socket
+                .recv(&mut buf)
+                .is_ok_and(|len| &buf[..len] == b"hello")
+    });
+    anyhow::ensure!(
+        opened,
+        "no echo through the forward\n{}",
+        client.diagnostics()
+    );
+    // Echoes are read as they come (a socket's buffer holds only some hundred kB).
+    let reader = {
+        let socket = socket.try_clone()?;
+        std::thread::spawn(move || {
+            let mut seen = vec![false; DATAGRAMS as usize];
+            let mut changed = 0;
+            let mut buf = vec![0; 4096];
+            while let Ok(len) = socket.recv(&mut buf) {
+                let got = &buf[..len];
+                let seq = got
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes);
+                match seq {
+                    Some(seq) if seq < DATAGRAMS && got == payload(seq) => {
+                        seen[seq as usize] = true;
+                    }
+                    _ if got == b"hello" => {}
+                    _ => changed += 1,
+                }
+            }
+            (seen, changed)
+        })
+    };
+    for seq in 0..DATAGRAMS {
+        socket.send_to(&payload(seq), local)?;
+        if seq % 25 == 24 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (seen, changed) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
+    let back = seen.iter().filter(|s| **s).count();
+    eprintln!(
+        "e2e: UDP over 2% loss each way: {back} of {DATAGRAMS} datagrams came back, {changed} changed; relay lost {:?}, queue drops {:?}",
+        relay.counters.lost, relay.counters.queue_drops
+    );
+    anyhow::ensure!(changed == 0, "{changed} datagrams came back changed");
+    anyhow::ensure!(
+        back > (DATAGRAMS as usize) * 85 / 100,
+        "only {back} of {DATAGRAMS} came back: more than the path's loss\n{}\n{}",
+        edge.diagnostics(),
+        client.diagnostics()
+    );
+    Ok(())
+}
