@@ -139,26 +139,13 @@ impl Endpoint {
         tunnel: TunnelId,
         candidates: &[SocketAddr],
     ) -> Result<Egress, Refusal> {
-        if !matches!(self.role, RoleState::Edge(_)) {
+        // The cache keeps the whole answer; policy and rules judge it below, every time.
+        self.remember_resolved(tunnel, candidates);
+        let RoleState::Edge(edge) = &self.role else {
             return candidates
                 .first()
                 .map(|&to| Egress { to, from: None })
                 .ok_or(Refusal::DnsError);
-        }
-        if self
-            .tunnels
-            .get(&tunnel)
-            .is_none_or(|entry| entry.request.is_none())
-        {
-            return Err(Refusal::Internal);
-        }
-        // Nothing resolved is a fact, not a choice: no hook is asked.
-        if candidates.is_empty() {
-            return Err(Refusal::DnsError);
-        }
-        self.remember_resolved(tunnel, candidates);
-        let RoleState::Edge(edge) = &self.role else {
-            return Err(Refusal::Internal);
         };
         let Some(request) = self
             .tunnels
@@ -167,6 +154,10 @@ impl Endpoint {
         else {
             return Err(Refusal::Internal);
         };
+        // Nothing resolved is a fact, not a choice: no hook is asked.
+        if candidates.is_empty() {
+            return Err(Refusal::DnsError);
+        }
         let permitted: Vec<SocketAddr> = candidates
             .iter()
             .copied()
@@ -245,6 +236,9 @@ impl Endpoint {
     /// Keeps what a tunnel's name resolved to, unless the cache has a fresh answer (the
     /// host may have taken it from there: its time must not start again).
     fn remember_resolved(&mut self, tunnel: TunnelId, candidates: &[SocketAddr]) {
+        if candidates.is_empty() {
+            return;
+        }
         let Some((name, _)) = self.requested_name(tunnel) else {
             return;
         };

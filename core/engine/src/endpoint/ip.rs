@@ -266,27 +266,27 @@ impl Endpoint {
         packet: &mut [u8],
         answer: &mut [u8],
     ) -> Result<IpDelivery, TunnelError> {
-        if matches!(self.role, RoleState::Client(_)) {
-            if let Some(max_len) = self.tunnel_max_datagram_payload(tunnel) {
-                match forward::client_too_big(
-                    packet,
-                    max_len,
-                    forward::IcmpOut {
-                        answer,
-
-                        limiter: &mut self.icmp_limiter,
-                        now: self.clock,
-                    },
-                ) {
-                    Outcome::Forward => {}
-                    Outcome::Answer { len } => {
-                        self.stats.ip_icmp_answers += 1;
-                        return Ok(IpDelivery::Answer { len });
-                    }
-                    Outcome::Drop(cause) => {
-                        count_drop(&mut self.stats, cause);
-                        return Ok(IpDelivery::Dropped);
-                    }
+        // Only a packet longer than the tunnel's room is looked at twice (parsed for its
+        // ICMP answer); the rest go straight to `tunnel_send_packet`'s checks.
+        let too_long = matches!(self.role, RoleState::Client(_))
+            .then(|| self.tunnel_max_datagram_payload(tunnel))
+            .flatten()
+            .filter(|&max_len| packet.len() > max_len);
+        if let Some(max_len) = too_long {
+            let out = forward::IcmpOut {
+                answer,
+                limiter: &mut self.icmp_limiter,
+                now: self.clock,
+            };
+            match forward::client_too_big(packet, max_len, out) {
+                Outcome::Forward => {}
+                Outcome::Answer { len } => {
+                    self.stats.ip_icmp_answers += 1;
+                    return Ok(IpDelivery::Answer { len });
+                }
+                Outcome::Drop(cause) => {
+                    count_drop(&mut self.stats, cause);
+                    return Ok(IpDelivery::Dropped);
                 }
             }
         }
