@@ -1156,6 +1156,52 @@ def sniff_quic():
     write("sniff_quic", "short-header", datagram(b"\x40" + initial[1:]))
 
 
+# --- h2_frame, h2_session -----------------------------------------------------------------
+
+def h2(frame_type, flags, stream, payload=b""):
+    """An HTTP/2 frame (RFC 9113 §4.1)."""
+    return struct.pack(">I", len(payload))[1:] + bytes([frame_type, flags]) + struct.pack(">I", stream) + payload
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# HPACK (RFC 7541): :method CONNECT and :authority example.com:443, literals without
+# indexing on static-table names; then the same as a GET with :scheme and :path.
+H2_CONNECT = b"\x02\x07CONNECT\x01\x0fexample.com:443"
+H2_GET = b"\x82\x87\x84\x01\x0bexample.com"
+
+
+def h2_frames():
+    settings = h2(0x4, 0, 0, struct.pack(">HI", 0x4, 1 << 20) + struct.pack(">HI", 0x8, 1))
+    write("h2_frame", "settings-ack-ping", b"\x00" + settings + h2(0x4, 1, 0) + h2(0x6, 0, 0, b"12345678"))
+    write("h2_frame", "headers-data-padded", b"\x00" + h2(0x1, 0x24, 1, b"\x00\x00\x00\x00\x0f" + H2_CONNECT)
+          + h2(0x0, 0x09, 1, b"\x03hello\x00\x00\x00"))
+    write("h2_frame", "continuation", b"\x00" + h2(0x1, 0x00, 3, H2_GET[:3]) + h2(0x9, 0x04, 3, H2_GET[3:]))
+    write("h2_frame", "control", b"\x00" + h2(0x8, 0, 0, b"\x00\x01\x00\x00") + h2(0x3, 0, 1, b"\x00\x00\x00\x08")
+          + h2(0x2, 0, 5, b"\x80\x00\x00\x01\x10") + h2(0x7, 0, 0, b"\x00\x00\x00\x05\x00\x00\x00\x00bye"))
+    write("h2_frame", "unknown-and-push", b"\x01" + h2(0xfa, 0xff, 7, b"grease") + h2(0x5, 0x04, 1, b"\x00\x00\x00\x02\x82"))
+    write("h2_frame", "too-long", b"\x00" + h2(0x0, 0, 1, bytes(16385)))
+    write("h2_frame", "bad-padding", b"\x00" + h2(0x0, 0x08, 1, b"\x05abc"))
+
+
+def h2_sessions():
+    # fuzz/bodies/src/h2_session.rs: a flags byte (bit 0: a valid client preface and
+    # SETTINGS first), then operations; 0x00-0x3f feed the next (op + 1) bytes.
+    def feed(data):
+        out = b""
+        while data:
+            chunk, data = data[:64], data[64:]
+            out += bytes([len(chunk) - 1]) + chunk
+        return out
+    headers = h2(0x1, 0x04, 1, H2_CONNECT)
+    data = h2(0x0, 0x00, 1, b"ping over h2")
+    poll, respond, echo, read = b"\x40", b"\x41", b"\x42\x00\x20", b"\x43\x00\x40"
+    write("h2_session", "preface-connect", b"\x01" + feed(headers) + poll + respond + feed(data) + poll + read + echo)
+    write("h2_session", "raw-preface", b"\x00" + feed(H2_PREFACE + h2(0x4, 0, 0) + headers + data) + poll + respond + read)
+    write("h2_session", "reset-and-ping", b"\x01" + feed(headers + h2(0x3, 0, 1, b"\x00\x00\x00\x08")
+          + h2(0x6, 0, 0, b"12345678")) + poll)
+    write("h2_session", "continuation", b"\x01" + feed(h2(0x1, 0x01, 1, H2_GET[:2]) + h2(0x9, 0x04, 1, H2_GET[2:])) + poll + respond)
+
+
 # --- rules --------------------------------------------------------------------------------
 
 def rules():
@@ -1178,6 +1224,7 @@ def main():
     engine()
     sniff()
     sniff_quic()
+    h2_frames()
     rules()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))

@@ -16,6 +16,7 @@
 //! | [`masque::ip`] | CONNECT-IP scope and capsules (RFC 9484) |
 //! | [`socks5`] | SOCKS5 server side (RFC 1928, RFC 1929) |
 //! | [`http1`] | HTTP/1.1 proxy requests and responses (RFC 9110, 9112, 9209) |
+//! | [`h2`] | HTTP/2 frames (RFC 9113 §4, §6, §7; RFC 8441's setting) |
 //! | [`proxy_protocol`] | PROXY protocol v1 and v2 |
 //! | [`ip`] | IPv4/IPv6 packet views and ICMP/UDP builders |
 //! | [`sniff`] | the server name in a tunnel's first bytes: a TLS ClientHello's SNI (RFC 8446, RFC 6066) or an HTTP/1.x request's host; with `quic`, a QUIC client's Initial packets (RFC 9000, 9001, 9369) |
@@ -33,6 +34,7 @@ mod error;
 
 pub mod capsule;
 pub mod datagram;
+pub mod h2;
 pub mod http1;
 pub mod ip;
 pub mod masque;

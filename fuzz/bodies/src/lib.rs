@@ -24,6 +24,7 @@ pub mod capsule_roundtrip;
 pub mod datagram;
 pub mod datagram_roundtrip;
 pub mod engine;
+pub mod h2_frame;
 pub mod http1;
 pub mod http1_stream;
 pub mod ip;
@@ -70,4 +71,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("rules", rules::run),
     ("sniff", sniff::run),
     ("sniff_quic", sniff_quic::run),
+    ("h2_frame", h2_frame::run),
 ];

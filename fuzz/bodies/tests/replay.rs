@@ -103,4 +103,5 @@ replay_tests!(
     rules,
     sniff,
     sniff_quic,
+    h2_frame,
 );
