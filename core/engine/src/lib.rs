@@ -66,6 +66,10 @@ mod dns;
 pub mod egress;
 mod endpoint;
 mod error;
+/// The HTTP/2 on-ramp's session (RFC 9113), for hosts that accept CONNECT tunnels over
+/// TCP+TLS. Public only for the fuzz targets and the interop tests; not a stable API.
+#[doc(hidden)]
+pub mod h2;
 mod ip;
 pub mod metrics;
 pub mod policy;
