@@ -1225,6 +1225,7 @@ def main():
     sniff()
     sniff_quic()
     h2_frames()
+    h2_sessions()
     rules()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))

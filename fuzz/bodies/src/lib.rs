@@ -25,6 +25,7 @@ pub mod datagram;
 pub mod datagram_roundtrip;
 pub mod engine;
 pub mod h2_frame;
+pub mod h2_session;
 pub mod http1;
 pub mod http1_stream;
 pub mod ip;
@@ -72,4 +73,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("sniff", sniff::run),
     ("sniff_quic", sniff_quic::run),
     ("h2_frame", h2_frame::run),
+    ("h2_session", h2_session::run),
 ];

@@ -104,4 +104,5 @@ replay_tests!(
     sniff,
     sniff_quic,
     h2_frame,
+    h2_session,
 );
