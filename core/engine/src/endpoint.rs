@@ -33,12 +33,14 @@ mod paths;
 mod requests;
 mod shutdown;
 mod sniffing;
+mod tcp;
 mod timers;
 mod udp;
 
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use ip::{IpDelivery, MAX_RESOLVED};
 pub use shutdown::ShutdownPlan;
+pub use tcp::TcpRefused;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -63,6 +65,7 @@ use crate::types::{
 };
 use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
+use crate::wire::{Http, Wire};
 use crate::{PACING_HORIZON, tls, transport};
 
 /// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
@@ -137,6 +140,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// Connections that may have packets to send, each at most once.
     send_queue: VecDeque<u64>,
+    /// TCP connections that may have bytes to write, each at most once (`endpoint::tcp`).
+    tcp_ready: VecDeque<u64>,
     /// Version Negotiation and Stateless Reset packets: bytes, destination, source.
     stateless: VecDeque<(Vec<u8>, SocketAddr, SocketAddr)>,
     next_conn: u64,
@@ -150,6 +155,9 @@ pub struct Endpoint {
     fingerprint: Option<[u8; 32]>,
     pacing: bool,
     keep_alive: Option<Duration>,
+    /// A connection with no traffic for this long closes (`QuicConfig::max_idle_timeout`;
+    /// the TCP on-ramp's connections keep it too).
+    idle_timeout: Duration,
     /// Reused buffer for discarding bytes of streams nobody reads.
     scratch: Vec<u8>,
     /// Connections that received datagrams since they were last processed, and the time
@@ -203,6 +211,8 @@ struct Edge {
     ip_flows_per_tunnel: usize,
     /// CONNECT-IP: the engine takes packets apart into flows (`EdgeConfig::ip_decap`).
     ip_decap: bool,
+    /// The TCP on-ramp's TLS context (`tcp::accept_tcp`): the QUIC one's certificate.
+    tcp_tls: Option<boring::ssl::SslContext>,
 }
 
 struct Client {
@@ -228,8 +238,10 @@ struct Client {
 
 struct Conn {
     handle: ConnectionHandle,
-    quic: quiche::Connection,
-    h3: Option<h3::Connection>,
+    /// QUIC, or TLS and HTTP/2 over TCP (`crate::wire`).
+    wire: Wire,
+    /// HTTP/3 or HTTP/2, once the handshake is done and the ingress hook let it in.
+    http: Option<Http>,
     peer: SocketAddr,
     local: SocketAddr,
     streams: HashMap<u64, TunnelId>,
@@ -406,11 +418,9 @@ impl Endpoint {
                         source,
                     }
                 })?;
-                (
-                    tls.builder,
-                    Some(tls.fingerprint),
-                    RoleState::Edge(Edge::new(edge, reset, now)?),
-                )
+                let mut state = Edge::new(edge, reset, now)?;
+                state.tcp_tls = Some(tls.tcp);
+                (tls.builder, Some(tls.fingerprint), RoleState::Edge(state))
             }
             RoleConfig::Client(client) => {
                 let tls = tls::client_context(&client.verify, client.certificate.as_ref())?;
@@ -421,6 +431,7 @@ impl Endpoint {
             quic_config: transport::quic_config(&quic, tls)?,
             h3_config: transport::h3_config()?,
             keep_alive: quic.keep_alive_interval,
+            idle_timeout: quic.max_idle_timeout,
             pacing: quic.pacing,
             role,
             conns: conns::ConnTable::default(),
@@ -428,6 +439,7 @@ impl Endpoint {
             tunnels: HashMap::new(),
             events: VecDeque::new(),
             send_queue: VecDeque::new(),
+            tcp_ready: VecDeque::new(),
             stateless: VecDeque::new(),
             next_conn: 0,
             next_tunnel: 0,
@@ -498,7 +510,7 @@ impl Endpoint {
             from: meta.from,
             to,
         };
-        if let Err(error) = conn.quic.recv(datagram, info) {
+        if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
         self.refresh_timer(handle);
@@ -539,8 +551,8 @@ impl Endpoint {
                 continue;
             };
             let mut touched = false;
-            if conn.quic.timeout_instant().is_some_and(|at| at <= now) {
-                conn.quic.on_timeout();
+            if conn.wire.timeout_instant().is_some_and(|at| at <= now) {
+                conn.wire.on_timeout(now);
                 touched = true;
             }
             if conn
@@ -550,9 +562,13 @@ impl Endpoint {
             {
                 touched = true;
             }
-            if conn.keep_alive_at.is_some_and(|at| at <= now) && conn.h3.is_some() {
+            if conn.keep_alive_at.is_some_and(|at| at <= now) && conn.http.is_some() {
                 conn.keep_alive_at = None;
-                if conn.quic.send_ack_eliciting().is_ok() {
+                if conn
+                    .wire
+                    .quic_mut()
+                    .is_some_and(|quic| quic.send_ack_eliciting().is_ok())
+                {
                     touched = true;
                 }
             }
@@ -595,19 +611,23 @@ impl Endpoint {
                 continue;
             };
             conn.queued = false;
-            let horizon = conn.quic.max_release_into_future().max(PACING_HORIZON);
+            let Some(quic) = conn.wire.quic_mut() else {
+                // A TCP connection's bytes go out through `poll_tcp_transmit`.
+                continue;
+            };
+            let horizon = quic.max_release_into_future().max(PACING_HORIZON);
             let pacing = self.pacing.then_some(now + horizon);
-            let step = transmit_batch(&mut conn.quic, &mut conn.held, out, pacing);
+            let step = transmit_batch(quic, &mut conn.held, out, pacing);
             if let Step::Sent { more, .. } = step {
                 if more {
                     conn.queued = true;
                     self.send_queue.push_back(handle);
                 }
-                if let Some(every) = self.keep_alive.filter(|_| !conn.quic.is_server()) {
+                if let Some(every) = self.keep_alive.filter(|_| !conn.wire.is_server()) {
                     conn.keep_alive_at = Some(now + every);
                 }
             }
-            let closed = conn.quic.is_closed();
+            let closed = conn.wire.is_closed();
             let moved = conn.moved;
             self.refresh_timer(handle);
             match step {
@@ -855,8 +875,8 @@ impl Endpoint {
         }
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
-        let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
-        match h3.send_body(&mut conn.quic, stream, data, false) {
+        let h3 = conn.http.as_mut().ok_or(TunnelError::Stream)?;
+        match h3.send_body(&mut conn.wire, stream, data, false) {
             Ok(taken) => {
                 entry.sending = Sending::Open {
                     blocked: taken < data.len(),
@@ -955,7 +975,7 @@ impl Endpoint {
         // A UDP tunnel then lasts until the peer's FIN (or its idle timeout).
         if udp {
             if let Some(conn) = self.conns.get_mut(handle) {
-                udp::purge_datagrams(&mut conn.quic, stream);
+                udp::purge_datagrams(&mut conn.wire, stream);
             }
         }
         if let Some(entry) = self.tunnels.get_mut(&tunnel) {
@@ -1026,8 +1046,8 @@ impl Endpoint {
         // direction is over, and with it whether the peer stopped ours.
         self.notice_stopped(tunnel);
         let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
-        let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
-        let len = match h3.recv_body(&mut conn.quic, stream, out) {
+        let h3 = conn.http.as_mut().ok_or(TunnelError::Stream)?;
+        let len = match h3.recv_body(&mut conn.wire, stream, out) {
             Ok(len) => len,
             Err(h3::Error::Done) => 0,
             Err(h3::Error::TransportError(quiche::Error::StreamReset(code))) => {
@@ -1045,7 +1065,7 @@ impl Endpoint {
         let finished = self
             .conns
             .get(handle)
-            .is_some_and(|conn| conn.quic.stream_finished(stream));
+            .is_some_and(|conn| conn.wire.stream_finished(stream));
         if !finished {
             return Ok(Recv { len, fin: false });
         }
@@ -1099,7 +1119,9 @@ impl Endpoint {
             .conns
             .values()
             .fold((0u64, 0u64), |(sent, lost), conn| {
-                let stats = conn.quic.stats();
+                let Some(stats) = conn.wire.quic().map(quiche::Connection::stats) else {
+                    return (sent, lost);
+                };
                 (sent + stats.sent as u64, lost + stats.lost as u64)
             });
         EndpointStats {
@@ -1236,7 +1258,7 @@ impl Endpoint {
         )
         .map_err(|error| tracing::debug!(%error, "accept failed"))
         .ok()?;
-        let handle = self.insert_conn(quic, meta.to, meta.from);
+        let handle = self.insert_conn(Wire::Quic(quic), meta.to, meta.from);
         // The client keeps using the DCID it chose until it learns ours.
         self.add_route(handle, scid.to_vec());
         if odcid.is_none() {
@@ -1290,20 +1312,15 @@ impl Endpoint {
         }
     }
 
-    fn insert_conn(
-        &mut self,
-        quic: quiche::Connection,
-        local: SocketAddr,
-        peer: SocketAddr,
-    ) -> u64 {
+    fn insert_conn(&mut self, wire: Wire, local: SocketAddr, peer: SocketAddr) -> u64 {
         let handle = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
             handle,
             Conn {
                 handle: ConnectionHandle(handle),
-                quic,
-                h3: None,
+                wire,
+                http: None,
                 peer,
                 local,
                 streams: HashMap::new(),
@@ -1344,8 +1361,9 @@ impl Endpoint {
         };
         let handle = client.conn?;
         let conn = self.conns.get(handle)?;
-        let unanswered =
-            !conn.quic.is_established() && !conn.quic.is_closed() && conn.quic.stats().recv == 0;
+        let unanswered = !conn.wire.is_established()
+            && !conn.wire.is_closed()
+            && conn.wire.quic().is_some_and(|quic| quic.stats().recv == 0);
         (unanswered && !client.pending.is_empty())
             .then_some((handle, client.attempt_at + STALE_ATTEMPT))
     }
@@ -1361,7 +1379,7 @@ impl Endpoint {
         if let Some((handle, at)) = self.stale_attempt().filter(|&(_, at)| at <= now) {
             tracing::debug!(connection = handle, since = ?at, "no answer from the edge: a fresh attempt");
             if let Some(conn) = self.conns.get_mut(handle) {
-                let _ = conn.quic.close(false, 0, b"no answer");
+                let _ = conn.wire.close(false, 0, b"no answer");
             }
             self.remove_conn(now, handle);
             if let RoleState::Client(client) = &mut self.role {
@@ -1397,7 +1415,7 @@ impl Endpoint {
         client.retry_at = None;
         client.attempt_at = now;
         let (local, edge) = (client.local_addr, client.edge_addr);
-        let handle = self.insert_conn(quic, local, edge);
+        let handle = self.insert_conn(Wire::Quic(quic), local, edge);
         if let RoleState::Client(client) = &mut self.role {
             client.conn = Some(handle);
         }
@@ -1409,7 +1427,11 @@ impl Endpoint {
         if let Some(conn) = self.conns.get_mut(handle) {
             if !conn.queued {
                 conn.queued = true;
-                self.send_queue.push_back(handle);
+                if conn.wire.is_tcp() {
+                    self.tcp_ready.push_back(handle);
+                } else {
+                    self.send_queue.push_back(handle);
+                }
             }
         }
     }
@@ -1441,7 +1463,7 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        if conn.h3.is_some() || !conn.quic.is_established() {
+        if conn.http.is_some() || !conn.wire.is_established() {
             return;
         }
         if let RoleState::Edge(edge) = &self.role {
@@ -1450,15 +1472,16 @@ impl Endpoint {
                 Ingress::Asked { .. } | Ingress::Decided => return,
                 Ingress::Pending => {
                     conn.certificate_identity = conn
-                        .quic
+                        .wire
                         .peer_cert()
+                        .as_deref()
                         .and_then(tls::certificate_identity)
                         .map(String::into_boxed_str);
-                    let server_name = conn.quic.server_name();
+                    let server_name = conn.wire.server_name();
                     let query = IngressQuery {
                         peer: conn.peer,
                         server_name,
-                        alpn: conn.quic.application_proto(),
+                        alpn: conn.wire.application_proto(),
                         certificate_identity: conn.certificate_identity.as_deref(),
                     };
                     match self.policy.ingress(&query) {
@@ -1466,7 +1489,7 @@ impl Endpoint {
                         IngressVerdict::Close { error_code } => {
                             tracing::debug!(connection = handle, peer = %conn.peer, "ingress hook: closed");
                             conn.ingress = Ingress::Decided;
-                            let _ = conn.quic.close(true, error_code, b"");
+                            let _ = conn.wire.close(true, error_code, b"");
                             return;
                         }
                         IngressVerdict::Ask => {
@@ -1485,11 +1508,11 @@ impl Endpoint {
                 }
             }
         }
-        match h3::Connection::with_transport(&mut conn.quic, &self.h3_config) {
-            Ok(h3) => conn.h3 = Some(h3),
+        match Http::new(&mut conn.wire, &self.h3_config) {
+            Ok(http) => conn.http = Some(http),
             Err(error) => {
                 tracing::debug!(connection = handle, %error, "HTTP/3 setup failed");
-                let _ = conn.quic.close(true, H3_INTERNAL_ERROR, b"");
+                let _ = conn.wire.close(true, H3_INTERNAL_ERROR, b"");
                 return;
             }
         }
@@ -1510,16 +1533,16 @@ impl Endpoint {
             let Some(conn) = self.conns.get_mut(handle) else {
                 return;
             };
-            let Some(h3) = conn.h3.as_mut() else {
+            let Some(h3) = conn.http.as_mut() else {
                 return;
             };
-            match h3.poll(&mut conn.quic) {
+            match h3.poll(&mut conn.wire) {
                 Ok((stream, event)) => self.on_h3_event(handle, stream, event),
                 Err(h3::Error::Done) => return,
                 Err(error) => {
                     tracing::debug!(connection = handle, %error, "HTTP/3 error");
                     let _ =
-                        conn.quic
+                        conn.wire
                             .close(true, h3::WireErrorCode::GeneralProtocolError as u64, b"");
                     return;
                 }
@@ -1670,7 +1693,7 @@ impl Endpoint {
         };
         self.remove_tunnel(id);
         if let Some(conn) = self.conns.get_mut(handle) {
-            shutdown_stream(&mut conn.quic, stream, code);
+            shutdown_stream(&mut conn.wire, stream, code);
         }
         self.stats.tunnels_refused += 1;
         self.events
@@ -1708,7 +1731,7 @@ impl Endpoint {
                 // ways, so that it does not stay open in quiche.
                 self.remove_tunnel(id);
                 if let Some(conn) = self.conns.get_mut(handle) {
-                    shutdown_stream(&mut conn.quic, stream, H3_MESSAGE_ERROR);
+                    shutdown_stream(&mut conn.wire, stream, H3_MESSAGE_ERROR);
                 }
                 self.stats.tunnels_refused += 1;
                 self.events.push_back(Event::TunnelRefused {
@@ -1726,10 +1749,10 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return;
         };
-        while let Ok(len) = h3.recv_body(&mut conn.quic, stream, &mut self.scratch) {
+        while let Ok(len) = h3.recv_body(&mut conn.wire, stream, &mut self.scratch) {
             if len == 0 {
                 break;
             }
@@ -1741,7 +1764,7 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Failed);
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                shutdown_stream(&mut conn.quic, stream, H3_INTERNAL_ERROR);
+                shutdown_stream(&mut conn.wire, stream, H3_INTERNAL_ERROR);
             }
             self.queue_send(handle);
         }
@@ -1783,7 +1806,7 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return;
         };
         let headers: &[h3::Header] = if tunnel.udp.is_some() {
@@ -1791,7 +1814,7 @@ impl Endpoint {
         } else {
             &connect::accept_headers()
         };
-        match h3.send_response(&mut conn.quic, tunnel.stream, headers, false) {
+        match h3.send_response(&mut conn.wire, tunnel.stream, headers, false) {
             Ok(()) if tunnel.sniffed.is_some() => self.sniff_answered(handle, id),
             Ok(()) => {
                 tunnel.state = TunnelState::Open;
@@ -1846,7 +1869,7 @@ impl Endpoint {
             return;
         };
         let mut fins = Vec::new();
-        while let Some(stream) = conn.quic.stream_writable_next() {
+        while let Some(stream) = conn.wire.stream_writable_next() {
             if conn.fins_waiting.contains(&stream) {
                 fins.push(stream);
             }
@@ -1856,7 +1879,7 @@ impl Endpoint {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 continue;
             };
-            if let Err(quiche::Error::StreamStopped(code)) = conn.quic.stream_capacity(stream) {
+            if let Err(quiche::Error::StreamStopped(code)) = conn.wire.stream_capacity(stream) {
                 //# RFC 9114 §4.1.1: "Clients MUST NOT discard complete responses as a
                 //# result of having their request terminated abruptly"
                 // An edge that refuses also stops our request stream; its response follows.
@@ -1907,11 +1930,11 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return;
         };
         let mut sent = false;
-        let extended = udp::extended_connect(h3);
+        let extended = h3.extended_connect(&conn.wire);
         let (mut later, mut unsupported) = (Vec::new(), Vec::new());
         while let Some(&id) = client.pending.front() {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
@@ -1942,7 +1965,7 @@ impl Endpoint {
                     client.token.as_ref(),
                 ),
             };
-            match h3.send_request(&mut conn.quic, &headers, false) {
+            match h3.send_request(&mut conn.wire, &headers, false) {
                 Ok(stream) => {
                     client.pending.pop_front();
                     tunnel.state = TunnelState::AwaitingResponse {
@@ -2028,7 +2051,7 @@ impl Endpoint {
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&tunnel.stream);
             if tunnel.udp.is_some() {
-                udp::purge_datagrams(&mut conn.quic, tunnel.stream);
+                udp::purge_datagrams(&mut conn.wire, tunnel.stream);
             }
         }
         Some((handle, tunnel.stream))
@@ -2036,7 +2059,7 @@ impl Endpoint {
 
     /// Removes a closed connection and ends what it carried. Returns whether it did.
     fn reap(&mut self, now: Instant, handle: u64) -> bool {
-        if !self.conns.get(handle).is_some_and(|c| c.quic.is_closed()) {
+        if !self.conns.get(handle).is_some_and(|c| c.wire.is_closed()) {
             return false;
         }
         self.remove_conn(now, handle)
@@ -2050,11 +2073,13 @@ impl Endpoint {
         };
         self.forget_timer(handle, conn.timer);
         // What the connection counted, kept past its end (see `stats`).
-        let quic = conn.quic.stats();
-        self.stats.quic_packets_sent += quic.sent as u64;
-        self.stats.quic_packets_lost += quic.lost as u64;
-        if let Some(path) = conn.quic.path_stats().next() {
-            self.stats.quic_rtt.record(path.rtt);
+        if let Some(quic) = conn.wire.quic() {
+            let stats = quic.stats();
+            self.stats.quic_packets_sent += stats.sent as u64;
+            self.stats.quic_packets_lost += stats.lost as u64;
+            if let Some(path) = quic.path_stats().next() {
+                self.stats.quic_rtt.record(path.rtt);
+            }
         }
         if let Ingress::Asked { deadline } = conn.ingress {
             self.unanswered
@@ -2062,7 +2087,7 @@ impl Endpoint {
         }
         let ids: Vec<TunnelId> = conn.streams.values().copied().collect();
         let requeue = self.lose_tunnels(now, ids);
-        let reason = describe_close(&conn.quic);
+        let reason = conn.wire.describe_close();
         tracing::debug!(connection = handle, %reason, "connection closed");
         self.stats.connections_lost += 1;
         self.events.push_back(Event::ConnectionLost {
@@ -2171,6 +2196,7 @@ impl Edge {
             ),
             ip_flows_per_tunnel: config.ip_flows_per_tunnel,
             ip_decap: config.ip_decap,
+            tcp_tls: None,
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,
@@ -2215,19 +2241,19 @@ impl Client {
 
 impl Conn {
     fn close(&mut self, error_code: u64, reason: &[u8]) {
-        if let Some(h3) = self.h3.as_mut() {
+        if let Some(h3) = self.http.as_mut() {
             // A server names the first request it will not process; a client has no
             // pushes to name.
-            let id = if self.quic.is_server() {
+            let id = if self.wire.is_server() {
                 let next = self.largest_request.map_or(0, |id| id + 4);
                 // A later GOAWAY must not name a larger ID (RFC 9114 §5.2).
                 self.goaway_sent.map_or(next, |sent| sent.min(next))
             } else {
                 0
             };
-            let _ = h3.send_goaway(&mut self.quic, id);
+            let _ = h3.send_goaway(&mut self.wire, id);
         }
-        let _ = self.quic.close(true, error_code, reason);
+        let _ = self.wire.close(true, error_code, reason);
     }
 }
 
@@ -2272,11 +2298,11 @@ impl Tunnel {
 /// Sends a refusal (with FIN) and asks the client to stop sending; if the stream has no
 /// room, the refusal waits on the connection.
 fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
-    let Some(h3) = conn.h3.as_mut() else {
+    let Some(h3) = conn.http.as_mut() else {
         return;
     };
     let headers = connect::error_headers(rejection);
-    match h3.send_response(&mut conn.quic, stream, &headers, true) {
+    match h3.send_response(&mut conn.wire, stream, &headers, true) {
         Ok(()) => {
             //# RFC 9114 §4.1.1: "A server can send a complete response prior to the client
             //# sending an entire request if the response does not depend on any portion of
@@ -2286,38 +2312,16 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
             //# of the stream. The error code H3_NO_ERROR SHOULD be used when requesting
             //# that the client stop sending on the request stream."
             let _ = conn
-                .quic
+                .wire
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_NO_ERROR);
         }
         Err(h3::Error::StreamBlocked) => conn.error_responses.push_back((stream, rejection)),
-        Err(_) => shutdown_stream(&mut conn.quic, stream, H3_REQUEST_REJECTED),
+        Err(_) => shutdown_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED),
     }
 }
 
 /// Resets both directions of a stream with `code` (errors mean it is already gone).
-fn shutdown_stream(quic: &mut quiche::Connection, stream: u64, code: u64) {
-    let _ = quic.stream_shutdown(stream, quiche::Shutdown::Read, code);
-    let _ = quic.stream_shutdown(stream, quiche::Shutdown::Write, code);
-}
-
-/// Why a connection closed, for logs and `ConnectionLost`; never carries secrets.
-fn describe_close(quic: &quiche::Connection) -> String {
-    let side = |is_app: bool| if is_app { "application" } else { "transport" };
-    if quic.is_timed_out() {
-        "idle timeout".to_owned()
-    } else if let Some(error) = quic.peer_error() {
-        format!(
-            "closed by peer ({} error {:#x})",
-            side(error.is_app),
-            error.error_code
-        )
-    } else if let Some(error) = quic.local_error() {
-        format!(
-            "closed locally ({} error {:#x})",
-            side(error.is_app),
-            error.error_code
-        )
-    } else {
-        "closed".to_owned()
-    }
+fn shutdown_stream(wire: &mut Wire, stream: u64, code: u64) {
+    let _ = wire.stream_shutdown(stream, quiche::Shutdown::Read, code);
+    let _ = wire.stream_shutdown(stream, quiche::Shutdown::Write, code);
 }

@@ -78,11 +78,13 @@ pub mod relay;
 mod reset;
 mod retry;
 pub mod rules;
+mod tcp;
 mod tls;
 mod transmit;
 mod transport;
 mod types;
 mod udp;
+mod wire;
 
 pub use audit::AuditRecord;
 pub use cid::CidLayout;
@@ -93,6 +95,7 @@ pub use config::{
 pub use dns::DnsCacheConfig;
 pub use endpoint::{
     CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, MAX_RESOLVED, ShutdownPlan,
+    TcpRefused,
 };
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{

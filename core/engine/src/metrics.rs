@@ -37,6 +37,7 @@ impl EndpointStats {
         let Self {
             connections,
             connections_total,
+            tcp_connections_total,
             connections_lost,
             tunnels,
             tunnels_total,
@@ -79,6 +80,7 @@ impl EndpointStats {
         } = other;
         self.connections += connections;
         self.connections_total += connections_total;
+        self.tcp_connections_total += tcp_connections_total;
         self.connections_lost += connections_lost;
         self.tunnels += tunnels;
         self.tunnels_total += tunnels_total;
@@ -164,23 +166,28 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 31] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 32] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
             (
                 "connections",
-                "QUIC connections open now.",
+                "Connections open now (QUIC, and TCP on the TCP on-ramp).",
                 Gauge(s.connections),
             ),
             (
                 "connections_opened",
-                "QUIC connections created (accepted by an edge, dialled by a client).",
+                "Connections created (accepted by an edge, dialled by a client).",
                 Counter(s.connections_total),
             ),
             (
+                "tcp_connections_opened",
+                "Connections accepted on the TCP on-ramp (TLS and HTTP/2).",
+                Counter(s.tcp_connections_total),
+            ),
+            (
                 "connections_closed",
-                "QUIC connections that ended, for any reason.",
+                "Connections that ended, for any reason.",
                 Counter(s.connections_lost),
             ),
             (

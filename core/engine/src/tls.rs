@@ -13,7 +13,9 @@ use boring::error::ErrorStack;
 use boring::hash::MessageDigest;
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
-use boring::ssl::{SslAlert, SslContextBuilder, SslMethod, SslVerifyError, SslVerifyMode};
+use boring::ssl::{
+    SslAlert, SslContext, SslContextBuilder, SslMethod, SslVerifyError, SslVerifyMode,
+};
 use boring::x509::extension::{BasicConstraints, ExtendedKeyUsage, SubjectAlternativeName};
 use boring::x509::{X509, X509NameBuilder};
 
@@ -23,16 +25,20 @@ use crate::error::ConfigError;
 /// Days the self-signed certificate is valid for.
 const SELF_SIGNED_DAYS: u32 = 365;
 
-/// The edge's TLS context and the fingerprint of the certificate it serves.
+/// The edge's TLS contexts and the fingerprint of the certificate they serve.
 pub(crate) struct EdgeTls {
+    /// For QUIC (quiche sets its own ALPN and TLS 1.3 on it).
     pub(crate) builder: SslContextBuilder,
+    /// For the TCP on-ramp: the same certificate, key and client verification, ALPN `h2`.
+    pub(crate) tcp: SslContext,
     pub(crate) fingerprint: [u8; 32],
     /// DER of a configured private key (secret material a stateless reset key can be
     /// derived from); `None` for a self-signed certificate made at start.
     pub(crate) configured_key_der: Option<Vec<u8>>,
 }
 
-/// Builds the edge's context from the configured certificate or a fresh self-signed one.
+/// Builds the edge's contexts from the configured certificate or a fresh self-signed one
+/// (made once: both on-ramps serve it).
 pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> {
     let (chain, key, configured) = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => (load_chain(cert)?, load_key(key)?, true),
@@ -47,21 +53,49 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     } else {
         None
     };
+    let builder = serving(&chain, &key, config)?;
+    let mut tcp = serving(&chain, &key, config)?;
+    tcp.set_alpn_select_callback(|_, offered| {
+        //# RFC 9113 §3.2: "The "h2" string identifies HTTP/2 when used over TLS"
+        boring::ssl::select_next_proto(b"\x02h2", offered).ok_or(boring::ssl::AlpnError::NOACK)
+    });
+    //# RFC 9113 §9.2: "Implementations of HTTP/2 MUST use TLS version 1.2 [TLS12] or
+    //# higher for HTTP/2 over TLS."
+    tcp.set_min_proto_version(Some(boring::ssl::SslVersion::TLS1_2))
+        .map_err(tls_error("TLS version"))?;
+    let leaf = chain
+        .first()
+        .ok_or(ConfigError::InvalidPem { what: "cert" })?;
+    let der = leaf.to_der().map_err(tls_error("certificate DER"))?;
+    Ok(EdgeTls {
+        builder,
+        tcp: tcp.build(),
+        fingerprint: boring::sha::sha256(&der),
+        configured_key_der,
+    })
+}
+
+/// A context that serves `chain` with `key`, verifying clients as `config` says.
+fn serving(
+    chain: &[X509],
+    key: &PKey<Private>,
+    config: &EdgeConfig,
+) -> Result<SslContextBuilder, ConfigError> {
     let mut builder = new_builder()?;
-    let mut certs = chain.into_iter();
+    let mut certs = chain.iter();
     let leaf = certs
         .next()
         .ok_or(ConfigError::InvalidPem { what: "cert" })?;
     builder
-        .set_certificate(&leaf)
+        .set_certificate(leaf)
         .map_err(tls_error("certificate"))?;
     for intermediate in certs {
         builder
-            .add_extra_chain_cert(intermediate)
+            .add_extra_chain_cert(intermediate.clone())
             .map_err(tls_error("certificate chain"))?;
     }
     builder
-        .set_private_key(&key)
+        .set_private_key(key)
         .map_err(tls_error("private key"))?;
     builder
         .check_private_key()
@@ -69,12 +103,7 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     if let Some(ca) = &config.client_ca {
         require_client_certificates(&mut builder, ca)?;
     }
-    let der = leaf.to_der().map_err(tls_error("certificate DER"))?;
-    Ok(EdgeTls {
-        builder,
-        fingerprint: boring::sha::sha256(&der),
-        configured_key_der,
-    })
+    Ok(builder)
 }
 
 impl EdgeConfig {

@@ -524,6 +524,8 @@ pub struct EndpointStats {
     pub connections: usize,
     /// Connections ever created (accepted by an edge, dialled by a client).
     pub connections_total: u64,
+    /// Of `connections_total`, those over TCP (TLS and HTTP/2: the edge's TCP on-ramp).
+    pub tcp_connections_total: u64,
     /// Connections that ended.
     pub connections_lost: u64,
     /// Tunnels currently alive (requested, opening or open).

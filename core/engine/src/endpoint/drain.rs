@@ -43,7 +43,7 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return;
         };
         if conn.goaway_sent.is_some() {
@@ -53,7 +53,7 @@ impl Endpoint {
         //# receiver the range of requests or pushes that were or might be processed in this
         //# connection. The server sends a client-initiated bidirectional stream ID"
         let id = conn.largest_request.map_or(0, |id| id + 4);
-        if h3.send_goaway(&mut conn.quic, id).is_ok() {
+        if h3.send_goaway(&mut conn.wire, id).is_ok() {
             conn.goaway_sent = Some(id);
             self.queue_send(handle);
         }
@@ -76,7 +76,7 @@ impl Endpoint {
         //# RFC 9114 §4.1.1: "When the server cancels a request without performing any
         //# application processing, the request is considered "rejected". The server SHOULD
         //# abort its response stream with the error code H3_REQUEST_REJECTED."
-        shutdown_stream(&mut conn.quic, stream, H3_REQUEST_REJECTED);
+        shutdown_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED);
         self.stats.tunnels_refused += 1;
         self.queue_send(handle);
         true
@@ -160,7 +160,7 @@ impl Endpoint {
         self.tunnels.insert(id, again);
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&stream);
-            shutdown_stream(&mut conn.quic, stream, H3_REQUEST_CANCELLED);
+            shutdown_stream(&mut conn.wire, stream, H3_REQUEST_CANCELLED);
         }
         if let RoleState::Client(client) = &mut self.role {
             client.pending.push_front(id);

@@ -37,10 +37,10 @@ impl Endpoint {
             if let Some(conn) = self.conns.get_mut(handle) {
                 if finished {
                     let _ =
-                        conn.quic
+                        conn.wire
                             .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
                 } else {
-                    shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+                    shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
                 }
             }
             self.queue_send(handle);
@@ -88,7 +88,7 @@ impl Endpoint {
         let stopped =
             self.conns
                 .get_mut(handle)
-                .and_then(|conn| match conn.quic.stream_capacity(stream) {
+                .and_then(|conn| match conn.wire.stream_capacity(stream) {
                     Err(quiche::Error::StreamStopped(code)) => Some(code),
                     _ => None,
                 });
@@ -138,11 +138,11 @@ impl Endpoint {
         };
         let Some(&id) = conn.streams.get(&stream) else {
             let _ = conn
-                .quic
+                .wire
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
             return;
         };
-        shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+        shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
         self.note_end(
             id,
             crate::audit::Ending::Closed(CloseReason::Reset { code }),

@@ -37,12 +37,12 @@ impl Endpoint {
     /// waits for room is `Ok` too: it needs nothing more from the caller.
     pub(super) fn write_fin(&mut self, handle: u64, stream: u64) -> Result<(), h3::Error> {
         let conn = self.conns.get_mut(handle).ok_or(h3::Error::InternalError)?;
-        let h3 = conn.h3.as_mut().ok_or(h3::Error::InternalError)?;
+        let h3 = conn.http.as_mut().ok_or(h3::Error::InternalError)?;
         //# RFC 9114 §7.2.1: "DATA frames (type=0x00) convey arbitrary, variable-length
         //# sequences of bytes associated with HTTP request or response content."
         // quiche writes the frame's header and then the empty body with the FIN; without
         // room for the header it asks to be told when there is (`stream_writable`).
-        match h3.send_body(&mut conn.quic, stream, b"", true) {
+        match h3.send_body(&mut conn.wire, stream, b"", true) {
             Ok(_) => conn.fins_waiting.retain(|waiting| *waiting != stream),
             Err(h3::Error::Done) => {
                 if !conn.fins_waiting.contains(&stream) {

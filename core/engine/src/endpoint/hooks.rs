@@ -119,7 +119,7 @@ impl Endpoint {
             IngressVerdict::Close { error_code } => {
                 conn.ingress = Ingress::Decided;
                 tracing::debug!(connection = handle, "ingress decision: closed");
-                let _ = conn.quic.close(true, error_code, b"");
+                let _ = conn.wire.close(true, error_code, b"");
             }
         }
         self.unanswered.remove(deadline, Question::Ingress(handle));

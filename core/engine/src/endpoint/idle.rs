@@ -68,7 +68,7 @@ impl Endpoint {
             self.note_end(id, crate::audit::Ending::Closed(CloseReason::IdleTimeout));
             if let Some((handle, stream)) = self.remove_tunnel(id) {
                 if let Some(conn) = self.conns.get_mut(handle) {
-                    shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+                    shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
                 }
                 self.queue_send(handle);
             }

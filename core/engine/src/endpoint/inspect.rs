@@ -268,10 +268,10 @@ impl Endpoint {
             return Err(TunnelError::InvalidState);
         };
         let conn = self.conns.get_mut(handle).ok_or(TunnelError::Stream)?;
-        let h3 = conn.h3.as_mut().ok_or(TunnelError::Stream)?;
+        let h3 = conn.http.as_mut().ok_or(TunnelError::Stream)?;
         let start = inspector.pending.len();
         inspector.pending.resize(start + READ_CHUNK, 0);
-        let read = h3.recv_body(&mut conn.quic, stream, &mut inspector.pending[start..]);
+        let read = h3.recv_body(&mut conn.wire, stream, &mut inspector.pending[start..]);
         let len = match read {
             Ok(len) => len,
             Err(quiche::h3::Error::Done) => 0,
@@ -288,7 +288,7 @@ impl Endpoint {
             }
         };
         inspector.pending.truncate(start + len);
-        inspector.eof = conn.quic.stream_finished(stream);
+        inspector.eof = conn.wire.stream_finished(stream);
         self.queue_send(handle);
         Ok(len)
     }
@@ -304,7 +304,7 @@ impl Endpoint {
         };
         if let Some(conn) = self.conns.get_mut(handle) {
             let _ = conn
-                .quic
+                .wire
                 .stream_shutdown(stream, quiche::Shutdown::Read, super::H3_NO_ERROR);
         }
         self.queue_send(handle);
@@ -343,15 +343,15 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return true;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return true;
         };
-        if let Ok(taken) = h3.send_body(&mut conn.quic, stream, &inspector.denial, false) {
+        if let Ok(taken) = h3.send_body(&mut conn.wire, stream, &inspector.denial, false) {
             inspector.denial.drain(..taken);
         }
         let done = inspector.denial.is_empty();
         if !done {
-            let _ = conn.quic.stream_writable(stream, 1);
+            let _ = conn.wire.stream_writable(stream, 1);
         }
         self.queue_send(handle);
         done

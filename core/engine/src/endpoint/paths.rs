@@ -40,7 +40,7 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        while let Some(event) = conn.quic.path_event_next() {
+        while let Some(event) = conn.wire.quic_mut().and_then(quiche::Connection::path_event_next) {
             match event {
                 // quiche reports a migration (RFC 9000 §9.3) only once the path is
                 // validated.
@@ -56,7 +56,8 @@ impl Endpoint {
                         //# (Section 8.2) if it detects any change to its peer's address,
                         //# unless it has previously validated that address."
                         conn.moved = Some((left, peer));
-                        if let Err(error) = conn.quic.probe_path(local, left) {
+                        let probed = conn.wire.quic_mut().map(|q| q.probe_path(local, left));
+                        if let Some(Err(error)) = probed {
                             tracing::debug!(connection = handle, %error, "old path not probed");
                         }
                     }

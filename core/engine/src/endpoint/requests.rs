@@ -100,7 +100,7 @@ impl Endpoint {
             conn.ingress = Ingress::Decided;
             //# RFC 9114 §8.1: "H3_INTERNAL_ERROR (0x0102): An internal error has occurred
             //# in the HTTP stack."
-            let _ = conn.quic.close(true, H3_INTERNAL_ERROR, b"");
+            let _ = conn.wire.close(true, H3_INTERNAL_ERROR, b"");
             self.process(now, handle);
         }
     }

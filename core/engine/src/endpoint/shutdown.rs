@@ -161,7 +161,7 @@ impl Endpoint {
         if conn.ended.is_empty() || !(draining || conn.ended.check_due()) {
             return;
         }
-        let quic = &mut conn.quic;
+        let quic = &mut conn.wire;
         conn.ended.retain_live(|stream| {
             matches!(
                 quic.stream_capacity(stream),

@@ -116,18 +116,18 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        let Some(h3) = conn.h3.as_mut() else {
+        let Some(h3) = conn.http.as_mut() else {
             return;
         };
         let mut chunk = [0u8; 4096];
         while first.bytes.len() < SNIFF_LIMIT {
             let room = (SNIFF_LIMIT - first.bytes.len()).min(chunk.len());
-            match h3.recv_body(&mut conn.quic, stream, &mut chunk[..room]) {
+            match h3.recv_body(&mut conn.wire, stream, &mut chunk[..room]) {
                 Ok(len) if len > 0 => first.bytes.extend_from_slice(&chunk[..len]),
                 _ => break,
             }
         }
-        let finished = conn.quic.stream_finished(stream);
+        let finished = conn.wire.stream_finished(stream);
         let name = match sniff(&first.bytes) {
             Sniffed::NeedMore if !finished && first.bytes.len() < SNIFF_LIMIT => return,
             Sniffed::TlsServerName(name) | Sniffed::HttpHost(name) => Some(name.to_owned()),
@@ -187,7 +187,7 @@ impl Endpoint {
         let finished = tunnel.conn.is_some_and(|handle| {
             self.conns
                 .get(handle)
-                .is_some_and(|conn| conn.quic.stream_finished(tunnel.stream))
+                .is_some_and(|conn| conn.wire.stream_finished(tunnel.stream))
         });
         if unread || deferred || finished {
             self.events.push_back(Event::TunnelReadable { tunnel: id });
@@ -202,7 +202,7 @@ impl Endpoint {
             if let Some(conn) = self.conns.get_mut(handle) {
                 //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly
                 //# terminating the stream."
-                shutdown_stream(&mut conn.quic, stream, H3_CONNECT_ERROR);
+                shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
             }
             self.queue_send(handle);
         }

@@ -51,9 +51,9 @@ impl Conn {
     /// The earliest of this connection's timers, computed afresh.
     pub(super) fn deadline(&self) -> Option<Instant> {
         [
-            self.quic.timeout_instant(),
+            self.wire.timeout_instant(),
             self.held.release_at(),
-            self.keep_alive_at.filter(|_| self.h3.is_some()),
+            self.keep_alive_at.filter(|_| self.http.is_some()),
         ]
         .into_iter()
         .flatten()

@@ -32,6 +32,7 @@ use crate::error::{ConfigError, OpenError, TunnelError};
 use crate::types::{CloseReason, Event, TunnelId, TunnelKind, TunnelTarget};
 use crate::udp::flow::{Abort, Carries, Encoding, Pushed, Tally, UdpFlow};
 use crate::udp::request;
+use crate::wire::{Http, Wire};
 
 /// The endpoint's CONNECT-UDP settings and the idle timers of its UDP tunnels.
 pub(super) struct UdpSettings {
@@ -159,11 +160,14 @@ impl Endpoint {
             Sent::Oversize
         } else {
             match encoding {
-                Encoding::Frames => send_frame(&mut conn.quic, stream, payload),
-                Encoding::Capsules => match conn.h3.as_mut() {
+                Encoding::Frames => match conn.wire.quic_mut() {
+                    Some(quic) => send_frame(quic, stream, payload),
+                    None => Sent::Failed,
+                },
+                Encoding::Capsules => match conn.http.as_mut() {
                     Some(h3) => send_capsule(
                         h3,
-                        &mut conn.quic,
+                        &mut conn.wire,
                         stream,
                         payload,
                         &mut flow.capsule_backlog,
@@ -248,7 +252,11 @@ impl Endpoint {
             Encoding::Frames => {
                 let conn = self.conns.get(entry.conn?)?;
                 let prefix = datagram::prefix_len(entry.stream, UDP_PAYLOAD_CONTEXT_ID).ok()?;
-                let room = conn.quic.dgram_max_writable_len()?.checked_sub(prefix)?;
+                let room = conn
+                    .wire
+                    .quic()?
+                    .dgram_max_writable_len()?
+                    .checked_sub(prefix)?;
                 Some(room.min(max))
             }
         }
@@ -278,7 +286,10 @@ impl Endpoint {
         };
         let mut aborts = Vec::new();
         let taken_before = conn.datagrams_taken;
-        while let Ok(frame) = conn.quic.dgram_recv_buf() {
+        let Some(quic) = conn.wire.quic_mut() else {
+            return;
+        };
+        while let Ok(frame) = quic.dgram_recv_buf() {
             conn.datagrams_taken += 1;
             let (stream, context_id, start) = match datagram::demux(&frame) {
                 Ok(d) => (d.stream_id, d.context_id, frame.len() - d.payload.len()),
@@ -287,7 +298,7 @@ impl Endpoint {
                     //# RFC 9297 §2.1: "Receipt of a QUIC DATAGRAM frame whose payload is too
                     //# short to allow parsing the Quarter Stream ID field MUST be treated as
                     //# an HTTP/3 connection error of type H3_DATAGRAM_ERROR (0x33)."
-                    let _ = conn.quic.close(true, H3_DATAGRAM_ERROR, b"");
+                    let _ = quic.close(true, H3_DATAGRAM_ERROR, b"");
                     break;
                 }
                 // A datagram without a whole Context ID names its stream but carries nothing.
@@ -364,7 +375,7 @@ impl Endpoint {
         if conn.datagrams_taken != taken_before {
             // quiche drops the oldest frame when its receive queue is full (a batch larger
             // than `datagram_queue_len`): count those too.
-            let received = conn.quic.stats().dgram_recv;
+            let received = conn.wire.quic().map_or(0, |quic| quic.stats().dgram_recv);
             let lost = received.saturating_sub(conn.datagrams_taken);
             conn.datagrams_taken = received;
             self.stats.udp_dropped_queue_full += u64::try_from(lost).unwrap_or(u64::MAX);
@@ -382,9 +393,9 @@ impl Endpoint {
         // When the peer's SETTINGS have not arrived yet (reordering), capsules it is: they
         // need no negotiation beyond the Capsule-Protocol field both heads carry.
         let peer = self.conns.get(handle).is_some_and(|conn| {
-            conn.h3
+            conn.http
                 .as_ref()
-                .is_some_and(|h3| h3.dgram_enabled_by_peer(&conn.quic))
+                .is_some_and(|h3| h3.dgram_enabled_by_peer(&conn.wire))
         });
         let encoding = if self.udp.h3_datagrams && peer {
             Encoding::Frames
@@ -425,7 +436,7 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
             return;
         };
-        let (Some(h3), Some(flow)) = (conn.h3.as_mut(), tunnel.udp.as_deref_mut()) else {
+        let (Some(h3), Some(flow)) = (conn.http.as_mut(), tunnel.udp.as_deref_mut()) else {
             return;
         };
         let stream = tunnel.stream;
@@ -433,7 +444,7 @@ impl Endpoint {
         let mut outcome = Ok(());
         let mut reset = None;
         loop {
-            match h3.recv_body(&mut conn.quic, stream, &mut self.scratch) {
+            match h3.recv_body(&mut conn.wire, stream, &mut self.scratch) {
                 Ok(0) | Err(h3::Error::Done) => break,
                 Ok(len) => {
                     let bytes = self.scratch.get(..len).unwrap_or_default();
@@ -455,7 +466,7 @@ impl Endpoint {
                 }
             }
         }
-        let finished = outcome.is_ok() && reset.is_none() && conn.quic.stream_finished(stream);
+        let finished = outcome.is_ok() && reset.is_none() && conn.wire.stream_finished(stream);
         if finished {
             outcome = flow.finish_capsules();
         }
@@ -535,18 +546,18 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
             return;
         };
-        let (Some(h3), Some(flow)) = (conn.h3.as_mut(), tunnel.udp.as_deref_mut()) else {
+        let (Some(h3), Some(flow)) = (conn.http.as_mut(), tunnel.udp.as_deref_mut()) else {
             return;
         };
         if flow.capsule_backlog.is_empty() {
             return;
         }
-        if let Ok(taken) = h3.send_body(&mut conn.quic, tunnel.stream, &flow.capsule_backlog, false)
+        if let Ok(taken) = h3.send_body(&mut conn.wire, tunnel.stream, &flow.capsule_backlog, false)
         {
             flow.capsule_backlog.drain(..taken);
         }
         if !flow.capsule_backlog.is_empty() {
-            let _ = conn.quic.stream_writable(tunnel.stream, WRITABLE_HINT);
+            let _ = conn.wire.stream_writable(tunnel.stream, WRITABLE_HINT);
         } else if tunnel.sending == Sending::FinQueued {
             // The queued FIN goes now, through `tunnel_finish` (which ignores a queued one).
             tunnel.sending = Sending::Open { blocked: false };
@@ -574,7 +585,7 @@ impl Endpoint {
         if cut {
             // A FIN now would cut a capsule in two: reset our side instead.
             if let Some(conn) = self.conns.get_mut(handle) {
-                let _ = conn.quic.stream_shutdown(
+                let _ = conn.wire.stream_shutdown(
                     stream,
                     quiche::Shutdown::Write,
                     H3_REQUEST_CANCELLED,
@@ -597,7 +608,7 @@ impl Endpoint {
         );
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                shutdown_stream(&mut conn.quic, stream, code);
+                shutdown_stream(&mut conn.wire, stream, code);
             }
             self.queue_send(handle);
             self.events.push_back(Event::TunnelClosed {
@@ -617,20 +628,13 @@ impl Tunnel {
     }
 }
 
-/// Whether the peer's SETTINGS allow Extended CONNECT (`None`: not received yet).
-// RFC 9220 carries RFC 8441's Extended CONNECT, and its rule, over to HTTP/3:
-//# RFC 8441 §3: "Upon receipt of SETTINGS_ENABLE_CONNECT_PROTOCOL with a value of 1, a
-//# client MAY use the Extended CONNECT as defined in this document when creating new
-//# streams."
-pub(super) fn extended_connect(h3: &h3::Connection) -> Option<bool> {
-    h3.peer_settings_raw()
-        .map(|_| h3.extended_connect_enabled_by_peer())
-}
-
 /// Drops the DATAGRAM frames quiche still holds for `stream`, whose send side is closing.
 //# RFC 9297 §2.1: "Endpoints MUST NOT send HTTP/3 datagrams unless the corresponding
 //# stream's send side is open."
-pub(super) fn purge_datagrams(quic: &mut quiche::Connection, stream: u64) {
+pub(super) fn purge_datagrams(wire: &mut Wire, stream: u64) {
+    let Some(quic) = wire.quic_mut() else {
+        return;
+    };
     quic.dgram_purge_outgoing(|frame| {
         H3Datagram::decode(frame).is_ok_and(|datagram| datagram.stream_id == stream)
     });
@@ -678,8 +682,8 @@ const CAPSULE_BACKLOG: usize = 256 * 1024;
 /// [`CAPSULE_BACKLOG`] bytes. A capsule is never cut in two: the stream would be
 /// unparsable.
 fn send_capsule(
-    h3: &mut h3::Connection,
-    quic: &mut quiche::Connection,
+    h3: &mut Http,
+    wire: &mut Wire,
     stream: u64,
     payload: &[u8],
     backlog: &mut Vec<u8>,
@@ -704,7 +708,7 @@ fn send_capsule(
     if capsule::encode_datagram(UDP_PAYLOAD_CONTEXT_ID, payload, &mut bytes).is_err() {
         return Sent::Failed;
     }
-    let taken = match h3.send_body(quic, stream, &bytes, false) {
+    let taken = match h3.send_body(wire, stream, &bytes, false) {
         Ok(taken) => taken,
         Err(h3::Error::Done | h3::Error::StreamBlocked) => 0,
         Err(_) => return Sent::Failed,
@@ -712,7 +716,7 @@ fn send_capsule(
     if taken < len {
         bytes.drain(..taken);
         *backlog = bytes;
-        let _ = quic.stream_writable(stream, WRITABLE_HINT);
+        let _ = wire.stream_writable(stream, WRITABLE_HINT);
     }
     Sent::Yes
 }

@@ -456,6 +456,11 @@ impl Session {
             .is_some_and(|s| s.recv_closed && s.buf.is_empty())
     }
 
+    /// Whether the session still keeps `stream` (at least one direction not over).
+    pub fn has_stream(&self, stream: u64) -> bool {
+        u32::try_from(stream).is_ok_and(|id| self.streams.contains_key(&id))
+    }
+
     /// How many bytes `send_body` would take now: the least of the stream's send window,
     /// the connection's, and the room left under `max_send_buffer`.
     pub fn stream_capacity(&self, stream: u64) -> Result<usize, Error> {

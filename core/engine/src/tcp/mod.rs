@@ -1,0 +1,284 @@
+//! The TCP on-ramp's connections: TLS and HTTP/2 over one byte stream, for clients whose
+//! network blocks or throttles UDP.
+//!
+//! A [`TcpConn`] is what a `quiche::Connection` is for the QUIC on-ramp: the transport
+//! under one connection's tunnels. The engine's `Endpoint` keeps both kinds in one table
+//! (`crate::wire::Wire`), so that a request that arrives on an HTTP/2 stream goes through
+//! exactly the checks, rules, hooks, egress choice and audit of one that arrived on an
+//! HTTP/3 stream, and its tunnel is driven by the host through the same calls
+//! (`tunnel_send`, `tunnel_recv`, …). The host only moves bytes: what it read from the
+//! socket in, what the engine gives it out.
+//!
+//! Layering, inside out: [`crate::h2::Session`] (frames, HPACK, flow control) works on
+//! plaintext; [`tls::TlsStream`] turns it into records; the host carries the records.
+
+pub(crate) mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use boring::ssl::SslContext;
+
+use crate::h2;
+use tls::{Progress, TlsStream};
+
+/// How long a TCP client has to complete its TLS handshake and HTTP/2 preface: a bound on
+/// connections that open and then say nothing (slowloris at the TLS layer).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decrypted bytes taken per input before they go to the HTTP/2 session.
+const PLAINTEXT_CHUNK: usize = 256 * 1024;
+
+/// Ciphertext the connection lets pile up for the host before it stops encrypting more of
+/// the session's output: the session's own bound then pushes back on tunnels.
+const CIPHERTEXT_HIGH_WATER: usize = 256 * 1024;
+
+/// ALPN of HTTP/2 over TLS (RFC 9113 §3.2).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+
+/// Why a TCP connection ended, for `ConnectionLost` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Handshake or idle timer.
+    TimedOut,
+    /// The TLS handshake failed (reason from `BoringSSL`) or the peer chose no protocol we
+    /// speak.
+    Handshake(String),
+    /// The peer closed the TCP connection or sent `close_notify`.
+    PeerClosed,
+    /// The peer broke HTTP/2: the GOAWAY code we sent.
+    ProtocolError { code: u64, reason: &'static str },
+    /// We closed it (shutdown, ingress hook, connection error of ours).
+    Local { code: u64 },
+}
+
+/// One TCP connection of the edge: TLS, then HTTP/2.
+pub(crate) struct TcpConn {
+    tls: TlsStream,
+    /// Made once TLS is up and ALPN chose `h2`.
+    session: Option<h2::Session>,
+    limits: h2::Limits,
+    /// Reused buffer of decrypted bytes.
+    plaintext: Vec<u8>,
+    /// Set when the connection is over for us: output is flushed, then it is closed.
+    ending: Option<Ending>,
+    /// The host reported the socket's end (EOF or an error): nothing more can be written.
+    socket_gone: bool,
+    /// When the handshake must be done by, then when the connection idles out.
+    handshake_deadline: Instant,
+    idle_timeout: Duration,
+    last_activity: Instant,
+}
+
+impl TcpConn {
+    /// A connection the edge accepted.
+    pub(crate) fn accept(
+        context: &SslContext,
+        limits: h2::Limits,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Result<Self, boring::error::ErrorStack> {
+        Ok(Self {
+            tls: TlsStream::server(context)?,
+            session: None,
+            limits,
+            plaintext: Vec::new(),
+            ending: None,
+            socket_gone: false,
+            handshake_deadline: now + HANDSHAKE_TIMEOUT,
+            idle_timeout,
+            last_activity: now,
+        })
+    }
+
+    /// Ciphertext from the socket: decrypted and handed to the HTTP/2 session.
+    pub(crate) fn input(&mut self, now: Instant, ciphertext: &[u8]) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.last_activity = now;
+        match self.tls.feed(ciphertext) {
+            Progress::Handshaking => return,
+            Progress::Ended => {
+                self.end_tls();
+                return;
+            }
+            Progress::Established => {}
+        }
+        if self.session.is_none() && !self.start_session() {
+            return;
+        }
+        loop {
+            self.plaintext.clear();
+            let open = self
+                .tls
+                .read_plaintext(&mut self.plaintext, PLAINTEXT_CHUNK);
+            if !self.plaintext.is_empty() {
+                let Some(session) = self.session.as_mut() else {
+                    return;
+                };
+                if let Err(error) = session.recv(now, &self.plaintext) {
+                    tracing::debug!(
+                        code = error.code,
+                        reason = error.reason,
+                        "HTTP/2 connection error"
+                    );
+                    self.ending = Some(Ending::ProtocolError {
+                        code: error.code,
+                        reason: error.reason,
+                    });
+                    return;
+                }
+            }
+            if !open {
+                self.end_tls();
+                return;
+            }
+            if self.plaintext.len() < PLAINTEXT_CHUNK {
+                return;
+            }
+        }
+    }
+
+    /// TLS is up: HTTP/2 if that is what ALPN chose, else the connection ends.
+    fn start_session(&mut self) -> bool {
+        if self.tls.ssl().selected_alpn_protocol() != Some(ALPN_H2) {
+            self.ending = Some(Ending::Handshake("no application protocol".to_owned()));
+            return false;
+        }
+        self.session = Some(h2::Session::new(h2::Role::Server, self.limits.clone()));
+        true
+    }
+
+    fn end_tls(&mut self) {
+        self.ending = Some(match self.tls.failure() {
+            Some(reason) if self.session.is_none() => Ending::Handshake(reason.to_owned()),
+            _ => Ending::PeerClosed,
+        });
+    }
+
+    /// The host's socket ended (the peer closed it, or it failed).
+    pub(crate) fn socket_closed(&mut self) {
+        self.socket_gone = true;
+        if self.ending.is_none() {
+            self.ending = Some(Ending::PeerClosed);
+        }
+    }
+
+    /// Copies ciphertext for the socket into `out`; returns how much.
+    pub(crate) fn transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        self.encrypt_output();
+        let pending = self.tls.ciphertext();
+        let len = pending.len().min(out.len());
+        out[..len].copy_from_slice(&pending[..len]);
+        self.tls.consume_ciphertext(len);
+        if len > 0 {
+            self.last_activity = now;
+        }
+        len
+    }
+
+    /// Moves the session's output into TLS records, up to the high-water mark.
+    fn encrypt_output(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        while self.tls.ciphertext().len() < CIPHERTEXT_HIGH_WATER {
+            let pending = session.pending_output();
+            if pending.is_empty() {
+                break;
+            }
+            let chunk = &pending[..pending.len().min(16 * 1024)];
+            let taken = self.tls.write_plaintext(chunk);
+            if taken == 0 {
+                break;
+            }
+            session.consume_output(taken);
+        }
+        if self.ending.is_some() && session.pending_output().is_empty() {
+            self.tls.close();
+        }
+    }
+
+    /// Whether there is ciphertext to write (or that encrypting would give).
+    pub(crate) fn wants_transmit(&self) -> bool {
+        !self.tls.ciphertext().is_empty()
+            || self
+                .session
+                .as_ref()
+                .is_some_and(|session| !session.pending_output().is_empty())
+    }
+
+    /// Closes from our side: GOAWAY with `code` (HTTP/2 codes), `close_notify`, then the
+    /// socket once both are out.
+    pub(crate) fn close(&mut self, code: u64) {
+        if self.ending.is_some() {
+            return;
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.close(code);
+        }
+        self.ending = Some(Ending::Local { code });
+    }
+
+    /// Over, and nothing more to write: the host closes the socket.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ending.is_some() && (self.socket_gone || !self.wants_transmit())
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.session.is_some() && self.ending.is_none()
+    }
+
+    /// The handshake deadline, then the idle deadline while no stream is open.
+    ///
+    /// An HTTP/2 client that is not veil sends no keep-alive: a connection whose tunnels
+    /// are quiet but open stays (each tunnel has its own idle timeout,
+    /// `QuicConfig::tcp_idle_timeout`); one with nothing open closes after the idle
+    /// timeout, as an HTTP server's keep-alive timeout does.
+    pub(crate) fn timeout_instant(&self) -> Option<Instant> {
+        if self.ending.is_some() {
+            return None;
+        }
+        let Some(session) = &self.session else {
+            return Some(self.handshake_deadline);
+        };
+        (session.open_streams() == 0).then_some(self.last_activity + self.idle_timeout)
+    }
+
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        if self.timeout_instant().is_some_and(|at| at <= now) {
+            if let Some(session) = self.session.as_mut() {
+                session.close(crate::wire::h2_code::NO_ERROR);
+            }
+            self.ending = Some(Ending::TimedOut);
+        }
+    }
+
+    pub(crate) fn ending(&self) -> Option<&Ending> {
+        self.ending.as_ref()
+    }
+
+    pub(crate) fn session(&self) -> Option<&h2::Session> {
+        self.session.as_ref()
+    }
+
+    pub(crate) fn session_mut(&mut self) -> Option<&mut h2::Session> {
+        self.session.as_mut().filter(|_| self.ending.is_none())
+    }
+
+    pub(crate) fn server_name(&self) -> Option<&str> {
+        self.tls.ssl().servername(boring::ssl::NameType::HOST_NAME)
+    }
+
+    pub(crate) fn application_proto(&self) -> &[u8] {
+        self.tls.ssl().selected_alpn_protocol().unwrap_or_default()
+    }
+
+    /// DER of the client's certificate (mutual TLS).
+    pub(crate) fn peer_cert(&self) -> Option<Vec<u8>> {
+        self.tls.ssl().peer_certificate()?.to_der().ok()
+    }
+}

@@ -1,0 +1,406 @@
+//! The TCP on-ramp inside the engine: a TLS client (`BoringSSL` on memory buffers) and an
+//! HTTP/2 client session against an edge `Endpoint`, every byte moved by hand, so that the
+//! whole path (TLS, HTTP/2, the endpoint's requests, tunnels and their ends) runs without
+//! a socket. Interop with HTTP/2 stacks nobody here wrote is elsewhere (`crate::h2`'s tests
+//! against the `h2` crate, `examples/veil/tests/e2e_h2.rs` with Python's `h2`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use boring::ssl::{Ssl, SslContextBuilder, SslMethod, SslVerifyMode};
+
+use super::tls::TlsStream;
+use crate::h2;
+use crate::{
+    CloseReason, Config, ConnectionHandle, EdgeConfig, Endpoint, Event, Token, TunnelId, TunnelKind,
+};
+
+const TOKEN: &str = "s3cret";
+const PEER: &str = "192.0.2.7:40000";
+const LOCAL: &str = "192.0.2.1:4433";
+
+/// A TLS + HTTP/2 client of the edge, on memory.
+struct Client {
+    tls: TlsStream,
+    session: h2::Session,
+    plaintext: Vec<u8>,
+}
+
+impl Client {
+    fn new(alpn: &[u8]) -> Self {
+        let mut context = SslContextBuilder::new(SslMethod::tls()).expect("context");
+        context.set_verify(SslVerifyMode::NONE);
+        context.set_alpn_protos(alpn).expect("alpn");
+        let ssl = Ssl::new(&context.build()).expect("ssl");
+        Self {
+            tls: TlsStream::client(ssl).expect("tls"),
+            session: h2::Session::new(h2::Role::Client, h2::Limits::default()),
+            plaintext: Vec::new(),
+        }
+    }
+}
+
+/// An edge, one TCP connection to it, and the client at its other end.
+struct Rig {
+    edge: Endpoint,
+    conn: ConnectionHandle,
+    client: Client,
+    now: Instant,
+    events: Vec<Event>,
+    buf: Vec<u8>,
+}
+
+fn edge_config() -> EdgeConfig {
+    EdgeConfig {
+        tokens: vec![Token::parse(TOKEN, 1).expect("token")],
+        ..EdgeConfig::default()
+    }
+}
+
+impl Rig {
+    fn new(config: EdgeConfig, alpn: &[u8]) -> Self {
+        let now = Instant::now();
+        let mut edge = Endpoint::new(Config::edge(config), now).expect("edge");
+        let peer: SocketAddr = PEER.parse().expect("peer");
+        let local: SocketAddr = LOCAL.parse().expect("local");
+        let conn = edge.accept_tcp(now, peer, local).expect("accepted");
+        let mut rig = Self {
+            edge,
+            conn,
+            client: Client::new(alpn),
+            now,
+            events: Vec::new(),
+            buf: vec![0; 64 * 1024],
+        };
+        rig.pump();
+        rig
+    }
+
+    /// Moves bytes both ways until neither side has anything more to say.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            self.client.tls.advance();
+            loop {
+                let pending = self.client.session.pending_output();
+                if pending.is_empty() {
+                    break;
+                }
+                let chunk = &pending[..pending.len().min(16 * 1024)];
+                let taken = self.client.tls.write_plaintext(chunk);
+                if taken == 0 {
+                    break;
+                }
+                self.client.session.consume_output(taken);
+            }
+            let out = self.client.tls.ciphertext().to_vec();
+            if !out.is_empty() {
+                self.client.tls.consume_ciphertext(out.len());
+                self.edge.tcp_input(self.now, self.conn, &out);
+                moved = true;
+            }
+            while let Some(conn) = self.edge.poll_tcp_ready() {
+                loop {
+                    let len = self.edge.tcp_transmit(self.now, conn, &mut self.buf);
+                    if len == 0 {
+                        break;
+                    }
+                    self.client.tls.feed(&self.buf[..len]);
+                    moved = true;
+                }
+            }
+            self.client.plaintext.clear();
+            self.client
+                .tls
+                .read_plaintext(&mut self.client.plaintext, usize::MAX);
+            if !self.client.plaintext.is_empty() {
+                self.client
+                    .session
+                    .recv(self.now, &self.client.plaintext)
+                    .map_err(|e| e.reason)
+                    .expect("the edge speaks HTTP/2");
+                moved = true;
+            }
+            while let Some(event) = self.edge.poll_event() {
+                self.events.push(event);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the rig never settled");
+    }
+
+    /// The client's next event on `stream` (others are dropped).
+    fn client_event(&mut self, stream: u64) -> Option<h2::Event> {
+        while let Some((id, event)) = self.client.session.poll_event() {
+            if id == stream {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    fn request(&mut self, headers: &[(&[u8], &[u8])]) -> u64 {
+        let stream = self
+            .client
+            .session
+            .send_request(headers, false)
+            .expect("request");
+        self.pump();
+        stream
+    }
+
+    /// The tunnel the edge reported for the last request.
+    fn requested(&mut self) -> (TunnelId, TunnelKind) {
+        let found = self.events.iter().rev().find_map(|event| match event {
+            Event::TunnelRequest { tunnel, kind, .. } => Some((*tunnel, *kind)),
+            _ => None,
+        });
+        found.expect("a TunnelRequest")
+    }
+
+    fn status(&mut self, stream: u64) -> String {
+        match self.client_event(stream) {
+            Some(h2::Event::Headers { list, .. }) => list
+                .iter()
+                .find(|(name, _)| name == b":status")
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+                .expect(":status"),
+            _ => panic!("no response head"),
+        }
+    }
+
+    fn lost(&self) -> bool {
+        self.events
+            .iter()
+            .any(|event| matches!(event, Event::ConnectionLost { connection, .. } if *connection == self.conn))
+    }
+}
+
+fn connect_headers(token: Option<&str>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut headers = vec![
+        (b":method".to_vec(), b"CONNECT".to_vec()),
+        (b":authority".to_vec(), b"example.test:443".to_vec()),
+    ];
+    if let Some(token) = token {
+        headers.push((
+            b"proxy-authorization".to_vec(),
+            format!("Bearer {token}").into_bytes(),
+        ));
+    }
+    headers
+}
+
+fn refs(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect()
+}
+
+#[test]
+fn a_connect_over_http2_carries_bytes_both_ways_and_ends_with_both_fins() {
+    let mut rig = Rig::new(edge_config(), b"\x02h2");
+    let headers = connect_headers(Some(TOKEN));
+    let stream = rig.request(&refs(&headers));
+    let (tunnel, kind) = rig.requested();
+    assert_eq!(kind, TunnelKind::Stream);
+    rig.edge.accept_tunnel(tunnel).expect("accept");
+    rig.pump();
+    assert_eq!(rig.status(stream), "200");
+
+    rig.client
+        .session
+        .send_body(stream, b"hello edge", false)
+        .expect("send");
+    rig.pump();
+    let mut out = [0u8; 64];
+    let got = rig.edge.tunnel_recv(tunnel, &mut out).expect("recv");
+    assert_eq!(&out[..got.len], b"hello edge");
+    assert!(!got.fin);
+
+    assert_eq!(rig.edge.tunnel_send(tunnel, b"hello client"), Ok(12));
+    rig.pump();
+    assert!(matches!(rig.client_event(stream), Some(h2::Event::Data)));
+    let len = rig
+        .client
+        .session
+        .recv_body(stream, &mut out)
+        .expect("body");
+    assert_eq!(&out[..len], b"hello client");
+
+    // The client's END_STREAM reaches the host as a FIN; the host's FIN ends the tunnel.
+    rig.client
+        .session
+        .send_body(stream, b"", true)
+        .expect("fin");
+    rig.pump();
+    let got = rig.edge.tunnel_recv(tunnel, &mut out).expect("recv fin");
+    assert_eq!((got.len, got.fin), (0, true));
+    rig.edge.tunnel_finish(tunnel).expect("finish");
+    rig.pump();
+    assert!(rig.events.iter().any(|event| matches!(
+        event,
+        Event::TunnelClosed { tunnel: t, reason: CloseReason::Finished } if *t == tunnel
+    )));
+    assert!(
+        rig.client.session.stream_finished(stream)
+            || matches!(rig.client_event(stream), Some(h2::Event::Finished))
+    );
+}
+
+#[test]
+fn a_request_without_the_token_is_407_and_a_wrong_one_403_as_over_http3() {
+    let mut rig = Rig::new(edge_config(), b"\x02h2");
+    let none = connect_headers(None);
+    let stream = rig.request(&refs(&none));
+    assert_eq!(rig.status(stream), "407");
+    let wrong = connect_headers(Some("not-it"));
+    let stream = rig.request(&refs(&wrong));
+    assert_eq!(rig.status(stream), "403");
+    assert!(
+        !rig.events
+            .iter()
+            .any(|event| matches!(event, Event::TunnelRequest { .. }))
+    );
+    assert_eq!(rig.edge.stats().auth_failures, 2);
+}
+
+/// 4 MiB from the client while the host reads 16 KiB at a time: HTTP/2 flow control holds
+/// the client back, nothing is lost or reordered.
+#[test]
+fn a_slow_reader_holds_the_client_back_through_flow_control_without_loss() {
+    let mut rig = Rig::new(edge_config(), b"\x02h2");
+    let headers = connect_headers(Some(TOKEN));
+    let stream = rig.request(&refs(&headers));
+    let (tunnel, _) = rig.requested();
+    rig.edge.accept_tunnel(tunnel).expect("accept");
+    rig.pump();
+    assert_eq!(rig.status(stream), "200");
+
+    let total = 4 * 1024 * 1024;
+    let data: Vec<u8> = (0..total).map(|i| u8::try_from(i * 7 % 251).unwrap_or(0)).collect();
+    let (mut sent, mut received) = (0, Vec::with_capacity(total));
+    let mut out = vec![0u8; 16 * 1024];
+    for _ in 0..100_000 {
+        if sent < total {
+            match rig.client.session.send_body(stream, &data[sent..], false) {
+                Ok(taken) => sent += taken,
+                Err(h2::Error::StreamBlocked | h2::Error::Done) => {}
+                Err(e) => panic!("send failed: {e:?}"),
+            }
+        }
+        rig.pump();
+        if let Ok(got) = rig.edge.tunnel_recv(tunnel, &mut out) {
+            received.extend_from_slice(&out[..got.len]);
+        }
+        if received.len() == total {
+            break;
+        }
+    }
+    assert_eq!(received.len(), total);
+    assert!(received == data, "bytes changed on the way");
+}
+
+#[test]
+fn connect_udp_over_http2_carries_datagrams_in_capsules() {
+    let mut rig = Rig::new(edge_config(), b"\x02h2");
+    let bearer = format!("Bearer {TOKEN}");
+    let headers: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"CONNECT"),
+        (b":protocol", b"connect-udp"),
+        (b":scheme", b"https"),
+        (b":path", b"/.well-known/masque/udp/example.test/53/"),
+        (b":authority", b"edge.test"),
+        (b"capsule-protocol", b"?1"),
+        (b"proxy-authorization", bearer.as_bytes()),
+    ];
+    let stream = rig.request(&headers);
+    let (tunnel, kind) = rig.requested();
+    assert_eq!(kind, TunnelKind::Udp);
+    rig.edge.accept_tunnel(tunnel).expect("accept");
+    rig.pump();
+    assert_eq!(rig.status(stream), "200");
+
+    // A DATAGRAM capsule (type 0, length, context 0, payload).
+    let payload = b"dns question";
+    let mut capsule = vec![0x00, u8::try_from(payload.len() + 1).expect("short"), 0x00];
+    capsule.extend_from_slice(payload);
+    rig.client
+        .session
+        .send_body(stream, &capsule, false)
+        .expect("capsule");
+    rig.pump();
+    let mut out = [0u8; 128];
+    let len = rig
+        .edge
+        .tunnel_recv_datagram(tunnel, &mut out)
+        .expect("datagram")
+        .expect("one queued");
+    assert_eq!(&out[..len], payload);
+
+    assert_eq!(
+        rig.edge.tunnel_send_datagram(tunnel, b"dns answer"),
+        Ok(true)
+    );
+    rig.pump();
+    assert!(matches!(rig.client_event(stream), Some(h2::Event::Data)));
+    let len = rig
+        .client
+        .session
+        .recv_body(stream, &mut out)
+        .expect("body");
+    assert_eq!(&out[..len], [&[0x00, 11, 0x00][..], b"dns answer"].concat());
+}
+
+#[test]
+fn a_client_that_never_completes_tls_is_closed_at_the_handshake_timeout() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(Config::edge(edge_config()), now).expect("edge");
+    let conn = edge
+        .accept_tcp(
+            now,
+            PEER.parse().expect("peer"),
+            LOCAL.parse().expect("local"),
+        )
+        .expect("accepted");
+    edge.tcp_input(now, conn, b"\x16\x03\x01");
+    assert!(
+        edge.poll_timeout()
+            .is_some_and(|at| at <= now + super::HANDSHAKE_TIMEOUT)
+    );
+    let later = now + super::HANDSHAKE_TIMEOUT + Duration::from_millis(1);
+    edge.handle_timeout(later);
+    let mut buf = [0u8; 1024];
+    while let Some(ready) = edge.poll_tcp_ready() {
+        while edge.tcp_transmit(later, ready, &mut buf) > 0 {}
+    }
+    let mut lost = false;
+    while let Some(event) = edge.poll_event() {
+        lost |= matches!(event, Event::ConnectionLost { connection, .. } if connection == conn);
+    }
+    assert!(lost, "the connection outlived its handshake deadline");
+    assert_eq!(edge.stats().connections, 0);
+}
+
+#[test]
+fn a_client_that_does_not_offer_h2_is_turned_away() {
+    let rig = Rig::new(edge_config(), b"\x08http/1.1");
+    assert!(rig.lost(), "a connection without h2 stayed open");
+}
+
+/// A frame HTTP/2 forbids (DATA on stream 0) is a connection error: GOAWAY, then the
+/// connection ends and is reported lost.
+#[test]
+fn a_protocol_error_from_the_client_ends_the_connection() {
+    let mut rig = Rig::new(edge_config(), b"\x02h2");
+    //# RFC 9113 §6.1: "If a DATA frame is received whose Stream Identifier field is 0x00,
+    //# the recipient MUST respond with a connection error (Section 5.4.1) of type
+    //# PROTOCOL_ERROR."
+    let frame = [0, 0, 1, 0x0, 0, 0, 0, 0, 0, 0xff];
+    assert_eq!(rig.client.tls.write_plaintext(&frame), frame.len());
+    rig.pump();
+    assert!(rig.lost(), "the connection outlived a protocol error");
+}

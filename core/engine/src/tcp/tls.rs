@@ -1,0 +1,193 @@
+//! TLS over a byte stream, sans-IO: `BoringSSL` (through `boring`, the TLS library quiche
+//! already links) working on memory buffers instead of a socket.
+//!
+//! The host hands over the ciphertext it read ([`TlsStream::feed`]) and writes out what
+//! [`TlsStream::ciphertext`] holds; nothing here blocks or touches a file descriptor.
+//! `BoringSSL`'s `SslStream` asks its transport to read and write through `std::io`: the
+//! transport here is [`Memory`], whose reads fail with `WouldBlock` when nothing is
+//! buffered, which `BoringSSL` reports as `WANT_READ`: "come back with more bytes".
+
+use std::io::{self, Read, Write};
+
+use boring::ssl::{ErrorCode, Ssl, SslContext, SslRef, SslStream};
+
+/// The transport `BoringSSL` reads from and writes to: two byte queues.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    /// Ciphertext from the peer, not yet read by `BoringSSL`; `read_at` is where it goes on.
+    incoming: Vec<u8>,
+    read_at: usize,
+    /// Ciphertext for the peer, not yet taken by the host.
+    outgoing: Vec<u8>,
+}
+
+impl Read for Memory {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = &self.incoming[self.read_at..];
+        if available.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let len = available.len().min(buf.len());
+        buf[..len].copy_from_slice(&available[..len]);
+        self.read_at += len;
+        if self.read_at == self.incoming.len() {
+            self.incoming.clear();
+            self.read_at = 0;
+        }
+        Ok(len)
+    }
+}
+
+impl Write for Memory {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a [`TlsStream`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The handshake needs more bytes from the peer.
+    Handshaking,
+    /// The handshake is complete: application bytes flow.
+    Established,
+    /// The peer sent `close_notify` (or its handshake failed): nothing more comes.
+    Ended,
+}
+
+/// One TLS session over a byte stream, either role.
+pub(crate) struct TlsStream {
+    stream: SslStream<Memory>,
+    progress: Progress,
+    server: bool,
+    /// Why the handshake failed, for logs (never secrets: `BoringSSL`'s reason strings).
+    failure: Option<String>,
+}
+
+impl TlsStream {
+    /// A server session on `context` (its certificate, ALPN choice and client
+    /// verification).
+    pub(crate) fn server(context: &SslContext) -> Result<Self, boring::error::ErrorStack> {
+        let ssl = Ssl::new(context)?;
+        Ok(Self {
+            stream: SslStream::new(ssl, Memory::default())?,
+            progress: Progress::Handshaking,
+            server: true,
+            failure: None,
+        })
+    }
+
+    /// A client session: `ssl` already carries the server name and verification.
+    #[allow(dead_code)] // the HTTP/2 client transport (next)
+    pub(crate) fn client(ssl: Ssl) -> Result<Self, boring::error::ErrorStack> {
+        Ok(Self {
+            stream: SslStream::new(ssl, Memory::default())?,
+            progress: Progress::Handshaking,
+            server: false,
+            failure: None,
+        })
+    }
+
+    /// Queues ciphertext from the peer and moves the handshake on.
+    pub(crate) fn feed(&mut self, ciphertext: &[u8]) -> Progress {
+        self.stream.get_mut().incoming.extend_from_slice(ciphertext);
+        self.advance()
+    }
+
+    /// Moves the handshake on with what is buffered (a client starts its `ClientHello` here).
+    pub(crate) fn advance(&mut self) -> Progress {
+        if self.progress != Progress::Handshaking {
+            return self.progress;
+        }
+        let result = if self.server {
+            self.stream.accept()
+        } else {
+            self.stream.connect()
+        };
+        match result {
+            Ok(()) => self.progress = Progress::Established,
+            Err(error) if error.code() == ErrorCode::WANT_READ => {}
+            Err(error) => {
+                self.failure = Some(error.to_string());
+                self.progress = Progress::Ended;
+            }
+        }
+        self.progress
+    }
+
+    /// Decrypts what has arrived into `out` (appended). Returns false once the peer has
+    /// ended the session (`close_notify`, or an error): nothing more will come.
+    pub(crate) fn read_plaintext(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
+        if self.progress != Progress::Established {
+            return self.progress == Progress::Handshaking;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        while out.len() < limit {
+            match self.stream.ssl_read(&mut chunk) {
+                Ok(0) => {
+                    self.progress = Progress::Ended;
+                    return false;
+                }
+                Ok(len) => out.extend_from_slice(&chunk[..len]),
+                Err(error) if error.code() == ErrorCode::WANT_READ => return true,
+                Err(error) => {
+                    if error.code() != ErrorCode::ZERO_RETURN {
+                        self.failure = Some(error.to_string());
+                    }
+                    self.progress = Progress::Ended;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Encrypts `plaintext` into records for the peer; returns how much was taken (all of
+    /// it while established, none otherwise).
+    pub(crate) fn write_plaintext(&mut self, plaintext: &[u8]) -> usize {
+        if self.progress != Progress::Established || plaintext.is_empty() {
+            return 0;
+        }
+        match self.stream.ssl_write(plaintext) {
+            Ok(len) => len,
+            Err(error) => {
+                self.failure = Some(error.to_string());
+                self.progress = Progress::Ended;
+                0
+            }
+        }
+    }
+
+    /// Sends `close_notify`: our end of the session.
+    pub(crate) fn close(&mut self) {
+        if self.progress == Progress::Established {
+            let _ = self.stream.shutdown();
+        }
+    }
+
+    /// Ciphertext waiting for the host to write.
+    pub(crate) fn ciphertext(&self) -> &[u8] {
+        &self.stream.get_ref().outgoing
+    }
+
+    /// The host wrote `len` bytes of [`ciphertext`](Self::ciphertext).
+    pub(crate) fn consume_ciphertext(&mut self, len: usize) {
+        let outgoing = &mut self.stream.get_mut().outgoing;
+        let len = len.min(outgoing.len());
+        outgoing.drain(..len);
+    }
+
+    /// Why the session failed, if it did.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    pub(crate) fn ssl(&self) -> &SslRef {
+        self.stream.ssl()
+    }
+}
