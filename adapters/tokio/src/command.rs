@@ -94,4 +94,19 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<veil_engine::EndpointStats>,
     },
+    /// Edge: the TCP listener accepted a connection (`tcp_onramp`).
+    TcpAccepted { stream: TcpStream, peer: SocketAddr },
+    /// Bytes a TCP connection's reader read.
+    TcpInput {
+        connection: veil_engine::ConnectionHandle,
+        bytes: Bytes,
+    },
+    /// A TCP connection's writer wrote a chunk: its queue has room.
+    TcpDrained {
+        connection: veil_engine::ConnectionHandle,
+    },
+    /// A TCP connection's socket ended (EOF, or a read or write error).
+    TcpClosed {
+        connection: veil_engine::ConnectionHandle,
+    },
 }

@@ -22,6 +22,7 @@ use veil_engine::{
 };
 
 use crate::command::Command;
+use crate::tcp_onramp::TcpSlot;
 use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
 use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
@@ -102,6 +103,10 @@ pub(crate) struct Driver {
     /// Scratch for a packet being checked, and for the ICMP error the engine answers with.
     packet_buf: Vec<u8>,
     icmp_buf: Box<[u8]>,
+    /// Edge: connections on the TCP on-ramp (`Node::listen_tcp`).
+    tcp: HashMap<veil_engine::ConnectionHandle, TcpSlot>,
+    /// Scratch for a TCP connection's bytes on their way to its writer.
+    tcp_buf: Box<[u8]>,
 }
 
 impl Driver {
@@ -136,6 +141,8 @@ impl Driver {
             opening_ip: HashMap::new(),
             packet_buf: Vec::new(),
             icmp_buf: vec![0; 1280].into_boxed_slice(),
+            tcp: HashMap::new(),
+            tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
         }
     }
 
@@ -237,6 +244,10 @@ impl Driver {
                     _ => self.udp.send(transmit.to, contents, None).await?,
                 }
             }
+            while let Some(connection) = self.endpoint.poll_tcp_ready() {
+                progressed = true;
+                self.pump_tcp(connection);
+            }
             while let Some(event) = self.endpoint.poll_event() {
                 progressed = true;
                 self.on_event(event);
@@ -251,10 +262,10 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::ConnectionEstablished { connection, peer } => {
-                tracing::info!(?connection, %peer, "QUIC connection established");
+                tracing::info!(?connection, %peer, "connection established");
             }
             Event::ConnectionLost { connection, reason } => {
-                tracing::info!(?connection, %reason, "QUIC connection closed");
+                self.on_connection_lost(connection, &reason);
             }
             Event::TunnelRequest {
                 tunnel,
@@ -633,6 +644,71 @@ impl Driver {
                     grace: self.options.close_grace,
                 };
                 self.endpoint.shutdown(Instant::now(), plan);
+            }
+            Command::TcpAccepted { stream, peer } => self.on_tcp_accepted(stream, peer),
+            Command::TcpInput { connection, bytes } => {
+                self.endpoint.tcp_input(Instant::now(), connection, &bytes);
+                if let Some(slot) = self.tcp.get(&connection) {
+                    slot.return_credit();
+                }
+            }
+            Command::TcpDrained { connection } => {
+                if self.tcp.get(&connection).is_some_and(|slot| slot.blocked) {
+                    self.pump_tcp(connection);
+                }
+            }
+            Command::TcpClosed { connection } => {
+                self.endpoint.tcp_closed(Instant::now(), connection);
+            }
+        }
+    }
+
+    fn on_connection_lost(&mut self, connection: veil_engine::ConnectionHandle, reason: &str) {
+        // A TCP connection's writer sends what it holds, then closes the socket.
+        let kind = if self.tcp.remove(&connection).is_some() {
+            "TCP"
+        } else {
+            "QUIC"
+        };
+        tracing::info!(?connection, %reason, "{kind} connection closed");
+    }
+
+    /// Edge: a connection on the TCP listener: the engine takes it, or it is closed.
+    fn on_tcp_accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let local = crate::tcp_onramp::local_of(&stream, self.udp.local_addr());
+        match self.endpoint.accept_tcp(Instant::now(), peer, local) {
+            Ok(connection) => {
+                tracing::debug!(?connection, %peer, "TCP connection accepted");
+                let slot = TcpSlot::spawn(connection, stream, &self.command_tx);
+                self.tcp.insert(connection, slot);
+            }
+            Err(refused) => tracing::debug!(%peer, %refused, "TCP connection refused"),
+        }
+    }
+
+    /// Moves a TCP connection's bytes from the engine to its writer while it has room.
+    fn pump_tcp(&mut self, connection: veil_engine::ConnectionHandle) {
+        loop {
+            let Some(slot) = self.tcp.get_mut(&connection) else {
+                return;
+            };
+            if !slot.has_room() {
+                slot.blocked = true;
+                return;
+            }
+            slot.blocked = false;
+            let len = self
+                .endpoint
+                .tcp_transmit(Instant::now(), connection, &mut self.tcp_buf);
+            if len == 0 {
+                return;
+            }
+            let Some(slot) = self.tcp.get_mut(&connection) else {
+                return;
+            };
+            let bytes = self.tcp_buf.get(..len).unwrap_or_default();
+            if !slot.try_write(bytes) {
+                return;
             }
         }
     }

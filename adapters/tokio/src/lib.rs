@@ -41,6 +41,7 @@ mod decisions;
 mod dial;
 mod driver;
 mod ip;
+mod tcp_onramp;
 mod tunnel;
 pub mod udp;
 mod udp_egress;
@@ -305,6 +306,17 @@ impl Node {
             audit,
             decisions: Some(decisions),
         })
+    }
+
+    /// Edge: also takes clients over TCP (TLS and HTTP/2, for networks that block UDP) on
+    /// `listener`, with the same certificate, tokens, hooks, rules and egress as the QUIC
+    /// listener. Returns the listener's address.
+    pub fn listen_tcp(&self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        tcp_onramp::spawn_listener(listener, self.commands.clone());
+        Ok(addr)
     }
 
     /// The bound UDP address (with the port the OS chose for port 0).

@@ -60,6 +60,12 @@ pub struct ServerArgs {
     /// bound address is printed as `veil: edge listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Also take clients over TCP on ADDR (TLS with ALPN h2, HTTP/2 CONNECT and extended
+    /// CONNECT), for networks that block UDP: same certificate, tokens, rules, hooks and
+    /// egress as the QUIC listener. Off by default. Usually the same address as --listen
+    /// (TCP and UDP ports are separate). Printed as `veil: edge listening on tcp ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_tcp: Option<SocketAddr>,
     /// Certificate chain in PEM, leaf first. Without --cert and --key the edge makes a
     /// self-signed certificate and prints its fingerprint as `sha256:HEX` for clients'
     /// --pin.
@@ -335,6 +341,7 @@ pub struct FileConfig {
 #[allow(missing_docs)] // Each field is the flag of the same name.
 pub struct ServerFile {
     pub listen: Option<SocketAddr>,
+    pub listen_tcp: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -411,6 +418,8 @@ impl FileConfig {
 pub struct ServerSettings {
     /// UDP address to bind.
     pub listen: SocketAddr,
+    /// TCP address of the TCP on-ramp (TLS, HTTP/2); `None`: no TCP listener.
+    pub listen_tcp: Option<SocketAddr>,
     /// Certificate and key files; `None`: self-signed.
     pub cert_key: Option<(PathBuf, PathBuf)>,
     /// CA file client certificates must chain to (mutual TLS); `None`: none asked.
@@ -628,6 +637,7 @@ impl ServerSettings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
+            listen_tcp: flags.listen_tcp.or(file.listen_tcp),
             cert_key,
             client_ca: flags.client_ca.or(file.client_ca),
             tokens,

@@ -32,6 +32,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     let token = random_token()?;
     let edge = RunningEdge::start(&ServerSettings {
         listen: loopback,
+        listen_tcp: None,
         cert_key: None,
         client_ca: None,
         tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],

@@ -27,6 +27,8 @@ pub struct RunningEdge {
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
     /// CONNECT-IP: the banner line saying where packets leave.
     ip_egress_line: Option<String>,
+    /// The TCP on-ramp's address (`--listen-tcp`), when it listens.
+    tcp_addr: Option<SocketAddr>,
 }
 
 impl RunningEdge {
@@ -65,6 +67,14 @@ impl RunningEdge {
             veil_engine::DefaultPolicy,
             ip_egress.as_ref(),
         )?;
+        let tcp_addr = match settings.listen_tcp {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on TCP {addr} (--listen-tcp)"))?;
+                Some(node.listen_tcp(listener)?)
+            }
+            None => None,
+        };
         if let (Some(target), Some(records)) = (&settings.audit_log, node.audit_records()) {
             let out = crate::audit_log::open(target)?;
             tokio::spawn(crate::audit_log::write(records, out));
@@ -81,6 +91,7 @@ impl RunningEdge {
             drain: settings.drain,
             self_signed: settings.cert_key.is_none(),
             metrics,
+            tcp_addr,
             ip_egress_line,
         })
     }
@@ -103,6 +114,10 @@ impl RunningEdge {
                 "veil: self-signed certificate fingerprint {}",
                 format_pin(&fingerprint)
             ));
+        }
+        // After the fingerprint: readers of the first two lines keep working.
+        if let Some(addr) = self.tcp_addr {
+            lines.push(format!("veil: edge listening on tcp {addr}"));
         }
         if let Some((addr, _)) = &self.metrics {
             lines.push(format!("veil: metrics listening on {addr}"));
@@ -365,6 +380,9 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
+    if settings.listen_tcp.is_some() {
+        anyhow::bail!("--listen-tcp (the TCP on-ramp) runs on the tokio runtime only, for now");
+    }
     if matches!(
         settings.ip_egress,
         Some(crate::config::IpEgressSpec::Tun(_))

@@ -42,6 +42,7 @@ impl Rig {
         let echo = start_echo().await;
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
+            listen_tcp: None,
             cert_key: None,
             client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],

@@ -74,6 +74,7 @@ impl Rig {
         let echo = Echo::start().await;
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
+            listen_tcp: None,
             cert_key: None,
             client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],

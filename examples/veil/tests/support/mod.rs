@@ -80,6 +80,27 @@ pub(crate) fn require_aioquic() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// The pinned release of Python's `h2` (python-hyper's HTTP/2 state machine) `.ci/run`
+/// installs: an HTTP/2 client nobody here wrote (`tests/interop/h2_connect.py`).
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) const PYTHON_H2: &str = "h2==4.4.1";
+
+/// Fails unless python3 can import h2 (and aioquic, whose capsule helpers the script shares).
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn require_python_h2() -> anyhow::Result<PathBuf> {
+    let python = require_aioquic()?;
+    let mut check = Command::new(&python);
+    check.args(["-c", "import h2.connection"]);
+    let output = run_bounded(check, Duration::from_secs(30))?;
+    ensure!(
+        output.status.success(),
+        "e2e: the Python package h2 is missing; install it with \
+         `python3 -m pip install {PYTHON_H2}` (as .ci/run does): {}",
+        output.stderr.trim()
+    );
+    Ok(python)
+}
+
 /// A directory under the system temp directory, removed with its contents on drop.
 #[derive(Debug)]
 pub(crate) struct TempDir {

@@ -1,0 +1,152 @@
+//! The edge's TCP on-ramp on tokio: a listener, and per connection a reader and a writer
+//! task that move bytes between the socket and the driver. Everything else (TLS, HTTP/2,
+//! the requests and their tunnels) is the engine's (`Endpoint::accept_tcp` and the calls
+//! after it).
+//!
+//! Bounds: a reader has [`READ_CREDIT`] chunks in flight to the driver at most (the driver
+//! returns a credit once the engine took a chunk), and a writer's queue holds
+//! [`WRITE_QUEUE`] chunks; bytes the writer has no room for stay in the engine, whose own
+//! bound then holds tunnels back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use veil_engine::ConnectionHandle;
+
+use crate::command::Command;
+
+/// Chunks a reader may have handed to the driver that the engine has not taken yet.
+const READ_CREDIT: usize = 4;
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks waiting for a writer, at most.
+pub(crate) const WRITE_QUEUE: usize = 8;
+
+/// Accepts connections on `listener` and hands each to the driver, until the driver is
+/// gone.
+pub(crate) fn spawn_listener(
+    listener: TcpListener,
+    commands: mpsc::UnboundedSender<Command>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, say: the next accept may work.
+                    tracing::warn!(%error, "TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if commands
+                .send(Command::TcpAccepted { stream, peer })
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+/// The driver's side of one TCP connection.
+pub(crate) struct TcpSlot {
+    writer: mpsc::Sender<Bytes>,
+    reader: JoinHandle<()>,
+    credit: Arc<Semaphore>,
+    /// The writer's queue was full when the engine had more: pull again when it drains.
+    pub(crate) blocked: bool,
+}
+
+impl TcpSlot {
+    /// Starts the reader and writer of a connection the engine named `connection`.
+    pub(crate) fn spawn(
+        connection: ConnectionHandle,
+        stream: TcpStream,
+        commands: &mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        let (mut read, mut write) = stream.into_split();
+        let credit = Arc::new(Semaphore::new(READ_CREDIT));
+        let reader = {
+            let commands = commands.clone();
+            let credit = credit.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(permit) = credit.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+                    let command = match read.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => Command::TcpClosed { connection },
+                        Ok(_) => Command::TcpInput {
+                            connection,
+                            bytes: buf.freeze(),
+                        },
+                    };
+                    let end = matches!(command, Command::TcpClosed { .. });
+                    if commands.send(command).is_err() || end {
+                        return;
+                    }
+                }
+            })
+        };
+        let (writer, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    let _ = commands.send(Command::TcpClosed { connection });
+                    return;
+                }
+                let _ = commands.send(Command::TcpDrained { connection });
+            }
+            // The engine said everything: the end of our direction, then the socket's.
+            let _ = write.shutdown().await;
+        });
+        Self {
+            writer,
+            reader,
+            credit,
+            blocked: false,
+        }
+    }
+
+    /// Queues bytes for the writer; `false` (nothing taken) when its queue is full.
+    pub(crate) fn try_write(&mut self, bytes: &[u8]) -> bool {
+        let Ok(permit) = self.writer.try_reserve() else {
+            self.blocked = true;
+            return false;
+        };
+        permit.send(Bytes::copy_from_slice(bytes));
+        true
+    }
+
+    /// Whether the writer can take a chunk now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.writer.capacity() > 0
+    }
+
+    /// The engine took a chunk the reader handed over: the reader may read another.
+    pub(crate) fn return_credit(&self) {
+        self.credit.add_permits(1);
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        // The writer ends by itself once its queue is drained (its sender goes with us).
+        self.reader.abort();
+    }
+}
+
+/// The local address of an accepted socket, or `fallback`.
+pub(crate) fn local_of(stream: &TcpStream, fallback: SocketAddr) -> SocketAddr {
+    stream.local_addr().unwrap_or(fallback)
+}

@@ -1,0 +1,103 @@
+//! The TCP on-ramp (`veil server --listen-tcp`): HTTP/2 over TLS for networks that block
+//! UDP. Interop with Python's `h2` (python-hyper's HTTP/2 state machine, nobody here wrote
+//! it) through `tests/interop/h2_connect.py`: CONNECT to a TCP echo with flow control both
+//! ways, extended CONNECT for connect-udp with DATAGRAM capsules, and the edge's refusals
+//! (egress policy, tokens) exactly as over HTTP/3.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::ensure;
+use support::{Echo, Edge, Output, STARTUP, TOKEN, TempDir, UdpEcho, run_bounded};
+
+/// Bound of one script run (its own steps time out after 20 s each).
+const SCRIPT: Duration = Duration::from_secs(120);
+
+/// Starts an edge with a TCP listener; returns it and the listener's address.
+fn edge_with_tcp(dir: &TempDir, args: &[&str]) -> anyhow::Result<(Edge, String)> {
+    let mut all = vec!["--listen-tcp", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut edge = Edge::start(dir.path(), &all)?;
+    let tcp = edge
+        .proc()
+        .wait_for_line("veil: edge listening on tcp ", STARTUP)?;
+    Ok((edge, tcp))
+}
+
+/// Runs the script against the TCP listener `tcp` with ARGS; fails unless every one of
+/// `checks` printed `ok`.
+fn python_h2(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::Result<Output> {
+    let python = support::require_python_h2()?;
+    let mut command = Command::new(python);
+    command
+        .arg(support::repo_root().join("tests/interop/h2_connect.py"))
+        .args(["--edge", tcp, "--pin", edge.pin()?])
+        .args(args);
+    let output = support::timed("h2_connect.py", || run_bounded(command, SCRIPT))?;
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    ensure!(
+        output.status.success() && passed == checks,
+        "h2_connect.py {args:?}: exit {}, {passed} of {checks} checks ok\n\
+         stdout:\n{}\nstderr:\n{}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        edge.diagnostics()
+    );
+    Ok(output)
+}
+
+#[test]
+fn python_h2_connect_and_connect_udp_through_the_tcp_listener() -> anyhow::Result<()> {
+    let dir = TempDir::new("h2-interop")?;
+    let echo = Echo::start()?;
+    let udp = UdpEcho::start(b"")?;
+    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let target = echo.addr().to_string();
+    let args = [
+        "--token",
+        TOKEN,
+        "--size",
+        "4194304",
+        "--echo",
+        &target,
+        "--echo",
+        &target,
+        "--udp-echo",
+        &udp.addr().to_string(),
+        "--refuse",
+        "169.254.169.254:80=403:destination_ip_prohibited",
+    ]
+    .map(String::from);
+    python_h2(&edge, &tcp, &args, 4)?;
+    Ok(())
+}
+
+/// Tokens are checked on the TCP listener as on the QUIC one: none is 407, a wrong one 403.
+#[test]
+fn python_h2_without_or_with_a_wrong_token_is_refused() -> anyhow::Result<()> {
+    let dir = TempDir::new("h2-tokens")?;
+    let echo = Echo::start()?;
+    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let target = echo.addr().to_string();
+    let refuse = |expected: &str| format!("{target}={expected}");
+    python_h2(&edge, &tcp, &["--refuse".into(), refuse("407")], 1)?;
+    python_h2(
+        &edge,
+        &tcp,
+        &[
+            "--token".into(),
+            "not-the-token".into(),
+            "--refuse".into(),
+            refuse("403"),
+        ],
+        1,
+    )?;
+    Ok(())
+}
