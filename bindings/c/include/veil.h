@@ -1309,6 +1309,58 @@ enum veil_result veil_relay_ended(const struct veil_relay *relay, enum veil_rela
 // "unknown result code". Never NULL; the string must not be freed.
 const char *veil_result_str(int code);
 
+// Edge: takes a TCP connection the embedder accepted, from `peer` to `local`; writes its
+// id to `*connection`. `VEIL_ERR_WRONG_ROLE` on a client, `VEIL_ERR_CLOSING` while
+// shutting down, `VEIL_ERR_QUEUE_FULL` at the connection limit (close the socket).
+//
+// # Safety
+// `endpoint` must be NULL or live; `peer`, `local` NULL or `veil_sockaddr`s;
+// `connection` NULL or writable.
+enum veil_result veil_endpoint_accept_tcp(struct veil_endpoint *endpoint,
+                                          uint64_t now_ns,
+                                          const struct veil_sockaddr *peer,
+                                          const struct veil_sockaddr *local,
+                                          uint64_t *connection);
+
+// Bytes read from a TCP connection's socket (not kept after the call).
+//
+// # Safety
+// `endpoint` must be NULL or live; `data` valid for reads of `len` bytes.
+enum veil_result veil_endpoint_tcp_input(struct veil_endpoint *endpoint,
+                                         uint64_t now_ns,
+                                         uint64_t connection,
+                                         const uint8_t *data,
+                                         size_t len);
+
+// A TCP connection's socket ended (EOF, or a read or write error).
+//
+// # Safety
+// `endpoint` must be NULL or live.
+enum veil_result veil_endpoint_tcp_closed(struct veil_endpoint *endpoint,
+                                          uint64_t now_ns,
+                                          uint64_t connection);
+
+// Writes to `*connection` the next TCP connection with bytes to write (each once per
+// change). `VEIL_DONE`: none.
+//
+// # Safety
+// `endpoint` must be NULL or live; `connection` NULL or writable.
+enum veil_result veil_endpoint_poll_tcp_ready(struct veil_endpoint *endpoint, uint64_t *connection);
+
+// Copies up to `out_len` bytes to write to a TCP connection's socket into `out`; writes
+// how many to `*written`. `VEIL_DONE` (and 0): nothing now. Bytes not taken stay in the
+// engine, which then holds its tunnels back: the socket is the backpressure.
+//
+// # Safety
+// `endpoint` must be NULL or live; `out` valid for writes of `out_len` bytes; `written`
+// NULL or writable.
+enum veil_result veil_endpoint_tcp_transmit(struct veil_endpoint *endpoint,
+                                            uint64_t now_ns,
+                                            uint64_t connection,
+                                            uint8_t *out,
+                                            size_t out_len,
+                                            size_t *written);
+
 // The refusal a failed `connect`, `socket` or `bind` becomes, from its `errno` value
 // `err`: the same mapping every veil host uses (refused, timed out, unreachable; anything
 // else is `VEIL_REFUSAL_INTERNAL`). (Not named `errno`: in C that is a macro.)

@@ -24,8 +24,8 @@ pub const VEIL_NO_TIMEOUT: u64 = u64::MAX;
 /// One engine endpoint (one per UDP socket). Opaque: create it with `veil_endpoint_new`,
 /// free it with `veil_endpoint_free`.
 pub struct veil_endpoint {
-    engine: Endpoint,
-    clock: Clock,
+    pub(crate) engine: Endpoint,
+    pub(crate) clock: Clock,
     /// The smallest buffer `poll_transmit` accepts: one full-size datagram.
     min_transmit: usize,
     /// Set when a call panicked: the engine's state may be half-updated, so every later

@@ -35,6 +35,7 @@ pub mod policy;
 mod ptr;
 pub mod relay;
 pub mod result;
+pub mod tcp;
 pub mod tunnel;
 
 pub use addr::veil_sockaddr;
