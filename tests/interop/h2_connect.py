@@ -16,6 +16,10 @@ when every check passed; examples/veil/tests/e2e_h2.rs drives this script.
   --refuse AUTHORITY=STATUS[:ERROR]
                           CONNECT, expect that status (and Proxy-Status error).
 
+With --proxy-v2 SRC_IP:PORT the connection starts with a PROXY protocol v2 header (as a
+load balancer in front of the edge sends it, built here from the specification) naming that
+client, before TLS.
+
 The edge's certificate is checked against --pin (SHA-256 of its DER) before any request
 carries the token.
 """
@@ -50,13 +54,15 @@ from masque_common import (
 class Client:
     """One HTTP/2 connection over TLS, pumped by hand: events are kept per stream."""
 
-    def __init__(self, edge, server_name, timeout):
+    def __init__(self, edge, server_name, timeout, proxy_v2=None):
         host, _, port = edge.rpartition(":")
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # checked by pin below
         context.set_alpn_protocols(["h2"])
         raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        if proxy_v2 is not None:
+            raw.sendall(proxy_v2_header(proxy_v2, raw.getpeername()))
         self.sock = context.wrap_socket(raw, server_hostname=server_name)
         if self.sock.selected_alpn_protocol() != "h2":
             raise AssertionError(f"ALPN chose {self.sock.selected_alpn_protocol()!r}, not h2")
@@ -156,6 +162,21 @@ class Client:
         if end_stream:
             self.conn.end_stream(stream)
             self.flush()
+
+
+def proxy_v2_header(source, destination):
+    """A PROXY protocol v2 header (proxy-protocol.txt §2.2): PROXY command, TCP over IPv4."""
+    src_ip, _, src_port = source.rpartition(":")
+    dst_ip, dst_port = destination[0], destination[1]
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    addresses = (
+        socket.inet_aton(src_ip)
+        + socket.inet_aton(dst_ip)
+        + int(src_port).to_bytes(2, "big")
+        + int(dst_port).to_bytes(2, "big")
+    )
+    # Version 2, command PROXY (0x21); AF_INET, STREAM (0x11); then the length.
+    return signature + bytes([0x21, 0x11]) + len(addresses).to_bytes(2, "big") + addresses
 
 
 def token_header(token):
@@ -278,11 +299,12 @@ def main():
     parser.add_argument("--size", type=int, default=1 << 20, help="bytes per echo check")
     parser.add_argument("--datagrams", type=int, default=50, help="datagrams per UDP check")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per step")
+    parser.add_argument("--proxy-v2", metavar="SRC_IP:PORT", help="send a PROXY v2 header first")
     args = parser.parse_args()
     total = len(args.echo) + len(args.udp_echo) + len(args.refuse)
     if not total:
         parser.error("nothing to check")
-    client = Client(args.edge, args.server_name, args.timeout)
+    client = Client(args.edge, args.server_name, args.timeout, args.proxy_v2)
     pin = client.certificate_pin()
     if pin != args.pin:
         print(f"FAIL pin {args.edge}: the edge's certificate is {pin}, not {args.pin}")

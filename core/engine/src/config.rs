@@ -274,6 +274,13 @@ pub struct EdgeConfig {
     /// `Endpoint::ip_flow_send`). TCP and other protocols are answered with ICMP
     /// "administratively prohibited": TCP clients use streams (CONNECT) instead.
     pub ip_decap: bool,
+    /// Every connection on the TCP on-ramp (`Endpoint::accept_tcp`) starts with a PROXY
+    /// protocol header, v1 or v2, before TLS; the client address it names (a PROXY
+    /// command with IP addresses) replaces the socket's for tokens, hooks, rules, audit and
+    /// logs. A connection without a valid header is closed. For an edge behind a load
+    /// balancer or proxy that sends one; never on a listener clients reach directly (they
+    /// could name any address). Default false.
+    pub proxy_protocol: bool,
 }
 
 impl Default for EdgeConfig {
@@ -297,6 +304,7 @@ impl Default for EdgeConfig {
             ip_pools: Vec::new(),
             ip_flows_per_tunnel: 4096,
             ip_decap: false,
+            proxy_protocol: false,
         }
     }
 }

@@ -213,6 +213,8 @@ struct Edge {
     ip_decap: bool,
     /// The TCP on-ramp's TLS context (`tcp::accept_tcp`): the QUIC one's certificate.
     tcp_tls: Option<boring::ssl::SslContext>,
+    /// TCP connections start with a PROXY protocol header (`EdgeConfig::proxy_protocol`).
+    proxy_protocol: bool,
 }
 
 struct Client {
@@ -2197,6 +2199,7 @@ impl Edge {
             ip_flows_per_tunnel: config.ip_flows_per_tunnel,
             ip_decap: config.ip_decap,
             tcp_tls: None,
+            proxy_protocol: config.proxy_protocol,
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,

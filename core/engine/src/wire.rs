@@ -274,6 +274,7 @@ impl Wire {
                     format!("TLS handshake failed ({reason})")
                 }
                 Some(crate::tcp::Ending::PeerClosed) => "closed by peer (TCP)".to_owned(),
+                Some(crate::tcp::Ending::ProxyHeader(reason)) => (*reason).to_owned(),
                 Some(crate::tcp::Ending::ProtocolError { code, reason }) => {
                     format!("HTTP/2 error {code:#x} from peer: {reason}")
                 }

@@ -66,6 +66,12 @@ pub struct ServerArgs {
     /// (TCP and UDP ports are separate). Printed as `veil: edge listening on tcp ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
+    /// Every connection on --listen-tcp starts with a PROXY protocol header (v1 or v2),
+    /// sent by a load balancer in front of the edge: the client address it names is the
+    /// one tokens, hooks, rules, the audit log and logs see. Connections without one are
+    /// closed. Only behind such a balancer: a client could otherwise claim any address.
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Certificate chain in PEM, leaf first. Without --cert and --key the edge makes a
     /// self-signed certificate and prints its fingerprint as `sha256:HEX` for clients'
     /// --pin.
@@ -342,6 +348,8 @@ pub struct FileConfig {
 pub struct ServerFile {
     pub listen: Option<SocketAddr>,
     pub listen_tcp: Option<SocketAddr>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -420,6 +428,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// TCP address of the TCP on-ramp (TLS, HTTP/2); `None`: no TCP listener.
     pub listen_tcp: Option<SocketAddr>,
+    /// TCP connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Certificate and key files; `None`: self-signed.
     pub cert_key: Option<(PathBuf, PathBuf)>,
     /// CA file client certificates must chain to (mutual TLS); `None`: none asked.
@@ -626,6 +636,11 @@ impl ServerSettings {
             .or(file.ip_egress)
             .map(|text| parse_ip_egress(&text))
             .transpose()?;
+        if (flags.proxy_protocol || file.proxy_protocol)
+            && flags.listen_tcp.or(file.listen_tcp).is_none()
+        {
+            bail!("--proxy-protocol applies to the TCP listener: give --listen-tcp too");
+        }
         // Pools without an egress: `decap`, the off-ramp that needs no privileges.
         let ip_egress = match (ip_pools.is_empty(), ip_egress) {
             (false, None) => Some(IpEgressSpec::Decap),
@@ -638,6 +653,7 @@ impl ServerSettings {
                 .or(file.listen)
                 .unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
             listen_tcp: flags.listen_tcp.or(file.listen_tcp),
+            proxy_protocol: flags.proxy_protocol || file.proxy_protocol,
             cert_key,
             client_ca: flags.client_ca.or(file.client_ca),
             tokens,

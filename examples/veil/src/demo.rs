@@ -33,6 +33,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     let edge = RunningEdge::start(&ServerSettings {
         listen: loopback,
         listen_tcp: None,
+        proxy_protocol: false,
         cert_key: None,
         client_ca: None,
         tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],

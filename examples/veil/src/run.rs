@@ -169,6 +169,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         audit: settings.audit_log.is_some(),
         ip_pools: settings.ip_pools.clone(),
         retry: settings.retry,
+        proxy_protocol: settings.proxy_protocol,
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {

@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use support::{Echo, Edge, Output, STARTUP, TOKEN, TempDir, UdpEcho, run_bounded};
 
 /// Bound of one script run (its own steps time out after 20 s each).
@@ -99,5 +99,77 @@ fn python_h2_without_or_with_a_wrong_token_is_refused() -> anyhow::Result<()> {
         ],
         1,
     )?;
+    Ok(())
+}
+
+/// Behind a load balancer that sends PROXY protocol v2 (`--proxy-protocol`), the address
+/// it names is the client's: the audit log records it, not the socket's.
+#[test]
+fn a_proxy_v2_header_names_the_client_the_audit_log_records() -> anyhow::Result<()> {
+    let dir = TempDir::new("h2-proxy-v2")?;
+    let echo = Echo::start()?;
+    let log = dir.path().join("audit.jsonl");
+    let log_arg = log.to_str().context("path")?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        &[
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+            "--proxy-protocol",
+            "--audit-log",
+            log_arg,
+        ],
+    )?;
+    let target = echo.addr().to_string();
+    let args = [
+        "--token",
+        TOKEN,
+        "--size",
+        "65536",
+        "--echo",
+        &target,
+        "--proxy-v2",
+        "198.51.100.7:40123",
+    ]
+    .map(String::from);
+    python_h2(&edge, &tcp, &args, 1)?;
+    // The line is written as the tunnel ends.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            let record: serde_json::Value = serde_json::from_str(line)?;
+            ensure!(record["client"] == "198.51.100.7:40123", "{record}");
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < give_up,
+            "no audit line\n{}",
+            edge.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same edge closes a connection that starts with TLS instead of its PROXY header.
+#[test]
+fn without_its_proxy_header_a_connection_is_closed() -> anyhow::Result<()> {
+    let dir = TempDir::new("h2-proxy-missing")?;
+    let echo = Echo::start()?;
+    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--proxy-protocol"])?;
+    let python = support::require_python_h2()?;
+    let mut command = Command::new(python);
+    command
+        .arg(support::repo_root().join("tests/interop/h2_connect.py"))
+        .args(["--edge", &tcp, "--pin", edge.pin()?, "--token", TOKEN])
+        .args(["--echo", &echo.addr().to_string(), "--timeout", "5"]);
+    let output = run_bounded(command, SCRIPT)?;
+    ensure!(
+        !output.status.success(),
+        "a connection without a PROXY header was served:\n{}",
+        output.stdout
+    );
     Ok(())
 }

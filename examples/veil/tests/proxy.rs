@@ -43,6 +43,7 @@ impl Rig {
         let edge = RunningEdge::start(&ServerSettings {
             listen: loopback(),
             listen_tcp: None,
+            proxy_protocol: false,
             cert_key: None,
             client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],

@@ -40,7 +40,11 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(handle) else {
             return;
         };
-        while let Some(event) = conn.wire.quic_mut().and_then(quiche::Connection::path_event_next) {
+        while let Some(event) = conn
+            .wire
+            .quic_mut()
+            .and_then(quiche::Connection::path_event_next)
+        {
             match event {
                 // quiche reports a migration (RFC 9000 §9.3) only once the path is
                 // validated.

@@ -75,7 +75,7 @@ impl Endpoint {
             enable_connect_protocol: true,
             ..h2::Limits::default()
         };
-        let tcp = TcpConn::accept(context, limits, self.idle_timeout, now)
+        let tcp = TcpConn::accept(context, limits, self.idle_timeout, edge.proxy_protocol, now)
             .map_err(|_| TcpRefused::Tls)?;
         let handle = self.insert_conn(Wire::Tcp(Box::new(tcp)), local, peer);
         self.stats.tcp_connections_total += 1;
@@ -86,14 +86,19 @@ impl Endpoint {
     pub fn tcp_input(&mut self, now: Instant, connection: ConnectionHandle, bytes: &[u8]) {
         self.clock = now;
         let handle = connection.0;
-        let Some(tcp) = self
-            .conns
-            .get_mut(handle)
-            .and_then(|conn| conn.wire.tcp_mut())
-        else {
+        let Some(conn) = self.conns.get_mut(handle) else {
+            return;
+        };
+        let Some(tcp) = conn.wire.tcp_mut() else {
             return;
         };
         tcp.input(now, bytes);
+        // The address a PROXY header names is the client's from here on: tokens, hooks,
+        // rules, audit and logs see it (TLS, and so every request, comes after it).
+        if let Some(client) = tcp.take_proxied_client() {
+            tracing::debug!(connection = handle, socket = %conn.peer, %client, "PROXY header");
+            conn.peer = client;
+        }
         self.process(now, handle);
     }
 

@@ -12,11 +12,13 @@
 //! Layering, inside out: [`crate::h2::Session`] (frames, HPACK, flow control) works on
 //! plaintext; [`tls::TlsStream`] turns it into records; the host carries the records.
 
+pub(crate) mod proxy;
 pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use boring::ssl::SslContext;
@@ -50,12 +52,18 @@ pub(crate) enum Ending {
     PeerClosed,
     /// The peer broke HTTP/2: the GOAWAY code we sent.
     ProtocolError { code: u64, reason: &'static str },
+    /// The PROXY protocol header the edge requires was missing or malformed.
+    ProxyHeader(&'static str),
     /// We closed it (shutdown, ingress hook, connection error of ours).
     Local { code: u64 },
 }
 
 /// One TCP connection of the edge: TLS, then HTTP/2.
 pub(crate) struct TcpConn {
+    /// The PROXY protocol header being read, before TLS (`EdgeConfig::proxy_protocol`).
+    proxy: Option<proxy::Pending>,
+    /// The client address a PROXY header named, until the endpoint takes it.
+    proxied_client: Option<SocketAddr>,
     tls: TlsStream,
     /// Made once TLS is up and ALPN chose `h2`.
     session: Option<h2::Session>,
@@ -78,9 +86,12 @@ impl TcpConn {
         context: &SslContext,
         limits: h2::Limits,
         idle_timeout: Duration,
+        proxy_protocol: bool,
         now: Instant,
     ) -> Result<Self, boring::error::ErrorStack> {
         Ok(Self {
+            proxy: proxy_protocol.then(proxy::Pending::default),
+            proxied_client: None,
             tls: TlsStream::server(context)?,
             session: None,
             limits,
@@ -99,6 +110,23 @@ impl TcpConn {
             return;
         }
         self.last_activity = now;
+        let after_header;
+        let mut ciphertext = ciphertext;
+        if let Some(pending) = self.proxy.as_mut() {
+            match pending.feed(ciphertext) {
+                Ok(proxy::Outcome::NeedMore) => return,
+                Ok(proxy::Outcome::Done { client, rest }) => {
+                    self.proxy = None;
+                    self.proxied_client = client;
+                    after_header = rest;
+                    ciphertext = &after_header;
+                }
+                Err(reason) => {
+                    self.ending = Some(Ending::ProxyHeader(reason));
+                    return;
+                }
+            }
+        }
         match self.tls.feed(ciphertext) {
             Progress::Handshaking => return,
             Progress::Ended => {
@@ -157,6 +185,11 @@ impl TcpConn {
             Some(reason) if self.session.is_none() => Ending::Handshake(reason.to_owned()),
             _ => Ending::PeerClosed,
         });
+    }
+
+    /// The client address a PROXY protocol header gave, once.
+    pub(crate) fn take_proxied_client(&mut self) -> Option<SocketAddr> {
+        self.proxied_client.take()
     }
 
     /// The host's socket ended (the peer closed it, or it failed).

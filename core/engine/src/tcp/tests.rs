@@ -59,11 +59,19 @@ fn edge_config() -> EdgeConfig {
 
 impl Rig {
     fn new(config: EdgeConfig, alpn: &[u8]) -> Self {
+        Self::with_prefix(config, alpn, b"")
+    }
+
+    /// A rig whose connection starts with `prefix` (a PROXY header) before TLS.
+    fn with_prefix(config: EdgeConfig, alpn: &[u8], prefix: &[u8]) -> Self {
         let now = Instant::now();
         let mut edge = Endpoint::new(Config::edge(config), now).expect("edge");
         let peer: SocketAddr = PEER.parse().expect("peer");
         let local: SocketAddr = LOCAL.parse().expect("local");
         let conn = edge.accept_tcp(now, peer, local).expect("accepted");
+        if !prefix.is_empty() {
+            edge.tcp_input(now, conn, prefix);
+        }
         let mut rig = Self {
             edge,
             conn,
@@ -281,7 +289,9 @@ fn a_slow_reader_holds_the_client_back_through_flow_control_without_loss() {
     assert_eq!(rig.status(stream), "200");
 
     let total = 4 * 1024 * 1024;
-    let data: Vec<u8> = (0..total).map(|i| u8::try_from(i * 7 % 251).unwrap_or(0)).collect();
+    let data: Vec<u8> = (0..total)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
+        .collect();
     let (mut sent, mut received) = (0, Vec::with_capacity(total));
     let mut out = vec![0u8; 16 * 1024];
     for _ in 0..100_000 {
@@ -403,4 +413,37 @@ fn a_protocol_error_from_the_client_ends_the_connection() {
     assert_eq!(rig.client.tls.write_plaintext(&frame), frame.len());
     rig.pump();
     assert!(rig.lost(), "the connection outlived a protocol error");
+}
+
+/// Behind a load balancer that sends a PROXY header, the client is the address it names:
+/// the request reaches the host with it.
+#[test]
+fn a_proxy_protocol_header_names_the_client_requests_are_judged_by() {
+    let config = EdgeConfig {
+        proxy_protocol: true,
+        ..edge_config()
+    };
+    let line = b"PROXY TCP4 203.0.113.9 192.0.2.1 5555 443\r\n";
+    let mut rig = Rig::with_prefix(config, b"\x02h2", line);
+    let headers = connect_headers(Some(TOKEN));
+    rig.request(&refs(&headers));
+    let client = rig.events.iter().find_map(|event| match event {
+        Event::TunnelRequest { client, .. } => Some(client.peer),
+        _ => None,
+    });
+    assert_eq!(client, Some("203.0.113.9:5555".parse().expect("addr")));
+}
+
+/// An edge that requires the header closes a connection that starts with TLS instead.
+#[test]
+fn without_the_required_proxy_header_the_connection_is_closed() {
+    let config = EdgeConfig {
+        proxy_protocol: true,
+        ..edge_config()
+    };
+    let rig = Rig::new(config, b"\x02h2");
+    assert!(
+        rig.lost(),
+        "a connection without its PROXY header stayed open"
+    );
 }
