@@ -96,6 +96,11 @@ pub(crate) enum Command {
     },
     /// Edge: the TCP listener accepted a connection (`tcp_onramp`).
     TcpAccepted { stream: TcpStream, peer: SocketAddr },
+    /// Client: the dial `Event::TcpDial` asked for is done.
+    TcpDialed {
+        connection: veil_engine::ConnectionHandle,
+        result: std::io::Result<TcpStream>,
+    },
     /// Bytes a TCP connection's reader read.
     TcpInput {
         connection: veil_engine::ConnectionHandle,

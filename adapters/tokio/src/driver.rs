@@ -262,44 +262,22 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::ConnectionEstablished { connection, peer } => {
-                tracing::info!(?connection, %peer, "connection established");
+                if self.tcp.contains_key(&connection) {
+                    tracing::info!(?connection, %peer, "TCP connection established");
+                } else {
+                    tracing::info!(?connection, %peer, "QUIC connection established");
+                }
             }
             Event::ConnectionLost { connection, reason } => {
                 self.on_connection_lost(connection, &reason);
             }
+            Event::TcpDial { connection, to } => self.dial_edge(connection, to),
             Event::TunnelRequest {
                 tunnel,
                 kind,
                 target,
                 client,
-            } => {
-                // The token's name, never its secret.
-                let token = client.token_index.and_then(|i| self.endpoint.token_name(i));
-                let identity = self.endpoint.certificate_identity(client.connection);
-                let tags = self
-                    .endpoint
-                    .tunnel_tags(tunnel)
-                    .filter(|tags| !tags.is_empty())
-                    .map(ToString::to_string);
-                tracing::debug!(
-                    ?tunnel,
-                    ?kind,
-                    %target,
-                    peer = %client.peer,
-                    token,
-                    identity,
-                    tags,
-                    "tunnel requested"
-                );
-                match kind {
-                    TunnelKind::Stream => self.on_request(tunnel, target),
-                    TunnelKind::Udp => self.on_udp_request(tunnel, target),
-                    TunnelKind::Ip => self.on_ip_request(tunnel, target),
-                    // The engine hands over only the kinds this host serves (all it knew
-                    // when this was written).
-                    _ => self.refuse(tunnel, Refusal::Internal),
-                }
-            }
+            } => self.on_tunnel_request(tunnel, kind, target, &client),
             Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
             Event::TunnelRefused { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel refused");
@@ -645,21 +623,90 @@ impl Driver {
                 };
                 self.endpoint.shutdown(Instant::now(), plan);
             }
+            command @ (Command::TcpAccepted { .. }
+            | Command::TcpDialed { .. }
+            | Command::TcpInput { .. }
+            | Command::TcpDrained { .. }
+            | Command::TcpClosed { .. }) => self.on_tcp_command(command),
+        }
+    }
+
+    /// The TCP connections' commands: the edge's on-ramp and a client's `--transport h2`.
+    fn on_tcp_command(&mut self, command: Command) {
+        match command {
             Command::TcpAccepted { stream, peer } => self.on_tcp_accepted(stream, peer),
+            Command::TcpDialed { connection, result } => match result {
+                Ok(stream) => {
+                    let slot = TcpSlot::spawn(connection, stream, &self.command_tx);
+                    self.tcp.insert(connection, slot);
+                    self.endpoint.tcp_connected(Instant::now(), connection);
+                }
+                Err(error) => {
+                    tracing::debug!(?connection, %error, "cannot reach the edge over TCP");
+                    self.endpoint.tcp_closed(Instant::now(), connection);
+                }
+            },
             Command::TcpInput { connection, bytes } => {
                 self.endpoint.tcp_input(Instant::now(), connection, &bytes);
                 if let Some(slot) = self.tcp.get(&connection) {
                     slot.return_credit();
                 }
             }
-            Command::TcpDrained { connection } => {
-                if self.tcp.get(&connection).is_some_and(|slot| slot.blocked) {
-                    self.pump_tcp(connection);
-                }
+            Command::TcpDrained { connection }
+                if self.tcp.get(&connection).is_some_and(|slot| slot.blocked) =>
+            {
+                self.pump_tcp(connection);
             }
             Command::TcpClosed { connection } => {
                 self.endpoint.tcp_closed(Instant::now(), connection);
             }
+            _ => {}
+        }
+    }
+
+    /// Client (`--transport h2`): dials the edge's TCP listener for `connection`.
+    fn dial_edge(&self, connection: veil_engine::ConnectionHandle, to: SocketAddr) {
+        crate::tcp_onramp::spawn_dial(
+            connection,
+            to,
+            self.options.connect_timeout,
+            self.command_tx.clone(),
+        );
+    }
+
+    /// Edge: a request the engine hands to this host, logged and sent on by its kind.
+    fn on_tunnel_request(
+        &mut self,
+        tunnel: TunnelId,
+        kind: TunnelKind,
+        target: TunnelTarget,
+        client: &veil_engine::ClientIdentity,
+    ) {
+        // The token's name, never its secret.
+        let token = client.token_index.and_then(|i| self.endpoint.token_name(i));
+        let identity = self.endpoint.certificate_identity(client.connection);
+        let tags = self
+            .endpoint
+            .tunnel_tags(tunnel)
+            .filter(|tags| !tags.is_empty())
+            .map(ToString::to_string);
+        tracing::debug!(
+            ?tunnel,
+            ?kind,
+            %target,
+            peer = %client.peer,
+            token,
+            identity,
+            tags,
+            "tunnel requested"
+        );
+        match kind {
+            TunnelKind::Stream => self.on_request(tunnel, target),
+            TunnelKind::Udp => self.on_udp_request(tunnel, target),
+            TunnelKind::Ip => self.on_ip_request(tunnel, target),
+            // The engine hands over only the kinds this host serves (all it knew
+            // when this was written).
+            _ => self.refuse(tunnel, Refusal::Internal),
         }
     }
 

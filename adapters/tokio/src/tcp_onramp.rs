@@ -55,6 +55,27 @@ pub(crate) fn spawn_listener(
     })
 }
 
+/// Client: connects to the edge's TCP listener for `connection`, within `timeout`, and
+/// tells the driver how it went.
+pub(crate) fn spawn_dial(
+    connection: ConnectionHandle,
+    to: SocketAddr,
+    timeout: std::time::Duration,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    tokio::spawn(async move {
+        let result = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        let _ = commands.send(Command::TcpDialed { connection, result });
+    });
+}
+
 /// The driver's side of one TCP connection.
 pub(crate) struct TcpSlot {
     writer: mpsc::Sender<Bytes>,

@@ -382,6 +382,23 @@ pub struct ClientConfig {
     /// of its CONNECT-UDP requests. Checked by `Endpoint::new`.
     #[serde(default = "default_udp_path_template")]
     pub udp_path_template: String,
+    /// How the client reaches the edge: HTTP/3 over QUIC, or HTTP/2 over TLS over TCP
+    /// (for networks that block UDP; the edge needs its TCP listener).
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// How a client reaches its edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Transport {
+    /// HTTP/3 over QUIC (UDP).
+    #[default]
+    H3,
+    /// HTTP/2 over TLS over TCP: the host dials the edge's TCP listener when the engine
+    /// asks (`Event::TcpDial`).
+    H2,
 }
 
 impl ClientConfig {
@@ -400,6 +417,7 @@ impl ClientConfig {
             max_pending_tunnels: default_max_pending(),
             pending_deadline: default_pending_deadline(),
             udp_path_template: default_udp_path_template(),
+            transport: Transport::default(),
         }
     }
 }

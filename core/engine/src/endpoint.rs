@@ -236,6 +236,10 @@ struct Client {
     backoff: Duration,
     /// Tunnels waiting for a connection (or for stream credit), oldest first.
     pending: VecDeque<TunnelId>,
+    /// How it reaches the edge (`ClientConfig::transport`).
+    transport: crate::config::Transport,
+    /// The TCP transport's TLS context (ALPN h2, the QUIC context's verification).
+    tcp_tls: Option<boring::ssl::SslContext>,
 }
 
 struct Conn {
@@ -426,7 +430,10 @@ impl Endpoint {
             }
             RoleConfig::Client(client) => {
                 let tls = tls::client_context(&client.verify, client.certificate.as_ref())?;
-                (tls, None, RoleState::Client(Client::new(client, now)))
+                let tcp_tls = tls::client_tcp_context(&client.verify, client.certificate.as_ref())?;
+                let mut state = Client::new(client, now);
+                state.tcp_tls = Some(tcp_tls);
+                (tls, None, RoleState::Client(state))
             }
         };
         Ok(Self {
@@ -1398,6 +1405,10 @@ impl Endpoint {
         {
             return;
         }
+        if client.transport == crate::config::Transport::H2 {
+            self.client_connect_tcp(now);
+            return;
+        }
         let attempt = new_connection_id(self.cid_layout).and_then(|scid| {
             tls::connect(
                 &client.server_name,
@@ -2232,6 +2243,8 @@ impl Client {
             attempt_at: now,
             backoff: config.reconnect_initial,
             pending: VecDeque::new(),
+            transport: config.transport,
+            tcp_tls: None,
         }
     }
 

@@ -90,7 +90,7 @@ pub use audit::AuditRecord;
 pub use cid::CidLayout;
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RetryPolicy, RoleConfig,
-    Secret, Token, Verify, format_fingerprint, parse_fingerprint,
+    Secret, Token, Transport, Verify, format_fingerprint, parse_fingerprint,
 };
 pub use dns::DnsCacheConfig;
 pub use endpoint::{

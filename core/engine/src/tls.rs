@@ -246,6 +246,43 @@ pub(crate) fn client_context(
     Ok(builder)
 }
 
+/// The client's context for the TCP on-ramp: the QUIC context's verification and client
+/// certificate, ALPN `h2`, TLS 1.2 at least (RFC 9113 §9.2).
+pub(crate) fn client_tcp_context(
+    verify: &Verify,
+    certificate: Option<&(Pem, Pem)>,
+) -> Result<SslContext, ConfigError> {
+    let mut builder = client_context(verify, certificate)?;
+    builder
+        .set_alpn_protos(b"\x02h2")
+        .map_err(tls_error("ALPN"))?;
+    builder
+        .set_min_proto_version(Some(boring::ssl::SslVersion::TLS1_2))
+        .map_err(tls_error("TLS version"))?;
+    Ok(builder.build())
+}
+
+/// A client session to an edge known as `server_name` over TCP: SNI and the expected name
+/// (or address) as [`connect`] sets them for QUIC.
+pub(crate) fn tcp_client_ssl(
+    context: &SslContext,
+    server_name: &str,
+) -> Result<boring::ssl::Ssl, ErrorStack> {
+    let mut ssl = boring::ssl::Ssl::new(context)?;
+    let address = server_name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    if let Some(address) = address {
+        ssl.param_mut().set_ip(address)?;
+    } else {
+        ssl.set_hostname(server_name)?;
+        ssl.param_mut().set_host(server_name)?;
+    }
+    Ok(ssl)
+}
+
 /// Starts a client connection to an edge known as `server_name`.
 ///
 /// A DNS name is sent as SNI and checked against the certificate's DNS names (quiche sets

@@ -377,6 +377,16 @@ pub enum CloseReason {
 // are a handful per tunnel, so their size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
+    /// Client (`Transport::H2`): connect a TCP socket to `to` (the edge's TCP listener)
+    /// for `connection`, then call `Endpoint::tcp_connected`, or `Endpoint::tcp_closed` if
+    /// it failed; from then on move its bytes as for the edge's TCP on-ramp
+    /// (`tcp_input`, `poll_tcp_ready`, `tcp_transmit`, close on `ConnectionLost`).
+    TcpDial {
+        /// The connection the socket is for.
+        connection: ConnectionHandle,
+        /// The edge's address.
+        to: SocketAddr,
+    },
     /// A QUIC connection completed its handshake (and HTTP/3 is set up on it).
     ConnectionEstablished {
         /// The connection.

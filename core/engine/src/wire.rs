@@ -471,6 +471,7 @@ impl Http {
                 .map(|_| h3.extended_connect_enabled_by_peer()),
             (Self::H2, Wire::Tcp(tcp)) => tcp
                 .session()
+                .filter(|session| session.peer_settings_received())
                 .map(h2::Session::peer_enabled_connect_protocol),
             (Self::H2, Wire::Quic(_)) => None,
         }

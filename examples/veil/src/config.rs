@@ -229,9 +229,15 @@ pub fn tokio_threads(cli: &Cli) -> anyhow::Result<usize> {
 /// Flags of `veil client`.
 #[derive(Debug, Default, Args)]
 pub struct ClientArgs {
-    /// The edge's UDP address, HOST:PORT.
+    /// The edge's address, HOST:PORT (its UDP port; with --transport h2 its TCP port).
     #[arg(long, value_name = "HOST:PORT")]
     pub edge: Option<String>,
+    /// How to reach the edge: `h3` (HTTP/3 over QUIC) or `h2` (HTTP/2 over TLS over TCP,
+    /// for networks that block UDP; the edge needs `--listen-tcp`). Every front (SOCKS5
+    /// TCP and UDP, the HTTP proxy, UDP forwards) works over both; over h2, UDP rides
+    /// capsules on the tunnel's stream [default: h3]
+    #[arg(long, value_name = "h3|h2", value_parser = parse_transport)]
+    pub transport: Option<veil_engine::Transport>,
     /// TLS server name to ask for and, with --ca, to verify [default: the --edge host].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
@@ -379,6 +385,7 @@ pub struct ServerFile {
 #[allow(missing_docs)] // Each field is the flag of the same name.
 pub struct ClientFile {
     pub edge: Option<String>,
+    pub transport: Option<veil_engine::Transport>,
     pub server_name: Option<String>,
     pub pin: Option<String>,
     pub ca: Option<PathBuf>,
@@ -514,6 +521,8 @@ impl LocalCredentials {
 pub struct ClientSettings {
     /// The edge, `HOST:PORT`, resolved at start.
     pub edge: String,
+    /// HTTP/3 over QUIC, or HTTP/2 over TCP.
+    pub transport: veil_engine::Transport,
     /// TLS server name; `None`: the host of `edge`.
     pub server_name: Option<String>,
     /// How the edge is trusted.
@@ -736,6 +745,15 @@ pub fn parse_prefix(text: &str) -> anyhow::Result<(IpAddr, u8)> {
     Ok((net.addr(), net.prefix_len()))
 }
 
+/// `--transport`: `h3` or `h2`.
+fn parse_transport(text: &str) -> Result<veil_engine::Transport, String> {
+    match text {
+        "h3" => Ok(veil_engine::Transport::H3),
+        "h2" => Ok(veil_engine::Transport::H2),
+        other => Err(format!("{other:?}: want h3 or h2")),
+    }
+}
+
 impl ClientSettings {
     /// Merges the flags over the file. A trust flag (--pin, --ca, --insecure) replaces
     /// whatever trust the file gives.
@@ -771,6 +789,7 @@ impl ClientSettings {
         };
         Ok(Self {
             edge,
+            transport: flags.transport.or(file.transport).unwrap_or_default(),
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),

@@ -56,6 +56,7 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("server", "drain_timeout_ms", "5000"),
     ("server", "runtime", "\"tokio\""),
     ("server", "threads", "1"),
+    ("client", "transport", "\"h3\""),
     ("client", "drain_timeout_ms", "5000"),
     ("client", "threads", "1"),
     ("client", "connect_timeout_ms", "10000"),

@@ -56,6 +56,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         .context("the edge reports no certificate fingerprint")?;
     let client = RunningClient::start(&ClientSettings {
         edge: edge.addr().to_string(),
+        transport: veil_engine::Transport::H3,
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),

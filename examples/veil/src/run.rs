@@ -218,6 +218,7 @@ impl RunningClient {
         };
         let mut client = ClientConfig::new(edge_addr, server_name, verify);
         client.token.clone_from(&settings.token);
+        client.transport = settings.transport;
         client.certificate = settings
             .certificate
             .clone()

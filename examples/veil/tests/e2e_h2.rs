@@ -173,3 +173,70 @@ fn without_its_proxy_header_a_connection_is_closed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `veil client --transport h2` against `veil server --listen-tcp`: curl through the
+/// client's SOCKS5 and HTTP proxy fronts downloads a file whole, and a UDP forward's
+/// datagrams ride capsules on HTTP/2 streams.
+#[test]
+fn veil_client_over_http2_carries_curl_and_udp() -> anyhow::Result<()> {
+    support::require_tool("curl", "curl")?;
+    let dir = TempDir::new("h2-client")?;
+    let origin = support::Origin::start(dir.path())?;
+    let served_sum = support::write_random_file(&origin.root().join("file.bin"), 8 << 20, 0x4832)?;
+    let udp = UdpEcho::start(b"")?;
+    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let forward = format!("127.0.0.1:{}", support::free_udp_port()?);
+    let client = support::Client::start(
+        dir.path(),
+        tcp.parse().context("the TCP listener's address")?,
+        &[
+            "--pin",
+            edge.pin()?,
+            "--token",
+            TOKEN,
+            "--transport",
+            "h2",
+            "--udp-forward",
+            &format!("{forward}={}", udp.addr()),
+        ],
+    )?;
+    let context = || format!("{}\n{}", edge.diagnostics(), client.diagnostics());
+    let socks = format!("socks5h://{}", client.socks());
+    for proxy in [socks.as_str(), &client.http_proxy()] {
+        let downloaded = dir.path().join("downloaded.bin");
+        let output = support::curl(
+            &[
+                "--proxy",
+                proxy,
+                "--write-out",
+                "%{http_code}",
+                "--output",
+                downloaded.to_str().context("a UTF-8 path")?,
+                &origin.url("file.bin"),
+            ],
+            Duration::from_secs(60),
+        )?;
+        support::check_download(&output, &downloaded, &served_sum, context)?;
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0;
+    for round in 0..40u8 {
+        let payload = [round; 300];
+        socket.send_to(&payload, &forward)?;
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            ensure!(
+                buf[..len] == payload[..],
+                "a datagram changed\n{}",
+                context()
+            );
+            echoed += 1;
+        }
+        if echoed >= 10 {
+            break;
+        }
+    }
+    ensure!(echoed >= 10, "{echoed} datagrams came back\n{}", context());
+    Ok(())
+}

@@ -65,6 +65,7 @@ impl Rig {
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
         let client = RunningClient::start(&ClientSettings {
             edge: edge.addr().to_string(),
+            transport: veil_engine::Transport::H3,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(fingerprint),
             token: Some(Secret::new(client_token)),

@@ -96,6 +96,7 @@ impl Rig {
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {
             edge: edge.addr().to_string(),
+            transport: veil_engine::Transport::H3,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),

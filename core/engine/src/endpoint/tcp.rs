@@ -51,6 +51,51 @@ impl std::fmt::Display for TcpRefused {
 impl std::error::Error for TcpRefused {}
 
 impl Endpoint {
+    /// Client: starts a connection to the edge over TCP (`Transport::H2`): the host is
+    /// asked to dial it (`Event::TcpDial`) and says when it did (`tcp_connected`) or could
+    /// not (`tcp_closed`).
+    pub(super) fn client_connect_tcp(&mut self, now: Instant) {
+        let RoleState::Client(client) = &mut self.role else {
+            return;
+        };
+        let attempt = client.tcp_tls.as_ref().and_then(|context| {
+            let ssl = crate::tls::tcp_client_ssl(context, &client.server_name)
+                .map_err(|error| tracing::warn!(%error, "cannot start a TLS session"))
+                .ok()?;
+            TcpConn::connect(ssl, h2::Limits::default(), self.idle_timeout, now).ok()
+        });
+        let Some(tcp) = attempt else {
+            client.schedule_retry(now);
+            return;
+        };
+        client.retry_at = None;
+        client.attempt_at = now;
+        let (local, edge) = (client.local_addr, client.edge_addr);
+        let handle = self.insert_conn(Wire::Tcp(Box::new(tcp)), local, edge);
+        if let RoleState::Client(client) = &mut self.role {
+            client.conn = Some(handle);
+        }
+        self.events.push_back(crate::types::Event::TcpDial {
+            connection: ConnectionHandle(handle),
+            to: edge,
+        });
+    }
+
+    /// Client: the host connected the socket `Event::TcpDial` asked for; TLS starts.
+    pub fn tcp_connected(&mut self, now: Instant, connection: ConnectionHandle) {
+        self.clock = now;
+        let handle = connection.0;
+        let Some(tcp) = self
+            .conns
+            .get_mut(handle)
+            .and_then(|conn| conn.wire.tcp_mut())
+        else {
+            return;
+        };
+        tcp.connected(now);
+        self.process(now, handle);
+    }
+
     /// Edge: a TCP connection the host accepted on its TCP listener, from `peer` to
     /// `local`. TLS (ALPN `h2`, the QUIC listener's certificate) and HTTP/2 follow from
     /// its bytes.

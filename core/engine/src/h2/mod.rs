@@ -537,6 +537,11 @@ impl Session {
         self.error.is_some()
     }
 
+    /// The peer's first SETTINGS frame has arrived.
+    pub fn peer_settings_received(&self) -> bool {
+        self.peer.received
+    }
+
     /// Client: the server announced `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1` (RFC 8441), so
     /// extended CONNECT (`:protocol`) may be sent.
     pub fn peer_enabled_connect_protocol(&self) -> bool {

@@ -67,6 +67,10 @@ pub(crate) struct TcpConn {
     tls: TlsStream,
     /// Made once TLS is up and ALPN chose `h2`.
     session: Option<h2::Session>,
+    /// Our role: an edge's accepted connection, or a client's to its edge.
+    role: h2::Role,
+    /// Client: the host has not connected the socket yet (`Endpoint::tcp_connected`).
+    dialing: bool,
     limits: h2::Limits,
     /// Reused buffer of decrypted bytes.
     plaintext: Vec<u8>,
@@ -94,6 +98,8 @@ impl TcpConn {
             proxied_client: None,
             tls: TlsStream::server(context)?,
             session: None,
+            role: h2::Role::Server,
+            dialing: false,
             limits,
             plaintext: Vec::new(),
             ending: None,
@@ -102,6 +108,43 @@ impl TcpConn {
             idle_timeout,
             last_activity: now,
         })
+    }
+
+    /// A client's connection to its edge, before the host has dialled it.
+    pub(crate) fn connect(
+        ssl: boring::ssl::Ssl,
+        limits: h2::Limits,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Result<Self, boring::error::ErrorStack> {
+        Ok(Self {
+            proxy: None,
+            proxied_client: None,
+            tls: TlsStream::client(ssl)?,
+            session: None,
+            role: h2::Role::Client,
+            dialing: true,
+            limits,
+            plaintext: Vec::new(),
+            ending: None,
+            socket_gone: false,
+            handshake_deadline: now + HANDSHAKE_TIMEOUT,
+            idle_timeout,
+            last_activity: now,
+        })
+    }
+
+    /// Client: the host's socket to the edge is connected: the `ClientHello` goes out.
+    pub(crate) fn connected(&mut self, now: Instant) {
+        if !self.dialing || self.ending.is_some() {
+            return;
+        }
+        self.dialing = false;
+        self.handshake_deadline = now + HANDSHAKE_TIMEOUT;
+        self.last_activity = now;
+        if self.tls.advance() == Progress::Ended {
+            self.end_tls();
+        }
     }
 
     /// Ciphertext from the socket: decrypted and handed to the HTTP/2 session.
@@ -176,7 +219,7 @@ impl TcpConn {
             self.ending = Some(Ending::Handshake("no application protocol".to_owned()));
             return false;
         }
-        self.session = Some(h2::Session::new(h2::Role::Server, self.limits.clone()));
+        self.session = Some(h2::Session::new(self.role, self.limits.clone()));
         true
     }
 

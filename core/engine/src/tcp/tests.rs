@@ -447,3 +447,191 @@ fn without_the_required_proxy_header_the_connection_is_closed() {
         "a connection without its PROXY header stayed open"
     );
 }
+
+/// A veil client over the TCP transport (`Transport::H2`) and an edge, both engines, the
+/// bytes of their one TCP connection moved by hand.
+struct Pair {
+    client: Endpoint,
+    edge: Endpoint,
+    /// The client's and the edge's handle of the connection, once dialled.
+    link: Option<(ConnectionHandle, ConnectionHandle)>,
+    now: Instant,
+    client_events: Vec<Event>,
+    edge_events: Vec<Event>,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::now();
+        let edge = Endpoint::new(Config::edge(edge_config()), now).expect("edge");
+        let pin = edge.certificate_fingerprint().expect("fingerprint");
+        let mut config = crate::ClientConfig::new(
+            LOCAL.parse().expect("edge address"),
+            "localhost",
+            crate::Verify::Pin(pin),
+        );
+        config.local_addr = Some(PEER.parse().expect("client address"));
+        config.token = Some(crate::Secret::new(TOKEN));
+        config.transport = crate::Transport::H2;
+        let client = Endpoint::new(Config::client(config), now).expect("client");
+        Self {
+            client,
+            edge,
+            link: None,
+            now,
+            client_events: Vec::new(),
+            edge_events: Vec::new(),
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some(event) = self.client.poll_event() {
+                moved = true;
+                if let Event::TcpDial { connection, to } = event {
+                    assert_eq!(to, LOCAL.parse().expect("edge address"));
+                    let accepted = self
+                        .edge
+                        .accept_tcp(self.now, PEER.parse().expect("peer"), to)
+                        .expect("accepted");
+                    self.link = Some((connection, accepted));
+                    self.client.tcp_connected(self.now, connection);
+                } else {
+                    self.client_events.push(event);
+                }
+            }
+            while let Some(event) = self.edge.poll_event() {
+                moved = true;
+                self.edge_events.push(event);
+            }
+            let Some((ours, theirs)) = self.link else {
+                if !moved {
+                    return;
+                }
+                continue;
+            };
+            while self.client.poll_tcp_ready().is_some() {}
+            loop {
+                let len = self.client.tcp_transmit(self.now, ours, &mut self.buf);
+                if len == 0 {
+                    break;
+                }
+                self.edge.tcp_input(self.now, theirs, &self.buf[..len]);
+                moved = true;
+            }
+            while self.edge.poll_tcp_ready().is_some() {}
+            loop {
+                let len = self.edge.tcp_transmit(self.now, theirs, &mut self.buf);
+                if len == 0 {
+                    break;
+                }
+                self.client.tcp_input(self.now, ours, &self.buf[..len]);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the pair never settled");
+    }
+
+    fn edge_request(&self) -> TunnelId {
+        self.edge_events
+            .iter()
+            .rev()
+            .find_map(|event| match event {
+                Event::TunnelRequest { tunnel, .. } => Some(*tunnel),
+                _ => None,
+            })
+            .expect("a TunnelRequest at the edge")
+    }
+}
+
+#[test]
+fn a_veil_client_over_http2_opens_tunnels_that_carry_bytes_and_datagrams() {
+    let mut pair = Pair::new();
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    let tunnel = pair.client.open_tunnel(pair.now, &target).expect("open");
+    pair.pump();
+    assert!(pair.link.is_some(), "the client never asked to dial");
+    let at_edge = pair.edge_request();
+    pair.edge.accept_tunnel(at_edge).expect("accept");
+    pair.pump();
+    assert!(
+        pair.client_events
+            .iter()
+            .any(|event| matches!(event, Event::TunnelOpened { tunnel: t } if *t == tunnel))
+    );
+    assert_eq!(pair.client.tunnel_send(tunnel, b"over tcp"), Ok(8));
+    pair.pump();
+    let mut out = [0u8; 64];
+    let got = pair.edge.tunnel_recv(at_edge, &mut out).expect("recv");
+    assert_eq!(&out[..got.len], b"over tcp");
+    assert_eq!(pair.edge.tunnel_send(at_edge, b"and back"), Ok(8));
+    pair.pump();
+    let got = pair.client.tunnel_recv(tunnel, &mut out).expect("recv");
+    assert_eq!(&out[..got.len], b"and back");
+
+    // A UDP tunnel on the same connection: its datagrams ride capsules.
+    let udp_target = crate::TunnelTarget::new(crate::Name::new("dns.test").expect("name"), 53);
+    let udp = pair
+        .client
+        .open_udp_tunnel(pair.now, &udp_target)
+        .expect("open udp");
+    pair.pump();
+    let udp_at_edge = pair.edge_request();
+    assert_ne!(udp_at_edge, at_edge);
+    pair.edge.accept_tunnel(udp_at_edge).expect("accept udp");
+    pair.pump();
+    assert_eq!(pair.client.tunnel_send_datagram(udp, b"question"), Ok(true));
+    pair.pump();
+    let len = pair
+        .edge
+        .tunnel_recv_datagram(udp_at_edge, &mut out)
+        .expect("datagram")
+        .expect("queued");
+    assert_eq!(&out[..len], b"question");
+    assert_eq!(
+        pair.edge.tunnel_send_datagram(udp_at_edge, b"answer"),
+        Ok(true)
+    );
+    pair.pump();
+    let len = pair
+        .client
+        .tunnel_recv_datagram(udp, &mut out)
+        .expect("datagram")
+        .expect("queued");
+    assert_eq!(&out[..len], b"answer");
+    assert_eq!(pair.client.stats().tcp_connections_total, 0);
+    assert_eq!(pair.edge.stats().tcp_connections_total, 1);
+}
+
+/// A dial that fails is a lost connection: the client backs off and asks again.
+#[test]
+fn a_failed_dial_is_retried_after_the_backoff() {
+    let mut pair = Pair::new();
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    pair.client.open_tunnel(pair.now, &target).expect("open");
+    let first = loop {
+        match pair.client.poll_event() {
+            Some(Event::TcpDial { connection, .. }) => break connection,
+            Some(_) => {}
+            None => panic!("no dial asked for"),
+        }
+    };
+    pair.client.tcp_closed(pair.now, first);
+    while pair.client.poll_event().is_some() {}
+    let retry = pair.client.poll_timeout().expect("a retry timer");
+    pair.client.handle_timeout(retry);
+    let again = std::iter::from_fn(|| pair.client.poll_event()).find_map(|event| match event {
+        Event::TcpDial { connection, .. } => Some(connection),
+        _ => None,
+    });
+    assert!(
+        again.is_some_and(|second| second != first),
+        "no second dial"
+    );
+}
