@@ -140,6 +140,8 @@ impl ClientDraft {
                 .into());
         };
         let mut client = ClientConfig::new(edge_addr, server_name.clone(), verify);
+        // This ABI has no event to ask the embedder for a TCP socket yet: HTTP/3 only.
+        client.transport = veil_engine::Transport::H3;
         client.local_addr = self.local_addr;
         client.token.clone_from(&self.token);
         client.certificate.clone_from(&self.certificate);

@@ -382,10 +382,23 @@ pub struct ClientConfig {
     /// of its CONNECT-UDP requests. Checked by `Endpoint::new`.
     #[serde(default = "default_udp_path_template")]
     pub udp_path_template: String,
-    /// How the client reaches the edge: HTTP/3 over QUIC, or HTTP/2 over TLS over TCP
-    /// (for networks that block UDP; the edge needs its TCP listener).
+    /// How the client reaches the edge: HTTP/3 over QUIC, HTTP/2 over TLS over TCP (for
+    /// networks that block UDP; the edge needs its TCP listener, on the same port), or
+    /// both raced (`Auto`, the default).
     #[serde(default)]
     pub transport: Transport,
+    /// `Transport::Auto`: how long a client that fell back to HTTP/2 stays there before it
+    /// tries HTTP/3 again.
+    #[serde(
+        default = "default_h3_retry",
+        rename = "h3_retry_ms",
+        deserialize_with = "duration_ms"
+    )]
+    pub h3_retry: Duration,
+}
+
+fn default_h3_retry() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// How a client reaches its edge.
@@ -393,8 +406,12 @@ pub struct ClientConfig {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Transport {
-    /// HTTP/3 over QUIC (UDP).
+    /// HTTP/3 first; HTTP/2 over TCP when HTTP/3 is not established within
+    /// `endpoint::FALLBACK_DELAY` (300 ms) or fails; HTTP/3 again after
+    /// `ClientConfig::h3_retry` (`endpoint/fallback.rs`).
     #[default]
+    Auto,
+    /// HTTP/3 over QUIC (UDP) only.
     H3,
     /// HTTP/2 over TLS over TCP: the host dials the edge's TCP listener when the engine
     /// asks (`Event::TcpDial`).
@@ -418,6 +435,7 @@ impl ClientConfig {
             pending_deadline: default_pending_deadline(),
             udp_path_template: default_udp_path_template(),
             transport: Transport::default(),
+            h3_retry: default_h3_retry(),
         }
     }
 }

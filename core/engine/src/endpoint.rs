@@ -23,6 +23,7 @@ mod conns;
 mod decap;
 mod drain;
 mod ends;
+mod fallback;
 mod fin;
 mod hooks;
 mod idle;
@@ -37,6 +38,7 @@ mod tcp;
 mod timers;
 mod udp;
 
+pub use fallback::FALLBACK_DELAY;
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use ip::{IpDelivery, MAX_RESOLVED};
 pub use shutdown::ShutdownPlan;
@@ -240,6 +242,13 @@ struct Client {
     transport: crate::config::Transport,
     /// The TCP transport's TLS context (ALPN h2, the QUIC context's verification).
     tcp_tls: Option<boring::ssl::SslContext>,
+    /// `Transport::Auto`: an attempt of the other transport racing `conn`
+    /// (`endpoint::fallback`).
+    racer: Option<u64>,
+    /// `Transport::Auto` on HTTP/2: when to try HTTP/3 again.
+    h3_again_at: Option<Instant>,
+    /// `ClientConfig::h3_retry`.
+    h3_retry: Duration,
 }
 
 struct Conn {
@@ -692,6 +701,7 @@ impl Endpoint {
             .chain(self.idle.first())
             .chain(self.unanswered.first())
             .chain(self.shutdown_deadline())
+            .chain(self.race_deadline())
             .min()
     }
 
@@ -1395,6 +1405,7 @@ impl Endpoint {
                 client.retry_at = None;
             }
         }
+        self.race(now);
         let RoleState::Client(client) = &mut self.role else {
             return;
         };
@@ -1405,10 +1416,34 @@ impl Endpoint {
         {
             return;
         }
-        if client.transport == crate::config::Transport::H2 {
-            self.client_connect_tcp(now);
+        // An auto client that fell back to HTTP/2 reconnects there until HTTP/3 is due.
+        let over_tcp = match client.transport {
+            crate::config::Transport::H2 => true,
+            crate::config::Transport::Auto => client.h3_again_at.is_some_and(|at| at > now),
+            _ => false,
+        };
+        let attempt = if over_tcp {
+            self.start_tcp_attempt(now)
+        } else {
+            self.start_quic_attempt()
+        };
+        let RoleState::Client(client) = &mut self.role else {
             return;
-        }
+        };
+        let Some(handle) = attempt else {
+            client.schedule_retry(now);
+            return;
+        };
+        client.retry_at = None;
+        client.attempt_at = now;
+        client.conn = Some(handle);
+    }
+
+    /// Client: a new QUIC connection to the edge, its first packets queued.
+    fn start_quic_attempt(&mut self) -> Option<u64> {
+        let RoleState::Client(client) = &mut self.role else {
+            return None;
+        };
         let attempt = new_connection_id(self.cid_layout).and_then(|scid| {
             tls::connect(
                 &client.server_name,
@@ -1421,19 +1456,12 @@ impl Endpoint {
             .ok()
             .map(|quic| (scid, quic))
         });
-        let Some((scid, quic)) = attempt else {
-            client.schedule_retry(now);
-            return;
-        };
-        client.retry_at = None;
-        client.attempt_at = now;
+        let (scid, quic) = attempt?;
         let (local, edge) = (client.local_addr, client.edge_addr);
         let handle = self.insert_conn(Wire::Quic(quic), local, edge);
-        if let RoleState::Client(client) = &mut self.role {
-            client.conn = Some(handle);
-        }
         self.add_route(handle, scid.to_vec());
         self.queue_send(handle);
+        Some(handle)
     }
 
     fn queue_send(&mut self, handle: u64) {
@@ -1535,9 +1563,11 @@ impl Endpoint {
         });
         self.send_goaway(handle);
         if let RoleState::Client(client) = &mut self.role {
-            if client.conn == Some(handle) {
+            if client.conn == Some(handle) || client.racer == Some(handle) {
                 client.backoff = client.reconnect_initial;
             }
+            let now = self.clock;
+            self.settle_race(now, handle);
         }
     }
 
@@ -2111,7 +2141,10 @@ impl Endpoint {
             for id in requeue.into_iter().rev() {
                 client.pending.push_front(id);
             }
-            if client.conn == Some(handle) {
+        }
+        let raced = self.lost_in_race(now, handle);
+        if let RoleState::Client(client) = &mut self.role {
+            if client.conn == Some(handle) && !raced {
                 client.conn = None;
                 client.schedule_retry(now);
             }
@@ -2245,6 +2278,9 @@ impl Client {
             pending: VecDeque::new(),
             transport: config.transport,
             tcp_tls: None,
+            racer: None,
+            h3_again_at: None,
+            h3_retry: config.h3_retry,
         }
     }
 

@@ -94,8 +94,8 @@ pub use config::{
 };
 pub use dns::DnsCacheConfig;
 pub use endpoint::{
-    CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, IpDelivery, MAX_RESOLVED, ShutdownPlan,
-    TcpRefused,
+    CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, FALLBACK_DELAY, IpDelivery, MAX_RESOLVED,
+    ShutdownPlan, TcpRefused,
 };
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{

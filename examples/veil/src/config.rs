@@ -232,12 +232,18 @@ pub struct ClientArgs {
     /// The edge's address, HOST:PORT (its UDP port; with --transport h2 its TCP port).
     #[arg(long, value_name = "HOST:PORT")]
     pub edge: Option<String>,
-    /// How to reach the edge: `h3` (HTTP/3 over QUIC) or `h2` (HTTP/2 over TLS over TCP,
-    /// for networks that block UDP; the edge needs `--listen-tcp`). Every front (SOCKS5
-    /// TCP and UDP, the HTTP proxy, UDP forwards) works over both; over h2, UDP rides
-    /// capsules on the tunnel's stream [default: h3]
-    #[arg(long, value_name = "h3|h2", value_parser = parse_transport)]
+    /// How to reach the edge: `auto` (HTTP/3, and HTTP/2 over TLS over TCP when HTTP/3 is
+    /// not established within 300 ms or fails; HTTP/3 again after --h3-retry-ms), `h3`
+    /// (QUIC only) or `h2` (TCP only, for networks that block UDP). The edge needs
+    /// `--listen-tcp` on the same port for h2. Every front (SOCKS5 TCP and UDP, the HTTP
+    /// proxy, UDP forwards) works over both; over h2, UDP rides capsules on the tunnel's
+    /// stream [default: auto]
+    #[arg(long, value_name = "auto|h3|h2", value_parser = parse_transport)]
     pub transport: Option<veil_engine::Transport>,
+    /// With --transport auto: how long a client that fell back to HTTP/2 stays there
+    /// before it tries HTTP/3 again, in milliseconds [default: 300000]
+    #[arg(long, value_name = "MS")]
+    pub h3_retry_ms: Option<u64>,
     /// TLS server name to ask for and, with --ca, to verify [default: the --edge host].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
@@ -386,6 +392,7 @@ pub struct ServerFile {
 pub struct ClientFile {
     pub edge: Option<String>,
     pub transport: Option<veil_engine::Transport>,
+    pub h3_retry_ms: Option<u64>,
     pub server_name: Option<String>,
     pub pin: Option<String>,
     pub ca: Option<PathBuf>,
@@ -521,8 +528,11 @@ impl LocalCredentials {
 pub struct ClientSettings {
     /// The edge, `HOST:PORT`, resolved at start.
     pub edge: String,
-    /// HTTP/3 over QUIC, or HTTP/2 over TCP.
+    /// HTTP/3 over QUIC, HTTP/2 over TCP, or both raced.
     pub transport: veil_engine::Transport,
+    /// Auto: how long a fallback to HTTP/2 lasts before HTTP/3 is tried again; `None`: the
+    /// engine's default.
+    pub h3_retry: Option<Duration>,
     /// TLS server name; `None`: the host of `edge`.
     pub server_name: Option<String>,
     /// How the edge is trusted.
@@ -745,12 +755,13 @@ pub fn parse_prefix(text: &str) -> anyhow::Result<(IpAddr, u8)> {
     Ok((net.addr(), net.prefix_len()))
 }
 
-/// `--transport`: `h3` or `h2`.
+/// `--transport`: `auto`, `h3` or `h2`.
 fn parse_transport(text: &str) -> Result<veil_engine::Transport, String> {
     match text {
+        "auto" => Ok(veil_engine::Transport::Auto),
         "h3" => Ok(veil_engine::Transport::H3),
         "h2" => Ok(veil_engine::Transport::H2),
-        other => Err(format!("{other:?}: want h3 or h2")),
+        other => Err(format!("{other:?}: want auto, h3 or h2")),
     }
 }
 
@@ -790,6 +801,10 @@ impl ClientSettings {
         Ok(Self {
             edge,
             transport: flags.transport.or(file.transport).unwrap_or_default(),
+            h3_retry: flags
+                .h3_retry_ms
+                .or(file.h3_retry_ms)
+                .map(Duration::from_millis),
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),

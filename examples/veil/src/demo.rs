@@ -57,6 +57,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
     let client = RunningClient::start(&ClientSettings {
         edge: edge.addr().to_string(),
         transport: veil_engine::Transport::H3,
+        h3_retry: None,
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),

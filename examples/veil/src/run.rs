@@ -182,6 +182,39 @@ fn edge_config(settings: &ServerSettings) -> Config {
     }
 }
 
+/// The engine's configuration of a client of the edge at `edge_addr`.
+fn client_config(settings: &ClientSettings, edge_addr: SocketAddr) -> Config {
+    let server_name = settings
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(&settings.edge).to_owned());
+    let verify = match &settings.trust {
+        Trust::Pin(pin) => Verify::Pin(*pin),
+        Trust::Ca(path) => Verify::Ca(Pem::Path(path.clone())),
+        Trust::Insecure => {
+            tracing::warn!("--insecure: the edge's certificate is not checked");
+            Verify::Insecure
+        }
+    };
+    let mut client = ClientConfig::new(edge_addr, server_name, verify);
+    client.token.clone_from(&settings.token);
+    client.transport = settings.transport;
+    if let Some(retry) = settings.h3_retry {
+        client.h3_retry = retry;
+    }
+    client.certificate = settings
+        .certificate
+        .clone()
+        .map(|(cert, key)| (Pem::Path(cert), Pem::Path(key)));
+    if let Some(template) = &settings.udp_template {
+        client.udp_path_template.clone_from(template);
+    }
+    Config {
+        role: RoleConfig::Client(client),
+        quic: settings.quic.clone(),
+    }
+}
+
 /// A running client: its endpoint, its two listeners and its UDP forwards.
 #[derive(Debug)]
 pub struct RunningClient {
@@ -204,32 +237,7 @@ impl RunningClient {
             .with_context(|| format!("cannot resolve the edge {}", settings.edge))?
             .next()
             .with_context(|| format!("the edge {} has no address", settings.edge))?;
-        let server_name = settings
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host_of(&settings.edge).to_owned());
-        let verify = match &settings.trust {
-            Trust::Pin(pin) => Verify::Pin(*pin),
-            Trust::Ca(path) => Verify::Ca(Pem::Path(path.clone())),
-            Trust::Insecure => {
-                tracing::warn!("--insecure: the edge's certificate is not checked");
-                Verify::Insecure
-            }
-        };
-        let mut client = ClientConfig::new(edge_addr, server_name, verify);
-        client.token.clone_from(&settings.token);
-        client.transport = settings.transport;
-        client.certificate = settings
-            .certificate
-            .clone()
-            .map(|(cert, key)| (Pem::Path(cert), Pem::Path(key)));
-        if let Some(template) = &settings.udp_template {
-            client.udp_path_template.clone_from(template);
-        }
-        let config = Config {
-            role: RoleConfig::Client(client),
-            quic: settings.quic.clone(),
-        };
+        let config = client_config(settings, edge_addr);
         let node = Node::start(
             config,
             veil_tokio::client_bind_addr(edge_addr),

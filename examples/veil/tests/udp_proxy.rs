@@ -97,6 +97,7 @@ impl Rig {
         let client = RunningClient::start(&ClientSettings {
             edge: edge.addr().to_string(),
             transport: veil_engine::Transport::H3,
+            h3_retry: None,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),

@@ -51,12 +51,12 @@ impl std::fmt::Display for TcpRefused {
 impl std::error::Error for TcpRefused {}
 
 impl Endpoint {
-    /// Client: starts a connection to the edge over TCP (`Transport::H2`): the host is
-    /// asked to dial it (`Event::TcpDial`) and says when it did (`tcp_connected`) or could
-    /// not (`tcp_closed`).
-    pub(super) fn client_connect_tcp(&mut self, now: Instant) {
+    /// Client: a connection to the edge over TCP (`Transport::H2`, or `Auto`'s fallback):
+    /// the host is asked to dial it (`Event::TcpDial`) and says when it did
+    /// (`tcp_connected`) or could not (`tcp_closed`).
+    pub(super) fn start_tcp_attempt(&mut self, now: Instant) -> Option<u64> {
         let RoleState::Client(client) = &mut self.role else {
-            return;
+            return None;
         };
         let attempt = client.tcp_tls.as_ref().and_then(|context| {
             let ssl = crate::tls::tcp_client_ssl(context, &client.server_name)
@@ -64,21 +64,14 @@ impl Endpoint {
                 .ok()?;
             TcpConn::connect(ssl, h2::Limits::default(), self.idle_timeout, now).ok()
         });
-        let Some(tcp) = attempt else {
-            client.schedule_retry(now);
-            return;
-        };
-        client.retry_at = None;
-        client.attempt_at = now;
+        let tcp = attempt?;
         let (local, edge) = (client.local_addr, client.edge_addr);
         let handle = self.insert_conn(Wire::Tcp(Box::new(tcp)), local, edge);
-        if let RoleState::Client(client) = &mut self.role {
-            client.conn = Some(handle);
-        }
         self.events.push_back(crate::types::Event::TcpDial {
             connection: ConnectionHandle(handle),
             to: edge,
         });
+        Some(handle)
     }
 
     /// Client: the host connected the socket `Event::TcpDial` asked for; TLS starts.

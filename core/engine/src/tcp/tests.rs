@@ -459,10 +459,16 @@ struct Pair {
     client_events: Vec<Event>,
     edge_events: Vec<Event>,
     buf: Vec<u8>,
+    /// Whether UDP gets through between them (QUIC); TCP always does.
+    udp: bool,
 }
 
 impl Pair {
     fn new() -> Self {
+        Self::with_transport(crate::Transport::H2, false)
+    }
+
+    fn with_transport(transport: crate::Transport, udp: bool) -> Self {
         let now = Instant::now();
         let edge = Endpoint::new(Config::edge(edge_config()), now).expect("edge");
         let pin = edge.certificate_fingerprint().expect("fingerprint");
@@ -473,7 +479,8 @@ impl Pair {
         );
         config.local_addr = Some(PEER.parse().expect("client address"));
         config.token = Some(crate::Secret::new(TOKEN));
-        config.transport = crate::Transport::H2;
+        config.transport = transport;
+        config.h3_retry = Duration::from_secs(60);
         let client = Endpoint::new(Config::client(config), now).expect("client");
         Self {
             client,
@@ -483,12 +490,66 @@ impl Pair {
             client_events: Vec::new(),
             edge_events: Vec::new(),
             buf: vec![0; 64 * 1024],
+            udp,
+        }
+    }
+
+    /// Moves QUIC datagrams both ways (or drops them, UDP blocked); whether any moved.
+    fn move_datagrams(&mut self) -> bool {
+        let mut moved = false;
+        let (client_addr, edge_addr): (SocketAddr, SocketAddr) =
+            (PEER.parse().expect("peer"), LOCAL.parse().expect("edge"));
+        while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
+            moved = true;
+            let size = t.segment_size.unwrap_or(t.len).max(1);
+            let bytes = self.buf[..t.len].to_vec();
+            for datagram in bytes.chunks(size) {
+                if self.udp {
+                    let meta = crate::RecvMeta {
+                        from: client_addr,
+                        to: edge_addr,
+                    };
+                    self.edge
+                        .handle_datagram(self.now, meta, &mut datagram.to_vec());
+                }
+            }
+        }
+        while let Some(t) = self.edge.poll_transmit(self.now, &mut self.buf) {
+            moved = true;
+            let size = t.segment_size.unwrap_or(t.len).max(1);
+            let bytes = self.buf[..t.len].to_vec();
+            for datagram in bytes.chunks(size) {
+                let meta = crate::RecvMeta {
+                    from: edge_addr,
+                    to: client_addr,
+                };
+                self.client
+                    .handle_datagram(self.now, meta, &mut datagram.to_vec());
+            }
+        }
+        moved
+    }
+
+    /// Lets `by` pass on both engines' clocks, firing their timers.
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while self.now < until {
+            let next = [self.client.poll_timeout(), self.edge.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(until)
+                .clamp(self.now + Duration::from_millis(1), until);
+            self.now = next;
+            self.client.handle_timeout(self.now);
+            self.edge.handle_timeout(self.now);
+            self.pump();
         }
     }
 
     fn pump(&mut self) {
         for _ in 0..10_000 {
-            let mut moved = false;
+            let mut moved = self.move_datagrams();
             while let Some(event) = self.client.poll_event() {
                 moved = true;
                 if let Event::TcpDial { connection, to } = event {
@@ -634,4 +695,85 @@ fn a_failed_dial_is_retried_after_the_backoff() {
         again.is_some_and(|second| second != first),
         "no second dial"
     );
+}
+
+/// `Transport::Auto` where UDP is blocked: the QUIC attempt never answers, a TCP attempt
+/// races it after `FALLBACK_DELAY`, and the tunnel opens over HTTP/2.
+#[test]
+fn auto_falls_back_to_http2_when_udp_is_blocked() {
+    let mut pair = Pair::with_transport(crate::Transport::Auto, false);
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    let tunnel = pair.client.open_tunnel(pair.now, &target).expect("open");
+    pair.pump();
+    assert!(
+        pair.link.is_none(),
+        "TCP dialled before HTTP/3 had its chance"
+    );
+    pair.advance(crate::FALLBACK_DELAY + Duration::from_millis(50));
+    assert!(pair.link.is_some(), "no fallback to TCP");
+    let at_edge = pair.edge_request();
+    pair.edge.accept_tunnel(at_edge).expect("accept");
+    pair.pump();
+    assert!(
+        pair.client_events
+            .iter()
+            .any(|event| matches!(event, Event::TunnelOpened { tunnel: t } if *t == tunnel))
+    );
+    assert_eq!(pair.edge.stats().tcp_connections_total, 1);
+    // The QUIC attempt that lost is gone; new tunnels go to HTTP/2.
+    assert_eq!(pair.client.stats().connections, 1);
+}
+
+/// `Transport::Auto` where UDP gets through: HTTP/3 wins and nothing is dialled over TCP.
+#[test]
+fn auto_uses_http3_when_udp_gets_through() {
+    let mut pair = Pair::with_transport(crate::Transport::Auto, true);
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    pair.client.open_tunnel(pair.now, &target).expect("open");
+    pair.pump();
+    pair.advance(crate::FALLBACK_DELAY * 3);
+    assert!(pair.link.is_none(), "TCP dialled although HTTP/3 answered");
+    pair.edge_request();
+    assert_eq!(pair.edge.stats().tcp_connections_total, 0);
+}
+
+/// After a fallback, HTTP/3 is tried again once `h3_retry` has passed: when UDP is back,
+/// new tunnels go to a fresh HTTP/3 connection while the one on HTTP/2 goes on.
+#[test]
+fn auto_goes_back_to_http3_after_the_retry_when_udp_is_back() {
+    let mut pair = Pair::with_transport(crate::Transport::Auto, false);
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    let first = pair.client.open_tunnel(pair.now, &target).expect("open");
+    pair.pump();
+    pair.advance(crate::FALLBACK_DELAY + Duration::from_millis(50));
+    let first_at_edge = pair.edge_request();
+    pair.edge.accept_tunnel(first_at_edge).expect("accept");
+    pair.pump();
+    let quic_before = pair.edge.stats().connections_total - pair.edge.stats().tcp_connections_total;
+    assert_eq!(quic_before, 0, "a QUIC connection got through a UDP block");
+
+    pair.udp = true;
+    pair.advance(Duration::from_secs(61));
+    let quic_after = pair.edge.stats().connections_total - pair.edge.stats().tcp_connections_total;
+    assert_eq!(quic_after, 1, "HTTP/3 was not tried again");
+    let second = pair.client.open_tunnel(pair.now, &target).expect("open");
+    pair.pump();
+    let second_at_edge = pair.edge_request();
+    assert_ne!(second_at_edge, first_at_edge);
+    pair.edge.accept_tunnel(second_at_edge).expect("accept");
+    pair.pump();
+    assert!(
+        pair.client_events
+            .iter()
+            .any(|event| matches!(event, Event::TunnelOpened { tunnel: t } if *t == second))
+    );
+    // The first tunnel still carries bytes on HTTP/2.
+    assert_eq!(pair.client.tunnel_send(first, b"still here"), Ok(10));
+    pair.pump();
+    let mut out = [0u8; 32];
+    let got = pair
+        .edge
+        .tunnel_recv(first_at_edge, &mut out)
+        .expect("recv");
+    assert_eq!(&out[..got.len], b"still here");
 }

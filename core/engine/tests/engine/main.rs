@@ -60,6 +60,9 @@ pub(crate) fn client_config(verify: Verify, token: Option<&str>) -> ClientConfig
     let mut config = ClientConfig::new(EDGE_ADDR.parse().expect("address"), "localhost", verify);
     config.local_addr = Some(CLIENT_ADDR.parse().expect("address"));
     config.token = token.map(Secret::new);
+    // The harness carries datagrams only: no TCP for `Transport::Auto` to fall back to
+    // (the fallback has its own tests, in `tcp::tests`).
+    config.transport = veil_engine::Transport::H3;
     config
 }
 
