@@ -1143,7 +1143,15 @@ impl Endpoint {
                 };
                 (sent + stats.sent as u64, lost + stats.lost as u64)
             });
+        // HTTP/2 bounds: those of connections gone, and of those open.
+        let mut http2_bounds = self.stats.http2_bounds;
+        for conn in self.conns.values() {
+            if let Some(session) = conn.wire.tcp().and_then(crate::tcp::TcpConn::session) {
+                http2_bounds.merge(&crate::types::Http2Bounds::from_session(&session.stats()));
+            }
+        }
         EndpointStats {
+            http2_bounds,
             connections: self.conns.len(),
             tunnels: self.tunnels.len(),
             ip_addresses_assigned: match &self.role {
@@ -2116,6 +2124,10 @@ impl Endpoint {
         };
         self.forget_timer(handle, conn.timer);
         // What the connection counted, kept past its end (see `stats`).
+        if let Some(session) = conn.wire.tcp().and_then(crate::tcp::TcpConn::session) {
+            let bounds = crate::types::Http2Bounds::from_session(&session.stats());
+            self.stats.http2_bounds.merge(&bounds);
+        }
         if let Some(quic) = conn.wire.quic() {
             let stats = quic.stats();
             self.stats.quic_packets_sent += stats.sent as u64;

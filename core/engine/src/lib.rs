@@ -106,7 +106,7 @@ pub use policy::{
 pub use raw_echo::RawEcho;
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
-    EndpointStats, Event, Host, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,
+    EndpointStats, Event, Host, Http2Bounds, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,
     IpFlowProtocol, Name, REFUSAL_ERRORS, Recv, RecvMeta, Refusal, RefusalCounts, RefusedReason,
     Role, Transmit, TunnelId, TunnelKind, TunnelKinds, TunnelTarget,
 };

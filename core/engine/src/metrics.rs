@@ -38,6 +38,7 @@ impl EndpointStats {
             connections,
             connections_total,
             tcp_connections_total,
+            http2_bounds,
             connections_lost,
             tunnels,
             tunnels_total,
@@ -81,6 +82,7 @@ impl EndpointStats {
         self.connections += connections;
         self.connections_total += connections_total;
         self.tcp_connections_total += tcp_connections_total;
+        self.http2_bounds.merge(http2_bounds);
         self.connections_lost += connections_lost;
         self.tunnels += tunnels;
         self.tunnels_total += tunnels_total;
@@ -405,6 +407,15 @@ impl Collector for Snapshot {
             ("malformed", s.udp_dropped_malformed),
         ] {
             ConstCounter::new(value).encode(dropped.encode_family(&[("cause", cause)])?)?;
+        }
+        let mut http2 = encoder.encode_descriptor(
+            "http2_bounds_hit",
+            "TCP on-ramp: how often each HTTP/2 bound against a known attack acted.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (bound, value) in s.http2_bounds.by_bound() {
+            ConstCounter::new(value).encode(http2.encode_family(&[("bound", bound)])?)?;
         }
         let mut ip_dropped = encoder.encode_descriptor(
             "ip_packets_dropped",

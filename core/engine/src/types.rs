@@ -536,6 +536,8 @@ pub struct EndpointStats {
     pub connections_total: u64,
     /// Of `connections_total`, those over TCP (TLS and HTTP/2: the edge's TCP on-ramp).
     pub tcp_connections_total: u64,
+    /// HTTP/2 (the TCP on-ramp): how often each bound against a known attack acted.
+    pub http2_bounds: Http2Bounds,
     /// Connections that ended.
     pub connections_lost: u64,
     /// Tunnels currently alive (requested, opening or open).
@@ -637,6 +639,56 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IpDropCounts {
     counts: [u64; IP_DROP_CAUSES.len()],
+}
+
+/// How often each HTTP/2 bound acted (`EndpointStats::http2_bounds`): streams refused
+/// beyond `SETTINGS_MAX_CONCURRENT_STREAMS`, header lists over the size limit (HPACK
+/// bombs), and connections closed for rapid resets (CVE-2023-44487), CONTINUATION floods
+/// and control frames the peer made us owe without reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Http2Bounds {
+    /// Streams refused at the concurrency limit.
+    pub streams_refused: u64,
+    /// Header lists over the size limit.
+    pub header_lists_too_large: u64,
+    /// Connections closed for rapid resets.
+    pub rapid_reset: u64,
+    /// Connections closed for CONTINUATION floods.
+    pub continuation: u64,
+    /// Connections closed for control-frame floods.
+    pub control_frames: u64,
+}
+
+impl Http2Bounds {
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &Self) {
+        self.streams_refused += other.streams_refused;
+        self.header_lists_too_large += other.header_lists_too_large;
+        self.rapid_reset += other.rapid_reset;
+        self.continuation += other.continuation;
+        self.control_frames += other.control_frames;
+    }
+
+    /// The counts with the label metrics give each.
+    pub fn by_bound(&self) -> [(&'static str, u64); 5] {
+        [
+            ("streams_refused", self.streams_refused),
+            ("header_list_too_large", self.header_lists_too_large),
+            ("rapid_reset", self.rapid_reset),
+            ("continuation_flood", self.continuation),
+            ("control_frame_flood", self.control_frames),
+        ]
+    }
+
+    pub(crate) fn from_session(stats: &crate::h2::Stats) -> Self {
+        Self {
+            streams_refused: stats.streams_refused,
+            header_lists_too_large: stats.header_lists_too_large,
+            rapid_reset: stats.rapid_reset_floods,
+            continuation: stats.continuation_floods,
+            control_frames: stats.control_frame_floods,
+        }
+    }
 }
 
 /// The causes of [`IpDropCounts`], as metrics label them: not a valid IP packet; from a

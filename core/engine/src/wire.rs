@@ -99,6 +99,14 @@ impl Wire {
     }
 
     /// The TCP connection, for what only it has.
+    pub(crate) fn tcp(&self) -> Option<&TcpConn> {
+        match self {
+            Self::Quic(_) => None,
+            Self::Tcp(tcp) => Some(tcp),
+        }
+    }
+
+    /// [`tcp`](Self::tcp), mutable.
     pub(crate) fn tcp_mut(&mut self) -> Option<&mut TcpConn> {
         match self {
             Self::Quic(_) => None,
