@@ -23,6 +23,7 @@
 
 mod ip_load;
 mod load;
+mod loss;
 mod procs;
 mod raw;
 mod raw_dgram;
@@ -100,6 +101,12 @@ pub struct TcpArgs {
     /// Goodput paths to measure.
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,proxied")]
     pub paths: Vec<Route>,
+    /// Drop this share of the packets between the clients and the edge, both ways, both
+    /// transports (its UDP and TCP ports), with an nftables rule (`numgen random`) for the
+    /// run: needs root and `nft`. On loopback a dropped packet is a whole GSO/TSO batch
+    /// (up to 64 KiB) for either transport.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    pub loss_percent: f64,
 }
 
 /// A part of `veil bench tcp`.
@@ -125,6 +132,9 @@ pub enum Route {
     Raw,
     /// SOCKS5 → veil client → QUIC → veil edge → TCP to the sink.
     Proxied,
+    /// The same over HTTP/2 on TCP+TLS (`veil client --transport h2` to the edge's TCP
+    /// on-ramp).
+    ProxiedH2,
 }
 
 /// Runs `veil bench`. `quic` is the QUIC configuration of the `--config` file (or the
@@ -145,12 +155,32 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     println!("veil bench tcp: {}", machine());
     let mut targets = tcp::Targets::start().await?;
     let config_owned = config.map(Path::to_path_buf);
-    let (edge, client) = tokio::task::spawn_blocking(move || {
+    let want_h2 = args.paths.contains(&Route::ProxiedH2);
+    let (edge, client, client_h2) = tokio::task::spawn_blocking(move || {
         let edge = procs::start_edge(config_owned.as_deref())?;
         let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
-        anyhow::Ok((edge, client))
+        let client_h2 = if want_h2 {
+            Some(procs::start_client_over(
+                config_owned.as_deref(),
+                &edge,
+                None,
+                "h2",
+            )?)
+        } else {
+            None
+        };
+        anyhow::Ok((edge, client, client_h2))
     })
     .await??;
+    let _loss = if args.loss_percent > 0.0 {
+        Some(loss::Loss::install(
+            args.loss_percent,
+            edge.addr.port(),
+            edge.tcp_addr.port(),
+        )?)
+    } else {
+        None
+    };
     println!(
         "veil bench tcp: edge pid {} on {}, client pid {} (socks5 {}), sink {}",
         edge.process.pid(),
@@ -162,13 +192,25 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
 
     let mut report = String::new();
     if args.parts.contains(&Part::Goodput) {
-        let processes = [None, Some(client.process.pid()), Some(edge.process.pid())];
-        let goodput = goodput(args, quic, &mut targets, client.socks, &processes).await?;
+        let mut processes = vec![None, Some(client.process.pid()), Some(edge.process.pid())];
+        processes.extend(client_h2.as_ref().map(|c| Some(c.process.pid())));
+        let socks_h2 = client_h2.as_ref().map(|c| c.socks);
+        let goodput = goodput(args, quic, &mut targets, client.socks, socks_h2, &processes).await?;
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
         let (direct, proxied) = round_trips(args, targets.echo, client.socks).await?;
         report.push_str(&latency_table(args, direct, proxied, None));
+        if let Some(h2) = &client_h2 {
+            let (direct, proxied) = round_trips(args, targets.echo, h2.socks).await?;
+            report.push_str(
+                "
+The same through the HTTP/2 client (TCP+TLS to the edge):
+
+",
+            );
+            report.push_str(&latency_table(args, direct, proxied, None));
+        }
     }
     if args.parts.contains(&Part::Loaded) {
         ensure!(args.load_rate > 0, "--load-rate must be positive");
@@ -196,6 +238,7 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     println!("\n{report}");
     // Client first, so that the edge sees its connection close.
     tokio::task::spawn_blocking(move || {
+        drop(client_h2);
         drop(client);
         drop(edge);
     })
@@ -251,6 +294,7 @@ struct Goodput {
     direct: Vec<Sample>,
     raw: Vec<Sample>,
     proxied: Vec<Sample>,
+    proxied_h2: Vec<Sample>,
 }
 
 /// CPU time used so far by all of `processes` (`None`: this one).
@@ -263,6 +307,7 @@ async fn goodput(
     quic: &QuicConfig,
     targets: &mut tcp::Targets,
     socks: std::net::SocketAddr,
+    socks_h2: Option<std::net::SocketAddr>,
     processes: &[Option<u32>],
 ) -> anyhow::Result<Goodput> {
     let mut raw = if args.paths.contains(&Route::Raw) {
@@ -291,6 +336,11 @@ async fn goodput(
                     let stream = tcp::proxied(socks, targets.sink).await?;
                     targets.transfer(stream, bytes).await?
                 }
+                Route::ProxiedH2 => {
+                    let Some(socks_h2) = socks_h2 else { continue };
+                    let stream = tcp::proxied(socks_h2, targets.sink).await?;
+                    targets.transfer(stream, bytes).await?
+                }
             };
             let sample = Sample {
                 elapsed,
@@ -306,6 +356,7 @@ async fn goodput(
                     Route::Direct => times.direct.push(sample),
                     Route::Raw => times.raw.push(sample),
                     Route::Proxied => times.proxied.push(sample),
+                    Route::ProxiedH2 => times.proxied_h2.push(sample),
                 }
             }
         }
@@ -331,7 +382,8 @@ impl Goodput {
             .direct
             .len()
             .max(self.raw.len())
-            .max(self.proxied.len());
+            .max(self.proxied.len())
+            .max(self.proxied_h2.len());
         let raw_median = median(&rates(&self.raw));
         let raw_cost = median(&costs(&self.raw));
         let busy = |samples: &[Sample]| -> Vec<f64> {
@@ -351,6 +403,10 @@ impl Goodput {
             (
                 "proxied: SOCKS5 → veil client → QUIC → veil edge → TCP",
                 &self.proxied,
+            ),
+            (
+                "proxied over HTTP/2: SOCKS5 → veil client → TCP+TLS → veil edge → TCP",
+                &self.proxied_h2,
             ),
         ] {
             let (rates, costs) = (rates(samples), costs(samples));
@@ -381,6 +437,14 @@ impl Goodput {
                 verdict(ratio >= 0.8),
                 gbit(p),
                 verdict(gbit(p) >= 1.0)
+            );
+        }
+        let h2 = rates(&self.proxied_h2);
+        let pairs: Vec<f64> = h2.iter().zip(&proxied).map(|(t, q)| t / q).collect();
+        if let Some(ratio) = median(&pairs) {
+            let _ = writeln!(
+                out,
+                "\nHTTP/2 ÷ HTTP/3 proxied, median of per-round ratios: **{ratio:.2}**"
             );
         }
         if let Some(line) = self.ceiling(bytes) {
@@ -597,6 +661,7 @@ mod tests {
             direct: vec![sample(500)],
             raw: vec![sample(2500)],
             proxied: vec![sample(4000)],
+            proxied_h2: Vec::new(),
         };
         let line = goodput.ceiling(1 << 30).expect("all three paths");
         assert!(line.contains("= 3.50 s"), "{line}");

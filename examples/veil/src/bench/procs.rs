@@ -61,6 +61,8 @@ const DRAIN_MS: &str = "100";
 pub(crate) struct Edge {
     pub(crate) process: VeilProcess,
     pub(crate) addr: SocketAddr,
+    /// Its TCP on-ramp (TLS, HTTP/2).
+    pub(crate) tcp_addr: SocketAddr,
     pub(crate) pin: String,
 }
 
@@ -79,6 +81,9 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
         "server",
         "--listen",
         "127.0.0.1:0",
+        // The TCP on-ramp, for the HTTP/2 paths (`--paths proxied-h2`).
+        "--listen-tcp",
+        "127.0.0.1:0",
         "--allow-target",
         "127.0.0.0/8",
         "--drain-timeout-ms",
@@ -87,10 +92,16 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
         "--ip-pool",
         super::ip_load::POOL,
     ];
-    let (process, lines) = spawn("edge", config, &args, 2)?;
+    let (process, lines) = spawn("edge", config, &args, 3)?;
     let addr = field(&lines, "veil: edge listening on ")?.parse()?;
     let pin = field(&lines, "veil: self-signed certificate fingerprint ")?.to_owned();
-    Ok(Edge { process, addr, pin })
+    let tcp_addr = field(&lines, "veil: edge listening on tcp ")?.parse()?;
+    Ok(Edge {
+        process,
+        addr,
+        tcp_addr,
+        pin,
+    })
 }
 
 /// Starts `veil client` for `edge`, pinned to its certificate, SOCKS5 on a loopback port
@@ -100,7 +111,21 @@ pub(crate) fn start_client(
     edge: &Edge,
     udp_target: Option<SocketAddr>,
 ) -> anyhow::Result<Client> {
-    let edge_addr = edge.addr.to_string();
+    start_client_over(config, edge, udp_target, "h3")
+}
+
+/// [`start_client`] over `transport` (`h3`, or `h2` to the edge's TCP on-ramp).
+pub(crate) fn start_client_over(
+    config: Option<&Path>,
+    edge: &Edge,
+    udp_target: Option<SocketAddr>,
+    transport: &str,
+) -> anyhow::Result<Client> {
+    let edge_addr = if transport == "h2" {
+        edge.tcp_addr.to_string()
+    } else {
+        edge.addr.to_string()
+    };
     let forward = udp_target.map(|target| format!("127.0.0.1:0={target}"));
     let mut args = vec![
         "client",
@@ -114,6 +139,8 @@ pub(crate) fn start_client(
         "127.0.0.1:0",
         "--drain-timeout-ms",
         DRAIN_MS,
+        "--transport",
+        transport,
     ];
     if let Some(forward) = &forward {
         args.extend(["--udp-forward", forward]);
