@@ -20,9 +20,16 @@
  *     VEIL_EVENT_TUNNEL_CLOSED, the relay's deadline) and do its actions in order
  *     (veil_endpoint_tunnel_finish, shutdown(SHUT_WR), tunnel abort, close with or
  *     without RST, discarding what the target sends while lingering);
+ *   - with --listen-tcp, a TCP listener beside it (the TCP on-ramp for clients whose
+ *     network blocks UDP): each accepted connection goes to veil_endpoint_accept_tcp,
+ *     its reads to veil_endpoint_tcp_input, and what veil_endpoint_poll_tcp_ready and
+ *     veil_endpoint_tcp_transmit give is written back (one buffer per connection, read
+ *     from the engine only when the last write finished: the socket is the
+ *     backpressure); the engine does TLS and HTTP/2, and its tunnels are the same
+ *     tunnels; VEIL_EVENT_CONNECTION_LOST for it closes the socket;
  *   - after every wake-up: drain events and transmits, re-arm the timer.
  *
- * Usage: veil-c-edge [--listen IP:PORT] [--token T]... [--allow CIDR]...
+ * Usage: veil-c-edge [--listen IP:PORT] [--listen-tcp IP:PORT] [--token T]... [--allow CIDR]...
  *                    [--connect-timeout-ms N] [--request-timeout-ms N]
  *                    [--drain-timeout-ms N] [--deny-suffix SUFFIX]...
  * --deny-suffix: a hook of this host's own (veil_endpoint_set_hooks): requests for a
@@ -31,7 +38,8 @@
  * --request-timeout-ms: how long a request may wait for this host's answer before the
  * engine refuses it (504); --drain-timeout-ms: on SIGTERM, how long open tunnels may go
  * on (10000 by default).
- * Prints "veil-c-edge: fingerprint sha256:HEX" and "veil-c-edge: listening on IP:PORT",
+ * Prints "veil-c-edge: fingerprint sha256:HEX", "veil-c-edge: listening on IP:PORT" and,
+ * with --listen-tcp, "veil-c-edge: listening on tcp IP:PORT",
  * then serves until SIGTERM or SIGINT, when it drains and closes (veil_endpoint_shutdown).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -80,6 +88,92 @@ struct tunnel {
 };
 
 static struct tunnel tunnels[MAX_TUNNELS];
+
+/* ---- the TCP on-ramp: connections whose TLS and HTTP/2 the engine does ------------ */
+
+#define MAX_ONRAMP 64
+
+struct onramp {
+    bool used;
+    uint64_t id; /* the engine's connection */
+    int fd;
+    /* engine -> socket: bytes taken from veil_endpoint_tcp_transmit, not yet written */
+    uint8_t out[RELAY_BUF];
+    size_t out_off, out_len;
+};
+
+static struct onramp onramps[MAX_ONRAMP];
+
+static int set_nonblocking(int fd);
+
+static struct onramp *find_onramp(uint64_t id) {
+    for (int i = 0; i < MAX_ONRAMP; i++)
+        if (onramps[i].used && onramps[i].id == id) return &onramps[i];
+    return NULL;
+}
+
+static void close_onramp(struct onramp *o) {
+    close(o->fd);
+    o->used = false;
+    o->fd = -1;
+}
+
+/* Writes what the connection holds, then takes more from the engine while the socket
+ * takes it all. A short write leaves the rest for POLLOUT. */
+static void pump_onramp_out(veil_endpoint *ep, struct onramp *o, uint64_t now) {
+    for (;;) {
+        while (o->out_len > 0) {
+            ssize_t w = write(o->fd, o->out + o->out_off, o->out_len);
+            if (w < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                    veil_endpoint_tcp_closed(ep, now, o->id);
+                return;
+            }
+            o->out_off += (size_t)w;
+            o->out_len -= (size_t)w;
+        }
+        size_t got = 0;
+        if (veil_endpoint_tcp_transmit(ep, now, o->id, o->out, sizeof o->out, &got) != VEIL_OK)
+            return;
+        o->out_off = 0;
+        o->out_len = got;
+    }
+}
+
+/* Reads what arrived (EOF or an error: the socket's end) and hands it to the engine. */
+static void on_onramp_readable(veil_endpoint *ep, struct onramp *o, uint64_t now) {
+    static uint8_t buf[RELAY_BUF];
+    for (;;) {
+        ssize_t got = read(o->fd, buf, sizeof buf);
+        if (got > 0) {
+            veil_endpoint_tcp_input(ep, now, o->id, buf, (size_t)got);
+            continue;
+        }
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        veil_endpoint_tcp_closed(ep, now, o->id);
+        return;
+    }
+}
+
+/* Accepts every waiting connection; the engine takes it or it is closed at once. */
+static void on_accept(veil_endpoint *ep, int listener, const veil_sockaddr *local, uint64_t now) {
+    for (;;) {
+        veil_sockaddr peer;
+        peer.len = sizeof peer.addr;
+        int fd = accept(listener, (struct sockaddr *)&peer.addr, &peer.len);
+        if (fd < 0) return;
+        struct onramp *o = NULL;
+        for (int i = 0; i < MAX_ONRAMP && !o; i++)
+            if (!onramps[i].used) o = &onramps[i];
+        uint64_t id = 0;
+        if (!o || set_nonblocking(fd) < 0 ||
+            veil_endpoint_accept_tcp(ep, now, &peer, local, &id) != VEIL_OK) {
+            close(fd);
+            continue;
+        }
+        *o = (struct onramp){.used = true, .id = id, .fd = fd};
+    }
+}
 static volatile sig_atomic_t stopping;
 static uint64_t connect_timeout_ns = 10ull * 1000 * 1000 * 1000;
 static uint64_t drain_timeout_ms = 10000;
@@ -425,10 +519,20 @@ static void drain_events(veil_endpoint *ep, uint64_t now) {
                 release(t);
             }
             break;
-        case VEIL_EVENT_CONNECTION_LOST:
+        case VEIL_EVENT_CONNECTION_LOST: {
             fprintf(stderr, "veil-c-edge: connection %llu lost: %s\n",
                     (unsigned long long)ev.connection, ev.text);
+            /* A TCP connection: everything it had to say was taken; close the socket. */
+            struct onramp *o = find_onramp(ev.connection);
+            if (o) {
+                if (o->out_len > 0) { /* best effort: the rest of the last chunk */
+                    ssize_t w = write(o->fd, o->out + o->out_off, o->out_len);
+                    (void)w;
+                }
+                close_onramp(o);
+            }
             break;
+        }
         default:
             break;
         }
@@ -449,7 +553,8 @@ static void drain_transmits(veil_endpoint *ep, int udp, uint64_t now) {
 }
 
 int main(int argc, char **argv) {
-    const char *listen = "127.0.0.1:0";
+    const char *listen_udp = "127.0.0.1:0";
+    const char *listen_tcp = NULL;
     veil_config *cfg = NULL;
     veil_result r = veil_config_new(VEIL_ROLE_EDGE, &cfg);
     if (r != VEIL_OK) die("config", r);
@@ -462,7 +567,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "veil-c-edge: %s needs a value\n", arg);
             return 2;
         }
-        if (strcmp(arg, "--listen") == 0) listen = val;
+        if (strcmp(arg, "--listen") == 0) listen_udp = val;
+        else if (strcmp(arg, "--listen-tcp") == 0) listen_tcp = val;
         else if (strcmp(arg, "--token") == 0) r = veil_config_add_token(cfg, val);
         else if (strcmp(arg, "--allow") == 0) r = veil_config_allow_egress(cfg, val);
         else if (strcmp(arg, "--connect-timeout-ms") == 0)
@@ -485,8 +591,8 @@ int main(int argc, char **argv) {
     }
 
     veil_sockaddr local;
-    if (!parse_addr(listen, &local)) {
-        fprintf(stderr, "veil-c-edge: bad --listen %s\n", listen);
+    if (!parse_addr(listen_udp, &local)) {
+        fprintf(stderr, "veil-c-edge: bad --listen %s\n", listen_udp);
         return 2;
     }
     int udp = socket(local.addr.ss_family, SOCK_DGRAM, 0);
@@ -520,6 +626,26 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     print_addr("veil-c-edge: listening on ", &local);
+    int tcp = -1;
+    veil_sockaddr tcp_local;
+    if (listen_tcp) {
+        int one = 1;
+        if (!parse_addr(listen_tcp, &tcp_local)) {
+            fprintf(stderr, "veil-c-edge: bad --listen-tcp %s\n", listen_tcp);
+            return 2;
+        }
+        tcp = socket(tcp_local.addr.ss_family, SOCK_STREAM, 0);
+        if (tcp < 0 || setsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            bind(tcp, (struct sockaddr *)&tcp_local.addr, tcp_local.len) < 0 ||
+            listen(tcp, 128) < 0 || set_nonblocking(tcp) < 0) {
+            perror("veil-c-edge: tcp listener");
+            return 1;
+        }
+        tcp_local.len = sizeof tcp_local.addr;
+        getsockname(tcp, (struct sockaddr *)&tcp_local.addr, &tcp_local.len);
+        print_addr("veil-c-edge: listening on tcp ", &tcp_local);
+    }
+    for (int i = 0; i < MAX_ONRAMP; i++) onramps[i].fd = -1;
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -529,8 +655,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < MAX_TUNNELS; i++) tunnels[i].fd = -1;
 
     static uint8_t in[UDP_BUF];
-    struct pollfd pfds[1 + MAX_TUNNELS];
-    struct tunnel *owner[1 + MAX_TUNNELS];
+    struct pollfd pfds[2 + MAX_TUNNELS + MAX_ONRAMP];
+    struct tunnel *owner[2 + MAX_TUNNELS + MAX_ONRAMP];
+    struct onramp *ramp_of[2 + MAX_TUNNELS + MAX_ONRAMP];
     bool closing = false;
     for (;;) {
         uint64_t now = now_ns();
@@ -543,6 +670,12 @@ int main(int argc, char **argv) {
         }
         drain_events(ep, now);
         drain_transmits(ep, udp, now);
+        uint64_t ready;
+        while (veil_endpoint_poll_tcp_ready(ep, &ready) == VEIL_OK) {
+            struct onramp *o = find_onramp(ready);
+            if (o) pump_onramp_out(ep, o, now);
+        }
+        drain_events(ep, now); /* a connection that said everything is lost now */
         bool closed = false;
         if (closing && veil_endpoint_is_closed(ep, &closed) == VEIL_OK && closed) break;
 
@@ -552,7 +685,22 @@ int main(int argc, char **argv) {
         veil_endpoint_poll_timeout(ep, &deadline);
         nfds_t n = 0;
         pfds[n] = (struct pollfd){.fd = udp, .events = POLLIN};
+        ramp_of[n] = NULL;
         owner[n++] = NULL;
+        nfds_t first_tunnel = 1;
+        if (tcp >= 0) {
+            pfds[n] = (struct pollfd){.fd = tcp, .events = closing ? 0 : POLLIN};
+            ramp_of[n] = NULL;
+            owner[n++] = NULL;
+            first_tunnel = 2;
+        }
+        for (int i = 0; i < MAX_ONRAMP; i++) {
+            struct onramp *o = &onramps[i];
+            if (!o->used) continue;
+            pfds[n] = (struct pollfd){.fd = o->fd, .events = POLLIN | (o->out_len ? POLLOUT : 0)};
+            ramp_of[n] = o;
+            owner[n++] = NULL;
+        }
         for (int i = 0; i < MAX_TUNNELS; i++) {
             struct tunnel *t = &tunnels[i];
             short events = 0;
@@ -568,6 +716,7 @@ int main(int argc, char **argv) {
             }
             if (events) {
                 pfds[n] = (struct pollfd){.fd = t->fd, .events = events};
+                ramp_of[n] = NULL;
                 owner[n++] = t;
             }
         }
@@ -590,9 +739,16 @@ int main(int argc, char **argv) {
                 veil_endpoint_handle_datagram(ep, now, &from, &local, in, (size_t)got);
             }
         }
-        for (nfds_t i = 1; i < n; i++) {
+        if (tcp >= 0 && (pfds[1].revents & POLLIN)) on_accept(ep, tcp, &tcp_local, now);
+        for (nfds_t i = first_tunnel; i < n; i++) {
+            struct onramp *o = ramp_of[i];
+            if (!o || !pfds[i].revents || !o->used) continue;
+            if (pfds[i].revents & POLLOUT) pump_onramp_out(ep, o, now);
+            if (pfds[i].revents & (POLLIN | POLLERR | POLLHUP)) on_onramp_readable(ep, o, now);
+        }
+        for (nfds_t i = first_tunnel; i < n; i++) {
             struct tunnel *t = owner[i];
-            if (!pfds[i].revents || t->state == FREE) continue;
+            if (!t || !pfds[i].revents || t->state == FREE) continue;
             if (t->state == DIALING) {
                 on_dialed(ep, t, false);
                 continue;
@@ -624,7 +780,10 @@ int main(int argc, char **argv) {
                 (unsigned long long)stats.tunnels_total, (unsigned long long)stats.tunnels_refused);
     for (int i = 0; i < MAX_TUNNELS; i++)
         if (tunnels[i].state != FREE) release(&tunnels[i]);
+    for (int i = 0; i < MAX_ONRAMP; i++)
+        if (onramps[i].used) close_onramp(&onramps[i]);
     veil_endpoint_free(ep);
     close(udp);
+    if (tcp >= 0) close(tcp);
     return 0;
 }
