@@ -11,7 +11,11 @@
 //!   included), wait for work or the timer;
 //! - a **dial** per tunnel request and a **relay** per accepted tunnel (TCP:
 //!   [`crate::tunnel`], UDP: [`crate::udp_tunnel`]), which reach the engine only through
-//!   the core's [`Port`].
+//!   the core's [`Port`];
+//! - with the TCP on-ramp, an **accept** task on the core's TCP listening socket and a
+//!   reader and a writer per connection it accepted ([`crate::tcp`]), which reach the
+//!   engine only through the core's [`TcpPort`]; the driver's flush moves the engine's
+//!   bytes to the writers.
 //!
 //! Tasks of one core share its state through `Rc<RefCell<..>>`: glommio runs them on one
 //! thread, a borrow never crosses an `.await`, and every task that feeds the endpoint
@@ -36,6 +40,7 @@ use veil_engine::{
 
 use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
+use crate::tcp::{self, TcpConnection, TcpPort};
 use crate::{CoreStats, Options};
 use crate::{decap, tunnel, udp_tunnel};
 
@@ -55,6 +60,8 @@ pub(crate) struct CoreSetup {
     pub(crate) config: Config,
     pub(crate) socket: socket2::Socket,
     pub(crate) local_addr: SocketAddr,
+    /// The core's socket of the TCP on-ramp's listening group, when the edge has one.
+    pub(crate) tcp_listener: Option<socket2::Socket>,
     pub(crate) mesh: FullMesh<Forwarded>,
     pub(crate) stop: watch::Receiver<Option<Duration>>,
     pub(crate) options: Options,
@@ -72,6 +79,8 @@ struct State {
     tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
     /// Decapsulated CONNECT-IP flows and their relays' signals (`crate::decap`).
     flows: HashMap<veil_engine::IpFlowId, Rc<TunnelSignals>>,
+    /// Connections of the TCP on-ramp this core accepted.
+    tcp: tcp::Connections,
     /// A stop was asked for: the engine runs the sequence, the core stops when it says it
     /// is closed.
     stopping: bool,
@@ -106,6 +115,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         config,
         socket,
         local_addr,
+        tcp_listener,
         mesh,
         stop,
         options,
@@ -132,6 +142,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
             endpoint,
             tunnels: HashMap::new(),
             flows: HashMap::new(),
+            tcp: tcp::Connections::default(),
             stopping: false,
         }),
         work: Signal::default(),
@@ -152,6 +163,12 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     tracing::debug!(core = index, cores, %local_addr, "core started");
 
     glommio::spawn_local(intake(core.clone())).detach();
+    if let Some(socket) = tcp_listener {
+        let listener = tcp::listener(socket);
+        let writers = core.state.borrow().tcp.writers();
+        let port: Rc<dyn TcpPort> = core.clone();
+        glommio::spawn_local(tcp::accept_loop(port, listener, writers)).detach();
+    }
     for (_peer, receiver) in receivers.streams() {
         let core = core.clone();
         glommio::spawn_local(async move {
@@ -170,6 +187,17 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     // Peers may still forward to us while they drain; closing makes their sends fail
     // (counted as dropped there) rather than wait.
     core.senders.close();
+    // The engine has closed every connection; TCP writers may still hold its last bytes
+    // (GOAWAY, TLS close_notify): let them write those, for at most the close grace.
+    let writers = {
+        let mut state = core.state.borrow_mut();
+        state.tcp.clear();
+        state.tcp.writers()
+    };
+    future::or(writers.finished(), async {
+        glommio::timer::sleep(core.options.close_grace).await;
+    })
+    .await;
     result.map(|()| core.stats())
 }
 
@@ -330,6 +358,11 @@ impl Core {
                     }
                 }
             }
+            {
+                let mut state = self.state.borrow_mut();
+                let State { endpoint, tcp, .. } = &mut *state;
+                progressed |= tcp.flush(endpoint);
+            }
             loop {
                 let event = self.state.borrow_mut().endpoint.poll_event();
                 let Some(event) = event else { break };
@@ -350,7 +383,12 @@ impl Core {
                 tracing::info!(core, ?connection, %peer, "QUIC connection established");
             }
             Event::ConnectionLost { connection, reason } => {
-                tracing::info!(core, ?connection, %reason, "QUIC connection closed");
+                // A TCP connection's writer writes what it holds, then shuts the socket
+                // down; its reader stops. Dropped outside the borrow.
+                let tcp = self.state.borrow_mut().tcp.remove(connection);
+                let kind = if tcp.is_some() { "TCP" } else { "QUIC" };
+                drop(tcp);
+                tracing::info!(core, ?connection, %reason, "{kind} connection closed");
             }
             Event::TunnelRequest {
                 tunnel,
@@ -636,6 +674,48 @@ impl Port for Core {
 
     fn flow_close(&self, flow: veil_engine::IpFlowId) {
         let _ = self.state.borrow_mut().endpoint.ip_flow_close(flow);
+        self.work.notify();
+    }
+}
+
+/// What the TCP on-ramp's tasks may do with this core's engine.
+impl TcpPort for Core {
+    fn accept(&self, peer: SocketAddr, local: SocketAddr) -> Option<veil_engine::ConnectionHandle> {
+        let accepted = self
+            .state
+            .borrow_mut()
+            .endpoint
+            .accept_tcp(Instant::now(), peer, local);
+        accepted
+            .map_err(|refused| {
+                tracing::debug!(core = self.layout.core(), %peer, %refused, "TCP connection refused");
+            })
+            .ok()
+    }
+
+    fn adopt(&self, connection: veil_engine::ConnectionHandle, conn: TcpConnection) {
+        self.state.borrow_mut().tcp.insert(connection, conn);
+        self.work.notify();
+    }
+
+    fn input(&self, connection: veil_engine::ConnectionHandle, bytes: &[u8]) {
+        self.state
+            .borrow_mut()
+            .endpoint
+            .tcp_input(Instant::now(), connection, bytes);
+        self.work.notify();
+    }
+
+    fn closed(&self, connection: veil_engine::ConnectionHandle) {
+        self.state
+            .borrow_mut()
+            .endpoint
+            .tcp_closed(Instant::now(), connection);
+        self.work.notify();
+    }
+
+    fn drained(&self, connection: veil_engine::ConnectionHandle) {
+        self.state.borrow_mut().tcp.note_drained(connection);
         self.work.notify();
     }
 }

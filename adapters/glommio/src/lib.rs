@@ -12,6 +12,10 @@
 //! - When a peer's address changes (NAT rebinding, migration), its datagrams may reach
 //!   another core; that core reads the owner from the destination connection ID and
 //!   forwards the datagram over glommio's channel mesh ([`CoreStats::forwarded_out`]).
+//! - With [`Options::listen_tcp`], every core also has a TCP listening socket in one
+//!   `SO_REUSEPORT` group: the edge's TCP on-ramp (TLS and HTTP/2, for clients whose
+//!   network blocks UDP), which the engine runs. The kernel spreads connections over the
+//!   cores, and each stays on the core that accepted it ([`Edge::tcp_addr`]).
 //! - Authentication, egress policy and every other decision are the engine's, exactly as
 //!   on veil-tokio.
 //! - [`Edge::shutdown`] stops new tunnels on every core, lets open ones drain until a
@@ -48,6 +52,7 @@ mod memlock;
 mod port;
 mod resolve;
 mod signal;
+mod tcp;
 mod tunnel;
 mod udp_tunnel;
 
@@ -91,6 +96,11 @@ pub struct Options {
     /// Datagrams that may wait in each core-to-core forwarding channel; more are dropped
     /// and counted ([`CoreStats::forward_dropped`]).
     pub forward_queue: usize,
+    /// Also take clients over TCP (TLS and HTTP/2, for networks that block UDP) on this
+    /// address, with the same certificate, tokens, hooks, rules and egress as the QUIC
+    /// listener: one `SO_REUSEPORT` listening socket per core (port 0: the OS picks one
+    /// port for all; [`Edge::tcp_addr`]).
+    pub listen_tcp: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -102,6 +112,7 @@ impl Default for Options {
             close_grace: Duration::from_secs(2),
             io_memory: 512 * 1024,
             forward_queue: 1024,
+            listen_tcp: None,
         }
     }
 }
@@ -152,6 +163,13 @@ pub enum StartError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The TCP listening sockets ([`Options::listen_tcp`]) could not be bound or set up.
+    BindTcp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// The engine refused the configuration.
     Config(ConfigError),
     /// `RLIMIT_MEMLOCK` is too small for `io_uring` on this many cores.
@@ -170,6 +188,7 @@ impl fmt::Display for StartError {
             ),
             // The cause is the source: a chain printed with `{:#}` shows it once.
             Self::Bind { addr, .. } => write!(f, "cannot bind UDP {addr}"),
+            Self::BindTcp { addr, .. } => write!(f, "cannot listen on TCP {addr}"),
             Self::Config(_) => f.write_str("invalid configuration"),
             Self::Memlock(e) => e.fmt(f),
             Self::Executors(e) => write!(f, "cannot start the glommio executors: {e}"),
@@ -180,7 +199,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind { source, .. } => Some(source),
+            Self::Bind { source, .. } | Self::BindTcp { source, .. } => Some(source),
             Self::Config(e) => Some(e),
             // Its message is the whole story; a chain would repeat it.
             _ => None,
@@ -212,6 +231,7 @@ impl std::error::Error for EdgeError {}
 /// drain) and does not wait for them.
 pub struct Edge {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     fingerprint: Option<[u8; 32]>,
     cores: usize,
     stop: watch::Sender<Option<Duration>>,
@@ -252,6 +272,7 @@ impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Edge")
             .field("local_addr", &self.local_addr)
+            .field("tcp_addr", &self.tcp_addr)
             .field("cores", &self.cores)
             .finish_non_exhaustive()
     }
@@ -259,8 +280,9 @@ impl fmt::Debug for Edge {
 
 impl Edge {
     /// Binds one `SO_REUSEPORT` socket per core on `listen` (port 0: the OS picks one port
-    /// for all) and starts one pinned executor per core. Returns once every socket is bound;
-    /// the cores start serving as their executors come up.
+    /// for all), and as many TCP listening sockets on [`Options::listen_tcp`] if set, and
+    /// starts one pinned executor per core. Returns once every socket is bound; the cores
+    /// start serving as their executors come up.
     ///
     /// A self-signed certificate (no `cert`/`key` in the configuration) is made once here,
     /// so that every core serves the same one.
@@ -320,6 +342,15 @@ impl Edge {
         let io_memory = usize::try_from(io_memory).unwrap_or(usize::MAX);
         let (sockets, local_addr) = bind_all(listen, cores)?;
         let sockets = Arc::new(Mutex::new(sockets));
+        let (tcp_listeners, tcp_addr) = match options.listen_tcp {
+            Some(addr) => {
+                let (listeners, bound) = tcp::bind_all(addr, cores)
+                    .map_err(|source| StartError::BindTcp { addr, source })?;
+                (listeners, Some(bound))
+            }
+            None => (Vec::new(), None),
+        };
+        let tcp_listeners = Arc::new(Mutex::new(tcp_listeners));
         let mesh = MeshBuilder::full(cores, options.forward_queue.max(1));
         let (stop, stop_rx) = watch::channel(None);
         let published = Arc::new(Mutex::new(vec![CoreStats::default(); cores]));
@@ -335,15 +366,23 @@ impl Edge {
             .io_memory(io_memory)
             .on_all_shards(move || {
                 let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let tcp_listener = tcp_listeners
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop();
                 let published = publish_to.clone();
                 let audit = audit_tx.clone();
                 let policy = policy.clone();
                 async move {
                     let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
+                    if tcp_addr.is_some() && tcp_listener.is_none() {
+                        return Err(io::Error::other("no TCP listener left"));
+                    }
                     core::run(CoreSetup {
                         config,
                         socket,
                         local_addr,
+                        tcp_listener,
                         mesh,
                         stop: stop_rx,
                         options,
@@ -355,9 +394,10 @@ impl Edge {
                 }
             })
             .map_err(|e| StartError::Executors(e.to_string()))?;
-        tracing::info!(%local_addr, cores, io_memory, "glommio edge started");
+        tracing::info!(%local_addr, ?tcp_addr, cores, io_memory, "glommio edge started");
         Ok(Self {
             local_addr,
+            tcp_addr,
             fingerprint,
             cores,
             stop,
@@ -387,6 +427,12 @@ impl Edge {
     /// The UDP address every core listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP on-ramp's address every core listens on ([`Options::listen_tcp`], with the
+    /// port the OS chose for port 0), when it listens.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// SHA-256 of the certificate every core serves, for clients to pin.

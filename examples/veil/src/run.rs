@@ -390,9 +390,6 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 /// `veil: core N: ...` line of counters per core.
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
-    if settings.listen_tcp.is_some() {
-        anyhow::bail!("--listen-tcp (the TCP on-ramp) runs on the tokio runtime only, for now");
-    }
     if matches!(
         settings.ip_egress,
         Some(crate::config::IpEgressSpec::Tun(_))
@@ -404,6 +401,7 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
+        listen_tcp: settings.listen_tcp,
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
@@ -420,6 +418,10 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             "veil: self-signed certificate fingerprint {}",
             format_pin(&fingerprint)
         );
+    }
+    // After the fingerprint, as on tokio (`RunningEdge::banner`).
+    if let Some(addr) = edge.tcp_addr() {
+        println!("veil: edge listening on tcp {addr}");
     }
     // The cores run on their own threads; this thread only waits for the signal (and
     // answers scrapes, when asked to).

@@ -3,10 +3,16 @@
 //! it) through `tests/interop/h2_connect.py`: CONNECT to a TCP echo with flow control both
 //! ways, extended CONNECT for connect-udp with DATAGRAM capsules, and the edge's refusals
 //! (egress policy, tokens) exactly as over HTTP/3.
+//!
+//! Each scenario runs on both edge hosts that listen on TCP: tokio (`veil server`) and
+//! glommio (`--runtime glommio --cores 2`, one listening socket per core in a
+//! `SO_REUSEPORT` group); on glommio, connections also spread over both cores.
 
 mod support;
 
+use std::collections::HashMap;
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -15,9 +21,20 @@ use support::{Echo, Edge, Output, STARTUP, TOKEN, TempDir, UdpEcho, run_bounded}
 /// Bound of one script run (its own steps time out after 20 s each).
 const SCRIPT: Duration = Duration::from_secs(120);
 
-/// Starts an edge with a TCP listener; returns it and the listener's address.
-fn edge_with_tcp(dir: &TempDir, args: &[&str]) -> anyhow::Result<(Edge, String)> {
+/// The edge host under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Runtime {
+    Tokio,
+    /// `--runtime glommio --cores 2`.
+    Glommio,
+}
+
+/// Starts an edge with a TCP listener on `runtime`; returns it and the listener's address.
+fn edge_with_tcp(dir: &TempDir, runtime: Runtime, args: &[&str]) -> anyhow::Result<(Edge, String)> {
     let mut all = vec!["--listen-tcp", "127.0.0.1:0"];
+    if runtime == Runtime::Glommio {
+        all.extend(["--runtime", "glommio", "--cores", "2"]);
+    }
     all.extend_from_slice(args);
     let mut edge = Edge::start(dir.path(), &all)?;
     let tcp = edge
@@ -26,14 +43,14 @@ fn edge_with_tcp(dir: &TempDir, args: &[&str]) -> anyhow::Result<(Edge, String)>
     Ok((edge, tcp))
 }
 
-/// Runs the script against the TCP listener `tcp` with ARGS; fails unless every one of
-/// `checks` printed `ok`.
-fn python_h2(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::Result<Output> {
+/// Runs the script against the TCP listener `tcp` of the edge pinned as `pin` with ARGS;
+/// returns its output and how many checks printed `ok`.
+fn run_h2(pin: &str, tcp: &str, args: &[String]) -> anyhow::Result<(Output, usize)> {
     let python = support::require_python_h2()?;
     let mut command = Command::new(python);
     command
         .arg(support::repo_root().join("tests/interop/h2_connect.py"))
-        .args(["--edge", tcp, "--pin", edge.pin()?])
+        .args(["--edge", tcp, "--pin", pin])
         .args(args);
     let output = support::timed("h2_connect.py", || run_bounded(command, SCRIPT))?;
     let passed = output
@@ -41,8 +58,18 @@ fn python_h2(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::
         .lines()
         .filter(|l| l.starts_with("ok "))
         .count();
+    Ok((output, passed))
+}
+
+/// Fails unless the script exited 0 with every one of `checks` `ok`.
+fn ensure_passed(
+    edge: &Edge,
+    args: &[String],
+    (output, passed): &(Output, usize),
+    checks: usize,
+) -> anyhow::Result<()> {
     ensure!(
-        output.status.success() && passed == checks,
+        output.status.success() && *passed == checks,
         "h2_connect.py {args:?}: exit {}, {passed} of {checks} checks ok\n\
          stdout:\n{}\nstderr:\n{}\n{}",
         output.code(),
@@ -50,15 +77,37 @@ fn python_h2(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::
         output.stderr,
         edge.diagnostics()
     );
-    Ok(output)
+    Ok(())
+}
+
+/// Runs the script against the TCP listener `tcp` with ARGS; fails unless every one of
+/// `checks` printed `ok`.
+fn python_h2(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::Result<Output> {
+    let run = run_h2(edge.pin()?, tcp, args)?;
+    ensure_passed(edge, args, &run, checks)?;
+    Ok(run.0)
 }
 
 #[test]
 fn python_h2_connect_and_connect_udp_through_the_tcp_listener() -> anyhow::Result<()> {
-    let dir = TempDir::new("h2-interop")?;
+    connect_and_connect_udp(Runtime::Tokio)
+}
+
+#[test]
+fn python_h2_connect_and_connect_udp_through_the_tcp_listener_glommio() -> anyhow::Result<()> {
+    connect_and_connect_udp(Runtime::Glommio)
+}
+
+/// CONNECT 4 MiB echoed twice, connect-udp datagrams, a refusal by the egress policy.
+fn connect_and_connect_udp(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h2-interop-{runtime:?}"))?;
     let echo = Echo::start()?;
     let udp = UdpEcho::start(b"")?;
-    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        runtime,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
     let target = echo.addr().to_string();
     let args = [
         "--token",
@@ -82,9 +131,22 @@ fn python_h2_connect_and_connect_udp_through_the_tcp_listener() -> anyhow::Resul
 /// Tokens are checked on the TCP listener as on the QUIC one: none is 407, a wrong one 403.
 #[test]
 fn python_h2_without_or_with_a_wrong_token_is_refused() -> anyhow::Result<()> {
-    let dir = TempDir::new("h2-tokens")?;
+    tokens_are_checked(Runtime::Tokio)
+}
+
+#[test]
+fn python_h2_without_or_with_a_wrong_token_is_refused_glommio() -> anyhow::Result<()> {
+    tokens_are_checked(Runtime::Glommio)
+}
+
+fn tokens_are_checked(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h2-tokens-{runtime:?}"))?;
     let echo = Echo::start()?;
-    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        runtime,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
     let target = echo.addr().to_string();
     let refuse = |expected: &str| format!("{target}={expected}");
     python_h2(&edge, &tcp, &["--refuse".into(), refuse("407")], 1)?;
@@ -106,12 +168,23 @@ fn python_h2_without_or_with_a_wrong_token_is_refused() -> anyhow::Result<()> {
 /// it names is the client's: the audit log records it, not the socket's.
 #[test]
 fn a_proxy_v2_header_names_the_client_the_audit_log_records() -> anyhow::Result<()> {
-    let dir = TempDir::new("h2-proxy-v2")?;
+    proxy_v2_names_the_client(Runtime::Tokio)
+}
+
+/// `--proxy-protocol` is the engine's: on glommio it reaches every core's engine.
+#[test]
+fn a_proxy_v2_header_names_the_client_the_audit_log_records_glommio() -> anyhow::Result<()> {
+    proxy_v2_names_the_client(Runtime::Glommio)
+}
+
+fn proxy_v2_names_the_client(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h2-proxy-v2-{runtime:?}"))?;
     let echo = Echo::start()?;
     let log = dir.path().join("audit.jsonl");
     let log_arg = log.to_str().context("path")?;
     let (edge, tcp) = edge_with_tcp(
         &dir,
+        runtime,
         &[
             "--token",
             TOKEN,
@@ -156,9 +229,18 @@ fn a_proxy_v2_header_names_the_client_the_audit_log_records() -> anyhow::Result<
 /// The same edge closes a connection that starts with TLS instead of its PROXY header.
 #[test]
 fn without_its_proxy_header_a_connection_is_closed() -> anyhow::Result<()> {
-    let dir = TempDir::new("h2-proxy-missing")?;
+    proxy_header_missing(Runtime::Tokio)
+}
+
+#[test]
+fn without_its_proxy_header_a_connection_is_closed_glommio() -> anyhow::Result<()> {
+    proxy_header_missing(Runtime::Glommio)
+}
+
+fn proxy_header_missing(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h2-proxy-missing-{runtime:?}"))?;
     let echo = Echo::start()?;
-    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--proxy-protocol"])?;
+    let (edge, tcp) = edge_with_tcp(&dir, runtime, &["--token", TOKEN, "--proxy-protocol"])?;
     let python = support::require_python_h2()?;
     let mut command = Command::new(python);
     command
@@ -184,7 +266,11 @@ fn veil_client_over_http2_carries_curl_and_udp() -> anyhow::Result<()> {
     let origin = support::Origin::start(dir.path())?;
     let served_sum = support::write_random_file(&origin.root().join("file.bin"), 8 << 20, 0x4832)?;
     let udp = UdpEcho::start(b"")?;
-    let (edge, tcp) = edge_with_tcp(&dir, &["--token", TOKEN, "--allow-target", "127.0.0.0/8"])?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        Runtime::Tokio,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
     let forward = format!("127.0.0.1:{}", support::free_udp_port()?);
     let client = support::Client::start(
         dir.path(),
@@ -239,4 +325,88 @@ fn veil_client_over_http2_carries_curl_and_udp() -> anyhow::Result<()> {
     }
     ensure!(echoed >= 10, "{echoed} datagrams came back\n{}", context());
     Ok(())
+}
+
+/// Script runs at most, one at a time after the first four, until both cores served one.
+const MAX_RUNS: usize = 16;
+
+/// On glommio, the kernel spreads TCP connections over the cores' listening sockets, and
+/// each core's engine serves those it accepted: four clients at once, then more one at a
+/// time until both cores served one; every connection is counted, each on one core.
+#[test]
+fn glommio_tcp_connections_are_served_on_both_cores() -> anyhow::Result<()> {
+    let dir = TempDir::new("h2-glommio-cores")?;
+    let echo = Echo::start()?;
+    let (mut edge, tcp) = edge_with_tcp(
+        &dir,
+        Runtime::Glommio,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    let target = echo.addr().to_string();
+    let args = ["--token", TOKEN, "--size", "1048576", "--echo", &target].map(String::from);
+    let pin = edge.pin()?.to_owned();
+    let runs: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| run_h2(&pin, &tcp, &args)))
+            .collect();
+        handles
+            .into_iter()
+            .map(thread::ScopedJoinHandle::join)
+            .collect()
+    });
+    for run in runs {
+        let run = run.map_err(|_| anyhow::anyhow!("a script thread panicked"))??;
+        ensure_passed(&edge, &args, &run, 1)?;
+    }
+    let mut count = 4;
+    while tcp_connections_by_core(&mut edge).len() < 2 && count < MAX_RUNS {
+        python_h2(&edge, &tcp, &args, 1)?;
+        count += 1;
+    }
+
+    let status = edge.proc().terminate(STARTUP)?;
+    ensure!(status.success(), "the edge exited with {status}");
+    let mut per_core = Vec::new();
+    for core in 0..2 {
+        let line = edge
+            .proc()
+            .wait_for_line(&format!("veil: core {core}: "), STARTUP)?;
+        per_core.push(connections_of(&line).with_context(|| format!("core line {line}"))?);
+    }
+    ensure!(
+        per_core.iter().all(|&n| n > 0),
+        "after {count} connections a core served none: {per_core:?}\n{}",
+        edge.diagnostics()
+    );
+    ensure!(
+        per_core.iter().sum::<u64>() == u64::try_from(count)?,
+        "{count} connections, counted per core {per_core:?}"
+    );
+    eprintln!("glommio TCP on-ramp: {count} connections, per core {per_core:?}");
+    Ok(())
+}
+
+/// TCP connections the edge logged as closed, by core.
+fn tcp_connections_by_core(edge: &mut Edge) -> HashMap<u16, usize> {
+    let mut by_core = HashMap::new();
+    for line in edge.proc().stderr().lines() {
+        if !line.contains("TCP connection closed") {
+            continue;
+        }
+        let core = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("core="))
+            .and_then(|core| core.parse().ok());
+        if let Some(core) = core {
+            *by_core.entry(core).or_default() += 1;
+        }
+    }
+    by_core
+}
+
+/// The `connections N` counter of a `veil: core N: ...` line.
+fn connections_of(line: &str) -> Option<u64> {
+    line.split(',')
+        .find_map(|part| part.trim().strip_prefix("connections "))
+        .and_then(|n| n.trim().parse().ok())
 }
