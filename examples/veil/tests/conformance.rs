@@ -27,6 +27,9 @@
 //!    whole request and FIN to the target, lingers while the target talks, and closes once
 //!    it is quiet (as `e2e_linger`).
 //! 7. `aioquic_connect`: aioquic's HTTP/3 CONNECT echoes 4 MiB and the FIN.
+//! 8. `http2_connect`: the TCP on-ramp (TLS, HTTP/2): Python `h2`'s CONNECT echoes 4 MiB
+//!    both ways with END_STREAM, twice on one connection, and a forbidden target is 403
+//!    `destination_ip_prohibited`, as over HTTP/3.
 
 mod support;
 
@@ -69,6 +72,8 @@ struct EdgeArgs<'a> {
     connect_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
+    /// Also listen on TCP (the on-ramp for HTTP/2).
+    tcp: bool,
 }
 
 impl EdgeArgs<'_> {
@@ -86,6 +91,8 @@ struct Host {
     kind: EdgeKind,
     running: Running,
     addr: SocketAddr,
+    /// The TCP on-ramp's address, when asked for.
+    tcp_addr: Option<SocketAddr>,
     pin: String,
 }
 
@@ -124,6 +131,9 @@ impl EdgeKind {
             ("--drain-timeout-ms", drain.as_deref()),
         ];
         let mut argv: Vec<String> = vec!["--token".into(), TOKEN.into()];
+        if wanted.tcp {
+            argv.extend(["--listen-tcp".into(), "127.0.0.1:0".into()]);
+        }
         for (flag, value) in flags {
             if let Some(value) = value {
                 argv.extend([flag.to_owned(), value.to_owned()]);
@@ -141,12 +151,21 @@ impl EdgeKind {
                     argv.extend(["--cores".into(), cores.to_string()]);
                 }
                 let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                let edge = Edge::start(dir.path(), &argv)?;
+                let mut edge = Edge::start(dir.path(), &argv)?;
                 let (addr, pin) = (edge.addr(), edge.pin()?.to_owned());
+                let tcp_addr = if wanted.tcp {
+                    let line = edge
+                        .proc()
+                        .wait_for_line("veil: edge listening on tcp ", STARTUP)?;
+                    Some(line.parse().context("the edge's TCP address")?)
+                } else {
+                    None
+                };
                 Ok(Host {
                     kind: self,
                     running: Running::Veil(edge),
                     addr,
+                    tcp_addr,
                     pin,
                 })
             }
@@ -162,10 +181,17 @@ impl EdgeKind {
                     .wait_for_line("veil-c-edge: listening on ", STARTUP)?
                     .parse()
                     .context("the C edge's address")?;
+                let tcp_addr = if wanted.tcp {
+                    let line = proc.wait_for_line("veil-c-edge: listening on tcp ", STARTUP)?;
+                    Some(line.parse().context("the C edge's TCP address")?)
+                } else {
+                    None
+                };
                 Ok(Host {
                     kind: self,
                     running: Running::C(proc),
                     addr,
+                    tcp_addr,
                     pin,
                 })
             }
@@ -223,6 +249,7 @@ on_every_host!(
     drain_on_sigterm,
     linger_after_stop,
     aioquic_connect,
+    http2_connect,
 );
 
 /// Every test builds the C edge first (once per process): building it runs
@@ -872,5 +899,46 @@ fn aioquic_connect(kind: EdgeKind) -> anyhow::Result<()> {
         "--token", TOKEN, "--size", "4194304", "--echo", &target, "--echo", &target,
     ];
     aioquic("aioquic_connect.py", &host, &args, 2)?;
+    Ok(())
+}
+
+// ---- 8. the TCP on-ramp: HTTP/2 ------------------------------------------------------
+
+fn http2_connect(kind: EdgeKind) -> anyhow::Result<()> {
+    let dir = begin(kind, "http2")?;
+    let echo = Echo::start()?;
+    let host = kind.start(
+        &dir,
+        EdgeArgs {
+            tcp: true,
+            ..EdgeArgs::loopback()
+        },
+    )?;
+    let tcp = host.tcp_addr.context("no TCP listener")?.to_string();
+    let target = echo.addr().to_string();
+    let python = support::require_python_h2()?;
+    let mut command = Command::new(python);
+    command
+        .arg(support::repo_root().join("tests/interop/h2_connect.py"))
+        .args(["--edge", &tcp, "--pin", &host.pin, "--token", TOKEN])
+        .args(["--size", "4194304", "--echo", &target, "--echo", &target])
+        .args([
+            "--refuse",
+            "169.254.169.254:80=403:destination_ip_prohibited",
+        ]);
+    let output = run_bounded(command, SCRIPT)?;
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    ensure!(
+        output.status.success() && passed == 3,
+        "{kind:?}: h2_connect.py: exit {}, {passed} of 3 checks ok\nstdout:\n{}\nstderr:\n{}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        host.diagnostics()
+    );
     Ok(())
 }
