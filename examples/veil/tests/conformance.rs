@@ -28,7 +28,7 @@
 //!    it is quiet (as `e2e_linger`).
 //! 7. `aioquic_connect`: aioquic's HTTP/3 CONNECT echoes 4 MiB and the FIN.
 //! 8. `http2_connect`: the TCP on-ramp (TLS, HTTP/2): Python `h2`'s CONNECT echoes 4 MiB
-//!    both ways with END_STREAM, twice on one connection, and a forbidden target is 403
+//!    both ways with `END_STREAM`, twice on one connection, and a forbidden target is 403
 //!    `destination_ip_prohibited`, as over HTTP/3.
 
 mod support;
