@@ -335,6 +335,17 @@ impl Veil {
 
     /// An edge whose `--ip-egress` is `egress`, and its client.
     fn start_with(net: &Net, dir: &TempDir, egress: &str) -> anyhow::Result<Self> {
+        Self::start_over(net, dir, egress, None)
+    }
+
+    /// [`start_with`](Self::start_with), the client reaching the edge with `--transport
+    /// transport` (the edge then also listens on TCP), or by its default.
+    fn start_over(
+        net: &Net,
+        dir: &TempDir,
+        egress: &str,
+        transport: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut edge = netns::start_edge(
             net.edge()?,
             dir.path(),
@@ -355,25 +366,27 @@ impl Veil {
                 "fd00:200::/64",
                 "--metrics",
                 "10.100.0.1:0",
+                "--listen-tcp",
+                "10.100.0.1:4433",
             ],
         )?;
         let metrics = edge
             .proc()
             .wait_for_line("veil: metrics listening on ", STARTUP)?;
-        let client = netns::start_client(
-            net.client()?,
-            dir.path(),
-            &[
-                "--edge",
-                "10.100.0.1:4433",
-                "--pin",
-                edge.pin()?,
-                "--token",
-                TOKEN,
-                "--tun",
-                "veil0",
-            ],
-        )?;
+        let mut client_args = vec![
+            "--edge",
+            "10.100.0.1:4433",
+            "--pin",
+            edge.pin()?,
+            "--token",
+            TOKEN,
+            "--tun",
+            "veil0",
+        ];
+        if let Some(transport) = transport {
+            client_args.extend(["--transport", transport]);
+        }
+        let client = netns::start_client(net.client()?, dir.path(), &client_args)?;
         let ready = wait_for_text(&client, "tun veil0 ready:", STARTUP)
             .with_context(|| edge.diagnostics())?;
         eprintln!("e2e: tun veil0 ready: {ready}");
@@ -713,5 +726,32 @@ fn the_decap_off_ramp_carries_ping_and_dns_and_refuses_tcp() -> anyhow::Result<(
 
     let flows = veil.edge_metric(&net, "veil_ip_decap_flows_opened_total")?;
     ensure!(flows >= 3.0, "the edge opened {flows} decapsulated flows");
+    Ok(())
+}
+
+/// The TUN front over the TCP on-ramp: `veil client --tun --transport h2`, the packets in
+/// DATAGRAM capsules on an HTTP/2 stream: ping both families, dig and curl reach the
+/// target, and the edge saw the connection over TCP.
+#[test]
+fn connect_ip_over_http2_carries_ping_dig_and_curl() -> anyhow::Result<()> {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED connect_ip_over_http2_carries_ping_dig_and_curl: {why}");
+        return Ok(());
+    }
+    require_tools()?;
+    let dir = TempDir::new("netns-connect-ip-h2")?;
+    let www = dir.join("www");
+    fs::create_dir_all(&www)?;
+    let net = Net::build()?;
+    let target = Target::start(&net, &dir, &www)?;
+    let veil = Veil::start_over(&net, &dir, "tun:veil-edge", Some("h2"))?;
+    check_devices(&net, &veil)?;
+    check_small_traffic(&net, &veil, &target)?;
+    let over_tcp = veil.edge_metric(&net, "veil_tcp_connections_opened_total")?;
+    ensure!(
+        over_tcp >= 1.0,
+        "the edge saw no TCP connection\n{}",
+        veil.diagnostics()
+    );
     Ok(())
 }
