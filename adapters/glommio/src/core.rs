@@ -589,6 +589,10 @@ impl Port for Core {
         self.state.borrow_mut().endpoint.cached_addresses(tunnel)
     }
 
+    fn egress_preamble(&self, tunnel: TunnelId) -> Option<Vec<u8>> {
+        self.state.borrow().endpoint.egress_preamble(tunnel)
+    }
+
     fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal> {
         self.state.borrow_mut().endpoint.egress_for(tunnel, addrs)
     }

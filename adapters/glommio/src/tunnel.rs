@@ -40,17 +40,26 @@ pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target:
     if let Err(refusal) = &result {
         tracing::info!(?tunnel, %target, ?refusal, "dial failed");
     }
-    let (stream, accepted) = match result {
+    let (mut stream, accepted) = match result {
         Ok(stream) => {
+            // Asked before the answer: the request is the engine's to describe until then.
+            let preamble = port.egress_preamble(tunnel);
             let accepted = port.answer(tunnel, Ok(()));
-            (stream, accepted)
+            (stream, accepted.map(|signals| (signals, preamble)))
         }
         Err(refusal) => {
             port.answer(tunnel, Err(refusal));
             return;
         }
     };
-    let Some(signals) = accepted else { return };
+    let Some((signals, preamble)) = accepted else {
+        return;
+    };
+    if let Some(preamble) = preamble {
+        // A PROXY header for the origin before any tunnel byte; a failed write shows
+        // again in the relay, which ends the tunnel.
+        let _ = stream.write_all(&preamble).await;
+    }
     relay(&*port, tunnel, &signals, stream).await;
 }
 
@@ -361,6 +370,9 @@ mod tests {
         }
         fn egress_for(&self, _: TunnelId, _: &[SocketAddr]) -> Result<Egress, Refusal> {
             Err(Refusal::Internal)
+        }
+        fn egress_preamble(&self, _: TunnelId) -> Option<Vec<u8>> {
+            None
         }
         fn answer(&self, _: TunnelId, _: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
             None

@@ -445,6 +445,8 @@ impl Driver {
         if let Ok(peer) = stream.peer_addr() {
             self.endpoint.egress_connected(tunnel, peer);
         }
+        // A PROXY header for the origin, when the edge sends one: before any tunnel byte.
+        let preamble = self.endpoint.egress_preamble(tunnel);
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
             // The client gave up (reset the stream) while we dialled.
             tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");
@@ -452,6 +454,11 @@ impl Driver {
         }
         let tunnel_handle = self.insert_tunnel(tunnel);
         tokio::spawn(async move {
+            let mut stream = stream;
+            if let Some(preamble) = preamble {
+                // A failed write shows again in the relay, which ends the tunnel.
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &preamble).await;
+            }
             let outcome = tunnel_handle
                 .relay(stream, Bytes::new(), RelayEnd::BothFinished)
                 .await;

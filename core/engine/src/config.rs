@@ -281,6 +281,11 @@ pub struct EdgeConfig {
     /// balancer or proxy that sends one; never on a listener clients reach directly (they
     /// could name any address). Default false.
     pub proxy_protocol: bool,
+    /// A PROXY protocol header (v1 or v2) at the start of every TCP connection the edge
+    /// dials for a tunnel, naming the client's address and the edge address it reached
+    /// (`Endpoint::egress_preamble`; hosts write it before the tunnel's bytes), for
+    /// origins that take one. `None` (the default): none.
+    pub egress_proxy_protocol: Option<crate::ProxyProtocolVersion>,
 }
 
 impl Default for EdgeConfig {
@@ -305,6 +310,7 @@ impl Default for EdgeConfig {
             ip_flows_per_tunnel: 4096,
             ip_decap: false,
             proxy_protocol: false,
+            egress_proxy_protocol: None,
         }
     }
 }

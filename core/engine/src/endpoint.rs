@@ -31,6 +31,7 @@ mod inspect;
 mod ip;
 mod ip_sniff;
 mod paths;
+mod preamble;
 mod requests;
 mod shutdown;
 mod sniffing;
@@ -41,6 +42,7 @@ mod udp;
 pub use fallback::FALLBACK_DELAY;
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use ip::{IpDelivery, MAX_RESOLVED};
+pub use preamble::ProxyProtocolVersion;
 pub use shutdown::ShutdownPlan;
 pub use tcp::TcpRefused;
 
@@ -217,6 +219,8 @@ struct Edge {
     tcp_tls: Option<boring::ssl::SslContext>,
     /// TCP connections start with a PROXY protocol header (`EdgeConfig::proxy_protocol`).
     proxy_protocol: bool,
+    /// The PROXY header sent to origins (`EdgeConfig::egress_proxy_protocol`).
+    egress_proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 struct Client {
@@ -2256,6 +2260,7 @@ impl Edge {
             ip_decap: config.ip_decap,
             tcp_tls: None,
             proxy_protocol: config.proxy_protocol,
+            egress_proxy_protocol: config.egress_proxy_protocol,
             tokens: config.tokens,
             max_connections: config.max_connections,
             serves: config.serves,

@@ -72,6 +72,12 @@ pub struct ServerArgs {
     /// closed. Only behind such a balancer: a client could otherwise claim any address.
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// Send a PROXY protocol header (`v1` or `v2`) at the start of every TCP connection
+    /// the edge dials for a tunnel, naming the client's address and the edge address it
+    /// reached, for origins that take one (nginx `proxy_protocol`, `HAProxy` `accept-proxy`)
+    /// [default: none]
+    #[arg(long, value_name = "v1|v2", value_parser = parse_proxy_version)]
+    pub proxy_protocol_egress: Option<veil_engine::ProxyProtocolVersion>,
     /// Certificate chain in PEM, leaf first. Without --cert and --key the edge makes a
     /// self-signed certificate and prints its fingerprint as `sha256:HEX` for clients'
     /// --pin.
@@ -362,6 +368,7 @@ pub struct ServerFile {
     pub listen_tcp: Option<SocketAddr>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    pub proxy_protocol_egress: Option<veil_engine::ProxyProtocolVersion>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -444,6 +451,8 @@ pub struct ServerSettings {
     pub listen_tcp: Option<SocketAddr>,
     /// TCP connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The PROXY header sent to origins, if any.
+    pub proxy_protocol_egress: Option<veil_engine::ProxyProtocolVersion>,
     /// Certificate and key files; `None`: self-signed.
     pub cert_key: Option<(PathBuf, PathBuf)>,
     /// CA file client certificates must chain to (mutual TLS); `None`: none asked.
@@ -673,6 +682,7 @@ impl ServerSettings {
                 .unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
             listen_tcp: flags.listen_tcp.or(file.listen_tcp),
             proxy_protocol: flags.proxy_protocol || file.proxy_protocol,
+            proxy_protocol_egress: flags.proxy_protocol_egress.or(file.proxy_protocol_egress),
             cert_key,
             client_ca: flags.client_ca.or(file.client_ca),
             tokens,
@@ -753,6 +763,15 @@ pub fn parse_prefix(text: &str) -> anyhow::Result<(IpAddr, u8)> {
         .parse()
         .map_err(|e| anyhow::anyhow!("{text:?} is not a CIDR prefix: {e}"))?;
     Ok((net.addr(), net.prefix_len()))
+}
+
+/// `--proxy-protocol-egress`: `v1` or `v2`.
+fn parse_proxy_version(text: &str) -> Result<veil_engine::ProxyProtocolVersion, String> {
+    match text {
+        "v1" => Ok(veil_engine::ProxyProtocolVersion::V1),
+        "v2" => Ok(veil_engine::ProxyProtocolVersion::V2),
+        other => Err(format!("{other:?}: want v1 or v2")),
+    }
 }
 
 /// `--transport`: `auto`, `h3` or `h2`.

@@ -136,6 +136,7 @@ fn example(arg: &clap::Arg) -> String {
         (_, "HOST:PORT") => "edge.example:4433",
         (_, "PEM") => "file.pem",
         (_, "RUNTIME") => "tokio",
+        (_, "v1|v2") => "v2",
         (_, "LOCAL_ADDR=TARGET_HOST:PORT") => "127.0.0.1:5353=dns.example:53",
         (_, "CIDR") => "10.0.0.0/8",
         (_, "FILE|-") => "-",

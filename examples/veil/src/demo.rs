@@ -34,6 +34,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         listen: loopback,
         listen_tcp: None,
         proxy_protocol: false,
+        proxy_protocol_egress: None,
         cert_key: None,
         client_ca: None,
         tokens: vec![Token::new("demo", token.clone()).context("the demo token")?],

@@ -170,6 +170,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         ip_pools: settings.ip_pools.clone(),
         retry: settings.retry,
         proxy_protocol: settings.proxy_protocol,
+        egress_proxy_protocol: settings.proxy_protocol_egress,
         ..EdgeConfig::default()
     };
     if let Some(template) = &settings.udp_template {

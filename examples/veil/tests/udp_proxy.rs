@@ -76,6 +76,7 @@ impl Rig {
             listen: loopback(),
             listen_tcp: None,
             proxy_protocol: false,
+            proxy_protocol_egress: None,
             cert_key: None,
             client_ca: None,
             tokens: vec![Token::parse(TOKEN, 1).expect("token")],
