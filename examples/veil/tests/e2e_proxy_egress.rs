@@ -61,20 +61,28 @@ fn origin() -> anyhow::Result<SocketAddr> {
 
 #[test]
 fn the_edge_sends_a_proxy_v2_header_before_the_tunnel_bytes() -> anyhow::Result<()> {
+    check(&[])
+}
+
+#[test]
+fn the_glommio_edge_sends_a_proxy_v2_header_before_the_tunnel_bytes() -> anyhow::Result<()> {
+    check(&["--runtime", "glommio", "--cores", "1"])
+}
+
+fn check(runtime: &[&str]) -> anyhow::Result<()> {
     require_tool("curl", "curl")?;
     let dir = TempDir::new("proxy-egress")?;
     let origin = origin()?;
-    let edge = Edge::start(
-        dir.path(),
-        &[
-            "--token",
-            TOKEN,
-            "--allow-target",
-            "127.0.0.0/8",
-            "--proxy-protocol-egress",
-            "v2",
-        ],
-    )?;
+    let mut args = vec![
+        "--token",
+        TOKEN,
+        "--allow-target",
+        "127.0.0.0/8",
+        "--proxy-protocol-egress",
+        "v2",
+    ];
+    args.extend_from_slice(runtime);
+    let edge = Edge::start(dir.path(), &args)?;
     let client = Client::of(dir.path(), &edge, TOKEN)?;
     let out = curl(
         &[
