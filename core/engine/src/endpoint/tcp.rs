@@ -77,16 +77,10 @@ impl Endpoint {
     /// Client: the host connected the socket `Event::TcpDial` asked for; TLS starts.
     pub fn tcp_connected(&mut self, now: Instant, connection: ConnectionHandle) {
         self.clock = now;
-        let handle = connection.0;
-        let Some(tcp) = self
-            .conns
-            .get_mut(handle)
-            .and_then(|conn| conn.wire.tcp_mut())
-        else {
-            return;
-        };
-        tcp.connected(now);
-        self.process(now, handle);
+        if let Some(tcp) = self.tcp_conn(connection) {
+            tcp.connected(now);
+            self.process(now, connection.0);
+        }
     }
 
     /// Edge: a TCP connection the host accepted on its TCP listener, from `peer` to
@@ -144,16 +138,15 @@ impl Endpoint {
     /// its tunnels are lost, and `ConnectionLost` follows.
     pub fn tcp_closed(&mut self, now: Instant, connection: ConnectionHandle) {
         self.clock = now;
-        let handle = connection.0;
-        let Some(tcp) = self
-            .conns
-            .get_mut(handle)
-            .and_then(|conn| conn.wire.tcp_mut())
-        else {
-            return;
-        };
-        tcp.socket_closed();
-        self.process(now, handle);
+        if let Some(tcp) = self.tcp_conn(connection) {
+            tcp.socket_closed();
+            self.process(now, connection.0);
+        }
+    }
+
+    /// The TCP connection `connection` names, if it is one.
+    fn tcp_conn(&mut self, connection: ConnectionHandle) -> Option<&mut TcpConn> {
+        self.conns.get_mut(connection.0)?.wire.tcp_mut()
     }
 
     /// The next TCP connection with bytes to write (or whose end is due), each once per

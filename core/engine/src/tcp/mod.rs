@@ -93,21 +93,15 @@ impl TcpConn {
         proxy_protocol: bool,
         now: Instant,
     ) -> Result<Self, boring::error::ErrorStack> {
-        Ok(Self {
-            proxy: proxy_protocol.then(proxy::Pending::default),
-            proxied_client: None,
-            tls: TlsStream::server(context)?,
-            session: None,
-            role: h2::Role::Server,
-            dialing: false,
+        let mut conn = Self::new(
+            TlsStream::server(context)?,
+            h2::Role::Server,
             limits,
-            plaintext: Vec::new(),
-            ending: None,
-            socket_gone: false,
-            handshake_deadline: now + HANDSHAKE_TIMEOUT,
             idle_timeout,
-            last_activity: now,
-        })
+            now,
+        );
+        conn.proxy = proxy_protocol.then(proxy::Pending::default);
+        Ok(conn)
     }
 
     /// A client's connection to its edge, before the host has dialled it.
@@ -117,13 +111,32 @@ impl TcpConn {
         idle_timeout: Duration,
         now: Instant,
     ) -> Result<Self, boring::error::ErrorStack> {
-        Ok(Self {
+        let mut conn = Self::new(
+            TlsStream::client(ssl)?,
+            h2::Role::Client,
+            limits,
+            idle_timeout,
+            now,
+        );
+        conn.dialing = true;
+        Ok(conn)
+    }
+
+    /// A connection whose TLS session is `tls`, in `role`, nothing read or written yet.
+    fn new(
+        tls: TlsStream,
+        role: h2::Role,
+        limits: h2::Limits,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        Self {
             proxy: None,
             proxied_client: None,
-            tls: TlsStream::client(ssl)?,
+            tls,
             session: None,
-            role: h2::Role::Client,
-            dialing: true,
+            role,
+            dialing: false,
             limits,
             plaintext: Vec::new(),
             ending: None,
@@ -131,7 +144,7 @@ impl TcpConn {
             handshake_deadline: now + HANDSHAKE_TIMEOUT,
             idle_timeout,
             last_activity: now,
-        })
+        }
     }
 
     /// Client: the host's socket to the edge is connected: the `ClientHello` goes out.
