@@ -166,6 +166,10 @@ typedef enum veil_event_kind {
   // Edge: the tunnel hook answered `VEIL_TUNNEL_ASK`. The fields of
   // `VEIL_EVENT_TUNNEL_REQUEST`. Answer with `veil_endpoint_decide_tunnel`.
   VEIL_EVENT_TUNNEL_DECISION = 11,
+  // Client with `VEIL_TRANSPORT_H2` or `_AUTO`: connect a TCP socket to `peer` (the
+  // edge) for `connection`, then call `veil_endpoint_tcp_connected`, or
+  // `veil_endpoint_tcp_closed` if it failed.
+  VEIL_EVENT_TCP_DIAL = 12,
 } veil_event_kind;
 
 // What a tunnel carries (`veil_event.tunnel_kind`).
@@ -826,6 +830,17 @@ enum veil_result veil_config_set_pending(struct veil_config *config,
                                          size_t max_tunnels,
                                          uint64_t deadline_ms);
 
+// How a client reaches its edge (`veil_transport`): HTTP/3 (the default in this ABI),
+// HTTP/2 over TLS over TCP, or both raced (`VEIL_TRANSPORT_AUTO`: HTTP/2 when HTTP/3 is
+// not established within 300 ms). With HTTP/2 the embedder dials: it gets
+// `VEIL_EVENT_TCP_DIAL` and answers with `veil_endpoint_tcp_connected` or
+// `veil_endpoint_tcp_closed`, then moves the connection's bytes as an edge's TCP on-ramp
+// does.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_transport(struct veil_config *config, int transport);
+
 // Congestion controller: a `veil_congestion_control`.
 //
 // # Safety
@@ -1331,6 +1346,14 @@ enum veil_result veil_endpoint_tcp_input(struct veil_endpoint *endpoint,
                                          uint64_t connection,
                                          const uint8_t *data,
                                          size_t len);
+
+// Client: the socket `VEIL_EVENT_TCP_DIAL` asked for is connected; TLS starts.
+//
+// # Safety
+// `endpoint` must be NULL or live.
+enum veil_result veil_endpoint_tcp_connected(struct veil_endpoint *endpoint,
+                                             uint64_t now_ns,
+                                             uint64_t connection);
 
 // A TCP connection's socket ended (EOF, or a read or write error).
 //

@@ -73,6 +73,7 @@ struct ClientDraft {
     reconnect: Option<(Duration, Duration)>,
     pending: Option<(usize, Duration)>,
     udp_path_template: Option<String>,
+    transport: Option<veil_engine::Transport>,
 }
 
 impl veil_config {
@@ -140,8 +141,8 @@ impl ClientDraft {
                 .into());
         };
         let mut client = ClientConfig::new(edge_addr, server_name.clone(), verify);
-        // This ABI has no event to ask the embedder for a TCP socket yet: HTTP/3 only.
-        client.transport = veil_engine::Transport::H3;
+        // HTTP/3 unless the embedder said it can dial TCP (`veil_config_set_transport`).
+        client.transport = self.transport.unwrap_or(veil_engine::Transport::H3);
         client.local_addr = self.local_addr;
         client.token.clone_from(&self.token);
         client.certificate.clone_from(&self.certificate);
@@ -781,6 +782,51 @@ pub unsafe extern "C" fn veil_config_set_pending(
     };
     // SAFETY: the caller's promises about `config` are forwarded.
     unsafe { with_config(config, body) }
+}
+
+/// How a client reaches its edge (`veil_transport`): HTTP/3 (the default in this ABI),
+/// HTTP/2 over TLS over TCP, or both raced (`VEIL_TRANSPORT_AUTO`: HTTP/2 when HTTP/3 is
+/// not established within 300 ms). With HTTP/2 the embedder dials: it gets
+/// `VEIL_EVENT_TCP_DIAL` and answers with `veil_endpoint_tcp_connected` or
+/// `veil_endpoint_tcp_closed`, then moves the connection's bytes as an edge's TCP on-ramp
+/// does.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_transport(
+    config: *mut veil_config,
+    transport: c_int,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        let transport = match transport {
+            x if x == veil_transport::VEIL_TRANSPORT_H3 as c_int => veil_engine::Transport::H3,
+            x if x == veil_transport::VEIL_TRANSPORT_H2 as c_int => veil_engine::Transport::H2,
+            x if x == veil_transport::VEIL_TRANSPORT_AUTO as c_int => veil_engine::Transport::Auto,
+            _ => {
+                return Err(config.fail(
+                    VEIL_ERR_INVALID_ARGUMENT,
+                    "veil_config_set_transport: not a veil_transport",
+                ));
+            }
+        };
+        config.client_mut("veil_config_set_transport")?.transport = Some(transport);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// How a client reaches its edge (`veil_config_set_transport`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum veil_transport {
+    /// HTTP/3 over QUIC.
+    VEIL_TRANSPORT_H3 = 0,
+    /// HTTP/2 over TLS over TCP (the edge's TCP on-ramp).
+    VEIL_TRANSPORT_H2 = 1,
+    /// HTTP/3 first, HTTP/2 when it is not established within 300 ms or fails.
+    VEIL_TRANSPORT_AUTO = 2,
 }
 
 // ---------------------------------------------------------------------------------------

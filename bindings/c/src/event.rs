@@ -51,6 +51,10 @@ pub enum veil_event_kind {
     /// Edge: the tunnel hook answered `VEIL_TUNNEL_ASK`. The fields of
     /// `VEIL_EVENT_TUNNEL_REQUEST`. Answer with `veil_endpoint_decide_tunnel`.
     VEIL_EVENT_TUNNEL_DECISION = 11,
+    /// Client with `VEIL_TRANSPORT_H2` or `_AUTO`: connect a TCP socket to `peer` (the
+    /// edge) for `connection`, then call `veil_endpoint_tcp_connected`, or
+    /// `veil_endpoint_tcp_closed` if it failed.
+    VEIL_EVENT_TCP_DIAL = 12,
 }
 
 /// Why a client's tunnel did not open (`veil_event.refused`).
@@ -238,6 +242,11 @@ impl veil_event {
             VEIL_EVENT_TUNNEL_WRITABLE,
         };
         Some(match event {
+            Event::TcpDial { connection, to } => Self {
+                connection: connection.0,
+                peer: to.into(),
+                ..Self::new(veil_event_kind::VEIL_EVENT_TCP_DIAL)
+            },
             Event::ConnectionEstablished { connection, peer } => Self {
                 connection: connection.0,
                 peer: peer.into(),

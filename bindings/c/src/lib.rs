@@ -39,7 +39,7 @@ pub mod tcp;
 pub mod tunnel;
 
 pub use addr::veil_sockaddr;
-pub use config::{veil_config, veil_congestion_control, veil_role};
+pub use config::{veil_config, veil_congestion_control, veil_role, veil_transport};
 pub use endpoint::{veil_endpoint, veil_stats, veil_transmit};
 pub use event::{veil_close_reason, veil_event, veil_event_kind, veil_refused_reason};
 pub use policy::{

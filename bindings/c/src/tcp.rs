@@ -85,6 +85,27 @@ pub unsafe extern "C" fn veil_endpoint_tcp_input(
     unsafe { with_endpoint(endpoint, body) }
 }
 
+/// Client: the socket `VEIL_EVENT_TCP_DIAL` asked for is connected; TLS starts.
+///
+/// # Safety
+/// `endpoint` must be NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tcp_connected(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+    connection: u64,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let now = endpoint.clock.instant(now_ns);
+        endpoint
+            .engine
+            .tcp_connected(now, ConnectionHandle(connection));
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
+}
+
 /// A TCP connection's socket ended (EOF, or a read or write error).
 ///
 /// # Safety
@@ -159,4 +180,75 @@ pub unsafe extern "C" fn veil_endpoint_tcp_transmit(
     };
     // SAFETY: the caller's promises are forwarded.
     unsafe { with_endpoint(endpoint, body) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use super::*;
+    use crate::config::{
+        veil_config, veil_config_free, veil_config_new, veil_config_set_edge,
+        veil_config_set_transport, veil_config_verify_insecure, veil_role, veil_transport,
+    };
+    use crate::endpoint::{veil_endpoint_free, veil_endpoint_new, veil_endpoint_poll_event};
+    use crate::event::{veil_event, veil_event_kind};
+    use crate::tunnel::veil_endpoint_open_tunnel;
+
+    /// A client with `VEIL_TRANSPORT_H2` asks its embedder to dial the edge over TCP, and a
+    /// failed dial is taken as a lost connection.
+    #[test]
+    fn an_h2_client_asks_for_a_tcp_dial() {
+        let mut config: *mut veil_config = std::ptr::null_mut();
+        let edge_addr: std::net::SocketAddr = "127.0.0.1:4433".parse().expect("addr");
+        let edge = veil_sockaddr::from(edge_addr);
+        let name = CString::new("localhost").expect("cstr");
+        let host = CString::new("example.test").expect("cstr");
+        // SAFETY: every pointer below is live and of the right type for the call.
+        unsafe {
+            assert_eq!(
+                veil_config_new(veil_role::VEIL_ROLE_CLIENT as i32, &raw mut config),
+                VEIL_OK
+            );
+            assert_eq!(
+                veil_config_set_edge(config, &raw const edge, name.as_ptr()),
+                VEIL_OK
+            );
+            assert_eq!(veil_config_verify_insecure(config), VEIL_OK);
+            assert_eq!(
+                veil_config_set_transport(config, veil_transport::VEIL_TRANSPORT_H2 as i32),
+                VEIL_OK
+            );
+            assert_ne!(veil_config_set_transport(config, 7), VEIL_OK);
+            let mut endpoint: *mut veil_endpoint = std::ptr::null_mut();
+            assert_eq!(veil_endpoint_new(config, 1, &raw mut endpoint), VEIL_OK);
+            veil_config_free(config);
+            let mut tunnel = 0u64;
+            assert_eq!(
+                veil_endpoint_open_tunnel(endpoint, 2, host.as_ptr(), 443, &raw mut tunnel),
+                VEIL_OK
+            );
+            // poll_event writes a whole event when it returns VEIL_OK.
+            let mut slot = std::mem::MaybeUninit::<veil_event>::uninit();
+            let mut dial = None;
+            while veil_endpoint_poll_event(endpoint, slot.as_mut_ptr()) == VEIL_OK {
+                let event = slot.assume_init_ref();
+                if event.kind == veil_event_kind::VEIL_EVENT_TCP_DIAL {
+                    let to = crate::addr::read(&raw const event.peer).expect("address");
+                    assert_eq!(to, edge_addr);
+                    dial = Some(event.connection);
+                }
+            }
+            let connection = dial.expect("no VEIL_EVENT_TCP_DIAL");
+            assert_eq!(veil_endpoint_tcp_closed(endpoint, 3, connection), VEIL_OK);
+            let mut lost = false;
+            while veil_endpoint_poll_event(endpoint, slot.as_mut_ptr()) == VEIL_OK {
+                let event = slot.assume_init_ref();
+                lost |= event.kind == veil_event_kind::VEIL_EVENT_CONNECTION_LOST
+                    && event.connection == connection;
+            }
+            assert!(lost, "a failed dial was not a lost connection");
+            veil_endpoint_free(endpoint);
+        }
+    }
 }
