@@ -401,6 +401,33 @@ fn a_client_that_never_completes_tls_is_closed_at_the_handshake_timeout() {
     assert_eq!(edge.stats().connections, 0);
 }
 
+/// Bytes piled up before the handshake completes are bounded: past 256 KiB the connection
+/// ends instead of buffering them.
+#[test]
+fn a_flood_before_the_handshake_completes_ends_the_connection() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(Config::edge(edge_config()), now).expect("edge");
+    let conn = edge
+        .accept_tcp(
+            now,
+            PEER.parse().expect("peer"),
+            LOCAL.parse().expect("local"),
+        )
+        .expect("accepted");
+    // Half a megabyte at once, before any handshake: refused before it is buffered.
+    edge.tcp_input(now, conn, &vec![0x16; 512 * 1024]);
+    let mut buf = [0u8; 1024];
+    while let Some(ready) = edge.poll_tcp_ready() {
+        while edge.tcp_transmit(now, ready, &mut buf) > 0 {}
+    }
+    let reason = std::iter::from_fn(|| edge.poll_event()).find_map(|event| match event {
+        Event::ConnectionLost { connection, reason } if connection == conn => Some(reason),
+        _ => None,
+    });
+    let reason = reason.expect("the connection kept buffering");
+    assert!(reason.contains("too many bytes"), "{reason}");
+}
+
 #[test]
 fn a_client_that_does_not_offer_h2_is_turned_away() {
     let rig = Rig::new(edge_config(), b"\x08http/1.1");

@@ -49,6 +49,10 @@ impl Write for Memory {
     }
 }
 
+/// Ciphertext a peer may send before its handshake completes, at most: a `ClientHello`
+/// with every extension, a certificate chain and its proofs fit many times over.
+const MAX_HANDSHAKE_BUFFER: usize = 256 * 1024;
+
 /// Where a [`TlsStream`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Progress {
@@ -95,7 +99,17 @@ impl TlsStream {
 
     /// Queues ciphertext from the peer and moves the handshake on.
     pub(crate) fn feed(&mut self, ciphertext: &[u8]) -> Progress {
-        self.stream.get_mut().incoming.extend_from_slice(ciphertext);
+        let memory = self.stream.get_mut();
+        // A handshake needs a few records; a peer that piles up more than this before it
+        // is done is not doing TLS (and would otherwise hold the edge's memory).
+        if self.progress == Progress::Handshaking
+            && memory.incoming.len() - memory.read_at + ciphertext.len() > MAX_HANDSHAKE_BUFFER
+        {
+            self.failure = Some("too many bytes before the handshake completed".to_owned());
+            self.progress = Progress::Ended;
+            return self.progress;
+        }
+        memory.incoming.extend_from_slice(ciphertext);
         self.advance()
     }
 
