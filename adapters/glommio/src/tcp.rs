@@ -8,8 +8,8 @@
 //! Bounds: a reader holds one [`CHUNK`] buffer and hands each read to the engine before
 //! reading again; a writer's queue holds [`WRITE_QUEUE`] chunks, and bytes it has no room
 //! for stay in the engine, whose own bound then holds tunnels back (the socket is the
-//! backpressure). After the engine lost a connection, its writer has [`LAST_WRITES`] to
-//! write what it holds, then the socket is closed regardless.
+//! backpressure). After the engine lost a connection, its writer has
+//! [`TCP_LAST_WRITES`] to write what it holds, then the socket is closed regardless.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{GlommioError, Task};
-use veil_engine::{ConnectionHandle, Endpoint};
+use veil_engine::{ConnectionHandle, Endpoint, TCP_LAST_WRITES};
 
 use crate::signal::Signal;
 
@@ -32,8 +32,6 @@ use crate::signal::Signal;
 const CHUNK: usize = 64 * 1024;
 /// Chunks waiting for a writer, at most.
 const WRITE_QUEUE: usize = 8;
-/// How long a writer may take to write what it holds once its connection is lost.
-const LAST_WRITES: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of descriptors, say) before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
@@ -134,7 +132,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Returns [`LAST_WRITES`] after the engine lost the connection.
+    /// Returns [`TCP_LAST_WRITES`] after the engine lost the connection.
     async fn out_of_time(&self) {
         let lost = loop {
             if let Some(lost) = self.lost.get() {
@@ -142,7 +140,7 @@ impl Shared {
             }
             self.news.notified().await;
         };
-        let left = (lost + LAST_WRITES).saturating_duration_since(Instant::now());
+        let left = (lost + TCP_LAST_WRITES).saturating_duration_since(Instant::now());
         glommio::timer::sleep(left).await;
     }
 }

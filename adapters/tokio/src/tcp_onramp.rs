@@ -6,7 +6,8 @@
 //! Bounds: a reader has [`READ_CREDIT`] chunks in flight to the driver at most (the driver
 //! returns a credit once the engine took a chunk), and a writer's queue holds
 //! [`WRITE_QUEUE`] chunks; bytes the writer has no room for stay in the engine, whose own
-//! bound then holds tunnels back.
+//! bound then holds tunnels back. Once the engine lost a connection, its writer has
+//! `veil_engine::TCP_LAST_WRITES` to write what it holds, then the socket is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub(crate) fn spawn_dial(
 /// The driver's side of one TCP connection.
 pub(crate) struct TcpSlot {
     writer: mpsc::Sender<Bytes>,
+    /// The writer task: aborted (the socket closed) if its last writes take too long.
+    write_task: Option<JoinHandle<()>>,
     reader: JoinHandle<()>,
     credit: Arc<Semaphore>,
     /// The writer's queue was full when the engine had more: pull again when it drains.
@@ -120,7 +123,7 @@ impl TcpSlot {
         };
         let (writer, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let commands = commands.clone();
-        tokio::spawn(async move {
+        let write_task = tokio::spawn(async move {
             while let Some(bytes) = queue.recv().await {
                 if write.write_all(&bytes).await.is_err() {
                     let _ = commands.send(Command::TcpClosed { connection });
@@ -133,6 +136,7 @@ impl TcpSlot {
         });
         Self {
             writer,
+            write_task: Some(write_task),
             reader,
             credit,
             blocked: false,
@@ -162,12 +166,81 @@ impl TcpSlot {
 
 impl Drop for TcpSlot {
     fn drop(&mut self) {
-        // The writer ends by itself once its queue is drained (its sender goes with us).
+        // The writer ends by itself once its queue is drained (its sender goes with us), or
+        // is cut off after the engine's bound if the peer does not read.
         self.reader.abort();
+        let Some(mut write_task) = self.write_task.take() else {
+            return;
+        };
+        // Outside a runtime (it is going away) there is nothing to wait with.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            write_task.abort();
+            return;
+        };
+        runtime.spawn(async move {
+            let last_writes = tokio::time::timeout(veil_engine::TCP_LAST_WRITES, &mut write_task);
+            if last_writes.await.is_err() {
+                write_task.abort();
+                tracing::debug!("a lost TCP connection's last writes timed out: socket closed");
+            }
+        });
     }
 }
 
 /// The local address of an accepted socket, or `fallback`.
 pub(crate) fn local_of(stream: &TcpStream, fallback: SocketAddr) -> SocketAddr {
     stream.local_addr().unwrap_or(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A lost connection whose peer does not read: its writer is cut off after
+    /// `TCP_LAST_WRITES` (the socket closes with chunks still queued) instead of waiting
+    /// for the peer for ever.
+    #[tokio::test]
+    async fn a_lost_connection_s_writer_is_cut_off_when_the_peer_does_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut peer = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (commands, _events) = mpsc::unbounded_channel();
+        let mut slot = TcpSlot::spawn(ConnectionHandle(1), server, &commands);
+        // Fill the socket and then the writer's queue: the peer reads nothing.
+        let chunk = vec![7u8; READ_CHUNK];
+        let mut queued = 0usize;
+        let mut full_for = 0;
+        while full_for < 50 {
+            if slot.try_write(&chunk) {
+                queued += chunk.len();
+                full_for = 0;
+            } else {
+                full_for += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        drop(slot);
+        tokio::time::sleep(veil_engine::TCP_LAST_WRITES + std::time::Duration::from_secs(1)).await;
+        // Now read: what the kernel held, then the end; never all that was queued.
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), peer.read(&mut buf))
+                .await
+                .expect("the socket was left open");
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        assert!(
+            received < queued,
+            "{received} of {queued} bytes: the writer was never cut off"
+        );
+    }
 }

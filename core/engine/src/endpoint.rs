@@ -44,7 +44,7 @@ pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use ip::{IpDelivery, MAX_RESOLVED};
 pub use preamble::ProxyProtocolVersion;
 pub use shutdown::ShutdownPlan;
-pub use tcp::TcpRefused;
+pub use tcp::{TCP_LAST_WRITES, TcpRefused};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

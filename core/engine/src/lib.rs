@@ -95,7 +95,7 @@ pub use config::{
 pub use dns::DnsCacheConfig;
 pub use endpoint::{
     CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, FALLBACK_DELAY, IpDelivery, MAX_RESOLVED,
-    ProxyProtocolVersion, ShutdownPlan, TcpRefused,
+    ProxyProtocolVersion, ShutdownPlan, TCP_LAST_WRITES, TcpRefused,
 };
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{

@@ -23,6 +23,11 @@ use crate::tcp::TcpConn;
 use crate::types::ConnectionHandle;
 use crate::wire::Wire;
 
+/// How long a host may take to write a TCP connection's last bytes once the engine has
+/// reported it lost (`Event::ConnectionLost`): a peer that stops reading must not keep a
+/// socket open for ever. After it, the host closes the socket with whatever is unwritten.
+pub const TCP_LAST_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why [`Endpoint::accept_tcp`] turned a connection away: close the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
