@@ -150,7 +150,7 @@ impl Wire {
     pub(crate) fn is_server(&self) -> bool {
         match self {
             Self::Quic(quic) => quic.is_server(),
-            Self::Tcp(_) => true,
+            Self::Tcp(tcp) => tcp.is_server(),
         }
     }
 

@@ -317,6 +317,11 @@ impl TcpConn {
         self.ending.is_some() && (self.socket_gone || !self.wants_transmit())
     }
 
+    /// An edge's accepted connection (not a client's to its edge).
+    pub(crate) fn is_server(&self) -> bool {
+        self.role == h2::Role::Server
+    }
+
     pub(crate) fn is_established(&self) -> bool {
         self.session.is_some() && self.ending.is_none()
     }

@@ -17,8 +17,11 @@ pub(crate) struct Memory {
     /// Ciphertext from the peer, not yet read by `BoringSSL`; `read_at` is where it goes on.
     incoming: Vec<u8>,
     read_at: usize,
-    /// Ciphertext for the peer, not yet taken by the host.
+    /// Ciphertext for the peer; the host took it up to `taken` (the buffer empties when it
+    /// took all, and sheds what was taken once that is half of it: a part taken moves
+    /// nothing most of the time).
     outgoing: Vec<u8>,
+    taken: usize,
 }
 
 impl Read for Memory {
@@ -186,14 +189,23 @@ impl TlsStream {
 
     /// Ciphertext waiting for the host to write.
     pub(crate) fn ciphertext(&self) -> &[u8] {
-        &self.stream.get_ref().outgoing
+        let memory = self.stream.get_ref();
+        &memory.outgoing[memory.taken..]
     }
 
     /// The host wrote `len` bytes of [`ciphertext`](Self::ciphertext).
     pub(crate) fn consume_ciphertext(&mut self, len: usize) {
-        let outgoing = &mut self.stream.get_mut().outgoing;
-        let len = len.min(outgoing.len());
-        outgoing.drain(..len);
+        let memory = self.stream.get_mut();
+        memory.taken = (memory.taken + len).min(memory.outgoing.len());
+        if memory.taken == memory.outgoing.len() {
+            memory.outgoing.clear();
+            memory.taken = 0;
+        } else if memory.taken >= memory.outgoing.len() / 2 {
+            // A host that never takes everything: drop the taken half now and then, so
+            // that the buffer stays within twice what is waiting (amortised, one move).
+            memory.outgoing.drain(..memory.taken);
+            memory.taken = 0;
+        }
     }
 
     /// Why the session failed, if it did.
