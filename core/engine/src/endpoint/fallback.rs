@@ -25,23 +25,13 @@ pub const FALLBACK_DELAY: Duration = Duration::from_millis(300);
 impl Endpoint {
     /// Auto: starts the racing attempt when it is due (see the module documentation).
     pub(super) fn race(&mut self, now: Instant) {
-        let RoleState::Client(client) = &self.role else {
-            return;
-        };
-        if client.transport != Transport::Auto || client.racer.is_some() || self.closing {
+        if self.closing {
             return;
         }
-        let Some(conn) = client.conn.and_then(|handle| self.conns.get(handle)) else {
+        let Some((at, over_tcp)) = self.next_race() else {
             return;
         };
-        let established = conn.http.is_some();
-        let over_tcp = conn.wire.is_tcp();
-        let due = if over_tcp {
-            established && client.h3_again_at.is_some_and(|at| at <= now)
-        } else {
-            !established && !client.pending.is_empty() && client.attempt_at + FALLBACK_DELAY <= now
-        };
-        if !due {
+        if at > now {
             return;
         }
         let racer = if over_tcp {
@@ -61,6 +51,13 @@ impl Endpoint {
 
     /// When [`race`](Self::race) has something to do next, for `poll_timeout`.
     pub(super) fn race_deadline(&self) -> Option<Instant> {
+        self.next_race().map(|(at, _)| at)
+    }
+
+    /// When a racing attempt is due, and whether the current connection is over TCP (an
+    /// HTTP/3 probe is due then) or a QUIC attempt not yet established (HTTP/2 races it,
+    /// if tunnels wait). `None`: no race to run.
+    fn next_race(&self) -> Option<(Instant, bool)> {
         let RoleState::Client(client) = &self.role else {
             return None;
         };
@@ -69,9 +66,9 @@ impl Endpoint {
         }
         let conn = self.conns.get(client.conn?)?;
         match (conn.wire.is_tcp(), conn.http.is_some()) {
-            (true, true) => client.h3_again_at,
+            (true, true) => client.h3_again_at.map(|at| (at, true)),
             (false, false) if !client.pending.is_empty() => {
-                Some(client.attempt_at + FALLBACK_DELAY)
+                Some((client.attempt_at + FALLBACK_DELAY, false))
             }
             _ => None,
         }
