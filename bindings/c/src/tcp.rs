@@ -95,15 +95,15 @@ pub unsafe extern "C" fn veil_endpoint_tcp_connected(
     now_ns: u64,
     connection: u64,
 ) -> veil_result {
-    let body = |endpoint: &mut veil_endpoint| {
-        let now = endpoint.clock.instant(now_ns);
-        endpoint
-            .engine
-            .tcp_connected(now, ConnectionHandle(connection));
-        Ok(VEIL_OK)
-    };
     // SAFETY: the caller's promises are forwarded.
-    unsafe { with_endpoint(endpoint, body) }
+    unsafe {
+        tell(
+            endpoint,
+            now_ns,
+            connection,
+            veil_engine::Endpoint::tcp_connected,
+        )
+    }
 }
 
 /// A TCP connection's socket ended (EOF, or a read or write error).
@@ -116,11 +116,30 @@ pub unsafe extern "C" fn veil_endpoint_tcp_closed(
     now_ns: u64,
     connection: u64,
 ) -> veil_result {
+    // SAFETY: the caller's promises are forwarded.
+    unsafe {
+        tell(
+            endpoint,
+            now_ns,
+            connection,
+            veil_engine::Endpoint::tcp_closed,
+        )
+    }
+}
+
+/// Tells the engine something happened to a TCP connection's socket at `now_ns`.
+///
+/// # Safety
+/// `endpoint` must be NULL or live.
+unsafe fn tell(
+    endpoint: *mut veil_endpoint,
+    now_ns: u64,
+    connection: u64,
+    what: fn(&mut veil_engine::Endpoint, std::time::Instant, ConnectionHandle),
+) -> veil_result {
     let body = |endpoint: &mut veil_endpoint| {
         let now = endpoint.clock.instant(now_ns);
-        endpoint
-            .engine
-            .tcp_closed(now, ConnectionHandle(connection));
+        what(&mut endpoint.engine, now, ConnectionHandle(connection));
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.
