@@ -69,6 +69,7 @@ mod error;
 /// The HTTP/2 on-ramp's session (RFC 9113), for hosts that accept CONNECT tunnels over
 /// TCP+TLS. Public only for the fuzz targets and the interop tests; not a stable API.
 #[doc(hidden)]
+pub mod h1;
 pub mod h2;
 mod ip;
 pub mod metrics;

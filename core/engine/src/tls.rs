@@ -29,7 +29,8 @@ const SELF_SIGNED_DAYS: u32 = 365;
 pub(crate) struct EdgeTls {
     /// For QUIC (quiche sets its own ALPN and TLS 1.3 on it).
     pub(crate) builder: SslContextBuilder,
-    /// For the TCP on-ramp: the same certificate, key and client verification, ALPN `h2`.
+    /// For the TCP on-ramp: the same certificate, key and client verification, ALPN `h2`
+    /// or `http/1.1`.
     pub(crate) tcp: SslContext,
     pub(crate) fingerprint: [u8; 32],
     /// DER of a configured private key (secret material a stateless reset key can be
@@ -57,7 +58,13 @@ pub(crate) fn edge_context(config: &EdgeConfig) -> Result<EdgeTls, ConfigError> 
     let mut tcp = serving(&chain, &key, config)?;
     tcp.set_alpn_select_callback(|_, offered| {
         //# RFC 9113 §3.2: "The "h2" string identifies HTTP/2 when used over TLS"
-        boring::ssl::select_next_proto(b"\x02h2", offered).ok_or(boring::ssl::AlpnError::NOACK)
+        // HTTP/2 first; HTTP/1.1 for clients of an HTTPS proxy that speak only it (those
+        // that offer nothing get it too: `crate::tcp::TcpConn::start_session`).
+        //# RFC 7301 §3.2: "In the event that the server supports no protocols that the
+        //# client advertises, then the server SHALL respond with a fatal
+        //# "no_application_protocol" alert."
+        boring::ssl::select_next_proto(b"\x02h2\x08http/1.1", offered)
+            .ok_or(boring::ssl::AlpnError::ALERT_FATAL)
     });
     //# RFC 9113 §9.2: "Implementations of HTTP/2 MUST use TLS version 1.2 [TLS12] or
     //# higher for HTTP/2 over TLS."

@@ -338,7 +338,7 @@ fn h3_error(error: h2::Error, stream: u64) -> h3::Error {
 }
 
 /// The session of a TCP wire, or the error a call on a gone one gives.
-fn session(wire: &mut Wire) -> h3::Result<&mut h2::Session> {
+fn session(wire: &mut Wire) -> h3::Result<&mut crate::tcp::session::Session> {
     wire.tcp_mut()
         .and_then(TcpConn::session_mut)
         .ok_or(h3::Error::ClosedCriticalStream)
@@ -480,7 +480,7 @@ impl Http {
             (Self::H2, Wire::Tcp(tcp)) => tcp
                 .session()
                 .filter(|session| session.peer_settings_received())
-                .map(h2::Session::peer_enabled_connect_protocol),
+                .map(crate::tcp::session::Session::peer_enabled_connect_protocol),
             (Self::H2, Wire::Quic(_)) => None,
         }
     }

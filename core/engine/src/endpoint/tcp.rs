@@ -1,12 +1,14 @@
 //! The edge's TCP on-ramp, as the host sees it: connections it accepted on its TCP
 //! listener, their bytes in and out.
 //!
-//! A TCP connection (TLS, then HTTP/2: `crate::tcp`) sits in the same table as the QUIC
-//! ones and its requests go through the same code; what differs is only how its bytes
-//! travel. The host:
+//! A TCP connection (TLS, then HTTP/2 or HTTP/1.1: `crate::tcp`) sits in the same table
+//! as the QUIC ones and its requests go through the same code; what differs is only how
+//! its bytes travel. The host:
 //! 1. calls [`Endpoint::accept_tcp`] for each accepted socket, which names the connection;
 //! 2. hands every read to [`Endpoint::tcp_input`], and the socket's end (EOF or error) to
-//!    [`Endpoint::tcp_closed`];
+//!    [`Endpoint::tcp_closed`]; before each read it asks [`Endpoint::tcp_wants_input`],
+//!    and while that is false it leaves the socket unread (HTTP/1.1 has no flow control:
+//!    this is its backpressure) until `poll_tcp_ready` names the connection again;
 //! 3. after any call into the endpoint, asks [`Endpoint::poll_tcp_ready`] which
 //!    connections have bytes to write, and takes them with [`Endpoint::tcp_transmit`] as
 //!    fast as its socket takes them (what it does not take stays in the engine, and the
@@ -89,8 +91,8 @@ impl Endpoint {
     }
 
     /// Edge: a TCP connection the host accepted on its TCP listener, from `peer` to
-    /// `local`. TLS (ALPN `h2`, the QUIC listener's certificate) and HTTP/2 follow from
-    /// its bytes.
+    /// `local`. TLS (the QUIC listener's certificate; ALPN `h2`, else HTTP/1.1) and the
+    /// HTTP session follow from its bytes.
     pub fn accept_tcp(
         &mut self,
         now: Instant,
@@ -137,6 +139,21 @@ impl Endpoint {
             conn.peer = client;
         }
         self.process(now, handle);
+    }
+
+    /// Whether the host should read more from a TCP connection's socket now.
+    ///
+    /// False while an HTTP/1.1 tunnel holds [`crate::h1::BODY_HIGH_WATER`] bytes its
+    /// application has not taken (the host then stops reading, and TCP pushes back on the
+    /// peer), and once the connection is over. The engine names the connection in
+    /// [`poll_tcp_ready`](Self::poll_tcp_ready) after the tunnel is read: ask again then.
+    /// What a host reads past a `false` is still taken, never lost: the bound is one read
+    /// (or the host's reads in flight) above the mark.
+    pub fn tcp_wants_input(&self, connection: ConnectionHandle) -> bool {
+        self.conns
+            .get(connection.0)
+            .and_then(|conn| conn.wire.tcp())
+            .is_some_and(TcpConn::wants_input)
     }
 
     /// A TCP connection's socket ended (the peer closed it, or reading or writing failed):

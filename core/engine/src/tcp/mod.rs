@@ -9,12 +9,17 @@
 //! (`tunnel_send`, `tunnel_recv`, …). The host only moves bytes: what it read from the
 //! socket in, what the engine gives it out.
 //!
-//! Layering, inside out: [`crate::h2::Session`] (frames, HPACK, flow control) works on
-//! plaintext; [`tls::TlsStream`] turns it into records; the host carries the records.
+//! Layering, inside out: [`session::Session`] (HTTP/2: [`crate::h2::Session`], frames,
+//! HPACK, flow control; or, on the edge, HTTP/1.1: [`crate::h1::Session`], one CONNECT or
+//! upgrade per connection) works on plaintext; [`tls::TlsStream`] turns it into records;
+//! the host carries the records.
 
 pub(crate) mod proxy;
+pub(crate) mod session;
 pub(crate) mod tls;
 
+#[cfg(test)]
+mod h1_tests;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use boring::ssl::SslContext;
 
-use crate::h2;
+use crate::{h1, h2};
+use session::Session;
 use tls::{Progress, TlsStream};
 
 /// How long a TCP client has to complete its TLS handshake and HTTP/2 preface: a bound on
@@ -39,6 +45,9 @@ const CIPHERTEXT_HIGH_WATER: usize = 256 * 1024;
 
 /// ALPN of HTTP/2 over TLS (RFC 9113 §3.2).
 pub(crate) const ALPN_H2: &[u8] = b"h2";
+
+/// ALPN of HTTP/1.1 (RFC 7301 §6).
+pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// Why a TCP connection ended, for `ConnectionLost` and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +74,8 @@ pub(crate) struct TcpConn {
     /// The client address a PROXY header named, until the endpoint takes it.
     proxied_client: Option<SocketAddr>,
     tls: TlsStream,
-    /// Made once TLS is up and ALPN chose `h2`.
-    session: Option<h2::Session>,
+    /// Made once TLS is up, as ALPN chose.
+    session: Option<Session>,
     /// Our role: an edge's accepted connection, or a client's to its edge.
     role: h2::Role,
     /// Client: the host has not connected the socket yet (`Endpoint::tcp_connected`).
@@ -160,9 +169,10 @@ impl TcpConn {
         }
     }
 
-    /// Ciphertext from the socket: decrypted and handed to the HTTP/2 session.
+    /// Ciphertext from the socket: decrypted and handed to the HTTP session.
     pub(crate) fn input(&mut self, now: Instant, ciphertext: &[u8]) {
-        if self.ending.is_some() {
+        // After the peer's `close_notify` nothing it sends counts (nor is kept).
+        if self.over() || self.tls.peer_closed() {
             return;
         }
         self.last_activity = now;
@@ -207,7 +217,7 @@ impl TcpConn {
                     tracing::debug!(
                         code = error.code,
                         reason = error.reason,
-                        "HTTP/2 connection error"
+                        "HTTP connection error"
                     );
                     self.ending = Some(Ending::ProtocolError {
                         code: error.code,
@@ -217,7 +227,17 @@ impl TcpConn {
                 }
             }
             if !open {
-                self.end_tls();
+                // HTTP/1.1: the peer's end of the tunnel, ours may go on; HTTP/2 (or a
+                // failed record): the end of the connection.
+                let half_close = self.tls.failure().is_none()
+                    && self
+                        .session
+                        .as_mut()
+                        .and_then(Session::peer_closed)
+                        .is_some();
+                if !half_close {
+                    self.end_tls();
+                }
                 return;
             }
             if self.plaintext.len() < PLAINTEXT_CHUNK {
@@ -226,13 +246,25 @@ impl TcpConn {
         }
     }
 
-    /// TLS is up: HTTP/2 if that is what ALPN chose, else the connection ends.
+    /// TLS is up: HTTP/2 if ALPN chose `h2`; on the edge HTTP/1.1 if it chose
+    /// `http/1.1` or nothing (clients of an HTTPS proxy often offer no ALPN); else the
+    /// connection ends.
+    // (A client that offered only protocols we lack got a fatal alert in the handshake:
+    // `crate::tls::edge_context`.)
     fn start_session(&mut self) -> bool {
-        if self.tls.ssl().selected_alpn_protocol() != Some(ALPN_H2) {
+        let alpn = self.tls.ssl().selected_alpn_protocol();
+        self.session = match (alpn, self.role) {
+            (Some(ALPN_H2), _) => Some(Session::H2(h2::Session::new(
+                self.role,
+                self.limits.clone(),
+            ))),
+            (Some(ALPN_HTTP11) | None, h2::Role::Server) => Some(Session::H1(h1::Session::new())),
+            _ => None,
+        };
+        if self.session.is_none() {
             self.ending = Some(Ending::Handshake("no application protocol".to_owned()));
             return false;
         }
-        self.session = Some(h2::Session::new(self.role, self.limits.clone()));
         true
     }
 
@@ -286,9 +318,25 @@ impl TcpConn {
             }
             session.consume_output(taken);
         }
-        if self.ending.is_some() && session.pending_output().is_empty() {
+        let over = self.ending.is_some() || session.is_closed();
+        if session.pending_output().is_empty()
+            && (session.finished_sending() || (over && session.clean_end()))
+        {
             self.tls.close();
         }
+    }
+
+    /// Over for us: ended, or the session has nothing more to do (an HTTP/1.1 request
+    /// refused, or its tunnel done).
+    fn over(&self) -> bool {
+        self.ending.is_some() || self.session.as_ref().is_some_and(Session::is_closed)
+    }
+
+    /// Our `close_notify` is still to be sent before the connection may close: the
+    /// session ended cleanly (an HTTP/1.1 tunnel's `close_notify` is its end; an aborted
+    /// one sends none, so that the peer can tell).
+    fn close_notify_due(&self) -> bool {
+        self.tls.can_close() && self.session.as_ref().is_some_and(Session::clean_end)
     }
 
     /// Whether there is ciphertext to write (or that encrypting would give).
@@ -298,6 +346,18 @@ impl TcpConn {
                 .session
                 .as_ref()
                 .is_some_and(|session| !session.pending_output().is_empty())
+            || (self.over() && self.close_notify_due())
+    }
+
+    /// Whether the host should read more from the socket now. HTTP/1.1 has no flow
+    /// control: its session says no while the tunnel has bytes unread, and the host reads
+    /// again once `poll_tcp_ready` names the connection (the engine queues it when the
+    /// tunnel is read). Before the handshake, the TLS layer's own bound holds.
+    pub(crate) fn wants_input(&self) -> bool {
+        !self.over()
+            && !self.socket_gone
+            && !self.tls.peer_closed()
+            && self.session.as_ref().is_none_or(Session::wants_input)
     }
 
     /// Closes from our side: GOAWAY with `code` (HTTP/2 codes), `close_notify`, then the
@@ -314,7 +374,7 @@ impl TcpConn {
 
     /// Over, and nothing more to write: the host closes the socket.
     pub(crate) fn is_closed(&self) -> bool {
-        self.ending.is_some() && (self.socket_gone || !self.wants_transmit())
+        self.over() && (self.socket_gone || !self.wants_transmit())
     }
 
     /// An edge's accepted connection (not a client's to its edge).
@@ -323,7 +383,7 @@ impl TcpConn {
     }
 
     pub(crate) fn is_established(&self) -> bool {
-        self.session.is_some() && self.ending.is_none()
+        self.session.is_some() && !self.over()
     }
 
     /// The handshake deadline, then the idle deadline while no stream is open.
@@ -333,12 +393,16 @@ impl TcpConn {
     /// `QuicConfig::tcp_idle_timeout`); one with nothing open closes after the idle
     /// timeout, as an HTTP server's keep-alive timeout does.
     pub(crate) fn timeout_instant(&self) -> Option<Instant> {
-        if self.ending.is_some() {
+        if self.over() {
             return None;
         }
         let Some(session) = &self.session else {
             return Some(self.handshake_deadline);
         };
+        // An HTTP/1.1 request head is part of the start: slowloris stops here.
+        if session.awaiting_request() {
+            return Some(self.handshake_deadline);
+        }
         (session.open_streams() == 0).then_some(self.last_activity + self.idle_timeout)
     }
 
@@ -355,11 +419,11 @@ impl TcpConn {
         self.ending.as_ref()
     }
 
-    pub(crate) fn session(&self) -> Option<&h2::Session> {
+    pub(crate) fn session(&self) -> Option<&Session> {
         self.session.as_ref()
     }
 
-    pub(crate) fn session_mut(&mut self) -> Option<&mut h2::Session> {
+    pub(crate) fn session_mut(&mut self) -> Option<&mut Session> {
         self.session.as_mut().filter(|_| self.ending.is_none())
     }
 

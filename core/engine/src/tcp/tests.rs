@@ -429,9 +429,12 @@ fn a_flood_before_the_handshake_completes_ends_the_connection() {
 }
 
 #[test]
-fn a_client_that_does_not_offer_h2_is_turned_away() {
-    let rig = Rig::new(edge_config(), b"\x08http/1.1");
-    assert!(rig.lost(), "a connection without h2 stayed open");
+fn a_client_that_offers_only_protocols_the_edge_lacks_is_turned_away() {
+    let rig = Rig::new(edge_config(), b"\x02h3\x06spdy/3");
+    assert!(
+        rig.lost(),
+        "a connection with no common protocol stayed open"
+    );
 }
 
 /// A frame HTTP/2 forbids (DATA on stream 0) is a connection error: GOAWAY, then the

@@ -63,7 +63,7 @@ pub(crate) enum Progress {
     Handshaking,
     /// The handshake is complete: application bytes flow.
     Established,
-    /// The peer sent `close_notify` (or its handshake failed): nothing more comes.
+    /// The session failed (the handshake, or a record): nothing more comes or goes.
     Ended,
 }
 
@@ -74,6 +74,11 @@ pub(crate) struct TlsStream {
     server: bool,
     /// Why the handshake failed, for logs (never secrets: `BoringSSL`'s reason strings).
     failure: Option<String>,
+    /// The peer's `close_notify` arrived: nothing more comes, but we may still write (TLS
+    /// half-close; an HTTP/1.1 tunnel's peer ends its side with it).
+    peer_closed: bool,
+    /// Our `close_notify` was queued: nothing more goes.
+    close_sent: bool,
 }
 
 impl TlsStream {
@@ -86,6 +91,8 @@ impl TlsStream {
             progress: Progress::Handshaking,
             server: true,
             failure: None,
+            peer_closed: false,
+            close_sent: false,
         })
     }
 
@@ -97,6 +104,8 @@ impl TlsStream {
             progress: Progress::Handshaking,
             server: false,
             failure: None,
+            peer_closed: false,
+            close_sent: false,
         })
     }
 
@@ -138,24 +147,27 @@ impl TlsStream {
     }
 
     /// Decrypts what has arrived into `out` (appended). Returns false once the peer has
-    /// ended the session (`close_notify`, or an error): nothing more will come.
+    /// ended its side (`close_notify`: [`peer_closed`](Self::peer_closed)) or the session
+    /// failed ([`failure`](Self::failure)): nothing more will come.
     pub(crate) fn read_plaintext(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
-        if self.progress != Progress::Established {
+        if self.progress != Progress::Established || self.peer_closed {
             return self.progress == Progress::Handshaking;
         }
         let mut chunk = [0u8; 16 * 1024];
         while out.len() < limit {
             match self.stream.ssl_read(&mut chunk) {
                 Ok(0) => {
-                    self.progress = Progress::Ended;
+                    self.peer_closed = true;
                     return false;
                 }
                 Ok(len) => out.extend_from_slice(&chunk[..len]),
                 Err(error) if error.code() == ErrorCode::WANT_READ => return true,
+                Err(error) if error.code() == ErrorCode::ZERO_RETURN => {
+                    self.peer_closed = true;
+                    return false;
+                }
                 Err(error) => {
-                    if error.code() != ErrorCode::ZERO_RETURN {
-                        self.failure = Some(error.to_string());
-                    }
+                    self.failure = Some(error.to_string());
                     self.progress = Progress::Ended;
                     return false;
                 }
@@ -164,10 +176,15 @@ impl TlsStream {
         true
     }
 
+    /// The peer sent `close_notify`.
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     /// Encrypts `plaintext` into records for the peer; returns how much was taken (all of
     /// it while established, none otherwise).
     pub(crate) fn write_plaintext(&mut self, plaintext: &[u8]) -> usize {
-        if self.progress != Progress::Established || plaintext.is_empty() {
+        if self.progress != Progress::Established || self.close_sent || plaintext.is_empty() {
             return 0;
         }
         match self.stream.ssl_write(plaintext) {
@@ -180,11 +197,17 @@ impl TlsStream {
         }
     }
 
-    /// Sends `close_notify`: our end of the session.
+    /// Sends `close_notify`: our end of the session (once; reading goes on).
     pub(crate) fn close(&mut self) {
-        if self.progress == Progress::Established {
+        if self.can_close() {
+            self.close_sent = true;
             let _ = self.stream.shutdown();
         }
+    }
+
+    /// Whether [`close`](Self::close) would still send `close_notify`.
+    pub(crate) fn can_close(&self) -> bool {
+        self.progress == Progress::Established && !self.close_sent
     }
 
     /// Ciphertext waiting for the host to write.
