@@ -702,12 +702,13 @@ impl TcpPort for Core {
         self.work.notify();
     }
 
-    fn input(&self, connection: veil_engine::ConnectionHandle, bytes: &[u8]) {
-        self.state
-            .borrow_mut()
-            .endpoint
-            .tcp_input(Instant::now(), connection, bytes);
+    fn input(&self, connection: veil_engine::ConnectionHandle, bytes: &[u8]) -> bool {
+        let mut state = self.state.borrow_mut();
+        state.endpoint.tcp_input(Instant::now(), connection, bytes);
+        let wants_input = state.endpoint.tcp_wants_input(connection);
+        drop(state);
         self.work.notify();
+        wants_input
     }
 
     fn closed(&self, connection: veil_engine::ConnectionHandle) {

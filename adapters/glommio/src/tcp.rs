@@ -6,7 +6,8 @@
 //! that accepted it: nothing is forwarded.
 //!
 //! Bounds: a reader holds one [`CHUNK`] buffer and hands each read to the engine before
-//! reading again; a writer's queue holds [`WRITE_QUEUE`] chunks, and bytes it has no room
+//! reading again, and waits while the engine wants no input (`Endpoint::tcp_wants_input`,
+//! HTTP/1.1's backpressure) until a flush finds it wants more; a writer's queue holds [`WRITE_QUEUE`] chunks, and bytes it has no room
 //! for stay in the engine, whose own bound then holds tunnels back (the socket is the
 //! backpressure). After the engine lost a connection, its writer has
 //! [`TCP_LAST_WRITES`] to write what it holds, then the socket is closed regardless.
@@ -45,8 +46,9 @@ pub(crate) trait TcpPort {
     /// Takes the tasks of a connection the engine accepted into the core's table.
     fn adopt(&self, connection: ConnectionHandle, conn: TcpConnection);
 
-    /// `Endpoint::tcp_input`: bytes read from the socket.
-    fn input(&self, connection: ConnectionHandle, bytes: &[u8]);
+    /// `Endpoint::tcp_input`: bytes read from the socket. Returns
+    /// `Endpoint::tcp_wants_input`: whether the reader may read on now.
+    fn input(&self, connection: ConnectionHandle, bytes: &[u8]) -> bool;
 
     /// `Endpoint::tcp_closed`: the socket ended (EOF, or a read or write failed).
     fn closed(&self, connection: ConnectionHandle);
@@ -62,6 +64,8 @@ pub(crate) trait TcpSource {
     fn poll_tcp_ready(&mut self) -> Option<ConnectionHandle>;
     /// `Endpoint::tcp_transmit`.
     fn tcp_transmit(&mut self, connection: ConnectionHandle, out: &mut [u8]) -> usize;
+    /// `Endpoint::tcp_wants_input`.
+    fn tcp_wants_input(&self, connection: ConnectionHandle) -> bool;
 }
 
 impl TcpSource for Endpoint {
@@ -71,6 +75,10 @@ impl TcpSource for Endpoint {
 
     fn tcp_transmit(&mut self, connection: ConnectionHandle, out: &mut [u8]) -> usize {
         Endpoint::tcp_transmit(self, Instant::now(), connection, out)
+    }
+
+    fn tcp_wants_input(&self, connection: ConnectionHandle) -> bool {
+        Endpoint::tcp_wants_input(self, connection)
     }
 }
 
@@ -129,6 +137,10 @@ struct Shared {
     lost: Cell<Option<Instant>>,
     /// Wakes the writer when `lost` is set.
     news: Signal,
+    /// The engine wanted no more input: the reader waits for `resume`.
+    paused: Cell<bool>,
+    /// Wakes the reader when a flush finds the engine wants input again.
+    resume: Signal,
 }
 
 impl Shared {
@@ -166,7 +178,7 @@ impl TcpConnection {
         let (reader, writer) = futures_lite::io::split(stream);
         let shared = Rc::new(Shared::default());
         let (sender, queue) = local_channel::new_bounded(WRITE_QUEUE);
-        let reader = glommio::spawn_local(read(port.clone(), connection, reader));
+        let reader = glommio::spawn_local(read(port.clone(), connection, reader, shared.clone()));
         glommio::spawn_local(write(
             port.clone(),
             connection,
@@ -191,16 +203,25 @@ impl Drop for TcpConnection {
     }
 }
 
-/// Reads the socket into the engine until it ends.
+/// Reads the socket into the engine until it ends, pausing while the engine wants no
+/// input.
 async fn read(
     port: Rc<dyn TcpPort>,
     connection: ConnectionHandle,
     mut socket: ReadHalf<TcpStream>,
+    shared: Rc<Shared>,
 ) {
     let mut buf = vec![0; CHUNK].into_boxed_slice();
     loop {
         match socket.read(&mut buf).await {
-            Ok(len) if len > 0 => port.input(connection, buf.get(..len).unwrap_or_default()),
+            Ok(len) if len > 0 => {
+                if !port.input(connection, buf.get(..len).unwrap_or_default()) {
+                    shared.paused.set(true);
+                    while shared.paused.get() {
+                        shared.resume.notified().await;
+                    }
+                }
+            }
             Ok(_) => {
                 port.closed(connection);
                 return;
@@ -343,6 +364,13 @@ impl Connections {
         if self.buf.is_empty() {
             self.buf = vec![0; CHUNK];
         }
+        // Named ready: a paused reader may go on (an HTTP/1.1 tunnel's bytes were taken).
+        if let Some(conn) = self.conns.get(&connection) {
+            if conn.shared.paused.get() && endpoint.tcp_wants_input(connection) {
+                conn.shared.paused.set(false);
+                conn.shared.resume.notify();
+            }
+        }
         loop {
             let Some(conn) = self.conns.get(&connection) else {
                 return;
@@ -421,9 +449,10 @@ mod tests {
             None
         }
         fn adopt(&self, _: ConnectionHandle, _: TcpConnection) {}
-        fn input(&self, _: ConnectionHandle, bytes: &[u8]) {
+        fn input(&self, _: ConnectionHandle, bytes: &[u8]) -> bool {
             self.input.borrow_mut().extend_from_slice(bytes);
             self.news.notify();
+            true
         }
         fn closed(&self, _: ConnectionHandle) {
             self.closed.set(true);
@@ -456,6 +485,9 @@ mod tests {
             self.sent += len;
             self.left -= len;
             len
+        }
+        fn tcp_wants_input(&self, _: ConnectionHandle) -> bool {
+            true
         }
     }
 

@@ -655,8 +655,9 @@ impl Driver {
             },
             Command::TcpInput { connection, bytes } => {
                 self.endpoint.tcp_input(Instant::now(), connection, &bytes);
-                if let Some(slot) = self.tcp.get(&connection) {
-                    slot.return_credit();
+                let wants_input = self.endpoint.tcp_wants_input(connection);
+                if let Some(slot) = self.tcp.get_mut(&connection) {
+                    slot.return_credit(wants_input);
                 }
             }
             Command::TcpDrained { connection }
@@ -742,6 +743,11 @@ impl Driver {
 
     /// Moves a TCP connection's bytes from the engine to its writer while it has room.
     fn pump_tcp(&mut self, connection: veil_engine::ConnectionHandle) {
+        // Named ready: reading may resume (an HTTP/1.1 tunnel's application took bytes).
+        let wants_input = self.endpoint.tcp_wants_input(connection);
+        if let Some(slot) = self.tcp.get_mut(&connection) {
+            slot.resume(wants_input);
+        }
         loop {
             let Some(slot) = self.tcp.get_mut(&connection) else {
                 return;

@@ -4,7 +4,8 @@
 //! after it).
 //!
 //! Bounds: a reader has [`READ_CREDIT`] chunks in flight to the driver at most (the driver
-//! returns a credit once the engine took a chunk), and a writer's queue holds
+//! returns a credit once the engine took a chunk, and holds it back while the engine wants
+//! no input: `Endpoint::tcp_wants_input`, HTTP/1.1's backpressure), and a writer's queue holds
 //! [`WRITE_QUEUE`] chunks; bytes the writer has no room for stay in the engine, whose own
 //! bound then holds tunnels back. Once the engine lost a connection, its writer has
 //! `veil_engine::TCP_LAST_WRITES` to write what it holds, then the socket is closed.
@@ -84,6 +85,8 @@ pub(crate) struct TcpSlot {
     write_task: Option<JoinHandle<()>>,
     reader: JoinHandle<()>,
     credit: Arc<Semaphore>,
+    /// Credits held back while the engine wanted no input.
+    owed_credit: usize,
     /// The writer's queue was full when the engine had more: pull again when it drains.
     pub(crate) blocked: bool,
 }
@@ -139,6 +142,7 @@ impl TcpSlot {
             write_task: Some(write_task),
             reader,
             credit,
+            owed_credit: 0,
             blocked: false,
         }
     }
@@ -158,9 +162,20 @@ impl TcpSlot {
         self.writer.capacity() > 0
     }
 
-    /// The engine took a chunk the reader handed over: the reader may read another.
-    pub(crate) fn return_credit(&self) {
-        self.credit.add_permits(1);
+    /// The engine took a chunk the reader handed over: the reader may read another if the
+    /// engine `wants_input`; otherwise the credit waits for [`resume`](Self::resume).
+    pub(crate) fn return_credit(&mut self, wants_input: bool) {
+        self.owed_credit += 1;
+        self.resume(wants_input);
+    }
+
+    /// The engine may want input again (it named the connection ready): the credits held
+    /// back go to the reader if it does.
+    pub(crate) fn resume(&mut self, wants_input: bool) {
+        if wants_input && self.owed_credit > 0 {
+            self.credit
+                .add_permits(std::mem::take(&mut self.owed_credit));
+        }
     }
 }
 

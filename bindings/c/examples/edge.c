@@ -140,13 +140,23 @@ static void pump_onramp_out(veil_endpoint *ep, struct onramp *o, uint64_t now) {
     }
 }
 
-/* Reads what arrived (EOF or an error: the socket's end) and hands it to the engine. */
+/* Whether the engine wants more of the connection's bytes now (an HTTP/1.1 tunnel whose
+ * application is behind says no: the socket stays unread, and TCP pushes back). */
+static bool onramp_wants_input(veil_endpoint *ep, const struct onramp *o) {
+    bool wants = true;
+    veil_endpoint_tcp_wants_input(ep, o->id, &wants);
+    return wants;
+}
+
+/* Reads what arrived (EOF or an error: the socket's end) and hands it to the engine,
+ * while the engine wants it. */
 static void on_onramp_readable(veil_endpoint *ep, struct onramp *o, uint64_t now) {
     static uint8_t buf[RELAY_BUF];
     for (;;) {
         ssize_t got = read(o->fd, buf, sizeof buf);
         if (got > 0) {
             veil_endpoint_tcp_input(ep, now, o->id, buf, (size_t)got);
+            if (!onramp_wants_input(ep, o)) return;
             continue;
         }
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -697,7 +707,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < MAX_ONRAMP; i++) {
             struct onramp *o = &onramps[i];
             if (!o->used) continue;
-            pfds[n] = (struct pollfd){.fd = o->fd, .events = POLLIN | (o->out_len ? POLLOUT : 0)};
+            short events = onramp_wants_input(ep, o) ? POLLIN : 0; /* backpressure */
+            if (o->out_len) events |= POLLOUT;
+            pfds[n] = (struct pollfd){.fd = o->fd, .events = events};
             ramp_of[n] = o;
             owner[n++] = NULL;
         }

@@ -1347,6 +1347,18 @@ enum veil_result veil_endpoint_tcp_input(struct veil_endpoint *endpoint,
                                          const uint8_t *data,
                                          size_t len);
 
+// Writes whether the engine wants more bytes from a TCP connection's socket now. False
+// while an HTTP/1.1 tunnel holds 256 KiB its application has not taken, and once the
+// connection is over: stop polling the socket for `POLLIN`, and ask again when
+// `veil_endpoint_poll_tcp_ready` names the connection. Bytes read past a `false` are still
+// taken whole.
+//
+// # Safety
+// `endpoint` must be NULL or live; `wants` NULL or writable.
+enum veil_result veil_endpoint_tcp_wants_input(const struct veil_endpoint *endpoint,
+                                               uint64_t connection,
+                                               bool *wants);
+
 // Client: the socket `VEIL_EVENT_TCP_DIAL` asked for is connected; TLS starts.
 //
 // # Safety

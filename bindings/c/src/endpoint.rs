@@ -178,7 +178,7 @@ pub(crate) unsafe fn with_endpoint(
 ///
 /// # Safety
 /// `endpoint` must be NULL or a live endpoint, not being mutated during the call.
-unsafe fn with_endpoint_ref(
+pub(crate) unsafe fn with_endpoint_ref(
     endpoint: *const veil_endpoint,
     body: impl FnOnce(&veil_endpoint) -> Outcome,
 ) -> veil_result {

@@ -4,7 +4,9 @@
 //!
 //! 1. `veil_endpoint_accept_tcp` for each accepted socket gives the connection's id;
 //! 2. every read goes to `veil_endpoint_tcp_input`; EOF or an error to
-//!    `veil_endpoint_tcp_closed`;
+//!    `veil_endpoint_tcp_closed`; while `veil_endpoint_tcp_wants_input` says no, the socket
+//!    is left unread (no `POLLIN`) until `veil_endpoint_poll_tcp_ready` names it again
+//!    (HTTP/1.1 has no flow control: this is its backpressure);
 //! 3. after any call, `veil_endpoint_poll_tcp_ready` names connections with bytes to write,
 //!    and `veil_endpoint_tcp_transmit` copies them out, as fast as the socket takes them;
 //! 4. `VEIL_EVENT_CONNECTION_LOST` for the connection: close the socket (its last bytes
@@ -16,7 +18,7 @@ use veil_engine::ConnectionHandle;
 
 use crate::addr;
 use crate::addr::veil_sockaddr;
-use crate::endpoint::{veil_endpoint, with_endpoint};
+use crate::endpoint::{veil_endpoint, with_endpoint, with_endpoint_ref};
 use crate::ptr;
 use crate::result::veil_result::{
     self, VEIL_DONE, VEIL_ERR_CLOSING, VEIL_ERR_QUEUE_FULL, VEIL_ERR_WRONG_ROLE, VEIL_OK,
@@ -83,6 +85,33 @@ pub unsafe extern "C" fn veil_endpoint_tcp_input(
     };
     // SAFETY: the caller's promises are forwarded.
     unsafe { with_endpoint(endpoint, body) }
+}
+
+/// Writes whether the engine wants more bytes from a TCP connection's socket now. False
+/// while an HTTP/1.1 tunnel holds 256 KiB its application has not taken, and once the
+/// connection is over: stop polling the socket for `POLLIN`, and ask again when
+/// `veil_endpoint_poll_tcp_ready` names the connection. Bytes read past a `false` are still
+/// taken whole.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `wants` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_tcp_wants_input(
+    endpoint: *const veil_endpoint,
+    connection: u64,
+    wants: *mut bool,
+) -> veil_result {
+    let body = |endpoint: &veil_endpoint| {
+        let out = ptr::out(wants)?;
+        let value = endpoint
+            .engine
+            .tcp_wants_input(ConnectionHandle(connection));
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, value) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint_ref(endpoint, body) }
 }
 
 /// Client: the socket `VEIL_EVENT_TCP_DIAL` asked for is connected; TLS starts.

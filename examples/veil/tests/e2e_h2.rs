@@ -1,8 +1,11 @@
-//! The TCP on-ramp (`veil server --listen-tcp`): HTTP/2 over TLS for networks that block
-//! UDP. Interop with Python's `h2` (python-hyper's HTTP/2 state machine, nobody here wrote
-//! it) through `tests/interop/h2_connect.py`: CONNECT to a TCP echo with flow control both
-//! ways, extended CONNECT for connect-udp with DATAGRAM capsules, and the edge's refusals
-//! (egress policy, tokens) exactly as over HTTP/3.
+//! The TCP on-ramp (`veil server --listen-tcp`): HTTP/2 and HTTP/1.1 over TLS for networks
+//! that block UDP. Interop with Python's `h2` (python-hyper's HTTP/2 state machine, nobody
+//! here wrote it) through `tests/interop/h2_connect.py`: CONNECT to a TCP echo with flow
+//! control both ways, extended CONNECT for connect-udp with DATAGRAM capsules, and the
+//! edge's refusals (egress policy, tokens) exactly as over HTTP/3. HTTP/1.1: curl as the
+//! client of an HTTPS proxy (`-p -x https://…`), and Python's `ssl` with HTTP/1.1 written
+//! from the RFCs (`tests/interop/h1_connect.py`: CONNECT with the edge's read backpressure,
+//! the upgrade to connect-udp, refusals).
 //!
 //! Each scenario runs on both edge hosts that listen on TCP: tokio (`veil server`) and
 //! glommio (`--runtime glommio --cores 2`, one listening socket per core in a
@@ -409,4 +412,140 @@ fn connections_of(line: &str) -> Option<u64> {
     line.split(',')
         .find_map(|part| part.trim().strip_prefix("connections "))
         .and_then(|n| n.trim().parse().ok())
+}
+
+/// Runs `tests/interop/h1_connect.py` against the TCP listener `tcp` with ARGS; fails unless
+/// every one of `checks` printed `ok`.
+fn python_h1(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::Result<Output> {
+    let python = support::require_aioquic()?;
+    let mut command = Command::new(python);
+    command
+        .arg(support::repo_root().join("tests/interop/h1_connect.py"))
+        .args(["--edge", tcp, "--pin", edge.pin()?])
+        .args(args);
+    let output = support::timed("h1_connect.py", || run_bounded(command, SCRIPT))?;
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    ensure!(
+        output.status.success() && passed == checks,
+        "h1_connect.py {args:?}: exit {}, {passed} of {checks} checks ok\n\
+         stdout:\n{}\nstderr:\n{}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        edge.diagnostics()
+    );
+    Ok(output)
+}
+
+#[test]
+fn http1_connect_upgrade_and_refusals_from_python() -> anyhow::Result<()> {
+    http1_from_python(Runtime::Tokio)
+}
+
+#[test]
+fn http1_connect_upgrade_and_refusals_from_python_glommio() -> anyhow::Result<()> {
+    http1_from_python(Runtime::Glommio)
+}
+
+/// 64 MiB echoed through a CONNECT whose writer does not read at first (the edge's host
+/// must stop reading its socket), connect-udp by upgrade, refusals by policy and by token.
+fn http1_from_python(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h1-interop-{runtime:?}"))?;
+    let echo = Echo::start()?;
+    let udp = UdpEcho::start(b"")?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        runtime,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    let args = [
+        "--token",
+        TOKEN,
+        "--echo",
+        &echo.addr().to_string(),
+        "--udp-echo",
+        &udp.addr().to_string(),
+        "--refuse",
+        "169.254.169.254:80=403",
+    ]
+    .map(String::from);
+    let output = python_h1(&edge, &tcp, &args, 3)?;
+    eprintln!("{}", output.stdout.trim());
+    let without_token = ["--refuse", "127.0.0.1:9=407"].map(String::from);
+    python_h1(&edge, &tcp, &without_token, 1)?;
+    Ok(())
+}
+
+#[test]
+fn curl_uses_the_edge_as_an_https_proxy_over_http1() -> anyhow::Result<()> {
+    curl_through_https_proxy(Runtime::Tokio)
+}
+
+#[test]
+fn curl_uses_the_edge_as_an_https_proxy_over_http1_glommio() -> anyhow::Result<()> {
+    curl_through_https_proxy(Runtime::Glommio)
+}
+
+/// curl, as users configure it for an HTTPS proxy: `-p` (tunnel through CONNECT) `-x
+/// https://edge` with the token in `--proxy-header`; 8 MiB arrive intact; without the
+/// token the CONNECT is answered 407.
+fn curl_through_https_proxy(runtime: Runtime) -> anyhow::Result<()> {
+    let dir = TempDir::new(&format!("h1-curl-{runtime:?}"))?;
+    let origin = support::Origin::start(dir.path())?;
+    let served_sum = support::write_random_file(&origin.root().join("file.bin"), 8 << 20, 0x4831)?;
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        runtime,
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    let proxy = format!("https://{tcp}");
+    let authorization = format!("Proxy-Authorization: Bearer {TOKEN}");
+    let downloaded = dir.path().join("downloaded.bin");
+    let output = support::curl(
+        &[
+            "--proxytunnel",
+            "--proxy",
+            &proxy,
+            // The edge's certificate is self-signed and made at start (the Python checks
+            // pin it); curl has no option for a certificate's fingerprint.
+            "--proxy-insecure",
+            "--proxy-header",
+            &authorization,
+            "--write-out",
+            "%{http_code}",
+            "--output",
+            downloaded.to_str().context("a UTF-8 path")?,
+            &origin.url("file.bin"),
+        ],
+        Duration::from_secs(60),
+    )?;
+    support::check_download(&output, &downloaded, &served_sum, || edge.diagnostics())?;
+
+    let refused = support::curl(
+        &[
+            "--proxytunnel",
+            "--proxy",
+            &proxy,
+            "--proxy-insecure",
+            "--write-out",
+            "%{http_connect}",
+            "--output",
+            "/dev/null",
+            &origin.url("file.bin"),
+        ],
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        !refused.status.success() && refused.stdout == "407",
+        "without a token: curl exit {}, CONNECT status {:?}: {}\n{}",
+        refused.code(),
+        refused.stdout,
+        refused.stderr,
+        edge.diagnostics()
+    );
+    Ok(())
 }
