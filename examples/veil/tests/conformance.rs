@@ -30,6 +30,10 @@
 //! 8. `http2_connect`: the TCP on-ramp (TLS, HTTP/2): Python `h2`'s CONNECT echoes 4 MiB
 //!    both ways with `END_STREAM`, twice on one connection, and a forbidden target is 403
 //!    `destination_ip_prohibited`, as over HTTP/3.
+//! 9. `http1_connect`: the TCP on-ramp with HTTP/1.1: Python's `ssl` echoes 64 MiB through a
+//!    CONNECT whose writes must stall while it does not read (the host stops reading its
+//!    socket when the engine says so: HTTP/1.1 has no flow control), a forbidden target is
+//!    403 and closed; curl fetches 4 MiB with the edge as its HTTPS proxy.
 
 mod support;
 
@@ -250,6 +254,7 @@ on_every_host!(
     linger_after_stop,
     aioquic_connect,
     http2_connect,
+    http1_connect,
 );
 
 /// Every test builds the C edge first (once per process): building it runs
@@ -940,5 +945,64 @@ fn http2_connect(kind: EdgeKind) -> anyhow::Result<()> {
         output.stderr,
         host.diagnostics()
     );
+    Ok(())
+}
+
+// ---- 9. the TCP on-ramp: HTTP/1.1 ----------------------------------------------------
+
+fn http1_connect(kind: EdgeKind) -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = begin(kind, "http1")?;
+    let echo = Echo::start()?;
+    let origin = Origin::start(dir.path())?;
+    let served = write_random_file(&origin.root().join("file.bin"), TRANSFER, 0x4831)?;
+    let host = kind.start(
+        &dir,
+        EdgeArgs {
+            tcp: true,
+            ..EdgeArgs::loopback()
+        },
+    )?;
+    let tcp = host.tcp_addr.context("no TCP listener")?.to_string();
+    let python = require_aioquic()?;
+    let mut command = Command::new(python);
+    command
+        .arg(support::repo_root().join("tests/interop/h1_connect.py"))
+        .args(["--edge", &tcp, "--pin", &host.pin, "--token", TOKEN])
+        .args(["--echo", &echo.addr().to_string()])
+        .args(["--refuse", "169.254.169.254:80=403"]);
+    let output = run_bounded(command, SCRIPT)?;
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    ensure!(
+        output.status.success() && passed == 2,
+        "{kind:?}: h1_connect.py: exit {}, {passed} of 2 checks ok\nstdout:\n{}\nstderr:\n{}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        host.diagnostics()
+    );
+    let downloaded = dir.path().join("downloaded.bin");
+    let authorization = format!("Proxy-Authorization: Bearer {TOKEN}");
+    let output = curl(
+        &[
+            "--proxytunnel",
+            "--proxy",
+            &format!("https://{tcp}"),
+            "--proxy-insecure",
+            "--proxy-header",
+            &authorization,
+            "--write-out",
+            "%{http_code}",
+            "--output",
+            downloaded.to_str().context("a UTF-8 path")?,
+            &origin.url("file.bin"),
+        ],
+        REQUEST,
+    )?;
+    support::check_download(&output, &downloaded, &served, || host.diagnostics())?;
     Ok(())
 }
