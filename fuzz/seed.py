@@ -1202,6 +1202,26 @@ def h2_sessions():
     write("h2_session", "continuation", b"\x01" + feed(h2(0x1, 0x01, 1, H2_GET[:2]) + h2(0x9, 0x04, 1, H2_GET[2:])) + poll + respond)
 
 
+def h1_sessions():
+    # fuzz/bodies/src/h1_session.rs: a flags byte (bit 0: a CONNECT head first, bit 1: a
+    # connect-udp upgrade instead, bit 2: the host reads only while the session wants
+    # input), then operations; 0x00-0x3f feed the next (op + 1) bytes.
+    def feed(data):
+        out = b""
+        while data:
+            chunk, data = data[:64], data[64:]
+            out += bytes([len(chunk) - 1]) + chunk
+        return out
+    poll, ok, refuse, echo, read = b"\x40", b"\x41\x00", b"\x41\x04", b"\x42\x10", b"\x43\x40"
+    connect = b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nProxy-Authorization: Bearer t\r\n\r\n"
+    write("h1_session", "connect-echo", b"\x04" + feed(connect + b"hello") + poll + ok + read + echo + b"\x45\xff")
+    write("h1_session", "preset-flood", b"\x05" + feed(bytes(4096)) * 8 + poll + ok + read + b"\x49" + poll)
+    write("h1_session", "upgrade", b"\x06" + poll + ok + feed(b"\x00\x05\x00abcd") + poll + read + echo + b"\x42\x81")
+    write("h1_session", "refused", b"\x00" + feed(connect) + poll + refuse + feed(b"more") + b"\x45\xff")
+    write("h1_session", "bad-head", b"\x00" + feed(b"CONNECT a:1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc") + poll)
+    write("h1_session", "reset", b"\x01" + poll + ok + echo + b"\x44\x0c\x45\xff")
+
+
 # --- rules --------------------------------------------------------------------------------
 
 def rules():
@@ -1226,6 +1246,7 @@ def main():
     sniff_quic()
     h2_frames()
     h2_sessions()
+    h1_sessions()
     rules()
     for directory in sorted(CORPUS.iterdir()):
         seeds = list(directory.glob("seed-*"))

@@ -589,8 +589,8 @@ impl Port for Core {
         self.state.borrow_mut().endpoint.cached_addresses(tunnel)
     }
 
-    fn egress_preamble(&self, tunnel: TunnelId) -> Option<Vec<u8>> {
-        self.state.borrow().endpoint.egress_preamble(tunnel)
+    fn egress_preamble(&self, tunnel: TunnelId, dialed: SocketAddr) -> Option<Vec<u8>> {
+        self.state.borrow().endpoint.egress_preamble(tunnel, dialed)
     }
 
     fn egress_for(&self, tunnel: TunnelId, addrs: &[SocketAddr]) -> Result<Egress, Refusal> {

@@ -18,9 +18,9 @@ pub(crate) trait Port {
     /// How long resolving a target, and then connecting to it, may take each.
     fn connect_timeout(&self) -> Duration;
 
-    /// The bytes to write on the connection dialled for `tunnel` before any of its own (a
-    /// PROXY header for the origin, `Endpoint::egress_preamble`).
-    fn egress_preamble(&self, tunnel: TunnelId) -> Option<Vec<u8>>;
+    /// The bytes to write on the connection dialled for `tunnel` to `dialed` before any of
+    /// its own (a PROXY header for the origin, `Endpoint::egress_preamble`).
+    fn egress_preamble(&self, tunnel: TunnelId, dialed: SocketAddr) -> Option<Vec<u8>>;
 
     /// What the engine's cache of resolved names holds for `tunnel`'s target
     /// (`Endpoint::cached_addresses`): `None` to look it up.

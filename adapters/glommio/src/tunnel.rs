@@ -43,7 +43,10 @@ pub(crate) async fn dial_and_relay(port: Rc<dyn Port>, tunnel: TunnelId, target:
     let (mut stream, accepted) = match result {
         Ok(stream) => {
             // Asked before the answer: the request is the engine's to describe until then.
-            let preamble = port.egress_preamble(tunnel);
+            let preamble = stream
+                .peer_addr()
+                .ok()
+                .and_then(|dialed| port.egress_preamble(tunnel, dialed));
             let accepted = port.answer(tunnel, Ok(()));
             (stream, accepted.map(|signals| (signals, preamble)))
         }
@@ -371,7 +374,7 @@ mod tests {
         fn egress_for(&self, _: TunnelId, _: &[SocketAddr]) -> Result<Egress, Refusal> {
             Err(Refusal::Internal)
         }
-        fn egress_preamble(&self, _: TunnelId) -> Option<Vec<u8>> {
+        fn egress_preamble(&self, _: TunnelId, _: SocketAddr) -> Option<Vec<u8>> {
             None
         }
         fn answer(&self, _: TunnelId, _: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {

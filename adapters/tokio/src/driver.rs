@@ -442,11 +442,12 @@ impl Driver {
             Ok(stream) => stream,
             Err(refusal) => return self.refuse(tunnel, refusal),
         };
-        if let Ok(peer) = stream.peer_addr() {
+        // A PROXY header for the origin, when the edge sends one there: before any tunnel
+        // byte.
+        let preamble = stream.peer_addr().ok().and_then(|peer| {
             self.endpoint.egress_connected(tunnel, peer);
-        }
-        // A PROXY header for the origin, when the edge sends one: before any tunnel byte.
-        let preamble = self.endpoint.egress_preamble(tunnel);
+            self.endpoint.egress_preamble(tunnel, peer)
+        });
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
             // The client gave up (reset the stream) while we dialled.
             tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");

@@ -86,8 +86,26 @@ pub struct RuleSpec<A> {
     /// Server names a client's TLS asks for.
     #[serde(default)]
     pub sni: Vec<String>,
+    /// Edge: the PROXY protocol header on TCP connections dialled for the requests this
+    /// rule matches at the address dialled: `"v1"`, `"v2"`, or `"off"` (none, whatever
+    /// `EdgeConfig::egress_proxy_protocol` says). Unset: the global setting. Not for client
+    /// rules.
+    #[serde(default)]
+    pub proxy_protocol: Option<RuleProxyProtocol>,
     /// What the rule does.
     pub action: A,
+}
+
+/// A rule's choice of PROXY protocol header toward origins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProxyProtocol {
+    /// No header, even if one is configured globally.
+    Off,
+    /// The text line.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// A rule that does not compile: which one (counted from 1, in the order written), which
@@ -233,6 +251,8 @@ pub(crate) struct EdgeRules {
     set: RuleSet<EdgeAction>,
     /// The first rule with an `sni` condition.
     first_sni_rule: Option<usize>,
+    /// Each rule's `proxy_protocol`, by its place in `set`.
+    proxy_protocol: Vec<Option<RuleProxyProtocol>>,
 }
 
 impl EdgeRules {
@@ -242,7 +262,23 @@ impl EdgeRules {
         Ok(Self {
             set,
             first_sni_rule,
+            proxy_protocol: specs.iter().map(|spec| spec.proxy_protocol).collect(),
         })
+    }
+
+    /// The PROXY header choice of the first rule that matches `query` at `addr`, if that
+    /// rule makes one (`None`: the global setting holds).
+    pub(crate) fn proxy_protocol_at(
+        &self,
+        query: &Query<'_>,
+        addr: IpAddr,
+    ) -> Option<RuleProxyProtocol> {
+        let query = Query {
+            addr: Some(addr),
+            ..*query
+        };
+        let (index, _) = self.set.first_match(&query)?;
+        self.proxy_protocol.get(index).copied().flatten()
     }
 
     /// What the rules say of a request before anything is resolved. An answer is final
@@ -279,6 +315,19 @@ pub struct ClientRules {
 impl ClientRules {
     /// Compiles `[[client.rule]]` tables.
     pub fn new(specs: &[RuleSpec<ClientAction>]) -> Result<Self, RuleError> {
+        // Only an edge dials origins: a PROXY header choice here would do nothing.
+        if let Some((index, _)) = specs
+            .iter()
+            .enumerate()
+            .find(|(_, spec)| spec.proxy_protocol.is_some())
+        {
+            return Err(RuleError {
+                rule: index + 1,
+                field: "proxy_protocol",
+                value: format!("{:?}", specs[index].proxy_protocol),
+                reason: "only edge rules choose a PROXY header toward origins".to_owned(),
+            });
+        }
         compile(specs).map(|set| Self { set })
     }
 

@@ -24,6 +24,7 @@ pub mod capsule_roundtrip;
 pub mod datagram;
 pub mod datagram_roundtrip;
 pub mod engine;
+pub mod h1_session;
 pub mod h2_frame;
 pub mod h2_session;
 pub mod http1;
@@ -74,4 +75,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("sniff_quic", sniff_quic::run),
     ("h2_frame", h2_frame::run),
     ("h2_session", h2_session::run),
+    ("h1_session", h1_session::run),
 ];

@@ -105,4 +105,5 @@ replay_tests!(
     sniff_quic,
     h2_frame,
     h2_session,
+    h1_session,
 );

@@ -606,7 +606,7 @@ impl super::Edge {
 
     /// What the rules see of a request. Its identity is the client certificate's when
     /// the client presented one (mutual TLS), else the name of its token.
-    fn rule_query<'a>(&'a self, request: &'a EdgeRequest) -> Query<'a> {
+    pub(super) fn rule_query<'a>(&'a self, request: &'a EdgeRequest) -> Query<'a> {
         let identity = request
             .certificate_identity
             .as_deref()

@@ -1,7 +1,8 @@
-//! PROXY protocol toward origins (`EdgeConfig::egress_proxy_protocol`): what a host writes
-//! on a TCP connection it dialled for a tunnel before any of the tunnel's bytes, so that
-//! an origin behind the edge (nginx, `HAProxy`, a mail server with `proxy_protocol on`) sees
-//! the client's address instead of the edge's.
+//! PROXY protocol toward origins (`EdgeConfig::egress_proxy_protocol`, or per rule:
+//! `proxy_protocol` in a `[[rule]]`): what a host writes on a TCP connection it dialled for
+//! a tunnel before any of the tunnel's bytes, so that an origin behind the edge (nginx,
+//! `HAProxy`, a mail server with `proxy_protocol on`) sees the client's address instead of
+//! the edge's.
 //!
 //! The header says: this connection relays one from the client's address (after a PROXY
 //! header on the TCP on-ramp, the address it named) to the edge's address the client
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use veil_proto::proxy_protocol::{Addresses, Transport, V1Line, V2Encoder};
 
 use super::{Endpoint, RoleState};
+use crate::rules::RuleProxyProtocol;
 use crate::types::TunnelId;
 
 /// Which PROXY protocol version the edge sends to origins.
@@ -26,17 +28,28 @@ pub enum ProxyProtocolVersion {
 }
 
 impl Endpoint {
-    /// Edge: the bytes to write on the TCP connection dialled for `tunnel` before any of
-    /// the tunnel's bytes; `None` when the edge sends no PROXY header (the default), for
-    /// a tunnel it does not know, or when the client's and the edge's addresses are of
-    /// different families (nothing a header could say truthfully).
-    pub fn egress_preamble(&self, tunnel: TunnelId) -> Option<Vec<u8>> {
+    /// Edge: the bytes to write on the TCP connection dialled for `tunnel` to `dialed`
+    /// before any of the tunnel's bytes; `None` when the edge sends no PROXY header there
+    /// (the default), for a tunnel it does not know, or when the client's and the edge's
+    /// addresses are of different families (nothing a header could say truthfully).
+    ///
+    /// The first rule that matches the request at `dialed` decides if it names a
+    /// `proxy_protocol`; otherwise `EdgeConfig::egress_proxy_protocol` does.
+    pub fn egress_preamble(&self, tunnel: TunnelId, dialed: SocketAddr) -> Option<Vec<u8>> {
         let RoleState::Edge(edge) = &self.role else {
             return None;
         };
-        let version = edge.egress_proxy_protocol?;
         let entry = self.tunnels.get(&tunnel)?;
         let request = entry.request.as_deref()?;
+        let by_rule = edge
+            .rules
+            .proxy_protocol_at(&edge.rule_query(request), dialed.ip());
+        let version = match by_rule {
+            Some(RuleProxyProtocol::Off) => return None,
+            Some(RuleProxyProtocol::V1) => ProxyProtocolVersion::V1,
+            Some(RuleProxyProtocol::V2) => ProxyProtocolVersion::V2,
+            None => edge.egress_proxy_protocol?,
+        };
         let local = self.conns.get(entry.conn?)?.local;
         header(version, request.client.peer, local)
     }

@@ -19,6 +19,7 @@ fn audited_edge() -> Endpoint {
         protocol: Vec::new(),
         identity: Vec::new(),
         sni: Vec::new(),
+        proxy_protocol: None,
         action: EdgeAction::Deny,
     };
     let config = EdgeConfig {

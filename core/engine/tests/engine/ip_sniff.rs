@@ -60,6 +60,7 @@ fn deny_sni(names: &[&str]) -> RuleSpec<EdgeAction> {
         protocol: Vec::new(),
         identity: Vec::new(),
         sni: names.iter().map(|n| (*n).to_owned()).collect(),
+        proxy_protocol: None,
         action: EdgeAction::Deny,
     }
 }

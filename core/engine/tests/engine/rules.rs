@@ -19,6 +19,7 @@ fn rule(action: EdgeAction) -> RuleSpec<EdgeAction> {
         protocol: Vec::new(),
         identity: Vec::new(),
         sni: Vec::new(),
+        proxy_protocol: None,
         action,
     }
 }
@@ -345,4 +346,72 @@ fn requests_the_name_cannot_change_are_not_sniffed() {
         ("200", 1),
         "the host saw it before the 200"
     );
+}
+
+/// A rule's `proxy_protocol` decides the PROXY header toward the address it matches: its
+/// version, or none (`off`); where no rule names one, the global setting holds.
+#[test]
+fn a_rule_chooses_the_proxy_header_toward_the_origins_it_matches() {
+    use veil_engine::ProxyProtocolVersion;
+    use veil_engine::rules::RuleProxyProtocol;
+
+    let with = |target: &str, proxy_protocol| RuleSpec {
+        target: strings(&[target]),
+        proxy_protocol,
+        ..rule(EdgeAction::Allow)
+    };
+    let config = EdgeConfig {
+        rules: vec![
+            with("192.0.2.10/32", Some(RuleProxyProtocol::V1)),
+            with("192.0.2.20/32", Some(RuleProxyProtocol::Off)),
+            with("192.0.2.0/24", None),
+        ],
+        egress_proxy_protocol: Some(ProxyProtocolVersion::V2),
+        ..EdgeConfig::default()
+    };
+    let mut edge = Endpoint::new(Config::edge(config), Instant::now()).expect("edge");
+    let mut raw = RawClient::new(false);
+    let mut preambles = Vec::new();
+    for target in ["192.0.2.10:80", "192.0.2.20:80", "192.0.2.30:80"] {
+        let mut host = |endpoint: &mut Endpoint, event: Event| {
+            if let Event::TunnelRequest { tunnel, .. } = event {
+                let dialed: SocketAddr = target.parse().expect("addr");
+                preambles.push(endpoint.egress_preamble(tunnel, dialed));
+                endpoint.accept_tunnel(tunnel).expect("accept");
+            }
+        };
+        let headers = connect(target, None);
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (_, status, _) = raw.send_request(&mut edge, &mut host, &refs);
+        assert_eq!(status, "200", "{target}");
+    }
+    assert_eq!(preambles.len(), 3);
+    let v1 = preambles[0].as_deref().expect("rule 1: a v1 line");
+    assert!(
+        v1.starts_with(b"PROXY TCP4 "),
+        "{:?}",
+        String::from_utf8_lossy(v1)
+    );
+    assert_eq!(preambles[1], None, "rule 2 turns the header off");
+    let v2 = preambles[2]
+        .as_deref()
+        .expect("rule 3: the global v2 header");
+    assert!(v2.starts_with(b"\r\n\r\n\0\r\nQUIT\n"), "{v2:?}");
+}
+
+#[test]
+fn a_client_rule_cannot_choose_a_proxy_header() {
+    use veil_engine::rules::{ClientAction, ClientRules, RuleProxyProtocol};
+    let spec = RuleSpec {
+        target: Vec::new(),
+        host: strings(&["example.com"]),
+        ports: Vec::new(),
+        protocol: Vec::new(),
+        identity: Vec::new(),
+        sni: Vec::new(),
+        proxy_protocol: Some(RuleProxyProtocol::V2),
+        action: ClientAction::Direct,
+    };
+    let error = ClientRules::new(&[spec]).expect_err("refused");
+    assert_eq!((error.rule, error.field), (1, "proxy_protocol"));
 }

@@ -254,6 +254,7 @@ fn rules_match_the_certificate_identity() {
         protocol: Vec::new(),
         identity: vec!["localhost".to_owned()],
         sni: Vec::new(),
+        proxy_protocol: None,
         action: EdgeAction::Deny,
     };
     let edge = mutual_edge(&ca, vec![deny_localhost]);
