@@ -19,26 +19,39 @@ const TABLE: &str = "veil_bench_loss";
 pub(crate) struct Loss;
 
 impl Loss {
-    /// Drops `percent` of the packets to and from `udp_port` and `tcp_port`.
-    pub(crate) fn install(percent: f64, udp_port: u16, tcp_port: u16) -> anyhow::Result<Self> {
+    /// Drops `percent` of the packets to and from `udp_port` and `tcp_port`, in a chain
+    /// on each of `hooks`: `output` alone on loopback (every packet passes it once), `output`
+    /// and `input` when the edge is across `--veth`'s link (what leaves, and what comes
+    /// back).
+    pub(crate) fn install(
+        percent: f64,
+        udp_port: u16,
+        tcp_port: u16,
+        hooks: &[&str],
+    ) -> anyhow::Result<Self> {
         ensure!(
             (0.0..100.0).contains(&percent),
             "--loss-percent wants a share in [0, 100)"
         );
         // Per ten thousand: `numgen random mod 10000 < N`.
         let per_10k = format!("{:.0}", percent * 100.0);
-        let mut rules = format!(
-            "table inet {TABLE} {{\n chain out {{\n  type filter hook output priority 0;\n"
-        );
-        for (protocol, port) in [("udp", udp_port), ("tcp", tcp_port)] {
-            for side in ["dport", "sport"] {
-                let _ = writeln!(
-                    rules,
-                    "  {protocol} {side} {port} numgen random mod 10000 < {per_10k} drop"
-                );
+        let mut rules = format!("table inet {TABLE} {{\n");
+        for hook in hooks {
+            let _ = writeln!(
+                rules,
+                " chain {hook} {{\n  type filter hook {hook} priority 0;"
+            );
+            for (protocol, port) in [("udp", udp_port), ("tcp", tcp_port)] {
+                for side in ["dport", "sport"] {
+                    let _ = writeln!(
+                        rules,
+                        "  {protocol} {side} {port} numgen random mod 10000 < {per_10k} drop"
+                    );
+                }
             }
+            rules.push_str(" }\n");
         }
-        rules.push_str(" }\n}\n");
+        rules.push_str("}\n");
         nft(&["-f", "-"], Some(&rules))
             .context("installing the loss rule (root and nft needed)")?;
         println!(

@@ -31,6 +31,7 @@ mod step_thread;
 mod tcp;
 mod udp;
 mod udp_bench;
+mod veth;
 
 pub use udp_bench::{UdpArgs, UdpRoute};
 
@@ -107,6 +108,12 @@ pub struct TcpArgs {
     /// (up to 64 KiB) for either transport.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss_percent: f64,
+    /// Run the edge in a network namespace of its own behind a veth pair with a 1,500-byte
+    /// MTU (root and `ip` needed): tunnels and the edge's dials cross a link sized as real
+    /// ones are, instead of loopback's 64 KiB MTU. The targets listen at the link's other
+    /// end, so the direct path crosses it once and the proxied paths twice.
+    #[arg(long)]
+    pub veth: bool,
 }
 
 /// A part of `veil bench tcp`.
@@ -146,6 +153,99 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
     }
 }
 
+/// What `veil bench tcp` runs against: the targets, the edge and its clients, and, when
+/// asked for, the veth link and the loss rule (each removed when dropped).
+struct Stage {
+    targets: tcp::Targets,
+    edge: procs::Edge,
+    client: procs::Client,
+    client_h2: Option<procs::Client>,
+    loss: Option<loss::Loss>,
+    link: Option<veth::Link>,
+}
+
+impl Stage {
+    async fn set_up(args: &TcpArgs, config: Option<&Path>) -> anyhow::Result<Self> {
+        let link = if args.veth {
+            Some(veth::Link::create()?)
+        } else {
+            None
+        };
+        let (place, targets_ip) = if args.veth {
+            (procs::EdgePlace::Veth, veth::HOST)
+        } else {
+            (
+                procs::EdgePlace::Loopback,
+                std::net::IpAddr::from([127, 0, 0, 1]),
+            )
+        };
+        let targets = tcp::Targets::start(targets_ip).await?;
+        let config_owned = config.map(Path::to_path_buf);
+        let want_h2 = args.paths.contains(&Route::ProxiedH2);
+        let (edge, client, client_h2) = tokio::task::spawn_blocking(move || {
+            let edge = procs::start_edge_in(config_owned.as_deref(), place)?;
+            let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
+            let client_h2 = if want_h2 {
+                Some(procs::start_client_over(
+                    config_owned.as_deref(),
+                    &edge,
+                    None,
+                    "h2",
+                )?)
+            } else {
+                None
+            };
+            anyhow::Ok((edge, client, client_h2))
+        })
+        .await??;
+        let loss = if args.loss_percent > 0.0 {
+            let hooks: &[&str] = if args.veth {
+                &["output", "input"]
+            } else {
+                &["output"]
+            };
+            Some(loss::Loss::install(
+                args.loss_percent,
+                edge.addr.port(),
+                edge.tcp_addr.port(),
+                hooks,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            targets,
+            edge,
+            client,
+            client_h2,
+            loss,
+            link,
+        })
+    }
+
+    /// Stops the processes (clients first, so that the edge sees their connections
+    /// close), then removes the loss rule and the link.
+    async fn tear_down(self) -> anyhow::Result<()> {
+        let Self {
+            edge,
+            client,
+            client_h2,
+            loss,
+            link,
+            ..
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            drop(client_h2);
+            drop(client);
+            drop(edge);
+            drop(loss);
+            drop(link);
+        })
+        .await?;
+        Ok(())
+    }
+}
+
 async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
     ensure!(
         args.bytes > 0 && args.rounds > 0,
@@ -153,34 +253,22 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
     );
     ensure!(args.message > 0, "--message must be positive");
     println!("veil bench tcp: {}", machine());
-    let mut targets = tcp::Targets::start().await?;
-    let config_owned = config.map(Path::to_path_buf);
-    let want_h2 = args.paths.contains(&Route::ProxiedH2);
-    let (edge, client, client_h2) = tokio::task::spawn_blocking(move || {
-        let edge = procs::start_edge(config_owned.as_deref())?;
-        let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
-        let client_h2 = if want_h2 {
-            Some(procs::start_client_over(
-                config_owned.as_deref(),
-                &edge,
-                None,
-                "h2",
-            )?)
-        } else {
-            None
-        };
-        anyhow::Ok((edge, client, client_h2))
-    })
-    .await??;
-    let _loss = if args.loss_percent > 0.0 {
-        Some(loss::Loss::install(
-            args.loss_percent,
-            edge.addr.port(),
-            edge.tcp_addr.port(),
-        )?)
-    } else {
-        None
-    };
+    let mut stage = Stage::set_up(args, config).await?;
+    let report = measure(args, quic, &mut stage).await;
+    stage.tear_down().await?;
+    println!("\n{}", report?);
+    Ok(())
+}
+
+/// Runs the parts `args` names against `stage`; returns the report.
+async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow::Result<String> {
+    let Stage {
+        targets,
+        edge,
+        client,
+        client_h2,
+        ..
+    } = stage;
     println!(
         "veil bench tcp: edge pid {} on {}, client pid {} (socks5 {}), sink {}",
         edge.process.pid(),
@@ -195,7 +283,7 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
         let mut processes = vec![None, Some(client.process.pid()), Some(edge.process.pid())];
         processes.extend(client_h2.as_ref().map(|c| Some(c.process.pid())));
         let socks_h2 = client_h2.as_ref().map(|c| c.socks);
-        let goodput = goodput(args, quic, &mut targets, client.socks, socks_h2, &processes).await?;
+        let goodput = goodput(args, quic, targets, client.socks, socks_h2, &processes).await?;
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
@@ -235,15 +323,7 @@ The same through the HTTP/2 client (TCP+TLS to the edge):
         drop(streams);
         report.push_str(&memory_table(args.tunnels, before, after));
     }
-    println!("\n{report}");
-    // Client first, so that the edge sees its connection close.
-    tokio::task::spawn_blocking(move || {
-        drop(client_h2);
-        drop(client);
-        drop(edge);
-    })
-    .await?;
-    Ok(())
+    Ok(report)
 }
 
 /// `--requests` round trips to the echo server on a fresh direct connection and a fresh

@@ -74,25 +74,48 @@ pub(crate) struct Client {
     pub(crate) udp_forward: Option<SocketAddr>,
 }
 
+/// Where the edge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EdgePlace {
+    /// On loopback, beside everything else.
+    Loopback,
+    /// In the namespace behind the veth pair of `super::veth` (`--veth`).
+    Veth,
+}
+
 /// Starts `veil server` on a loopback port, allowed to dial loopback targets, with a
 /// CONNECT-IP pool (the `decap` off-ramp, which needs no privileges).
 pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
+    start_edge_in(config, EdgePlace::Loopback)
+}
+
+/// [`start_edge`] at `place`: on loopback, or at the edge's end of the veth pair, allowed
+/// to dial the bench's targets at the other end.
+pub(crate) fn start_edge_in(config: Option<&Path>, place: EdgePlace) -> anyhow::Result<Edge> {
+    let (listen, allow) = match place {
+        EdgePlace::Loopback => ("127.0.0.1:0".to_owned(), "127.0.0.0/8".to_owned()),
+        EdgePlace::Veth => (
+            format!("{}:0", super::veth::EDGE),
+            format!("{}/32", super::veth::HOST),
+        ),
+    };
     let args = [
         "server",
         "--listen",
-        "127.0.0.1:0",
+        &listen,
         // The TCP on-ramp, for the HTTP/2 paths (`--paths proxied-h2`).
         "--listen-tcp",
-        "127.0.0.1:0",
+        &listen,
         "--allow-target",
-        "127.0.0.0/8",
+        &allow,
         "--drain-timeout-ms",
         DRAIN_MS,
         // CONNECT-IP for `veil bench udp --paths ip`, through the `decap` off-ramp.
         "--ip-pool",
         super::ip_load::POOL,
     ];
-    let (process, lines) = spawn("edge", config, &args, 3)?;
+    let wrapper = (place == EdgePlace::Veth).then(super::veth::Link::exec_prefix);
+    let (process, lines) = spawn_in("edge", config, &args, 3, wrapper)?;
     let addr = field(&lines, "veil: edge listening on ")?.parse()?;
     let pin = field(&lines, "veil: self-signed certificate fingerprint ")?.to_owned();
     let tcp_addr = field(&lines, "veil: edge listening on tcp ")?.parse()?;
@@ -174,8 +197,27 @@ fn spawn(
     args: &[&str],
     banner: usize,
 ) -> anyhow::Result<(VeilProcess, Vec<String>)> {
+    spawn_in(name, config, args, banner, None)
+}
+
+/// [`spawn`], run by `ip WRAPPER…` (`netns exec NAMESPACE`) when given: `ip` execs the
+/// program, so the pid stays the program's.
+fn spawn_in(
+    name: &'static str,
+    config: Option<&Path>,
+    args: &[&str],
+    banner: usize,
+    wrapper: Option<[&str; 3]>,
+) -> anyhow::Result<(VeilProcess, Vec<String>)> {
     let exe = std::env::current_exe().context("finding the veil executable")?;
-    let mut command = Command::new(exe);
+    let mut command = match wrapper {
+        Some(wrapper) => {
+            let mut command = Command::new("ip");
+            command.args(wrapper).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     if let Some(config) = config {
         command.arg("--config").arg(PathBuf::from(config));
     }

@@ -37,12 +37,12 @@ pub(crate) struct Targets {
 }
 
 impl Targets {
-    /// Listens on three loopback ports.
-    pub(crate) async fn start() -> anyhow::Result<Self> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let sink = TcpListener::bind(loopback).await?;
-        let echo = TcpListener::bind(loopback).await?;
-        let idle = TcpListener::bind(loopback).await?;
+    /// Listens on three ports of `ip` (loopback, or the root end of `--veth`'s link).
+    pub(crate) async fn start(ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        let at = SocketAddr::new(ip, 0);
+        let sink = TcpListener::bind(at).await?;
+        let echo = TcpListener::bind(at).await?;
+        let idle = TcpListener::bind(at).await?;
         let (drained_tx, drained) = mpsc::unbounded_channel();
         let addrs = (sink.local_addr()?, echo.local_addr()?, idle.local_addr()?);
         let tasks = vec![
