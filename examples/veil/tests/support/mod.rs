@@ -402,6 +402,11 @@ impl Client {
         self.socks
     }
 
+    #[allow(dead_code)] // not every test binary uses it
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// `http://ADDR`, for curl's `-x`.
     pub(crate) fn http_proxy(&self) -> String {
         format!("http://{}", self.http)
