@@ -39,6 +39,7 @@ mod tcp;
 mod timers;
 mod udp;
 
+pub use ends::MAX_EARLY_RESETS_PER_10S;
 pub use fallback::FALLBACK_DELAY;
 pub use hooks::{CONNECTION_ATTEMPT_DELAY, EgressPlan};
 pub use ip::{IpDelivery, MAX_RESOLVED};
@@ -91,6 +92,7 @@ const H3_REQUEST_REJECTED: u64 = h3::WireErrorCode::RequestRejected as u64;
 const H3_REQUEST_CANCELLED: u64 = h3::WireErrorCode::RequestCancelled as u64;
 const H3_MESSAGE_ERROR: u64 = h3::WireErrorCode::MessageError as u64;
 const H3_INTERNAL_ERROR: u64 = h3::WireErrorCode::InternalError as u64;
+const H3_EXCESSIVE_LOAD: u64 = h3::WireErrorCode::ExcessiveLoad as u64;
 
 /// A sans-IO QUIC + HTTP/3 endpoint for one UDP socket.
 ///
@@ -303,6 +305,9 @@ struct Conn {
     /// and the validated one it moved to. Datagrams quiche still sends on the old path go
     /// to the new address instead.
     moved: Option<(SocketAddr, SocketAddr)>,
+    /// Edge, HTTP/3: requests the peer reset before they were answered, in the current
+    /// window (`endpoint::ends`, the rapid reset bound).
+    early_resets: crate::h2::RateWindow,
 }
 
 /// Edge: the ingress hook's verdict on a connection. Its HTTP/3 layer (and so every
@@ -1373,6 +1378,7 @@ impl Endpoint {
                 ingress: Ingress::Pending,
                 certificate_identity: None,
                 moved: None,
+                early_resets: crate::h2::RateWindow::default(),
             },
         );
         self.refresh_timer(handle);

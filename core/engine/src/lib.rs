@@ -95,8 +95,9 @@ pub use config::{
 };
 pub use dns::DnsCacheConfig;
 pub use endpoint::{
-    CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, FALLBACK_DELAY, IpDelivery, MAX_RESOLVED,
-    ProxyProtocolVersion, ShutdownPlan, TCP_LAST_WRITES, TcpRefused,
+    CONNECTION_ATTEMPT_DELAY, EgressPlan, Endpoint, FALLBACK_DELAY, IpDelivery,
+    MAX_EARLY_RESETS_PER_10S, MAX_RESOLVED, ProxyProtocolVersion, ShutdownPlan, TCP_LAST_WRITES,
+    TcpRefused,
 };
 pub use error::{ConfigError, OpenError, TunnelError};
 pub use policy::{

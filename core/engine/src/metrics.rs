@@ -39,6 +39,7 @@ impl EndpointStats {
             connections_total,
             tcp_connections_total,
             http2_bounds,
+            http3_rapid_reset_floods,
             connections_lost,
             tunnels,
             tunnels_total,
@@ -83,6 +84,7 @@ impl EndpointStats {
         self.connections_total += connections_total;
         self.tcp_connections_total += tcp_connections_total;
         self.http2_bounds.merge(http2_bounds);
+        self.http3_rapid_reset_floods += http3_rapid_reset_floods;
         self.connections_lost += connections_lost;
         self.tunnels += tunnels;
         self.tunnels_total += tunnels_total;
@@ -168,7 +170,7 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 32] {
+    fn table(&self) -> [(&'static str, &'static str, Sample); 33] {
         use Sample::{Counter, Gauge};
         let s = &self.0;
         [
@@ -211,6 +213,11 @@ impl Snapshot {
                 "auth_failures",
                 "Edge: requests refused for missing or wrong credentials.",
                 Counter(s.auth_failures),
+            ),
+            (
+                "http3_rapid_reset_floods",
+                "Edge: HTTP/3 connections closed for resetting requests before their answer faster than the bound (rapid reset).",
+                Counter(s.http3_rapid_reset_floods),
             ),
             (
                 "datagrams_received",

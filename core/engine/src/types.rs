@@ -538,6 +538,9 @@ pub struct EndpointStats {
     pub tcp_connections_total: u64,
     /// HTTP/2 (the TCP on-ramp): how often each bound against a known attack acted.
     pub http2_bounds: Http2Bounds,
+    /// Edge, HTTP/3: connections closed for resetting more than
+    /// `MAX_EARLY_RESETS_PER_10S` requests before their answer (rapid reset).
+    pub http3_rapid_reset_floods: u64,
     /// Connections that ended.
     pub connections_lost: u64,
     /// Tunnels currently alive (requested, opening or open).

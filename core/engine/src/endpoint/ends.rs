@@ -12,9 +12,16 @@
 //! reading; the peer learns of the abort from the `STOP_SENDING`, and keeps reading what
 //! we sent before it closes the tunnel (see [`Endpoint::write_stopped`]).
 
-use super::{Endpoint, H3_CONNECT_ERROR, Receiving, Sending, TunnelState, shutdown_stream};
+use super::{
+    Endpoint, H3_CONNECT_ERROR, H3_EXCESSIVE_LOAD, Receiving, RoleState, Sending, TunnelState,
+    shutdown_stream,
+};
 use crate::error::TunnelError;
 use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
+
+/// Requests an HTTP/3 client may reset before they are answered in 10 s, on one
+/// connection; HTTP/2's default bound on resets is the same.
+pub const MAX_EARLY_RESETS_PER_10S: u32 = 1000;
 
 impl Endpoint {
     /// Aborts a tunnel with `H3_CONNECT_ERROR` (the target connection was reset or failed):
@@ -150,22 +157,57 @@ impl Endpoint {
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
         };
-        let event = match tunnel.state {
-            TunnelState::AwaitingResponse { .. } => {
-                self.stats.tunnels_refused += 1;
-                Event::TunnelRefused {
-                    tunnel: id,
-                    reason: RefusedReason::Reset { code },
-                }
+        let refused = matches!(tunnel.state, TunnelState::AwaitingResponse { .. });
+        // Edge: the host (or its hook) was asked to act and has not answered yet.
+        let unanswered = matches!(
+            tunnel.state,
+            TunnelState::Requested { .. } | TunnelState::Deciding { .. } | TunnelState::Accepting
+        );
+        let event = if refused {
+            self.stats.tunnels_refused += 1;
+            Event::TunnelRefused {
+                tunnel: id,
+                reason: RefusedReason::Reset { code },
             }
-            _ => Event::TunnelClosed {
+        } else {
+            Event::TunnelClosed {
                 tunnel: id,
                 reason: CloseReason::Reset { code },
-            },
+            }
         };
         self.remove_tunnel(id);
         self.events.push_back(event);
+        if unanswered {
+            self.count_early_reset(handle);
+        }
         self.queue_send(handle);
+    }
+
+    /// Edge, HTTP/3: a request reset by the peer before it was answered, after the host
+    /// was asked to act on it (a dial, a lookup). Past [`MAX_EARLY_RESETS_PER_10S`] in a
+    /// window the connection is closed with `H3_EXCESSIVE_LOAD` and counted: the HTTP/3
+    /// form of HTTP/2's rapid reset (CVE-2023-44487), where the peer's cost is a frame and
+    /// ours a connection to an origin. QUIC's stream limits bound how many requests are
+    /// open at once, not how fast they are opened and reset. (HTTP/2 has the same bound in
+    /// its session, `h2::Limits::max_resets_per_10s`.)
+    fn count_early_reset(&mut self, handle: u64) {
+        if !matches!(self.role, RoleState::Edge(_)) {
+            return;
+        }
+        let now = self.clock;
+        let Some(conn) = self.conns.get_mut(handle) else {
+            return;
+        };
+        if conn.wire.quic().is_none() || !conn.early_resets.hit(now, MAX_EARLY_RESETS_PER_10S) {
+            return;
+        }
+        tracing::info!(
+            connection = handle,
+            peer = %conn.peer,
+            "closing a connection that resets requests faster than {MAX_EARLY_RESETS_PER_10S} in 10 s"
+        );
+        let _ = conn.wire.close(true, H3_EXCESSIVE_LOAD, b"rapid reset");
+        self.stats.http3_rapid_reset_floods += 1;
     }
 
     /// Closes a tunnel whose both directions are over: `Finished`, or `Reset` when the peer

@@ -80,21 +80,21 @@ impl Limits {
 }
 
 /// How long one counting window of [`RateWindow`] lasts.
-pub(super) const RATE_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Events counted over fixed windows of [`RATE_WINDOW`], starting at the first event.
 ///
 /// Fixed windows let a peer reach at most twice the limit across a window boundary, which
 /// is still a bound; a sliding window would need a timestamp per event.
 #[derive(Debug, Default)]
-pub(super) struct RateWindow {
+pub(crate) struct RateWindow {
     start: Option<Instant>,
     count: u32,
 }
 
 impl RateWindow {
     /// Counts one event at `now`; true when the window now holds more than `limit`.
-    pub(super) fn hit(&mut self, now: Instant, limit: u32) -> bool {
+    pub(crate) fn hit(&mut self, now: Instant, limit: u32) -> bool {
         match self.start {
             Some(start) if now.saturating_duration_since(start) < RATE_WINDOW => {}
             _ => {

@@ -42,7 +42,7 @@ use block::HeaderBlock;
 use flow::{RecvWindow, SendWindow};
 use hpack::HeaderCodec;
 pub use limits::Limits;
-use limits::RateWindow;
+pub(crate) use limits::RateWindow;
 use output::Output;
 use settings::PeerSettings;
 use stream::Stream;

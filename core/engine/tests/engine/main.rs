@@ -10,6 +10,7 @@ mod drain;
 mod endpoint;
 mod ends;
 mod fin;
+mod floods;
 mod harness;
 mod hosts;
 mod idle;
