@@ -42,7 +42,7 @@ mod support;
 mod c_support;
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
@@ -51,8 +51,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use support::{
-    Canary, Client, Echo, Edge, Origin, Output, Proc, STARTUP, TOKEN, TempDir, UdpEcho, curl,
-    require_aioquic, require_tool, run_bounded, sha256_file, wait_until, write_random_file,
+    Canary, Client, Echo, Edge, Origin, Output, Proc, STARTUP, TOKEN, TempDir, UdpEcho,
+    Unanswering, curl, require_aioquic, require_tool, run_bounded, sha256_file, wait_until,
+    write_random_file,
 };
 
 /// Bound of one transfer or refused request on a busy machine (debug build).
@@ -560,48 +561,6 @@ fn refusals(kind: EdgeKind) -> anyhow::Result<()> {
 }
 
 // ---- 4. An unanswered request ---------------------------------------------------------
-
-/// A loopback target that never answers a SYN: a listener with a backlog of 0 whose accept
-/// queue one unaccepted connection fills; Linux then drops the SYNs it gets. Holds the
-/// listener (and the runtime that made it: std cannot set a backlog) and the connection.
-struct Unanswering {
-    addr: SocketAddr,
-    runtime: tokio::runtime::Runtime,
-    listener: tokio::net::TcpListener,
-    filling: Vec<TcpStream>,
-}
-
-impl Unanswering {
-    fn start() -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _entered = runtime.enter();
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
-            socket.listen(0)?
-        };
-        let addr = listener.local_addr()?;
-        let filling: Vec<TcpStream> = (0..3)
-            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
-            .collect();
-        // The kernel must now drop a SYN: a probe must time out, not connect or be refused.
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            other => bail!(
-                "could not make a loopback target that ignores SYNs (a probe got {other:?}); \
-                 this scenario needs Linux's drop of SYNs on a full accept queue"
-            ),
-        }
-        Ok(Self {
-            addr,
-            runtime,
-            listener,
-            filling,
-        })
-    }
-}
 
 impl Unanswering {
     /// Answers at last: accepts for `window`, and checks that every connection the edge's

@@ -972,3 +972,49 @@ impl Client {
         self.proc.exited()
     }
 }
+
+/// A loopback target that never answers a SYN: a listener with a backlog of 0 whose accept
+/// queue one unaccepted connection fills; Linux then drops the SYNs it gets. Holds the
+/// listener (and the runtime that made it: std cannot set a backlog) and the connection.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) struct Unanswering {
+    pub(crate) addr: SocketAddr,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) listener: tokio::net::TcpListener,
+    pub(crate) filling: Vec<std::net::TcpStream>,
+}
+
+#[allow(dead_code)] // not every test binary uses it
+impl Unanswering {
+    pub(crate) fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+            socket.listen(0)?
+        };
+        let addr = listener.local_addr()?;
+        let filling: Vec<std::net::TcpStream> = (0..3)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+            })
+            .collect();
+        // The kernel must now drop a SYN: a probe must time out, not connect or be refused.
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => anyhow::bail!(
+                "could not make a loopback target that ignores SYNs (a probe got {other:?}); \
+                 this scenario needs Linux's drop of SYNs on a full accept queue"
+            ),
+        }
+        Ok(Self {
+            addr,
+            runtime,
+            listener,
+            filling,
+        })
+    }
+}
