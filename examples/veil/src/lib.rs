@@ -12,6 +12,7 @@ pub mod config_cmd;
 pub mod demo;
 pub mod fetch;
 mod http_proxy;
+pub mod limits;
 mod metrics;
 mod notify;
 pub mod origin;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some((before, after)) = veil_cli::limits::raise_open_files() {
+        tracing::debug!(before, after, "raised the limit on open files");
+    }
     if let Command::Server(flags) = &cli.command {
         match glommio_server(flags, cli.config.as_deref()) {
             Ok(None) => {}
