@@ -77,6 +77,10 @@ pub(crate) struct CoreSetup {
 struct State {
     endpoint: Endpoint,
     tunnels: HashMap<TunnelId, Rc<TunnelSignals>>,
+    /// TCP tunnels whose dial is under way (no answer yet): cancelled when the engine ends
+    /// the tunnel first (the client reset it, or the request timed out), so that a dial
+    /// nobody waits for does not hold a socket until its connect timeout.
+    dials: HashMap<TunnelId, glommio::task::JoinHandle<()>>,
     /// Decapsulated CONNECT-IP flows and their relays' signals (`crate::decap`).
     flows: HashMap<veil_engine::IpFlowId, Rc<TunnelSignals>>,
     /// Connections of the TCP on-ramp this core accepted.
@@ -141,6 +145,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         state: RefCell::new(State {
             endpoint,
             tunnels: HashMap::new(),
+            dials: HashMap::new(),
             flows: HashMap::new(),
             tcp: tcp::Connections::default(),
             stopping: false,
@@ -408,7 +413,10 @@ impl Core {
                 let port: Rc<dyn Port> = self.clone();
                 match kind {
                     TunnelKind::Stream => {
-                        glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target)).detach();
+                        let dial =
+                            glommio::spawn_local(tunnel::dial_and_relay(port, tunnel, target))
+                                .detach();
+                        self.state.borrow_mut().dials.insert(tunnel, dial);
                     }
                     TunnelKind::Udp => {
                         glommio::spawn_local(udp_tunnel::connect_and_relay(port, tunnel, target))
@@ -465,9 +473,15 @@ impl Core {
             }
             Event::TunnelClosed { tunnel, reason } => {
                 tracing::debug!(core, ?tunnel, ?reason, "tunnel closed");
-                let signals = self.state.borrow_mut().tunnels.remove(&tunnel);
+                let mut state = self.state.borrow_mut();
+                let signals = state.tunnels.remove(&tunnel);
+                let dial = state.dials.remove(&tunnel);
+                drop(state);
                 if let Some(signals) = signals {
                     signals.close(reason);
+                } else if let Some(dial) = dial {
+                    // Not answered yet: its dial is for nobody now.
+                    dial.cancel();
                 }
             }
             Event::IpFlowOpened { .. }
@@ -559,6 +573,8 @@ impl Port for Core {
 
     fn answer(&self, tunnel: TunnelId, result: Result<(), Refusal>) -> Option<Rc<TunnelSignals>> {
         let mut state = self.state.borrow_mut();
+        // Answered: the task goes on as the tunnel's relay, no longer a dial to cancel.
+        state.dials.remove(&tunnel);
         let outcome = match result {
             Err(refusal) => {
                 refuse(&mut state.endpoint, tunnel, refusal);

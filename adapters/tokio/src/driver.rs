@@ -105,6 +105,10 @@ pub(crate) struct Driver {
     icmp_buf: Box<[u8]>,
     /// Edge: connections on the TCP on-ramp (`Node::listen_tcp`).
     tcp: HashMap<veil_engine::ConnectionHandle, TcpSlot>,
+    /// Edge: dials under way, aborted when the engine ends their tunnel first (the client
+    /// reset its request, or the engine's request timeout refused it): a dial nobody waits
+    /// for must not hold a socket until its connect timeout.
+    dials: HashMap<TunnelId, tokio::task::AbortHandle>,
     /// Scratch for a TCP connection's bytes on their way to its writer.
     tcp_buf: Box<[u8]>,
 }
@@ -142,6 +146,7 @@ impl Driver {
             packet_buf: Vec::new(),
             icmp_buf: vec![0; 1280].into_boxed_slice(),
             tcp: HashMap::new(),
+            dials: HashMap::new(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
         }
     }
@@ -281,6 +286,7 @@ impl Driver {
             Event::TunnelOpened { tunnel } => self.on_opened(tunnel),
             Event::TunnelRefused { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel refused");
+                self.abandon_dial(tunnel);
                 if let Some(reply) = self.opening.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Refused(reason)));
                 } else if let Some(reply) = self.opening_udp.remove(&tunnel) {
@@ -311,6 +317,7 @@ impl Driver {
             }
             Event::TunnelClosed { tunnel, reason } => {
                 tracing::debug!(?tunnel, ?reason, "tunnel closed");
+                self.abandon_dial(tunnel);
                 if let Some(reply) = self.opening.remove(&tunnel) {
                     let _ = reply.send(Err(OpenFailure::Stopped));
                 }
@@ -353,13 +360,22 @@ impl Driver {
         let timeout = self.options.connect_timeout;
         // The engine's cache of resolved names spares a lookup.
         let cached = self.endpoint.cached_addresses(tunnel);
-        tokio::spawn(async move {
+        let dial = tokio::spawn(async move {
             let result = dial::dial(tunnel, &target, cached, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "dial failed");
             }
             let _ = commands.send(Command::Dialed { tunnel, result });
         });
+        self.dials.insert(tunnel, dial.abort_handle());
+    }
+
+    /// The engine ended `tunnel` while its dial was under way: the dial stops.
+    fn abandon_dial(&mut self, tunnel: TunnelId) {
+        if let Some(dial) = self.dials.remove(&tunnel) {
+            dial.abort();
+            tracing::debug!(?tunnel, "dial abandoned: the tunnel ended first");
+        }
     }
 
     /// Hands a hook's question about a request to the embedder; its answer comes back as a
@@ -438,6 +454,7 @@ impl Driver {
     }
 
     fn on_dialed(&mut self, tunnel: TunnelId, result: Result<TcpStream, Refusal>) {
+        self.dials.remove(&tunnel);
         let stream = match result {
             Ok(stream) => stream,
             Err(refusal) => return self.refuse(tunnel, refusal),

@@ -221,6 +221,9 @@ typedef enum veil_close_reason {
   // No datagram (UDP tunnel) or no byte (TCP tunnel, reset) either way for the
   // configured idle timeout.
   VEIL_CLOSE_IDLE_TIMEOUT = 5,
+  // Edge: the embedder did not answer the tunnel's request in time; the engine refused it
+  // (504): stop what was started for it (close a dial under way).
+  VEIL_CLOSE_REQUEST_TIMEOUT = 6,
 } veil_close_reason;
 
 // What the host must do next (`veil_relay_poll_action`), in the order given.

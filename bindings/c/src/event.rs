@@ -101,6 +101,9 @@ pub enum veil_close_reason {
     /// No datagram (UDP tunnel) or no byte (TCP tunnel, reset) either way for the
     /// configured idle timeout.
     VEIL_CLOSE_IDLE_TIMEOUT = 5,
+    /// Edge: the embedder did not answer the tunnel's request in time; the engine refused it
+    /// (504): stop what was started for it (close a dial under way).
+    VEIL_CLOSE_REQUEST_TIMEOUT = 6,
 }
 
 /// One event from `veil_endpoint_poll_event`. `kind` says which fields are meaningful
@@ -228,6 +231,7 @@ impl veil_event {
             }
             CloseReason::ConnectionLost => veil_close_reason::VEIL_CLOSE_CONNECTION_LOST,
             CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
+            CloseReason::RequestTimeout => veil_close_reason::VEIL_CLOSE_REQUEST_TIMEOUT,
             _ => veil_close_reason::VEIL_CLOSE_OTHER,
         };
         event

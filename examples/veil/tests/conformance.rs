@@ -19,8 +19,9 @@
 //!    `destination_ip_prohibited`, never reached).
 //! 4. `unanswered_request`: a target that never answers a SYN (a loopback listener whose
 //!    accept queue is full: Linux drops the SYNs), a 1 s request timeout and a 20 s connect
-//!    timeout: 504 `connection_timeout` (SOCKS5 reply 6) after about 1 s; when the target
-//!    answers at last, the host closes the dials whose tunnels the engine refused.
+//!    timeout: 504 `connection_timeout` (SOCKS5 reply 6) after about 1 s; the engine tells
+//!    the host (`TunnelClosed`, `RequestTimeout`) and the host stops the dial, so when the
+//!    target answers at last, no dial reaches it (any that did is closed at once).
 //! 5. `drain_on_sigterm`: a slow download through the edge; SIGTERM; the download completes
 //!    whole and the edge exits 0 before its drain timeout.
 //! 6. `linger_after_stop`: the application resets after its request; the edge writes the

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Endpoint, H3_INTERNAL_ERROR, Ingress, TunnelState};
-use crate::types::{Refusal, TunnelId};
+use crate::types::{CloseReason, Event, Refusal, TunnelId};
 
 /// What waits for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,7 +77,13 @@ impl Endpoint {
         match tunnel.state {
             TunnelState::Requested { .. } => {
                 tracing::info!(tunnel = ?id, "the host did not answer a request in time");
-                let _ = self.refuse_tunnel(id, Refusal::ConnectionTimeout);
+                if self.refuse_tunnel(id, Refusal::ConnectionTimeout).is_ok() {
+                    // The host may still be dialling for it: tell it to stop.
+                    self.events.push_back(Event::TunnelClosed {
+                        tunnel: id,
+                        reason: CloseReason::RequestTimeout,
+                    });
+                }
             }
             TunnelState::Sniffing { .. } => self.sniff_expired(id),
             TunnelState::Deciding { .. } => {
