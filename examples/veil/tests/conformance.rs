@@ -881,30 +881,28 @@ fn http2_connect(kind: EdgeKind) -> anyhow::Result<()> {
     )?;
     let tcp = host.tcp_addr.context("no TCP listener")?.to_string();
     let target = echo.addr().to_string();
+    let args = [
+        "--edge",
+        &tcp,
+        "--pin",
+        &host.pin,
+        "--token",
+        TOKEN,
+        "--size",
+        "4194304",
+        "--echo",
+        &target,
+        "--echo",
+        &target,
+        "--refuse",
+        "169.254.169.254:80=403:destination_ip_prohibited",
+    ]
+    .map(String::from);
     let python = support::require_python_h2()?;
-    let mut command = Command::new(python);
-    command
-        .arg(support::repo_root().join("tests/interop/h2_connect.py"))
-        .args(["--edge", &tcp, "--pin", &host.pin, "--token", TOKEN])
-        .args(["--size", "4194304", "--echo", &target, "--echo", &target])
-        .args([
-            "--refuse",
-            "169.254.169.254:80=403:destination_ip_prohibited",
-        ]);
-    let output = run_bounded(command, SCRIPT)?;
-    let passed = output
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("ok "))
-        .count();
-    ensure!(
-        output.status.success() && passed == 3,
-        "{kind:?}: h2_connect.py: exit {}, {passed} of 3 checks ok\nstdout:\n{}\nstderr:\n{}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
+    let run = support::run_script(&python, "h2_connect.py", &args, SCRIPT)?;
+    support::ensure_checks(&format!("{kind:?}: h2_connect.py"), &run, 3, || {
         host.diagnostics()
-    );
+    })?;
     Ok(())
 }
 
@@ -924,43 +922,30 @@ fn http1_connect(kind: EdgeKind) -> anyhow::Result<()> {
         },
     )?;
     let tcp = host.tcp_addr.context("no TCP listener")?.to_string();
-    let python = require_aioquic()?;
-    let mut command = Command::new(python);
-    command
-        .arg(support::repo_root().join("tests/interop/h1_connect.py"))
-        .args(["--edge", &tcp, "--pin", &host.pin, "--token", TOKEN])
-        .args(["--echo", &echo.addr().to_string()])
-        .args(["--refuse", "169.254.169.254:80=403"]);
-    let output = run_bounded(command, SCRIPT)?;
-    let passed = output
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("ok "))
-        .count();
-    ensure!(
-        output.status.success() && passed == 2,
-        "{kind:?}: h1_connect.py: exit {}, {passed} of 2 checks ok\nstdout:\n{}\nstderr:\n{}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
+    let args = [
+        "--edge",
+        &tcp,
+        "--pin",
+        &host.pin,
+        "--token",
+        TOKEN,
+        "--echo",
+        &echo.addr().to_string(),
+        "--refuse",
+        "169.254.169.254:80=403",
+    ]
+    .map(String::from);
+    let run = support::run_script(&require_aioquic()?, "h1_connect.py", &args, SCRIPT)?;
+    support::ensure_checks(&format!("{kind:?}: h1_connect.py"), &run, 2, || {
         host.diagnostics()
-    );
+    })?;
     let downloaded = dir.path().join("downloaded.bin");
-    let authorization = format!("Proxy-Authorization: Bearer {TOKEN}");
-    let output = curl(
-        &[
-            "--proxytunnel",
-            "--proxy",
-            &format!("https://{tcp}"),
-            "--proxy-insecure",
-            "--proxy-header",
-            &authorization,
-            "--write-out",
-            "%{http_code}",
-            "--output",
-            downloaded.to_str().context("a UTF-8 path")?,
-            &origin.url("file.bin"),
-        ],
+    let output = support::curl_https_proxy(
+        &tcp,
+        Some(TOKEN),
+        "%{http_code}",
+        downloaded.to_str().context("a UTF-8 path")?,
+        &origin.url("file.bin"),
         REQUEST,
     )?;
     support::check_download(&output, &downloaded, &served, || host.diagnostics())?;

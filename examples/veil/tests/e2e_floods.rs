@@ -29,29 +29,10 @@ const WINDOW: Duration = Duration::from_secs(4);
 
 /// Downloads `url` through `socks` over and over for [`WINDOW`]; returns MiB/s.
 fn goodput(socks: std::net::SocketAddr, url: &str) -> anyhow::Result<f64> {
-    let proxy = format!("socks5h://{socks}");
     let started = Instant::now();
     let mut bytes = 0usize;
     while started.elapsed() < WINDOW {
-        let output = curl(
-            &[
-                "--proxy",
-                &proxy,
-                "--write-out",
-                "%{http_code} %{size_download}",
-                "--output",
-                "/dev/null",
-                url,
-            ],
-            Duration::from_secs(60),
-        )?;
-        ensure!(
-            output.status.success() && output.stdout == format!("200 {FILE}"),
-            "a download beside the flood: exit {}, {:?}: {}",
-            output.code(),
-            output.stdout,
-            output.stderr
-        );
+        support::download_via_socks(socks, url, FILE)?;
         bytes += FILE;
     }
     #[allow(clippy::cast_precision_loss)]

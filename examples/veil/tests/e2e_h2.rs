@@ -46,41 +46,25 @@ fn edge_with_tcp(dir: &TempDir, runtime: Runtime, args: &[&str]) -> anyhow::Resu
     Ok((edge, tcp))
 }
 
-/// Runs the script against the TCP listener `tcp` of the edge pinned as `pin` with ARGS;
-/// returns its output and how many checks printed `ok`.
+/// Runs `h2_connect.py` against the TCP listener `tcp` of the edge pinned as `pin` with
+/// ARGS; returns its output and how many checks printed `ok`.
 fn run_h2(pin: &str, tcp: &str, args: &[String]) -> anyhow::Result<(Output, usize)> {
     let python = support::require_python_h2()?;
-    let mut command = Command::new(python);
-    command
-        .arg(support::repo_root().join("tests/interop/h2_connect.py"))
-        .args(["--edge", tcp, "--pin", pin])
-        .args(args);
-    let output = support::timed("h2_connect.py", || run_bounded(command, SCRIPT))?;
-    let passed = output
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("ok "))
-        .count();
-    Ok((output, passed))
+    let mut all = ["--edge", tcp, "--pin", pin].map(String::from).to_vec();
+    all.extend_from_slice(args);
+    support::run_script(&python, "h2_connect.py", &all, SCRIPT)
 }
 
 /// Fails unless the script exited 0 with every one of `checks` `ok`.
 fn ensure_passed(
     edge: &Edge,
     args: &[String],
-    (output, passed): &(Output, usize),
+    run: &(Output, usize),
     checks: usize,
 ) -> anyhow::Result<()> {
-    ensure!(
-        output.status.success() && *passed == checks,
-        "h2_connect.py {args:?}: exit {}, {passed} of {checks} checks ok\n\
-         stdout:\n{}\nstderr:\n{}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
+    support::ensure_checks(&format!("h2_connect.py {args:?}"), run, checks, || {
         edge.diagnostics()
-    );
-    Ok(())
+    })
 }
 
 /// Runs the script against the TCP listener `tcp` with ARGS; fails unless every one of
@@ -418,27 +402,15 @@ fn connections_of(line: &str) -> Option<u64> {
 /// every one of `checks` printed `ok`.
 fn python_h1(edge: &Edge, tcp: &str, args: &[String], checks: usize) -> anyhow::Result<Output> {
     let python = support::require_aioquic()?;
-    let mut command = Command::new(python);
-    command
-        .arg(support::repo_root().join("tests/interop/h1_connect.py"))
-        .args(["--edge", tcp, "--pin", edge.pin()?])
-        .args(args);
-    let output = support::timed("h1_connect.py", || run_bounded(command, SCRIPT))?;
-    let passed = output
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("ok "))
-        .count();
-    ensure!(
-        output.status.success() && passed == checks,
-        "h1_connect.py {args:?}: exit {}, {passed} of {checks} checks ok\n\
-         stdout:\n{}\nstderr:\n{}\n{}",
-        output.code(),
-        output.stdout,
-        output.stderr,
+    let mut all = ["--edge", tcp, "--pin", edge.pin()?]
+        .map(String::from)
+        .to_vec();
+    all.extend_from_slice(args);
+    let run = support::run_script(&python, "h1_connect.py", &all, SCRIPT)?;
+    support::ensure_checks(&format!("h1_connect.py {args:?}"), &run, checks, || {
         edge.diagnostics()
-    );
-    Ok(output)
+    })?;
+    Ok(run.0)
 }
 
 #[test]
@@ -502,41 +474,22 @@ fn curl_through_https_proxy(runtime: Runtime) -> anyhow::Result<()> {
         runtime,
         &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
     )?;
-    let proxy = format!("https://{tcp}");
-    let authorization = format!("Proxy-Authorization: Bearer {TOKEN}");
     let downloaded = dir.path().join("downloaded.bin");
-    let output = support::curl(
-        &[
-            "--proxytunnel",
-            "--proxy",
-            &proxy,
-            // The edge's certificate is self-signed and made at start (the Python checks
-            // pin it); curl has no option for a certificate's fingerprint.
-            "--proxy-insecure",
-            "--proxy-header",
-            &authorization,
-            "--write-out",
-            "%{http_code}",
-            "--output",
-            downloaded.to_str().context("a UTF-8 path")?,
-            &origin.url("file.bin"),
-        ],
+    let output = support::curl_https_proxy(
+        &tcp,
+        Some(TOKEN),
+        "%{http_code}",
+        downloaded.to_str().context("a UTF-8 path")?,
+        &origin.url("file.bin"),
         Duration::from_secs(60),
     )?;
     support::check_download(&output, &downloaded, &served_sum, || edge.diagnostics())?;
-
-    let refused = support::curl(
-        &[
-            "--proxytunnel",
-            "--proxy",
-            &proxy,
-            "--proxy-insecure",
-            "--write-out",
-            "%{http_connect}",
-            "--output",
-            "/dev/null",
-            &origin.url("file.bin"),
-        ],
+    let refused = support::curl_https_proxy(
+        &tcp,
+        None,
+        "%{http_connect}",
+        "/dev/null",
+        &origin.url("file.bin"),
         Duration::from_secs(30),
     )?;
     ensure!(

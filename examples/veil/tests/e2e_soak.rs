@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use support::{Client, Echo, Edge, Origin, TOKEN, TempDir, curl, require_tool};
+use support::{Client, Echo, Edge, Origin, TOKEN, TempDir, require_tool};
 
 /// Bytes of each download.
 const FILE: usize = 1 << 20;
@@ -83,27 +83,7 @@ fn abort_midway(socks: SocketAddr, echo: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn download(socks: SocketAddr, url: &str) -> anyhow::Result<()> {
-    let proxy = format!("socks5h://{socks}");
-    let output = curl(
-        &[
-            "--proxy",
-            &proxy,
-            "--write-out",
-            "%{http_code} %{size_download}",
-            "--output",
-            "/dev/null",
-            url,
-        ],
-        Duration::from_secs(30),
-    )?;
-    ensure!(
-        output.status.success() && output.stdout == format!("200 {FILE}"),
-        "download: exit {}, {:?}: {}",
-        output.code(),
-        output.stdout,
-        output.stderr
-    );
-    Ok(())
+    support::download_via_socks(socks, url, FILE)
 }
 
 /// The workers: they loop until stopped, and stop together at each checkpoint.

@@ -1018,3 +1018,95 @@ impl Unanswering {
         })
     }
 }
+
+/// Runs `python tests/interop/SCRIPT ARGS` within `bound`; returns its output and how many
+/// checks printed `ok ` (the interop scripts' convention: one line per check).
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn run_script(
+    python: &Path,
+    script: &str,
+    args: &[String],
+    bound: Duration,
+) -> anyhow::Result<(Output, usize)> {
+    let mut command = Command::new(python);
+    command
+        .arg(repo_root().join("tests/interop").join(script))
+        .args(args);
+    let output = timed(script, || run_bounded(command, bound))?;
+    let passed = output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    Ok((output, passed))
+}
+
+/// Fails unless a [`run_script`] run exited 0 with every one of `checks` `ok`; `context`
+/// (the processes' logs) explains a failure.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn ensure_checks(
+    script: &str,
+    (output, passed): &(Output, usize),
+    checks: usize,
+    context: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    ensure!(
+        output.status.success() && *passed == checks,
+        "{script}: exit {}, {passed} of {checks} checks ok\nstdout:\n{}\nstderr:\n{}\n{}",
+        output.code(),
+        output.stdout,
+        output.stderr,
+        context()
+    );
+    Ok(())
+}
+
+/// curl through `proxy` as the HTTPS proxy users configure (`-p -x https://ADDR`, the
+/// edge's self-signed certificate not verified: made at start, and curl has no option for
+/// a certificate's fingerprint), with the bearer `token` if any, writing `write_out` and
+/// the body to `output`.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn curl_https_proxy(
+    proxy: &str,
+    token: Option<&str>,
+    write_out: &str,
+    output: &str,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
+    let proxy = format!("https://{proxy}");
+    let authorization = token.map(|token| format!("Proxy-Authorization: Bearer {token}"));
+    let mut args = vec!["--proxytunnel", "--proxy", &proxy, "--proxy-insecure"];
+    if let Some(header) = &authorization {
+        args.extend(["--proxy-header", header]);
+    }
+    args.extend(["--write-out", write_out, "--output", output, url]);
+    curl(&args, timeout)
+}
+
+/// Downloads `url` through the SOCKS5 proxy `socks` into nothing; fails unless it was a
+/// 200 of exactly `size` bytes.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn download_via_socks(socks: SocketAddr, url: &str, size: usize) -> anyhow::Result<()> {
+    let proxy = format!("socks5h://{socks}");
+    let output = curl(
+        &[
+            "--proxy",
+            &proxy,
+            "--write-out",
+            "%{http_code} %{size_download}",
+            "--output",
+            "/dev/null",
+            url,
+        ],
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        output.status.success() && output.stdout == format!("200 {size}"),
+        "a download of {size} bytes: exit {}, {:?}: {}",
+        output.code(),
+        output.stdout,
+        output.stderr
+    );
+    Ok(())
+}
