@@ -220,26 +220,9 @@ fn is_framing(name: &[u8]) -> bool {
     .any(|framing| name.eq_ignore_ascii_case(framing))
 }
 
-/// The reason phrase of the statuses a proxy answers with.
+/// The standard reason phrase (veil-proto's table, as the client's HTTP proxy writes it).
 fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        421 => "Misdirected Request",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
+    veil_proto::http1::StatusCode::new(status).map_or("", veil_proto::http1::StatusCode::reason)
 }
 
 #[cfg(test)]
