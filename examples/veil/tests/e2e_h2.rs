@@ -502,3 +502,91 @@ fn curl_through_https_proxy(runtime: Runtime) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// HAProxy (Debian's, a PROXY protocol sender nobody here wrote) in front of the TCP
+/// listener, as a load balancer is: `send-proxy-v2` toward the edge. curl goes through it
+/// with the edge as its HTTPS proxy from a local port it picks; the audit log names curl's
+/// address from HAProxy's header, not HAProxy's own.
+#[test]
+fn haproxy_in_front_sends_proxy_v2_and_the_audit_log_names_the_client() -> anyhow::Result<()> {
+    let haproxy = support::require_tool("haproxy", "haproxy")?;
+    let dir = TempDir::new("h1-haproxy")?;
+    let origin = support::Origin::start(dir.path())?;
+    let served_sum = support::write_random_file(&origin.root().join("file.bin"), 1 << 20, 0x4a9)?;
+    let log = dir.path().join("audit.jsonl");
+    let (edge, tcp) = edge_with_tcp(
+        &dir,
+        Runtime::Tokio,
+        &[
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+            "--proxy-protocol",
+            "--audit-log",
+            log.to_str().context("path")?,
+        ],
+    )?;
+    let front = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend front\n  bind {front}\n  default_backend edge\n\
+             backend edge\n  server edge {tcp} send-proxy-v2\n"
+        ),
+    )?;
+    let mut command = Command::new(haproxy);
+    command.arg("-db").arg("-f").arg(&config);
+    let _haproxy = support::Proc::spawn("haproxy", command, dir.path())?;
+    support::wait_until("HAProxy listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(front).is_ok()
+    })?;
+    // curl's own port, so that the record can be told from HAProxy's connection.
+    let curl_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let downloaded = dir.path().join("downloaded.bin");
+    let output = support::curl(
+        &[
+            "--local-port",
+            &curl_port.to_string(),
+            "--proxytunnel",
+            "--proxy",
+            &format!("https://{front}"),
+            "--proxy-insecure",
+            "--proxy-header",
+            &format!("Proxy-Authorization: Bearer {TOKEN}"),
+            "--write-out",
+            "%{http_code}",
+            "--output",
+            downloaded.to_str().context("a UTF-8 path")?,
+            &origin.url("file.bin"),
+        ],
+        Duration::from_secs(30),
+    )?;
+    support::check_download(&output, &downloaded, &served_sum, || edge.diagnostics())?;
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            let record: serde_json::Value = serde_json::from_str(line)?;
+            ensure!(
+                record["client"] == format!("127.0.0.1:{curl_port}"),
+                "the audit record does not name curl's address 127.0.0.1:{curl_port}: {record}"
+            );
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < give_up,
+            "no audit line\n{}",
+            edge.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
