@@ -503,10 +503,10 @@ fn curl_through_https_proxy(runtime: Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// HAProxy (Debian's, a PROXY protocol sender nobody here wrote) in front of the TCP
+/// `HAProxy` (Debian's, a PROXY protocol sender nobody here wrote) in front of the TCP
 /// listener, as a load balancer is: `send-proxy-v2` toward the edge. curl goes through it
 /// with the edge as its HTTPS proxy from a local port it picks; the audit log names curl's
-/// address from HAProxy's header, not HAProxy's own.
+/// address from `HAProxy`'s header, not `HAProxy`'s own.
 #[test]
 fn haproxy_in_front_sends_proxy_v2_and_the_audit_log_names_the_client() -> anyhow::Result<()> {
     let haproxy = support::require_tool("haproxy", "haproxy")?;
