@@ -295,6 +295,10 @@ struct Conn {
     /// Streams of tunnels that finished, until quiche forgets them (the peer acknowledged
     /// their end): what a shutdown waits for before `CONNECTION_CLOSE`.
     ended: shutdown::Ended,
+    /// Streams of every tunnel removed, until quiche's transport forgets them; then their
+    /// HTTP/3 state is dropped too (`Http::forget_stream`: quiche 0.30 keeps it for ever
+    /// for a stream that ended with a reset of ours).
+    leftovers: shutdown::Ended,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
     /// Edge: where the ingress hook's verdict stands.
@@ -1374,6 +1378,7 @@ impl Endpoint {
                 peer_finished: Vec::new(),
                 fins_waiting: Vec::new(),
                 ended: shutdown::Ended::default(),
+                leftovers: shutdown::Ended::default(),
                 timer: None,
                 ingress: Ingress::Pending,
                 certificate_identity: None,
@@ -1508,6 +1513,7 @@ impl Endpoint {
         self.poll_writable(handle);
         self.decapsulate_due();
         self.prune_ended(handle);
+        self.prune_leftovers(handle);
         // A GOAWAY may have retired the current connection: waiting tunnels need another.
         self.client_connect(now);
         self.flush_pending();
@@ -2111,6 +2117,7 @@ impl Endpoint {
         let handle = tunnel.conn?;
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&tunnel.stream);
+            conn.leftovers.push(tunnel.stream);
             if tunnel.udp.is_some() {
                 udp::purge_datagrams(&mut conn.wire, tunnel.stream);
             }

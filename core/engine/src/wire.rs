@@ -445,6 +445,31 @@ impl Http {
         }
     }
 
+    /// Drops what the HTTP layer keeps of a stream the transport has forgotten.
+    ///
+    /// quiche 0.30's HTTP/3 layer forgets a request stream's state only once our side of it
+    /// finished with a FIN; one that ended with our reset (an aborted tunnel, a request
+    /// the peer reset before our answer) stays in its table for the connection's life:
+    /// some hundred bytes per tunnel on a long-lived connection. Its `send_body` (for a
+    /// stream we sent headers on) and `send_response` (for one we never answered) drop
+    /// that state when the transport has collected the stream, failing before anything
+    /// is written, which is expected here; a stream the transport still has is left
+    /// alone. HTTP/2 forgets streams itself.
+    pub(crate) fn forget_stream(&mut self, wire: &mut Wire, stream: u64) {
+        let (Self::H3(h3), Wire::Quic(quic)) = (self, wire) else {
+            return;
+        };
+        if !matches!(
+            quic.stream_capacity(stream),
+            Err(quiche::Error::InvalidStreamState(_))
+        ) {
+            return;
+        }
+        // (An empty body without FIN is refused before the cleanup: one byte it is.)
+        let _ = h3.send_body(quic, stream, &[0], false);
+        let _ = h3.send_response(quic, stream, &[h3::Header::new(b":status", b"200")], false);
+    }
+
     /// GOAWAY. HTTP/3 names `id`; HTTP/2 names the last stream the session processed.
     pub(crate) fn send_goaway(&mut self, wire: &mut Wire, id: u64) -> h3::Result<()> {
         match (self, wire) {

@@ -169,4 +169,29 @@ impl Endpoint {
             )
         });
     }
+
+    /// Drops the HTTP/3 state of removed tunnels' streams that quiche's transport has
+    /// forgotten, when the list has grown enough (see [`Ended`]): without it, a connection
+    /// that carries many tunnels ended by a reset grows by some hundred bytes each.
+    pub(super) fn prune_leftovers(&mut self, handle: u64) {
+        let Some(conn) = self.conns.get_mut(handle) else {
+            return;
+        };
+        if !conn.leftovers.check_due() {
+            return;
+        }
+        let (wire, http) = (&mut conn.wire, &mut conn.http);
+        conn.leftovers.retain_live(|stream| {
+            let gone = matches!(
+                wire.stream_capacity(stream),
+                Err(quiche::Error::InvalidStreamState(_))
+            );
+            if gone {
+                if let Some(http) = http.as_mut() {
+                    http.forget_stream(wire, stream);
+                }
+            }
+            gone
+        });
+    }
 }
