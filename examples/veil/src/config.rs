@@ -60,10 +60,12 @@ pub struct ServerArgs {
     /// bound address is printed as `veil: edge listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Also take clients over TCP on ADDR (TLS with ALPN h2, HTTP/2 CONNECT and extended
-    /// CONNECT), for networks that block UDP: same certificate, tokens, rules, hooks and
-    /// egress as the QUIC listener. Off by default. Usually the same address as --listen
-    /// (TCP and UDP ports are separate). Printed as `veil: edge listening on tcp ADDR`.
+    /// Also take clients over TCP on ADDR (TLS with ALPN h2: HTTP/2 CONNECT and extended
+    /// CONNECT; or http/1.1: CONNECT and `Upgrade: connect-udp`, an HTTPS proxy for curl
+    /// and its kind), for networks that block UDP: same certificate, tokens, rules, hooks
+    /// and egress as the QUIC listener. Off by default. Usually the same address as
+    /// --listen (TCP and UDP ports are separate). Printed as `veil: edge listening on tcp
+    /// ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub listen_tcp: Option<SocketAddr>,
     /// Every connection on --listen-tcp starts with a PROXY protocol header (v1 or v2),
