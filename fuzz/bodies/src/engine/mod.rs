@@ -2112,8 +2112,9 @@ impl World {
     }
 
     /// Edge: requests the host left unanswered for `request_timeout` are refused by the
-    /// engine (504, `connection_timeout`) without an event; the model forgets them and
-    /// lets their clients see that refusal.
+    /// engine (504, `connection_timeout`); it says so for a request it had handed over
+    /// (`TunnelClosed` with `RequestTimeout`), not for one still with a hook. The model
+    /// forgets the rest here and lets their clients see that refusal.
     fn forget_expired_requests(&mut self) {
         let expired: Vec<TunnelId> = self
             .model
@@ -2123,17 +2124,22 @@ impl World {
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            let tunnel = self.model.kill_edge(id);
-            match tunnel.origin {
-                Origin::Client(port) => {
-                    self.model
-                        .flow(port)
-                        .refusals
-                        .push(Refusal::ConnectionTimeout);
-                }
-                Origin::ClientIp => self.model.ip_refusals.push(Refusal::ConnectionTimeout),
-                Origin::Raw => {}
+            self.expired(id);
+        }
+    }
+
+    /// The engine refused request `id` at its timeout: its client sees 504.
+    fn expired(&mut self, id: TunnelId) {
+        let tunnel = self.model.kill_edge(id);
+        match tunnel.origin {
+            Origin::Client(port) => {
+                self.model
+                    .flow(port)
+                    .refusals
+                    .push(Refusal::ConnectionTimeout);
             }
+            Origin::ClientIp => self.model.ip_refusals.push(Refusal::ConnectionTimeout),
+            Origin::Raw => {}
         }
     }
 
@@ -2213,6 +2219,16 @@ impl World {
                     state.is_some_and(|t| t.accepted),
                     "{event:?} for a tunnel not accepted"
                 );
+            }
+            Event::TunnelClosed {
+                tunnel,
+                reason: CloseReason::RequestTimeout,
+            } => {
+                assert!(
+                    self.model.edge.get(&tunnel).is_some_and(|t| !t.accepted),
+                    "RequestTimeout for a tunnel the host had answered"
+                );
+                self.expired(tunnel);
             }
             Event::TunnelClosed { tunnel, reason } => {
                 let state = self.model.kill_edge(tunnel);
