@@ -1183,15 +1183,18 @@ def h2_frames():
     write("h2_frame", "bad-padding", b"\x00" + h2(0x0, 0x08, 1, b"\x05abc"))
 
 
+def feed(data):
+    """Session targets' feed operations: 0x00-0x3f take the next (op + 1) bytes as input."""
+    out = b""
+    while data:
+        chunk, data = data[:64], data[64:]
+        out += bytes([len(chunk) - 1]) + chunk
+    return out
+
+
 def h2_sessions():
     # fuzz/bodies/src/h2_session.rs: a flags byte (bit 0: a valid client preface and
     # SETTINGS first), then operations; 0x00-0x3f feed the next (op + 1) bytes.
-    def feed(data):
-        out = b""
-        while data:
-            chunk, data = data[:64], data[64:]
-            out += bytes([len(chunk) - 1]) + chunk
-        return out
     headers = h2(0x1, 0x04, 1, H2_CONNECT)
     data = h2(0x0, 0x00, 1, b"ping over h2")
     poll, respond, echo, read = b"\x40", b"\x41", b"\x42\x00\x20", b"\x43\x00\x40"
@@ -1206,12 +1209,6 @@ def h1_sessions():
     # fuzz/bodies/src/h1_session.rs: a flags byte (bit 0: a CONNECT head first, bit 1: a
     # connect-udp upgrade instead, bit 2: the host reads only while the session wants
     # input), then operations; 0x00-0x3f feed the next (op + 1) bytes.
-    def feed(data):
-        out = b""
-        while data:
-            chunk, data = data[:64], data[64:]
-            out += bytes([len(chunk) - 1]) + chunk
-        return out
     poll, ok, refuse, echo, read = b"\x40", b"\x41\x00", b"\x41\x04", b"\x42\x10", b"\x43\x40"
     connect = b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nProxy-Authorization: Bearer t\r\n\r\n"
     write("h1_session", "connect-echo", b"\x04" + feed(connect + b"hello") + poll + ok + read + echo + b"\x45\xff")
