@@ -2117,7 +2117,10 @@ impl Endpoint {
         let handle = tunnel.conn?;
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&tunnel.stream);
-            conn.leftovers.push(tunnel.stream);
+            // Only quiche's HTTP/3 layer needs the cleanup; HTTP/2 forgets streams itself.
+            if conn.wire.quic().is_some() {
+                conn.leftovers.push(tunnel.stream);
+            }
             if tunnel.udp.is_some() {
                 udp::purge_datagrams(&mut conn.wire, tunnel.stream);
             }

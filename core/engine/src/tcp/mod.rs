@@ -230,11 +230,7 @@ impl TcpConn {
                 // HTTP/1.1: the peer's end of the tunnel, ours may go on; HTTP/2 (or a
                 // failed record): the end of the connection.
                 let half_close = self.tls.failure().is_none()
-                    && self
-                        .session
-                        .as_mut()
-                        .and_then(Session::peer_closed)
-                        .is_some();
+                    && self.session.as_mut().is_some_and(Session::peer_closed);
                 if !half_close {
                     self.end_tls();
                 }

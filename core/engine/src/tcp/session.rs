@@ -169,14 +169,15 @@ impl Session {
         }
     }
 
-    /// The peer's `close_notify`: HTTP/1.1's end of the tunnel from the peer; HTTP/2 has
-    /// no half-closed connection, so it is the end of the connection (`None`).
-    pub(crate) fn peer_closed(&mut self) -> Option<()> {
+    /// The peer's `close_notify`: HTTP/1.1's end of the tunnel from the peer (true: the
+    /// connection goes on, half-closed); HTTP/2 has no half-closed connection, so it is
+    /// the end of the connection (false).
+    pub(crate) fn peer_closed(&mut self) -> bool {
         match self {
-            Self::H2(_) => None,
+            Self::H2(_) => false,
             Self::H1(s) => {
                 s.peer_closed();
-                Some(())
+                true
             }
         }
     }

@@ -97,7 +97,6 @@ impl TlsStream {
     }
 
     /// A client session: `ssl` already carries the server name and verification.
-    #[allow(dead_code)] // the HTTP/2 client transport (next)
     pub(crate) fn client(ssl: Ssl) -> Result<Self, boring::error::ErrorStack> {
         Ok(Self {
             stream: SslStream::new(ssl, Memory::default())?,
