@@ -1596,6 +1596,10 @@ impl Endpoint {
     }
 
     fn poll_h3(&mut self, handle: u64) {
+        // A GOAWAY that found no room (a saturated congestion window) goes out as soon as
+        // the peer's acknowledgements make some, before the requests that came with them
+        // are read: they are judged against it.
+        self.send_goaway(handle);
         loop {
             let Some(conn) = self.conns.get_mut(handle) else {
                 return;

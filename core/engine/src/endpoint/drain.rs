@@ -53,9 +53,18 @@ impl Endpoint {
         //# receiver the range of requests or pushes that were or might be processed in this
         //# connection. The server sends a client-initiated bidirectional stream ID"
         let id = conn.largest_request.map_or(0, |id| id + 4);
-        if h3.send_goaway(&mut conn.wire, id).is_ok() {
-            conn.goaway_sent = Some(id);
-            self.queue_send(handle);
+        // quiche refuses the frame (`StreamBlocked`) while the connection may send nothing
+        // more, as under a bulk transfer that fills the congestion window; until it is
+        // taken, requests are still processed, and every poll of the connection's input
+        // tries again (`poll_h3`).
+        match h3.send_goaway(&mut conn.wire, id) {
+            Ok(()) => {
+                conn.goaway_sent = Some(id);
+                self.queue_send(handle);
+            }
+            Err(error) => {
+                tracing::debug!(connection = handle, %error, "GOAWAY not taken yet");
+            }
         }
     }
 

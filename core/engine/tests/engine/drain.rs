@@ -105,3 +105,105 @@ fn a_draining_edge_lets_open_tunnels_finish_and_sends_new_ones_elsewhere() {
     assert!(late.opened && !late.refused);
     assert_eq!(edge.requests.len(), 2);
 }
+
+/// A client that downloads from `source.test` as fast as it can and, when told, asks for
+/// one more tunnel.
+#[derive(Default)]
+struct Download {
+    bulk: Option<TunnelId>,
+    readable: bool,
+    /// Reads nothing: the connection's flow-control window fills up.
+    paused: bool,
+    received: u64,
+    late: Later,
+}
+
+impl Host for Download {
+    fn on_event(&mut self, endpoint: &mut Endpoint, now: Instant, event: Event) {
+        match event {
+            Event::TunnelReadable { tunnel } if Some(tunnel) == self.bulk => self.readable = true,
+            other => self.late.on_event(endpoint, now, other),
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, now: Instant) -> bool {
+        let mut busy = self.late.poll(endpoint, now);
+        let Some(bulk) = self.bulk else {
+            self.bulk = Some(
+                endpoint
+                    .open_tunnel(now, &target("source.test", 7))
+                    .expect("open"),
+            );
+            return true;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        while self.readable && !self.paused {
+            match endpoint.tunnel_recv(bulk, &mut buf) {
+                Ok(veil_engine::Recv { len, fin }) => {
+                    self.received += len as u64;
+                    self.readable = len > 0 && !fin;
+                    busy |= len > 0;
+                }
+                Err(_) => self.readable = false,
+            }
+        }
+        busy
+    }
+}
+
+/// An edge that starts draining in the middle of a download, with nothing more it may
+/// send (here the client's flow-control window is full; in the field, as often, the
+/// congestion window): quiche cannot take the GOAWAY at once. It must go out as soon as there is room,
+/// so that the client's next request goes to a fresh connection (or is rejected
+/// unprocessed), rather than the edge serving new tunnels until its drain ends.
+#[test]
+fn a_goaway_blocked_by_a_full_window_goes_out_when_there_is_room() {
+    let mut config = client_config(Verify::Insecure, None);
+    config.reconnect_initial = std::time::Duration::from_millis(50);
+    // One window for the connection and the stream: once the client stops reading, the
+    // connection may send nothing at all, not even on its control stream.
+    let window = 1 << 20;
+    let mut config = Config::client(config);
+    config.quic.initial_max_data = window;
+    config.quic.initial_max_stream_data_bidi_local = window;
+    config.quic.max_connection_window = window;
+    config.quic.max_stream_window = window;
+    let client = Endpoint::new(config, Instant::now()).expect("client");
+    let mut net = Net::new(client, crate::edge(&[]));
+    let mut edge = EdgeHost::default();
+    edge.source_len = 256 << 20;
+    edge.zero_source = true;
+    let mut download = Download::default();
+    let started = net.run_until(&mut download, &mut edge, BUDGET, |c, _| {
+        c.received > 1 << 20
+    });
+    assert!(started, "the download never carried a MiB");
+
+    download.paused = true;
+    let _ = net.run_until(
+        &mut download,
+        &mut edge,
+        std::time::Duration::from_millis(200),
+        |_, _| false,
+    );
+    net.edge.go_away(Instant::now());
+    download.paused = false;
+    download.readable = true;
+    // Some of the download's round trips, then a new request.
+    let resumed = download.received;
+    let _ = net.run_until(&mut download, &mut edge, BUDGET, |c, _| {
+        c.received > resumed + (4 << 20)
+    });
+    download.late.open = true;
+    let _ = net.run_until(
+        &mut download,
+        &mut edge,
+        std::time::Duration::from_millis(300),
+        |d, _| d.late.opened || d.late.refused,
+    );
+    assert_eq!(
+        edge.requests.len(),
+        1,
+        "the draining edge processed a request long after its GOAWAY was due"
+    );
+}
