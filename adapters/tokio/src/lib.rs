@@ -90,6 +90,9 @@ pub struct Options {
     pub close_code: u64,
     /// How long connections may take to drain after the close, at most.
     pub close_grace: Duration,
+    /// What the connection IDs the endpoint issues say about it (edge, process
+    /// generation), for a load balancer or an upgrade's kernel steering; `None`: random IDs.
+    pub cid_layout: Option<veil_engine::CidLayout>,
 }
 
 impl Default for Options {
@@ -100,6 +103,7 @@ impl Default for Options {
             udp_limits: UdpLimits::default(),
             close_code: H3_NO_ERROR,
             close_grace: Duration::from_secs(2),
+            cid_layout: None,
         }
     }
 }
@@ -216,6 +220,9 @@ pub struct Node {
     task: Option<JoinHandle<io::Result<EndpointStats>>>,
     audit: Option<mpsc::Receiver<veil_engine::AuditRecord>>,
     decisions: Option<mpsc::Receiver<Decision>>,
+    /// The TCP on-ramp's accept loops: stopped when the shutdown starts, so that a
+    /// successor sharing the listener (an upgrade) takes every new connection.
+    tcp_accepts: Vec<JoinHandle<()>>,
 }
 
 /// Audit records waiting for the host's writer, at most (then dropped, counted).
@@ -248,12 +255,29 @@ impl Node {
     /// device CONNECT-IP tunnels' packets go out through (`EdgeConfig::ip_pools` gives the
     /// addresses). Without one the edge declares it does not serve CONNECT-IP (501).
     pub fn start_with(
-        mut config: Config,
+        config: Config,
         bind: SocketAddr,
         options: Options,
         policy: impl veil_engine::Policy + 'static,
         ip_egress: Option<&IpEgress>,
     ) -> Result<Self, StartError> {
+        let socket = std::net::UdpSocket::bind(bind)
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
+        Self::start_on(config, socket, options, policy, ip_egress)
+    }
+
+    /// [`start_with`](Self::start_with) on a socket bound elsewhere: one with
+    /// `SO_REUSEPORT` that an upgrade's successor will share, say.
+    pub fn start_on(
+        mut config: Config,
+        socket: std::net::UdpSocket,
+        options: Options,
+        policy: impl veil_engine::Policy + 'static,
+        ip_egress: Option<&IpEgress>,
+    ) -> Result<Self, StartError> {
+        let bind = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         if let RoleConfig::Edge(edge) = &mut config.role {
             edge.ip_decap = ip_egress.is_some_and(IpEgress::is_decap);
             edge.serves = if ip_egress.is_some() {
@@ -263,16 +287,19 @@ impl Node {
                     .with(veil_engine::TunnelKind::Udp)
             };
         }
-        let udp =
-            udp::UdpIo::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        let udp = udp::UdpIo::from_std(socket)
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
         let local_addr = udp.local_addr();
         if let RoleConfig::Client(client) = &mut config.role {
             client.local_addr = Some(local_addr);
         }
         let audited = matches!(&config.role, RoleConfig::Edge(edge) if edge.audit);
-        let endpoint = Endpoint::new(config, Instant::now())
+        let mut endpoint = Endpoint::new(config, Instant::now())
             .map_err(StartError::Config)?
             .with_policy(policy);
+        if let Some(layout) = options.cid_layout {
+            endpoint = endpoint.with_cid_layout(layout);
+        }
         let (decision_tx, decisions) = mpsc::channel(DECISION_CHANNEL);
         let (audit_tx, audit) = if audited {
             let (tx, rx) = mpsc::channel(AUDIT_CHANNEL);
@@ -305,17 +332,19 @@ impl Node {
             task: Some(task),
             audit,
             decisions: Some(decisions),
+            tcp_accepts: Vec::new(),
         })
     }
 
     /// Edge: also takes clients over TCP (TLS and HTTP/2, for networks that block UDP) on
     /// `listener`, with the same certificate, tokens, hooks, rules and egress as the QUIC
     /// listener. Returns the listener's address.
-    pub fn listen_tcp(&self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
+    pub fn listen_tcp(&mut self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
-        tcp_onramp::spawn_listener(listener, self.commands.clone());
+        self.tcp_accepts
+            .push(tcp_onramp::spawn_listener(listener, self.commands.clone()));
         Ok(addr)
     }
 
@@ -359,6 +388,9 @@ impl Node {
     /// Stops new tunnels, lets open ones finish for at most `drain`, resets the rest, then
     /// closes QUIC (with [`Options::close_code`]) and waits for the close to go out.
     pub async fn shutdown(mut self, drain: Duration) -> Result<EndpointStats, DriverError> {
+        for accepts in self.tcp_accepts.drain(..) {
+            accepts.abort();
+        }
         let _ = self.commands.send(Command::Shutdown { drain });
         self.join().await
     }

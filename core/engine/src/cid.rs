@@ -17,47 +17,86 @@ use quiche::ConnectionId;
 /// up to 20.
 pub(crate) const CID_LEN: usize = 16;
 
-/// The three high bits of a laid-out ID's first byte: this layout's version. An ID without
-/// them is not ours (a client-chosen one, or another layout's).
-const LAYOUT_TAG: u8 = 0b001;
+/// The three high bits of a laid-out ID's first byte: QUIC-LB's config rotation codepoint,
+/// here this layout's version. An ID without them is not ours (a client-chosen one, or
+/// another layout's).
+const LAYOUT_TAG: u8 = CidLayout::TAG;
+
+/// Where the generation byte sits in an issued ID (see [`CidLayout`]): what a kernel
+/// steering program reads to tell an upgraded process's connections from its predecessor's.
+pub const GENERATION_BYTE: usize = 2;
 
 /// The QUIC version whose long headers [`CidLayout::owner_of_datagram`] reads.
 const QUIC_V1: u32 = 1;
 
-/// Where the owning core is written in an issued connection ID.
+/// What an issued connection ID says about its owner: which edge, which generation of the
+/// edge's process, which core.
 ///
-/// Layout of the 16 bytes (the same for every core, so anything that knows it can route):
+/// Layout of the 16 bytes, QUIC-LB's plaintext format (draft-ietf-quic-load-balancers §5.2)
+/// with a 4-byte server ID and an 11-byte nonce, the same for every core and process of an
+/// edge, so that anything that knows it can route:
 ///
 /// | bytes | contents |
 /// |---|---|
-/// | 0 | `001` in the three high bits (the layout's tag), five random bits |
-/// | 1..3 | the owning core, big-endian `u16` |
-/// | 3..16 | random (104 bits) |
+/// | 0 | `001` in the three high bits (config rotation 1, the layout's tag), five random bits |
+/// | 1 | the edge (`--edge-id`): which edge behind a load balancer |
+/// | 2 | the generation: which process of that edge, counting upgrades in place |
+/// | 3..5 | the owning core, big-endian `u16` |
+/// | 5..16 | random (88 bits, the nonce) |
 ///
-/// The core is written in clear, as QUIC-LB's plaintext scheme writes a server ID: it says
-/// which of a host's cores serves the connection, nothing about the client. The 109 random
-/// bits keep IDs unpredictable and unlinkable between connections of one core.
+/// Bytes 1..5 are the QUIC-LB server ID. They say which edge, process and core serve the
+/// connection, nothing about the client; the 93 random bits keep IDs unpredictable and
+/// unlinkable between connections.
+//# draft-ietf-quic-load-balancers §2.2: "The first two bits of any connection ID MUST
+//# encode an identifier for the configuration that the connection ID uses."
+///
+/// (Three bits in later drafts: the config rotation bits; `111` is reserved for IDs of no
+/// configuration, which ours never use.)
 ///
 /// ```
 /// use veil_engine::CidLayout;
 ///
-/// let core1 = CidLayout::new(1, 4).expect("core 1 of 4 exists");
+/// let core1 = CidLayout::new(1, 4).expect("core 1 of 4 exists").with_server(7, 2);
 /// let id = core1.issue().expect("the RNG works");
 /// assert_eq!(core1.owner_of(&id), Some(1));
-/// // Every core of the same host decodes the same way.
-/// assert_eq!(CidLayout::new(3, 4).expect("valid").owner_of(&id), Some(1));
+/// assert_eq!(CidLayout::server_of(&id), Some((7, 2)));
+/// // Every core of the same process decodes the same way.
+/// assert_eq!(CidLayout::new(3, 4).expect("valid").with_server(7, 2).owner_of(&id), Some(1));
+/// // Another generation's process does not claim it.
+/// assert_eq!(CidLayout::new(3, 4).expect("valid").with_server(7, 3).owner_of(&id), None);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CidLayout {
     core: u16,
     cores: u16,
+    edge: u8,
+    generation: u8,
 }
 
 impl CidLayout {
-    /// The layout of `core` among `cores` (numbered from 0). `None` unless
-    /// `core < cores`.
+    /// The config rotation bits every issued ID starts with.
+    pub const TAG: u8 = 0b001;
+
+    /// The layout of `core` among `cores` (numbered from 0), of edge 0, generation 0.
+    /// `None` unless `core < cores`.
     pub fn new(core: u16, cores: u16) -> Option<Self> {
-        (core < cores).then_some(Self { core, cores })
+        (core < cores).then_some(Self {
+            core,
+            cores,
+            edge: 0,
+            generation: 0,
+        })
+    }
+
+    /// The same layout for edge `edge` (its QUIC-LB server ID byte) in its process of
+    /// generation `generation`.
+    #[must_use]
+    pub fn with_server(self, edge: u8, generation: u8) -> Self {
+        Self {
+            edge,
+            generation,
+            ..self
+        }
     }
 
     /// The core whose IDs this layout issues.
@@ -70,11 +109,23 @@ impl CidLayout {
         self.cores
     }
 
-    /// Writes the tag and this layout's core into `random` (16 random bytes), keeping the
-    /// other bits as they are.
+    /// The edge named in issued IDs.
+    pub fn edge(self) -> u8 {
+        self.edge
+    }
+
+    /// The process generation named in issued IDs.
+    pub fn generation(self) -> u8 {
+        self.generation
+    }
+
+    /// Writes the tag, edge, generation and core into `random` (16 random bytes), keeping
+    /// the other bits as they are.
     pub fn encode(self, mut random: [u8; CID_LEN]) -> [u8; CID_LEN] {
         random[0] = LAYOUT_TAG << 5 | (random[0] & 0x1f);
-        random[1..3].copy_from_slice(&self.core.to_be_bytes());
+        random[1] = self.edge;
+        random[GENERATION_BYTE] = self.generation;
+        random[3..5].copy_from_slice(&self.core.to_be_bytes());
         random
     }
 
@@ -85,39 +136,37 @@ impl CidLayout {
         Some(self.encode(random))
     }
 
-    /// The core that issued `cid`, if it has this layout's length and tag and names one of
-    /// [`cores`](Self::cores). A client-chosen ID may pass by chance; see
-    /// [`owner_of_datagram`](Self::owner_of_datagram) for when that cannot matter.
+    /// The edge and generation named by `cid`, if it has this layout's length and tag:
+    /// what a load balancer in front of several edges reads.
+    pub fn server_of(cid: &[u8]) -> Option<(u8, u8)> {
+        (cid.len() == CID_LEN && cid[0] >> 5 == LAYOUT_TAG).then(|| (cid[1], cid[GENERATION_BYTE]))
+    }
+
+    /// The core that issued `cid`, if it has this layout's length and tag, names this
+    /// layout's edge and generation, and one of [`cores`](Self::cores). A client-chosen
+    /// ID may pass by chance; see [`owner_of_datagram`](Self::owner_of_datagram) for when
+    /// that cannot matter.
     pub fn owner_of(self, cid: &[u8]) -> Option<u16> {
-        if cid.len() != CID_LEN || cid[0] >> 5 != LAYOUT_TAG {
+        if Self::server_of(cid)? != (self.edge, self.generation) {
             return None;
         }
-        let core = u16::from_be_bytes([cid[1], cid[2]]);
+        let core = u16::from_be_bytes([cid[3], cid[4]]);
         (core < self.cores).then_some(core)
     }
 
-    /// The core that owns the connection a received UDP datagram belongs to; `None` means
-    /// "the core that received it": the destination ID is not in this layout (a client's
-    /// own choice, another layout's), or the packet is not QUIC v1.
+    /// The destination connection ID of a received UDP datagram's first packet, if it is
+    /// a short-header packet (whose ID has our length: only its issuer knows it) or a QUIC
+    /// v1 long-header one.
     ///
     /// Only the first packet is read: coalesced packets share their destination ID.
     //# RFC 9000 §12.2: "Senders MUST NOT coalesce QUIC packets with different connection
     //# IDs into a single UDP datagram."
-    ///
-    /// Long-header packets are routed too: once a client has the edge's first Initial it
-    /// addresses even its Initial and Handshake packets to the ID the edge chose, and they
-    /// must reach the core that holds the keys. A client's first, random, ID rarely has the
-    /// tag and a core in range (about 1 in 8 × 65536 / cores); when it does, the core it
-    /// names accepts the connection instead of the one that received it, which is as good.
-    //# RFC 9000 §7.2: "When an Initial packet is sent by a client that has not previously
-    //# received an Initial or Retry packet from the server, the client populates the
-    //# Destination Connection ID field with an unpredictable value."
-    pub fn owner_of_datagram(self, datagram: &[u8]) -> Option<u16> {
+    pub fn destination_id(datagram: &[u8]) -> Option<&[u8]> {
         let first = *datagram.first()?;
         if first & 0x80 == 0 {
             // Short header: the destination ID follows the first byte, its length known
             // only to the endpoint that issued it.
-            return self.owner_of(datagram.get(1..=CID_LEN)?);
+            return datagram.get(1..=CID_LEN);
         }
         let version = u32::from_be_bytes(datagram.get(1..5)?.try_into().ok()?);
         if version != QUIC_V1 {
@@ -125,7 +174,24 @@ impl CidLayout {
             return None;
         }
         let len = usize::from(*datagram.get(5)?);
-        self.owner_of(datagram.get(6..6 + len)?)
+        datagram.get(6..6 + len)
+    }
+
+    /// The core that owns the connection a received UDP datagram belongs to; `None` means
+    /// "the core that received it": the destination ID is not in this layout (a client's
+    /// own choice, another layout's), or the packet is not QUIC v1.
+    ///
+    /// Long-header packets are routed too: once a client has the edge's first Initial it
+    /// addresses even its Initial and Handshake packets to the ID the edge chose, and they
+    /// must reach the core that holds the keys. A client's first, random, ID rarely has the
+    /// tag, edge, generation and a core in range (about 1 in 8 × 2^16 × 65536 / cores);
+    /// when it does, the core it names accepts the connection instead of the one that
+    /// received it, which is as good.
+    //# RFC 9000 §7.2: "When an Initial packet is sent by a client that has not previously
+    //# received an Initial or Retry packet from the server, the client populates the
+    //# Destination Connection ID field with an unpredictable value."
+    pub fn owner_of_datagram(self, datagram: &[u8]) -> Option<u16> {
+        self.owner_of(Self::destination_id(datagram)?)
     }
 }
 
@@ -192,6 +258,11 @@ mod tests {
             None,
             "core beyond this host's cores"
         );
+        let other_generation = layout.with_server(0, 1).encode([0; CID_LEN]);
+        assert_eq!(layout.owner_of(&other_generation), None, "a successor's ID");
+        let other_edge = layout.with_server(1, 0).encode([0; CID_LEN]);
+        assert_eq!(layout.owner_of(&other_edge), None, "another edge's ID");
+        assert_eq!(CidLayout::server_of(&other_edge), Some((1, 0)));
     }
 
     /// A datagram of `first` byte, version and destination ID, padded.
@@ -236,16 +307,19 @@ mod tests {
             (cores, core) in (1u16..=u16::MAX).prop_flat_map(|cores| (Just(cores), 0..cores)),
             random in any::<[u8; CID_LEN]>(),
             observer in any::<u16>(),
+            (edge, generation) in any::<(u8, u8)>(),
         ) {
-            let layout = CidLayout::new(core, cores).expect("core < cores");
+            let layout = CidLayout::new(core, cores).expect("core < cores").with_server(edge, generation);
             let id = layout.encode(random);
             prop_assert_eq!(layout.owner_of(&id), Some(core));
             // Any core of the host decodes it the same way.
-            let observer = CidLayout::new(observer % cores, cores).expect("valid");
+            let observer = CidLayout::new(observer % cores, cores).expect("valid").with_server(edge, generation);
+            prop_assert_eq!(CidLayout::server_of(&id), Some((edge, generation)));
+            prop_assert_eq!(id[GENERATION_BYTE], generation);
             prop_assert_eq!(observer.owner_of(&id), Some(core));
-            // Only the tag and the core are written; the rest stays random.
+            // Only the tag and the server ID are written; the rest stays random.
             prop_assert_eq!(id[0] & 0x1f, random[0] & 0x1f);
-            prop_assert_eq!(&id[3..], &random[3..]);
+            prop_assert_eq!(&id[5..], &random[5..]);
             // A short-header packet carrying it routes to the same core.
             let mut packet = vec![0x41];
             packet.extend_from_slice(&id);

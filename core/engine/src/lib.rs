@@ -79,6 +79,7 @@ pub mod relay;
 mod reset;
 mod retry;
 pub mod rules;
+mod steer;
 mod tcp;
 mod tls;
 mod transmit;
@@ -88,7 +89,7 @@ mod udp;
 mod wire;
 
 pub use audit::AuditRecord;
-pub use cid::CidLayout;
+pub use cid::{CidLayout, GENERATION_BYTE};
 pub use config::{
     ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RetryPolicy, RoleConfig,
     Secret, Token, Transport, Verify, format_fingerprint, parse_fingerprint,
@@ -106,6 +107,7 @@ pub use policy::{
     TunnelVerdict,
 };
 pub use raw_echo::RawEcho;
+pub use steer::{BpfInstruction, upgrade_steering};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
     EndpointStats, Event, Host, Http2Bounds, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,

@@ -115,6 +115,17 @@ pub struct ServerArgs {
     /// milliseconds [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// On SIGHUP the edge upgrades in place: it starts the program at its own path again
+    /// (a new binary, once replaced) with the same arguments, hands it the listening
+    /// sockets, and once that successor is ready sends GOAWAY and lets its open tunnels
+    /// go on for this long, in milliseconds, before it exits [default: 600000].
+    #[arg(long, value_name = "MS")]
+    pub upgrade_drain_timeout_ms: Option<u64>,
+    /// This edge's number among the edges behind one QUIC-LB load balancer: written in
+    /// every connection ID it issues (the QUIC-LB server ID's first byte, 0-255), so the
+    /// balancer can send each packet to the edge that owns its connection [default: 0].
+    #[arg(long, value_name = "N")]
+    pub edge_id: Option<u8>,
     /// Path template of the CONNECT-UDP requests the edge serves (RFC 9298 URI template
     /// path, with `{target_host}` and `{target_port}`) [default:
     /// /.well-known/masque/udp/{target_host}/{target_port}/]. Clients must use the same.
@@ -381,6 +392,8 @@ pub struct ServerFile {
     pub connect_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub upgrade_drain_timeout_ms: Option<u64>,
+    pub edge_id: Option<u8>,
     pub udp_template: Option<String>,
     pub runtime: Option<Runtime>,
     pub cores: Option<usize>,
@@ -469,6 +482,10 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// Drain time at shutdown.
     pub drain: Duration,
+    /// Drain time of the old process after an upgrade in place.
+    pub upgrade_drain: Duration,
+    /// The QUIC-LB server ID byte naming this edge.
+    pub edge_id: u8,
     /// CONNECT-UDP path template; `None`: the engine's default.
     pub udp_template: Option<String>,
     /// QUIC settings.
@@ -630,6 +647,9 @@ const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// The engine's own default (`EdgeConfig::request_timeout`).
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_DRAIN_MS: u64 = 5_000;
+/// How long an upgraded edge's old process lets tunnels go on, by default: long transfers
+/// finish, and nothing hurries an old process that serves only what it had.
+const DEFAULT_UPGRADE_DRAIN_MS: u64 = 600_000;
 
 /// Flags over file: a flag given wins; list flags given replace the file's list.
 fn pick_list<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
@@ -707,6 +727,13 @@ impl ServerSettings {
                     .or(file.drain_timeout_ms)
                     .unwrap_or(DEFAULT_DRAIN_MS),
             ),
+            upgrade_drain: Duration::from_millis(
+                flags
+                    .upgrade_drain_timeout_ms
+                    .or(file.upgrade_drain_timeout_ms)
+                    .unwrap_or(DEFAULT_UPGRADE_DRAIN_MS),
+            ),
+            edge_id: flags.edge_id.or(file.edge_id).unwrap_or(0),
             udp_template: flags.udp_template.or(file.udp_template),
             quic,
             rules: Vec::new(),

@@ -54,6 +54,8 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("server", "connect_timeout_ms", "10000"),
     ("server", "request_timeout_ms", "30000"),
     ("server", "drain_timeout_ms", "5000"),
+    ("server", "upgrade_drain_timeout_ms", "600000"),
+    ("server", "edge_id", "0"),
     ("server", "runtime", "\"tokio\""),
     ("server", "threads", "1"),
     ("client", "transport", "\"auto\""),

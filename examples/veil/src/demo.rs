@@ -42,6 +42,8 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
         drain: Duration::from_secs(1),
+        upgrade_drain: Duration::from_secs(60),
+        edge_id: 0,
         udp_template: None,
         quic: QuicConfig::default(),
         rules: Vec::new(),

@@ -23,6 +23,7 @@ mod socks;
 mod socks_udp;
 mod udp_flows;
 mod udp_forward;
+pub mod upgrade;
 
 use config::{Cli, ClientSettings, Command, FileConfig, ServerSettings};
 

@@ -44,11 +44,9 @@ impl StatsSource {
 
 /// Binds `addr` for metrics (before the runtime needs it, so that a taken port fails the
 /// start, not the first scrape).
-pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
-    listener.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(listener)?)
+/// Binds the metrics listener, to be served later (or handed to an upgrade's successor).
+pub(crate) fn bind_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (metrics)"))
 }
 
 /// Answers scrapes forever.

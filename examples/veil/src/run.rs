@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use veil_engine::rules::ClientRules;
-use veil_engine::{ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
+use veil_engine::{CidLayout, ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
 use veil_tokio::{Node, Options};
 
 use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
 use crate::metrics::{self, StatsSource};
 use crate::route::{Front, Router};
+use crate::upgrade::{self, Inheritance};
 use crate::{http_proxy, socks, udp_forward};
 
 /// A running edge.
@@ -22,6 +24,7 @@ use crate::{http_proxy, socks, udp_forward};
 pub struct RunningEdge {
     node: Node,
     drain: Duration,
+    upgrade_drain: Duration,
     self_signed: bool,
     /// The metrics listener's address and task, when asked for.
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
@@ -29,48 +32,86 @@ pub struct RunningEdge {
     ip_egress_line: Option<String>,
     /// The TCP on-ramp's address (`--listen-tcp`), when it listens.
     tcp_addr: Option<SocketAddr>,
+    /// What an upgrade in place hands a successor.
+    handing: Handing,
+    /// Whether the process this one replaced has exited: until then the socket group's
+    /// indices are not ours to count, and no upgrade starts.
+    predecessor_gone: Arc<AtomicBool>,
+}
+
+/// Duplicates of the edge's listening descriptors and its self-signed certificate: what
+/// [`upgrade::spawn_successor`] hands over.
+#[derive(Debug)]
+struct Handing {
+    generation: u8,
+    udp: std::net::UdpSocket,
+    tcp: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+    self_signed: Option<(String, String)>,
 }
 
 impl RunningEdge {
     /// Binds and starts an edge.
     pub fn start(settings: &ServerSettings) -> anyhow::Result<Self> {
-        let config = edge_config(settings);
+        Self::start_inherited(settings, None)
+    }
+
+    /// Binds and starts an edge; a successor started by an upgrade joins its
+    /// predecessor's UDP socket group and takes over the listeners it inherited.
+    pub fn start_inherited(
+        settings: &ServerSettings,
+        mut inherited: Option<&mut Inheritance>,
+    ) -> anyhow::Result<Self> {
+        let generation = inherited.as_ref().map_or(0, |i| i.generation);
+        let mut config = edge_config(settings);
+        let self_signed_pem = match (&settings.cert_key, inherited.as_mut()) {
+            (Some(_), _) => None,
+            (None, Some(inherited)) if inherited.self_signed.is_some() => {
+                inherited.self_signed.take()
+            }
+            (None, _) => Some(self_signed_certificate()?),
+        };
+        if let (RoleConfig::Edge(edge), Some((cert, key))) = (&mut config.role, &self_signed_pem) {
+            // Generated here, not inside the engine, so that a successor serves the same
+            // certificate: clients pinned its fingerprint.
+            edge.cert = Some(Pem::Text(cert.clone()));
+            edge.key = Some(Pem::Text(key.clone()));
+        }
         let options = Options {
             connect_timeout: settings.connect_timeout,
+            cid_layout: Some(
+                CidLayout::new(0, 1)
+                    .context("one core")?
+                    .with_server(settings.edge_id, generation),
+            ),
             ..Options::default()
         };
-        let ip_egress = match &settings.ip_egress {
-            Some(crate::config::IpEgressSpec::Decap) => Some(veil_tokio::IpEgress::decap()),
-            Some(crate::config::IpEgressSpec::Tun(name)) => {
-                let pools = settings
-                    .ip_pools
-                    .iter()
-                    .map(|pool| crate::config::parse_prefix(pool))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let egress = veil_tokio::IpEgress::open(name, &pools, settings.tun_offload)
-                    .with_context(|| format!("--ip-egress tun:{name}"))?;
-                Some(egress)
-            }
-            None => None,
+        let (ip_egress, ip_egress_line) = ip_egress_of(settings)?;
+        // A successor joins its predecessor's group at the address it listens on (the
+        // port it was given, if the configuration says "any port").
+        let (listen, shared) = match inherited.as_ref() {
+            Some(inherited) if settings.listen.port() == 0 => (inherited.udp, true),
+            Some(inherited) => (settings.listen, settings.listen == inherited.udp),
+            None => (settings.listen, false),
         };
-        let ip_egress_line = ip_egress.as_ref().map(|egress| {
-            if egress.is_decap() {
-                "veil: ip egress by decapsulation".to_owned()
-            } else {
-                format!("veil: ip egress through tun {}", egress.name())
-            }
-        });
-        let mut node = Node::start_with(
+        let udp = upgrade::bind_udp(listen, shared)?;
+        let udp_kept = udp.try_clone()?;
+        let mut node = Node::start_on(
             config,
-            settings.listen,
+            udp,
             options,
             veil_engine::DefaultPolicy,
             ip_egress.as_ref(),
         )?;
+        let mut tcp_kept = None;
         let tcp_addr = match settings.listen_tcp {
             Some(addr) => {
-                let listener = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen on TCP {addr} (--listen-tcp)"))?;
+                let listener = match inherited.as_mut().and_then(|i| i.tcp.take()) {
+                    Some(listener) => listener,
+                    None => std::net::TcpListener::bind(addr)
+                        .with_context(|| format!("cannot listen on TCP {addr} (--listen-tcp)"))?,
+                };
+                tcp_kept = Some(listener.try_clone()?);
                 Some(node.listen_tcp(listener)?)
             }
             None => None,
@@ -79,21 +120,78 @@ impl RunningEdge {
             let out = crate::audit_log::open(target)?;
             tokio::spawn(crate::audit_log::write(records, out));
         }
-        let metrics = start_metrics(settings.metrics, StatsSource::Tokio(node.stats_probe()))?;
+        let metrics_listener = match (settings.metrics, inherited.as_mut()) {
+            (None, _) => None,
+            (Some(_), Some(inherited)) if inherited.metrics.is_some() => inherited.metrics.take(),
+            (Some(addr), _) => Some(metrics::bind_std(addr)?),
+        };
+        let metrics_kept = metrics_listener
+            .as_ref()
+            .map(std::net::TcpListener::try_clone)
+            .transpose()?;
+        let metrics = start_metrics(metrics_listener, StatsSource::Tokio(node.stats_probe()))?;
         tracing::info!(
             addr = %node.local_addr(),
             tokens = settings.tokens.len(),
             allow_targets = ?settings.allow_targets,
+            generation,
             "edge started"
         );
         Ok(Self {
             node,
             drain: settings.drain,
+            upgrade_drain: settings.upgrade_drain,
             self_signed: settings.cert_key.is_none(),
             metrics,
             tcp_addr,
             ip_egress_line,
+            handing: Handing {
+                generation,
+                udp: udp_kept,
+                tcp: tcp_kept,
+                metrics: metrics_kept,
+                self_signed: self_signed_pem,
+            },
+            predecessor_gone: Arc::new(AtomicBool::new(inherited.is_none())),
         })
+    }
+
+    /// Watches for the exit of the process this one replaced (`predecessor` reaches its
+    /// end then), and detaches the upgrade's steering program once it has gone.
+    pub fn watch_predecessor(&self, predecessor: std::fs::File) -> anyhow::Result<()> {
+        let udp = self.handing.udp.try_clone()?;
+        let gone = Arc::clone(&self.predecessor_gone);
+        tokio::task::spawn_blocking(move || {
+            upgrade::after_predecessor(predecessor, &udp);
+            gone.store(true, Ordering::Release);
+        });
+        Ok(())
+    }
+
+    /// Starts a successor (see [`upgrade`]) and waits until it serves; the caller then
+    /// drains this edge with [`shutdown_after_upgrade`](Self::shutdown_after_upgrade).
+    pub async fn upgrade(&self) -> anyhow::Result<upgrade::Successor> {
+        if !self.predecessor_gone.load(Ordering::Acquire) {
+            anyhow::bail!("the process this one replaced is still draining");
+        }
+        let handing = upgrade::Handing {
+            generation: self.handing.generation.wrapping_add(1),
+            udp: self.handing.udp.try_clone()?,
+            tcp: self
+                .handing
+                .tcp
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose()?,
+            metrics: self
+                .handing
+                .metrics
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose()?,
+            self_signed: self.handing.self_signed.clone(),
+        };
+        tokio::task::spawn_blocking(move || upgrade::spawn_successor(&handing)).await?
     }
 
     /// The UDP address it listens on.
@@ -128,29 +226,82 @@ impl RunningEdge {
 
     /// Stops accepting tunnels, drains open ones, closes QUIC.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let drain = self.drain;
+        self.shutdown_within(drain).await
+    }
+
+    /// After an upgrade: stops accepting (the successor accepts), sends GOAWAY, lets open
+    /// tunnels run for the upgrade drain, closes QUIC.
+    pub async fn shutdown_after_upgrade(self) -> anyhow::Result<()> {
+        let drain = self.upgrade_drain;
+        self.shutdown_within(drain).await
+    }
+
+    async fn shutdown_within(self, drain: Duration) -> anyhow::Result<()> {
         if let Some((_, task)) = &self.metrics {
             task.abort();
         }
-        let stats = self.node.shutdown(self.drain).await?;
+        let stats = self.node.shutdown(drain).await?;
         tracing::info!(?stats, "edge stopped");
         Ok(())
     }
 }
 
-/// Starts the metrics listener on `addr`, if one was asked for.
+/// Serves metrics on `listener`, if there is one.
 fn start_metrics(
-    addr: Option<SocketAddr>,
+    listener: Option<std::net::TcpListener>,
     source: StatsSource,
 ) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
-    let Some(addr) = addr else {
+    let Some(listener) = listener else {
         return Ok(None);
     };
-    let listener = metrics::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
     Ok(Some((
         bound,
         tokio::spawn(metrics::serve(listener, source)),
     )))
+}
+
+/// The edge's CONNECT-IP egress, and the banner line that says where packets leave.
+fn ip_egress_of(
+    settings: &ServerSettings,
+) -> anyhow::Result<(Option<veil_tokio::IpEgress>, Option<String>)> {
+    let ip_egress = match &settings.ip_egress {
+        Some(crate::config::IpEgressSpec::Decap) => Some(veil_tokio::IpEgress::decap()),
+        Some(crate::config::IpEgressSpec::Tun(name)) => {
+            let pools = settings
+                .ip_pools
+                .iter()
+                .map(|pool| crate::config::parse_prefix(pool))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let egress = veil_tokio::IpEgress::open(name, &pools, settings.tun_offload)
+                .with_context(|| format!("--ip-egress tun:{name}"))?;
+            Some(egress)
+        }
+        None => None,
+    };
+    let ip_egress_line = ip_egress.as_ref().map(|egress| {
+        if egress.is_decap() {
+            "veil: ip egress by decapsulation".to_owned()
+        } else {
+            format!("veil: ip egress through tun {}", egress.name())
+        }
+    });
+    Ok((ip_egress, ip_egress_line))
+}
+
+/// A fresh self-signed certificate and its key, PEM.
+fn self_signed_certificate() -> anyhow::Result<(String, String)> {
+    match EdgeConfig::default().with_shared_self_signed()? {
+        EdgeConfig {
+            cert: Some(Pem::Text(cert)),
+            key: Some(Pem::Text(key)),
+            ..
+        } => Ok((cert, key)),
+        _ => anyhow::bail!("the self-signed certificate is not PEM text"),
+    }
 }
 
 /// The engine configuration of an edge, the same for every runtime.
@@ -287,9 +438,10 @@ impl RunningClient {
             )));
         }
         let mut metrics = None;
-        if let Some((addr, task)) =
-            start_metrics(settings.metrics, StatsSource::Tokio(node.stats_probe()))?
-        {
+        if let Some((addr, task)) = start_metrics(
+            settings.metrics.map(metrics::bind_std).transpose()?,
+            StatsSource::Tokio(node.stats_probe()),
+        )? {
             metrics = Some(addr);
             listeners.push(task);
         }
@@ -360,17 +512,46 @@ fn host_of(edge: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// `veil server`: run until SIGINT or SIGTERM.
+/// `veil server`: run until SIGINT or SIGTERM; upgrade in place on SIGHUP (see
+/// [`upgrade`]).
 pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
-    let edge = RunningEdge::start(&settings)?;
+    let mut inherited = Inheritance::from_env()?;
+    let edge = RunningEdge::start_inherited(&settings, inherited.as_mut())?;
     for line in edge.banner() {
         println!("{line}");
     }
     crate::notify::notify("READY=1");
-    veil_tokio::shutdown_signal().await?;
-    crate::notify::notify("STOPPING=1");
-    println!("veil: shutting down");
-    edge.shutdown().await
+    if let Some(predecessor) = inherited.as_mut().and_then(Inheritance::announce_ready) {
+        edge.watch_predecessor(predecessor)?;
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            stop = veil_tokio::shutdown_signal() => {
+                stop?;
+                crate::notify::notify("STOPPING=1");
+                println!("veil: shutting down");
+                return edge.shutdown().await;
+            }
+            _ = hangup.recv() => match edge.upgrade().await {
+                Ok(successor) => {
+                    let pid = successor.child.id();
+                    // The successor is the service now; systemd follows it.
+                    crate::notify::notify(&format!("MAINPID={pid}"));
+                    println!("veil: upgraded: successor pid {pid} serves; draining");
+                    edge.shutdown_after_upgrade().await?;
+                    println!("veil: drained; exiting");
+                    // `successor.alive` closes as this process exits.
+                    drop(successor);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "upgrade failed");
+                    eprintln!("veil: upgrade failed, still serving: {e:#}");
+                }
+            },
+        }
+    }
 }
 
 /// `veil client`: run until SIGINT or SIGTERM.
@@ -431,7 +612,9 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         .enable_all()
         .build()?
         .block_on(async {
-            if let Some((addr, _task)) = start_metrics(settings.metrics, stats)? {
+            if let Some((addr, _task)) =
+                start_metrics(settings.metrics.map(metrics::bind_std).transpose()?, stats)?
+            {
                 println!("veil: metrics listening on {addr}");
             }
             crate::notify::notify("READY=1");

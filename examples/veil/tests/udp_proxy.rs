@@ -84,6 +84,8 @@ impl Rig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             drain: Duration::from_millis(200),
+            upgrade_drain: Duration::from_secs(60),
+            edge_id: 0,
             udp_template: edge_template.map(str::to_owned),
             quic: QuicConfig::default(),
             rules: Vec::new(),
