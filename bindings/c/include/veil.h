@@ -224,6 +224,10 @@ typedef enum veil_close_reason {
   // Edge: the embedder did not answer the tunnel's request in time; the engine refused it
   // (504): stop what was started for it (close a dial under way).
   VEIL_CLOSE_REQUEST_TIMEOUT = 6,
+  // The tunnel lived its maximum duration (`tunnel_max_duration_ms`, or its rule's
+  // `max_duration_ms`): the engine reset it (close the TCP side with RST) or finished
+  // a UDP tunnel's stream.
+  VEIL_CLOSE_MAX_DURATION = 7,
 } veil_close_reason;
 
 // What the host must do next (`veil_relay_poll_action`), in the order given.
@@ -941,6 +945,17 @@ enum veil_result veil_config_set_udp_path_template(struct veil_config *config,
 enum veil_result veil_config_set_udp_tunnels(struct veil_config *config,
                                              uint64_t idle_timeout_ms,
                                              size_t queue_len);
+
+// Timeouts of every tunnel: reset a TCP tunnel that moved no byte either way for
+// `tcp_idle_timeout_ms`, and end any tunnel (TCP reset, UDP stream finished) that has
+// lived `max_duration_ms` (`VEIL_CLOSE_MAX_DURATION`); `0` for either: no limit (the
+// default).
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_tunnel_timeouts(struct veil_config *config,
+                                                 uint64_t tcp_idle_timeout_ms,
+                                                 uint64_t max_duration_ms);
 
 // Creates an endpoint from `config` and writes it to `*out`; the caller owns it (free it
 // with `veil_endpoint_free`). `config` is only read: it stays the caller's, and may be

@@ -1071,6 +1071,29 @@ pub unsafe extern "C" fn veil_config_set_udp_tunnels(
     unsafe { with_config(config, body) }
 }
 
+/// Timeouts of every tunnel: reset a TCP tunnel that moved no byte either way for
+/// `tcp_idle_timeout_ms`, and end any tunnel (TCP reset, UDP stream finished) that has
+/// lived `max_duration_ms` (`VEIL_CLOSE_MAX_DURATION`); `0` for either: no limit (the
+/// default).
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_tunnel_timeouts(
+    config: *mut veil_config,
+    tcp_idle_timeout_ms: u64,
+    max_duration_ms: u64,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        let limit = |ms: u64| (ms > 0).then(|| millis(ms));
+        config.quic.tcp_idle_timeout = limit(tcp_idle_timeout_ms);
+        config.quic.tunnel_max_duration = limit(max_duration_ms);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

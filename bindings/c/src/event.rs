@@ -104,6 +104,10 @@ pub enum veil_close_reason {
     /// Edge: the embedder did not answer the tunnel's request in time; the engine refused it
     /// (504): stop what was started for it (close a dial under way).
     VEIL_CLOSE_REQUEST_TIMEOUT = 6,
+    /// The tunnel lived its maximum duration (`tunnel_max_duration_ms`, or its rule's
+    /// `max_duration_ms`): the engine reset it (close the TCP side with RST) or finished
+    /// a UDP tunnel's stream.
+    VEIL_CLOSE_MAX_DURATION = 7,
 }
 
 /// One event from `veil_endpoint_poll_event`. `kind` says which fields are meaningful
@@ -232,6 +236,7 @@ impl veil_event {
             CloseReason::ConnectionLost => veil_close_reason::VEIL_CLOSE_CONNECTION_LOST,
             CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
             CloseReason::RequestTimeout => veil_close_reason::VEIL_CLOSE_REQUEST_TIMEOUT,
+            CloseReason::MaxDuration => veil_close_reason::VEIL_CLOSE_MAX_DURATION,
             _ => veil_close_reason::VEIL_CLOSE_OTHER,
         };
         event

@@ -348,6 +348,9 @@ pub unsafe extern "C" fn veil_relay_tunnel_closed(
             c if c == veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT as c_int => {
                 CloseReason::IdleTimeout
             }
+            c if c == veil_close_reason::VEIL_CLOSE_MAX_DURATION as c_int => {
+                CloseReason::MaxDuration
+            }
             // A close this ABI cannot name is not a clean one.
             c if c == veil_close_reason::VEIL_CLOSE_CONNECTION_LOST as c_int
                 || c == veil_close_reason::VEIL_CLOSE_OTHER as c_int =>

@@ -113,6 +113,7 @@ pub(crate) fn outcome_of(
         Some(Ending::Closed(CloseReason::Reset { code })) => ("reset", None, None, Some(code)),
         Some(Ending::Closed(CloseReason::ConnectionLost)) => ("connection_lost", None, None, None),
         Some(Ending::Closed(CloseReason::IdleTimeout)) => ("idle_timeout", None, None, None),
+        Some(Ending::Closed(CloseReason::MaxDuration)) => ("max_duration", None, None, None),
         // Recorded as the refusal it is (`Ending::Refused`) before the host is told.
         Some(Ending::Closed(CloseReason::RequestTimeout)) => ("refused", None, None, None),
         Some(Ending::Refused(refusal)) => (

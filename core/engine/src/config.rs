@@ -134,6 +134,15 @@ pub struct QuicConfig {
         deserialize_with = "optional_duration_ms"
     )]
     pub tcp_idle_timeout: Option<Duration>,
+    /// The longest any tunnel lives, TCP, UDP or IP, however busy: then a TCP tunnel is
+    /// reset and a UDP or IP tunnel's stream finished, reported as
+    /// `CloseReason::MaxDuration`. An edge rule's `max_duration_ms` overrides it for the
+    /// requests it matches. `None` (`0` in the file): no limit.
+    #[serde(
+        rename = "tunnel_max_duration_ms",
+        deserialize_with = "optional_duration_ms"
+    )]
+    pub tunnel_max_duration: Option<Duration>,
 }
 
 impl Default for QuicConfig {
@@ -158,6 +167,7 @@ impl Default for QuicConfig {
             udp_idle_timeout: Duration::from_secs(120),
             udp_tunnel_queue_len: 256,
             tcp_idle_timeout: None,
+            tunnel_max_duration: None,
         }
     }
 }

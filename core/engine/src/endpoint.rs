@@ -30,6 +30,7 @@ mod idle;
 mod inspect;
 mod ip;
 mod ip_sniff;
+mod lifetime;
 mod paths;
 mod preamble;
 mod requests;
@@ -184,6 +185,8 @@ pub struct Endpoint {
     audit: VecDeque<crate::AuditRecord>,
     /// The idle deadlines of TCP tunnels (`QuicConfig::tcp_idle_timeout`).
     idle: idle::IdleTimers,
+    /// The maximum-duration deadlines of tunnels (`QuicConfig::tunnel_max_duration`).
+    lifetimes: lifetime::Lifetimes,
     /// Edge with `EdgeConfig::ip_decap`: the flows taken out of IP tunnels.
     decap: decap::DecapFlows,
     /// Edge: when flows held for their QUIC server name (`endpoint::ip_sniff`) are due,
@@ -357,6 +360,8 @@ struct Tunnel {
     /// When its host last sent or read a byte (or it opened): its idle deadline's start.
     /// `None` until it opens.
     last_activity: Option<Instant>,
+    /// Edge: its rule's idle timeout (`idle_timeout_ms`), set when it opens.
+    idle_override: crate::rules::Limit,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -492,6 +497,7 @@ impl Endpoint {
             policy: Box::new(DefaultPolicy),
             audit: VecDeque::new(),
             idle: idle::IdleTimers::new(quic.tcp_idle_timeout),
+            lifetimes: lifetime::Lifetimes::new(quic.tunnel_max_duration),
             decap: decap::DecapFlows::new(&quic),
             ip_sniff_deadlines: std::collections::BTreeSet::new(),
         })
@@ -614,6 +620,7 @@ impl Endpoint {
         self.expire_idle_decap(now);
         self.expire_ip_sniffing(now);
         self.expire_idle_tcp(now);
+        self.expire_lifetimes(now);
         self.client_connect(now);
         self.advance_shutdown(now);
     }
@@ -712,6 +719,7 @@ impl Endpoint {
             .chain(self.decap.next_timer())
             .chain(self.ip_sniff_deadlines.first().map(|&(at, _)| at))
             .chain(self.idle.first())
+            .chain(self.lifetimes.first())
             .chain(self.unanswered.first())
             .chain(self.shutdown_deadline())
             .chain(self.race_deadline())
@@ -1733,12 +1741,11 @@ impl Endpoint {
         let (reason, code) = match response {
             Response::Informational => return,
             Response::Success => {
-                tunnel.state = TunnelState::Open;
-                tunnel.last_activity = Some(self.clock);
-                self.idle.watch(id, self.clock);
                 let is_udp = tunnel.udp.is_some();
+                let created = tunnel.created;
+                self.start_clocks(id);
                 self.events.push_back(Event::TunnelOpened { tunnel: id });
-                if let Some(created) = tunnel.created {
+                if let Some(created) = created {
                     self.stats
                         .tunnel_setup
                         .record(self.clock.saturating_duration_since(created));
@@ -1888,9 +1895,6 @@ impl Endpoint {
         match h3.send_response(&mut conn.wire, tunnel.stream, headers, false) {
             Ok(()) if tunnel.sniffed.is_some() => self.sniff_answered(handle, id),
             Ok(()) => {
-                tunnel.state = TunnelState::Open;
-                tunnel.last_activity = Some(self.clock);
-                self.idle.watch(id, self.clock);
                 let readable = tunnel.receiving == Receiving::Deferred;
                 if readable {
                     tunnel.receiving = Receiving::Open;
@@ -1901,8 +1905,10 @@ impl Endpoint {
                     // The FIN goes now, through `tunnel_finish` (which ignores a queued one).
                     tunnel.sending = Sending::Open { blocked: false };
                 }
-                if tunnel.udp.is_some() {
-                    let is_ip = tunnel.ip.is_some();
+                let is_udp = tunnel.udp.is_some();
+                let is_ip = tunnel.ip.is_some();
+                self.start_clocks(id);
+                if is_udp {
                     self.udp_opened(handle, id);
                     if is_ip {
                         self.ip_opened(handle, id);
@@ -2362,7 +2368,19 @@ impl Tunnel {
             trail: None,
             created: None,
             last_activity: None,
+            idle_override: crate::rules::Limit::Global,
         }
+    }
+
+    /// How long this TCP tunnel may stay quiet, given `QuicConfig::tcp_idle_timeout`.
+    fn tcp_idle(&self, global: Option<Duration>) -> Option<Duration> {
+        self.idle_override.or(global)
+    }
+
+    /// How long this UDP or IP tunnel may stay quiet, given
+    /// `QuicConfig::udp_idle_timeout`.
+    fn udp_idle(&self, global: Duration) -> Option<Duration> {
+        self.idle_override.or(Some(global))
     }
 
     /// An edge tunnel's question to the host and its deadline, while one is open.

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -92,8 +93,63 @@ pub struct RuleSpec<A> {
     /// rules.
     #[serde(default)]
     pub proxy_protocol: Option<RuleProxyProtocol>,
+    /// Edge: how long the tunnels this rule lets through may stay quiet, in milliseconds
+    /// (`0`: as long as they like), instead of `QuicConfig::tcp_idle_timeout` or
+    /// `udp_idle_timeout`. Judged on the request, when the tunnel opens. Not for client
+    /// rules.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Edge: the longest the tunnels this rule lets through live, in milliseconds (`0`: no
+    /// limit), instead of `QuicConfig::tunnel_max_duration`. Not for client rules.
+    #[serde(default)]
+    pub max_duration_ms: Option<u64>,
     /// What the rule does.
     pub action: A,
+}
+
+/// A timeout a rule sets: none of its own (the global one holds), none at all, or its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Limit {
+    #[default]
+    Global,
+    Never,
+    After(Duration),
+}
+
+impl Limit {
+    /// A rule's `..._ms` key: absent, `0` (no limit) or a limit.
+    fn from_ms(ms: Option<u64>) -> Self {
+        match ms {
+            None => Self::Global,
+            Some(0) => Self::Never,
+            Some(ms) => Self::After(Duration::from_millis(ms)),
+        }
+    }
+
+    /// The limit that holds, given the global one.
+    pub(crate) fn or(self, global: Option<Duration>) -> Option<Duration> {
+        match self {
+            Self::Global => global,
+            Self::Never => None,
+            Self::After(limit) => Some(limit),
+        }
+    }
+}
+
+/// The timeouts an edge rule sets for the tunnels it matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RuleTimeouts {
+    pub(crate) idle: Limit,
+    pub(crate) max_duration: Limit,
+}
+
+impl RuleTimeouts {
+    fn of<A>(spec: &RuleSpec<A>) -> Self {
+        Self {
+            idle: Limit::from_ms(spec.idle_timeout_ms),
+            max_duration: Limit::from_ms(spec.max_duration_ms),
+        }
+    }
 }
 
 /// A rule's choice of PROXY protocol header toward origins.
@@ -253,6 +309,8 @@ pub(crate) struct EdgeRules {
     first_sni_rule: Option<usize>,
     /// Each rule's `proxy_protocol`, by its place in `set`.
     proxy_protocol: Vec<Option<RuleProxyProtocol>>,
+    /// Each rule's timeouts, by its place in `set`.
+    timeouts: Vec<RuleTimeouts>,
 }
 
 impl EdgeRules {
@@ -263,7 +321,17 @@ impl EdgeRules {
             set,
             first_sni_rule,
             proxy_protocol: specs.iter().map(|spec| spec.proxy_protocol).collect(),
+            timeouts: specs.iter().map(RuleTimeouts::of).collect(),
         })
+    }
+
+    /// The timeouts of the first rule that matches `query` (as the request names its
+    /// target: a rule on addresses judges a name's tunnel by nothing it resolved to).
+    pub(crate) fn timeouts_for(&self, query: &Query<'_>) -> RuleTimeouts {
+        self.set
+            .first_match(query)
+            .and_then(|(index, _)| self.timeouts.get(index).copied())
+            .unwrap_or_default()
     }
 
     /// The PROXY header choice of the first rule that matches `query` at `addr`, if that
@@ -315,18 +383,35 @@ pub struct ClientRules {
 impl ClientRules {
     /// Compiles `[[client.rule]]` tables.
     pub fn new(specs: &[RuleSpec<ClientAction>]) -> Result<Self, RuleError> {
-        // Only an edge dials origins: a PROXY header choice here would do nothing.
-        if let Some((index, _)) = specs
-            .iter()
-            .enumerate()
-            .find(|(_, spec)| spec.proxy_protocol.is_some())
-        {
-            return Err(RuleError {
-                rule: index + 1,
-                field: "proxy_protocol",
-                value: format!("{:?}", specs[index].proxy_protocol),
-                reason: "only edge rules choose a PROXY header toward origins".to_owned(),
-            });
+        // Only an edge dials origins and times its tunnels: these would do nothing here.
+        for (index, spec) in specs.iter().enumerate() {
+            let edge_only = [
+                (
+                    "proxy_protocol",
+                    spec.proxy_protocol.map(|v| format!("{v:?}")),
+                    "only edge rules choose a PROXY header toward origins",
+                ),
+                (
+                    "idle_timeout_ms",
+                    spec.idle_timeout_ms.map(|v| v.to_string()),
+                    "only edge rules time their tunnels",
+                ),
+                (
+                    "max_duration_ms",
+                    spec.max_duration_ms.map(|v| v.to_string()),
+                    "only edge rules time their tunnels",
+                ),
+            ];
+            if let Some((field, Some(value), reason)) =
+                edge_only.into_iter().find(|(_, value, _)| value.is_some())
+            {
+                return Err(RuleError {
+                    rule: index + 1,
+                    field,
+                    value,
+                    reason: reason.to_owned(),
+                });
+            }
         }
         compile(specs).map(|set| Self { set })
     }

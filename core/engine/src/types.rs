@@ -368,6 +368,10 @@ pub enum CloseReason {
     /// engine finished its stream), or a TCP tunnel no byte for
     /// `QuicConfig::tcp_idle_timeout` (the engine reset it: close the TCP side with RST).
     IdleTimeout,
+    /// The tunnel lived its maximum duration (`QuicConfig::tunnel_max_duration`, or its
+    /// edge rule's `max_duration_ms`): the engine reset it (TCP: close the TCP side with
+    /// RST) or finished its stream (UDP, IP).
+    MaxDuration,
     /// Edge: the host did not answer the `TunnelRequest` within the request timeout, and
     /// the engine refused it itself (504, `connection_timeout`): stop what was started for
     /// it (a dial still under way must not hold a socket for nobody).

@@ -112,3 +112,84 @@ fn check(runtime: &str) -> anyhow::Result<()> {
     ensure!(refusal["target"] == closed.to_string(), "{refusal}");
     Ok(())
 }
+
+#[test]
+fn a_tunnel_past_its_maximum_duration_is_cut_and_recorded_tokio() -> anyhow::Result<()> {
+    cut_at_max_duration("tokio")
+}
+
+#[test]
+fn a_tunnel_past_its_maximum_duration_is_cut_and_recorded_glommio() -> anyhow::Result<()> {
+    cut_at_max_duration("glommio")
+}
+
+/// `[quic] tunnel_max_duration_ms`: a download slower than the limit is cut at it (curl
+/// sees a reset, never a complete file) and the audit line says `max_duration`.
+fn cut_at_max_duration(runtime: &str) -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new(&format!("max-duration-{runtime}"))?;
+    let origin = Origin::start(dir.path())?;
+    // 256 KiB at nginx's 32 KiB/s for `/slow/`: about 8 s, well past the 1.5 s limit.
+    let served = support::write_random_file(&origin.root().join("slow/cut.bin"), 256 << 10, 3)?;
+    let log = dir.join("audit.jsonl");
+    let config = dir.join("edge.toml");
+    std::fs::write(&config, "[quic]\ntunnel_max_duration_ms = 1500\n")?;
+    let mut args = vec![
+        "--config",
+        config.to_str().context("path")?,
+        "--token",
+        "ops:s3cret",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--audit-log",
+        log.to_str().context("path")?,
+        "--runtime",
+        runtime,
+    ];
+    if runtime == "glommio" {
+        args.extend(["--cores", "1"]);
+    }
+    let edge = Edge::start(dir.path(), &args)?;
+    let client = Client::start(
+        dir.path(),
+        edge.addr(),
+        &["--pin", edge.pin()?, "--token", "s3cret"],
+    )?;
+    let proxy = format!("socks5h://{}", client.socks());
+    let out_path = dir.join("slow.out");
+    let started = Instant::now();
+    let out = curl(
+        &[
+            "--fail",
+            "--proxy",
+            &proxy,
+            "--output",
+            out_path.to_str().context("path")?,
+            &origin.url("slow/cut.bin"),
+        ],
+        REQUEST,
+    )?;
+    let took = started.elapsed();
+    ensure!(
+        out.code() != 0 && support::sha256_file(&out_path).ok().as_deref() != Some(&served),
+        "the download outlived the limit: curl exit {} after {took:?}",
+        out.code()
+    );
+    ensure!(
+        took < Duration::from_secs(4),
+        "cut after {took:?}, not at the 1.5 s limit"
+    );
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("\"outcome\":\"max_duration\"") {
+            break;
+        }
+        ensure!(
+            Instant::now() < give_up,
+            "no max_duration line in the audit log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

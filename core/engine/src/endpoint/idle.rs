@@ -26,9 +26,14 @@ impl IdleTimers {
         }
     }
 
-    /// Starts watching a tunnel that opened at `now`.
-    pub(super) fn watch(&mut self, id: TunnelId, now: Instant) {
-        if let Some(timeout) = self.timeout {
+    /// `QuicConfig::tcp_idle_timeout`: a TCP tunnel's unless its rule says otherwise.
+    pub(super) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Starts watching a tunnel that opened at `now` and may stay quiet for `timeout`.
+    pub(super) fn watch(&mut self, id: TunnelId, now: Instant, timeout: Option<Duration>) {
+        if let Some(timeout) = timeout {
             self.set.insert((now + timeout, id));
         }
     }
@@ -42,9 +47,6 @@ impl IdleTimers {
 impl Endpoint {
     /// Resets the TCP tunnels idle past their deadline; re-arms the others.
     pub(super) fn expire_idle_tcp(&mut self, now: Instant) {
-        let Some(timeout) = self.idle.timeout else {
-            return;
-        };
         while let Some(&(at, id)) = self.idle.set.first() {
             if at > now {
                 return;
@@ -56,7 +58,9 @@ impl Endpoint {
             if tunnel.udp.is_some() || !matches!(tunnel.state, TunnelState::Open) {
                 continue;
             }
-            let Some(last) = tunnel.last_activity else {
+            let (Some(last), Some(timeout)) =
+                (tunnel.last_activity, tunnel.tcp_idle(self.idle.timeout))
+            else {
                 continue;
             };
             let deadline = last + timeout;
@@ -65,17 +69,21 @@ impl Endpoint {
                 continue;
             }
             tracing::debug!(tunnel = ?id, "TCP tunnel idle, reset");
-            self.note_end(id, crate::audit::Ending::Closed(CloseReason::IdleTimeout));
-            if let Some((handle, stream)) = self.remove_tunnel(id) {
-                if let Some(conn) = self.conns.get_mut(handle) {
-                    shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
-                }
-                self.queue_send(handle);
-            }
-            self.events.push_back(Event::TunnelClosed {
-                tunnel: id,
-                reason: CloseReason::IdleTimeout,
-            });
+            self.reset_tcp_tunnel(id, CloseReason::IdleTimeout);
         }
+    }
+
+    /// Ends a TCP tunnel on the engine's own account (a timeout): resets its stream and
+    /// tells the host, which closes its TCP side with RST.
+    pub(super) fn reset_tcp_tunnel(&mut self, id: TunnelId, reason: CloseReason) {
+        self.note_end(id, crate::audit::Ending::Closed(reason));
+        if let Some((handle, stream)) = self.remove_tunnel(id) {
+            if let Some(conn) = self.conns.get_mut(handle) {
+                shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+            }
+            self.queue_send(handle);
+        }
+        self.events
+            .push_back(Event::TunnelClosed { tunnel: id, reason });
     }
 }

@@ -170,12 +170,10 @@ impl Endpoint {
     /// Host: `accept_tunnel` on a sniffed tunnel, whose 200 is out: it opens at once, and
     /// the bytes read so far are the host's to read.
     pub(super) fn open_sniffed(&mut self, id: TunnelId) {
+        self.start_clocks(id);
         let Some(tunnel) = self.tunnels.get_mut(&id) else {
             return;
         };
-        tunnel.state = TunnelState::Open;
-        tunnel.last_activity = Some(self.clock);
-        self.idle.watch(id, self.clock);
         if let Some(trail) = tunnel.trail.as_mut() {
             trail.opened = Some(self.clock);
         }

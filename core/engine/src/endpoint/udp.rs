@@ -88,6 +88,11 @@ impl UdpSettings {
         Box::new(UdpFlow::new(self.queue_len, path, now).carrying(carries))
     }
 
+    /// Looks at tunnel `id`'s idleness at `at`.
+    pub(super) fn watch(&mut self, id: TunnelId, at: Instant) {
+        self.timers.push(Reverse((at, id)));
+    }
+
     /// The next idle check.
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
@@ -409,14 +414,15 @@ impl Endpoint {
             .ip
             .as_deref()
             .is_some_and(super::ip::IpTunnel::decaps);
+        let idle = tunnel.udp_idle(self.udp.idle_timeout);
         let Some(flow) = tunnel.udp.as_deref_mut() else {
             return;
         };
         flow.encoding = Some(encoding);
         flow.last_activity = self.clock;
-        self.udp
-            .timers
-            .push(Reverse((self.clock + self.udp.idle_timeout, id)));
+        if let Some(idle) = idle {
+            self.udp.timers.push(Reverse((self.clock + idle, id)));
+        }
         if flow.has_queued() && !flow.notified {
             flow.notified = true;
             if decaps {
@@ -518,15 +524,20 @@ impl Endpoint {
                 return;
             }
             self.udp.timers.pop();
-            let Some(flow) = self
+            let Some((flow, idle)) = self
                 .tunnels
                 .get(&id)
                 .filter(|tunnel| matches!(tunnel.state, TunnelState::Open))
-                .and_then(|tunnel| tunnel.udp.as_deref())
+                .and_then(|tunnel| {
+                    Some((
+                        tunnel.udp.as_deref()?,
+                        tunnel.udp_idle(self.udp.idle_timeout)?,
+                    ))
+                })
             else {
                 continue;
             };
-            let deadline = flow.last_activity + self.udp.idle_timeout;
+            let deadline = flow.last_activity + idle;
             if deadline > now {
                 self.udp.timers.push(Reverse((deadline, id)));
                 continue;
@@ -569,7 +580,7 @@ impl Endpoint {
     /// Finishes our side of a UDP tunnel's stream (unless done already), forgets the
     /// tunnel and reports it closed for `reason`. Whatever the peer still sends on the
     /// stream is read and dropped.
-    fn end_udp_tunnel(&mut self, id: TunnelId, reason: CloseReason) {
+    pub(super) fn end_udp_tunnel(&mut self, id: TunnelId, reason: CloseReason) {
         self.note_end(id, crate::audit::Ending::Closed(reason));
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;

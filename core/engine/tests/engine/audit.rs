@@ -20,6 +20,8 @@ fn audited_edge() -> Endpoint {
         identity: Vec::new(),
         sni: Vec::new(),
         proxy_protocol: None,
+        idle_timeout_ms: None,
+        max_duration_ms: None,
         action: EdgeAction::Deny,
     };
     let config = EdgeConfig {

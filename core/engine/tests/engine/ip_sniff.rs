@@ -61,6 +61,8 @@ fn deny_sni(names: &[&str]) -> RuleSpec<EdgeAction> {
         identity: Vec::new(),
         sni: names.iter().map(|n| (*n).to_owned()).collect(),
         proxy_protocol: None,
+        idle_timeout_ms: None,
+        max_duration_ms: None,
         action: EdgeAction::Deny,
     }
 }

@@ -20,6 +20,8 @@ fn rule(action: EdgeAction) -> RuleSpec<EdgeAction> {
         identity: Vec::new(),
         sni: Vec::new(),
         proxy_protocol: None,
+        idle_timeout_ms: None,
+        max_duration_ms: None,
         action,
     }
 }
@@ -410,8 +412,34 @@ fn a_client_rule_cannot_choose_a_proxy_header() {
         identity: Vec::new(),
         sni: Vec::new(),
         proxy_protocol: Some(RuleProxyProtocol::V2),
+        idle_timeout_ms: None,
+        max_duration_ms: None,
         action: ClientAction::Direct,
     };
     let error = ClientRules::new(&[spec]).expect_err("refused");
     assert_eq!((error.rule, error.field), (1, "proxy_protocol"));
+}
+
+#[test]
+fn a_client_rule_cannot_time_tunnels() {
+    use veil_engine::rules::{ClientAction, ClientRules};
+    for (idle, max, field) in [
+        (Some(1000), None, "idle_timeout_ms"),
+        (None, Some(0), "max_duration_ms"),
+    ] {
+        let spec = RuleSpec {
+            target: Vec::new(),
+            host: strings(&["example.com"]),
+            ports: Vec::new(),
+            protocol: Vec::new(),
+            identity: Vec::new(),
+            sni: Vec::new(),
+            proxy_protocol: None,
+            idle_timeout_ms: idle,
+            max_duration_ms: max,
+            action: ClientAction::Direct,
+        };
+        let error = ClientRules::new(&[spec]).expect_err("refused");
+        assert_eq!((error.rule, error.field), (1, field));
+    }
 }

@@ -255,6 +255,8 @@ fn rules_match_the_certificate_identity() {
         identity: vec!["localhost".to_owned()],
         sni: Vec::new(),
         proxy_protocol: None,
+        idle_timeout_ms: None,
+        max_duration_ms: None,
         action: EdgeAction::Deny,
     };
     let edge = mutual_edge(&ca, vec![deny_localhost]);

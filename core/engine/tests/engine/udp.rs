@@ -944,6 +944,26 @@ fn an_idle_edge_finishes_the_stream_and_the_client_sees_it_end() {
 }
 
 #[test]
+fn a_udp_tunnel_ends_at_its_maximum_duration_with_a_finished_stream() {
+    let mut net = udp_pair(
+        |_| {},
+        |edge| edge.tunnel_max_duration = Some(Duration::from_secs(5)),
+    );
+    let mut edge = UdpEdge::default();
+    let (client_id, edge_id) = opened(&mut net, &mut edge);
+    // Busy or not, idle timeout or not (120 s): the limit holds.
+    net.edge
+        .handle_timeout(Instant::now() + Duration::from_secs(6));
+    assert!(events(&mut net.edge).contains(&Event::TunnelClosed {
+        tunnel: edge_id,
+        reason: CloseReason::MaxDuration
+    }));
+    let mut client = Watcher::default();
+    assert!(net.run_until(&mut client, &mut edge, BUDGET, |c, _| !c.closed.is_empty()));
+    assert_eq!(client.closed, [(client_id, CloseReason::Finished)]);
+}
+
+#[test]
 fn finish_and_abort_end_udp_tunnels_on_both_sides() {
     let mut net = udp_pair(|_| {}, |_| {});
     let mut edge = UdpEdge::default();
