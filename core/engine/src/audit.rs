@@ -25,6 +25,10 @@ pub struct AuditRecord {
     pub tunnel: Option<u64>,
     /// `tcp` or `udp`.
     pub kind: &'static str,
+    /// The tenant whose listener took the request (`EdgeConfig::tenant`), when the
+    /// process serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The client's address as the edge saw it.
     pub client: SocketAddr,
     /// The name of its token (never the secret).
@@ -51,7 +55,8 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// From the request to its 2xx, in milliseconds, when it opened.
     pub setup_ms: Option<u64>,
-    /// How it ended: `finished`, `reset`, `connection_lost`, `idle_timeout`, `aborted`
+    /// How it ended: `finished`, `reset`, `connection_lost`, `idle_timeout`,
+    /// `max_duration`, `aborted`
     /// (the host's side failed), `failed` (the stream failed), `refused`, `closed`.
     pub outcome: &'static str,
     /// `refused`: the status the client got.

@@ -266,6 +266,9 @@ pub struct EdgeConfig {
     pub client_ca: Option<Pem>,
     /// Keep a record of every finished tunnel for `Endpoint::poll_audit` (an audit log).
     pub audit: bool,
+    /// The tenant this endpoint serves, when one process runs several (each its own
+    /// listener, certificate, tokens and rules): named in its audit records.
+    pub tenant: Option<String>,
     /// CONNECT-IP (RFC 9484) address pools, CIDR prefixes (`10.89.0.0/24`,
     /// `fd00:89::/64`): each IP tunnel gets one unused address of each family. Each
     /// prefix's first address is the edge's own (the source of the ICMP errors it sends).
@@ -316,6 +319,7 @@ impl Default for EdgeConfig {
             rules: Vec::new(),
             client_ca: None,
             audit: false,
+            tenant: None,
             ip_pools: Vec::new(),
             ip_flows_per_tunnel: 4096,
             ip_decap: false,

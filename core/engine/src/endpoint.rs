@@ -212,6 +212,8 @@ struct Edge {
     request_timeout: Duration,
     /// Keep audit records.
     audit: bool,
+    /// `EdgeConfig::tenant`, for the records.
+    tenant: Option<Box<str>>,
     /// Boxed: compiled rules are large, and the role enum should not be.
     rules: Box<crate::rules::EdgeRules>,
     /// CONNECT-IP: the addresses clients get (`EdgeConfig::ip_pools`).
@@ -2292,6 +2294,7 @@ impl Edge {
             serves: config.serves,
             request_timeout: config.request_timeout,
             audit: config.audit,
+            tenant: config.tenant.as_deref().map(Into::into),
             rules: Box::new(
                 crate::rules::EdgeRules::new(&config.rules).map_err(ConfigError::InvalidRule)?,
             ),

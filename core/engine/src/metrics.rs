@@ -10,7 +10,7 @@
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -20,8 +20,24 @@ use crate::types::EndpointStats;
 /// The text an HTTP `GET /metrics` answers with, for `stats` (several cores: their sum,
 /// see [`EndpointStats::merge`]).
 pub fn encode_text(stats: &EndpointStats) -> String {
+    encode(Snapshot(vec![(None, *stats)]))
+}
+
+/// The text for several endpoints in one process (an edge's tenants, each its own
+/// listener): every sample carries a `tenant` label with its endpoint's name, and each
+/// metric is described once.
+pub fn encode_text_by_tenant(tenants: &[(&str, EndpointStats)]) -> String {
+    encode(Snapshot(
+        tenants
+            .iter()
+            .map(|(name, stats)| (Some((*name).to_owned()), *stats))
+            .collect(),
+    ))
+}
+
+fn encode(snapshot: Snapshot) -> String {
     let mut registry = Registry::with_prefix("veil");
-    registry.register_collector(Box::new(Snapshot(*stats)));
+    registry.register_collector(Box::new(snapshot));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -127,36 +143,62 @@ impl EndpointStats {
     }
 }
 
-/// Writes one duration histogram, its bucket bounds in seconds.
+/// Writes one duration histogram's samples, their bucket bounds in seconds.
 fn encode_histogram(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
+    metric: &mut MetricEncoder<'_>,
+    tenant: Option<&str>,
     histogram: &crate::types::DurationHistogram,
 ) -> Result<(), fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Histogram,
-    )?;
     let buckets: Vec<(f64, u64)> = crate::types::DURATION_BUCKETS_MS
         .iter()
         .map(|&ms| std::time::Duration::from_millis(ms).as_secs_f64())
         .chain([f64::INFINITY])
         .zip(histogram.counts)
         .collect();
-    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-        std::time::Duration::from_micros(histogram.sum_micros).as_secs_f64(),
-        histogram.count(),
-        &buckets,
-        None,
-    )
+    let sum = std::time::Duration::from_micros(histogram.sum_micros).as_secs_f64();
+    match tenant {
+        Some(tenant) => metric
+            .encode_family(&[("tenant", tenant)])?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            histogram.count(),
+            &buckets,
+            None,
+        ),
+        None => metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            histogram.count(),
+            &buckets,
+            None,
+        ),
+    }
 }
 
-/// One scrape's counters.
+/// One sample, with the tenant's label (if any) and the family's own (if any).
+fn encode_sample(
+    metric: &mut MetricEncoder<'_>,
+    tenant: Option<&str>,
+    label: Option<(&str, &str)>,
+    sample: Sample,
+) -> Result<(), fmt::Error> {
+    let labels: Vec<(&str, &str)> = tenant
+        .map(|tenant| ("tenant", tenant))
+        .into_iter()
+        .chain(label)
+        .collect();
+    let encode = |encoder: MetricEncoder<'_>| match sample {
+        Sample::Gauge(value) => {
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder)
+        }
+        Sample::Counter(value) => ConstCounter::new(value).encode(encoder),
+    };
+    // No labels at all: the sample is written bare (`veil_tunnels 2`).
+    encode(metric.encode_family(&labels)?)
+}
+
+/// One scrape's counters: one endpoint's, or several named ones'.
 #[derive(Debug)]
-struct Snapshot(EndpointStats);
+struct Snapshot(Vec<(Option<String>, EndpointStats)>);
 
 /// A sample: a gauge (a level now) or a counter (a total so far).
 #[derive(Clone, Copy)]
@@ -170,9 +212,8 @@ impl Snapshot {
     /// value. One table, so that a counter cannot be forgotten in one place.
     // A table, one row per metric: its length is the number of metrics, not logic.
     #[allow(clippy::too_many_lines)]
-    fn table(&self) -> [(&'static str, &'static str, Sample); 33] {
+    fn table(s: &EndpointStats) -> [(&'static str, &'static str, Sample); 33] {
         use Sample::{Counter, Gauge};
-        let s = &self.0;
         [
             (
                 "connections",
@@ -345,97 +386,139 @@ impl Snapshot {
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        for (name, help, sample) in self.table() {
-            match sample {
-                Sample::Gauge(value) => {
-                    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-                    metric.encode(encoder.encode_descriptor(
-                        name,
-                        help,
-                        None,
-                        metric.metric_type(),
-                    )?)?;
-                }
-                Sample::Counter(value) => {
-                    let metric = ConstCounter::new(value);
-                    metric.encode(encoder.encode_descriptor(
-                        name,
-                        help,
-                        None,
-                        metric.metric_type(),
-                    )?)?;
-                }
+        self.encode_table(&mut encoder)?;
+        self.encode_histograms(&mut encoder)?;
+        self.encode_labelled(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// The unlabelled counters and gauges of [`table`](Self::table).
+    fn encode_table(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let tables: Vec<(Option<&str>, _)> = self
+            .0
+            .iter()
+            .map(|(tenant, stats)| (tenant.as_deref(), Self::table(stats)))
+            .collect();
+        let Some((_, first)) = tables.first() else {
+            return Ok(());
+        };
+        for (index, &(name, help, sample)) in first.iter().enumerate() {
+            let metric_type = match sample {
+                Sample::Gauge(_) => ConstGauge::new(0i64).metric_type(),
+                Sample::Counter(_) => ConstCounter::new(0u64).metric_type(),
+            };
+            let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for (tenant, table) in &tables {
+                encode_sample(&mut metric, *tenant, None, table[index].2)?;
             }
         }
-        let s = &self.0;
-        for (name, help, histogram) in [
+        Ok(())
+    }
+
+    /// The duration histograms.
+    fn encode_histograms(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let histograms: [(&str, &str, HistogramOf); 3] = [
             (
                 "tunnel_setup_seconds",
                 "How long tunnels took to open (edge: request to the host's accept; client: open to the edge's 2xx).",
-                &s.tunnel_setup,
+                |s| &s.tunnel_setup,
             ),
             (
                 "tunnel_first_byte_seconds",
                 "How long after it was asked for a tunnel's first byte reached its host.",
-                &s.tunnel_first_byte,
+                |s| &s.tunnel_first_byte,
             ),
             (
                 "quic_rtt_seconds",
                 "Smoothed round-trip times of QUIC connections, taken when they end.",
-                &s.quic_rtt,
+                |s| &s.quic_rtt,
             ),
-        ] {
-            encode_histogram(&mut encoder, name, help, histogram)?;
+        ];
+        for (name, help, of) in histograms {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (tenant, stats) in &self.0 {
+                encode_histogram(&mut metric, tenant.as_deref(), of(stats))?;
+            }
         }
-        let mut refusals = encoder.encode_descriptor(
-            "refusals",
-            "Edge: requests refused, by the Proxy-Status error type the client was given.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        let errors = crate::types::REFUSAL_ERRORS
-            .iter()
-            .map(|error| error.token())
-            .chain(["other"]);
-        for (error, value) in errors.zip(s.refusals.counts) {
-            ConstCounter::new(value).encode(refusals.encode_family(&[("error", error)])?)?;
-        }
-        let mut dropped = encoder.encode_descriptor(
-            "udp_payloads_dropped",
-            "CONNECT-UDP payloads dropped, by cause.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (cause, value) in [
-            ("oversize", s.udp_dropped_oversize),
-            ("queue_full", s.udp_dropped_queue_full),
-            ("unknown_context", s.udp_dropped_unknown_context),
-            ("unknown_tunnel", s.udp_dropped_unknown_tunnel),
-            ("malformed", s.udp_dropped_malformed),
-        ] {
-            ConstCounter::new(value).encode(dropped.encode_family(&[("cause", cause)])?)?;
-        }
-        let mut http2 = encoder.encode_descriptor(
-            "http2_bounds_hit",
-            "TCP on-ramp: how often each HTTP/2 bound against a known attack acted.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (bound, value) in s.http2_bounds.by_bound() {
-            ConstCounter::new(value).encode(http2.encode_family(&[("bound", bound)])?)?;
-        }
-        let mut ip_dropped = encoder.encode_descriptor(
-            "ip_packets_dropped",
-            "CONNECT-IP packets dropped, by cause.",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (cause, value) in s.ip_dropped.by_cause() {
-            ConstCounter::new(value).encode(ip_dropped.encode_family(&[("cause", cause)])?)?;
+        Ok(())
+    }
+
+    /// The counters split by a label of their own (cause, error, bound).
+    fn encode_labelled(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let labelled: [(&str, &str, &str, LabelledOf); 4] = [
+            (
+                "refusals",
+                "Edge: requests refused, by the Proxy-Status error type the client was given.",
+                "error",
+                |s| {
+                    crate::types::REFUSAL_ERRORS
+                        .iter()
+                        .map(|error| error.token())
+                        .chain(["other"])
+                        .zip(s.refusals.counts)
+                        .collect()
+                },
+            ),
+            (
+                "udp_payloads_dropped",
+                "CONNECT-UDP payloads dropped, by cause.",
+                "cause",
+                |s| {
+                    vec![
+                        ("oversize", s.udp_dropped_oversize),
+                        ("queue_full", s.udp_dropped_queue_full),
+                        ("unknown_context", s.udp_dropped_unknown_context),
+                        ("unknown_tunnel", s.udp_dropped_unknown_tunnel),
+                        ("malformed", s.udp_dropped_malformed),
+                    ]
+                },
+            ),
+            (
+                "http2_bounds_hit",
+                "TCP on-ramp: how often each HTTP/2 bound against a known attack acted.",
+                "bound",
+                |s| s.http2_bounds.by_bound().into_iter().collect(),
+            ),
+            (
+                "ip_packets_dropped",
+                "CONNECT-IP packets dropped, by cause.",
+                "cause",
+                |s| s.ip_dropped.by_cause().collect(),
+            ),
+        ];
+        for (name, help, label, of) in labelled {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (tenant, stats) in &self.0 {
+                for (value_label, value) in of(stats) {
+                    encode_sample(
+                        &mut metric,
+                        tenant.as_deref(),
+                        Some((label, value_label)),
+                        Sample::Counter(value),
+                    )?;
+                }
+            }
         }
         Ok(())
     }
 }
+
+/// Where a histogram is in the counters.
+type HistogramOf = fn(&EndpointStats) -> &crate::types::DurationHistogram;
+
+/// The samples of a labelled family: label value, count.
+type LabelledOf = fn(&EndpointStats) -> Vec<(&'static str, u64)>;
 
 #[cfg(test)]
 mod tests {
@@ -466,6 +549,45 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn tenants_share_each_description_and_label_their_samples() {
+        let a = EndpointStats {
+            tunnels_total: 3,
+            ..EndpointStats::default()
+        };
+        let b = EndpointStats {
+            tunnels_total: 4,
+            udp_dropped_queue_full: 2,
+            ..EndpointStats::default()
+        };
+        let text = encode_text_by_tenant(&[("blue", a), ("green", b)]);
+        assert_eq!(
+            text.matches("# TYPE veil_tunnels_opened counter").count(),
+            1
+        );
+        assert!(
+            text.contains("veil_tunnels_opened_total{tenant=\"blue\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("veil_tunnels_opened_total{tenant=\"green\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "veil_udp_payloads_dropped_total{tenant=\"green\",cause=\"queue_full\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("veil_quic_rtt_seconds_count{tenant=\"blue\"} 0"),
+            "{text}"
+        );
+        // Without tenants, no braces where there is no label.
+        let plain = encode_text(&a);
+        assert!(plain.contains("\nveil_tunnels_opened_total 3\n"), "{plain}");
     }
 
     #[test]

@@ -370,6 +370,9 @@ pub struct FileConfig {
     /// `[[rule]]`: the edge's routing rules, first match wins (`veil_engine::rules`).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec<EdgeAction>>,
+    /// `[[listener]]`: tenants, each an edge of its own in this process.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerFile>,
 }
 
 /// `[server]` of the TOML file: the flags of `veil server`.
@@ -405,6 +408,38 @@ pub struct ServerFile {
     pub ip_egress: Option<String>,
     pub tun_offload: Option<bool>,
     pub retry: Option<String>,
+}
+
+/// `[[listener]]` of the TOML file: one tenant of a `veil server` that serves several from
+/// one process. Each has its own addresses, certificate, tokens, egress allowlist and
+/// `[[listener.rule]]`s, and its name labels its metrics (`tenant="NAME"`) and audit
+/// records; everything else (timeouts, drain, `[quic]`, `metrics`, `audit_log`) comes
+/// from `[server]` and is shared. Nothing security-relevant is inherited: a listener
+/// without `tokens` takes no client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each field is the `[server]` key of the same name.
+pub struct ListenerFile {
+    /// The tenant's name: letters, digits, `-` and `_`.
+    pub name: String,
+    pub listen: Option<SocketAddr>,
+    pub listen_tcp: Option<SocketAddr>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub proxy_protocol_egress: Option<veil_engine::ProxyProtocolVersion>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    #[serde(default)]
+    pub allow_targets: Vec<String>,
+    pub udp_template: Option<String>,
+    pub retry: Option<String>,
+    pub edge_id: Option<u8>,
+    /// `[[listener.rule]]`: this tenant's rules.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec<EdgeAction>>,
 }
 
 /// `[client]` of the TOML file: the flags of `veil client`.
@@ -504,6 +539,8 @@ pub struct ServerSettings {
     pub tun_offload: bool,
     /// When new clients must prove their address with a Retry.
     pub retry: veil_engine::RetryPolicy,
+    /// The tenant (`[[listener]]` name) this edge serves, when the process serves several.
+    pub tenant: Option<String>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -751,6 +788,7 @@ impl ServerSettings {
                 .map(|text| parse_retry(&text))
                 .transpose()?
                 .unwrap_or(veil_engine::EdgeConfig::default().retry),
+            tenant: None,
         })
     }
 }
@@ -762,6 +800,86 @@ pub enum IpEgressSpec {
     Tun(String),
     /// `decap`: taken apart into flows, each with a socket.
     Decap,
+}
+
+impl ServerSettings {
+    /// The settings of each `[[listener]]`: its own keys over the shared ones of `self`
+    /// (from `[server]` and the flags). The shared settings must not give what belongs to
+    /// a listener (addresses, certificate, tokens, allowlist, rules): it would be unclear
+    /// which tenant they were meant for.
+    pub fn for_listeners(
+        &self,
+        shared_rules: &[RuleSpec<EdgeAction>],
+        listeners: Vec<ListenerFile>,
+    ) -> anyhow::Result<Vec<Self>> {
+        if !self.tokens.is_empty()
+            || !self.allow_targets.is_empty()
+            || self.cert_key.is_some()
+            || self.client_ca.is_some()
+            || self.listen_tcp.is_some()
+            || !shared_rules.is_empty()
+            || !self.ip_pools.is_empty()
+        {
+            bail!(
+                "with [[listener]] tables, give tokens, allow_targets, cert/key, client_ca, listen_tcp and rules in each listener ([[listener.rule]]), not in [server] or the flags; CONNECT-IP pools are not per listener yet"
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        listeners
+            .into_iter()
+            .map(|listener| {
+                let name = listener.name.clone();
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    bail!("listener name {name:?}: letters, digits, - and _ only");
+                }
+                if !names.insert(name.clone()) {
+                    bail!("two listeners are named {name:?}");
+                }
+                self.for_listener(listener)
+                    .with_context(|| format!("in [[listener]] {name:?}"))
+            })
+            .collect()
+    }
+
+    fn for_listener(&self, listener: ListenerFile) -> anyhow::Result<Self> {
+        let cert_key = match (listener.cert, listener.key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("cert and key go together"),
+        };
+        if listener.proxy_protocol && listener.listen_tcp.is_none() {
+            bail!("proxy_protocol applies to the TCP listener: give listen_tcp too");
+        }
+        Ok(Self {
+            listen: listener.listen.context("no listen address")?,
+            listen_tcp: listener.listen_tcp,
+            proxy_protocol: listener.proxy_protocol,
+            proxy_protocol_egress: listener
+                .proxy_protocol_egress
+                .or(self.proxy_protocol_egress),
+            cert_key,
+            client_ca: listener.client_ca,
+            tokens: named_tokens(&listener.tokens)?,
+            allow_targets: listener.allow_targets,
+            udp_template: listener.udp_template.or_else(|| self.udp_template.clone()),
+            rules: listener.rules,
+            retry: listener
+                .retry
+                .map(|text| parse_retry(&text))
+                .transpose()?
+                .unwrap_or(self.retry),
+            edge_id: listener.edge_id.unwrap_or(self.edge_id),
+            tenant: Some(listener.name),
+            // Served once by the process for every tenant (the audit log's records say
+            // which).
+            metrics: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// Reads `--retry`: `always`, `never` or `above:N`.

@@ -81,7 +81,8 @@ pub fn defaults_text() -> String {
         "# veil configuration: every setting of `veil server` ([server]) and `veil client`\n\
          # ([client]), documented as `--help` documents its flag. Give it with --config FILE;\n\
          # flags on the command line win. Routing rules are [[rule]] and [[client.rule]]\n\
-         # tables, the engine's QUIC settings a [quic] table (docs/CONFIG.md).\n",
+         # tables, the engine's QUIC settings a [quic] table, tenants [[listener]] tables\n\
+         # (docs/CONFIG.md).\n",
     );
     let cli = Cli::command();
     for section in ["server", "client"] {
@@ -181,8 +182,15 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     veil_engine::rules::compile(&file.rules).context("in [[rule]]")?;
     veil_engine::rules::compile(&file.client.rules).context("in [[client.rule]]")?;
     let quic = file.quic.clone();
-    ServerSettings::merge(ServerArgs::default(), file.server, quic.clone())
+    let server = ServerSettings::merge(ServerArgs::default(), file.server, quic.clone())
         .context("in [server]")?;
+    for listener in &file.listeners {
+        veil_engine::rules::compile(&listener.rules)
+            .with_context(|| format!("in [[listener.rule]] of {:?}", listener.name))?;
+    }
+    if !file.listeners.is_empty() {
+        server.for_listeners(&file.rules, file.listeners)?;
+    }
     // A [client] section must be complete (an edge and a way to trust it) to be used;
     // only one that says something is checked.
     if file.client.edge.is_some() {

@@ -53,6 +53,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         ip_egress: None,
         tun_offload: true,
         retry: veil_engine::EdgeConfig::default().retry,
+        tenant: None,
     })?;
     let fingerprint = edge
         .fingerprint()

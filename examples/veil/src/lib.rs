@@ -36,6 +36,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(flags) => {
             let mut settings = ServerSettings::merge(flags, file.server, file.quic)?;
+            if !file.listeners.is_empty() {
+                let tenants = settings.for_listeners(&file.rules, file.listeners)?;
+                return run::server_tenants(settings, tenants).await;
+            }
             settings.rules = file.rules;
             run::server(settings).await
         }

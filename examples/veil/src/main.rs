@@ -64,6 +64,10 @@ fn glommio_server(
     if choice.runtime != Runtime::Glommio {
         return Ok(None);
     }
+    anyhow::ensure!(
+        file.listeners.is_empty(),
+        "[[listener]] tables (tenants) run on the tokio runtime only"
+    );
     let settings = ServerSettings::merge(flags.clone(), file.server, file.quic)?;
     Ok(Some(veil_cli::run::server_glommio(&settings, choice.cores)))
 }

@@ -24,9 +24,23 @@ pub(crate) enum StatsSource {
     /// A glommio edge's cores, summed.
     #[cfg(target_os = "linux")]
     Glommio(veil_glommio::StatsHandle),
+    /// Several tenants' tokio nodes, each sample labelled with its tenant.
+    Tenants(Vec<(String, veil_tokio::StatsProbe)>),
 }
 
 impl StatsSource {
+    /// The page a scrape gets; `None` once the endpoints have stopped.
+    async fn text(&self) -> Option<String> {
+        if let Self::Tenants(tenants) = self {
+            let mut all = Vec::with_capacity(tenants.len());
+            for (name, probe) in tenants {
+                all.push((name.as_str(), probe.stats().await?));
+            }
+            return Some(veil_engine::metrics::encode_text_by_tenant(&all));
+        }
+        self.snapshot().await.map(|stats| encode_text(&stats))
+    }
+
     async fn snapshot(&self) -> Option<EndpointStats> {
         match self {
             Self::Tokio(probe) => probe.stats().await,
@@ -38,6 +52,7 @@ impl StatsSource {
                 }
                 Some(sum)
             }
+            Self::Tenants(_) => None,
         }
     }
 }
@@ -77,8 +92,8 @@ async fn answer(mut stream: TcpStream, source: &StatsSource) -> anyhow::Result<(
     let mut parts = request_line.split(' ');
     let (method, target) = (parts.next(), parts.next());
     let response = match (method, target.map(|t| t.split('?').next().unwrap_or(t))) {
-        (Some("GET"), Some("/metrics")) => match source.snapshot().await {
-            Some(stats) => response("200 OK", CONTENT_TYPE, &encode_text(&stats)),
+        (Some("GET"), Some("/metrics")) => match source.text().await {
+            Some(text) => response("200 OK", CONTENT_TYPE, &text),
             None => response("503 Service Unavailable", "text/plain", "stopped\n"),
         },
         (Some("GET"), _) => response("404 Not Found", "text/plain", "try /metrics\n"),

@@ -37,6 +37,8 @@ pub struct RunningEdge {
     /// Whether the process this one replaced has exited: until then the socket group's
     /// indices are not ours to count, and no upgrade starts.
     predecessor_gone: Arc<AtomicBool>,
+    /// A tenant's audit records, for the process's writer.
+    audit_records: Option<tokio::sync::mpsc::Receiver<veil_engine::AuditRecord>>,
 }
 
 /// Duplicates of the edge's listening descriptors and its self-signed certificate: what
@@ -116,9 +118,15 @@ impl RunningEdge {
             }
             None => None,
         };
+        // A tenant's records go to the process's one writer (`server_tenants`).
+        let mut audit_records = None;
         if let (Some(target), Some(records)) = (&settings.audit_log, node.audit_records()) {
-            let out = crate::audit_log::open(target)?;
-            tokio::spawn(crate::audit_log::write(records, out));
+            if settings.tenant.is_some() {
+                audit_records = Some(records);
+            } else {
+                let out = crate::audit_log::open(target)?;
+                tokio::spawn(crate::audit_log::write(records, out));
+            }
         }
         let metrics_listener = match (settings.metrics, inherited.as_mut()) {
             (None, _) => None,
@@ -153,6 +161,7 @@ impl RunningEdge {
                 self_signed: self_signed_pem,
             },
             predecessor_gone: Arc::new(AtomicBool::new(inherited.is_none())),
+            audit_records,
         })
     }
 
@@ -318,6 +327,7 @@ fn edge_config(settings: &ServerSettings) -> Config {
         rules: settings.rules.clone(),
         client_ca: settings.client_ca.clone().map(Pem::Path),
         audit: settings.audit_log.is_some(),
+        tenant: settings.tenant.clone(),
         ip_pools: settings.ip_pools.clone(),
         retry: settings.retry,
         proxy_protocol: settings.proxy_protocol,
@@ -552,6 +562,79 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
             },
         }
     }
+}
+
+/// `veil server` with `[[listener]]` tables: one edge per tenant in this process, one
+/// metrics listener labelling each tenant's samples, one audit log naming the tenant of
+/// each record; runs until SIGINT or SIGTERM, then drains every tenant at once.
+pub async fn server_tenants(
+    shared: ServerSettings,
+    tenants: Vec<ServerSettings>,
+) -> anyhow::Result<()> {
+    let mut edges = Vec::with_capacity(tenants.len());
+    for settings in &tenants {
+        let name = settings.tenant.clone().unwrap_or_default();
+        let edge = RunningEdge::start(settings).with_context(|| format!("listener {name:?}"))?;
+        edges.push((name, edge));
+    }
+    if let Some(target) = &shared.audit_log {
+        let out = crate::audit_log::open(target)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(veil_tokio::AUDIT_CHANNEL);
+        for (_, edge) in &mut edges {
+            if let Some(mut records) = edge.audit_records.take() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(record) = records.recv().await {
+                        // Waiting here fills the tenant's own channel, whose driver drops
+                        // and counts: the data path never waits for the writer.
+                        if tx.send(record).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        tokio::spawn(crate::audit_log::write(rx, out));
+    }
+    let source = StatsSource::Tenants(
+        edges
+            .iter()
+            .map(|(name, edge)| (name.clone(), edge.node.stats_probe()))
+            .collect(),
+    );
+    let metrics = start_metrics(shared.metrics.map(metrics::bind_std).transpose()?, source)?;
+    for (name, edge) in &edges {
+        for line in edge.banner() {
+            let rest = line.strip_prefix("veil: ").unwrap_or(&line);
+            println!("veil: listener {name}: {rest}");
+        }
+    }
+    if let Some((addr, _)) = &metrics {
+        println!("veil: metrics listening on {addr}");
+    }
+    crate::notify::notify("READY=1");
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            stop = veil_tokio::shutdown_signal() => { stop?; break; }
+            _ = hangup.recv() => {
+                eprintln!("veil: upgrades in place serve a single listener; with [[listener]] tables, restart instead");
+            }
+        }
+    }
+    crate::notify::notify("STOPPING=1");
+    println!("veil: shutting down");
+    if let Some((_, task)) = metrics {
+        task.abort();
+    }
+    let mut drains = tokio::task::JoinSet::new();
+    for (_, edge) in edges {
+        drains.spawn(edge.shutdown());
+    }
+    while let Some(result) = drains.join_next().await {
+        result??;
+    }
+    Ok(())
 }
 
 /// `veil client`: run until SIGINT or SIGTERM.

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use std::collections::HashMap;
-use std::process::Command;
 
-use support::{Client, Edge, Origin, STARTUP, TOKEN, TempDir, curl, require_tool, run_bounded};
+use support::{Client, Edge, Origin, STARTUP, TOKEN, TempDir, curl, require_tool};
 
 const REQUEST: Duration = Duration::from_secs(20);
 
@@ -34,31 +33,6 @@ fn sample(text: &str, name: &str) -> anyhow::Result<f64> {
         .trim()
         .parse()
         .with_context(|| format!("sample {name}"))
-}
-
-/// The samples of an `OpenMetrics` text as Python's `prometheus_client` parser reads them
-/// (a parser nobody here wrote): name with labels → value.
-fn parse_with_prometheus_client(text: &str) -> anyhow::Result<HashMap<String, f64>> {
-    let python = require_tool("python3", "python3")?;
-    let script = r#"
-import sys, json
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for family in text_string_to_metric_families(sys.argv[1]):
-    for s in family.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
-print(json.dumps(out))
-"#;
-    let mut command = Command::new(python);
-    command.arg("-c").arg(script).arg(text);
-    let out = run_bounded(command, REQUEST)?;
-    ensure!(
-        out.code() == 0,
-        "prometheus_client refused the text: {}\n{text}",
-        out.stderr
-    );
-    Ok(serde_json::from_str(&out.stdout)?)
 }
 
 /// An edge on `runtime` with `--metrics`, and its metrics address.
@@ -104,7 +78,7 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
         ],
     )?;
     let before = scrape(&edge_metrics)?;
-    let parsed_before = parse_with_prometheus_client(&before)?;
+    let parsed_before = support::parse_with_prometheus_client(&before)?;
     ensure!(
         sample(&before, "veil_tunnels_opened_total")? == 0.0,
         "{before}"
@@ -129,7 +103,7 @@ fn check_runtime(runtime: &str) -> anyhow::Result<()> {
     // glommio's cores publish their counters every 500 ms.
     std::thread::sleep(Duration::from_millis(700));
     let after = scrape(&edge_metrics)?;
-    let parsed_after = parse_with_prometheus_client(&after)?;
+    let parsed_after = support::parse_with_prometheus_client(&after)?;
     let moved = |name: &str| -> anyhow::Result<f64> {
         let get = |samples: &HashMap<String, f64>| {
             samples

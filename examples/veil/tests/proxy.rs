@@ -63,6 +63,7 @@ impl Rig {
             ip_egress: None,
             tun_offload: true,
             retry: veil_engine::EdgeConfig::default().retry,
+            tenant: None,
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");

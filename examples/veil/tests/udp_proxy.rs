@@ -95,6 +95,7 @@ impl Rig {
             ip_egress: None,
             tun_offload: true,
             retry: veil_engine::EdgeConfig::default().retry,
+            tenant: None,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {

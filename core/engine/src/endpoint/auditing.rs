@@ -89,6 +89,7 @@ fn base_record(edge: &Edge, request: &EdgeRequest) -> AuditRecord {
             crate::rules::Protocol::Ip => "ip",
             crate::rules::Protocol::Tcp => "tcp",
         },
+        tenant: edge.tenant.as_deref().map(str::to_owned),
         client: request.client.peer,
         token: request
             .client

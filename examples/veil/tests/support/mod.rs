@@ -1110,3 +1110,44 @@ pub(crate) fn download_via_socks(socks: SocketAddr, url: &str, size: usize) -> a
     );
     Ok(())
 }
+
+/// The samples of an `OpenMetrics` text as Python's `prometheus_client` parser reads them
+/// (a parser nobody here wrote): name with labels → value.
+#[allow(dead_code)] // not every test binary reads metrics
+pub(crate) fn parse_with_prometheus_client(
+    text: &str,
+) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let python = require_tool("python3", "python3")?;
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.argv[1]):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).arg(text);
+    let out = run_bounded(command, Duration::from_secs(30))?;
+    ensure!(
+        out.code() == 0,
+        "prometheus_client refused the text: {}\n{text}",
+        out.stderr
+    );
+    Ok(serde_json::from_str(&out.stdout)?)
+}
+
+/// `veil SUBCOMMAND ARGS`, as `name` (its stderr in `log_dir`); wait for its lines.
+#[allow(dead_code)] // not every test binary starts veil this way
+pub(crate) fn spawn_veil(
+    name: &str,
+    subcommand: &str,
+    args: &[&str],
+    log_dir: &Path,
+) -> anyhow::Result<Proc> {
+    let mut command = veil_command(subcommand);
+    command.args(args);
+    Proc::spawn(name, command, log_dir)
+}
