@@ -149,12 +149,17 @@ fn an_upgrade_in_place_keeps_a_download_and_serves_new_tunnels() -> anyhow::Resu
             "127.0.0.0/8",
             "--metrics",
             "127.0.0.1:0",
+            "--listen-tcp",
+            "127.0.0.1:0",
             "--edge-id",
             "3",
             "--upgrade-drain-timeout-ms",
             "120000",
         ],
     )?;
+    let tcp = edge
+        .proc()
+        .wait_for_line("veil: edge listening on tcp ", support::STARTUP)?;
     let metrics = edge
         .proc()
         .wait_for_line("veil: metrics listening on ", support::STARTUP)?;
@@ -217,6 +222,15 @@ fn an_upgrade_in_place_keeps_a_download_and_serves_new_tunnels() -> anyhow::Resu
         hello(&client, &small, via_http)?;
     }
     scrape(&metrics)?;
+    // The TCP on-ramp's listener, handed over too: curl as an HTTPS-proxy client.
+    let out = support::curl_https_proxy(&tcp, Some(TOKEN), "%{http_code}", "-", &small, REQUEST)?;
+    ensure!(
+        out.status.success() && out.stdout == "hello200",
+        "through the inherited TCP listener: curl exit {}, {:?}, {}",
+        out.code(),
+        out.stdout,
+        out.stderr
+    );
 
     // The successor, its predecessor gone, upgrades in turn.
     wait_until("the successor detaches the steering", REQUEST, || {
