@@ -58,7 +58,10 @@ pub(crate) struct Forwarded {
 /// edge).
 pub(crate) struct CoreSetup {
     pub(crate) config: Config,
-    pub(crate) socket: socket2::Socket,
+    /// Every core's UDP socket, in the order they joined the port's group: core `i` takes
+    /// socket `i`, so that a kernel steering program can pick a core's socket by the
+    /// core number in a connection ID.
+    pub(crate) sockets: Arc<Mutex<Vec<Option<socket2::Socket>>>>,
     pub(crate) local_addr: SocketAddr,
     /// The core's socket of the TCP on-ramp's listening group, when the edge has one.
     pub(crate) tcp_listener: Option<socket2::Socket>,
@@ -111,13 +114,17 @@ pub(crate) struct Core {
     audit_lost: Cell<u64>,
     /// The socket failed; the driver stops with this error.
     failure: RefCell<Option<io::Error>>,
+    /// The TCP on-ramp's accept loop: cancelled when the drain starts, which closes this
+    /// core's listening socket, so that new connections go to the group's other members
+    /// (an upgrade's successor) instead of a core that would only refuse them.
+    accepting: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 /// Runs one core until shutdown completes or its socket fails.
 pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     let CoreSetup {
         config,
-        socket,
+        sockets,
         local_addr,
         tcp_listener,
         mesh,
@@ -132,9 +139,17 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         .await
         .map_err(|e| io::Error::other(format!("cannot join the cores' channel mesh: {e}")))?;
     let index = u16::try_from(senders.peer_id()).map_err(io::Error::other)?;
+    let socket = sockets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(usize::from(index))
+        .and_then(Option::take)
+        .ok_or_else(|| io::Error::other("no socket for this core"))?;
     let cores = u16::try_from(senders.nr_consumers()).map_err(io::Error::other)?;
+    let (edge_id, generation) = options.cid_server;
     let layout = CidLayout::new(index, cores)
-        .ok_or_else(|| io::Error::other("mesh index beyond the number of cores"))?;
+        .ok_or_else(|| io::Error::other("mesh index beyond the number of cores"))?
+        .with_server(edge_id, generation);
     let mut endpoint = Endpoint::new(config, Instant::now())
         .map_err(io::Error::other)?
         .with_cid_layout(layout);
@@ -164,6 +179,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         audit,
         audit_lost: Cell::new(0),
         failure: RefCell::new(None),
+        accepting: RefCell::new(None),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
 
@@ -172,7 +188,8 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         let listener = tcp::listener(socket);
         let writers = core.state.borrow().tcp.writers();
         let port: Rc<dyn TcpPort> = core.clone();
-        glommio::spawn_local(tcp::accept_loop(port, listener, writers)).detach();
+        let accepting = glommio::spawn_local(tcp::accept_loop(port, listener, writers)).detach();
+        *core.accepting.borrow_mut() = Some(accepting);
     }
     for (_peer, receiver) in receivers.streams() {
         let core = core.clone();
@@ -256,6 +273,9 @@ async fn watch_stop(core: Rc<Core>, mut stop: watch::Receiver<Option<Duration>>)
             break Duration::ZERO;
         }
     };
+    if let Some(accepting) = core.accepting.borrow_mut().take() {
+        accepting.cancel();
+    }
     let mut state = core.state.borrow_mut();
     tracing::debug!(
         core = core.layout.core(),

@@ -404,7 +404,12 @@ impl Connections {
 pub(crate) fn bind_all(
     listen: SocketAddr,
     cores: usize,
+    shared: bool,
 ) -> io::Result<(Vec<socket2::Socket>, SocketAddr)> {
+    if !shared && listen.port() != 0 {
+        // Without SO_REUSEPORT: fails if anyone listens there (see `Options::shared_port`).
+        drop(std::net::TcpListener::bind(listen)?);
+    }
     let mut sockets = Vec::with_capacity(cores);
     let mut addr = listen;
     for _ in 0..cores {
@@ -582,7 +587,8 @@ mod tests {
 
     #[test]
     fn every_core_gets_a_listener_on_one_port() {
-        let (sockets, addr) = bind_all("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let (sockets, addr) =
+            bind_all("127.0.0.1:0".parse().expect("addr"), 3, false).expect("bind");
         assert_eq!(sockets.len(), 3);
         assert_ne!(addr.port(), 0);
         for socket in &sockets {

@@ -41,8 +41,12 @@ const ALU: u16 = 0x04;
 const JMP: u16 = 0x05;
 const RET: u16 = 0x06;
 const W: u16 = 0x00;
+const H: u16 = 0x08;
 const B: u16 = 0x10;
 const ABS: u16 = 0x20;
+const IND: u16 = 0x40;
+const IMM: u16 = 0x00;
+const LDX: u16 = 0x01;
 const K: u16 = 0x00;
 const A: u16 = 0x10;
 const ADD: u16 = 0x00;
@@ -59,6 +63,8 @@ const LOAD_CPU: u32 = 0xffff_f000 + 36;
 const ID_LEN: u32 = CID_LEN as u32;
 #[allow(clippy::cast_possible_truncation)]
 const GENERATION_AT: u32 = GENERATION_BYTE as u32;
+/// Where the owning core's number (big-endian `u16`) sits in an ID.
+const CORE_AT: u32 = 3;
 
 /// The long-header QUIC version [`upgrade_steering`] reads IDs of.
 const QUIC_V1: u32 = 1;
@@ -70,6 +76,7 @@ enum Label {
     Generation,
     Successor,
     Predecessor,
+    NewConnection,
 }
 
 /// An instruction whose jump targets are labels until [`assemble`] resolves them.
@@ -146,20 +153,27 @@ fn assemble(steps: &[Step]) -> Vec<BpfInstruction> {
 }
 
 /// The program that, with the old process's `older` sockets first in the group and its
-/// successor's `newer` next, sends datagrams whose destination ID names `generation` (the
-/// successor's), and everything that is not one of our IDs, to one of the successor's
-/// sockets, and the rest to one of the old process's. Which socket of a process is chosen
-/// by the CPU the datagram arrived on (a thread-per-core host forwards between its cores
-/// by the ID's core anyway). `None` if either count is 0.
+/// successor's `newer` next, each process's in the order of its cores, sends datagrams
+/// whose destination ID names `generation` (the successor's) to the successor's socket of
+/// the ID's core, those of an older ID to the old process's socket of its core, and
+/// everything that is not one of our IDs (a new client's first Initials) to one of the
+/// successor's sockets, chosen by the CPU the datagram arrived on. `None` if either count
+/// is 0.
+///
+/// Straight to the owning core's socket: a thread-per-core process whose core has finished
+/// its drain no longer reads its socket, so the old process's datagrams must not land on
+/// another of its cores to be forwarded.
 pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<BpfInstruction>> {
     if older == 0 || newer == 0 {
         return None;
     }
+    // Loads the generation of the ID at `offset`, or jumps to `NewConnection` if the ID
+    // is not in our layout.
     let tag = |offset: u32| {
         [
             op(LD | B | ABS, offset),
             op(ALU | RSH | K, 5),
-            require(u32::from(CidLayout::TAG), Label::Successor),
+            require(u32::from(CidLayout::TAG), Label::NewConnection),
             op(LD | B | ABS, offset + GENERATION_AT),
         ]
     };
@@ -172,7 +186,8 @@ pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<Bp
             no: None,
         },
     ];
-    // Short header: the ID starts at byte 1.
+    // Short header: the ID starts at byte 1; X keeps where.
+    steps.push(op(LDX | IMM, 1));
     steps.extend(tag(1));
     steps.push(Step::Jump {
         code: JMP | JA,
@@ -182,10 +197,11 @@ pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<Bp
     });
     // Long header: version at 1..5, the ID's length at 5, the ID from 6.
     steps.push(Step::At(Label::LongHeader));
+    steps.push(op(LDX | IMM, 6));
     steps.push(op(LD | W | ABS, 1));
-    steps.push(require(QUIC_V1, Label::Successor));
+    steps.push(require(QUIC_V1, Label::NewConnection));
     steps.push(op(LD | B | ABS, 5));
-    steps.push(require(ID_LEN, Label::Successor));
+    steps.push(require(ID_LEN, Label::NewConnection));
     steps.extend(tag(6));
     steps.push(Step::At(Label::Generation));
     steps.push(Step::Jump {
@@ -194,17 +210,25 @@ pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<Bp
         yes: Some(Label::Successor),
         no: Some(Label::Predecessor),
     });
+    // The ID's core, relative to X (where the ID starts).
     steps.push(Step::At(Label::Successor));
     steps.extend([
-        op(LD | W | ABS, LOAD_CPU),
+        op(LD | H | IND, CORE_AT),
         op(ALU | MOD | K, u32::from(newer)),
         op(ALU | ADD | K, u32::from(older)),
         op(RET | A, 0),
     ]);
     steps.push(Step::At(Label::Predecessor));
     steps.extend([
-        op(LD | W | ABS, LOAD_CPU),
+        op(LD | H | IND, CORE_AT),
         op(ALU | MOD | K, u32::from(older)),
+        op(RET | A, 0),
+    ]);
+    steps.push(Step::At(Label::NewConnection));
+    steps.extend([
+        op(LD | W | ABS, LOAD_CPU),
+        op(ALU | MOD | K, u32::from(newer)),
+        op(ALU | ADD | K, u32::from(older)),
         op(RET | A, 0),
     ]);
     Some(assemble(&steps))
@@ -217,7 +241,7 @@ mod tests {
     /// Runs `program` over `packet` as the kernel would for the instructions it uses; a
     /// load past the end returns 0, as the kernel's does.
     fn run(program: &[BpfInstruction], packet: &[u8], cpu: u32) -> u32 {
-        let (mut a, mut pc) = (0u32, 0usize);
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
         loop {
             let i = program[pc];
             pc += 1;
@@ -227,6 +251,14 @@ mod tests {
                     None => return 0,
                 },
                 c if c == LD | W | ABS && i.k == LOAD_CPU => a = cpu,
+                c if c == LDX | IMM => x = i.k,
+                c if c == LD | H | IND => {
+                    let at = (x + i.k) as usize;
+                    match packet.get(at..at + 2) {
+                        Some(half) => a = u32::from(u16::from_be_bytes([half[0], half[1]])),
+                        None => return 0,
+                    }
+                }
                 c if c == LD | W | ABS => match packet.get(i.k as usize..i.k as usize + 4) {
                     Some(word) => a = u32::from_be_bytes(word.try_into().expect("4 bytes")),
                     None => return 0,
@@ -257,33 +289,36 @@ mod tests {
     }
 
     #[test]
-    fn ids_go_to_the_process_of_their_generation_and_the_rest_to_the_successor() {
+    fn ids_go_to_their_core_in_the_process_of_their_generation_and_the_rest_to_the_successor() {
         let (older, newer) = (2, 3);
         let program = upgrade_steering(8, older, newer).expect("counts above 0");
-        let old_id = CidLayout::new(1, 2)
-            .expect("valid")
-            .with_server(5, 7)
-            .encode([0xaa; 16]);
-        let new_id = CidLayout::new(0, 3)
-            .expect("valid")
-            .with_server(5, 8)
-            .encode([0x55; 16]);
-        for cpu in 0..6 {
-            let predecessor = cpu % u32::from(older);
-            let successor = u32::from(older) + cpu % u32::from(newer);
-            assert_eq!(run(&program, &short(&old_id), cpu), predecessor);
-            assert_eq!(run(&program, &long(0xe0, 1, &old_id), cpu), predecessor);
-            assert_eq!(run(&program, &short(&new_id), cpu), successor);
-            assert_eq!(run(&program, &long(0xc0, 1, &new_id), cpu), successor);
-            // A new client's own first ID, of another length or without the tag.
-            assert_eq!(run(&program, &long(0xc0, 1, &[0xff; 8]), cpu), successor);
-            assert_eq!(run(&program, &long(0xc0, 1, &[0xff; 16]), cpu), successor);
-            assert_eq!(run(&program, &short(&[0xff; 16]), cpu), successor);
-            // Another version is answered by the successor.
-            assert_eq!(
-                run(&program, &long(0xc0, 0x6b33_43cf, &old_id), cpu),
-                successor
-            );
+        for core in 0..3u16 {
+            let old_id = CidLayout::new(core % 2, 2)
+                .expect("valid")
+                .with_server(5, 7)
+                .encode([0xaa; 16]);
+            let new_id = CidLayout::new(core, 3)
+                .expect("valid")
+                .with_server(5, 8)
+                .encode([0x55; 16]);
+            for cpu in 0..6 {
+                let predecessor = u32::from(core % 2);
+                let successor = u32::from(older + core);
+                let anyone = u32::from(older) + cpu % u32::from(newer);
+                assert_eq!(run(&program, &short(&old_id), cpu), predecessor);
+                assert_eq!(run(&program, &long(0xe0, 1, &old_id), cpu), predecessor);
+                assert_eq!(run(&program, &short(&new_id), cpu), successor);
+                assert_eq!(run(&program, &long(0xc0, 1, &new_id), cpu), successor);
+                // A new client's own first ID, of another length or without the tag.
+                assert_eq!(run(&program, &long(0xc0, 1, &[0xff; 8]), cpu), anyone);
+                assert_eq!(run(&program, &long(0xc0, 1, &[0xff; 16]), cpu), anyone);
+                assert_eq!(run(&program, &short(&[0xff; 16]), cpu), anyone);
+                // Another version is answered by the successor.
+                assert_eq!(
+                    run(&program, &long(0xc0, 0x6b33_43cf, &old_id), cpu),
+                    anyone
+                );
+            }
         }
     }
 

@@ -33,23 +33,12 @@ pub struct RunningEdge {
     /// The TCP on-ramp's address (`--listen-tcp`), when it listens.
     tcp_addr: Option<SocketAddr>,
     /// What an upgrade in place hands a successor.
-    handing: Handing,
+    handing: upgrade::Handing,
     /// Whether the process this one replaced has exited: until then the socket group's
     /// indices are not ours to count, and no upgrade starts.
     predecessor_gone: Arc<AtomicBool>,
     /// A tenant's audit records, for the process's writer.
     audit_records: Option<tokio::sync::mpsc::Receiver<veil_engine::AuditRecord>>,
-}
-
-/// Duplicates of the edge's listening descriptors and its self-signed certificate: what
-/// [`upgrade::spawn_successor`] hands over.
-#[derive(Debug)]
-struct Handing {
-    generation: u8,
-    udp: std::net::UdpSocket,
-    tcp: Option<std::net::TcpListener>,
-    metrics: Option<std::net::TcpListener>,
-    self_signed: Option<(String, String)>,
 }
 
 impl RunningEdge {
@@ -65,20 +54,15 @@ impl RunningEdge {
         mut inherited: Option<&mut Inheritance>,
     ) -> anyhow::Result<Self> {
         let generation = inherited.as_ref().map_or(0, |i| i.generation);
-        let mut config = edge_config(settings);
-        let self_signed_pem = match (&settings.cert_key, inherited.as_mut()) {
-            (Some(_), _) => None,
-            (None, Some(inherited)) if inherited.self_signed.is_some() => {
-                inherited.self_signed.take()
-            }
-            (None, _) => Some(self_signed_certificate()?),
-        };
-        if let (RoleConfig::Edge(edge), Some((cert, key))) = (&mut config.role, &self_signed_pem) {
-            // Generated here, not inside the engine, so that a successor serves the same
-            // certificate: clients pinned its fingerprint.
-            edge.cert = Some(Pem::Text(cert.clone()));
-            edge.key = Some(Pem::Text(key.clone()));
+        if let Some(inherited) = inherited.as_ref() {
+            anyhow::ensure!(
+                inherited.sockets == 1,
+                "the predecessor expects {} UDP sockets from its successor; the tokio runtime has 1 (was the runtime or the number of cores changed? restart instead)",
+                inherited.sockets
+            );
         }
+        let mut config = edge_config(settings);
+        let self_signed_pem = self_signed_for(settings, inherited.as_deref_mut(), &mut config)?;
         let options = Options {
             connect_timeout: settings.connect_timeout,
             cid_layout: Some(
@@ -89,13 +73,7 @@ impl RunningEdge {
             ..Options::default()
         };
         let (ip_egress, ip_egress_line) = ip_egress_of(settings)?;
-        // A successor joins its predecessor's group at the address it listens on (the
-        // port it was given, if the configuration says "any port").
-        let (listen, shared) = match inherited.as_ref() {
-            Some(inherited) if settings.listen.port() == 0 => (inherited.udp, true),
-            Some(inherited) => (settings.listen, settings.listen == inherited.udp),
-            None => (settings.listen, false),
-        };
+        let (listen, shared) = listen_of(settings, inherited.as_deref());
         let udp = upgrade::bind_udp(listen, shared)?;
         let udp_kept = udp.try_clone()?;
         let mut node = Node::start_on(
@@ -153,9 +131,11 @@ impl RunningEdge {
             metrics,
             tcp_addr,
             ip_egress_line,
-            handing: Handing {
-                generation,
+            handing: upgrade::Handing {
+                generation: generation.wrapping_add(1),
                 udp: udp_kept,
+                sockets: 1,
+                successor_sockets: 1,
                 tcp: tcp_kept,
                 metrics: metrics_kept,
                 self_signed: self_signed_pem,
@@ -183,23 +163,7 @@ impl RunningEdge {
         if !self.predecessor_gone.load(Ordering::Acquire) {
             anyhow::bail!("the process this one replaced is still draining");
         }
-        let handing = upgrade::Handing {
-            generation: self.handing.generation.wrapping_add(1),
-            udp: self.handing.udp.try_clone()?,
-            tcp: self
-                .handing
-                .tcp
-                .as_ref()
-                .map(std::net::TcpListener::try_clone)
-                .transpose()?,
-            metrics: self
-                .handing
-                .metrics
-                .as_ref()
-                .map(std::net::TcpListener::try_clone)
-                .transpose()?,
-            self_signed: self.handing.self_signed.clone(),
-        };
+        let handing = self.handing.duplicate()?;
         tokio::task::spawn_blocking(move || upgrade::spawn_successor(&handing)).await?
     }
 
@@ -299,6 +263,39 @@ fn ip_egress_of(
         }
     });
     Ok((ip_egress, ip_egress_line))
+}
+
+/// The self-signed certificate an edge without `--cert` serves, set in `config`: its
+/// predecessor's, or a fresh one. Generated here, not inside the engine, so that a
+/// successor serves the same certificate: clients pinned its fingerprint.
+fn self_signed_for(
+    settings: &ServerSettings,
+    inherited: Option<&mut Inheritance>,
+    config: &mut Config,
+) -> anyhow::Result<Option<(String, String)>> {
+    if settings.cert_key.is_some() {
+        return Ok(None);
+    }
+    let (cert, key) = match inherited.and_then(|i| i.self_signed.take()) {
+        Some(pem) => pem,
+        None => self_signed_certificate()?,
+    };
+    if let RoleConfig::Edge(edge) = &mut config.role {
+        edge.cert = Some(Pem::Text(cert.clone()));
+        edge.key = Some(Pem::Text(key.clone()));
+    }
+    Ok(Some((cert, key)))
+}
+
+/// Where an edge binds its UDP socket(s), and whether it joins a predecessor's group
+/// there: a successor listens where its predecessor does (the port it was given, if the
+/// configuration says "any port").
+fn listen_of(settings: &ServerSettings, inherited: Option<&Inheritance>) -> (SocketAddr, bool) {
+    match inherited {
+        Some(inherited) if settings.listen.port() == 0 => (inherited.udp, true),
+        Some(inherited) => (settings.listen, settings.listen == inherited.udp),
+        None => (settings.listen, false),
+    }
 }
 
 /// A fresh self-signed certificate and its key, PEM.
@@ -652,7 +649,8 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
 
 /// `veil server --runtime glommio`: a thread-per-core edge (veil-glommio) on `cores` cores
 /// (all available if `None`). Blocks until SIGINT or SIGTERM, drains, then prints one
-/// `veil: core N: ...` line of counters per core.
+/// `veil: core N: ...` line of counters per core. SIGHUP is answered with a message:
+/// upgrades in place run on the tokio runtime (see [`upgrade`]).
 #[cfg(target_os = "linux")]
 pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow::Result<()> {
     if matches!(
@@ -663,10 +661,15 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             "--runtime glommio carries CONNECT-IP through the decap off-ramp only (--ip-egress decap, the default with --ip-pool); a TUN device is for the tokio runtime"
         );
     }
+    anyhow::ensure!(
+        std::env::var_os(upgrade::ENV).is_none(),
+        "an upgrade in place to the glommio runtime is not supported: restart instead"
+    );
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
         listen_tcp: settings.listen_tcp,
+        cid_server: (settings.edge_id, 0),
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
@@ -695,13 +698,21 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         .enable_all()
         .build()?
         .block_on(async {
-            if let Some((addr, _task)) =
-                start_metrics(settings.metrics.map(metrics::bind_std).transpose()?, stats)?
-            {
+            let listener = settings.metrics.map(metrics::bind_std).transpose()?;
+            if let Some((addr, _task)) = start_metrics(listener, stats)? {
                 println!("veil: metrics listening on {addr}");
             }
             crate::notify::notify("READY=1");
-            veil_tokio::shutdown_signal().await?;
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    stop = veil_tokio::shutdown_signal() => { stop?; break; }
+                    _ = hangup.recv() => eprintln!(
+                        "veil: upgrades in place run on the tokio runtime for now; restart the glommio edge instead"
+                    ),
+                }
+            }
             crate::notify::notify("STOPPING=1");
             anyhow::Ok(())
         })?;

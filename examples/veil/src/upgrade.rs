@@ -48,6 +48,9 @@ pub struct Inheritance {
     pub generation: u8,
     /// The UDP address the predecessor listens on.
     pub udp: SocketAddr,
+    /// How many UDP sockets this process must add to the group (its predecessor's
+    /// steering program counts on exactly these).
+    pub sockets: u16,
     /// The TCP on-ramp's listener, if the predecessor had one.
     pub tcp: Option<TcpListener>,
     /// The metrics listener, if the predecessor had one.
@@ -65,6 +68,9 @@ pub struct Inheritance {
 struct Handover {
     generation: u8,
     udp: Option<SocketAddr>,
+    /// The UDP sockets the successor must add to the group: the steering program
+    /// counts on them.
+    sockets: Option<u16>,
     tcp: Option<RawFd>,
     metrics: Option<RawFd>,
     certificate: Option<RawFd>,
@@ -77,6 +83,9 @@ impl Handover {
         let mut parts = vec![format!("generation={}", self.generation)];
         if let Some(udp) = self.udp {
             parts.push(format!("udp={udp}"));
+        }
+        if let Some(sockets) = self.sockets {
+            parts.push(format!("sockets={sockets}"));
         }
         for (key, fd) in [
             ("tcp", self.tcp),
@@ -114,6 +123,10 @@ impl Handover {
                         .with_context(|| format!("{ENV}: generation"))?;
                 }
                 "udp" => handover.udp = Some(value.parse().with_context(|| format!("{ENV}: udp"))?),
+                "sockets" => {
+                    handover.sockets =
+                        Some(value.parse().with_context(|| format!("{ENV}: sockets"))?);
+                }
                 "tcp" => handover.tcp = fd()?,
                 "metrics" => handover.metrics = fd()?,
                 "certificate" => handover.certificate = fd()?,
@@ -169,6 +182,7 @@ impl Inheritance {
         Ok(Some(Self {
             generation: handover.generation,
             udp,
+            sockets: handover.sockets.unwrap_or(1),
             tcp: handover.tcp.map(adopt).transpose()?.map(TcpListener::from),
             metrics: handover
                 .metrics
@@ -279,14 +293,38 @@ pub fn detach_steering(socket: &impl AsFd) -> io::Result<()> {
 pub struct Handing {
     /// The successor's generation.
     pub generation: u8,
-    /// The old process's UDP socket (the group's only member, index 0).
+    /// One of the old process's UDP sockets (any member of the group).
     pub udp: UdpSocket,
+    /// How many sockets the old process has in the group (the first members).
+    pub sockets: u16,
+    /// How many the successor will add (it runs with the same arguments; it refuses to
+    /// start if it would add another number).
+    pub successor_sockets: u16,
     /// The TCP on-ramp's listener.
     pub tcp: Option<TcpListener>,
     /// The metrics listener.
     pub metrics: Option<TcpListener>,
     /// A self-signed certificate and key, PEM.
     pub self_signed: Option<(String, String)>,
+}
+
+impl Handing {
+    /// Another handle on the same descriptors, for one attempt.
+    pub fn duplicate(&self) -> io::Result<Self> {
+        Ok(Self {
+            generation: self.generation,
+            udp: self.udp.try_clone()?,
+            sockets: self.sockets,
+            successor_sockets: self.successor_sockets,
+            tcp: self.tcp.as_ref().map(TcpListener::try_clone).transpose()?,
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(TcpListener::try_clone)
+                .transpose()?,
+            self_signed: self.self_signed.clone(),
+        })
+    }
 }
 
 /// A successor that said it is ready.
@@ -359,6 +397,7 @@ pub fn spawn_successor(handing: &Handing) -> anyhow::Result<Successor> {
     let handover = Handover {
         generation: handing.generation,
         udp: Some(udp),
+        sockets: Some(handing.successor_sockets),
         tcp,
         metrics,
         certificate,
@@ -418,6 +457,7 @@ mod tests {
         let handover = Handover {
             generation: 7,
             udp: Some("127.0.0.1:4433".parse().expect("valid")),
+            sockets: Some(2),
             tcp: Some(5),
             metrics: None,
             certificate: Some(6),
@@ -434,52 +474,90 @@ mod tests {
         assert!(Handover::parse("generation").is_err());
     }
 
-    /// The kernel runs the engine's program: with the old socket first in the group and
-    /// a successor's second, each ID reaches the socket of its generation.
+    /// The kernel runs the engine's program: with the old process's sockets first in the
+    /// group and a successor's next, each ID reaches a socket of its generation.
     #[test]
     fn the_kernel_steers_by_generation() {
-        let old = bind_udp("127.0.0.1:0".parse().expect("valid"), false).expect("bind");
-        let addr = old.local_addr().expect("bound");
-        let program = veil_engine::upgrade_steering(4, 1, 1).expect("program");
-        attach_steering(&old, &program).expect("attach");
-        let new = bind_udp(addr, true).expect("join the group");
-        for socket in [&old, &new] {
-            socket
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .expect("timeout");
+        for (older, newer) in [(1u16, 1u16), (2, 2), (1, 2)] {
+            steer(older, newer);
+        }
+    }
+
+    fn steer(older: u16, newer: u16) {
+        let first = bind_udp("127.0.0.1:0".parse().expect("valid"), false).expect("bind");
+        let addr = first.local_addr().expect("bound");
+        let mut old = vec![first];
+        for _ in 1..older {
+            old.push(bind_udp(addr, true).expect("join"));
+        }
+        let program = veil_engine::upgrade_steering(4, older, newer).expect("program");
+        // Through a duplicate, as the edge does.
+        attach_steering(&old[0].try_clone().expect("dup"), &program).expect("attach");
+        let new: Vec<UdpSocket> = (0..newer)
+            .map(|_| bind_udp(addr, true).expect("join the group"))
+            .collect();
+        for socket in old.iter().chain(&new) {
+            socket.set_nonblocking(true).expect("nonblocking");
         }
         let layout = veil_engine::CidLayout::new(0, 1).expect("valid");
         let old_id = layout.with_server(9, 3).issue().expect("rng");
         let new_id = layout.with_server(9, 4).issue().expect("rng");
         let short = |id: &[u8]| [&[0x40][..], id, &[0; 20]].concat();
-        // Many senders: a 4-tuple hash alone would spread them over both sockets.
+        // A client's first Initial: a random 16-byte ID, never with our tag here.
+        let mut initial = vec![0xc0, 0, 0, 0, 1, 16];
+        initial.extend_from_slice(&[0xee; 16]);
+        initial.resize(1200, 0);
+        // Many senders: a 4-tuple hash alone would spread them over every socket.
         for _ in 0..16 {
             let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
             sender.send_to(&short(&old_id), addr).expect("send");
             sender.send_to(&short(&new_id), addr).expect("send");
-            let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
-            initial.extend_from_slice(&[0xee; 8]);
-            initial.resize(64, 0);
             sender.send_to(&initial, addr).expect("send");
-            let mut buf = [0u8; 128];
-            let (n, _) = old.recv_from(&mut buf).expect("the old process's ID");
-            assert_eq!(&buf[1..17], &old_id, "old socket got {:?}", &buf[..n]);
-            for _ in 0..2 {
-                let (n, _) = new.recv_from(&mut buf).expect("the successor's");
-                assert!(
-                    buf[0] & 0x80 != 0 || buf[1..17] == new_id,
-                    "new socket got {:?}",
-                    &buf[..n]
-                );
-            }
         }
-        // Once the old socket has gone, everything reaches the successor.
+        std::thread::sleep(Duration::from_millis(100));
+        let drain = |sockets: &[UdpSocket]| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 128];
+            for socket in sockets {
+                while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+            }
+            got
+        };
+        let (to_old, to_new) = (drain(&old), drain(&new));
+        assert_eq!(
+            to_old.len(),
+            16,
+            "{older}+{newer}: the old process got {}",
+            to_old.len()
+        );
+        assert!(
+            to_old.iter().all(|d| d[1..17] == old_id),
+            "{older}+{newer}: old"
+        );
+        assert_eq!(
+            to_new.len(),
+            32,
+            "{older}+{newer}: the successor got {}",
+            to_new.len()
+        );
+        assert!(
+            to_new
+                .iter()
+                .all(|d| d[0] & 0x80 != 0 || d[1..17] == new_id),
+            "{older}+{newer}: new"
+        );
+        // Once the old sockets have gone, everything reaches the successor.
         drop(old);
         let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
         sender.send_to(&short(&old_id), addr).expect("send");
-        let mut buf = [0u8; 128];
-        new.recv_from(&mut buf)
-            .expect("after the old socket closed");
-        detach_steering(&new).expect("detach");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            drain(&new).len(),
+            1,
+            "{older}+{newer}: after the old sockets closed"
+        );
+        detach_steering(&new[0]).expect("detach");
     }
 }

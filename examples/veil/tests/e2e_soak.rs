@@ -45,7 +45,8 @@ fn holding(pid: u32) -> anyhow::Result<Holding> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
-        .context("VmRSS")?;
+        // A process that has exited (a zombie) has no resident memory to report.
+        .with_context(|| format!("no VmRSS for pid {pid}: has it exited?\n{status}"))?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
     Ok(Holding { rss_kib, fds })
 }
@@ -233,7 +234,11 @@ fn an_edge_under_churn_holds_flat_memory_and_descriptors() -> anyhow::Result<()>
             restarts += 1;
             thread::sleep(Duration::from_millis(500));
         }
-        samples.push(churn.checkpoint(|| anyhow::Ok((holding(edge_pid)?, holding(client_pid)?)))?);
+        samples.push(
+            churn
+                .checkpoint(|| anyhow::Ok((holding(edge_pid)?, holding(client_pid)?)))
+                .with_context(|| format!("{}\n{}", edge.diagnostics(), client.diagnostics()))?,
+        );
     }
     let (transfers, failures) = churn.finish()?;
     let table: Vec<String> = samples
