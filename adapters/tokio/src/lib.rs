@@ -93,6 +93,9 @@ pub struct Options {
     /// What the connection IDs the endpoint issues say about it (edge, process
     /// generation), for a load balancer or an upgrade's kernel steering; `None`: random IDs.
     pub cid_layout: Option<veil_engine::CidLayout>,
+    /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (which
+    /// caps it at `net.core.rmem_max` / `wmem_max`); `None`: the kernel's default.
+    pub udp_buffer: Option<usize>,
 }
 
 impl Default for Options {
@@ -104,6 +107,7 @@ impl Default for Options {
             close_code: H3_NO_ERROR,
             close_grace: Duration::from_secs(2),
             cid_layout: None,
+            udp_buffer: None,
         }
     }
 }
@@ -278,6 +282,9 @@ impl Node {
         let bind = socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if let Some(bytes) = options.udp_buffer {
+            udp::size_buffers(&socket, bytes);
+        }
         if let RoleConfig::Edge(edge) = &mut config.role {
             edge.ip_decap = ip_egress.is_some_and(IpEgress::is_decap);
             edge.serves = if ip_egress.is_some() {

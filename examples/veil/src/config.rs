@@ -181,6 +181,11 @@ pub struct ServerArgs {
     /// cores. For one engine per core, see --runtime glommio.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
+    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged) [default: the
+    /// kernel's].
+    #[arg(long, value_name = "BYTES")]
+    pub udp_buffer_bytes: Option<usize>,
 }
 
 /// The runtime of `veil server`.
@@ -317,6 +322,11 @@ pub struct ClientArgs {
     /// relay on one thread, without a cross-thread wake-up per hand-over].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
+    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged) [default: the
+    /// kernel's].
+    #[arg(long, value_name = "BYTES")]
+    pub udp_buffer_bytes: Option<usize>,
     /// Resolve and connect timeout of flows that `[[client.rule]]` sends direct, in
     /// milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
@@ -401,6 +411,7 @@ pub struct ServerFile {
     pub runtime: Option<Runtime>,
     pub cores: Option<usize>,
     pub threads: Option<usize>,
+    pub udp_buffer_bytes: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub audit_log: Option<PathBuf>,
     #[serde(default)]
@@ -466,6 +477,7 @@ pub struct ClientFile {
     pub udp_template: Option<String>,
     pub drain_timeout_ms: Option<u64>,
     pub threads: Option<usize>,
+    pub udp_buffer_bytes: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub direct_source: Option<IpAddr>,
     pub metrics: Option<SocketAddr>,
@@ -541,6 +553,8 @@ pub struct ServerSettings {
     pub retry: veil_engine::RetryPolicy,
     /// The tenant (`[[listener]]` name) this edge serves, when the process serves several.
     pub tenant: Option<String>,
+    /// The QUIC socket's buffers, asked of the kernel; `None`: its default.
+    pub udp_buffer: Option<usize>,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -626,6 +640,8 @@ pub struct ClientSettings {
     pub direct_source: Option<IpAddr>,
     /// Resolve and connect timeout of direct flows.
     pub connect_timeout: Duration,
+    /// The QUIC socket's buffers, asked of the kernel; `None`: its default.
+    pub udp_buffer: Option<usize>,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
     /// CONNECT-IP through this TUN device; `None`: no IP tunnel.
@@ -789,6 +805,7 @@ impl ServerSettings {
                 .transpose()?
                 .unwrap_or(veil_engine::EdgeConfig::default().retry),
             tenant: None,
+            udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
         })
     }
 }
@@ -996,6 +1013,7 @@ impl ClientSettings {
             quic,
             rules: file.rules,
             direct_source: flags.direct_source.or(file.direct_source),
+            udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
             metrics: flags.metrics.or(file.metrics),
             tun_routes: pick_list(flags.tun_route, file.tun_route)
                 .iter()

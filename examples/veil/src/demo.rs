@@ -54,6 +54,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         tun_offload: true,
         retry: veil_engine::EdgeConfig::default().retry,
         tenant: None,
+        udp_buffer: None,
     })?;
     let fingerprint = edge
         .fingerprint()
@@ -76,6 +77,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         rules: Vec::new(),
         metrics: None,
         direct_source: None,
+        udp_buffer: None,
         connect_timeout: Duration::from_secs(5),
         tun: None,
         tun_routes: Vec::new(),

@@ -70,6 +70,7 @@ impl RunningEdge {
                     .context("one core")?
                     .with_server(settings.edge_id, generation),
             ),
+            udp_buffer: settings.udp_buffer,
             ..Options::default()
         };
         let (ip_egress, ip_egress_line) = ip_egress_of(settings)?;
@@ -400,7 +401,10 @@ impl RunningClient {
         let node = Node::start(
             config,
             veil_tokio::client_bind_addr(edge_addr),
-            Options::default(),
+            Options {
+                udp_buffer: settings.udp_buffer,
+                ..Options::default()
+            },
         )?;
         let rules = ClientRules::new(&settings.rules).context("in [[client.rule]]")?;
         let router = Arc::new(Router::new(

@@ -64,6 +64,7 @@ impl Rig {
             tun_offload: true,
             retry: veil_engine::EdgeConfig::default().retry,
             tenant: None,
+            udp_buffer: None,
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
@@ -85,6 +86,7 @@ impl Rig {
             rules: Vec::new(),
             metrics: None,
             direct_source: None,
+            udp_buffer: None,
             connect_timeout: Duration::from_secs(5),
             tun: None,
             tun_routes: Vec::new(),

@@ -20,6 +20,32 @@ pub const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
+/// Asks for `bytes` of receive and of send buffer on `socket` and logs what the kernel
+/// granted: it caps each at `net.core.rmem_max` / `wmem_max` (and reports twice what it
+/// keeps for the data, its bookkeeping included). A refusal is logged, not fatal.
+pub fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    use rustix::net::sockopt;
+    let asked = (
+        sockopt::set_socket_recv_buffer_size(socket, bytes),
+        sockopt::set_socket_send_buffer_size(socket, bytes),
+    );
+    let granted = (
+        sockopt::socket_recv_buffer_size(socket),
+        sockopt::socket_send_buffer_size(socket),
+    );
+    match (asked, granted) {
+        ((Ok(()), Ok(())), (Ok(recv), Ok(send))) => tracing::info!(
+            asked = bytes,
+            recv,
+            send,
+            "UDP socket buffers (the kernel caps them at net.core.rmem_max and wmem_max)"
+        ),
+        (asked, granted) => {
+            tracing::warn!(?asked, ?granted, "cannot size the UDP socket buffers");
+        }
+    }
+}
+
 /// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).
 #[derive(Debug)]
 pub struct UdpIo {

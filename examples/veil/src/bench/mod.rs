@@ -89,7 +89,8 @@ pub struct TcpArgs {
     #[arg(long, default_value_t = 1000)]
     pub tunnels: usize,
     /// Rate of the bulk transfer that runs beside the round trips of `--parts loaded`, in
-    /// MiB/s (paced, so that it shares the QUIC connection without taking every CPU).
+    /// MiB/s (paced, so that it shares the QUIC connection without taking every CPU; at
+    /// most 125); 0: as fast as the tunnel takes it (a saturating transfer).
     #[arg(long, default_value_t = 32)]
     pub load_rate: u64,
     /// Parts to run.
@@ -301,7 +302,6 @@ The same through the HTTP/2 client (TCP+TLS to the edge):
         }
     }
     if args.parts.contains(&Part::Loaded) {
-        ensure!(args.load_rate > 0, "--load-rate must be positive");
         let bulk = tcp::proxied(client.socks, targets.sink).await?;
         let rate = args.load_rate * MIB;
         let trips = round_trips(args, targets.echo, client.socks);
@@ -583,7 +583,11 @@ fn latency_table(
     let (p50, p99) = (percentile(&proxied, 50), percentile(&proxied, 99));
     let added = |p: Duration, d: Duration| micros(p) - micros(d);
     let beside = load.as_ref().map_or_else(String::new, |load| {
-        format!(", beside a {} MiB/s bulk tunnel", load.rate)
+        if load.rate == 0 {
+            ", beside a saturating bulk tunnel".to_owned()
+        } else {
+            format!(", beside a {} MiB/s bulk tunnel", load.rate)
+        }
     });
     let mut out = format!(
         "| {} × {} B request/response, alternating{beside} | p50 µs | p99 µs |\n|---|---|---|\n",

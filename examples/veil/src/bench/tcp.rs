@@ -98,7 +98,7 @@ impl Targets {
 
 impl Targets {
     /// Runs `during` while `stream` carries bytes to the sink at about `rate` bytes per
-    /// second (a write every [`PACE`]); then half-closes `stream` and returns what `during`
+    /// second (a write every [`PACE`]), or as fast as it can with `rate` 0; then half-closes `stream` and returns what `during`
     /// gave and the bytes the sink received.
     pub(crate) async fn under_load<T>(
         &mut self,
@@ -106,8 +106,12 @@ impl Targets {
         rate: u64,
         during: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<(T, u64)> {
-        let per_tick =
-            usize::try_from(rate / (1000 / PACE_MS)).map_or(IO_CHUNK, |n| n.clamp(1, IO_CHUNK));
+        let per_tick = match rate {
+            0 => IO_CHUNK,
+            rate => {
+                usize::try_from(rate / (1000 / PACE_MS)).map_or(IO_CHUNK, |n| n.clamp(1, IO_CHUNK))
+            }
+        };
         let (stop, mut stopped) = oneshot::channel::<()>();
         let load = tokio::spawn(async move {
             let mut chunk = vec![0; per_tick];
@@ -116,6 +120,15 @@ impl Targets {
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut written = 0u64;
             loop {
+                if rate == 0 {
+                    // Saturating: as fast as the tunnel takes it. `write` is cancel-safe:
+                    // a write the stop interrupts wrote nothing.
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        taken = stream.write(&chunk) => written += u64::try_from(taken?)?,
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = &mut stopped => break,
                     _ = tick.tick() => {
