@@ -21,6 +21,37 @@ fn every_tunnel_and_refusal_gets_a_json_line_glommio() -> anyhow::Result<()> {
     check("glommio")
 }
 
+/// An edge on `runtime` writing its audit log to `log` (token `ops:s3cret`, loopback
+/// allowed, `extra` flags), and a client of it.
+fn audited(
+    dir: &TempDir,
+    runtime: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<(Edge, Client)> {
+    let mut args = vec![
+        "--token",
+        "ops:s3cret",
+        "--allow-target",
+        "127.0.0.0/8",
+        "--audit-log",
+        log.to_str().context("path")?,
+        "--runtime",
+        runtime,
+    ];
+    if runtime == "glommio" {
+        args.extend(["--cores", "1"]);
+    }
+    args.extend(extra);
+    let edge = Edge::start(dir.path(), &args)?;
+    let client = Client::start(
+        dir.path(),
+        edge.addr(),
+        &["--pin", edge.pin()?, "--token", "s3cret"],
+    )?;
+    Ok((edge, client))
+}
+
 fn check(runtime: &str) -> anyhow::Result<()> {
     require_tool("curl", "curl")?;
     let dir = TempDir::new(&format!("audit-{runtime}"))?;
@@ -28,26 +59,7 @@ fn check(runtime: &str) -> anyhow::Result<()> {
     let body = "x".repeat(10_000);
     std::fs::write(origin.root().join("ten-k.txt"), &body)?;
     let log = dir.join("audit.jsonl");
-    let log_arg = log.to_str().context("path")?;
-    let mut args = vec![
-        "--token",
-        "ops:s3cret",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--audit-log",
-        log_arg,
-        "--runtime",
-        runtime,
-    ];
-    if runtime == "glommio" {
-        args.extend(["--cores", "1"]);
-    }
-    let edge = Edge::start(dir.path(), &args)?;
-    let client = Client::start(
-        dir.path(),
-        edge.addr(),
-        &["--pin", edge.pin()?, "--token", "s3cret"],
-    )?;
+    let (_edge, client) = audited(&dir, runtime, &log, &[])?;
     let proxy = format!("socks5h://{}", client.socks());
     let out = curl(&["--proxy", &proxy, &origin.url("ten-k.txt")], REQUEST)?;
     ensure!(
@@ -134,27 +146,8 @@ fn cut_at_max_duration(runtime: &str) -> anyhow::Result<()> {
     let log = dir.join("audit.jsonl");
     let config = dir.join("edge.toml");
     std::fs::write(&config, "[quic]\ntunnel_max_duration_ms = 1500\n")?;
-    let mut args = vec![
-        "--config",
-        config.to_str().context("path")?,
-        "--token",
-        "ops:s3cret",
-        "--allow-target",
-        "127.0.0.0/8",
-        "--audit-log",
-        log.to_str().context("path")?,
-        "--runtime",
-        runtime,
-    ];
-    if runtime == "glommio" {
-        args.extend(["--cores", "1"]);
-    }
-    let edge = Edge::start(dir.path(), &args)?;
-    let client = Client::start(
-        dir.path(),
-        edge.addr(),
-        &["--pin", edge.pin()?, "--token", "s3cret"],
-    )?;
+    let config_arg = config.to_str().context("path")?;
+    let (_edge, client) = audited(&dir, runtime, &log, &["--config", config_arg])?;
     let proxy = format!("socks5h://{}", client.socks());
     let out_path = dir.join("slow.out");
     let started = Instant::now();

@@ -11,7 +11,8 @@ use veil_engine::{Config, ConfigError, EdgeConfig, Endpoint, Event, Refusal, Tok
 
 use crate::raw::RawClient;
 
-fn rule(action: EdgeAction) -> RuleSpec<EdgeAction> {
+/// A rule with `action` and no condition (it matches everything until one is set).
+pub(crate) fn rule(action: EdgeAction) -> RuleSpec<EdgeAction> {
     RuleSpec {
         target: Vec::new(),
         host: Vec::new(),
