@@ -260,6 +260,11 @@ struct Client {
     h3_again_at: Option<Instant>,
     /// `ClientConfig::h3_retry`.
     h3_retry: Duration,
+    /// `Transport::Auto`: no HTTP/2 race before this, after a racer failed (a refused TCP
+    /// connection fails at once: without it the client would dial in a tight loop).
+    race_after: Option<Instant>,
+    /// The wait after the next failed racer; doubles up to `reconnect_max`.
+    race_backoff: Duration,
 }
 
 struct Conn {
@@ -2327,6 +2332,8 @@ impl Client {
             racer: None,
             h3_again_at: None,
             h3_retry: config.h3_retry,
+            race_after: None,
+            race_backoff: config.reconnect_initial,
         }
     }
 

@@ -68,7 +68,8 @@ impl Endpoint {
         match (conn.wire.is_tcp(), conn.http.is_some()) {
             (true, true) => client.h3_again_at.map(|at| (at, true)),
             (false, false) if !client.pending.is_empty() => {
-                Some((client.attempt_at + FALLBACK_DELAY, false))
+                let due = client.attempt_at + FALLBACK_DELAY;
+                Some((client.race_after.map_or(due, |after| due.max(after)), false))
             }
             _ => None,
         }
@@ -83,6 +84,8 @@ impl Endpoint {
             return;
         }
         let over_tcp = self.conns.get(handle).is_some_and(|c| c.wire.is_tcp());
+        client.race_after = None;
+        client.race_backoff = client.reconnect_initial;
         let loser = if client.racer == Some(handle) {
             client.racer = None;
             let previous = client.conn.replace(handle);
@@ -130,6 +133,11 @@ impl Endpoint {
                 .is_some_and(|c| c.wire.is_tcp());
             if on_tcp {
                 client.h3_again_at = Some(now + client.h3_retry);
+            } else {
+                // HTTP/2 failed beside an HTTP/3 attempt still unanswered: race again
+                // only after a backoff of its own.
+                client.race_after = Some(now + client.race_backoff);
+                client.race_backoff = (client.race_backoff * 2).min(client.reconnect_max);
             }
             return true;
         }

@@ -760,6 +760,33 @@ fn auto_falls_back_to_http2_when_udp_is_blocked() {
     assert_eq!(pair.client.stats().connections, 1);
 }
 
+/// `Transport::Auto` where nothing gets through: UDP unanswered and every TCP dial refused
+/// at once. A failed HTTP/2 racer waits a backoff of its own before the next: without it
+/// the client dialled in a tight loop (125,000 refused connections in 5 s, measured).
+#[test]
+fn auto_backs_off_when_its_tcp_racer_is_refused() {
+    let mut pair = Pair::with_transport(crate::Transport::Auto, false);
+    let target = crate::TunnelTarget::new(crate::Name::new("example.test").expect("name"), 443);
+    pair.client.open_tunnel(pair.now, &target).expect("open");
+    let mut now = pair.now;
+    let end = now + Duration::from_secs(5);
+    let mut dials = 0;
+    // Past 10 dials the answer is known: stop rather than loop 5 s of a storm.
+    while now < end && dials <= 10 {
+        while pair.client.poll_transmit(now, &mut pair.buf).is_some() {}
+        while let Some(event) = pair.client.poll_event() {
+            if let Event::TcpDial { connection, .. } = event {
+                dials += 1;
+                pair.client.tcp_closed(now, connection);
+            }
+        }
+        let next = pair.client.poll_timeout().unwrap_or(end);
+        now = next.max(now + Duration::from_millis(1)).min(end);
+        pair.client.handle_timeout(now);
+    }
+    assert!((2..=10).contains(&dials), "{dials} TCP dials in 5 s");
+}
+
 /// `Transport::Auto` where UDP gets through: HTTP/3 wins and nothing is dialled over TCP.
 #[test]
 fn auto_uses_http3_when_udp_gets_through() {
