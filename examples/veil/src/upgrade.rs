@@ -231,7 +231,6 @@ fn option_len<T>() -> io::Result<libc::socklen_t> {
 }
 
 /// Attaches `program` to the `SO_REUSEPORT` group of `socket`.
-#[allow(unsafe_code)]
 pub fn attach_steering(
     socket: &impl AsFd,
     program: &[veil_engine::BpfInstruction],
@@ -249,36 +248,29 @@ pub fn attach_steering(
         len: u16::try_from(filters.len()).map_err(|_| io::Error::other("program too long"))?,
         filter: filters.as_ptr().cast_mut(),
     };
-    // SAFETY: the descriptor is an open socket borrowed for the call; `prog` points at
-    // `filters`, which outlives the call, with its length; the kernel copies the program.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&raw const prog).cast(),
-            option_len::<libc::sock_fprog>()?,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // `prog` points at `filters`, which outlives the call; the kernel copies the program.
+    set_socket_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &prog)
 }
 
 /// Removes the program of `socket`'s group: the kernel hashes by 4-tuple again.
-#[allow(unsafe_code)]
 pub fn detach_steering(socket: &impl AsFd) -> io::Result<()> {
     let unused: libc::c_int = 0;
-    // SAFETY: an open socket borrowed for the call, and a valid `int` option value.
+    set_socket_option(socket, libc::SO_DETACH_REUSEPORT_BPF, &unused)
+}
+
+/// `setsockopt(SOL_SOCKET, name, value)`, for the options no safe crate wraps.
+#[allow(unsafe_code)]
+fn set_socket_option<T>(socket: &impl AsFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: the descriptor is an open socket borrowed for the call, and `value` a live
+    // `T` of the length given; what it points to (a program) outlives the call, during
+    // which the kernel copies what it needs.
     let result = unsafe {
         libc::setsockopt(
             socket.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_DETACH_REUSEPORT_BPF,
-            (&raw const unused).cast(),
-            option_len::<libc::c_int>()?,
+            name,
+            std::ptr::from_ref(value).cast(),
+            option_len::<T>()?,
         )
     };
     if result == 0 {
