@@ -518,12 +518,15 @@ fn bind_all(
         addr: listen,
         source,
     };
-    if !shared && listen.port() != 0 {
-        // Without SO_REUSEPORT: fails if anyone listens there, us of another run included.
-        drop(std::net::UdpSocket::bind(listen).map_err(bind_error)?);
+    let mut addr = listen;
+    if !shared {
+        // Without SO_REUSEPORT: fails if anyone listens there, us of another run included,
+        // and for port 0 picks a port nobody holds (with SO_REUSEPORT the kernel may pick
+        // one a socket of ours already has, and join it).
+        let probe = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        addr = probe.local_addr().map_err(bind_error)?;
     }
     let mut sockets = Vec::with_capacity(cores);
-    let mut addr = listen;
     for _ in 0..cores {
         let socket = reuseport_socket(addr).map_err(bind_error)?;
         addr = socket

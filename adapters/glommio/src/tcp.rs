@@ -406,12 +406,13 @@ pub(crate) fn bind_all(
     cores: usize,
     shared: bool,
 ) -> io::Result<(Vec<socket2::Socket>, SocketAddr)> {
-    if !shared && listen.port() != 0 {
-        // Without SO_REUSEPORT: fails if anyone listens there (see `Options::shared_port`).
-        drop(std::net::TcpListener::bind(listen)?);
+    let mut addr = listen;
+    if !shared {
+        // Without SO_REUSEPORT: fails if anyone listens there, and for port 0 picks a port
+        // nobody holds (see `Options::shared_port`).
+        addr = std::net::TcpListener::bind(listen)?.local_addr()?;
     }
     let mut sockets = Vec::with_capacity(cores);
-    let mut addr = listen;
     for _ in 0..cores {
         let socket = reuseport_listener(addr)?;
         addr = socket

@@ -208,13 +208,18 @@ impl Inheritance {
 }
 
 /// Binds the edge's UDP socket with `SO_REUSEPORT`, so that a successor can share it. A
-/// fresh start (`shared` false) first checks that the address is free: `SO_REUSEPORT`
-/// would otherwise let a second edge silently share the port.
+/// fresh start (`shared` false) first binds without it, to check that the address is free
+/// (`SO_REUSEPORT` would otherwise let a second edge silently share the port) and, for
+/// port 0, to have the kernel pick a port nobody holds.
 pub fn bind_udp(addr: SocketAddr, shared: bool) -> anyhow::Result<UdpSocket> {
     let in_use = || format!("cannot listen on {addr} (UDP)");
-    if !shared && addr.port() != 0 {
-        drop(UdpSocket::bind(addr).with_context(in_use)?);
-    }
+    // The probe also picks "any port" (0): the kernel's choice for a socket with
+    // SO_REUSEPORT may be a port another one of ours already holds, which it would join.
+    let addr = if shared {
+        addr
+    } else {
+        UdpSocket::bind(addr).with_context(in_use)?.local_addr()?
+    };
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
