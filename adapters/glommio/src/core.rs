@@ -58,10 +58,7 @@ pub(crate) struct Forwarded {
 /// edge).
 pub(crate) struct CoreSetup {
     pub(crate) config: Config,
-    /// Every core's UDP socket, in the order they joined the port's group: core `i` takes
-    /// socket `i`, so that a kernel steering program can pick a core's socket by the
-    /// core number in a connection ID.
-    pub(crate) sockets: Arc<Mutex<Vec<Option<socket2::Socket>>>>,
+    pub(crate) socket: socket2::Socket,
     pub(crate) local_addr: SocketAddr,
     /// The core's socket of the TCP on-ramp's listening group, when the edge has one.
     pub(crate) tcp_listener: Option<socket2::Socket>,
@@ -115,8 +112,8 @@ pub(crate) struct Core {
     /// The socket failed; the driver stops with this error.
     failure: RefCell<Option<io::Error>>,
     /// The TCP on-ramp's accept loop: cancelled when the drain starts, which closes this
-    /// core's listening socket, so that new connections go to the group's other members
-    /// (an upgrade's successor) instead of a core that would only refuse them.
+    /// core's listening socket, so that new connections are refused by the kernel rather
+    /// than accepted by a core that would only close them.
     accepting: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
@@ -124,7 +121,7 @@ pub(crate) struct Core {
 pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     let CoreSetup {
         config,
-        sockets,
+        socket,
         local_addr,
         tcp_listener,
         mesh,
@@ -139,17 +136,10 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         .await
         .map_err(|e| io::Error::other(format!("cannot join the cores' channel mesh: {e}")))?;
     let index = u16::try_from(senders.peer_id()).map_err(io::Error::other)?;
-    let socket = sockets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(usize::from(index))
-        .and_then(Option::take)
-        .ok_or_else(|| io::Error::other("no socket for this core"))?;
     let cores = u16::try_from(senders.nr_consumers()).map_err(io::Error::other)?;
-    let (edge_id, generation) = options.cid_server;
     let layout = CidLayout::new(index, cores)
         .ok_or_else(|| io::Error::other("mesh index beyond the number of cores"))?
-        .with_server(edge_id, generation);
+        .with_server(options.edge_id, 0);
     let mut endpoint = Endpoint::new(config, Instant::now())
         .map_err(io::Error::other)?
         .with_cid_layout(layout);

@@ -101,14 +101,9 @@ pub struct Options {
     /// listener: one `SO_REUSEPORT` listening socket per core (port 0: the OS picks one
     /// port for all; [`Edge::tcp_addr`]).
     pub listen_tcp: Option<SocketAddr>,
-    /// What every connection ID says about this edge: its QUIC-LB server ID byte and the
-    /// generation of its process (`veil_engine::CidLayout::with_server`).
-    pub cid_server: (u8, u8),
-    /// The addresses are shared on purpose with the process this one replaces (an
-    /// upgrade in place): join their `SO_REUSEPORT` groups. Otherwise a fresh start first
-    /// checks that nobody listens there, so that a second edge on the same port fails
-    /// rather than silently take half of the first one's datagrams.
-    pub shared_port: bool,
+    /// This edge's QUIC-LB server ID byte, written in every connection ID it issues
+    /// (`veil_engine::CidLayout::with_server`).
+    pub edge_id: u8,
 }
 
 impl Default for Options {
@@ -121,8 +116,7 @@ impl Default for Options {
             io_memory: 512 * 1024,
             forward_queue: 1024,
             listen_tcp: None,
-            cid_server: (0, 0),
-            shared_port: false,
+            edge_id: 0,
         }
     }
 }
@@ -250,8 +244,6 @@ pub struct Edge {
     published: Arc<Mutex<Vec<CoreStats>>>,
     /// Every core's audit records (`EdgeConfig::audit`), until the host takes them.
     audit: Option<std::sync::mpsc::Receiver<veil_engine::AuditRecord>>,
-    /// Duplicates of the cores' UDP sockets, in core order ([`Edge::udp_group`]).
-    group: Vec<socket2::Socket>,
 }
 
 /// Audit records waiting for the host's writer, all cores together (then dropped,
@@ -352,17 +344,11 @@ impl Edge {
         let io_memory =
             memlock::io_memory_per_core(cores, options.io_memory).map_err(StartError::Memlock)?;
         let io_memory = usize::try_from(io_memory).unwrap_or(usize::MAX);
-        let (sockets, local_addr) = bind_all(listen, cores, options.shared_port)?;
-        let group = duplicates(&sockets).map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let sockets = Arc::new(Mutex::new(
-            sockets.into_iter().map(Some).collect::<Vec<_>>(),
-        ));
+        let (sockets, local_addr) = bind_all(listen, cores)?;
+        let sockets = Arc::new(Mutex::new(sockets));
         let (tcp_listeners, tcp_addr) = match options.listen_tcp {
             Some(addr) => {
-                let (listeners, bound) = tcp::bind_all(addr, cores, options.shared_port)
+                let (listeners, bound) = tcp::bind_all(addr, cores)
                     .map_err(|source| StartError::BindTcp { addr, source })?;
                 (listeners, Some(bound))
             }
@@ -383,7 +369,7 @@ impl Edge {
             .name("veil-core")
             .io_memory(io_memory)
             .on_all_shards(move || {
-                let sockets = sockets.clone();
+                let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let tcp_listener = tcp_listeners
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -392,12 +378,13 @@ impl Edge {
                 let audit = audit_tx.clone();
                 let policy = policy.clone();
                 async move {
+                    let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
                     if tcp_addr.is_some() && tcp_listener.is_none() {
                         return Err(io::Error::other("no TCP listener left"));
                     }
                     core::run(CoreSetup {
                         config,
-                        sockets,
+                        socket,
                         local_addr,
                         tcp_listener,
                         mesh,
@@ -421,18 +408,7 @@ impl Edge {
             handles: Some(handles),
             published,
             audit,
-            group,
         })
-    }
-
-    /// A handle on the UDP port's `SO_REUSEPORT` group (a duplicate of one core's socket):
-    /// what an upgrade attaches its steering program to.
-    pub fn udp_group(&self) -> io::Result<std::net::UdpSocket> {
-        let socket = self
-            .group
-            .first()
-            .ok_or_else(|| io::Error::other("no socket"))?;
-        Ok(socket.try_clone()?.into())
     }
 
     /// Every core's counters while the edge runs, each as of at most [`STATS_PERIOD`] ago,
@@ -512,20 +488,18 @@ impl Drop for Edge {
 fn bind_all(
     listen: SocketAddr,
     cores: usize,
-    shared: bool,
 ) -> Result<(Vec<socket2::Socket>, SocketAddr), StartError> {
     let bind_error = |source| StartError::Bind {
         addr: listen,
         source,
     };
-    let mut addr = listen;
-    if !shared {
-        // Without SO_REUSEPORT: fails if anyone listens there, us of another run included,
-        // and for port 0 picks a port nobody holds (with SO_REUSEPORT the kernel may pick
-        // one a socket of ours already has, and join it).
-        let probe = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
-        addr = probe.local_addr().map_err(bind_error)?;
-    }
+    // First without SO_REUSEPORT: fails if anyone listens there, us of another run
+    // included (a second edge would otherwise silently take half of the first one's
+    // datagrams), and for port 0 picks a port nobody holds (with SO_REUSEPORT the kernel
+    // may pick one a socket of ours already has, and join it).
+    let mut addr = std::net::UdpSocket::bind(listen)
+        .and_then(|probe| probe.local_addr())
+        .map_err(bind_error)?;
     let mut sockets = Vec::with_capacity(cores);
     for _ in 0..cores {
         let socket = reuseport_socket(addr).map_err(bind_error)?;
@@ -537,13 +511,6 @@ fn bind_all(
         sockets.push(socket);
     }
     Ok((sockets, addr))
-}
-
-/// Duplicates of the cores' sockets, held until the edge is dropped: a core that finishes
-/// its drain early must not close its socket, which would reorder the port's group under a
-/// kernel steering program (the kernel moves the last member into the hole).
-fn duplicates(sockets: &[socket2::Socket]) -> io::Result<Vec<socket2::Socket>> {
-    sockets.iter().map(socket2::Socket::try_clone).collect()
 }
 
 fn reuseport_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
@@ -572,8 +539,7 @@ mod tests {
 
     #[test]
     fn every_core_gets_a_socket_on_one_port() {
-        let (sockets, addr) =
-            bind_all("127.0.0.1:0".parse().expect("addr"), 3, false).expect("bind");
+        let (sockets, addr) = bind_all("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
         assert_eq!(sockets.len(), 3);
         assert_ne!(addr.port(), 0);
         for socket in &sockets {

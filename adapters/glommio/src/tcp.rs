@@ -404,14 +404,10 @@ impl Connections {
 pub(crate) fn bind_all(
     listen: SocketAddr,
     cores: usize,
-    shared: bool,
 ) -> io::Result<(Vec<socket2::Socket>, SocketAddr)> {
-    let mut addr = listen;
-    if !shared {
-        // Without SO_REUSEPORT: fails if anyone listens there, and for port 0 picks a port
-        // nobody holds (see `Options::shared_port`).
-        addr = std::net::TcpListener::bind(listen)?.local_addr()?;
-    }
+    // First without SO_REUSEPORT: fails if anyone listens there, and for port 0 picks a
+    // port nobody holds (as `bind_all` does for UDP).
+    let mut addr = std::net::TcpListener::bind(listen)?.local_addr()?;
     let mut sockets = Vec::with_capacity(cores);
     for _ in 0..cores {
         let socket = reuseport_listener(addr)?;
@@ -588,8 +584,7 @@ mod tests {
 
     #[test]
     fn every_core_gets_a_listener_on_one_port() {
-        let (sockets, addr) =
-            bind_all("127.0.0.1:0".parse().expect("addr"), 3, false).expect("bind");
+        let (sockets, addr) = bind_all("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
         assert_eq!(sockets.len(), 3);
         assert_ne!(addr.port(), 0);
         for socket in &sockets {

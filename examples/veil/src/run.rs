@@ -54,13 +54,6 @@ impl RunningEdge {
         mut inherited: Option<&mut Inheritance>,
     ) -> anyhow::Result<Self> {
         let generation = inherited.as_ref().map_or(0, |i| i.generation);
-        if let Some(inherited) = inherited.as_ref() {
-            anyhow::ensure!(
-                inherited.sockets == 1,
-                "the predecessor expects {} UDP sockets from its successor; the tokio runtime has 1 (was the runtime or the number of cores changed? restart instead)",
-                inherited.sockets
-            );
-        }
         let mut config = edge_config(settings);
         let self_signed_pem = self_signed_for(settings, inherited.as_deref_mut(), &mut config)?;
         let options = Options {
@@ -135,8 +128,6 @@ impl RunningEdge {
             handing: upgrade::Handing {
                 generation: generation.wrapping_add(1),
                 udp: udp_kept,
-                sockets: 1,
-                successor_sockets: 1,
                 tcp: tcp_kept,
                 metrics: metrics_kept,
                 self_signed: self_signed_pem,
@@ -673,7 +664,7 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         connect_timeout: settings.connect_timeout,
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
         listen_tcp: settings.listen_tcp,
-        cid_server: (settings.edge_id, 0),
+        edge_id: settings.edge_id,
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;

@@ -48,9 +48,6 @@ pub struct Inheritance {
     pub generation: u8,
     /// The UDP address the predecessor listens on.
     pub udp: SocketAddr,
-    /// How many UDP sockets this process must add to the group (its predecessor's
-    /// steering program counts on exactly these).
-    pub sockets: u16,
     /// The TCP on-ramp's listener, if the predecessor had one.
     pub tcp: Option<TcpListener>,
     /// The metrics listener, if the predecessor had one.
@@ -68,9 +65,6 @@ pub struct Inheritance {
 struct Handover {
     generation: u8,
     udp: Option<SocketAddr>,
-    /// The UDP sockets the successor must add to the group: the steering program
-    /// counts on them.
-    sockets: Option<u16>,
     tcp: Option<RawFd>,
     metrics: Option<RawFd>,
     certificate: Option<RawFd>,
@@ -83,9 +77,6 @@ impl Handover {
         let mut parts = vec![format!("generation={}", self.generation)];
         if let Some(udp) = self.udp {
             parts.push(format!("udp={udp}"));
-        }
-        if let Some(sockets) = self.sockets {
-            parts.push(format!("sockets={sockets}"));
         }
         for (key, fd) in [
             ("tcp", self.tcp),
@@ -123,10 +114,6 @@ impl Handover {
                         .with_context(|| format!("{ENV}: generation"))?;
                 }
                 "udp" => handover.udp = Some(value.parse().with_context(|| format!("{ENV}: udp"))?),
-                "sockets" => {
-                    handover.sockets =
-                        Some(value.parse().with_context(|| format!("{ENV}: sockets"))?);
-                }
                 "tcp" => handover.tcp = fd()?,
                 "metrics" => handover.metrics = fd()?,
                 "certificate" => handover.certificate = fd()?,
@@ -182,7 +169,6 @@ impl Inheritance {
         Ok(Some(Self {
             generation: handover.generation,
             udp,
-            sockets: handover.sockets.unwrap_or(1),
             tcp: handover.tcp.map(adopt).transpose()?.map(TcpListener::from),
             metrics: handover
                 .metrics
@@ -290,13 +276,8 @@ fn set_socket_option<T>(socket: &impl AsFd, name: libc::c_int, value: &T) -> io:
 pub struct Handing {
     /// The successor's generation.
     pub generation: u8,
-    /// One of the old process's UDP sockets (any member of the group).
+    /// The old process's UDP socket (the group's first member).
     pub udp: UdpSocket,
-    /// How many sockets the old process has in the group (the first members).
-    pub sockets: u16,
-    /// How many the successor will add (it runs with the same arguments; it refuses to
-    /// start if it would add another number).
-    pub successor_sockets: u16,
     /// The TCP on-ramp's listener.
     pub tcp: Option<TcpListener>,
     /// The metrics listener.
@@ -311,8 +292,6 @@ impl Handing {
         Ok(Self {
             generation: self.generation,
             udp: self.udp.try_clone()?,
-            sockets: self.sockets,
-            successor_sockets: self.successor_sockets,
             tcp: self.tcp.as_ref().map(TcpListener::try_clone).transpose()?,
             metrics: self
                 .metrics
@@ -354,6 +333,7 @@ fn pipe() -> io::Result<(File, File)> {
 /// Steers the group, starts the successor, and waits (blocking) until it is ready. On any
 /// failure the successor is gone and the old process serves as before.
 pub fn spawn_successor(handing: &Handing) -> anyhow::Result<Successor> {
+    // One socket in each process: the tokio edge's.
     let program =
         veil_engine::upgrade_steering(handing.generation, 1, 1).context("the steering program")?;
     attach_steering(&handing.udp, &program).context("attaching the steering program")?;
@@ -394,7 +374,6 @@ pub fn spawn_successor(handing: &Handing) -> anyhow::Result<Successor> {
     let handover = Handover {
         generation: handing.generation,
         udp: Some(udp),
-        sockets: Some(handing.successor_sockets),
         tcp,
         metrics,
         certificate,
@@ -454,7 +433,6 @@ mod tests {
         let handover = Handover {
             generation: 7,
             udp: Some("127.0.0.1:4433".parse().expect("valid")),
-            sockets: Some(2),
             tcp: Some(5),
             metrics: None,
             certificate: Some(6),

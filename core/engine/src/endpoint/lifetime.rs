@@ -60,11 +60,8 @@ impl Endpoint {
         tunnel.state = TunnelState::Open;
         tunnel.last_activity = Some(now);
         tunnel.idle_override = timeouts.idle;
-        if tunnel.udp.is_some() {
-            if let Some(idle) = tunnel.udp_idle(self.udp.idle_timeout()) {
-                self.udp.watch(id, now + idle);
-            }
-        } else {
+        // A UDP or IP tunnel's idle clock starts with its encoding (`udp_opened`).
+        if tunnel.udp.is_none() {
             self.idle
                 .watch(id, now, tunnel.tcp_idle(self.idle.timeout()));
         }

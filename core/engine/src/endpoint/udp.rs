@@ -88,11 +88,6 @@ impl UdpSettings {
         Box::new(UdpFlow::new(self.queue_len, path, now).carrying(carries))
     }
 
-    /// Looks at tunnel `id`'s idleness at `at`.
-    pub(super) fn watch(&mut self, id: TunnelId, at: Instant) {
-        self.timers.push(Reverse((at, id)));
-    }
-
     /// The next idle check.
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
