@@ -276,6 +276,8 @@ struct Flow {
     /// The last send was short: wait for `TunnelWritable`.
     blocked: bool,
     mismatch: Option<u64>,
+    /// The host aborted it (`Transfers::abort_after`).
+    aborted: bool,
 }
 
 /// A client that opens `count` tunnels to `target`, sends `size` bytes of pattern on each,
@@ -293,6 +295,12 @@ pub(crate) struct Transfers {
     pub(crate) unread: Option<usize>,
     /// Tunnels opened so far.
     pub(crate) opened: usize,
+    /// Abort each tunnel (`tunnel_abort`, as an application's reset) once this many echoed
+    /// bytes arrived, with bytes still in flight both ways; such tunnels are never
+    /// finished, as an application that resets without having half-closed.
+    pub(crate) abort_after: Option<u64>,
+    /// Tunnels aborted by `abort_after`.
+    pub(crate) aborted: usize,
     order: Vec<TunnelId>,
     buf: Vec<u8>,
 }
@@ -310,6 +318,8 @@ impl Transfers {
             other_closes: Vec::new(),
             unread: None,
             opened: 0,
+            abort_after: None,
+            aborted: 0,
             order: Vec::new(),
             buf: Vec::new(),
         }
@@ -378,7 +388,7 @@ impl Host for Transfers {
             let Some(flow) = self.flows.get_mut(id) else {
                 continue;
             };
-            if !flow.open {
+            if !flow.open || flow.aborted {
                 continue;
             }
             while flow.sent < self.size {
@@ -395,7 +405,11 @@ impl Host for Transfers {
                 flow.sent += taken as u64;
                 busy = true;
             }
-            if flow.sent == self.size && !flow.fin_sent && endpoint.tunnel_finish(*id).is_ok() {
+            if flow.sent == self.size
+                && !flow.fin_sent
+                && self.abort_after.is_none()
+                && endpoint.tunnel_finish(*id).is_ok()
+            {
                 flow.fin_sent = true;
                 busy = true;
             }
@@ -415,6 +429,12 @@ impl Host for Transfers {
                 }
                 flow.received += len as u64;
                 flow.fin_received |= fin;
+                if self.abort_after.is_some_and(|after| flow.received >= after) {
+                    endpoint.tunnel_abort(*id).expect("abort");
+                    flow.aborted = true;
+                    self.aborted += 1;
+                    break;
+                }
                 if len == 0 || fin {
                     flow.readable = false;
                 }
