@@ -25,10 +25,17 @@ pub const MAX_EARLY_RESETS_PER_10S: u32 = 1000;
 
 impl Endpoint {
     /// Aborts a tunnel with `H3_CONNECT_ERROR` (the target connection was reset or failed):
-    /// stops reading the peer's direction (`STOP_SENDING`) and resets ours
-    /// (`RESET_STREAM`), unless `tunnel_finish` already finished ours, which then delivers
-    /// every byte and the FIN (see the module documentation for why). A client tunnel still
-    /// waiting is simply dropped. The id is dead afterwards; no event follows.
+    /// resets our direction (`RESET_STREAM`) and drops what the peer still sends until it
+    /// ends its own (see `shutdown_stream` for why without `STOP_SENDING`), unless
+    /// `tunnel_finish` already finished ours, which then delivers every byte and the FIN
+    /// while `STOP_SENDING` tells the peer (see the module documentation for why). A client
+    /// tunnel still waiting is simply dropped. The id is dead afterwards; no event follows.
+    ///
+    /// That second form still meets quiche 0.30's gap: when every byte of ours is
+    /// acknowledged before the peer's reset arrives, quiche keeps the stream (and, on the
+    /// edge, a unit of the client's stream credit) for the connection's life. It needs a
+    /// host that finished a tunnel and then aborted it (a target that sent its FIN and then
+    /// a TCP reset), and no other signal reaches the peer once our FIN is out.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
         //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
         //# stream. A proxy treats any error in the TCP connection, which includes receiving
