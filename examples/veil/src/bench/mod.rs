@@ -15,7 +15,15 @@
 //!   transfer to the sink paced at `--load-rate` MiB/s (head-of-line blocking between
 //!   tunnels, and the cost of sharing one congestion window, would show here);
 //! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
-//!   idle tunnels.
+//!   idle tunnels;
+//! - **connect**: `--connects` new tunnels, each a SOCKS5 handshake, a CONNECT to the echo
+//!   server and a 1-byte round trip, alternating between the routes (and a direct TCP
+//!   connection with the same round trip).
+//!
+//! Peers ([`peers`]) are routes too: `--paths direct,proxied,shadowsocks,
+//! shadowsocks-2022,tuic` measures shadowsocks-rust and TUIC beside veil in the same run,
+//! interleaved, through the same SOCKS5 client path, in every part that takes routes
+//! (goodput, latency, connect), and prints every proxy process's RSS at the end.
 //!
 //! `veil bench udp` ([`udp_bench`]) measures UDP through a CONNECT-UDP tunnel against
 //! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
@@ -24,6 +32,7 @@
 mod ip_load;
 mod load;
 mod loss;
+mod peers;
 mod procs;
 mod raw;
 mod raw_dgram;
@@ -48,6 +57,8 @@ const MIB: u64 = 1024 * 1024;
 const WARMUP_BYTES: u64 = 16 * MIB;
 /// Request/responses before the timed ones.
 const WARMUP_REQUESTS: usize = 100;
+/// New tunnels before the timed ones, on each route.
+const WARMUP_CONNECTS: usize = 20;
 /// Time given to the processes to settle before memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -100,9 +111,16 @@ pub struct TcpArgs {
         default_value = "goodput,latency,loaded,memory"
     )]
     pub parts: Vec<Part>,
-    /// Goodput paths to measure.
+    /// Paths to measure (goodput; and latency and connect through each proxy named).
     #[arg(long, value_delimiter = ',', default_value = "direct,raw,proxied")]
     pub paths: Vec<Route>,
+    /// New tunnels timed by `--parts connect`, on each route.
+    #[arg(long, default_value_t = 300)]
+    pub connects: usize,
+    /// Where the peers' programs are (`sslocal`, `ssserver`, `ssservice`, `tuic-client`,
+    /// `tuic-server`); otherwise `PATH`, then `~/.cargo/bin`.
+    #[arg(long, value_name = "DIR")]
+    pub peer_dir: Option<std::path::PathBuf>,
     /// Drop this share of the packets between the clients and the edge, both ways, both
     /// transports (its UDP and TCP ports), with an nftables rule (`numgen random`) for the
     /// run: needs root and `nft`. On loopback a dropped packet is a whole GSO/TSO batch
@@ -129,10 +147,12 @@ pub enum Part {
     Loaded,
     /// Memory per idle tunnel.
     Memory,
+    /// New-tunnel latency: SOCKS5 handshake + CONNECT + a 1-byte round trip.
+    Connect,
 }
 
-/// A goodput path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// A path: direct, veil's, or a peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Route {
     /// Direct TCP to the sink.
     Direct,
@@ -143,6 +163,40 @@ pub enum Route {
     /// The same over HTTP/2 on TCP+TLS (`veil client --transport h2` to the edge's TCP
     /// on-ramp).
     ProxiedH2,
+    /// SOCKS5 → sslocal → TCP → ssserver → TCP (shadowsocks-rust, `aes-128-gcm`).
+    Shadowsocks,
+    /// The same with the 2022 cipher (`2022-blake3-aes-128-gcm`).
+    #[value(name = "shadowsocks-2022")]
+    Shadowsocks2022,
+    /// SOCKS5 → tuic-client → QUIC → tuic-server → TCP (TUIC v5).
+    Tuic,
+}
+
+impl Route {
+    /// The peer that carries this route, if a peer does.
+    fn peer(self) -> Option<peers::PeerKind> {
+        match self {
+            Self::Shadowsocks => Some(peers::PeerKind::Shadowsocks),
+            Self::Shadowsocks2022 => Some(peers::PeerKind::Shadowsocks2022),
+            Self::Tuic => Some(peers::PeerKind::Tuic),
+            Self::Direct | Self::Raw | Self::Proxied | Self::ProxiedH2 => None,
+        }
+    }
+
+    /// What the tables call it.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Direct => "direct TCP (app → sink)",
+            Self::Raw => "raw quiche stream (no HTTP/3, no proxy)",
+            Self::Proxied => "proxied: SOCKS5 → veil client → QUIC → veil edge → TCP",
+            Self::ProxiedH2 => {
+                "proxied over HTTP/2: SOCKS5 → veil client → TCP+TLS → veil edge → TCP"
+            }
+            Self::Shadowsocks | Self::Shadowsocks2022 | Self::Tuic => {
+                self.peer().map_or("", peers::PeerKind::label)
+            }
+        }
+    }
 }
 
 /// Runs `veil bench`. `quic` is the QUIC configuration of the `--config` file (or the
@@ -161,6 +215,8 @@ struct Stage {
     edge: procs::Edge,
     client: procs::Client,
     client_h2: Option<procs::Client>,
+    /// The peers `--paths` names, started for the run.
+    peers: Vec<peers::Peer>,
     loss: Option<loss::Loss>,
     link: Option<veth::Link>,
 }
@@ -183,7 +239,10 @@ impl Stage {
         let targets = tcp::Targets::start(targets_ip).await?;
         let config_owned = config.map(Path::to_path_buf);
         let want_h2 = args.paths.contains(&Route::ProxiedH2);
-        let (edge, client, client_h2) = tokio::task::spawn_blocking(move || {
+        let wanted_peers: Vec<peers::PeerKind> =
+            args.paths.iter().filter_map(|route| route.peer()).collect();
+        let peer_dir = args.peer_dir.clone();
+        let (edge, client, client_h2, peers) = tokio::task::spawn_blocking(move || {
             let edge = procs::start_edge_in(config_owned.as_deref(), place)?;
             let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
             let client_h2 = if want_h2 {
@@ -196,9 +255,21 @@ impl Stage {
             } else {
                 None
             };
-            anyhow::Ok((edge, client, client_h2))
+            // A peer's server stands where the edge does (in the namespace under --veth).
+            let (server_ip, wrapper) = match place {
+                procs::EdgePlace::Veth => (veth::EDGE, Some(veth::Link::exec_prefix())),
+                procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
+            };
+            let peers = wanted_peers
+                .into_iter()
+                .map(|kind| peers::Peer::start(kind, peer_dir.as_deref(), server_ip, wrapper))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok((edge, client, client_h2, peers))
         })
         .await??;
+        for peer in &peers {
+            peer_ready(peer, targets.echo).await?;
+        }
         let loss = if args.loss_percent > 0.0 {
             let hooks: &[&str] = if args.veth {
                 &["output", "input"]
@@ -219,9 +290,58 @@ impl Stage {
             edge,
             client,
             client_h2,
+            peers,
             loss,
             link,
         })
+    }
+
+    /// The SOCKS5 listener that carries `route`, if a proxy does.
+    fn socks_of(&self, route: Route) -> Option<std::net::SocketAddr> {
+        match route {
+            Route::Direct | Route::Raw => None,
+            Route::Proxied => Some(self.client.socks),
+            Route::ProxiedH2 => self.client_h2.as_ref().map(|c| c.socks),
+            Route::Shadowsocks | Route::Shadowsocks2022 | Route::Tuic => self
+                .peers
+                .iter()
+                .find(|peer| Some(peer.kind) == route.peer())
+                .map(|peer| peer.socks),
+        }
+    }
+
+    /// Every process whose CPU time a transfer costs: the bench (`None`), veil's client(s)
+    /// and edge, and the peers' processes (idle when another route runs).
+    fn processes(&self) -> Vec<Option<u32>> {
+        let mut processes = vec![
+            None,
+            Some(self.client.process.pid()),
+            Some(self.edge.process.pid()),
+        ];
+        processes.extend(self.client_h2.as_ref().map(|c| Some(c.process.pid())));
+        for peer in &self.peers {
+            processes.extend(peer.pids().map(Some));
+        }
+        processes
+    }
+
+    /// Every proxy process's name and pid, for the RSS table.
+    fn proxy_processes(&self) -> Vec<(String, u32)> {
+        let mut named = vec![
+            ("veil client".to_owned(), self.client.process.pid()),
+            ("veil edge".to_owned(), self.edge.process.pid()),
+        ];
+        named.extend(
+            self.client_h2
+                .as_ref()
+                .map(|c| ("veil client (HTTP/2)".to_owned(), c.process.pid())),
+        );
+        for peer in &self.peers {
+            let [local, server] = peer.pids();
+            named.push((format!("{}: local", peer.kind.label()), local));
+            named.push((format!("{}: server", peer.kind.label()), server));
+        }
+        named
     }
 
     /// Stops the processes (clients first, so that the edge sees their connections
@@ -231,11 +351,13 @@ impl Stage {
             edge,
             client,
             client_h2,
+            peers,
             loss,
             link,
             ..
         } = self;
         tokio::task::spawn_blocking(move || {
+            drop(peers);
             drop(client_h2);
             drop(client);
             drop(edge);
@@ -244,6 +366,21 @@ impl Stage {
         })
         .await?;
         Ok(())
+    }
+}
+
+/// Waits until `peer` carries a byte to `echo` and back: its SOCKS5 port listening says
+/// nothing of its server (TUIC's listens on UDP), which may still be starting.
+async fn peer_ready(peer: &peers::Peer, echo: std::net::SocketAddr) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tcp::one_byte_round_trip(Some(peer.socks), echo).await {
+            Ok(_) => return Ok(()),
+            Err(error) if std::time::Instant::now() > deadline => {
+                return Err(error.context(format!("{} never carried a byte", peer.kind.label())));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -263,83 +400,94 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
 
 /// Runs the parts `args` names against `stage`; returns the report.
 async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow::Result<String> {
-    let Stage {
-        targets,
-        edge,
-        client,
-        client_h2,
-        ..
-    } = stage;
     println!(
         "veil bench tcp: edge pid {} on {}, client pid {} (socks5 {}), sink {}",
-        edge.process.pid(),
-        edge.addr,
-        client.process.pid(),
-        client.socks,
-        targets.sink
+        stage.edge.process.pid(),
+        stage.edge.addr,
+        stage.client.process.pid(),
+        stage.client.socks,
+        stage.targets.sink
     );
+    for peer in &stage.peers {
+        println!(
+            "veil bench tcp: {}: socks5 {}, pids {:?}",
+            peer.kind.label(),
+            peer.socks,
+            peer.pids()
+        );
+    }
+    // The proxies named in --paths, veil's own first (latency and connect always measure
+    // it: it is what the others are compared with).
+    let mut proxies = vec![(Route::Proxied, stage.client.socks)];
+    for route in &args.paths {
+        if let Some(socks) = stage.socks_of(*route) {
+            if !proxies.iter().any(|(known, _)| known == route) {
+                proxies.push((*route, socks));
+            }
+        }
+    }
 
     let mut report = String::new();
     if args.parts.contains(&Part::Goodput) {
-        let mut processes = vec![None, Some(client.process.pid()), Some(edge.process.pid())];
-        processes.extend(client_h2.as_ref().map(|c| Some(c.process.pid())));
-        let socks_h2 = client_h2.as_ref().map(|c| c.socks);
-        let goodput = goodput(args, quic, targets, client.socks, socks_h2, &processes).await?;
+        let processes = stage.processes();
+        let goodput = goodput(args, quic, &mut stage.targets, &proxies, &processes).await?;
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
-        let (direct, proxied) = round_trips(args, targets.echo, client.socks).await?;
-        report.push_str(&latency_table(args, direct, proxied, None));
-        if let Some(h2) = &client_h2 {
-            let (direct, proxied) = round_trips(args, targets.echo, h2.socks).await?;
-            report.push_str(
-                "
-The same through the HTTP/2 client (TCP+TLS to the edge):
-
-",
-            );
-            report.push_str(&latency_table(args, direct, proxied, None));
-        }
+        let times = round_trips(args, stage.targets.echo, &proxies).await?;
+        report.push_str(&latency_report(args, &proxies, &times));
     }
     if args.parts.contains(&Part::Loaded) {
-        let bulk = tcp::proxied(client.socks, targets.sink).await?;
+        let bulk = tcp::proxied(stage.client.socks, stage.targets.sink).await?;
         let rate = args.load_rate * MIB;
-        let trips = round_trips(args, targets.echo, client.socks);
+        let trips = round_trips(args, stage.targets.echo, &proxies[..1]);
         let started = std::time::Instant::now();
-        let ((direct, proxied), moved) = targets.under_load(bulk, rate, trips).await?;
+        let (times, moved) = stage.targets.under_load(bulk, rate, trips).await?;
         let load = Load {
             rate: args.load_rate,
             moved,
             elapsed: started.elapsed(),
         };
-        report.push_str(&latency_table(args, direct, proxied, Some(load)));
+        let [direct, through_veil] = <[Vec<Duration>; 2]>::try_from(times)
+            .map_err(|_| anyhow::anyhow!("two series of round trips expected"))?;
+        report.push_str(&latency_table(args, direct, through_veil, Some(load)));
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
+        let (client, edge) = (&stage.client, &stage.edge);
         tokio::time::sleep(SETTLE).await;
         let before = (client.process.rss_kib()?, edge.process.rss_kib()?);
-        let streams = tcp::open_idle(client.socks, targets.idle, args.tunnels).await?;
+        let streams = tcp::open_idle(client.socks, stage.targets.idle, args.tunnels).await?;
         tokio::time::sleep(SETTLE).await;
         let after = (client.process.rss_kib()?, edge.process.rss_kib()?);
         drop(streams);
         report.push_str(&memory_table(args.tunnels, before, after));
     }
+    if args.parts.contains(&Part::Connect) && args.connects > 0 {
+        let times =
+            tcp::new_tunnels(stage.targets.echo, &proxies, args.connects, WARMUP_CONNECTS).await?;
+        report.push_str(&connect_table(args.connects, &proxies, &times));
+    }
+    if !stage.peers.is_empty() {
+        report.push_str(&rss_table(&stage.proxy_processes())?);
+    }
     Ok(report)
 }
 
 /// `--requests` round trips to the echo server on a fresh direct connection and a fresh
-/// tunnel, alternating.
+/// tunnel through each of `proxies`, alternating; the direct series first.
 async fn round_trips(
     args: &TcpArgs,
     echo: std::net::SocketAddr,
-    socks: std::net::SocketAddr,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let direct = tcp::direct(echo).await?;
-    let proxied = tcp::proxied(socks, echo).await?;
+    proxies: &[(Route, std::net::SocketAddr)],
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let mut streams = vec![tcp::direct(echo).await?];
+    for (_, socks) in proxies {
+        streams.push(tcp::proxied(*socks, echo).await?);
+    }
     // On a worker thread, beside the I/O driver, rather than on the main thread that the
     // driver would have to wake for every response.
     tokio::spawn(tcp::ping_pong(
-        direct,
-        proxied,
+        streams,
         args.message,
         args.requests,
         WARMUP_REQUESTS,
@@ -364,17 +512,33 @@ fn machine() -> String {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     elapsed: Duration,
-    /// CPU time the bench, client and edge processes used meanwhile.
+    /// CPU time the bench and every proxy process used meanwhile.
     cpu: Duration,
+    /// The same without the bench's own (the load generator and the sink).
+    proxy_cpu: Duration,
 }
 
-/// Transfers per path, one per round.
+/// Transfers per path, one per round, in the order of `--paths`.
 #[derive(Default)]
 struct Goodput {
-    direct: Vec<Sample>,
-    raw: Vec<Sample>,
-    proxied: Vec<Sample>,
-    proxied_h2: Vec<Sample>,
+    samples: Vec<(Route, Vec<Sample>)>,
+}
+
+impl Goodput {
+    fn push(&mut self, route: Route, sample: Sample) {
+        match self.samples.iter_mut().find(|(known, _)| *known == route) {
+            Some((_, samples)) => samples.push(sample),
+            None => self.samples.push((route, vec![sample])),
+        }
+    }
+
+    /// The samples of `route` (none if it did not run).
+    fn of(&self, route: Route) -> &[Sample] {
+        self.samples
+            .iter()
+            .find(|(known, _)| *known == route)
+            .map_or(&[], |(_, samples)| samples)
+    }
 }
 
 /// CPU time used so far by all of `processes` (`None`: this one).
@@ -386,8 +550,7 @@ async fn goodput(
     args: &TcpArgs,
     quic: &QuicConfig,
     targets: &mut tcp::Targets,
-    socks: std::net::SocketAddr,
-    socks_h2: Option<std::net::SocketAddr>,
+    proxies: &[(Route, std::net::SocketAddr)],
     processes: &[Option<u32>],
 ) -> anyhow::Result<Goodput> {
     let mut raw = if args.paths.contains(&Route::Raw) {
@@ -395,13 +558,13 @@ async fn goodput(
     } else {
         None
     };
+    let proxy_processes: Vec<Option<u32>> = processes.iter().copied().flatten().map(Some).collect();
     let mut times = Goodput::default();
     for round in 0..=args.rounds {
         // Round 0 warms every path up (windows, allocator, caches) and is not kept.
         let bytes = if round == 0 { WARMUP_BYTES } else { args.bytes };
-        let keep = round > 0;
         for path in &args.paths {
-            let cpu_before = cpu_total(processes)?;
+            let (cpu_before, proxy_before) = (cpu_total(processes)?, cpu_total(&proxy_processes)?);
             let elapsed = match path {
                 Route::Direct => {
                     targets
@@ -412,32 +575,26 @@ async fn goodput(
                     Some(raw) => raw.transfer(bytes).await?,
                     None => continue,
                 },
-                Route::Proxied => {
-                    let stream = tcp::proxied(socks, targets.sink).await?;
-                    targets.transfer(stream, bytes).await?
-                }
-                Route::ProxiedH2 => {
-                    let Some(socks_h2) = socks_h2 else { continue };
-                    let stream = tcp::proxied(socks_h2, targets.sink).await?;
+                route => {
+                    let Some((_, socks)) = proxies.iter().find(|(known, _)| known == route) else {
+                        continue;
+                    };
+                    let stream = tcp::proxied(*socks, targets.sink).await?;
                     targets.transfer(stream, bytes).await?
                 }
             };
             let sample = Sample {
                 elapsed,
                 cpu: cpu_total(processes)?.saturating_sub(cpu_before),
+                proxy_cpu: cpu_total(&proxy_processes)?.saturating_sub(proxy_before),
             };
-            if keep {
+            if round > 0 {
                 println!(
                     "veil bench tcp: round {round} {path:?}: {:.1} MiB/s, {:.2} CPU s/GiB",
                     mib_per_s(bytes, elapsed),
                     cpu_per_gib(bytes, sample.cpu)
                 );
-                match path {
-                    Route::Direct => times.direct.push(sample),
-                    Route::Raw => times.raw.push(sample),
-                    Route::Proxied => times.proxied.push(sample),
-                    Route::ProxiedH2 => times.proxied_h2.push(sample),
-                }
+                times.push(*path, sample);
             }
         }
     }
@@ -458,14 +615,9 @@ impl Goodput {
         let costs = |samples: &[Sample]| -> Vec<f64> {
             samples.iter().map(|s| cpu_per_gib(bytes, s.cpu)).collect()
         };
-        let rounds = self
-            .direct
-            .len()
-            .max(self.raw.len())
-            .max(self.proxied.len())
-            .max(self.proxied_h2.len());
-        let raw_median = median(&rates(&self.raw));
-        let raw_cost = median(&costs(&self.raw));
+        let rounds = self.samples.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let raw_median = median(&rates(self.of(Route::Raw)));
+        let raw_cost = median(&costs(self.of(Route::Raw)));
         let busy = |samples: &[Sample]| -> Vec<f64> {
             samples
                 .iter()
@@ -477,18 +629,7 @@ impl Goodput {
             bytes / MIB,
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         );
-        for (name, samples) in [
-            ("direct TCP (app → sink)", &self.direct),
-            ("raw quiche stream (no HTTP/3, no proxy)", &self.raw),
-            (
-                "proxied: SOCKS5 → veil client → QUIC → veil edge → TCP",
-                &self.proxied,
-            ),
-            (
-                "proxied over HTTP/2: SOCKS5 → veil client → TCP+TLS → veil edge → TCP",
-                &self.proxied_h2,
-            ),
-        ] {
+        for (route, samples) in &self.samples {
             let (rates, costs) = (rates(samples), costs(samples));
             let (Some(m), Some(cost), Some(busy)) =
                 (median(&rates), median(&costs), median(&busy(samples)))
@@ -501,14 +642,15 @@ impl Goodput {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} | {busy:.2} |",
+                "| {} | {m:.1} | {:.2} | {lo:.0}–{hi:.0} | {} | {cost:.2} | {} | {busy:.2} |",
+                route.label(),
                 gbit(m),
                 ratio(raw_median, m),
                 ratio(raw_cost, cost),
             );
         }
         // The ratio of each round's pair, whose two transfers ran back to back.
-        let (raw, proxied) = (rates(&self.raw), rates(&self.proxied));
+        let (raw, proxied) = (rates(self.of(Route::Raw)), rates(self.of(Route::Proxied)));
         let pairs: Vec<f64> = proxied.iter().zip(&raw).map(|(p, r)| p / r).collect();
         if let (Some(ratio), Some(p)) = (median(&pairs), median(&proxied)) {
             let _ = writeln!(
@@ -519,7 +661,7 @@ impl Goodput {
                 verdict(gbit(p) >= 1.0)
             );
         }
-        let h2 = rates(&self.proxied_h2);
+        let h2 = rates(self.of(Route::ProxiedH2));
         let pairs: Vec<f64> = h2.iter().zip(&proxied).map(|(t, q)| t / q).collect();
         if let Some(ratio) = median(&pairs) {
             let _ = writeln!(
@@ -530,7 +672,54 @@ impl Goodput {
         if let Some(line) = self.ceiling(bytes) {
             out.push_str(&line);
         }
+        out.push_str(&self.beside_peers(bytes));
         out.push('\n');
+        out
+    }
+
+    /// veil against each peer that ran: goodput and the proxy processes' CPU per GiB, as
+    /// medians of per-round ratios (each round ran both back to back).
+    fn beside_peers(&self, bytes: u64) -> String {
+        let veil = self.of(Route::Proxied);
+        let peers: Vec<&(Route, Vec<Sample>)> = self
+            .samples
+            .iter()
+            .filter(|(route, _)| route.peer().is_some())
+            .collect();
+        if veil.is_empty() || peers.is_empty() {
+            return String::new();
+        }
+        let proxy_cost = |s: &Sample| cpu_per_gib(bytes, s.proxy_cpu);
+        let mut out = String::from(
+            "\n| veil beside its peers, per-round ratios | goodput: veil ÷ peer | proxy CPU s per GiB: veil | peer | veil ÷ peer |\n|---|---|---|---|---|\n",
+        );
+        for (route, samples) in peers {
+            let rate_ratios: Vec<f64> = veil
+                .iter()
+                .zip(samples)
+                .map(|(v, p)| p.elapsed.as_secs_f64() / v.elapsed.as_secs_f64().max(f64::EPSILON))
+                .collect();
+            let cost_ratios: Vec<f64> = veil
+                .iter()
+                .zip(samples)
+                .map(|(v, p)| proxy_cost(v) / proxy_cost(p).max(f64::EPSILON))
+                .collect();
+            let veil_cost: Vec<f64> = veil.iter().map(proxy_cost).collect();
+            let peer_cost: Vec<f64> = samples.iter().map(proxy_cost).collect();
+            let (Some(rate), Some(cost), Some(vc), Some(pc)) = (
+                median(&rate_ratios),
+                median(&cost_ratios),
+                median(&veil_cost),
+                median(&peer_cost),
+            ) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "| {} | **{rate:.2}** | {vc:.2} | {pc:.2} | **{cost:.2}** |",
+                route.label()
+            );
+        }
         out
     }
 
@@ -548,7 +737,11 @@ impl Goodput {
                     .collect::<Vec<_>>(),
             )
         };
-        let (direct, raw, proxied) = (cost(&self.direct)?, cost(&self.raw)?, cost(&self.proxied)?);
+        let (direct, raw, proxied) = (
+            cost(self.of(Route::Direct))?,
+            cost(self.of(Route::Raw))?,
+            cost(self.of(Route::Proxied))?,
+        );
         let floor = raw + 2.0 * direct;
         let own = proxied - floor;
         Some(format!(
@@ -632,6 +825,89 @@ fn latency_table(
         }
     }
     out
+}
+
+/// The latency part's tables: veil's (and its HTTP/2 client's) against direct TCP, then,
+/// when peers ran, every route side by side. `times` holds the direct series, then one
+/// per proxy.
+fn latency_report(
+    args: &TcpArgs,
+    proxies: &[(Route, std::net::SocketAddr)],
+    times: &[Vec<Duration>],
+) -> String {
+    let (Some(direct), Some(veil)) = (times.first(), times.get(1)) else {
+        return String::new();
+    };
+    let mut out = latency_table(args, direct.clone(), veil.clone(), None);
+    let h2 = proxies
+        .iter()
+        .position(|(route, _)| *route == Route::ProxiedH2)
+        .and_then(|index| times.get(index + 1));
+    if let Some(h2) = h2 {
+        out.push_str("\nThe same through the HTTP/2 client (TCP+TLS to the edge):\n\n");
+        out.push_str(&latency_table(args, direct.clone(), h2.clone(), None));
+    }
+    if proxies.iter().any(|(route, _)| route.peer().is_some()) {
+        let title = format!(
+            "{} × {} B request/response on an open tunnel, taking turns",
+            args.requests, args.message
+        );
+        out.push_str(&side_by_side(&title, proxies, times));
+    }
+    out
+}
+
+/// The connect part's table: new tunnels (or direct connections) with a 1-byte round trip.
+fn connect_table(
+    count: usize,
+    proxies: &[(Route, std::net::SocketAddr)],
+    times: &[Vec<Duration>],
+) -> String {
+    let title =
+        format!("{count} new tunnels: SOCKS5 handshake + CONNECT + 1 B round trip, taking turns");
+    side_by_side(&title, proxies, times)
+}
+
+/// One row per route (direct first, then `proxies`): p50, p99, and p50 against veil's.
+fn side_by_side(
+    title: &str,
+    proxies: &[(Route, std::net::SocketAddr)],
+    times: &[Vec<Duration>],
+) -> String {
+    let sorted: Vec<Vec<Duration>> = times
+        .iter()
+        .map(|series| {
+            let mut series = series.clone();
+            series.sort_unstable();
+            series
+        })
+        .collect();
+    let veil_p50 = sorted.get(1).map(|s| micros(percentile(s, 50)));
+    let mut out = format!("\n| {title} | p50 µs | p99 µs | p50 ÷ veil's |\n|---|---|---|---|\n");
+    let names =
+        std::iter::once("direct TCP (no proxy)").chain(proxies.iter().map(|(r, _)| r.label()));
+    for (name, series) in names.zip(&sorted) {
+        let p50 = micros(percentile(series, 50));
+        let ratio = veil_p50.map_or_else(
+            || "–".to_owned(),
+            |v| format!("{:.2}", p50 / v.max(f64::EPSILON)),
+        );
+        let _ = writeln!(
+            out,
+            "| {name} | {p50:.1} | {:.1} | {ratio} |",
+            micros(percentile(series, 99))
+        );
+    }
+    out
+}
+
+/// Every proxy process's resident memory at the end of the run.
+fn rss_table(processes: &[(String, u32)]) -> anyhow::Result<String> {
+    let mut out = String::from("\n| RSS at the end of the run | KiB |\n|---|---|\n");
+    for (name, pid) in processes {
+        let _ = writeln!(out, "| {name} | {} |", procs::rss_kib(*pid)?);
+    }
+    Ok(out)
 }
 
 fn memory_table(tunnels: usize, before: (u64, u64), after: (u64, u64)) -> String {
@@ -740,21 +1016,52 @@ mod tests {
         let sample = |cpu_ms: u64| Sample {
             elapsed: Duration::from_secs(1),
             cpu: Duration::from_millis(cpu_ms),
+            proxy_cpu: Duration::from_millis(cpu_ms),
         };
-        let goodput = Goodput {
-            direct: vec![sample(500)],
-            raw: vec![sample(2500)],
-            proxied: vec![sample(4000)],
-            proxied_h2: Vec::new(),
-        };
+        let mut goodput = Goodput::default();
+        goodput.push(Route::Direct, sample(500));
+        goodput.push(Route::Raw, sample(2500));
+        goodput.push(Route::Proxied, sample(4000));
         let line = goodput.ceiling(1 << 30).expect("all three paths");
         assert!(line.contains("= 3.50 s"), "{line}");
         assert!(line.contains("at most 0.71"), "{line}");
         assert!(line.contains("0.50 s per GiB (12%)"), "{line}");
-        let without_direct = Goodput {
-            direct: Vec::new(),
-            ..goodput
+        goodput.samples.retain(|(route, _)| *route != Route::Direct);
+        assert_eq!(goodput.ceiling(1 << 30), None);
+    }
+
+    #[test]
+    fn peers_are_compared_with_veil_round_by_round() {
+        let sample = |secs: u64, cpu_ms: u64| Sample {
+            elapsed: Duration::from_secs(secs),
+            cpu: Duration::from_millis(cpu_ms + 500),
+            proxy_cpu: Duration::from_millis(cpu_ms),
         };
-        assert_eq!(without_direct.ceiling(1 << 30), None);
+        let mut goodput = Goodput::default();
+        goodput.push(Route::Proxied, sample(2, 2000));
+        assert_eq!(goodput.beside_peers(1 << 30), "", "no peer ran");
+        goodput.push(Route::Shadowsocks, sample(1, 1000));
+        let table = goodput.beside_peers(1 << 30);
+        // veil took twice as long and twice the proxy CPU (the bench's own 0.5 s left out).
+        assert!(
+            table.contains("| shadowsocks-rust aes-128-gcm | **0.50** | 2.00 | 1.00 | **2.00** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn side_by_side_rows_compare_each_p50_with_veils() {
+        let series = |micros: u64| vec![Duration::from_micros(micros); 10];
+        let socks = std::net::SocketAddr::from(([127, 0, 0, 1], 1080));
+        let proxies = [(Route::Proxied, socks), (Route::Tuic, socks)];
+        let table = side_by_side("t", &proxies, &[series(50), series(200), series(100)]);
+        assert!(
+            table.contains("| direct TCP (no proxy) | 50.0 | 50.0 | 0.25 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| TUIC v5 (quinn, CUBIC) | 100.0 | 100.0 | 0.50 |"),
+            "{table}"
+        );
     }
 }

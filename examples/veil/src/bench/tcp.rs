@@ -227,26 +227,70 @@ pub(crate) async fn proxied(socks: SocketAddr, target: SocketAddr) -> anyhow::Re
     }
 }
 
-/// Round-trip times of `count` request/responses of `size` bytes on each of `direct` and
-/// `proxied`, alternating so that both see the same machine load.
+/// Opens a connection to the echo server `echo` (through the SOCKS5 proxy `socks`, if
+/// given), sends one byte, reads it back and closes; returns the time all that took.
+pub(crate) async fn one_byte_round_trip(
+    socks: Option<SocketAddr>,
+    echo: SocketAddr,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut stream = match socks {
+        None => direct(echo).await?,
+        Some(socks) => proxied(socks, echo).await?,
+    };
+    stream.set_nodelay(true)?;
+    stream.write_all(b"?").await?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).await?;
+    let elapsed = started.elapsed();
+    ensure!(byte == *b"?", "the echo answered a different byte");
+    Ok(elapsed)
+}
+
+/// Round-trip times of `count` request/responses of `size` bytes on each of `streams`
+/// (one series per stream, in order), taking turns so that all see the same machine load.
 pub(crate) async fn ping_pong(
-    mut direct: TcpStream,
-    mut proxied: TcpStream,
+    mut streams: Vec<TcpStream>,
     size: usize,
     count: usize,
     warmup: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    direct.set_nodelay(true)?;
-    proxied.set_nodelay(true)?;
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    for stream in &streams {
+        stream.set_nodelay(true)?;
+    }
     let request = vec![0x5a; size];
     let mut response = vec![0; size];
-    let mut times = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let mut times = vec![Vec::with_capacity(count); streams.len()];
     for round in 0..warmup + count {
-        let d = round_trip(&mut direct, &request, &mut response).await?;
-        let p = round_trip(&mut proxied, &request, &mut response).await?;
-        if round >= warmup {
-            times.0.push(d);
-            times.1.push(p);
+        for (stream, series) in streams.iter_mut().zip(&mut times) {
+            let elapsed = round_trip(stream, &request, &mut response).await?;
+            if round >= warmup {
+                series.push(elapsed);
+            }
+        }
+    }
+    Ok(times)
+}
+
+/// Times of `count` new connections to the echo server `echo`, each opened, asked one byte
+/// and closed: directly (the first series), then through each of `proxies` (SOCKS5
+/// handshake + CONNECT + the byte's round trip), taking turns.
+pub(crate) async fn new_tunnels<R>(
+    echo: SocketAddr,
+    proxies: &[(R, SocketAddr)],
+    count: usize,
+    warmup: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let routes: Vec<Option<SocketAddr>> = std::iter::once(None)
+        .chain(proxies.iter().map(|(_, socks)| Some(*socks)))
+        .collect();
+    let mut times = vec![Vec::with_capacity(count); routes.len()];
+    for round in 0..warmup + count {
+        for (socks, series) in routes.iter().zip(&mut times) {
+            let elapsed = one_byte_round_trip(*socks, echo).await?;
+            if round >= warmup {
+                series.push(elapsed);
+            }
         }
     }
     Ok(times)
