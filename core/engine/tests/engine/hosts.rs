@@ -49,6 +49,7 @@ fn behaviour(target: &TunnelTarget) -> Behaviour {
         "reset.test" => Behaviour::ResetOnData,
         "source.test" => Behaviour::Source,
         "sink.test" => Behaviour::SinkThenReply,
+        "reply-reset.test" => Behaviour::ReplyThenReset,
         _ => Behaviour::Echo,
     }
 }
@@ -63,6 +64,9 @@ enum Behaviour {
     Source,
     /// Accept, read until FIN, then answer `b"world"` and FIN.
     SinkThenReply,
+    /// Accept, answer `b"bye"` and FIN at once, and reset the target as soon as bytes
+    /// arrive (a server that closed, and then received data: a FIN, then a TCP reset).
+    ReplyThenReset,
 }
 
 /// Per-tunnel state of the edge host.
@@ -154,6 +158,12 @@ impl Host for EdgeHost {
             let Some(target) = self.targets.get_mut(&id) else {
                 continue;
             };
+            if target.behaviour == Behaviour::ReplyThenReset && !target.fin_sent {
+                endpoint.tunnel_send(id, b"bye").expect("send");
+                endpoint.tunnel_finish(id).expect("finish");
+                target.fin_sent = true;
+                busy = true;
+            }
             busy |= target.step(endpoint, id, &mut buf, self.source_len, self.zero_source);
             if target.fin_received
                 && matches!(
@@ -164,8 +174,16 @@ impl Host for EdgeHost {
             {
                 self.finished_data.insert(id, target.received.clone());
             }
-            if target.behaviour == Behaviour::ResetOnData && !target.received.is_empty() {
-                endpoint.tunnel_abort(id).expect("abort");
+            if matches!(
+                target.behaviour,
+                Behaviour::ResetOnData | Behaviour::ReplyThenReset
+            ) && !target.received.is_empty()
+            {
+                let aborted = endpoint.tunnel_abort(id);
+                // (A replying target's tunnel may have ended on both FINs already.)
+                if target.behaviour == Behaviour::ResetOnData {
+                    aborted.expect("abort");
+                }
                 self.targets.remove(&id);
                 busy = true;
             }
@@ -301,6 +319,9 @@ pub(crate) struct Transfers {
     pub(crate) abort_after: Option<u64>,
     /// Tunnels aborted by `abort_after`.
     pub(crate) aborted: usize,
+    /// A tunnel that ends cleanly must have carried the echo of what was sent (false: the
+    /// target answers something else).
+    pub(crate) check_echo: bool,
     order: Vec<TunnelId>,
     buf: Vec<u8>,
 }
@@ -320,6 +341,7 @@ impl Transfers {
             opened: 0,
             abort_after: None,
             aborted: 0,
+            check_echo: true,
             order: Vec::new(),
             buf: Vec::new(),
         }
@@ -351,6 +373,10 @@ impl Host for Transfers {
             Event::TunnelWritable { tunnel } => {
                 self.flows.entry(tunnel).or_default().blocked = false;
             }
+            Event::TunnelClosed {
+                reason: CloseReason::Finished,
+                ..
+            } if !self.check_echo => self.finished += 1,
             Event::TunnelClosed {
                 tunnel,
                 reason: CloseReason::Finished,
