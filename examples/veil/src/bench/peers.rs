@@ -84,24 +84,13 @@ impl Peer {
         let (server, local, dir) = match kind {
             PeerKind::Shadowsocks | PeerKind::Shadowsocks2022 => {
                 let (method, key) = shadowsocks_key(kind, peer_dir)?;
-                let server = spawn(server_command(&server_program).args([
-                    "-s",
-                    &server_addr,
-                    "-m",
-                    method,
-                    "-k",
-                    &key,
-                ]))?;
-                let local = spawn(Command::new(&local_program).args([
-                    "-b",
-                    &socks.to_string(),
-                    "-s",
-                    &server_addr,
-                    "-m",
-                    method,
-                    "-k",
-                    &key,
-                ]))?;
+                let cipher = ["-s", server_addr.as_str(), "-m", method, "-k", key.as_str()];
+                let server = spawn(server_command(&server_program).args(cipher))?;
+                let local = spawn(
+                    Command::new(&local_program)
+                        .args(["-b", &socks.to_string()])
+                        .args(cipher),
+                )?;
                 (server, local, None)
             }
             PeerKind::Tuic => {
