@@ -359,6 +359,10 @@ impl World {
         let client_addr: SocketAddr = CLIENT_ADDR.parse().expect("address");
         let mut client_config = ClientConfig::new(edge_addr, "localhost", Verify::Pin(pin));
         client_config.local_addr = Some(client_addr);
+        // The model carries QUIC datagrams only: with the default `Auto`, a handshake held
+        // up past 300 ms made the client ask for a TCP dial of its HTTP/2 fallback
+        // (`Event::TcpDial`), which no host here serves (the h2 targets fuzz that path).
+        client_config.transport = veil_engine::Transport::H3;
         client_config.token = match setup.auth {
             Auth::Open | Auth::NoToken => None,
             Auth::Token => Some(Secret::new(TOKEN)),
@@ -1368,10 +1372,16 @@ impl World {
             state.is_some_and(|t| t.ip && t.open),
             "IpTunnelConfigured for {tunnel:?}, not an open IP tunnel"
         );
-        let prefixes = self
-            .client
-            .ip_tunnel_addresses(tunnel)
-            .unwrap_or_else(|| panic!("IP tunnel {tunnel:?} has no addresses"));
+        // Events wait in a queue: the tunnel may have ended after this one was queued (a
+        // reset in the same datagram as the capsule); its `TunnelClosed` follows, and the
+        // engine has forgotten its addresses already.
+        let Some(prefixes) = self.client.ip_tunnel_addresses(tunnel) else {
+            assert!(
+                self.client.ip_tunnel_routes(tunnel).is_none(),
+                "IP tunnel {tunnel:?} has routes but no addresses"
+            );
+            return;
+        };
         assert!(
             self.client.ip_tunnel_routes(tunnel).is_some(),
             "IP tunnel {tunnel:?} has no routes"
