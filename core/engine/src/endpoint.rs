@@ -1778,7 +1778,7 @@ impl Endpoint {
         };
         self.remove_tunnel(id);
         if let Some(conn) = self.conns.get_mut(handle) {
-            shutdown_stream(&mut conn.wire, stream, code);
+            abort_stream(&mut conn.wire, stream, code);
         }
         self.stats.tunnels_refused += 1;
         self.events
@@ -1816,7 +1816,7 @@ impl Endpoint {
                 // ways, so that it does not stay open in quiche.
                 self.remove_tunnel(id);
                 if let Some(conn) = self.conns.get_mut(handle) {
-                    shutdown_stream(&mut conn.wire, stream, H3_MESSAGE_ERROR);
+                    abort_stream(&mut conn.wire, stream, H3_MESSAGE_ERROR);
                 }
                 self.stats.tunnels_refused += 1;
                 self.events.push_back(Event::TunnelRefused {
@@ -1849,7 +1849,7 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Failed);
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                shutdown_stream(&mut conn.wire, stream, H3_INTERNAL_ERROR);
+                abort_stream(&mut conn.wire, stream, H3_INTERNAL_ERROR);
             }
             self.queue_send(handle);
         }
@@ -2433,7 +2433,7 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_NO_ERROR);
         }
         Err(h3::Error::StreamBlocked) => conn.error_responses.push_back((stream, rejection)),
-        Err(_) => shutdown_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED),
+        Err(_) => abort_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED),
     }
 }
 
@@ -2454,6 +2454,6 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
 /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
 /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
 /// stream both ways with one `RST_STREAM`.
-fn shutdown_stream(wire: &mut Wire, stream: u64, code: u64) {
+fn abort_stream(wire: &mut Wire, stream: u64, code: u64) {
     let _ = wire.stream_shutdown(stream, quiche::Shutdown::Write, code);
 }

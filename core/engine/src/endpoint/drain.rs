@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::{
     Endpoint, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, RoleState, Tunnel, TunnelState,
-    shutdown_stream,
+    abort_stream,
 };
 use crate::types::TunnelId;
 
@@ -85,7 +85,7 @@ impl Endpoint {
         //# RFC 9114 §4.1.1: "When the server cancels a request without performing any
         //# application processing, the request is considered "rejected". The server SHOULD
         //# abort its response stream with the error code H3_REQUEST_REJECTED."
-        shutdown_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED);
+        abort_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED);
         self.stats.tunnels_refused += 1;
         self.queue_send(handle);
         true
@@ -169,7 +169,7 @@ impl Endpoint {
         self.tunnels.insert(id, again);
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&stream);
-            shutdown_stream(&mut conn.wire, stream, H3_REQUEST_CANCELLED);
+            abort_stream(&mut conn.wire, stream, H3_REQUEST_CANCELLED);
         }
         if let RoleState::Client(client) = &mut self.role {
             client.pending.push_front(id);

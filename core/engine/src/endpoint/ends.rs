@@ -14,7 +14,7 @@
 
 use super::{
     Endpoint, H3_CONNECT_ERROR, H3_EXCESSIVE_LOAD, Receiving, RoleState, Sending, TunnelState,
-    shutdown_stream,
+    abort_stream,
 };
 use crate::error::TunnelError;
 use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
@@ -26,7 +26,7 @@ pub const MAX_EARLY_RESETS_PER_10S: u32 = 1000;
 impl Endpoint {
     /// Aborts a tunnel with `H3_CONNECT_ERROR` (the target connection was reset or failed):
     /// resets our direction (`RESET_STREAM`) and drops what the peer still sends until it
-    /// ends its own (see `shutdown_stream` for why without `STOP_SENDING`), unless
+    /// ends its own (see `abort_stream` for why without `STOP_SENDING`), unless
     /// `tunnel_finish` already finished ours, which then delivers every byte and the FIN
     /// while `STOP_SENDING` tells the peer (see the module documentation for why). A client
     /// tunnel still waiting is simply dropped. The id is dead afterwards; no event follows.
@@ -54,7 +54,7 @@ impl Endpoint {
                         conn.wire
                             .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
                 } else {
-                    shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+                    abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
                 }
             }
             self.queue_send(handle);
@@ -156,7 +156,7 @@ impl Endpoint {
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
             return;
         };
-        shutdown_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+        abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
         self.note_end(
             id,
             crate::audit::Ending::Closed(CloseReason::Reset { code }),

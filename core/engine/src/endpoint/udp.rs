@@ -25,7 +25,7 @@ use veil_proto::varint::VarInt;
 
 use super::{
     Endpoint, H3_INTERNAL_ERROR, H3_REQUEST_CANCELLED, RoleState, Sending, Tunnel, TunnelState,
-    shutdown_stream,
+    abort_stream,
 };
 use crate::config::QuicConfig;
 use crate::error::{ConfigError, OpenError, TunnelError};
@@ -614,7 +614,7 @@ impl Endpoint {
         );
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                shutdown_stream(&mut conn.wire, stream, code);
+                abort_stream(&mut conn.wire, stream, code);
             }
             self.queue_send(handle);
             self.events.push_back(Event::TunnelClosed {

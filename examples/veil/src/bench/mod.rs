@@ -152,7 +152,7 @@ pub enum Part {
 }
 
 /// A path: direct, veil's, or a peer's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Route {
     /// Direct TCP to the sink.
     Direct,
@@ -310,22 +310,7 @@ impl Stage {
         }
     }
 
-    /// Every process whose CPU time a transfer costs: the bench (`None`), veil's client(s)
-    /// and edge, and the peers' processes (idle when another route runs).
-    fn processes(&self) -> Vec<Option<u32>> {
-        let mut processes = vec![
-            None,
-            Some(self.client.process.pid()),
-            Some(self.edge.process.pid()),
-        ];
-        processes.extend(self.client_h2.as_ref().map(|c| Some(c.process.pid())));
-        for peer in &self.peers {
-            processes.extend(peer.pids().map(Some));
-        }
-        processes
-    }
-
-    /// Every proxy process's name and pid, for the RSS table.
+    /// Every proxy process's name and pid: veil's client(s) and edge, the peers' processes.
     fn proxy_processes(&self) -> Vec<(String, u32)> {
         let mut named = vec![
             ("veil client".to_owned(), self.client.process.pid()),
@@ -369,8 +354,9 @@ impl Stage {
     }
 }
 
-/// Waits until `peer` carries a byte to `echo` and back: its SOCKS5 port listening says
-/// nothing of its server (TUIC's listens on UDP), which may still be starting.
+/// Waits until `peer` carries a byte to `echo` and back: its two processes start at their
+/// own pace, and a listening SOCKS5 port says nothing of the server behind it (TUIC's
+/// listens on UDP).
 async fn peer_ready(peer: &peers::Peer, echo: std::net::SocketAddr) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -429,8 +415,12 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
 
     let mut report = String::new();
     if args.parts.contains(&Part::Goodput) {
-        let processes = stage.processes();
-        let goodput = goodput(args, quic, &mut stage.targets, &proxies, &processes).await?;
+        let pids: Vec<u32> = stage
+            .proxy_processes()
+            .iter()
+            .map(|(_, pid)| *pid)
+            .collect();
+        let goodput = goodput(args, quic, &mut stage.targets, &proxies, &pids).await?;
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
@@ -551,20 +541,25 @@ async fn goodput(
     quic: &QuicConfig,
     targets: &mut tcp::Targets,
     proxies: &[(Route, std::net::SocketAddr)],
-    processes: &[Option<u32>],
+    proxy_pids: &[u32],
 ) -> anyhow::Result<Goodput> {
     let mut raw = if args.paths.contains(&Route::Raw) {
         Some(raw::RawPair::start(quic).await?)
     } else {
         None
     };
-    let proxy_processes: Vec<Option<u32>> = processes.iter().copied().flatten().map(Some).collect();
+    // Every proxy process (idle when another route runs), and with them the bench's own
+    // (`None`: the load generator and the sink).
+    let proxy_processes: Vec<Option<u32>> = proxy_pids.iter().copied().map(Some).collect();
+    let processes: Vec<Option<u32>> = std::iter::once(None)
+        .chain(proxy_processes.iter().copied())
+        .collect();
     let mut times = Goodput::default();
     for round in 0..=args.rounds {
         // Round 0 warms every path up (windows, allocator, caches) and is not kept.
         let bytes = if round == 0 { WARMUP_BYTES } else { args.bytes };
         for path in &args.paths {
-            let (cpu_before, proxy_before) = (cpu_total(processes)?, cpu_total(&proxy_processes)?);
+            let (cpu_before, proxy_before) = (cpu_total(&processes)?, cpu_total(&proxy_processes)?);
             let elapsed = match path {
                 Route::Direct => {
                     targets
@@ -585,7 +580,7 @@ async fn goodput(
             };
             let sample = Sample {
                 elapsed,
-                cpu: cpu_total(processes)?.saturating_sub(cpu_before),
+                cpu: cpu_total(&processes)?.saturating_sub(cpu_before),
                 proxy_cpu: cpu_total(&proxy_processes)?.saturating_sub(proxy_before),
             };
             if round > 0 {

@@ -7,15 +7,11 @@
 //! then on `PATH`, then in `~/.cargo/bin` (`cargo install shadowsocks-rust` puts them
 //! there); `scripts/bench-peers` installs and builds them.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-
-/// How long a peer may take to listen.
-const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// A peer proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,19 +99,14 @@ impl Peer {
                 (server, local, Some(dir))
             }
         };
-        let peer = Self {
+        // Not ready yet: the bench waits until a byte crosses it (`bench::peer_ready`).
+        Ok(Self {
             kind,
             socks,
             local,
             server,
             dir,
-        };
-        // TUIC's server listens on UDP; its client's SOCKS5 port is what the bench needs.
-        if kind != PeerKind::Tuic {
-            wait_listening(server_at, kind)?;
-        }
-        wait_listening(socks, kind)?;
-        Ok(peer)
+        })
     }
 
     /// Process ids: the local side, then the server.
@@ -190,21 +181,6 @@ fn spawn(command: &mut Command) -> anyhow::Result<Child> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {:?}", command.get_program()))
-}
-
-/// Waits until something accepts TCP connections at `addr`.
-fn wait_listening(addr: SocketAddr, kind: PeerKind) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_WITHIN;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!(
-        "{} did not listen on {addr} within {READY_WITHIN:?}",
-        kind.label()
-    )
 }
 
 /// Writes TUIC's certificate and two configuration files into `dir`; returns the server's
