@@ -228,6 +228,10 @@ typedef enum veil_close_reason {
   // `max_duration_ms`): the engine reset it (close the TCP side with RST) or finished
   // a UDP tunnel's stream.
   VEIL_CLOSE_MAX_DURATION = 7,
+  // Client, optimistic tunnels (`veil_config_set_optimistic`): the tunnel was reported
+  // open when its request left, and the edge then refused it with HTTP `status`. What
+  // was sent is lost: close the local connection with RST, as for a reset.
+  VEIL_CLOSE_REFUSED = 8,
 } veil_close_reason;
 
 // What the host must do next (`veil_relay_poll_action`), in the order given.
@@ -419,7 +423,8 @@ typedef struct veil_event {
   int64_t token_index;
   // `TUNNEL_REFUSED`: why.
   enum veil_refused_reason refused;
-  // `TUNNEL_REFUSED` with `VEIL_REFUSED_STATUS`: the HTTP status (403, 407, 502, …).
+  // `TUNNEL_REFUSED` with `VEIL_REFUSED_STATUS`, or `TUNNEL_CLOSED` with
+  // `VEIL_CLOSE_REFUSED`: the HTTP status (403, 407, 502, …).
   uint16_t status;
   // `TUNNEL_CLOSED`: why.
   enum veil_close_reason close;
@@ -836,6 +841,17 @@ enum veil_result veil_config_set_reconnect(struct veil_config *config,
 enum veil_result veil_config_set_pending(struct veil_config *config,
                                          size_t max_tunnels,
                                          uint64_t deadline_ms);
+
+// Client: optimistic TCP tunnels when `on` is non-zero (default off).
+// `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
+// 2xx, and bytes sent at once follow the request: a new tunnel's first byte saves a
+// round trip to the edge. A refusal then comes as `VEIL_EVENT_TUNNEL_CLOSED` with
+// `VEIL_CLOSE_REFUSED` and the edge's `status`, on a tunnel the local application may
+// already write to (close it with RST). UDP and IP tunnels always wait for the 2xx.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_optimistic(struct veil_config *config, int on);
 
 // How a client reaches its edge (`veil_transport`): HTTP/3 (the default in this ABI),
 // HTTP/2 over TLS over TCP, or both raced (`VEIL_TRANSPORT_AUTO`: HTTP/2 when HTTP/3 is

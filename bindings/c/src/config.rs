@@ -74,6 +74,7 @@ struct ClientDraft {
     pending: Option<(usize, Duration)>,
     udp_path_template: Option<String>,
     transport: Option<veil_engine::Transport>,
+    optimistic: bool,
 }
 
 impl veil_config {
@@ -154,6 +155,7 @@ impl ClientDraft {
             client.max_pending_tunnels = max;
             client.pending_deadline = deadline;
         }
+        client.optimistic = self.optimistic;
         if let Some(template) = &self.udp_path_template {
             client.udp_path_template.clone_from(template);
         }
@@ -778,6 +780,28 @@ pub unsafe extern "C" fn veil_config_set_pending(
     let body = |config: &mut veil_config| {
         config.client_mut("veil_config_set_pending")?.pending =
             Some((max_tunnels, millis(deadline_ms)));
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
+/// Client: optimistic TCP tunnels when `on` is non-zero (default off).
+/// `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
+/// 2xx, and bytes sent at once follow the request: a new tunnel's first byte saves a
+/// round trip to the edge. A refusal then comes as `VEIL_EVENT_TUNNEL_CLOSED` with
+/// `VEIL_CLOSE_REFUSED` and the edge's `status`, on a tunnel the local application may
+/// already write to (close it with RST). UDP and IP tunnels always wait for the 2xx.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_optimistic(
+    config: *mut veil_config,
+    on: c_int,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        config.client_mut("veil_config_set_optimistic")?.optimistic = on != 0;
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises about `config` are forwarded.

@@ -108,6 +108,10 @@ pub enum veil_close_reason {
     /// `max_duration_ms`): the engine reset it (close the TCP side with RST) or finished
     /// a UDP tunnel's stream.
     VEIL_CLOSE_MAX_DURATION = 7,
+    /// Client, optimistic tunnels (`veil_config_set_optimistic`): the tunnel was reported
+    /// open when its request left, and the edge then refused it with HTTP `status`. What
+    /// was sent is lost: close the local connection with RST, as for a reset.
+    VEIL_CLOSE_REFUSED = 8,
 }
 
 /// One event from `veil_endpoint_poll_event`. `kind` says which fields are meaningful
@@ -136,7 +140,8 @@ pub struct veil_event {
     pub token_index: i64,
     /// `TUNNEL_REFUSED`: why.
     pub refused: veil_refused_reason,
-    /// `TUNNEL_REFUSED` with `VEIL_REFUSED_STATUS`: the HTTP status (403, 407, 502, …).
+    /// `TUNNEL_REFUSED` with `VEIL_REFUSED_STATUS`, or `TUNNEL_CLOSED` with
+    /// `VEIL_CLOSE_REFUSED`: the HTTP status (403, 407, 502, …).
     pub status: u16,
     /// `TUNNEL_CLOSED`: why.
     pub close: veil_close_reason,
@@ -237,6 +242,10 @@ impl veil_event {
             CloseReason::IdleTimeout => veil_close_reason::VEIL_CLOSE_IDLE_TIMEOUT,
             CloseReason::RequestTimeout => veil_close_reason::VEIL_CLOSE_REQUEST_TIMEOUT,
             CloseReason::MaxDuration => veil_close_reason::VEIL_CLOSE_MAX_DURATION,
+            CloseReason::Refused { status } => {
+                event.status = status;
+                veil_close_reason::VEIL_CLOSE_REFUSED
+            }
             _ => veil_close_reason::VEIL_CLOSE_OTHER,
         };
         event

@@ -351,6 +351,10 @@ pub unsafe extern "C" fn veil_relay_tunnel_closed(
             c if c == veil_close_reason::VEIL_CLOSE_MAX_DURATION as c_int => {
                 CloseReason::MaxDuration
             }
+            // The relay resets the local side for a refusal whatever its status.
+            c if c == veil_close_reason::VEIL_CLOSE_REFUSED as c_int => {
+                CloseReason::Refused { status: 0 }
+            }
             // A close this ABI cannot name is not a clean one.
             c if c == veil_close_reason::VEIL_CLOSE_CONNECTION_LOST as c_int
                 || c == veil_close_reason::VEIL_CLOSE_OTHER as c_int =>

@@ -121,6 +121,9 @@ pub(crate) fn outcome_of(
         Some(Ending::Closed(CloseReason::MaxDuration)) => ("max_duration", None, None, None),
         // Recorded as the refusal it is (`Ending::Refused`) before the host is told.
         Some(Ending::Closed(CloseReason::RequestTimeout)) => ("refused", None, None, None),
+        Some(Ending::Closed(CloseReason::Refused { status })) => {
+            ("refused", Some(status), None, None)
+        }
         Some(Ending::Refused(refusal)) => (
             "refused",
             Some(refusal.status()),

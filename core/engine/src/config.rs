@@ -415,6 +415,15 @@ pub struct ClientConfig {
         deserialize_with = "duration_ms"
     )]
     pub h3_retry: Duration,
+    /// Optimistic TCP tunnels: `Event::TunnelOpened` comes as soon as the request is on
+    /// its way, not at the edge's 2xx, and the host's bytes follow the request at once
+    /// (`endpoint::optimistic`). A new tunnel's first byte then costs no round trip to the
+    /// edge before it leaves; in exchange a refusal reaches the host as
+    /// `TunnelClosed { reason: Refused { .. } }` on a tunnel its application already
+    /// writes to (a SOCKS5 client sees its connection reset, not a SOCKS5 error reply).
+    /// UDP and IP tunnels always wait for the 2xx.
+    #[serde(default)]
+    pub optimistic: bool,
 }
 
 fn default_h3_retry() -> Duration {
@@ -456,6 +465,7 @@ impl ClientConfig {
             udp_path_template: default_udp_path_template(),
             transport: Transport::default(),
             h3_retry: default_h3_retry(),
+            optimistic: false,
         }
     }
 }

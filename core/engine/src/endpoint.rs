@@ -31,6 +31,7 @@ mod inspect;
 mod ip;
 mod ip_sniff;
 mod lifetime;
+mod optimistic;
 mod paths;
 mod preamble;
 mod requests;
@@ -265,6 +266,8 @@ struct Client {
     race_after: Option<Instant>,
     /// The wait after the next failed racer; doubles up to `reconnect_max`.
     race_backoff: Duration,
+    /// `ClientConfig::optimistic`.
+    optimistic: bool,
 }
 
 struct Conn {
@@ -369,6 +372,8 @@ struct Tunnel {
     last_activity: Option<Instant>,
     /// Edge: its rule's idle timeout (`idle_timeout_ms`), set when it opens.
     idle_override: crate::rules::Limit,
+    /// Client: how far it went before the edge's answer (`endpoint::optimistic`).
+    early: optimistic::Early,
 }
 
 /// Our direction of a tunnel (host → peer).
@@ -912,8 +917,16 @@ impl Endpoint {
                 return Ok(0);
             }
             TunnelState::Accepting => return Err(TunnelError::WriteClosed),
+            TunnelState::AwaitingResponse { .. } | TunnelState::Waiting { .. } => {
+                if let Some(answer) = self.early_send(tunnel) {
+                    return answer;
+                }
+            }
             _ => return Err(TunnelError::InvalidState),
         }
+        let Some(entry) = self.tunnels.get_mut(&tunnel) else {
+            return Err(TunnelError::UnknownTunnel);
+        };
         if entry.sending.is_closed() {
             return Err(TunnelError::WriteClosed);
         }
@@ -934,6 +947,9 @@ impl Endpoint {
                 self.stats.tunnel_bytes_sent += taken as u64;
                 if taken > 0 {
                     entry.last_activity = Some(self.clock);
+                    if entry.early == optimistic::Early::Opened {
+                        entry.early = optimistic::Early::Sent;
+                    }
                 }
                 self.queue_send(handle);
                 Ok(taken)
@@ -942,6 +958,7 @@ impl Endpoint {
                 entry.sending = Sending::Open { blocked: true };
                 Ok(0)
             }
+            Err(error) if self.early_send_stopped(tunnel, &error) => Ok(0),
             Err(h3::Error::TransportError(quiche::Error::StreamStopped(code))) => {
                 self.write_stopped(handle, stream, code);
                 Err(TunnelError::WriteClosed)
@@ -985,8 +1002,16 @@ impl Endpoint {
                 entry.sending = Sending::FinQueued;
                 return Ok(());
             }
+            TunnelState::AwaitingResponse { .. } | TunnelState::Waiting { .. } => {
+                if !self.early_finish(tunnel)? {
+                    return Ok(());
+                }
+            }
             _ => return Err(TunnelError::InvalidState),
         }
+        let Some(entry) = self.tunnels.get(&tunnel) else {
+            return Err(TunnelError::UnknownTunnel);
+        };
         let (handle, stream) = (entry.conn.ok_or(TunnelError::InvalidState)?, entry.stream);
         let udp = entry.udp.is_some();
         // A denied HTTP request's response goes after the host's bytes, before the FIN.
@@ -1068,6 +1093,10 @@ impl Endpoint {
             return Err(TunnelError::NotStream);
         }
         if !matches!(entry.state, TunnelState::Open) {
+            // Optimistic: open to the host, nothing to read before the edge's answer.
+            if entry.early.told_open() {
+                return Ok(Recv::default());
+            }
             return Err(TunnelError::InvalidState);
         }
         if entry.receiving == Receiving::FinDelivered {
@@ -1750,8 +1779,11 @@ impl Endpoint {
             Response::Success => {
                 let is_udp = tunnel.udp.is_some();
                 let created = tunnel.created;
+                let told_open = tunnel.early.told_open();
                 self.start_clocks(id);
-                self.events.push_back(Event::TunnelOpened { tunnel: id });
+                if !told_open {
+                    self.events.push_back(Event::TunnelOpened { tunnel: id });
+                }
                 if let Some(created) = created {
                     self.stats
                         .tunnel_setup
@@ -1776,13 +1808,12 @@ impl Endpoint {
             ),
             Response::Malformed => (RefusedReason::MalformedResponse, H3_MESSAGE_ERROR),
         };
+        let early = tunnel.early;
         self.remove_tunnel(id);
         if let Some(conn) = self.conns.get_mut(handle) {
             abort_stream(&mut conn.wire, stream, code);
         }
-        self.stats.tunnels_refused += 1;
-        self.events
-            .push_back(Event::TunnelRefused { tunnel: id, reason });
+        self.report_refused(id, early, reason);
     }
 
     /// Bytes (or the FIN) arrived on a stream.
@@ -1814,15 +1845,12 @@ impl Endpoint {
             TunnelState::AwaitingResponse { .. } if finished => {
                 // An end without a response head: the request stream is given up both
                 // ways, so that it does not stay open in quiche.
+                let early = tunnel.early;
                 self.remove_tunnel(id);
                 if let Some(conn) = self.conns.get_mut(handle) {
                     abort_stream(&mut conn.wire, stream, H3_MESSAGE_ERROR);
                 }
-                self.stats.tunnels_refused += 1;
-                self.events.push_back(Event::TunnelRefused {
-                    tunnel: id,
-                    reason: RefusedReason::MalformedResponse,
-                });
+                self.report_refused(id, early, RefusedReason::MalformedResponse);
             }
             _ => {}
         }
@@ -1986,9 +2014,12 @@ impl Endpoint {
             {
                 denials.push(id);
             }
-            if tunnel.sending == (Sending::Open { blocked: true })
-                && matches!(tunnel.state, TunnelState::Open)
-            {
+            let sends = match tunnel.state {
+                TunnelState::Open => true,
+                TunnelState::AwaitingResponse { .. } => tunnel.early.told_open(),
+                _ => false,
+            };
+            if tunnel.sending == (Sending::Open { blocked: true }) && sends {
                 tunnel.sending = Sending::Open { blocked: false };
                 self.events.push_back(Event::TunnelWritable { tunnel: id });
             }
@@ -2017,7 +2048,7 @@ impl Endpoint {
         let Some(h3) = conn.http.as_mut() else {
             return;
         };
-        let mut sent = false;
+        let mut sent = Vec::new();
         let extended = h3.extended_connect(&conn.wire);
         let (mut later, mut unsupported) = (Vec::new(), Vec::new());
         while let Some(&id) = client.pending.front() {
@@ -2059,7 +2090,7 @@ impl Endpoint {
                     tunnel.conn = Some(handle);
                     tunnel.stream = stream;
                     conn.streams.insert(stream, id);
-                    sent = true;
+                    sent.push(id);
                 }
                 Err(
                     h3::Error::StreamBlocked
@@ -2079,10 +2110,14 @@ impl Endpoint {
         for id in later.into_iter().rev() {
             client.pending.push_front(id);
         }
+        let optimistic = client.optimistic;
         for id in unsupported {
             self.refuse_waiting(id, RefusedReason::ExtendedConnectUnsupported);
         }
-        if sent {
+        if !sent.is_empty() {
+            for id in sent {
+                self.request_sent(optimistic, id);
+            }
             self.queue_send(handle);
         }
     }
@@ -2110,10 +2145,8 @@ impl Endpoint {
     }
 
     fn refuse_waiting(&mut self, id: TunnelId, reason: RefusedReason) {
-        if self.tunnels.remove(&id).is_some() {
-            self.stats.tunnels_refused += 1;
-            self.events
-                .push_back(Event::TunnelRefused { tunnel: id, reason });
+        if let Some(tunnel) = self.tunnels.remove(&id) {
+            self.report_refused(id, tunnel.early, reason);
         }
     }
 
@@ -2226,11 +2259,15 @@ impl Endpoint {
                 // it again is safe for CONNECT: if the lost connection's edge did dial, it
                 // closes that target connection along with the QUIC connection.
                 TunnelState::AwaitingResponse { target, deadline }
-                    if !self.closing && deadline > now =>
+                    if !self.closing
+                        && deadline > now
+                        && tunnel.early != optimistic::Early::Sent =>
                 {
                     requeue.push(id);
                     let mut again = Tunnel::new(None, TunnelState::Waiting { target, deadline });
                     again.created = tunnel.created;
+                    again.early = tunnel.early;
+                    again.sending = tunnel.sending;
                     again.udp = tunnel.udp.map(|mut flow| {
                         flow.reset();
                         flow
@@ -2239,11 +2276,7 @@ impl Endpoint {
                     self.tunnels.insert(id, again);
                 }
                 TunnelState::AwaitingResponse { .. } => {
-                    self.stats.tunnels_refused += 1;
-                    self.events.push_back(Event::TunnelRefused {
-                        tunnel: id,
-                        reason: RefusedReason::ConnectionLost,
-                    });
+                    self.report_refused(id, tunnel.early, RefusedReason::ConnectionLost);
                 }
                 _ => self.events.push_back(Event::TunnelClosed {
                     tunnel: id,
@@ -2334,6 +2367,7 @@ impl Client {
             h3_retry: config.h3_retry,
             race_after: None,
             race_backoff: config.reconnect_initial,
+            optimistic: config.optimistic,
         }
     }
 
@@ -2379,6 +2413,7 @@ impl Tunnel {
             created: None,
             last_activity: None,
             idle_override: crate::rules::Limit::Global,
+            early: optimistic::Early::Off,
         }
     }
 

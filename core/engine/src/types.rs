@@ -376,6 +376,14 @@ pub enum CloseReason {
     /// the engine refused it itself (504, `connection_timeout`): stop what was started for
     /// it (a dial still under way must not hold a socket for nobody).
     RequestTimeout,
+    /// Client, optimistic tunnels (`ClientConfig::optimistic`): the host heard
+    /// `TunnelOpened` when the request left, and the edge then answered with this non-2xx
+    /// `status`. Whatever the host sent is lost with the tunnel: close the TCP side with
+    /// RST, as for a reset.
+    Refused {
+        /// The edge's HTTP status (`403` forbidden target, `502` target unreachable, …).
+        status: u16,
+    },
 }
 
 /// What [`Endpoint::poll_event`](crate::Endpoint::poll_event) reports.

@@ -268,6 +268,13 @@ pub struct ClientArgs {
     /// before it tries HTTP/3 again, in milliseconds [default: 300000]
     #[arg(long, value_name = "MS")]
     pub h3_retry_ms: Option<u64>,
+    /// Optimistic TCP tunnels: answer the local application (SOCKS5 success, HTTP `200
+    /// Connection established`) as soon as the request leaves for the edge, and send its
+    /// first bytes behind the request, saving a round trip to the edge on every new
+    /// tunnel. A refusal then resets the application's connection instead of answering
+    /// it with a SOCKS5 error code or an HTTP status (docs/CONFIG.md)
+    #[arg(long)]
+    pub optimistic: bool,
     /// TLS server name to ask for and, with --ca, to verify [default: the --edge host].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
@@ -461,6 +468,8 @@ pub struct ClientFile {
     pub edge: Option<String>,
     pub transport: Option<veil_engine::Transport>,
     pub h3_retry_ms: Option<u64>,
+    #[serde(default)]
+    pub optimistic: bool,
     pub server_name: Option<String>,
     pub pin: Option<String>,
     pub ca: Option<PathBuf>,
@@ -612,6 +621,8 @@ pub struct ClientSettings {
     /// Auto: how long a fallback to HTTP/2 lasts before HTTP/3 is tried again; `None`: the
     /// engine's default.
     pub h3_retry: Option<Duration>,
+    /// Optimistic TCP tunnels (`ClientConfig::optimistic`).
+    pub optimistic: bool,
     /// TLS server name; `None`: the host of `edge`.
     pub server_name: Option<String>,
     /// How the edge is trusted.
@@ -988,6 +999,7 @@ impl ClientSettings {
                 .h3_retry_ms
                 .or(file.h3_retry_ms)
                 .map(Duration::from_millis),
+            optimistic: flags.optimistic || file.optimistic,
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),

@@ -63,6 +63,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         edge: edge.addr().to_string(),
         transport: veil_engine::Transport::H3,
         h3_retry: None,
+        optimistic: false,
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),

@@ -353,6 +353,7 @@ fn client_config(settings: &ClientSettings, edge_addr: SocketAddr) -> Config {
     if let Some(retry) = settings.h3_retry {
         client.h3_retry = retry;
     }
+    client.optimistic = settings.optimistic;
     client.certificate = settings
         .certificate
         .clone()

@@ -289,3 +289,59 @@ fn ssrf_spellings_of_loopback_and_metadata_are_refused_and_never_reached() -> an
     );
     Ok(())
 }
+
+/// `veil client --optimistic`: the local answer does not wait for the edge. What the edge
+/// accepts arrives whole through both fronts; what it refuses (here a closed port) is
+/// answered as opened and then reset, not with a SOCKS5 code or an HTTP status
+/// (docs/CONFIG.md).
+#[test]
+fn an_optimistic_client_fetches_whole_and_resets_what_the_edge_refuses() -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new("optimistic")?;
+    let origin = Origin::start(dir.path())?;
+    let body = "optimistic ".repeat(20_000);
+    std::fs::write(origin.root().join("index.html"), &body)?;
+    let edge = Edge::start(
+        dir.path(),
+        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+    )?;
+    let client = Client::start(
+        dir.path(),
+        edge.addr(),
+        &["--pin", edge.pin()?, "--token", TOKEN, "--optimistic"],
+    )?;
+    let socks = client.socks().to_string();
+    let proxy = client.http_proxy();
+    let url = origin.url("index.html");
+    let fronts: [&[&str]; 3] = [
+        &["--socks5-hostname", &socks],
+        &["--proxy", &proxy, "--proxytunnel"],
+        &["--proxy", &proxy],
+    ];
+    for front in fronts {
+        let output = curl(
+            &[front, &["--silent", "--show-error", &url]].concat(),
+            REFUSAL,
+        )?;
+        ensure!(
+            output.code() == 0 && output.stdout == body,
+            "{front:?}: exit {}, {} of {} bytes, {}",
+            output.code(),
+            output.stdout.len(),
+            body.len(),
+            output.stderr
+        );
+    }
+
+    // curl: 52 empty reply, 55 send failure, 56 receive failure (reset).
+    let reset = |exit: i32| matches!(exit, 52 | 55 | 56);
+    let closed = format!("http://{}/", closed_port()?);
+    let attempt = Attempt::run(&["--socks5-hostname", &socks], &closed)?;
+    ensure!(reset(attempt.exit), "SOCKS5: {attempt}");
+    let attempt = Attempt::run(&["--proxy", &proxy, "--proxytunnel"], &closed)?;
+    ensure!(
+        reset(attempt.exit) && attempt.connect_code == "200",
+        "CONNECT: {attempt}"
+    );
+    Ok(())
+}

@@ -72,6 +72,7 @@ impl Rig {
             edge: edge.addr().to_string(),
             transport: veil_engine::Transport::H3,
             h3_retry: None,
+            optimistic: false,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(fingerprint),
             token: Some(Secret::new(client_token)),

@@ -103,6 +103,7 @@ impl Rig {
             edge: edge.addr().to_string(),
             transport: veil_engine::Transport::H3,
             h3_retry: None,
+            optimistic: false,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),

@@ -150,7 +150,8 @@ impl Endpoint {
         let TunnelState::AwaitingResponse { target, deadline } = &tunnel.state else {
             return false;
         };
-        if self.closing || *deadline <= now {
+        // Bytes that followed the request (optimistic) cannot be sent again.
+        if self.closing || *deadline <= now || tunnel.early == super::optimistic::Early::Sent {
             return false;
         }
         let waiting = TunnelState::Waiting {
@@ -161,6 +162,9 @@ impl Endpoint {
             return false;
         };
         let mut again = Tunnel::new(None, waiting);
+        again.created = old.created;
+        again.early = old.early;
+        again.sending = old.sending;
         again.udp = old.udp.take().map(|mut flow| {
             flow.reset();
             flow

@@ -165,25 +165,21 @@ impl Endpoint {
             return;
         };
         let refused = matches!(tunnel.state, TunnelState::AwaitingResponse { .. });
+        let early = tunnel.early;
         // Edge: the host (or its hook) was asked to act and has not answered yet.
         let unanswered = matches!(
             tunnel.state,
             TunnelState::Requested { .. } | TunnelState::Deciding { .. } | TunnelState::Accepting
         );
-        let event = if refused {
-            self.stats.tunnels_refused += 1;
-            Event::TunnelRefused {
-                tunnel: id,
-                reason: RefusedReason::Reset { code },
-            }
+        self.remove_tunnel(id);
+        if refused {
+            self.report_refused(id, early, RefusedReason::Reset { code });
         } else {
-            Event::TunnelClosed {
+            self.events.push_back(Event::TunnelClosed {
                 tunnel: id,
                 reason: CloseReason::Reset { code },
-            }
-        };
-        self.remove_tunnel(id);
-        self.events.push_back(event);
+            });
+        }
         if unanswered {
             self.count_early_reset(handle);
         }

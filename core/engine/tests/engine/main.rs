@@ -19,6 +19,7 @@ mod ip_decap;
 mod ip_flow;
 mod ip_sniff;
 mod migration;
+mod optimistic;
 mod policy;
 mod raw;
 mod reconnect;

@@ -163,6 +163,9 @@ pub enum Route {
     /// The same over HTTP/2 on TCP+TLS (`veil client --transport h2` to the edge's TCP
     /// on-ramp).
     ProxiedH2,
+    /// Proxied through a second client with optimistic tunnels (`veil client
+    /// --optimistic`): the SOCKS5 reply and the first bytes do not wait for the edge.
+    Optimistic,
     /// SOCKS5 → sslocal → TCP → ssserver → TCP (shadowsocks-rust, `aes-128-gcm`).
     Shadowsocks,
     /// The same with the 2022 cipher (`2022-blake3-aes-128-gcm`).
@@ -179,7 +182,7 @@ impl Route {
             Self::Shadowsocks => Some(peers::PeerKind::Shadowsocks),
             Self::Shadowsocks2022 => Some(peers::PeerKind::Shadowsocks2022),
             Self::Tuic => Some(peers::PeerKind::Tuic),
-            Self::Direct | Self::Raw | Self::Proxied | Self::ProxiedH2 => None,
+            Self::Direct | Self::Raw | Self::Proxied | Self::ProxiedH2 | Self::Optimistic => None,
         }
     }
 
@@ -192,6 +195,7 @@ impl Route {
             Self::ProxiedH2 => {
                 "proxied over HTTP/2: SOCKS5 → veil client → TCP+TLS → veil edge → TCP"
             }
+            Self::Optimistic => "proxied, optimistic tunnels (veil client --optimistic)",
             Self::Shadowsocks | Self::Shadowsocks2022 | Self::Tuic => {
                 self.peer().map_or("", peers::PeerKind::label)
             }
@@ -215,6 +219,8 @@ struct Stage {
     edge: procs::Edge,
     client: procs::Client,
     client_h2: Option<procs::Client>,
+    /// The `--optimistic` client, when `--paths` names it.
+    client_optimistic: Option<procs::Client>,
     /// The peers `--paths` names, started for the run.
     peers: Vec<peers::Peer>,
     loss: Option<loss::Loss>,
@@ -239,34 +245,43 @@ impl Stage {
         let targets = tcp::Targets::start(targets_ip).await?;
         let config_owned = config.map(Path::to_path_buf);
         let want_h2 = args.paths.contains(&Route::ProxiedH2);
+        let want_optimistic = args.paths.contains(&Route::Optimistic);
         let wanted_peers: Vec<peers::PeerKind> =
             args.paths.iter().filter_map(|route| route.peer()).collect();
         let peer_dir = args.peer_dir.clone();
-        let (edge, client, client_h2, peers) = tokio::task::spawn_blocking(move || {
-            let edge = procs::start_edge_in(config_owned.as_deref(), place)?;
-            let client = procs::start_client(config_owned.as_deref(), &edge, None)?;
-            let client_h2 = if want_h2 {
-                Some(procs::start_client_over(
-                    config_owned.as_deref(),
-                    &edge,
-                    None,
-                    "h2",
-                )?)
-            } else {
-                None
-            };
-            // A peer's server stands where the edge does (in the namespace under --veth).
-            let (server_ip, wrapper) = match place {
-                procs::EdgePlace::Veth => (veth::EDGE, Some(veth::Link::exec_prefix())),
-                procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
-            };
-            let peers = wanted_peers
-                .into_iter()
-                .map(|kind| peers::Peer::start(kind, peer_dir.as_deref(), server_ip, wrapper))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            anyhow::Ok((edge, client, client_h2, peers))
-        })
-        .await??;
+        let (edge, client, client_h2, client_optimistic, peers) =
+            tokio::task::spawn_blocking(move || {
+                let config = config_owned.as_deref();
+                let edge = procs::start_edge_in(config, place)?;
+                let client = procs::start_client(config, &edge, None)?;
+                let client_h2 = if want_h2 {
+                    Some(procs::start_client_over(config, &edge, None, "h2", &[])?)
+                } else {
+                    None
+                };
+                let client_optimistic = if want_optimistic {
+                    Some(procs::start_client_over(
+                        config,
+                        &edge,
+                        None,
+                        "h3",
+                        &["--optimistic"],
+                    )?)
+                } else {
+                    None
+                };
+                // A peer's server stands where the edge does (in the namespace under --veth).
+                let (server_ip, wrapper) = match place {
+                    procs::EdgePlace::Veth => (veth::EDGE, Some(veth::Link::exec_prefix())),
+                    procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
+                };
+                let peers = wanted_peers
+                    .into_iter()
+                    .map(|kind| peers::Peer::start(kind, peer_dir.as_deref(), server_ip, wrapper))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::Ok((edge, client, client_h2, client_optimistic, peers))
+            })
+            .await??;
         for peer in &peers {
             peer_ready(peer, targets.echo).await?;
         }
@@ -290,6 +305,7 @@ impl Stage {
             edge,
             client,
             client_h2,
+            client_optimistic,
             peers,
             loss,
             link,
@@ -302,6 +318,7 @@ impl Stage {
             Route::Direct | Route::Raw => None,
             Route::Proxied => Some(self.client.socks),
             Route::ProxiedH2 => self.client_h2.as_ref().map(|c| c.socks),
+            Route::Optimistic => self.client_optimistic.as_ref().map(|c| c.socks),
             Route::Shadowsocks | Route::Shadowsocks2022 | Route::Tuic => self
                 .peers
                 .iter()
@@ -321,6 +338,11 @@ impl Stage {
                 .as_ref()
                 .map(|c| ("veil client (HTTP/2)".to_owned(), c.process.pid())),
         );
+        named.extend(
+            self.client_optimistic
+                .as_ref()
+                .map(|c| ("veil client (--optimistic)".to_owned(), c.process.pid())),
+        );
         for peer in &self.peers {
             let [local, server] = peer.pids();
             named.push((format!("{}: local", peer.kind.label()), local));
@@ -336,6 +358,7 @@ impl Stage {
             edge,
             client,
             client_h2,
+            client_optimistic,
             peers,
             loss,
             link,
@@ -343,6 +366,7 @@ impl Stage {
         } = self;
         tokio::task::spawn_blocking(move || {
             drop(peers);
+            drop(client_optimistic);
             drop(client_h2);
             drop(client);
             drop(edge);

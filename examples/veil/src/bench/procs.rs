@@ -134,15 +134,17 @@ pub(crate) fn start_client(
     edge: &Edge,
     udp_target: Option<SocketAddr>,
 ) -> anyhow::Result<Client> {
-    start_client_over(config, edge, udp_target, "h3")
+    start_client_over(config, edge, udp_target, "h3", &[])
 }
 
-/// [`start_client`] over `transport` (`h3`, or `h2` to the edge's TCP on-ramp).
+/// [`start_client`] over `transport` (`h3`, or `h2` to the edge's TCP on-ramp), with
+/// `extra` flags.
 pub(crate) fn start_client_over(
     config: Option<&Path>,
     edge: &Edge,
     udp_target: Option<SocketAddr>,
     transport: &str,
+    extra: &[&str],
 ) -> anyhow::Result<Client> {
     let edge_addr = if transport == "h2" {
         edge.tcp_addr.to_string()
@@ -168,6 +170,7 @@ pub(crate) fn start_client_over(
     if let Some(forward) = &forward {
         args.extend(["--udp-forward", forward]);
     }
+    args.extend(extra);
     let banner = if forward.is_some() { 3 } else { 2 };
     let (process, lines) = spawn("client", config, &args, banner)?;
     let socks = field(&lines, "veil: socks5 listening on ")?.parse()?;

@@ -1,0 +1,209 @@
+//! Optimistic TCP tunnels (`ClientConfig::optimistic`): open to the host as soon as the
+//! request leaves, bytes behind the request, refusals and lost connections as closes.
+
+use std::time::{Duration, Instant};
+
+use veil_engine::{
+    CloseReason, Config, Endpoint, Event, Recv, TunnelError, TunnelId, TunnelTarget, Verify,
+};
+
+use crate::harness::{Host, Net};
+use crate::hosts::EdgeHost;
+use crate::{BUDGET, client_config, target};
+
+/// Records the client's events and does nothing else: the test drives the tunnel.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+}
+
+impl Recorder {
+    fn saw(&self, event: &Event) -> bool {
+        self.events.contains(event)
+    }
+
+    fn closed(&self, tunnel: TunnelId) -> Option<CloseReason> {
+        self.events.iter().find_map(|event| match event {
+            Event::TunnelClosed { tunnel: t, reason } if *t == tunnel => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
+impl Host for Recorder {
+    fn on_event(&mut self, _endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        self.events.push(event);
+    }
+}
+
+/// A client that verifies nothing: one test restarts the edge with a new certificate.
+fn client(optimistic: bool) -> Endpoint {
+    let mut config = client_config(Verify::Insecure, None);
+    config.optimistic = optimistic;
+    config.reconnect_initial = Duration::from_millis(50);
+    let mut config = Config::client(config);
+    config.quic.max_idle_timeout = Duration::from_millis(800);
+    config.quic.keep_alive_interval = Some(Duration::from_millis(200));
+    Endpoint::new(config, Instant::now()).expect("client")
+}
+
+/// A pair whose connection is up (one tunnel opened on it).
+fn connected(optimistic: bool) -> (Net, Recorder, EdgeHost) {
+    let mut net = Net::new(client(optimistic), crate::edge(&[]));
+    let (mut recorder, mut host) = (Recorder::default(), EdgeHost::default());
+    let first = net
+        .client
+        .open_tunnel(Instant::now(), &target("echo.test", 1))
+        .expect("open");
+    let opened = Event::TunnelOpened { tunnel: first };
+    assert!(net.run_until(&mut recorder, &mut host, BUDGET, |r, _| r.saw(&opened)));
+    // A whole exchange, so that nothing of it is left in flight.
+    assert_eq!(net.client.tunnel_send(first, b"hi"), Ok(2));
+    net.client.tunnel_finish(first).expect("finish");
+    let (echoed, fin) = echo_of(&mut net, &mut recorder, &mut host, first);
+    assert_eq!((echoed.as_slice(), fin), (&b"hi"[..], true));
+    (net, recorder, host)
+}
+
+/// Opens a tunnel and returns the events the client reported at once, with no datagram
+/// moved: the edge cannot have answered them.
+fn open_now(net: &mut Net, to: &TunnelTarget) -> (TunnelId, Vec<Event>) {
+    let id = net.client.open_tunnel(Instant::now(), to).expect("open");
+    let events = std::iter::from_fn(|| net.client.poll_event()).collect();
+    (id, events)
+}
+
+/// Drives the pair and reads the tunnel until the peer's FIN; what arrived, and whether
+/// the FIN came within the budget.
+fn echo_of(
+    net: &mut Net,
+    recorder: &mut Recorder,
+    host: &mut EdgeHost,
+    id: TunnelId,
+) -> (Vec<u8>, bool) {
+    let mut received = Vec::new();
+    let mut buf = [0; 4096];
+    let deadline = Instant::now() + BUDGET;
+    while Instant::now() < deadline {
+        net.run_until(recorder, host, Duration::from_millis(5), |_, _| false);
+        loop {
+            let Recv { len, fin } = net.client.tunnel_recv(id, &mut buf).expect("recv");
+            received.extend_from_slice(&buf[..len]);
+            if fin {
+                return (received, true);
+            }
+            if len == 0 {
+                break;
+            }
+        }
+    }
+    (received, false)
+}
+
+#[test]
+fn an_optimistic_tunnel_opens_before_the_edge_answers_and_its_bytes_follow_the_request() {
+    let (mut net, mut recorder, mut host) = connected(true);
+    let requests = host.requests.len();
+
+    let (id, events) = open_now(&mut net, &target("echo.test", 2));
+    assert!(
+        events.contains(&Event::TunnelOpened { tunnel: id }),
+        "{events:?}"
+    );
+    // Bytes and the FIN go behind the request; nothing to read before the answer.
+    assert_eq!(net.client.tunnel_send(id, b"ping"), Ok(4));
+    net.client.tunnel_finish(id).expect("finish");
+    let mut buf = [0; 16];
+    assert_eq!(net.client.tunnel_recv(id, &mut buf), Ok(Recv::default()));
+    assert_eq!(host.requests.len(), requests, "the edge saw it already");
+
+    let (echoed, fin) = echo_of(&mut net, &mut recorder, &mut host, id);
+    assert_eq!(echoed, b"ping");
+    assert!(fin, "the echo's FIN");
+    assert_eq!(host.requests.len(), requests + 1);
+    // The 2xx reported nothing more (the first TunnelOpened was drained by `open_now`).
+    assert!(
+        !recorder.saw(&Event::TunnelOpened { tunnel: id }),
+        "opened again at the 2xx"
+    );
+}
+
+#[test]
+fn without_optimism_a_tunnel_takes_no_bytes_before_the_edge_answers() {
+    let (mut net, _, _) = connected(false);
+    let (id, events) = open_now(&mut net, &target("echo.test", 2));
+    assert!(
+        !events.contains(&Event::TunnelOpened { tunnel: id }),
+        "{events:?}"
+    );
+    assert_eq!(
+        net.client.tunnel_send(id, b"ping"),
+        Err(TunnelError::InvalidState)
+    );
+}
+
+#[test]
+fn an_optimistic_tunnel_the_edge_refuses_closes_with_its_status() {
+    let (mut net, mut recorder, mut host) = connected(true);
+    let (id, events) = open_now(&mut net, &target("refuse-prohibited.test", 443));
+    assert!(events.contains(&Event::TunnelOpened { tunnel: id }));
+    assert_eq!(
+        net.client.tunnel_send(id, b"GET / HTTP/1.1\r\n\r\n"),
+        Ok(18)
+    );
+
+    assert!(net.run_until(&mut recorder, &mut host, BUDGET, |r, _| {
+        r.closed(id).is_some()
+    }));
+    assert_eq!(
+        recorder.closed(id),
+        Some(CloseReason::Refused { status: 403 })
+    );
+    assert!(
+        !recorder
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TunnelRefused { .. })),
+        "a tunnel the host was told is open is closed, not refused"
+    );
+    assert_eq!(net.client.stats().tunnels_refused, 1);
+    assert_eq!(
+        net.client.tunnel_send(id, b"more"),
+        Err(TunnelError::UnknownTunnel)
+    );
+}
+
+/// The connection dies under two optimistic tunnels whose requests went out: the one
+/// that sent bytes is lost with it; the one that sent nothing waits for the next
+/// connection, takes no bytes meanwhile, hears `TunnelWritable` when its request is out
+/// again, and then carries bytes.
+#[test]
+fn a_lost_connection_ends_optimistic_tunnels_that_sent_and_requeues_those_that_did_not() {
+    let (mut net, mut recorder, mut host) = connected(true);
+    net.edge_alive = false;
+    let (sent, _) = open_now(&mut net, &target("echo.test", 3));
+    let (quiet, _) = open_now(&mut net, &target("echo.test", 4));
+    assert_eq!(net.client.tunnel_send(sent, b"lost"), Ok(4));
+
+    // The client notices through its idle timeout.
+    assert!(net.run_until(&mut recorder, &mut host, BUDGET, |r, _| {
+        r.closed(sent).is_some()
+    }));
+    assert_eq!(recorder.closed(sent), Some(CloseReason::ConnectionLost));
+    assert_eq!(recorder.closed(quiet), None);
+    // Waiting for a connection: bytes wait with it.
+    assert_eq!(net.client.tunnel_send(quiet, b"later"), Ok(0));
+
+    net.replace_edge(crate::edge(&[]));
+    let writable = Event::TunnelWritable { tunnel: quiet };
+    let mut host = EdgeHost::default();
+    let reopened = net.run_until(&mut recorder, &mut host, BUDGET, |r, _| r.saw(&writable));
+    assert!(reopened, "no TunnelWritable after the reconnect");
+    assert_eq!(net.client.tunnel_send(quiet, b"later"), Ok(5));
+    net.client.tunnel_finish(quiet).expect("finish");
+    let (echoed, fin) = echo_of(&mut net, &mut recorder, &mut host, quiet);
+    assert_eq!(echoed, b"later");
+    assert!(fin);
+    let ports: Vec<u16> = host.requests.iter().map(|(t, _)| t.port).collect();
+    assert_eq!(ports, [4], "only the quiet tunnel asked again");
+}
