@@ -312,6 +312,10 @@ struct Conn {
     /// HTTP/3 state is dropped too (`Http::forget_stream`: quiche 0.30 keeps it for ever
     /// for a stream that ended with a reset of ours).
     leftovers: shutdown::Ended,
+    /// Client: requests whose optimistic tunnel the host finished and then aborted before
+    /// the edge answered; our read is stopped when the answer comes
+    /// (`endpoint::optimistic`). Usually empty.
+    abandoned: Vec<u64>,
     /// This connection's entry in `Endpoint::conn_timers`.
     timer: Option<Instant>,
     /// Edge: where the ingress hook's verdict stands.
@@ -1423,6 +1427,7 @@ impl Endpoint {
                 fins_waiting: Vec::new(),
                 ended: shutdown::Ended::default(),
                 leftovers: shutdown::Ended::default(),
+                abandoned: Vec::new(),
                 timer: None,
                 ingress: Ingress::Pending,
                 certificate_identity: None,
@@ -1759,6 +1764,7 @@ impl Endpoint {
             .get(handle)
             .and_then(|conn| conn.streams.get(&stream))
         else {
+            self.answer_abandoned(handle, stream);
             return;
         };
         let Some(tunnel) = self.tunnels.get_mut(&id) else {

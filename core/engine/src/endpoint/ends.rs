@@ -40,16 +40,20 @@ impl Endpoint {
         //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
         //# stream. A proxy treats any error in the TCP connection, which includes receiving
         //# a TCP segment with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
-        let finished = self
+        let entry = self
             .tunnels
             .get(&tunnel)
-            .ok_or(TunnelError::UnknownTunnel)?
-            .sending
-            .is_over();
+            .ok_or(TunnelError::UnknownTunnel)?;
+        let finished = entry.sending.is_over();
+        let unanswered = matches!(entry.state, TunnelState::AwaitingResponse { .. });
         self.note_end(tunnel, crate::audit::Ending::Aborted);
         if let Some((handle, stream)) = self.remove_tunnel(tunnel) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                if finished {
+                if finished && unanswered {
+                    // Optimistic: a stop now would make the edge drop the request with
+                    // what followed it; it comes with the answer (`endpoint::optimistic`).
+                    conn.abandoned.push(stream);
+                } else if finished {
                     let _ =
                         conn.wire
                             .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);

@@ -146,6 +146,25 @@ impl Endpoint {
         Ok(false)
     }
 
+    /// Client: the answer to a request on a stream without a tunnel. When the host had
+    /// finished that tunnel and then aborted it before the answer (`tunnel_abort`), the
+    /// edge got the request, the bytes and the FIN, and delivers them if it accepts; only
+    /// now is our read stopped, as for a finished tunnel aborted once open. Stopping it
+    /// earlier would have the edge drop an unanswered request with what followed it.
+    pub(super) fn answer_abandoned(&mut self, handle: u64, stream: u64) {
+        let Some(conn) = self.conns.get_mut(handle) else {
+            return;
+        };
+        let Some(index) = conn.abandoned.iter().position(|&s| s == stream) else {
+            return;
+        };
+        conn.abandoned.swap_remove(index);
+        let _ = conn
+            .wire
+            .stream_shutdown(stream, quiche::Shutdown::Read, crate::H3_CONNECT_ERROR);
+        self.queue_send(handle);
+    }
+
     /// A send error on a request stream before the answer: an edge that refuses stops
     /// our direction and answers; the answer closes the tunnel, so the host only waits.
     pub(super) fn early_send_stopped(&mut self, tunnel: TunnelId, error: &h3::Error) -> bool {

@@ -207,3 +207,40 @@ fn a_lost_connection_ends_optimistic_tunnels_that_sent_and_requeues_those_that_d
     let ports: Vec<u16> = host.requests.iter().map(|(t, _)| t.port).collect();
     assert_eq!(ports, [4], "only the quiet tunnel asked again");
 }
+
+/// A host that finishes an optimistic tunnel and aborts it before the edge answered (an
+/// application that sent its request, half-closed and reset) still delivers every byte
+/// and the FIN: the engine stops reading only once the answer comes, as for a finished
+/// tunnel aborted once open. A stop sent at once would reach an edge that had not
+/// answered, which drops the request with what followed it.
+#[test]
+fn a_finished_optimistic_tunnel_aborted_before_the_answer_still_delivers_its_bytes() {
+    let (mut net, mut recorder, mut host) = connected(true);
+    let (id, _) = open_now(&mut net, &target("sink.test", 5));
+    assert_eq!(net.client.tunnel_send(id, b"request"), Ok(7));
+    net.client.tunnel_finish(id).expect("finish");
+    net.client.tunnel_abort(id).expect("abort");
+
+    let delivered = net.run_until(&mut recorder, &mut host, BUDGET, |_, h| {
+        !h.finished_data.is_empty()
+    });
+    assert!(delivered, "the sink never read the FIN");
+    let received: Vec<&Vec<u8>> = host.finished_data.values().collect();
+    assert_eq!(received, [&b"request".to_vec()]);
+    // The id is dead to the host: nothing more is reported for it.
+    let settled = net.run_until(
+        &mut recorder,
+        &mut host,
+        Duration::from_millis(300),
+        |_, _| false,
+    );
+    assert!(!settled);
+    assert!(
+        !recorder.events.iter().any(|e| matches!(e,
+            Event::TunnelClosed { tunnel, .. } | Event::TunnelReadable { tunnel }
+                | Event::TunnelWritable { tunnel } if *tunnel == id)),
+        "{:?}",
+        recorder.events
+    );
+    assert_eq!(net.client.stats().tunnels, 0);
+}

@@ -86,6 +86,9 @@ pub(crate) struct Setup {
     /// The edge's CONNECT-IP pools: 0 an IPv4 /30 (one address) and an IPv6 /126 (two),
     /// 1 the IPv4 /30 alone, 2 the IPv6 /126 alone, 3 none (CONNECT-IP answered 501).
     pub(crate) pools: u8,
+    /// An optimistic client (`ClientConfig::optimistic`): TCP tunnels open to the host
+    /// when their request leaves, and refusals close them.
+    pub(crate) optimistic: bool,
 }
 
 /// Tokens on the edge, and what the client presents.
@@ -119,6 +122,7 @@ impl Setup {
             allow_loopback: flags & 64 != 0,
             congestion: (more & 0x0f) % 3,
             pools: (more >> 4) & 3,
+            optimistic: more & 0x40 != 0,
         }
     }
 }

@@ -363,6 +363,7 @@ impl World {
         // up past 300 ms made the client ask for a TCP dial of its HTTP/2 fallback
         // (`Event::TcpDial`), which no host here serves (the h2 targets fuzz that path).
         client_config.transport = veil_engine::Transport::H3;
+        client_config.optimistic = setup.optimistic;
         client_config.token = match setup.auth {
             Auth::Open | Auth::NoToken => None,
             Auth::Token => Some(Secret::new(TOKEN)),
@@ -666,6 +667,9 @@ impl World {
                     Some(tunnel) => {
                         assert_eq!(result, Ok(()), "accept {id:?}");
                         tunnel.accepted = true;
+                        if let Origin::Client(port) = tunnel.origin {
+                            self.model.flow(port).edge_accepted = true;
+                        }
                     }
                 }
             }
@@ -2194,6 +2198,10 @@ impl World {
             Event::TunnelClosed { tunnel, reason } => {
                 let state = self.model.kill_client(tunnel);
                 assert!(state.open, "TunnelClosed for unopened {tunnel:?}");
+                if let CloseReason::Refused { status } = reason {
+                    assert!(!state.udp, "a UDP or IP tunnel closed as refused");
+                    self.check_refused_status(state.port, status);
+                }
                 check_close(state.udp, state.finished && state.fin, reason);
             }
             Event::IpTunnelConfigured { tunnel } => self.on_ip_configured(tunnel),
@@ -2382,6 +2390,27 @@ impl World {
         );
     }
 
+    /// An optimistic tunnel the edge refused after the host was told it is open
+    /// (`CloseReason::Refused`): its status is one the edge gives for this flow.
+    fn check_refused_status(&mut self, port: u16, status: u16) {
+        assert!(self.setup.optimistic, "closed as refused without optimism");
+        match self.setup.auth {
+            Auth::WrongToken => return assert_eq!(status, 403),
+            Auth::NoToken => return assert_eq!(status, 407),
+            Auth::Open | Auth::Token => {}
+        }
+        let flow = self.model.flow(port);
+        let forbidden =
+            target_ip(&flow.target.host).is_some_and(|ip| self.edge.check_egress(ip).is_err());
+        let flow = self.model.flow(port);
+        let given = flow.refusals.iter().any(|r| r.status() == status);
+        assert!(
+            given || (forbidden && status == 403),
+            "closed as refused with {status}; the edge's host refused with {:?}",
+            flow.refusals
+        );
+    }
+
     // --- invariants -----------------------------------------------------------------------
 
     fn check(&mut self) {
@@ -2478,7 +2507,7 @@ impl World {
                     flow.download_fin_read
                 );
             }
-            if flow.upload_abort_after_fin && !flow.edge_gave_up {
+            if flow.upload_abort_after_fin && flow.edge_accepted && !flow.edge_gave_up {
                 assert!(
                     flow.upload_fin_read && flow.upload_received == flow.upload_sent,
                     "port {port}: the client finished at {} and aborted; the edge read {} \

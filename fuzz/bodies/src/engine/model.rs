@@ -216,6 +216,9 @@ pub(crate) struct Flow {
     /// hide one that follows the FIN), so the peer must still read every byte and the FIN.
     pub(crate) upload_abort_after_fin: bool,
     pub(crate) download_abort_after_fin: bool,
+    /// The edge's host accepted a tunnel of this flow. An optimistic client may finish
+    /// and abort before that, and a request the edge never accepts delivers nothing.
+    pub(crate) edge_accepted: bool,
     /// The client aborted this flow's tunnel (it stops reading the download); the edge's
     /// host aborted or refused one (it stops reading the upload).
     pub(crate) client_gave_up: bool,
@@ -241,6 +244,7 @@ impl Flow {
             download_fin_read: false,
             upload_fin_read: false,
             upload_abort_after_fin: false,
+            edge_accepted: false,
             download_abort_after_fin: false,
             client_gave_up: false,
             edge_gave_up: false,
