@@ -39,6 +39,7 @@ mod shutdown;
 mod sniffing;
 mod tcp;
 mod timers;
+mod turns;
 mod udp;
 
 pub use ends::MAX_EARLY_RESETS_PER_10S;
@@ -312,6 +313,9 @@ struct Conn {
     /// HTTP/3 state is dropped too (`Http::forget_stream`: quiche 0.30 keeps it for ever
     /// for a stream that ended with a reset of ours).
     leftovers: shutdown::Ended,
+    /// The stream of the last tunnel whose bytes the connection took: the next round of
+    /// `TunnelWritable` starts after it (`endpoint::turns`).
+    send_turn: u64,
     /// Client: requests whose optimistic tunnel the host finished and then aborted before
     /// the edge answered; our read is stopped when the answer comes
     /// (`endpoint::optimistic`). Usually empty.
@@ -950,6 +954,7 @@ impl Endpoint {
                 }
                 self.stats.tunnel_bytes_sent += taken as u64;
                 if taken > 0 {
+                    conn.send_turn = stream;
                     entry.last_activity = Some(self.clock);
                     if entry.early == optimistic::Early::Opened {
                         entry.early = optimistic::Early::Sent;
@@ -1428,6 +1433,7 @@ impl Endpoint {
                 ended: shutdown::Ended::default(),
                 leftovers: shutdown::Ended::default(),
                 abandoned: Vec::new(),
+                send_turn: 0,
                 timer: None,
                 ingress: Ingress::Pending,
                 certificate_identity: None,
@@ -1987,6 +1993,7 @@ impl Endpoint {
             return;
         };
         let mut fins = Vec::new();
+        let mut writable = Vec::new();
         while let Some(stream) = conn.wire.stream_writable_next() {
             if conn.fins_waiting.contains(&stream) {
                 fins.push(stream);
@@ -2027,9 +2034,15 @@ impl Endpoint {
             };
             if tunnel.sending == (Sending::Open { blocked: true }) && sends {
                 tunnel.sending = Sending::Open { blocked: false };
-                self.events.push_back(Event::TunnelWritable { tunnel: id });
+                writable.push((stream, id));
             }
         }
+        turns::in_turn(&mut writable, conn.send_turn);
+        self.events.extend(
+            writable
+                .into_iter()
+                .map(|(_, tunnel)| Event::TunnelWritable { tunnel }),
+        );
         for (stream, code) in stopped {
             self.write_stopped(handle, stream, code);
         }

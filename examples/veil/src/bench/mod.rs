@@ -18,7 +18,9 @@
 //!   idle tunnels;
 //! - **connect**: `--connects` new tunnels, each a SOCKS5 handshake, a CONNECT to the echo
 //!   server and a 1-byte round trip, alternating between the routes (and a direct TCP
-//!   connection with the same round trip).
+//!   connection with the same round trip);
+//! - **share**: `--busy-tunnels` downloads at once through each route for `--share-secs`,
+//!   and how evenly they were served ([`share`]).
 //!
 //! Peers ([`peers`]) are routes too: `--paths direct,proxied,shadowsocks,
 //! shadowsocks-2022,tuic` measures shadowsocks-rust and TUIC beside veil in the same run,
@@ -36,6 +38,7 @@ mod peers;
 mod procs;
 mod raw;
 mod raw_dgram;
+mod share;
 mod step_thread;
 mod tcp;
 mod udp;
@@ -117,6 +120,12 @@ pub struct TcpArgs {
     /// New tunnels timed by `--parts connect`, on each route.
     #[arg(long, default_value_t = 300)]
     pub connects: usize,
+    /// Downloads run at once by `--parts share`, on each route.
+    #[arg(long, default_value_t = 100)]
+    pub busy_tunnels: usize,
+    /// How long `--parts share` reads them, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub share_secs: u64,
     /// Where the peers' programs are (`sslocal`, `ssserver`, `ssservice`, `tuic-client`,
     /// `tuic-server`); otherwise `PATH`, then `~/.cargo/bin`.
     #[arg(long, value_name = "DIR")]
@@ -149,6 +158,8 @@ pub enum Part {
     Memory,
     /// New-tunnel latency: SOCKS5 handshake + CONNECT + a 1-byte round trip.
     Connect,
+    /// Many busy tunnels at once: the smallest one's share of what they moved.
+    Share,
 }
 
 /// A path: direct, veil's, or a peer's.
@@ -480,6 +491,17 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         let times =
             tcp::new_tunnels(stage.targets.echo, &proxies, args.connects, WARMUP_CONNECTS).await?;
         report.push_str(&connect_table(args.connects, &proxies, &times));
+    }
+    if args.parts.contains(&Part::Share) && args.busy_tunnels > 0 {
+        let source = share::Source::start(stage.targets.echo.ip()).await?;
+        let window = Duration::from_secs(args.share_secs.max(1));
+        let mut spreads = Vec::new();
+        for (route, socks) in &proxies {
+            let shares = share::shares(*socks, source.addr, args.busy_tunnels, window).await?;
+            spreads.push(share::Spread::new(*route, shares, window));
+            tokio::time::sleep(SETTLE).await;
+        }
+        report.push_str(&share::table(args.busy_tunnels, window, &spreads));
     }
     if !stage.peers.is_empty() {
         report.push_str(&rss_table(&stage.proxy_processes())?);
