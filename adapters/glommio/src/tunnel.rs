@@ -285,7 +285,8 @@ async fn send(shared: &Shared<'_>, mut bytes: &[u8]) {
             return;
         }
         if shared.discards_tcp() {
-            return shared.feed(Relay::tcp_discarded);
+            let len = bytes.len();
+            return shared.feed(|relay, now| relay.tcp_discarded(now, len));
         }
         match shared.port.tunnel_send(shared.tunnel, bytes) {
             Ok(taken) => {
