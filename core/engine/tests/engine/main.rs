@@ -27,8 +27,10 @@ mod refusals;
 mod requests;
 mod retry;
 mod rules;
+mod share;
 mod shutdown;
 mod tls;
+
 mod tunnels;
 mod udp;
 mod udp_rules;
