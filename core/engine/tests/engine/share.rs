@@ -3,11 +3,11 @@
 //! told a tunnel is writable and read only when told it is readable.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use veil_engine::{Endpoint, Event, Recv, TunnelId};
 
-use crate::harness::{Host, Net};
+use crate::harness::Host;
 use crate::{BUDGET, pair, target};
 
 /// The edge's host: accepts every request and writes 64 KiB chunks to a tunnel, in the
