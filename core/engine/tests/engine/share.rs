@@ -35,16 +35,11 @@ impl Host for Sources {
         let chunk = vec![0u8; 64 * 1024];
         let mut busy = false;
         for id in std::mem::take(&mut self.writable) {
-            loop {
-                match endpoint.tunnel_send(id, &chunk) {
-                    Ok(n) => {
-                        *self.sent.entry(id).or_default() += n;
-                        busy |= n > 0;
-                        if n < chunk.len() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
+            while let Ok(taken) = endpoint.tunnel_send(id, &chunk) {
+                *self.sent.entry(id).or_default() += taken;
+                busy |= taken > 0;
+                if taken < chunk.len() {
+                    break;
                 }
             }
         }
