@@ -285,8 +285,7 @@ async fn send(shared: &Shared<'_>, mut bytes: &[u8]) {
             return;
         }
         if shared.discards_tcp() {
-            let len = bytes.len();
-            return shared.feed(|relay, now| relay.tcp_discarded(now, len));
+            return shared.feed(Relay::tcp_discarded);
         }
         match shared.port.tunnel_send(shared.tunnel, bytes) {
             Ok(taken) => {

@@ -370,8 +370,8 @@ async fn drive(
                             told = true;
                             tell(relay, now, ending.try_recv().ok());
                         }
-                        // The bytes last read had nowhere to go (uncounted).
-                        relay.tcp_discarded(now, 0);
+                        // The bytes last read had nowhere to go.
+                        relay.tcp_discarded(now);
                     }
                 }
             }
@@ -393,7 +393,7 @@ async fn drive(
             }
             Seen::Told(word) => tell(relay, now, word.ok()),
             Seen::Discarded(Ok(0)) => relay.tcp_eof(now),
-            Seen::Discarded(Ok(len)) => relay.tcp_discarded(now, len),
+            Seen::Discarded(Ok(_)) => relay.tcp_discarded(now),
             Seen::Discarded(Err(_)) => relay.tcp_error(now),
             Seen::Timer => relay.on_timeout(now),
             Seen::Stuck => {

@@ -489,7 +489,7 @@ static void on_target_readable(veil_endpoint *ep, struct tunnel *t, uint64_t now
     bool discards = false;
     veil_relay_discards_tcp(t->relay, &discards);
     if (discards) {
-        veil_relay_tcp_discarded_len(t->relay, now, (size_t)n);
+        veil_relay_tcp_discarded(t->relay, now);
         return;
     }
     t->up_off = 0;

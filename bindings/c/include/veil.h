@@ -1265,23 +1265,11 @@ void veil_relay_free(struct veil_relay *relay);
 // `relay` must be NULL or live.
 enum veil_result veil_relay_tcp_eof(struct veil_relay *relay, uint64_t now_ns);
 
-// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`), without
-// their count: the linger keeps its time bounds only. Prefer
-// `veil_relay_tcp_discarded_len`.
+// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
 //
 // # Safety
 // `relay` must be NULL or live.
 enum veil_result veil_relay_tcp_discarded(struct veil_relay *relay, uint64_t now_ns);
-
-// `len` bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`):
-// a linger ends once it has discarded a mebibyte (`LINGER_BYTES`), besides its time
-// bounds.
-//
-// # Safety
-// `relay` must be NULL or live.
-enum veil_result veil_relay_tcp_discarded_len(struct veil_relay *relay,
-                                              uint64_t now_ns,
-                                              size_t len);
 
 // A `read`, `write` or `shutdown` on the TCP side failed (other than `EAGAIN`/`EINTR`).
 //

@@ -246,9 +246,7 @@ pub unsafe extern "C" fn veil_relay_tcp_eof(relay: *mut veil_relay, now_ns: u64)
     unsafe { fact(relay, now_ns, Relay::tcp_eof) }
 }
 
-/// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`), without
-/// their count: the linger keeps its time bounds only. Prefer
-/// `veil_relay_tcp_discarded_len`.
+/// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
 ///
 /// # Safety
 /// `relay` must be NULL or live.
@@ -258,28 +256,7 @@ pub unsafe extern "C" fn veil_relay_tcp_discarded(
     now_ns: u64,
 ) -> veil_result {
     // SAFETY: the caller's promises are forwarded.
-    unsafe { fact(relay, now_ns, |relay, now| relay.tcp_discarded(now, 0)) }
-}
-
-/// `len` bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`):
-/// a linger ends once it has discarded a mebibyte (`LINGER_BYTES`), besides its time
-/// bounds.
-///
-/// # Safety
-/// `relay` must be NULL or live.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn veil_relay_tcp_discarded_len(
-    relay: *mut veil_relay,
-    now_ns: u64,
-    len: usize,
-) -> veil_result {
-    // SAFETY: the caller's promises are forwarded.
-    unsafe {
-        input(relay, now_ns, |relay, now| {
-            relay.tcp_discarded(now, len);
-            Ok(())
-        })
-    }
+    unsafe { fact(relay, now_ns, Relay::tcp_discarded) }
 }
 
 /// A `read`, `write` or `shutdown` on the TCP side failed (other than `EAGAIN`/`EINTR`).

@@ -14,8 +14,8 @@
 //! - a peer that finished its direction and then stopped reading ours (`STOP_SENDING`) is
 //!   not a failure: every byte it sent still reaches the TCP side, whose write side is then
 //!   shut down, and the relay lingers (reads and discards what the TCP side still sends)
-//!   for at most [`LINGER_TOTAL`], at most [`LINGER_IDLE`] without a byte and at most
-//!   [`LINGER_BYTES`], before it closes the connection ([`RelayOutcome::PeerStopped`]);
+//!   for at most [`LINGER_TOTAL`], and at most [`LINGER_IDLE`] without a byte, before it
+//!   closes the connection without a reset ([`RelayOutcome::PeerStopped`]);
 //! - the relay is done when both directions are finished (or, with
 //!   [`RelayEnd::AfterPeerFin`], the tunnel's), or one side failed.
 //!
@@ -63,16 +63,6 @@ pub const LINGER_TOTAL: Duration = Duration::from_secs(30);
 /// nothing for this long: a TCP side that stopped sending but does not close has nothing
 /// more that a reset could spoil, and waiting longer only holds the connection.
 pub const LINGER_IDLE: Duration = Duration::from_secs(5);
-
-/// While lingering (see [`LINGER_TOTAL`]), the relay closes once it has discarded this
-/// many bytes of the TCP side. A side that is still sending that much after the peer
-/// stopped reading is not about to close, and reading it at local speed for the whole
-/// linger would pull gigabytes from it for nobody: measured before this bound, an edge
-/// spent a whole core for 30 s draining each download whose client had half-closed and
-/// gone. The close may then reset (Linux answers `close()` with RST when bytes are
-/// unread), which the far end sees only after it sent a mebibyte past our last byte:
-/// long after it read what we sent, for the request/response exchanges a linger protects.
-pub const LINGER_BYTES: u64 = 1 << 20;
 
 /// When a relay is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,8 +171,6 @@ enum Phase {
         give_up: Instant,
         /// `LINGER_IDLE` after the last byte read (or the start).
         idle: Instant,
-        /// Bytes discarded since the linger began (bounded by `LINGER_BYTES`).
-        discarded: u64,
     },
     /// Over.
     Done(RelayOutcome),
@@ -221,7 +209,7 @@ impl Relay {
     /// When [`on_timeout`](Self::on_timeout) is due: only while lingering.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Lingering { give_up, idle, .. } => Some(give_up.min(idle)),
+            Phase::Lingering { give_up, idle } => Some(give_up.min(idle)),
             Phase::Relaying | Phase::Done(_) => None,
         }
     }
@@ -266,23 +254,13 @@ impl Relay {
         self.advance(now);
     }
 
-    /// `len` bytes read from the TCP side were discarded (after
-    /// [`RelayAction::DiscardTcp`]): while lingering, the idle deadline starts again, and
-    /// past [`LINGER_BYTES`] in all the linger ends. A host that cannot count gives 0.
-    pub fn tcp_discarded(&mut self, now: Instant, len: usize) {
-        if let Phase::Lingering {
-            give_up, discarded, ..
-        } = self.phase
-        {
-            let discarded = discarded.saturating_add(len as u64);
-            if discarded >= LINGER_BYTES {
-                self.done(RelayOutcome::PeerStopped);
-                return;
-            }
+    /// Bytes read from the TCP side were discarded (after [`RelayAction::DiscardTcp`]):
+    /// while lingering, the idle deadline starts again.
+    pub fn tcp_discarded(&mut self, now: Instant) {
+        if let Phase::Lingering { give_up, .. } = self.phase {
             self.phase = Phase::Lingering {
                 give_up,
                 idle: now + LINGER_IDLE,
-                discarded,
             };
         }
     }
@@ -394,7 +372,7 @@ impl Relay {
     /// The deadline of [`poll_timeout`](Self::poll_timeout) may have come (early is
     /// harmless): a linger past either bound ends, closing the TCP connection normally.
     pub fn on_timeout(&mut self, now: Instant) {
-        if let Phase::Lingering { give_up, idle, .. } = self.phase {
+        if let Phase::Lingering { give_up, idle } = self.phase {
             if now >= give_up.min(idle) {
                 self.done(RelayOutcome::PeerStopped);
             }
@@ -433,7 +411,6 @@ impl Relay {
                 self.phase = Phase::Lingering {
                     give_up: now + LINGER_TOTAL,
                     idle: now + LINGER_IDLE,
-                    discarded: 0,
                 };
             }
             (Up::Finished, _) => self.done(RelayOutcome::Finished),
@@ -523,7 +500,7 @@ mod tests {
             let (relay, now) = (&mut self.relay, self.now);
             match input {
                 TcpEof => relay.tcp_eof(now),
-                TcpDiscarded => relay.tcp_discarded(now, 1),
+                TcpDiscarded => relay.tcp_discarded(now),
                 TcpError => relay.tcp_error(now),
                 TcpFlushed => relay.tcp_flushed(now),
                 TunnelFin => relay.tunnel_fin(now),
@@ -790,27 +767,6 @@ mod tests {
         assert_eq!(bench.feed(Timeout), []);
         bench.now = start + LINGER_TOTAL;
         assert_eq!(bench.feed(Timeout), [CloseTcp, Done(PeerStopped)]);
-    }
-
-    #[test]
-    fn a_linger_ends_once_a_mebibyte_was_discarded() {
-        let mut bench = lingering();
-        let chunk = 64 * 1024;
-        let chunks = usize::try_from(LINGER_BYTES).expect("a mebibyte") / chunk;
-        for _ in 0..chunks - 1 {
-            bench.relay.tcp_discarded(bench.now, chunk);
-            assert!(bench.relay.poll_action().is_none());
-        }
-        assert!(bench.relay.is_lingering());
-        bench.relay.tcp_discarded(bench.now, chunk);
-        let actions: Vec<_> = std::iter::from_fn(|| bench.relay.poll_action()).collect();
-        assert_eq!(actions, [CloseTcp, Done(PeerStopped)]);
-        // A host that cannot count keeps the time bounds alone.
-        let mut bench = lingering();
-        for _ in 0..1000 {
-            bench.relay.tcp_discarded(bench.now, 0);
-        }
-        assert!(bench.relay.is_lingering());
     }
 
     #[test]
