@@ -24,7 +24,7 @@ use super::Route;
 const CHUNK: usize = 64 * 1024;
 
 /// A TCP listener that, on each connection, waits for one byte and then writes zeros until
-/// the peer goes away.
+/// the peer half-closes or goes away.
 pub(crate) struct Source {
     pub(crate) addr: SocketAddr,
     task: JoinHandle<()>,
@@ -51,13 +51,23 @@ impl Drop for Source {
     }
 }
 
-async fn stream_zeros(mut stream: TcpStream) {
+/// Writes zeros from the first byte read until the peer half-closes or goes away, as a
+/// server stops when its client does (a source that kept writing would leave the edge's
+/// relay draining it after each run: docs/RELIABILITY.md, "The linger after a stop").
+async fn stream_zeros(stream: TcpStream) {
+    let (mut reader, mut writer) = stream.into_split();
     let mut start = [0u8; 1];
-    if stream.read_exact(&mut start).await.is_err() {
+    if reader.read_exact(&mut start).await.is_err() {
         return;
     }
     let zeros = vec![0u8; CHUNK];
-    while stream.write_all(&zeros).await.is_ok() {}
+    let writing = async { while writer.write_all(&zeros).await.is_ok() {} };
+    let mut rest = [0u8; 64];
+    let peer_done = async { while matches!(reader.read(&mut rest).await, Ok(len) if len > 0) {} };
+    tokio::select! {
+        () = writing => {}
+        () = peer_done => {}
+    }
 }
 
 /// Opens `tunnels` tunnels to `source` through `socks`, starts them together and returns
