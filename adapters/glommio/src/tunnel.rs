@@ -201,6 +201,11 @@ impl Shared<'_> {
     fn discards_tcp(&self) -> bool {
         self.relay.borrow().discards_tcp()
     }
+
+    /// Whether the linger has discarded enough: no more reads (`Relay::tcp_reads_paused`).
+    fn tcp_reads_paused(&self) -> bool {
+        self.relay.borrow().tcp_reads_paused()
+    }
 }
 
 /// Tells the relay of the engine's close of the tunnel, and of its deadlines (a glommio
@@ -262,6 +267,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn to_client(shared: &Shared<'_>, reader: &mut ReadHalf<TcpStream>) {
     let mut buf = vec![0; CHUNK];
     loop {
+        if shared.tcp_reads_paused() {
+            // The linger waits without reading; `watch` ends it at its deadline. Not a
+            // return: with both directions reported, the relay would close at once, and a
+            // close with unread bytes is a reset.
+            return future::pending().await;
+        }
         let len = match reader.read(&mut buf).await {
             Ok(0) => return shared.feed(Relay::tcp_eof),
             Ok(len) => len,
@@ -285,7 +296,8 @@ async fn send(shared: &Shared<'_>, mut bytes: &[u8]) {
             return;
         }
         if shared.discards_tcp() {
-            return shared.feed(Relay::tcp_discarded);
+            let len = bytes.len();
+            return shared.feed(|relay, now| relay.tcp_discarded(now, len));
         }
         match shared.port.tunnel_send(shared.tunnel, bytes) {
             Ok(taken) => {

@@ -345,7 +345,8 @@ async fn drive(
     let mut last = Vec::new();
     loop {
         let deadline = relay.poll_timeout();
-        let discarding = relay.discards_tcp() && rd.is_some();
+        // Past the linger's byte bound the relay waits without reading (its timer ends it).
+        let discarding = relay.discards_tcp() && !relay.tcp_reads_paused() && rd.is_some();
         if discarding && discard.is_empty() {
             discard = vec![0; DISCARD_CHUNK];
         }
@@ -370,8 +371,8 @@ async fn drive(
                             told = true;
                             tell(relay, now, ending.try_recv().ok());
                         }
-                        // The bytes last read had nowhere to go.
-                        relay.tcp_discarded(now);
+                        // The bytes last read had nowhere to go (uncounted).
+                        relay.tcp_discarded(now, 0);
                     }
                 }
             }
@@ -393,7 +394,7 @@ async fn drive(
             }
             Seen::Told(word) => tell(relay, now, word.ok()),
             Seen::Discarded(Ok(0)) => relay.tcp_eof(now),
-            Seen::Discarded(Ok(_)) => relay.tcp_discarded(now),
+            Seen::Discarded(Ok(len)) => relay.tcp_discarded(now, len),
             Seen::Discarded(Err(_)) => relay.tcp_error(now),
             Seen::Timer => relay.on_timeout(now),
             Seen::Stuck => {

@@ -489,7 +489,7 @@ static void on_target_readable(veil_endpoint *ep, struct tunnel *t, uint64_t now
     bool discards = false;
     veil_relay_discards_tcp(t->relay, &discards);
     if (discards) {
-        veil_relay_tcp_discarded(t->relay, now);
+        veil_relay_tcp_discarded_len(t->relay, now, (size_t)n);
         return;
     }
     t->up_off = 0;
@@ -720,7 +720,9 @@ int main(int argc, char **argv) {
                 events = POLLOUT;
                 if (t->dial_deadline_ns < deadline) deadline = t->dial_deadline_ns;
             } else if (t->state == OPEN) {
-                if (t->up_len == 0 && !t->target_eof) events |= POLLIN; /* backpressure */
+                bool paused = false; /* a linger past its byte bound waits without reading */
+                veil_relay_tcp_reads_paused(t->relay, &paused);
+                if (t->up_len == 0 && !t->target_eof && !paused) events |= POLLIN; /* backpressure */
                 if (t->down_len > 0) events |= POLLOUT;
                 uint64_t linger = VEIL_NO_TIMEOUT;
                 if (veil_relay_poll_timeout(t->relay, &linger) == VEIL_OK && linger < deadline)

@@ -1265,11 +1265,22 @@ void veil_relay_free(struct veil_relay *relay);
 // `relay` must be NULL or live.
 enum veil_result veil_relay_tcp_eof(struct veil_relay *relay, uint64_t now_ns);
 
-// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
+// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`), without
+// their count: the linger keeps its time bounds only. Prefer
+// `veil_relay_tcp_discarded_len`.
 //
 // # Safety
 // `relay` must be NULL or live.
 enum veil_result veil_relay_tcp_discarded(struct veil_relay *relay, uint64_t now_ns);
+
+// `len` bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
+// Past a mebibyte in a linger, `veil_relay_tcp_reads_paused` says to stop reading.
+//
+// # Safety
+// `relay` must be NULL or live.
+enum veil_result veil_relay_tcp_discarded_len(struct veil_relay *relay,
+                                              uint64_t now_ns,
+                                              size_t len);
 
 // A `read`, `write` or `shutdown` on the TCP side failed (other than `EAGAIN`/`EINTR`).
 //
@@ -1345,6 +1356,15 @@ enum veil_result veil_relay_poll_timeout(const struct veil_relay *relay, uint64_
 // # Safety
 // `relay` must be NULL or live; `discards` NULL or writable.
 enum veil_result veil_relay_discards_tcp(const struct veil_relay *relay, bool *discards);
+
+// Writes to `*paused` whether the host should stop reading the TCP side: the relay
+// lingers and has discarded a mebibyte already. It then waits for its deadline
+// (`veil_relay_poll_timeout`) without reading: the far end's sends stall, and nothing it
+// has not read is lost to a reset. A host that reads on only spends CPU.
+//
+// # Safety
+// `relay` must be NULL or live; `paused` NULL or writable.
+enum veil_result veil_relay_tcp_reads_paused(const struct veil_relay *relay, bool *paused);
 
 // Writes how the relay ended to `*outcome`, once `VEIL_RELAY_DONE` is queued or taken.
 //

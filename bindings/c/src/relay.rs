@@ -246,7 +246,9 @@ pub unsafe extern "C" fn veil_relay_tcp_eof(relay: *mut veil_relay, now_ns: u64)
     unsafe { fact(relay, now_ns, Relay::tcp_eof) }
 }
 
-/// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
+/// Bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`), without
+/// their count: the linger keeps its time bounds only. Prefer
+/// `veil_relay_tcp_discarded_len`.
 ///
 /// # Safety
 /// `relay` must be NULL or live.
@@ -256,7 +258,27 @@ pub unsafe extern "C" fn veil_relay_tcp_discarded(
     now_ns: u64,
 ) -> veil_result {
     // SAFETY: the caller's promises are forwarded.
-    unsafe { fact(relay, now_ns, Relay::tcp_discarded) }
+    unsafe { fact(relay, now_ns, |relay, now| relay.tcp_discarded(now, 0)) }
+}
+
+/// `len` bytes read from the TCP side were discarded (after `VEIL_RELAY_DISCARD_TCP`).
+/// Past a mebibyte in a linger, `veil_relay_tcp_reads_paused` says to stop reading.
+///
+/// # Safety
+/// `relay` must be NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_relay_tcp_discarded_len(
+    relay: *mut veil_relay,
+    now_ns: u64,
+    len: usize,
+) -> veil_result {
+    // SAFETY: the caller's promises are forwarded.
+    unsafe {
+        input(relay, now_ns, |relay, now| {
+            relay.tcp_discarded(now, len);
+            Ok(())
+        })
+    }
 }
 
 /// A `read`, `write` or `shutdown` on the TCP side failed (other than `EAGAIN`/`EINTR`).
@@ -459,6 +481,28 @@ pub unsafe extern "C" fn veil_relay_discards_tcp(
         let out = ptr::out(discards)?;
         // SAFETY: checked non-NULL and aligned; writable as the caller promises.
         unsafe { ptr::put(out, relay.relay.discards_tcp()) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_relay_ref(relay, body) }
+}
+
+/// Writes to `*paused` whether the host should stop reading the TCP side: the relay
+/// lingers and has discarded a mebibyte already. It then waits for its deadline
+/// (`veil_relay_poll_timeout`) without reading: the far end's sends stall, and nothing it
+/// has not read is lost to a reset. A host that reads on only spends CPU.
+///
+/// # Safety
+/// `relay` must be NULL or live; `paused` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_relay_tcp_reads_paused(
+    relay: *const veil_relay,
+    paused: *mut bool,
+) -> veil_result {
+    let body = |relay: &veil_relay| {
+        let out = ptr::out(paused)?;
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, relay.relay.tcp_reads_paused()) };
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.

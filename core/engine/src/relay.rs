@@ -15,7 +15,8 @@
 //!   not a failure: every byte it sent still reaches the TCP side, whose write side is then
 //!   shut down, and the relay lingers (reads and discards what the TCP side still sends)
 //!   for at most [`LINGER_TOTAL`], and at most [`LINGER_IDLE`] without a byte, before it
-//!   closes the connection without a reset ([`RelayOutcome::PeerStopped`]);
+//!   closes the connection without a reset ([`RelayOutcome::PeerStopped`]); past
+//!   [`LINGER_BYTES`] discarded it stops reading and only waits;
 //! - the relay is done when both directions are finished (or, with
 //!   [`RelayEnd::AfterPeerFin`], the tunnel's), or one side failed.
 //!
@@ -63,6 +64,17 @@ pub const LINGER_TOTAL: Duration = Duration::from_secs(30);
 /// nothing for this long: a TCP side that stopped sending but does not close has nothing
 /// more that a reset could spoil, and waiting longer only holds the connection.
 pub const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+/// While lingering (see [`LINGER_TOTAL`]), the relay stops reading the TCP side once it
+/// has discarded this many bytes ([`Relay::tcp_reads_paused`]), and waits out
+/// [`LINGER_TOTAL`] instead. A side that is still sending that much is not about to close,
+/// and reading it at local speed would pull gigabytes for nobody: measured before this
+/// bound, an edge spent a whole core for 30 s draining each download whose client had
+/// half-closed and gone. It must not close early either: a close with unread bytes is a
+/// reset, and a reset destroys what the far end has not read yet (an application that
+/// keeps uploading while it has not read the answer loses the answer's tail). Not
+/// reading costs nothing: the far end's sends stall under flow control.
+pub const LINGER_BYTES: u64 = 1 << 20;
 
 /// When a relay is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,8 +181,11 @@ enum Phase {
     Lingering {
         /// `LINGER_TOTAL` after the linger began.
         give_up: Instant,
-        /// `LINGER_IDLE` after the last byte read (or the start).
+        /// `LINGER_IDLE` after the last byte read (or the start); `give_up` once the reads
+        /// are paused.
         idle: Instant,
+        /// Bytes discarded since the linger began; at `LINGER_BYTES` the reads pause.
+        discarded: u64,
     },
     /// Over.
     Done(RelayOutcome),
@@ -209,7 +224,7 @@ impl Relay {
     /// When [`on_timeout`](Self::on_timeout) is due: only while lingering.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Lingering { give_up, idle } => Some(give_up.min(idle)),
+            Phase::Lingering { give_up, idle, .. } => Some(give_up.min(idle)),
             Phase::Relaying | Phase::Done(_) => None,
         }
     }
@@ -254,13 +269,32 @@ impl Relay {
         self.advance(now);
     }
 
-    /// Bytes read from the TCP side were discarded (after [`RelayAction::DiscardTcp`]):
-    /// while lingering, the idle deadline starts again.
-    pub fn tcp_discarded(&mut self, now: Instant) {
-        if let Phase::Lingering { give_up, .. } = self.phase {
+    /// Whether the host should stop reading the TCP side: lingering, with
+    /// [`LINGER_BYTES`] discarded already. The relay then ends at its `LINGER_TOTAL`
+    /// deadline (or sooner on an error); a host that reads on anyway only spends CPU.
+    pub fn tcp_reads_paused(&self) -> bool {
+        matches!(self.phase, Phase::Lingering { discarded, .. } if discarded >= LINGER_BYTES)
+    }
+
+    /// `len` bytes read from the TCP side were discarded (after
+    /// [`RelayAction::DiscardTcp`]): while lingering, the idle deadline starts again, and
+    /// past [`LINGER_BYTES`] in all the reads pause ([`Self::tcp_reads_paused`]). A host
+    /// that cannot count gives 0.
+    pub fn tcp_discarded(&mut self, now: Instant, len: usize) {
+        if let Phase::Lingering {
+            give_up, discarded, ..
+        } = self.phase
+        {
+            let discarded = discarded.saturating_add(len as u64);
+            let idle = if discarded >= LINGER_BYTES {
+                give_up
+            } else {
+                now + LINGER_IDLE
+            };
             self.phase = Phase::Lingering {
                 give_up,
-                idle: now + LINGER_IDLE,
+                idle,
+                discarded,
             };
         }
     }
@@ -372,7 +406,7 @@ impl Relay {
     /// The deadline of [`poll_timeout`](Self::poll_timeout) may have come (early is
     /// harmless): a linger past either bound ends, closing the TCP connection normally.
     pub fn on_timeout(&mut self, now: Instant) {
-        if let Phase::Lingering { give_up, idle } = self.phase {
+        if let Phase::Lingering { give_up, idle, .. } = self.phase {
             if now >= give_up.min(idle) {
                 self.done(RelayOutcome::PeerStopped);
             }
@@ -411,6 +445,7 @@ impl Relay {
                 self.phase = Phase::Lingering {
                     give_up: now + LINGER_TOTAL,
                     idle: now + LINGER_IDLE,
+                    discarded: 0,
                 };
             }
             (Up::Finished, _) => self.done(RelayOutcome::Finished),
@@ -500,7 +535,7 @@ mod tests {
             let (relay, now) = (&mut self.relay, self.now);
             match input {
                 TcpEof => relay.tcp_eof(now),
-                TcpDiscarded => relay.tcp_discarded(now),
+                TcpDiscarded => relay.tcp_discarded(now, 1),
                 TcpError => relay.tcp_error(now),
                 TcpFlushed => relay.tcp_flushed(now),
                 TunnelFin => relay.tunnel_fin(now),
@@ -767,6 +802,33 @@ mod tests {
         assert_eq!(bench.feed(Timeout), []);
         bench.now = start + LINGER_TOTAL;
         assert_eq!(bench.feed(Timeout), [CloseTcp, Done(PeerStopped)]);
+    }
+
+    #[test]
+    fn past_a_mebibyte_discarded_the_reads_pause_and_the_linger_waits_out_its_total() {
+        let mut bench = lingering();
+        let start = bench.now;
+        let chunk = 64 * 1024;
+        let chunks = usize::try_from(LINGER_BYTES).expect("a mebibyte") / chunk;
+        for _ in 0..chunks - 1 {
+            bench.relay.tcp_discarded(bench.now, chunk);
+        }
+        assert!(!bench.relay.tcp_reads_paused());
+        bench.relay.tcp_discarded(bench.now, chunk);
+        assert!(bench.relay.tcp_reads_paused());
+        // No close, no reset: what the far end has not read stays readable.
+        assert!(bench.relay.poll_action().is_none());
+        assert_eq!(bench.relay.poll_timeout(), Some(start + LINGER_TOTAL));
+        bench.advance(LINGER_IDLE * 2);
+        assert_eq!(bench.feed(Timeout), [], "no idle bound while paused");
+        bench.now = start + LINGER_TOTAL;
+        assert_eq!(bench.feed(Timeout), [CloseTcp, Done(PeerStopped)]);
+        // A host that cannot count keeps reading, under the time bounds alone.
+        let mut bench = lingering();
+        for _ in 0..1000 {
+            bench.relay.tcp_discarded(bench.now, 0);
+        }
+        assert!(!bench.relay.tcp_reads_paused());
     }
 
     #[test]

@@ -735,9 +735,10 @@ fn drain_on_sigterm(kind: EdgeKind) -> anyhow::Result<()> {
 
 /// The request the application sends before it resets.
 const LINGER_REQUEST: usize = 256 * 1024;
-/// What the target sends after it read the request: more than loopback's socket buffers
-/// hold, so an edge that did not read would stall it.
-const AFTER_EOF: usize = 16 * 1024 * 1024;
+/// What the target sends after it read the request: under the linger's bound on
+/// discarded bytes (`veil_engine::relay::LINGER_BYTES`, 1 MiB, past which the edge stops
+/// reading; `e2e_linger` checks that).
+const AFTER_EOF: usize = 512 * 1024;
 /// The edge's idle bound on a linger (`veil_engine::relay::LINGER_IDLE`).
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// How long after its last byte the target waits before it checks that the edge closed.

@@ -10,7 +10,11 @@
 //!   keep succeeding (a closed socket would answer them with RST, one that stopped
 //!   reading would stall them);
 //! - close the connection once the target has sent nothing for `LINGER_IDLE` (5 s), and
-//!   not hold it longer: the target's next writes then fail.
+//!   not hold it longer: the target's next writes then fail;
+//! - and not drain a target that never stops: past `LINGER_BYTES` (1 MiB) discarded the
+//!   edge stops reading (the target's writes stall) without closing, which would reset
+//!   what the target has not read (the second test; the engine's unit tests check the
+//!   bound and the wait that follows).
 //!
 //! `e2e_stop` proves the first point with a target that reads slowly; this file adds the
 //! linger and its idle bound, which the engine's unit tests check on a clock of their own
@@ -28,9 +32,14 @@ use veil_cli::fetch::{self, SocksOutcome};
 
 /// The request the application sends before it resets.
 const REQUEST: usize = 256 * 1024;
-/// What the target sends after it has read the request: more than the socket buffers of
-/// loopback hold, so an edge that did not read would stall it.
-const AFTER_EOF: usize = 16 * 1024 * 1024;
+/// What the target sends after it has read the request: under the linger's bound on
+/// discarded bytes (`veil_engine::relay::LINGER_BYTES`, 1 MiB).
+const AFTER_EOF: usize = 512 * 1024;
+/// What a target that never stops talking tries to send after the request: far more than
+/// the linger discards and loopback's socket buffers hold.
+const ENDLESS: usize = 64 * 1024 * 1024;
+/// How long its writes must stay stalled.
+const STALL: Duration = Duration::from_secs(3);
 /// Bound of the whole exchange on a busy machine.
 const EXCHANGE: Duration = Duration::from_secs(60);
 /// How long the application waits after its request before it resets: ample for the
@@ -54,8 +63,9 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 /// The target's side: answers, reads the request to its EOF, keeps sending, goes quiet,
-/// and then finds the connection closed. Returns the request it read.
-async fn talkative_target(listener: TcpListener) -> anyhow::Result<Vec<u8>> {
+/// and then finds the connection closed; or, `endless`, tries to send without end and
+/// finds its writes stalled, not failed. Returns the request it read.
+async fn talkative_target(listener: TcpListener, endless: bool) -> anyhow::Result<Vec<u8>> {
     let (mut stream, _) = listener.accept().await?;
     stream.write_all(b"early\n").await?;
     tokio::time::sleep(TARGET_ANSWERS_AGAIN_AFTER).await;
@@ -67,8 +77,22 @@ async fn talkative_target(listener: TcpListener) -> anyhow::Result<Vec<u8>> {
         .await
         .context("the request ends with EOF, not a reset")?;
 
-    // Lingering, the edge reads and throws away whatever comes.
     let piece = vec![7; 64 * 1024];
+    if endless {
+        let flood = async {
+            for _ in 0..ENDLESS / piece.len() {
+                stream.write_all(&piece).await?;
+            }
+            anyhow::Ok(())
+        };
+        return match tokio::time::timeout(STALL, flood).await {
+            Err(_) => Ok(request),
+            Ok(Ok(())) => bail!("the lingering edge read {ENDLESS} bytes without pausing"),
+            Ok(Err(e)) => bail!("the lingering edge reset the target: {e}"),
+        };
+    }
+
+    // Lingering, the edge reads and throws away whatever comes.
     for _ in 0..AFTER_EOF / piece.len() {
         stream
             .write_all(&piece)
@@ -96,7 +120,7 @@ async fn still_open(stream: &mut TcpStream) -> bool {
     true
 }
 
-async fn request_then_reset(runtime: &str) -> anyhow::Result<()> {
+async fn request_then_reset(runtime: &str, endless: bool) -> anyhow::Result<()> {
     let dir = TempDir::new(&format!("linger-{runtime}"))?;
     let edge = Edge::start(
         dir.path(),
@@ -112,7 +136,7 @@ async fn request_then_reset(runtime: &str) -> anyhow::Result<()> {
     let client = Client::of(dir.path(), &edge, TOKEN)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let target = tokio::spawn(talkative_target(listener));
+    let target = tokio::spawn(talkative_target(listener, endless));
 
     let outcome = fetch::socks5_connect(client.socks(), "127.0.0.1", port, None).await?;
     let SocksOutcome::Connected(mut app) = outcome else {
@@ -150,7 +174,17 @@ async fn after_a_stop_the_edge_lingers_then_closes_once_the_target_is_quiet() ->
 {
     assert!(QUIET > LINGER_IDLE);
     for runtime in ["tokio", "glommio"] {
-        tokio::time::timeout(EXCHANGE, request_then_reset(runtime))
+        tokio::time::timeout(EXCHANGE, request_then_reset(runtime, false))
+            .await
+            .with_context(|| format!("{runtime}: the exchange finished in time"))??;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_edge_stops_reading_a_target_that_never_stops() -> anyhow::Result<()> {
+    for runtime in ["tokio", "glommio"] {
+        tokio::time::timeout(EXCHANGE, request_then_reset(runtime, true))
             .await
             .with_context(|| format!("{runtime}: the exchange finished in time"))??;
     }
