@@ -10,9 +10,14 @@ use std::collections::HashMap;
 use super::Conn;
 
 /// Connections by handle, and connection IDs → handle.
+///
+/// A [`Conn`] is boxed: it holds quiche's connection inline, about 9 KB, and a hash table
+/// keeps between one and two times as many slots as entries. Inline, 1,000 idle
+/// connections took an 18.7 MB table (heaptrack), nine of those megabytes empty slots,
+/// and each growth moved every connection and held the old table and the new at once.
 #[derive(Default)]
 pub(super) struct ConnTable {
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<u64, Box<Conn>>,
     /// Invariant: each entry's handle is in `conns`, and that connection's `routes` holds
     /// the entry's key; and the other way round.
     routes: HashMap<Vec<u8>, u64>,
@@ -21,24 +26,24 @@ pub(super) struct ConnTable {
 impl ConnTable {
     /// A connection.
     pub(super) fn get(&self, handle: u64) -> Option<&Conn> {
-        self.conns.get(&handle)
+        self.conns.get(&handle).map(|conn| &**conn)
     }
 
     /// A connection, to change.
     pub(super) fn get_mut(&mut self, handle: u64) -> Option<&mut Conn> {
-        self.conns.get_mut(&handle)
+        self.conns.get_mut(&handle).map(|conn| &mut **conn)
     }
 
     /// Adds a connection; its IDs come with `add_route`. A handle is never reused.
     pub(super) fn insert(&mut self, handle: u64, conn: Conn) {
         debug_assert!(conn.routes.is_empty(), "IDs are added through the table");
-        if let Some(old) = self.conns.insert(handle, conn) {
+        if let Some(old) = self.conns.insert(handle, Box::new(conn)) {
             self.forget_routes(&old);
         }
     }
 
     /// Removes a connection and every ID that led to it.
-    pub(super) fn remove(&mut self, handle: u64) -> Option<Conn> {
+    pub(super) fn remove(&mut self, handle: u64) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&handle)?;
         self.forget_routes(&conn);
         #[cfg(debug_assertions)]
@@ -76,7 +81,7 @@ impl ConnTable {
 
     /// Every connection.
     pub(super) fn values(&self) -> impl Iterator<Item = &Conn> {
-        self.conns.values()
+        self.conns.values().map(|conn| &**conn)
     }
 
     /// How many connections there are.
