@@ -1,7 +1,7 @@
 //! Host logic for the tests: an edge that plays several kinds of target, and a client that
 //! moves checksummed bytes through many tunnels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use veil_engine::{
@@ -567,6 +567,42 @@ impl Host for OneTunnel {
             endpoint.tunnel_finish(id).expect("finish");
             self.fin_sent = true;
             busy = true;
+        }
+        busy
+    }
+}
+
+/// A client host that reads a tunnel only when told it is readable, as event-driven hosts
+/// do (`TunnelReadable` is edge-triggered), counting what each tunnel delivered and which
+/// ended.
+#[derive(Default)]
+pub(crate) struct EventReaders {
+    readable: HashSet<TunnelId>,
+    pub(crate) received: HashMap<TunnelId, usize>,
+    pub(crate) fins: HashSet<TunnelId>,
+}
+
+impl Host for EventReaders {
+    fn on_event(&mut self, _endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        if let Event::TunnelReadable { tunnel } = event {
+            self.readable.insert(tunnel);
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
+        let mut buf = vec![0; 64 * 1024];
+        let mut busy = false;
+        for id in self.readable.drain().collect::<Vec<_>>() {
+            while let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) {
+                *self.received.entry(id).or_default() += len;
+                busy |= len > 0;
+                if fin {
+                    self.fins.insert(id);
+                }
+                if len == 0 || fin {
+                    break;
+                }
+            }
         }
         busy
     }

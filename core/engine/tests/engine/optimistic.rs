@@ -8,7 +8,7 @@ use veil_engine::{
 };
 
 use crate::harness::{Host, Net};
-use crate::hosts::EdgeHost;
+use crate::hosts::{EdgeHost, EventReaders};
 use crate::{BUDGET, client_config, target};
 
 /// Records the client's events and does nothing else: the test drives the tunnel.
@@ -245,40 +245,6 @@ fn a_finished_optimistic_tunnel_aborted_before_the_answer_still_delivers_its_byt
     assert_eq!(net.client.stats().tunnels, 0);
 }
 
-/// Reads tunnels only when told they are readable, as an event-driven host does.
-#[derive(Default)]
-struct Downloads {
-    readable: std::collections::HashSet<TunnelId>,
-    received: std::collections::HashMap<TunnelId, usize>,
-    fins: std::collections::HashSet<TunnelId>,
-}
-
-impl Host for Downloads {
-    fn on_event(&mut self, _endpoint: &mut Endpoint, _now: Instant, event: Event) {
-        if let Event::TunnelReadable { tunnel } = event {
-            self.readable.insert(tunnel);
-        }
-    }
-
-    fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
-        let mut buf = vec![0; 64 * 1024];
-        let mut busy = false;
-        for id in self.readable.drain().collect::<Vec<_>>() {
-            while let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) {
-                *self.received.entry(id).or_default() += len;
-                busy |= len > 0;
-                if fin {
-                    self.fins.insert(id);
-                }
-                if len == 0 || fin {
-                    break;
-                }
-            }
-        }
-        busy
-    }
-}
-
 /// Ten optimistic tunnels, each with a byte behind its request, download 4 MiB each to
 /// a host that reads only on `TunnelReadable`: the 2xx reports nothing, and the first
 /// `TunnelReadable` after it is not lost.
@@ -293,7 +259,7 @@ fn optimistic_downloads_complete_for_a_host_that_reads_on_events() {
     for id in &ids {
         assert_eq!(net.client.tunnel_send(*id, b"!"), Ok(1));
     }
-    let mut downloads = Downloads::default();
+    let mut downloads = EventReaders::default();
     let done = net.run_until(&mut downloads, &mut host, BUDGET, |d, _| {
         d.fins.len() == ids.len()
     });

@@ -2,12 +2,13 @@
 //! capacity among them (`endpoint::turns`), with hosts that, as real ones, write only when
 //! told a tunnel is writable and read only when told it is readable.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use veil_engine::{Endpoint, Event, Recv, TunnelId};
+use veil_engine::{Endpoint, Event, TunnelId};
 
 use crate::harness::Host;
+use crate::hosts::EventReaders;
 use crate::{BUDGET, pair, target};
 
 /// The edge's host: accepts every request and writes 64 KiB chunks to a tunnel, in the
@@ -47,35 +48,6 @@ impl Host for Sources {
     }
 }
 
-/// The client's host: reads what a readable tunnel holds, counting it.
-#[derive(Default)]
-struct Readers {
-    readable: HashSet<TunnelId>,
-    got: HashMap<TunnelId, usize>,
-}
-
-impl Host for Readers {
-    fn on_event(&mut self, _e: &mut Endpoint, _now: Instant, event: Event) {
-        if let Event::TunnelReadable { tunnel } = event {
-            self.readable.insert(tunnel);
-        }
-    }
-    fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
-        let mut buf = vec![0; 64 * 1024];
-        let mut busy = false;
-        for id in self.readable.drain().collect::<Vec<_>>() {
-            while let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) {
-                *self.got.entry(id).or_default() += len;
-                busy |= len > 0;
-                if len == 0 || fin {
-                    break;
-                }
-            }
-        }
-        busy
-    }
-}
-
 /// Twenty downloads that never end share one connection until 64 MiB have crossed it.
 /// With quiche's order of writable streams (the tunnel that wrote last listed first)
 /// sixteen of the twenty moved nothing; with the engine's turns at least eighteen move a
@@ -86,7 +58,7 @@ impl Host for Readers {
 fn twenty_downloads_on_one_connection_almost_all_move() {
     const TOTAL: usize = 64 << 20;
     let mut net = pair(&[], None);
-    let mut readers = Readers::default();
+    let mut readers = EventReaders::default();
     let mut sources = Sources::default();
     let ids: Vec<TunnelId> = (0..20)
         .map(|i| {
@@ -96,12 +68,12 @@ fn twenty_downloads_on_one_connection_almost_all_move() {
         })
         .collect();
     let moved = net.run_until(&mut readers, &mut sources, BUDGET, |r, _| {
-        r.got.values().sum::<usize>() >= TOTAL
+        r.received.values().sum::<usize>() >= TOTAL
     });
     assert!(moved, "64 MiB did not cross in time");
     let got: Vec<usize> = ids
         .iter()
-        .map(|id| readers.got.get(id).copied().unwrap_or(0))
+        .map(|id| readers.received.get(id).copied().unwrap_or(0))
         .collect();
     let fair = got.iter().sum::<usize>() / got.len();
     eprintln!("bytes per tunnel, in the order opened: {got:?}");
