@@ -2277,22 +2277,16 @@ impl Endpoint {
                 // The edge never answered: the request waits for the next connection. Sending
                 // it again is safe for CONNECT: if the lost connection's edge did dial, it
                 // closes that target connection along with the QUIC connection.
-                TunnelState::AwaitingResponse { target, deadline }
-                    if !self.closing
-                        && deadline > now
-                        && tunnel.early != optimistic::Early::Sent =>
-                {
+                TunnelState::AwaitingResponse {
+                    ref target,
+                    deadline,
+                } if !self.closing && deadline > now && tunnel.may_send_again() => {
                     requeue.push(id);
-                    let mut again = Tunnel::new(None, TunnelState::Waiting { target, deadline });
-                    again.created = tunnel.created;
-                    again.early = tunnel.early;
-                    again.sending = tunnel.sending;
-                    again.udp = tunnel.udp.map(|mut flow| {
-                        flow.reset();
-                        flow
-                    });
-                    again.ip = tunnel.ip.map(ip::IpTunnel::for_a_new_request);
-                    self.tunnels.insert(id, again);
+                    let waiting = TunnelState::Waiting {
+                        target: target.clone(),
+                        deadline,
+                    };
+                    self.tunnels.insert(id, tunnel.for_a_new_request(waiting));
                 }
                 TunnelState::AwaitingResponse { .. } => {
                     self.report_refused(id, tunnel.early, RefusedReason::ConnectionLost);
@@ -2434,6 +2428,28 @@ impl Tunnel {
             idle_override: crate::rules::Limit::Global,
             early: optimistic::Early::Off,
         }
+    }
+
+    /// Client: the tunnel to queue again (`waiting`) when its request went on a connection
+    /// that is lost or going: its age, how far it went before the answer, its direction's
+    /// state, and its datagram and IP state emptied for a new request.
+    fn for_a_new_request(self, waiting: TunnelState) -> Self {
+        let mut again = Self::new(None, waiting);
+        again.created = self.created;
+        again.early = self.early;
+        again.sending = self.sending;
+        again.udp = self.udp.map(|mut flow| {
+            flow.reset();
+            flow
+        });
+        again.ip = self.ip.map(ip::IpTunnel::for_a_new_request);
+        again
+    }
+
+    /// Client: whether its request may be sent again on another connection: not once
+    /// bytes or the FIN followed it (optimistic), which cannot be sent again.
+    fn may_send_again(&self) -> bool {
+        self.early != optimistic::Early::Sent
     }
 
     /// How long this TCP tunnel may stay quiet, given `QuicConfig::tcp_idle_timeout`.

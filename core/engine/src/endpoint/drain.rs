@@ -12,8 +12,7 @@
 use std::time::Instant;
 
 use super::{
-    Endpoint, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, RoleState, Tunnel, TunnelState,
-    abort_stream,
+    Endpoint, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, RoleState, TunnelState, abort_stream,
 };
 use crate::types::TunnelId;
 
@@ -150,27 +149,17 @@ impl Endpoint {
         let TunnelState::AwaitingResponse { target, deadline } = &tunnel.state else {
             return false;
         };
-        // Bytes that followed the request (optimistic) cannot be sent again.
-        if self.closing || *deadline <= now || tunnel.early == super::optimistic::Early::Sent {
+        if self.closing || *deadline <= now || !tunnel.may_send_again() {
             return false;
         }
         let waiting = TunnelState::Waiting {
             target: target.clone(),
             deadline: *deadline,
         };
-        let Some(mut old) = self.tunnels.remove(&id) else {
+        let Some(old) = self.tunnels.remove(&id) else {
             return false;
         };
-        let mut again = Tunnel::new(None, waiting);
-        again.created = old.created;
-        again.early = old.early;
-        again.sending = old.sending;
-        again.udp = old.udp.take().map(|mut flow| {
-            flow.reset();
-            flow
-        });
-        again.ip = old.ip.take().map(super::ip::IpTunnel::for_a_new_request);
-        self.tunnels.insert(id, again);
+        self.tunnels.insert(id, old.for_a_new_request(waiting));
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&stream);
             abort_stream(&mut conn.wire, stream, H3_REQUEST_CANCELLED);
