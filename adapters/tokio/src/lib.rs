@@ -488,21 +488,61 @@ pub fn client_bind_addr(edge: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() -> io::Result<()> {
+/// SIGINT (Ctrl-C) and, on Unix, SIGTERM, caught from the moment [`ShutdownSignals::new`]
+/// returns.
+///
+/// Create it before telling anyone the process is ready (`READY=1`, a banner a supervisor
+/// waits for): until a handler is installed, SIGTERM has its default action and kills
+/// the process without its drain. A supervisor that stops a service right after it became
+/// ready hit exactly that window when the handlers were installed by the first poll of a
+/// future created after the announcement. One value serves the process's whole life: a
+/// signal that arrives while nobody waits in [`ShutdownSignals::recv`] is kept for the
+/// next call, not lost.
+#[derive(Debug)]
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Needs a running tokio runtime with signals enabled.
+    pub fn new() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    /// Waits for the next SIGINT or SIGTERM (on other systems, Ctrl-C).
+    pub async fn recv(&mut self) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok(()),
+                _ = self.terminate.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
     }
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM, from the first poll on. A process that
+/// announces readiness first wants [`ShutdownSignals`], created before the announcement.
+pub async fn shutdown_signal() -> io::Result<()> {
+    ShutdownSignals::new()?.recv().await
 }
 
 #[cfg(test)]

@@ -520,6 +520,9 @@ fn host_of(edge: &str) -> &str {
 pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
     let mut inherited = Inheritance::from_env()?;
     let edge = RunningEdge::start_inherited(&settings, inherited.as_mut())?;
+    // Before anyone hears the edge is ready: a SIGTERM from then on drains it.
+    let mut stop = veil_tokio::ShutdownSignals::new()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     for line in edge.banner() {
         println!("{line}");
     }
@@ -527,11 +530,10 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
     if let Some(predecessor) = inherited.as_mut().and_then(Inheritance::announce_ready) {
         edge.watch_predecessor(predecessor)?;
     }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
-            stop = veil_tokio::shutdown_signal() => {
-                stop?;
+            stopped = stop.recv() => {
+                stopped?;
                 crate::notify::notify("STOPPING=1");
                 println!("veil: shutting down");
                 return edge.shutdown().await;
@@ -596,6 +598,8 @@ pub async fn server_tenants(
             .collect(),
     );
     let metrics = start_metrics(shared.metrics.map(metrics::bind_std).transpose()?, source)?;
+    let mut stop = veil_tokio::ShutdownSignals::new()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     for (name, edge) in &edges {
         for line in edge.banner() {
             let rest = line.strip_prefix("veil: ").unwrap_or(&line);
@@ -606,10 +610,9 @@ pub async fn server_tenants(
         println!("veil: metrics listening on {addr}");
     }
     crate::notify::notify("READY=1");
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
-            stop = veil_tokio::shutdown_signal() => { stop?; break; }
+            stopped = stop.recv() => { stopped?; break; }
             _ = hangup.recv() => {
                 eprintln!("veil: upgrades in place serve a single listener; with [[listener]] tables, restart instead");
             }
@@ -633,11 +636,12 @@ pub async fn server_tenants(
 /// `veil client`: run until SIGINT or SIGTERM.
 pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
     let client = RunningClient::start(&settings).await?;
+    let mut stop = veil_tokio::ShutdownSignals::new()?;
     for line in client.banner() {
         println!("{line}");
     }
     crate::notify::notify("READY=1");
-    veil_tokio::shutdown_signal().await?;
+    stop.recv().await?;
     crate::notify::notify("STOPPING=1");
     println!("veil: shutting down");
     client.shutdown().await
@@ -669,6 +673,19 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
+    // The cores run on their own threads; this thread only waits for the signal (and
+    // answers scrapes, when asked to). Its handlers go in before the banner, which is
+    // what a supervisor (or a test) waits for before it may stop the edge.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut stop, mut hangup) = {
+        let _entered = runtime.enter();
+        (
+            veil_tokio::ShutdownSignals::new()?,
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        )
+    };
     if let (Some(target), Some(records)) = (&settings.audit_log, edge.audit_records()) {
         let out = crate::audit_log::open(target)?;
         std::thread::Builder::new()
@@ -687,31 +704,24 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
     if let Some(addr) = edge.tcp_addr() {
         println!("veil: edge listening on tcp {addr}");
     }
-    // The cores run on their own threads; this thread only waits for the signal (and
-    // answers scrapes, when asked to).
     let stats = StatsSource::Glommio(edge.stats_handle());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let listener = settings.metrics.map(metrics::bind_std).transpose()?;
-            if let Some((addr, _task)) = start_metrics(listener, stats)? {
-                println!("veil: metrics listening on {addr}");
+    runtime.block_on(async {
+        let listener = settings.metrics.map(metrics::bind_std).transpose()?;
+        if let Some((addr, _task)) = start_metrics(listener, stats)? {
+            println!("veil: metrics listening on {addr}");
+        }
+        crate::notify::notify("READY=1");
+        loop {
+            tokio::select! {
+                stopped = stop.recv() => { stopped?; break; }
+                _ = hangup.recv() => eprintln!(
+                    "veil: upgrades in place run on the tokio runtime for now; restart the glommio edge instead"
+                ),
             }
-            crate::notify::notify("READY=1");
-            let mut hangup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            loop {
-                tokio::select! {
-                    stop = veil_tokio::shutdown_signal() => { stop?; break; }
-                    _ = hangup.recv() => eprintln!(
-                        "veil: upgrades in place run on the tokio runtime for now; restart the glommio edge instead"
-                    ),
-                }
-            }
-            crate::notify::notify("STOPPING=1");
-            anyhow::Ok(())
-        })?;
+        }
+        crate::notify::notify("STOPPING=1");
+        anyhow::Ok(())
+    })?;
     println!("veil: shutting down");
     let stats = edge.shutdown(settings.drain)?;
     for core in &stats {
