@@ -955,6 +955,7 @@ impl Endpoint {
                 self.stats.tunnel_bytes_sent += taken as u64;
                 if taken > 0 {
                     conn.send_turn = stream;
+                    conn.held.wrote();
                     entry.last_activity = Some(self.clock);
                     if entry.early == optimistic::Early::Opened {
                         entry.early = optimistic::Early::Sent;
@@ -1939,7 +1940,11 @@ impl Endpoint {
         } else {
             &connect::accept_headers()
         };
-        match h3.send_response(&mut conn.wire, tunnel.stream, headers, false) {
+        let answered = h3.send_response(&mut conn.wire, tunnel.stream, headers, false);
+        if answered.is_ok() {
+            conn.held.wrote();
+        }
+        match answered {
             Ok(()) if tunnel.sniffed.is_some() => self.sniff_answered(handle, id),
             Ok(()) => {
                 let readable = tunnel.receiving == Receiving::Deferred;
@@ -2101,6 +2106,7 @@ impl Endpoint {
             };
             match h3.send_request(&mut conn.wire, &headers, false) {
                 Ok(stream) => {
+                    conn.held.wrote();
                     client.pending.pop_front();
                     tunnel.state = TunnelState::AwaitingResponse {
                         target: target.clone(),
@@ -2491,6 +2497,7 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
     let headers = connect::error_headers(rejection);
     match h3.send_response(&mut conn.wire, stream, &headers, true) {
         Ok(()) => {
+            conn.held.wrote();
             //# RFC 9114 §4.1.1: "A server can send a complete response prior to the client
             //# sending an entire request if the response does not depend on any portion of
             //# the request that has not been sent and received. When the server does not

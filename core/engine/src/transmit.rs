@@ -18,14 +18,26 @@ const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one batch: the largest UDP payload over IPv4.
 const MAX_BATCH_BYTES: usize = 65_507;
 
-/// One packet quiche produced that could not go out in the batch it was written for.
+/// How many more times `send` is asked after a `Done` that may hide a dead head (see
+/// [`transmit_batch`]); each call moves one such stream to the back of quiche's queue.
+const DEAD_HEAD_RETRIES: usize = 16;
+
+/// What the transmit loop keeps of one connection between calls: one packet quiche
+/// produced that could not go out in the batch it was written for, and whether stream
+/// bytes went to quiche since its `send` last said `Done` (see [`transmit_batch`]).
 #[derive(Default)]
 pub(crate) struct Held {
     buf: Vec<u8>,
     packet: Option<quiche::SendInfo>,
+    wrote: bool,
 }
 
 impl Held {
+    /// Stream bytes went to quiche: its next `Done` may hide a dead head.
+    pub(crate) fn wrote(&mut self) {
+        self.wrote = true;
+    }
+
     /// When the held packet may leave (quiche's pacing time), if there is one.
     pub(crate) fn release_at(&self) -> Option<Instant> {
         self.packet.map(|info| info.at)
@@ -55,6 +67,21 @@ pub(crate) enum Step {
 /// Writes the next batch of `quic`'s packets to the start of `out`.
 ///
 /// `release_by`: with pacing, packets whose release time is later than this are held back.
+///
+/// `held` also says whether stream bytes went to quiche since its `send` last said
+/// `Done` ([`Held::wrote`]; cleared here at the next `Done` believed). quiche 0.30 sends
+/// the streams that hold data from a queue, one STREAM frame per packet, from the stream
+/// at the head. It can leave a stream with nothing to send at that head: bytes queued
+/// again for a probe (PTO), then acknowledged in their first packet before the probe
+/// carried them. That head yields no frame, so a packet without other frames is not
+/// written and `send` says `Done` although other streams hold bytes; the head is moved to
+/// the back only if it is incremental (every tunnel's stream is: `wire::TUNNEL_PRIORITY`).
+/// Seen with a quinn client's 50 echo tunnels on a loaded machine: the edge's connection
+/// had nothing in flight (no ACK would come to wake it), its send capacity spent on bytes
+/// quiche would not send, and every tunnel waited until the idle timeout (engine test
+/// `dead_head`). So after a `Done` that may be such a head, `send` is asked again, up to
+/// [`DEAD_HEAD_RETRIES`] times: a real `Done` (nothing to send, or the congestion window
+/// full) costs a few empty calls, once per write.
 pub(crate) fn transmit_batch(
     quic: &mut quiche::Connection,
     held: &mut Held,
@@ -84,6 +111,7 @@ pub(crate) fn transmit_batch(
     // handshake flight) goes alone rather than forcing tiny windows on the packets after it.
     let full_size = quic.max_send_udp_payload_size();
     let mut more = false;
+    let mut dead_heads = 0;
     loop {
         let window = match batch.first {
             None => &mut out[..],
@@ -121,7 +149,13 @@ pub(crate) fn transmit_batch(
                     break;
                 }
             }
-            Err(quiche::Error::Done) => break,
+            Err(quiche::Error::Done) if held.wrote && dead_heads < DEAD_HEAD_RETRIES => {
+                dead_heads += 1;
+            }
+            Err(quiche::Error::Done) => {
+                held.wrote = false;
+                break;
+            }
             Err(error) => {
                 tracing::debug!(%error, "send failed");
                 break;

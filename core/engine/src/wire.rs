@@ -316,6 +316,30 @@ fn describe_quic_close(quic: &quiche::Connection) -> String {
     }
 }
 
+/// Every tunnel's stream is sent at one urgency and *incremental* (RFC 9218 §4): quiche
+/// then takes turns between the streams that hold data, a frame each, instead of sending
+/// them one after the other in stream order.
+///
+/// Incremental matters twice. Tunnels are independent flows: in stream order the first
+/// opened of many busy tunnels took the connection and the last opened got nothing until
+/// it was done (issue 17's starved tunnels). And quiche 0.30 can leave a stream with
+/// nothing to send at the head of its queue of streams to send (data queued again for a
+/// probe, then acknowledged before the probe carried it): a packet is then written
+/// without stream data, and a non-incremental head is never moved, so every other
+/// tunnel of the connection waits behind it for good. An incremental one goes to the
+/// back of the queue each time, which [`crate::transmit`] relies on.
+//# RFC 9218 §4.2: "The incremental parameter value is Boolean. It indicates if an HTTP
+//# response can be processed incrementally, i.e., provide some meaningful output as
+//# chunks of the response arrive."
+const TUNNEL_PRIORITY: h3::Priority = h3::Priority::new(TUNNEL_URGENCY, TUNNEL_INCREMENTAL);
+const TUNNEL_INCREMENTAL: bool = true;
+/// RFC 9218's default urgency.
+const TUNNEL_URGENCY: u8 = 3;
+/// quiche's transport orders streams by an urgency of its own, `124 + u` for an HTTP/3
+/// urgency `u` (what its HTTP/3 layer sets on a response); a request's stream is given
+/// the same here.
+const QUICHE_URGENCY: u8 = 124 + TUNNEL_URGENCY;
+
 /// One connection's HTTP layer, once its transport is up.
 #[allow(clippy::large_enum_variant)] // as for `Wire`
 pub(crate) enum Http {
@@ -422,7 +446,9 @@ impl Http {
         fin: bool,
     ) -> h3::Result<()> {
         match (self, wire) {
-            (Self::H3(h3), Wire::Quic(quic)) => h3.send_response(quic, stream, headers, fin),
+            (Self::H3(h3), Wire::Quic(quic)) => {
+                h3.send_response_with_priority(quic, stream, headers, &TUNNEL_PRIORITY, fin)
+            }
             (Self::H2, wire) => session(wire)?
                 .send_response(stream, &pairs(headers), fin)
                 .map_err(|e| h3_error(e, stream)),
@@ -437,7 +463,12 @@ impl Http {
         fin: bool,
     ) -> h3::Result<u64> {
         match (self, wire) {
-            (Self::H3(h3), Wire::Quic(quic)) => h3.send_request(quic, headers, fin),
+            (Self::H3(h3), Wire::Quic(quic)) => {
+                let stream = h3.send_request(quic, headers, fin)?;
+                // The stream exists now (its HEADERS are queued): this cannot fail.
+                let _ = quic.stream_priority(stream, QUICHE_URGENCY, TUNNEL_INCREMENTAL);
+                Ok(stream)
+            }
             (Self::H2, wire) => session(wire)?
                 .send_request(&pairs(headers), fin)
                 .map_err(|e| h3_error(e, 0)),

@@ -43,7 +43,10 @@ impl Endpoint {
         // quiche writes the frame's header and then the empty body with the FIN; without
         // room for the header it asks to be told when there is (`stream_writable`).
         match h3.send_body(&mut conn.wire, stream, b"", true) {
-            Ok(_) => conn.fins_waiting.retain(|waiting| *waiting != stream),
+            Ok(_) => {
+                conn.held.wrote();
+                conn.fins_waiting.retain(|waiting| *waiting != stream);
+            }
             Err(h3::Error::Done) => {
                 if !conn.fins_waiting.contains(&stream) {
                     conn.fins_waiting.push(stream);

@@ -348,6 +348,9 @@ impl Endpoint {
         };
         if let Ok(taken) = h3.send_body(&mut conn.wire, stream, &inspector.denial, false) {
             inspector.denial.drain(..taken);
+            if taken > 0 {
+                conn.held.wrote();
+            }
         }
         let done = inspector.denial.is_empty();
         if !done {

@@ -165,13 +165,18 @@ impl Endpoint {
                     None => Sent::Failed,
                 },
                 Encoding::Capsules => match conn.http.as_mut() {
-                    Some(h3) => send_capsule(
-                        h3,
-                        &mut conn.wire,
-                        stream,
-                        payload,
-                        &mut flow.capsule_backlog,
-                    ),
+                    Some(h3) => {
+                        // Whatever of it did not go waits in the backlog: either way, the
+                        // stream may hold bytes now.
+                        conn.held.wrote();
+                        send_capsule(
+                            h3,
+                            &mut conn.wire,
+                            stream,
+                            payload,
+                            &mut flow.capsule_backlog,
+                        )
+                    }
                     None => Sent::Failed,
                 },
             }
@@ -561,6 +566,9 @@ impl Endpoint {
         if let Ok(taken) = h3.send_body(&mut conn.wire, tunnel.stream, &flow.capsule_backlog, false)
         {
             flow.capsule_backlog.drain(..taken);
+            if taken > 0 {
+                conn.held.wrote();
+            }
         }
         if !flow.capsule_backlog.is_empty() {
             let _ = conn.wire.stream_writable(tunnel.stream, WRITABLE_HINT);

@@ -237,6 +237,17 @@ impl Net {
         moved
     }
 
+    /// Takes the datagrams waiting on the link toward the client off it, oldest first (a
+    /// test holds them back, or reorders them, with [`Self::put_to_client`]).
+    pub(crate) fn take_to_client(&mut self) -> Vec<Vec<u8>> {
+        self.to_client.drain(..).collect()
+    }
+
+    /// Puts datagrams on the link toward the client, after those already there.
+    pub(crate) fn put_to_client(&mut self, datagrams: impl IntoIterator<Item = Vec<u8>>) {
+        self.to_client.extend(datagrams);
+    }
+
     /// Hands the edge every datagram waiting on the link toward it.
     pub(crate) fn deliver_to_edge(&mut self, now: Instant) -> bool {
         let mut moved = false;

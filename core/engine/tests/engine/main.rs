@@ -5,6 +5,7 @@
 #![allow(clippy::struct_excessive_bools)]
 
 mod audit;
+mod dead_head;
 mod dns;
 mod drain;
 mod endpoint;
