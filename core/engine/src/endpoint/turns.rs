@@ -11,8 +11,9 @@
 //! So the engine orders each round itself, round-robin by stream: the tunnels after the
 //! last one whose bytes the connection took (`Conn::send_turn`) come first, then the rest
 //! from the lowest stream. Each waiting tunnel gets its turn at the front once per cycle.
-//! quiche then interleaves the streams that hold data in its packets (incremental streams
-//! of one urgency, as RFC 9218's default is: urgency 3, incremental).
+//! quiche then interleaves the streams that hold data in its packets, a frame at a time:
+//! every tunnel's stream is sent at one urgency and incremental (`wire::TUNNEL_PRIORITY`;
+//! RFC 9218's default is not incremental, which quiche sends in stream order).
 
 /// Orders `(stream, tunnel)` pairs for one round of `TunnelWritable`: the streams after
 /// `turn` in ascending order, then the others from the lowest.
