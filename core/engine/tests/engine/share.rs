@@ -50,12 +50,13 @@ impl Host for Sources {
 
 /// Twenty downloads that never end share one connection until 64 MiB have crossed it.
 /// With quiche's order of writable streams (the tunnel that wrote last listed first)
-/// sixteen of the twenty moved nothing; with the engine's turns at least eighteen move a
-/// twentieth of an even split or more. Not all twenty, and not even shares: a round's
-/// freed capacity still goes to the first tunnels of the round, and a straggler (often
-/// the last opened) is left behind in some runs (docs/PERFORMANCE.md, issue 17).
+/// sixteen of the twenty moved nothing; with the engine's turns alone a straggler (often
+/// the last opened) was left with a tenth of an even split or less in some runs, because
+/// quiche sent non-incremental streams in stream order. With incremental streams
+/// (`wire::TUNNEL_PRIORITY`) the smallest moved half an even split or more in every run
+/// seen; this asks for a quarter (docs/PERFORMANCE.md, issue 17).
 #[test]
-fn twenty_downloads_on_one_connection_almost_all_move() {
+fn twenty_downloads_on_one_connection_all_move() {
     const TOTAL: usize = 64 << 20;
     let mut net = pair(&[], None);
     let mut readers = EventReaders::default();
@@ -77,9 +78,9 @@ fn twenty_downloads_on_one_connection_almost_all_move() {
         .collect();
     let fair = got.iter().sum::<usize>() / got.len();
     eprintln!("bytes per tunnel, in the order opened: {got:?}");
-    let moving = got.iter().filter(|&&bytes| bytes * 20 >= fair).count();
+    let smallest = got.iter().copied().min().unwrap_or(0);
     assert!(
-        moving >= 18,
-        "{moving} of 20 tunnels moved a twentieth of a fair {fair} bytes: {got:?}"
+        smallest * 4 >= fair,
+        "the smallest tunnel moved {smallest} bytes, less than a quarter of a fair {fair}: {got:?}"
     );
 }
