@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use veil_engine::{Endpoint, Event, TunnelId};
 
-use crate::harness::{Host, Net};
+use crate::harness::{Host, Net, fire_timers_for};
 use crate::hosts::EventReaders;
 use crate::{BUDGET, pair, target};
 
@@ -70,20 +70,6 @@ impl Host for Edge {
 
     fn poll(&mut self, endpoint: &mut Endpoint, _now: Instant) -> bool {
         self.write_download(endpoint)
-    }
-}
-
-/// Fires `endpoint`'s due timers for `wait`, delivering nothing to it.
-fn wait_out(endpoint: &mut Endpoint, wait: Duration) {
-    let until = Instant::now() + wait;
-    while Instant::now() < until {
-        if endpoint
-            .poll_timeout()
-            .is_some_and(|at| at <= Instant::now())
-        {
-            endpoint.handle_timeout(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -164,7 +150,7 @@ fn a_tunnel_acknowledged_while_queued_again_does_not_stall_the_others() {
     net.deliver_to_client(Instant::now());
     let acked = Instant::now() + ACK_WAIT;
     while Instant::now() < acked && !net.send_from_client(Instant::now()) {
-        wait_out(&mut net.client, Duration::from_millis(1));
+        fire_timers_for(&mut net.client, Duration::from_millis(1));
     }
     net.deliver_to_edge(Instant::now());
 

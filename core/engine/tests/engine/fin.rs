@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use veil_engine::{CloseReason, Endpoint, Event, Recv, TunnelId};
 
-use crate::harness::{Host, Net};
+use crate::harness::{Host, Net, fire_timers_for};
 use crate::hosts::fill;
 use crate::{BUDGET, pair, target};
 
@@ -182,16 +182,7 @@ fn settle(net: &mut Net, client: &mut End, edge: &mut End) {
 /// Fires `endpoint`'s timers for [`ACK_WAIT`] without delivering anything to it, so that
 /// the ACK it delays for a single packet is written.
 fn hold_acks(endpoint: &mut Endpoint) {
-    let until = Instant::now() + ACK_WAIT;
-    while Instant::now() < until {
-        if endpoint
-            .poll_timeout()
-            .is_some_and(|at| at <= Instant::now())
-        {
-            endpoint.handle_timeout(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    fire_timers_for(endpoint, ACK_WAIT);
 }
 
 #[test]

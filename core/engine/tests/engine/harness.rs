@@ -304,6 +304,21 @@ impl Net {
     }
 }
 
+/// Fires `endpoint`'s timers as they come due for `wait`, delivering nothing to it (a
+/// test that holds the link still while a delayed ACK, a probe or a loss timer fires).
+pub(crate) fn fire_timers_for(endpoint: &mut Endpoint, wait: Duration) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if endpoint
+            .poll_timeout()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            endpoint.handle_timeout(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn count_batch(stats: &mut LinkStats, batched: bool, datagrams: usize) {
     if batched {
         stats.gso_batches += 1;
