@@ -15,21 +15,23 @@
 //!   Every queue on the way is bounded and drops (counted) when full, as UDP would.
 //!
 //! [`Node::shutdown`] stops new tunnels, lets open ones drain until a deadline, then closes
-//! QUIC with an error code. [`shutdown_signal`] waits for SIGINT or SIGTERM.
+//! QUIC with an error code. [`ShutdownSignals`] catches SIGINT and SIGTERM, from before the
+//! process says it is ready.
 //!
 //! No protocol logic lives here: parsing is veil-proto's, decisions are veil-engine's.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use veil_engine::{Config, EdgeConfig};
-//! use veil_tokio::{Node, Options};
+//! use veil_tokio::{Node, Options, ShutdownSignals};
 //!
+//! let mut stop = ShutdownSignals::new()?;
 //! let edge = Node::start(
 //!     Config::edge(EdgeConfig::default()),
 //!     "127.0.0.1:4433".parse()?,
 //!     Options::default(),
 //! )?;
-//! veil_tokio::shutdown_signal().await?;
+//! stop.recv().await?;
 //! edge.shutdown(std::time::Duration::from_secs(5)).await?;
 //! # Ok(())
 //! # }
@@ -537,12 +539,6 @@ impl ShutdownSignals {
             tokio::signal::ctrl_c().await
         }
     }
-}
-
-/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM, from the first poll on. A process that
-/// announces readiness first wants [`ShutdownSignals`], created before the announcement.
-pub async fn shutdown_signal() -> io::Result<()> {
-    ShutdownSignals::new()?.recv().await
 }
 
 #[cfg(test)]
