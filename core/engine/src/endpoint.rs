@@ -316,6 +316,9 @@ struct Conn {
     /// The stream of the last tunnel whose bytes the connection took: the next round of
     /// `TunnelWritable` starts after it (`endpoint::turns`).
     send_turn: u64,
+    /// The tunnel whose bytes are sent ahead of the others for a while (`endpoint::turns`,
+    /// bursts).
+    lead: turns::Lead,
     /// Client: requests whose optimistic tunnel the host finished and then aborted before
     /// the edge answered; our read is stopped when the answer comes
     /// (`endpoint::optimistic`). Usually empty.
@@ -617,6 +620,11 @@ impl Endpoint {
                 .release_at()
                 .is_some_and(|at| at <= now + PACING_HORIZON)
             {
+                touched = true;
+            }
+            let ended = conn.lead.expire(now);
+            if ended != turns::Change::NONE {
+                conn.apply_lead(ended);
                 touched = true;
             }
             if conn.keep_alive_at.is_some_and(|at| at <= now) && conn.http.is_some() {
@@ -956,6 +964,10 @@ impl Endpoint {
                 if taken > 0 {
                     conn.send_turn = stream;
                     conn.held.wrote();
+                    let change = conn
+                        .lead
+                        .wrote(stream, taken, taken < data.len(), self.clock);
+                    conn.apply_lead(change);
                     entry.last_activity = Some(self.clock);
                     if entry.early == optimistic::Early::Opened {
                         entry.early = optimistic::Early::Sent;
@@ -1435,6 +1447,7 @@ impl Endpoint {
                 leftovers: shutdown::Ended::default(),
                 abandoned: Vec::new(),
                 send_turn: 0,
+                lead: turns::Lead::default(),
                 timer: None,
                 ingress: Ingress::Pending,
                 certificate_identity: None,
@@ -2042,7 +2055,7 @@ impl Endpoint {
                 writable.push((stream, id));
             }
         }
-        turns::in_turn(&mut writable, conn.send_turn);
+        turns::in_turn(&mut writable, conn.lead.round_after(conn.send_turn));
         self.events.extend(
             writable
                 .into_iter()

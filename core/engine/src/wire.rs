@@ -339,6 +339,24 @@ const TUNNEL_URGENCY: u8 = 3;
 /// urgency `u` (what its HTTP/3 layer sets on a response); a request's stream is given
 /// the same here.
 const QUICHE_URGENCY: u8 = 124 + TUNNEL_URGENCY;
+/// The leading tunnel's (`endpoint::turns`, bursts): one step more urgent than the others,
+/// still incremental, so that quiche moves it to the back of its queue (at its urgency,
+/// where it is alone) each time and never keeps it as a dead head of the others'
+/// urgency.
+const QUICHE_LEAD_URGENCY: u8 = QUICHE_URGENCY - 1;
+
+/// Sends `stream` ahead of the other tunnels (`lead`) or back among them. A stream quiche
+/// has already forgotten is left alone.
+pub(crate) fn set_lead(wire: &mut Wire, stream: u64, lead: bool) {
+    let urgency = if lead {
+        QUICHE_LEAD_URGENCY
+    } else {
+        QUICHE_URGENCY
+    };
+    if let Some(quic) = wire.quic_mut() {
+        let _ = quic.stream_priority(stream, urgency, TUNNEL_INCREMENTAL);
+    }
+}
 
 /// One connection's HTTP layer, once its transport is up.
 #[allow(clippy::large_enum_variant)] // as for `Wire`

@@ -53,6 +53,7 @@ impl Conn {
         [
             self.wire.timeout_instant(),
             self.held.release_at(),
+            self.lead.ends_at(),
             self.keep_alive_at.filter(|_| self.http.is_some()),
         ]
         .into_iter()
