@@ -961,19 +961,27 @@ impl Endpoint {
                     trail.bytes_to_client += taken as u64;
                 }
                 self.stats.tunnel_bytes_sent += taken as u64;
+                // Only QUIC interleaves tunnels packet by packet; HTTP/2 has its own frames.
+                let mut lead = turns::Change::NONE;
                 if taken > 0 {
                     conn.send_turn = stream;
                     conn.held.wrote();
-                    let change = conn
-                        .lead
-                        .wrote(stream, taken, taken < data.len(), self.clock);
-                    conn.apply_lead(change);
+                    if conn.wire.quic().is_some() {
+                        lead = conn
+                            .lead
+                            .wrote(stream, taken, taken < data.len(), self.clock);
+                        conn.apply_lead(lead);
+                    }
                     entry.last_activity = Some(self.clock);
                     if entry.early == optimistic::Early::Opened {
                         entry.early = optimistic::Early::Sent;
                     }
                 }
                 self.queue_send(handle);
+                if lead != turns::Change::NONE {
+                    // The lead's end is one of the connection's deadlines.
+                    self.refresh_timer(handle);
+                }
                 Ok(taken)
             }
             Err(h3::Error::Done | h3::Error::StreamBlocked) => {

@@ -3,7 +3,7 @@
 //! told a tunnel is writable and read only when told it is readable.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use veil_engine::{Endpoint, Event, TunnelId};
 
@@ -82,5 +82,66 @@ fn twenty_downloads_on_one_connection_all_move() {
     assert!(
         smallest * 4 >= fair,
         "the smallest tunnel moved {smallest} bytes, less than a quarter of a fair {fair}: {got:?}"
+    );
+}
+
+/// The edge's host for one tunnel written to by hand: accepts, writes nothing itself.
+#[derive(Default)]
+struct Acceptor {
+    tunnels: Vec<TunnelId>,
+}
+
+impl Host for Acceptor {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        if let Event::TunnelRequest { tunnel, .. } = event {
+            endpoint.accept_tunnel(tunnel).expect("accept");
+            self.tunnels.push(tunnel);
+        }
+    }
+}
+
+/// A write cut short by the connection's room makes its tunnel lead (`endpoint::turns`),
+/// and the lead's end, at most 5 ms away, is at once one of the connection's deadlines:
+/// the clock is what ends a lead quiche cannot send from. Every `poll_timeout` also checks
+/// (in debug builds) that the connection timer set agrees with each connection's deadlines;
+/// a lead set without refreshing the set failed it in the HTTP/1.1 conformance run.
+#[test]
+fn a_cut_write_leads_for_at_most_five_milliseconds() {
+    let mut net = pair(&[], None);
+    let mut readers = EventReaders::default();
+    let mut edge = Acceptor::default();
+    net.client
+        .open_tunnel(Instant::now(), &target("download.test", 1000))
+        .expect("open");
+    assert!(net.run_until(&mut readers, &mut edge, BUDGET, |_, e| {
+        !e.tunnels.is_empty()
+    }));
+    // Let the 200 cross.
+    net.run_until(
+        &mut readers,
+        &mut edge,
+        Duration::from_millis(200),
+        |_, _| false,
+    );
+    let tunnel = edge.tunnels[0];
+    let big = vec![0u8; 8 << 20];
+    let now = Instant::now();
+    let taken = net.edge.tunnel_send(tunnel, &big).expect("send");
+    assert!(
+        taken > 0 && taken < big.len(),
+        "took {taken} of {}",
+        big.len()
+    );
+    let deadline = net.edge.poll_timeout().expect("a deadline");
+    assert!(
+        deadline <= now + Duration::from_millis(5),
+        "the next deadline is {:?} away",
+        deadline.saturating_duration_since(now)
+    );
+    net.edge.handle_timeout(deadline);
+    assert_ne!(
+        net.edge.poll_timeout(),
+        Some(deadline),
+        "the lead did not end"
     );
 }
