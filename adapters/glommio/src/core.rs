@@ -25,6 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ use crate::port::{Port, TunnelSignals};
 use crate::signal::Signal;
 use crate::tcp::{self, TcpConnection, TcpPort};
 use crate::{CoreStats, Options};
-use crate::{decap, tunnel, udp_tunnel};
+use crate::{decap, tunnel, udp, udp_tunnel};
 
 /// Largest UDP datagram read or sent.
 const MAX_DATAGRAM: usize = 65_535;
@@ -104,6 +105,8 @@ pub(crate) struct Core {
     forwarded_in: Cell<u64>,
     forward_dropped: Cell<u64>,
     send_errors: Cell<u64>,
+    /// Trains go out in one `sendmsg` (`crate::udp`); off after the kernel refused one.
+    gso: Cell<bool>,
     udp_target_drops: Cell<u64>,
     /// Where audit records go (`Edge::audit_records`), when the edge keeps them.
     audit: Option<std::sync::mpsc::SyncSender<veil_engine::AuditRecord>>,
@@ -156,7 +159,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
             stopping: false,
         }),
         work: Signal::default(),
-        socket: UdpSocket::from(socket),
+        socket: UdpSocket::from(gro_socket(socket, index)),
         local_addr,
         layout,
         senders,
@@ -165,6 +168,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         forwarded_in: Cell::new(0),
         forward_dropped: Cell::new(0),
         send_errors: Cell::new(0),
+        gso: Cell::new(true),
         udp_target_drops: Cell::new(0),
         audit,
         audit_lost: Cell::new(0),
@@ -229,26 +233,45 @@ async fn publish_stats(core: Rc<Core>, published: Arc<Mutex<Vec<CoreStats>>>) {
     }
 }
 
-/// Reads the socket: forwards datagrams of other cores' connections, feeds the rest.
+/// Asks for GRO on the core's socket (`crate::udp`); without it trains arrive a datagram
+/// at a time, which the intake handles the same way.
+fn gro_socket(socket: socket2::Socket, core: u16) -> socket2::Socket {
+    let (socket, gro) = udp::enable_gro(socket);
+    if !gro {
+        tracing::debug!(core, "no UDP GRO: datagrams are received one at a time");
+    }
+    socket
+}
+
+/// Reads the socket: forwards datagrams of other cores' connections, feeds the rest. A
+/// coalesced train (GRO) is split into its datagrams, each routed on its own.
 async fn intake(core: Rc<Core>) {
     let mut buf = vec![0; MAX_DATAGRAM].into_boxed_slice();
+    let mut peek = [0u8; 1];
     loop {
-        let (len, from) = match core.socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(e) => {
-                tracing::error!(core = core.layout.core(), error = %e, "UDP receive failed");
-                *core.failure.borrow_mut() = Some(e.into());
-                core.work.notify();
-                return;
-            }
+        let received = match udp::recv_now(core.socket.as_raw_fd(), &mut buf) {
+            Ok(Some(received)) => received,
+            // Nothing queued: wait (in io_uring) until something is, without taking it.
+            Ok(None) => match core.socket.peek_from(&mut peek).await {
+                Ok(_) => continue,
+                Err(e) => return core.fail_intake(e.into()),
+            },
+            Err(e) => return core.fail_intake(e),
         };
-        let Some(datagram) = buf.get_mut(..len) else {
+        let Some(train) = buf.get_mut(..received.len) else {
             continue;
         };
-        match core.layout.owner_of_datagram(datagram) {
-            Some(owner) if owner != core.layout.core() => core.forward(owner, from, datagram),
-            _ => core.feed(from, datagram),
+        let segment = received.segment.unwrap_or(received.len).max(1);
+        for datagram in train.chunks_mut(segment) {
+            match core.layout.owner_of_datagram(datagram) {
+                Some(owner) if owner != core.layout.core() => {
+                    core.forward(owner, received.from, datagram);
+                }
+                _ => core.feed(received.from, datagram),
+            }
         }
+        // The receives above do not wait: let the engine's loop and the relays run.
+        glommio::yield_if_needed().await;
     }
 }
 
@@ -349,6 +372,38 @@ impl Core {
         }
     }
 
+    /// Sends a train of datagrams of `segment` bytes in one system call (GSO). `false`:
+    /// not sent (the socket's buffer is full, or GSO is off or refused).
+    fn send_train(&self, train: &[u8], to: SocketAddr, segment: usize) -> bool {
+        let Ok(segment) = u16::try_from(segment) else {
+            return false;
+        };
+        if !self.gso.get() {
+            return false;
+        }
+        match udp::send_now(self.socket.as_raw_fd(), train, to, Some(segment)) {
+            Ok(sent) => sent,
+            Err(e) if udp::no_gso(&e) => {
+                tracing::info!(error = %e, "UDP GSO refused: datagrams are sent one at a time");
+                self.gso.set(false);
+                false
+            }
+            Err(e) => {
+                // As for a single datagram: lost, QUIC recovers.
+                self.send_errors.set(self.send_errors.get() + 1);
+                tracing::debug!(%to, error = %e, "UDP send failed");
+                true
+            }
+        }
+    }
+
+    /// The socket failed: the driver stops with this error.
+    fn fail_intake(&self, e: io::Error) {
+        tracing::error!(core = self.layout.core(), error = %e, "UDP receive failed");
+        *self.failure.borrow_mut() = Some(e);
+        self.work.notify();
+    }
+
     /// Sends what the engine has to send and handles its events, until it has nothing.
     async fn flush(self: &Rc<Self>, send_buf: &mut [u8]) {
         loop {
@@ -362,8 +417,12 @@ impl Core {
                 let Some(transmit) = transmit else { break };
                 progressed = true;
                 let contents = send_buf.get(..transmit.len).unwrap_or_default();
-                // No GSO through glommio's socket: send each segment on its own.
                 let segment = transmit.segment_size.unwrap_or(transmit.len).max(1);
+                if segment < contents.len() && self.send_train(contents, transmit.to, segment) {
+                    continue;
+                }
+                // One datagram, or a train the socket had no room for now: glommio's sends
+                // wait for room, a datagram at a time.
                 for datagram in contents.chunks(segment) {
                     if let Err(e) = self.socket.send_to(datagram, transmit.to).await {
                         // ICMP errors of earlier sends and the like: the datagram is lost,

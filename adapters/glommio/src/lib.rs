@@ -54,6 +54,7 @@ mod resolve;
 mod signal;
 mod tcp;
 mod tunnel;
+mod udp;
 mod udp_tunnel;
 
 use std::fmt;
