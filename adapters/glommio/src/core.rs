@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,10 +48,17 @@ use crate::{decap, tunnel, udp, udp_tunnel};
 /// Largest UDP datagram read or sent.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// A datagram that must leave from a given address waits for room in the socket's buffer
+/// this many pauses at most.
+const SEND_RETRIES: usize = 20;
+const SEND_RETRY_PAUSE: Duration = Duration::from_micros(100);
+
 /// A datagram one core received for a connection another core owns.
 #[derive(Debug)]
 pub(crate) struct Forwarded {
     from: SocketAddr,
+    /// The local address it came to.
+    to: SocketAddr,
     bytes: Vec<u8>,
 }
 
@@ -107,6 +114,9 @@ pub(crate) struct Core {
     send_errors: Cell<u64>,
     /// Trains go out in one `sendmsg` (`crate::udp`); off after the kernel refused one.
     gso: Cell<bool>,
+    /// Bound to a wildcard address, the socket reports each datagram's destination and
+    /// answers from it (`crate::udp`).
+    answer_from_destination: bool,
     udp_target_drops: Cell<u64>,
     /// Where audit records go (`Edge::audit_records`), when the edge keeps them.
     audit: Option<std::sync::mpsc::SyncSender<veil_engine::AuditRecord>>,
@@ -149,6 +159,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     if let Some(make_policy) = &policy {
         endpoint.set_boxed_policy(make_policy());
     }
+    let (socket, features) = prepare_socket(socket, index);
     let core = Rc::new(Core {
         state: RefCell::new(State {
             endpoint,
@@ -159,7 +170,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
             stopping: false,
         }),
         work: Signal::default(),
-        socket: UdpSocket::from(gro_socket(socket, index)),
+        socket: UdpSocket::from(socket),
         local_addr,
         layout,
         senders,
@@ -169,6 +180,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         forward_dropped: Cell::new(0),
         send_errors: Cell::new(0),
         gso: Cell::new(true),
+        answer_from_destination: features.destination,
         udp_target_drops: Cell::new(0),
         audit,
         audit_lost: Cell::new(0),
@@ -190,8 +202,12 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         glommio::spawn_local(async move {
             while let Some(forwarded) = receiver.recv().await {
                 core.forwarded_in.set(core.forwarded_in.get() + 1);
-                let Forwarded { from, mut bytes } = forwarded;
-                core.feed(from, &mut bytes);
+                let Forwarded {
+                    from,
+                    to,
+                    mut bytes,
+                } = forwarded;
+                core.feed(from, to, &mut bytes);
             }
         })
         .detach();
@@ -233,14 +249,15 @@ async fn publish_stats(core: Rc<Core>, published: Arc<Mutex<Vec<CoreStats>>>) {
     }
 }
 
-/// Asks for GRO on the core's socket (`crate::udp`); without it trains arrive a datagram
-/// at a time, which the intake handles the same way.
-fn gro_socket(socket: socket2::Socket, core: u16) -> socket2::Socket {
-    let (socket, gro) = udp::enable_gro(socket);
-    if !gro {
+/// Asks for GRO on the core's socket, and for each datagram's destination when it is bound
+/// to a wildcard address (`crate::udp`). Without GRO trains arrive a datagram at a time,
+/// which the intake handles the same way.
+fn prepare_socket(socket: socket2::Socket, core: u16) -> (socket2::Socket, udp::Features) {
+    let (socket, features) = udp::prepare(socket);
+    if !features.gro {
         tracing::debug!(core, "no UDP GRO: datagrams are received one at a time");
     }
-    socket
+    (socket, features)
 }
 
 /// Reads the socket: forwards datagrams of other cores' connections, feeds the rest. A
@@ -262,12 +279,15 @@ async fn intake(core: Rc<Core>) {
             continue;
         };
         let segment = received.segment.unwrap_or(received.len).max(1);
+        let to = received.to.map_or(core.local_addr, |ip| {
+            SocketAddr::new(ip, core.local_addr.port())
+        });
         for datagram in train.chunks_mut(segment) {
             match core.layout.owner_of_datagram(datagram) {
                 Some(owner) if owner != core.layout.core() => {
-                    core.forward(owner, received.from, datagram);
+                    core.forward(owner, received.from, to, datagram);
                 }
-                _ => core.feed(received.from, datagram),
+                _ => core.feed(received.from, to, datagram),
             }
         }
         // The receives above do not wait: let the engine's loop and the relays run.
@@ -347,11 +367,10 @@ async fn drive(core: &Rc<Core>) -> io::Result<()> {
 
 impl Core {
     /// Feeds one datagram this core owns to its endpoint.
-    fn feed(&self, from: SocketAddr, datagram: &mut [u8]) {
-        let meta = RecvMeta {
-            from,
-            to: self.local_addr,
-        };
+    /// `to`: the local address it came to (the bound one, or with a wildcard bind the
+    /// destination the kernel reported).
+    fn feed(&self, from: SocketAddr, to: SocketAddr, datagram: &mut [u8]) {
+        let meta = RecvMeta { from, to };
         self.state
             .borrow_mut()
             .endpoint
@@ -361,9 +380,10 @@ impl Core {
 
     /// Hands a datagram to the core that owns its connection. A full queue drops it (the
     /// peer's loss recovery resends), counted.
-    fn forward(&self, owner: u16, from: SocketAddr, datagram: &[u8]) {
+    fn forward(&self, owner: u16, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
         let message = Forwarded {
             from,
+            to,
             bytes: datagram.to_vec(),
         };
         match self.senders.try_send_to(usize::from(owner), message) {
@@ -374,14 +394,20 @@ impl Core {
 
     /// Sends a train of datagrams of `segment` bytes in one system call (GSO). `false`:
     /// not sent (the socket's buffer is full, or GSO is off or refused).
-    fn send_train(&self, train: &[u8], to: SocketAddr, segment: usize) -> bool {
+    fn send_train(
+        &self,
+        train: &[u8],
+        to: SocketAddr,
+        segment: usize,
+        from: Option<IpAddr>,
+    ) -> bool {
         let Ok(segment) = u16::try_from(segment) else {
             return false;
         };
         if !self.gso.get() {
             return false;
         }
-        match udp::send_now(self.socket.as_raw_fd(), train, to, Some(segment)) {
+        match udp::send_now(self.socket.as_raw_fd(), train, to, Some(segment), from) {
             Ok(sent) => sent,
             Err(e) if udp::no_gso(&e) => {
                 tracing::info!(error = %e, "UDP GSO refused: datagrams are sent one at a time");
@@ -389,12 +415,37 @@ impl Core {
                 false
             }
             Err(e) => {
-                // As for a single datagram: lost, QUIC recovers.
-                self.send_errors.set(self.send_errors.get() + 1);
-                tracing::debug!(%to, error = %e, "UDP send failed");
+                self.send_failed(to, &e);
                 true
             }
         }
+    }
+
+    /// Sends one datagram, waiting for room in the socket's buffer: in glommio's send, or,
+    /// when it must leave from `from` (which glommio's send cannot say), by trying again
+    /// after a pause, [`SEND_RETRIES`] times at most (then it is lost, counted).
+    async fn send_one(&self, datagram: &[u8], to: SocketAddr, from: Option<IpAddr>) {
+        if from.is_none() {
+            if let Err(e) = self.socket.send_to(datagram, to).await {
+                self.send_failed(to, &e.into());
+            }
+            return;
+        }
+        for _ in 0..SEND_RETRIES {
+            match udp::send_now(self.socket.as_raw_fd(), datagram, to, None, from) {
+                Ok(true) => return,
+                Ok(false) => glommio::timer::sleep(SEND_RETRY_PAUSE).await,
+                Err(e) => return self.send_failed(to, &e),
+            }
+        }
+        self.send_failed(to, &io::Error::from(io::ErrorKind::WouldBlock));
+    }
+
+    /// A datagram could not be sent (an ICMP error of an earlier send, a full buffer): it
+    /// is lost and counted; QUIC recovers.
+    fn send_failed(&self, to: SocketAddr, e: &io::Error) {
+        self.send_errors.set(self.send_errors.get() + 1);
+        tracing::debug!(%to, error = %e, "UDP send failed");
     }
 
     /// The socket failed: the driver stops with this error.
@@ -417,19 +468,19 @@ impl Core {
                 let Some(transmit) = transmit else { break };
                 progressed = true;
                 let contents = send_buf.get(..transmit.len).unwrap_or_default();
+                // A socket bound to a wildcard address answers from the address the
+                // connection's datagrams came to.
+                let from = Some(transmit.from.ip())
+                    .filter(|ip| self.answer_from_destination && !ip.is_unspecified());
                 let segment = transmit.segment_size.unwrap_or(transmit.len).max(1);
-                if segment < contents.len() && self.send_train(contents, transmit.to, segment) {
+                if segment < contents.len() && self.send_train(contents, transmit.to, segment, from)
+                {
                     continue;
                 }
-                // One datagram, or a train the socket had no room for now: glommio's sends
-                // wait for room, a datagram at a time.
+                // One datagram, or a train the socket had no room for now: a datagram at a
+                // time, waiting for room.
                 for datagram in contents.chunks(segment) {
-                    if let Err(e) = self.socket.send_to(datagram, transmit.to).await {
-                        // ICMP errors of earlier sends and the like: the datagram is lost,
-                        // QUIC recovers.
-                        self.send_errors.set(self.send_errors.get() + 1);
-                        tracing::debug!(to = %transmit.to, error = %e, "UDP send failed");
-                    }
+                    self.send_one(datagram, transmit.to, from).await;
                 }
             }
             {

@@ -8,12 +8,18 @@
 //! socket's descriptor. glommio's own operations remain for waiting: a peek until a
 //! datagram is queued, and its send (one datagram at a time) when the socket's buffer is
 //! full.
+//!
+//! A socket bound to a wildcard address also asks for each datagram's destination
+//! (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and answers from it: on a host with several
+//! addresses the kernel would otherwise pick the source by its routes, and a client that
+//! wrote to one address would get answers from another, which QUIC drops.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::socket::{
     self, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt,
 };
@@ -26,21 +32,42 @@ pub(crate) struct Received {
     pub(crate) from: SocketAddr,
     /// The size of each datagram of a train (the last may be shorter); `None`: one datagram.
     pub(crate) segment: Option<usize>,
+    /// The address it was sent to, when the socket asked ([`Features::destination`]).
+    pub(crate) to: Option<IpAddr>,
 }
 
-/// Asks the kernel to coalesce the datagrams it receives into trains (`UDP_GRO`). A kernel
-/// that refuses delivers them one at a time, which [`recv_now`] handles the same way.
-pub(crate) fn enable_gro(socket: socket2::Socket) -> (socket2::Socket, bool) {
+/// What the kernel agreed to on a socket ([`prepare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Features {
+    /// Trains arrive coalesced (`UDP_GRO`).
+    pub(crate) gro: bool,
+    /// Each datagram's destination address comes with it (`IP_PKTINFO`).
+    pub(crate) destination: bool,
+}
+
+/// Asks the kernel to coalesce received trains (`UDP_GRO`) and, on a socket bound to a
+/// wildcard address, to say where each datagram was sent (`IP_PKTINFO`). A kernel that
+/// refuses GRO delivers datagrams one at a time, which [`recv_now`] handles the same way.
+pub(crate) fn prepare(socket: socket2::Socket) -> (socket2::Socket, Features) {
     let socket = std::net::UdpSocket::from(socket);
-    let enabled = socket::setsockopt(&socket, sockopt::UdpGroSegment, &true).is_ok();
-    (socket2::Socket::from(socket), enabled)
+    let gro = socket::setsockopt(&socket, sockopt::UdpGroSegment, &true).is_ok();
+    let destination = match socket.local_addr() {
+        Ok(SocketAddr::V4(local)) if local.ip().is_unspecified() => {
+            socket::setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).is_ok()
+        }
+        Ok(SocketAddr::V6(local)) if local.ip().is_unspecified() => {
+            socket::setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true).is_ok()
+        }
+        _ => false,
+    };
+    (socket2::Socket::from(socket), Features { gro, destination })
 }
 
 /// Takes the next datagram or train queued on `fd` into `buf`, without waiting: `None`
 /// when nothing is queued.
 pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
     loop {
-        let mut control = nix::cmsg_space!(i32);
+        let mut control = nix::cmsg_space!(i32, libc::in6_pktinfo);
         let mut iov = [IoSliceMut::new(&mut *buf)];
         let message = match socket::recvmsg::<SockaddrStorage>(
             fd,
@@ -56,43 +83,72 @@ pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>
         let Some(from) = message.address.as_ref().and_then(socket_addr) else {
             continue;
         };
-        let segment = message
-            .cmsgs()
-            .find_map(|cmsg| match cmsg {
-                ControlMessageOwned::UdpGroSegments(size) => Some(usize::from(size)),
-                _ => None,
-            })
-            .filter(|&size| size > 0 && size < message.bytes);
+        let (mut segment, mut to) = (None, None);
+        for cmsg in message.cmsgs() {
+            match cmsg {
+                ControlMessageOwned::UdpGroSegments(size) => segment = Some(usize::from(size)),
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    to = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
         return Ok(Some(Received {
             len: message.bytes,
             from,
-            segment,
+            segment: segment.filter(|&size| size > 0 && size < message.bytes),
+            to,
         }));
     }
 }
 
 /// Sends `bytes` to `to` now, as datagrams of `segment` bytes (the last may be shorter)
-/// when `segment` is given (`UDP_SEGMENT`). `Ok(false)`: the socket's buffer is full, or
-/// the kernel cannot segment ([`no_gso`]); nothing was sent.
+/// when `segment` is given (`UDP_SEGMENT`), from the address `from` when given (packet
+/// info, for a socket bound to a wildcard address). `Ok(false)`: the socket's buffer is
+/// full; nothing was sent.
 pub(crate) fn send_now(
     fd: RawFd,
     bytes: &[u8],
     to: SocketAddr,
     segment: Option<u16>,
+    from: Option<IpAddr>,
 ) -> io::Result<bool> {
     let address = SockaddrStorage::from(to);
     let iov = [IoSlice::new(bytes)];
-    let sent = match &segment {
-        Some(size) => socket::sendmsg(
-            fd,
-            &iov,
-            &[ControlMessage::UdpGsoSegments(size)],
-            MsgFlags::MSG_DONTWAIT,
-            Some(&address),
-        ),
-        None => socket::sendmsg(fd, &iov, &[], MsgFlags::MSG_DONTWAIT, Some(&address)),
-    };
-    match sent {
+    let v4;
+    let v6;
+    let mut control = Vec::with_capacity(2);
+    if let Some(size) = &segment {
+        control.push(ControlMessage::UdpGsoSegments(size));
+    }
+    match from {
+        Some(IpAddr::V4(ip)) => {
+            v4 = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            control.push(ControlMessage::Ipv4PacketInfo(&v4));
+        }
+        Some(IpAddr::V6(ip)) => {
+            v6 = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            control.push(ControlMessage::Ipv6PacketInfo(&v6));
+        }
+        None => {}
+    }
+    match socket::sendmsg(fd, &iov, &control, MsgFlags::MSG_DONTWAIT, Some(&address)) {
         Ok(_) => Ok(true),
         Err(Errno::EAGAIN | Errno::EINTR) => Ok(false),
         Err(errno) => Err(errno.into()),
@@ -161,13 +217,20 @@ mod tests {
     /// loopback, else as eleven datagrams.
     #[test]
     fn a_train_sent_with_gso_arrives_intact() {
-        let (receiver, gro) = enable_gro(bound());
+        let (receiver, features) = prepare(bound());
+        let gro = features.gro;
         let sender = bound();
         let bytes: Vec<u8> = (0..10 * 1200 + 500_u32)
             .map(|i| u8::try_from(i % 251).unwrap_or_default())
             .collect();
-        let sent = send_now(sender.as_raw_fd(), &bytes, local(&receiver), Some(1200))
-            .expect("a GSO send on loopback");
+        let sent = send_now(
+            sender.as_raw_fd(),
+            &bytes,
+            local(&receiver),
+            Some(1200),
+            None,
+        )
+        .expect("a GSO send on loopback");
         assert!(sent, "the send buffer of a new socket has room");
         let got = receive(receiver.as_raw_fd(), bytes.len());
         let joined: Vec<u8> = got.iter().flat_map(|(b, _)| b.clone()).collect();
@@ -191,12 +254,50 @@ mod tests {
 
     #[test]
     fn a_single_datagram_has_no_segment_size() {
-        let (receiver, _) = enable_gro(bound());
+        let (receiver, _) = prepare(bound());
         let sender = bound();
-        assert!(send_now(sender.as_raw_fd(), b"hello", local(&receiver), None).expect("send"));
+        assert!(
+            send_now(sender.as_raw_fd(), b"hello", local(&receiver), None, None).expect("send")
+        );
         let got = receive(receiver.as_raw_fd(), 5);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, b"hello");
         assert_eq!(got[0].1.segment, None);
+        assert_eq!(
+            got[0].1.to, None,
+            "bound to one address: no packet info asked"
+        );
+    }
+
+    /// On a socket bound to 0.0.0.0, a datagram sent to 127.0.0.2 says so, and the answer
+    /// given that address as its source comes from it (without packet info the kernel
+    /// would answer from 127.0.0.1, its route to the client).
+    #[test]
+    fn a_wildcard_socket_learns_the_destination_and_answers_from_it() {
+        let wildcard = socket2::Socket::from(std::net::UdpSocket::bind("0.0.0.0:0").expect("bind"));
+        let (edge, features) = prepare(wildcard);
+        assert!(features.destination, "IP_PKTINFO on a wildcard socket");
+        let port = local(&edge).port();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let second = SocketAddr::from(([127, 0, 0, 2], port));
+        client.send_to(b"ping", second).expect("send");
+        let got = receive(edge.as_raw_fd(), 4);
+        assert_eq!(got.len(), 1);
+        let (bytes, received) = &got[0];
+        assert_eq!(bytes, b"ping");
+        assert_eq!(received.to, Some(second.ip()));
+        assert!(
+            send_now(edge.as_raw_fd(), b"pong", received.from, None, received.to).expect("send")
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0; 16];
+        let (len, from) = client.recv_from(&mut buf).expect("the answer");
+        assert_eq!(&buf[..len], b"pong");
+        assert_eq!(
+            from, second,
+            "answered from the address the client wrote to"
+        );
     }
 }

@@ -237,16 +237,26 @@ impl Driver {
             {
                 progressed = true;
                 let contents = self.send_buf.get(..transmit.len).unwrap_or_default();
+                // Bound to a wildcard address: answer from the address the peer wrote to.
+                let from = Some(transmit.from.ip()).filter(|ip| {
+                    self.udp.local_addr().ip().is_unspecified() && !ip.is_unspecified()
+                });
                 match transmit.segment_size {
                     Some(segment) if segment < transmit.len => {
                         let max = self.udp.max_gso_segments();
                         for run in udp::gso_runs(transmit.len, segment, max) {
                             let bytes = contents.get(run).unwrap_or_default();
                             let segment_size = (bytes.len() > segment).then_some(segment);
-                            self.udp.send(transmit.to, bytes, segment_size).await?;
+                            self.udp
+                                .send_from(transmit.to, from, bytes, segment_size)
+                                .await?;
                         }
                     }
-                    _ => self.udp.send(transmit.to, contents, None).await?,
+                    _ => {
+                        self.udp
+                            .send_from(transmit.to, from, contents, None)
+                            .await?;
+                    }
                 }
             }
             while let Some(connection) = self.endpoint.poll_tcp_ready() {

@@ -142,7 +142,23 @@ impl UdpIo {
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
-        let transmit = transmit(to, contents, segment_size);
+        self.send_from(to, None, contents, segment_size).await
+    }
+
+    /// As [`send`](Self::send), from the local address `from` when given: what a socket
+    /// bound to a wildcard address needs to answer from the address a peer wrote to (the
+    /// `dst_ip` its datagrams came with). Otherwise the kernel picks the source by its
+    /// routes, and on a host with several addresses a QUIC peer drops answers from an
+    /// address it did not write to.
+    pub async fn send_from(
+        &self,
+        to: SocketAddr,
+        from: Option<std::net::IpAddr>,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let mut transmit = transmit(to, contents, segment_size);
+        transmit.src_ip = from;
         loop {
             self.socket.writable().await?;
             let sent = self.socket.try_io(Interest::WRITABLE, || {
