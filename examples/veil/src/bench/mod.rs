@@ -31,6 +31,7 @@
 //! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
 //! offered loads.
 
+mod handshakes;
 mod ip_load;
 mod load;
 mod loss;
@@ -126,6 +127,9 @@ pub struct TcpArgs {
     /// How long `--parts share` reads them, in seconds.
     #[arg(long, default_value_t = 5)]
     pub share_secs: u64,
+    /// How long `--parts handshakes` makes new connections, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub handshake_secs: u64,
     /// Where the peers' programs are (`sslocal`, `ssserver`, `ssservice`, `tuic-client`,
     /// `tuic-server`); otherwise `PATH`, then `~/.cargo/bin`.
     #[arg(long, value_name = "DIR")]
@@ -160,6 +164,9 @@ pub enum Part {
     Connect,
     /// Many busy tunnels at once: the smallest one's share of what they moved.
     Share,
+    /// New connections per second at the edge, per core of its CPU: handshake, one
+    /// CONNECT, the 200, close (raw quiche clients in this process).
+    Handshakes,
 }
 
 /// A path: direct, veil's, or a peer's.
@@ -502,6 +509,17 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
             tokio::time::sleep(SETTLE).await;
         }
         report.push_str(&share::table(args.busy_tunnels, window, &spreads));
+    }
+    if args.parts.contains(&Part::Handshakes) {
+        let window = Duration::from_secs(args.handshake_secs.max(1));
+        let made = handshakes::run(
+            stage.edge.addr,
+            stage.edge.process.pid(),
+            stage.targets.echo,
+            window,
+        )
+        .await?;
+        report.push_str(&made.table());
     }
     if !stage.peers.is_empty() {
         report.push_str(&rss_table(&stage.proxy_processes())?);
