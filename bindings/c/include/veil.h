@@ -870,14 +870,6 @@ enum veil_result veil_config_set_transport(struct veil_config *config, int trans
 // `config` must be NULL or a live configuration.
 enum veil_result veil_config_set_congestion_control(struct veil_config *config, int algorithm);
 
-// `BBRv2` only: the share of a round's packets lost, in thousandths, above which it takes
-// the loss for congestion (1 to 500; 0 restores quiche's 15). For paths that lose packets
-// at random. `VEIL_ERR_INVALID_ARGUMENT` out of range.
-//
-// # Safety
-// `config` must be NULL or a live configuration.
-enum veil_result veil_config_set_bbr2_loss_threshold(struct veil_config *config, uint16_t permille);
-
 // Initial congestion window, in packets (default 10).
 //
 // # Safety

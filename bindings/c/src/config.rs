@@ -878,29 +878,6 @@ pub unsafe extern "C" fn veil_config_set_congestion_control(
     unsafe { with_config(config, body) }
 }
 
-/// `BBRv2` only: the share of a round's packets lost, in thousandths, above which it takes
-/// the loss for congestion (1 to 500; 0 restores quiche's 15). For paths that lose packets
-/// at random. `VEIL_ERR_INVALID_ARGUMENT` out of range.
-///
-/// # Safety
-/// `config` must be NULL or a live configuration.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn veil_config_set_bbr2_loss_threshold(
-    config: *mut veil_config,
-    permille: u16,
-) -> veil_result {
-    let body = |config: &mut veil_config| {
-        config.quic.bbr2_loss_threshold_permille = match permille {
-            0 => None,
-            1..=500 => Some(permille),
-            _ => return Err(VEIL_ERR_INVALID_ARGUMENT),
-        };
-        Ok(VEIL_OK)
-    };
-    // SAFETY: the caller's promises about `config` are forwarded.
-    unsafe { with_config(config, body) }
-}
-
 /// Initial congestion window, in packets (default 10).
 ///
 /// # Safety
@@ -1219,14 +1196,6 @@ mod tests {
                 veil_config_set_congestion_control(edge, 7),
                 VEIL_ERR_INVALID_ARGUMENT
             );
-            assert_eq!(
-                veil_config_set_bbr2_loss_threshold(edge, 501),
-                VEIL_ERR_INVALID_ARGUMENT
-            );
-            assert_eq!(veil_config_set_bbr2_loss_threshold(edge, 100), VEIL_OK);
-            assert_eq!((*edge).quic.bbr2_loss_threshold_permille, Some(100));
-            assert_eq!(veil_config_set_bbr2_loss_threshold(edge, 0), VEIL_OK);
-            assert_eq!((*edge).quic.bbr2_loss_threshold_permille, None);
             assert_eq!(
                 veil_config_add_token(edge, std::ptr::null()),
                 veil_result::VEIL_ERR_NULL

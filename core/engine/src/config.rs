@@ -72,12 +72,6 @@ pub enum CongestionControl {
 pub struct QuicConfig {
     /// Congestion controller.
     pub congestion_control: CongestionControl,
-    /// `BBRv2` only: the share of a round's packets lost, in thousandths, above which it
-    /// takes the loss for congestion and lowers how much it keeps in flight (quiche's
-    /// `loss_threshold`; `None`: quiche's 15, that is 1.5%). On a path that loses packets
-    /// at random (radio, a long lossy link) a higher value keeps it from backing off for
-    /// loss that is not congestion (docs/RELIABILITY.md, "The far path"). 1 to 500.
-    pub bbr2_loss_threshold_permille: Option<u16>,
     /// Initial congestion window, in packets.
     pub initial_congestion_window_packets: usize,
     /// Connection-level receive window advertised at start (`initial_max_data`).
@@ -155,7 +149,6 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             congestion_control: CongestionControl::Cubic,
-            bbr2_loss_threshold_permille: None,
             initial_congestion_window_packets: 10,
             initial_max_data: 16 * MIB,
             initial_max_stream_data_bidi_local: 2 * MIB,

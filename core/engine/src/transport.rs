@@ -49,14 +49,6 @@ pub(crate) fn quic_config(
         CongestionControl::Bbr2 => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
         CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,
     });
-    if let (CongestionControl::Bbr2, Some(permille)) =
-        (quic.congestion_control, quic.bbr2_loss_threshold_permille)
-    {
-        config.set_custom_bbr_params(quiche::BbrParams {
-            loss_threshold: Some(f32::from(permille) / 1000.0),
-            ..quiche::BbrParams::default()
-        });
-    }
     config.set_initial_congestion_window_packets(quic.initial_congestion_window_packets);
     config.enable_pacing(quic.pacing);
     config.discover_pmtu(quic.pmtu_discovery);
@@ -76,12 +68,7 @@ pub(crate) fn h3_config() -> Result<h3::Config, ConfigError> {
 }
 
 fn validate(quic: &QuicConfig) -> Result<(), ConfigError> {
-    let checks: [(&'static str, bool); 8] = [
-        (
-            "bbr2_loss_threshold_permille",
-            quic.bbr2_loss_threshold_permille
-                .is_none_or(|permille| (1..=500).contains(&permille)),
-        ),
+    let checks: [(&'static str, bool); 7] = [
         (
             "max_send_udp_payload_size",
             quic.max_send_udp_payload_size >= MIN_UDP_PAYLOAD,
