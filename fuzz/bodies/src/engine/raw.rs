@@ -28,7 +28,7 @@ pub(crate) struct RawPeer {
 impl RawPeer {
     pub(crate) fn new(local: SocketAddr, edge: SocketAddr) -> Option<Self> {
         // Not `Config::new`: that loads the system's CA bundle into the context
-        // (`X509_STORE_set_default_paths`), about a third of a run's time, for a peer that
+        // (`X509_STORE_set_default_paths`), about a quarter of a run's time, for a peer that
         // verifies nothing.
         let tls = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls()).ok()?;
         let mut config =
