@@ -2555,3 +2555,16 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
 fn abort_stream(wire: &mut Wire, stream: u64, code: u64) {
     let _ = wire.stream_shutdown(stream, quiche::Shutdown::Write, code);
 }
+/// Every open tunnel keeps a [`Tunnel`] in the endpoint's table (and, at the edge, its
+/// boxed request), so their sizes are a floor under the memory of an idle tunnel
+/// (docs/PERFORMANCE.md, "Many tunnels on one connection"). A target used to hold its
+/// DNS name in a 253-byte buffer: 448 bytes per record, 408 per request.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod record_sizes {
+    #[test]
+    fn a_tunnel_record_and_its_request_stay_small() {
+        assert!(core::mem::size_of::<crate::TunnelTarget>() <= 32);
+        assert!(core::mem::size_of::<super::Tunnel>() <= 200);
+        assert!(core::mem::size_of::<super::hooks::EdgeRequest>() <= 160);
+    }
+}

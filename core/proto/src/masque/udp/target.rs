@@ -185,8 +185,17 @@ fn ascii_str(text: &[u8]) -> Option<&str> {
 ///
 /// A valid name only holds unreserved URI characters, so it expands into a template
 /// unchanged, and it is never `.` or `..`, so it cannot become a dot-segment of a path.
+///
+/// Storage: with the `alloc` feature the name is a `Box<str>` of its own length (16 bytes
+/// inline), so that the engine's per-tunnel records and events, which hold a target each,
+/// stay small; without it, a fixed 253-byte buffer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(heapless::String<MAX_NAME_LEN>);
+pub struct Name(NameText);
+
+#[cfg(feature = "alloc")]
+type NameText = alloc::boxed::Box<str>;
+#[cfg(not(feature = "alloc"))]
+type NameText = heapless::String<MAX_NAME_LEN>;
 
 impl Name {
     /// Validates `name` (plain text, not percent-encoded) and stores it lowercased.
@@ -202,7 +211,7 @@ impl Name {
 
     /// The name, lowercased, without a trailing dot.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 
     /// Validates non-empty ASCII text as a DNS name.
@@ -224,9 +233,15 @@ impl Name {
         for (out, &byte) in lower.iter_mut().zip(name) {
             *out = byte.to_ascii_lowercase();
         }
-        let mut stored = heapless::String::new();
         let text = ascii_str(lower).ok_or(HostError::NonAscii)?;
-        stored.push_str(text).map_err(|_| HostError::TooLong)?;
+        #[cfg(feature = "alloc")]
+        let stored = NameText::from(text);
+        #[cfg(not(feature = "alloc"))]
+        let stored = {
+            let mut stored = NameText::new();
+            stored.push_str(text).map_err(|_| HostError::TooLong)?;
+            stored
+        };
         Ok(Self(stored))
     }
 }
