@@ -7,23 +7,30 @@
 //! - **towards the engine**, a [`TunnelWriter`] spends credit (a semaphore of bytes) for
 //!   every chunk it hands over; the driver returns the credit as the engine accepts the
 //!   bytes, so at most [`TunnelLimits::credit`] bytes wait in the driver per tunnel;
-//! - **from the engine**, the driver reads a tunnel only while its chunk channel (of
+//! - **from the engine**, the driver reads a tunnel only while its chunk queue (of
 //!   [`TunnelLimits::chunks`] slots) has room; when it is full the driver stops reading, and
 //!   QUIC flow control holds the peer back. The reader asks for a wake-up as it drains.
+//!
+//! Both directions, and the driver's word on how the tunnel ended, live in one allocation
+//! per tunnel ([`Shared`]): a semaphore of credit, a queue that allocates only once bytes
+//! arrive, and two `Notify`s. Idle tunnels are what a proxy holds most of: a tokio `mpsc`
+//! channel allocates its first block of 32 slots when it is made, 1.8 KB per tunnel with
+//! nothing in it (docs/PERFORMANCE.md, "Many tunnels on one connection").
 //!
 //! How a relay ends (FINs, resets, a peer that stopped reading ours, the linger) is the
 //! engine's [`veil_engine::relay::Relay`]: [`Tunnel::relay`] only moves bytes, reports what
 //! happened to it, and does what it says.
 
 use std::cell::Cell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use veil_engine::relay::{Relay, RelayAction};
 pub use veil_engine::relay::{RelayEnd, RelayOutcome};
 use veil_engine::{CloseReason, TunnelError, TunnelId};
@@ -91,7 +98,6 @@ pub struct Tunnel {
     id: TunnelId,
     writer: TunnelWriter,
     reader: TunnelReader,
-    ending: oneshot::Receiver<Ending>,
 }
 
 /// How the driver tells a relay that a tunnel ended, for the engine's [`Relay`] to judge.
@@ -110,7 +116,7 @@ pub(crate) enum Ending {
 pub struct TunnelWriter {
     id: TunnelId,
     commands: mpsc::UnboundedSender<Command>,
-    credit: Arc<Semaphore>,
+    shared: Arc<Shared>,
     max_chunk: usize,
     done: bool,
 }
@@ -120,27 +126,99 @@ pub struct TunnelWriter {
 pub struct TunnelReader {
     id: TunnelId,
     commands: mpsc::UnboundedSender<Command>,
-    chunks: mpsc::Receiver<Chunk>,
-    wake: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     fin: bool,
 }
 
-/// The driver's end of one tunnel.
+/// The driver's end of one tunnel. Dropping it without [`closed`](Self::closed) or
+/// [`reset`](Self::reset) says nothing, which the relay takes as a reset.
 #[derive(Debug)]
 pub(crate) struct TunnelPort {
-    chunks: mpsc::Sender<Chunk>,
-    credit: Arc<Semaphore>,
-    wake: Arc<AtomicBool>,
-    ending: Option<oneshot::Sender<Ending>>,
+    shared: Arc<Shared>,
+    /// Chunks the reader may have waiting ([`TunnelLimits::chunks`], at least 1).
+    capacity: usize,
     /// The chunk carrying the peer's FIN went to the reader (a `Cell`: it is set while a
     /// reserved slot borrows the port).
     fin_queued: Cell<bool>,
 }
 
+/// What a tunnel's halves and the driver's port share: one allocation per tunnel.
+#[derive(Debug)]
+struct Shared {
+    /// Bytes the writer may hand the driver before the engine has taken them.
+    credit: Semaphore,
+    /// Towards the reader: chunks, and how the tunnel ended.
+    down: Mutex<Down>,
+    /// A chunk was queued, or the port went: the reader looks again.
+    queued: Notify,
+    /// The port said how the tunnel ended, or went: the relay looks again.
+    ended: Notify,
+}
+
+/// The engine → reader side of [`Shared`].
+#[derive(Debug, Default)]
+struct Down {
+    /// Chunks not yet read; the port keeps them within its capacity. Allocated with the
+    /// first chunk, not before.
+    chunks: VecDeque<Chunk>,
+    /// The port found the queue full: the reader sends [`Command::Wake`] as it takes one.
+    wake: bool,
+    /// The port's word on how the tunnel ended, until the relay takes it.
+    ending: Option<Ending>,
+    /// The port is gone (after its word, if it had one): once the queue is empty, reads
+    /// fail.
+    port_gone: bool,
+    /// The reader is gone: the port discards what the engine has for it.
+    reader_gone: bool,
+}
+
+impl Shared {
+    fn down(&self) -> MutexGuard<'_, Down> {
+        // Nothing panics while holding the lock; a poisoned one is still consistent.
+        self.down.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The port's word on how the tunnel ended, once it said it or went (`None`: it went
+    /// without a word).
+    async fn ending(&self) -> Option<Ending> {
+        wait_for(&self.ended, || {
+            let mut down = self.down();
+            match down.ending.take() {
+                Some(ending) => Some(Some(ending)),
+                None => down.port_gone.then_some(None),
+            }
+        })
+        .await
+    }
+
+    /// The port's word, if it has said it (without waiting).
+    fn take_ending(&self) -> Option<Ending> {
+        self.down().ending.take()
+    }
+}
+
+/// Waits on `notify` until `check` has an answer. The waiter is registered before each
+/// check, so a notification between the check and the wait is not lost.
+async fn wait_for<T>(notify: &Notify, mut check: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(answer) = check() {
+            return answer;
+        }
+        notified.await;
+    }
+}
+
+/// Room for one chunk towards the reader, reserved by [`TunnelPort::room`]. The port is
+/// the queue's only producer, so the room lasts while the slot borrows it.
+pub(crate) struct Slot<'a>(PhantomData<&'a TunnelPort>);
+
 /// What the driver may do with bytes the engine has for a tunnel.
 pub(crate) enum Room<'a> {
-    /// A slot is reserved: read one chunk and send it through the permit.
-    Ready(mpsc::Permit<'a, Chunk>),
+    /// A slot is reserved: read one chunk and send it through the slot.
+    Ready(Slot<'a>),
     /// The reader is behind; it will send [`Command::Wake`] when it catches up.
     Full,
     /// The reader is gone.
@@ -154,33 +232,31 @@ pub(crate) fn pair(
     limits: TunnelLimits,
 ) -> (Tunnel, TunnelPort) {
     let credit_bytes = limits.credit_bytes();
-    let credit = Arc::new(Semaphore::new(credit_bytes));
-    let (chunk_tx, chunk_rx) = mpsc::channel(limits.chunks.max(1));
-    let wake = Arc::new(AtomicBool::new(false));
-    let (ending_tx, ending_rx) = oneshot::channel();
+    let shared = Arc::new(Shared {
+        credit: Semaphore::new(credit_bytes),
+        down: Mutex::default(),
+        queued: Notify::new(),
+        ended: Notify::new(),
+    });
     let tunnel = Tunnel {
         id,
         writer: TunnelWriter {
             id,
             commands: commands.clone(),
-            credit: credit.clone(),
+            shared: shared.clone(),
             max_chunk: credit_bytes.min(MAX_CHUNK),
             done: false,
         },
         reader: TunnelReader {
             id,
             commands,
-            chunks: chunk_rx,
-            wake: wake.clone(),
+            shared: shared.clone(),
             fin: false,
         },
-        ending: ending_rx,
     };
     let port = TunnelPort {
-        chunks: chunk_tx,
-        credit,
-        wake,
-        ending: Some(ending_tx),
+        shared,
+        capacity: limits.chunks.max(1),
         fin_queued: Cell::new(false),
     };
     (tunnel, port)
@@ -190,29 +266,30 @@ impl TunnelPort {
     /// Reserves room for one chunk towards the reader, or arranges a wake-up when there is
     /// none.
     pub(crate) fn room(&self) -> Room<'_> {
-        if let Ok(permit) = self.chunks.try_reserve() {
-            return Room::Ready(permit);
-        }
-        // Ask first, then look again: a reader that drained in between sees the flag.
-        self.wake.store(true, Ordering::SeqCst);
-        match self.chunks.try_reserve() {
-            Ok(permit) => Room::Ready(permit),
-            Err(mpsc::error::TrySendError::Full(())) => Room::Full,
-            Err(mpsc::error::TrySendError::Closed(())) => Room::Gone,
+        let mut down = self.shared.down();
+        if down.reader_gone {
+            Room::Gone
+        } else if down.chunks.len() < self.capacity {
+            Room::Ready(Slot(PhantomData))
+        } else {
+            // Under the lock: the reader's next take sees the flag.
+            down.wake = true;
+            Room::Full
         }
     }
 
     /// Returns credit for bytes the engine accepted.
     pub(crate) fn release(&self, bytes: usize) {
-        self.credit.add_permits(bytes);
+        self.shared.credit.add_permits(bytes);
     }
 
     /// Hands one chunk to the reader through a slot [`room`](Self::room) reserved.
-    pub(crate) fn deliver(&self, permit: mpsc::Permit<'_, Chunk>, chunk: Chunk) {
+    pub(crate) fn deliver(&self, _slot: Slot<'_>, chunk: Chunk) {
         if chunk.fin {
             self.fin_queued.set(true);
         }
-        permit.send(chunk);
+        self.shared.down().chunks.push_back(chunk);
+        self.shared.queued.notify_one();
     }
 
     /// Ends the tunnel on the tokio side after the engine closed it with `reason`: queued
@@ -228,13 +305,20 @@ impl TunnelPort {
         self.end(Ending::Reset);
     }
 
-    fn end(mut self, ending: Ending) {
-        // Tell first, then fail the sends: a relay woken by the failed send finds out why.
-        if let Some(tell) = self.ending.take() {
-            // The tunnel may already be gone; then nobody needs telling.
-            let _ = tell.send(ending);
-        }
-        self.credit.close();
+    fn end(self, ending: Ending) {
+        // Tell first, then fail the sends (dropping the port): a relay woken by the failed
+        // send finds out why.
+        self.shared.down().ending = Some(ending);
+        self.shared.ended.notify_one();
+    }
+}
+
+impl Drop for TunnelPort {
+    fn drop(&mut self) {
+        self.shared.down().port_gone = true;
+        self.shared.credit.close();
+        self.shared.queued.notify_one();
+        self.shared.ended.notify_one();
     }
 }
 
@@ -244,7 +328,7 @@ impl Tunnel {
         self.id
     }
 
-    /// Splits the tunnel into its two directions. The ending notification is dropped:
+    /// Splits the tunnel into its two directions. The ending notification is not read:
     /// [`TunnelReader::recv`] reports a reset once the queued bytes are read (and a stopped
     /// tunnel reads to its FIN; the writer's sends then fail).
     pub fn split(self) -> (TunnelWriter, TunnelReader) {
@@ -265,9 +349,9 @@ impl Tunnel {
         let Self {
             mut writer,
             mut reader,
-            mut ending,
             ..
         } = self;
+        let shared = reader.shared.clone();
         let (mut rd, mut wr) = tcp.into_split();
         let mut relay = Relay::new(end);
         let halves = Halves {
@@ -276,7 +360,7 @@ impl Tunnel {
             writer: &mut writer,
             reader: &mut reader,
         };
-        let last = drive(&mut relay, halves, &mut ending, initial).await;
+        let last = drive(&mut relay, halves, &shared, initial).await;
         // The closing actions, with every half back in hand.
         let mut tcp = Some((rd, wr));
         let mut outcome = RelayOutcome::TcpFailed;
@@ -314,7 +398,7 @@ struct Halves<'a> {
 enum Seen<'a> {
     Up(UpEnd, &'a mut OwnedReadHalf, &'a mut TunnelWriter),
     Down(DownEnd, &'a mut OwnedWriteHalf),
-    Told(Result<Ending, oneshot::error::RecvError>),
+    Told(Option<Ending>),
     Discarded(std::io::Result<usize>),
     Timer,
     /// Nothing can happen any more (a bug: the relay would hang).
@@ -327,7 +411,7 @@ enum Seen<'a> {
 async fn drive(
     relay: &mut Relay,
     halves: Halves<'_>,
-    ending: &mut oneshot::Receiver<Ending>,
+    shared: &Shared,
     initial: Bytes,
 ) -> Vec<RelayAction> {
     let Halves {
@@ -353,7 +437,7 @@ async fn drive(
         let seen = tokio::select! {
             (end, r, w) = &mut up, if up_running => { up_running = false; Seen::Up(end, r, w) }
             (end, w) = &mut down, if down_running => { down_running = false; Seen::Down(end, w) }
-            word = &mut *ending, if !told => { told = true; Seen::Told(word) }
+            word = shared.ending(), if !told => { told = true; Seen::Told(word) }
             read = read_some(rd.as_deref_mut(), &mut discard), if discarding => Seen::Discarded(read),
             () = sleep_until(deadline), if deadline.is_some() => Seen::Timer,
             else => Seen::Stuck,
@@ -369,7 +453,7 @@ async fn drive(
                         // The driver says why before it fails the sends.
                         if !told {
                             told = true;
-                            tell(relay, now, ending.try_recv().ok());
+                            tell(relay, now, shared.take_ending());
                         }
                         // The bytes last read had nowhere to go (uncounted).
                         relay.tcp_discarded(now, 0);
@@ -387,12 +471,12 @@ async fn drive(
                     DownEnd::WriteFailed => relay.tcp_error(now),
                     DownEnd::Gone if !told => {
                         told = true;
-                        tell(relay, now, ending.try_recv().ok());
+                        tell(relay, now, shared.take_ending());
                     }
                     DownEnd::Gone => {}
                 }
             }
-            Seen::Told(word) => tell(relay, now, word.ok()),
+            Seen::Told(word) => tell(relay, now, word),
             Seen::Discarded(Ok(0)) => relay.tcp_eof(now),
             Seen::Discarded(Ok(len)) => relay.tcp_discarded(now, len),
             Seen::Discarded(Err(_)) => relay.tcp_error(now),
@@ -556,10 +640,10 @@ impl TunnelWriter {
         while !bytes.is_empty() {
             let piece = bytes.split_to(bytes.len().min(self.max_chunk));
             let permits = u32::try_from(piece.len()).map_err(|_| TunnelReset)?;
-            let permit: OwnedSemaphorePermit = self
+            let permit = self
+                .shared
                 .credit
-                .clone()
-                .acquire_many_owned(permits)
+                .acquire_many(permits)
                 .await
                 .map_err(|_| TunnelReset)?;
             // The driver gives the credit back as the engine takes the bytes.
@@ -598,14 +682,30 @@ impl Drop for TunnelWriter {
     }
 }
 
+impl Drop for TunnelReader {
+    fn drop(&mut self) {
+        let mut down = self.shared.down();
+        down.reader_gone = true;
+        down.chunks = VecDeque::new();
+    }
+}
+
 impl TunnelReader {
     /// The next bytes from the peer; `Ok(None)` once the peer has finished (FIN).
     pub async fn recv(&mut self) -> Result<Option<Bytes>, TunnelReset> {
         if self.fin {
             return Ok(None);
         }
-        let chunk = self.chunks.recv().await.ok_or(TunnelReset)?;
-        if self.wake.swap(false, Ordering::SeqCst) {
+        let shared = &self.shared;
+        let (chunk, wake) = wait_for(&shared.queued, || {
+            let mut down = shared.down();
+            match down.chunks.pop_front() {
+                Some(chunk) => Some(Ok((chunk, std::mem::take(&mut down.wake)))),
+                None => down.port_gone.then_some(Err(TunnelReset)),
+            }
+        })
+        .await?;
+        if wake {
             let _ = self.commands.send(Command::Wake { tunnel: self.id });
         }
         self.fin = chunk.fin;
