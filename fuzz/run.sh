@@ -8,6 +8,13 @@
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Builds with
 # cargo-fuzz's defaults: release, debug assertions and overflow checks on, AddressSanitizer.
 #
+# Two knobs, from the environment:
+#   FUZZ_RUNS=N          also stop each target after N executions (libFuzzer's -runs),
+#                        whichever comes first: `FUZZ_RUNS=10000000 fuzz/run.sh 7200 socks5`
+#   FUZZ_SANITIZER=none  build without AddressSanitizer (cargo fuzz -s): two to three times
+#                        the executions a second. The decoders are safe Rust (veil-proto
+#                        and veil-engine have no `unsafe`); ASan only watches dependencies.
+#
 # Corpora: fuzz/corpus/<target>/ holds the committed seeds (fuzz/seed.py writes them) and is
 # only read. What libFuzzer finds goes to fuzz/work/<target>/ (not committed), which grows
 # from run to run and is minimised with `cargo fuzz cmin` after each one. An input that
@@ -27,7 +34,11 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # cargo-fuzz runs from a scratch directory, where libFuzzer's -jobs mode leaves fuzz-0.log.
-fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${@:2}"); }
+fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${SANITIZER[@]}" "${@:2}"); }
+SANITIZER=()
+[ -n "${FUZZ_SANITIZER:-}" ] && SANITIZER=(--sanitizer "$FUZZ_SANITIZER")
+RUNS=()
+[ -n "${FUZZ_RUNS:-}" ] && RUNS=(-runs="$FUZZ_RUNS")
 
 python3 "$FUZZ/seed.py" >/dev/null
 echo "==> building ${#TARGETS[@]} targets"
@@ -40,7 +51,7 @@ for target in "${TARGETS[@]}"; do
     log="$WORK/$target.log"
     mkdir -p "$FUZZ/work/$target"
     fuzz run "$target" "$FUZZ/work/$target" "$FUZZ/corpus/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -jobs=1 >"$log" 2>&1
+        -max_total_time="$SECONDS_PER_TARGET" "${RUNS[@]}" -jobs=1 >"$log" 2>&1
     status=$?
     done_line="$(grep -a 'DONE' "$log" | tail -n 1)"
     if [ "$status" -ne 0 ] || [ -z "$done_line" ]; then
