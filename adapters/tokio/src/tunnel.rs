@@ -604,7 +604,10 @@ async fn pump_up<'a>(
     writer: &'a mut TunnelWriter,
     initial: Bytes,
 ) -> (UpEnd, &'a mut OwnedReadHalf, &'a mut TunnelWriter) {
-    if !initial.is_empty() && Box::pin(writer.send(initial)).await.is_err() {
+    if initial.is_empty() {
+        // Not kept for the tunnel's life: it may share a read buffer's allocation.
+        drop(initial);
+    } else if Box::pin(writer.send(initial)).await.is_err() {
         return (UpEnd::SendFailed, rd, writer);
     }
     loop {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use veil_engine::rules::{ClientAction, Protocol};
@@ -57,13 +57,29 @@ async fn handle(
     udp_idle: Duration,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
+    // The handshake, UDP ASSOCIATE and direct relays are boxed: a session's task is one
+    // allocation sized for the largest future it may wait on, and an idle TCP tunnel
+    // should pay only for its relay (docs/PERFORMANCE.md, "Many tunnels on one
+    // connection").
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, credentials));
-    let Some((request, early)) = handshake.await.context("handshake timed out")?? else {
+    let Some((request, early)) = Box::pin(handshake).await.context("handshake timed out")?? else {
         return Ok(());
+    };
+    // What came after the request, without the read buffer's spare capacity (which the
+    // relay would otherwise hold for as long as the tunnel lives).
+    let early = {
+        let buffer = early;
+        Bytes::copy_from_slice(&buffer)
     };
     // BIND never gets here: the state machine refuses it.
     if request.command == Command::UdpAssociate {
-        return crate::socks_udp::associate(stream, &request.target, front, udp_idle).await;
+        return Box::pin(crate::socks_udp::associate(
+            stream,
+            &request.target,
+            front,
+            udp_idle,
+        ))
+        .await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
@@ -81,7 +97,7 @@ async fn handle(
             .await;
         }
         ClientAction::Direct => {
-            let origin = match front.dial_direct(&target).await {
+            let origin = match Box::pin(front.dial_direct(&target)).await {
                 Ok(origin) => origin,
                 Err(e) => {
                     tracing::info!(%target, error = %e, "socks5: direct dial failed");
@@ -90,17 +106,15 @@ async fn handle(
                 }
             };
             send_reply(&mut stream, &Reply::success(bound)).await?;
-            let outcome = crate::route::relay_direct(stream, early.freeze(), origin).await;
+            let outcome = Box::pin(crate::route::relay_direct(stream, early, origin)).await;
             tracing::debug!(%target, ?outcome, "socks5: direct relay ended");
             return Ok(());
         }
     }
-    match front.opener.open(target.clone()).await {
+    match Box::pin(front.opener.open(target.clone())).await {
         Ok(tunnel) => {
             send_reply(&mut stream, &Reply::success(bound)).await?;
-            let outcome = tunnel
-                .relay(stream, early.freeze(), RelayEnd::BothFinished)
-                .await;
+            let outcome = tunnel.relay(stream, early, RelayEnd::BothFinished).await;
             tracing::debug!(%target, ?outcome, "socks5: relay ended");
         }
         Err(failure) => {
