@@ -4,13 +4,14 @@
 //! with a bounded queue (a full queue drops, as a router's would).
 //!
 //! The client talks to the relay as if it were the edge; the relay forwards from one
-//! socket of its own to the edge, and the edge's answers back to the client. Loopback
-//! only; its threads stop when it is dropped.
+//! socket of its own to the edge, and the edge's answers back to the client. On loopback,
+//! or on sockets the caller bound (inside a test's network namespace:
+//! [`ImpairedPath::start_on`]); its threads stop when it is dropped.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -85,24 +86,36 @@ struct LineState {
 impl ImpairedPath {
     /// A relay to the edge at `edge`, each direction impaired by `impairment`.
     pub(crate) fn start(edge: SocketAddr, impairment: Impairment) -> anyhow::Result<Self> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
+        let front = UdpSocket::bind("127.0.0.1:0")?;
+        let back = UdpSocket::bind("127.0.0.1:0")?;
+        Self::start_on(front, back, edge, impairment)
+    }
+
+    /// A relay to the edge at `edge` through sockets the caller bound: the client writes
+    /// to `front`, the relay reaches the edge from `back`.
+    pub(crate) fn start_on(
+        front: UdpSocket,
+        back: UdpSocket,
+        edge: SocketAddr,
+        impairment: Impairment,
+    ) -> anyhow::Result<Self> {
+        let (front, back) = (Arc::new(front), Arc::new(back));
         front.set_read_timeout(Some(POLL))?;
         back.set_read_timeout(Some(POLL))?;
         let addr = front.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let client_port = Arc::new(AtomicU16::new(0));
+        let client = Arc::new(Mutex::new(None));
         let mut threads = Vec::new();
         for (from, to, upstream) in [
             (Arc::clone(&front), Arc::clone(&back), true),
             (Arc::clone(&back), Arc::clone(&front), false),
         ] {
             let line = Arc::new(Line::default());
-            let (stop_in, counters_in, port_in, line_in) = (
+            let (stop_in, counters_in, client_in, line_in) = (
                 Arc::clone(&stop),
                 Arc::clone(&counters),
-                Arc::clone(&client_port),
+                Arc::clone(&client),
                 Arc::clone(&line),
             );
             let to_edge = upstream.then_some(edge);
@@ -114,7 +127,7 @@ impl ImpairedPath {
                     &stop_in,
                     &counters_in,
                     to_edge,
-                    &port_in,
+                    &client_in,
                 );
             }));
             let (stop_out, counters_out) = (Arc::clone(&stop), Arc::clone(&counters));
@@ -146,8 +159,8 @@ impl Drop for ImpairedPath {
 }
 
 /// Reads one direction's datagrams and schedules each (or loses it). Upstream (`to_edge`:
-/// from the client) it remembers the client's port and sends to the edge; downstream, to
-/// the client's port.
+/// from the client) it remembers the client's address and sends to the edge; downstream,
+/// to the client's address.
 fn receive(
     socket: &UdpSocket,
     line: &Line,
@@ -155,7 +168,7 @@ fn receive(
     stop: &AtomicBool,
     counters: &Counters,
     to_edge: Option<SocketAddr>,
-    client_port: &AtomicU16,
+    client: &Mutex<Option<SocketAddr>>,
 ) {
     let mut buf = vec![0; 65_536];
     let mut rng: u64 = if to_edge.is_some() {
@@ -175,12 +188,16 @@ fn receive(
         let Ok((len, from)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        if to_edge.is_some() {
-            client_port.store(from.port(), Ordering::Relaxed);
-        }
         let to = match to_edge {
-            Some(edge) => edge,
-            None => SocketAddr::from(([127, 0, 0, 1], client_port.load(Ordering::Relaxed))),
+            Some(edge) => {
+                *client.lock().expect("the client's address") = Some(from);
+                edge
+            }
+            None => match *client.lock().expect("the client's address") {
+                Some(client) => client,
+                // Nobody to answer yet.
+                None => continue,
+            },
         };
         if random() < impairment.loss {
             counters.lost.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +267,7 @@ fn deliver(socket: &UdpSocket, line: &Line, stop: &AtomicBool, counters: &Counte
             continue;
         };
         drop(state);
-        if to.port() != 0 && socket.send_to(&datagram, to).is_ok() {
+        if socket.send_to(&datagram, to).is_ok() {
             counters.forwarded.fetch_add(1, Ordering::Relaxed);
         }
         state = line.queue.lock().expect("the line's lock");

@@ -9,6 +9,7 @@
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +52,21 @@ pub(crate) struct NetNs {
 impl NetNs {
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace (a socket stays in the
+    /// namespace it was made in, whichever thread uses it): made on a thread of its own
+    /// that enters the namespace first, so that the test's threads stay where they are.
+    pub(crate) fn bind_udp(&self, addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || -> anyhow::Result<std::net::UdpSocket> {
+            let namespace = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {path}"))?;
+            std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr} in {path}"))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread binding {addr} panicked"))?
     }
 
     /// `ip netns exec NAME PROGRAM`: PROGRAM run inside this namespace.
