@@ -23,14 +23,7 @@ const SIZE: usize = 4 << 20;
 const DOWNLOAD: Duration = Duration::from_secs(120);
 
 /// The bad path of the measurement, at a rate this machine keeps up with.
-const BAD: Impairment = Impairment {
-    delay: Duration::from_millis(50),
-    loss: 0.02,
-    reorder: 0.01,
-    reorder_by: Duration::from_millis(10),
-    rate_bps: 20_000_000,
-    queue_bytes: 100_000,
-};
+const BAD: Impairment = Impairment::BAD;
 
 /// The clean path with the same delay and bottleneck, for the goodput to compare with.
 const CLEAN_BUT_FAR: Impairment = Impairment {

@@ -46,6 +46,17 @@ impl Impairment {
         rate_bps: 0,
         queue_bytes: usize::MAX,
     };
+
+    /// Issue 17's bad path, at a rate this machine keeps up with: 100 ms RTT, a 20 Mbit/s
+    /// bottleneck with a 100 kB queue, 2% loss and 1% of datagrams 10 ms late, each way.
+    pub(crate) const BAD: Self = Self {
+        delay: Duration::from_millis(50),
+        loss: 0.02,
+        reorder: 0.01,
+        reorder_by: Duration::from_millis(10),
+        rate_bps: 20_000_000,
+        queue_bytes: 100_000,
+    };
 }
 
 /// Datagrams each way the relay lost, held back and dropped at a full bottleneck.
