@@ -415,6 +415,7 @@ impl Tunnel {
         // The relay said all there was to say to the engine: dropping the writer must not
         // add an abort of its own.
         writer.done = true;
+        tracing::debug!(tunnel = ?writer.id, ?outcome, "relay ended");
         outcome
     }
 }
