@@ -129,8 +129,9 @@ async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
             .write_all(&encode(&Response::connection_established()))
             .await?;
     }
-    let outcome = tunnel.relay(stream, initial, end).await;
-    tracing::debug!(%target, ?outcome, "http: relay ended");
+    tracing::debug!(%target, tunnel = ?tunnel.id(), "http: relaying");
+    // A task of its own, sized for the relay alone (see `socks::handle`).
+    tokio::spawn(tunnel.relay(stream, initial, end));
     Ok(())
 }
 

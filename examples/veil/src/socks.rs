@@ -114,8 +114,10 @@ async fn handle(
     match Box::pin(front.opener.open(target.clone())).await {
         Ok(tunnel) => {
             send_reply(&mut stream, &Reply::success(bound)).await?;
-            let outcome = tunnel.relay(stream, early, RelayEnd::BothFinished).await;
-            tracing::debug!(%target, ?outcome, "socks5: relay ended");
+            tracing::debug!(%target, tunnel = ?tunnel.id(), "socks5: relaying");
+            // The relay becomes a task of its own, sized for it alone; this session's
+            // task, sized for the handshake, ends (an idle tunnel keeps only the relay).
+            tokio::spawn(tunnel.relay(stream, early, RelayEnd::BothFinished));
         }
         Err(failure) => {
             tracing::info!(%target, %failure, "socks5: tunnel refused");
