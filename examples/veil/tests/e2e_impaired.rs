@@ -79,16 +79,27 @@ fn download(
 fn download_file(
     dir: &TempDir,
     origin: &Origin,
-    (file, size, served_sum): (&str, usize, &str),
+    file: (&str, usize, &str),
     congestion: &str,
     path: Impairment,
     bound: Duration,
 ) -> anyhow::Result<f64> {
-    let config = dir.join(&format!("{congestion}.toml"));
-    std::fs::write(
-        &config,
-        format!("[quic]\ncongestion_control = \"{congestion}\"\n"),
-    )?;
+    let settings = format!("congestion_control = \"{congestion}\"");
+    download_with(dir, origin, file, (congestion, &settings), path, bound)
+}
+
+/// [`download_file`] with `settings` in both ends' `[quic]` section; `label` names them in
+/// the diagnostics.
+fn download_with(
+    dir: &TempDir,
+    origin: &Origin,
+    (file, size, served_sum): (&str, usize, &str),
+    (label, settings): (&str, &str),
+    path: Impairment,
+    bound: Duration,
+) -> anyhow::Result<f64> {
+    let config = dir.join("quic.toml");
+    std::fs::write(&config, format!("[quic]\n{settings}\n"))?;
     let config = config.to_str().context("a UTF-8 path")?.to_owned();
     let edge = Edge::start(
         dir.path(),
@@ -126,7 +137,7 @@ fn download_file(
     let counters = &relay.counters;
     let context = || {
         format!(
-            "{congestion}: forwarded {:?}, lost {:?}, reordered {:?}, queue drops {:?}\n{}\n{}",
+            "{label}: forwarded {:?}, lost {:?}, reordered {:?}, queue drops {:?}\n{}\n{}",
             counters.forwarded,
             counters.lost,
             counters.reordered,
@@ -173,6 +184,52 @@ fn a_download_arrives_whole_over_a_750_ms_10_mbit_lossy_path() -> anyhow::Result
         size >> 20,
         figures.join("; ")
     );
+    Ok(())
+}
+
+/// A long fat path: 100 ms RTT, 400 Mbit/s, no loss. The short form downloads 8 MiB with
+/// the default windows and checks it whole; the long form alternates 64 MiB downloads with
+/// the defaults and with a 1 MiB initial connection window, three of each, and prints the
+/// goodputs (docs/PERFORMANCE.md: why the default window stays).
+#[test]
+fn a_long_fat_path_with_the_default_and_a_small_connection_window() -> anyhow::Result<()> {
+    const LONG_FAT: Impairment = Impairment {
+        delay: Duration::from_millis(50),
+        rate_bps: 400_000_000,
+        queue_bytes: 6_000_000,
+        ..Impairment::CLEAN
+    };
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new("impaired-long-fat")?;
+    let origin = Origin::start(dir.path())?;
+    let (size, rounds, windows): (usize, usize, &[(&str, &str)]) = if long_form() {
+        (
+            64 << 20,
+            3,
+            &[
+                ("default windows", ""),
+                ("1 MiB initial window", "initial_max_data = 1048576"),
+            ],
+        )
+    } else {
+        (8 << 20, 1, &[("default windows", "")])
+    };
+    let sum = support::write_random_file(&origin.root().join("fat.bin"), size, 0xfa7)?;
+    let mut figures = vec![Vec::new(); windows.len()];
+    for _ in 0..rounds {
+        for (figure, window) in figures.iter_mut().zip(windows) {
+            let file = ("fat.bin", size, sum.as_str());
+            figure.push(download_with(
+                &dir, &origin, file, *window, LONG_FAT, DOWNLOAD,
+            )?);
+        }
+    }
+    for ((label, _), figure) in windows.iter().zip(&figures) {
+        eprintln!(
+            "e2e: {} MiB over 100 ms RTT, 400 Mbit/s, {label}: {figure:.1?} Mbit/s",
+            size >> 20
+        );
+    }
     Ok(())
 }
 
