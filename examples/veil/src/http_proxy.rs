@@ -58,27 +58,17 @@ enum Plan {
 
 async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
-    // Boxed, as are direct relays: the session's task is sized for the largest future it
-    // may wait on, and an idle tunnel should pay only for its relay (see `socks::handle`).
-    let Some((plan, early)) = Box::pin(tokio::time::timeout(
-        HEAD_TIMEOUT,
-        read_request(&mut stream),
-    ))
-    .await
-    .context("request head timed out")??
+    let Some((plan, early)) = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut stream))
+        .await
+        .context("request head timed out")??
     else {
         return Ok(());
-    };
-    // A copy: the read buffer's spare capacity is not kept for the tunnel's life.
-    let early = {
-        let buffer = early;
-        Bytes::copy_from_slice(&buffer)
     };
     let (target, initial, end) = match plan {
         Plan::Reject(status) => {
             return write_and_close(&mut stream, &error_head(status)).await;
         }
-        Plan::Connect { target } => (target, early, RelayEnd::BothFinished),
+        Plan::Connect { target } => (target, early.freeze(), RelayEnd::BothFinished),
         Plan::Forward {
             target,
             mut upstream_head,
@@ -99,7 +89,7 @@ async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
             return write_and_close(&mut stream, &refusal.response_head()).await;
         }
         ClientAction::Direct => {
-            let origin = match Box::pin(front.dial_direct(&target)).await {
+            let origin = match front.dial_direct(&target).await {
                 Ok(origin) => origin,
                 Err(e) => {
                     tracing::info!(%target, error = %e, "http: direct dial failed");
@@ -112,12 +102,12 @@ async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
                     .write_all(&encode(&Response::connection_established()))
                     .await?;
             }
-            let outcome = Box::pin(crate::route::relay_direct(stream, initial, origin)).await;
+            let outcome = crate::route::relay_direct(stream, initial, origin).await;
             tracing::debug!(%target, ?outcome, "http: direct relay ended");
             return Ok(());
         }
     }
-    let tunnel = match Box::pin(front.opener.open(target.clone())).await {
+    let tunnel = match front.opener.open(target.clone()).await {
         Ok(tunnel) => tunnel,
         Err(failure) => {
             tracing::info!(%target, %failure, "http: tunnel refused");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use veil_engine::rules::{ClientAction, Protocol};
@@ -57,29 +57,13 @@ async fn handle(
     udp_idle: Duration,
 ) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
-    // The handshake, UDP ASSOCIATE and direct relays are boxed: a session's task is one
-    // allocation sized for the largest future it may wait on, and an idle TCP tunnel
-    // should pay only for its relay (docs/PERFORMANCE.md, "Many tunnels on one
-    // connection").
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, credentials));
-    let Some((request, early)) = Box::pin(handshake).await.context("handshake timed out")?? else {
+    let Some((request, early)) = handshake.await.context("handshake timed out")?? else {
         return Ok(());
-    };
-    // What came after the request, without the read buffer's spare capacity (which the
-    // relay would otherwise hold for as long as the tunnel lives).
-    let early = {
-        let buffer = early;
-        Bytes::copy_from_slice(&buffer)
     };
     // BIND never gets here: the state machine refuses it.
     if request.command == Command::UdpAssociate {
-        return Box::pin(crate::socks_udp::associate(
-            stream,
-            &request.target,
-            front,
-            udp_idle,
-        ))
-        .await;
+        return crate::socks_udp::associate(stream, &request.target, front, udp_idle).await;
     }
     let Some(target) = tunnel_target(&request.target) else {
         return send_reply(&mut stream, &Reply::failure(ReplyCode::HostUnreachable)).await;
@@ -97,7 +81,7 @@ async fn handle(
             .await;
         }
         ClientAction::Direct => {
-            let origin = match Box::pin(front.dial_direct(&target)).await {
+            let origin = match front.dial_direct(&target).await {
                 Ok(origin) => origin,
                 Err(e) => {
                     tracing::info!(%target, error = %e, "socks5: direct dial failed");
@@ -106,18 +90,19 @@ async fn handle(
                 }
             };
             send_reply(&mut stream, &Reply::success(bound)).await?;
-            let outcome = Box::pin(crate::route::relay_direct(stream, early, origin)).await;
+            let outcome = crate::route::relay_direct(stream, early.freeze(), origin).await;
             tracing::debug!(%target, ?outcome, "socks5: direct relay ended");
             return Ok(());
         }
     }
-    match Box::pin(front.opener.open(target.clone())).await {
+    match front.opener.open(target.clone()).await {
         Ok(tunnel) => {
             send_reply(&mut stream, &Reply::success(bound)).await?;
             tracing::debug!(%target, tunnel = ?tunnel.id(), "socks5: relaying");
-            // The relay becomes a task of its own, sized for it alone; this session's
-            // task, sized for the handshake, ends (an idle tunnel keeps only the relay).
-            tokio::spawn(tunnel.relay(stream, early, RelayEnd::BothFinished));
+            // The relay becomes a task of its own, sized for it alone, and this session's
+            // task (sized for the handshake and every other way a session can go) ends: an
+            // idle tunnel keeps only the relay (docs/PERFORMANCE.md, "Idle tunnels").
+            tokio::spawn(tunnel.relay(stream, early.freeze(), RelayEnd::BothFinished));
         }
         Err(failure) => {
             tracing::info!(%target, %failure, "socks5: tunnel refused");
