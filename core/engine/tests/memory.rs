@@ -35,12 +35,22 @@ use hosts::{EdgeHost, Transfers};
 const TUNNELS: usize = 500;
 const ROUNDS: usize = 24;
 const WARM_UP: usize = 8;
+/// Bytes a tunnel offers per send: the pattern is made for each offer, and most offers
+/// among 500 tunnels are short.
+const SEND_CHUNK: usize = 8 * 1024;
 /// Time given to each round's last packets.
 const SETTLE: Duration = Duration::from_millis(100);
-/// Heap growth allowed over the measured rounds' 8,000 tunnels: some tens of bytes each, for
-/// tables that reach a new capacity; the leaks above cost hundreds (an aborted tunnel's
-/// stream left in quiche: 1.25 KB).
-const ALLOWED_GROWTH: usize = 1024 * 1024;
+/// Heap growth allowed in a typical measured round (the median round) of 500 tunnels: tens
+/// of bytes each. The leaks above cost hundreds to thousands per tunnel, in every round
+/// (an aborted tunnel's stream left in quiche: 1.25 KB, 600 KB a round).
+///
+/// Why not the growth over all measured rounds: quiche's recovery keeps the packets in
+/// flight in queues that keep their largest capacity for the connection's life, so the
+/// most bytes ever in flight (up to the connection window, 16 MiB by default) stay in the
+/// heap. How many that is follows the machine's timing: on a loaded machine a new peak
+/// came after the warm-up and grew the heap by 8 MB in a round or two, with no stream left
+/// behind. A leak grows the heap in every round; a new peak in a few.
+const ALLOWED_PER_ROUND: usize = 32 * 1024;
 
 /// The tests take turns: the count is the process's.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -65,15 +75,21 @@ fn pair() -> Net {
 }
 
 /// Runs `ROUNDS` rounds of `TUNNELS` tunnels to `target` on one connection, each made by
-/// `client`, until every tunnel ended on both sides; returns the heap's growth from the end
-/// of the warm-up to the end.
+/// `client`, until every tunnel ended on both sides; returns the heap's growth in the
+/// median round after the warm-up.
 fn heap_growth(name: &str, client: impl Fn(TunnelTarget) -> Transfers) -> usize {
+    let client = |target| {
+        let mut transfers = client(target);
+        transfers.send_chunk = SEND_CHUNK;
+        transfers
+    };
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut net = pair();
     let target = TunnelTarget::new(veil_engine::Name::new(name).expect("name"), 7);
-    let mut warm = 0;
+    // The heap after each round, once its hosts are gone.
+    let mut heap = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let mut transfers = client(target.clone());
         let mut edge = EdgeHost::default();
@@ -105,21 +121,29 @@ fn heap_growth(name: &str, client: impl Fn(TunnelTarget) -> Transfers) -> usize 
         net.run_until(&mut transfers, &mut edge, SETTLE * 2, |_, _| {
             Instant::now() > settled
         });
-        if round + 1 == WARM_UP {
-            warm = ALLOCATOR.allocated();
-        }
+        // The hosts' own tables are not the endpoints' state.
+        drop((transfers, edge));
+        heap.push(ALLOCATOR.allocated());
     }
     assert_eq!(
         net.client.stats().connections_total,
         1,
         "one connection throughout"
     );
-    let grown = ALLOCATOR.allocated().saturating_sub(warm);
+    let mut growth: Vec<usize> = heap[WARM_UP - 1..]
+        .windows(2)
+        .map(|pair| pair[1].saturating_sub(pair[0]))
+        .collect();
+    growth.sort_unstable();
+    let median = growth[growth.len() / 2];
     eprintln!(
-        "memory: {} tunnels to {name} after the warm-up grew the heap by {grown} bytes",
-        TUNNELS * (ROUNDS - WARM_UP)
+        "memory: {} tunnels to {name} after the warm-up: the heap grew by {} bytes in all, \
+         {median} in the median round of {TUNNELS}, {} in the largest",
+        TUNNELS * (ROUNDS - WARM_UP),
+        heap[ROUNDS - 1].saturating_sub(heap[WARM_UP - 1]),
+        growth[growth.len() - 1],
     );
-    grown
+    median
 }
 
 /// 12,000 tunnels on one connection, each reset by its target as soon as bytes arrive:
@@ -128,7 +152,10 @@ fn heap_growth(name: &str, client: impl Fn(TunnelTarget) -> Transfers) -> usize 
 #[test]
 fn tunnels_reset_by_their_target_leave_no_state_behind() {
     let grown = heap_growth("reset.test", |target| Transfers::new(target, TUNNELS, 2000));
-    assert!(grown < ALLOWED_GROWTH, "{grown} bytes");
+    assert!(
+        grown < ALLOWED_PER_ROUND,
+        "{grown} bytes in the median round"
+    );
 }
 
 /// The same with the client's host aborting each tunnel halfway through its echo (an
@@ -142,7 +169,10 @@ fn tunnels_aborted_by_the_client_leave_no_state_behind() {
         transfers.abort_after = Some(32 * 1024);
         transfers
     });
-    assert!(grown < ALLOWED_GROWTH, "{grown} bytes");
+    assert!(
+        grown < ALLOWED_PER_ROUND,
+        "{grown} bytes in the median round"
+    );
 }
 
 /// Tunnels whose target answered and closed (our FIN) and then reset as the client's bytes
@@ -157,5 +187,8 @@ fn tunnels_finished_then_reset_by_their_target_leave_no_state_behind() {
         transfers.check_echo = false;
         transfers
     });
-    assert!(grown < ALLOWED_GROWTH, "{grown} bytes");
+    assert!(
+        grown < ALLOWED_PER_ROUND,
+        "{grown} bytes in the median round"
+    );
 }

@@ -322,6 +322,10 @@ pub(crate) struct Transfers {
     /// A tunnel that ends cleanly must have carried the echo of what was sent (false: the
     /// target answers something else).
     pub(crate) check_echo: bool,
+    /// Bytes each tunnel offers per send (32 KiB). Each offer is made afresh, which in a
+    /// debug build is most of a long test's time, and a short send wastes what it did not
+    /// take: tests of many tunnels offer less.
+    pub(crate) send_chunk: usize,
     order: Vec<TunnelId>,
     buf: Vec<u8>,
 }
@@ -342,6 +346,7 @@ impl Transfers {
             abort_after: None,
             aborted: 0,
             check_echo: true,
+            send_chunk: 32 * 1024,
             order: Vec::new(),
             buf: Vec::new(),
         }
@@ -409,7 +414,7 @@ impl Host for Transfers {
             busy = true;
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(32 * 1024, 0);
+        buf.resize(self.send_chunk.max(32 * 1024), 0);
         for (nth, id) in self.order.iter().enumerate() {
             let Some(flow) = self.flows.get_mut(id) else {
                 continue;
@@ -420,7 +425,7 @@ impl Host for Transfers {
             while flow.sent < self.size {
                 let chunk = usize::try_from(self.size - flow.sent)
                     .unwrap_or(usize::MAX)
-                    .min(buf.len());
+                    .min(self.send_chunk);
                 fill(id.0, flow.sent, &mut buf[..chunk]);
                 let Ok(taken) = endpoint.tunnel_send(*id, &buf[..chunk]) else {
                     break;
