@@ -54,6 +54,19 @@ fn a_draining_edge_lets_open_tunnels_finish_and_sends_new_ones_elsewhere() {
     let started = net.run_until(&mut first, &mut edge, BUDGET, |c, _| c.received(0) > 0);
     assert!(started, "the first tunnel never carried bytes");
 
+    // The tunnel stalls (its client stops reading) until neither side has bytes in
+    // flight: a congestion window that the echo keeps full would hold back the GOAWAY (see
+    // `Endpoint::send_goaway`) or the late request, and which of them crossed the other
+    // would follow the machine's timing.
+    first.unread = Some(0);
+    let _ = net.run_until(
+        &mut first,
+        &mut edge,
+        std::time::Duration::from_millis(200),
+        |_, _| false,
+    );
+    first.unread = None;
+
     // The edge starts draining while the client, not knowing yet, asks for another tunnel:
     // its request crosses the GOAWAY and is rejected unprocessed.
     net.edge.go_away(Instant::now());
