@@ -8,10 +8,14 @@
 //! [`UdpLimits`](crate::UdpLimits)), a tunnel sends at most one wake-up per chunk it
 //! drained, and every other command is sent once per tunnel or dial.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+/// The driver's tunnel tables, looked up for every chunk: std's with aHash (reasons in the
+/// root Cargo.toml).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
@@ -129,10 +133,10 @@ impl Driver {
             commands,
             command_tx,
             options,
-            tunnels: HashMap::new(),
-            opening: HashMap::new(),
-            udp_tunnels: HashMap::new(),
-            opening_udp: HashMap::new(),
+            tunnels: HashMap::default(),
+            opening: HashMap::default(),
+            udp_tunnels: HashMap::default(),
+            opening_udp: HashMap::default(),
             stopping: false,
             send_buf: vec![0; udp::MAX_GSO_PAYLOAD].into_boxed_slice(),
             recv_chunk: vec![0; RECV_CHUNK].into_boxed_slice(),
@@ -141,12 +145,12 @@ impl Driver {
             decisions,
             device: None,
             decap: None,
-            ip_tunnels: HashMap::new(),
-            opening_ip: HashMap::new(),
+            ip_tunnels: HashMap::default(),
+            opening_ip: HashMap::default(),
             packet_buf: Vec::new(),
             icmp_buf: vec![0; 1280].into_boxed_slice(),
-            tcp: HashMap::new(),
-            dials: HashMap::new(),
+            tcp: HashMap::default(),
+            dials: HashMap::default(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
         }
     }

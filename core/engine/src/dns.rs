@@ -15,7 +15,7 @@
 //!   drops expired entries first, then the one closest to expiring (a scan, only when
 //!   full). Names compare without case and without a trailing dot.
 
-use std::collections::HashMap;
+use crate::map::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ impl DnsCache {
     pub(crate) fn new(config: DnsCacheConfig) -> Self {
         Self {
             config,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 

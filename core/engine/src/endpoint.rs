@@ -50,7 +50,9 @@ pub use preamble::ProxyProtocolVersion;
 pub use shutdown::ShutdownPlan;
 pub use tcp::{TCP_LAST_WRITES, TcpRefused};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::map::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -495,7 +497,7 @@ impl Endpoint {
             role,
             conns: conns::ConnTable::default(),
             cid_layout: None,
-            tunnels: HashMap::new(),
+            tunnels: HashMap::default(),
             events: VecDeque::new(),
             send_queue: VecDeque::new(),
             tcp_ready: VecDeque::new(),
@@ -1437,7 +1439,7 @@ impl Endpoint {
                 http: None,
                 peer,
                 local,
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 routes: Vec::new(),
                 queued: false,
                 unprocessed: false,

@@ -5,7 +5,7 @@
 //! ones the endpoint issued for a connection (`add_route`), and all of them go when the
 //! connection does (`remove`). Everything else about a connection lives in its [`Conn`].
 
-use std::collections::HashMap;
+use crate::map::HashMap;
 
 use super::Conn;
 

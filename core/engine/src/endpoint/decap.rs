@@ -55,7 +55,9 @@
 #![allow(clippy::doc_markdown)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::map::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -111,7 +113,7 @@ pub(super) struct DecapFlows {
 impl DecapFlows {
     pub(super) fn new(quic: &QuicConfig) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             timers: BinaryHeap::new(),
             next: 0,
             queue_len: quic.udp_tunnel_queue_len,

@@ -390,7 +390,7 @@ impl Endpoint {
         tunnel.ip = request.ip_scope.as_deref().map(|scope| {
             let mut ip = super::ip::IpTunnel::new(scope.clone(), flows);
             if decap {
-                ip.decap = Some(std::collections::HashMap::new());
+                ip.decap = Some(crate::map::HashMap::default());
             }
             Box::new(ip)
         });

@@ -18,7 +18,9 @@
 //!   edge sends come as [`Event::IpTunnelConfigured`] and are read with
 //!   [`Endpoint::ip_tunnel_addresses`] and [`Endpoint::ip_tunnel_routes`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::map::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -80,7 +82,7 @@ impl IpTunnel {
             addresses: Vec::new(),
             flows,
             decap: None,
-            sniffing: HashMap::new(),
+            sniffing: HashMap::default(),
             released: VecDeque::new(),
         }
     }

@@ -32,7 +32,9 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::map::{HashMap, HashSet};
 use std::fmt;
 use std::time::Instant;
 
@@ -258,7 +260,7 @@ impl Session {
             out: Output::default(),
             codec: HeaderCodec::new(),
             peer: PeerSettings::default(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             events: VecDeque::new(),
             blocked: BTreeSet::new(),
             writable: VecDeque::new(),

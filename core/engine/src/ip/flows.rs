@@ -30,7 +30,7 @@
 //! - **Pure.** The clock is passed in. A `now` earlier than the newest flow's last sight
 //!   counts as that sight, so that the list stays ordered whatever the caller's clock does.
 
-use std::collections::HashMap;
+use crate::map::HashMap;
 use std::time::{Duration, Instant};
 
 use veil_proto::ip::FlowKey;
@@ -75,7 +75,7 @@ impl<V: Copy> FlowTable<V> {
     /// `idle`. Allocates nothing until the first flow.
     pub(crate) fn new(capacity: usize, idle: Duration) -> Self {
         Self {
-            index: HashMap::new(),
+            index: HashMap::default(),
             slots: Vec::new(),
             oldest: NIL,
             newest: NIL,

@@ -35,7 +35,7 @@
 //! The pool does not randomize addresses or remember clients: RFC 9484 §11 asks proxies to
 //! avoid persistent per-client assignment, and a cursor shared by all clients gives none.
 
-use std::collections::HashMap;
+use crate::map::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -134,8 +134,8 @@ impl AddressPool {
         }
         Self {
             ranges,
-            owners: HashMap::new(),
-            by_tunnel: HashMap::new(),
+            owners: HashMap::default(),
+            by_tunnel: HashMap::default(),
         }
     }
 
