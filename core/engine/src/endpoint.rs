@@ -290,6 +290,8 @@ struct Conn {
     held: Held,
     /// Client: the edge sent GOAWAY; no new requests go here.
     goaway: bool,
+    /// Client: whether the edge seems to withhold stream credit (`credit_withheld`).
+    credit: Credit,
     /// Edge: the ID of the GOAWAY sent on this connection (the first request it rejects).
     goaway_sent: Option<u64>,
     largest_request: Option<u64>,
@@ -629,6 +631,10 @@ impl Endpoint {
                 conn.apply_lead(ended);
                 touched = true;
             }
+            if conn.credit.recheck_at().is_some_and(|at| at <= now) {
+                // `flush_pending`, from `process`, looks again.
+                touched = true;
+            }
             if conn.keep_alive_at.is_some_and(|at| at <= now) && conn.http.is_some() {
                 conn.keep_alive_at = None;
                 if conn
@@ -691,7 +697,14 @@ impl Endpoint {
                     conn.queued = true;
                     self.send_queue.push_back(handle);
                 }
-                if let Some(every) = self.keep_alive.filter(|_| !conn.wire.is_server()) {
+                // A retired connection is left to its idle timeout once its last tunnel
+                // ended: no close that could cut bytes still unacknowledged, and the edge
+                // forgets the streams it kept when the connection goes.
+                let idle_retired = conn.credit == Credit::Retired && conn.streams.is_empty();
+                if let Some(every) = self
+                    .keep_alive
+                    .filter(|_| !conn.wire.is_server() && !idle_retired)
+                {
                     conn.keep_alive_at = Some(now + every);
                 }
             }
@@ -1445,6 +1458,7 @@ impl Endpoint {
                 unprocessed: false,
                 held: Held::default(),
                 goaway: false,
+                credit: Credit::Flowing,
                 goaway_sent: None,
                 largest_request: None,
                 error_responses: VecDeque::new(),
@@ -2098,6 +2112,8 @@ impl Endpoint {
         let mut sent = Vec::new();
         let extended = h3.extended_connect(&conn.wire);
         let (mut later, mut unsupported) = (Vec::new(), Vec::new());
+        let now = self.clock;
+        let mut retired = false;
         while let Some(&id) = client.pending.front() {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 client.pending.pop_front();
@@ -2130,6 +2146,7 @@ impl Endpoint {
             match h3.send_request(&mut conn.wire, &headers, false) {
                 Ok(stream) => {
                     conn.held.wrote();
+                    conn.credit = Credit::Flowing;
                     client.pending.pop_front();
                     tunnel.state = TunnelState::AwaitingResponse {
                         target: target.clone(),
@@ -2140,12 +2157,14 @@ impl Endpoint {
                     conn.streams.insert(stream, id);
                     sent.push(id);
                 }
-                Err(
-                    h3::Error::StreamBlocked
-                    | h3::Error::TransportError(quiche::Error::StreamLimit),
-                ) => {
+                Err(h3::Error::TransportError(quiche::Error::StreamLimit)) => {
+                    if conn.retire_if_credit_withheld(now) {
+                        client.conn = None;
+                        retired = true;
+                    }
                     break;
                 }
+                Err(h3::Error::StreamBlocked) => break,
                 Err(error) => {
                     // GOAWAY received or the connection is failing: wait for the next one.
                     tracing::debug!(connection = handle, %error, "cannot send a request");
@@ -2167,6 +2186,10 @@ impl Endpoint {
                 self.request_sent(optimistic, id);
             }
             self.queue_send(handle);
+        }
+        if retired {
+            self.refresh_timer(handle);
+            self.client_connect(now);
         }
     }
 
@@ -2421,6 +2444,24 @@ impl Client {
 }
 
 impl Conn {
+    /// Client: notes that no request may go out for want of stream credit; retires the
+    /// connection (no new requests go here) once the edge has held most of its credit for
+    /// nothing for longer than the grace. Returns whether it did.
+    fn retire_if_credit_withheld(&mut self, now: Instant) -> bool {
+        let (withheld, grace) = (credit_withheld(self), credit_grace(self));
+        if !self.credit.starved(withheld, now, grace) {
+            return false;
+        }
+        tracing::warn!(
+            connection = self.handle.0,
+            tunnels = self.streams.len(),
+            "the edge withholds stream credit for ended tunnels; new tunnels go to a fresh \
+             connection, and this one idles out after its last"
+        );
+        self.goaway = true;
+        true
+    }
+
     fn close(&mut self, error_code: u64, reason: &[u8]) {
         if let Some(h3) = self.http.as_mut() {
             // A server names the first request it will not process; a client has no
@@ -2535,6 +2576,77 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
         Err(h3::Error::StreamBlocked) => conn.error_responses.push_back((stream, rejection)),
         Err(_) => abort_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED),
     }
+}
+
+/// Client: how the edge's stream credit comes back on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credit {
+    /// Requests go out, or wait for credit that is on its way.
+    Flowing,
+    /// No request may go out, and the edge has held most of the credit for nothing since
+    /// then (`credit_withheld`); after a grace (`credit_grace`) the connection retires.
+    Starved { since: Instant, grace: Duration },
+    /// No new requests go here, and no keep-alive once its last tunnel ended: it idles out.
+    Retired,
+}
+
+impl Credit {
+    /// Notes a refusal for want of credit, `withheld` or not; returns whether the
+    /// connection retires now.
+    fn starved(&mut self, withheld: bool, now: Instant, grace: Duration) -> bool {
+        match *self {
+            _ if !withheld => *self = Self::Flowing,
+            Self::Flowing => *self = Self::Starved { since: now, grace },
+            Self::Starved { since, grace } if now >= since + grace => {
+                *self = Self::Retired;
+                return true;
+            }
+            Self::Starved { .. } | Self::Retired => {}
+        }
+        false
+    }
+
+    /// When a starved connection is looked at again.
+    fn recheck_at(self) -> Option<Instant> {
+        match self {
+            Self::Starved { since, grace } => Some(since + grace),
+            Self::Flowing | Self::Retired => None,
+        }
+    }
+}
+
+/// How long credit may stay withheld before the connection retires: the edge returns
+/// credit in batches (`MAX_STREAMS` once half its window is used), a round trip late;
+/// four round trips, and at least five seconds, leave that lag well behind (a loaded
+/// host can be slower than its round trip: the engine memory test, debug and in memory,
+/// waited up to a second), and the tunnels that wait time to go on a fresh connection.
+fn credit_grace(conn: &Conn) -> Duration {
+    let rtt = conn
+        .wire
+        .quic()
+        .and_then(|quic| quic.path_stats().next())
+        .map_or(Duration::ZERO, |path| path.rtt);
+    (rtt * 4).max(Duration::from_secs(5))
+}
+
+/// Client: whether the edge holds stream credit for tunnels that ended here, as a quiche
+/// 0.30 edge does for a stream it finished and then stopped reading when the client's reset
+/// comes after every byte of the edge's was acknowledged (see `Endpoint::tunnel_abort`): it
+/// never forgets that stream, so its unit of credit never comes back. Fewer than half the
+/// edge's window of streams open here when no more may open means that half or more are
+/// held for nothing, far beyond the round trip's worth that closing tunnels hold for a
+/// moment. Without this a long-lived connection would run out of credit, and every later
+/// tunnel would wait until it is refused.
+fn credit_withheld(conn: &Conn) -> bool {
+    let Some(window) = conn
+        .wire
+        .quic()
+        .and_then(quiche::Connection::peer_transport_params)
+        .map(|params| params.initial_max_streams_bidi)
+    else {
+        return false;
+    };
+    (conn.streams.len() as u64).saturating_mul(2) < window
 }
 
 /// Ends a stream abruptly: resets our direction with `code` (an error means it is gone

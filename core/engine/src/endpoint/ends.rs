@@ -35,7 +35,10 @@ impl Endpoint {
     /// acknowledged before the peer's reset arrives, quiche keeps the stream (and, on the
     /// edge, a unit of the client's stream credit) for the connection's life. It needs a
     /// host that finished a tunnel and then aborted it (a target that sent its FIN and then
-    /// a TCP reset), and no other signal reaches the peer once our FIN is out.
+    /// a TCP reset), and no other signal reaches the peer once our FIN is out. A veil
+    /// client notices when such streams hold most of its credit and moves new tunnels to a
+    /// fresh connection, letting this one idle out (`credit_withheld`; engine test
+    /// `kept`): the edge forgets the streams with the connection.
     pub fn tunnel_abort(&mut self, tunnel: TunnelId) -> Result<(), TunnelError> {
         //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the
         //# stream. A proxy treats any error in the TCP connection, which includes receiving

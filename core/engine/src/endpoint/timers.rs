@@ -55,6 +55,7 @@ impl Conn {
             self.held.release_at(),
             self.lead.ends_at(),
             self.keep_alive_at.filter(|_| self.http.is_some()),
+            self.credit.recheck_at(),
         ]
         .into_iter()
         .flatten()

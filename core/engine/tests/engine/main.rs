@@ -19,6 +19,7 @@ mod ip;
 mod ip_decap;
 mod ip_flow;
 mod ip_sniff;
+mod kept;
 mod migration;
 mod optimistic;
 mod policy;
