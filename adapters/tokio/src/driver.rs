@@ -13,10 +13,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// The driver's tunnel tables, looked up for every chunk: std's with aHash (reasons in the
-/// root Cargo.toml).
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,6 +27,10 @@ use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
 use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
 use crate::{OpenFailure, Options, dial, udp_egress};
+
+/// The driver's tunnel tables, looked up for every chunk: std's with aHash (reasons in the
+/// root Cargo.toml).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Commands processed per wake-up before the driver flushes output again.
 const COMMAND_BATCH: usize = 256;

@@ -15,11 +15,12 @@
 //!   drops expired entries first, then the one closest to expiring (a scan, only when
 //!   full). Names compare without case and without a trailing dot.
 
-use crate::map::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
+use crate::map::HashMap;
 
 /// How the edge caches resolved names (`EdgeConfig::dns_cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

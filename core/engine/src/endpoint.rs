@@ -51,8 +51,6 @@ pub use shutdown::ShutdownPlan;
 pub use tcp::{TCP_LAST_WRITES, TcpRefused};
 
 use std::collections::VecDeque;
-
-use crate::map::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -64,6 +62,7 @@ use crate::config::{ClientConfig, Config, EdgeConfig, RoleConfig, Secret, Token}
 use crate::connect::{self, ErrorResponse, Response};
 use crate::egress::{EgressPolicy, IpNet};
 use crate::error::{ConfigError, OpenError, TunnelError};
+use crate::map::HashMap;
 use crate::policy::Tags;
 use crate::policy::{DefaultPolicy, IngressQuery, IngressVerdict, Policy};
 use crate::reset::StatelessReset;
@@ -2113,7 +2112,7 @@ impl Endpoint {
         let extended = h3.extended_connect(&conn.wire);
         let (mut later, mut unsupported) = (Vec::new(), Vec::new());
         let now = self.clock;
-        let mut retired = false;
+        let (credit_before, mut retired) = (conn.credit, false);
         while let Some(&id) = client.pending.front() {
             let Some(tunnel) = self.tunnels.get_mut(&id) else {
                 client.pending.pop_front();
@@ -2187,8 +2186,13 @@ impl Endpoint {
             }
             self.queue_send(handle);
         }
-        if retired {
+        // A starved connection's recheck is one of its deadlines (also when `open_tunnel`,
+        // not `process`, got here).
+        let credit_after = self.conns.get(handle).map(|conn| conn.credit);
+        if credit_after != Some(credit_before) {
             self.refresh_timer(handle);
+        }
+        if retired {
             self.client_connect(now);
         }
     }

@@ -56,8 +56,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-
-use crate::map::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -68,6 +66,7 @@ use super::{Endpoint, RoleState};
 use crate::config::QuicConfig;
 use crate::error::TunnelError;
 use crate::ip::forward::{self, DropCause, Outcome};
+use crate::map::HashMap;
 use crate::types::{Event, IpFlowId, IpFlowProtocol, TunnelId};
 use crate::udp::flow::MAX_IP_PACKET_LEN;
 

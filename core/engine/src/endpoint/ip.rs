@@ -19,8 +19,6 @@
 //!   [`Endpoint::ip_tunnel_addresses`] and [`Endpoint::ip_tunnel_routes`].
 
 use std::collections::VecDeque;
-
-use crate::map::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -38,6 +36,7 @@ use crate::error::{OpenError, TunnelError};
 use crate::ip::flows::FlowTable;
 use crate::ip::forward::{self, DropCause, Outcome};
 use crate::ip::request;
+use crate::map::HashMap;
 use crate::policy::{IpFlowQuery, IpFlowVerdict, Tags};
 use crate::types::{EndpointStats, Event, IpFlowId, Refusal, TunnelId};
 use crate::udp::flow::{Carries, Control, H3_MESSAGE_ERROR};
