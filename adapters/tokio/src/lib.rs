@@ -64,7 +64,7 @@ use veil_engine::{
 pub use decisions::{DECISION_CHANNEL, Decision};
 pub use ip::{IpEgress, IpTunnel, IpTunnelConfig, TunClientOptions, open_tun, run_tun_client};
 pub use tunnel::{
-    RelayEnd, RelayOutcome, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
+    RelayEnd, RelayOutcome, Relaying, Tunnel, TunnelLimits, TunnelReader, TunnelReset, TunnelWriter,
 };
 pub use udp_tunnel::{
     UdpLimits, UdpReceiver, UdpSender, UdpTunnel, UdpTunnelClosed, UdpTunnelStats, WeakUdpSender,
