@@ -425,6 +425,9 @@ enum Receiving {
     /// Edge: bytes or the FIN arrived before the host could read (the request is being
     /// decided or answered): `TunnelReadable` is owed once the 200 is out.
     Deferred,
+    /// HTTP/3 read the peer's FIN (it does so itself when no data comes before it); the
+    /// host has not read it yet. The tunnel is in `peer_finished`.
+    FinRead,
     /// `tunnel_recv` handed the peer's FIN to the host.
     FinDelivered,
 }
@@ -1007,6 +1010,14 @@ impl Endpoint {
                 self.write_stopped(handle, stream, code);
                 Err(TunnelError::WriteClosed)
             }
+            // quiche forgot the stream: both directions were done, so the peer's FIN was
+            // read (HTTP/3 reads one that follows no data itself, before the host does) and
+            // our open direction was stopped, as in `tunnel_finish`. A closed direction,
+            // not a broken stream: the FIN still reaches the host.
+            Err(h3::Error::TransportError(quiche::Error::InvalidStreamState(_))) => {
+                self.write_stopped(handle, stream, H3_REQUEST_CANCELLED);
+                Err(TunnelError::WriteClosed)
+            }
             Err(error) => {
                 tracing::debug!(?tunnel, %error, "tunnel send failed");
                 self.fail_tunnel(tunnel);
@@ -1189,11 +1200,12 @@ impl Endpoint {
         if !finished {
             return Ok(Recv { len, fin: false });
         }
-        if let Some(entry) = self.tunnels.get_mut(&tunnel) {
-            entry.receiving = Receiving::FinDelivered;
-        }
+        // Already looked for since HTTP/3 read the FIN, or from now on.
+        let watched = self.tunnels.get_mut(&tunnel).is_some_and(|entry| {
+            std::mem::replace(&mut entry.receiving, Receiving::FinDelivered) == Receiving::FinRead
+        });
         self.finish_if_done(tunnel);
-        if self.tunnels.contains_key(&tunnel) {
+        if !watched && self.tunnels.contains_key(&tunnel) {
             if let Some(conn) = self.conns.get_mut(handle) {
                 conn.peer_finished.push(tunnel);
             }
@@ -1883,6 +1895,16 @@ impl Endpoint {
         match tunnel.state {
             TunnelState::Open if tunnel.receiving != Receiving::FinDelivered => {
                 self.events.push_back(Event::TunnelReadable { tunnel: id });
+                // HTTP/3 read the peer's FIN (itself, when no data came before it): quiche
+                // may forget the stream before the host reads the FIN, and a stop of our
+                // direction with it, so it is looked for after each batch of input from
+                // now on (`notice_stops`).
+                if finished && tunnel.udp.is_none() && tunnel.receiving == Receiving::Open {
+                    tunnel.receiving = Receiving::FinRead;
+                    if let Some(conn) = self.conns.get_mut(handle) {
+                        conn.peer_finished.push(id);
+                    }
+                }
             }
             TunnelState::Sniffing { .. } => self.read_first_bytes(handle, id),
             // Read once the 200 is out (`retry_accept`), whatever the answer took.

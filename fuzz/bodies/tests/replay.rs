@@ -43,8 +43,17 @@ fn replay(target: &str) {
         "fuzz/corpus/{target}/ is empty or missing"
     );
     let regressions = inputs("regressions", target);
+    // `VEIL_FUZZ_ONLY=<part of a file name>`: replay only the inputs whose path contains it
+    // (with `VEIL_FUZZ_TRACE=1`, to read one input's trace).
+    let only = std::env::var("VEIL_FUZZ_ONLY").ok();
     let mut failed = Vec::new();
     for path in corpus.iter().chain(&regressions) {
+        if only
+            .as_deref()
+            .is_some_and(|only| !path.to_string_lossy().contains(only))
+        {
+            continue;
+        }
         let data = std::fs::read(path).expect("a readable input");
         if catch_unwind(AssertUnwindSafe(|| body(&data))).is_err() {
             failed.push(path.display().to_string());

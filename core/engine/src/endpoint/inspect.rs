@@ -312,12 +312,13 @@ impl Endpoint {
 
     /// The client's direction of an inspected tunnel is over for the host: the FIN.
     fn inspected_fin(&mut self, id: TunnelId) -> Recv {
-        let handle = self.tunnels.get_mut(&id).and_then(|tunnel| {
-            tunnel.receiving = Receiving::FinDelivered;
-            tunnel.conn
+        // Already looked for if HTTP/3 read the FIN before, or from now on.
+        let (handle, watched) = self.tunnels.get_mut(&id).map_or((None, false), |tunnel| {
+            let before = std::mem::replace(&mut tunnel.receiving, Receiving::FinDelivered);
+            (tunnel.conn, before == Receiving::FinRead)
         });
         self.finish_if_done(id);
-        if self.tunnels.contains_key(&id) {
+        if !watched && self.tunnels.contains_key(&id) {
             if let Some(conn) = handle.and_then(|h| self.conns.get_mut(h)) {
                 conn.peer_finished.push(id);
             }

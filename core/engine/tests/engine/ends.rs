@@ -257,11 +257,12 @@ fn a_stop_after_the_peers_fin_was_read_closes_the_tunnel_at_once() {
 /// What [`FinishesThenStops`] sends before its FIN.
 const FEW: &[u8] = b"answer";
 
-/// Accepts, sends [`FEW`] and FIN; aborts (which only stops the peer's direction) once
-/// `stop` is set.
+/// Accepts, sends [`FEW`] (nothing when `silent`) and FIN; aborts (which only stops the
+/// peer's direction) once `stop` is set.
 #[derive(Default)]
 struct FinishesThenStops {
     id: Option<TunnelId>,
+    silent: bool,
     finished: bool,
     stop: bool,
     stopped: bool,
@@ -280,7 +281,11 @@ impl Host for FinishesThenStops {
             return false;
         };
         if !self.finished {
-            assert_eq!(endpoint.tunnel_send(id, FEW).expect("send"), FEW.len());
+            let answer = if self.silent { &[][..] } else { FEW };
+            assert_eq!(
+                endpoint.tunnel_send(id, answer).expect("send"),
+                answer.len()
+            );
             endpoint.tunnel_finish(id).expect("finish");
             self.finished = true;
             return true;
@@ -291,5 +296,91 @@ impl Host for FinishesThenStops {
             return true;
         }
         false
+    }
+}
+
+#[test]
+fn a_send_after_the_peer_finished_empty_and_stopped_leaves_the_fin_to_read() {
+    // The edge finishes without a byte, then aborts (a stop of the client's direction).
+    // HTTP/3 reads a FIN that follows no data itself, so quiche's receiving side is done
+    // before the client's host has read anything; the stop then makes quiche answer with
+    // its own RESET_STREAM and forget the stream. A send must say the direction is closed
+    // (`WriteClosed`), not fail the tunnel, and the FIN must still be read (the fuzzer's
+    // engine target found the tunnel reset with the FIN unread).
+    finished_empty_then_stopped(true);
+}
+
+#[test]
+fn a_stop_after_an_empty_finish_is_heard_without_a_send() {
+    // The same, with a host that reads the FIN and sends nothing: the stop must still
+    // close the tunnel (it was looked for from the moment HTTP/3 read the FIN).
+    finished_empty_then_stopped(false);
+}
+
+/// The edge finishes without a byte and aborts; the client reads nothing until the stop
+/// has arrived, then (when `send`) sends, reads the FIN, and sees the tunnel close.
+fn finished_empty_then_stopped(send: bool) {
+    let mut net = pair(&[], None);
+    let mut client = Idle::default();
+    let mut edge = FinishesThenStops {
+        silent: true,
+        stop: true,
+        ..FinishesThenStops::default()
+    };
+    let stopped = net.run_until(&mut client, &mut edge, BUDGET, |c, e| {
+        c.readable && e.stopped
+    });
+    assert!(stopped, "the edge never stopped: {:?}", net.stats);
+    // A few more exchanges carry the stop to the client, which reads nothing meanwhile.
+    let rounds = std::cell::Cell::new(0);
+    net.run_until(&mut client, &mut edge, BUDGET, |_, _| {
+        rounds.set(rounds.get() + 1);
+        rounds.get() > 20
+    });
+    let id = client.id.expect("opened");
+    assert_eq!(client.closed, None, "closed before the FIN was read");
+    if send {
+        assert_eq!(
+            net.client.tunnel_send(id, b"late"),
+            Err(veil_engine::TunnelError::WriteClosed)
+        );
+    }
+    let mut buf = [0; 16];
+    assert_eq!(
+        net.client.tunnel_recv(id, &mut buf),
+        Ok(Recv { len: 0, fin: true })
+    );
+    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| c.closed.is_some());
+    assert!(done, "the client's tunnel never closed: {:?}", net.stats);
+    assert!(matches!(client.closed, Some(CloseReason::Reset { .. })));
+    assert_eq!(net.client.stats().tunnels, 0);
+}
+
+/// Opens one tunnel and then only listens: it reads and sends nothing by itself.
+#[derive(Default)]
+struct Idle {
+    id: Option<TunnelId>,
+    readable: bool,
+    closed: Option<CloseReason>,
+}
+
+impl Host for Idle {
+    fn on_event(&mut self, _endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        match event {
+            Event::TunnelReadable { .. } => self.readable = true,
+            Event::TunnelClosed { reason, .. } => self.closed = Some(reason),
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, now: Instant) -> bool {
+        if self.id.is_some() {
+            return false;
+        }
+        let id = endpoint
+            .open_tunnel(now, &target("source.test", 9))
+            .expect("open");
+        self.id = Some(id);
+        true
     }
 }
