@@ -10,7 +10,8 @@
 //!   back to back; the table gives the median of the rounds and the median of the
 //!   per-round ratios;
 //! - **latency**: `--requests` request/responses of `--message` bytes to the echo server,
-//!   alternating between a direct connection and a tunnel;
+//!   alternating between a direct connection and a tunnel; with `raw` among the paths,
+//!   also one QUIC hop's round trip alone ([`raw_rtt`]) beside the direct TCP one;
 //! - **loaded**: the same, while another tunnel on the same QUIC connection carries a bulk
 //!   transfer to the sink paced at `--load-rate` MiB/s (head-of-line blocking between
 //!   tunnels, and the cost of sharing one congestion window, would show here);
@@ -39,6 +40,7 @@ mod peers;
 mod procs;
 mod raw;
 mod raw_dgram;
+mod raw_rtt;
 mod share;
 mod step_thread;
 mod tcp;
@@ -466,8 +468,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&goodput.table(args.bytes));
     }
     if args.parts.contains(&Part::Latency) {
-        let times = round_trips(args, stage.targets.echo, &proxies).await?;
-        report.push_str(&latency_report(args, &proxies, &times));
+        report.push_str(&latency_part(args, quic, stage.targets.echo, &proxies).await?);
     }
     if args.parts.contains(&Part::Loaded) {
         let bulk = tcp::proxied(stage.client.socks, stage.targets.sink).await?;
@@ -529,6 +530,24 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
 
 /// `--requests` round trips to the echo server on a fresh direct connection and a fresh
 /// tunnel through each of `proxies`, alternating; the direct series first.
+/// The latency part: round trips through every proxy against direct TCP, and, with `raw`
+/// among the paths, one QUIC hop against one TCP hop.
+async fn latency_part(
+    args: &TcpArgs,
+    quic: &QuicConfig,
+    echo: std::net::SocketAddr,
+    proxies: &[(Route, std::net::SocketAddr)],
+) -> anyhow::Result<String> {
+    let times = round_trips(args, echo, proxies).await?;
+    let mut report = latency_report(args, proxies, &times);
+    if args.paths.contains(&Route::Raw) {
+        let raw = raw_rtt::round_trips(quic, args.message, WARMUP_REQUESTS, args.requests);
+        let (direct, raw) = (times.first().cloned().unwrap_or_default(), raw.await?);
+        report.push_str(&hop_table(args, direct, raw));
+    }
+    Ok(report)
+}
+
 async fn round_trips(
     args: &TcpArgs,
     echo: std::net::SocketAddr,
@@ -883,6 +902,37 @@ fn latency_table(
             );
         }
     }
+    out
+}
+
+/// One hop against one hop: the direct TCP round trips of the latency part, and one QUIC
+/// connection's (raw quiche, measured right after them).
+fn hop_table(args: &TcpArgs, mut direct: Vec<Duration>, mut raw: Vec<Duration>) -> String {
+    direct.sort_unstable();
+    raw.sort_unstable();
+    let (d50, d99) = (
+        micros(percentile(&direct, 50)),
+        micros(percentile(&direct, 99)),
+    );
+    let (r50, r99) = (micros(percentile(&raw, 50)), micros(percentile(&raw, 99)));
+    let mut out = format!(
+        "\n| one hop, {} × {} B request/response | p50 µs | p99 µs |\n|---|---|---|\n",
+        args.requests, args.message
+    );
+    let _ = writeln!(
+        out,
+        "| direct TCP (the bench to its echo server) | {d50:.1} | {d99:.1} |"
+    );
+    let _ = writeln!(
+        out,
+        "| raw quiche stream (two threads, one connection, no HTTP/3) | {r50:.1} | {r99:.1} |"
+    );
+    let _ = writeln!(
+        out,
+        "| **a QUIC hop's extra** | **{:.1}** | **{:.1}** |",
+        r50 - d50,
+        r99 - d99
+    );
     out
 }
 

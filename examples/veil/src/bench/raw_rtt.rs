@@ -1,0 +1,172 @@
+//! One QUIC hop's round trip: a quiche client and a quiche echo server, each on a thread of
+//! its own, exchanging `--message` bytes on one stream, `--requests` times.
+//!
+//! A tunnelled round trip crosses three hops (application → client, client → edge, edge
+//! → target) where a TCP proxy such as shadowsocks-rust crosses three TCP hops: the two
+//! differ in the middle hop only. This series measures that hop alone, QUIC through quiche
+//! with veil's configuration and veil-tokio's UDP I/O (see [`super::raw`]), beside the
+//! direct TCP round trip of the same run: what one QUIC hop costs more than one TCP hop is
+//! the part of veil's round trip that no proxy on quiche can avoid.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::oneshot;
+use veil_engine::QuicConfig;
+use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
+
+use super::raw::{
+    bind, client_tls, connect, feed, quiche_config, send_all, server_input, server_tls,
+    sleep_until, spawn_side,
+};
+
+/// The stream the round trips use (the client's first bidirectional one).
+const STREAM: u64 = 0;
+/// One read from the stream.
+const READ_LEN: usize = 64 * 1024;
+/// Bound on the whole series (handshake included).
+const BOUND: Duration = Duration::from_secs(120);
+
+/// Times `requests` round trips of `message` bytes over one QUIC connection on loopback,
+/// after `warmup` untimed ones.
+pub(crate) async fn round_trips(
+    quic: &QuicConfig,
+    message: usize,
+    warmup: usize,
+    requests: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let server_socket = bind()?;
+    let server_addr = server_socket.local_addr()?;
+    let client_socket = bind()?;
+    let mut server_config = quiche_config(quic, server_tls()?)?;
+    let mut client_config = quiche_config(quic, client_tls()?)?;
+    let (times_tx, times) = oneshot::channel();
+    let server = spawn_side("raw-echo", move || async move {
+        let udp = UdpIo::from_std(server_socket)?;
+        echo_loop(&udp, &mut server_config).await
+    })?;
+    let client = spawn_side("raw-pinger", move || async move {
+        let udp = UdpIo::from_std(client_socket)?;
+        let mut conn = connect(&udp, server_addr, &mut client_config)?;
+        let series = ping(&mut conn, &udp, message, warmup + requests).await;
+        let _ = conn.close(true, 0, b"done");
+        let mut out = vec![0; MAX_GSO_PAYLOAD];
+        send_all(&mut conn, &udp, &mut out).await?;
+        let _ = times_tx.send(series?.split_off(warmup));
+        Ok(())
+    })?;
+    let series = tokio::time::timeout(BOUND, times)
+        .await
+        .context("raw quiche round trips: no answer within the bound")?
+        .context("raw quiche round trips: the client thread failed");
+    for thread in [client, server] {
+        if thread.is_finished() {
+            if let Ok(Err(e)) = thread.join() {
+                return Err(e.context("raw quiche round trips"));
+            }
+        }
+    }
+    series
+}
+
+/// The client: waits for the handshake, then writes `message` bytes and reads them back,
+/// `count` times; returns each round trip's time.
+async fn ping(
+    conn: &mut quiche::Connection,
+    udp: &UdpIo,
+    message: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut out = vec![0; MAX_GSO_PAYLOAD];
+    let mut bufs = RecvBufs::new();
+    let mut read = vec![0; READ_LEN];
+    let mut payload = vec![0; message];
+    crate::body::fill_pattern(0, &mut payload);
+    while !conn.is_established() {
+        send_all(conn, udp, &mut out).await?;
+        input(conn, udp, &mut bufs).await?;
+    }
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let mut sent = 0;
+        let mut received = 0;
+        while received < message {
+            if sent < message {
+                match conn.stream_send(STREAM, payload.get(sent..).unwrap_or_default(), false) {
+                    Ok(taken) => sent += taken,
+                    Err(quiche::Error::Done) => {}
+                    Err(e) => bail!("raw quiche stream_send: {e}"),
+                }
+            }
+            send_all(conn, udp, &mut out).await?;
+            input(conn, udp, &mut bufs).await?;
+            loop {
+                match conn.stream_recv(STREAM, &mut read) {
+                    Ok((len, _)) => received += len,
+                    Err(quiche::Error::Done) => break,
+                    Err(e) => bail!("raw quiche stream_recv: {e}"),
+                }
+            }
+        }
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
+/// The client's next input: datagrams, or the connection's timer.
+async fn input(
+    conn: &mut quiche::Connection,
+    udp: &UdpIo,
+    bufs: &mut RecvBufs,
+) -> anyhow::Result<()> {
+    if conn.is_closed() {
+        bail!("raw quiche: the connection closed");
+    }
+    tokio::select! {
+        count = udp.recv(bufs) => feed(conn, bufs, count?, udp.local_addr()),
+        () = sleep_until(conn.timeout_instant()) => conn.on_timeout(),
+    }
+    Ok(())
+}
+
+/// The server: accepts one connection and writes back every byte it reads, on the stream
+/// it came on, until the connection closes.
+async fn echo_loop(udp: &UdpIo, config: &mut quiche::Config) -> anyhow::Result<()> {
+    let mut out = vec![0; MAX_GSO_PAYLOAD];
+    let mut bufs = RecvBufs::new();
+    let mut read = vec![0; READ_LEN];
+    let mut conn: Option<quiche::Connection> = None;
+    let mut owed: HashMap<u64, Vec<u8>> = HashMap::new();
+    loop {
+        server_input(udp, config, &mut bufs, &mut conn).await?;
+        let Some(conn) = conn.as_mut() else { continue };
+        for stream in conn.readable() {
+            loop {
+                match conn.stream_recv(stream, &mut read) {
+                    Ok((len, _)) => owed
+                        .entry(stream)
+                        .or_default()
+                        .extend_from_slice(read.get(..len).unwrap_or_default()),
+                    Err(quiche::Error::Done) => break,
+                    Err(e) => bail!("raw quiche echo stream_recv: {e}"),
+                }
+            }
+        }
+        for (stream, bytes) in &mut owed {
+            if bytes.is_empty() {
+                continue;
+            }
+            match conn.stream_send(*stream, bytes, false) {
+                Ok(taken) => drop(bytes.drain(..taken)),
+                Err(quiche::Error::Done) => {}
+                Err(e) => bail!("raw quiche echo stream_send: {e}"),
+            }
+        }
+        send_all(conn, udp, &mut out).await?;
+        if conn.is_closed() {
+            return Ok(());
+        }
+    }
+}
