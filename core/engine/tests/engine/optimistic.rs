@@ -245,6 +245,30 @@ fn a_finished_optimistic_tunnel_aborted_before_the_answer_still_delivers_its_byt
     assert_eq!(net.client.stats().tunnels, 0);
 }
 
+/// The same with nothing before the FIN: HTTP/3 reads that FIN itself while the request
+/// waits for its answer, before the edge's host can read it, and the client's stop follows
+/// the answer. The edge must still hear of the stop and end its tunnel, although its host
+/// only reads the FIN and sends nothing.
+#[test]
+fn an_empty_finished_optimistic_tunnel_aborted_before_the_answer_ends_at_the_edge() {
+    let (mut net, mut recorder, mut host) = connected(true);
+    let closed_before = host.closed.len();
+    let (id, _) = open_now(&mut net, &target("sink.test", 5));
+    net.client.tunnel_finish(id).expect("finish");
+    net.client.tunnel_abort(id).expect("abort");
+    let ended = net.run_until(&mut recorder, &mut host, BUDGET, |_, h| {
+        h.closed.len() > closed_before
+    });
+    assert!(
+        ended,
+        "the edge's tunnel never ended: {:?}",
+        net.edge.stats()
+    );
+    let received: Vec<&Vec<u8>> = host.finished_data.values().collect();
+    assert_eq!(received, [&Vec::<u8>::new()], "the sink read its FIN");
+    assert_eq!(net.edge.stats().tunnels, 0);
+}
+
 /// Ten optimistic tunnels, each with a byte behind its request, download 4 MiB each to
 /// a host that reads only on `TunnelReadable`: the 2xx reports nothing, and the first
 /// `TunnelReadable` after it is not lost.
