@@ -925,7 +925,7 @@ fn hop_table(args: &TcpArgs, mut direct: Vec<Duration>, mut raw: Vec<Duration>) 
     );
     let _ = writeln!(
         out,
-        "| raw quiche stream (two threads, one connection, no HTTP/3) | {r50:.1} | {r99:.1} |"
+        "| raw quiche stream on loopback (two threads, one connection, no HTTP/3) | {r50:.1} | {r99:.1} |"
     );
     let _ = writeln!(
         out,
