@@ -220,3 +220,33 @@ fn a_goaway_blocked_by_a_full_window_goes_out_when_there_is_room() {
         "the draining edge processed a request long after its GOAWAY was due"
     );
 }
+
+#[test]
+fn a_connection_the_edge_drains_idles_out_at_the_client_once_its_tunnels_ended() {
+    // RFC 9114 §5.2 lets a connection go idle once its requests are done after a GOAWAY.
+    // The client's keep-alives must not hold it open for an edge that drains without
+    // closing (waiting for its clients to leave).
+    let mut config = Config::client(client_config(Verify::Insecure, None));
+    config.quic.max_idle_timeout = std::time::Duration::from_secs(2);
+    config.quic.keep_alive_interval = Some(std::time::Duration::from_millis(500));
+    let client = Endpoint::new(config, Instant::now()).expect("client");
+    let mut net = Net::new(client, crate::edge(&[]));
+    let mut edge = EdgeHost::default();
+    let mut transfer = Transfers::new(target("echo.test", 7), 1, 1024);
+    assert!(
+        net.run(&mut transfer, &mut edge, BUDGET),
+        "the tunnel did not finish"
+    );
+    net.edge.go_away(Instant::now());
+    // Keep-alives every 500 ms would keep it for ever; without them it idles out in 2 s.
+    let gone = net.run_until_net(&mut transfer, &mut edge, BUDGET, |net, _, _| {
+        net.client.stats().connections == 0
+    });
+    assert!(
+        gone,
+        "the drained connection stayed open: {} at the client, {} at the edge",
+        net.client.stats().connections,
+        net.edge.stats().connections
+    );
+    assert_eq!(net.edge.stats().tunnels, 0);
+}
