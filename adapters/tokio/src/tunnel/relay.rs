@@ -202,7 +202,7 @@ impl Relaying {
                 timer.as_mut().reset(at);
             }
             if timer.as_mut().poll(cx).is_ready() {
-                // Fired: the next deadline, if any, gets a fresh reset.
+                // Fired: the next deadline, if any, gets a timer of its own.
                 busy.timer = None;
                 return Poll::Ready(Seen::Timer);
             }
