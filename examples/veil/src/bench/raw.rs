@@ -67,11 +67,13 @@ pub(crate) struct RawPair {
 impl RawPair {
     /// Starts the server and the client on their own threads and waits for the handshake.
     pub(crate) async fn start(quic: &QuicConfig) -> anyhow::Result<Self> {
-        let server_socket = bind()?;
-        let server_addr = server_socket.local_addr()?;
-        let client_socket = bind()?;
-        let mut server_config = quiche_config(quic, server_tls()?)?;
-        let mut client_config = quiche_config(quic, client_tls()?)?;
+        let Sides {
+            server_socket,
+            server_addr,
+            client_socket,
+            mut server_config,
+            mut client_config,
+        } = Sides::new(quic, quiche_config)?;
         let (received_tx, received) = mpsc::unbounded_channel();
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
@@ -144,6 +146,34 @@ impl RawPair {
             }
         }
         Ok(())
+    }
+}
+
+/// A server side and a client side on loopback, before their threads start: the sockets
+/// (bound here, so that the server's address is known) and each side's quiche settings.
+pub(super) struct Sides {
+    pub(super) server_socket: std::net::UdpSocket,
+    pub(super) server_addr: SocketAddr,
+    pub(super) client_socket: std::net::UdpSocket,
+    pub(super) server_config: quiche::Config,
+    pub(super) client_config: quiche::Config,
+}
+
+/// How a baseline turns veil's QUIC settings and a TLS context into quiche's.
+pub(super) type Settings = fn(&QuicConfig, SslContextBuilder) -> anyhow::Result<quiche::Config>;
+
+impl Sides {
+    /// Both sides, with quiche settings made by `settings` (a fresh certificate for the
+    /// server; the client verifies nothing).
+    pub(super) fn new(quic: &QuicConfig, settings: Settings) -> anyhow::Result<Self> {
+        let server_socket = bind()?;
+        Ok(Self {
+            server_addr: server_socket.local_addr()?,
+            server_socket,
+            client_socket: bind()?,
+            server_config: settings(quic, server_tls()?)?,
+            client_config: settings(quic, client_tls()?)?,
+        })
     }
 }
 

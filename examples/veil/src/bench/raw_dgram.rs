@@ -20,8 +20,7 @@ use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
 use super::load::{Generator, Step, StepResult};
 use super::raw::{
-    bind, client_tls, connect, feed, quiche_config, send_all, server_input, server_tls,
-    sleep_until, spawn_side,
+    Sides, connect, feed, quiche_config, send_all, server_input, sleep_until, spawn_side,
 };
 
 /// Largest DATAGRAM payload either side reads.
@@ -39,11 +38,13 @@ pub(crate) struct RawDgramPair {
 impl RawDgramPair {
     /// Starts the server and the client on their own threads and waits for the handshake.
     pub(crate) async fn start(quic: &QuicConfig) -> anyhow::Result<Self> {
-        let server_socket = bind()?;
-        let server_addr = server_socket.local_addr()?;
-        let client_socket = bind()?;
-        let mut server_config = dgram_config(quic, server_tls()?)?;
-        let mut client_config = dgram_config(quic, client_tls()?)?;
+        let Sides {
+            server_socket,
+            server_addr,
+            client_socket,
+            mut server_config,
+            mut client_config,
+        } = Sides::new(quic, dgram_config)?;
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
         let server = spawn_side("raw-dgram-server", move || async move {

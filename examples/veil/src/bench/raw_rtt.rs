@@ -17,8 +17,7 @@ use veil_engine::QuicConfig;
 use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
 use super::raw::{
-    bind, client_tls, connect, feed, quiche_config, send_all, server_input, server_tls,
-    sleep_until, spawn_side,
+    Sides, connect, feed, quiche_config, send_all, server_input, sleep_until, spawn_side,
 };
 
 /// The stream the round trips use (the client's first bidirectional one).
@@ -36,11 +35,13 @@ pub(crate) async fn round_trips(
     warmup: usize,
     requests: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let server_socket = bind()?;
-    let server_addr = server_socket.local_addr()?;
-    let client_socket = bind()?;
-    let mut server_config = quiche_config(quic, server_tls()?)?;
-    let mut client_config = quiche_config(quic, client_tls()?)?;
+    let Sides {
+        server_socket,
+        server_addr,
+        client_socket,
+        mut server_config,
+        mut client_config,
+    } = Sides::new(quic, quiche_config)?;
     let (times_tx, times) = oneshot::channel();
     let server = spawn_side("raw-echo", move || async move {
         let udp = UdpIo::from_std(server_socket)?;
