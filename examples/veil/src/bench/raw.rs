@@ -67,24 +67,18 @@ pub(crate) struct RawPair {
 impl RawPair {
     /// Starts the server and the client on their own threads and waits for the handshake.
     pub(crate) async fn start(quic: &QuicConfig) -> anyhow::Result<Self> {
-        let Sides {
-            server_socket,
-            server_addr,
-            client_socket,
-            mut server_config,
-            mut client_config,
-        } = Sides::new(quic, quiche_config)?;
+        let sides = Sides::new(quic, quiche_config)?;
         let (received_tx, received) = mpsc::unbounded_channel();
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
 
         let server = spawn_side("raw-server", move || async move {
-            let udp = UdpIo::from_std(server_socket)?;
-            server_loop(&udp, &mut server_config, &received_tx).await
+            let (udp, mut config) = sides.server.open()?;
+            server_loop(&udp, &mut config, &received_tx).await
         })?;
         let client = spawn_side("raw-client", move || async move {
-            let udp = UdpIo::from_std(client_socket)?;
-            let conn = connect(&udp, server_addr, &mut client_config)?;
+            let (udp, mut config) = sides.client.open()?;
+            let conn = connect(&udp, sides.server_addr, &mut config)?;
             Box::pin(client_loop(conn, &udp, jobs, ready_tx)).await
         })?;
         let pair = Self {
@@ -152,11 +146,15 @@ impl RawPair {
 /// A server side and a client side on loopback, before their threads start: the sockets
 /// (bound here, so that the server's address is known) and each side's quiche settings.
 pub(super) struct Sides {
-    pub(super) server_socket: std::net::UdpSocket,
+    pub(super) server: Side,
+    pub(super) client: Side,
     pub(super) server_addr: SocketAddr,
-    pub(super) client_socket: std::net::UdpSocket,
-    pub(super) server_config: quiche::Config,
-    pub(super) client_config: quiche::Config,
+}
+
+/// One side's socket and settings, to move into its thread.
+pub(super) struct Side {
+    socket: std::net::UdpSocket,
+    config: quiche::Config,
 }
 
 /// How a baseline turns veil's QUIC settings and a TLS context into quiche's.
@@ -166,14 +164,25 @@ impl Sides {
     /// Both sides, with quiche settings made by `settings` (a fresh certificate for the
     /// server; the client verifies nothing).
     pub(super) fn new(quic: &QuicConfig, settings: Settings) -> anyhow::Result<Self> {
-        let server_socket = bind()?;
+        let socket = bind()?;
         Ok(Self {
-            server_addr: server_socket.local_addr()?,
-            server_socket,
-            client_socket: bind()?,
-            server_config: settings(quic, server_tls()?)?,
-            client_config: settings(quic, client_tls()?)?,
+            server_addr: socket.local_addr()?,
+            server: Side {
+                socket,
+                config: settings(quic, server_tls()?)?,
+            },
+            client: Side {
+                socket: bind()?,
+                config: settings(quic, client_tls()?)?,
+            },
         })
+    }
+}
+
+impl Side {
+    /// The socket on the calling thread's runtime, and the settings.
+    pub(super) fn open(self) -> anyhow::Result<(UdpIo, quiche::Config)> {
+        Ok((UdpIo::from_std(self.socket)?, self.config))
     }
 }
 
@@ -329,11 +338,69 @@ async fn server_loop(
     config: &mut quiche::Config,
     received: &mpsc::UnboundedSender<Received>,
 ) -> anyhow::Result<()> {
+    let mut sink = Sink {
+        received,
+        counts: HashMap::new(),
+    };
+    serve(udp, config, &mut sink).await
+}
+
+/// Counts each stream's bytes and reports its end.
+struct Sink<'a> {
+    received: &'a mpsc::UnboundedSender<Received>,
+    counts: HashMap<u64, u64>,
+}
+
+impl Service for Sink<'_> {
+    fn read(
+        &mut self,
+        conn: &mut quiche::Connection,
+        stream: u64,
+        bytes: &[u8],
+        fin: bool,
+    ) -> anyhow::Result<()> {
+        let total = self.counts.entry(stream).or_default();
+        *total += u64::try_from(bytes.len())?;
+        if fin {
+            // Finish our side too, so that the stream is freed and its credit returns to
+            // the client, as a tunnel's would.
+            let _ = conn.stream_send(stream, &[], true);
+            let _ = self.received.send(Received {
+                bytes: *total,
+                finished_at: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a one-connection server does with its streams.
+pub(super) trait Service {
+    /// Every piece read from a stream, and whether the FIN came with it.
+    fn read(
+        &mut self,
+        conn: &mut quiche::Connection,
+        stream: u64,
+        bytes: &[u8],
+        fin: bool,
+    ) -> anyhow::Result<()>;
+
+    /// Once per round of input, after the reads and before sending.
+    fn then(&mut self, _conn: &mut quiche::Connection) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Accepts one connection and hands its streams' bytes to `service` until it closes.
+pub(super) async fn serve(
+    udp: &UdpIo,
+    config: &mut quiche::Config,
+    service: &mut impl Service,
+) -> anyhow::Result<()> {
     let mut out = vec![0; MAX_GSO_PAYLOAD];
     let mut bufs = RecvBufs::new();
     let mut read = vec![0; RECV_BUF_LEN];
     let mut conn: Option<quiche::Connection> = None;
-    let mut counts: HashMap<u64, u64> = HashMap::new();
     loop {
         server_input(udp, config, &mut bufs, &mut conn).await?;
         let Some(conn) = conn.as_mut() else { continue };
@@ -341,23 +408,15 @@ async fn server_loop(
             loop {
                 match conn.stream_recv(stream, &mut read) {
                     Ok((len, fin)) => {
-                        let total = counts.entry(stream).or_default();
-                        *total += u64::try_from(len)?;
-                        if fin {
-                            // Finish our side too, so that the stream is freed and its
-                            // credit returns to the client, as a tunnel's would.
-                            let _ = conn.stream_send(stream, &[], true);
-                            let _ = received.send(Received {
-                                bytes: *total,
-                                finished_at: Instant::now(),
-                            });
-                        }
+                        let bytes = read.get(..len).unwrap_or_default();
+                        service.read(conn, stream, bytes, fin)?;
                     }
                     Err(quiche::Error::Done) => break,
                     Err(e) => bail!("raw quiche stream_recv: {e}"),
                 }
             }
         }
+        service.then(conn)?;
         send_all(conn, udp, &mut out).await?;
         if conn.is_closed() {
             return Ok(());

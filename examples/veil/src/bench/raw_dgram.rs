@@ -38,22 +38,16 @@ pub(crate) struct RawDgramPair {
 impl RawDgramPair {
     /// Starts the server and the client on their own threads and waits for the handshake.
     pub(crate) async fn start(quic: &QuicConfig) -> anyhow::Result<Self> {
-        let Sides {
-            server_socket,
-            server_addr,
-            client_socket,
-            mut server_config,
-            mut client_config,
-        } = Sides::new(quic, dgram_config)?;
+        let sides = Sides::new(quic, dgram_config)?;
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();
         let server = spawn_side("raw-dgram-server", move || async move {
-            let udp = UdpIo::from_std(server_socket)?;
-            server_loop(&udp, &mut server_config).await
+            let (udp, mut config) = sides.server.open()?;
+            server_loop(&udp, &mut config).await
         })?;
         let client = spawn_side("raw-dgram-client", move || async move {
-            let udp = UdpIo::from_std(client_socket)?;
-            let conn = connect(&udp, server_addr, &mut client_config)?;
+            let (udp, mut config) = sides.client.open()?;
+            let conn = connect(&udp, sides.server_addr, &mut config)?;
             Box::pin(client_loop(conn, &udp, jobs, ready_tx)).await
         })?;
         let mut pair = Self {

@@ -17,7 +17,7 @@ use veil_engine::QuicConfig;
 use veil_tokio::udp::{MAX_GSO_PAYLOAD, RecvBufs, UdpIo};
 
 use super::raw::{
-    Sides, connect, feed, quiche_config, send_all, server_input, sleep_until, spawn_side,
+    Service, Sides, connect, feed, quiche_config, send_all, serve, sleep_until, spawn_side,
 };
 
 /// The stream the round trips use (the client's first bidirectional one).
@@ -35,21 +35,15 @@ pub(crate) async fn round_trips(
     warmup: usize,
     requests: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let Sides {
-        server_socket,
-        server_addr,
-        client_socket,
-        mut server_config,
-        mut client_config,
-    } = Sides::new(quic, quiche_config)?;
+    let sides = Sides::new(quic, quiche_config)?;
     let (times_tx, times) = oneshot::channel();
     let server = spawn_side("raw-echo", move || async move {
-        let udp = UdpIo::from_std(server_socket)?;
-        echo_loop(&udp, &mut server_config).await
+        let (udp, mut config) = sides.server.open()?;
+        echo_loop(&udp, &mut config).await
     })?;
     let client = spawn_side("raw-pinger", move || async move {
-        let udp = UdpIo::from_std(client_socket)?;
-        let mut conn = connect(&udp, server_addr, &mut client_config)?;
+        let (udp, mut config) = sides.client.open()?;
+        let mut conn = connect(&udp, sides.server_addr, &mut config)?;
         let series = ping(&mut conn, &udp, message, warmup + requests).await;
         let _ = conn.close(true, 0, b"done");
         let mut out = vec![0; MAX_GSO_PAYLOAD];
@@ -135,27 +129,32 @@ async fn input(
 /// The server: accepts one connection and writes back every byte it reads, on the stream
 /// it came on, until the connection closes.
 async fn echo_loop(udp: &UdpIo, config: &mut quiche::Config) -> anyhow::Result<()> {
-    let mut out = vec![0; MAX_GSO_PAYLOAD];
-    let mut bufs = RecvBufs::new();
-    let mut read = vec![0; READ_LEN];
-    let mut conn: Option<quiche::Connection> = None;
-    let mut owed: HashMap<u64, Vec<u8>> = HashMap::new();
-    loop {
-        server_input(udp, config, &mut bufs, &mut conn).await?;
-        let Some(conn) = conn.as_mut() else { continue };
-        for stream in conn.readable() {
-            loop {
-                match conn.stream_recv(stream, &mut read) {
-                    Ok((len, _)) => owed
-                        .entry(stream)
-                        .or_default()
-                        .extend_from_slice(read.get(..len).unwrap_or_default()),
-                    Err(quiche::Error::Done) => break,
-                    Err(e) => bail!("raw quiche echo stream_recv: {e}"),
-                }
-            }
-        }
-        for (stream, bytes) in &mut owed {
+    serve(udp, config, &mut Echo::default()).await
+}
+
+/// Bytes read and not yet written back, by stream.
+#[derive(Default)]
+struct Echo {
+    owed: HashMap<u64, Vec<u8>>,
+}
+
+impl Service for Echo {
+    fn read(
+        &mut self,
+        _conn: &mut quiche::Connection,
+        stream: u64,
+        bytes: &[u8],
+        _fin: bool,
+    ) -> anyhow::Result<()> {
+        self.owed
+            .entry(stream)
+            .or_default()
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn then(&mut self, conn: &mut quiche::Connection) -> anyhow::Result<()> {
+        for (stream, bytes) in &mut self.owed {
             if bytes.is_empty() {
                 continue;
             }
@@ -165,9 +164,6 @@ async fn echo_loop(udp: &UdpIo, config: &mut quiche::Config) -> anyhow::Result<(
                 Err(e) => bail!("raw quiche echo stream_send: {e}"),
             }
         }
-        send_all(conn, udp, &mut out).await?;
-        if conn.is_closed() {
-            return Ok(());
-        }
+        Ok(())
     }
 }
