@@ -576,6 +576,7 @@ impl Endpoint {
             from: meta.from,
             to,
         };
+        conn.held.received();
         if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }

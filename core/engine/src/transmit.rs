@@ -30,12 +30,34 @@ pub(crate) struct Held {
     buf: Vec<u8>,
     packet: Option<quiche::SendInfo>,
     wrote: bool,
+    /// Packets sent while the connection is closing, since the last datagram it received.
+    closing_sent: usize,
 }
+
+/// Packets a closing connection may send per datagram it receives (and once after the
+/// close): its `CONNECTION_CLOSE`, in each packet number space that needs one.
+///
+/// quiche 0.30 never says `Done` to a connection closed with an application error while
+/// its handshake is unconfirmed and a Handshake-space probe is due: each `send` writes one
+/// more ACK-only Handshake packet (the probe's PING is left out while closing, so the
+/// probe stays due). A host that sends until `poll_transmit` says `None` would spin there
+/// for ever, and quiche's record of sent packets would grow without bound (the engine fuzz
+/// target's `oom-…` inputs).
+//# RFC 9000 §10.2.1: "An endpoint in the closing state sends a packet containing a
+//# CONNECTION_CLOSE frame in response to any incoming packet that it attributes to the
+//# connection." ... "An endpoint SHOULD limit the rate at which it generates packets in
+//# the closing state."
+const CLOSING_SENDS: usize = 4;
 
 impl Held {
     /// Stream bytes went to quiche: its next `Done` may hide a dead head.
     pub(crate) fn wrote(&mut self) {
         self.wrote = true;
+    }
+
+    /// A datagram arrived for the connection: a closing one may answer it.
+    pub(crate) fn received(&mut self) {
+        self.closing_sent = 0;
     }
 
     /// When the held packet may leave (quiche's pacing time), if there is one.
@@ -127,8 +149,16 @@ pub(crate) fn transmit_batch(
                 window
             }
         };
+        let closing = quic.local_error().is_some();
+        if closing && held.closing_sent >= CLOSING_SENDS {
+            more = false;
+            break;
+        }
         match quic.send(window) {
             Ok((len, info)) => {
+                if closing {
+                    held.closing_sent += 1;
+                }
                 let Some(first) = batch.first else {
                     if paced(&info) {
                         held.store(window.get(..len).unwrap_or_default(), info);

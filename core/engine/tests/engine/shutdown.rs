@@ -183,3 +183,47 @@ fn an_idle_client_whose_tunnels_ended_long_ago_closes_at_once() {
         asked.elapsed()
     );
 }
+
+#[test]
+fn a_connection_closed_before_its_handshake_is_confirmed_stops_sending() {
+    // quiche 0.30 never says `Done` to a connection closed with an application error while
+    // its handshake is unconfirmed and a Handshake-space probe is due: every `send` wrote
+    // one more ACK-only Handshake packet, and a host sending until `poll_transmit` says
+    // `None` spun there for ever (found by the engine fuzz target, as unbounded memory).
+    let mut net = pair(&[], None);
+    let now = Instant::now();
+    net.client
+        .open_tunnel(now, &target("x.test", 1))
+        .expect("open");
+    // The client's Initial reaches the edge, and the edge's flight the client.
+    net.send_from_client(now);
+    net.deliver_to_edge(now);
+    net.send_from_edge(now);
+    net.deliver_to_client(now);
+    // The client's answer (its Finished) is lost: the edge never confirms the handshake.
+    let mut buf = vec![0; 64 * 1024];
+    let answered = (0..100)
+        .take_while(|_| net.client.poll_transmit(now, &mut buf).is_some())
+        .count();
+    assert!(answered > 0 && answered < 100, "{answered} transmits");
+    // Its probe comes due (nothing is sent: the probe stays due).
+    let started = Instant::now();
+    loop {
+        let due = net.client.poll_timeout().expect("a timer");
+        if due <= Instant::now() {
+            net.client.handle_timeout(Instant::now());
+            break;
+        }
+        assert!(started.elapsed() < BUDGET, "no probe came due");
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    // The client goes away, with an application error, before anything more is sent.
+    net.client.close(Instant::now(), 0x100, b"bye");
+    let sent = (0..1000)
+        .take_while(|_| net.client.poll_transmit(Instant::now(), &mut buf).is_some())
+        .count();
+    assert!(
+        sent <= 8,
+        "a closing connection sent {sent} transmits and went on"
+    );
+}
