@@ -14,6 +14,10 @@
 #   FUZZ_SANITIZER=none  build without AddressSanitizer (cargo fuzz -s): two to three times
 #                        the executions a second. The decoders are safe Rust (veil-proto
 #                        and veil-engine have no `unsafe`); ASan only watches dependencies.
+#   FUZZ_WORKERS=N       run N libFuzzer processes per target at once on its working corpus
+#                        (they pick up each other's finds); with FUZZ_RUNS, each stops at
+#                        FUZZ_RUNS/N. The engine target's runs wait on real time (quiche's
+#                        timers), so a few more workers than cores keep the cores busy.
 #
 # Corpora: fuzz/corpus/<target>/ holds the committed seeds (fuzz/seed.py writes them) and is
 # only read. What libFuzzer finds goes to fuzz/work/<target>/ (not committed), which grows
@@ -37,8 +41,9 @@ trap 'rm -rf "$WORK"' EXIT
 fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${SANITIZER[@]}" "${@:2}"); }
 SANITIZER=()
 [ -n "${FUZZ_SANITIZER:-}" ] && SANITIZER=(--sanitizer "$FUZZ_SANITIZER")
+WORKERS="${FUZZ_WORKERS:-1}"
 RUNS=()
-[ -n "${FUZZ_RUNS:-}" ] && RUNS=(-runs="$FUZZ_RUNS")
+[ -n "${FUZZ_RUNS:-}" ] && RUNS=(-runs="$((FUZZ_RUNS / WORKERS))")
 
 python3 "$FUZZ/seed.py" >/dev/null
 echo "==> building ${#TARGETS[@]} targets"
@@ -50,10 +55,29 @@ for target in "${TARGETS[@]}"; do
     echo "==> $target: ${SECONDS_PER_TARGET}s"
     log="$WORK/$target.log"
     mkdir -p "$FUZZ/work/$target"
-    fuzz run "$target" "$FUZZ/work/$target" "$FUZZ/corpus/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" "${RUNS[@]}" -jobs=1 >"$log" 2>&1
-    status=$?
-    done_line="$(grep -a 'DONE' "$log" | tail -n 1)"
+    if [ "$WORKERS" -gt 1 ]; then
+        for worker in $(seq "$WORKERS"); do
+            (fuzz run "$target" "$FUZZ/work/$target" "$FUZZ/corpus/$target" -- \
+                -max_total_time="$SECONDS_PER_TARGET" "${RUNS[@]}" >"$log.$worker" 2>&1
+             echo $? >"$log.$worker.status") &
+        done
+        wait
+        status=0
+        total=0
+        for worker in $(seq "$WORKERS"); do
+            cat "$log.$worker" >>"$log"
+            [ "$(cat "$log.$worker.status")" = 0 ] || status=1
+            runs="$(grep -a -o '^#[0-9]*' "$log.$worker" | tail -n 1 | tr -d '#')"
+            total=$((total + ${runs:-0}))
+        done
+        done_line=""
+        [ "$status" = 0 ] && done_line="#$total DONE in all, $WORKERS workers (last: $(grep -a 'DONE' "$log" | tail -n 1))"
+    else
+        fuzz run "$target" "$FUZZ/work/$target" "$FUZZ/corpus/$target" -- \
+            -max_total_time="$SECONDS_PER_TARGET" "${RUNS[@]}" -jobs=1 >"$log" 2>&1
+        status=$?
+        done_line="$(grep -a 'DONE' "$log" | tail -n 1)"
+    fi
     if [ "$status" -ne 0 ] || [ -z "$done_line" ]; then
         failed+=("$target")
         grep -a -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -n 20
