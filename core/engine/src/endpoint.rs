@@ -287,7 +287,7 @@ struct Conn {
     /// In `Endpoint::unprocessed`.
     unprocessed: bool,
     held: Held,
-    /// Client: the edge sent GOAWAY; no new requests go here.
+    /// Client: no new requests go here (the edge sent GOAWAY, or the connection retired).
     goaway: bool,
     /// Client: whether the edge seems to withhold stream credit (`credit_withheld`).
     credit: Credit,
@@ -700,15 +700,14 @@ impl Endpoint {
                     conn.queued = true;
                     self.send_queue.push_back(handle);
                 }
-                // A retired connection (the edge's GOAWAY, or credit it withholds) is
-                // left to its idle timeout once its last tunnel ended: no close that could
-                // cut bytes still unacknowledged, and the edge forgets the streams it kept
-                // when the connection goes.
+                // A retired connection (`goaway`: the edge's GOAWAY, or credit it
+                // withholds) is left to its idle timeout once its last tunnel ended: no
+                // close that could cut bytes still unacknowledged, and the edge forgets
+                // the streams it kept when the connection goes.
                 //# RFC 9114 §5.2: "Once all accepted requests and pushes have been
                 //# processed, the endpoint can permit the connection to become idle, or it
                 //# MAY initiate an immediate closure of the connection."
-                let retired = conn.credit == Credit::Retired || conn.goaway;
-                let idle_retired = retired && conn.streams.is_empty();
+                let idle_retired = conn.goaway && conn.streams.is_empty();
                 if let Some(every) = self
                     .keep_alive
                     .filter(|_| !conn.wire.is_server() && !idle_retired)
