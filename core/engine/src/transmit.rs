@@ -23,8 +23,9 @@ const MAX_BATCH_BYTES: usize = 65_507;
 const DEAD_HEAD_RETRIES: usize = 16;
 
 /// What the transmit loop keeps of one connection between calls: one packet quiche
-/// produced that could not go out in the batch it was written for, and whether stream
-/// bytes went to quiche since its `send` last said `Done` (see [`transmit_batch`]).
+/// produced that could not go out in the batch it was written for, whether stream bytes
+/// went to quiche since its `send` last said `Done` (see [`transmit_batch`]), and what a
+/// closing connection has sent since its last input ([`CLOSING_SENDS`]).
 #[derive(Default)]
 pub(crate) struct Held {
     buf: Vec<u8>,
@@ -41,8 +42,8 @@ pub(crate) struct Held {
 /// its handshake is unconfirmed and a Handshake-space probe is due: each `send` writes one
 /// more ACK-only Handshake packet (the probe's PING is left out while closing, so the
 /// probe stays due). A host that sends until `poll_transmit` says `None` would spin there
-/// for ever, and quiche's record of sent packets would grow without bound (the engine fuzz
-/// target's `oom-…` inputs).
+/// for ever, and quiche's record of sent packets would grow without bound
+/// (`fuzz/regressions/engine/closed-mid-handshake-sends-for-ever`).
 //# RFC 9000 §10.2.1: "An endpoint in the closing state sends a packet containing a
 //# CONNECTION_CLOSE frame in response to any incoming packet that it attributes to the
 //# connection." ... "An endpoint SHOULD limit the rate at which it generates packets in
