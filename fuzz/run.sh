@@ -8,12 +8,19 @@
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Builds with
 # cargo-fuzz's defaults: release, debug assertions and overflow checks on, AddressSanitizer.
 #
-# Two knobs, from the environment:
+# Knobs, from the environment:
 #   FUZZ_RUNS=N          also stop each target after N executions (libFuzzer's -runs),
 #                        whichever comes first: `FUZZ_RUNS=10000000 fuzz/run.sh 7200 socks5`
 #   FUZZ_SANITIZER=none  build without AddressSanitizer (cargo fuzz -s): two to three times
 #                        the executions a second. The decoders are safe Rust (veil-proto
 #                        and veil-engine have no `unsafe`); ASan only watches dependencies.
+#   FUZZ_FAST=1          build with cargo fuzz -O --no-trace-compares: no debug assertions
+#                        in dependencies (fuzz/Cargo.toml turns them and overflow checks
+#                        back on for veil's own crates), no comparison tracing. The engine
+#                        target then runs 3.5 times the inputs a CPU second (docs/FUZZING.md).
+#                        libFuzzer no longer sees the operands of comparisons, which guide
+#                        it to magic values in raw bytes: the decoder targets, whose input
+#                        is raw bytes, are best fuzzed without this knob.
 #   FUZZ_WORKERS=N       run N libFuzzer processes per target at once on its working corpus
 #                        (they pick up each other's finds); with FUZZ_RUNS, each stops at
 #                        FUZZ_RUNS/N. The engine target's runs wait on real time (quiche's
@@ -38,9 +45,11 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # cargo-fuzz runs from a scratch directory, where libFuzzer's -jobs mode leaves fuzz-0.log.
-fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${SANITIZER[@]}" "${@:2}"); }
-SANITIZER=()
-[ -n "${FUZZ_SANITIZER:-}" ] && SANITIZER=(--sanitizer "$FUZZ_SANITIZER")
+# Every subcommand gets the same build flags, or `run` and `cmin` would rebuild.
+fuzz() { (cd "$WORK" && cargo +nightly fuzz "$1" --fuzz-dir "$FUZZ" "${BUILD_FLAGS[@]}" "${@:2}"); }
+BUILD_FLAGS=()
+[ -n "${FUZZ_SANITIZER:-}" ] && BUILD_FLAGS+=(--sanitizer "$FUZZ_SANITIZER")
+[ -n "${FUZZ_FAST:-}" ] && BUILD_FLAGS+=(-O --no-trace-compares)
 WORKERS="${FUZZ_WORKERS:-1}"
 RUNS=()
 [ -n "${FUZZ_RUNS:-}" ] && RUNS=(-runs="$((FUZZ_RUNS / WORKERS))")
