@@ -257,6 +257,12 @@ fn prepare_socket(socket: socket2::Socket, core: u16) -> (socket2::Socket, udp::
     if !features.gro {
         tracing::debug!(core, "no UDP GRO: datagrams are received one at a time");
     }
+    if !features.dont_fragment {
+        tracing::warn!(
+            core,
+            "cannot set Don't Fragment: path MTU probes may leave as IP fragments"
+        );
+    }
     (socket, features)
 }
 

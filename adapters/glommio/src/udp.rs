@@ -13,6 +13,12 @@
 //! (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and answers from it: on a host with several
 //! addresses the kernel would otherwise pick the source by its routes, and a client that
 //! wrote to one address would get answers from another, which QUIC drops.
+//!
+//! Every datagram leaves with Don't Fragment and the interface's MTU as its only limit
+//! (`IP_PMTUDISC_PROBE`), as quinn-udp sets it for the tokio host: with path MTU discovery
+//! on (`[quic] pmtu_discovery`), a probe larger than the path must be refused by the
+//! kernel (`EMSGSIZE`, counted as a send error and lost, which is how DPLPMTUD learns the
+//! size is too large: RFC 8899 §4.1) or dropped on the way, never fragmented.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -43,6 +49,8 @@ pub(crate) struct Features {
     pub(crate) gro: bool,
     /// Each datagram's destination address comes with it (`IP_PKTINFO`).
     pub(crate) destination: bool,
+    /// Datagrams leave with Don't Fragment (`IP_PMTUDISC_PROBE`).
+    pub(crate) dont_fragment: bool,
 }
 
 /// Asks the kernel to coalesce received trains (`UDP_GRO`) and, on a socket bound to a
@@ -60,7 +68,31 @@ pub(crate) fn prepare(socket: socket2::Socket) -> (socket2::Socket, Features) {
         }
         _ => false,
     };
-    (socket2::Socket::from(socket), Features { gro, destination })
+    let dont_fragment = forbid_fragments(&socket).is_ok();
+    (
+        socket2::Socket::from(socket),
+        Features {
+            gro,
+            destination,
+            dont_fragment,
+        },
+    )
+}
+
+/// Don't Fragment on every datagram, the interface's MTU the only limit (`PMTUDISC_PROBE`:
+/// the kernel's own path MTU guess is ignored, the probes are how veil learns it). An IPv6
+/// socket sets both options, for the IPv4 peers it reaches as mapped addresses.
+fn forbid_fragments(socket: &std::net::UdpSocket) -> io::Result<()> {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
+    match socket.local_addr()? {
+        SocketAddr::V4(_) => sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE)?,
+        SocketAddr::V6(_) => {
+            sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::PROBE)?;
+            // Refused on an IPv6-only socket, which has no IPv4 peers to fragment for.
+            let _ = sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE);
+        }
+    }
+    Ok(())
 }
 
 /// Takes the next datagram or train queued on `fd` into `buf`, without waiting: `None`
@@ -243,6 +275,31 @@ mod tests {
         if gro {
             assert!(got.len() < 11, "GRO is on, yet {} receives", got.len());
         }
+    }
+
+    /// The core's socket never lets the kernel fragment a datagram (a path MTU probe too
+    /// large must be lost, not fragmented), whatever the kernel's own MTU guess.
+    #[test]
+    fn the_cores_socket_sends_with_dont_fragment() {
+        use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
+        let (v4, features) = prepare(bound());
+        assert!(features.dont_fragment);
+        let v4 = std::net::UdpSocket::from(v4);
+        assert_eq!(
+            sockopt::ip_mtu_discover(&v4).expect("getsockopt"),
+            Ipv4PathMtuDiscovery::PROBE
+        );
+        // A machine without IPv6 on loopback has nothing more to check.
+        let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") else {
+            return;
+        };
+        let (v6, features) = prepare(socket2::Socket::from(v6));
+        assert!(features.dont_fragment);
+        let v6 = std::net::UdpSocket::from(v6);
+        assert_eq!(
+            sockopt::ipv6_mtu_discover(&v6).expect("getsockopt"),
+            Ipv6PathMtuDiscovery::PROBE
+        );
     }
 
     #[test]

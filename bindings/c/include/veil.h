@@ -917,7 +917,11 @@ enum veil_result veil_config_set_keep_alive(struct veil_config *config, uint64_t
 // `config` must be NULL or a live configuration.
 enum veil_result veil_config_set_pacing(struct veil_config *config, bool on);
 
-// Path MTU discovery (RFC 8899) above the configured send size. Off by default.
+// Path MTU discovery (RFC 8899): probes for the largest packet, up to the send size of
+// `veil_config_set_udp_payload_sizes`, that crosses the path. Off by default. The host's
+// UDP socket must set Don't Fragment (Linux: `IP_MTU_DISCOVER` = `IP_PMTUDISC_PROBE`, and
+// `IPV6_MTU_DISCOVER` likewise) and count a send refused with `EMSGSIZE` as lost; else a
+// probe too large leaves as IP fragments and the connection's packets follow it.
 //
 // # Safety
 // `config` must be NULL or a live configuration.
