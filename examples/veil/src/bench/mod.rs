@@ -14,7 +14,8 @@
 //!   also one QUIC hop's round trip alone ([`raw_rtt`]) beside the direct TCP one;
 //! - **loaded**: the same, while another tunnel on the same QUIC connection carries a bulk
 //!   transfer to the sink paced at `--load-rate` MiB/s (head-of-line blocking between
-//!   tunnels, and the cost of sharing one congestion window, would show here);
+//!   tunnels, and the cost of sharing one congestion window, would show here); then the
+//!   same through each peer among the paths, its bulk tunnel through the same local proxy;
 //! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
 //!   idle tunnels;
 //! - **connect**: `--connects` new tunnels, each a SOCKS5 handshake, a CONNECT to the echo
@@ -26,7 +27,7 @@
 //! Peers ([`peers`]) are routes too: `--paths direct,proxied,shadowsocks,
 //! shadowsocks-2022,tuic` measures shadowsocks-rust and TUIC beside veil in the same run,
 //! interleaved, through the same SOCKS5 client path, in every part that takes routes
-//! (goodput, latency, connect), and prints every proxy process's RSS at the end.
+//! (goodput, latency, loaded, connect, share), and prints every proxy process's RSS at the end.
 //!
 //! `veil bench udp` ([`udp_bench`]) measures UDP through a CONNECT-UDP tunnel against
 //! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
@@ -471,19 +472,29 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&latency_part(args, quic, stage.targets.echo, &proxies).await?);
     }
     if args.parts.contains(&Part::Loaded) {
-        let bulk = tcp::proxied(stage.client.socks, stage.targets.sink).await?;
-        let rate = args.load_rate * MIB;
-        let trips = round_trips(args, stage.targets.echo, &proxies[..1]);
-        let started = std::time::Instant::now();
-        let (times, moved) = stage.targets.under_load(bulk, rate, trips).await?;
-        let load = Load {
-            rate: args.load_rate,
-            moved,
-            elapsed: started.elapsed(),
-        };
-        let [direct, through_veil] = <[Vec<Duration>; 2]>::try_from(times)
-            .map_err(|_| anyhow::anyhow!("two series of round trips expected"))?;
-        report.push_str(&latency_table(args, direct, through_veil, Some(load)));
+        // Each proxy in turn, veil first: its bulk tunnel and its round trips go through
+        // the same local proxy (for veil, on one QUIC connection; for a peer, as its own
+        // transport has them: shadowsocks-rust on two TCP connections).
+        for (index, (route, socks)) in proxies.iter().enumerate() {
+            if index > 0 {
+                let _ = writeln!(report, "{}, the same:\n", route.label());
+            }
+            let bulk = tcp::proxied(*socks, stage.targets.sink).await?;
+            let rate = args.load_rate * MIB;
+            let this = [(*route, *socks)];
+            let trips = round_trips(args, stage.targets.echo, &this);
+            let started = std::time::Instant::now();
+            let (times, moved) = stage.targets.under_load(bulk, rate, trips).await?;
+            let load = Load {
+                rate: args.load_rate,
+                moved,
+                elapsed: started.elapsed(),
+            };
+            let [direct, through] = <[Vec<Duration>; 2]>::try_from(times)
+                .map_err(|_| anyhow::anyhow!("two series of round trips expected"))?;
+            report.push_str(&latency_table(args, direct, through, Some(load)));
+            tokio::time::sleep(SETTLE).await;
+        }
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
         let (client, edge) = (&stage.client, &stage.edge);
@@ -894,7 +905,7 @@ fn latency_table(
         Some(load) => {
             let _ = writeln!(
                 out,
-                "\nthe bulk tunnel, on the same QUIC connection, moved {:.1} MiB in {:.2} s \
+                "\nthe bulk tunnel, through the same local proxy, moved {:.1} MiB in {:.2} s \
                  meanwhile ({:.1} MiB/s)\n",
                 mib(load.moved),
                 load.elapsed.as_secs_f64(),
