@@ -472,29 +472,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&latency_part(args, quic, stage.targets.echo, &proxies).await?);
     }
     if args.parts.contains(&Part::Loaded) {
-        // Each proxy in turn, veil first: its bulk tunnel and its round trips go through
-        // the same local proxy (for veil, on one QUIC connection; for a peer, as its own
-        // transport has them: shadowsocks-rust on two TCP connections).
-        for (index, (route, socks)) in proxies.iter().enumerate() {
-            if index > 0 {
-                let _ = writeln!(report, "{}, the same:\n", route.label());
-            }
-            let bulk = tcp::proxied(*socks, stage.targets.sink).await?;
-            let rate = args.load_rate * MIB;
-            let this = [(*route, *socks)];
-            let trips = round_trips(args, stage.targets.echo, &this);
-            let started = std::time::Instant::now();
-            let (times, moved) = stage.targets.under_load(bulk, rate, trips).await?;
-            let load = Load {
-                rate: args.load_rate,
-                moved,
-                elapsed: started.elapsed(),
-            };
-            let [direct, through] = <[Vec<Duration>; 2]>::try_from(times)
-                .map_err(|_| anyhow::anyhow!("two series of round trips expected"))?;
-            report.push_str(&latency_table(args, direct, through, Some(load)));
-            tokio::time::sleep(SETTLE).await;
-        }
+        report.push_str(&loaded_part(args, stage, &proxies).await?);
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
         let (client, edge) = (&stage.client, &stage.edge);
@@ -535,6 +513,39 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
     }
     if !stage.peers.is_empty() {
         report.push_str(&rss_table(&stage.proxy_processes())?);
+    }
+    Ok(report)
+}
+
+/// The loaded part: round trips beside a saturating (or paced) bulk tunnel, through each
+/// proxy in turn, veil first. The bulk tunnel and the round trips go through the same local
+/// proxy: for veil on one QUIC connection, for a peer as its own transport has them
+/// (shadowsocks-rust on two TCP connections).
+async fn loaded_part(
+    args: &TcpArgs,
+    stage: &mut Stage,
+    proxies: &[(Route, std::net::SocketAddr)],
+) -> anyhow::Result<String> {
+    let mut report = String::new();
+    for (index, (route, socks)) in proxies.iter().enumerate() {
+        if index > 0 {
+            let _ = writeln!(report, "{}, the same:\n", route.label());
+        }
+        let bulk = tcp::proxied(*socks, stage.targets.sink).await?;
+        let rate = args.load_rate * MIB;
+        let this = [(*route, *socks)];
+        let trips = round_trips(args, stage.targets.echo, &this);
+        let started = std::time::Instant::now();
+        let (times, moved) = stage.targets.under_load(bulk, rate, trips).await?;
+        let load = Load {
+            rate: args.load_rate,
+            moved,
+            elapsed: started.elapsed(),
+        };
+        let [direct, through] = <[Vec<Duration>; 2]>::try_from(times)
+            .map_err(|_| anyhow::anyhow!("two series of round trips expected"))?;
+        report.push_str(&latency_table(args, direct, through, Some(load)));
+        tokio::time::sleep(SETTLE).await;
     }
     Ok(report)
 }
