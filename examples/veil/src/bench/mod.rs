@@ -472,7 +472,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&latency_part(args, quic, stage.targets.echo, &proxies).await?);
     }
     if args.parts.contains(&Part::Loaded) {
-        report.push_str(&loaded_part(args, stage, &proxies).await?);
+        report.push_str(&loaded_part(args, quic, stage, &proxies).await?);
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
         let (client, edge) = (&stage.client, &stage.edge);
@@ -523,6 +523,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
 /// (shadowsocks-rust on two TCP connections).
 async fn loaded_part(
     args: &TcpArgs,
+    quic: &QuicConfig,
     stage: &mut Stage,
     proxies: &[(Route, std::net::SocketAddr)],
 ) -> anyhow::Result<String> {
@@ -547,7 +548,38 @@ async fn loaded_part(
         report.push_str(&latency_table(args, direct, through, Some(load)));
         tokio::time::sleep(SETTLE).await;
     }
+    if args.paths.contains(&Route::Raw) {
+        let (warmup, requests) = (WARMUP_REQUESTS, args.requests);
+        let idle = raw_rtt::round_trips(quic, args.message, warmup, requests, false).await?;
+        let loaded = raw_rtt::round_trips(quic, args.message, warmup, requests, true).await?;
+        report.push_str(&loaded_hop_table(args, idle, loaded));
+    }
     Ok(report)
+}
+
+/// One QUIC hop (raw quiche) idle and beside a saturating bulk stream on its connection.
+fn loaded_hop_table(args: &TcpArgs, mut idle: Vec<Duration>, mut loaded: Vec<Duration>) -> String {
+    idle.sort_unstable();
+    loaded.sort_unstable();
+    let mut out = format!(
+        "\n| one QUIC hop (raw quiche, no HTTP/3, no proxy), {} × {} B | p50 µs | p99 µs |\n|---|---|---|\n",
+        args.requests, args.message
+    );
+    for (label, times) in [
+        ("idle", &idle),
+        (
+            "beside a saturating bulk stream on the same connection",
+            &loaded,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {:.1} | {:.1} |",
+            micros(percentile(times, 50)),
+            micros(percentile(times, 99))
+        );
+    }
+    out
 }
 
 /// `--requests` round trips to the echo server on a fresh direct connection and a fresh
@@ -563,7 +595,7 @@ async fn latency_part(
     let times = round_trips(args, echo, proxies).await?;
     let mut report = latency_report(args, proxies, &times);
     if args.paths.contains(&Route::Raw) {
-        let raw = raw_rtt::round_trips(quic, args.message, WARMUP_REQUESTS, args.requests);
+        let raw = raw_rtt::round_trips(quic, args.message, WARMUP_REQUESTS, args.requests, false);
         let (direct, raw) = (times.first().cloned().unwrap_or_default(), raw.await?);
         report.push_str(&hop_table(args, direct, raw));
     }

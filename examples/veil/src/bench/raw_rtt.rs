@@ -7,6 +7,10 @@
 //! with veil's configuration and veil-tokio's UDP I/O (see [`super::raw`]), beside the
 //! direct TCP round trip of the same run: what one QUIC hop costs more than one TCP hop is
 //! the part of veil's round trip that no proxy on quiche can avoid.
+//!
+//! With `bulk`, the client also keeps a second stream of the same connection as full as
+//! flow control lets it (the server reads and discards it): the same hop beside a
+//! saturating bulk transfer, what `--parts loaded` measures through veil.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,18 +26,21 @@ use super::raw::{
 
 /// The stream the round trips use (the client's first bidirectional one).
 const STREAM: u64 = 0;
+/// The bulk stream beside it (the client's second bidirectional one), when asked for.
+const BULK: u64 = 4;
 /// One read from the stream.
 const READ_LEN: usize = 64 * 1024;
 /// Bound on the whole series (handshake included).
 const BOUND: Duration = Duration::from_secs(120);
 
 /// Times `requests` round trips of `message` bytes over one QUIC connection on loopback,
-/// after `warmup` untimed ones.
+/// after `warmup` untimed ones; with `bulk`, beside a saturating bulk stream.
 pub(crate) async fn round_trips(
     quic: &QuicConfig,
     message: usize,
     warmup: usize,
     requests: usize,
+    bulk: bool,
 ) -> anyhow::Result<Vec<Duration>> {
     let sides = Sides::new(quic, quiche_config)?;
     let (times_tx, times) = oneshot::channel();
@@ -44,7 +51,7 @@ pub(crate) async fn round_trips(
     let client = spawn_side("raw-pinger", move || async move {
         let (udp, mut config) = sides.client.open()?;
         let mut conn = connect(&udp, sides.server_addr, &mut config)?;
-        let series = ping(&mut conn, &udp, message, warmup + requests).await;
+        let series = ping(&mut conn, &udp, message, warmup + requests, bulk).await;
         let _ = conn.close(true, 0, b"done");
         let mut out = vec![0; MAX_GSO_PAYLOAD];
         send_all(&mut conn, &udp, &mut out).await?;
@@ -66,13 +73,16 @@ pub(crate) async fn round_trips(
 }
 
 /// The client: waits for the handshake, then writes `message` bytes and reads them back,
-/// `count` times; returns each round trip's time.
+/// `count` times (with `bulk`, keeping [`BULK`] full meanwhile); returns each round trip's
+/// time.
 async fn ping(
     conn: &mut quiche::Connection,
     udp: &UdpIo,
     message: usize,
     count: usize,
+    bulk: bool,
 ) -> anyhow::Result<Vec<Duration>> {
+    let filler = vec![0x5a; READ_LEN];
     let mut out = vec![0; MAX_GSO_PAYLOAD];
     let mut bufs = RecvBufs::new();
     let mut read = vec![0; READ_LEN];
@@ -95,6 +105,9 @@ async fn ping(
                     Err(e) => bail!("raw quiche stream_send: {e}"),
                 }
             }
+            if bulk {
+                fill(conn, &filler)?;
+            }
             send_all(conn, udp, &mut out).await?;
             input(conn, udp, &mut bufs).await?;
             loop {
@@ -108,6 +121,18 @@ async fn ping(
         times.push(started.elapsed());
     }
     Ok(times)
+}
+
+/// Writes `filler` to [`BULK`] until quiche takes no more (its send capacity, or the
+/// stream's flow control, is spent).
+fn fill(conn: &mut quiche::Connection, filler: &[u8]) -> anyhow::Result<()> {
+    loop {
+        match conn.stream_send(BULK, filler, false) {
+            Ok(taken) if taken == filler.len() => {}
+            Ok(_) | Err(quiche::Error::Done) => return Ok(()),
+            Err(e) => bail!("raw quiche bulk stream_send: {e}"),
+        }
+    }
 }
 
 /// The client's next input: datagrams, or the connection's timer.
@@ -126,8 +151,8 @@ async fn input(
     Ok(())
 }
 
-/// The server: accepts one connection and writes back every byte it reads, on the stream
-/// it came on, until the connection closes.
+/// The server: accepts one connection and writes back every byte it reads on [`STREAM`]
+/// (and drops what comes on any other), until the connection closes.
 async fn echo_loop(udp: &UdpIo, config: &mut quiche::Config) -> anyhow::Result<()> {
     serve(udp, config, &mut Echo::default()).await
 }
@@ -146,6 +171,9 @@ impl Service for Echo {
         bytes: &[u8],
         _fin: bool,
     ) -> anyhow::Result<()> {
+        if stream != STREAM {
+            return Ok(());
+        }
         self.owed
             .entry(stream)
             .or_default()
