@@ -269,6 +269,66 @@ fn an_empty_finished_optimistic_tunnel_aborted_before_the_answer_ends_at_the_edg
     assert_eq!(net.edge.stats().tunnels, 0);
 }
 
+/// An edge host that answers every request at once and reads only from `read_from` on,
+/// as a host still dialling its target may.
+struct LateReader {
+    read_from: Instant,
+    readable: Vec<TunnelId>,
+    closed: Vec<TunnelId>,
+}
+
+impl Host for LateReader {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        match event {
+            Event::TunnelRequest { tunnel, .. } => endpoint.accept_tunnel(tunnel).expect("accept"),
+            Event::TunnelReadable { tunnel } => self.readable.push(tunnel),
+            Event::TunnelClosed { tunnel, .. } => self.closed.push(tunnel),
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, endpoint: &mut Endpoint, now: Instant) -> bool {
+        if now < self.read_from || self.readable.is_empty() {
+            return false;
+        }
+        let mut buf = [0; 64];
+        for id in std::mem::take(&mut self.readable) {
+            while let Ok(Recv { len, fin }) = endpoint.tunnel_recv(id, &mut buf) {
+                if fin || len == 0 {
+                    break;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The same for an edge host that reads the FIN long after the client's stop came (a round
+/// trip and more: quiche's `RESET_STREAM` answering the stop is acknowledged by then): the
+/// FIN that HTTP/3 read while the request waited is watched for a stop only from the
+/// host's read on, and the tunnel still ends once the host reads it.
+#[test]
+fn an_empty_finished_optimistic_tunnel_aborted_ends_at_an_edge_whose_host_reads_late() {
+    let (mut net, mut recorder, _) = connected(true);
+    let mut late = LateReader {
+        read_from: Instant::now() + Duration::from_millis(300),
+        readable: Vec::new(),
+        closed: Vec::new(),
+    };
+    let (id, _) = open_now(&mut net, &target("sink.test", 5));
+    net.client.tunnel_finish(id).expect("finish");
+    net.client.tunnel_abort(id).expect("abort");
+    let ended = net.run_until(&mut recorder, &mut late, BUDGET, |_, l| {
+        !l.closed.is_empty()
+    });
+    assert!(
+        ended,
+        "the edge's tunnel never ended: {:?}",
+        net.edge.stats()
+    );
+    assert_eq!(net.edge.stats().tunnels, 0);
+}
+
 /// Ten optimistic tunnels, each with a byte behind its request, download 4 MiB each to
 /// a host that reads only on `TunnelReadable`: the 2xx reports nothing, and the first
 /// `TunnelReadable` after it is not lost.
