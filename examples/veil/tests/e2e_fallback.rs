@@ -13,7 +13,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use support::netns::{self, Namespaces, NetNs, curl_in, skip_reason, wait_for_text};
+use support::netns::{self, NetNs, curl_in, skip_reason, wait_for_text};
 use support::{STARTUP, TOKEN, TempDir, require_tool};
 
 const SMALL: &str = "hello over whichever transport works\n";
@@ -103,22 +103,6 @@ fn require_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// client (10.110.0.2) ── edge (10.110.0.1, 10.210.0.1) ── target (10.210.0.2).
-fn topology() -> anyhow::Result<Namespaces> {
-    let namespaces = Namespaces::create(&["c", "e", "t"])?;
-    let (client_ns, edge_ns, target_ns) =
-        (namespaces.get(0)?, namespaces.get(1)?, namespaces.get(2)?);
-    netns::veth(client_ns, "to-edge", edge_ns, "to-client")?;
-    client_ns.ip(&["address", "add", "10.110.0.2/24", "dev", "to-edge"])?;
-    edge_ns.ip(&["address", "add", "10.110.0.1/24", "dev", "to-client"])?;
-    netns::veth(edge_ns, "to-target", target_ns, "to-edge")?;
-    edge_ns.ip(&["address", "add", "10.210.0.1/24", "dev", "to-target"])?;
-    target_ns.ip(&["address", "add", "10.210.0.2/24", "dev", "to-edge"])?;
-    target_ns.ip(&["route", "add", "10.110.0.0/24", "via", "10.210.0.1"])?;
-    edge_ns.sysctl("net.ipv4.ip_forward", "1")?;
-    Ok(namespaces)
-}
-
 /// dnsmasq (`veil.test` is 10.210.0.2) and nginx (`/small.txt`) in the target namespace.
 fn start_target(
     target_ns: &NetNs,
@@ -154,7 +138,7 @@ fn auto_falls_back_to_http2_when_udp_is_blocked_and_returns_to_http3() -> anyhow
         return Ok(());
     }
     require_tools()?;
-    let namespaces = topology()?;
+    let namespaces = netns::client_edge_target("10.110.0", "10.210.0")?;
     let (client_ns, edge_ns) = (namespaces.get(0)?, namespaces.get(1)?);
     let dir = TempDir::new("fallback")?;
     let _target = start_target(namespaces.get(2)?, &dir)?;

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use support::netns::{self, Namespaces, NetNs, skip_reason, wait_for_text};
+use support::netns::{self, NetNs, skip_reason, wait_for_text};
 use support::{STARTUP, TOKEN, TempDir, require_tool};
 
 const PROBE: Duration = Duration::from_secs(20);
@@ -26,25 +26,6 @@ const FILE_LEN: usize = 16 << 20;
 const TRANSFER: Duration = Duration::from_secs(60);
 /// Both ends probe for packets up to quiche's largest (a two-byte varint length).
 const CONFIG: &str = "[quic]\npmtu_discovery = true\nmax_send_udp_payload_size = 16383\n";
-
-/// client (10.111.0.2) ── edge (10.111.0.1, 10.211.0.1) ── target (10.211.0.2), each veth
-/// at the kernel's default MTU, 1,500 bytes.
-fn topology() -> anyhow::Result<Namespaces> {
-    let namespaces = Namespaces::create(&["c", "e", "t"])?;
-    let (client_ns, edge_ns, target_ns) =
-        (namespaces.get(0)?, namespaces.get(1)?, namespaces.get(2)?);
-    netns::veth(client_ns, "to-edge", edge_ns, "to-client")?;
-    client_ns.ip(&["address", "add", "10.111.0.2/24", "dev", "to-edge"])?;
-    edge_ns.ip(&["address", "add", "10.111.0.1/24", "dev", "to-client"])?;
-    netns::veth(edge_ns, "to-target", target_ns, "to-edge")?;
-    edge_ns.ip(&["address", "add", "10.211.0.1/24", "dev", "to-target"])?;
-    target_ns.ip(&["address", "add", "10.211.0.2/24", "dev", "to-edge"])?;
-    target_ns.ip(&["route", "add", "10.111.0.0/24", "via", "10.211.0.1"])?;
-    edge_ns.sysctl("net.ipv4.ip_forward", "1")?;
-    let mtu = client_ns.ip(&["-o", "link", "show", "to-edge"])?;
-    ensure!(mtu.contains("mtu 1500 "), "the link's MTU: {mtu}");
-    Ok(namespaces)
-}
 
 /// An IPv4 counter of `/proc/net/snmp` as read inside `ns` (each namespace has its own).
 fn ip_counter(ns: &NetNs, name: &str) -> anyhow::Result<u64> {
@@ -102,9 +83,11 @@ fn download_across_the_link(
     www: &Path,
     sum: &str,
 ) -> anyhow::Result<()> {
-    let namespaces = topology()?;
+    let namespaces = netns::client_edge_target("10.111.0", "10.211.0")?;
     let (client_ns, edge_ns, target_ns) =
         (namespaces.get(0)?, namespaces.get(1)?, namespaces.get(2)?);
+    let link = client_ns.ip(&["-o", "link", "show", "to-edge"])?;
+    ensure!(link.contains("mtu 1500 "), "the link's MTU: {link}");
     let nginx_dir = dir.join(&format!("nginx-{runtime}"));
     fs::create_dir_all(&nginx_dir)?;
     let _nginx = netns::start_nginx(

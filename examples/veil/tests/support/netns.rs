@@ -259,6 +259,38 @@ pub(crate) fn veth(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> anyhow::
     Ok(())
 }
 
+/// Three namespaces in a row, client ── edge ── target (indices 0, 1, 2), on two veth
+/// pairs at MTU 1500: the client at `NEAR.2` and the edge at `NEAR.1` (one /24, devices
+/// `to-edge` and `to-client`), the edge at `FAR.1` and the target at `FAR.2` (`to-target`,
+/// `to-edge`); the edge forwards between them and the target routes back through it.
+/// `NEAR` and `FAR` are the first three octets of each /24, such as `10.110.0`.
+pub(crate) fn client_edge_target(near: &str, far: &str) -> anyhow::Result<Namespaces> {
+    let namespaces = Namespaces::create(&["c", "e", "t"])?;
+    let (client_ns, edge_ns, target_ns) =
+        (namespaces.get(0)?, namespaces.get(1)?, namespaces.get(2)?);
+    veth(client_ns, "to-edge", edge_ns, "to-client")?;
+    client_ns.ip(&["address", "add", &format!("{near}.2/24"), "dev", "to-edge"])?;
+    edge_ns.ip(&[
+        "address",
+        "add",
+        &format!("{near}.1/24"),
+        "dev",
+        "to-client",
+    ])?;
+    veth(edge_ns, "to-target", target_ns, "to-edge")?;
+    edge_ns.ip(&["address", "add", &format!("{far}.1/24"), "dev", "to-target"])?;
+    target_ns.ip(&["address", "add", &format!("{far}.2/24"), "dev", "to-edge"])?;
+    target_ns.ip(&[
+        "route",
+        "add",
+        &format!("{near}.0/24"),
+        "via",
+        &format!("{far}.1"),
+    ])?;
+    edge_ns.sysctl("net.ipv4.ip_forward", "1")?;
+    Ok(namespaces)
+}
+
 /// Waits for a stdout line of `proc` that contains `marker`; returns what follows it,
 /// trimmed.
 pub(crate) fn wait_for_text(
