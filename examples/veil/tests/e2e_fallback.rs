@@ -190,14 +190,7 @@ fn auto_falls_back_to_http2_when_udp_is_blocked_and_returns_to_http3() -> anyhow
         ],
     )?;
     wait_for_text(&client, "veil: socks5 listening on", STARTUP)?;
-    let context = || {
-        format!(
-            "{}\n{}\n{}",
-            edge.diagnostics(),
-            client.diagnostics(),
-            namespaces.dump()
-        )
-    };
+    let context = || netns::context(&edge, &client, &namespaces);
 
     // Blocked: curl and dig work over HTTP/2.
     let fetched = Instant::now();

@@ -130,14 +130,7 @@ fn download_across_the_link(
         ],
     )?;
     wait_for_text(&client, "veil: socks5 listening on", STARTUP)?;
-    let context = || {
-        format!(
-            "{}\n{}\n{}",
-            edge.diagnostics(),
-            client.diagnostics(),
-            namespaces.dump()
-        )
-    };
+    let context = || netns::context(&edge, &client, &namespaces);
 
     let before = fragments_created(client_ns, edge_ns)?;
     let out = dir.join(&format!("big-{runtime}.bin"));

@@ -291,6 +291,17 @@ pub(crate) fn client_edge_target(near: &str, far: &str) -> anyhow::Result<Namesp
     Ok(namespaces)
 }
 
+/// What a failure of a test in namespaces shows: the edge's and the client's output, and
+/// every namespace's addresses and routes.
+pub(crate) fn context(edge: &Edge, client: &Proc, namespaces: &Namespaces) -> String {
+    format!(
+        "{}\n{}\n{}",
+        edge.diagnostics(),
+        client.diagnostics(),
+        namespaces.dump()
+    )
+}
+
 /// Waits for a stdout line of `proc` that contains `marker`; returns what follows it,
 /// trimmed.
 pub(crate) fn wait_for_text(
