@@ -534,21 +534,21 @@ async fn loaded_part(
     proxies: &[(Route, std::net::SocketAddr)],
 ) -> anyhow::Result<String> {
     let mut report = String::new();
-    if let Some(load) = args.load_route {
-        let _ = writeln!(report, "the bulk tunnels go through {}\n", load.label());
-    }
+    let load_socks = match args.load_route {
+        Some(load) => {
+            let _ = writeln!(report, "the bulk tunnels go through {}\n", load.label());
+            Some(stage.socks_of(load).with_context(|| {
+                format!("--load-route {}: not a proxy among --paths", load.label())
+            })?)
+        }
+        None => None,
+    };
+    let rate = args.load_rate * MIB;
     for (index, (route, socks)) in proxies.iter().enumerate() {
         if index > 0 {
             let _ = writeln!(report, "{}, the same:\n", route.label());
         }
-        let bulk_socks = match args.load_route {
-            Some(load) => stage.socks_of(load).with_context(|| {
-                format!("--load-route {}: not a proxy among --paths", load.label())
-            })?,
-            None => *socks,
-        };
-        let bulk = tcp::proxied(bulk_socks, stage.targets.sink).await?;
-        let rate = args.load_rate * MIB;
+        let bulk = tcp::proxied(load_socks.unwrap_or(*socks), stage.targets.sink).await?;
         let this = [(*route, *socks)];
         let trips = round_trips(args, stage.targets.echo, &this);
         let started = std::time::Instant::now();
