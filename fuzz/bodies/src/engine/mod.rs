@@ -639,29 +639,32 @@ impl World {
                 self.model.flows.insert(port, model::Flow::new(target, udp));
             }
             Err(OpenError::Closing) => assert!(self.client_closed, "Closing before close()"),
-            Err(OpenError::QueueFull) => {
-                // Counted only here: a refused open left the model as it was. Waiting are
-                // the tunnels not open yet and, with optimism, open ones the edge may not
-                // have answered: an optimistic tunnel is open from the start and waits in
-                // the queue for a connection, and waits again when its connection is lost
-                // before the answer (the model cannot see the 2xx: nothing received yet is
-                // its upper bound).
-                let optimistic = self.setup.optimistic;
-                let pending = self
-                    .model
-                    .client
-                    .values()
-                    .filter(|t| !t.open || (optimistic && t.received == 0 && !t.fin))
-                    .count();
-                assert!(
-                    pending >= self.max_pending,
-                    "QueueFull with {pending} of {} tunnels waiting",
-                    self.max_pending
-                );
-            }
+            Err(OpenError::QueueFull) => self.check_queue_full(),
             Err(error) => panic!("open_tunnel: {error:?}"),
         }
         self.drain();
+    }
+
+    /// The client refused an open with `QueueFull`: as many tunnels as it queues must be
+    /// waiting. Counted only here, as a refused open left the model as it was. Waiting are
+    /// the tunnels not open yet and, with optimism, open ones the edge may not have
+    /// answered: an optimistic tunnel is open from the start and waits in the queue for a
+    /// connection, and waits again when its connection is lost before the answer (the
+    /// model cannot see the 2xx: nothing received yet is its upper bound). Every kind of
+    /// tunnel shares the one queue, so an IP tunnel can be refused for optimistic TCP ones.
+    fn check_queue_full(&self) {
+        let optimistic = self.setup.optimistic;
+        let waiting = self
+            .model
+            .client
+            .values()
+            .filter(|t| !t.open || (optimistic && t.received == 0 && !t.fin))
+            .count();
+        assert!(
+            waiting >= self.max_pending,
+            "QueueFull with {waiting} of {} tunnels waiting",
+            self.max_pending
+        );
     }
 
     fn accept(&mut self, side: Side, pick: u8) {
@@ -1365,7 +1368,6 @@ impl World {
         let scope = Scope { target, ipproto };
         let port = self.next_port;
         self.next_port = self.next_port.wrapping_add(1).max(1);
-        let pending = self.model.client.values().filter(|t| !t.open).count();
         match self.client.open_ip_tunnel(self.now, &scope) {
             Ok(id) => {
                 self.model.new_client(id, port, true, true);
@@ -1375,11 +1377,7 @@ impl World {
                 self.model.flows.insert(port, flow);
             }
             Err(OpenError::Closing) => assert!(self.client_closed, "Closing before close()"),
-            Err(OpenError::QueueFull) => assert!(
-                pending >= self.max_pending,
-                "QueueFull with {pending} of {} tunnels waiting",
-                self.max_pending
-            ),
+            Err(OpenError::QueueFull) => self.check_queue_full(),
             Err(error) => panic!("open_ip_tunnel({scope:?}): {error:?}"),
         }
         self.drain();
