@@ -16,6 +16,8 @@
 //!   transfer to the sink paced at `--load-rate` MiB/s (head-of-line blocking between
 //!   tunnels, and the cost of sharing one congestion window, would show here); then the
 //!   same through each peer among the paths, its bulk tunnel through the same local proxy;
+//!   with `raw` among the paths, one QUIC hop beside a bulk stream on its connection, on
+//!   another connection of the same sockets, and from another client ([`raw_rtt::Bulk`]);
 //! - **memory**: the client's and the edge's `VmRSS` before and after opening `--tunnels`
 //!   idle tunnels;
 //! - **connect**: `--connects` new tunnels, each a SOCKS5 handshake, a CONNECT to the echo
@@ -58,6 +60,8 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use clap::{Args, Subcommand, ValueEnum};
 use veil_engine::QuicConfig;
+
+use raw_rtt::Bulk;
 
 const MIB: u64 = 1024 * 1024;
 /// Bytes moved before the timed rounds, on each path.
@@ -565,33 +569,41 @@ async fn loaded_part(
     }
     if args.paths.contains(&Route::Raw) {
         let (warmup, requests) = (WARMUP_REQUESTS, args.requests);
-        let idle = raw_rtt::round_trips(quic, args.message, warmup, requests, false).await?;
-        let loaded = raw_rtt::round_trips(quic, args.message, warmup, requests, true).await?;
-        report.push_str(&loaded_hop_table(args, idle, loaded));
+        let mut series = Vec::new();
+        for bulk in [
+            Bulk::None,
+            Bulk::SameConnection,
+            Bulk::OtherConnection,
+            Bulk::OtherClient,
+        ] {
+            series.push(raw_rtt::round_trips(quic, args.message, warmup, requests, bulk).await?);
+        }
+        report.push_str(&loaded_hop_table(args, series));
     }
     Ok(report)
 }
 
-/// One QUIC hop (raw quiche) idle and beside a saturating bulk stream on its connection.
-fn loaded_hop_table(args: &TcpArgs, mut idle: Vec<Duration>, mut loaded: Vec<Duration>) -> String {
-    idle.sort_unstable();
-    loaded.sort_unstable();
+/// One QUIC hop (raw quiche) idle, beside a saturating bulk stream on its connection,
+/// beside one on another connection of the same sockets and threads, and beside one from
+/// another client socket and thread: `series` in that order.
+fn loaded_hop_table(args: &TcpArgs, series: Vec<Vec<Duration>>) -> String {
     let mut out = format!(
         "\n| one QUIC hop (raw quiche, no HTTP/3, no proxy), {} × {} B | p50 µs | p99 µs |\n|---|---|---|\n",
         args.requests, args.message
     );
-    for (label, times) in [
-        ("idle", &idle),
-        (
-            "beside a saturating bulk stream on the same connection",
-            &loaded,
-        ),
-    ] {
+    let labels = [
+        "idle",
+        "beside a saturating bulk stream on the same connection",
+        "beside one on another connection (same sockets, same threads)",
+        "beside one on a connection from another client socket and thread (same server)",
+    ];
+    for (label, mut times) in labels.into_iter().zip(series) {
+        times.sort_unstable();
         let _ = writeln!(
             out,
             "| {label} | {:.1} | {:.1} |",
-            micros(percentile(times, 50)),
-            micros(percentile(times, 99))
+            micros(percentile(&times, 50)),
+            micros(percentile(&times, 99))
         );
     }
     out
@@ -610,7 +622,13 @@ async fn latency_part(
     let times = round_trips(args, echo, proxies).await?;
     let mut report = latency_report(args, proxies, &times);
     if args.paths.contains(&Route::Raw) {
-        let raw = raw_rtt::round_trips(quic, args.message, WARMUP_REQUESTS, args.requests, false);
+        let raw = raw_rtt::round_trips(
+            quic,
+            args.message,
+            WARMUP_REQUESTS,
+            args.requests,
+            Bulk::None,
+        );
         let (direct, raw) = (times.first().cloned().unwrap_or_default(), raw.await?);
         report.push_str(&hop_table(args, direct, raw));
     }

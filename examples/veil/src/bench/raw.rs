@@ -42,7 +42,7 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// Bytes handed to `stream_send` per call.
 const SEND_CHUNK: usize = 64 * 1024;
 /// Connection IDs the baseline uses.
-const CID_LEN: usize = 16;
+pub(super) const CID_LEN: usize = 16;
 
 /// A transfer the client should make.
 struct Job {
@@ -180,6 +180,14 @@ impl Sides {
 }
 
 impl Side {
+    /// Another client side: a socket of its own, the same settings as [`Sides::new`]'s.
+    pub(super) fn client(quic: &QuicConfig, settings: Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            socket: bind()?,
+            config: settings(quic, client_tls()?)?,
+        })
+    }
+
     /// The socket on the calling thread's runtime, and the settings.
     pub(super) fn open(self) -> anyhow::Result<(UdpIo, quiche::Config)> {
         Ok((UdpIo::from_std(self.socket)?, self.config))
@@ -600,7 +608,7 @@ pub(super) fn client_tls() -> anyhow::Result<SslContextBuilder> {
     Ok(tls)
 }
 
-fn random_cid() -> anyhow::Result<[u8; CID_LEN]> {
+pub(super) fn random_cid() -> anyhow::Result<[u8; CID_LEN]> {
     let mut cid = [0; CID_LEN];
     boring::rand::rand_bytes(&mut cid)?;
     Ok(cid)
