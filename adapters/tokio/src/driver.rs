@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -115,6 +117,9 @@ pub(crate) struct Driver {
     dials: HashMap<TunnelId, tokio::task::AbortHandle>,
     /// Scratch for a TCP connection's bytes on their way to its writer.
     tcp_buf: Box<[u8]>,
+    /// Bytes of the UDP datagrams received and sent so far: a client lane's traffic, which
+    /// `Opener` reads to place new tunnels (`veil_engine::lanes`).
+    traffic: Arc<AtomicU64>,
 }
 
 impl Driver {
@@ -152,6 +157,7 @@ impl Driver {
             tcp: HashMap::default(),
             dials: HashMap::default(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
+            traffic: Arc::default(),
         }
     }
 
@@ -225,10 +231,26 @@ impl Driver {
                 from,
                 to: local_for(self.endpoint.role(), local, dst_ip),
             };
+            let mut bytes = 0;
             for datagram in datagrams {
+                bytes += datagram.len();
                 self.endpoint.handle_datagram(now, meta, datagram);
             }
+            self.count_traffic(bytes);
         }
+    }
+
+    /// Adds to the lane's traffic (read by other threads: relaxed, a load estimate).
+    fn count_traffic(&self, bytes: usize) {
+        self.traffic
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts the bytes received and sent into `counter` (the node's, which its `Opener`
+    /// reads).
+    pub(crate) fn with_traffic(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.traffic = counter;
+        self
     }
 
     /// Drains transmits and events until the engine has nothing more to say.
@@ -240,6 +262,7 @@ impl Driver {
                 .poll_transmit(Instant::now(), &mut self.send_buf)
             {
                 progressed = true;
+                self.count_traffic(transmit.len);
                 let contents = self.send_buf.get(..transmit.len).unwrap_or_default();
                 // Bound to a wildcard address: answer from the address the peer wrote to.
                 let from = Some(transmit.from.ip()).filter(|ip| {

@@ -206,7 +206,7 @@ impl Opener {
     /// Opens a CONNECT-IP tunnel (RFC 9484) for `scope` and waits for the edge's answer.
     pub async fn open_ip(&self, scope: IpScope) -> Result<IpTunnel, OpenFailure> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.commands
+        self.lane()
             .send(Command::OpenIp {
                 scope: Box::new(scope),
                 reply,

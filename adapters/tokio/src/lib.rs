@@ -52,10 +52,14 @@ mod udp_tunnel;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use veil_engine::lanes::LanePicker;
 use veil_engine::{
     Config, ConfigError, Endpoint, EndpointStats, OpenError, RefusedReason, RoleConfig,
     TunnelTarget,
@@ -98,6 +102,11 @@ pub struct Options {
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (which
     /// caps it at `net.core.rmem_max` / `wmem_max`); `None`: the kernel's default.
     pub udp_buffer: Option<usize>,
+    /// Run the driver on an OS thread of its own (a current-thread runtime) rather than
+    /// as a task of the caller's runtime. A client's lanes do ([`Opener::across`]): a
+    /// driver that shares the runtime's workers with a busy lane's driver and relays waits
+    /// behind them, which is what lanes exist to avoid.
+    pub own_thread: bool,
 }
 
 impl Default for Options {
@@ -110,6 +119,7 @@ impl Default for Options {
             close_grace: Duration::from_secs(2),
             cid_layout: None,
             udp_buffer: None,
+            own_thread: false,
         }
     }
 }
@@ -229,6 +239,8 @@ pub struct Node {
     /// The TCP on-ramp's accept loops: stopped when the shutdown starts, so that a
     /// successor sharing the listener (an upgrade) takes every new connection.
     tcp_accepts: Vec<JoinHandle<()>>,
+    /// Bytes of UDP datagrams the driver has received and sent (a lane's traffic).
+    traffic: Arc<AtomicU64>,
 }
 
 /// Audit records waiting for the host's writer, at most (then dropped, counted).
@@ -296,9 +308,10 @@ impl Node {
                     .with(veil_engine::TunnelKind::Udp)
             };
         }
-        let udp = udp::UdpIo::from_std(socket)
+        // The address now: `UdpIo` is made on the runtime that will drive it.
+        let local_addr = socket
+            .local_addr()
             .map_err(|source| StartError::Bind { addr: bind, source })?;
-        let local_addr = udp.local_addr();
         if let RoleConfig::Client(client) = &mut config.role {
             client.local_addr = Some(local_addr);
         }
@@ -322,18 +335,30 @@ impl Node {
         let decap = ip_egress
             .is_some_and(IpEgress::is_decap)
             .then(decap::DecapFlows::default);
-        let driver = Driver::new(
-            endpoint,
-            udp,
-            rx,
-            tx.clone(),
-            options,
-            audit_tx,
-            decision_tx,
-        )
-        .with_ip_device(device)
-        .with_decap(decap);
-        let task = tokio::spawn(driver.run());
+        let traffic = Arc::new(AtomicU64::new(0));
+        let counter = traffic.clone();
+        let command_tx = tx.clone();
+        let drive = move || -> io::Result<_> {
+            let udp = udp::UdpIo::from_std(socket)?;
+            Ok(Driver::new(
+                endpoint,
+                udp,
+                rx,
+                command_tx,
+                options,
+                audit_tx,
+                decision_tx,
+            )
+            .with_ip_device(device)
+            .with_decap(decap)
+            .with_traffic(counter))
+        };
+        let task = if options.own_thread {
+            spawn_on_own_thread(drive)
+        } else {
+            let driver = drive().map_err(|source| StartError::Bind { addr: bind, source })?;
+            tokio::spawn(driver.run())
+        };
         Ok(Self {
             local_addr,
             fingerprint,
@@ -342,6 +367,7 @@ impl Node {
             audit,
             decisions: Some(decisions),
             tcp_accepts: Vec::new(),
+            traffic,
         })
     }
 
@@ -382,16 +408,12 @@ impl Node {
     /// A handle that reads the endpoint's counters while it runs (for metrics); clone it
     /// freely.
     pub fn stats_probe(&self) -> StatsProbe {
-        StatsProbe {
-            commands: self.commands.clone(),
-        }
+        StatsProbe::across(std::slice::from_ref(self))
     }
 
     /// Client: a handle that opens tunnels; clone it freely.
     pub fn opener(&self) -> Opener {
-        Opener {
-            commands: self.commands.clone(),
-        }
+        Opener::across(std::slice::from_ref(self))
     }
 
     /// Stops new tunnels, lets open ones finish for at most `drain`, resets the rest, then
@@ -431,33 +453,125 @@ impl Drop for Node {
     }
 }
 
+/// Runs the driver `drive` makes on a thread of its own, with a current-thread runtime
+/// (its socket registered there); the returned task, on the caller's runtime, ends with
+/// the driver.
+fn spawn_on_own_thread(
+    drive: impl FnOnce() -> io::Result<Driver> + Send + 'static,
+) -> JoinHandle<io::Result<EndpointStats>> {
+    let (done_tx, done) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("veil-driver".to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| runtime.block_on(async { drive()?.run().await }));
+            let _ = done_tx.send(result);
+        });
+    tokio::spawn(async move {
+        thread?;
+        done.await
+            .unwrap_or_else(|_| Err(io::Error::other("the driver's thread ended")))
+    })
+}
+
 /// Reads a running [`Node`]'s counters.
 #[derive(Debug, Clone)]
 pub struct StatsProbe {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Vec<mpsc::UnboundedSender<Command>>,
 }
 
 impl StatsProbe {
-    /// The endpoint's counters now; `None` once the node has stopped.
+    /// A probe of several nodes (a client's lanes, say), whose counters it sums.
+    pub fn across(nodes: &[Node]) -> Self {
+        Self {
+            commands: nodes.iter().map(|node| node.commands.clone()).collect(),
+        }
+    }
+
+    /// The endpoint's counters now (summed over the nodes probed); `None` once a node has
+    /// stopped.
     pub async fn stats(&self) -> Option<EndpointStats> {
-        let (reply, stats) = oneshot::channel();
-        self.commands.send(Command::Stats { reply }).ok()?;
-        stats.await.ok()
+        let mut sum = EndpointStats::default();
+        for commands in &self.commands {
+            let (reply, stats) = oneshot::channel();
+            commands.send(Command::Stats { reply }).ok()?;
+            sum.merge(&stats.await.ok()?);
+        }
+        Some(sum)
     }
 }
 
-/// Opens tunnels through a client [`Node`].
+/// Opens tunnels through a client [`Node`], or through whichever of several client nodes
+/// (lanes: each its own socket, driver and connection to the edge) has moved the fewest
+/// bytes lately ([`veil_engine::lanes`]): a small tunnel then does not queue behind a
+/// bulk transfer's packets in a driver it shares with it.
 #[derive(Debug, Clone)]
 pub struct Opener {
-    commands: mpsc::UnboundedSender<Command>,
+    lanes: Arc<Lanes>,
+}
+
+/// The nodes an [`Opener`] places tunnels on.
+#[derive(Debug)]
+struct Lanes {
+    /// Each lane's driver, and its traffic counter.
+    nodes: Vec<(mpsc::UnboundedSender<Command>, Arc<AtomicU64>)>,
+    picker: std::sync::Mutex<LanePicker>,
 }
 
 impl Opener {
+    /// An opener that places each new tunnel on one of `nodes` (client nodes to the same
+    /// edge): the least busy, quiet ones in turn. With one node, every tunnel goes there.
+    ///
+    /// # Panics
+    ///
+    /// If `nodes` is empty.
+    pub fn across(nodes: &[Node]) -> Self {
+        let count = NonZeroUsize::new(nodes.len()).expect("an opener needs a node");
+        let nodes = nodes
+            .iter()
+            .map(|node| (node.commands.clone(), node.traffic.clone()))
+            .collect();
+        Self {
+            lanes: Arc::new(Lanes {
+                nodes,
+                picker: std::sync::Mutex::new(LanePicker::new(count, Instant::now())),
+            }),
+        }
+    }
+
+    /// The driver of the lane the next tunnel goes to.
+    fn lane(&self) -> &mpsc::UnboundedSender<Command> {
+        let nodes = &self.lanes.nodes;
+        let index = if nodes.len() > 1 {
+            let moved: Vec<u64> = nodes
+                .iter()
+                .map(|(_, traffic)| traffic.load(Ordering::Relaxed))
+                .collect();
+            // A poisoned lock only means another opener panicked mid-pick: the table is
+            // still a valid estimate.
+            let mut picker = self
+                .lanes
+                .picker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            picker.pick(Instant::now(), &moved)
+        } else {
+            0
+        };
+        let (commands, _) = nodes
+            .get(index)
+            .or_else(|| nodes.first())
+            .expect("an opener has a node");
+        commands
+    }
+
     /// Opens a tunnel to `target` and waits for the edge's answer (the engine bounds the
     /// wait with its pending deadline).
     pub async fn open(&self, target: TunnelTarget) -> Result<Tunnel, OpenFailure> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.lane()
             .send(Command::Open {
                 target: Box::new(target),
                 reply,
@@ -470,7 +584,7 @@ impl Opener {
     /// (bounded by the engine's pending deadline, as for [`open`](Self::open)).
     pub async fn open_udp(&self, target: TunnelTarget) -> Result<UdpTunnel, OpenFailure> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.lane()
             .send(Command::OpenUdp {
                 target: Box::new(target),
                 reply,

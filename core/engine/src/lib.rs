@@ -72,6 +72,7 @@ mod error;
 pub mod h1;
 pub mod h2;
 mod ip;
+pub mod lanes;
 mod map;
 pub mod metrics;
 pub mod policy;

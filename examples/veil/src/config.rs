@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -275,6 +276,12 @@ pub struct ClientArgs {
     /// it with a SOCKS5 error code or an HTTP status (docs/CONFIG.md)
     #[arg(long)]
     pub optimistic: bool,
+    /// Lanes to the edge: this many client endpoints, each with its own UDP socket,
+    /// driver and QUIC connection; each new tunnel goes to the lane that has moved the
+    /// fewest bytes lately, so that small requests do not queue behind a download on a
+    /// shared one (docs/CONFIG.md) [default: 1, at most 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub lanes: Option<u8>,
     /// TLS server name to ask for and, with --ca, to verify [default: the --edge host].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
@@ -470,6 +477,7 @@ pub struct ClientFile {
     pub h3_retry_ms: Option<u64>,
     #[serde(default)]
     pub optimistic: bool,
+    pub lanes: Option<u8>,
     pub server_name: Option<String>,
     pub pin: Option<String>,
     pub ca: Option<PathBuf>,
@@ -623,6 +631,9 @@ pub struct ClientSettings {
     pub h3_retry: Option<Duration>,
     /// Optimistic TCP tunnels (`ClientConfig::optimistic`).
     pub optimistic: bool,
+    /// Client endpoints to the edge, each with its own socket, driver and connection
+    /// (`veil_engine::lanes`).
+    pub lanes: NonZeroUsize,
     /// TLS server name; `None`: the host of `edge`.
     pub server_name: Option<String>,
     /// How the edge is trusted.
@@ -959,6 +970,19 @@ fn parse_transport(text: &str) -> Result<veil_engine::Transport, String> {
     }
 }
 
+/// The most lanes a client runs (`--lanes`): each costs a socket, a driver and a QUIC
+/// connection, and two already give small tunnels a lane apart from one download.
+pub const MAX_LANES: u8 = 8;
+
+/// `--lanes` or `[client] lanes`, checked: 1 when not given.
+fn lanes(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
+    let lanes = asked.unwrap_or(1);
+    if lanes > MAX_LANES {
+        bail!("lanes: at most {MAX_LANES}, not {lanes}");
+    }
+    NonZeroUsize::new(usize::from(lanes)).context("lanes: at least 1")
+}
+
 impl ClientSettings {
     /// Merges the flags over the file. A trust flag (--pin, --ca, --insecure) replaces
     /// whatever trust the file gives.
@@ -1000,6 +1024,7 @@ impl ClientSettings {
                 .or(file.h3_retry_ms)
                 .map(Duration::from_millis),
             optimistic: flags.optimistic || file.optimistic,
+            lanes: lanes(flags.lanes.or(file.lanes))?,
             server_name: flags.server_name.or(file.server_name),
             trust,
             token: flags.token.map(Secret::new).or(file.token),

@@ -64,6 +64,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         transport: veil_engine::Transport::H3,
         h3_retry: None,
         optimistic: false,
+        lanes: std::num::NonZeroUsize::MIN,
         server_name: Some("localhost".to_owned()),
         trust: Trust::Pin(fingerprint),
         token: Some(token),

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use veil_engine::rules::ClientRules;
 use veil_engine::{CidLayout, ClientConfig, Config, EdgeConfig, Pem, RoleConfig, Verify};
-use veil_tokio::{Node, Options};
+use veil_tokio::{Node, Opener, Options, StatsProbe};
 
 use crate::config::{ClientSettings, ServerSettings, Trust, format_pin};
 use crate::metrics::{self, StatsSource};
@@ -367,10 +367,12 @@ fn client_config(settings: &ClientSettings, edge_addr: SocketAddr) -> Config {
     }
 }
 
-/// A running client: its endpoint, its two listeners and its UDP forwards.
+/// A running client: its endpoints (one per lane), its two listeners and its UDP
+/// forwards.
 #[derive(Debug)]
 pub struct RunningClient {
-    node: Node,
+    /// One per lane (`--lanes`), at least one.
+    nodes: Vec<Node>,
     socks: Option<SocketAddr>,
     http: Option<SocketAddr>,
     /// Each UDP forward's bound address and target.
@@ -389,22 +391,27 @@ impl RunningClient {
             .with_context(|| format!("cannot resolve the edge {}", settings.edge))?
             .next()
             .with_context(|| format!("the edge {} has no address", settings.edge))?;
-        let config = client_config(settings, edge_addr);
-        let node = Node::start(
-            config,
-            veil_tokio::client_bind_addr(edge_addr),
-            Options {
-                udp_buffer: settings.udp_buffer,
-                ..Options::default()
-            },
-        )?;
+        let mut nodes = Vec::with_capacity(settings.lanes.get());
+        for _ in 0..settings.lanes.get() {
+            nodes.push(Node::start(
+                client_config(settings, edge_addr),
+                veil_tokio::client_bind_addr(edge_addr),
+                Options {
+                    udp_buffer: settings.udp_buffer,
+                    // Lanes exist so that one lane's bulk does not hold another's round
+                    // trips: each drives on a thread the OS schedules apart.
+                    own_thread: settings.lanes.get() > 1,
+                    ..Options::default()
+                },
+            )?);
+        }
         let rules = ClientRules::new(&settings.rules).context("in [[client.rule]]")?;
         let router = Arc::new(Router::new(
             rules,
             settings.direct_source,
             settings.connect_timeout,
         ));
-        let front = Front::new(node.opener(), router);
+        let front = Front::new(Opener::across(&nodes), router);
         let mut listeners = Vec::new();
         let mut socks = None;
         if let Some(addr) = settings.socks {
@@ -443,17 +450,18 @@ impl RunningClient {
         let mut metrics = None;
         if let Some((addr, task)) = start_metrics(
             settings.metrics.map(metrics::bind_std).transpose()?,
-            StatsSource::Tokio(node.stats_probe()),
+            StatsSource::Tokio(StatsProbe::across(&nodes)),
         )? {
             metrics = Some(addr);
             listeners.push(task);
         }
-        if let Some(name) = &settings.tun {
-            listeners.push(start_tun(name, settings, &node)?);
+        if let (Some(name), Some(first)) = (&settings.tun, nodes.first()) {
+            // One long-lived CONNECT-IP tunnel: the first lane carries it.
+            listeners.push(start_tun(name, settings, first)?);
         }
-        tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, "client started");
+        tracing::info!(edge = %edge_addr, ?socks, ?http, ?udp_forwards, lanes = nodes.len(), "client started");
         Ok(Self {
-            node,
+            nodes,
             socks,
             http,
             udp_forwards,
@@ -466,6 +474,15 @@ impl RunningClient {
     /// The SOCKS5 listener's address, when it was asked for.
     pub fn socks_addr(&self) -> Option<SocketAddr> {
         self.socks
+    }
+
+    /// Each lane's counters, in lane order; `None` once a lane has stopped.
+    pub async fn lane_stats(&self) -> Option<Vec<veil_engine::EndpointStats>> {
+        let mut lanes = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            lanes.push(node.stats_probe().stats().await?);
+        }
+        Some(lanes)
     }
 
     /// The HTTP proxy listener's address, when it was asked for.
@@ -501,7 +518,17 @@ impl RunningClient {
         for listener in &self.listeners {
             listener.abort();
         }
-        let stats = self.node.shutdown(self.drain).await?;
+        // Every lane drains at once: the drain bounds the whole shutdown, not each lane.
+        let drain = self.drain;
+        let lanes: Vec<_> = self
+            .nodes
+            .into_iter()
+            .map(|node| tokio::spawn(node.shutdown(drain)))
+            .collect();
+        let mut stats = veil_engine::EndpointStats::default();
+        for lane in lanes {
+            stats.merge(&lane.await??);
+        }
         tracing::info!(?stats, "client stopped");
         Ok(())
     }

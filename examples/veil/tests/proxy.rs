@@ -33,6 +33,11 @@ struct Rig {
 
 impl Rig {
     async fn start(client_token: &str, socks_user: Option<&str>) -> Self {
+        Self::start_with_lanes(client_token, socks_user, 1).await
+    }
+
+    /// A rig whose client runs `lanes` endpoints (`--lanes`).
+    async fn start_with_lanes(client_token: &str, socks_user: Option<&str>, lanes: usize) -> Self {
         // `RUST_LOG=debug cargo test ... -- --nocapture` shows what the nodes do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -73,6 +78,7 @@ impl Rig {
             transport: veil_engine::Transport::H3,
             h3_retry: None,
             optimistic: false,
+            lanes: std::num::NonZeroUsize::new(lanes).expect("at least one lane"),
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(fingerprint),
             token: Some(Secret::new(client_token)),
@@ -502,6 +508,101 @@ async fn a_stalled_tunnel_does_not_hold_up_another() {
             .expect("response head")
             + 4;
         assert_eq!(body.len() - head_end, size);
+        rig.stop().await;
+    })
+    .await;
+}
+
+/// Each lane's count of tunnels opened so far.
+async fn tunnels_per_lane(client: &RunningClient) -> Vec<u64> {
+    client
+        .lane_stats()
+        .await
+        .expect("the lanes run")
+        .iter()
+        .map(|stats| stats.tunnels_total)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_share_quiet_tunnels_and_carry_them_intact() {
+    within(async {
+        let rig = Rig::start_with_lanes(TOKEN, None, 2).await;
+        for round in 0..4 {
+            let data = payload(64 * 1024 + round);
+            let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+            assert!(
+                echo_round_trip(stream, &data).await == data,
+                "round {round}"
+            );
+        }
+        let per_lane = tunnels_per_lane(&rig.client).await;
+        assert_eq!(per_lane.iter().sum::<u64>(), 4, "{per_lane:?}");
+        assert!(
+            per_lane.iter().all(|&n| n >= 1),
+            "a lane took none: {per_lane:?}"
+        );
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tunnels_avoid_the_lane_that_carries_a_bulk_transfer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    within(async {
+        let rig = Rig::start_with_lanes(TOKEN, None, 2).await;
+        // A bulk tunnel: writes until told to stop, reads the echo back, counting it.
+        let bulk = rig.connect("127.0.0.1", rig.echo.port()).await;
+        let (echoed, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (mut rd, mut wr) = bulk.into_split();
+        let writer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let chunk = payload(64 * 1024);
+                while !stop.load(Ordering::Relaxed) {
+                    wr.write_all(&chunk).await.expect("bulk write");
+                }
+                wr.shutdown().await.expect("bulk half-close");
+            })
+        };
+        let reader = {
+            let echoed = echoed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                loop {
+                    match rd.read(&mut buf).await.expect("bulk read") {
+                        0 => return,
+                        n => echoed.fetch_add(n as u64, Ordering::Relaxed),
+                    };
+                }
+            })
+        };
+        // Each small tunnel opens right after the bulk moved another MiB: its lane is
+        // busy then, whatever the machine's speed.
+        for round in 0..3 {
+            let mark = echoed.load(Ordering::Relaxed) + 1024 * 1024;
+            while echoed.load(Ordering::Relaxed) < mark {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+            let data = payload(1000 + round);
+            assert!(
+                echo_round_trip(stream, &data).await == data,
+                "round {round}"
+            );
+        }
+        let mut per_lane = tunnels_per_lane(&rig.client).await;
+        per_lane.sort_unstable();
+        assert_eq!(per_lane, [1, 3], "the small tunnels shared the bulk's lane");
+        stop.store(true, Ordering::Relaxed);
+        writer.await.expect("writer");
+        reader.await.expect("reader");
         rig.stop().await;
     })
     .await;

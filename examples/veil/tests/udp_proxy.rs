@@ -104,6 +104,7 @@ impl Rig {
             transport: veil_engine::Transport::H3,
             h3_retry: None,
             optimistic: false,
+            lanes: std::num::NonZeroUsize::MIN,
             server_name: Some("localhost".to_owned()),
             trust: Trust::Pin(edge.fingerprint().expect("fingerprint")),
             token: Some(Secret::new(TOKEN)),

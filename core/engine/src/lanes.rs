@@ -1,0 +1,185 @@
+//! Client: which of several lanes a new tunnel goes to.
+//!
+//! A lane is a client endpoint with a driver, a UDP socket and a QUIC connection of its
+//! own. Round trips that share a client driver with a saturating bulk transfer wait behind
+//! the bulk's packets, in the driver's work and in its socket, whatever QUIC connection
+//! carries them: a second connection on the same driver gives them nothing, a driver of
+//! their own gives back their idle round trip (docs/PERFORMANCE.md, "What the small
+//! exchange needs of its own"). So a host may run several client endpoints to one edge
+//! and place each new tunnel on a lane that is not busy moving bulk.
+//!
+//! [`LanePicker`] is that placement, kept in the engine so that every host makes it the
+//! same way: the host tells it how many bytes each lane has moved so far (a counter its
+//! driver keeps), and it answers with the lane for the next tunnel. A tunnel stays on its
+//! lane for its whole life: QUIC streams cannot move between connections.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+/// How fast a lane's past traffic fades from its score: bytes moved this long ago count
+/// half. Short enough that a finished download stops repelling new tunnels within a
+/// second or two, long enough that a bulk transfer between two bursts still counts.
+pub const LANE_HALF_LIFE: Duration = Duration::from_millis(250);
+
+/// Lanes whose scores are within this many bytes of the quietest one are all quiet: new
+/// tunnels take turns between them rather than all going to the one that happens to be a
+/// few requests quieter. A bulk transfer's lane scores megabytes.
+pub const QUIET_BYTES: f64 = 256.0 * 1024.0;
+
+/// Places new tunnels on the least busy of a client's lanes (see the module).
+#[derive(Debug, Clone)]
+pub struct LanePicker {
+    lanes: Vec<Lane>,
+    /// The lane after the last one picked: ties among quiet lanes are taken in turn.
+    turn: usize,
+}
+
+/// What the picker knows of one lane.
+#[derive(Debug, Clone)]
+struct Lane {
+    /// The lane's byte counter at the last look.
+    seen: u64,
+    /// Bytes moved lately, each byte's weight halving every [`LANE_HALF_LIFE`].
+    score: f64,
+    /// When `score` was last brought up to date.
+    at: Instant,
+}
+
+impl LanePicker {
+    /// A picker for `count` lanes, none of which has moved anything.
+    pub fn new(count: NonZeroUsize, now: Instant) -> Self {
+        let lane = Lane {
+            seen: 0,
+            score: 0.0,
+            at: now,
+        };
+        Self {
+            lanes: vec![lane; count.get()],
+            turn: 0,
+        }
+    }
+
+    /// How many lanes there are.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The lane for a new tunnel: among the quiet lanes (within [`QUIET_BYTES`] of the
+    /// quietest score), the next in turn. `moved[i]` is the bytes lane `i` has sent and
+    /// received so far; a counter smaller than at the last look (a lane restarted) counts
+    /// from zero. Lanes missing from `moved` keep their last count.
+    pub fn pick(&mut self, now: Instant, moved: &[u64]) -> usize {
+        for (index, lane) in self.lanes.iter_mut().enumerate() {
+            let counter = moved.get(index).copied().unwrap_or(lane.seen);
+            lane.update(now, counter);
+        }
+        let quietest = self
+            .lanes
+            .iter()
+            .map(|lane| lane.score)
+            .fold(f64::INFINITY, f64::min);
+        let count = self.lanes.len();
+        let picked = (0..count)
+            .map(|offset| (self.turn + offset) % count)
+            .find(|&index| {
+                self.lanes
+                    .get(index)
+                    .is_some_and(|lane| lane.score <= quietest + QUIET_BYTES)
+            })
+            .unwrap_or(0);
+        self.turn = (picked + 1) % count;
+        picked
+    }
+}
+
+impl Lane {
+    /// Decays the score to `now` and adds what the counter moved since the last look.
+    fn update(&mut self, now: Instant, counter: u64) {
+        let elapsed = now.saturating_duration_since(self.at);
+        let halvings = elapsed.as_secs_f64() / LANE_HALF_LIFE.as_secs_f64();
+        let fresh = counter.checked_sub(self.seen).unwrap_or(counter);
+        #[allow(clippy::cast_precision_loss)] // a score, not an account: f64 is plenty
+        let fresh = fresh as f64;
+        self.score = self.score * 0.5_f64.powf(halvings) + fresh;
+        self.seen = counter;
+        self.at = self.at.max(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker(count: usize, now: Instant) -> LanePicker {
+        LanePicker::new(NonZeroUsize::new(count).expect("lanes"), now)
+    }
+
+    #[test]
+    fn quiet_lanes_take_turns() {
+        let now = Instant::now();
+        let mut lanes = picker(3, now);
+        let picks: Vec<usize> = (0..6).map(|_| lanes.pick(now, &[0, 0, 0])).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn new_tunnels_avoid_the_lane_that_moves_bulk() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        assert_eq!(lanes.pick(start, &[0, 0]), 0);
+        // Lane 0 carries a download: 40 MB in 100 ms; lane 1 a few small exchanges.
+        let mut now = start;
+        for step in 1..=10u64 {
+            now += Duration::from_millis(10);
+            for _ in 0..3 {
+                assert_eq!(lanes.pick(now, &[step * 4_000_000, step * 2_000]), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_finished_transfer_stops_repelling_tunnels() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        let _ = lanes.pick(start, &[0, 0]);
+        let later = start + Duration::from_millis(100);
+        assert_eq!(lanes.pick(later, &[50_000_000, 0]), 1);
+        assert_eq!(lanes.pick(later, &[50_000_000, 0]), 1);
+        // Nothing more moved for 4 s: 16 half-lives, 50 MB fades to under 1 KB.
+        let quiet = later + Duration::from_secs(4);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| lanes.pick(quiet, &[50_000_000, 0]))
+            .collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+    }
+
+    #[test]
+    fn a_restarted_lane_counts_from_zero_and_missing_counters_change_nothing() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        let now = start + Duration::from_millis(10);
+        assert_eq!(lanes.pick(now, &[10_000_000, 2_000_000]), 1);
+        assert_eq!(
+            lanes.pick(now, &[]),
+            1,
+            "no counters: lane 0 is still the busier"
+        );
+        // 3 s later both have faded; lane 1's counter went back (its endpoint restarted)
+        // and moved 100 bytes since: quiet, as lane 0 now is.
+        let later = now + Duration::from_secs(3);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| lanes.pick(later, &[10_000_000, 100]))
+            .collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+        assert_eq!(lanes.lanes(), 2);
+    }
+
+    #[test]
+    fn one_lane_is_always_picked() {
+        let now = Instant::now();
+        let mut lanes = picker(1, now);
+        for moved in [0, 5, u64::MAX, 3] {
+            assert_eq!(lanes.pick(now, &[moved]), 0);
+        }
+    }
+}
