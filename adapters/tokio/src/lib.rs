@@ -556,7 +556,9 @@ impl Opener {
                 .picker
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            picker.pick(Instant::now(), &moved)
+            let index = picker.pick(Instant::now(), &moved);
+            tracing::debug!(lane = index, ?moved, "a new tunnel's lane");
+            index
         } else {
             0
         };

@@ -26,6 +26,11 @@ pub const LANE_HALF_LIFE: Duration = Duration::from_millis(250);
 /// few requests quieter. A bulk transfer's lane scores megabytes.
 pub const QUIET_BYTES: f64 = 256.0 * 1024.0;
 
+/// What a tunnel just placed counts on its lane's score, before it moves anything: two
+/// tunnels opened together (a bulk transfer and a small one, say) then go to different
+/// lanes even when one lane is still warm from earlier traffic and the other is cold.
+pub const PICK_BYTES: f64 = 128.0 * 1024.0;
+
 /// Places new tunnels on the least busy of a client's lanes (see the module).
 #[derive(Debug, Clone)]
 pub struct LanePicker {
@@ -65,7 +70,7 @@ impl LanePicker {
     }
 
     /// The lane for a new tunnel: among the quiet lanes (within [`QUIET_BYTES`] of the
-    /// quietest score), the next in turn. `moved[i]` is the bytes lane `i` has sent and
+    /// quietest score), the next in turn; the lane picked scores [`PICK_BYTES`] more. `moved[i]` is the bytes lane `i` has sent and
     /// received so far; a counter smaller than at the last look (a lane restarted) counts
     /// from zero. Lanes missing from `moved` keep their last count.
     pub fn pick(&mut self, now: Instant, moved: &[u64]) -> usize {
@@ -88,19 +93,33 @@ impl LanePicker {
             })
             .unwrap_or(0);
         self.turn = (picked + 1) % count;
+        if let Some(lane) = self.lanes.get_mut(picked) {
+            lane.score += PICK_BYTES;
+        }
         picked
     }
 }
 
 impl Lane {
     /// Decays the score to `now` and adds what the counter moved since the last look.
+    ///
+    /// Those bytes moved at some time in between, not all now: each counts the weight it
+    /// has on average over the interval (the mean of `0.5^(t / half-life)` over it), so a
+    /// lane that moved 600 KB over the last second scores as one that moved it gradually,
+    /// not as one that moved it just now.
     fn update(&mut self, now: Instant, counter: u64) {
         let elapsed = now.saturating_duration_since(self.at);
         let halvings = elapsed.as_secs_f64() / LANE_HALF_LIFE.as_secs_f64();
+        let decay = 0.5_f64.powf(halvings);
+        let spread = if halvings > 1e-6 {
+            (1.0 - decay) / (halvings * std::f64::consts::LN_2)
+        } else {
+            1.0
+        };
         let fresh = counter.checked_sub(self.seen).unwrap_or(counter);
         #[allow(clippy::cast_precision_loss)] // a score, not an account: f64 is plenty
         let fresh = fresh as f64;
-        self.score = self.score * 0.5_f64.powf(halvings) + fresh;
+        self.score = self.score * decay + fresh * spread;
         self.seen = counter;
         self.at = self.at.max(now);
     }
@@ -135,6 +154,47 @@ mod tests {
                 assert_eq!(lanes.pick(now, &[step * 4_000_000, step * 2_000]), 1);
             }
         }
+    }
+
+    #[test]
+    fn tunnels_opened_together_split_even_when_one_lane_is_warm() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        // Lane 0 is warm from 300 KB of small exchanges: not quiet beside a cold lane.
+        let now = start + Duration::from_millis(10);
+        let first = lanes.pick(now, &[300_000, 0]);
+        let second = lanes.pick(now, &[300_000, 0]);
+        assert_eq!(first, 1);
+        assert_eq!(second, 0, "both new tunnels went to the cold lane");
+    }
+
+    #[test]
+    fn traffic_spread_over_a_second_weighs_less_than_a_burst_just_now() {
+        let start = Instant::now();
+        let fresh = Lane {
+            seen: 0,
+            score: 0.0,
+            at: start,
+        };
+        // 600 KB counted a second after the last look: moved over four half-lives.
+        let mut spread = fresh.clone();
+        spread.update(start + Duration::from_secs(1), 600_000);
+        // The same 600 KB counted 1 ms after the last look.
+        let mut burst = fresh;
+        burst.update(start + Duration::from_millis(1), 600_000);
+        assert!(
+            (200_000.0..210_000.0).contains(&spread.score),
+            "{}",
+            spread.score
+        );
+        assert!(burst.score > 598_000.0, "{}", burst.score);
+        // A second later, the burst has faded to a sixteenth.
+        burst.update(start + Duration::from_millis(1001), 600_000);
+        assert!(
+            (37_000.0..38_000.0).contains(&burst.score),
+            "{}",
+            burst.score
+        );
     }
 
     #[test]
