@@ -75,6 +75,10 @@
 // Bytes of `veil_http_verdict.add`, NUL included.
 #define VEIL_HTTP_ADD_LEN 1024
 
+// The most lanes a picker takes: more would only spread tunnels over connections that
+// each cost memory at both ends.
+#define VEIL_LANES_MAX 64
+
 // What a call did. The numbers are part of the ABI: they never change meaning and are
 // never reused; new codes get new numbers.
 //
@@ -369,6 +373,9 @@ typedef struct veil_config veil_config;
 // One engine endpoint (one per UDP socket). Opaque: create it with `veil_endpoint_new`,
 // free it with `veil_endpoint_free`.
 typedef struct veil_endpoint veil_endpoint;
+
+// A lane picker (opaque). Not thread-safe: one thread picks at a time.
+typedef struct veil_lanes veil_lanes;
 
 // One relay's end. Opaque: create it with `veil_relay_new`, free it with
 // `veil_relay_free`.
@@ -1161,6 +1168,40 @@ enum veil_result veil_endpoint_stats(const struct veil_endpoint *endpoint,
 enum veil_result veil_endpoint_set_http_hook(struct veil_endpoint *endpoint,
                                              veil_http_hook hook,
                                              void *user);
+
+// Creates a picker for `count` lanes (1 to `VEIL_LANES_MAX`) and writes it to `*out`; the
+// caller owns it (free it with `veil_lanes_free`). `now_ns` is the caller's monotonic
+// clock, as for endpoints.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`count` out of range).
+//
+// # Safety
+// `out` must be NULL or valid for writing one pointer.
+enum veil_result veil_lanes_new(size_t count, uint64_t now_ns, struct veil_lanes **out);
+
+// The lane for a new tunnel, written to `*lane`: the one that has moved the fewest bytes
+// lately, quiet lanes in turn. `moved` holds `count` counters, one per lane in order:
+// the bytes that lane's endpoint has received and sent so far (a counter that only
+// grows; one that goes back counts from zero). `count` must be the picker's.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`count` is not the
+// picker's, or `moved` is misaligned).
+//
+// # Safety
+// `lanes` must be NULL or live; `moved` NULL or valid for reads of `count` counters;
+// `lane` NULL or valid for writing one `size_t`.
+enum veil_result veil_lanes_pick(struct veil_lanes *lanes,
+                                 uint64_t now_ns,
+                                 const uint64_t *moved,
+                                 size_t count,
+                                 size_t *lane);
+
+// Frees a picker. NULL is ignored.
+//
+// # Safety
+// `lanes` must be NULL or a picker from `veil_lanes_new` not freed before; it must not be
+// used afterwards.
+void veil_lanes_free(struct veil_lanes *lanes);
 
 // Edge: the hooks the engine consults from now on (`NULL` for a hook: the default, which
 // accepts every connection and passes every request to the host). `user` is handed back to

@@ -30,6 +30,7 @@ pub mod config;
 pub mod endpoint;
 pub mod event;
 pub mod http_hook;
+pub mod lanes;
 pub mod panic;
 pub mod policy;
 mod ptr;
@@ -42,6 +43,7 @@ pub use addr::veil_sockaddr;
 pub use config::{veil_config, veil_congestion_control, veil_role, veil_transport};
 pub use endpoint::{veil_endpoint, veil_stats, veil_transmit};
 pub use event::{veil_close_reason, veil_event, veil_event_kind, veil_refused_reason};
+pub use lanes::veil_lanes;
 pub use policy::{
     veil_ingress_hook, veil_ingress_query, veil_tunnel_action, veil_tunnel_hook, veil_tunnel_query,
     veil_tunnel_verdict,

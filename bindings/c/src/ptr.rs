@@ -25,6 +25,32 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// `len` counters at `data`; NULL is allowed only with `len == 0`.
+///
+/// # Safety
+/// A non-NULL `data` must be valid for reads of `len` `uint64_t`s for `'a`, not written
+/// meanwhile.
+pub(crate) unsafe fn counters<'a>(data: *const u64, len: usize) -> Result<&'a [u64], veil_result> {
+    if data.is_null() {
+        return if len == 0 {
+            Ok(&[])
+        } else {
+            Err(veil_result::VEIL_ERR_NULL)
+        };
+    }
+    if !data.is_aligned()
+        || len
+            .checked_mul(8)
+            .and_then(|n| isize::try_from(n).ok())
+            .is_none()
+    {
+        return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
+    // `len` readable counters.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
 /// A writable buffer of `len` bytes at `data` (NULL or empty: `VEIL_ERR_NULL` /
 /// `VEIL_ERR_BUFFER_TOO_SMALL`).
 ///

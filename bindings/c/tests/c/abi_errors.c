@@ -581,11 +581,44 @@ static void relays(void) {
     veil_endpoint_free(ep);
 }
 
+/* Lanes from C: a client that runs two endpoints asks which one a new tunnel goes to;
+ * the lane that moves a download is avoided, bad arguments are codes. */
+static void lanes(void) {
+    veil_lanes *lanes = NULL;
+    size_t lane = 99;
+    uint64_t moved[2] = {0, 0};
+    CHECK_RESULT(veil_lanes_new(0, now_ns(), &lanes), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_lanes_new(VEIL_LANES_MAX + 1, now_ns(), &lanes), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_lanes_new(2, now_ns(), NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_lanes_pick(NULL, now_ns(), moved, 2, &lane), VEIL_ERR_NULL);
+    veil_lanes_free(NULL);
+
+    uint64_t now = now_ns();
+    CHECK_RESULT(veil_lanes_new(2, now, &lanes), VEIL_OK);
+    CHECK_RESULT(veil_lanes_pick(lanes, now, moved, 3, &lane), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_lanes_pick(lanes, now, NULL, 2, &lane), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_lanes_pick(lanes, now, moved, 2, NULL), VEIL_ERR_NULL);
+    /* Quiet lanes take turns. */
+    CHECK_RESULT(veil_lanes_pick(lanes, now, moved, 2, &lane), VEIL_OK);
+    CHECK(lane == 0);
+    CHECK_RESULT(veil_lanes_pick(lanes, now, moved, 2, &lane), VEIL_OK);
+    CHECK(lane == 1);
+    /* Lane 1 starts a download (40 MB in 10 ms): new tunnels go to lane 0. */
+    for (int step = 1; step <= 3; step++) {
+        moved[1] += 40000000;
+        now += 10000000;
+        CHECK_RESULT(veil_lanes_pick(lanes, now, moved, 2, &lane), VEIL_OK);
+        CHECK(lane == 0);
+    }
+    veil_lanes_free(lanes);
+}
+
 int main(void) {
     result_codes();
     null_handles();
     bad_config();
     relays();
+    lanes();
     tunnels_in_memory();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
