@@ -1497,6 +1497,21 @@ mod tests {
     }
 
     #[test]
+    fn lanes_default_to_one_and_stay_within_the_bound() {
+        use clap::Parser;
+        assert_eq!(lanes(None).expect("default").get(), 1);
+        assert_eq!(lanes(Some(2)).expect("two").get(), 2);
+        assert_eq!(lanes(Some(MAX_LANES)).expect("the most").get(), 8);
+        assert!(lanes(Some(0)).is_err(), "no lane");
+        assert!(lanes(Some(MAX_LANES + 1)).is_err(), "too many");
+        // The flag's parser refuses the same, before any file is read.
+        let parsed =
+            |n: &str| Cli::try_parse_from(["veil", "client", "--edge", "e:1", "--lanes", n]);
+        assert!(parsed("0").is_err() && parsed("9").is_err());
+        assert!(parsed("8").is_ok());
+    }
+
+    #[test]
     fn clap_configuration_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
