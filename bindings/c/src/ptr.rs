@@ -11,18 +11,8 @@ use crate::result::veil_result;
 /// # Safety
 /// A non-NULL `data` must be valid for reads of `len` bytes for `'a`, not written meanwhile.
 pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], veil_result> {
-    if data.is_null() {
-        return if len == 0 {
-            Ok(&[])
-        } else {
-            Err(veil_result::VEIL_ERR_NULL)
-        };
-    }
-    if isize::try_from(len).is_err() {
-        return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
-    }
-    // SAFETY: non-NULL, len fits isize, and the caller promises `len` readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+    // SAFETY: the caller's promise, as `items` wants it.
+    unsafe { items(data, len) }
 }
 
 /// `len` counters at `data`; NULL is allowed only with `len == 0`.
@@ -31,6 +21,16 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
 /// A non-NULL `data` must be valid for reads of `len` `uint64_t`s for `'a`, not written
 /// meanwhile.
 pub(crate) unsafe fn counters<'a>(data: *const u64, len: usize) -> Result<&'a [u64], veil_result> {
+    // SAFETY: the caller's promise, as `items` wants it.
+    unsafe { items(data, len) }
+}
+
+/// `len` values of `T` at `data`: NULL only with `len == 0`, aligned, at most `isize::MAX`
+/// bytes.
+///
+/// # Safety
+/// A non-NULL `data` must be valid for reads of `len` `T`s for `'a`, not written meanwhile.
+unsafe fn items<'a, T>(data: *const T, len: usize) -> Result<&'a [T], veil_result> {
     if data.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -38,16 +38,14 @@ pub(crate) unsafe fn counters<'a>(data: *const u64, len: usize) -> Result<&'a [u
             Err(veil_result::VEIL_ERR_NULL)
         };
     }
-    if !data.is_aligned()
-        || len
-            .checked_mul(8)
-            .and_then(|n| isize::try_from(n).ok())
-            .is_none()
-    {
+    let size = len
+        .checked_mul(std::mem::size_of::<T>())
+        .and_then(|size| isize::try_from(size).ok());
+    if !data.is_aligned() || size.is_none() {
         return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
     }
     // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
-    // `len` readable counters.
+    // `len` readable values.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
