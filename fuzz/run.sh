@@ -76,7 +76,8 @@ for target in "${TARGETS[@]}"; do
         for worker in $(seq "$WORKERS"); do
             cat "$log.$worker" >>"$log"
             [ "$(cat "$log.$worker.status")" = 0 ] || status=1
-            runs="$(grep -a -o '^#[0-9]*' "$log.$worker" | tail -n 1 | tr -d '#')"
+            # `#N` stats lines only: libFuzzer ends with a `###### ... dictionary` banner.
+            runs="$(grep -a -oE '^#[0-9]+' "$log.$worker" | tail -n 1 | tr -d '#')"
             total=$((total + ${runs:-0}))
         done
         done_line=""
