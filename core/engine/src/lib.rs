@@ -109,7 +109,7 @@ pub use policy::{
     TunnelVerdict,
 };
 pub use raw_echo::RawEcho;
-pub use steer::{BpfInstruction, upgrade_steering};
+pub use steer::{BpfInstruction, driver_steering, upgrade_steering};
 pub use types::{
     ClientIdentity, CloseReason, ConnectionHandle, DURATION_BUCKETS_MS, DurationHistogram,
     EndpointStats, Event, Host, Http2Bounds, IP_DROP_CAUSES, InvalidTarget, IpDropCounts, IpFlowId,

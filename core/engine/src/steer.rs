@@ -1,5 +1,17 @@
-//! Steering an edge's datagrams between two generations of its process during an upgrade
-//! in place, by the generation byte of the connection ID (see [`CidLayout`]).
+//! Steering an edge's datagrams by the bytes of their connection IDs (see [`CidLayout`]):
+//! between the drivers of one process ([`driver_steering`]), and between two generations
+//! of its process during an upgrade in place ([`upgrade_steering`]).
+//!
+//! **Drivers.** An edge may run several drivers, each an endpoint with its own socket in
+//! one `SO_REUSEPORT` group and its own thread, so that one connection's bulk transfer does
+//! not hold the packets of another connection in the same queue and the same thread. The
+//! kernel alone would spread datagrams by 4-tuple: a client whose address changes would
+//! reach a driver that does not know its connection, and a client that opens several
+//! connections to keep its small exchanges apart from its bulk ones (a veil client's lanes)
+//! would find two of them on one driver as often as not. The program reads instead the
+//! driver number every ID an edge issues carries, and for a new connection the one the
+//! client's own source ID may carry: a veil client with lanes issues its IDs in the same
+//! layout, the lane as the core, so lane `i` lands on driver `i mod n`.
 //!
 //! During an upgrade the old process and its successor listen on one UDP address with
 //! `SO_REUSEPORT`. The kernel would spread datagrams over their sockets by 4-tuple, sending
@@ -40,6 +52,7 @@ const LD: u16 = 0x00;
 const ALU: u16 = 0x04;
 const JMP: u16 = 0x05;
 const RET: u16 = 0x06;
+const MISC: u16 = 0x07;
 const W: u16 = 0x00;
 const H: u16 = 0x08;
 const B: u16 = 0x10;
@@ -50,10 +63,14 @@ const LDX: u16 = 0x01;
 const K: u16 = 0x00;
 const A: u16 = 0x10;
 const ADD: u16 = 0x00;
+const AND: u16 = 0x50;
+/// `MISC`: copy the accumulator into X.
+const TAX: u16 = 0x00;
 const RSH: u16 = 0x70;
 const MOD: u16 = 0x90;
 const JA: u16 = 0x00;
 const JEQ: u16 = 0x10;
+const JGE: u16 = 0x30;
 const JSET: u16 = 0x40;
 /// Ancillary load of the current CPU: `SKF_AD_OFF + SKF_AD_CPU`.
 const LOAD_CPU: u32 = 0xffff_f000 + 36;
@@ -69,6 +86,10 @@ const CORE_AT: u32 = 3;
 /// The long-header QUIC version [`upgrade_steering`] reads IDs of.
 const QUIC_V1: u32 = 1;
 
+/// What a program returns to leave the choice to the kernel: an index past the group's
+/// end, for which Linux falls back to its 4-tuple hash.
+const KERNEL_HASH: u32 = u32::MAX;
+
 /// A jump target while the program is written.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Label {
@@ -77,6 +98,8 @@ enum Label {
     Successor,
     Predecessor,
     NewConnection,
+    Handshake,
+    KernelHash,
 }
 
 /// An instruction whose jump targets are labels until [`assemble`] resolves them.
@@ -234,6 +257,91 @@ pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<Bp
     Some(assemble(&steps))
 }
 
+/// The program that keeps every datagram of a connection on the socket of the driver that
+/// owns it, among `drivers` sockets of one process (numbered in the group's order of
+/// joining, each driver issuing IDs with its number as the core of [`CidLayout`]); `None`
+/// for 0 drivers.
+///
+/// - A short header, or a Handshake packet, carries an ID the edge issued: it goes to
+///   the ID's core.
+/// - An Initial or 0-RTT packet (the client has not heard from the edge yet, or keeps
+///   its first Initials' keys) goes by the client's source ID, which stays the same for
+///   all of them: to its core modulo `drivers` if it is in our layout (a veil client's
+///   lane), otherwise wherever the kernel's 4-tuple hash puts it. The driver that gets a
+///   new connection's first Initial owns it and issues its IDs, so its later packets find
+///   the same driver by the other rule.
+/// - Anything else (another version, an ID not in our layout) is left to the kernel.
+pub fn driver_steering(drivers: u16) -> Option<Vec<BpfInstruction>> {
+    if drivers == 0 {
+        return None;
+    }
+    // With X at an issued ID: its core, or the kernel's choice if the ID is not ours.
+    let issued = |offset: u32| {
+        [
+            op(LD | B | ABS, offset),
+            op(ALU | RSH | K, 5),
+            require(u32::from(CidLayout::TAG), Label::KernelHash),
+            op(LD | H | IND, CORE_AT),
+            op(RET | A, 0),
+        ]
+    };
+    let mut steps = vec![
+        op(LD | B | ABS, 0),
+        Step::Jump {
+            code: JMP | JSET | K,
+            k: 0x80,
+            yes: Some(Label::LongHeader),
+            no: None,
+        },
+    ];
+    // Short header: the ID starts at byte 1.
+    steps.push(op(LDX | IMM, 1));
+    steps.extend(issued(1));
+    // Long header: version at 1..5; the packet type in bits 4 and 5 of byte 0.
+    //# RFC 9000 §17.2: "Long Packet Type: The next two bits (those with a mask of 0x30) of
+    //# byte 0 contain a packet type."
+    steps.push(Step::At(Label::LongHeader));
+    steps.push(op(LD | W | ABS, 1));
+    steps.push(require(QUIC_V1, Label::KernelHash));
+    steps.push(op(LD | B | ABS, 0));
+    steps.push(op(ALU | AND | K, 0x30));
+    steps.push(Step::Jump {
+        code: JMP | JEQ | K,
+        k: 0x20,
+        yes: Some(Label::Handshake),
+        no: None,
+    });
+    // Initial, 0-RTT: the destination ID's length at 5, the ID, then the source ID's
+    // length and the source ID. X = where the source ID's length is.
+    steps.extend([
+        op(LD | B | ABS, 5),
+        op(ALU | ADD | K, 6),
+        op(MISC | TAX, 0),
+        op(LD | B | IND, 0),
+        Step::Jump {
+            code: JMP | JGE | K,
+            k: CORE_AT + 2,
+            yes: None,
+            no: Some(Label::KernelHash),
+        },
+        op(LD | B | IND, 1),
+        op(ALU | RSH | K, 5),
+        require(u32::from(CidLayout::TAG), Label::KernelHash),
+        op(LD | H | IND, 1 + CORE_AT),
+        op(ALU | MOD | K, u32::from(drivers)),
+        op(RET | A, 0),
+    ]);
+    // Handshake: the destination ID (the edge's) from 6.
+    steps.push(Step::At(Label::Handshake));
+    steps.push(op(LD | B | ABS, 5));
+    steps.push(require(ID_LEN, Label::KernelHash));
+    steps.push(op(LDX | IMM, 6));
+    steps.extend(issued(6));
+    steps.push(Step::At(Label::KernelHash));
+    steps.push(op(RET | K, KERNEL_HASH));
+    Some(assemble(&steps))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +360,11 @@ mod tests {
                 },
                 c if c == LD | W | ABS && i.k == LOAD_CPU => a = cpu,
                 c if c == LDX | IMM => x = i.k,
+                c if c == MISC | TAX => x = a,
+                c if c == LD | B | IND => match packet.get((x + i.k) as usize) {
+                    Some(byte) => a = u32::from(*byte),
+                    None => return 0,
+                },
                 c if c == LD | H | IND => {
                     let at = (x + i.k) as usize;
                     match packet.get(at..at + 2) {
@@ -266,7 +379,12 @@ mod tests {
                 c if c == ALU | RSH | K => a >>= i.k,
                 c if c == ALU | MOD | K => a %= i.k,
                 c if c == ALU | ADD | K => a += i.k,
+                c if c == ALU | AND | K => a &= i.k,
                 c if c == RET | A => return a,
+                c if c == RET | K => return i.k,
+                c if c == JMP | JGE | K => {
+                    pc += usize::from(if a >= i.k { i.jt } else { i.jf });
+                }
                 c if c == JMP | JA => pc += i.k as usize,
                 c if c == JMP | JEQ | K => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
@@ -322,8 +440,69 @@ mod tests {
         }
     }
 
+    /// An Initial (`first` = 0xc0) or 0-RTT (0xd0) packet from a client with these IDs.
+    fn initial(first: u8, dcid: &[u8], scid: &[u8]) -> Vec<u8> {
+        let len = |id: &[u8]| u8::try_from(id.len()).expect("short ID");
+        [
+            &[first, 0, 0, 0, 1, len(dcid)][..],
+            dcid,
+            &[len(scid)],
+            scid,
+            &[0; 30],
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_connection_stays_with_the_driver_that_issued_its_ids() {
+        let program = driver_steering(3).expect("drivers");
+        for core in 0..3u16 {
+            let id = CidLayout::new(core, 3)
+                .expect("valid")
+                .with_server(4, 2)
+                .encode([0x5a; 16]);
+            assert_eq!(run(&program, &short(&id), 0), u32::from(core));
+            assert_eq!(run(&program, &long(0xe0, 1, &id), 0), u32::from(core));
+        }
+        // Not ours: a short header without the tag, another version, a Handshake to an ID
+        // of another length.
+        assert_eq!(run(&program, &short(&[0xff; 16]), 0), KERNEL_HASH);
+        let ours = CidLayout::new(1, 3).expect("valid").encode([0; 16]);
+        assert_eq!(
+            run(&program, &long(0xe0, 0x6b33_43cf, &ours), 0),
+            KERNEL_HASH
+        );
+        assert_eq!(run(&program, &long(0xe0, 1, &ours[..8]), 0), KERNEL_HASH);
+    }
+
+    #[test]
+    fn a_new_connection_goes_by_the_lane_in_the_clients_source_id() {
+        let program = driver_steering(2).expect("drivers");
+        for lane in 0..5u16 {
+            let scid = CidLayout::new(lane, 5).expect("valid").encode([0x33; 16]);
+            let want = u32::from(lane % 2);
+            // Whatever the destination: a random one first, then the edge's (after its
+            // Initial), of any length; and for 0-RTT.
+            let edge_id = CidLayout::new(1 - lane % 2, 2)
+                .expect("valid")
+                .encode([0x44; 16]);
+            for dcid in [&[0xee; 8][..], &[0x21; 16], &edge_id, &[]] {
+                assert_eq!(run(&program, &initial(0xc0, dcid, &scid), 0), want);
+                assert_eq!(run(&program, &initial(0xd0, dcid, &scid), 0), want);
+            }
+        }
+        // Other clients' source IDs (random, short, empty) leave it to the kernel.
+        for scid in [&[0xee; 8][..], &[0x21; 4], &[]] {
+            assert_eq!(
+                run(&program, &initial(0xc0, &[0xee; 8], scid), 0),
+                KERNEL_HASH
+            );
+        }
+    }
+
     #[test]
     fn no_program_for_an_empty_side() {
+        assert!(driver_steering(0).is_none());
         assert!(upgrade_steering(1, 0, 1).is_none());
         assert!(upgrade_steering(1, 1, 0).is_none());
     }
