@@ -182,6 +182,14 @@ pub struct ServerArgs {
     /// cores. For one engine per core, see --runtime glommio.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// With the tokio runtime: QUIC drivers, each an endpoint with its own UDP socket (in
+    /// one `SO_REUSEPORT` group on --listen) and its own thread, connections spread over
+    /// them and kept each on its own by a kernel steering program; a client's lanes
+    /// (`veil client --lanes`) land on different drivers, so that its small tunnels do not
+    /// wait behind its download at the edge either (docs/CONFIG.md) [default: 1, at most
+    /// 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub drivers: Option<u8>,
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
     /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged) [default: the
     /// kernel's].
@@ -223,6 +231,9 @@ impl RuntimeChoice {
         }
         if flags.threads.or(file.threads).is_some() && runtime != Runtime::Tokio {
             bail!("--threads goes with the tokio runtime (glommio takes --cores)");
+        }
+        if flags.drivers.or(file.drivers).is_some() && runtime != Runtime::Tokio {
+            bail!("--drivers goes with the tokio runtime (glommio runs one per core: --cores)");
         }
         Ok(Self { runtime, cores })
     }
@@ -425,6 +436,7 @@ pub struct ServerFile {
     pub runtime: Option<Runtime>,
     pub cores: Option<usize>,
     pub threads: Option<usize>,
+    pub drivers: Option<u8>,
     pub udp_buffer_bytes: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub audit_log: Option<PathBuf>,
@@ -572,6 +584,8 @@ pub struct ServerSettings {
     pub tenant: Option<String>,
     /// The QUIC socket's buffers, asked of the kernel; `None`: its default.
     pub udp_buffer: Option<usize>,
+    /// QUIC drivers (tokio): endpoints, each with its socket and thread.
+    pub drivers: NonZeroUsize,
 }
 
 /// How `veil client` checks the edge's certificate.
@@ -828,6 +842,7 @@ impl ServerSettings {
                 .unwrap_or(veil_engine::EdgeConfig::default().retry),
             tenant: None,
             udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
+            drivers: drivers(flags.drivers.or(file.drivers))?,
         })
     }
 }
@@ -973,6 +988,19 @@ fn parse_transport(text: &str) -> Result<veil_engine::Transport, String> {
 /// The most lanes a client runs (`--lanes`): each costs a socket, a driver and a QUIC
 /// connection, and two already give small tunnels a lane apart from one download.
 pub const MAX_LANES: u8 = 8;
+
+/// The most QUIC drivers an edge runs on tokio (`--drivers`): each costs a socket and a
+/// thread; more than the machine's cores only take turns on them.
+pub const MAX_DRIVERS: u8 = 16;
+
+/// `--drivers` or `[server] drivers`, checked: 1 when not given.
+fn drivers(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
+    let drivers = asked.unwrap_or(1);
+    if drivers > MAX_DRIVERS {
+        bail!("drivers: at most {MAX_DRIVERS}, not {drivers}");
+    }
+    NonZeroUsize::new(usize::from(drivers)).context("drivers: at least 1")
+}
 
 /// `--lanes` or `[client] lanes`, checked: 1 when not given.
 fn lanes(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
@@ -1494,6 +1522,29 @@ mod tests {
         assert!(merge(no_pools).is_err(), "an egress without pools");
         let settings = merge(ServerArgs::default()).expect("merges");
         assert_eq!(settings.ip_egress, None, "no pools, no CONNECT-IP");
+    }
+
+    #[test]
+    fn drivers_default_to_one_stay_within_the_bound_and_go_with_tokio() {
+        assert_eq!(drivers(None).expect("default").get(), 1);
+        assert_eq!(drivers(Some(MAX_DRIVERS)).expect("the most").get(), 16);
+        assert!(drivers(Some(0)).is_err(), "no driver");
+        assert!(drivers(Some(MAX_DRIVERS + 1)).is_err(), "too many");
+        let parse = |extra: &[&str]| {
+            let args = [&["veil", "server"][..], extra].concat();
+            Cli::try_parse_from(args)
+        };
+        assert!(parse(&["--drivers", "2"]).is_ok());
+        assert!(parse(&["--drivers", "0"]).is_err());
+        assert!(parse(&["--drivers", "17"]).is_err());
+        let Ok(Cli {
+            command: Command::Server(flags),
+            ..
+        }) = parse(&["--drivers", "2", "--runtime", "glommio"])
+        else {
+            panic!("parses");
+        };
+        assert!(RuntimeChoice::merge(&flags, &ServerFile::default()).is_err());
     }
 
     #[test]

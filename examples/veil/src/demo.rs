@@ -55,6 +55,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         retry: veil_engine::EdgeConfig::default().retry,
         tenant: None,
         udp_buffer: None,
+        drivers: std::num::NonZeroUsize::MIN,
     })?;
     let fingerprint = edge
         .fingerprint()

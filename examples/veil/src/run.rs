@@ -22,7 +22,8 @@ use crate::{http_proxy, socks, udp_forward};
 /// A running edge.
 #[derive(Debug)]
 pub struct RunningEdge {
-    node: Node,
+    /// Its drivers (`--drivers`), the first also serving the TCP on-ramp; never empty.
+    nodes: Vec<Node>,
     drain: Duration,
     upgrade_drain: Duration,
     self_signed: bool,
@@ -56,27 +57,39 @@ impl RunningEdge {
         let generation = inherited.as_ref().map_or(0, |i| i.generation);
         let mut config = edge_config(settings);
         let self_signed_pem = self_signed_for(settings, inherited.as_deref_mut(), &mut config)?;
-        let options = Options {
-            connect_timeout: settings.connect_timeout,
-            cid_layout: Some(
-                CidLayout::new(0, 1)
-                    .context("one core")?
-                    .with_server(settings.edge_id, generation),
-            ),
-            udp_buffer: settings.udp_buffer,
-            ..Options::default()
-        };
         let (ip_egress, ip_egress_line) = ip_egress_of(settings)?;
         let (listen, shared) = listen_of(settings, inherited.as_deref());
-        let udp = upgrade::bind_udp(listen, shared)?;
-        let udp_kept = udp.try_clone()?;
-        let mut node = Node::start_on(
-            config,
-            udp,
-            options,
-            veil_engine::DefaultPolicy,
-            ip_egress.as_ref(),
-        )?;
+        let sockets = bind_drivers(settings, listen, shared, inherited.is_some())?;
+        let udp_kept = sockets
+            .first()
+            .context("an edge has a driver")?
+            .try_clone()?;
+        let drivers = u16::try_from(sockets.len()).context("too many drivers")?;
+        let mut nodes = Vec::with_capacity(sockets.len());
+        for (index, udp) in (0..drivers).zip(sockets) {
+            let options = Options {
+                connect_timeout: settings.connect_timeout,
+                // Each driver issues IDs naming it: the steering program reads them.
+                cid_layout: Some(
+                    CidLayout::new(index, drivers)
+                        .context("a driver's number")?
+                        .with_server(settings.edge_id, generation),
+                ),
+                udp_buffer: settings.udp_buffer,
+                // Drivers exist so that one connection's packets do not wait behind
+                // another's: each runs on a thread the OS schedules apart.
+                own_thread: drivers > 1,
+                ..Options::default()
+            };
+            nodes.push(Node::start_on(
+                config.clone(),
+                udp,
+                options,
+                veil_engine::DefaultPolicy,
+                ip_egress.as_ref(),
+            )?);
+        }
+        let node = nodes.first_mut().context("an edge has a driver")?;
         let mut tcp_kept = None;
         let tcp_addr = match settings.listen_tcp {
             Some(addr) => {
@@ -92,7 +105,7 @@ impl RunningEdge {
         };
         // A tenant's records go to the process's one writer (`server_tenants`).
         let mut audit_records = None;
-        if let (Some(target), Some(records)) = (&settings.audit_log, node.audit_records()) {
+        if let (Some(target), Some(records)) = (&settings.audit_log, merge_audit(&mut nodes)) {
             if settings.tenant.is_some() {
                 audit_records = Some(records);
             } else {
@@ -109,16 +122,20 @@ impl RunningEdge {
             .as_ref()
             .map(std::net::TcpListener::try_clone)
             .transpose()?;
-        let metrics = start_metrics(metrics_listener, StatsSource::Tokio(node.stats_probe()))?;
+        let metrics = start_metrics(
+            metrics_listener,
+            StatsSource::Tokio(StatsProbe::across(&nodes)),
+        )?;
         tracing::info!(
-            addr = %node.local_addr(),
+            addr = %udp_kept.local_addr()?,
             tokens = settings.tokens.len(),
             allow_targets = ?settings.allow_targets,
             generation,
+            drivers,
             "edge started"
         );
         Ok(Self {
-            node,
+            nodes,
             drain: settings.drain,
             upgrade_drain: settings.upgrade_drain,
             self_signed: settings.cert_key.is_none(),
@@ -152,6 +169,9 @@ impl RunningEdge {
     /// Starts a successor (see [`upgrade`]) and waits until it serves; the caller then
     /// drains this edge with [`shutdown_after_upgrade`](Self::shutdown_after_upgrade).
     pub async fn upgrade(&self) -> anyhow::Result<upgrade::Successor> {
+        if self.nodes.len() > 1 {
+            anyhow::bail!("upgrades in place serve one driver (--drivers 1); restart instead");
+        }
         if !self.predecessor_gone.load(Ordering::Acquire) {
             anyhow::bail!("the process this one replaced is still draining");
         }
@@ -161,12 +181,24 @@ impl RunningEdge {
 
     /// The UDP address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.node.local_addr()
+        self.handing
+            .udp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Each driver's counters, in driver order (`--drivers`); `None` once one has stopped.
+    pub async fn driver_stats(&self) -> Option<Vec<veil_engine::EndpointStats>> {
+        let mut drivers = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            drivers.push(node.stats_probe().stats().await?);
+        }
+        Some(drivers)
     }
 
     /// SHA-256 of its certificate.
     pub fn fingerprint(&self) -> Option<[u8; 32]> {
-        self.node.certificate_fingerprint()
+        self.nodes.first().and_then(Node::certificate_fingerprint)
     }
 
     /// The lines `veil server` prints at start.
@@ -206,10 +238,78 @@ impl RunningEdge {
         if let Some((_, task)) = &self.metrics {
             task.abort();
         }
-        let stats = self.node.shutdown(drain).await?;
-        tracing::info!(?stats, "edge stopped");
+        let drains: Vec<_> = self
+            .nodes
+            .into_iter()
+            .map(|node| tokio::spawn(node.shutdown(drain)))
+            .collect();
+        for (driver, drained) in drains.into_iter().enumerate() {
+            let stats = drained.await??;
+            tracing::info!(driver, ?stats, "edge stopped");
+        }
         Ok(())
     }
+}
+
+/// The UDP sockets of an edge's drivers, bound to `listen` in one `SO_REUSEPORT` group in
+/// the order of their numbers, with the engine's steering program attached when there are
+/// several (`veil_engine::driver_steering`).
+fn bind_drivers(
+    settings: &ServerSettings,
+    listen: SocketAddr,
+    shared: bool,
+    inherited: bool,
+) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+    let drivers = settings.drivers.get();
+    let first = upgrade::bind_udp(listen, shared)?;
+    if drivers == 1 {
+        return Ok(vec![first]);
+    }
+    // An upgrade's steering program reads one socket per process.
+    anyhow::ensure!(
+        !inherited,
+        "an upgrade in place serves one driver: restart the edge to run --drivers {drivers}"
+    );
+    anyhow::ensure!(
+        !matches!(
+            settings.ip_egress,
+            Some(crate::config::IpEgressSpec::Tun(_))
+        ),
+        "--drivers above 1 carries CONNECT-IP through the decap off-ramp only; a TUN device serves one driver"
+    );
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..drivers {
+        sockets.push(upgrade::bind_udp(addr, true)?);
+    }
+    let count = u16::try_from(drivers).context("too many drivers")?;
+    let program = veil_engine::driver_steering(count).context("the drivers' steering program")?;
+    upgrade::attach_steering(&sockets[0], &program)
+        .context("attaching the drivers' steering program")?;
+    Ok(sockets)
+}
+
+/// The audit records of every driver, in one channel (each driver's own channel still
+/// drops and counts when the writer falls behind).
+fn merge_audit(
+    nodes: &mut [Node],
+) -> Option<tokio::sync::mpsc::Receiver<veil_engine::AuditRecord>> {
+    let mut each: Vec<_> = nodes.iter_mut().filter_map(Node::audit_records).collect();
+    if each.len() <= 1 {
+        return each.pop();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(veil_tokio::AUDIT_CHANNEL);
+    for mut records in each {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(record) = records.recv().await {
+                if tx.send(record).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Some(rx)
 }
 
 /// Serves metrics on `listener`, if there is one.
@@ -391,8 +491,9 @@ impl RunningClient {
             .with_context(|| format!("cannot resolve the edge {}", settings.edge))?
             .next()
             .with_context(|| format!("the edge {} has no address", settings.edge))?;
+        let lanes = u16::try_from(settings.lanes.get()).context("too many lanes")?;
         let mut nodes = Vec::with_capacity(settings.lanes.get());
-        for _ in 0..settings.lanes.get() {
+        for lane in 0..lanes {
             nodes.push(Node::start(
                 client_config(settings, edge_addr),
                 veil_tokio::client_bind_addr(edge_addr),
@@ -400,7 +501,15 @@ impl RunningClient {
                     udp_buffer: settings.udp_buffer,
                     // Lanes exist so that one lane's bulk does not hold another's round
                     // trips: each drives on a thread the OS schedules apart.
-                    own_thread: settings.lanes.get() > 1,
+                    own_thread: lanes > 1,
+                    // The lane in the connection's source IDs: an edge with several
+                    // drivers puts lane i on driver i mod n (`veil_engine::driver_steering`),
+                    // so that lanes stay apart at the edge too.
+                    cid_layout: if lanes > 1 {
+                        CidLayout::new(lane, lanes)
+                    } else {
+                        None
+                    },
                     ..Options::default()
                 },
             )?);
@@ -621,7 +730,7 @@ pub async fn server_tenants(
     let source = StatsSource::Tenants(
         edges
             .iter()
-            .map(|(name, edge)| (name.clone(), edge.node.stats_probe()))
+            .map(|(name, edge)| (name.clone(), StatsProbe::across(&edge.nodes)))
             .collect(),
     );
     let metrics = start_metrics(shared.metrics.map(metrics::bind_std).transpose()?, source)?;
@@ -720,7 +829,6 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             .spawn(move || crate::audit_log::write_blocking(&records, out))?;
     }
     println!("veil: edge listening on {}", edge.local_addr());
-    println!("veil: glommio on {} cores", edge.cores());
     if let (None, Some(fingerprint)) = (&settings.cert_key, edge.certificate_fingerprint()) {
         println!(
             "veil: self-signed certificate fingerprint {}",
@@ -731,6 +839,8 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
     if let Some(addr) = edge.tcp_addr() {
         println!("veil: edge listening on tcp {addr}");
     }
+    // Last: the lines before are the same as the tokio runtime's, for their readers.
+    println!("veil: glommio on {} cores", edge.cores());
     let stats = StatsSource::Glommio(edge.stats_handle());
     runtime.block_on(async {
         let listener = settings.metrics.map(metrics::bind_std).transpose()?;

@@ -458,6 +458,70 @@ mod tests {
         }
     }
 
+    /// The kernel runs the drivers' program: every issued ID reaches its driver's socket,
+    /// and a client's Initials the socket of the lane in its source ID, whatever the
+    /// sender's port.
+    #[test]
+    fn the_kernel_keeps_connections_with_their_drivers() {
+        let drivers = 3u16;
+        let first = bind_udp("127.0.0.1:0".parse().expect("valid"), false).expect("bind");
+        let addr = first.local_addr().expect("bound");
+        let mut sockets = vec![first];
+        for _ in 1..drivers {
+            sockets.push(bind_udp(addr, true).expect("join"));
+        }
+        let program = veil_engine::driver_steering(drivers).expect("program");
+        attach_steering(&sockets[0], &program).expect("attach");
+        for socket in &sockets {
+            socket.set_nonblocking(true).expect("nonblocking");
+        }
+        let layout = |core| veil_engine::CidLayout::new(core, drivers).expect("valid");
+        let short = |id: &[u8]| [&[0x40][..], id, &[0; 20]].concat();
+        let initial = |scid: &[u8]| {
+            let mut packet = vec![0xc0, 0, 0, 0, 1, 8];
+            packet.extend_from_slice(&[0xee; 8]);
+            packet.push(u8::try_from(scid.len()).expect("short"));
+            packet.extend_from_slice(scid);
+            packet.resize(1200, 0);
+            packet
+        };
+        // Many senders: a 4-tuple hash alone would spread them over every socket.
+        for _ in 0..8 {
+            let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
+            for core in 0..drivers {
+                let id = layout(core).issue().expect("rng");
+                sender.send_to(&short(&id), addr).expect("send");
+                // A lane's source ID: lanes 3 and 4 of 5 go to drivers 0 and 1.
+                let lane = if core + 3 < 5 { core + 3 } else { core };
+                let lane = veil_engine::CidLayout::new(lane, 5)
+                    .expect("valid")
+                    .issue()
+                    .expect("rng");
+                sender.send_to(&initial(&lane), addr).expect("send");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = [0u8; 1500];
+        for (core, socket) in (0..drivers).zip(&sockets) {
+            let mut got = 0;
+            while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                got += 1;
+                let owner = if buf[0] & 0x80 == 0 {
+                    layout(core).owner_of(&buf[1..17])
+                } else {
+                    let at = 7 + usize::from(buf[5]);
+                    veil_engine::CidLayout::new(0, 5)
+                        .expect("valid")
+                        .owner_of(&buf[at..at + 16])
+                        .map(|lane| lane % drivers)
+                };
+                assert!(n > 17);
+                assert_eq!(owner, Some(core), "driver {core} got another's datagram");
+            }
+            assert_eq!(got, 16, "driver {core}");
+        }
+    }
+
     fn steer(older: u16, newer: u16) {
         let first = bind_udp("127.0.0.1:0".parse().expect("valid"), false).expect("bind");
         let addr = first.local_addr().expect("bound");

@@ -38,6 +38,16 @@ impl Rig {
 
     /// A rig whose client runs `lanes` endpoints (`--lanes`).
     async fn start_with_lanes(client_token: &str, socks_user: Option<&str>, lanes: usize) -> Self {
+        Self::start_with_drivers(client_token, socks_user, lanes, 1).await
+    }
+
+    /// A rig whose client runs `lanes` lanes and whose edge runs `drivers` drivers.
+    async fn start_with_drivers(
+        client_token: &str,
+        socks_user: Option<&str>,
+        lanes: usize,
+        drivers: usize,
+    ) -> Self {
         // `RUST_LOG=debug cargo test ... -- --nocapture` shows what the nodes do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -70,6 +80,7 @@ impl Rig {
             retry: veil_engine::EdgeConfig::default().retry,
             tenant: None,
             udp_buffer: None,
+            drivers: std::num::NonZeroUsize::new(drivers).expect("a driver at least"),
         })
         .expect("edge starts");
         let fingerprint = edge.fingerprint().expect("self-signed fingerprint");
@@ -542,6 +553,40 @@ async fn lanes_share_quiet_tunnels_and_carry_them_intact() {
             per_lane.iter().all(|&n| n >= 1),
             "a lane took none: {per_lane:?}"
         );
+        rig.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_lane_lands_on_the_edge_driver_its_number_names() {
+    within(async {
+        // Four lanes over three drivers: lanes 0 and 3 on driver 0, lane 1 on driver 1,
+        // lane 2 on driver 2 (the kernel's 4-tuple hash alone would put them anywhere: it
+        // gives this split one time in seven).
+        let rig = Rig::start_with_drivers(TOKEN, None, 4, 3).await;
+        for round in 0..8 {
+            let data = payload(32 * 1024 + round);
+            let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+            assert!(
+                echo_round_trip(stream, &data).await == data,
+                "round {round}"
+            );
+        }
+        let per_lane = tunnels_per_lane(&rig.client).await;
+        assert!(
+            per_lane.iter().all(|&n| n >= 1),
+            "a lane took none: {per_lane:?}"
+        );
+        let drivers = rig.edge.driver_stats().await.expect("the drivers run");
+        let connections: Vec<u64> = drivers.iter().map(|s| s.connections_total).collect();
+        let tunnels: Vec<u64> = drivers.iter().map(|s| s.tunnels_total).collect();
+        assert_eq!(
+            connections,
+            [2, 1, 1],
+            "connections per driver (tunnels {tunnels:?})"
+        );
+        assert_eq!(tunnels.iter().sum::<u64>(), 8, "{tunnels:?}");
         rig.stop().await;
     })
     .await;

@@ -97,6 +97,7 @@ impl Rig {
             retry: veil_engine::EdgeConfig::default().retry,
             tenant: None,
             udp_buffer: None,
+            drivers: std::num::NonZeroUsize::MIN,
         })
         .expect("edge starts");
         let client = RunningClient::start(&ClientSettings {

@@ -197,6 +197,11 @@ pub enum Route {
     /// Proxied through a second client with optimistic tunnels (`veil client
     /// --optimistic`): the SOCKS5 reply and the first bytes do not wait for the edge.
     Optimistic,
+    /// Proxied through a second edge and a client of its own (`veil server` + `veil
+    /// client`): with `--load-route proxied`, round trips that share nothing with the bulk
+    /// tunnel's proxy processes but the CPUs (and the targets), the floor any sharing
+    /// inside veil is measured against.
+    Apart,
     /// SOCKS5 → sslocal → TCP → ssserver → TCP (shadowsocks-rust, `aes-128-gcm`).
     Shadowsocks,
     /// The same with the 2022 cipher (`2022-blake3-aes-128-gcm`).
@@ -213,7 +218,12 @@ impl Route {
             Self::Shadowsocks => Some(peers::PeerKind::Shadowsocks),
             Self::Shadowsocks2022 => Some(peers::PeerKind::Shadowsocks2022),
             Self::Tuic => Some(peers::PeerKind::Tuic),
-            Self::Direct | Self::Raw | Self::Proxied | Self::ProxiedH2 | Self::Optimistic => None,
+            Self::Direct
+            | Self::Raw
+            | Self::Proxied
+            | Self::ProxiedH2
+            | Self::Optimistic
+            | Self::Apart => None,
         }
     }
 
@@ -227,6 +237,7 @@ impl Route {
                 "proxied over HTTP/2: SOCKS5 → veil client → TCP+TLS → veil edge → TCP"
             }
             Self::Optimistic => "proxied, optimistic tunnels (veil client --optimistic)",
+            Self::Apart => "proxied through an edge and a client of its own (shares only the CPUs)",
             Self::Shadowsocks | Self::Shadowsocks2022 | Self::Tuic => {
                 self.peer().map_or("", peers::PeerKind::label)
             }
@@ -252,6 +263,8 @@ struct Stage {
     client_h2: Option<procs::Client>,
     /// The `--optimistic` client, when `--paths` names it.
     client_optimistic: Option<procs::Client>,
+    /// The second edge and its client, when `--paths` names `apart`.
+    apart: Option<(procs::Edge, procs::Client)>,
     /// The peers `--paths` names, started for the run.
     peers: Vec<peers::Peer>,
     loss: Option<loss::Loss>,
@@ -277,10 +290,11 @@ impl Stage {
         let config_owned = config.map(Path::to_path_buf);
         let want_h2 = args.paths.contains(&Route::ProxiedH2);
         let want_optimistic = args.paths.contains(&Route::Optimistic);
+        let want_apart = args.paths.contains(&Route::Apart);
         let wanted_peers: Vec<peers::PeerKind> =
             args.paths.iter().filter_map(|route| route.peer()).collect();
         let peer_dir = args.peer_dir.clone();
-        let (edge, client, client_h2, client_optimistic, peers) =
+        let (edge, client, client_h2, client_optimistic, apart, peers) =
             tokio::task::spawn_blocking(move || {
                 let config = config_owned.as_deref();
                 let edge = procs::start_edge_in(config, place)?;
@@ -301,6 +315,13 @@ impl Stage {
                 } else {
                     None
                 };
+                let apart = if want_apart {
+                    let edge = procs::start_edge_in(config, place)?;
+                    let client = procs::start_client(config, &edge, None)?;
+                    Some((edge, client))
+                } else {
+                    None
+                };
                 // A peer's server stands where the edge does (in the namespace under --veth).
                 let (server_ip, wrapper) = match place {
                     procs::EdgePlace::Veth => (veth::EDGE, Some(veth::Link::exec_prefix())),
@@ -310,7 +331,7 @@ impl Stage {
                     .into_iter()
                     .map(|kind| peers::Peer::start(kind, peer_dir.as_deref(), server_ip, wrapper))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                anyhow::Ok((edge, client, client_h2, client_optimistic, peers))
+                anyhow::Ok((edge, client, client_h2, client_optimistic, apart, peers))
             })
             .await??;
         for peer in &peers {
@@ -337,6 +358,7 @@ impl Stage {
             client,
             client_h2,
             client_optimistic,
+            apart,
             peers,
             loss,
             link,
@@ -350,6 +372,7 @@ impl Stage {
             Route::Proxied => Some(self.client.socks),
             Route::ProxiedH2 => self.client_h2.as_ref().map(|c| c.socks),
             Route::Optimistic => self.client_optimistic.as_ref().map(|c| c.socks),
+            Route::Apart => self.apart.as_ref().map(|(_, client)| client.socks),
             Route::Shadowsocks | Route::Shadowsocks2022 | Route::Tuic => self
                 .peers
                 .iter()
@@ -374,6 +397,10 @@ impl Stage {
                 .as_ref()
                 .map(|c| ("veil client (--optimistic)".to_owned(), c.process.pid())),
         );
+        if let Some((edge, client)) = &self.apart {
+            named.push(("veil client (apart)".to_owned(), client.process.pid()));
+            named.push(("veil edge (apart)".to_owned(), edge.process.pid()));
+        }
         for peer in &self.peers {
             let [local, server] = peer.pids();
             named.push((format!("{}: local", peer.kind.label()), local));
@@ -390,6 +417,7 @@ impl Stage {
             client,
             client_h2,
             client_optimistic,
+            apart,
             peers,
             loss,
             link,
@@ -397,6 +425,7 @@ impl Stage {
         } = self;
         tokio::task::spawn_blocking(move || {
             drop(peers);
+            drop(apart);
             drop(client_optimistic);
             drop(client_h2);
             drop(client);
