@@ -844,6 +844,7 @@ impl ServerSettings {
             udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
             drivers: drivers(flags.drivers.or(file.drivers))?,
         })
+        .and_then(Self::checked_drivers)
     }
 }
 
@@ -857,6 +858,17 @@ pub enum IpEgressSpec {
 }
 
 impl ServerSettings {
+    /// Refuses what several drivers cannot serve: a TUN device for CONNECT-IP, whose
+    /// packets one driver reads.
+    fn checked_drivers(self) -> anyhow::Result<Self> {
+        if self.drivers.get() > 1 && matches!(self.ip_egress, Some(IpEgressSpec::Tun(_))) {
+            bail!(
+                "--drivers above 1 carries CONNECT-IP through the decap off-ramp only; a TUN device (--ip-egress tun:NAME) serves one driver"
+            );
+        }
+        Ok(self)
+    }
+
     /// The settings of each `[[listener]]`: its own keys over the shared ones of `self`
     /// (from `[server]` and the flags). The shared settings must not give what belongs to
     /// a listener (addresses, certificate, tokens, allowlist, rules): it would be unclear
@@ -1197,6 +1209,26 @@ mod tests {
         assert_eq!(settings.listen.port(), 4433);
         assert!(settings.tokens.is_empty());
         assert_eq!(settings.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn several_drivers_refuse_a_tun_egress_and_take_decap() {
+        let merge = |drivers: u8, egress: &str| {
+            let flags = ServerArgs {
+                drivers: Some(drivers),
+                ip_pool: vec!["10.89.0.0/24".to_owned()],
+                ip_egress: Some(egress.to_owned()),
+                ..ServerArgs::default()
+            };
+            ServerSettings::merge(flags, ServerFile::default(), QuicConfig::default())
+        };
+        let error = merge(2, "tun:veil-edge").expect_err("a TUN device serves one driver");
+        assert!(error.to_string().contains("--drivers"), "{error}");
+        assert_eq!(merge(2, "decap").expect("decap").drivers.get(), 2);
+        assert_eq!(
+            merge(1, "tun:veil-edge").expect("one driver").drivers.get(),
+            1
+        );
     }
 
     #[test]

@@ -270,13 +270,6 @@ fn bind_drivers(
         !inherited,
         "an upgrade in place serves one driver: restart the edge to run --drivers {drivers}"
     );
-    anyhow::ensure!(
-        !matches!(
-            settings.ip_egress,
-            Some(crate::config::IpEgressSpec::Tun(_))
-        ),
-        "--drivers above 1 carries CONNECT-IP through the decap off-ramp only; a TUN device serves one driver"
-    );
     let addr = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..drivers {

@@ -587,6 +587,15 @@ async fn each_lane_lands_on_the_edge_driver_its_number_names() {
             "connections per driver (tunnels {tunnels:?})"
         );
         assert_eq!(tunnels.iter().sum::<u64>(), 8, "{tunnels:?}");
+        // An upgrade in place serves one driver: refused, and the edge keeps serving.
+        let refused = rig
+            .edge
+            .upgrade()
+            .await
+            .expect_err("one driver per upgrade");
+        assert!(refused.to_string().contains("one driver"), "{refused}");
+        let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+        assert!(echo_round_trip(stream, b"after").await == b"after");
         rig.stop().await;
     })
     .await;
