@@ -105,6 +105,14 @@ pub struct Options {
     /// This edge's QUIC-LB server ID byte, written in every connection ID it issues
     /// (`veil_engine::CidLayout::with_server`).
     pub edge_id: u8,
+    /// Receive and send buffer of each core's QUIC socket, in bytes, asked of the kernel
+    /// (which caps it at `net.core.rmem_max` / `wmem_max`); `None`: the kernel's default.
+    ///
+    /// Larger is not better for a proxy: a datagram waits behind everything queued before
+    /// it. With 4 MiB buffers (the kernel's cap here), a small tunnel's round trips beside
+    /// a saturating bulk tunnel on the same connection took 80–100 ms at the median,
+    /// against 3–4 ms with the default (docs/PERFORMANCE.md).
+    pub udp_buffer: Option<usize>,
 }
 
 impl Default for Options {
@@ -118,6 +126,7 @@ impl Default for Options {
             forward_queue: 1024,
             listen_tcp: None,
             edge_id: 0,
+            udp_buffer: None,
         }
     }
 }
@@ -345,7 +354,7 @@ impl Edge {
         let io_memory =
             memlock::io_memory_per_core(cores, options.io_memory).map_err(StartError::Memlock)?;
         let io_memory = usize::try_from(io_memory).unwrap_or(usize::MAX);
-        let (sockets, local_addr) = bind_all(listen, cores)?;
+        let (sockets, local_addr) = bind_all(listen, cores, options.udp_buffer)?;
         let sockets = Arc::new(Mutex::new(sockets));
         let (tcp_listeners, tcp_addr) = match options.listen_tcp {
             Some(addr) => {
@@ -489,6 +498,7 @@ impl Drop for Edge {
 fn bind_all(
     listen: SocketAddr,
     cores: usize,
+    buffer: Option<usize>,
 ) -> Result<(Vec<socket2::Socket>, SocketAddr), StartError> {
     let bind_error = |source| StartError::Bind {
         addr: listen,
@@ -503,7 +513,7 @@ fn bind_all(
         .map_err(bind_error)?;
     let mut sockets = Vec::with_capacity(cores);
     for _ in 0..cores {
-        let socket = reuseport_socket(addr).map_err(bind_error)?;
+        let socket = reuseport_socket(addr, buffer).map_err(bind_error)?;
         addr = socket
             .local_addr()
             .map_err(bind_error)?
@@ -514,13 +524,15 @@ fn bind_all(
     Ok((sockets, addr))
 }
 
-fn reuseport_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+fn reuseport_socket(addr: SocketAddr, buffer: Option<usize>) -> io::Result<socket2::Socket> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     socket.set_reuse_port(true)?;
-    // Room for bursts while a core is busy with crypto; the kernel caps it at rmem_max.
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
+    // Only when asked ([`Options::udp_buffer`]); the kernel caps it at rmem_max.
+    if let Some(bytes) = buffer {
+        let _ = socket.set_recv_buffer_size(bytes);
+        let _ = socket.set_send_buffer_size(bytes);
+    }
     socket.bind(&addr.into())?;
     Ok(socket)
 }
@@ -540,7 +552,8 @@ mod tests {
 
     #[test]
     fn every_core_gets_a_socket_on_one_port() {
-        let (sockets, addr) = bind_all("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let (sockets, addr) =
+            bind_all("127.0.0.1:0".parse().expect("addr"), 3, None).expect("bind");
         assert_eq!(sockets.len(), 3);
         assert_ne!(addr.port(), 0);
         for socket in &sockets {

@@ -799,6 +799,7 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
         listen_tcp: settings.listen_tcp,
         edge_id: settings.edge_id,
+        udp_buffer: settings.udp_buffer,
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;
