@@ -654,6 +654,19 @@ typedef struct veil_egress {
   int refusal;
 } veil_egress;
 
+// One classic BPF instruction, laid out as Linux's `struct sock_filter` (a `veil_sock_filter`
+// array is what `struct sock_fprog` points to).
+typedef struct veil_sock_filter {
+  // Operation.
+  uint16_t code;
+  // Jump offset when the condition holds.
+  uint8_t jt;
+  // Jump offset when it does not.
+  uint8_t jf;
+  // Operand.
+  uint32_t k;
+} veil_sock_filter;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -848,6 +861,22 @@ enum veil_result veil_config_set_reconnect(struct veil_config *config,
 enum veil_result veil_config_set_pending(struct veil_config *config,
                                          size_t max_tunnels,
                                          uint64_t deadline_ms);
+
+// Makes the endpoint number `index` of `count` on one UDP port (0-based): every
+// connection ID it issues carries the number (`veil_engine::CidLayout`, QUIC-LB's
+// plaintext layout), so that the kernel program of `veil_driver_steering` sends each
+// datagram to its socket. An edge running one endpoint per thread (its drivers) numbers
+// them in the order their sockets joined the `SO_REUSEPORT` group; a client with lanes
+// numbers its lanes, and an edge with drivers puts lane `i` on driver `i mod drivers`.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`index` not below
+// `count`).
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_endpoint_number(struct veil_config *config,
+                                                 uint16_t index,
+                                                 uint16_t count);
 
 // Client: optimistic TCP tunnels when `on` is non-zero (default off).
 // `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
@@ -1422,6 +1451,22 @@ enum veil_result veil_relay_ended(const struct veil_relay *relay, enum veil_rela
 // A static, NUL-terminated description of result code `code`; unknown numbers get
 // "unknown result code". Never NULL; the string must not be freed.
 const char *veil_result_str(int code);
+
+// Writes the steering program for `drivers` endpoints (1 to 65535) on one port into
+// `program`, room for `capacity` instructions, and its length to `*len`. With too little
+// room (or `program` NULL and `capacity` 0, to ask the size) nothing is written but
+// `*len`, and the result is `VEIL_ERR_BUFFER_TOO_SMALL`.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (no driver, or
+// `program` misaligned); `VEIL_ERR_BUFFER_TOO_SMALL`.
+//
+// # Safety
+// `program` must be NULL or valid for writing `capacity` instructions; `len` NULL or valid
+// for writing one `size_t`.
+enum veil_result veil_driver_steering(uint16_t drivers,
+                                      struct veil_sock_filter *program,
+                                      size_t capacity,
+                                      size_t *len);
 
 // Edge: takes a TCP connection the embedder accepted, from `peer` to `local`; writes its
 // id to `*connection`. `VEIL_ERR_WRONG_ROLE` on a client, `VEIL_ERR_CLOSING` while

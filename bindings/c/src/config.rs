@@ -56,6 +56,9 @@ pub struct veil_config {
     /// replaces them).
     default_names: bool,
     client: ClientDraft,
+    /// What every connection ID the endpoint issues says about it (its number among the
+    /// endpoints on one port: `veil_config_set_endpoint_number`).
+    pub(crate) cid_layout: Option<veil_engine::CidLayout>,
     /// The message of the last failed call on this configuration ("" if none).
     error: CString,
 }
@@ -85,6 +88,7 @@ impl veil_config {
             edge: EdgeConfig::default(),
             default_names: true,
             client: ClientDraft::default(),
+            cid_layout: None,
             error: CString::default(),
         }
     }
@@ -786,6 +790,38 @@ pub unsafe extern "C" fn veil_config_set_pending(
     unsafe { with_config(config, body) }
 }
 
+/// Makes the endpoint number `index` of `count` on one UDP port (0-based): every
+/// connection ID it issues carries the number (`veil_engine::CidLayout`, QUIC-LB's
+/// plaintext layout), so that the kernel program of `veil_driver_steering` sends each
+/// datagram to its socket. An edge running one endpoint per thread (its drivers) numbers
+/// them in the order their sockets joined the `SO_REUSEPORT` group; a client with lanes
+/// numbers its lanes, and an edge with drivers puts lane `i` on driver `i mod drivers`.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`index` not below
+/// `count`).
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_endpoint_number(
+    config: *mut veil_config,
+    index: u16,
+    count: u16,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        let layout = veil_engine::CidLayout::new(index, count).ok_or_else(|| {
+            config.fail(
+                VEIL_ERR_INVALID_ARGUMENT,
+                "veil_config_set_endpoint_number: the index must be below the count",
+            )
+        })?;
+        config.cid_layout = Some(layout);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
 /// Client: optimistic TCP tunnels when `on` is non-zero (default off).
 /// `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
 /// 2xx, and bytes sent at once follow the request: a new tunnel's first byte saves a
@@ -1180,6 +1216,32 @@ mod tests {
         assert!(matches!(built.role, RoleConfig::Client(c) if c.verify == Verify::Insecure));
         // SAFETY: `client` is live and freed once.
         unsafe { veil_config_free(client) };
+    }
+
+    #[test]
+    fn an_endpoint_numbered_among_several_issues_ids_that_name_it() {
+        let edge = new_config(veil_role::VEIL_ROLE_EDGE);
+        // SAFETY: `edge` is live.
+        unsafe {
+            assert_eq!(
+                veil_config_set_endpoint_number(edge, 2, 2),
+                VEIL_ERR_INVALID_ARGUMENT
+            );
+            assert!(last_error(edge).contains("below the count"));
+            assert_eq!(veil_config_set_endpoint_number(edge, 1, 2), VEIL_OK);
+        }
+        let mut endpoint = std::ptr::null_mut();
+        // SAFETY: `edge` is live, `endpoint` a valid out-pointer.
+        let made = unsafe { crate::endpoint::veil_endpoint_new(edge, 1, &raw mut endpoint) };
+        assert_eq!(made, VEIL_OK);
+        // SAFETY: made just above, freed below.
+        let layout = unsafe { &*endpoint }.engine.cid_layout();
+        assert_eq!(layout, veil_engine::CidLayout::new(1, 2));
+        // SAFETY: both live, each freed once.
+        unsafe {
+            crate::endpoint::veil_endpoint_free(endpoint);
+            veil_config_free(edge);
+        }
     }
 
     #[test]

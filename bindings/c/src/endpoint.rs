@@ -234,10 +234,13 @@ pub unsafe extern "C" fn veil_endpoint_new(
         };
         let min_transmit = engine_config.quic.max_send_udp_payload_size;
         let clock = Clock::new(now_ns);
-        let engine = match Endpoint::new(engine_config, clock.instant(now_ns)) {
+        let mut engine = match Endpoint::new(engine_config, clock.instant(now_ns)) {
             Ok(engine) => engine,
             Err(error) => return Err(config.fail(VEIL_ERR_CONFIG, &error.to_string())),
         };
+        if let Some(layout) = config.cid_layout {
+            engine = engine.with_cid_layout(layout);
+        }
         config.fail(VEIL_OK, "");
         let endpoint = Box::new(veil_endpoint {
             engine,

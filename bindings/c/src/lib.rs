@@ -36,6 +36,7 @@ pub mod policy;
 mod ptr;
 pub mod relay;
 pub mod result;
+pub mod steer;
 pub mod tcp;
 pub mod tunnel;
 
@@ -50,4 +51,5 @@ pub use policy::{
 };
 pub use relay::{veil_relay, veil_relay_action, veil_relay_end, veil_relay_outcome};
 pub use result::veil_result;
+pub use steer::veil_sock_filter;
 pub use tunnel::{veil_refusal, veil_tunnel_kind};

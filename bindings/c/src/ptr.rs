@@ -49,6 +49,31 @@ unsafe fn items<'a, T>(data: *const T, len: usize) -> Result<&'a [T], veil_resul
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// `len` writable slots of `T` at `data`: NULL only with `len == 0`, aligned, at most
+/// `isize::MAX` bytes.
+///
+/// # Safety
+/// A non-NULL `data` must be valid for writes of `len` `T`s for `'a`, used by nothing else
+/// meanwhile.
+pub(crate) unsafe fn slots<'a, T>(data: *mut T, len: usize) -> Result<&'a mut [T], veil_result> {
+    if data.is_null() {
+        return if len == 0 {
+            Ok(&mut [])
+        } else {
+            Err(veil_result::VEIL_ERR_NULL)
+        };
+    }
+    let size = len
+        .checked_mul(std::mem::size_of::<T>())
+        .and_then(|size| isize::try_from(size).ok());
+    if !data.is_aligned() || size.is_none() {
+        return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
+    // `len` writable values nobody else uses.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data, len) })
+}
+
 /// A writable buffer of `len` bytes at `data` (NULL or empty: `VEIL_ERR_NULL` /
 /// `VEIL_ERR_BUFFER_TOO_SMALL`).
 ///

@@ -5,10 +5,15 @@
  * it under valgrind (leaks and memory errors fail the test).
  */
 #define _POSIX_C_SOURCE 200809L
+/* SO_REUSEPORT and SO_ATTACH_REUSEPORT_CBPF (Linux). */
+#define _DEFAULT_SOURCE
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -613,8 +618,56 @@ static void lanes(void) {
     veil_lanes_free(lanes);
 }
 
+/* Drivers from C: several endpoints on one port. The engine's steering program comes out
+ * whole (its size asked first), the kernel accepts it on a SO_REUSEPORT group, and an
+ * endpoint is numbered among the others; bad arguments are codes. */
+static void drivers(void) {
+    size_t len = 0;
+    CHECK_RESULT(veil_driver_steering(2, NULL, 0, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_driver_steering(0, NULL, 0, &len), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_driver_steering(2, NULL, 0, &len), VEIL_ERR_BUFFER_TOO_SMALL);
+    CHECK(len > 0);
+    veil_sock_filter *program = calloc(len, sizeof *program);
+    CHECK(program != NULL);
+    CHECK_RESULT(veil_driver_steering(2, program, len - 1, &len), VEIL_ERR_BUFFER_TOO_SMALL);
+    CHECK_RESULT(veil_driver_steering(2, program, len, &len), VEIL_OK);
+
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t addr_len = sizeof addr;
+    int one = 1;
+    int sockets[2];
+    for (int i = 0; i < 2; i++) {
+        sockets[i] = socket(AF_INET, SOCK_DGRAM, 0);
+        CHECK(sockets[i] >= 0);
+        CHECK(setsockopt(sockets[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+        CHECK(bind(sockets[i], (struct sockaddr *)&addr, sizeof addr) == 0);
+        /* The second socket joins the first one's port. */
+        CHECK(getsockname(sockets[i], (struct sockaddr *)&addr, &addr_len) == 0);
+    }
+    struct sock_fprog prog;
+    memset(&prog, 0, sizeof prog); /* its padding goes to the kernel too */
+    prog.len = (unsigned short)len;
+    prog.filter = (struct sock_filter *)program;
+    CHECK(sizeof(veil_sock_filter) == sizeof(struct sock_filter));
+    if (setsockopt(sockets[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+        fprintf(stderr, "SO_ATTACH_REUSEPORT_CBPF: %s\n", strerror(errno));
+        failures++;
+    }
+    close(sockets[0]);
+    close(sockets[1]);
+    free(program);
+
+    veil_config *config = NULL;
+    CHECK_RESULT(veil_config_new(VEIL_ROLE_EDGE, &config), VEIL_OK);
+    CHECK_RESULT(veil_config_set_endpoint_number(NULL, 0, 2), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_config_set_endpoint_number(config, 2, 2), VEIL_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(veil_config_set_endpoint_number(config, 1, 2), VEIL_OK);
+    veil_config_free(config);
+}
+
 int main(void) {
     result_codes();
+    drivers();
     null_handles();
     bad_config();
     relays();
