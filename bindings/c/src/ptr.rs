@@ -31,9 +31,21 @@ pub(crate) unsafe fn counters<'a>(data: *const u64, len: usize) -> Result<&'a [u
 /// # Safety
 /// A non-NULL `data` must be valid for reads of `len` `T`s for `'a`, not written meanwhile.
 unsafe fn items<'a, T>(data: *const T, len: usize) -> Result<&'a [T], veil_result> {
+    if !checked_array(data, len)? {
+        return Ok(&[]);
+    }
+    // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
+    // `len` readable values.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// Whether `len` values of `T` at `data` may be made a slice: `false` for NULL with
+/// `len == 0` (an empty one), `VEIL_ERR_NULL` for NULL with values,
+/// `VEIL_ERR_INVALID_ARGUMENT` if misaligned or larger than `isize::MAX` bytes.
+fn checked_array<T>(data: *const T, len: usize) -> Result<bool, veil_result> {
     if data.is_null() {
         return if len == 0 {
-            Ok(&[])
+            Ok(false)
         } else {
             Err(veil_result::VEIL_ERR_NULL)
         };
@@ -44,9 +56,7 @@ unsafe fn items<'a, T>(data: *const T, len: usize) -> Result<&'a [T], veil_resul
     if !data.is_aligned() || size.is_none() {
         return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
     }
-    // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
-    // `len` readable values.
-    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+    Ok(true)
 }
 
 /// `len` writable slots of `T` at `data`: NULL only with `len == 0`, aligned, at most
@@ -56,18 +66,8 @@ unsafe fn items<'a, T>(data: *const T, len: usize) -> Result<&'a [T], veil_resul
 /// A non-NULL `data` must be valid for writes of `len` `T`s for `'a`, used by nothing else
 /// meanwhile.
 pub(crate) unsafe fn slots<'a, T>(data: *mut T, len: usize) -> Result<&'a mut [T], veil_result> {
-    if data.is_null() {
-        return if len == 0 {
-            Ok(&mut [])
-        } else {
-            Err(veil_result::VEIL_ERR_NULL)
-        };
-    }
-    let size = len
-        .checked_mul(std::mem::size_of::<T>())
-        .and_then(|size| isize::try_from(size).ok());
-    if !data.is_aligned() || size.is_none() {
-        return Err(veil_result::VEIL_ERR_INVALID_ARGUMENT);
+    if !checked_array(data.cast_const(), len)? {
+        return Ok(&mut []);
     }
     // SAFETY: non-NULL, aligned, the byte length fits isize, and the caller promises
     // `len` writable values nobody else uses.

@@ -175,6 +175,21 @@ fn assemble(steps: &[Step]) -> Vec<BpfInstruction> {
     program
 }
 
+/// The first steps of both programs: a long header jumps to `LongHeader`; a short one
+/// falls through with X at its destination ID, which starts at byte 1.
+fn short_header_first() -> Vec<Step> {
+    vec![
+        op(LD | B | ABS, 0),
+        Step::Jump {
+            code: JMP | JSET | K,
+            k: 0x80,
+            yes: Some(Label::LongHeader),
+            no: None,
+        },
+        op(LDX | IMM, 1),
+    ]
+}
+
 /// The program that, with the old process's `older` sockets first in the group and its
 /// successor's `newer` next, each process's in the order of its cores, sends datagrams
 /// whose destination ID names `generation` (the successor's) to the successor's socket of
@@ -200,17 +215,7 @@ pub fn upgrade_steering(generation: u8, older: u16, newer: u16) -> Option<Vec<Bp
             op(LD | B | ABS, offset + GENERATION_AT),
         ]
     };
-    let mut steps = vec![
-        op(LD | B | ABS, 0),
-        Step::Jump {
-            code: JMP | JSET | K,
-            k: 0x80,
-            yes: Some(Label::LongHeader),
-            no: None,
-        },
-    ];
-    // Short header: the ID starts at byte 1; X keeps where.
-    steps.push(op(LDX | IMM, 1));
+    let mut steps = short_header_first();
     steps.extend(tag(1));
     steps.push(Step::Jump {
         code: JMP | JA,
@@ -285,17 +290,7 @@ pub fn driver_steering(drivers: u16) -> Option<Vec<BpfInstruction>> {
             op(RET | A, 0),
         ]
     };
-    let mut steps = vec![
-        op(LD | B | ABS, 0),
-        Step::Jump {
-            code: JMP | JSET | K,
-            k: 0x80,
-            yes: Some(Label::LongHeader),
-            no: None,
-        },
-    ];
-    // Short header: the ID starts at byte 1.
-    steps.push(op(LDX | IMM, 1));
+    let mut steps = short_header_first();
     steps.extend(issued(1));
     // Long header: version at 1..5; the packet type in bits 4 and 5 of byte 0.
     //# RFC 9000 §17.2: "Long Packet Type: The next two bits (those with a mask of 0x30) of
