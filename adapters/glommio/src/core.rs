@@ -66,7 +66,10 @@ pub(crate) struct Forwarded {
 /// edge).
 pub(crate) struct CoreSetup {
     pub(crate) config: Config,
-    pub(crate) socket: socket2::Socket,
+    /// Every core's UDP socket, in the order they joined the `SO_REUSEPORT` group: the
+    /// core takes the one at its index, which the steering program sends its connections'
+    /// datagrams to.
+    pub(crate) sockets: Arc<Mutex<Vec<Option<socket2::Socket>>>>,
     pub(crate) local_addr: SocketAddr,
     /// The core's socket of the TCP on-ramp's listening group, when the edge has one.
     pub(crate) tcp_listener: Option<socket2::Socket>,
@@ -130,11 +133,25 @@ pub(crate) struct Core {
     accepting: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
+/// The socket at the core's index in the group, which the steering program sends its
+/// connections' datagrams to (taken once).
+fn socket_of(
+    sockets: &Mutex<Vec<Option<socket2::Socket>>>,
+    index: u16,
+) -> io::Result<socket2::Socket> {
+    sockets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_mut(usize::from(index))
+        .and_then(Option::take)
+        .ok_or_else(|| io::Error::other("no socket for this core"))
+}
+
 /// Runs one core until shutdown completes or its socket fails.
 pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     let CoreSetup {
         config,
-        socket,
+        sockets,
         local_addr,
         tcp_listener,
         mesh,
@@ -159,7 +176,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     if let Some(make_policy) = &policy {
         endpoint.set_boxed_policy(make_policy());
     }
-    let (socket, features) = prepare_socket(socket, index);
+    let (socket, features) = prepare_socket(socket_of(&sockets, index)?, index);
     let core = Rc::new(Core {
         state: RefCell::new(State {
             endpoint,

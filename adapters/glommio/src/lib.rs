@@ -6,12 +6,16 @@
 //! the listen address, its own TCP dials (with a connect timeout) and relays; nothing is
 //! shared on the hot path.
 //!
-//! - The kernel spreads datagrams over the sockets by 4-tuple. A client's first Initial
-//!   makes the core that received it the connection's owner, and that core issues every
-//!   connection ID of the connection with its number in it ([`veil_engine::CidLayout`]).
-//! - When a peer's address changes (NAT rebinding, migration), its datagrams may reach
-//!   another core; that core reads the owner from the destination connection ID and
-//!   forwards the datagram over glommio's channel mesh ([`CoreStats::forwarded_out`]).
+//! - A client's first Initial makes the core that received it the connection's owner, and
+//!   that core issues every connection ID of the connection with its number in it
+//!   ([`veil_engine::CidLayout`]). The engine's steering program, attached to the sockets'
+//!   group ([`veil_engine::driver_steering`]), then sends every datagram of the connection
+//!   to its owner's socket, whatever the peer's address (NAT rebinding, migration), and a
+//!   new connection from a client's lane to the core the lane's number names; other new
+//!   connections are spread by the kernel's 4-tuple hash.
+//! - A datagram that still reaches another core (the kernel refused the program, which is
+//!   logged; a client's Initial naming another core than the connection's IDs) is
+//!   forwarded to its owner over glommio's channel mesh ([`CoreStats::forwarded_out`]).
 //! - With [`Options::listen_tcp`], every core also has a TCP listening socket in one
 //!   `SO_REUSEPORT` group: the edge's TCP on-ramp (TLS and HTTP/2, for clients whose
 //!   network blocks UDP), which the engine runs. The kernel spreads connections over the
@@ -52,6 +56,7 @@ mod memlock;
 mod port;
 mod resolve;
 mod signal;
+mod steer;
 mod tcp;
 mod tunnel;
 mod udp;
@@ -355,7 +360,12 @@ impl Edge {
             memlock::io_memory_per_core(cores, options.io_memory).map_err(StartError::Memlock)?;
         let io_memory = usize::try_from(io_memory).unwrap_or(usize::MAX);
         let (sockets, local_addr) = bind_all(listen, cores, options.udp_buffer)?;
-        let sockets = Arc::new(Mutex::new(sockets));
+        if cores > 1 {
+            steer::attach(&sockets, cores);
+        }
+        let sockets = Arc::new(Mutex::new(
+            sockets.into_iter().map(Some).collect::<Vec<_>>(),
+        ));
         let (tcp_listeners, tcp_addr) = match options.listen_tcp {
             Some(addr) => {
                 let (listeners, bound) = tcp::bind_all(addr, cores)
@@ -379,7 +389,7 @@ impl Edge {
             .name("veil-core")
             .io_memory(io_memory)
             .on_all_shards(move || {
-                let socket = sockets.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                let sockets = sockets.clone();
                 let tcp_listener = tcp_listeners
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -388,13 +398,12 @@ impl Edge {
                 let audit = audit_tx.clone();
                 let policy = policy.clone();
                 async move {
-                    let socket = socket.ok_or_else(|| io::Error::other("no socket left"))?;
                     if tcp_addr.is_some() && tcp_listener.is_none() {
                         return Err(io::Error::other("no TCP listener left"));
                     }
                     core::run(CoreSetup {
                         config,
-                        socket,
+                        sockets,
                         local_addr,
                         tcp_listener,
                         mesh,

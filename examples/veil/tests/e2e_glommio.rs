@@ -1,16 +1,16 @@
 //! The glommio thread-per-core edge end to end: curl → `veil client` → a UDP relay →
 //! `veil server --runtime glommio --cores 2` → nginx.
 //!
-//! Clients are added until both cores own connections (the kernel spreads the edge's
-//! `SO_REUSEPORT` sockets by 4-tuple). A client that keeps its address always reaches its
-//! owner, and one whose address changes does not survive it yet (the engine does not follow
-//! a peer to a new path, on tokio either), so misdelivery is made by hand: the relays note
-//! the connection IDs the edge issues (the source IDs of its long-header packets), and the
-//! test sends datagrams carrying them from many source ports while the transfers run. Those
-//! the kernel hands to the wrong core must be forwarded to the core the ID names, which
-//! drops them (they do not decrypt). The edge prints each core's counters at SIGTERM; the
-//! test checks that forwarding happened both ways, that both cores owned connections, and
-//! that every transfer's checksum matches.
+//! Clients are added until both cores own connections (the kernel spreads new connections
+//! of clients without lanes by 4-tuple). The edge's steering program sends every datagram
+//! that carries an ID it issued to the core the ID names, so misdelivery is made by hand:
+//! the relays note the connection IDs the edge issues (the source IDs of its long-header
+//! packets), and the test sends, from many source ports while the transfers run, Initial
+//! packets to those IDs whose source ID names the other core. The program steers an Initial
+//! by its source ID (a client's lane), so they reach the wrong core, which must forward them
+//! to the core the destination ID names, which drops them (they do not decrypt). The edge
+//! prints each core's counters at SIGTERM; the test checks that forwarding happened both
+//! ways, that both cores owned connections, and that every transfer's checksum matches.
 
 mod support;
 
@@ -115,8 +115,9 @@ fn long_header_scid(packet: &[u8]) -> Option<&[u8]> {
     packet.get(scid_at + 1..scid_at + 1 + scid_len)
 }
 
-/// Sends a short-header datagram for each issued ID from `PROBE_PORTS` source ports: the
-/// kernel hands some to the core that does not own the ID. Returns how many were sent.
+/// Sends an Initial for each issued ID from `PROBE_PORTS` source ports, its source ID
+/// naming the other core: the steering program hands it to the core that does not own the
+/// ID. Returns how many were sent.
 fn misdeliver(edge: SocketAddr, issued: &Issued) -> anyhow::Result<usize> {
     let ids: Vec<Vec<u8>> = issued
         .lock()
@@ -128,9 +129,21 @@ fn misdeliver(edge: SocketAddr, issued: &Issued) -> anyhow::Result<usize> {
     for _ in 0..PROBE_PORTS {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         for id in &ids {
-            // Short header (fixed bit set), the ID, then bytes that will not decrypt.
-            let mut datagram = vec![0x40];
+            // An Initial (QUIC v1) to the ID, from a source ID that names the other core,
+            // then bytes that will not decrypt.
+            let Some(owner) = id
+                .get(3..5)
+                .map(|core| u16::from_be_bytes([core[0], core[1]]))
+            else {
+                continue;
+            };
+            let other = veil_engine::CidLayout::new(1 - owner.min(1), 2)
+                .and_then(veil_engine::CidLayout::issue)
+                .context("a source ID of the other core")?;
+            let mut datagram = vec![0xc0, 0, 0, 0, 1, u8::try_from(id.len())?];
             datagram.extend_from_slice(id);
+            datagram.push(u8::try_from(other.len())?);
+            datagram.extend_from_slice(&other);
             datagram.resize(1200, 0x5a);
             socket.send_to(&datagram, edge)?;
             sent += 1;
