@@ -76,6 +76,7 @@ use veil_engine::{
 };
 
 pub use memlock::MemlockError;
+pub use steer::attach_steering;
 
 use crate::core::CoreSetup;
 

@@ -15,7 +15,7 @@ pub(crate) fn attach(sockets: &[socket2::Socket], cores: usize) {
         .ok()
         .and_then(veil_engine::driver_steering);
     let attached = match (sockets.first(), program) {
-        (Some(socket), Some(program)) => set_program(socket, &program),
+        (Some(socket), Some(program)) => attach_steering(socket, &program),
         _ => Err(std::io::Error::other("no socket or no program")),
     };
     match attached {
@@ -27,9 +27,11 @@ pub(crate) fn attach(sockets: &[socket2::Socket], cores: usize) {
     }
 }
 
-/// `setsockopt(SO_ATTACH_REUSEPORT_CBPF)`, which neither socket2 nor nix wraps.
+/// Attaches `program` (one of the engine's steering programs) to the `SO_REUSEPORT`
+/// group of `socket`: `setsockopt(SO_ATTACH_REUSEPORT_CBPF)`, which neither socket2 nor
+/// nix wraps. The kernel checks the program and copies it.
 #[allow(unsafe_code)]
-fn set_program(socket: &socket2::Socket, program: &[BpfInstruction]) -> std::io::Result<()> {
+pub fn attach_steering(socket: &impl AsRawFd, program: &[BpfInstruction]) -> std::io::Result<()> {
     let mut filters: Vec<libc::sock_filter> = program
         .iter()
         .map(|i| libc::sock_filter {
@@ -45,7 +47,7 @@ fn set_program(socket: &socket2::Socket, program: &[BpfInstruction]) -> std::io:
     };
     let len = libc::socklen_t::try_from(size_of::<libc::sock_fprog>())
         .map_err(|_| std::io::Error::other("option too large"))?;
-    // SAFETY: the descriptor is an open socket borrowed for the call; `prog` is a live
+    // SAFETY: the descriptor is the caller's open socket, borrowed for the call; `prog` is a live
     // `sock_fprog` of the length given, pointing at `filters`, which outlives the call,
     // during which the kernel copies the program.
     let result = unsafe {

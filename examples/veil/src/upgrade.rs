@@ -221,26 +221,13 @@ fn option_len<T>() -> io::Result<libc::socklen_t> {
     libc::socklen_t::try_from(size_of::<T>()).map_err(|_| io::Error::other("option too large"))
 }
 
-/// Attaches `program` to the `SO_REUSEPORT` group of `socket`.
+/// Attaches `program` to the `SO_REUSEPORT` group of `socket` (the one implementation,
+/// veil-glommio's, which attaches the same kind of program to its cores' group).
 pub fn attach_steering(
     socket: &impl AsFd,
     program: &[veil_engine::BpfInstruction],
 ) -> io::Result<()> {
-    let filters: Vec<libc::sock_filter> = program
-        .iter()
-        .map(|i| libc::sock_filter {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect();
-    let prog = libc::sock_fprog {
-        len: u16::try_from(filters.len()).map_err(|_| io::Error::other("program too long"))?,
-        filter: filters.as_ptr().cast_mut(),
-    };
-    // `prog` points at `filters`, which outlives the call; the kernel copies the program.
-    set_socket_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &prog)
+    veil_glommio::attach_steering(&socket.as_fd(), program)
 }
 
 /// Removes the program of `socket`'s group: the kernel hashes by 4-tuple again.
