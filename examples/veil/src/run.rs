@@ -105,7 +105,10 @@ impl RunningEdge {
         };
         // A tenant's records go to the process's one writer (`server_tenants`).
         let mut audit_records = None;
-        if let (Some(target), Some(records)) = (&settings.audit_log, merge_audit(&mut nodes)) {
+        if let (Some(target), Some(records)) = (
+            &settings.audit_log,
+            merge_audit(nodes.iter_mut().filter_map(Node::audit_records).collect()),
+        ) {
             if settings.tenant.is_some() {
                 audit_records = Some(records);
             } else {
@@ -181,19 +184,15 @@ impl RunningEdge {
 
     /// The UDP address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.handing
-            .udp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        // Every driver's socket is bound to the same address.
+        self.nodes
+            .first()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), Node::local_addr)
     }
 
     /// Each driver's counters, in driver order (`--drivers`); `None` once one has stopped.
     pub async fn driver_stats(&self) -> Option<Vec<veil_engine::EndpointStats>> {
-        let mut drivers = Vec::with_capacity(self.nodes.len());
-        for node in &self.nodes {
-            drivers.push(node.stats_probe().stats().await?);
-        }
-        Some(drivers)
+        stats_of_each(&self.nodes).await
     }
 
     /// SHA-256 of its certificate.
@@ -282,12 +281,11 @@ fn bind_drivers(
     Ok(sockets)
 }
 
-/// The audit records of every driver, in one channel (each driver's own channel still
-/// drops and counts when the writer falls behind).
+/// Audit records from several sources (an edge's drivers, a process's tenants) in one
+/// channel for one writer; `None` without a source.
 fn merge_audit(
-    nodes: &mut [Node],
+    mut each: Vec<tokio::sync::mpsc::Receiver<veil_engine::AuditRecord>>,
 ) -> Option<tokio::sync::mpsc::Receiver<veil_engine::AuditRecord>> {
-    let mut each: Vec<_> = nodes.iter_mut().filter_map(Node::audit_records).collect();
     if each.len() <= 1 {
         return each.pop();
     }
@@ -296,6 +294,8 @@ fn merge_audit(
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(record) = records.recv().await {
+                // Waiting here fills the source's own channel, whose driver drops and
+                // counts: the data path never waits for the writer.
                 if tx.send(record).await.is_err() {
                     return;
                 }
@@ -303,6 +303,15 @@ fn merge_audit(
         });
     }
     Some(rx)
+}
+
+/// Each node's counters, in order; `None` once one has stopped.
+async fn stats_of_each(nodes: &[Node]) -> Option<Vec<veil_engine::EndpointStats>> {
+    let mut each = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        each.push(node.stats_probe().stats().await?);
+    }
+    Some(each)
 }
 
 /// Serves metrics on `listener`, if there is one.
@@ -580,11 +589,7 @@ impl RunningClient {
 
     /// Each lane's counters, in lane order; `None` once a lane has stopped.
     pub async fn lane_stats(&self) -> Option<Vec<veil_engine::EndpointStats>> {
-        let mut lanes = Vec::with_capacity(self.nodes.len());
-        for node in &self.nodes {
-            lanes.push(node.stats_probe().stats().await?);
-        }
-        Some(lanes)
+        stats_of_each(&self.nodes).await
     }
 
     /// The HTTP proxy listener's address, when it was asked for.
@@ -703,22 +708,13 @@ pub async fn server_tenants(
     }
     if let Some(target) = &shared.audit_log {
         let out = crate::audit_log::open(target)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(veil_tokio::AUDIT_CHANNEL);
-        for (_, edge) in &mut edges {
-            if let Some(mut records) = edge.audit_records.take() {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while let Some(record) = records.recv().await {
-                        // Waiting here fills the tenant's own channel, whose driver drops
-                        // and counts: the data path never waits for the writer.
-                        if tx.send(record).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+        let each = edges
+            .iter_mut()
+            .filter_map(|(_, edge)| edge.audit_records.take())
+            .collect();
+        if let Some(records) = merge_audit(each) {
+            tokio::spawn(crate::audit_log::write(records, out));
         }
-        tokio::spawn(crate::audit_log::write(rx, out));
     }
     let source = StatsSource::Tenants(
         edges
