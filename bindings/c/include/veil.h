@@ -878,6 +878,22 @@ enum veil_result veil_config_set_endpoint_number(struct veil_config *config,
                                                  uint16_t index,
                                                  uint16_t count);
 
+// Edge: names this edge `edge_id` (its QUIC-LB server ID byte, `--edge-id` in veil's
+// CLI) and its process `generation` in every connection ID it issues, beside its endpoint
+// number (`veil_config_set_endpoint_number`; endpoint 0 of 1 if that was not set). A
+// QUIC-aware load balancer in front of several edges routes by the edge byte; a host that
+// upgrades in place (a new process beside the old, on the same port) gives the new one
+// the next generation, so that a kernel program can tell their connections apart. The
+// byte positions are `veil_engine::CidLayout`'s.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_server_id(struct veil_config *config,
+                                           uint8_t edge_id,
+                                           uint8_t generation);
+
 // Client: optimistic TCP tunnels when `on` is non-zero (default off).
 // `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
 // 2xx, and bytes sent at once follow the request: a new tunnel's first byte saves a

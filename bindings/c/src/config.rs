@@ -58,7 +58,10 @@ pub struct veil_config {
     client: ClientDraft,
     /// What every connection ID the endpoint issues says about it (its number among the
     /// endpoints on one port: `veil_config_set_endpoint_number`).
-    pub(crate) cid_layout: Option<veil_engine::CidLayout>,
+    cid_layout: Option<veil_engine::CidLayout>,
+    /// The edge and process generation every issued connection ID names
+    /// (`veil_config_set_server_id`).
+    server_id: Option<(u8, u8)>,
     /// The message of the last failed call on this configuration ("" if none).
     error: CString,
 }
@@ -81,6 +84,17 @@ struct ClientDraft {
 }
 
 impl veil_config {
+    /// The connection ID layout the endpoint issues by: its number among the endpoints on
+    /// one port and the server ID, as set; `None` (random IDs) when neither was.
+    pub(crate) fn cid_layout(&self) -> Option<veil_engine::CidLayout> {
+        let Some((edge, generation)) = self.server_id else {
+            return self.cid_layout;
+        };
+        self.cid_layout
+            .or_else(|| veil_engine::CidLayout::new(0, 1))
+            .map(|layout| layout.with_server(edge, generation))
+    }
+
     fn new(role: veil_role) -> Self {
         Self {
             role,
@@ -89,6 +103,7 @@ impl veil_config {
             default_names: true,
             client: ClientDraft::default(),
             cid_layout: None,
+            server_id: None,
             error: CString::default(),
         }
     }
@@ -822,6 +837,32 @@ pub unsafe extern "C" fn veil_config_set_endpoint_number(
     unsafe { with_config(config, body) }
 }
 
+/// Edge: names this edge `edge_id` (its QUIC-LB server ID byte, `--edge-id` in veil's
+/// CLI) and its process `generation` in every connection ID it issues, beside its endpoint
+/// number (`veil_config_set_endpoint_number`; endpoint 0 of 1 if that was not set). A
+/// QUIC-aware load balancer in front of several edges routes by the edge byte; a host that
+/// upgrades in place (a new process beside the old, on the same port) gives the new one
+/// the next generation, so that a kernel program can tell their connections apart. The
+/// byte positions are `veil_engine::CidLayout`'s.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_NULL`.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_server_id(
+    config: *mut veil_config,
+    edge_id: u8,
+    generation: u8,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        config.server_id = Some((edge_id, generation));
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
 /// Client: optimistic TCP tunnels when `on` is non-zero (default off).
 /// `VEIL_EVENT_TUNNEL_OPENED` then comes as soon as the request leaves, not at the edge's
 /// 2xx, and bytes sent at once follow the request: a new tunnel's first byte saves a
@@ -1240,6 +1281,42 @@ mod tests {
         // SAFETY: both live, each freed once.
         unsafe {
             crate::endpoint::veil_endpoint_free(endpoint);
+        }
+        // The server ID joins the number; set alone, it names endpoint 0 of 1.
+        // SAFETY: `edge` is live.
+        unsafe {
+            assert_eq!(veil_config_set_server_id(edge, 7, 3), VEIL_OK);
+            assert_eq!(
+                veil_config_set_server_id(std::ptr::null_mut(), 7, 3),
+                veil_result::VEIL_ERR_NULL
+            );
+        }
+        // SAFETY: `edge` is live.
+        let layout = unsafe { &*edge }.cid_layout();
+        let expected = veil_engine::CidLayout::new(1, 2).map(|l| l.with_server(7, 3));
+        assert_eq!(layout, expected);
+        let issued = layout
+            .and_then(veil_engine::CidLayout::issue)
+            .expect("an ID");
+        assert_eq!(veil_engine::CidLayout::server_of(&issued), Some((7, 3)));
+        let alone = new_config(veil_role::VEIL_ROLE_EDGE);
+        // SAFETY: `alone` is live.
+        unsafe { veil_config_set_server_id(alone, 9, 1) };
+        // SAFETY: `alone` is live.
+        let layout = unsafe { &*alone }.cid_layout();
+        assert_eq!(
+            layout,
+            veil_engine::CidLayout::new(0, 1).map(|l| l.with_server(9, 1))
+        );
+        // SAFETY: `alone` is live, `endpoint` a valid out-pointer.
+        let made = unsafe { crate::endpoint::veil_endpoint_new(alone, 1, &raw mut endpoint) };
+        assert_eq!(made, VEIL_OK);
+        // SAFETY: made just above.
+        assert_eq!(unsafe { &*endpoint }.engine.cid_layout(), layout);
+        // SAFETY: each live, each freed once.
+        unsafe {
+            crate::endpoint::veil_endpoint_free(endpoint);
+            veil_config_free(alone);
             veil_config_free(edge);
         }
     }

@@ -238,7 +238,7 @@ pub unsafe extern "C" fn veil_endpoint_new(
             Ok(engine) => engine,
             Err(error) => return Err(config.fail(VEIL_ERR_CONFIG, &error.to_string())),
         };
-        if let Some(layout) = config.cid_layout {
+        if let Some(layout) = config.cid_layout() {
             engine = engine.with_cid_layout(layout);
         }
         config.fail(VEIL_OK, "");

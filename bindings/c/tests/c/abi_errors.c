@@ -662,6 +662,8 @@ static void drivers(void) {
     CHECK_RESULT(veil_config_set_endpoint_number(NULL, 0, 2), VEIL_ERR_NULL);
     CHECK_RESULT(veil_config_set_endpoint_number(config, 2, 2), VEIL_ERR_INVALID_ARGUMENT);
     CHECK_RESULT(veil_config_set_endpoint_number(config, 1, 2), VEIL_OK);
+    CHECK_RESULT(veil_config_set_server_id(NULL, 7, 3), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_config_set_server_id(config, 7, 3), VEIL_OK);
     veil_config_free(config);
 }
 
