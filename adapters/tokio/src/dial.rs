@@ -14,17 +14,20 @@ use veil_engine::{Egress, EgressPlan, Host, Refusal, TunnelId, TunnelTarget};
 
 use crate::command::Command;
 
-/// Resolves `target` (unless the engine's cache gave its addresses, `cached`), asks the
-/// driver where the engine lets `tunnel` go, and connects there ([`allowed_address`]).
-/// Resolution and connection each get `timeout`.
+/// Connects `tunnel` where the engine lets it go: by `plan` when the driver could make it
+/// at once ([`known_addresses`]), otherwise after resolving `target` and asking the driver
+/// ([`allowed_address`]). Resolution and connection each get `timeout`.
 pub(crate) async fn dial(
     tunnel: TunnelId,
     target: &TunnelTarget,
-    cached: Option<Vec<SocketAddr>>,
+    plan: Option<EgressPlan>,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
-    let plan = allowed_address(tunnel, target, cached, commands, timeout).await?;
+    let plan = match plan {
+        Some(plan) => plan,
+        None => allowed_address(tunnel, target, None, commands, timeout).await?,
+    };
     let stream = match tokio::time::timeout(timeout, race(plan)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
@@ -38,7 +41,13 @@ pub(crate) async fn dial(
 /// Happy Eyeballs (RFC 8305) over the engine's plan: the first attempt alone for the
 /// plan's delay, then the next, and so on (an attempt that fails starts the next at once);
 /// the first connection wins and the others are dropped. The last error when all fail.
-async fn race(plan: EgressPlan) -> std::io::Result<TcpStream> {
+async fn race(mut plan: EgressPlan) -> std::io::Result<TcpStream> {
+    if plan.attempts.len() == 1 {
+        // Nothing to race: no task of its own, and no hand-over back from it.
+        if let Some(only) = plan.attempts.pop() {
+            return connect(only).await;
+        }
+    }
     let mut pending = plan.attempts.into_iter();
     let mut running = JoinSet::new();
     let mut last_error = None;
@@ -106,6 +115,15 @@ pub(crate) async fn allowed_address(
         })
         .map_err(|_| Refusal::Internal)?;
     chosen.await.map_err(|_| Refusal::Internal)?
+}
+
+/// The addresses of `target` known without a lookup: the literal itself. (The engine's
+/// cache of resolved names is the driver's to ask.)
+pub(crate) fn known_addresses(target: &TunnelTarget) -> Option<Vec<SocketAddr>> {
+    match &target.host {
+        Host::Ip(ip) => Some(vec![SocketAddr::new(*ip, target.port)]),
+        Host::Name(_) => None,
+    }
 }
 
 /// The addresses of `target`: the literal itself, or what the system resolver answers.

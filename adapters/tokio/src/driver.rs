@@ -395,10 +395,20 @@ impl Driver {
     fn on_request(&mut self, tunnel: TunnelId, target: TunnelTarget) {
         let commands = self.command_tx.clone();
         let timeout = self.options.connect_timeout;
-        // The engine's cache of resolved names spares a lookup.
-        let cached = self.endpoint.cached_addresses(tunnel);
+        // An address, or a name in the engine's cache: the engine plans the dial now, and
+        // the task spares a lookup and a round trip back here to ask.
+        let known =
+            dial::known_addresses(&target).or_else(|| self.endpoint.cached_addresses(tunnel));
+        let plan = match known.map(|addrs| self.endpoint.egress_plan(tunnel, &addrs)) {
+            None => None,
+            Some(Ok(plan)) => Some(plan),
+            Some(Err(refusal)) => {
+                tracing::info!(?tunnel, %target, ?refusal, "dial refused");
+                return self.refuse(tunnel, refusal);
+            }
+        };
         let dial = tokio::spawn(async move {
-            let result = dial::dial(tunnel, &target, cached, &commands, timeout).await;
+            let result = dial::dial(tunnel, &target, plan, &commands, timeout).await;
             if let Err(refusal) = &result {
                 tracing::info!(?tunnel, %target, ?refusal, "dial failed");
             }
