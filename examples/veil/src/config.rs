@@ -1007,20 +1007,21 @@ pub const MAX_DRIVERS: u8 = 16;
 
 /// `--drivers` or `[server] drivers`, checked: 1 when not given.
 fn drivers(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
-    let drivers = asked.unwrap_or(1);
-    if drivers > MAX_DRIVERS {
-        bail!("drivers: at most {MAX_DRIVERS}, not {drivers}");
+    bounded_count("drivers", asked, MAX_DRIVERS)
+}
+
+/// A count of endpoints (`name`) asked for, 1 when not given, from 1 to `max`.
+fn bounded_count(name: &str, asked: Option<u8>, max: u8) -> anyhow::Result<NonZeroUsize> {
+    let count = asked.unwrap_or(1);
+    if count > max {
+        bail!("{name}: at most {max}, not {count}");
     }
-    NonZeroUsize::new(usize::from(drivers)).context("drivers: at least 1")
+    NonZeroUsize::new(usize::from(count)).with_context(|| format!("{name}: at least 1"))
 }
 
 /// `--lanes` or `[client] lanes`, checked: 1 when not given.
 fn lanes(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
-    let lanes = asked.unwrap_or(1);
-    if lanes > MAX_LANES {
-        bail!("lanes: at most {MAX_LANES}, not {lanes}");
-    }
-    NonZeroUsize::new(usize::from(lanes)).context("lanes: at least 1")
+    bounded_count("lanes", asked, MAX_LANES)
 }
 
 impl ClientSettings {
