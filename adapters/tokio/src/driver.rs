@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -117,9 +117,19 @@ pub(crate) struct Driver {
     dials: HashMap<TunnelId, tokio::task::AbortHandle>,
     /// Scratch for a TCP connection's bytes on their way to its writer.
     tcp_buf: Box<[u8]>,
-    /// Bytes of the UDP datagrams received and sent so far: a client lane's traffic, which
-    /// `Opener` reads to place new tunnels (`veil_engine::lanes`).
-    traffic: Arc<AtomicU64>,
+    /// A client lane's load, which `Opener` reads to place new tunnels
+    /// (`veil_engine::lanes`).
+    gauge: Arc<LaneGauge>,
+}
+
+/// What a driver tells its node's `Opener` of its load: written by the driver, read by
+/// the threads that open tunnels (relaxed: an estimate, not an account).
+#[derive(Debug, Default)]
+pub(crate) struct LaneGauge {
+    /// Bytes of the UDP datagrams received and sent so far.
+    pub(crate) moved: AtomicU64,
+    /// Tunnels alive at the end of the driver's last round of work.
+    pub(crate) tunnels: AtomicUsize,
 }
 
 impl Driver {
@@ -157,7 +167,7 @@ impl Driver {
             tcp: HashMap::default(),
             dials: HashMap::default(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
-            traffic: Arc::default(),
+            gauge: Arc::default(),
         }
     }
 
@@ -242,14 +252,14 @@ impl Driver {
 
     /// Adds to the lane's traffic (read by other threads: relaxed, a load estimate).
     fn count_traffic(&self, bytes: usize) {
-        self.traffic
+        self.gauge
+            .moved
             .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Counts the bytes received and sent into `counter` (the node's, which its `Opener`
-    /// reads).
-    pub(crate) fn with_traffic(mut self, counter: Arc<AtomicU64>) -> Self {
-        self.traffic = counter;
+    /// Reports the lane's load into `gauge` (the node's, which its `Opener` reads).
+    pub(crate) fn with_gauge(mut self, gauge: Arc<LaneGauge>) -> Self {
+        self.gauge = gauge;
         self
     }
 
@@ -296,6 +306,9 @@ impl Driver {
             }
             self.pass_audit();
             if !progressed {
+                self.gauge
+                    .tunnels
+                    .store(self.endpoint.tunnel_count(), Ordering::Relaxed);
                 return Ok(());
             }
         }

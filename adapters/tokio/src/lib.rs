@@ -54,7 +54,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -76,7 +76,7 @@ pub use udp_tunnel::{
 pub use veil_tun::Tun;
 
 use command::Command;
-use driver::Driver;
+use driver::{Driver, LaneGauge};
 
 /// HTTP/3 `H3_NO_ERROR`, the default code of a graceful close.
 //# RFC 9114 §8.1: "H3_NO_ERROR (0x0100): No error. This is used when the connection or
@@ -239,8 +239,8 @@ pub struct Node {
     /// The TCP on-ramp's accept loops: stopped when the shutdown starts, so that a
     /// successor sharing the listener (an upgrade) takes every new connection.
     tcp_accepts: Vec<JoinHandle<()>>,
-    /// Bytes of UDP datagrams the driver has received and sent (a lane's traffic).
-    traffic: Arc<AtomicU64>,
+    /// The driver's load as a client lane: bytes moved, tunnels open.
+    gauge: Arc<LaneGauge>,
 }
 
 /// Audit records waiting for the host's writer, at most (then dropped, counted).
@@ -335,8 +335,8 @@ impl Node {
         let decap = ip_egress
             .is_some_and(IpEgress::is_decap)
             .then(decap::DecapFlows::default);
-        let traffic = Arc::new(AtomicU64::new(0));
-        let counter = traffic.clone();
+        let gauge = Arc::new(LaneGauge::default());
+        let lane_gauge = gauge.clone();
         let command_tx = tx.clone();
         let drive = move || -> io::Result<_> {
             let udp = udp::UdpIo::from_std(socket)?;
@@ -351,7 +351,7 @@ impl Node {
             )
             .with_ip_device(device)
             .with_decap(decap)
-            .with_traffic(counter))
+            .with_gauge(lane_gauge))
         };
         let task = if options.own_thread {
             spawn_on_own_thread(drive)
@@ -367,7 +367,7 @@ impl Node {
             audit,
             decisions: Some(decisions),
             tcp_accepts: Vec::new(),
-            traffic,
+            gauge,
         })
     }
 
@@ -505,8 +505,8 @@ impl StatsProbe {
 
 /// Opens tunnels through a client [`Node`], or through whichever of several client nodes
 /// (lanes: each its own socket, driver and connection to the edge) has moved the fewest
-/// bytes lately ([`veil_engine::lanes`]): a small tunnel then does not queue behind a
-/// bulk transfer's packets in a driver it shares with it.
+/// bytes lately for the tunnels it has open ([`veil_engine::lanes`]): a small tunnel then
+/// does not queue behind a bulk transfer's packets in a driver it shares with it.
 #[derive(Debug, Clone)]
 pub struct Opener {
     lanes: Arc<Lanes>,
@@ -515,8 +515,8 @@ pub struct Opener {
 /// The nodes an [`Opener`] places tunnels on.
 #[derive(Debug)]
 struct Lanes {
-    /// Each lane's driver, and its traffic counter.
-    nodes: Vec<(mpsc::UnboundedSender<Command>, Arc<AtomicU64>)>,
+    /// Each lane's driver, and its load.
+    nodes: Vec<(mpsc::UnboundedSender<Command>, Arc<LaneGauge>)>,
     picker: std::sync::Mutex<LanePicker>,
 }
 
@@ -531,7 +531,7 @@ impl Opener {
         let count = NonZeroUsize::new(nodes.len()).expect("an opener needs a node");
         let nodes = nodes
             .iter()
-            .map(|node| (node.commands.clone(), node.traffic.clone()))
+            .map(|node| (node.commands.clone(), node.gauge.clone()))
             .collect();
         Self {
             lanes: Arc::new(Lanes {
@@ -547,7 +547,11 @@ impl Opener {
         let index = if nodes.len() > 1 {
             let moved: Vec<u64> = nodes
                 .iter()
-                .map(|(_, traffic)| traffic.load(Ordering::Relaxed))
+                .map(|(_, gauge)| gauge.moved.load(Ordering::Relaxed))
+                .collect();
+            let tunnels: Vec<usize> = nodes
+                .iter()
+                .map(|(_, gauge)| gauge.tunnels.load(Ordering::Relaxed))
                 .collect();
             // A poisoned lock only means another opener panicked mid-pick: the table is
             // still a valid estimate.
@@ -556,8 +560,8 @@ impl Opener {
                 .picker
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let index = picker.pick(Instant::now(), &moved);
-            tracing::debug!(lane = index, ?moved, "a new tunnel's lane");
+            let index = picker.pick_counting(Instant::now(), &moved, &tunnels);
+            tracing::debug!(lane = index, ?moved, ?tunnels, "a new tunnel's lane");
             index
         } else {
             0

@@ -1241,6 +1241,25 @@ enum veil_result veil_lanes_pick(struct veil_lanes *lanes,
                                  size_t count,
                                  size_t *lane);
 
+// `veil_lanes_pick`, also told each lane's open tunnels: `tunnels` holds `count` values,
+// the `tunnels` of each lane's `veil_endpoint_stats` read just before. A lane with none
+// forgets the bytes it moved (they belonged to tunnels that have ended), so a small
+// tunnel opened just after a download began keeps off the download's lane even when
+// another lane moved more bytes for small exchanges that have just ended. Prefer it to
+// `veil_lanes_pick` when the host can read the counts.
+//
+// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`count` is not the
+// picker's, or `moved` or `tunnels` is misaligned).
+//
+// # Safety
+// As `veil_lanes_pick`; `tunnels` NULL or valid for reads of `count` counts.
+enum veil_result veil_lanes_pick_counting(struct veil_lanes *lanes,
+                                          uint64_t now_ns,
+                                          const uint64_t *moved,
+                                          const uint64_t *tunnels,
+                                          size_t count,
+                                          size_t *lane);
+
 // Frees a picker. NULL is ignored.
 //
 // # Safety

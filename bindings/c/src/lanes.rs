@@ -2,7 +2,8 @@
 //! edge, each with its own UDP socket and thread, asks a `veil_lanes` which of them a new
 //! tunnel goes to, so that small tunnels keep off the lane that carries a download. The
 //! host counts each lane's traffic itself (the bytes of the datagrams it hands that
-//! endpoint and sends for it) and passes the counters at every pick.
+//! endpoint and sends for it) and passes the counters at every pick, with each lane's
+//! open tunnels (`veil_endpoint_stats`' `tunnels`) if it calls `veil_lanes_pick_counting`.
 
 use std::num::NonZeroUsize;
 
@@ -89,6 +90,51 @@ pub unsafe extern "C" fn veil_lanes_pick(
     })
 }
 
+/// `veil_lanes_pick`, also told each lane's open tunnels: `tunnels` holds `count` values,
+/// the `tunnels` of each lane's `veil_endpoint_stats` read just before. A lane with none
+/// forgets the bytes it moved (they belonged to tunnels that have ended), so a small
+/// tunnel opened just after a download began keeps off the download's lane even when
+/// another lane moved more bytes for small exchanges that have just ended. Prefer it to
+/// `veil_lanes_pick` when the host can read the counts.
+///
+/// Results: `VEIL_OK`; `VEIL_ERR_NULL`; `VEIL_ERR_INVALID_ARGUMENT` (`count` is not the
+/// picker's, or `moved` or `tunnels` is misaligned).
+///
+/// # Safety
+/// As `veil_lanes_pick`; `tunnels` NULL or valid for reads of `count` counts.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_lanes_pick_counting(
+    lanes: *mut veil_lanes,
+    now_ns: u64,
+    moved: *const u64,
+    tunnels: *const u64,
+    count: usize,
+    lane: *mut usize,
+) -> veil_result {
+    boundary(|| {
+        // SAFETY: NULL is checked; the caller promises a live picker used by nothing else.
+        let lanes = unsafe { lanes.as_mut() }.ok_or(VEIL_ERR_NULL)?;
+        let out = ptr::out(lane)?;
+        // SAFETY: the caller promises `count` readable counters at `moved` and at
+        // `tunnels`.
+        let (moved, tunnels) =
+            unsafe { (ptr::counters(moved, count)?, ptr::counters(tunnels, count)?) };
+        if moved.len() != lanes.picker.lanes() {
+            return Err(VEIL_ERR_INVALID_ARGUMENT);
+        }
+        let tunnels: Vec<usize> = tunnels
+            .iter()
+            .map(|&open| usize::try_from(open).unwrap_or(usize::MAX))
+            .collect();
+        let picked = lanes
+            .picker
+            .pick_counting(lanes.clock.instant(now_ns), moved, &tunnels);
+        // SAFETY: `out` is checked non-NULL and aligned; the caller promises it writable.
+        unsafe { ptr::put(out, picked) };
+        Ok(VEIL_OK)
+    })
+}
+
 /// Frees a picker. NULL is ignored.
 ///
 /// # Safety
@@ -154,5 +200,41 @@ mod tests {
             veil_lanes_free(lanes);
             veil_lanes_free(std::ptr::null_mut());
         }
+    }
+
+    #[test]
+    fn a_c_host_that_counts_tunnels_keeps_small_tunnels_off_a_new_download() {
+        let mut lanes: *mut veil_lanes = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { veil_lanes_new(2, 0, &raw mut lanes) }, VEIL_OK);
+        let mut lane = usize::MAX;
+        let mut pick = |at: u64, moved: [u64; 2], tunnels: [u64; 2]| {
+            // SAFETY: a live picker, two counters of each kind, a valid out-pointer.
+            let result = unsafe {
+                veil_lanes_pick_counting(
+                    lanes,
+                    at * MS,
+                    moved.as_ptr(),
+                    tunnels.as_ptr(),
+                    2,
+                    &raw mut lane,
+                )
+            };
+            assert_eq!(result, VEIL_OK);
+            lane
+        };
+        assert_eq!(pick(0, [0, 0], [0, 0]), 0, "small exchanges");
+        // They moved 930 KB and ended; a download goes to lane 1 and has moved 20 KB when
+        // the next small tunnel opens.
+        assert_eq!(pick(700, [930_000, 0], [0, 0]), 1, "the download");
+        assert_eq!(pick(703, [930_000, 20_000], [0, 1]), 0, "off the download");
+        let moved = [0u64; 2];
+        // SAFETY: NULL counts with a count: refused, nothing read.
+        let refused = unsafe {
+            veil_lanes_pick_counting(lanes, 0, moved.as_ptr(), std::ptr::null(), 2, &raw mut lane)
+        };
+        assert_eq!(refused, VEIL_ERR_NULL);
+        // SAFETY: a picker from veil_lanes_new, freed once.
+        unsafe { veil_lanes_free(lanes) };
     }
 }

@@ -1249,6 +1249,13 @@ impl Endpoint {
         self.conns.is_empty() && self.stateless.is_empty()
     }
 
+    /// Tunnels alive now (requested, opening or open): `stats().tunnels`, without
+    /// gathering every other counter. A client host with lanes passes it to
+    /// [`LanePicker::pick_counting`](crate::lanes::LanePicker::pick_counting).
+    pub fn tunnel_count(&self) -> usize {
+        self.tunnels.len()
+    }
+
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         // Packet counts: those of connections gone (kept as they end), and of those open.

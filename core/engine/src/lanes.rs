@@ -10,8 +10,14 @@
 //!
 //! [`LanePicker`] is that placement, kept in the engine so that every host makes it the
 //! same way: the host tells it how many bytes each lane has moved so far (a counter its
-//! driver keeps), and it answers with the lane for the next tunnel. A tunnel stays on its
-//! lane for its whole life: QUIC streams cannot move between connections.
+//! driver keeps) and, if it can, how many tunnels each lane has open now, and it answers
+//! with the lane for the next tunnel. A tunnel stays on its lane for its whole life: QUIC
+//! streams cannot move between connections.
+//!
+//! Bytes alone cannot tell a lane that carried many small exchanges which just ended from
+//! one whose download has just begun: for the first few milliseconds the first has moved
+//! more. Only the second will go on moving. So a lane with no tunnel open forgets the
+//! bytes it moved (docs/PERFORMANCE.md, "The lane picker counts open tunnels").
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -45,8 +51,12 @@ struct Lane {
     /// The lane's byte counter at the last look.
     seen: u64,
     /// Bytes moved lately, each byte's weight halving every [`LANE_HALF_LIFE`].
-    score: f64,
-    /// When `score` was last brought up to date.
+    moved: f64,
+    /// [`PICK_BYTES`] for each tunnel placed here lately, fading as `moved` does: the
+    /// weight of tunnels that have not moved anything yet, which a lane keeps even when
+    /// its host has not counted them among its open tunnels yet.
+    placed: f64,
+    /// When the scores were last brought up to date.
     at: Instant,
 }
 
@@ -55,7 +65,8 @@ impl LanePicker {
     pub fn new(count: NonZeroUsize, now: Instant) -> Self {
         let lane = Lane {
             seen: 0,
-            score: 0.0,
+            moved: 0.0,
+            placed: 0.0,
             at: now,
         };
         Self {
@@ -70,18 +81,40 @@ impl LanePicker {
     }
 
     /// The lane for a new tunnel: among the quiet lanes (within [`QUIET_BYTES`] of the
-    /// quietest score), the next in turn; the lane picked scores [`PICK_BYTES`] more. `moved[i]` is the bytes lane `i` has sent and
-    /// received so far; a counter smaller than at the last look (a lane restarted) counts
-    /// from zero. Lanes missing from `moved` keep their last count.
+    /// quietest score), the next in turn; the lane picked scores [`PICK_BYTES`] more.
+    /// `moved[i]` is the bytes lane `i` has sent and received so far; a counter smaller
+    /// than at the last look (a lane restarted) counts from zero. Lanes missing from
+    /// `moved` keep their last count.
+    ///
+    /// For a host that does not count its lanes' open tunnels: prefer
+    /// [`pick_counting`](Self::pick_counting), which tells a download that has just begun
+    /// from small exchanges that have just ended.
     pub fn pick(&mut self, now: Instant, moved: &[u64]) -> usize {
+        self.pick_with(now, moved, None)
+    }
+
+    /// [`pick`](Self::pick), also told how many tunnels each lane has open now
+    /// (`tunnels[i]` for lane `i`, as its driver last counted them; a lane missing from
+    /// `tunnels` counts as having some). A lane with none forgets the bytes it moved: they
+    /// belonged to tunnels that have ended and say nothing of what it will carry next.
+    /// What it keeps is the weight of the tunnels placed on it lately, so a tunnel the
+    /// host has not counted yet still counts.
+    pub fn pick_counting(&mut self, now: Instant, moved: &[u64], tunnels: &[usize]) -> usize {
+        self.pick_with(now, moved, Some(tunnels))
+    }
+
+    fn pick_with(&mut self, now: Instant, moved: &[u64], tunnels: Option<&[usize]>) -> usize {
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             let counter = moved.get(index).copied().unwrap_or(lane.seen);
             lane.update(now, counter);
+            if tunnels.and_then(|open| open.get(index)) == Some(&0) {
+                lane.moved = 0.0;
+            }
         }
         let quietest = self
             .lanes
             .iter()
-            .map(|lane| lane.score)
+            .map(Lane::score)
             .fold(f64::INFINITY, f64::min);
         let count = self.lanes.len();
         let picked = (0..count)
@@ -89,19 +122,24 @@ impl LanePicker {
             .find(|&index| {
                 self.lanes
                     .get(index)
-                    .is_some_and(|lane| lane.score <= quietest + QUIET_BYTES)
+                    .is_some_and(|lane| lane.score() <= quietest + QUIET_BYTES)
             })
             .unwrap_or(0);
         self.turn = (picked + 1) % count;
         if let Some(lane) = self.lanes.get_mut(picked) {
-            lane.score += PICK_BYTES;
+            lane.placed += PICK_BYTES;
         }
         picked
     }
 }
 
 impl Lane {
-    /// Decays the score to `now` and adds what the counter moved since the last look.
+    /// How busy the lane looks: bytes moved lately and tunnels placed lately.
+    fn score(&self) -> f64 {
+        self.moved + self.placed
+    }
+
+    /// Decays the scores to `now` and adds what the counter moved since the last look.
     ///
     /// Those bytes moved at some time in between, not all now: each counts the weight it
     /// has on average over the interval (the mean of `0.5^(t / half-life)` over it), so a
@@ -119,7 +157,8 @@ impl Lane {
         let fresh = counter.checked_sub(self.seen).unwrap_or(counter);
         #[allow(clippy::cast_precision_loss)] // a score, not an account: f64 is plenty
         let fresh = fresh as f64;
-        self.score = self.score * decay + fresh * spread;
+        self.moved = self.moved * decay + fresh * spread;
+        self.placed *= decay;
         self.seen = counter;
         self.at = self.at.max(now);
     }
@@ -173,7 +212,8 @@ mod tests {
         let start = Instant::now();
         let fresh = Lane {
             seen: 0,
-            score: 0.0,
+            moved: 0.0,
+            placed: 0.0,
             at: start,
         };
         // 600 KB counted a second after the last look: moved over four half-lives.
@@ -183,17 +223,17 @@ mod tests {
         let mut burst = fresh;
         burst.update(start + Duration::from_millis(1), 600_000);
         assert!(
-            (200_000.0..210_000.0).contains(&spread.score),
+            (200_000.0..210_000.0).contains(&spread.moved),
             "{}",
-            spread.score
+            spread.moved
         );
-        assert!(burst.score > 598_000.0, "{}", burst.score);
+        assert!(burst.moved > 598_000.0, "{}", burst.moved);
         // A second later, the burst has faded to a sixteenth.
         burst.update(start + Duration::from_millis(1001), 600_000);
         assert!(
-            (37_000.0..38_000.0).contains(&burst.score),
+            (37_000.0..38_000.0).contains(&burst.moved),
             "{}",
-            burst.score
+            burst.moved
         );
     }
 
@@ -232,6 +272,55 @@ mod tests {
             .collect();
         assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
         assert_eq!(lanes.lanes(), 2);
+    }
+
+    #[test]
+    fn a_download_just_begun_is_busier_than_small_exchanges_just_ended() {
+        // docs/PERFORMANCE.md: lane 0 carried 3,000 round trips (930 KB) over the last
+        // 0.7 s and their tunnel has closed; a download opens on lane 1 and has moved
+        // 20 KB when a small tunnel opens 3 ms later.
+        let start = Instant::now();
+        let placed_at = start + Duration::from_millis(700);
+        let opened_at = placed_at + Duration::from_millis(3);
+        let run = |counting: bool| {
+            let mut lanes = picker(2, start);
+            assert_eq!(lanes.pick(start, &[0, 0]), 0, "the round trips' tunnel");
+            let download = if counting {
+                lanes.pick_counting(placed_at, &[930_000, 0], &[0, 0])
+            } else {
+                lanes.pick(placed_at, &[930_000, 0])
+            };
+            assert_eq!(download, 1, "the download goes to the cold lane");
+            if counting {
+                lanes.pick_counting(opened_at, &[930_000, 20_000], &[0, 1])
+            } else {
+                lanes.pick(opened_at, &[930_000, 20_000])
+            }
+        };
+        assert_eq!(run(true), 0, "the small tunnel keeps off the download");
+        // Told only bytes, the picker takes the warm lane for the busier one.
+        assert_eq!(run(false), 1);
+    }
+
+    #[test]
+    fn a_tunnel_placed_but_not_yet_counted_still_weighs() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        let now = start + Duration::from_millis(5);
+        // Lane 1 is warm from small exchanges still open; lane 0 is cold.
+        assert_eq!(lanes.pick_counting(now, &[0, 300_000], &[0, 2]), 0);
+        // The driver has not counted that tunnel yet: lane 0 still says none, and its
+        // weight keeps the next tunnel, opened with it, off it.
+        assert_eq!(lanes.pick_counting(now, &[0, 300_000], &[0, 2]), 1);
+    }
+
+    #[test]
+    fn open_tunnels_missing_from_the_count_keep_their_bytes() {
+        let start = Instant::now();
+        let mut lanes = picker(2, start);
+        let now = start + Duration::from_millis(10);
+        assert_eq!(lanes.pick_counting(now, &[10_000_000, 0], &[]), 1);
+        assert_eq!(lanes.pick_counting(now, &[10_000_000, 0], &[]), 1);
     }
 
     #[test]

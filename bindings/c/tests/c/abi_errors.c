@@ -616,6 +616,29 @@ static void lanes(void) {
         CHECK(lane == 0);
     }
     veil_lanes_free(lanes);
+
+    /* Told the open tunnels: lane 0's 930 KB of small exchanges have ended, lane 1's
+     * download has just begun (20 KB): the next small tunnel still keeps off lane 1. */
+    uint64_t tunnels[2] = {0, 0};
+    now = now_ns();
+    CHECK_RESULT(veil_lanes_new(2, now, &lanes), VEIL_OK);
+    CHECK_RESULT(veil_lanes_pick_counting(lanes, now, moved, NULL, 2, &lane), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_lanes_pick_counting(lanes, now, moved, tunnels, 3, &lane),
+                 VEIL_ERR_INVALID_ARGUMENT);
+    moved[0] = 0;
+    moved[1] = 0;
+    CHECK_RESULT(veil_lanes_pick_counting(lanes, now, moved, tunnels, 2, &lane), VEIL_OK);
+    CHECK(lane == 0);
+    moved[0] = 930000;
+    now += 700000000;
+    CHECK_RESULT(veil_lanes_pick_counting(lanes, now, moved, tunnels, 2, &lane), VEIL_OK);
+    CHECK(lane == 1);
+    moved[1] = 20000;
+    tunnels[1] = 1;
+    now += 3000000;
+    CHECK_RESULT(veil_lanes_pick_counting(lanes, now, moved, tunnels, 2, &lane), VEIL_OK);
+    CHECK(lane == 0);
+    veil_lanes_free(lanes);
 }
 
 /* Drivers from C: several endpoints on one port. The engine's steering program comes out
