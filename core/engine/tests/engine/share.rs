@@ -54,7 +54,12 @@ impl Host for Sources {
 /// the last opened) was left with a tenth of an even split or less in some runs, because
 /// quiche sent non-incremental streams in stream order. With incremental streams
 /// (`wire::TUNNEL_PRIORITY`) the smallest moved half an even split or more in every run
-/// seen; this asks for a quarter (docs/PERFORMANCE.md, issue 17).
+/// seen on a quiet machine. The harness runs on the real clock, and the turns on 5 ms
+/// leads: on a machine busy with other work the split is coarser (eight runs beside a
+/// release build, 2026-12-07: the smallest moved 0.22–0.84 of an even split; one of them
+/// failed the quarter this asked for before). This asks for a sixth: a starved tunnel
+/// (none) and the straggler of the engine's turns alone (a tenth) still fail it
+/// (docs/PERFORMANCE.md, issue 17).
 #[test]
 fn twenty_downloads_on_one_connection_all_move() {
     const TOTAL: usize = 64 << 20;
@@ -80,8 +85,8 @@ fn twenty_downloads_on_one_connection_all_move() {
     eprintln!("bytes per tunnel, in the order opened: {got:?}");
     let smallest = got.iter().copied().min().unwrap_or(0);
     assert!(
-        smallest * 4 >= fair,
-        "the smallest tunnel moved {smallest} bytes, less than a quarter of a fair {fair}: {got:?}"
+        smallest * 6 >= fair,
+        "the smallest tunnel moved {smallest} bytes, less than a sixth of a fair {fair}: {got:?}"
     );
 }
 
