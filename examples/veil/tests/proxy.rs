@@ -558,6 +558,50 @@ async fn lanes_share_quiet_tunnels_and_carry_them_intact() {
     .await;
 }
 
+/// A small tunnel opened just after a download began keeps off the download's lane, even
+/// though the other lane has just moved megabytes for exchanges that have ended: a lane
+/// with no tunnel open forgets its bytes (`LanePicker::pick_counting`, fed by each lane
+/// driver's count of open tunnels; docs/PERFORMANCE.md, "The lane picker counts open
+/// tunnels"). Told only bytes, the picker put it beside the download however fast the
+/// machine: the warm lane's megabytes outweigh the download's first kilobytes for about a
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_tunnel_keeps_off_a_download_just_begun() {
+    within(async {
+        let rig = Rig::start_with_lanes(TOKEN, None, 2).await;
+        // Exchanges on lane 0 (the first pick): 2 MiB echoed, then their tunnel ends.
+        let data = payload(1024 * 1024);
+        let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+        assert!(
+            echo_round_trip(stream, &data).await == data,
+            "the exchanges"
+        );
+        loop {
+            let stats = rig.client.lane_stats().await.expect("the lanes run");
+            if stats.iter().all(|lane| lane.tunnels == 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A download begins (on lane 1: lane 0 was just picked), and at once a small tunnel.
+        let mut download = rig.connect("127.0.0.1", rig.echo.port()).await;
+        download
+            .write_all(&payload(64 * 1024))
+            .await
+            .expect("the download's first bytes");
+        let stream = rig.connect("127.0.0.1", rig.echo.port()).await;
+        assert!(echo_round_trip(stream, b"small").await == b"small");
+        assert_eq!(
+            tunnels_per_lane(&rig.client).await,
+            [2, 1],
+            "the small tunnel went beside the download"
+        );
+        drop(download);
+        rig.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_lane_lands_on_the_edge_driver_its_number_names() {
     within(async {
