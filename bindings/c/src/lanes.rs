@@ -74,20 +74,8 @@ pub unsafe extern "C" fn veil_lanes_pick(
     count: usize,
     lane: *mut usize,
 ) -> veil_result {
-    boundary(|| {
-        // SAFETY: NULL is checked; the caller promises a live picker used by nothing else.
-        let lanes = unsafe { lanes.as_mut() }.ok_or(VEIL_ERR_NULL)?;
-        let out = ptr::out(lane)?;
-        // SAFETY: the caller promises `count` readable counters at `moved`.
-        let moved = unsafe { ptr::counters(moved, count) }?;
-        if moved.len() != lanes.picker.lanes() {
-            return Err(VEIL_ERR_INVALID_ARGUMENT);
-        }
-        let picked = lanes.picker.pick(lanes.clock.instant(now_ns), moved);
-        // SAFETY: `out` is checked non-NULL and aligned; the caller promises it writable.
-        unsafe { ptr::put(out, picked) };
-        Ok(VEIL_OK)
-    })
+    // SAFETY: the caller's promises, passed on; no tunnel counts.
+    unsafe { pick(lanes, now_ns, moved, None, count, lane) }
 }
 
 /// `veil_lanes_pick`, also told each lane's open tunnels: `tunnels` holds `count` values,
@@ -111,24 +99,43 @@ pub unsafe extern "C" fn veil_lanes_pick_counting(
     count: usize,
     lane: *mut usize,
 ) -> veil_result {
+    // SAFETY: the caller's promises, passed on.
+    unsafe { pick(lanes, now_ns, moved, Some(tunnels), count, lane) }
+}
+
+/// Both picks: `tunnels` is `None` for `veil_lanes_pick`.
+///
+/// # Safety
+/// As `veil_lanes_pick_counting`.
+unsafe fn pick(
+    lanes: *mut veil_lanes,
+    now_ns: u64,
+    moved: *const u64,
+    tunnels: Option<*const u64>,
+    count: usize,
+    lane: *mut usize,
+) -> veil_result {
     boundary(|| {
         // SAFETY: NULL is checked; the caller promises a live picker used by nothing else.
         let lanes = unsafe { lanes.as_mut() }.ok_or(VEIL_ERR_NULL)?;
         let out = ptr::out(lane)?;
-        // SAFETY: the caller promises `count` readable counters at `moved` and at
-        // `tunnels`.
-        let (moved, tunnels) =
-            unsafe { (ptr::counters(moved, count)?, ptr::counters(tunnels, count)?) };
+        // SAFETY: the caller promises `count` readable counters at `moved`.
+        let moved = unsafe { ptr::counters(moved, count) }?;
         if moved.len() != lanes.picker.lanes() {
             return Err(VEIL_ERR_INVALID_ARGUMENT);
         }
-        let tunnels: Vec<usize> = tunnels
-            .iter()
-            .map(|&open| usize::try_from(open).unwrap_or(usize::MAX))
-            .collect();
-        let picked = lanes
-            .picker
-            .pick_counting(lanes.clock.instant(now_ns), moved, &tunnels);
+        let now = lanes.clock.instant(now_ns);
+        let picked = match tunnels {
+            Some(tunnels) => {
+                // SAFETY: the caller promises `count` readable counts at `tunnels`.
+                let open: Vec<usize> = unsafe { ptr::counters(tunnels, count) }?
+                    .iter()
+                    .map(|&open| usize::try_from(open).unwrap_or(usize::MAX))
+                    .collect();
+                lanes.picker.pick_counting(now, moved, &open)
+            }
+            None => lanes.picker.pick(now, moved),
+        };
         // SAFETY: `out` is checked non-NULL and aligned; the caller promises it writable.
         unsafe { ptr::put(out, picked) };
         Ok(VEIL_OK)
