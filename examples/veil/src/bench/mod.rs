@@ -35,6 +35,7 @@
 //! direct UDP and raw QUIC DATAGRAM frames: echo rate, loss and round trips at rising
 //! offered loads.
 
+mod delay_line;
 mod handshakes;
 mod ip_load;
 mod load;
@@ -51,6 +52,7 @@ mod udp;
 mod udp_bench;
 mod veth;
 
+pub use delay_line::DelayLineArgs;
 pub use udp_bench::{UdpArgs, UdpRoute};
 
 use std::fmt::Write as _;
@@ -90,6 +92,11 @@ pub enum BenchCommand {
     /// UDP over CONNECT-UDP: echo rate, loss and round trips at rising offered loads,
     /// against direct UDP and raw QUIC DATAGRAM frames.
     Udp(UdpArgs),
+    /// The middle of `veil bench tcp --delay-ms`'s link (started by it, in the link's
+    /// router namespace): holds every packet routed through a TUN device for the delay,
+    /// drops a share of them.
+    #[command(hide = true)]
+    DelayLine(DelayLineArgs),
 }
 
 /// Flags of `veil bench tcp`.
@@ -150,13 +157,30 @@ pub struct TcpArgs {
     /// Drop this share of the packets between the clients and the edge, both ways, both
     /// transports (its UDP and TCP ports), with an nftables rule (`numgen random`) for the
     /// run: needs root and `nft`. On loopback a dropped packet is a whole GSO/TSO batch
-    /// (up to 64 KiB) for either transport.
+    /// (up to 64 KiB) for either transport. With `--delay-ms`, the link's delay line drops
+    /// them instead, one 1,500-byte packet at a time, on every path across the link (the
+    /// edge's dials and the peers' too).
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss_percent: f64,
+    /// Put the edge behind a link with this one-way delay, in milliseconds (implies
+    /// `--veth`; this kernel has no netem): a router namespace in the middle of the veth
+    /// link routes every packet, TCP and UDP alike, through a delay line of veil's own (a
+    /// TUN device and a thread) that holds it this long. Every proxy's tunnel crosses the
+    /// link twice each way (client → edge → target); the direct path, whose targets are in
+    /// the clients' namespace, not at all. The line's queue is deep (20,000 packets): give
+    /// `--link-mbit` for a bottleneck with a router's queue.
+    #[arg(long, value_name = "MS")]
+    pub delay_ms: Option<u64>,
+    /// With `--delay-ms`: cap each direction of the link at this rate, with the kernel's
+    /// token bucket (`tbf`, 25 ms of queue) on the router's way out; otherwise the link
+    /// carries what the delay line moves.
+    #[arg(long, value_name = "MBIT", requires = "delay_ms")]
+    pub link_mbit: Option<u64>,
     /// Run the edge in a network namespace of its own behind a veth pair with a 1,500-byte
     /// MTU (root and `ip` needed): tunnels and the edge's dials cross a link sized as real
-    /// ones are, instead of loopback's 64 KiB MTU. The targets listen at the link's other
-    /// end, so the direct path crosses it once and the proxied paths twice.
+    /// ones are, instead of loopback's 64 KiB MTU. The targets listen at the clients' end
+    /// of the link, so the proxied paths cross it twice (client → edge → target) and the
+    /// direct path does not cross it.
     #[arg(long)]
     pub veth: bool,
 }
@@ -251,6 +275,7 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
     match &args.which {
         BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
         BenchCommand::Udp(udp) => udp_bench::run(udp, &quic, config).await,
+        BenchCommand::DelayLine(line) => delay_line::run(line).await,
     }
 }
 
@@ -273,18 +298,22 @@ struct Stage {
 
 impl Stage {
     async fn set_up(args: &TcpArgs, config: Option<&Path>) -> anyhow::Result<Self> {
-        let link = if args.veth {
-            Some(veth::Link::create()?)
+        let impairment = args.delay_ms.map(|delay_ms| veth::Impairment {
+            delay_ms,
+            loss_percent: args.loss_percent,
+            link_mbit: args.link_mbit,
+        });
+        let link = if args.veth || impairment.is_some() {
+            Some(veth::Link::create(impairment)?)
         } else {
             None
         };
-        let (place, targets_ip) = if args.veth {
-            (procs::EdgePlace::Veth, veth::HOST)
-        } else {
-            (
+        let (place, targets_ip) = match &link {
+            Some(link) => (procs::EdgePlace::Veth(link.edge()), veth::HOST),
+            None => (
                 procs::EdgePlace::Loopback,
                 std::net::IpAddr::from([127, 0, 0, 1]),
-            )
+            ),
         };
         let targets = tcp::Targets::start(targets_ip).await?;
         let config_owned = config.map(Path::to_path_buf);
@@ -324,7 +353,7 @@ impl Stage {
                 };
                 // A peer's server stands where the edge does (in the namespace under --veth).
                 let (server_ip, wrapper) = match place {
-                    procs::EdgePlace::Veth => (veth::EDGE, Some(veth::Link::exec_prefix())),
+                    procs::EdgePlace::Veth(edge) => (edge, Some(veth::Link::exec_prefix())),
                     procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
                 };
                 let peers = wanted_peers
@@ -337,8 +366,9 @@ impl Stage {
         for peer in &peers {
             peer_ready(peer, targets.echo).await?;
         }
-        let loss = if args.loss_percent > 0.0 {
-            let hooks: &[&str] = if args.veth {
+        // With a delay line, the line drops the packets (see `--loss-percent`).
+        let loss = if args.loss_percent > 0.0 && impairment.is_none() {
+            let hooks: &[&str] = if link.is_some() {
                 &["output", "input"]
             } else {
                 &["output"]

@@ -79,8 +79,8 @@ pub(crate) struct Client {
 pub(crate) enum EdgePlace {
     /// On loopback, beside everything else.
     Loopback,
-    /// In the namespace behind the veth pair of `super::veth` (`--veth`).
-    Veth,
+    /// In the namespace behind the veth pair of `super::veth` (`--veth`), at this address.
+    Veth(std::net::IpAddr),
 }
 
 /// Starts `veil server` on a loopback port, allowed to dial loopback targets, with a
@@ -94,10 +94,7 @@ pub(crate) fn start_edge(config: Option<&Path>) -> anyhow::Result<Edge> {
 pub(crate) fn start_edge_in(config: Option<&Path>, place: EdgePlace) -> anyhow::Result<Edge> {
     let (listen, allow) = match place {
         EdgePlace::Loopback => ("127.0.0.1:0".to_owned(), "127.0.0.0/8".to_owned()),
-        EdgePlace::Veth => (
-            format!("{}:0", super::veth::EDGE),
-            format!("{}/32", super::veth::HOST),
-        ),
+        EdgePlace::Veth(edge) => (format!("{edge}:0"), format!("{}/32", super::veth::HOST)),
     };
     let args = [
         "server",
@@ -114,7 +111,7 @@ pub(crate) fn start_edge_in(config: Option<&Path>, place: EdgePlace) -> anyhow::
         "--ip-pool",
         super::ip_load::POOL,
     ];
-    let wrapper = (place == EdgePlace::Veth).then(super::veth::Link::exec_prefix);
+    let wrapper = matches!(place, EdgePlace::Veth(_)).then(super::veth::Link::exec_prefix);
     let (process, lines) = spawn_in("edge", config, &args, 3, wrapper)?;
     let addr = field(&lines, "veil: edge listening on ")?.parse()?;
     let pin = field(&lines, "veil: self-signed certificate fingerprint ")?.to_owned();
@@ -191,6 +188,30 @@ pub(crate) fn start_client_over(
         socks,
         udp_forward,
     })
+}
+
+/// Starts the delay line of a link (`super::delay_line`) on `device`, run by `ip
+/// WRAPPER…` in the link's router namespace; returns once the device is up.
+pub(crate) fn start_delay_line(
+    wrapper: [&str; 3],
+    device: &str,
+    impairment: super::veth::Impairment,
+) -> anyhow::Result<VeilProcess> {
+    let delay = impairment.delay_ms.to_string();
+    let loss = impairment.loss_percent.to_string();
+    let args = [
+        "bench",
+        "delay-line",
+        "--device",
+        device,
+        "--delay-ms",
+        &delay,
+        "--loss-percent",
+        &loss,
+    ];
+    let (process, lines) = spawn_in("delay line", None, &args, 1, Some(wrapper))?;
+    field(&lines, "delay line ready on ")?;
+    Ok(process)
 }
 
 /// Runs this executable with `args` and reads its first `banner` stdout lines.
