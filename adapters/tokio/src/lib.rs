@@ -545,14 +545,15 @@ impl Opener {
     fn lane(&self) -> &mpsc::UnboundedSender<Command> {
         let nodes = &self.lanes.nodes;
         let index = if nodes.len() > 1 {
-            let moved: Vec<u64> = nodes
+            let (moved, tunnels): (Vec<u64>, Vec<usize>) = nodes
                 .iter()
-                .map(|(_, gauge)| gauge.moved.load(Ordering::Relaxed))
-                .collect();
-            let tunnels: Vec<usize> = nodes
-                .iter()
-                .map(|(_, gauge)| gauge.tunnels.load(Ordering::Relaxed))
-                .collect();
+                .map(|(_, gauge)| {
+                    (
+                        gauge.moved.load(Ordering::Relaxed),
+                        gauge.tunnels.load(Ordering::Relaxed),
+                    )
+                })
+                .unzip();
             // A poisoned lock only means another opener panicked mid-pick: the table is
             // still a valid estimate.
             let mut picker = self

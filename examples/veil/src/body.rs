@@ -48,7 +48,9 @@ pub fn hex(digest: &[u8]) -> String {
     })
 }
 
-fn splitmix64(index: u64) -> u64 {
+/// `SplitMix64`'s output function of `index`: well-mixed 64 bits for each index (also the
+/// bench's delay line's coin).
+pub(crate) fn splitmix64(index: u64) -> u64 {
     let mut z = index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

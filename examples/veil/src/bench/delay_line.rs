@@ -114,11 +114,14 @@ impl Queue {
     }
 }
 
-/// Random loss at a fixed probability (`SplitMix64`: a bench's coin, not a secret).
+/// Random loss at a fixed probability: each packet's draw is the pattern generator's
+/// mix ([`crate::body::splitmix64`]) of a random seed plus its number (a bench's coin, not
+/// a secret).
 struct Loss {
-    /// Drop when the next 64-bit draw is below this.
+    /// Drop when the packet's draw is below this.
     threshold: u64,
-    state: u64,
+    seed: u64,
+    draws: u64,
 }
 
 impl Loss {
@@ -130,14 +133,14 @@ impl Loss {
             clippy::cast_precision_loss
         )] // a probability scaled to the draw's range: rounding is irrelevant
         let threshold = (share * u64::MAX as f64) as u64;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9_7f4a_7c15, |since| {
-                u64::from(since.subsec_nanos()) ^ since.as_secs().rotate_left(32)
-            });
+        let mut seed = [0u8; 8];
+        // Without random bytes the seed stays zero: the same losses every run, still at
+        // the share asked for.
+        let _ = boring::rand::rand_bytes(&mut seed);
         Self {
             threshold,
-            state: seed,
+            seed: u64::from_le_bytes(seed),
+            draws: 0,
         }
     }
 
@@ -146,11 +149,8 @@ impl Loss {
         if self.threshold == 0 {
             return false;
         }
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) < self.threshold
+        self.draws += 1;
+        crate::body::splitmix64(self.seed.wrapping_add(self.draws)) < self.threshold
     }
 }
 
