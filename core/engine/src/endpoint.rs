@@ -1884,7 +1884,7 @@ impl Endpoint {
         let early = tunnel.early;
         self.remove_tunnel(id);
         if let Some(conn) = self.conns.get_mut(handle) {
-            abort_stream(&mut conn.wire, stream, code);
+            conn.abort_stream(stream, code);
         }
         self.report_refused(id, early, reason);
     }
@@ -1931,7 +1931,7 @@ impl Endpoint {
                 let early = tunnel.early;
                 self.remove_tunnel(id);
                 if let Some(conn) = self.conns.get_mut(handle) {
-                    abort_stream(&mut conn.wire, stream, H3_MESSAGE_ERROR);
+                    conn.abort_stream(stream, H3_MESSAGE_ERROR);
                 }
                 self.report_refused(id, early, RefusedReason::MalformedResponse);
             }
@@ -1960,7 +1960,7 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Failed);
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                abort_stream(&mut conn.wire, stream, H3_INTERNAL_ERROR);
+                conn.abort_stream(stream, H3_INTERNAL_ERROR);
             }
             self.queue_send(handle);
         }
@@ -2612,7 +2612,7 @@ fn send_error_response(conn: &mut Conn, stream: u64, rejection: ErrorResponse) {
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_NO_ERROR);
         }
         Err(h3::Error::StreamBlocked) => conn.error_responses.push_back((stream, rejection)),
-        Err(_) => abort_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED),
+        Err(_) => conn.abort_stream(stream, H3_REQUEST_REJECTED),
     }
 }
 
@@ -2687,26 +2687,35 @@ fn credit_withheld(conn: &Conn) -> bool {
     (conn.streams.len() as u64).saturating_mul(2) < window
 }
 
-/// Ends a stream abruptly: resets our direction with `code` (an error means it is gone
-/// already) and leaves the peer's to end by itself, reading and dropping what still
-/// arrives (`Endpoint::discard`: the stream has no tunnel any more).
-///
-/// No `STOP_SENDING`: quiche 0.30 never forgets a stream whose reading we stopped once our
-/// reset is acknowledged before the peer's own end arrives (a `RESET_STREAM` on a stream
-/// that no longer buffers is not a moment at which it collects; the peer's reset and the
-/// acknowledgement of ours usually travel in one packet, the acknowledgement first). Each
-/// such stream stayed in its tables for the connection's life, and on the edge, whose
-/// client opened it, withheld one unit of the client's stream credit for good. The peer
-/// learns of the abort from our `RESET_STREAM` alone:
-//# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the stream.
-//# A proxy treats any error in the TCP connection, which includes receiving a TCP segment
-//# with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
-/// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
-/// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
-/// stream both ways with one `RST_STREAM`.
-fn abort_stream(wire: &mut Wire, stream: u64, code: u64) {
-    let _ = wire.stream_shutdown(stream, quiche::Shutdown::Write, code);
+impl Conn {
+    /// Ends a stream abruptly: resets our direction with `code` (an error means it is gone
+    /// already) and leaves the peer's to end by itself, reading and dropping what still
+    /// arrives (`Endpoint::discard`: the stream has no tunnel any more).
+    ///
+    /// No `STOP_SENDING`: quiche 0.30 never forgets a stream whose reading we stopped once our
+    /// reset is acknowledged before the peer's own end arrives (a `RESET_STREAM` on a stream
+    /// that no longer buffers is not a moment at which it collects; the peer's reset and the
+    /// acknowledgement of ours usually travel in one packet, the acknowledgement first). Each
+    /// such stream stayed in its tables for the connection's life, and on the edge, whose
+    /// client opened it, withheld one unit of the client's stream credit for good. The peer
+    /// learns of the abort from our `RESET_STREAM` alone:
+    //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the stream.
+    //# A proxy treats any error in the TCP connection, which includes receiving a TCP segment
+    //# with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
+    /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
+    /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
+    /// stream both ways with one `RST_STREAM`.
+    ///
+    /// quiche 0.30 leaves a reset stream in its send queue: its `send` may then say `Done`
+    /// with another stream's bytes waiting (`Held::reset_a_stream`).
+    fn abort_stream(&mut self, stream: u64, code: u64) {
+        let _ = self
+            .wire
+            .stream_shutdown(stream, quiche::Shutdown::Write, code);
+        self.held.reset_a_stream();
+    }
 }
+
 /// Every open tunnel keeps a [`Tunnel`] in the endpoint's table (and, at the edge, its
 /// boxed request), so their sizes are a floor under the memory of an idle tunnel
 /// (docs/PERFORMANCE.md, "Many tunnels on one connection"). A target used to hold its

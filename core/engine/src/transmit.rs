@@ -24,13 +24,19 @@ const DEAD_HEAD_RETRIES: usize = 16;
 
 /// What the transmit loop keeps of one connection between calls: one packet quiche
 /// produced that could not go out in the batch it was written for, whether stream bytes
-/// went to quiche since its `send` last said `Done` (see [`transmit_batch`]), and what a
-/// closing connection has sent since its last input ([`CLOSING_SENDS`]).
+/// went to quiche since its `send` last said `Done` and whether quiche ever queued stream
+/// bytes again (see [`transmit_batch`]), and what a closing connection has sent since its
+/// last input ([`CLOSING_SENDS`]).
 #[derive(Default)]
 pub(crate) struct Held {
     buf: Vec<u8>,
     packet: Option<quiche::SendInfo>,
     wrote: bool,
+    /// A stream may sit in quiche's send queue with nothing to send (a dead head, see
+    /// [`transmit_batch`]): quiche queued stream bytes again for a loss or a probe, or we
+    /// reset a stream, at least once. It stays set: such a head stays in the queue until
+    /// its stream is written again or collected.
+    dead_heads_possible: bool,
     /// Packets sent while the connection is closing, since the last datagram it received.
     closing_sent: usize,
 }
@@ -59,6 +65,29 @@ impl Held {
     /// A datagram arrived for the connection: a closing one may answer it.
     pub(crate) fn received(&mut self) {
         self.closing_sent = 0;
+    }
+
+    /// We reset one of the connection's streams (`RESET_STREAM`): quiche 0.30 empties its
+    /// send buffer and leaves it in the send queue.
+    pub(crate) fn reset_a_stream(&mut self) {
+        self.dead_heads_possible = true;
+    }
+
+    /// Whether a `Done` from `quic` may hide a dead head: stream bytes went to quiche since
+    /// its last believed `Done`, and a dead head is possible at all.
+    ///
+    /// Where none is, the retries are pure cost: on a connection that had lost nothing,
+    /// every write paid [`DEAD_HEAD_RETRIES`] empty `send` calls, two thirds of quiche's
+    /// calls in a round trip of small messages.
+    fn may_hide_dead_head(&mut self, quic: &quiche::Connection) -> bool {
+        if !self.wrote {
+            return false;
+        }
+        // Per path: `Connection::stats` sums every stream's buffer on each call.
+        if !self.dead_heads_possible {
+            self.dead_heads_possible = quic.path_stats().any(|path| path.stream_retrans_bytes > 0);
+        }
+        self.dead_heads_possible
     }
 
     /// When the held packet may leave (quiche's pacing time), if there is one.
@@ -104,7 +133,13 @@ pub(crate) enum Step {
 /// quiche would not send, and every tunnel waited until the idle timeout (engine test
 /// `dead_head`). So after a `Done` that may be such a head, `send` is asked again, up to
 /// [`DEAD_HEAD_RETRIES`] times: a real `Done` (nothing to send, or the congestion window
-/// full) costs a few empty calls, once per write.
+/// full) costs a few empty calls, once per write, and only on a connection where such a
+/// head can be: quiche has queued stream bytes again (`PathStats::stream_retrans_bytes`),
+/// or we reset a stream, whose emptied buffer quiche also leaves in its queue
+/// ([`Held::reset_a_stream`]). Those are the only ways quiche 0.30 keeps a stream queued
+/// that has nothing to send: bytes written are sent before they can be acknowledged, a
+/// stream the peer stopped is dropped from the queue when it reaches the head, and a
+/// finished one is dropped when quiche collects it.
 pub(crate) fn transmit_batch(
     quic: &mut quiche::Connection,
     held: &mut Held,
@@ -180,7 +215,9 @@ pub(crate) fn transmit_batch(
                     break;
                 }
             }
-            Err(quiche::Error::Done) if held.wrote && dead_heads < DEAD_HEAD_RETRIES => {
+            Err(quiche::Error::Done)
+                if dead_heads < DEAD_HEAD_RETRIES && held.may_hide_dead_head(quic) =>
+            {
                 dead_heads += 1;
             }
             Err(quiche::Error::Done) => {

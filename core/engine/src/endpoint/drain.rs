@@ -11,9 +11,7 @@
 
 use std::time::Instant;
 
-use super::{
-    Endpoint, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, RoleState, TunnelState, abort_stream,
-};
+use super::{Endpoint, H3_REQUEST_CANCELLED, H3_REQUEST_REJECTED, RoleState, TunnelState};
 use crate::types::TunnelId;
 
 impl Endpoint {
@@ -84,7 +82,7 @@ impl Endpoint {
         //# RFC 9114 §4.1.1: "When the server cancels a request without performing any
         //# application processing, the request is considered "rejected". The server SHOULD
         //# abort its response stream with the error code H3_REQUEST_REJECTED."
-        abort_stream(&mut conn.wire, stream, H3_REQUEST_REJECTED);
+        conn.abort_stream(stream, H3_REQUEST_REJECTED);
         self.stats.tunnels_refused += 1;
         self.queue_send(handle);
         true
@@ -162,7 +160,7 @@ impl Endpoint {
         self.tunnels.insert(id, old.for_a_new_request(waiting));
         if let Some(conn) = self.conns.get_mut(handle) {
             conn.streams.remove(&stream);
-            abort_stream(&mut conn.wire, stream, H3_REQUEST_CANCELLED);
+            conn.abort_stream(stream, H3_REQUEST_CANCELLED);
         }
         if let RoleState::Client(client) = &mut self.role {
             client.pending.push_front(id);

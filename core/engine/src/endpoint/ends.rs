@@ -14,7 +14,6 @@
 
 use super::{
     Endpoint, H3_CONNECT_ERROR, H3_EXCESSIVE_LOAD, Receiving, RoleState, Sending, TunnelState,
-    abort_stream,
 };
 use crate::error::TunnelError;
 use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
@@ -61,7 +60,7 @@ impl Endpoint {
                         conn.wire
                             .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
                 } else {
-                    abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+                    conn.abort_stream(stream, H3_CONNECT_ERROR);
                 }
             }
             self.queue_send(handle);
@@ -163,7 +162,7 @@ impl Endpoint {
                 .stream_shutdown(stream, quiche::Shutdown::Read, H3_CONNECT_ERROR);
             return;
         };
-        abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+        conn.abort_stream(stream, H3_CONNECT_ERROR);
         self.note_end(
             id,
             crate::audit::Ending::Closed(CloseReason::Reset { code }),

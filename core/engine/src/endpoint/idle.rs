@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::{Endpoint, TunnelState, abort_stream};
+use super::{Endpoint, TunnelState};
 use crate::H3_CONNECT_ERROR;
 use crate::types::{CloseReason, Event, TunnelId};
 
@@ -79,7 +79,7 @@ impl Endpoint {
         self.note_end(id, crate::audit::Ending::Closed(reason));
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+                conn.abort_stream(stream, H3_CONNECT_ERROR);
             }
             self.queue_send(handle);
         }

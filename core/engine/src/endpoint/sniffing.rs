@@ -21,7 +21,7 @@ use veil_proto::sniff::{SNIFF_LIMIT, Sniffed, sniff};
 
 use super::hooks::{EdgeRequest, Screening};
 use super::requests::Question;
-use super::{Endpoint, Receiving, RoleState, Tunnel, TunnelState, abort_stream};
+use super::{Endpoint, Receiving, RoleState, Tunnel, TunnelState};
 use crate::H3_CONNECT_ERROR;
 use crate::types::{Event, TunnelId};
 
@@ -200,7 +200,7 @@ impl Endpoint {
             if let Some(conn) = self.conns.get_mut(handle) {
                 //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly
                 //# terminating the stream."
-                abort_stream(&mut conn.wire, stream, H3_CONNECT_ERROR);
+                conn.abort_stream(stream, H3_CONNECT_ERROR);
             }
             self.queue_send(handle);
         }

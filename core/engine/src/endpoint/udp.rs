@@ -25,7 +25,6 @@ use veil_proto::varint::VarInt;
 
 use super::{
     Endpoint, H3_INTERNAL_ERROR, H3_REQUEST_CANCELLED, RoleState, Sending, Tunnel, TunnelState,
-    abort_stream,
 };
 use crate::config::QuicConfig;
 use crate::error::{ConfigError, OpenError, TunnelError};
@@ -599,11 +598,7 @@ impl Endpoint {
         if cut {
             // A FIN now would cut a capsule in two: reset our side instead.
             if let Some(conn) = self.conns.get_mut(handle) {
-                let _ = conn.wire.stream_shutdown(
-                    stream,
-                    quiche::Shutdown::Write,
-                    H3_REQUEST_CANCELLED,
-                );
+                conn.abort_stream(stream, H3_REQUEST_CANCELLED);
             }
         } else if !local_fin {
             // Owed even though the tunnel is gone: it waits for credit if it must.
@@ -622,7 +617,7 @@ impl Endpoint {
         );
         if let Some((handle, stream)) = self.remove_tunnel(id) {
             if let Some(conn) = self.conns.get_mut(handle) {
-                abort_stream(&mut conn.wire, stream, code);
+                conn.abort_stream(stream, code);
             }
             self.queue_send(handle);
             self.events.push_back(Event::TunnelClosed {
