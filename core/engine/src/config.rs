@@ -103,6 +103,14 @@ pub struct QuicConfig {
     /// whose timers are finer than a millisecond to reach LAN speeds, and without it the
     /// congestion window still bounds every burst.
     pub pacing: bool,
+    /// How long the acknowledgement owed for a lone 1-RTT packet may wait for bytes to
+    /// carry it (the answer a host is about to write) before it goes alone; `0`
+    /// acknowledges at once, as quiche does by itself. Under the 25 ms `max_ack_delay`
+    /// quiche advertises. In an exchange of small messages it saves each side an ACK-only
+    /// packet per message, and the other side a wake-up to read it
+    /// (`endpoint::ack_delay`, docs/PERFORMANCE.md).
+    #[serde(rename = "ack_delay_ms", deserialize_with = "duration_ms")]
+    pub ack_delay: Duration,
     /// Path MTU discovery (DPLPMTUD, RFC 8899): once the handshake is confirmed, quiche
     /// sends padded probes and searches for the largest size, up to
     /// `max_send_udp_payload_size`, that gets through, and sends at it. Worth it where the
@@ -167,6 +175,7 @@ impl Default for QuicConfig {
             max_idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(10)),
             pacing: false,
+            ack_delay: Duration::from_millis(1),
             pmtu_discovery: false,
             max_recv_udp_payload_size: 65527,
             max_send_udp_payload_size: 1350,

@@ -18,6 +18,7 @@
 //!   much fitted; a receive reads straight from quiche, so an unread tunnel holds back only
 //!   its own stream's flow-control credit.
 
+mod ack_delay;
 mod auditing;
 mod conns;
 mod decap;
@@ -76,6 +77,7 @@ use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
 use crate::wire::{Http, Wire};
 use crate::{PACING_HORIZON, tls, transport};
+use ack_delay::AckDelay;
 
 /// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
 const MIN_INITIAL_LEN: usize = 1200;
@@ -164,6 +166,8 @@ pub struct Endpoint {
     draining: bool,
     fingerprint: Option<[u8; 32]>,
     pacing: bool,
+    /// `QuicConfig::ack_delay` (`endpoint::ack_delay`).
+    ack_delay: Duration,
     keep_alive: Option<Duration>,
     /// A connection with no traffic for this long closes (`QuicConfig::max_idle_timeout`;
     /// the TCP on-ramp's connections keep it too).
@@ -287,6 +291,8 @@ struct Conn {
     /// In `Endpoint::unprocessed`.
     unprocessed: bool,
     held: Held,
+    /// What it received since it last asked quiche for packets (`endpoint::ack_delay`).
+    ack: AckDelay,
     /// Client: no new requests go here (the edge sent GOAWAY, or the connection retired).
     goaway: bool,
     /// Client: whether the edge seems to withhold stream credit (`credit_withheld`).
@@ -498,6 +504,7 @@ impl Endpoint {
             keep_alive: quic.keep_alive_interval,
             idle_timeout: quic.max_idle_timeout,
             pacing: quic.pacing,
+            ack_delay: quic.ack_delay,
             role,
             conns: conns::ConnTable::default(),
             cid_layout: None,
@@ -577,6 +584,7 @@ impl Endpoint {
             to,
         };
         conn.held.received();
+        conn.ack.received(datagram);
         if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
@@ -632,6 +640,10 @@ impl Endpoint {
             let ended = conn.lead.expire(now);
             if ended != turns::Change::NONE {
                 conn.apply_lead(ended);
+                touched = true;
+            }
+            if conn.ack.due().is_some_and(|at| at <= now) {
+                // `process` finds it due and sends.
                 touched = true;
             }
             if conn.credit.recheck_at().is_some_and(|at| at <= now) {
@@ -695,6 +707,7 @@ impl Endpoint {
             let horizon = quic.max_release_into_future().max(PACING_HORIZON);
             let pacing = self.pacing.then_some(now + horizon);
             let step = transmit_batch(quic, &mut conn.held, out, pacing);
+            conn.ack.sent();
             if let Step::Sent { more, .. } = step {
                 if more {
                     conn.queued = true;
@@ -1196,8 +1209,15 @@ impl Endpoint {
                 return Err(TunnelError::Stream);
             }
         };
-        // Reading returned flow-control credit to the peer: a window update may be due.
-        self.queue_send(handle);
+        // Reading returned flow-control credit to the peer: a window update may be due. It
+        // goes with an acknowledgement that waits (`endpoint::ack_delay`), if one does.
+        if self
+            .conns
+            .get(handle)
+            .is_some_and(|conn| conn.ack.due().is_none())
+        {
+            self.queue_send(handle);
+        }
         let finished = self
             .conns
             .get(handle)
@@ -1480,6 +1500,7 @@ impl Endpoint {
                 queued: false,
                 unprocessed: false,
                 held: Held::default(),
+                ack: AckDelay::default(),
                 goaway: false,
                 credit: Credit::Flowing,
                 goaway_sent: None,
@@ -1634,9 +1655,25 @@ impl Endpoint {
         self.client_connect(now);
         self.flush_pending();
         if !self.reap(now, handle) {
+            let wait = self.ack_may_wait(now, handle);
             self.refresh_timer(handle);
-            self.queue_send(handle);
+            if !wait {
+                self.queue_send(handle);
+            }
         }
+    }
+
+    /// Whether the connection may wait for bytes to carry the acknowledgement it owes
+    /// before asking quiche for packets (`endpoint::ack_delay`).
+    fn ack_may_wait(&mut self, now: Instant, handle: u64) -> bool {
+        let Some(conn) = self.conns.get_mut(handle) else {
+            return false;
+        };
+        let quiet = conn.held.quiet()
+            && conn.wire.quic_mut().is_some_and(|quic| {
+                quic.is_established() && !quic.is_draining() && quic.local_error().is_none()
+            });
+        conn.ack.defer(now, self.ack_delay, quiet)
     }
 
     /// Creates the HTTP/3 layer once the handshake completes.

@@ -39,6 +39,9 @@ pub(crate) struct Held {
     dead_heads_possible: bool,
     /// Packets sent while the connection is closing, since the last datagram it received.
     closing_sent: usize,
+    /// The last packet sent was full-size: quiche may have stopped for want of congestion
+    /// window rather than of bytes.
+    last_full: bool,
 }
 
 /// Packets a closing connection may send per datagram it receives (and once after the
@@ -88,6 +91,12 @@ impl Held {
             self.dead_heads_possible = quic.path_stats().any(|path| path.stream_retrans_bytes > 0);
         }
         self.dead_heads_possible
+    }
+
+    /// Nothing is known to wait to leave: no stream bytes written since quiche's last
+    /// `Done`, no packet held for pacing, and the last flight ended short of a full packet.
+    pub(crate) fn quiet(&self) -> bool {
+        !self.wrote && self.packet.is_none() && !self.last_full
     }
 
     /// When the held packet may leave (quiche's pacing time), if there is one.
@@ -210,6 +219,7 @@ pub(crate) fn transmit_batch(
                 }
                 batch.len += len;
                 batch.segments += 1;
+                batch.last = len;
                 if len < batch.segment {
                     more = true;
                     break;
@@ -230,6 +240,9 @@ pub(crate) fn transmit_batch(
             }
         }
     }
+    if batch.first.is_some() {
+        held.last_full = batch.last >= full_size;
+    }
     batch.finish(more)
 }
 
@@ -240,6 +253,8 @@ struct Batch {
     segment: usize,
     len: usize,
     segments: usize,
+    /// The last packet's length.
+    last: usize,
 }
 
 impl Batch {
@@ -248,6 +263,7 @@ impl Batch {
         self.segment = len;
         self.len = len;
         self.segments = 1;
+        self.last = len;
     }
 
     fn finish(self, more: bool) -> Step {

@@ -67,8 +67,11 @@ pub(crate) fn h3_config() -> Result<h3::Config, ConfigError> {
     Ok(config)
 }
 
+/// The `max_ack_delay` quiche advertises (its default, left as it is).
+const ADVERTISED_MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+
 fn validate(quic: &QuicConfig) -> Result<(), ConfigError> {
-    let checks: [(&'static str, bool); 7] = [
+    let checks: [(&'static str, bool); 8] = [
         (
             "max_send_udp_payload_size",
             quic.max_send_udp_payload_size >= MIN_UDP_PAYLOAD,
@@ -84,6 +87,9 @@ fn validate(quic: &QuicConfig) -> Result<(), ConfigError> {
         ),
         ("udp_idle_timeout_ms", !quic.udp_idle_timeout.is_zero()),
         ("udp_tunnel_queue_len", quic.udp_tunnel_queue_len > 0),
+        //# RFC 9000 §13.2.1: "An endpoint MUST acknowledge [...] all ack-eliciting 0-RTT
+        //# and 1-RTT packets within its advertised max_ack_delay"
+        ("ack_delay_ms", quic.ack_delay < ADVERTISED_MAX_ACK_DELAY),
         (
             "keep_alive_interval_ms",
             quic.keep_alive_interval

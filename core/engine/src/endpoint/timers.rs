@@ -56,6 +56,7 @@ impl Conn {
             self.lead.ends_at(),
             self.keep_alive_at.filter(|_| self.http.is_some()),
             self.credit.recheck_at(),
+            self.ack.due(),
         ]
         .into_iter()
         .flatten()

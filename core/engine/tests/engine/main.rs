@@ -4,6 +4,7 @@
 // Test hosts track each direction of a tunnel with its own flag.
 #![allow(clippy::struct_excessive_bools)]
 
+mod ack_delay;
 mod audit;
 mod dead_head;
 mod dns;

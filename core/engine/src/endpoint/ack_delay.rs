@@ -1,0 +1,128 @@
+//! Acknowledgements that wait, briefly, for bytes to carry them.
+//!
+//! quiche acknowledges at the next `send` after any packet that asks for it, and the
+//! engine asks quiche for packets after every batch of datagrams. In an exchange of small
+//! messages through a tunnel, each side then sends an ACK-only packet for every message
+//! and, a moment later, the answer that could have carried that ACK: two datagrams where
+//! one would do, and on the other side a second wake-up, a second receive and a second
+//! trip through quiche for the ACK alone.
+//!
+//! So after a lone 1-RTT datagram, when nothing else is waiting to leave, the engine waits
+//! up to `QuicConfig::ack_delay` (1 ms by default) before asking quiche for packets. Bytes the host writes in the
+//! meantime (the answer) go at once, with the ACK; otherwise the ACK goes when the wait
+//! ends. quiche stamps the wait into the ACK frame's delay, so the peer's RTT estimate does
+//! not grow.
+//# RFC 9000 §13.2.1: "An endpoint MUST acknowledge all ack-eliciting Initial and Handshake
+//# packets immediately and all ack-eliciting 0-RTT and 1-RTT packets within its advertised
+//# max_ack_delay"
+//# RFC 9000 §13.2.2: "A receiver SHOULD send an ACK frame after receiving at least two
+//# ack-eliciting packets."
+//!
+//! Nothing waits where waiting could slow a transfer: a second datagram, a handshake
+//! packet, stream bytes written and not yet sent, a packet held for pacing, or a last
+//! flight that ended with a full-size packet (the sender may be held by its congestion
+//! window, which the peer's packets may just have opened) each mean asking quiche at once.
+
+use std::time::{Duration, Instant};
+
+/// What a connection received since it last asked quiche for packets.
+#[derive(Debug, Default)]
+pub(crate) struct AckDelay {
+    /// Datagrams received since then.
+    received: u32,
+    /// One of them had a long header (Initial, 0-RTT, Handshake): acknowledged at once.
+    long_header: bool,
+    /// When the owed acknowledgement goes, whatever else happens.
+    due: Option<Instant>,
+}
+
+impl AckDelay {
+    /// A datagram arrived for the connection.
+    pub(crate) fn received(&mut self, datagram: &[u8]) {
+        self.received = self.received.saturating_add(1);
+        //# RFC 9000 §17.2: "Header Form: The most significant bit (0x80) of byte 0 (the
+        //# first byte) is set to 1 for long headers."
+        self.long_header |= datagram.first().is_some_and(|first| first & 0x80 != 0);
+    }
+
+    /// quiche was asked for packets: whatever acknowledgement was owed has gone.
+    pub(crate) fn sent(&mut self) {
+        *self = Self::default();
+    }
+
+    /// When the owed acknowledgement must go, if one waits.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Whether the connection may wait before asking quiche for packets (and from now on
+    /// it waits at most until [`AckDelay::due`], `delay` after the first look); `quiet`:
+    /// nothing else wants to leave.
+    pub(crate) fn defer(&mut self, now: Instant, delay: Duration, quiet: bool) -> bool {
+        let lone = self.received == 1 && !self.long_header;
+        if delay.is_zero() || !quiet || !lone || self.due.is_some_and(|due| due <= now) {
+            return false;
+        }
+        self.due.get_or_insert(now + delay);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACK_DELAY: Duration = Duration::from_millis(1);
+    const SHORT: &[u8] = &[0x40, 1, 2, 3];
+    const LONG: &[u8] = &[0xc0, 0, 0, 0, 1];
+
+    #[test]
+    fn a_lone_short_packet_waits_until_due_and_no_longer() {
+        let now = Instant::now();
+        let mut ack = AckDelay::default();
+        ack.received(SHORT);
+        assert!(ack.defer(now, ACK_DELAY, true));
+        assert_eq!(ack.due(), Some(now + ACK_DELAY));
+        // A later look keeps the first deadline.
+        assert!(ack.defer(now + ACK_DELAY / 2, ACK_DELAY, true));
+        assert_eq!(ack.due(), Some(now + ACK_DELAY));
+        assert!(!ack.defer(now + ACK_DELAY, ACK_DELAY, true), "due: it goes");
+        ack.sent();
+        assert_eq!(ack.due(), None);
+        assert!(
+            !ack.defer(now, ACK_DELAY, true),
+            "nothing received, nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn two_packets_a_long_header_or_other_output_go_at_once() {
+        let now = Instant::now();
+        let mut two = AckDelay::default();
+        two.received(SHORT);
+        two.received(SHORT);
+        assert!(!two.defer(now, ACK_DELAY, true));
+
+        let mut long = AckDelay::default();
+        long.received(LONG);
+        assert!(!long.defer(now, ACK_DELAY, true));
+
+        let mut busy = AckDelay::default();
+        busy.received(SHORT);
+        assert!(!busy.defer(now, ACK_DELAY, false));
+
+        let mut off = AckDelay::default();
+        off.received(SHORT);
+        assert!(
+            !off.defer(now, Duration::ZERO, true),
+            "0: acknowledged at once"
+        );
+
+        let mut empty = AckDelay::default();
+        empty.received(&[]);
+        assert!(
+            empty.defer(now, ACK_DELAY, true),
+            "an empty datagram is not a long header"
+        );
+    }
+}

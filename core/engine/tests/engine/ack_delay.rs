@@ -1,0 +1,172 @@
+//! The acknowledgement owed for a lone message waits, up to `QuicConfig::ack_delay`, for
+//! the answer to carry it (`endpoint::ack_delay`): one datagram back instead of two, and
+//! never later than the delay.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use veil_engine::{Config, EdgeConfig, Endpoint, Event, TunnelId};
+
+use crate::harness::{Host, Net};
+use crate::hosts::EventReaders;
+use crate::{BUDGET, client_for, target};
+
+/// Longer than quiche's largest ACK delay (25 ms) plus its time-threshold wait: every
+/// packet of the setup is acknowledged after it.
+const QUIET: Duration = Duration::from_millis(60);
+
+/// The edge's host: accepts every tunnel and keeps what arrives on each.
+#[derive(Default)]
+struct Edge {
+    order: Vec<TunnelId>,
+    readable: Vec<TunnelId>,
+    received: HashMap<TunnelId, Vec<u8>>,
+}
+
+impl Edge {
+    fn read(&mut self, endpoint: &mut Endpoint) {
+        let mut buf = [0u8; 4096];
+        for id in std::mem::take(&mut self.readable) {
+            while let Ok(recv) = endpoint.tunnel_recv(id, &mut buf) {
+                if recv.len == 0 {
+                    break;
+                }
+                self.received
+                    .entry(id)
+                    .or_default()
+                    .extend_from_slice(&buf[..recv.len]);
+            }
+        }
+    }
+}
+
+impl Host for Edge {
+    fn on_event(&mut self, endpoint: &mut Endpoint, _now: Instant, event: Event) {
+        match event {
+            Event::TunnelRequest { tunnel, .. } => {
+                endpoint.accept_tunnel(tunnel).expect("accept");
+                self.order.push(tunnel);
+            }
+            Event::TunnelReadable { tunnel } => self.readable.push(tunnel),
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, _endpoint: &mut Endpoint, _now: Instant) -> bool {
+        false
+    }
+}
+
+/// A connected pair whose edge waits up to `ack_delay`, with one open tunnel and nothing
+/// left to acknowledge.
+fn quiet_pair(ack_delay: Duration) -> (Net, Edge, TunnelId) {
+    let mut config = Config::edge(EdgeConfig::default());
+    config.quic.ack_delay = ack_delay;
+    let edge = Endpoint::new(config, Instant::now()).expect("edge");
+    let client = client_for(&edge, None);
+    let mut net = Net::new(client, edge);
+    let mut readers = EventReaders::default();
+    let mut host = Edge::default();
+    let tunnel = net
+        .client
+        .open_tunnel(Instant::now(), &target("echo.test", 7))
+        .expect("open");
+    let open = net.run_until(&mut readers, &mut host, BUDGET, |_, e| e.order.len() == 1);
+    assert!(open, "the tunnel never reached the edge: {:?}", net.stats);
+    let until = Instant::now() + QUIET;
+    net.run_until(&mut readers, &mut host, BUDGET, |_, _| {
+        Instant::now() >= until
+    });
+    // The harness hands events to hosts as it runs; take what is left.
+    while let Some(event) = net.edge.poll_event() {
+        host.on_event(&mut net.edge, Instant::now(), event);
+    }
+    (net, host, tunnel)
+}
+
+/// The client sends `message` on `tunnel`, and the edge receives it and reads it.
+fn deliver(net: &mut Net, host: &mut Edge, tunnel: TunnelId, message: &[u8]) -> Instant {
+    let now = Instant::now();
+    assert_eq!(
+        net.client.tunnel_send(tunnel, message).expect("send"),
+        message.len()
+    );
+    assert!(net.send_from_client(now));
+    assert!(net.deliver_to_edge(now));
+    // The edge looks at what arrived (its host asks for packets, and gets events).
+    let sent_at_once = net.send_from_edge(now);
+    while let Some(event) = net.edge.poll_event() {
+        host.on_event(&mut net.edge, now, event);
+    }
+    host.read(&mut net.edge);
+    assert_eq!(
+        host.received.get(&host.order[0]).map(Vec::as_slice),
+        Some(message)
+    );
+    assert!(!sent_at_once, "the acknowledgement did not wait");
+    now
+}
+
+#[test]
+fn the_answer_carries_the_acknowledgement_of_a_lone_message() {
+    let (mut net, mut host, tunnel) = quiet_pair(Duration::from_millis(20));
+    let now = deliver(&mut net, &mut host, tunnel, b"ping");
+    // Reading gave credit back; still nothing leaves before the answer.
+    assert!(!net.send_from_edge(now), "the window update did not wait");
+    let due = net.edge.poll_timeout().expect("a deadline");
+    assert!(
+        due <= now + Duration::from_millis(20),
+        "{due:?} is after the delay"
+    );
+
+    let id = host.order[0];
+    assert_eq!(net.edge.tunnel_send(id, b"pong").expect("answer"), 4);
+    assert!(net.send_from_edge(Instant::now()));
+    let answer = net.take_to_client();
+    assert_eq!(
+        answer.len(),
+        1,
+        "answer and acknowledgement in one datagram"
+    );
+}
+
+#[test]
+fn an_unanswered_message_is_acknowledged_when_the_delay_ends() {
+    let delay = Duration::from_millis(5);
+    let (mut net, mut host, tunnel) = quiet_pair(delay);
+    let now = deliver(&mut net, &mut host, tunnel, b"ping");
+    let due = net.edge.poll_timeout().expect("a deadline");
+    assert!(due <= now + delay, "{due:?} is after the delay");
+    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    net.edge.handle_timeout(Instant::now());
+    assert!(
+        net.send_from_edge(Instant::now()),
+        "no acknowledgement after the delay"
+    );
+    assert_eq!(net.take_to_client().len(), 1);
+}
+
+#[test]
+fn with_no_delay_the_acknowledgement_goes_at_once() {
+    let (mut net, _host, tunnel) = quiet_pair(Duration::ZERO);
+    let now = Instant::now();
+    net.client.tunnel_send(tunnel, b"ping").expect("send");
+    assert!(net.send_from_client(now));
+    assert!(net.deliver_to_edge(now));
+    assert!(net.send_from_edge(now), "the acknowledgement waited");
+}
+
+#[test]
+fn two_messages_are_acknowledged_at_once() {
+    let (mut net, _host, tunnel) = quiet_pair(Duration::from_millis(20));
+    let now = Instant::now();
+    net.client.tunnel_send(tunnel, b"one").expect("send");
+    assert!(net.send_from_client(now));
+    net.client.tunnel_send(tunnel, b"two").expect("send");
+    assert!(net.send_from_client(now));
+    assert!(net.deliver_to_edge(now));
+    assert!(
+        net.send_from_edge(now),
+        "two packets, and the acknowledgement waited"
+    );
+}
