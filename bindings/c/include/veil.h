@@ -969,6 +969,16 @@ enum veil_result veil_config_set_keep_alive(struct veil_config *config, uint64_t
 // `config` must be NULL or a live configuration.
 enum veil_result veil_config_set_pacing(struct veil_config *config, bool on);
 
+// How long, in milliseconds, the acknowledgement owed for a lone packet may wait for
+// the bytes the host writes next (an answer) to carry it; 0 acknowledges at once. Default
+// 1; at most 24 (under the 25 ms `max_ack_delay` quiche advertises), more is
+// `VEIL_ERR_INVALID_ARGUMENT`. The wait asks nothing new of the host: its end is among
+// the deadlines `veil_endpoint_poll_timeout` gives.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+enum veil_result veil_config_set_ack_delay(struct veil_config *config, uint64_t delay_ms);
+
 // Path MTU discovery (RFC 8899): probes for the largest packet, up to the send size of
 // `veil_config_set_udp_payload_sizes`, that crosses the path. Off by default. The host's
 // UDP socket must set Don't Fragment (Linux: `IP_MTU_DISCOVER` = `IP_PMTUDISC_PROBE`, and

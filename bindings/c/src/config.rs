@@ -1067,6 +1067,30 @@ pub unsafe extern "C" fn veil_config_set_pacing(config: *mut veil_config, on: bo
     unsafe { with_config(config, body) }
 }
 
+/// How long, in milliseconds, the acknowledgement owed for a lone packet may wait for
+/// the bytes the host writes next (an answer) to carry it; 0 acknowledges at once. Default
+/// 1; at most 24 (under the 25 ms `max_ack_delay` quiche advertises), more is
+/// `VEIL_ERR_INVALID_ARGUMENT`. The wait asks nothing new of the host: its end is among
+/// the deadlines `veil_endpoint_poll_timeout` gives.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_config_set_ack_delay(
+    config: *mut veil_config,
+    delay_ms: u64,
+) -> veil_result {
+    let body = |config: &mut veil_config| {
+        if delay_ms >= 25 {
+            return Err(VEIL_ERR_INVALID_ARGUMENT);
+        }
+        config.quic.ack_delay = millis(delay_ms);
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises about `config` are forwarded.
+    unsafe { with_config(config, body) }
+}
+
 /// Path MTU discovery (RFC 8899): probes for the largest packet, up to the send size of
 /// `veil_config_set_udp_payload_sizes`, that crosses the path. Off by default. The host's
 /// UDP socket must set Don't Fragment (Linux: `IP_MTU_DISCOVER` = `IP_PMTUDISC_PROBE`, and
@@ -1339,6 +1363,12 @@ mod tests {
                 veil_config_set_congestion_control(edge, 7),
                 VEIL_ERR_INVALID_ARGUMENT
             );
+            assert_eq!(
+                veil_config_set_ack_delay(edge, 25),
+                VEIL_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(veil_config_set_ack_delay(edge, 0), VEIL_OK);
+            assert_eq!((*edge).quic.ack_delay, std::time::Duration::ZERO);
             assert_eq!(
                 veil_config_add_token(edge, std::ptr::null()),
                 veil_result::VEIL_ERR_NULL
