@@ -191,8 +191,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub drivers: Option<u8>,
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
-    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged) [default: the
-    /// kernel's].
+    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged); 0 keeps the
+    /// kernel's [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
 }
@@ -348,8 +348,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
-    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged) [default: the
-    /// kernel's].
+    /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged); 0 keeps the
+    /// kernel's [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
     /// Resolve and connect timeout of flows that `[[client.rule]]` sends direct, in
@@ -582,7 +582,8 @@ pub struct ServerSettings {
     pub retry: veil_engine::RetryPolicy,
     /// The tenant (`[[listener]]` name) this edge serves, when the process serves several.
     pub tenant: Option<String>,
-    /// The QUIC socket's buffers, asked of the kernel; `None`: its default.
+    /// The QUIC socket's buffers, asked of the kernel; `None`: its default
+    /// ([`udp_buffer`]).
     pub udp_buffer: Option<usize>,
     /// QUIC drivers (tokio): endpoints, each with its socket and thread.
     pub drivers: NonZeroUsize,
@@ -676,7 +677,8 @@ pub struct ClientSettings {
     pub direct_source: Option<IpAddr>,
     /// Resolve and connect timeout of direct flows.
     pub connect_timeout: Duration,
-    /// The QUIC socket's buffers, asked of the kernel; `None`: its default.
+    /// The QUIC socket's buffers, asked of the kernel; `None`: its default
+    /// ([`udp_buffer`]).
     pub udp_buffer: Option<usize>,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
@@ -841,7 +843,7 @@ impl ServerSettings {
                 .transpose()?
                 .unwrap_or(veil_engine::EdgeConfig::default().retry),
             tenant: None,
-            udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
+            udp_buffer: udp_buffer(flags.udp_buffer_bytes.or(file.udp_buffer_bytes)),
             drivers: drivers(flags.drivers.or(file.drivers))?,
         })
         .and_then(Self::checked_drivers)
@@ -1005,6 +1007,30 @@ pub const MAX_LANES: u8 = 8;
 /// thread; more than the machine's cores only take turns on them.
 pub const MAX_DRIVERS: u8 = 16;
 
+/// What the QUIC socket's buffers are asked to be when nothing says
+/// ([`udp_buffer`]): Linux doubles it for its bookkeeping, so 2 MiB of queue each way.
+pub(crate) const DEFAULT_UDP_BUFFER: usize = 1024 * 1024;
+
+/// `--udp-buffer-bytes` or `udp_buffer_bytes`: [`DEFAULT_UDP_BUFFER`] when not given,
+/// `None` (the kernel's own sizes, 208 KiB on Debian) for 0.
+///
+/// Why not the kernel's: across a path longer than a LAN whose link does not cap the rate
+/// below what the endpoints move, the receiving socket is the only queue, and 208 KiB is
+/// a small part of the bandwidth-delay product. Over a 20 ms path a tunnel moved 12 MiB/s
+/// at the kernel's sizes and 90 at 1 MiB, as much as shadowsocks-rust over TCP; on
+/// loopback 15-20% more. The price is where a receiver is held by its CPU rather than its
+/// link (loopback, a fast LAN): CUBIC fills the larger queue, and small exchanges on the
+/// same connection as a saturating transfer wait behind it (about 10 ms at the median on
+/// loopback instead of 1.2-1.4; `lanes = 2` with `drivers = 2` give them back their idle
+/// round trip). docs/PERFORMANCE.md, "Across a link with delay" and "Socket buffers".
+fn udp_buffer(asked: Option<usize>) -> Option<usize> {
+    match asked {
+        None => Some(DEFAULT_UDP_BUFFER),
+        Some(0) => None,
+        Some(bytes) => Some(bytes),
+    }
+}
+
 /// `--drivers` or `[server] drivers`, checked: 1 when not given.
 fn drivers(asked: Option<u8>) -> anyhow::Result<NonZeroUsize> {
     bounded_count("drivers", asked, MAX_DRIVERS)
@@ -1091,7 +1117,7 @@ impl ClientSettings {
             quic,
             rules: file.rules,
             direct_source: flags.direct_source.or(file.direct_source),
-            udp_buffer: flags.udp_buffer_bytes.or(file.udp_buffer_bytes),
+            udp_buffer: udp_buffer(flags.udp_buffer_bytes.or(file.udp_buffer_bytes)),
             metrics: flags.metrics.or(file.metrics),
             tun_routes: pick_list(flags.tun_route, file.tun_route)
                 .iter()
@@ -1555,6 +1581,13 @@ mod tests {
         assert!(merge(no_pools).is_err(), "an egress without pools");
         let settings = merge(ServerArgs::default()).expect("merges");
         assert_eq!(settings.ip_egress, None, "no pools, no CONNECT-IP");
+    }
+
+    #[test]
+    fn udp_buffers_default_to_a_mebibyte_and_zero_keeps_the_kernels() {
+        assert_eq!(udp_buffer(None), Some(1024 * 1024));
+        assert_eq!(udp_buffer(Some(0)), None);
+        assert_eq!(udp_buffer(Some(4096)), Some(4096));
     }
 
     #[test]
