@@ -101,6 +101,17 @@ struct State {
     stopping: bool,
 }
 
+/// A core's socket buffers, as far as growing them for long paths goes.
+#[derive(Debug, Clone, Copy)]
+enum SocketBuffers {
+    AsStarted,
+    /// Grown while a path is long; `from`: the size to go back to (`None`: the kernel
+    /// would not say, and they stay).
+    Grown {
+        from: Option<usize>,
+    },
+}
+
 /// One core: shared by its tasks through `Rc`.
 pub(crate) struct Core {
     state: RefCell<State>,
@@ -131,6 +142,10 @@ pub(crate) struct Core {
     /// core's listening socket, so that new connections are refused by the kernel rather
     /// than accepted by a core that would only close them.
     accepting: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// The UDP socket again, for its buffer sizes (`Core::fit_buffers`).
+    buffers: socket2::Socket,
+    /// As started, or grown for a long path (`Core::fit_buffers`).
+    grown: Cell<SocketBuffers>,
 }
 
 /// The socket at the core's index in the group, which the steering program sends its
@@ -177,6 +192,8 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         endpoint.set_boxed_policy(make_policy());
     }
     let (socket, features) = prepare_socket(socket_of(&sockets, index)?, index);
+    // The same socket (a second descriptor): its buffers are sized through it.
+    let buffers = socket.try_clone()?;
     let core = Rc::new(Core {
         state: RefCell::new(State {
             endpoint,
@@ -203,6 +220,8 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         audit_lost: Cell::new(0),
         failure: RefCell::new(None),
         accepting: RefCell::new(None),
+        buffers,
+        grown: Cell::new(SocketBuffers::AsStarted),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
 
@@ -253,6 +272,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
 /// Publishes the core's counters every `STATS_PERIOD` for `Edge::stats` (metrics).
 async fn publish_stats(core: Rc<Core>, published: Arc<Mutex<Vec<CoreStats>>>) {
     loop {
+        core.fit_buffers();
         let stats = core.stats();
         let index = usize::from(stats.core);
         if let Some(slot) = published
@@ -695,6 +715,35 @@ impl Core {
         state.stopping && state.endpoint.is_closed()
     }
 
+    /// Grows the socket's buffers while the engine has a connection on a path longer than
+    /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
+    /// `Endpoint::long_paths`); looked at with the counters, every `STATS_PERIOD`.
+    fn fit_buffers(&self) {
+        let Some(long) = self.options.udp_buffer_long_path else {
+            return;
+        };
+        let want_long = self.state.borrow().endpoint.long_paths() > 0;
+        match (want_long, self.grown.get()) {
+            (true, SocketBuffers::AsStarted) => {
+                let from = self.buffers.recv_buffer_size().ok().map(|kept| kept / 2);
+                self.grown.set(SocketBuffers::Grown { from });
+                tracing::debug!(
+                    bytes = long,
+                    "a path longer than a LAN: larger socket buffers"
+                );
+                set_buffers(&self.buffers, long);
+            }
+            (false, SocketBuffers::Grown { from }) => {
+                self.grown.set(SocketBuffers::AsStarted);
+                if let Some(bytes) = from {
+                    tracing::debug!(bytes, "no path longer than a LAN: socket buffers back");
+                    set_buffers(&self.buffers, bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn stats(&self) -> CoreStats {
         CoreStats {
             core: self.layout.core(),
@@ -887,5 +936,17 @@ impl TcpPort for Core {
 fn refuse(endpoint: &mut Endpoint, tunnel: TunnelId, refusal: Refusal) {
     if let Err(e) = endpoint.refuse_tunnel(tunnel, refusal) {
         tracing::debug!(?tunnel, error = %e, "refusing a tunnel failed");
+    }
+}
+
+/// Asks for `bytes` of receive and send buffer (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`); a refusal is logged.
+fn set_buffers(socket: &socket2::Socket, bytes: usize) {
+    let asked = (
+        socket.set_recv_buffer_size(bytes),
+        socket.set_send_buffer_size(bytes),
+    );
+    if let (Err(error), _) | (_, Err(error)) = asked {
+        tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
     }
 }

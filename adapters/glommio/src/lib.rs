@@ -119,6 +119,12 @@ pub struct Options {
     /// a saturating bulk tunnel on the same connection took 80–100 ms at the median,
     /// against 3–4 ms with the default (docs/PERFORMANCE.md).
     pub udp_buffer: Option<usize>,
+    /// Receive and send buffer of each core's socket while its endpoint has a connection
+    /// on a path longer than a LAN
+    /// ([`Endpoint::long_paths`](veil_engine::Endpoint::long_paths)): there the socket is
+    /// the only queue of a fast path, and the kernel's default a small part of its
+    /// bandwidth-delay product. `None`: never changed.
+    pub udp_buffer_long_path: Option<usize>,
 }
 
 impl Default for Options {
@@ -133,6 +139,7 @@ impl Default for Options {
             listen_tcp: None,
             edge_id: 0,
             udp_buffer: None,
+            udp_buffer_long_path: None,
         }
     }
 }

@@ -120,6 +120,19 @@ pub(crate) struct Driver {
     /// A client lane's load, which `Opener` reads to place new tunnels
     /// (`veil_engine::lanes`).
     gauge: Arc<LaneGauge>,
+    /// The socket's buffers as started, or grown for a long path (`fit_buffers`).
+    buffers: SocketBuffers,
+}
+
+/// A QUIC socket's buffers, as far as growing them for long paths goes.
+#[derive(Debug, Clone, Copy)]
+enum SocketBuffers {
+    AsStarted,
+    /// Grown while a path is long; `from`: the size to go back to (`None`: the kernel
+    /// would not say, and they stay).
+    Grown {
+        from: Option<usize>,
+    },
 }
 
 /// What a driver tells its node's `Opener` of its load: written by the driver, read by
@@ -168,6 +181,7 @@ impl Driver {
             dials: HashMap::default(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
             gauge: Arc::default(),
+            buffers: SocketBuffers::AsStarted,
         }
     }
 
@@ -195,6 +209,7 @@ impl Driver {
         let mut recv_bufs = RecvBufs::new();
         loop {
             self.flush().await?;
+            self.fit_buffers();
             if self.advance_phase() {
                 self.flush().await?;
                 return Ok(self.endpoint.stats());
@@ -222,6 +237,36 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// Grows the socket's buffers while the engine has a connection on a path longer than
+    /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
+    /// `Endpoint::long_paths`).
+    fn fit_buffers(&mut self) {
+        let Some(long) = self.options.udp_buffer_long_path else {
+            return;
+        };
+        let want_long = self.endpoint.long_paths() > 0;
+        match (want_long, self.buffers) {
+            (true, SocketBuffers::AsStarted) => {
+                self.buffers = SocketBuffers::Grown {
+                    from: self.udp.recv_buffer_asked(),
+                };
+                tracing::debug!(
+                    bytes = long,
+                    "a path longer than a LAN: larger socket buffers"
+                );
+                self.udp.size_buffers(long);
+            }
+            (false, SocketBuffers::Grown { from }) => {
+                self.buffers = SocketBuffers::AsStarted;
+                if let Some(bytes) = from {
+                    tracing::debug!(bytes, "no path longer than a LAN: socket buffers back");
+                    self.udp.size_buffers(bytes);
+                }
+            }
+            _ => {}
         }
     }
 

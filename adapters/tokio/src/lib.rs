@@ -102,6 +102,11 @@ pub struct Options {
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (which
     /// caps it at `net.core.rmem_max` / `wmem_max`); `None`: the kernel's default.
     pub udp_buffer: Option<usize>,
+    /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel while the
+    /// endpoint has a connection on a path longer than a LAN
+    /// ([`Endpoint::long_paths`](veil_engine::Endpoint::long_paths)); the kernel's default
+    /// (or `udp_buffer`) otherwise. `None`: never changed.
+    pub udp_buffer_long_path: Option<usize>,
     /// Run the driver on an OS thread of its own (a current-thread runtime) rather than
     /// as a task of the caller's runtime. A client's lanes do ([`Opener::across`]): a
     /// driver that shares the runtime's workers with a busy lane's driver and relays waits
@@ -119,6 +124,7 @@ impl Default for Options {
             close_grace: Duration::from_secs(2),
             cid_layout: None,
             udp_buffer: None,
+            udp_buffer_long_path: None,
             own_thread: false,
         }
     }

@@ -76,7 +76,7 @@ use crate::types::{
 use crate::udp::flow::UdpFlow;
 use crate::udp::request as udp_request;
 use crate::wire::{Http, Wire};
-use crate::{PACING_HORIZON, tls, transport};
+use crate::{LONG_PATH_RTT, PACING_HORIZON, tls, transport};
 use ack_delay::AckDelay;
 
 /// The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
@@ -168,6 +168,8 @@ pub struct Endpoint {
     pacing: bool,
     /// `QuicConfig::ack_delay` (`endpoint::ack_delay`).
     ack_delay: Duration,
+    /// Connections whose path is longer than a LAN (`Endpoint::long_paths`).
+    long_paths: usize,
     keep_alive: Option<Duration>,
     /// A connection with no traffic for this long closes (`QuicConfig::max_idle_timeout`;
     /// the TCP on-ramp's connections keep it too).
@@ -276,6 +278,15 @@ struct Client {
     optimistic: bool,
 }
 
+/// How long a connection's path is, for the host's socket buffers (`Endpoint::long_paths`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathLength {
+    /// A LAN, a host's own: or not known (no handshake yet, no TCP connection measured).
+    Short,
+    /// Its handshake's smallest RTT was over [`LONG_PATH_RTT`].
+    Long,
+}
+
 struct Conn {
     handle: ConnectionHandle,
     /// QUIC, or TLS and HTTP/2 over TCP (`crate::wire`).
@@ -293,6 +304,8 @@ struct Conn {
     held: Held,
     /// What it received since it last asked quiche for packets (`endpoint::ack_delay`).
     ack: AckDelay,
+    /// Its path's length, as its handshake's smallest RTT told (`Endpoint::long_paths`).
+    path_length: PathLength,
     /// Client: no new requests go here (the edge sent GOAWAY, or the connection retired).
     goaway: bool,
     /// Client: whether the edge seems to withhold stream credit (`credit_withheld`).
@@ -505,6 +518,7 @@ impl Endpoint {
             idle_timeout: quic.max_idle_timeout,
             pacing: quic.pacing,
             ack_delay: quic.ack_delay,
+            long_paths: 0,
             role,
             conns: conns::ConnTable::default(),
             cid_layout: None,
@@ -1276,6 +1290,22 @@ impl Endpoint {
         self.tunnels.len()
     }
 
+    /// Connections whose path is longer than a LAN: their smallest round trip during the
+    /// handshake took over [`LONG_PATH_RTT`].
+    ///
+    /// For the host's socket buffers. Across such a path whose link does not cap the
+    /// rate, the receiving socket is the path's only queue, and the kernel's default size
+    /// (208 KiB on Debian) is a small part of the bandwidth-delay product: over a 20 ms
+    /// path a tunnel moved 12 MiB/s at the kernel's size and 90 at 1 MiB. Where every
+    /// path is short (a LAN, loopback) and a receiver is held by its CPU, a larger buffer
+    /// is only a longer queue: CUBIC fills it, and round trips beside a saturating
+    /// transfer on the same connection waited about 10 ms instead of about 1.3
+    /// (docs/PERFORMANCE.md, "The default socket buffers"). So a host grows its QUIC
+    /// socket's buffers while this is above zero, and leaves the kernel's otherwise.
+    pub fn long_paths(&self) -> usize {
+        self.long_paths
+    }
+
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         // Packet counts: those of connections gone (kept as they end), and of those open.
@@ -1501,6 +1531,7 @@ impl Endpoint {
                 unprocessed: false,
                 held: Held::default(),
                 ack: AckDelay::default(),
+                path_length: PathLength::Short,
                 goaway: false,
                 credit: Credit::Flowing,
                 goaway_sent: None,
@@ -1725,6 +1756,16 @@ impl Endpoint {
                     }
                 }
             }
+        }
+        let long = conn
+            .wire
+            .quic()
+            .and_then(|quic| quic.path_stats().next())
+            .and_then(|path| path.min_rtt)
+            .is_some_and(|rtt| rtt > LONG_PATH_RTT);
+        if long {
+            conn.path_length = PathLength::Long;
+            self.long_paths += 1;
         }
         match Http::new(&mut conn.wire, &self.h3_config) {
             Ok(http) => conn.http = Some(http),
@@ -2339,6 +2380,9 @@ impl Endpoint {
             return false;
         };
         self.forget_timer(handle, conn.timer);
+        if conn.path_length == PathLength::Long {
+            self.long_paths -= 1;
+        }
         // What the connection counted, kept past its end (see `stats`).
         if let Some(session) = conn.wire.tcp().and_then(crate::tcp::TcpConn::session) {
             let bounds = crate::types::Http2Bounds::from_session(&session.stats());

@@ -127,6 +127,12 @@ pub use veil_proto::masque::ip::{
 /// later ones are held until their time.
 pub const PACING_HORIZON: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// A connection whose smallest round trip during its handshake took longer than this is
+/// on a path longer than a LAN ([`Endpoint::long_paths`]): a LAN's or a host's own round
+/// trips take well under a millisecond, a handshake's a little more (the peer's
+/// certificate work is inside it), and paths between cities take more.
+pub const LONG_PATH_RTT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// HTTP/3 error code for a CONNECT tunnel whose target connection was reset or failed.
 //# RFC 9114 §8.1: "H3_CONNECT_ERROR (0x010f): The TCP connection established in response
 //# to a CONNECT request was reset or abnormally closed."

@@ -192,7 +192,8 @@ pub struct ServerArgs {
     pub drivers: Option<u8>,
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
     /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged); 0 keeps the
-    /// kernel's [default: 1048576].
+    /// kernel's [default: the kernel's while every path is short, 1048576 while one is
+    /// longer than a LAN]
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
 }
@@ -349,7 +350,8 @@ pub struct ClientArgs {
     pub threads: Option<usize>,
     /// Receive and send buffer of the QUIC socket, in bytes, asked of the kernel (capped
     /// at `net.core.rmem_max` / `wmem_max`; the granted sizes are logged); 0 keeps the
-    /// kernel's [default: 1048576].
+    /// kernel's [default: the kernel's while every path is short, 1048576 while one is
+    /// longer than a LAN]
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
     /// Resolve and connect timeout of flows that `[[client.rule]]` sends direct, in
@@ -582,9 +584,8 @@ pub struct ServerSettings {
     pub retry: veil_engine::RetryPolicy,
     /// The tenant (`[[listener]]` name) this edge serves, when the process serves several.
     pub tenant: Option<String>,
-    /// The QUIC socket's buffers, asked of the kernel; `None`: its default
-    /// ([`udp_buffer`]).
-    pub udp_buffer: Option<usize>,
+    /// The QUIC socket's buffers ([`udp_buffer`]).
+    pub udp_buffer: UdpBuffers,
     /// QUIC drivers (tokio): endpoints, each with its socket and thread.
     pub drivers: NonZeroUsize,
 }
@@ -677,9 +678,8 @@ pub struct ClientSettings {
     pub direct_source: Option<IpAddr>,
     /// Resolve and connect timeout of direct flows.
     pub connect_timeout: Duration,
-    /// The QUIC socket's buffers, asked of the kernel; `None`: its default
-    /// ([`udp_buffer`]).
-    pub udp_buffer: Option<usize>,
+    /// The QUIC socket's buffers ([`udp_buffer`]).
+    pub udp_buffer: UdpBuffers,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
     /// CONNECT-IP through this TUN device; `None`: no IP tunnel.
@@ -1007,27 +1007,57 @@ pub const MAX_LANES: u8 = 8;
 /// thread; more than the machine's cores only take turns on them.
 pub const MAX_DRIVERS: u8 = 16;
 
-/// What the QUIC socket's buffers are asked to be when nothing says
-/// ([`udp_buffer`]): Linux doubles it for its bookkeeping, so 2 MiB of queue each way.
-pub(crate) const DEFAULT_UDP_BUFFER: usize = 1024 * 1024;
+/// What the QUIC socket's buffers are asked to be, when nothing says, while the endpoint
+/// has a connection on a path longer than a LAN ([`udp_buffer`]). Linux doubles it for its
+/// bookkeeping: 2 MiB of queue each way.
+pub const LONG_PATH_UDP_BUFFER: usize = 1024 * 1024;
 
-/// `--udp-buffer-bytes` or `udp_buffer_bytes`: [`DEFAULT_UDP_BUFFER`] when not given,
-/// `None` (the kernel's own sizes, 208 KiB on Debian) for 0.
+/// How the QUIC socket's buffers are sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpBuffers {
+    /// Asked for at start; `None`: the kernel's default.
+    pub fixed: Option<usize>,
+    /// Asked for while the endpoint has a connection on a path longer than a LAN
+    /// (`veil_engine::Endpoint::long_paths`), the start's sizes otherwise; `None`: never
+    /// changed.
+    pub long_path: Option<usize>,
+}
+
+impl UdpBuffers {
+    /// The default: the kernel's sizes, [`LONG_PATH_UDP_BUFFER`] while a path is long.
+    pub const AUTO: Self = Self {
+        fixed: None,
+        long_path: Some(LONG_PATH_UDP_BUFFER),
+    };
+
+    /// The kernel's sizes, always (`udp_buffer_bytes = 0`).
+    pub const KERNEL: Self = Self {
+        fixed: None,
+        long_path: None,
+    };
+}
+
+/// `--udp-buffer-bytes` or `udp_buffer_bytes`: when not given, the kernel's sizes (208 KiB
+/// on Debian) while every connection's path is short, and [`LONG_PATH_UDP_BUFFER`] while
+/// one is longer than a LAN; 0 keeps the kernel's sizes always; any other value is asked
+/// for always.
 ///
-/// Why not the kernel's: across a path longer than a LAN whose link does not cap the rate
-/// below what the endpoints move, the receiving socket is the only queue, and 208 KiB is
-/// a small part of the bandwidth-delay product. Over a 20 ms path a tunnel moved 12 MiB/s
-/// at the kernel's sizes and 90 at 1 MiB, as much as shadowsocks-rust over TCP; on
-/// loopback 15-20% more. The price is where a receiver is held by its CPU rather than its
-/// link (loopback, a fast LAN): CUBIC fills the larger queue, and small exchanges on the
-/// same connection as a saturating transfer wait behind it (about 10 ms at the median on
-/// loopback instead of 1.2-1.4; `lanes = 2` with `drivers = 2` give them back their idle
-/// round trip). docs/PERFORMANCE.md, "Across a link with delay" and "Socket buffers".
-fn udp_buffer(asked: Option<usize>) -> Option<usize> {
+/// Why it depends on the path: across a path longer than a LAN whose link does not cap
+/// the rate below what the endpoints move, the receiving socket is the only queue, and
+/// 208 KiB is a small part of the bandwidth-delay product. Over a 20 ms path a tunnel
+/// moved 12 MiB/s at the kernel's sizes and 90 at 1 MiB, as much as shadowsocks-rust over
+/// TCP. Where every path is short (loopback, a LAN) and a receiver is held by its CPU,
+/// the larger queue only adds delay: CUBIC fills it, and small exchanges beside a
+/// saturating transfer on the same connection waited about 10 ms at the median instead
+/// of 1.2-1.4, for 11-20% more bulk. docs/PERFORMANCE.md, "The default socket buffers".
+fn udp_buffer(asked: Option<usize>) -> UdpBuffers {
     match asked {
-        None => Some(DEFAULT_UDP_BUFFER),
-        Some(0) => None,
-        Some(bytes) => Some(bytes),
+        None => UdpBuffers::AUTO,
+        Some(0) => UdpBuffers::KERNEL,
+        Some(bytes) => UdpBuffers {
+            fixed: Some(bytes),
+            long_path: None,
+        },
     }
 }
 
@@ -1584,10 +1614,18 @@ mod tests {
     }
 
     #[test]
-    fn udp_buffers_default_to_a_mebibyte_and_zero_keeps_the_kernels() {
-        assert_eq!(udp_buffer(None), Some(1024 * 1024));
-        assert_eq!(udp_buffer(Some(0)), None);
-        assert_eq!(udp_buffer(Some(4096)), Some(4096));
+    fn udp_buffers_grow_on_long_paths_by_default_and_zero_keeps_the_kernels() {
+        assert_eq!(udp_buffer(None), UdpBuffers::AUTO);
+        assert_eq!(
+            UdpBuffers::AUTO.fixed,
+            None,
+            "the kernel's while paths are short"
+        );
+        assert_eq!(UdpBuffers::AUTO.long_path, Some(1024 * 1024));
+        let kernel = udp_buffer(Some(0));
+        assert_eq!((kernel.fixed, kernel.long_path), (None, None));
+        let fixed = udp_buffer(Some(4096));
+        assert_eq!((fixed.fixed, fixed.long_path), (Some(4096), None));
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         tun_offload: true,
         retry: veil_engine::EdgeConfig::default().retry,
         tenant: None,
-        udp_buffer: Some(crate::config::DEFAULT_UDP_BUFFER),
+        udp_buffer: crate::config::UdpBuffers::AUTO,
         drivers: std::num::NonZeroUsize::MIN,
     })?;
     let fingerprint = edge
@@ -80,7 +80,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         rules: Vec::new(),
         metrics: None,
         direct_source: None,
-        udp_buffer: Some(crate::config::DEFAULT_UDP_BUFFER),
+        udp_buffer: crate::config::UdpBuffers::AUTO,
         connect_timeout: Duration::from_secs(5),
         tun: None,
         tun_routes: Vec::new(),

@@ -75,7 +75,8 @@ impl RunningEdge {
                         .context("a driver's number")?
                         .with_server(settings.edge_id, generation),
                 ),
-                udp_buffer: settings.udp_buffer,
+                udp_buffer: settings.udp_buffer.fixed,
+                udp_buffer_long_path: settings.udp_buffer.long_path,
                 // Drivers exist so that one connection's packets do not wait behind
                 // another's: each runs on a thread the OS schedules apart.
                 own_thread: drivers > 1,
@@ -500,7 +501,8 @@ impl RunningClient {
                 client_config(settings, edge_addr),
                 veil_tokio::client_bind_addr(edge_addr),
                 Options {
-                    udp_buffer: settings.udp_buffer,
+                    udp_buffer: settings.udp_buffer.fixed,
+                    udp_buffer_long_path: settings.udp_buffer.long_path,
                     // Lanes exist so that one lane's bulk does not hold another's round
                     // trips: each drives on a thread the OS schedules apart.
                     own_thread: lanes > 1,
@@ -795,7 +797,8 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         cores: cores.unwrap_or_else(veil_glommio::available_cores),
         listen_tcp: settings.listen_tcp,
         edge_id: settings.edge_id,
-        udp_buffer: settings.udp_buffer,
+        udp_buffer: settings.udp_buffer.fixed,
+        udp_buffer_long_path: settings.udp_buffer.long_path,
         ..veil_glommio::Options::default()
     };
     let mut edge = veil_glommio::Edge::start(edge_config(settings), settings.listen, options)?;

@@ -79,7 +79,7 @@ impl Rig {
             tun_offload: true,
             retry: veil_engine::EdgeConfig::default().retry,
             tenant: None,
-            udp_buffer: None,
+            udp_buffer: veil_cli::config::UdpBuffers::KERNEL,
             drivers: std::num::NonZeroUsize::new(drivers).expect("a driver at least"),
         })
         .expect("edge starts");
@@ -104,7 +104,7 @@ impl Rig {
             rules: Vec::new(),
             metrics: None,
             direct_source: None,
-            udp_buffer: None,
+            udp_buffer: veil_cli::config::UdpBuffers::KERNEL,
             connect_timeout: Duration::from_secs(5),
             tun: None,
             tun_routes: Vec::new(),

@@ -23,8 +23,9 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// Asks for `bytes` of receive and of send buffer on `socket` and logs what the kernel
 /// granted: it caps each at `net.core.rmem_max` / `wmem_max` (and reports twice what it
 /// keeps for the data, its bookkeeping included). A refusal is logged, not fatal.
-pub fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+pub fn size_buffers(socket: impl std::os::fd::AsFd, bytes: usize) {
     use rustix::net::sockopt;
+    let socket = socket.as_fd();
     let asked = (
         sockopt::set_socket_recv_buffer_size(socket, bytes),
         sockopt::set_socket_send_buffer_size(socket, bytes),
@@ -73,6 +74,19 @@ impl UdpIo {
             state,
             local,
         })
+    }
+
+    /// Asks for `bytes` of receive and send buffer ([`size_buffers`]).
+    pub fn size_buffers(&self, bytes: usize) {
+        size_buffers(&self.socket, bytes);
+    }
+
+    /// The receive buffer the kernel keeps for the socket now, as it would be asked for
+    /// (the kernel reports twice what was asked: its bookkeeping).
+    pub fn recv_buffer_asked(&self) -> Option<usize> {
+        rustix::net::sockopt::socket_recv_buffer_size(&self.socket)
+            .ok()
+            .map(|kept| kept / 2)
     }
 
     /// The bound address.

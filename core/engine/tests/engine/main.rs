@@ -23,6 +23,7 @@ mod ip_sniff;
 mod kept;
 mod migration;
 mod optimistic;
+mod path_length;
 mod policy;
 mod raw;
 mod reconnect;

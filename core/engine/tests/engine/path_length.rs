@@ -1,0 +1,87 @@
+//! `Endpoint::long_paths`: connections whose handshake's smallest round trip took longer
+//! than `LONG_PATH_RTT`, for which hosts grow their sockets' buffers.
+
+use std::time::{Duration, Instant};
+
+use veil_engine::{Event, LONG_PATH_RTT};
+
+use crate::harness::Net;
+use crate::hosts::EventReaders;
+use crate::{BUDGET, pair, target};
+
+/// One way across the slow link: over half of `LONG_PATH_RTT`, so that a round trip
+/// through it is longer than a LAN's.
+const ONE_WAY: Duration = Duration::from_millis(4);
+
+/// Until both ends report the connection established, every datagram waits `one_way` on
+/// the link. Returns whether they did within the budget.
+fn handshake_across(net: &mut Net, one_way: Duration) -> bool {
+    let started = Instant::now();
+    let (mut client_up, mut edge_up) = (false, false);
+    while !(client_up && edge_up) && started.elapsed() < BUDGET {
+        net.send_from_client(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_edge(Instant::now());
+        net.send_from_edge(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_client(Instant::now());
+        for (endpoint, up) in [
+            (&mut net.client, &mut client_up),
+            (&mut net.edge, &mut edge_up),
+        ] {
+            if endpoint
+                .poll_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                endpoint.handle_timeout(Instant::now());
+            }
+            while let Some(event) = endpoint.poll_event() {
+                *up |= matches!(event, Event::ConnectionEstablished { .. });
+            }
+        }
+    }
+    client_up && edge_up
+}
+
+#[test]
+fn a_handshake_across_a_slow_link_counts_a_long_path_at_both_ends_until_it_closes() {
+    assert!(ONE_WAY * 2 > LONG_PATH_RTT);
+    let mut net = pair(&[], None);
+    net.client
+        .open_tunnel(Instant::now(), &target("far.test", 443))
+        .expect("open");
+    assert!(
+        handshake_across(&mut net, ONE_WAY),
+        "no handshake: {:?}",
+        net.stats
+    );
+    assert_eq!(net.client.long_paths(), 1);
+    assert_eq!(net.edge.long_paths(), 1);
+
+    net.client.close(Instant::now(), 0, b"done");
+    let mut readers = (EventReaders::default(), EventReaders::default());
+    let forgotten = net.run_until_net(&mut readers.0, &mut readers.1, BUDGET, |net, _, _| {
+        net.client.long_paths() == 0 && net.edge.long_paths() == 0
+    });
+    assert!(
+        forgotten,
+        "closed, still counted: client {}, edge {}",
+        net.client.long_paths(),
+        net.edge.long_paths()
+    );
+}
+
+#[test]
+fn a_handshake_across_the_harness_link_is_short() {
+    let mut net = pair(&[], None);
+    net.client
+        .open_tunnel(Instant::now(), &target("near.test", 443))
+        .expect("open");
+    assert!(
+        handshake_across(&mut net, Duration::ZERO),
+        "no handshake: {:?}",
+        net.stats
+    );
+    assert_eq!(net.client.long_paths(), 0);
+    assert_eq!(net.edge.long_paths(), 0);
+}
