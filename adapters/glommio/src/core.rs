@@ -272,7 +272,6 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
 /// Publishes the core's counters every `STATS_PERIOD` for `Edge::stats` (metrics).
 async fn publish_stats(core: Rc<Core>, published: Arc<Mutex<Vec<CoreStats>>>) {
     loop {
-        core.fit_buffers();
         let stats = core.stats();
         let index = usize::from(stats.core);
         if let Some(slot) = published
@@ -377,6 +376,7 @@ async fn drive(core: &Rc<Core>) -> io::Result<()> {
     let mut send_buf = vec![0; MAX_DATAGRAM].into_boxed_slice();
     loop {
         core.flush(&mut send_buf).await;
+        core.fit_buffers();
         if let Some(e) = core.failure.borrow_mut().take() {
             return Err(e);
         }
@@ -717,7 +717,10 @@ impl Core {
 
     /// Grows the socket's buffers while the engine has a connection on a path longer than
     /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
-    /// `Endpoint::long_paths`); looked at with the counters, every `STATS_PERIOD`.
+    /// `Endpoint::long_paths`); looked at after every flush, as tokio's driver does: a
+    /// long path's first flight must find the larger queue, or its losses end CUBIC's
+    /// slow start early (checked once per `STATS_PERIOD`, a glommio edge moved 34 MiB/s
+    /// across a 20 ms path against 80 with the buffers fixed at 1 MiB).
     fn fit_buffers(&self) {
         let Some(long) = self.options.udp_buffer_long_path else {
             return;

@@ -1131,6 +1131,19 @@ enum veil_result veil_endpoint_poll_transmit(struct veil_endpoint *endpoint,
 enum veil_result veil_endpoint_poll_timeout(const struct veil_endpoint *endpoint,
                                             uint64_t *deadline_ns);
 
+// Writes to `*count` how many of the endpoint's connections are on a path longer than a
+// LAN: their handshake's smallest round trip took over 5 ms. For the host's UDP socket
+// buffers: across such a path the receiving socket is the path's only queue and the
+// kernel's default size a small part of its bandwidth-delay product (over a 20 ms path a
+// tunnel moved 12 MiB/s at 208 KiB and 80-90 at 1 MiB), while on loopback or a LAN a
+// larger buffer only lets a saturating transfer queue longer in front of small
+// exchanges. veil's own hosts ask for 1 MiB (`SO_RCVBUF`, `SO_SNDBUF`) while it is above
+// zero and go back to the kernel's sizes when it falls to zero.
+//
+// # Safety
+// `endpoint` must be NULL or live; `count` NULL or writable.
+enum veil_result veil_endpoint_long_paths(const struct veil_endpoint *endpoint, size_t *count);
+
 // Writes the next event, oldest first, to `*event`. Call until `VEIL_DONE`.
 //
 // # Safety
