@@ -34,6 +34,7 @@ use futures_lite::future;
 use glommio::channels::channel_mesh::{FullMesh, Senders};
 use glommio::net::UdpSocket;
 use tokio::sync::watch;
+use veil_engine::socket_buffers::BufferSizer;
 use veil_engine::{
     CidLayout, CloseReason, Config, Egress, Endpoint, Event, H3_CONNECT_ERROR, Recv, RecvMeta,
     Refusal, ShutdownPlan, TunnelError, TunnelId, TunnelKind,
@@ -101,17 +102,6 @@ struct State {
     stopping: bool,
 }
 
-/// A core's socket buffers, as far as growing them for long paths goes.
-#[derive(Debug, Clone, Copy)]
-enum SocketBuffers {
-    AsStarted,
-    /// Grown while a path is long; `from`: the size to go back to (`None`: the kernel
-    /// would not say, and they stay).
-    Grown {
-        from: Option<usize>,
-    },
-}
-
 /// One core: shared by its tasks through `Rc`.
 pub(crate) struct Core {
     state: RefCell<State>,
@@ -144,8 +134,9 @@ pub(crate) struct Core {
     accepting: RefCell<Option<glommio::task::JoinHandle<()>>>,
     /// The UDP socket again, for its buffer sizes (`Core::fit_buffers`).
     buffers: socket2::Socket,
-    /// As started, or grown for a long path (`Core::fit_buffers`).
-    grown: Cell<SocketBuffers>,
+    /// When the socket's buffers grow for a long path, and shrink back
+    /// (`Core::fit_buffers`).
+    sizer: Cell<BufferSizer>,
 }
 
 /// The socket at the core's index in the group, which the steering program sends its
@@ -194,6 +185,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
     let (socket, features) = prepare_socket(socket_of(&sockets, index)?, index);
     // The same socket (a second descriptor): its buffers are sized through it.
     let buffers = socket.try_clone()?;
+    let sizer = BufferSizer::new(options.udp_buffer_long_path);
     let core = Rc::new(Core {
         state: RefCell::new(State {
             endpoint,
@@ -221,7 +213,7 @@ pub(crate) async fn run(setup: CoreSetup) -> io::Result<CoreStats> {
         failure: RefCell::new(None),
         accepting: RefCell::new(None),
         buffers,
-        grown: Cell::new(SocketBuffers::AsStarted),
+        sizer: Cell::new(sizer),
     });
     tracing::debug!(core = index, cores, %local_addr, "core started");
 
@@ -722,28 +714,15 @@ impl Core {
     /// slow start early (checked once per `STATS_PERIOD`, a glommio edge moved 34 MiB/s
     /// across a 20 ms path against 80 with the buffers fixed at 1 MiB).
     fn fit_buffers(&self) {
-        let Some(long) = self.options.udp_buffer_long_path else {
-            return;
-        };
-        let want_long = self.state.borrow().endpoint.long_paths() > 0;
-        match (want_long, self.grown.get()) {
-            (true, SocketBuffers::AsStarted) => {
-                let from = self.buffers.recv_buffer_size().ok().map(|kept| kept / 2);
-                self.grown.set(SocketBuffers::Grown { from });
-                tracing::debug!(
-                    bytes = long,
-                    "a path longer than a LAN: larger socket buffers"
-                );
-                set_buffers(&self.buffers, long);
-            }
-            (false, SocketBuffers::Grown { from }) => {
-                self.grown.set(SocketBuffers::AsStarted);
-                if let Some(bytes) = from {
-                    tracing::debug!(bytes, "no path longer than a LAN: socket buffers back");
-                    set_buffers(&self.buffers, bytes);
-                }
-            }
-            _ => {}
+        let long_paths = self.state.borrow().endpoint.long_paths();
+        let mut sizer = self.sizer.get();
+        let resize = sizer.resize(long_paths, || {
+            self.buffers.recv_buffer_size().ok().map(|kept| kept / 2)
+        });
+        self.sizer.set(sizer);
+        if let Some(bytes) = resize {
+            tracing::debug!(bytes, long_paths, "socket buffers resized for the paths");
+            set_buffers(&self.buffers, bytes);
         }
     }
 

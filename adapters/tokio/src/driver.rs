@@ -29,6 +29,7 @@ use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
 use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
 use crate::{OpenFailure, Options, dial, udp_egress};
+use veil_engine::socket_buffers::BufferSizer;
 
 /// The driver's tunnel tables, looked up for every chunk: std's with aHash (reasons in the
 /// root Cargo.toml).
@@ -120,19 +121,8 @@ pub(crate) struct Driver {
     /// A client lane's load, which `Opener` reads to place new tunnels
     /// (`veil_engine::lanes`).
     gauge: Arc<LaneGauge>,
-    /// The socket's buffers as started, or grown for a long path (`fit_buffers`).
-    buffers: SocketBuffers,
-}
-
-/// A QUIC socket's buffers, as far as growing them for long paths goes.
-#[derive(Debug, Clone, Copy)]
-enum SocketBuffers {
-    AsStarted,
-    /// Grown while a path is long; `from`: the size to go back to (`None`: the kernel
-    /// would not say, and they stay).
-    Grown {
-        from: Option<usize>,
-    },
+    /// When the socket's buffers grow for a long path, and shrink back (`fit_buffers`).
+    buffers: BufferSizer,
 }
 
 /// What a driver tells its node's `Opener` of its load: written by the driver, read by
@@ -155,6 +145,7 @@ impl Driver {
         audit: Option<mpsc::Sender<veil_engine::AuditRecord>>,
         decisions: crate::decisions::DecisionSender,
     ) -> Self {
+        let buffers = BufferSizer::new(options.udp_buffer_long_path);
         Self {
             endpoint,
             udp,
@@ -181,7 +172,7 @@ impl Driver {
             dials: HashMap::default(),
             tcp_buf: vec![0; 64 * 1024].into_boxed_slice(),
             gauge: Arc::default(),
-            buffers: SocketBuffers::AsStarted,
+            buffers,
         }
     }
 
@@ -244,29 +235,17 @@ impl Driver {
     /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
     /// `Endpoint::long_paths`).
     fn fit_buffers(&mut self) {
-        let Some(long) = self.options.udp_buffer_long_path else {
-            return;
-        };
-        let want_long = self.endpoint.long_paths() > 0;
-        match (want_long, self.buffers) {
-            (true, SocketBuffers::AsStarted) => {
-                self.buffers = SocketBuffers::Grown {
-                    from: self.udp.recv_buffer_asked(),
-                };
-                tracing::debug!(
-                    bytes = long,
-                    "a path longer than a LAN: larger socket buffers"
-                );
-                self.udp.size_buffers(long);
-            }
-            (false, SocketBuffers::Grown { from }) => {
-                self.buffers = SocketBuffers::AsStarted;
-                if let Some(bytes) = from {
-                    tracing::debug!(bytes, "no path longer than a LAN: socket buffers back");
-                    self.udp.size_buffers(bytes);
-                }
-            }
-            _ => {}
+        let udp = &self.udp;
+        let resize = self
+            .buffers
+            .resize(self.endpoint.long_paths(), || udp.recv_buffer_asked());
+        if let Some(bytes) = resize {
+            tracing::debug!(
+                bytes,
+                long_paths = self.endpoint.long_paths(),
+                "socket buffers resized for the paths"
+            );
+            self.udp.size_buffers(bytes);
         }
     }
 

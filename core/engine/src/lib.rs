@@ -81,6 +81,7 @@ pub mod relay;
 mod reset;
 mod retry;
 pub mod rules;
+pub mod socket_buffers;
 mod steer;
 mod tcp;
 mod tls;
