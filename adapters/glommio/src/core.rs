@@ -722,7 +722,7 @@ impl Core {
         self.sizer.set(sizer);
         if let Some(bytes) = resize {
             tracing::debug!(bytes, long_paths, "socket buffers resized for the paths");
-            set_buffers(&self.buffers, bytes);
+            crate::set_buffers(&self.buffers, bytes);
         }
     }
 
@@ -918,17 +918,5 @@ impl TcpPort for Core {
 fn refuse(endpoint: &mut Endpoint, tunnel: TunnelId, refusal: Refusal) {
     if let Err(e) = endpoint.refuse_tunnel(tunnel, refusal) {
         tracing::debug!(?tunnel, error = %e, "refusing a tunnel failed");
-    }
-}
-
-/// Asks for `bytes` of receive and send buffer (the kernel caps them at
-/// `net.core.rmem_max` / `wmem_max`); a refusal is logged.
-fn set_buffers(socket: &socket2::Socket, bytes: usize) {
-    let asked = (
-        socket.set_recv_buffer_size(bytes),
-        socket.set_send_buffer_size(bytes),
-    );
-    if let (Err(error), _) | (_, Err(error)) = asked {
-        tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
     }
 }

@@ -547,11 +547,22 @@ fn reuseport_socket(addr: SocketAddr, buffer: Option<usize>) -> io::Result<socke
     socket.set_reuse_port(true)?;
     // Only when asked ([`Options::udp_buffer`]); the kernel caps it at rmem_max.
     if let Some(bytes) = buffer {
-        let _ = socket.set_recv_buffer_size(bytes);
-        let _ = socket.set_send_buffer_size(bytes);
+        set_buffers(&socket, bytes);
     }
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// Asks for `bytes` of receive and send buffer (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`); a refusal is logged, not fatal.
+pub(crate) fn set_buffers(socket: &socket2::Socket, bytes: usize) {
+    let asked = (
+        socket.set_recv_buffer_size(bytes),
+        socket.set_send_buffer_size(bytes),
+    );
+    if let (Err(error), _) | (_, Err(error)) = asked {
+        tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
+    }
 }
 
 /// An executor for unit tests, with I/O memory that fits any `RLIMIT_MEMLOCK`.

@@ -1701,7 +1701,7 @@ impl Endpoint {
             return false;
         };
         let quiet = conn.held.quiet()
-            && conn.wire.quic_mut().is_some_and(|quic| {
+            && conn.wire.quic().is_some_and(|quic| {
                 quic.is_established() && !quic.is_draining() && quic.local_error().is_none()
             });
         conn.ack.defer(now, self.ack_delay, quiet)
