@@ -9,7 +9,7 @@ use veil_engine::{Config, EdgeConfig, Endpoint, Event, TunnelId};
 
 use crate::harness::{Host, Net};
 use crate::hosts::EventReaders;
-use crate::{BUDGET, client_for, target};
+use crate::{BUDGET, client_config, target};
 
 /// Longer than quiche's largest ACK delay (25 ms) plus its time-threshold wait: every
 /// packet of the setup is acknowledged after it.
@@ -60,10 +60,18 @@ impl Host for Edge {
 /// A connected pair whose edge waits up to `ack_delay`, with one open tunnel and nothing
 /// left to acknowledge.
 fn quiet_pair(ack_delay: Duration) -> (Net, Edge, TunnelId) {
+    quiet_pair_with(ack_delay, ack_delay)
+}
+
+/// [`quiet_pair`], the client waiting up to `client_ack_delay`.
+fn quiet_pair_with(ack_delay: Duration, client_ack_delay: Duration) -> (Net, Edge, TunnelId) {
     let mut config = Config::edge(EdgeConfig::default());
     config.quic.ack_delay = ack_delay;
     let edge = Endpoint::new(config, Instant::now()).expect("edge");
-    let client = client_for(&edge, None);
+    let pin = edge.certificate_fingerprint().expect("edge fingerprint");
+    let mut config = Config::client(client_config(veil_engine::Verify::Pin(pin), None));
+    config.quic.ack_delay = client_ack_delay;
+    let client = Endpoint::new(config, Instant::now()).expect("client");
     let mut net = Net::new(client, edge);
     let mut readers = EventReaders::default();
     let mut host = Edge::default();
@@ -156,17 +164,62 @@ fn with_no_delay_the_acknowledgement_goes_at_once() {
     assert!(net.send_from_edge(now), "the acknowledgement waited");
 }
 
+/// The client sends `messages` in as many datagrams, and the edge receives them together.
+fn deliver_together(net: &mut Net, tunnel: TunnelId, messages: &[&[u8]], now: Instant) {
+    for message in messages {
+        net.client.tunnel_send(tunnel, message).expect("send");
+        assert!(net.send_from_client(now));
+    }
+    let before = net.stats.delivered;
+    assert!(net.deliver_to_edge(now));
+    assert_eq!(net.stats.delivered - before, messages.len() as u64);
+}
+
 #[test]
-fn two_messages_are_acknowledged_at_once() {
+fn two_large_messages_are_acknowledged_at_once() {
     let (mut net, _host, tunnel) = quiet_pair(Duration::from_millis(20));
     let now = Instant::now();
-    net.client.tunnel_send(tunnel, b"one").expect("send");
-    assert!(net.send_from_client(now));
-    net.client.tunnel_send(tunnel, b"two").expect("send");
-    assert!(net.send_from_client(now));
-    assert!(net.deliver_to_edge(now));
+    deliver_together(&mut net, tunnel, &[&[1; 200], &[2; 200]], now);
     assert!(
         net.send_from_edge(now),
         "two packets, and the acknowledgement waited"
+    );
+}
+
+#[test]
+fn four_small_messages_are_acknowledged_at_once() {
+    let (mut net, _host, tunnel) = quiet_pair(Duration::from_millis(20));
+    let now = Instant::now();
+    deliver_together(&mut net, tunnel, &[b"one", b"two", b"three", b"four"], now);
+    assert!(
+        net.send_from_edge(now),
+        "four packets, and the acknowledgement waited"
+    );
+}
+
+/// Back-to-back tunnels on one connection once sent every packet twice: one side received
+/// an ACK-only packet beside a message, counted two, acknowledged at once, and its
+/// answer followed in a second datagram, which the other side then received beside that
+/// ACK, and so on (12 datagrams a tunnel where 6 do).
+#[test]
+fn an_acknowledgement_beside_a_message_does_not_count() {
+    let (mut net, mut host, tunnel) = quiet_pair_with(Duration::from_millis(20), Duration::ZERO);
+    let now = Instant::now();
+    // The edge sends something; the client, which does not wait, acknowledges it at once.
+    let id = host.order[0];
+    assert_eq!(net.edge.tunnel_send(id, b"hello").expect("send"), 5);
+    assert!(net.send_from_edge(now));
+    assert!(net.deliver_to_client(now));
+    assert!(net.send_from_client(now), "no acknowledgement");
+    // Its message follows; the edge receives both together and still waits.
+    let now = deliver(&mut net, &mut host, tunnel, b"ping");
+    assert!(!net.send_from_edge(now));
+
+    assert_eq!(net.edge.tunnel_send(id, b"pong").expect("answer"), 4);
+    assert!(net.send_from_edge(Instant::now()));
+    assert_eq!(
+        net.take_to_client().len(),
+        1,
+        "answer and acknowledgement in one datagram"
     );
 }
