@@ -26,8 +26,10 @@
 //!   client sees is one the edge's rules or host gave, never a malformed response;
 //! - no event carries the bearer token;
 //! - at the end, when nothing was lost on the link and nobody closed, a final settling
-//!   (lossless link, every tunnel read) delivers every byte and every FIN that was sent,
-//!   and every tunnel the edge accepted is open on the client.
+//!   (lossless link, every tunnel read, the virtual clock moved to the engines' deadlines
+//!   when they are near: an acknowledgement, with the window update owed after a read,
+//!   waits up to `QuicConfig::ack_delay` for an answer) delivers every byte and every FIN
+//!   that was sent, and every tunnel the edge accepted is open on the client.
 //!
 //! quiche reads the system clock for its own timers, so the virtual clock moves only what
 //! the engine times itself (pending deadlines, reconnect backoff, keep-alive); quiche's
@@ -79,6 +81,9 @@ const MAX_TOTAL_SEND: u64 = 256 * 1024;
 const MAX_QUEUE: usize = 2048;
 /// Rounds of the final settling; a run that needs more is not judged for liveness.
 const SETTLE_ROUNDS: usize = 1000;
+/// How far ahead the final settling moves the virtual clock to fire an engine's deadline:
+/// quiche's largest ACK delay, which every wait for an acknowledgement stays below.
+const SETTLE_TIMER_HORIZON: Duration = Duration::from_millis(25);
 /// Idle timeout of UDP tunnels: short, so that `AdvanceSecs` reaches it.
 const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive queue of each UDP tunnel, in datagrams: normal, and with `small_queue`.
@@ -2473,6 +2478,29 @@ impl World {
         );
     }
 
+    /// While settling with nothing left to move: moves the virtual clock to the engines'
+    /// next deadline when it is near (an acknowledgement that waits for an answer,
+    /// `QuicConfig::ack_delay`; a paced packet) and fires it. Whether one was.
+    ///
+    /// A window update owed after a read waits with the acknowledgement, so a sender held
+    /// by flow control moves on only when that deadline passes, as it would in real time.
+    fn settle_timer(&mut self) -> bool {
+        let next = [self.client.poll_timeout(), self.edge.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        // A deadline already passed was fired by the last pump; one that stays (quiche's
+        // own, in real time) is no reason to go on.
+        let ahead = |at: &Instant| *at > self.now && *at <= self.now + SETTLE_TIMER_HORIZON;
+        let Some(at) = next.filter(ahead) else {
+            return false;
+        };
+        self.now = at;
+        self.timers();
+        self.drain();
+        true
+    }
+
     /// The end of an input: settle, and when the run was lossless, check that everything
     /// sent arrived.
     fn finish(&mut self) {
@@ -2481,7 +2509,7 @@ impl World {
             let read = self.read_all(Side::Client) + self.read_all(Side::Edge);
             let moved = self.pump(1);
             self.check();
-            if read == 0 && !moved {
+            if read == 0 && !moved && !self.settle_timer() {
                 settled = true;
                 break;
             }
