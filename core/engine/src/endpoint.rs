@@ -2786,14 +2786,10 @@ impl Conn {
     /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
     /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
     /// stream both ways with one `RST_STREAM`.
-    ///
-    /// quiche 0.30 leaves a reset stream in its send queue: its `send` may then say `Done`
-    /// with another stream's bytes waiting (`Held::reset_a_stream`).
     fn abort_stream(&mut self, stream: u64, code: u64) {
         let _ = self
             .wire
             .stream_shutdown(stream, quiche::Shutdown::Write, code);
-        self.held.reset_a_stream();
     }
 }
 

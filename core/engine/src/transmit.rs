@@ -33,9 +33,9 @@ pub(crate) struct Held {
     packet: Option<quiche::SendInfo>,
     wrote: bool,
     /// A stream may sit in quiche's send queue with nothing to send (a dead head, see
-    /// [`transmit_batch`]): quiche queued stream bytes again for a loss or a probe, or we
-    /// reset a stream, at least once. It stays set: such a head stays in the queue until
-    /// its stream is written again or collected.
+    /// [`transmit_batch`]): quiche queued stream bytes again for a loss or a probe at
+    /// least once. It stays set: such a head stays in the queue until its stream is
+    /// written again or collected.
     dead_heads_possible: bool,
     /// Packets sent while the connection is closing, since the last datagram it received.
     closing_sent: usize,
@@ -68,12 +68,6 @@ impl Held {
     /// A datagram arrived for the connection: a closing one may answer it.
     pub(crate) fn received(&mut self) {
         self.closing_sent = 0;
-    }
-
-    /// We reset one of the connection's streams (`RESET_STREAM`): quiche 0.30 empties its
-    /// send buffer and leaves it in the send queue.
-    pub(crate) fn reset_a_stream(&mut self) {
-        self.dead_heads_possible = true;
     }
 
     /// Whether a `Done` from `quic` may hide a dead head: stream bytes went to quiche since
@@ -143,12 +137,13 @@ pub(crate) enum Step {
 /// `dead_head`). So after a `Done` that may be such a head, `send` is asked again, up to
 /// [`DEAD_HEAD_RETRIES`] times: a real `Done` (nothing to send, or the congestion window
 /// full) costs a few empty calls, once per write, and only on a connection where such a
-/// head can be: quiche has queued stream bytes again (`PathStats::stream_retrans_bytes`),
-/// or we reset a stream, whose emptied buffer quiche also leaves in its queue
-/// ([`Held::reset_a_stream`]). Those are the only ways quiche 0.30 keeps a stream queued
-/// that has nothing to send: bytes written are sent before they can be acknowledged, a
-/// stream the peer stopped is dropped from the queue when it reaches the head, and a
-/// finished one is dropped when quiche collects it.
+/// head can be: quiche has queued stream bytes again (`PathStats::stream_retrans_bytes`).
+/// That is the only way quiche 0.30 keeps a stream queued that has nothing to send: bytes
+/// written are sent before they can be acknowledged, a stream the peer stopped is dropped
+/// from the queue when it reaches the head, a finished one is dropped when quiche collects
+/// it, and one we reset (`stream_shutdown(Write)`: its buffer emptied, the stream left in
+/// the queue) yields an empty STREAM frame with FIN at its final size when it reaches the
+/// head, and is dropped then (engine test `dead_head::a_tunnel_reset_with_bytes_queued_…`).
 pub(crate) fn transmit_batch(
     quic: &mut quiche::Connection,
     held: &mut Held,
