@@ -283,8 +283,19 @@ struct Client {
 enum PathLength {
     /// A LAN, a host's own: or not known (no handshake yet, no TCP connection measured).
     Short,
-    /// Its handshake's smallest RTT was over [`LONG_PATH_RTT`].
+    /// Its smallest RTT (the handshake's, or its new path's after a move) was over
+    /// [`LONG_PATH_RTT`].
     Long,
+    /// The peer moved to another path (`endpoint::paths`): counted as the old path was
+    /// until the new one's smallest RTT is known.
+    Moved { was_long: bool },
+}
+
+impl PathLength {
+    /// Whether `Endpoint::long_paths` counts the connection.
+    fn is_long(self) -> bool {
+        matches!(self, Self::Long | Self::Moved { was_long: true })
+    }
 }
 
 struct Conn {
@@ -304,7 +315,8 @@ struct Conn {
     held: Held,
     /// What it received since it last asked quiche for packets (`endpoint::ack_delay`).
     ack: AckDelay,
-    /// Its path's length, as its handshake's smallest RTT told (`Endpoint::long_paths`).
+    /// Its path's length, as its handshake's smallest RTT told, or its new path's after
+    /// the peer moved (`Endpoint::long_paths`).
     path_length: PathLength,
     /// Client: no new requests go here (the edge sent GOAWAY, or the connection retired).
     goaway: bool,
@@ -1291,7 +1303,8 @@ impl Endpoint {
     }
 
     /// Connections whose path is longer than a LAN: their smallest round trip during the
-    /// handshake took over [`LONG_PATH_RTT`].
+    /// handshake took over [`LONG_PATH_RTT`], or, after the peer moved to another path
+    /// (a NAT rebinding, `endpoint::paths`), the new path's did.
     ///
     /// For the host's socket buffers. Across such a path whose link does not cap the
     /// rate, the receiving socket is the path's only queue, and the kernel's default size
@@ -1673,6 +1686,11 @@ impl Endpoint {
 impl Endpoint {
     fn process(&mut self, now: Instant, handle: u64) {
         self.drain_path_events(handle);
+        if let Some(conn) = self.conns.get_mut(handle) {
+            if matches!(conn.path_length, PathLength::Moved { .. }) {
+                conn.measure_path(&mut self.long_paths);
+            }
+        }
         self.setup_h3(handle);
         self.poll_h3(handle);
         self.take_quic_datagrams(now, handle);
@@ -1757,16 +1775,7 @@ impl Endpoint {
                 }
             }
         }
-        let long = conn
-            .wire
-            .quic()
-            .and_then(|quic| quic.path_stats().next())
-            .and_then(|path| path.min_rtt)
-            .is_some_and(|rtt| rtt > LONG_PATH_RTT);
-        if long {
-            conn.path_length = PathLength::Long;
-            self.long_paths += 1;
-        }
+        conn.measure_path(&mut self.long_paths);
         match Http::new(&mut conn.wire, &self.h3_config) {
             Ok(http) => conn.http = Some(http),
             Err(error) => {
@@ -2380,7 +2389,7 @@ impl Endpoint {
             return false;
         };
         self.forget_timer(handle, conn.timer);
-        if conn.path_length == PathLength::Long {
+        if conn.path_length.is_long() {
             self.long_paths -= 1;
         }
         // What the connection counted, kept past its end (see `stats`).
@@ -2786,6 +2795,30 @@ impl Conn {
     /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
     /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
     /// stream both ways with one `RST_STREAM`.
+    /// Sets the path's length from the active path's smallest RTT, once quiche has
+    /// measured it, and keeps `long_paths` (the endpoint's count) in step.
+    fn measure_path(&mut self, long_paths: &mut usize) {
+        let Some(rtt) = self
+            .wire
+            .quic()
+            .and_then(|quic| quic.path_stats().find(|path| path.active))
+            .and_then(|path| path.min_rtt)
+        else {
+            return;
+        };
+        let length = if rtt > LONG_PATH_RTT {
+            PathLength::Long
+        } else {
+            PathLength::Short
+        };
+        match (self.path_length.is_long(), length.is_long()) {
+            (false, true) => *long_paths += 1,
+            (true, false) => *long_paths -= 1,
+            _ => {}
+        }
+        self.path_length = length;
+    }
+
     fn abort_stream(&mut self, stream: u64, code: u64) {
         let _ = self
             .wire

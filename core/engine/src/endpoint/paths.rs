@@ -60,6 +60,11 @@ impl Endpoint {
                         //# (Section 8.2) if it detects any change to its peer's address,
                         //# unless it has previously validated that address."
                         conn.moved = Some((left, peer));
+                        // The new path may be longer or shorter: measured again when
+                        // quiche has its RTT (`Conn::measure_path`).
+                        conn.path_length = super::PathLength::Moved {
+                            was_long: conn.path_length.is_long(),
+                        };
                         let probed = conn.wire.quic_mut().map(|q| q.probe_path(local, left));
                         if let Some(Err(error)) = probed {
                             tracing::debug!(connection = handle, %error, "old path not probed");

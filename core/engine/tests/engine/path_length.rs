@@ -1,6 +1,8 @@
 //! `Endpoint::long_paths`: connections whose handshake's smallest round trip took longer
-//! than `LONG_PATH_RTT`, for which hosts grow their sockets' buffers.
+//! than `LONG_PATH_RTT` (or, after the peer moved, the new path's), for which hosts grow
+//! their sockets' buffers.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use veil_engine::{Event, LONG_PATH_RTT};
@@ -84,4 +86,70 @@ fn a_handshake_across_the_harness_link_is_short() {
     );
     assert_eq!(net.client.long_paths(), 0);
     assert_eq!(net.edge.long_paths(), 0);
+}
+
+/// Moves datagrams both ways across a link that delays each by `one_way`, firing timers
+/// and dropping events, until `done` holds or the budget ends. Returns whether it held.
+fn exchange_until(net: &mut Net, one_way: Duration, done: impl Fn(&Net) -> bool) -> bool {
+    let started = Instant::now();
+    while !done(net) && started.elapsed() < BUDGET {
+        net.send_from_client(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_edge(Instant::now());
+        net.send_from_edge(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_client(Instant::now());
+        for endpoint in [&mut net.client, &mut net.edge] {
+            if endpoint
+                .poll_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                endpoint.handle_timeout(Instant::now());
+            }
+            while endpoint.poll_event().is_some() {}
+        }
+    }
+    done(net)
+}
+
+/// The client's datagrams come from a new address (a NAT rebinding) and cross a link
+/// that delays each by `one_way`; a new tunnel gives it something to send.
+fn move_client(net: &mut Net, one_way: Duration) -> bool {
+    let moved: SocketAddr = "192.0.2.2:40999".parse().expect("address");
+    net.client_seen_as = moved;
+    net.client
+        .open_tunnel(Instant::now(), &target("after.test", 443))
+        .expect("open");
+    let expected = usize::from(one_way * 2 > LONG_PATH_RTT);
+    exchange_until(net, one_way, |net| net.edge.long_paths() == expected)
+}
+
+#[test]
+fn a_peer_that_moves_to_a_slow_path_is_counted_long() {
+    let mut net = pair(&[], None);
+    net.client
+        .open_tunnel(Instant::now(), &target("near.test", 443))
+        .expect("open");
+    assert!(handshake_across(&mut net, Duration::ZERO), "no handshake");
+    assert_eq!(net.edge.long_paths(), 0);
+    assert!(
+        move_client(&mut net, ONE_WAY),
+        "moved to a slow path, still short: {:?}",
+        net.stats
+    );
+}
+
+#[test]
+fn a_peer_that_moves_to_a_fast_path_is_counted_short() {
+    let mut net = pair(&[], None);
+    net.client
+        .open_tunnel(Instant::now(), &target("far.test", 443))
+        .expect("open");
+    assert!(handshake_across(&mut net, ONE_WAY), "no handshake");
+    assert_eq!(net.edge.long_paths(), 1);
+    assert!(
+        move_client(&mut net, Duration::ZERO),
+        "moved to a fast path, still long: {:?}",
+        net.stats
+    );
 }
