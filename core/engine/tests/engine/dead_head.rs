@@ -101,6 +101,52 @@ fn probe_timeout(net: &mut Net) -> Instant {
     }
 }
 
+/// A connected pair with `tunnels` tunnels open and nothing left in flight; the client's
+/// tunnel ids, in the order the edge got them.
+fn open_settled(tunnels: u16) -> (Net, EventReaders, Edge, Vec<TunnelId>) {
+    let mut net = pair(&[], None);
+    let mut client = EventReaders::default();
+    let mut edge = Edge::default();
+    let ids: Vec<TunnelId> = (0..tunnels)
+        .map(|i| {
+            net.client
+                .open_tunnel(Instant::now(), &target("download.test", 1000 + i))
+                .expect("open")
+        })
+        .collect();
+    let open = net.run_until(&mut client, &mut edge, BUDGET, |_, e| {
+        e.order.len() == ids.len()
+    });
+    assert!(open, "the tunnels never reached the edge: {:?}", net.stats);
+    settle(&mut net, &mut client, &mut edge);
+    (net, client, edge, ids)
+}
+
+/// The edge's `index`th tunnel (the client's `id`) writes: its bytes must leave in the
+/// next round of sends, with no timer fired first, and then arrive.
+fn write_leaves_at_once(
+    net: &mut Net,
+    client: &mut EventReaders,
+    edge: &mut Edge,
+    index: usize,
+    id: TunnelId,
+) {
+    let tunnel = edge.order[index];
+    assert_eq!(net.edge.tunnel_send(tunnel, b"hello").expect("send"), 5);
+    assert!(
+        net.send_from_edge(Instant::now()),
+        "tunnel {index}'s bytes waited behind a stream with nothing to send"
+    );
+    let done = net.run_until(client, edge, BUDGET, |c, _| {
+        c.received.get(&id).copied().unwrap_or(0) >= 5
+    });
+    assert!(
+        done,
+        "tunnel {index}'s bytes never arrived: {:?}",
+        net.stats
+    );
+}
+
 /// Writes up to `len` bytes on `tunnel` at the edge, as the connection takes them.
 fn write(net: &mut Net, tunnel: TunnelId, len: usize) -> usize {
     let chunk = vec![7u8; 16 * 1024];
@@ -117,20 +163,8 @@ fn write(net: &mut Net, tunnel: TunnelId, len: usize) -> usize {
 
 #[test]
 fn a_tunnel_acknowledged_while_queued_again_does_not_stall_the_others() {
-    let mut net = pair(&[], None);
-    let mut client = EventReaders::default();
-    let mut edge = Edge::default();
-    let ids: Vec<TunnelId> = (0..3)
-        .map(|i| {
-            net.client
-                .open_tunnel(Instant::now(), &target("download.test", 1000 + i))
-                .expect("open")
-        })
-        .collect();
-    let open = net.run_until(&mut client, &mut edge, BUDGET, |_, e| e.order.len() == 3);
-    assert!(open, "the tunnels never reached the edge: {:?}", net.stats);
-    settle(&mut net, &mut client, &mut edge);
-    let (first, fill, last) = (edge.order[0], edge.order[1], edge.order[2]);
+    let (mut net, mut client, mut edge, ids) = open_settled(3);
+    let (first, fill) = (edge.order[0], edge.order[1]);
 
     // P1 and P2: the first tunnel's bytes; behind them, the second tunnel fills the
     // congestion window. Nothing reaches the client yet.
@@ -166,19 +200,7 @@ fn a_tunnel_acknowledged_while_queued_again_does_not_stall_the_others() {
     settle(&mut net, &mut client, &mut edge);
 
     // The third tunnel writes: its bytes must leave at once, without a timer's help.
-    assert_eq!(net.edge.tunnel_send(last, b"hello").expect("send"), 5);
-    assert!(
-        net.send_from_edge(Instant::now()),
-        "the third tunnel's bytes waited behind the first tunnel's dead head"
-    );
-    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| {
-        c.received.get(&ids[2]).copied().unwrap_or(0) >= 5
-    });
-    assert!(
-        done,
-        "the third tunnel's bytes never arrived: {:?}",
-        net.stats
-    );
+    write_leaves_at_once(&mut net, &mut client, &mut edge, 2, ids[2]);
     assert_eq!(client.received.get(&ids[0]).copied(), Some(FIRST));
 }
 
@@ -187,19 +209,7 @@ const QUEUED: usize = 64 * 1024;
 
 #[test]
 fn a_tunnel_reset_with_bytes_queued_does_not_stall_the_others() {
-    let mut net = pair(&[], None);
-    let mut client = EventReaders::default();
-    let mut edge = Edge::default();
-    let ids: Vec<TunnelId> = (0..2)
-        .map(|i| {
-            net.client
-                .open_tunnel(Instant::now(), &target("download.test", 1000 + i))
-                .expect("open")
-        })
-        .collect();
-    let open = net.run_until(&mut client, &mut edge, BUDGET, |_, e| e.order.len() == 2);
-    assert!(open, "the tunnels never reached the edge: {:?}", net.stats);
-    settle(&mut net, &mut client, &mut edge);
+    let (mut net, mut client, mut edge, ids) = open_settled(2);
 
     // The first tunnel queues what quiche takes (about the congestion window) and is reset
     // before any of it is sent; the reset arrives and is acknowledged.
@@ -211,20 +221,5 @@ fn a_tunnel_reset_with_bytes_queued_does_not_stall_the_others() {
     assert_eq!(client.received.get(&ids[0]).copied().unwrap_or(0), 0);
 
     // The second tunnel writes: its bytes must leave at once, without a timer's help.
-    assert_eq!(
-        net.edge.tunnel_send(edge.order[1], b"hello").expect("send"),
-        5
-    );
-    assert!(
-        net.send_from_edge(Instant::now()),
-        "the second tunnel's bytes waited behind the reset one"
-    );
-    let done = net.run_until(&mut client, &mut edge, BUDGET, |c, _| {
-        c.received.get(&ids[1]).copied().unwrap_or(0) >= 5
-    });
-    assert!(
-        done,
-        "the second tunnel's bytes never arrived: {:?}",
-        net.stats
-    );
+    write_leaves_at_once(&mut net, &mut client, &mut edge, 1, ids[1]);
 }

@@ -15,48 +15,63 @@ use crate::{BUDGET, pair, target};
 /// through it is longer than a LAN's.
 const ONE_WAY: Duration = Duration::from_millis(4);
 
+/// One exchange across a link that delays every datagram by `one_way`: the client's
+/// datagrams to the edge, the edge's back, then due timers. Returns whether the client
+/// and the edge reported their connection established meanwhile (other events dropped).
+fn step_across(net: &mut Net, one_way: Duration) -> [bool; 2] {
+    net.send_from_client(Instant::now());
+    std::thread::sleep(one_way);
+    net.deliver_to_edge(Instant::now());
+    net.send_from_edge(Instant::now());
+    std::thread::sleep(one_way);
+    net.deliver_to_client(Instant::now());
+    [&mut net.client, &mut net.edge].map(|endpoint| {
+        if endpoint
+            .poll_timeout()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            endpoint.handle_timeout(Instant::now());
+        }
+        let mut up = false;
+        while let Some(event) = endpoint.poll_event() {
+            up |= matches!(event, Event::ConnectionEstablished { .. });
+        }
+        up
+    })
+}
+
 /// Until both ends report the connection established, every datagram waits `one_way` on
 /// the link. Returns whether they did within the budget.
 fn handshake_across(net: &mut Net, one_way: Duration) -> bool {
     let started = Instant::now();
     let (mut client_up, mut edge_up) = (false, false);
     while !(client_up && edge_up) && started.elapsed() < BUDGET {
-        net.send_from_client(Instant::now());
-        std::thread::sleep(one_way);
-        net.deliver_to_edge(Instant::now());
-        net.send_from_edge(Instant::now());
-        std::thread::sleep(one_way);
-        net.deliver_to_client(Instant::now());
-        for (endpoint, up) in [
-            (&mut net.client, &mut client_up),
-            (&mut net.edge, &mut edge_up),
-        ] {
-            if endpoint
-                .poll_timeout()
-                .is_some_and(|at| at <= Instant::now())
-            {
-                endpoint.handle_timeout(Instant::now());
-            }
-            while let Some(event) = endpoint.poll_event() {
-                *up |= matches!(event, Event::ConnectionEstablished { .. });
-            }
-        }
+        let [client, edge] = step_across(net, one_way);
+        client_up |= client;
+        edge_up |= edge;
     }
     client_up && edge_up
+}
+
+/// A pair connected across a link that delays every datagram by `one_way`, a tunnel to
+/// `name` opened first (it gives the handshake its reason).
+fn connected_across(one_way: Duration, name: &str) -> Net {
+    let mut net = pair(&[], None);
+    net.client
+        .open_tunnel(Instant::now(), &target(name, 443))
+        .expect("open");
+    assert!(
+        handshake_across(&mut net, one_way),
+        "no handshake: {:?}",
+        net.stats
+    );
+    net
 }
 
 #[test]
 fn a_handshake_across_a_slow_link_counts_a_long_path_at_both_ends_until_it_closes() {
     assert!(ONE_WAY * 2 > LONG_PATH_RTT);
-    let mut net = pair(&[], None);
-    net.client
-        .open_tunnel(Instant::now(), &target("far.test", 443))
-        .expect("open");
-    assert!(
-        handshake_across(&mut net, ONE_WAY),
-        "no handshake: {:?}",
-        net.stats
-    );
+    let mut net = connected_across(ONE_WAY, "far.test");
     assert_eq!(net.client.long_paths(), 1);
     assert_eq!(net.edge.long_paths(), 1);
 
@@ -75,39 +90,17 @@ fn a_handshake_across_a_slow_link_counts_a_long_path_at_both_ends_until_it_close
 
 #[test]
 fn a_handshake_across_the_harness_link_is_short() {
-    let mut net = pair(&[], None);
-    net.client
-        .open_tunnel(Instant::now(), &target("near.test", 443))
-        .expect("open");
-    assert!(
-        handshake_across(&mut net, Duration::ZERO),
-        "no handshake: {:?}",
-        net.stats
-    );
+    let net = connected_across(Duration::ZERO, "near.test");
     assert_eq!(net.client.long_paths(), 0);
     assert_eq!(net.edge.long_paths(), 0);
 }
 
-/// Moves datagrams both ways across a link that delays each by `one_way`, firing timers
-/// and dropping events, until `done` holds or the budget ends. Returns whether it held.
+/// Moves datagrams both ways across a link that delays each by `one_way` until `done`
+/// holds or the budget ends. Returns whether it held.
 fn exchange_until(net: &mut Net, one_way: Duration, done: impl Fn(&Net) -> bool) -> bool {
     let started = Instant::now();
     while !done(net) && started.elapsed() < BUDGET {
-        net.send_from_client(Instant::now());
-        std::thread::sleep(one_way);
-        net.deliver_to_edge(Instant::now());
-        net.send_from_edge(Instant::now());
-        std::thread::sleep(one_way);
-        net.deliver_to_client(Instant::now());
-        for endpoint in [&mut net.client, &mut net.edge] {
-            if endpoint
-                .poll_timeout()
-                .is_some_and(|at| at <= Instant::now())
-            {
-                endpoint.handle_timeout(Instant::now());
-            }
-            while endpoint.poll_event().is_some() {}
-        }
+        step_across(net, one_way);
     }
     done(net)
 }
@@ -126,11 +119,7 @@ fn move_client(net: &mut Net, one_way: Duration) -> bool {
 
 #[test]
 fn a_peer_that_moves_to_a_slow_path_is_counted_long() {
-    let mut net = pair(&[], None);
-    net.client
-        .open_tunnel(Instant::now(), &target("near.test", 443))
-        .expect("open");
-    assert!(handshake_across(&mut net, Duration::ZERO), "no handshake");
+    let mut net = connected_across(Duration::ZERO, "near.test");
     assert_eq!(net.edge.long_paths(), 0);
     assert!(
         move_client(&mut net, ONE_WAY),
@@ -141,11 +130,7 @@ fn a_peer_that_moves_to_a_slow_path_is_counted_long() {
 
 #[test]
 fn a_peer_that_moves_to_a_fast_path_is_counted_short() {
-    let mut net = pair(&[], None);
-    net.client
-        .open_tunnel(Instant::now(), &target("far.test", 443))
-        .expect("open");
-    assert!(handshake_across(&mut net, ONE_WAY), "no handshake");
+    let mut net = connected_across(ONE_WAY, "far.test");
     assert_eq!(net.edge.long_paths(), 1);
     assert!(
         move_client(&mut net, Duration::ZERO),
