@@ -716,9 +716,7 @@ impl Core {
     fn fit_buffers(&self) {
         let long_paths = self.state.borrow().endpoint.long_paths();
         let mut sizer = self.sizer.get();
-        let resize = sizer.resize(long_paths, || {
-            self.buffers.recv_buffer_size().ok().map(|kept| kept / 2)
-        });
+        let resize = sizer.resize(long_paths, || self.buffers.recv_buffer_size().ok());
         self.sizer.set(sizer);
         if let Some(bytes) = resize {
             tracing::debug!(bytes, long_paths, "socket buffers resized for the paths");

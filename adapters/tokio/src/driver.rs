@@ -238,7 +238,7 @@ impl Driver {
         let udp = &self.udp;
         let resize = self
             .buffers
-            .resize(self.endpoint.long_paths(), || udp.recv_buffer_asked());
+            .resize(self.endpoint.long_paths(), || udp.recv_buffer_reported());
         if let Some(bytes) = resize {
             tracing::debug!(
                 bytes,

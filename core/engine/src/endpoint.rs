@@ -2778,23 +2778,6 @@ fn credit_withheld(conn: &Conn) -> bool {
 }
 
 impl Conn {
-    /// Ends a stream abruptly: resets our direction with `code` (an error means it is gone
-    /// already) and leaves the peer's to end by itself, reading and dropping what still
-    /// arrives (`Endpoint::discard`: the stream has no tunnel any more).
-    ///
-    /// No `STOP_SENDING`: quiche 0.30 never forgets a stream whose reading we stopped once our
-    /// reset is acknowledged before the peer's own end arrives (a `RESET_STREAM` on a stream
-    /// that no longer buffers is not a moment at which it collects; the peer's reset and the
-    /// acknowledgement of ours usually travel in one packet, the acknowledgement first). Each
-    /// such stream stayed in its tables for the connection's life, and on the edge, whose
-    /// client opened it, withheld one unit of the client's stream credit for good. The peer
-    /// learns of the abort from our `RESET_STREAM` alone:
-    //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the stream.
-    //# A proxy treats any error in the TCP connection, which includes receiving a TCP segment
-    //# with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
-    /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
-    /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
-    /// stream both ways with one `RST_STREAM`.
     /// Sets the path's length from the active path's smallest RTT, once quiche has
     /// measured it, and keeps `long_paths` (the endpoint's count) in step.
     fn measure_path(&mut self, long_paths: &mut usize) {
@@ -2819,6 +2802,23 @@ impl Conn {
         self.path_length = length;
     }
 
+    /// Ends a stream abruptly: resets our direction with `code` (an error means it is gone
+    /// already) and leaves the peer's to end by itself, reading and dropping what still
+    /// arrives (`Endpoint::discard`: the stream has no tunnel any more).
+    ///
+    /// No `STOP_SENDING`: quiche 0.30 never forgets a stream whose reading we stopped once our
+    /// reset is acknowledged before the peer's own end arrives (a `RESET_STREAM` on a stream
+    /// that no longer buffers is not a moment at which it collects; the peer's reset and the
+    /// acknowledgement of ours usually travel in one packet, the acknowledgement first). Each
+    /// such stream stayed in its tables for the connection's life, and on the edge, whose
+    /// client opened it, withheld one unit of the client's stream credit for good. The peer
+    /// learns of the abort from our `RESET_STREAM` alone:
+    //# RFC 9114 §4.4: "A TCP connection error is signaled by abruptly terminating the stream.
+    //# A proxy treats any error in the TCP connection, which includes receiving a TCP segment
+    //# with the RST bit set, as a stream error of type H3_CONNECT_ERROR."
+    /// and ends its own direction in turn (veil's engine does at once, `Endpoint::peer_reset`),
+    /// which lets quiche collect the stream as the engine reads that end. HTTP/2 resets a
+    /// stream both ways with one `RST_STREAM`.
     fn abort_stream(&mut self, stream: u64, code: u64) {
         let _ = self
             .wire

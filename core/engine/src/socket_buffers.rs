@@ -40,18 +40,20 @@ impl BufferSizer {
     }
 
     /// The size to ask the kernel for now, if any. `long_paths`: from
-    /// [`Endpoint::long_paths`](crate::Endpoint::long_paths); `current`: the socket's
-    /// receive buffer as it would be asked for (Linux reports twice that), read only when
-    /// the buffers grow, to go back to it later.
+    /// [`Endpoint::long_paths`](crate::Endpoint::long_paths); `reported`: the socket's
+    /// receive buffer as the kernel reports it (`SO_RCVBUF`), read only when the buffers
+    /// grow, to go back to it later.
     pub fn resize(
         &mut self,
         long_paths: usize,
-        current: impl FnOnce() -> Option<usize>,
+        reported: impl FnOnce() -> Option<usize>,
     ) -> Option<usize> {
         let long = self.long?;
         match (long_paths > 0, self.state) {
             (true, State::AsStarted) => {
-                self.state = State::Grown { from: current() };
+                // Linux reports twice what was asked for: it counts its bookkeeping.
+                let from = reported().map(|kept| kept / 2);
+                self.state = State::Grown { from };
                 Some(long)
             }
             (false, State::Grown { from }) => {
@@ -71,11 +73,11 @@ mod tests {
     fn grows_once_for_long_paths_and_goes_back_when_none_is_left() {
         let mut sizer = BufferSizer::new(Some(1 << 20));
         assert_eq!(
-            sizer.resize(0, || Some(106_496)),
+            sizer.resize(0, || Some(212_992)),
             None,
             "short paths: as started"
         );
-        assert_eq!(sizer.resize(1, || Some(106_496)), Some(1 << 20));
+        assert_eq!(sizer.resize(1, || Some(212_992)), Some(1 << 20));
         assert_eq!(sizer.resize(2, || unreachable!()), None, "grown already");
         assert_eq!(sizer.resize(0, || unreachable!()), Some(106_496), "back");
         assert_eq!(sizer.resize(0, || unreachable!()), None);

@@ -81,12 +81,9 @@ impl UdpIo {
         size_buffers(&self.socket, bytes);
     }
 
-    /// The receive buffer the kernel keeps for the socket now, as it would be asked for
-    /// (the kernel reports twice what was asked: its bookkeeping).
-    pub fn recv_buffer_asked(&self) -> Option<usize> {
-        rustix::net::sockopt::socket_recv_buffer_size(&self.socket)
-            .ok()
-            .map(|kept| kept / 2)
+    /// The receive buffer the kernel reports for the socket now (`SO_RCVBUF`).
+    pub fn recv_buffer_reported(&self) -> Option<usize> {
+        rustix::net::sockopt::socket_recv_buffer_size(&self.socket).ok()
     }
 
     /// The bound address.
