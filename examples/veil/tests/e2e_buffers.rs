@@ -1,0 +1,212 @@
+//! The QUIC sockets' buffers follow the length of the paths, as the kernel sees them
+//! (`ss -m`): curl → `veil client` → the tests' relay (10 ms each way, nothing else) →
+//! `veil server` → nginx.
+//!
+//! Across a path longer than a LAN (a handshake's smallest round trip over
+//! `veil_engine::LONG_PATH_RTT`, 5 ms) both ends ask for 1 MiB each way, since there the
+//! receiving socket is the path's only queue; when the edge's last such connection has
+//! closed, its socket goes back to the size it started with; across a short path nothing
+//! changes (docs/CONFIG.md, "Socket buffers"; `veil_engine::socket_buffers`). The engine's
+//! count and the sizer are tested on their own; this is the hosts doing what they say, on
+//! both of the edge's runtimes.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use support::impair::{ImpairedPath, Impairment};
+use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, wait_until};
+
+/// What the hosts ask for while a path is long (`examples/veil/src/config.rs`).
+const LONG_PATH_BUFFER: usize = 1 << 20;
+/// Bound of each wait for the kernel's figures to change.
+const SETTLE: Duration = Duration::from_secs(15);
+/// One curl through the tunnel.
+const FETCH: Duration = Duration::from_secs(30);
+
+/// A path long enough to count: 20 ms round trips, no loss, no bottleneck.
+const LONG: Impairment = Impairment {
+    delay: Duration::from_millis(10),
+    ..Impairment::CLEAN
+};
+
+/// The receive buffer Linux reports (`ss`'s `rb`) after a program asked for `asked`:
+/// capped at `net.core.rmem_max`, then doubled for the kernel's bookkeeping.
+fn reported_after_asking(asked: usize) -> anyhow::Result<usize> {
+    let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")?
+        .trim()
+        .parse()
+        .context("net.core.rmem_max")?;
+    Ok(2 * asked.min(max))
+}
+
+/// The receive buffer of a socket that nobody resized (`net.core.rmem_default`).
+fn kernel_default() -> anyhow::Result<usize> {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_default")?
+        .trim()
+        .parse()
+        .context("net.core.rmem_default")
+}
+
+/// Which UDP sockets [`receive_buffers`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Sockets {
+    /// Those bound to this local port (the edge's listener; one per core on glommio).
+    Port(u16),
+    /// Those of this process (the client's).
+    Process(u32),
+}
+
+/// The receive buffer (`rb`, bytes) of each UDP socket `which` names, from `ss -uanmp`.
+fn receive_buffers(which: Sockets) -> anyhow::Result<Vec<usize>> {
+    let out = Command::new("ss")
+        .args(["-H", "-O", "-u", "-a", "-n", "-m", "-p"])
+        .output()
+        .context("ss")?;
+    anyhow::ensure!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut sizes = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ours = match which {
+            Sockets::Port(port) => fields
+                .get(3)
+                .is_some_and(|local| local.ends_with(&format!(":{port}"))),
+            Sockets::Process(pid) => line.contains(&format!("pid={pid},")),
+        };
+        if !ours {
+            continue;
+        }
+        let rb = line
+            .split_once("skmem:(")
+            .and_then(|(_, rest)| rest.split(',').find_map(|f| f.strip_prefix("rb")))
+            .with_context(|| format!("no rb in: {line}"))?;
+        sizes.push(rb.parse().with_context(|| format!("rb in: {line}"))?);
+    }
+    anyhow::ensure!(!sizes.is_empty(), "no UDP socket for {which:?} in:\n{text}");
+    Ok(sizes)
+}
+
+/// Fetches a small file through `client`, so that it has a connection to its edge.
+fn fetch(client: &Client, origin: &Origin) -> anyhow::Result<()> {
+    let socks = format!("socks5h://{}", client.socks());
+    let out = curl(
+        &[
+            "--proxy",
+            &socks,
+            "--silent",
+            "--show-error",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+            &origin.url("small.bin"),
+        ],
+        FETCH,
+    )?;
+    anyhow::ensure!(
+        out.code() == 0 && out.stdout == "200",
+        "curl: {out:?}\n{}",
+        client.diagnostics()
+    );
+    Ok(())
+}
+
+/// The test on the edge's `runtime`.
+fn buffers_follow_the_paths(runtime: &str) -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    require_tool("ss", "iproute2")?;
+    let dir = TempDir::new(&format!("buffers-{runtime}"))?;
+    let origin = Origin::start(dir.path())?;
+    std::fs::write(origin.root().join("small.bin"), vec![7u8; 4096])?;
+    let grown = reported_after_asking(LONG_PATH_BUFFER)?;
+    let start = kernel_default()?;
+    anyhow::ensure!(
+        grown > start,
+        "this kernel caps the buffers at its default ({start} bytes): nothing to see"
+    );
+
+    let mut edge = Edge::start(
+        dir.path(),
+        &[
+            "--runtime",
+            runtime,
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+        ],
+    )?;
+    let at_edge = Sockets::Port(edge.addr().port());
+    let edge_buffers = || receive_buffers(at_edge);
+    anyhow::ensure!(
+        edge_buffers()?.iter().all(|&rb| rb == start),
+        "the edge's sockets before any connection: {:?}, expected {start}",
+        edge_buffers()?
+    );
+
+    // A short path: a client straight to the edge. Nothing grows.
+    let near = Client::of(dir.path(), &edge, TOKEN)?;
+    fetch(&near, &origin)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let near_buffers = receive_buffers(Sockets::Process(near.pid()))?;
+    anyhow::ensure!(
+        near_buffers.iter().all(|&rb| rb == start) && edge_buffers()?.iter().all(|&rb| rb == start),
+        "a short path grew buffers: client {near_buffers:?}, edge {:?}\n{}",
+        edge_buffers()?,
+        edge.diagnostics()
+    );
+
+    // A long path: a second client through the relay. Both ends grow.
+    let relay = ImpairedPath::start(edge.addr(), LONG)?;
+    let mut far = Client::start(
+        dir.path(),
+        relay.addr(),
+        &["--pin", edge.pin()?, "--token", TOKEN],
+    )?;
+    fetch(&far, &origin)?;
+    let far_pid = far.pid();
+    wait_until("the far client's socket to grow", SETTLE, || {
+        receive_buffers(Sockets::Process(far_pid)).is_ok_and(|sizes| sizes.contains(&grown))
+    })
+    .with_context(|| {
+        format!(
+            "{:?}\n{}",
+            receive_buffers(Sockets::Process(far_pid)),
+            far.diagnostics()
+        )
+    })?;
+    wait_until("the edge's socket to grow", SETTLE, || {
+        edge_buffers().is_ok_and(|sizes| sizes.contains(&grown))
+    })
+    .with_context(|| format!("{:?}\n{}", edge_buffers(), edge.diagnostics()))?;
+    // The near client's path is still short.
+    let near_buffers = receive_buffers(Sockets::Process(near.pid()))?;
+    anyhow::ensure!(
+        near_buffers.iter().all(|&rb| rb == start),
+        "the near client's socket grew: {near_buffers:?}"
+    );
+
+    // The far client leaves (it closes its connection): the edge's socket goes back.
+    far.terminate(SETTLE)?;
+    wait_until("the edge's socket to go back", SETTLE, || {
+        edge_buffers().is_ok_and(|sizes| sizes.iter().all(|&rb| rb == start))
+    })
+    .with_context(|| format!("{:?}\n{}", edge_buffers(), edge.diagnostics()))?;
+    // And the short path still works.
+    fetch(&near, &origin)?;
+    anyhow::ensure!(edge.proc().exited().is_none(), "the edge exited");
+    Ok(())
+}
+
+#[test]
+fn the_tokio_edge_and_client_grow_their_sockets_for_a_long_path_only() -> anyhow::Result<()> {
+    buffers_follow_the_paths("tokio")
+}
+
+#[test]
+fn the_glommio_edge_grows_its_socket_for_a_long_path_only() -> anyhow::Result<()> {
+    buffers_follow_the_paths("glommio")
+}
