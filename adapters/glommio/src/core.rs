@@ -708,18 +708,30 @@ impl Core {
     }
 
     /// Grows the socket's buffers while the engine has a connection on a path longer than
-    /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
-    /// `Endpoint::long_paths`); looked at after every flush, as tokio's driver does: a
+    /// a LAN, and as its flights grow, and gives them back when it has none
+    /// (`Options::udp_buffer_long_path`, `Endpoint::long_paths`,
+    /// `Endpoint::received_flight`); looked at after every flush, as tokio's driver does: a
     /// long path's first flight must find the larger queue, or its losses end CUBIC's
     /// slow start early (checked once per `STATS_PERIOD`, a glommio edge moved 34 MiB/s
     /// across a 20 ms path against 80 with the buffers fixed at 1 MiB).
     fn fit_buffers(&self) {
-        let long_paths = self.state.borrow().endpoint.long_paths();
+        let (long_paths, flight) = {
+            let state = self.state.borrow();
+            (
+                state.endpoint.long_paths(),
+                state.endpoint.received_flight(),
+            )
+        };
         let mut sizer = self.sizer.get();
-        let resize = sizer.resize(long_paths, || self.buffers.recv_buffer_size().ok());
+        let resize = sizer.resize(long_paths, flight, || self.buffers.recv_buffer_size().ok());
         self.sizer.set(sizer);
         if let Some(bytes) = resize {
-            tracing::debug!(bytes, long_paths, "socket buffers resized for the paths");
+            tracing::debug!(
+                bytes,
+                long_paths,
+                flight,
+                "socket buffers resized for the paths"
+            );
             crate::set_buffers(&self.buffers, bytes);
         }
     }

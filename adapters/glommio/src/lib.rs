@@ -553,16 +553,54 @@ fn reuseport_socket(addr: SocketAddr, buffer: Option<usize>) -> io::Result<socke
     Ok(socket)
 }
 
-/// Asks for `bytes` of receive and send buffer (the kernel caps them at
-/// `net.core.rmem_max` / `wmem_max`); a refusal is logged, not fatal.
+/// Asks for `bytes` of receive and send buffer. Where the kernel capped them
+/// (`net.core.rmem_max` / `wmem_max`, `veil_engine::socket_buffers::capped`) a process
+/// allowed to (`CAP_NET_ADMIN`) asks again past the cap, and otherwise the cap is logged as
+/// a warning naming the sysctl to raise, as the tokio host does. A refusal is logged, not
+/// fatal.
 pub(crate) fn set_buffers(socket: &socket2::Socket, bytes: usize) {
+    use rustix::net::sockopt;
+    let socket = borrowed(socket);
     let asked = (
-        socket.set_recv_buffer_size(bytes),
-        socket.set_send_buffer_size(bytes),
+        sockopt::set_socket_recv_buffer_size(socket, bytes),
+        sockopt::set_socket_send_buffer_size(socket, bytes),
     );
     if let (Err(error), _) | (_, Err(error)) = asked {
         tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
+        return;
     }
+    let granted = || {
+        let recv = sockopt::socket_recv_buffer_size(socket).ok()?;
+        let send = sockopt::socket_send_buffer_size(socket).ok()?;
+        Some((recv, send))
+    };
+    let capped = |(recv, send)| veil_engine::socket_buffers::capped(bytes, recv, send);
+    let mut now = granted();
+    if now.is_some_and(capped) {
+        // Refused without CAP_NET_ADMIN: then the cap stands, and is reported below.
+        let _ = sockopt::set_socket_recv_buffer_size_force(socket, bytes);
+        let _ = sockopt::set_socket_send_buffer_size_force(socket, bytes);
+        now = granted();
+    }
+    match now {
+        Some((recv, send)) if capped((recv, send)) => tracing::warn!(
+            asked = bytes,
+            recv,
+            send,
+            "the kernel capped the UDP socket buffers: raise net.core.rmem_max and \
+             net.core.wmem_max for long, fast paths (docs/CONFIG.md, socket buffers)"
+        ),
+        Some((recv, send)) => tracing::info!(asked = bytes, recv, send, "UDP socket buffers"),
+        None => {}
+    }
+}
+
+/// The socket's descriptor, for rustix's socket options (socket2 0.4, glommio's, predates
+/// `AsFd`).
+#[allow(unsafe_code)]
+fn borrowed(socket: &socket2::Socket) -> std::os::fd::BorrowedFd<'_> {
+    // SAFETY: the descriptor stays open as long as `socket`, which the result borrows.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(socket)) }
 }
 
 /// An executor for unit tests, with I/O memory that fits any `RLIMIT_MEMLOCK`.

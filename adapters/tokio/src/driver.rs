@@ -232,17 +232,20 @@ impl Driver {
     }
 
     /// Grows the socket's buffers while the engine has a connection on a path longer than
-    /// a LAN, and gives them back when it has none (`Options::udp_buffer_long_path`,
-    /// `Endpoint::long_paths`).
+    /// a LAN, and as its flights grow, and gives them back when it has none
+    /// (`Options::udp_buffer_long_path`, `Endpoint::long_paths`,
+    /// `Endpoint::received_flight`).
     fn fit_buffers(&mut self) {
         let udp = &self.udp;
+        let (long_paths, flight) = (self.endpoint.long_paths(), self.endpoint.received_flight());
         let resize = self
             .buffers
-            .resize(self.endpoint.long_paths(), || udp.recv_buffer_reported());
+            .resize(long_paths, flight, || udp.recv_buffer_reported());
         if let Some(bytes) = resize {
             tracing::debug!(
                 bytes,
-                long_paths = self.endpoint.long_paths(),
+                long_paths,
+                flight,
                 "socket buffers resized for the paths"
             );
             self.udp.size_buffers(bytes);

@@ -460,7 +460,8 @@ pub unsafe extern "C" fn veil_endpoint_poll_timeout(
 /// tunnel moved 12 MiB/s at 208 KiB and 80-90 at 1 MiB), while on loopback or a LAN a
 /// larger buffer only lets a saturating transfer queue longer in front of small
 /// exchanges. veil's own hosts ask for 1 MiB (`SO_RCVBUF`, `SO_SNDBUF`) while it is above
-/// zero and go back to the kernel's sizes when it falls to zero.
+/// zero, more as `veil_endpoint_received_flight` grows, and go back to the kernel's sizes
+/// when it falls to zero.
 ///
 /// # Safety
 /// `endpoint` must be NULL or live; `count` NULL or writable.
@@ -473,6 +474,30 @@ pub unsafe extern "C" fn veil_endpoint_long_paths(
         let out = ptr::out(count)?;
         // SAFETY: checked non-NULL and aligned; writable as the caller promises.
         unsafe { ptr::put(out, endpoint.engine.long_paths()) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint_ref(endpoint, body) }
+}
+
+/// Writes to `*bytes` the most bytes one of the endpoint's connections on a long path
+/// (`veil_endpoint_long_paths`) received in one round trip since it last had none: the
+/// flight its peer keeps in the air, which the receiving UDP socket must hold while the
+/// host is off its CPU; 0 without a long path. veil's own hosts keep their QUIC socket's
+/// buffers at twice it, rounded up to a power of two, between 1 MiB and 16 MiB, as Linux
+/// grows a TCP receiver's buffer to twice what was read in a round trip.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `bytes` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_received_flight(
+    endpoint: *const veil_endpoint,
+    bytes: *mut usize,
+) -> veil_result {
+    let body = |endpoint: &veil_endpoint| {
+        let out = ptr::out(bytes)?;
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, endpoint.engine.received_flight()) };
         Ok(VEIL_OK)
     };
     // SAFETY: the caller's promises are forwarded.

@@ -32,6 +32,7 @@ mod inspect;
 mod ip;
 mod ip_sniff;
 mod lifetime;
+mod long_paths;
 mod optimistic;
 mod paths;
 mod preamble;
@@ -168,8 +169,9 @@ pub struct Endpoint {
     pacing: bool,
     /// `QuicConfig::ack_delay` (`endpoint::ack_delay`).
     ack_delay: Duration,
-    /// Connections whose path is longer than a LAN (`Endpoint::long_paths`).
-    long_paths: usize,
+    /// Connections whose path is longer than a LAN, and the largest flight one received
+    /// (`Endpoint::long_paths`, `Endpoint::received_flight`).
+    long_paths: long_paths::LongPaths,
     keep_alive: Option<Duration>,
     /// A connection with no traffic for this long closes (`QuicConfig::max_idle_timeout`;
     /// the TCP on-ramp's connections keep it too).
@@ -283,9 +285,9 @@ struct Client {
 enum PathLength {
     /// A LAN, a host's own: or not known (no handshake yet, no TCP connection measured).
     Short,
-    /// Its smallest RTT (the handshake's, or its new path's after a move) was over
-    /// [`LONG_PATH_RTT`].
-    Long,
+    /// Its smallest RTT (the handshake's, or its new path's after a move), `rtt`, was
+    /// over [`LONG_PATH_RTT`].
+    Long { rtt: Duration },
     /// The peer moved to another path (`endpoint::paths`): counted as the old path was
     /// until the new one's smallest RTT is known.
     Moved { was_long: bool },
@@ -294,7 +296,7 @@ enum PathLength {
 impl PathLength {
     /// Whether `Endpoint::long_paths` counts the connection.
     fn is_long(self) -> bool {
-        matches!(self, Self::Long | Self::Moved { was_long: true })
+        matches!(self, Self::Long { .. } | Self::Moved { was_long: true })
     }
 }
 
@@ -318,6 +320,8 @@ struct Conn {
     /// Its path's length, as its handshake's smallest RTT told, or its new path's after
     /// the peer moved (`Endpoint::long_paths`).
     path_length: PathLength,
+    /// What it receives per round trip while its path is long (`Endpoint::received_flight`).
+    flight: long_paths::FlightMeter,
     /// Client: no new requests go here (the edge sent GOAWAY, or the connection retired).
     goaway: bool,
     /// Client: whether the edge seems to withhold stream credit (`credit_withheld`).
@@ -530,7 +534,7 @@ impl Endpoint {
             idle_timeout: quic.max_idle_timeout,
             pacing: quic.pacing,
             ack_delay: quic.ack_delay,
-            long_paths: 0,
+            long_paths: long_paths::LongPaths::default(),
             role,
             conns: conns::ConnTable::default(),
             cid_layout: None,
@@ -611,6 +615,16 @@ impl Endpoint {
         };
         conn.held.received();
         conn.ack.received(datagram);
+        if let PathLength::Long { rtt } = conn.path_length {
+            if let Some(flight) = conn.flight.on_received(now, datagram.len(), rtt) {
+                self.long_paths.observe_flight(flight);
+                // The handshake's round trip had the peer's certificate work in it: the
+                // next window is as long as the smallest quiche has seen since.
+                if let Some(rtt) = conn.active_min_rtt() {
+                    conn.path_length = PathLength::Long { rtt };
+                }
+            }
+        }
         if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
@@ -1316,7 +1330,20 @@ impl Endpoint {
     /// (docs/PERFORMANCE.md, "The default socket buffers"). So a host grows its QUIC
     /// socket's buffers while this is above zero, and leaves the kernel's otherwise.
     pub fn long_paths(&self) -> usize {
-        self.long_paths
+        self.long_paths.count()
+    }
+
+    /// The most bytes a connection on a long path (see [`long_paths`](Self::long_paths))
+    /// received in one round trip since the endpoint last had none such: the flight its
+    /// peer keeps in the air, which the receiving socket must hold while the host is off
+    /// its CPU. 0 without a long path.
+    ///
+    /// For the host's socket buffers, which grow to about twice it as it grows
+    /// ([`BufferSizer`](crate::socket_buffers::BufferSizer)), as Linux grows a TCP
+    /// receiver's buffer to twice what was read in a round trip: a buffer that holds
+    /// less loses the bursts that would let the flight grow.
+    pub fn received_flight(&self) -> usize {
+        self.long_paths.largest_flight()
     }
 
     /// Counters.
@@ -1545,6 +1572,7 @@ impl Endpoint {
                 held: Held::default(),
                 ack: AckDelay::default(),
                 path_length: PathLength::Short,
+                flight: long_paths::FlightMeter::default(),
                 goaway: false,
                 credit: Credit::Flowing,
                 goaway_sent: None,
@@ -2390,7 +2418,7 @@ impl Endpoint {
         };
         self.forget_timer(handle, conn.timer);
         if conn.path_length.is_long() {
-            self.long_paths -= 1;
+            self.long_paths.remove();
         }
         // What the connection counted, kept past its end (see `stats`).
         if let Some(session) = conn.wire.tcp().and_then(crate::tcp::TcpConn::session) {
@@ -2778,25 +2806,28 @@ fn credit_withheld(conn: &Conn) -> bool {
 }
 
 impl Conn {
-    /// Sets the path's length from the active path's smallest RTT, once quiche has
-    /// measured it, and keeps `long_paths` (the endpoint's count) in step.
-    fn measure_path(&mut self, long_paths: &mut usize) {
-        let Some(rtt) = self
-            .wire
+    /// The smallest RTT quiche has measured on the active path, if it has one.
+    fn active_min_rtt(&self) -> Option<Duration> {
+        self.wire
             .quic()
             .and_then(|quic| quic.path_stats().find(|path| path.active))
             .and_then(|path| path.min_rtt)
-        else {
+    }
+
+    /// Sets the path's length from the active path's smallest RTT, once quiche has
+    /// measured it, and keeps `long_paths` (the endpoint's count) in step.
+    fn measure_path(&mut self, long_paths: &mut long_paths::LongPaths) {
+        let Some(rtt) = self.active_min_rtt() else {
             return;
         };
         let length = if rtt > LONG_PATH_RTT {
-            PathLength::Long
+            PathLength::Long { rtt }
         } else {
             PathLength::Short
         };
         match (self.path_length.is_long(), length.is_long()) {
-            (false, true) => *long_paths += 1,
-            (true, false) => *long_paths -= 1,
+            (false, true) => long_paths.add(),
+            (true, false) => long_paths.remove(),
             _ => {}
         }
         self.path_length = length;

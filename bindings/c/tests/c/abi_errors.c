@@ -89,6 +89,7 @@ static void null_handles(void) {
     CHECK_RESULT(veil_endpoint_poll_timeout(NULL, &deadline), VEIL_ERR_NULL);
     size_t long_paths = 7;
     CHECK_RESULT(veil_endpoint_long_paths(NULL, &long_paths), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_received_flight(NULL, &long_paths), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_poll_event(NULL, &ev), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_accept_tunnel(NULL, 0), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_tunnel_send(NULL, 0, buf, 1, &n), VEIL_ERR_NULL);
@@ -275,6 +276,10 @@ static void tunnels_in_memory(void) {
     CHECK_RESULT(veil_endpoint_long_paths(client, NULL), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_long_paths(client, &long_paths), VEIL_OK);
     CHECK(long_paths == 0);
+    size_t flight = 7;
+    CHECK_RESULT(veil_endpoint_received_flight(client, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_received_flight(client, &flight), VEIL_OK);
+    CHECK(flight == 0);
 
     /* Short transmit buffer, unknown tunnels, wrong roles, bad hosts. */
     uint8_t small[100], buf[4096];

@@ -326,7 +326,7 @@ fn count_batch(stats: &mut LinkStats, batched: bool, datagrams: usize) {
     }
 }
 
-fn drain_events(endpoint: &mut Endpoint, host: &mut impl Host, now: Instant) -> bool {
+pub(crate) fn drain_events(endpoint: &mut Endpoint, host: &mut impl Host, now: Instant) -> bool {
     let mut any = false;
     while let Some(event) = endpoint.poll_event() {
         host.on_event(endpoint, now, event);

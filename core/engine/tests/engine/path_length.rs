@@ -1,14 +1,15 @@
 //! `Endpoint::long_paths`: connections whose handshake's smallest round trip took longer
 //! than `LONG_PATH_RTT` (or, after the peer moved, the new path's), for which hosts grow
-//! their sockets' buffers.
+//! their sockets' buffers; and `Endpoint::received_flight`, what such a connection
+//! receives in a round trip, which they grow them by.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use veil_engine::{Event, LONG_PATH_RTT};
 
-use crate::harness::Net;
-use crate::hosts::EventReaders;
+use crate::harness::{Host, Net, drain_events};
+use crate::hosts::{EdgeHost, EventReaders};
 use crate::{BUDGET, pair, target};
 
 /// One way across the slow link: over half of `LONG_PATH_RTT`, so that a round trip
@@ -136,5 +137,99 @@ fn a_peer_that_moves_to_a_fast_path_is_counted_short() {
         move_client(&mut net, Duration::ZERO),
         "moved to a fast path, still long: {:?}",
         net.stats
+    );
+}
+
+/// Moves a download from `source.test` across a link that delays each datagram by
+/// `one_way`, one round trip at a time (the hosts read and write between them), until
+/// the client has `bytes` of it. Returns what the client received in each round trip.
+fn download_across(net: &mut Net, one_way: Duration, bytes: usize) -> Vec<usize> {
+    let mut client = EventReaders::default();
+    let mut edge = EdgeHost::default();
+    edge.source_len = u64::try_from(bytes).expect("size") * 2;
+    edge.zero_source = true;
+    let id = net
+        .client
+        .open_tunnel(Instant::now(), &target("source.test", 443))
+        .expect("open");
+    let started = Instant::now();
+    let received = |client: &EventReaders| client.received.get(&id).copied().unwrap_or(0);
+    let mut rounds = Vec::new();
+    while received(&client) < bytes && started.elapsed() < BUDGET {
+        let before = received(&client);
+        net.send_from_client(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_edge(Instant::now());
+        drain_events(&mut net.edge, &mut edge, Instant::now());
+        edge.poll(&mut net.edge, Instant::now());
+        net.send_from_edge(Instant::now());
+        std::thread::sleep(one_way);
+        net.deliver_to_client(Instant::now());
+        drain_events(&mut net.client, &mut client, Instant::now());
+        client.poll(&mut net.client, Instant::now());
+        rounds.push(received(&client) - before);
+        for endpoint in [&mut net.client, &mut net.edge] {
+            if endpoint
+                .poll_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                endpoint.handle_timeout(Instant::now());
+            }
+        }
+    }
+    assert!(
+        received(&client) >= bytes,
+        "the download stalled: {:?}",
+        net.stats
+    );
+    rounds
+}
+
+#[test]
+fn a_download_across_a_slow_link_is_measured_by_the_flight_the_receiver_gets() {
+    let mut net = connected_across(ONE_WAY, "far.test");
+    assert_eq!(net.client.received_flight(), 0, "nothing received yet");
+    let rounds = download_across(&mut net, ONE_WAY, 2 << 20);
+    // Each round trip of this link carries one flight of the download at once (what the
+    // edge's congestion and flow control let it send), and the largest is what counts.
+    // A flight is measured when the next one begins, so the last is not; the meter
+    // counts datagrams, whose packet and frame headers the tunnel's bytes do not carry.
+    let most = rounds
+        .split_last()
+        .and_then(|(_, measured)| measured.iter().max().copied())
+        .unwrap_or(0);
+    let flight = net.client.received_flight();
+    assert!(
+        most > 0 && flight >= most && flight <= most + most / 10,
+        "flight {flight} bytes, received in each round trip {rounds:?}"
+    );
+    // The edge received acknowledgements only.
+    assert!(
+        net.edge.received_flight() < flight / 10,
+        "the edge: {} bytes a round trip",
+        net.edge.received_flight()
+    );
+
+    net.client.close(Instant::now(), 0, b"done");
+    let mut readers = (EventReaders::default(), EventReaders::default());
+    let forgotten = net.run_until_net(&mut readers.0, &mut readers.1, BUDGET, |net, _, _| {
+        net.client.long_paths() == 0 && net.edge.long_paths() == 0
+    });
+    assert!(forgotten, "closed, still counted");
+    assert_eq!(
+        (net.client.received_flight(), net.edge.received_flight()),
+        (0, 0),
+        "no long path left: the flights are forgotten"
+    );
+}
+
+#[test]
+fn a_download_across_the_harness_link_measures_no_flight() {
+    let mut net = connected_across(Duration::ZERO, "near.test");
+    download_across(&mut net, Duration::ZERO, 1 << 20);
+    assert_eq!(
+        net.client.received_flight(),
+        0,
+        "a short path is not measured"
     );
 }
