@@ -615,6 +615,8 @@ impl Endpoint {
         };
         conn.held.received();
         conn.ack.received(datagram);
+        // Counted before quiche opens it: junk with a valid connection ID counts too, which
+        // at most grows the host's buffers to `socket_buffers::LONG_PATH_BUFFER_MAX`.
         if let PathLength::Long { rtt } = conn.path_length {
             if let Some(flight) = conn.flight.on_received(now, datagram.len(), rtt) {
                 self.long_paths.observe_flight(flight);
