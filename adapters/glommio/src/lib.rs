@@ -553,46 +553,10 @@ fn reuseport_socket(addr: SocketAddr, buffer: Option<usize>) -> io::Result<socke
     Ok(socket)
 }
 
-/// Asks for `bytes` of receive and send buffer. Where the kernel capped them
-/// (`net.core.rmem_max` / `wmem_max`, `veil_engine::socket_buffers::capped`) a process
-/// allowed to (`CAP_NET_ADMIN`) asks again past the cap, and otherwise the cap is logged as
-/// a warning naming the sysctl to raise, as the tokio host does. A refusal is logged, not
-/// fatal.
+/// Asks for `bytes` of receive and send buffer, past the kernel's cap where the process
+/// may ([`veil_sockopt::size_buffers`], as the tokio host does).
 pub(crate) fn set_buffers(socket: &socket2::Socket, bytes: usize) {
-    use rustix::net::sockopt;
-    let socket = borrowed(socket);
-    let asked = (
-        sockopt::set_socket_recv_buffer_size(socket, bytes),
-        sockopt::set_socket_send_buffer_size(socket, bytes),
-    );
-    if let (Err(error), _) | (_, Err(error)) = asked {
-        tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
-        return;
-    }
-    let granted = || {
-        let recv = sockopt::socket_recv_buffer_size(socket).ok()?;
-        let send = sockopt::socket_send_buffer_size(socket).ok()?;
-        Some((recv, send))
-    };
-    let capped = |(recv, send)| veil_engine::socket_buffers::capped(bytes, recv, send);
-    let mut now = granted();
-    if now.is_some_and(capped) {
-        // Refused without CAP_NET_ADMIN: then the cap stands, and is reported below.
-        let _ = sockopt::set_socket_recv_buffer_size_force(socket, bytes);
-        let _ = sockopt::set_socket_send_buffer_size_force(socket, bytes);
-        now = granted();
-    }
-    match now {
-        Some((recv, send)) if capped((recv, send)) => tracing::warn!(
-            asked = bytes,
-            recv,
-            send,
-            "the kernel capped the UDP socket buffers: raise net.core.rmem_max and \
-             net.core.wmem_max for long, fast paths (docs/CONFIG.md, socket buffers)"
-        ),
-        Some((recv, send)) => tracing::info!(asked = bytes, recv, send, "UDP socket buffers"),
-        None => {}
-    }
+    veil_sockopt::size_buffers(borrowed(socket), bytes);
 }
 
 /// The socket's descriptor, for rustix's socket options (socket2 0.4, glommio's, predates

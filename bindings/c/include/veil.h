@@ -1132,8 +1132,8 @@ enum veil_result veil_endpoint_poll_timeout(const struct veil_endpoint *endpoint
                                             uint64_t *deadline_ns);
 
 // Writes to `*count` how many of the endpoint's connections are on a path longer than a
-// LAN: their handshake's smallest round trip took over 5 ms, or, after the peer moved to
-// another path, the new path's did. For the host's UDP socket
+// LAN: their smallest round trip took over 5 ms during the handshake and still does, or,
+// after the peer moved to another path, the new path's does. For the host's UDP socket
 // buffers: across such a path the receiving socket is the path's only queue and the
 // kernel's default size a small part of its bandwidth-delay product (over a 20 ms path a
 // tunnel moved 12 MiB/s at 208 KiB and 80-90 at 1 MiB), while on loopback or a LAN a

@@ -317,8 +317,8 @@ struct Conn {
     held: Held,
     /// What it received since it last asked quiche for packets (`endpoint::ack_delay`).
     ack: AckDelay,
-    /// Its path's length, as its handshake's smallest RTT told, or its new path's after
-    /// the peer moved (`Endpoint::long_paths`).
+    /// Its path's length, as its smallest RTT tells (the handshake's, then less as quiche
+    /// measures less), or its new path's after the peer moved (`Endpoint::long_paths`).
     path_length: PathLength,
     /// What it receives per round trip while its path is long (`Endpoint::received_flight`).
     flight: long_paths::FlightMeter,
@@ -620,11 +620,6 @@ impl Endpoint {
         if let PathLength::Long { rtt } = conn.path_length {
             if let Some(flight) = conn.flight.on_received(now, datagram.len(), rtt) {
                 self.long_paths.observe_flight(flight);
-                // The handshake's round trip had the peer's certificate work in it: the
-                // next window is as long as the smallest quiche has seen since.
-                if let Some(rtt) = conn.active_min_rtt() {
-                    conn.path_length = PathLength::Long { rtt };
-                }
             }
         }
         if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
@@ -1318,9 +1313,11 @@ impl Endpoint {
         self.tunnels.len()
     }
 
-    /// Connections whose path is longer than a LAN: their smallest round trip during the
-    /// handshake took over [`LONG_PATH_RTT`], or, after the peer moved to another path
-    /// (a NAT rebinding, `endpoint::paths`), the new path's did.
+    /// Connections whose path is longer than a LAN: their smallest round trip took over
+    /// [`LONG_PATH_RTT`] during the handshake and still does (quiche's smallest RTT falls
+    /// as the connection carries more; a handshake on a busy host can take that long on
+    /// loopback), or, after the peer moved to another path (a NAT rebinding,
+    /// `endpoint::paths`), the new path's does.
     ///
     /// For the host's socket buffers. Across such a path whose link does not cap the
     /// rate, the receiving socket is the path's only queue, and the kernel's default size
@@ -1717,7 +1714,13 @@ impl Endpoint {
     fn process(&mut self, now: Instant, handle: u64) {
         self.drain_path_events(handle);
         if let Some(conn) = self.conns.get_mut(handle) {
-            if matches!(conn.path_length, PathLength::Moved { .. }) {
+            // A long path is measured again as quiche's smallest RTT falls (a handshake on
+            // a busy host can take over `LONG_PATH_RTT` on loopback; the exchanges after
+            // it say what the path is), and a moved one once quiche has its new path's.
+            if matches!(
+                conn.path_length,
+                PathLength::Moved { .. } | PathLength::Long { .. }
+            ) {
                 conn.measure_path(&mut self.long_paths);
             }
         }

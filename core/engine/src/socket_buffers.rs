@@ -13,15 +13,6 @@
 //! [`Endpoint::long_paths`]: crate::Endpoint::long_paths
 //! [`Endpoint::received_flight`]: crate::Endpoint::received_flight
 
-/// Whether the kernel kept less than `asked` bytes of receive or send buffer, from the
-/// sizes it reports (`SO_RCVBUF`, `SO_SNDBUF`): Linux reports twice what it keeps for the
-/// data, its bookkeeping included, and caps what a process asks for at
-/// `net.core.rmem_max` / `wmem_max`. A host that finds its buffers capped asks again past
-/// the cap if it may (`SO_RCVBUFFORCE`, with `CAP_NET_ADMIN`), and otherwise says so.
-pub fn capped(asked: usize, reported_recv: usize, reported_send: usize) -> bool {
-    reported_recv / 2 < asked || reported_send / 2 < asked
-}
-
 /// The most a socket's buffers grow to for long paths, however large the flights: 16 MiB
 /// holds 1.3 Gbit/s for 100 ms (the kernel may cap them lower: `net.core.rmem_max`).
 pub const LONG_PATH_BUFFER_MAX: usize = 16 << 20;
@@ -161,16 +152,6 @@ mod tests {
     fn a_least_above_the_most_is_kept() {
         let mut sizer = BufferSizer::new(Some(32 * MIB));
         assert_eq!(sizer.resize(1, usize::MAX, || None), Some(32 * MIB));
-    }
-
-    #[test]
-    fn the_kernels_doubled_report_is_not_a_cap_but_less_is() {
-        assert!(!capped(MIB, 2 * MIB, 2 * MIB));
-        assert!(
-            capped(MIB, 425_984, 2 * MIB),
-            "net.core.rmem_max at 208 KiB"
-        );
-        assert!(capped(MIB, 2 * MIB, 425_984));
     }
 
     #[test]

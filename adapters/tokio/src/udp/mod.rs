@@ -20,48 +20,10 @@ pub const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
-/// Asks for `bytes` of receive and of send buffer on `socket` and logs what the kernel
-/// granted. The kernel caps each at `net.core.rmem_max` / `wmem_max` (and reports twice
-/// what it keeps for the data, its bookkeeping included); where it capped them, a process
-/// allowed to (`CAP_NET_ADMIN`) asks again past the cap (`SO_RCVBUFFORCE`,
-/// `SO_SNDBUFFORCE`), and otherwise the cap is logged as a warning naming the sysctl to
-/// raise. A refusal is logged, not fatal.
+/// Asks for `bytes` of receive and of send buffer on `socket`, past the kernel's cap
+/// where the process may ([`veil_sockopt::size_buffers`]).
 pub fn size_buffers(socket: impl std::os::fd::AsFd, bytes: usize) {
-    use rustix::net::sockopt;
-    let socket = socket.as_fd();
-    let asked = (
-        sockopt::set_socket_recv_buffer_size(socket, bytes),
-        sockopt::set_socket_send_buffer_size(socket, bytes),
-    );
-    if let (Err(error), _) | (_, Err(error)) = asked {
-        tracing::warn!(%error, bytes, "cannot size the UDP socket buffers");
-        return;
-    }
-    let granted = || {
-        let recv = sockopt::socket_recv_buffer_size(socket).ok()?;
-        let send = sockopt::socket_send_buffer_size(socket).ok()?;
-        Some((recv, send))
-    };
-    let capped = |(recv, send)| veil_engine::socket_buffers::capped(bytes, recv, send);
-    let mut now = granted();
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if now.is_some_and(capped) {
-        // Refused without CAP_NET_ADMIN: then the cap stands, and is reported below.
-        let _ = sockopt::set_socket_recv_buffer_size_force(socket, bytes);
-        let _ = sockopt::set_socket_send_buffer_size_force(socket, bytes);
-        now = granted();
-    }
-    match now {
-        Some((recv, send)) if capped((recv, send)) => tracing::warn!(
-            asked = bytes,
-            recv,
-            send,
-            "the kernel capped the UDP socket buffers: raise net.core.rmem_max and \
-             net.core.wmem_max for long, fast paths (docs/CONFIG.md, socket buffers)"
-        ),
-        Some((recv, send)) => tracing::info!(asked = bytes, recv, send, "UDP socket buffers"),
-        None => tracing::warn!(bytes, "cannot read the UDP socket buffers back"),
-    }
+    veil_sockopt::size_buffers(socket, bytes);
 }
 
 /// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).

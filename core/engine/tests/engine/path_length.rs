@@ -233,3 +233,26 @@ fn a_download_across_the_harness_link_measures_no_flight() {
         "a short path is not measured"
     );
 }
+
+#[test]
+fn a_handshake_slowed_by_a_busy_host_is_counted_short_once_exchanges_measure_less() {
+    // The handshake's round trips took over `LONG_PATH_RTT`, as on a loaded host.
+    let mut net = connected_across(ONE_WAY, "far.test");
+    assert_eq!((net.client.long_paths(), net.edge.long_paths()), (1, 1));
+    // Then a download across the harness's link, whose round trips take far less.
+    let mut client = EventReaders::default();
+    let mut edge = EdgeHost::default();
+    edge.source_len = 100_000;
+    net.client
+        .open_tunnel(Instant::now(), &target("source.test", 443))
+        .expect("open");
+    let counted_short = net.run_until_net(&mut client, &mut edge, BUDGET, |net, _, _| {
+        net.client.long_paths() == 0 && net.edge.long_paths() == 0
+    });
+    assert!(
+        counted_short,
+        "still long: client {}, edge {}",
+        net.client.long_paths(),
+        net.edge.long_paths()
+    );
+}
