@@ -6,8 +6,8 @@
 //! `veil_engine::LONG_PATH_RTT`, 5 ms) both ends ask for 1 MiB each way, since there the
 //! receiving socket is the path's only queue; when the edge's last such connection has
 //! closed, its socket goes back to the size it started with; across a short path nothing
-//! changes; and while a path is long, a download whose flights outgrow half the buffer
-//! grows it further (docs/CONFIG.md, "Socket buffers"; `veil_engine::socket_buffers`).
+//! changes; and while a path is long, a transfer whose flights outgrow half the buffer
+//! grows the receiver's further (a download the client's, an upload the glommio edge's) (docs/CONFIG.md, "Socket buffers"; `veil_engine::socket_buffers`).
 //! The engine's count and measure and the sizer are tested on their own; this is the
 //! hosts doing what they say, on both of the edge's runtimes.
 
@@ -231,21 +231,34 @@ fn the_glommio_edge_grows_its_socket_for_a_long_path_only() -> anyhow::Result<()
 /// queue (the kernel caps it at `net.core.rmem_max`).
 const RELAY_BUFFER: usize = 16 << 20;
 
-/// A download across the 20 ms path, with nothing capping its rate but the relay's
-/// thread: the flights the client receives outgrow half of its 1 MiB, and its socket
-/// grows past it.
-#[test]
-fn a_fast_download_across_a_long_path_grows_the_clients_socket_past_the_least() -> anyhow::Result<()>
-{
+/// Which way [`a_fast_transfer_grows_the_receivers_socket`] moves its bytes.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// nginx → edge → client: the client's socket receives the flights.
+    Download,
+    /// client → edge → nginx: the edge's does.
+    Upload,
+}
+
+/// A 64 MiB transfer across the 20 ms path, with nothing capping its rate but the relay's
+/// threads: the flights the receiving end gets outgrow half of its 1 MiB, and its socket
+/// grows past it (the edge on `runtime`).
+fn a_fast_transfer_grows_the_receivers_socket(runtime: &str, way: Way) -> anyhow::Result<()> {
     require_tool("curl", "curl")?;
     require_tool("ss", "iproute2")?;
-    let dir = TempDir::new("buffers-flight")?;
+    let dir = TempDir::new(&format!("buffers-flight-{runtime}"))?;
     let origin = Origin::start(dir.path())?;
     let size = 64 << 20;
-    let sum = support::write_random_file(&origin.root().join("big.bin"), size, 0xb0f)?;
     let edge = Edge::start(
         dir.path(),
-        &["--token", TOKEN, "--allow-target", "127.0.0.0/8"],
+        &[
+            "--runtime",
+            runtime,
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+        ],
     )?;
     let (front, back) = (
         UdpSocket::bind("127.0.0.1:0")?,
@@ -262,30 +275,77 @@ fn a_fast_download_across_a_long_path_grows_the_clients_socket_past_the_least() 
         relay.addr(),
         &["--pin", edge.pin()?, "--token", TOKEN],
     )?;
-    let downloaded = dir.join("downloaded.bin");
     let socks = format!("socks5h://{}", client.socks());
-    let output = curl(
-        &[
-            "--proxy",
-            &socks,
-            "--write-out",
-            "%{http_code}",
-            "--output",
-            downloaded.to_str().context("a UTF-8 path")?,
-            &origin.url("big.bin"),
-        ],
-        Duration::from_secs(120),
-    )?;
-    support::check_download(&output, &downloaded, &sum, || client.diagnostics())?;
+    let context = || {
+        format!(
+            "relay {:?}\n{}\n{}",
+            relay.counters,
+            client.diagnostics(),
+            edge.diagnostics()
+        )
+    };
+    let receiver = match way {
+        Way::Download => {
+            let sum = support::write_random_file(&origin.root().join("big.bin"), size, 0xb0f)?;
+            let downloaded = dir.join("downloaded.bin");
+            let output = curl(
+                &[
+                    "--proxy",
+                    &socks,
+                    "--write-out",
+                    "%{http_code}",
+                    "--output",
+                    downloaded.to_str().context("a UTF-8 path")?,
+                    &origin.url("big.bin"),
+                ],
+                Duration::from_secs(120),
+            )?;
+            support::check_download(&output, &downloaded, &sum, context)?;
+            Sockets::Process(client.pid())
+        }
+        Way::Upload => {
+            let upload = dir.join("up.bin");
+            let sum = support::write_random_file(&upload, size, 0xb0f)?;
+            let output = curl(
+                &[
+                    "--proxy",
+                    &socks,
+                    "--fail",
+                    "-T",
+                    upload.to_str().context("a UTF-8 path")?,
+                    &origin.url("upload/up.bin"),
+                ],
+                Duration::from_secs(120),
+            )?;
+            anyhow::ensure!(output.status.success(), "upload: {output:?}\n{}", context());
+            anyhow::ensure!(
+                support::sha256_file(&origin.root().join("upload/up.bin"))? == sum,
+                "upload: checksum\n{}",
+                context()
+            );
+            Sockets::Port(edge.addr().port())
+        }
+    };
     // The connection is still open: the buffers have not gone back.
-    let sizes = receive_buffers(Sockets::Process(client.pid()))?;
+    let sizes = receive_buffers(receiver)?;
     let least = reported_after_asking(LONG_PATH_BUFFER)?;
     anyhow::ensure!(
         sizes.iter().any(|rb| *rb > least[1]),
-        "the client's socket did not grow past {} bytes: {sizes:?}, relay {:?}\n{}",
+        "{way:?}: the receiver's socket did not grow past {} bytes: {sizes:?}, {}",
         least[1],
-        relay.counters,
-        client.diagnostics()
+        context()
     );
     Ok(())
+}
+
+#[test]
+fn a_fast_download_across_a_long_path_grows_the_clients_socket_past_the_least() -> anyhow::Result<()>
+{
+    a_fast_transfer_grows_the_receivers_socket("tokio", Way::Download)
+}
+
+#[test]
+fn a_fast_upload_across_a_long_path_grows_the_glommio_edges_socket_past_the_least()
+-> anyhow::Result<()> {
+    a_fast_transfer_grows_the_receivers_socket("glommio", Way::Upload)
 }
