@@ -20,11 +20,9 @@ pub const MAX_GSO_PAYLOAD: usize = 64_000;
 /// Bytes of each receive buffer: one GRO-coalesced train of datagrams, at most 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
-/// Asks for `bytes` of receive and of send buffer on `socket`, past the kernel's cap
-/// where the process may ([`veil_sockopt::size_buffers`]).
-pub fn size_buffers(socket: impl std::os::fd::AsFd, bytes: usize) {
-    veil_sockopt::size_buffers(socket, bytes);
-}
+/// Asks for `bytes` of receive and of send buffer on a socket, past the kernel's cap
+/// where the process may.
+pub use veil_sockopt::size_buffers;
 
 /// A UDP socket with quinn-udp's per-socket state (GSO/GRO support, ECN, packet info).
 #[derive(Debug)]
