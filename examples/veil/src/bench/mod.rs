@@ -26,6 +26,10 @@
 //! - **share**: `--busy-tunnels` downloads at once through each route for `--share-secs`,
 //!   and how evenly they were served ([`share`]).
 //!
+//! `floor` among the paths adds the floor of a proxy on quiche ([`floor`]): two more child
+//! processes that relay each tunnel on a raw quiche stream, one loop per side, nothing
+//! else, to weigh veil's own costs against the QUIC hop's.
+//!
 //! Peers ([`peers`]) are routes too: `--paths direct,proxied,shadowsocks,
 //! shadowsocks-2022,tuic` measures shadowsocks-rust and TUIC beside veil in the same run,
 //! interleaved, through the same SOCKS5 client path, in every part that takes routes
@@ -36,6 +40,7 @@
 //! offered loads.
 
 mod delay_line;
+mod floor;
 mod handshakes;
 mod ip_load;
 mod load;
@@ -53,6 +58,7 @@ mod udp_bench;
 mod veth;
 
 pub use delay_line::DelayLineArgs;
+pub use floor::{FloorArgs, FloorSide};
 pub use udp_bench::{UdpArgs, UdpRoute};
 
 use std::fmt::Write as _;
@@ -97,6 +103,10 @@ pub enum BenchCommand {
     /// drops a share of them.
     #[command(hide = true)]
     DelayLine(DelayLineArgs),
+    /// One side of the floor of a proxy on quiche (started by `veil bench tcp --paths
+    /// floor`): SOCKS5 → raw quiche stream → TCP, one loop per side.
+    #[command(hide = true)]
+    Floor(FloorArgs),
 }
 
 /// Flags of `veil bench tcp`.
@@ -141,6 +151,11 @@ pub struct TcpArgs {
     /// New tunnels timed by `--parts connect`, on each route.
     #[arg(long, default_value_t = 300)]
     pub connects: usize,
+    /// The latency and connect parts time one route at a time (each taking turns with
+    /// direct TCP only), rather than every route taking turns: what each proxy does when
+    /// it is the only one running, without the others' work between its round trips.
+    #[arg(long)]
+    pub one_at_a_time: bool,
     /// Downloads run at once by `--parts share`, on each route.
     #[arg(long, default_value_t = 100)]
     pub busy_tunnels: usize,
@@ -233,6 +248,9 @@ pub enum Route {
     Shadowsocks2022,
     /// SOCKS5 → tuic-client → QUIC → tuic-server → TCP (TUIC v5).
     Tuic,
+    /// SOCKS5 → floor local → raw quiche stream → floor far → TCP: the least a proxy on
+    /// quiche does ([`floor`]).
+    Floor,
 }
 
 impl Route {
@@ -247,7 +265,8 @@ impl Route {
             | Self::Proxied
             | Self::ProxiedH2
             | Self::Optimistic
-            | Self::Apart => None,
+            | Self::Apart
+            | Self::Floor => None,
         }
     }
 
@@ -262,6 +281,9 @@ impl Route {
             }
             Self::Optimistic => "proxied, optimistic tunnels (veil client --optimistic)",
             Self::Apart => "proxied through an edge and a client of its own (shares only the CPUs)",
+            Self::Floor => {
+                "floor: SOCKS5 → one-loop relay → raw quiche stream → one-loop relay → TCP"
+            }
             Self::Shadowsocks | Self::Shadowsocks2022 | Self::Tuic => {
                 self.peer().map_or("", peers::PeerKind::label)
             }
@@ -276,6 +298,10 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
         BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
         BenchCommand::Udp(udp) => udp_bench::run(udp, &quic, config).await,
         BenchCommand::DelayLine(line) => delay_line::run(line).await,
+        BenchCommand::Floor(floor) => {
+            let (floor, quic) = (floor.clone(), quic.clone());
+            tokio::task::spawn_blocking(move || floor::run(&floor, &quic)).await?
+        }
     }
 }
 
@@ -292,8 +318,87 @@ struct Stage {
     apart: Option<(procs::Edge, procs::Client)>,
     /// The peers `--paths` names, started for the run.
     peers: Vec<peers::Peer>,
+    /// The floor's two processes, when `--paths` names `floor`.
+    floor: Option<procs::Floor>,
     loss: Option<loss::Loss>,
     link: Option<veth::Link>,
+}
+
+/// The child processes of a run: veil's, and those of the peers and the floor that
+/// `--paths` names.
+struct Children {
+    edge: procs::Edge,
+    client: procs::Client,
+    client_h2: Option<procs::Client>,
+    client_optimistic: Option<procs::Client>,
+    apart: Option<(procs::Edge, procs::Client)>,
+    peers: Vec<peers::Peer>,
+    floor: Option<procs::Floor>,
+}
+
+impl Children {
+    /// Starts them (blocking: each is waited for until it prints that it is ready).
+    fn start(
+        paths: &[Route],
+        peer_dir: Option<&Path>,
+        config: Option<&Path>,
+        place: procs::EdgePlace,
+    ) -> anyhow::Result<Self> {
+        let edge = procs::start_edge_in(config, place)?;
+        let client = procs::start_client(config, &edge, None)?;
+        let client_h2 = if paths.contains(&Route::ProxiedH2) {
+            Some(procs::start_client_over(config, &edge, None, "h2", &[])?)
+        } else {
+            None
+        };
+        let client_optimistic = if paths.contains(&Route::Optimistic) {
+            let optimistic = ["--optimistic"];
+            Some(procs::start_client_over(
+                config,
+                &edge,
+                None,
+                "h3",
+                &optimistic,
+            )?)
+        } else {
+            None
+        };
+        let apart = if paths.contains(&Route::Apart) {
+            let edge = procs::start_edge_in(config, place)?;
+            let client = procs::start_client(config, &edge, None)?;
+            Some((edge, client))
+        } else {
+            None
+        };
+        // A peer's server stands where the edge does (in the namespace under --veth).
+        let (server_ip, wrapper) = match place {
+            procs::EdgePlace::Veth(edge) => (edge, Some(veth::Link::exec_prefix())),
+            procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
+        };
+        let peers = paths
+            .iter()
+            .filter_map(|route| route.peer())
+            .map(|kind| peers::Peer::start(kind, peer_dir, server_ip, wrapper))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let floor = if paths.contains(&Route::Floor) {
+            ensure!(
+                place == procs::EdgePlace::Loopback,
+                "the floor runs on loopback only (not with --veth or --delay-ms)"
+            );
+            Some(procs::start_floor(config)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            edge,
+            client,
+            client_h2,
+            client_optimistic,
+            apart,
+            peers,
+            floor,
+        })
+    }
 }
 
 impl Stage {
@@ -317,52 +422,20 @@ impl Stage {
         };
         let targets = tcp::Targets::start(targets_ip).await?;
         let config_owned = config.map(Path::to_path_buf);
-        let want_h2 = args.paths.contains(&Route::ProxiedH2);
-        let want_optimistic = args.paths.contains(&Route::Optimistic);
-        let want_apart = args.paths.contains(&Route::Apart);
-        let wanted_peers: Vec<peers::PeerKind> =
-            args.paths.iter().filter_map(|route| route.peer()).collect();
+        let paths = args.paths.clone();
         let peer_dir = args.peer_dir.clone();
-        let (edge, client, client_h2, client_optimistic, apart, peers) =
-            tokio::task::spawn_blocking(move || {
-                let config = config_owned.as_deref();
-                let edge = procs::start_edge_in(config, place)?;
-                let client = procs::start_client(config, &edge, None)?;
-                let client_h2 = if want_h2 {
-                    Some(procs::start_client_over(config, &edge, None, "h2", &[])?)
-                } else {
-                    None
-                };
-                let client_optimistic = if want_optimistic {
-                    Some(procs::start_client_over(
-                        config,
-                        &edge,
-                        None,
-                        "h3",
-                        &["--optimistic"],
-                    )?)
-                } else {
-                    None
-                };
-                let apart = if want_apart {
-                    let edge = procs::start_edge_in(config, place)?;
-                    let client = procs::start_client(config, &edge, None)?;
-                    Some((edge, client))
-                } else {
-                    None
-                };
-                // A peer's server stands where the edge does (in the namespace under --veth).
-                let (server_ip, wrapper) = match place {
-                    procs::EdgePlace::Veth(edge) => (edge, Some(veth::Link::exec_prefix())),
-                    procs::EdgePlace::Loopback => (std::net::IpAddr::from([127, 0, 0, 1]), None),
-                };
-                let peers = wanted_peers
-                    .into_iter()
-                    .map(|kind| peers::Peer::start(kind, peer_dir.as_deref(), server_ip, wrapper))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                anyhow::Ok((edge, client, client_h2, client_optimistic, apart, peers))
-            })
-            .await??;
+        let Children {
+            edge,
+            client,
+            client_h2,
+            client_optimistic,
+            apart,
+            peers,
+            floor,
+        } = tokio::task::spawn_blocking(move || {
+            Children::start(&paths, peer_dir.as_deref(), config_owned.as_deref(), place)
+        })
+        .await??;
         for peer in &peers {
             peer_ready(peer, targets.echo).await?;
         }
@@ -390,6 +463,7 @@ impl Stage {
             client_optimistic,
             apart,
             peers,
+            floor,
             loss,
             link,
         })
@@ -403,6 +477,7 @@ impl Stage {
             Route::ProxiedH2 => self.client_h2.as_ref().map(|c| c.socks),
             Route::Optimistic => self.client_optimistic.as_ref().map(|c| c.socks),
             Route::Apart => self.apart.as_ref().map(|(_, client)| client.socks),
+            Route::Floor => self.floor.as_ref().map(|floor| floor.socks),
             Route::Shadowsocks | Route::Shadowsocks2022 | Route::Tuic => self
                 .peers
                 .iter()
@@ -431,6 +506,10 @@ impl Stage {
             named.push(("veil client (apart)".to_owned(), client.process.pid()));
             named.push(("veil edge (apart)".to_owned(), edge.process.pid()));
         }
+        if let Some(floor) = &self.floor {
+            named.push(("floor: local".to_owned(), floor.local.pid()));
+            named.push(("floor: far".to_owned(), floor.far.pid()));
+        }
         for peer in &self.peers {
             let [local, server] = peer.pids();
             named.push((format!("{}: local", peer.kind.label()), local));
@@ -449,11 +528,13 @@ impl Stage {
             client_optimistic,
             apart,
             peers,
+            floor,
             loss,
             link,
             ..
         } = self;
         tokio::task::spawn_blocking(move || {
+            drop(floor);
             drop(peers);
             drop(apart);
             drop(client_optimistic);
@@ -554,9 +635,12 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&memory_table(args.tunnels, before, after));
     }
     if args.parts.contains(&Part::Connect) && args.connects > 0 {
-        let times =
-            tcp::new_tunnels(stage.targets.echo, &proxies, args.connects, WARMUP_CONNECTS).await?;
-        report.push_str(&connect_table(args.connects, &proxies, &times));
+        let echo = stage.targets.echo;
+        let times = by_turns(args, &proxies, |some| {
+            tcp::new_tunnels(echo, some, args.connects, WARMUP_CONNECTS)
+        })
+        .await?;
+        report.push_str(&connect_table(args.connects, turns(args), &proxies, &times));
     }
     if args.parts.contains(&Part::Share) && args.busy_tunnels > 0 {
         let source = share::Source::start(stage.targets.echo.ip()).await?;
@@ -678,7 +762,7 @@ async fn latency_part(
     echo: std::net::SocketAddr,
     proxies: &[(Route, std::net::SocketAddr)],
 ) -> anyhow::Result<String> {
-    let times = round_trips(args, echo, proxies).await?;
+    let times = by_turns(args, proxies, |some| round_trips(args, echo, some)).await?;
     let mut report = latency_report(args, proxies, &times);
     if args.paths.contains(&Route::Raw) {
         let raw = raw_rtt::round_trips(
@@ -692,6 +776,34 @@ async fn latency_part(
         report.push_str(&hop_table(args, direct, raw));
     }
     Ok(report)
+}
+
+/// `measure` over every proxy taking turns, or, with `--one-at-a-time`, over each proxy
+/// alone after the other: series in the same order either way, direct TCP's first (the
+/// first proxy's run's, under `--one-at-a-time`).
+async fn by_turns<'a, F, Fut>(
+    args: &TcpArgs,
+    proxies: &'a [(Route, std::net::SocketAddr)],
+    measure: F,
+) -> anyhow::Result<Vec<Vec<Duration>>>
+where
+    F: Fn(&'a [(Route, std::net::SocketAddr)]) -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<Vec<Duration>>>>,
+{
+    if !args.one_at_a_time {
+        return measure(proxies).await;
+    }
+    let mut times = Vec::with_capacity(proxies.len() + 1);
+    for proxy in proxies.chunks(1) {
+        let [direct, through] = <[Vec<Duration>; 2]>::try_from(measure(proxy).await?)
+            .map_err(|_| anyhow::anyhow!("two series expected"))?;
+        if times.is_empty() {
+            times.push(direct);
+        }
+        times.push(through);
+        tokio::time::sleep(SETTLE).await;
+    }
+    Ok(times)
 }
 
 async fn round_trips(
@@ -1102,10 +1214,13 @@ fn latency_report(
         out.push_str("\nThe same through the HTTP/2 client (TCP+TLS to the edge):\n\n");
         out.push_str(&latency_table(args, direct.clone(), h2.clone(), None));
     }
-    if proxies.iter().any(|(route, _)| route.peer().is_some()) {
+    let compared = |route: Route| route.peer().is_some() || route == Route::Floor;
+    if proxies.iter().any(|(route, _)| compared(*route)) {
         let title = format!(
-            "{} × {} B request/response on an open tunnel, taking turns",
-            args.requests, args.message
+            "{} × {} B request/response on an open tunnel, {}",
+            args.requests,
+            args.message,
+            turns(args)
         );
         out.push_str(&side_by_side(&title, proxies, times));
     }
@@ -1115,12 +1230,22 @@ fn latency_report(
 /// The connect part's table: new tunnels (or direct connections) with a 1-byte round trip.
 fn connect_table(
     count: usize,
+    turns: &str,
     proxies: &[(Route, std::net::SocketAddr)],
     times: &[Vec<Duration>],
 ) -> String {
     let title =
-        format!("{count} new tunnels: SOCKS5 handshake + CONNECT + 1 B round trip, taking turns");
+        format!("{count} new tunnels: SOCKS5 handshake + CONNECT + 1 B round trip, {turns}");
     side_by_side(&title, proxies, times)
+}
+
+/// How the routes' series were taken, for the tables' titles.
+fn turns(args: &TcpArgs) -> &'static str {
+    if args.one_at_a_time {
+        "one route at a time (each taking turns with direct TCP)"
+    } else {
+        "taking turns"
+    }
 }
 
 /// One row per route (direct first, then `proxies`): p50, p99, and p50 against veil's.

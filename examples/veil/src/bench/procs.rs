@@ -313,6 +313,32 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
+/// The floor of a proxy on quiche ([`super::floor`]): its two processes and the local
+/// side's SOCKS5 address.
+pub(crate) struct Floor {
+    /// Started second, so dropped first: the far side sees its connection close.
+    pub(crate) local: VeilProcess,
+    pub(crate) far: VeilProcess,
+    pub(crate) socks: SocketAddr,
+}
+
+/// Starts the floor's far side, then its local side connected to it (ready once its QUIC
+/// connection is established), both reading the bench's `--config`.
+pub(crate) fn start_floor(config: Option<&Path>) -> anyhow::Result<Floor> {
+    let (far, lines) = spawn_in(
+        "floor far",
+        config,
+        &["bench", "floor", "--side", "far"],
+        1,
+        None,
+    )?;
+    let far_addr = field(&lines, "floor far listening on ")?.to_owned();
+    let args = ["bench", "floor", "--side", "local", "--far", &far_addr];
+    let (local, lines) = spawn_in("floor local", config, &args, 1, None)?;
+    let socks = field(&lines, "floor local socks on ")?.parse()?;
+    Ok(Floor { local, far, socks })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

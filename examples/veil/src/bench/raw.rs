@@ -188,6 +188,20 @@ impl Side {
         })
     }
 
+    /// A server side: a socket of its own, a fresh certificate, the settings of
+    /// [`Sides::new`].
+    pub(super) fn server(quic: &QuicConfig, settings: Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            socket: bind()?,
+            config: settings(quic, server_tls()?)?,
+        })
+    }
+
+    /// The address its socket is bound to.
+    pub(super) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
     /// The socket on the calling thread's runtime, and the settings.
     pub(super) fn open(self) -> anyhow::Result<(UdpIo, quiche::Config)> {
         Ok((UdpIo::from_std(self.socket)?, self.config))
