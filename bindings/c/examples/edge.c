@@ -43,10 +43,13 @@
  * then serves until SIGTERM or SIGINT, when it drains and closes (veil_endpoint_shutdown).
  */
 #define _POSIX_C_SOURCE 200809L
+/* SO_RCVBUFFORCE and SO_SNDBUFFORCE (Linux): glibc declares them with its defaults. */
+#define _DEFAULT_SOURCE
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -562,6 +565,31 @@ static void drain_transmits(veil_endpoint *ep, int udp, uint64_t now) {
     }
 }
 
+/* Resizes the QUIC socket's buffers when the engine says so (veil_endpoint_socket_buffers:
+ * larger while a connection is on a long path, as its flights grow, back when none is).
+ * Past net.core.rmem_max only the FORCE forms work, with CAP_NET_ADMIN; without it the
+ * kernel caps the size, and the edge says so once. */
+static void fit_buffers(veil_endpoint *ep, int udp, size_t started) {
+    static bool warned;
+    size_t resize = 0;
+    if (veil_endpoint_socket_buffers(ep, started, &resize) != VEIL_OK || resize == 0) return;
+    int size = resize > INT_MAX ? INT_MAX : (int)resize;
+    bool forced = false;
+#ifdef SO_RCVBUFFORCE
+    forced = setsockopt(udp, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) == 0 &&
+             setsockopt(udp, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) == 0;
+#endif
+    if (!forced) {
+        setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        setsockopt(udp, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        if (!warned) {
+            warned = true;
+            fprintf(stderr, "veil-c-edge: socket buffers asked for %d bytes, capped by "
+                            "net.core.rmem_max / wmem_max (no CAP_NET_ADMIN)\n", size);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     const char *listen_udp = "127.0.0.1:0";
     const char *listen_tcp = NULL;
@@ -611,9 +639,11 @@ int main(int argc, char **argv) {
         perror("veil-c-edge: udp socket");
         return 1;
     }
-    int big = 4 << 20;
-    setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    setsockopt(udp, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    /* The kernel's buffer sizes to start with; the engine says when to grow them (a
+     * connection on a path longer than a LAN) and when to go back (fit_buffers). */
+    int started = 0;
+    socklen_t started_len = sizeof started;
+    if (getsockopt(udp, SOL_SOCKET, SO_RCVBUF, &started, &started_len) < 0) started = 0;
     local.len = sizeof local.addr;
     getsockname(udp, (struct sockaddr *)&local.addr, &local.len);
 
@@ -686,6 +716,7 @@ int main(int argc, char **argv) {
             if (o) pump_onramp_out(ep, o, now);
         }
         drain_events(ep, now); /* a connection that said everything is lost now */
+        fit_buffers(ep, udp, (size_t)started);
         bool closed = false;
         if (closing && veil_endpoint_is_closed(ep, &closed) == VEIL_OK && closed) break;
 

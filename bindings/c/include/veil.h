@@ -1146,6 +1146,26 @@ enum veil_result veil_endpoint_poll_timeout(const struct veil_endpoint *endpoint
 // `endpoint` must be NULL or live; `count` NULL or writable.
 enum veil_result veil_endpoint_long_paths(const struct veil_endpoint *endpoint, size_t *count);
 
+// Writes to `*resize` the size to set the endpoint's UDP socket's buffers to now
+// (`SO_RCVBUF` and `SO_SNDBUF`, or their `FORCE` forms past `net.core.rmem_max`), or 0 to
+// leave them: the rule veil's own hosts follow, decided here once for every host. Ask
+// after every round of work (feeding datagrams, handling the timeout, draining
+// transmits), so that a long path's first flight already finds the larger queue.
+//
+// While a connection is on a long path (`veil_endpoint_long_paths`), the buffers hold
+// twice the largest flight (`veil_endpoint_received_flight`), rounded up to a power of
+// two, between 1 MiB and 16 MiB, and never shrink while a path is long; when none is
+// left, the size they were asked to be before (0 if that is not known: they stay).
+// `started`: the receive buffer size the kernel reports for the socket
+// (`getsockopt(SO_RCVBUF)`) before the first resize, twice what was asked for on Linux,
+// or 0 if not known; read only at the first resize.
+//
+// # Safety
+// `endpoint` must be NULL or live; `resize` NULL or writable.
+enum veil_result veil_endpoint_socket_buffers(struct veil_endpoint *endpoint,
+                                              size_t started,
+                                              size_t *resize);
+
 // Writes to `*bytes` the most bytes one of the endpoint's connections on a long path
 // (`veil_endpoint_long_paths`) received in one round trip since it last had none: the
 // flight its peer keeps in the air, which the receiving UDP socket must hold while the

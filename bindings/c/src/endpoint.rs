@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use veil_engine::socket_buffers::{BufferSizer, LONG_PATH_BUFFER_MIN};
 use veil_engine::{Endpoint, EndpointStats, RecvMeta, Role, ShutdownPlan};
 
 use crate::addr::{self, veil_sockaddr};
@@ -33,6 +34,9 @@ pub struct veil_endpoint {
     poisoned: Cell<bool>,
     /// The C hooks in place, so that setting one keeps the others.
     hooks: crate::policy::CHooks,
+    /// The QUIC socket's buffer sizes over the endpoint's life, for
+    /// `veil_endpoint_socket_buffers`.
+    buffers: BufferSizer,
 }
 
 /// A datagram (or a GSO batch of them) that `veil_endpoint_poll_transmit` wrote to the
@@ -248,6 +252,7 @@ pub unsafe extern "C" fn veil_endpoint_new(
             min_transmit,
             poisoned: Cell::new(false),
             hooks: crate::policy::CHooks::default(),
+            buffers: BufferSizer::new(Some(LONG_PATH_BUFFER_MIN)),
         });
         // SAFETY: `out` is checked non-NULL and aligned; the caller promises it writable.
         unsafe { ptr::put(out, Box::into_raw(endpoint)) };
@@ -478,6 +483,45 @@ pub unsafe extern "C" fn veil_endpoint_long_paths(
     };
     // SAFETY: the caller's promises are forwarded.
     unsafe { with_endpoint_ref(endpoint, body) }
+}
+
+/// Writes to `*resize` the size to set the endpoint's UDP socket's buffers to now
+/// (`SO_RCVBUF` and `SO_SNDBUF`, or their `FORCE` forms past `net.core.rmem_max`), or 0 to
+/// leave them: the rule veil's own hosts follow, decided here once for every host. Ask
+/// after every round of work (feeding datagrams, handling the timeout, draining
+/// transmits), so that a long path's first flight already finds the larger queue.
+///
+/// While a connection is on a long path (`veil_endpoint_long_paths`), the buffers hold
+/// twice the largest flight (`veil_endpoint_received_flight`), rounded up to a power of
+/// two, between 1 MiB and 16 MiB, and never shrink while a path is long; when none is
+/// left, the size they were asked to be before (0 if that is not known: they stay).
+/// `started`: the receive buffer size the kernel reports for the socket
+/// (`getsockopt(SO_RCVBUF)`) before the first resize, twice what was asked for on Linux,
+/// or 0 if not known; read only at the first resize.
+///
+/// # Safety
+/// `endpoint` must be NULL or live; `resize` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veil_endpoint_socket_buffers(
+    endpoint: *mut veil_endpoint,
+    started: usize,
+    resize: *mut usize,
+) -> veil_result {
+    let body = |endpoint: &mut veil_endpoint| {
+        let out = ptr::out(resize)?;
+        let (long_paths, flight) = (
+            endpoint.engine.long_paths(),
+            endpoint.engine.received_flight(),
+        );
+        // The kernel reports twice what was asked for; the sizer halves it back.
+        let reported = || (started > 0).then_some(started);
+        let size = endpoint.buffers.resize(long_paths, flight, reported);
+        // SAFETY: checked non-NULL and aligned; writable as the caller promises.
+        unsafe { ptr::put(out, size.unwrap_or(0)) };
+        Ok(VEIL_OK)
+    };
+    // SAFETY: the caller's promises are forwarded.
+    unsafe { with_endpoint(endpoint, body) }
 }
 
 /// Writes to `*bytes` the most bytes one of the endpoint's connections on a long path

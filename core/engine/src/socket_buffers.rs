@@ -13,6 +13,11 @@
 //! [`Endpoint::long_paths`]: crate::Endpoint::long_paths
 //! [`Endpoint::received_flight`]: crate::Endpoint::received_flight
 
+/// What the QUIC socket's buffers are asked to be, at least, while the endpoint has a
+/// connection on a long path: veil's hosts' default. Linux doubles it for its bookkeeping:
+/// 2 MiB of queue each way.
+pub const LONG_PATH_BUFFER_MIN: usize = 1 << 20;
+
 /// The most a socket's buffers grow to for long paths, however large the flights: 16 MiB
 /// holds 1.3 Gbit/s for 100 ms (the kernel may cap them lower: `net.core.rmem_max`).
 pub const LONG_PATH_BUFFER_MAX: usize = 16 << 20;

@@ -1010,7 +1010,7 @@ pub const MAX_DRIVERS: u8 = 16;
 /// What the QUIC socket's buffers are asked to be, when nothing says, while the endpoint
 /// has a connection on a path longer than a LAN ([`udp_buffer`]). Linux doubles it for its
 /// bookkeeping: 2 MiB of queue each way.
-pub const LONG_PATH_UDP_BUFFER: usize = 1024 * 1024;
+pub const LONG_PATH_UDP_BUFFER: usize = veil_engine::socket_buffers::LONG_PATH_BUFFER_MIN;
 
 /// How the QUIC socket's buffers are sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,6 +90,7 @@ static void null_handles(void) {
     size_t long_paths = 7;
     CHECK_RESULT(veil_endpoint_long_paths(NULL, &long_paths), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_received_flight(NULL, &long_paths), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_socket_buffers(NULL, 0, &long_paths), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_poll_event(NULL, &ev), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_accept_tunnel(NULL, 0), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_tunnel_send(NULL, 0, buf, 1, &n), VEIL_ERR_NULL);
@@ -280,6 +281,11 @@ static void tunnels_in_memory(void) {
     CHECK_RESULT(veil_endpoint_received_flight(client, NULL), VEIL_ERR_NULL);
     CHECK_RESULT(veil_endpoint_received_flight(client, &flight), VEIL_OK);
     CHECK(flight == 0);
+    /* No long path: the socket's buffers stay as they are. */
+    size_t resize = 7;
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, NULL), VEIL_ERR_NULL);
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);
+    CHECK(resize == 0);
 
     /* Short transmit buffer, unknown tunnels, wrong roles, bad hosts. */
     uint8_t small[100], buf[4096];
@@ -701,6 +707,87 @@ static void drivers(void) {
     veil_config_free(config);
 }
 
+/* Across a path with 20 ms round trips (on the caller's clock), the engine counts the
+ * connection long and says to grow the socket's buffers to 1 MiB, once; when the
+ * connection is gone, back to what they were (half what the kernel reported). */
+static void long_path_buffers(void) {
+    veil_config *cfg = NULL;
+    veil_endpoint *edge = NULL, *client = NULL;
+    uint64_t t = now_ns();
+    const uint64_t hop = 10ull * 1000 * 1000;
+    CHECK_RESULT(veil_config_new(VEIL_ROLE_EDGE, &cfg), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, t, &edge), VEIL_OK);
+    veil_config_free(cfg);
+    uint8_t fp[32];
+    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, sizeof fp), VEIL_OK);
+    CHECK_RESULT(veil_config_new(VEIL_ROLE_CLIENT, &cfg), VEIL_OK);
+    veil_sockaddr edge_addr = v4("192.0.2.1", 4433), client_addr = v4("192.0.2.2", 5555);
+    CHECK_RESULT(veil_config_set_edge(cfg, &edge_addr, "localhost"), VEIL_OK);
+    CHECK_RESULT(veil_config_set_local_addr(cfg, &client_addr), VEIL_OK);
+    CHECK_RESULT(veil_config_verify_pin(cfg, fp, sizeof fp), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, t, &client), VEIL_OK);
+    veil_config_free(cfg);
+
+    size_t resize = 7, long_paths = 7;
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);
+    CHECK(resize == 0);
+    uint64_t tunnel = 0;
+    veil_event ev;
+    CHECK_RESULT(veil_endpoint_open_tunnel(client, t, "example.com", 80, &tunnel), VEIL_OK);
+    bool requested = false;
+    uint64_t asked = 0;
+    for (int round = 0; round < 50 && !requested; round++) {
+        t += hop;
+        veil_endpoint_handle_timeout(client, t);
+        shuttle(client, edge, t);
+        t += hop;
+        veil_endpoint_handle_timeout(edge, t);
+        shuttle(edge, client, t);
+        while (veil_endpoint_poll_event(edge, &ev) == VEIL_OK)
+            if (ev.kind == VEIL_EVENT_TUNNEL_REQUEST) {
+                requested = true;
+                asked = ev.tunnel;
+            }
+        while (veil_endpoint_poll_event(client, &ev) == VEIL_OK) {}
+    }
+    CHECK(requested);
+    CHECK_RESULT(veil_endpoint_refuse_tunnel(edge, asked, VEIL_REFUSAL_DENIED), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_long_paths(client, &long_paths), VEIL_OK);
+    CHECK(long_paths == 1);
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);
+    CHECK(resize == 1024 * 1024);
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);
+    CHECK(resize == 0);
+
+    /* Closed on both sides: back. quiche keeps its closing periods on its own clock, so
+     * the caller's runs on at least as fast as the real one meanwhile. */
+    CHECK_RESULT(veil_endpoint_go_away(edge, t), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_go_away(client, t), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_close(client, t, 0, NULL, 0), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_close(edge, t, 0, NULL, 0), VEIL_OK);
+    bool closed = false;
+    uint64_t give_up = now_ns() + 60ull * 1000 * 1000 * 1000;
+    while (!closed && now_ns() < give_up) {
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        t += 2 * hop;
+        shuttle(client, edge, t);
+        shuttle(edge, client, t);
+        veil_endpoint_handle_timeout(client, t);
+        veil_endpoint_handle_timeout(edge, t);
+        while (veil_endpoint_poll_event(client, &ev) == VEIL_OK) {}
+        while (veil_endpoint_poll_event(edge, &ev) == VEIL_OK) {}
+        CHECK_RESULT(veil_endpoint_is_closed(client, &closed), VEIL_OK);
+    }
+    CHECK(closed);
+    CHECK_RESULT(veil_endpoint_long_paths(client, &long_paths), VEIL_OK);
+    CHECK(long_paths == 0);
+    CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);
+    CHECK(resize == 212992 / 2);
+    veil_endpoint_free(client);
+    veil_endpoint_free(edge);
+}
+
 int main(void) {
     result_codes();
     drivers();
@@ -709,6 +796,7 @@ int main(void) {
     relays();
     lanes();
     tunnels_in_memory();
+    long_path_buffers();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
