@@ -247,24 +247,30 @@ static void egress_hook(void *user, const veil_egress_query *query, veil_egress_
     }
 }
 
-static void tunnels_in_memory(void) {
+/* An edge and a client that pins its certificate, created at `t` (nothing sent yet). */
+static void pair_in_memory(uint64_t t, veil_endpoint **edge, veil_endpoint **client) {
     veil_config *cfg = NULL;
-    veil_endpoint *edge = NULL, *client = NULL;
-    uint64_t t0 = now_ns();
     CHECK_RESULT(veil_config_new(VEIL_ROLE_EDGE, &cfg), VEIL_OK);
-    CHECK_RESULT(veil_endpoint_new(cfg, t0, &edge), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, t, edge), VEIL_OK);
     veil_config_free(cfg);
     uint8_t fp[32];
-    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, 31), VEIL_ERR_BUFFER_TOO_SMALL);
-    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, sizeof fp), VEIL_OK);
-
+    CHECK_RESULT(veil_endpoint_certificate_fingerprint(*edge, fp, sizeof fp), VEIL_OK);
     CHECK_RESULT(veil_config_new(VEIL_ROLE_CLIENT, &cfg), VEIL_OK);
     veil_sockaddr edge_addr = v4("192.0.2.1", 4433), client_addr = v4("192.0.2.2", 5555);
     CHECK_RESULT(veil_config_set_edge(cfg, &edge_addr, "localhost"), VEIL_OK);
     CHECK_RESULT(veil_config_set_local_addr(cfg, &client_addr), VEIL_OK);
     CHECK_RESULT(veil_config_verify_pin(cfg, fp, sizeof fp), VEIL_OK);
-    CHECK_RESULT(veil_endpoint_new(cfg, t0, &client), VEIL_OK);
+    CHECK_RESULT(veil_endpoint_new(cfg, t, client), VEIL_OK);
     veil_config_free(cfg);
+}
+
+static void tunnels_in_memory(void) {
+    veil_endpoint *edge = NULL, *client = NULL;
+    uint64_t t0 = now_ns();
+    pair_in_memory(t0, &edge, &client);
+    uint8_t fp[32];
+    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, 31), VEIL_ERR_BUFFER_TOO_SMALL);
+    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, sizeof fp), VEIL_OK);
 
     veil_role role;
     CHECK_RESULT(veil_endpoint_role(client, &role), VEIL_OK);
@@ -711,22 +717,10 @@ static void drivers(void) {
  * connection long and says to grow the socket's buffers to 1 MiB, once; when the
  * connection is gone, back to what they were (half what the kernel reported). */
 static void long_path_buffers(void) {
-    veil_config *cfg = NULL;
     veil_endpoint *edge = NULL, *client = NULL;
     uint64_t t = now_ns();
     const uint64_t hop = 10ull * 1000 * 1000;
-    CHECK_RESULT(veil_config_new(VEIL_ROLE_EDGE, &cfg), VEIL_OK);
-    CHECK_RESULT(veil_endpoint_new(cfg, t, &edge), VEIL_OK);
-    veil_config_free(cfg);
-    uint8_t fp[32];
-    CHECK_RESULT(veil_endpoint_certificate_fingerprint(edge, fp, sizeof fp), VEIL_OK);
-    CHECK_RESULT(veil_config_new(VEIL_ROLE_CLIENT, &cfg), VEIL_OK);
-    veil_sockaddr edge_addr = v4("192.0.2.1", 4433), client_addr = v4("192.0.2.2", 5555);
-    CHECK_RESULT(veil_config_set_edge(cfg, &edge_addr, "localhost"), VEIL_OK);
-    CHECK_RESULT(veil_config_set_local_addr(cfg, &client_addr), VEIL_OK);
-    CHECK_RESULT(veil_config_verify_pin(cfg, fp, sizeof fp), VEIL_OK);
-    CHECK_RESULT(veil_endpoint_new(cfg, t, &client), VEIL_OK);
-    veil_config_free(cfg);
+    pair_in_memory(t, &edge, &client);
 
     size_t resize = 7, long_paths = 7;
     CHECK_RESULT(veil_endpoint_socket_buffers(client, 212992, &resize), VEIL_OK);

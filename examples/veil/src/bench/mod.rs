@@ -309,17 +309,7 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
 /// asked for, the veth link and the loss rule (each removed when dropped).
 struct Stage {
     targets: tcp::Targets,
-    edge: procs::Edge,
-    client: procs::Client,
-    client_h2: Option<procs::Client>,
-    /// The `--optimistic` client, when `--paths` names it.
-    client_optimistic: Option<procs::Client>,
-    /// The second edge and its client, when `--paths` names `apart`.
-    apart: Option<(procs::Edge, procs::Client)>,
-    /// The peers `--paths` names, started for the run.
-    peers: Vec<peers::Peer>,
-    /// The floor's two processes, when `--paths` names `floor`.
-    floor: Option<procs::Floor>,
+    procs: Children,
     loss: Option<loss::Loss>,
     link: Option<veth::Link>,
 }
@@ -399,6 +389,26 @@ impl Children {
             floor,
         })
     }
+
+    /// Stops them (blocking), clients first, so that the edge sees their connections close.
+    fn stop(self) {
+        let Self {
+            edge,
+            client,
+            client_h2,
+            client_optimistic,
+            apart,
+            peers,
+            floor,
+        } = self;
+        drop(floor);
+        drop(peers);
+        drop(apart);
+        drop(client_optimistic);
+        drop(client_h2);
+        drop(client);
+        drop(edge);
+    }
 }
 
 impl Stage {
@@ -424,19 +434,11 @@ impl Stage {
         let config_owned = config.map(Path::to_path_buf);
         let paths = args.paths.clone();
         let peer_dir = args.peer_dir.clone();
-        let Children {
-            edge,
-            client,
-            client_h2,
-            client_optimistic,
-            apart,
-            peers,
-            floor,
-        } = tokio::task::spawn_blocking(move || {
+        let procs = tokio::task::spawn_blocking(move || {
             Children::start(&paths, peer_dir.as_deref(), config_owned.as_deref(), place)
         })
         .await??;
-        for peer in &peers {
+        for peer in &procs.peers {
             peer_ready(peer, targets.echo).await?;
         }
         // With a delay line, the line drops the packets (see `--loss-percent`).
@@ -448,8 +450,8 @@ impl Stage {
             };
             Some(loss::Loss::install(
                 args.loss_percent,
-                edge.addr.port(),
-                edge.tcp_addr.port(),
+                procs.edge.addr.port(),
+                procs.edge.tcp_addr.port(),
                 hooks,
             )?)
         } else {
@@ -457,13 +459,7 @@ impl Stage {
         };
         Ok(Self {
             targets,
-            edge,
-            client,
-            client_h2,
-            client_optimistic,
-            apart,
-            peers,
-            floor,
+            procs,
             loss,
             link,
         })
@@ -473,12 +469,13 @@ impl Stage {
     fn socks_of(&self, route: Route) -> Option<std::net::SocketAddr> {
         match route {
             Route::Direct | Route::Raw => None,
-            Route::Proxied => Some(self.client.socks),
-            Route::ProxiedH2 => self.client_h2.as_ref().map(|c| c.socks),
-            Route::Optimistic => self.client_optimistic.as_ref().map(|c| c.socks),
-            Route::Apart => self.apart.as_ref().map(|(_, client)| client.socks),
-            Route::Floor => self.floor.as_ref().map(|floor| floor.socks),
+            Route::Proxied => Some(self.procs.client.socks),
+            Route::ProxiedH2 => self.procs.client_h2.as_ref().map(|c| c.socks),
+            Route::Optimistic => self.procs.client_optimistic.as_ref().map(|c| c.socks),
+            Route::Apart => self.procs.apart.as_ref().map(|(_, client)| client.socks),
+            Route::Floor => self.procs.floor.as_ref().map(|floor| floor.socks),
             Route::Shadowsocks | Route::Shadowsocks2022 | Route::Tuic => self
+                .procs
                 .peers
                 .iter()
                 .find(|peer| Some(peer.kind) == route.peer())
@@ -489,28 +486,30 @@ impl Stage {
     /// Every proxy process's name and pid: veil's client(s) and edge, the peers' processes.
     fn proxy_processes(&self) -> Vec<(String, u32)> {
         let mut named = vec![
-            ("veil client".to_owned(), self.client.process.pid()),
-            ("veil edge".to_owned(), self.edge.process.pid()),
+            ("veil client".to_owned(), self.procs.client.process.pid()),
+            ("veil edge".to_owned(), self.procs.edge.process.pid()),
         ];
         named.extend(
-            self.client_h2
+            self.procs
+                .client_h2
                 .as_ref()
                 .map(|c| ("veil client (HTTP/2)".to_owned(), c.process.pid())),
         );
         named.extend(
-            self.client_optimistic
+            self.procs
+                .client_optimistic
                 .as_ref()
                 .map(|c| ("veil client (--optimistic)".to_owned(), c.process.pid())),
         );
-        if let Some((edge, client)) = &self.apart {
+        if let Some((edge, client)) = &self.procs.apart {
             named.push(("veil client (apart)".to_owned(), client.process.pid()));
             named.push(("veil edge (apart)".to_owned(), edge.process.pid()));
         }
-        if let Some(floor) = &self.floor {
+        if let Some(floor) = &self.procs.floor {
             named.push(("floor: local".to_owned(), floor.local.pid()));
             named.push(("floor: far".to_owned(), floor.far.pid()));
         }
-        for peer in &self.peers {
+        for peer in &self.procs.peers {
             let [local, server] = peer.pids();
             named.push((format!("{}: local", peer.kind.label()), local));
             named.push((format!("{}: server", peer.kind.label()), server));
@@ -522,25 +521,10 @@ impl Stage {
     /// close), then removes the loss rule and the link.
     async fn tear_down(self) -> anyhow::Result<()> {
         let Self {
-            edge,
-            client,
-            client_h2,
-            client_optimistic,
-            apart,
-            peers,
-            floor,
-            loss,
-            link,
-            ..
+            procs, loss, link, ..
         } = self;
         tokio::task::spawn_blocking(move || {
-            drop(floor);
-            drop(peers);
-            drop(apart);
-            drop(client_optimistic);
-            drop(client_h2);
-            drop(client);
-            drop(edge);
+            procs.stop();
             drop(loss);
             drop(link);
         })
@@ -583,13 +567,13 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
 async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow::Result<String> {
     println!(
         "veil bench tcp: edge pid {} on {}, client pid {} (socks5 {}), sink {}",
-        stage.edge.process.pid(),
-        stage.edge.addr,
-        stage.client.process.pid(),
-        stage.client.socks,
+        stage.procs.edge.process.pid(),
+        stage.procs.edge.addr,
+        stage.procs.client.process.pid(),
+        stage.procs.client.socks,
         stage.targets.sink
     );
-    for peer in &stage.peers {
+    for peer in &stage.procs.peers {
         println!(
             "veil bench tcp: {}: socks5 {}, pids {:?}",
             peer.kind.label(),
@@ -599,7 +583,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
     }
     // The proxies named in --paths, veil's own first (latency and connect always measure
     // it: it is what the others are compared with).
-    let mut proxies = vec![(Route::Proxied, stage.client.socks)];
+    let mut proxies = vec![(Route::Proxied, stage.procs.client.socks)];
     for route in &args.paths {
         if let Some(socks) = stage.socks_of(*route) {
             if !proxies.iter().any(|(known, _)| known == route) {
@@ -625,7 +609,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         report.push_str(&loaded_part(args, quic, stage, &proxies).await?);
     }
     if args.parts.contains(&Part::Memory) && args.tunnels > 0 {
-        let (client, edge) = (&stage.client, &stage.edge);
+        let (client, edge) = (&stage.procs.client, &stage.procs.edge);
         tokio::time::sleep(SETTLE).await;
         let before = (client.process.rss_kib()?, edge.process.rss_kib()?);
         let streams = tcp::open_idle(client.socks, stage.targets.idle, args.tunnels).await?;
@@ -656,15 +640,15 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
     if args.parts.contains(&Part::Handshakes) {
         let window = Duration::from_secs(args.handshake_secs.max(1));
         let made = handshakes::run(
-            stage.edge.addr,
-            stage.edge.process.pid(),
+            stage.procs.edge.addr,
+            stage.procs.edge.process.pid(),
             stage.targets.echo,
             window,
         )
         .await?;
         report.push_str(&made.table());
     }
-    if !stage.peers.is_empty() {
+    if !stage.procs.peers.is_empty() {
         report.push_str(&rss_table(&stage.proxy_processes())?);
     }
     Ok(report)
