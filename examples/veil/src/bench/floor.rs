@@ -186,7 +186,14 @@ impl Io {
     fn flush(&mut self, conn: &mut quiche::Connection, tunnels: &mut Vec<Tunnel>) {
         for tunnel in tunnels.iter_mut() {
             tunnel.write_stream(conn);
-            tunnel.read_stream(conn, &mut self.read);
+            // A read that stopped for room goes on once TCP took the bytes: nothing else
+            // would wake this side for them (the peer waits for the window they free).
+            while tunnel.read_stream(conn, &mut self.read) {
+                tunnel.write_tcp();
+                if !tunnel.down.bytes.is_empty() {
+                    break;
+                }
+            }
             tunnel.write_tcp();
         }
         // A failed tunnel's stream is reset and stopped, so that the other side ends it too.
@@ -288,12 +295,21 @@ impl Tunnel {
     }
 
     /// Reads the stream while the tunnel has room; on the far side, takes the target
-    /// from its head and starts the dial.
-    fn read_stream(&mut self, conn: &mut quiche::Connection, read: &mut [u8]) {
+    /// from its head and starts the dial. Returns whether it stopped for lack of room on
+    /// an open leg, with more perhaps to read.
+    fn read_stream(&mut self, conn: &mut quiche::Connection, read: &mut [u8]) -> bool {
         if matches!(self.leg, Leg::Gone) {
-            return;
+            return false;
         }
-        while !self.down.fin && self.down.bytes.len() < HELD_MAX {
+        let mut stopped_for_room = false;
+        loop {
+            if self.down.fin {
+                break;
+            }
+            if self.down.bytes.len() >= HELD_MAX {
+                stopped_for_room = true;
+                break;
+            }
             match conn.stream_recv(self.stream, read) {
                 Ok((len, fin)) => {
                     self.down
@@ -307,7 +323,7 @@ impl Tunnel {
                 Err(quiche::Error::InvalidStreamState(_)) if self.up.header_held => break,
                 Err(_) => {
                     self.fail("stream read failed");
-                    return;
+                    return false;
                 }
             }
         }
@@ -328,6 +344,7 @@ impl Tunnel {
                 }
             }
         }
+        stopped_for_room && matches!(self.leg, Leg::Open(_))
     }
 
     /// Writes what the stream brought to TCP, then shuts TCP's write side after the

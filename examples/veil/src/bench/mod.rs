@@ -392,22 +392,13 @@ impl Children {
 
     /// Stops them (blocking), clients first, so that the edge sees their connections close.
     fn stop(self) {
-        let Self {
-            edge,
-            client,
-            client_h2,
-            client_optimistic,
-            apart,
-            peers,
-            floor,
-        } = self;
-        drop(floor);
-        drop(peers);
-        drop(apart);
-        drop(client_optimistic);
-        drop(client_h2);
-        drop(client);
-        drop(edge);
+        drop(self.floor);
+        drop(self.peers);
+        drop(self.apart);
+        drop(self.client_optimistic);
+        drop(self.client_h2);
+        drop(self.client);
+        drop(self.edge);
     }
 }
 
