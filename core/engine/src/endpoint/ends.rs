@@ -13,7 +13,8 @@
 //! we sent before it closes the tunnel (see [`Endpoint::write_stopped`]).
 
 use super::{
-    Endpoint, H3_CONNECT_ERROR, H3_EXCESSIVE_LOAD, Receiving, RoleState, Sending, TunnelState,
+    Endpoint, H3_CONNECT_ERROR, H3_EXCESSIVE_LOAD, H3_REQUEST_CANCELLED, Receiving, RoleState,
+    Sending, TunnelState,
 };
 use crate::error::TunnelError;
 use crate::types::{CloseReason, Event, RefusedReason, TunnelId};
@@ -94,6 +95,13 @@ impl Endpoint {
     /// Notices a `STOP_SENDING` on an open TCP tunnel's direction (see [`Self::write_stopped`]).
     /// quiche reports a stopped stream as writable only if it was not writable before, so
     /// the engine also asks before every read.
+    ///
+    /// A stream quiche has forgotten was stopped too, its code gone with it: quiche forgets
+    /// a stream once both directions are done, and an open tunnel has not finished ours, so
+    /// the peer stopped it and our `RESET_STREAM` was acknowledged. That happens before the
+    /// host reads when HTTP/3 read the peer's FIN itself (it reads one that follows no data)
+    /// and the stop came while the host was busy; without this the tunnel would wait for
+    /// its host's bytes forever (`tunnel_send` reads the same from the same error).
     pub(super) fn notice_stopped(&mut self, id: TunnelId) {
         let Some(tunnel) = self.tunnels.get(&id) else {
             return;
@@ -105,11 +113,13 @@ impl Endpoint {
             return;
         };
         let stream = tunnel.stream;
+        let open = matches!(tunnel.state, TunnelState::Open);
         let stopped =
             self.conns
                 .get_mut(handle)
                 .and_then(|conn| match conn.wire.stream_capacity(stream) {
                     Err(quiche::Error::StreamStopped(code)) => Some(code),
+                    Err(quiche::Error::InvalidStreamState(_)) if open => Some(H3_REQUEST_CANCELLED),
                     _ => None,
                 });
         if let Some(code) = stopped {
