@@ -715,21 +715,15 @@ impl Core {
     /// slow start early (checked once per `STATS_PERIOD`, a glommio edge moved 34 MiB/s
     /// across a 20 ms path against 80 with the buffers fixed at 1 MiB).
     fn fit_buffers(&self) {
-        let (long_paths, flight) = {
-            let state = self.state.borrow();
-            (
-                state.endpoint.long_paths(),
-                state.endpoint.received_flight(),
-            )
-        };
+        let state = self.state.borrow();
         let mut sizer = self.sizer.get();
-        let resize = sizer.resize(long_paths, flight, || self.buffers.recv_buffer_size().ok());
+        let resize = sizer.fit(&state.endpoint, || self.buffers.recv_buffer_size().ok());
         self.sizer.set(sizer);
         if let Some(bytes) = resize {
             tracing::debug!(
                 bytes,
-                long_paths,
-                flight,
+                long_paths = state.endpoint.long_paths(),
+                flight = state.endpoint.received_flight(),
                 "socket buffers resized for the paths"
             );
             crate::set_buffers(&self.buffers, bytes);

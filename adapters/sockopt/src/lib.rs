@@ -2,8 +2,8 @@
 //! the tokio host's driver and the glommio edge's cores both size their QUIC socket's
 //! buffers here, when `veil_engine::socket_buffers::BufferSizer` says so.
 //!
-//! The C ABI's hosts own their sockets and do the same themselves (`veil.h`,
-//! `veil_endpoint_long_paths`).
+//! The C ABI's hosts own their sockets and do the same themselves, at the size
+//! `veil_endpoint_socket_buffers` gives them (`veil.h`).
 
 use std::os::fd::AsFd;
 

@@ -237,15 +237,14 @@ impl Driver {
     /// `Endpoint::received_flight`).
     fn fit_buffers(&mut self) {
         let udp = &self.udp;
-        let (long_paths, flight) = (self.endpoint.long_paths(), self.endpoint.received_flight());
         let resize = self
             .buffers
-            .resize(long_paths, flight, || udp.recv_buffer_reported());
+            .fit(&self.endpoint, || udp.recv_buffer_reported());
         if let Some(bytes) = resize {
             tracing::debug!(
                 bytes,
-                long_paths,
-                flight,
+                long_paths = self.endpoint.long_paths(),
+                flight = self.endpoint.received_flight(),
                 "socket buffers resized for the paths"
             );
             self.udp.size_buffers(bytes);

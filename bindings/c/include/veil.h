@@ -1140,7 +1140,7 @@ enum veil_result veil_endpoint_poll_timeout(const struct veil_endpoint *endpoint
 // larger buffer only lets a saturating transfer queue longer in front of small
 // exchanges. veil's own hosts ask for 1 MiB (`SO_RCVBUF`, `SO_SNDBUF`) while it is above
 // zero, more as `veil_endpoint_received_flight` grows, and go back to the kernel's sizes
-// when it falls to zero.
+// when it falls to zero: `veil_endpoint_socket_buffers` gives a C host the same sizes.
 //
 // # Safety
 // `endpoint` must be NULL or live; `count` NULL or writable.

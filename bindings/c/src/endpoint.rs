@@ -466,7 +466,7 @@ pub unsafe extern "C" fn veil_endpoint_poll_timeout(
 /// larger buffer only lets a saturating transfer queue longer in front of small
 /// exchanges. veil's own hosts ask for 1 MiB (`SO_RCVBUF`, `SO_SNDBUF`) while it is above
 /// zero, more as `veil_endpoint_received_flight` grows, and go back to the kernel's sizes
-/// when it falls to zero.
+/// when it falls to zero: `veil_endpoint_socket_buffers` gives a C host the same sizes.
 ///
 /// # Safety
 /// `endpoint` must be NULL or live; `count` NULL or writable.
@@ -509,13 +509,9 @@ pub unsafe extern "C" fn veil_endpoint_socket_buffers(
 ) -> veil_result {
     let body = |endpoint: &mut veil_endpoint| {
         let out = ptr::out(resize)?;
-        let (long_paths, flight) = (
-            endpoint.engine.long_paths(),
-            endpoint.engine.received_flight(),
-        );
         // The kernel reports twice what was asked for; the sizer halves it back.
         let reported = || (started > 0).then_some(started);
-        let size = endpoint.buffers.resize(long_paths, flight, reported);
+        let size = endpoint.buffers.fit(&endpoint.engine, reported);
         // SAFETY: checked non-NULL and aligned; writable as the caller promises.
         unsafe { ptr::put(out, size.unwrap_or(0)) };
         Ok(VEIL_OK)

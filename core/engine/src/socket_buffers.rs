@@ -51,6 +51,17 @@ impl BufferSizer {
         }
     }
 
+    /// The size to ask the kernel for now, if any, from `endpoint`'s paths
+    /// ([`Self::resize`] with its `long_paths` and `received_flight`): what every host asks
+    /// after each round of its work.
+    pub fn fit(
+        &mut self,
+        endpoint: &crate::Endpoint,
+        reported: impl FnOnce() -> Option<usize>,
+    ) -> Option<usize> {
+        self.resize(endpoint.long_paths(), endpoint.received_flight(), reported)
+    }
+
     /// The size to ask the kernel for now, if any. `long_paths` and `flight`: from
     /// [`Endpoint::long_paths`](crate::Endpoint::long_paths) and
     /// [`Endpoint::received_flight`](crate::Endpoint::received_flight); `reported`: the

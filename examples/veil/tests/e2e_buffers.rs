@@ -92,21 +92,6 @@ fn receive_buffers(which: Sockets) -> anyhow::Result<Vec<usize>> {
     Ok(sizes)
 }
 
-/// An edge on `runtime` that lets its clients reach loopback targets (nginx).
-fn edge_on(dir: &TempDir, runtime: &str) -> anyhow::Result<Edge> {
-    Edge::start(
-        dir.path(),
-        &[
-            "--runtime",
-            runtime,
-            "--token",
-            TOKEN,
-            "--allow-target",
-            "127.0.0.0/8",
-        ],
-    )
-}
-
 /// Fetches a small file through `client`, so that it has a connection to its edge.
 fn fetch(client: &Client, origin: &Origin) -> anyhow::Result<()> {
     let socks = format!("socks5h://{}", client.socks());
@@ -147,7 +132,7 @@ fn buffers_follow_the_paths(runtime: &str) -> anyhow::Result<()> {
     );
     let has_grown = |sizes: &[usize]| sizes.iter().any(|rb| grown.contains(rb) && *rb > start);
 
-    let mut edge = edge_on(&dir, runtime)?;
+    let mut edge = Edge::on_runtime(dir.path(), runtime)?;
     let at_edge = Sockets::Port(edge.addr().port());
     let edge_buffers = || receive_buffers(at_edge);
     anyhow::ensure!(
@@ -254,7 +239,7 @@ fn a_fast_transfer_grows_the_receivers_socket(runtime: &str, way: Way) -> anyhow
     let dir = TempDir::new(&format!("buffers-flight-{runtime}"))?;
     let origin = Origin::start(dir.path())?;
     let size = 64 << 20;
-    let edge = edge_on(&dir, runtime)?;
+    let edge = Edge::on_runtime(dir.path(), runtime)?;
     let (front, back) = (
         UdpSocket::bind("127.0.0.1:0")?,
         UdpSocket::bind("127.0.0.1:0")?,
@@ -283,18 +268,8 @@ fn a_fast_transfer_grows_the_receivers_socket(runtime: &str, way: Way) -> anyhow
         Way::Download => {
             let sum = support::write_random_file(&origin.root().join("big.bin"), size, 0xb0f)?;
             let downloaded = dir.join("downloaded.bin");
-            let output = curl(
-                &[
-                    "--proxy",
-                    &socks,
-                    "--write-out",
-                    "%{http_code}",
-                    "--output",
-                    downloaded.to_str().context("a UTF-8 path")?,
-                    &origin.url("big.bin"),
-                ],
-                Duration::from_secs(120),
-            )?;
+            let url = origin.url("big.bin");
+            let output = support::download(&socks, &downloaded, &url, Duration::from_secs(120))?;
             support::check_download(&output, &downloaded, &sum, context)?;
             Sockets::Process(client.pid())
         }

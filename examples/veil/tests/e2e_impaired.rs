@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use support::impair::{ImpairedPath, Impairment};
-use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool};
+use support::{Client, Edge, Origin, TOKEN, TempDir, require_tool};
 
 /// The file downloaded.
 const SIZE: usize = 4 << 20;
@@ -121,18 +121,7 @@ fn download_with(
     let downloaded = dir.join("downloaded.bin");
     let socks = format!("socks5h://{}", client.socks());
     let started = Instant::now();
-    let output = curl(
-        &[
-            "--proxy",
-            &socks,
-            "--write-out",
-            "%{http_code}",
-            "--output",
-            downloaded.to_str().context("a UTF-8 path")?,
-            &origin.url(file),
-        ],
-        bound,
-    )?;
+    let output = support::download(&socks, &downloaded, &origin.url(file), bound)?;
     let seconds = started.elapsed().as_secs_f64();
     let counters = &relay.counters;
     let context = || {

@@ -122,17 +122,7 @@ async fn still_open(stream: &mut TcpStream) -> bool {
 
 async fn request_then_reset(runtime: &str, endless: bool) -> anyhow::Result<()> {
     let dir = TempDir::new(&format!("linger-{runtime}"))?;
-    let edge = Edge::start(
-        dir.path(),
-        &[
-            "--runtime",
-            runtime,
-            "--token",
-            TOKEN,
-            "--allow-target",
-            "127.0.0.0/8",
-        ],
-    )?;
+    let edge = Edge::on_runtime(dir.path(), runtime)?;
     let client = Client::of(dir.path(), &edge, TOKEN)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();

@@ -15,9 +15,9 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use support::relay::Relay;
-use support::{Client, Edge, Origin, TOKEN, TempDir, curl, require_tool, timed};
+use support::{Client, Edge, Origin, TOKEN, TempDir, require_tool, timed};
 
 /// The file downloaded.
 const SIZE: usize = 64 << 20;
@@ -47,19 +47,9 @@ fn a_download_survives_the_client_s_nat_rebinding() -> anyhow::Result<()> {
     )?;
     let downloaded = dir.join("downloaded.bin");
     let socks = format!("socks5h://{}", client.socks());
+    let url = origin.url("big.bin");
     let output = timed("64 MiB download across a NAT rebinding", || {
-        curl(
-            &[
-                "--proxy",
-                &socks,
-                "--write-out",
-                "%{http_code}",
-                "--output",
-                downloaded.to_str().context("a UTF-8 path")?,
-                &origin.url("big.bin"),
-            ],
-            DOWNLOAD,
-        )
+        support::download(&socks, &downloaded, &url, DOWNLOAD)
     })?;
     let (rebound, forgotten) = nat.rebound();
     let context = || {

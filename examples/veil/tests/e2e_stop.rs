@@ -64,17 +64,7 @@ async fn slow_target(listener: TcpListener) -> anyhow::Result<Vec<u8>> {
 
 async fn request_then_reset(runtime: &str) -> anyhow::Result<()> {
     let dir = TempDir::new(&format!("stop-{runtime}"))?;
-    let edge = Edge::start(
-        dir.path(),
-        &[
-            "--runtime",
-            runtime,
-            "--token",
-            TOKEN,
-            "--allow-target",
-            "127.0.0.0/8",
-        ],
-    )?;
+    let edge = Edge::on_runtime(dir.path(), runtime)?;
     let client = Client::of(dir.path(), &edge, TOKEN)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();

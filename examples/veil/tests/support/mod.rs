@@ -309,6 +309,21 @@ impl Edge {
         Self::start_named("edge", log_dir, args)
     }
 
+    /// An edge on `runtime` (`tokio` or `glommio`) that takes [`TOKEN`] and lets its
+    /// clients reach loopback targets (the tests' nginx and echo servers).
+    #[allow(dead_code)] // not every test binary that includes this module starts one
+    pub(crate) fn on_runtime(log_dir: &Path, runtime: &str) -> anyhow::Result<Self> {
+        let args = [
+            "--runtime",
+            runtime,
+            "--token",
+            TOKEN,
+            "--allow-target",
+            "127.0.0.0/8",
+        ];
+        Self::start(log_dir, &args)
+    }
+
     pub(crate) fn start_named(name: &str, log_dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = veil_command("server");
         if !args.contains(&"--listen") {
@@ -651,6 +666,30 @@ pub(crate) fn write_random_file(path: &Path, len: usize, seed: u64) -> anyhow::R
     }
     file.flush()?;
     Ok(veil_cli::body::hex(&hasher.finish()))
+}
+
+/// Downloads `url` to `to` with curl through `proxy` (`socks5://…`, `socks5h://…`),
+/// writing out the HTTP status, for [`check_download`].
+#[allow(dead_code)] // not every test binary that includes this module downloads
+pub(crate) fn download(
+    proxy: &str,
+    to: &Path,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
+    let to = to.to_str().context("a UTF-8 path")?;
+    curl(
+        &[
+            "--proxy",
+            proxy,
+            "--write-out",
+            "%{http_code}",
+            "--output",
+            to,
+            url,
+        ],
+        timeout,
+    )
 }
 
 /// Checks a download curl made with `--write-out %{http_code}`: exit 0, status 200, and
