@@ -25,7 +25,7 @@ use veil_engine::{
 
 use crate::command::Command;
 use crate::tcp_onramp::TcpSlot;
-use crate::tunnel::{self, Chunk, RelayEnd, Room, Tunnel, TunnelPort};
+use crate::tunnel::{self, RelayEnd, Room, Tunnel, TunnelPort};
 use crate::udp::{self, RecvBufs, UdpIo};
 use crate::udp_tunnel::{self, OnDrop, UdpPort, UdpTunnel};
 use crate::{OpenFailure, Options, dial, udp_egress};
@@ -1097,8 +1097,8 @@ impl Driver {
                 return;
             }
             if let Some(permit) = permit {
-                let bytes = Bytes::copy_from_slice(self.recv_chunk.get(..len).unwrap_or_default());
-                slot.port.deliver(permit, Chunk { bytes, fin });
+                let bytes = self.recv_chunk.get(..len).unwrap_or_default();
+                slot.port.deliver(permit, bytes, fin);
             }
             if fin {
                 return;

@@ -10,6 +10,10 @@
 //! - **from the engine**, the driver reads a tunnel only while its chunk queue (of
 //!   [`TunnelLimits::chunks`] slots) has room; when it is full the driver stops reading, and
 //!   QUIC flow control holds the peer back. The reader asks for a wake-up as it drains.
+//!   A relay that waits for a chunk with nothing left to write parks its TCP write half
+//!   with the port, and the driver writes the engine's bytes straight to the socket
+//!   during its own turn: a message on an open tunnel reaches TCP without waking the
+//!   relay task, without a copy, and before the driver's acknowledgements and timers.
 //!
 //! Both directions, and the driver's word on how the tunnel ended, live in one allocation
 //! per tunnel ([`Shared`]): a semaphore of credit, a queue that allocates only once bytes
@@ -30,6 +34,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc};
 use veil_engine::relay::Relay;
 pub use veil_engine::relay::{RelayEnd, RelayOutcome};
@@ -170,12 +175,39 @@ struct Down {
     reader: Option<Waker>,
     /// The relay, waiting for the port's word: woken when it comes or the port goes.
     relay: Option<Waker>,
+    /// The relay's TCP write half, parked here while the relay waits for a chunk with
+    /// nothing of its own left to write. The port then writes the engine's bytes straight
+    /// to it: no wake-up of the relay, no copy, and the bytes reach TCP before the driver
+    /// goes on with its turn (acknowledgements, timers). Only what the socket does not
+    /// take is queued, and the half goes back to the relay with the next chunk, so bytes
+    /// reach TCP in order.
+    direct: Option<OwnedWriteHalf>,
 }
 
 impl Down {
     /// Wakes whoever waits, once the lock is released (`wake` after the guard's drop).
     fn take_wakers(&mut self) -> [Option<Waker>; 2] {
         [self.reader.take(), self.relay.take()]
+    }
+}
+
+/// Returns a write half parked with the port to `park`.
+fn take_back(down: &mut Down, park: &mut Option<OwnedWriteHalf>) {
+    if park.is_none() {
+        *park = down.direct.take();
+    }
+}
+
+/// Writes what a parked write half takes of `bytes` at once; returns the rest. A full
+/// socket or a failed write leaves it all to the relay, which waits for room or reports
+/// the failure.
+fn write_direct<'a>(half: &OwnedWriteHalf, bytes: &'a [u8]) -> &'a [u8] {
+    if bytes.is_empty() {
+        return bytes;
+    }
+    match half.try_write(bytes) {
+        Ok(written) => bytes.get(written..).unwrap_or_default(),
+        Err(_) => bytes,
     }
 }
 
@@ -194,17 +226,32 @@ impl Shared {
     }
 
     /// The next chunk and whether the port asked for a wake-up; a reset once the port is
-    /// gone and the queue empty.
-    fn poll_chunk(&self, cx: &Context<'_>) -> Poll<Result<(Chunk, bool), TunnelReset>> {
+    /// gone and the queue empty. A write half in `park` waits with the port for the next
+    /// chunk (see [`Down::direct`]) and is back in `park` when this is ready.
+    fn poll_chunk(
+        &self,
+        cx: &Context<'_>,
+        park: &mut Option<OwnedWriteHalf>,
+    ) -> Poll<Result<(Chunk, bool), TunnelReset>> {
         let mut down = self.down();
         if let Some(chunk) = down.chunks.pop_front() {
+            take_back(&mut down, park);
             return Poll::Ready(Ok((chunk, std::mem::take(&mut down.wake))));
         }
         if down.port_gone {
+            take_back(&mut down, park);
             return Poll::Ready(Err(TunnelReset));
+        }
+        if let Some(half) = park.take() {
+            down.direct = Some(half);
         }
         register(&mut down.reader, cx);
         Poll::Pending
+    }
+
+    /// The write half parked with the port, if any (the relay is closing its connection).
+    fn unpark(&self) -> Option<OwnedWriteHalf> {
+        self.down().direct.take()
     }
 
     /// The port's word on how the tunnel ended, once it said it or went (`None`: it went
@@ -297,14 +344,25 @@ impl TunnelPort {
         self.shared.credit.add_permits(bytes);
     }
 
-    /// Hands one chunk to the reader through a slot [`room`](Self::room) reserved.
-    pub(crate) fn deliver(&self, _slot: Slot<'_>, chunk: Chunk) {
-        if chunk.fin {
+    /// Hands `bytes` (and the peer's FIN, with `fin`) to the reader through a slot
+    /// [`room`](Self::room) reserved: written straight to the relay's TCP connection when
+    /// its write half is parked here and nothing is queued before them, queued (a copy)
+    /// otherwise.
+    pub(crate) fn deliver(&self, _slot: Slot<'_>, bytes: &[u8], fin: bool) {
+        if fin {
             self.fin_queued.set(true);
         }
         let reader = {
             let mut down = self.shared.down();
-            down.chunks.push_back(chunk);
+            let rest = match &down.direct {
+                Some(half) if down.chunks.is_empty() => write_direct(half, bytes),
+                _ => bytes,
+            };
+            if rest.is_empty() && !fin {
+                return;
+            }
+            let bytes = Bytes::copy_from_slice(rest);
+            down.chunks.push_back(Chunk { bytes, fin });
             down.reader.take()
         };
         if let Some(reader) = reader {
@@ -444,9 +502,14 @@ impl Drop for TunnelWriter {
 
 impl Drop for TunnelReader {
     fn drop(&mut self) {
-        let mut down = self.shared.down();
-        down.reader_gone = true;
-        down.chunks = VecDeque::new();
+        let parked = {
+            let mut down = self.shared.down();
+            down.reader_gone = true;
+            down.chunks = VecDeque::new();
+            down.direct.take()
+        };
+        // A relay dropped while waiting: its connection closes now, not with the port.
+        drop(parked);
     }
 }
 
@@ -458,10 +521,21 @@ impl TunnelReader {
 
     /// [`recv`](Self::recv), polled.
     pub fn poll_recv(&mut self, cx: &Context<'_>) -> Poll<Result<Option<Bytes>, TunnelReset>> {
+        self.poll_recv_parking(cx, &mut None)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) for a relay: while it waits, the write half in
+    /// `park` waits with the port, which writes to it directly ([`Down::direct`]); it is
+    /// back in `park` once this is ready.
+    fn poll_recv_parking(
+        &mut self,
+        cx: &Context<'_>,
+        park: &mut Option<OwnedWriteHalf>,
+    ) -> Poll<Result<Option<Bytes>, TunnelReset>> {
         if self.fin {
             return Poll::Ready(Ok(None));
         }
-        let (chunk, wake) = std::task::ready!(self.shared.poll_chunk(cx))?;
+        let (chunk, wake) = std::task::ready!(self.shared.poll_chunk(cx, park))?;
         if wake {
             let _ = self.commands.send(Command::Wake { tunnel: self.id });
         }
@@ -516,8 +590,25 @@ mod tests {
             let Room::Ready(permit) = port.room() else {
                 panic!("the reader has room");
             };
-            let bytes = Bytes::from_static(bytes);
-            port.deliver(permit, Chunk { bytes, fin });
+            port.deliver(permit, bytes, fin);
+        }
+
+        /// Waits until the relay waits for a chunk with its write half parked with the
+        /// port (what it does once it has nothing to write).
+        async fn parked(&self) {
+            let port = self.port.as_ref().expect("open");
+            within(async {
+                while port.shared.down().direct.is_none() {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+        }
+
+        /// Chunks queued for the relay (not written straight to TCP).
+        fn queued(&self) -> usize {
+            let port = self.port.as_ref().expect("open");
+            port.shared.down().chunks.len()
         }
 
         /// The engine closed the tunnel, as the driver reports it.
@@ -626,6 +717,114 @@ mod tests {
             within(relay).await.expect("the relay task"),
             RelayOutcome::TcpFailed
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_relay_s_bytes_go_straight_to_tcp_without_a_queue() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.parked().await;
+        rig.deliver(b"first", false);
+        assert_eq!(rig.queued(), 0, "written by the port, nothing queued");
+        rig.deliver(b" second", false);
+        assert_eq!(rig.queued(), 0);
+        let mut answer = [0; 12];
+        within(rig.app.read_exact(&mut answer))
+            .await
+            .expect("bytes");
+        assert_eq!(&answer, b"first second");
+        // The FIN still goes through the relay, which shuts the TCP write side down.
+        rig.deliver(b" last", true);
+        assert_eq!(
+            read_to_end(&mut rig.app).await.expect("clean EOF"),
+            b" last"
+        );
+        rig.closed(CloseReason::Finished);
+        rig.app.shutdown().await.expect("half-close");
+        assert!(matches!(rig.command().await, Command::Finish { .. }));
+        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_is_queued_and_written_in_order() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.parked().await;
+        // The application reads nothing yet: the socket fills and the port queues the
+        // rest for the relay, which writes it once there is room.
+        let pattern: Vec<u8> = (0..=250u8).cycle().take(64 * 1024).collect();
+        let port = rig.port.take().expect("open");
+        let mut sent = 0;
+        while rig_queue_len(&port) == 0 {
+            let Room::Ready(slot) = port.room() else {
+                panic!("room while nothing is queued");
+            };
+            port.deliver(slot, &pattern, false);
+            sent += pattern.len();
+            assert!(sent < 64 << 20, "the socket never filled");
+        }
+        // Fill the queue to the reader's limit, then end the tunnel with a FIN.
+        while let Room::Ready(slot) = port.room() {
+            port.deliver(slot, &pattern, false);
+            sent += pattern.len();
+        }
+        rig.port = Some(port);
+        let reader = {
+            let mut app = rig.app;
+            tokio::spawn(async move { read_to_end(&mut app).await })
+        };
+        let mut fin_sent = false;
+        while !fin_sent {
+            let port = rig.port.as_ref().expect("open");
+            match port.room() {
+                Room::Ready(slot) => {
+                    port.deliver(slot, b"", true);
+                    fin_sent = true;
+                }
+                Room::Full => {
+                    assert!(matches!(
+                        within(rig.commands.recv()).await,
+                        Some(Command::Wake { .. })
+                    ));
+                }
+                Room::Gone => panic!("the reader went"),
+            }
+        }
+        let received = within(reader).await.expect("reader").expect("clean EOF");
+        assert_eq!(received.len(), sent);
+        for (i, piece) in received.chunks(pattern.len()).enumerate() {
+            assert_eq!(piece, &pattern[..], "piece {i} in order");
+        }
+        // The application closed its socket after the EOF: both sides are finished.
+        rig.port.take().expect("open").closed(CloseReason::Finished);
+        assert_eq!(
+            within(rig.relay).await.expect("the relay task"),
+            RelayOutcome::Finished
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_reset_while_the_write_half_is_parked_resets_the_tcp_connection() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.parked().await;
+        rig.closed(CloseReason::Reset {
+            code: H3_CONNECT_ERROR,
+        });
+        let error = read_to_end(&mut rig.app).await.expect_err("a reset");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(rig.outcome().await, RelayOutcome::TunnelReset);
+    }
+
+    #[tokio::test]
+    async fn a_relay_dropped_while_its_write_half_is_parked_closes_the_connection() {
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.parked().await;
+        rig.relay.abort();
+        // The port still holds the tunnel: the connection must not wait for it.
+        assert_eq!(read_to_end(&mut rig.app).await.expect("EOF"), b"");
+        assert!(rig.port.is_some());
+    }
+
+    fn rig_queue_len(port: &TunnelPort) -> usize {
+        port.shared.down().chunks.len()
     }
 
     #[tokio::test]

@@ -38,8 +38,12 @@ pub struct Relaying {
     relay: Relay,
     writer: TunnelWriter,
     reader: TunnelReader,
-    /// Both halves, until the last actions close or reset the connection.
-    tcp: Option<(OwnedReadHalf, OwnedWriteHalf)>,
+    /// The TCP connection's read half, until the last actions close or reset it.
+    rd: Option<OwnedReadHalf>,
+    /// Its write half while the relay holds it. While the relay waits for a chunk with
+    /// nothing to write, the half is parked with the driver's port, which writes to it
+    /// directly; it comes back with the next chunk (`Shared::poll_chunk`).
+    wr: Option<OwnedWriteHalf>,
     up: Up,
     down: Down,
     /// The driver's word on how the tunnel ended has been taken (or its absence noted).
@@ -133,11 +137,13 @@ impl Relaying {
         } else {
             Up::Sending(initial)
         };
+        let (rd, wr) = tcp.into_split();
         Self {
             relay,
             writer,
             reader,
-            tcp: Some(tcp.into_split()),
+            rd: Some(rd),
+            wr: Some(wr),
             up,
             down: Down::Reading,
             told: false,
@@ -151,6 +157,14 @@ impl Relaying {
         &self.reader.shared
     }
 
+    /// Both halves of the connection, the write half back from the port if it is parked
+    /// there, for the last actions.
+    fn take_tcp(&mut self) -> Option<(OwnedReadHalf, OwnedWriteHalf)> {
+        let rd = self.rd.take()?;
+        let wr = self.wr.take().or_else(|| self.shared().unpark())?;
+        Some((rd, wr))
+    }
+
     /// The next event from any source, in a fixed order: the driver's word first (a send
     /// that fails is explained by it), then each direction, then the linger.
     fn poll_seen(&mut self, cx: &mut Context<'_>) -> Poll<Seen> {
@@ -160,7 +174,7 @@ impl Relaying {
                 return Poll::Ready(Seen::Told(word));
             }
         }
-        let Some((rd, wr)) = self.tcp.as_mut() else {
+        let Some(rd) = self.rd.as_mut() else {
             return Poll::Ready(Seen::Stuck);
         };
         if !matches!(self.up, Up::Ended) {
@@ -172,7 +186,8 @@ impl Relaying {
             }
         }
         if !matches!(self.down, Down::Ended) {
-            if let Poll::Ready(end) = poll_down(&mut self.down, &mut self.reader, wr, cx) {
+            if let Poll::Ready(end) = poll_down(&mut self.down, &mut self.reader, &mut self.wr, cx)
+            {
                 self.down = Down::Ended;
                 return Poll::Ready(Seen::Down(end));
             }
@@ -267,7 +282,8 @@ impl Relaying {
                 _ if !self.last.is_empty() => self.last.push(action),
                 RelayAction::FinishTunnel if matches!(self.up, Up::Ended) => self.writer.finish(),
                 RelayAction::ShutdownTcpWrite if matches!(self.down, Down::Ended) => {
-                    if let Some((_, wr)) = self.tcp.as_mut() {
+                    // The half is the relay's: the direction is over.
+                    if let Some(wr) = self.wr.as_mut() {
                         // tokio's `shutdown(2)` of a TCP write half is never pending.
                         if let Poll::Ready(Err(_)) = Pin::new(wr).poll_shutdown(cx) {
                             self.relay.tcp_error(now);
@@ -289,11 +305,11 @@ impl Relaying {
                 RelayAction::FinishTunnel => self.writer.finish(),
                 RelayAction::AbortTunnel => self.writer.abort(),
                 RelayAction::ResetTcp => {
-                    if let Some((rd, wr)) = self.tcp.take() {
+                    if let Some((rd, wr)) = self.take_tcp() {
                         reset_tcp(wr, rd);
                     }
                 }
-                RelayAction::CloseTcp => drop(self.tcp.take()),
+                RelayAction::CloseTcp => drop(self.take_tcp()),
                 RelayAction::Done(done) => outcome = done,
                 other => tracing::debug!(?other, "relay action after the end"),
             }
@@ -413,29 +429,37 @@ fn credit_wait(shared: Arc<Shared>, permits: u32) -> CreditWait {
     })
 }
 
-/// Tunnel → TCP: writes each chunk whole, until the FIN or a failure.
+/// Tunnel → TCP: writes each chunk whole, until the FIN or a failure. While it waits for
+/// a chunk, the write half is parked with the port, which writes what it can itself.
 fn poll_down(
     down: &mut Down,
     reader: &mut TunnelReader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Option<OwnedWriteHalf>,
     cx: &mut Context<'_>,
 ) -> Poll<DownEnd> {
     loop {
         match down {
-            Down::Reading => match ready!(reader.poll_recv(cx)) {
+            Down::Reading => match ready!(reader.poll_recv_parking(cx, wr)) {
                 Ok(Some(bytes)) => *down = Down::Writing(bytes),
                 Ok(None) => return Poll::Ready(DownEnd::Fin),
                 Err(TunnelReset) => return Poll::Ready(DownEnd::Gone),
             },
             Down::Writing(bytes) if bytes.is_empty() => *down = Down::Reading,
-            Down::Writing(bytes) => match ready!(Pin::new(&mut *wr).poll_write(cx, bytes)) {
-                Ok(written) if written > 0 => bytes.advance(written),
-                written => {
-                    let error = written.map_or_else(|e| e.to_string(), |_| "wrote zero".into());
-                    tracing::debug!(tunnel = ?reader.id, %error, "TCP write failed");
+            Down::Writing(bytes) => {
+                let Some(half) = wr.as_mut() else {
+                    // A chunk brings the half back: never without it.
+                    tracing::warn!(tunnel = ?reader.id, "relay without its write half");
                     return Poll::Ready(DownEnd::WriteFailed);
+                };
+                match ready!(Pin::new(half).poll_write(cx, bytes)) {
+                    Ok(written) if written > 0 => bytes.advance(written),
+                    written => {
+                        let error = written.map_or_else(|e| e.to_string(), |_| "wrote zero".into());
+                        tracing::debug!(tunnel = ?reader.id, %error, "TCP write failed");
+                        return Poll::Ready(DownEnd::WriteFailed);
+                    }
                 }
-            },
+            }
             Down::Ended => return Poll::Ready(DownEnd::Gone),
         }
     }
