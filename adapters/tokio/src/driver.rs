@@ -289,10 +289,21 @@ impl Driver {
         self
     }
 
-    /// Drains transmits and events until the engine has nothing more to say.
+    /// Drains events and transmits until the engine has nothing more to say. Events come
+    /// first: a tunnel's bytes reach its TCP connection (written by the port, see
+    /// `tunnel::Down::direct`) and new tunnels' dials start before the driver sends
+    /// acknowledgements and spends quiche's `send` on connections with nothing to say.
     async fn flush(&mut self) -> io::Result<()> {
         loop {
             let mut progressed = false;
+            while let Some(connection) = self.endpoint.poll_tcp_ready() {
+                progressed = true;
+                self.pump_tcp(connection);
+            }
+            while let Some(event) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
             while let Some(transmit) = self
                 .endpoint
                 .poll_transmit(Instant::now(), &mut self.send_buf)
@@ -321,14 +332,6 @@ impl Driver {
                             .await?;
                     }
                 }
-            }
-            while let Some(connection) = self.endpoint.poll_tcp_ready() {
-                progressed = true;
-                self.pump_tcp(connection);
-            }
-            while let Some(event) = self.endpoint.poll_event() {
-                progressed = true;
-                self.on_event(event);
             }
             self.pass_audit();
             if !progressed {
