@@ -1219,7 +1219,7 @@ fn turns(args: &TcpArgs) -> &'static str {
     if args.one_at_a_time {
         "one route at a time (each taking turns with direct TCP)"
     } else {
-        "taking turns"
+        "taking turns, each round starting one route later"
     }
 }
 
