@@ -76,6 +76,8 @@ enum Input {
     Datagrams(usize),
     Timer,
     Command(Command),
+    /// Nothing came during one turn of busy polling (`Options::busy_poll`).
+    Nothing,
 }
 
 pub(crate) struct Driver {
@@ -198,24 +200,56 @@ impl Driver {
     /// Runs until shutdown completes or the socket fails.
     pub(crate) async fn run(mut self) -> io::Result<EndpointStats> {
         let mut recv_bufs = RecvBufs::new();
+        // Until when the driver polls rather than sleeps (`Options::busy_poll`), and
+        // whether the last turn found nothing (no flush needed).
+        let mut polling_until: Option<Instant> = None;
+        let mut idle_turn = false;
         loop {
-            self.flush().await?;
-            self.fit_buffers();
-            if self.advance_phase() {
+            if !idle_turn {
                 self.flush().await?;
-                return Ok(self.endpoint.stats());
+                self.fit_buffers();
+                if self.advance_phase() {
+                    self.flush().await?;
+                    return Ok(self.endpoint.stats());
+                }
+                polling_until = self.options.busy_poll.map(|poll| Instant::now() + poll);
             }
             let deadline = self.deadline();
-            let input = tokio::select! {
-                received = self.udp.recv(&mut recv_bufs) => Input::Datagrams(received?),
-                () = sleep_until(deadline) => Input::Timer,
-                command = self.commands.recv() => match command {
-                    Some(command) => Input::Command(command),
-                    // The driver holds a sender itself; this cannot end first.
-                    None => Input::Timer,
+            let now = Instant::now();
+            let input = match polling_until {
+                Some(until) if now < until => {
+                    if deadline.is_some_and(|deadline| deadline <= now) {
+                        Input::Timer
+                    } else {
+                        // One turn of the runtime (its I/O polled without sleeping, the
+                        // relays run), then back here: the CPU stays awake for the answer
+                        // that is due, and no timer is set for so short a wait.
+                        tokio::select! {
+                            biased;
+                            received = self.udp.recv(&mut recv_bufs) => {
+                                Input::Datagrams(received?)
+                            }
+                            command = self.commands.recv() => match command {
+                                Some(command) => Input::Command(command),
+                                None => Input::Timer,
+                            },
+                            () = tokio::task::yield_now() => Input::Nothing,
+                        }
+                    }
+                }
+                _ => tokio::select! {
+                    received = self.udp.recv(&mut recv_bufs) => Input::Datagrams(received?),
+                    () = sleep_until(deadline) => Input::Timer,
+                    command = self.commands.recv() => match command {
+                        Some(command) => Input::Command(command),
+                        // The driver holds a sender itself; this cannot end first.
+                        None => Input::Timer,
+                    },
                 },
             };
+            idle_turn = matches!(input, Input::Nothing);
             match input {
+                Input::Nothing => {}
                 Input::Datagrams(count) => self.on_datagrams(&mut recv_bufs, count),
                 Input::Timer => self.endpoint.handle_timeout(Instant::now()),
                 Input::Command(command) => {

@@ -196,6 +196,12 @@ pub struct ServerArgs {
     /// longer than a LAN]
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
+    /// After each message the QUIC driver polls for this long, in microseconds, before it
+    /// sleeps, so that an answer due soon finds its CPU awake (tokio runtime only). Trades
+    /// CPU for round trips where cores are to spare; where processes share few CPUs it
+    /// slows everything (docs/PERFORMANCE.md, "Busy polling") [default: 0, sleep at once]
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u64>,
 }
 
 /// The runtime of `veil server`.
@@ -354,6 +360,12 @@ pub struct ClientArgs {
     /// longer than a LAN]
     #[arg(long, value_name = "BYTES")]
     pub udp_buffer_bytes: Option<usize>,
+    /// After each message the QUIC driver polls for this long, in microseconds, before it
+    /// sleeps, so that an answer due soon finds its CPU awake (tokio runtime only). Trades
+    /// CPU for round trips where cores are to spare; where processes share few CPUs it
+    /// slows everything (docs/PERFORMANCE.md, "Busy polling") [default: 0, sleep at once]
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u64>,
     /// Resolve and connect timeout of flows that `[[client.rule]]` sends direct, in
     /// milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
@@ -440,6 +452,7 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     pub drivers: Option<u8>,
     pub udp_buffer_bytes: Option<usize>,
+    pub busy_poll_us: Option<u64>,
     pub metrics: Option<SocketAddr>,
     pub audit_log: Option<PathBuf>,
     #[serde(default)]
@@ -509,6 +522,7 @@ pub struct ClientFile {
     pub drain_timeout_ms: Option<u64>,
     pub threads: Option<usize>,
     pub udp_buffer_bytes: Option<usize>,
+    pub busy_poll_us: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub direct_source: Option<IpAddr>,
     pub metrics: Option<SocketAddr>,
@@ -586,6 +600,8 @@ pub struct ServerSettings {
     pub tenant: Option<String>,
     /// The QUIC socket's buffers ([`udp_buffer`]).
     pub udp_buffer: UdpBuffers,
+    /// How long the QUIC drivers poll before sleeping; `None`: not at all.
+    pub busy_poll: Option<Duration>,
     /// QUIC drivers (tokio): endpoints, each with its socket and thread.
     pub drivers: NonZeroUsize,
 }
@@ -680,6 +696,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// The QUIC socket's buffers ([`udp_buffer`]).
     pub udp_buffer: UdpBuffers,
+    /// How long the QUIC drivers poll before sleeping; `None`: not at all.
+    pub busy_poll: Option<Duration>,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
     /// CONNECT-IP through this TUN device; `None`: no IP tunnel.
@@ -844,6 +862,7 @@ impl ServerSettings {
                 .unwrap_or(veil_engine::EdgeConfig::default().retry),
             tenant: None,
             udp_buffer: udp_buffer(flags.udp_buffer_bytes.or(file.udp_buffer_bytes)),
+            busy_poll: busy_poll(flags.busy_poll_us.or(file.busy_poll_us)),
             drivers: drivers(flags.drivers.or(file.drivers))?,
         })
         .and_then(Self::checked_drivers)
@@ -1037,6 +1056,11 @@ impl UdpBuffers {
     };
 }
 
+/// `--busy-poll-us` or `busy_poll_us`: 0 or absent, no polling.
+fn busy_poll(micros: Option<u64>) -> Option<Duration> {
+    micros.filter(|&us| us > 0).map(Duration::from_micros)
+}
+
 /// `--udp-buffer-bytes` or `udp_buffer_bytes`: when not given, the kernel's sizes (208 KiB
 /// on Debian) while every connection's path is short, and [`LONG_PATH_UDP_BUFFER`] while
 /// one is longer than a LAN; 0 keeps the kernel's sizes always; any other value is asked
@@ -1148,6 +1172,7 @@ impl ClientSettings {
             rules: file.rules,
             direct_source: flags.direct_source.or(file.direct_source),
             udp_buffer: udp_buffer(flags.udp_buffer_bytes.or(file.udp_buffer_bytes)),
+            busy_poll: busy_poll(flags.busy_poll_us.or(file.busy_poll_us)),
             metrics: flags.metrics.or(file.metrics),
             tun_routes: pick_list(flags.tun_route, file.tun_route)
                 .iter()
@@ -1611,6 +1636,34 @@ mod tests {
         assert!(merge(no_pools).is_err(), "an egress without pools");
         let settings = merge(ServerArgs::default()).expect("merges");
         assert_eq!(settings.ip_egress, None, "no pools, no CONNECT-IP");
+    }
+
+    #[test]
+    fn busy_polling_is_off_unless_asked_and_a_flag_overrides_the_file() {
+        let file = || {
+            FileConfig::parse("[server]\nbusy_poll_us = 150\n")
+                .expect("parses")
+                .server
+        };
+        let merge = |flags, file| ServerSettings::merge(flags, file, QuicConfig::default());
+        let settings = merge(ServerArgs::default(), file()).expect("merges");
+        assert_eq!(settings.busy_poll, Some(Duration::from_micros(150)));
+        let off = ServerArgs {
+            busy_poll_us: Some(0),
+            ..ServerArgs::default()
+        };
+        let settings = merge(off, file()).expect("merges");
+        assert_eq!(settings.busy_poll, None, "0 turns it off");
+        let settings = merge(ServerArgs::default(), ServerFile::default()).expect("merges");
+        assert_eq!(settings.busy_poll, None, "off by default");
+        let Ok(Cli {
+            command: Command::Client(flags),
+            ..
+        }) = Cli::try_parse_from(["veil", "client", "--busy-poll-us", "200"])
+        else {
+            panic!("the client takes --busy-poll-us");
+        };
+        assert_eq!(flags.busy_poll_us, Some(200));
     }
 
     #[test]

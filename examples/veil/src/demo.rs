@@ -55,6 +55,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         retry: veil_engine::EdgeConfig::default().retry,
         tenant: None,
         udp_buffer: crate::config::UdpBuffers::AUTO,
+        busy_poll: None,
         drivers: std::num::NonZeroUsize::MIN,
     })?;
     let fingerprint = edge
@@ -81,6 +82,7 @@ async fn demo(size: u64) -> anyhow::Result<()> {
         metrics: None,
         direct_source: None,
         udp_buffer: crate::config::UdpBuffers::AUTO,
+        busy_poll: None,
         connect_timeout: Duration::from_secs(5),
         tun: None,
         tun_routes: Vec::new(),

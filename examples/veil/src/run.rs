@@ -77,6 +77,7 @@ impl RunningEdge {
                 ),
                 udp_buffer: settings.udp_buffer.fixed,
                 udp_buffer_long_path: settings.udp_buffer.long_path,
+                busy_poll: settings.busy_poll,
                 // Drivers exist so that one connection's packets do not wait behind
                 // another's: each runs on a thread the OS schedules apart.
                 own_thread: drivers > 1,
@@ -503,6 +504,7 @@ impl RunningClient {
                 Options {
                     udp_buffer: settings.udp_buffer.fixed,
                     udp_buffer_long_path: settings.udp_buffer.long_path,
+                    busy_poll: settings.busy_poll,
                     // Lanes exist so that one lane's bulk does not hold another's round
                     // trips: each drives on a thread the OS schedules apart.
                     own_thread: lanes > 1,
@@ -791,6 +793,10 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
     anyhow::ensure!(
         std::env::var_os(upgrade::ENV).is_none(),
         "an upgrade in place to the glommio runtime is not supported: restart instead"
+    );
+    anyhow::ensure!(
+        settings.busy_poll.is_none(),
+        "--busy-poll-us polls in the tokio runtime's drivers; glommio's cores do not poll"
     );
     let options = veil_glommio::Options {
         connect_timeout: settings.connect_timeout,

@@ -80,6 +80,7 @@ impl Rig {
             retry: veil_engine::EdgeConfig::default().retry,
             tenant: None,
             udp_buffer: veil_cli::config::UdpBuffers::KERNEL,
+            busy_poll: None,
             drivers: std::num::NonZeroUsize::new(drivers).expect("a driver at least"),
         })
         .expect("edge starts");
@@ -105,6 +106,7 @@ impl Rig {
             metrics: None,
             direct_source: None,
             udp_buffer: veil_cli::config::UdpBuffers::KERNEL,
+            busy_poll: None,
             connect_timeout: Duration::from_secs(5),
             tun: None,
             tun_routes: Vec::new(),
