@@ -626,6 +626,17 @@ mod tests {
             }
         }
 
+        /// The engine resets the tunnel: the application reads a TCP reset, and the relay
+        /// ends with it.
+        async fn reset_resets_the_connection(mut self) {
+            self.closed(CloseReason::Reset {
+                code: H3_CONNECT_ERROR,
+            });
+            let error = read_to_end(&mut self.app).await.expect_err("a reset");
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+            assert_eq!(self.outcome().await, RelayOutcome::TunnelReset);
+        }
+
         async fn outcome(self) -> RelayOutcome {
             within(self.relay).await.expect("the relay task")
         }
@@ -691,12 +702,7 @@ mod tests {
         within(rig.app.read_exact(&mut partial))
             .await
             .expect("bytes");
-        rig.closed(CloseReason::Reset {
-            code: H3_CONNECT_ERROR,
-        });
-        let error = read_to_end(&mut rig.app).await.expect_err("a reset");
-        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-        assert_eq!(rig.outcome().await, RelayOutcome::TunnelReset);
+        rig.reset_resets_the_connection().await;
     }
 
     #[tokio::test]
@@ -803,14 +809,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_tunnel_reset_while_the_write_half_is_parked_resets_the_tcp_connection() {
-        let mut rig = rig(RelayEnd::BothFinished).await;
+        let rig = rig(RelayEnd::BothFinished).await;
         rig.parked().await;
-        rig.closed(CloseReason::Reset {
-            code: H3_CONNECT_ERROR,
-        });
-        let error = read_to_end(&mut rig.app).await.expect_err("a reset");
-        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-        assert_eq!(rig.outcome().await, RelayOutcome::TunnelReset);
+        rig.reset_resets_the_connection().await;
     }
 
     #[tokio::test]
