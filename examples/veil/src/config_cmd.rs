@@ -133,7 +133,7 @@ fn example(arg: &clap::Arg) -> String {
         .map_or_else(|| "VALUE".to_owned(), ToString::to_string);
     let value = match (arg.get_action(), name.as_str()) {
         (clap::ArgAction::SetTrue, _) | (_, "on|off") => return "true".to_owned(),
-        (_, "MS" | "N" | "MIB" | "BYTES") => return "0".to_owned(),
+        (_, "MS" | "US" | "N" | "MIB" | "BYTES") => return "0".to_owned(),
         (_, "ADDR") => "127.0.0.1:0",
         (_, "IP") => "192.0.2.1",
         (_, "HOST:PORT") => "edge.example:4433",
