@@ -288,9 +288,9 @@ pub struct ClientArgs {
     #[arg(long, value_name = "MS")]
     pub h3_retry_ms: Option<u64>,
     /// Optimistic TCP tunnels: answer the local application (SOCKS5 success, HTTP `200
-    /// Connection established`) as soon as the request leaves for the edge, and send its
-    /// first bytes behind the request, saving a round trip to the edge on every new
-    /// tunnel. A refusal then resets the application's connection instead of answering
+    /// Connection established`) before asking for the tunnel, and send its first bytes
+    /// behind the request, saving a round trip to the edge on every new tunnel. A
+    /// refusal, the edge's or a request this client could not send, then resets the application's connection instead of answering
     /// it with a SOCKS5 error code or an HTTP status (docs/CONFIG.md)
     #[arg(long)]
     pub optimistic: bool,

@@ -107,14 +107,25 @@ async fn handle(mut stream: TcpStream, front: &Front) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    // CONNECT answers with 200; a forwarded request has nothing to answer before the origin.
+    let answered = front.answers_first() && end == RelayEnd::BothFinished;
+    if answered {
+        stream
+            .write_all(&encode(&Response::connection_established()))
+            .await?;
+    }
     let tunnel = match front.opener.open(target.clone()).await {
         Ok(tunnel) => tunnel,
         Err(failure) => {
             tracing::info!(%target, %failure, "http: tunnel refused");
+            if answered {
+                crate::route::reset(stream);
+                return Ok(());
+            }
             return write_and_close(&mut stream, &HttpRefusal::of(&failure).response_head()).await;
         }
     };
-    if end == RelayEnd::BothFinished {
+    if end == RelayEnd::BothFinished && !answered {
         stream
             .write_all(&encode(&Response::connection_established()))
             .await?;

@@ -32,6 +32,9 @@ pub(crate) struct Router {
     direct_source: Option<IpAddr>,
     /// Resolving and connecting a direct flow, each.
     connect_timeout: Duration,
+    /// Optimistic tunnels (`veil client --optimistic`): the fronts answer the application
+    /// before they ask for the tunnel.
+    answer_first: bool,
 }
 
 impl Router {
@@ -39,11 +42,13 @@ impl Router {
         rules: ClientRules,
         direct_source: Option<IpAddr>,
         connect_timeout: Duration,
+        answer_first: bool,
     ) -> Self {
         Self {
             rules,
             direct_source,
             connect_timeout,
+            answer_first,
         }
     }
 }
@@ -51,6 +56,15 @@ impl Router {
 impl Front {
     pub(crate) fn new(opener: Opener, router: Arc<Router>) -> Self {
         Self { opener, router }
+    }
+
+    /// Whether a front answers the application (SOCKS5 success, HTTP `200 Connection
+    /// established`) before it asks for the tunnel: with optimistic tunnels the answer
+    /// does not wait for the edge, and need not wait for the driver's turn either (the
+    /// application's first bytes wait in the socket meanwhile). A refusal, from the edge or
+    /// from this client, then resets the application's connection.
+    pub(crate) fn answers_first(&self) -> bool {
+        self.router.answer_first
     }
 
     /// Where a new flow to `target` goes.
@@ -136,4 +150,13 @@ pub(crate) async fn relay_direct(
         target.write_all(&early).await?;
     }
     tokio::io::copy_bidirectional(&mut client, &mut target).await
+}
+
+/// Closes `stream` with a reset (`SO_LINGER` 0): what an application told its connection
+/// was open hears when the tunnel is refused after all.
+pub(crate) fn reset(stream: TcpStream) {
+    if let Err(e) = stream.set_zero_linger() {
+        tracing::debug!(error = %e, "SO_LINGER 0 failed; the connection closes with FIN");
+    }
+    drop(stream);
 }

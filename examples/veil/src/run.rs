@@ -525,6 +525,7 @@ impl RunningClient {
             rules,
             settings.direct_source,
             settings.connect_timeout,
+            settings.optimistic,
         ));
         let front = Front::new(Opener::across(&nodes), router);
         let mut listeners = Vec::new();

@@ -95,9 +95,15 @@ async fn handle(
             return Ok(());
         }
     }
+    let answered = front.answers_first();
+    if answered {
+        send_reply(&mut stream, &Reply::success(bound)).await?;
+    }
     match front.opener.open(target.clone()).await {
         Ok(tunnel) => {
-            send_reply(&mut stream, &Reply::success(bound)).await?;
+            if !answered {
+                send_reply(&mut stream, &Reply::success(bound)).await?;
+            }
             tracing::debug!(%target, tunnel = ?tunnel.id(), "socks5: relaying");
             // The relay becomes a task of its own, sized for it alone, and this session's
             // task (sized for the handshake and every other way a session can go) ends: an
@@ -106,7 +112,11 @@ async fn handle(
         }
         Err(failure) => {
             tracing::info!(%target, %failure, "socks5: tunnel refused");
-            send_reply(&mut stream, &Reply::failure(socks_reply(&failure))).await?;
+            if answered {
+                crate::route::reset(stream);
+            } else {
+                send_reply(&mut stream, &Reply::failure(socks_reply(&failure))).await?;
+            }
         }
     }
     Ok(())

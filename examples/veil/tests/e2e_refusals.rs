@@ -290,6 +290,50 @@ fn ssrf_spellings_of_loopback_and_metadata_are_refused_and_never_reached() -> an
     Ok(())
 }
 
+/// An optimistic client answers before it asks for the tunnel, so what it cannot even send
+/// (here: its edge never answers, and the request waits out the engine's 10 s pending
+/// deadline) resets the application's connection after a SOCKS5 success and an HTTP 200,
+/// as an edge's refusal does; a client that is not optimistic answers with the refusal.
+#[test]
+fn an_optimistic_client_resets_what_it_could_not_send() -> anyhow::Result<()> {
+    require_tool("curl", "curl")?;
+    let dir = TempDir::new("optimistic-unsent")?;
+    // A UDP port that nobody answers on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let pin = format!("sha256:{}", "00".repeat(32));
+    let client = |extra: &[&str]| {
+        let args = [&["--pin", pin.as_str(), "--transport", "h3"][..], extra].concat();
+        Client::start(dir.path(), silent.local_addr()?, &args)
+    };
+    let (optimistic, plain) = (client(&["--optimistic"])?, client(&[])?);
+    let target = format!("http://{}/", closed_port()?);
+    let reset = |exit: i32| matches!(exit, 52 | 55 | 56);
+    let socks = optimistic.socks().to_string();
+    let proxy = optimistic.http_proxy();
+    let plain_socks = plain.socks().to_string();
+    // The three wait out the deadline side by side.
+    let (by_socks, by_connect, by_plain) = std::thread::scope(|scope| {
+        let by_socks = scope.spawn(|| Attempt::run(&["--socks5-hostname", &socks], &target));
+        let by_connect =
+            scope.spawn(|| Attempt::run(&["--proxy", &proxy, "--proxytunnel"], &target));
+        let by_plain = scope.spawn(|| Attempt::run(&["--socks5-hostname", &plain_socks], &target));
+        let join = |handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<Attempt>>| {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("curl thread panicked"))?
+        };
+        anyhow::Ok((join(by_socks)?, join(by_connect)?, join(by_plain)?))
+    })?;
+    ensure!(reset(by_socks.exit), "optimistic SOCKS5: {by_socks}");
+    ensure!(
+        reset(by_connect.exit) && by_connect.connect_code == "200",
+        "optimistic CONNECT: {by_connect}"
+    );
+    // curl 97: the SOCKS5 proxy answered with a failure code.
+    ensure!(by_plain.exit == 97, "SOCKS5: {by_plain}");
+    Ok(())
+}
+
 /// `veil client --optimistic`: the local answer does not wait for the edge. What the edge
 /// accepts arrives whole through both fronts; what it refuses (here a closed port) is
 /// answered as opened and then reset, not with a SOCKS5 code or an HTTP status
