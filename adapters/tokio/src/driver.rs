@@ -215,29 +215,27 @@ impl Driver {
                 polling_until = self.options.busy_poll.map(|poll| Instant::now() + poll);
             }
             let deadline = self.deadline();
-            let now = Instant::now();
-            let input = match polling_until {
-                Some(until) if now < until => {
-                    if deadline.is_some_and(|deadline| deadline <= now) {
-                        Input::Timer
-                    } else {
-                        // One turn of the runtime (its I/O polled without sleeping, the
-                        // relays run), then back here: the CPU stays awake for the answer
-                        // that is due, and no timer is set for so short a wait.
-                        tokio::select! {
-                            biased;
-                            received = self.udp.recv(&mut recv_bufs) => {
-                                Input::Datagrams(received?)
-                            }
-                            command = self.commands.recv() => match command {
-                                Some(command) => Input::Command(command),
-                                None => Input::Timer,
-                            },
-                            () = tokio::task::yield_now() => Input::Nothing,
-                        }
-                    }
+            // Polling until the window closes, or a deadline passes (the sleeping select
+            // below then fires at once). The clock is read only while a window is open.
+            let polling = polling_until.is_some_and(|until| {
+                let now = Instant::now();
+                now < until && deadline.is_none_or(|deadline| deadline > now)
+            });
+            let input = if polling {
+                // One turn of the runtime (its I/O polled without sleeping, the relays run),
+                // then back here: the CPU stays awake for the answer that is due, and no
+                // timer is set for so short a wait.
+                tokio::select! {
+                    biased;
+                    received = self.udp.recv(&mut recv_bufs) => Input::Datagrams(received?),
+                    command = self.commands.recv() => match command {
+                        Some(command) => Input::Command(command),
+                        None => Input::Timer,
+                    },
+                    () = tokio::task::yield_now() => Input::Nothing,
                 }
-                _ => tokio::select! {
+            } else {
+                tokio::select! {
                     received = self.udp.recv(&mut recv_bufs) => Input::Datagrams(received?),
                     () = sleep_until(deadline) => Input::Timer,
                     command = self.commands.recv() => match command {
@@ -245,7 +243,7 @@ impl Driver {
                         // The driver holds a sender itself; this cannot end first.
                         None => Input::Timer,
                     },
-                },
+                }
             };
             idle_turn = matches!(input, Input::Nothing);
             match input {
