@@ -40,7 +40,7 @@ pub(crate) enum Command {
     /// Edge: a dial for a tunnel request ended.
     Dialed {
         tunnel: TunnelId,
-        result: Result<TcpStream, Refusal>,
+        result: Result<crate::dial::Connected, Refusal>,
     },
     /// Client: open a CONNECT-UDP tunnel and answer when the edge has.
     OpenUdp {

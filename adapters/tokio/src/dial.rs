@@ -23,25 +23,34 @@ pub(crate) async fn dial(
     plan: Option<EgressPlan>,
     commands: &mpsc::UnboundedSender<Command>,
     timeout: Duration,
-) -> Result<TcpStream, Refusal> {
+) -> Result<Connected, Refusal> {
     let plan = match plan {
         Some(plan) => plan,
         None => allowed_address(tunnel, target, None, commands, timeout).await?,
     };
-    let stream = match tokio::time::timeout(timeout, race(plan)).await {
+    let connected = match tokio::time::timeout(timeout, race(plan)).await {
         Err(_elapsed) => return Err(Refusal::ConnectionTimeout),
         Ok(Err(e)) => return Err(Refusal::from_io_error(&e)),
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(connected)) => connected,
     };
     // Tunnel bytes arrive in bursts already; don't hold small writes back.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let _ = connected.stream.set_nodelay(true);
+    Ok(connected)
+}
+
+/// A connected stream and the address it reached (the attempt that won the race): the
+/// engine's egress record and a PROXY header need that address, and the dial knows it
+/// without asking the kernel (`getpeername(2)`) again.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
 }
 
 /// Happy Eyeballs (RFC 8305) over the engine's plan: the first attempt alone for the
 /// plan's delay, then the next, and so on (an attempt that fails starts the next at once);
 /// the first connection wins and the others are dropped. The last error when all fail.
-async fn race(mut plan: EgressPlan) -> std::io::Result<TcpStream> {
+async fn race(mut plan: EgressPlan) -> std::io::Result<Connected> {
     if plan.attempts.len() == 1 {
         // Nothing to race: no task of its own, and no hand-over back from it.
         if let Some(only) = plan.attempts.pop() {
@@ -65,7 +74,7 @@ async fn race(mut plan: EgressPlan) -> std::io::Result<TcpStream> {
             running.join_next().await
         };
         match finished {
-            Some(Ok(Ok(stream))) => return Ok(stream),
+            Some(Ok(Ok(connected))) => return Ok(connected),
             Some(Ok(Err(e))) => last_error = Some(e),
             Some(Err(e)) => last_error = Some(std::io::Error::other(e)),
             None if more => {}
@@ -79,17 +88,21 @@ async fn race(mut plan: EgressPlan) -> std::io::Result<TcpStream> {
 }
 
 /// A TCP connection to `egress.to`, from `egress.from` when the engine named one.
-async fn connect(egress: Egress) -> std::io::Result<TcpStream> {
-    let Some(from) = egress.from else {
-        return TcpStream::connect(egress.to).await;
+async fn connect(egress: Egress) -> std::io::Result<Connected> {
+    let peer = egress.to;
+    let stream = match egress.from {
+        None => TcpStream::connect(peer).await?,
+        Some(from) => {
+            let socket = if peer.is_ipv6() {
+                TcpSocket::new_v6()?
+            } else {
+                TcpSocket::new_v4()?
+            };
+            socket.bind(from)?;
+            socket.connect(peer).await?
+        }
     };
-    let socket = if egress.to.is_ipv6() {
-        TcpSocket::new_v6()?
-    } else {
-        TcpSocket::new_v4()?
-    };
-    socket.bind(from)?;
-    socket.connect(egress.to).await
+    Ok(Connected { stream, peer })
 }
 
 /// Resolves `target` (within `timeout`) and asks the driver where the engine lets
@@ -220,14 +233,15 @@ mod tests {
         ];
         let alone = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addrs[0]));
         assert!(alone.await.is_err(), "the blackhole hangs a lone attempt");
-        let stream = tokio::time::timeout(
+        let connected = tokio::time::timeout(
             Duration::from_secs(10),
             race(plan(&addrs, Duration::from_millis(100))),
         )
         .await
         .expect("the second attempt connects long before the first gives up")
         .expect("connected");
-        assert_eq!(stream.peer_addr().expect("peer"), addrs[1]);
+        assert_eq!(connected.peer, addrs[1]);
+        assert_eq!(connected.stream.peer_addr().expect("peer"), addrs[1]);
         fillers.iter().for_each(tokio::task::JoinHandle::abort);
     }
 
@@ -241,14 +255,15 @@ mod tests {
             .expect("bind");
         let addrs = [closed_addr, good.local_addr().expect("address")];
         // A delay far longer than the test's bound: only the failure can start attempt 2.
-        let stream = tokio::time::timeout(
+        let connected = tokio::time::timeout(
             Duration::from_secs(10),
             race(plan(&addrs, Duration::from_secs(600))),
         )
         .await
         .expect("the refusal of the first attempt starts the second")
         .expect("connected");
-        assert_eq!(stream.peer_addr().expect("peer"), addrs[1]);
+        assert_eq!(connected.peer, addrs[1]);
+        assert_eq!(connected.stream.peer_addr().expect("peer"), addrs[1]);
     }
 
     #[tokio::test]

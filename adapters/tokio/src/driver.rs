@@ -574,18 +574,16 @@ impl Driver {
         }
     }
 
-    fn on_dialed(&mut self, tunnel: TunnelId, result: Result<TcpStream, Refusal>) {
+    fn on_dialed(&mut self, tunnel: TunnelId, result: Result<dial::Connected, Refusal>) {
         self.dials.remove(&tunnel);
-        let stream = match result {
-            Ok(stream) => stream,
+        let dial::Connected { stream, peer } = match result {
+            Ok(connected) => connected,
             Err(refusal) => return self.refuse(tunnel, refusal),
         };
+        self.endpoint.egress_connected(tunnel, peer);
         // A PROXY header for the origin, when the edge sends one there: before any tunnel
         // byte.
-        let preamble = stream.peer_addr().ok().and_then(|peer| {
-            self.endpoint.egress_connected(tunnel, peer);
-            self.endpoint.egress_preamble(tunnel, peer)
-        });
+        let preamble = self.endpoint.egress_preamble(tunnel, peer);
         if let Err(e) = self.endpoint.accept_tunnel(tunnel) {
             // The client gave up (reset the stream) while we dialled.
             tracing::debug!(?tunnel, error = %e, "accepting a tunnel failed");

@@ -249,6 +249,12 @@ impl Shared {
         Poll::Pending
     }
 
+    /// Parks a relay's write half with the port before the relay first waits (see
+    /// [`Down::direct`]).
+    fn park(&self, half: OwnedWriteHalf) {
+        self.down().direct = Some(half);
+    }
+
     /// The write half parked with the port, if any (the relay is closing its connection).
     fn unpark(&self) -> Option<OwnedWriteHalf> {
         self.down().direct.take()
@@ -743,6 +749,28 @@ mod tests {
         assert_eq!(
             read_to_end(&mut rig.app).await.expect("clean EOF"),
             b" last"
+        );
+        rig.closed(CloseReason::Finished);
+        rig.app.shutdown().await.expect("half-close");
+        assert!(matches!(rig.command().await, Command::Finish { .. }));
+        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_has_not_run_yet_takes_its_first_bytes_straight_to_tcp() {
+        // The rig spawned the relay on this thread and nothing has yielded since: its
+        // task has not run. An edge's dial that just succeeded is in this state when the
+        // client's early bytes are read from the engine.
+        let mut rig = rig(RelayEnd::BothFinished).await;
+        rig.deliver(b"early", false);
+        assert_eq!(rig.queued(), 0, "written by the port before the relay ran");
+        let mut early = [0; 5];
+        within(rig.app.read_exact(&mut early)).await.expect("bytes");
+        assert_eq!(&early, b"early");
+        rig.deliver(b" then", true);
+        assert_eq!(
+            read_to_end(&mut rig.app).await.expect("clean EOF"),
+            b" then"
         );
         rig.closed(CloseReason::Finished);
         rig.app.shutdown().await.expect("half-close");

@@ -138,12 +138,17 @@ impl Relaying {
             Up::Sending(initial)
         };
         let (rd, wr) = tcp.into_split();
+        // The relay starts waiting for a chunk with nothing to write: its write half is
+        // parked with the port at once, so that the driver can write the tunnel's first
+        // bytes before this task first runs (an edge whose dial just succeeded writes the
+        // client's early bytes to the target before its 2xx goes out).
+        reader.shared.park(wr);
         Self {
             relay,
             writer,
             reader,
             rd: Some(rd),
-            wr: Some(wr),
+            wr: None,
             up,
             down: Down::Reading,
             told: false,
