@@ -293,14 +293,33 @@ impl Route {
 
 /// Runs `veil bench`. `quic` is the QUIC configuration of the `--config` file (or the
 /// defaults), used by the raw baseline; the child processes read the same file.
+///
+/// SIGINT or SIGTERM stops a run the way its end does: what it started is dropped, so its
+/// child processes are stopped and its network changes (a veth link, a loss rule) undone.
+/// Without that, a bench stopped by `kill` or `timeout(1)` left its edge and clients
+/// running and, with `--loss-percent`, loopback dropping packets.
 pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> anyhow::Result<()> {
-    match &args.which {
-        BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
-        BenchCommand::Udp(udp) => udp_bench::run(udp, &quic, config).await,
-        BenchCommand::DelayLine(line) => delay_line::run(line).await,
-        BenchCommand::Floor(floor) => {
-            let (floor, quic) = (floor.clone(), quic.clone());
-            tokio::task::spawn_blocking(move || floor::run(&floor, &quic)).await?
+    let bench = async {
+        match &args.which {
+            BenchCommand::Tcp(tcp) => bench_tcp(tcp, &quic, config).await,
+            BenchCommand::Udp(udp) => udp_bench::run(udp, &quic, config).await,
+            BenchCommand::DelayLine(line) => delay_line::run(line).await,
+            BenchCommand::Floor(floor) => {
+                let (floor, quic) = (floor.clone(), quic.clone());
+                tokio::task::spawn_blocking(move || floor::run(&floor, &quic)).await?
+            }
+        }
+    };
+    if matches!(args.which, BenchCommand::Floor(_)) {
+        // The floor's side runs until its parent kills it; it holds nothing to undo.
+        return bench.await;
+    }
+    let mut signals = veil_tokio::ShutdownSignals::new()?;
+    tokio::select! {
+        result = bench => result,
+        received = signals.recv() => {
+            received?;
+            anyhow::bail!("stopped by a signal; its child processes were stopped")
         }
     }
 }
