@@ -19,6 +19,25 @@ use crate::route::{Front, Router};
 use crate::upgrade::{self, Inheritance};
 use crate::{http_proxy, socks, udp_forward};
 
+/// `println!` for a service's status lines, which must not stop the service: its stdout
+/// may be gone (a supervisor's log pipe closed, `veil server | head -1`), and `println!`
+/// panics when the write fails — after "shutting down", in the middle of the drain. The
+/// line is lost instead.
+macro_rules! status {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($line)*);
+    }};
+}
+
+/// [`status!`] for stderr.
+macro_rules! status_err {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($line)*);
+    }};
+}
+
 /// A running edge.
 #[derive(Debug)]
 pub struct RunningEdge {
@@ -663,7 +682,7 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
     let mut stop = veil_tokio::ShutdownSignals::new()?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     for line in edge.banner() {
-        println!("{line}");
+        status!("{line}");
     }
     crate::notify::notify("READY=1");
     if let Some(predecessor) = inherited.as_mut().and_then(Inheritance::announce_ready) {
@@ -674,7 +693,7 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
             stopped = stop.recv() => {
                 stopped?;
                 crate::notify::notify("STOPPING=1");
-                println!("veil: shutting down");
+                status!("veil: shutting down");
                 return edge.shutdown().await;
             }
             _ = hangup.recv() => match edge.upgrade().await {
@@ -682,16 +701,16 @@ pub async fn server(settings: ServerSettings) -> anyhow::Result<()> {
                     let pid = successor.child.id();
                     // The successor is the service now; systemd follows it.
                     crate::notify::notify(&format!("MAINPID={pid}"));
-                    println!("veil: upgraded: successor pid {pid} serves; draining");
+                    status!("veil: upgraded: successor pid {pid} serves; draining");
                     edge.shutdown_after_upgrade().await?;
-                    println!("veil: drained; exiting");
+                    status!("veil: drained; exiting");
                     // `successor.alive` closes as this process exits.
                     drop(successor);
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "upgrade failed");
-                    eprintln!("veil: upgrade failed, still serving: {e:#}");
+                    status_err!("veil: upgrade failed, still serving: {e:#}");
                 }
             },
         }
@@ -733,23 +752,23 @@ pub async fn server_tenants(
     for (name, edge) in &edges {
         for line in edge.banner() {
             let rest = line.strip_prefix("veil: ").unwrap_or(&line);
-            println!("veil: listener {name}: {rest}");
+            status!("veil: listener {name}: {rest}");
         }
     }
     if let Some((addr, _)) = &metrics {
-        println!("veil: metrics listening on {addr}");
+        status!("veil: metrics listening on {addr}");
     }
     crate::notify::notify("READY=1");
     loop {
         tokio::select! {
             stopped = stop.recv() => { stopped?; break; }
             _ = hangup.recv() => {
-                eprintln!("veil: upgrades in place serve a single listener; with [[listener]] tables, restart instead");
+                status_err!("veil: upgrades in place serve a single listener; with [[listener]] tables, restart instead");
             }
         }
     }
     crate::notify::notify("STOPPING=1");
-    println!("veil: shutting down");
+    status!("veil: shutting down");
     if let Some((_, task)) = metrics {
         task.abort();
     }
@@ -768,12 +787,12 @@ pub async fn client(settings: ClientSettings) -> anyhow::Result<()> {
     let client = RunningClient::start(&settings).await?;
     let mut stop = veil_tokio::ShutdownSignals::new()?;
     for line in client.banner() {
-        println!("{line}");
+        status!("{line}");
     }
     crate::notify::notify("READY=1");
     stop.recv().await?;
     crate::notify::notify("STOPPING=1");
-    println!("veil: shutting down");
+    status!("veil: shutting down");
     client.shutdown().await
 }
 
@@ -828,30 +847,30 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
             .name("veil-audit".to_owned())
             .spawn(move || crate::audit_log::write_blocking(&records, out))?;
     }
-    println!("veil: edge listening on {}", edge.local_addr());
+    status!("veil: edge listening on {}", edge.local_addr());
     if let (None, Some(fingerprint)) = (&settings.cert_key, edge.certificate_fingerprint()) {
-        println!(
+        status!(
             "veil: self-signed certificate fingerprint {}",
             format_pin(&fingerprint)
         );
     }
     // After the fingerprint, as on tokio (`RunningEdge::banner`).
     if let Some(addr) = edge.tcp_addr() {
-        println!("veil: edge listening on tcp {addr}");
+        status!("veil: edge listening on tcp {addr}");
     }
     // Last: the lines before are the same as the tokio runtime's, for their readers.
-    println!("veil: glommio on {} cores", edge.cores());
+    status!("veil: glommio on {} cores", edge.cores());
     let stats = StatsSource::Glommio(edge.stats_handle());
     runtime.block_on(async {
         let listener = settings.metrics.map(metrics::bind_std).transpose()?;
         if let Some((addr, _task)) = start_metrics(listener, stats)? {
-            println!("veil: metrics listening on {addr}");
+            status!("veil: metrics listening on {addr}");
         }
         crate::notify::notify("READY=1");
         loop {
             tokio::select! {
                 stopped = stop.recv() => { stopped?; break; }
-                _ = hangup.recv() => eprintln!(
+                _ = hangup.recv() => status_err!(
                     "veil: upgrades in place run on the tokio runtime for now; restart the glommio edge instead"
                 ),
             }
@@ -859,10 +878,10 @@ pub fn server_glommio(settings: &ServerSettings, cores: Option<usize>) -> anyhow
         crate::notify::notify("STOPPING=1");
         anyhow::Ok(())
     })?;
-    println!("veil: shutting down");
+    status!("veil: shutting down");
     let stats = edge.shutdown(settings.drain)?;
     for core in &stats {
-        println!("{}", core_line(core));
+        status!("{}", core_line(core));
     }
     Ok(())
 }
@@ -905,7 +924,7 @@ fn start_tun(name: &str, settings: &ClientSettings, node: &Node) -> anyhow::Resu
             while let Some(config) = configs.recv().await {
                 let addresses: Vec<String> =
                     config.addresses.iter().map(ToString::to_string).collect();
-                println!("tun {name} ready: {}", addresses.join(" "));
+                status!("tun {name} ready: {}", addresses.join(" "));
             }
         });
         if let Err(error) = veil_tokio::run_tun_client(opener, device, options, ready).await {
