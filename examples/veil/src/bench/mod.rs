@@ -820,17 +820,40 @@ async fn round_trips(
     .await?
 }
 
-/// One line about the machine: CPUs, load, kernel.
+/// One line about the machine: CPUs, load, kernel, and how idle CPUs sleep.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{cpus} CPUs, load average {} before the run, Linux {}",
+        "{cpus} CPUs, load average {} before the run, Linux {}{}",
         load.join(" "),
-        kernel.trim()
+        kernel.trim(),
+        cpuidle()
     )
+}
+
+/// How idle CPUs sleep, when the kernel says: `, cpuidle GOVERNOR` and, for a guest's
+/// `haltpoll` governor, how long an idle vCPU polls before it halts. Round trips between
+/// processes depend on it more than on anything a proxy does (docs/PERFORMANCE.md,
+/// "Bytes straight to TCP, events first, and what halted vCPUs cost": the same run took
+/// 1.5–2.7× less with 200 µs of polling than with none), so figures carry it.
+fn cpuidle() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|text| text.trim().to_owned())
+    };
+    let Some(governor) = read("/sys/devices/system/cpu/cpuidle/current_governor") else {
+        return String::new();
+    };
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) if governor == "haltpoll" => {
+            format!(", cpuidle {governor} (guest_halt_poll_ns = {ns})")
+        }
+        _ => format!(", cpuidle {governor}"),
+    }
 }
 
 /// One timed transfer.
