@@ -643,6 +643,17 @@ mod tests {
             assert_eq!(self.outcome().await, RelayOutcome::TunnelReset);
         }
 
+        /// The peer's `last` bytes and its FIN reach the application, which half-closes
+        /// in turn: the relay finishes the tunnel and ends cleanly.
+        async fn ends_cleanly_with(mut self, last: &'static [u8]) {
+            self.deliver(last, true);
+            assert_eq!(read_to_end(&mut self.app).await.expect("clean EOF"), last);
+            self.closed(CloseReason::Finished);
+            self.app.shutdown().await.expect("half-close");
+            assert!(matches!(self.command().await, Command::Finish { .. }));
+            assert_eq!(self.outcome().await, RelayOutcome::Finished);
+        }
+
         async fn outcome(self) -> RelayOutcome {
             within(self.relay).await.expect("the relay task")
         }
@@ -745,15 +756,7 @@ mod tests {
             .expect("bytes");
         assert_eq!(&answer, b"first second");
         // The FIN still goes through the relay, which shuts the TCP write side down.
-        rig.deliver(b" last", true);
-        assert_eq!(
-            read_to_end(&mut rig.app).await.expect("clean EOF"),
-            b" last"
-        );
-        rig.closed(CloseReason::Finished);
-        rig.app.shutdown().await.expect("half-close");
-        assert!(matches!(rig.command().await, Command::Finish { .. }));
-        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
+        rig.ends_cleanly_with(b" last").await;
     }
 
     #[tokio::test]
@@ -767,15 +770,7 @@ mod tests {
         let mut early = [0; 5];
         within(rig.app.read_exact(&mut early)).await.expect("bytes");
         assert_eq!(&early, b"early");
-        rig.deliver(b" then", true);
-        assert_eq!(
-            read_to_end(&mut rig.app).await.expect("clean EOF"),
-            b" then"
-        );
-        rig.closed(CloseReason::Finished);
-        rig.app.shutdown().await.expect("half-close");
-        assert!(matches!(rig.command().await, Command::Finish { .. }));
-        assert_eq!(rig.outcome().await, RelayOutcome::Finished);
+        rig.ends_cleanly_with(b" then").await;
     }
 
     #[tokio::test]
