@@ -41,8 +41,9 @@ pub struct Relaying {
     /// The TCP connection's read half, until the last actions close or reset it.
     rd: Option<OwnedReadHalf>,
     /// Its write half while the relay holds it. While the relay waits for a chunk with
-    /// nothing to write, the half is parked with the driver's port, which writes to it
-    /// directly; it comes back with the next chunk (`Shared::poll_chunk`).
+    /// nothing to write (from the start: see `Relaying::new`), the half is parked with the
+    /// driver's port, which writes to it directly; it comes back with the next chunk
+    /// (`Shared::poll_chunk`).
     wr: Option<OwnedWriteHalf>,
     up: Up,
     down: Down,
