@@ -46,6 +46,7 @@ mod ip_load;
 mod load;
 mod loss;
 mod peers;
+mod pin;
 mod procs;
 mod raw;
 mod raw_dgram;
@@ -156,6 +157,13 @@ pub struct TcpArgs {
     /// it is the only one running, without the others' work between its round trips.
     #[arg(long)]
     pub one_at_a_time: bool,
+    /// Pins the bench's threads (application, echo server, sink, raw quiche pair), every
+    /// proxy's local side and every proxy's server side to these CPUs, so that each proxy
+    /// is measured with the same placement (`bench::pin`). Left to the scheduler, the
+    /// placement of three processes on a few CPUs changes between runs and moves round
+    /// trips by a fifth.
+    #[arg(long, value_name = "BENCH,CLIENT,EDGE")]
+    pub pin: Option<pin::Placement>,
     /// Downloads run at once by `--parts share`, on each route.
     #[arg(long, default_value_t = 100)]
     pub busy_tunnels: usize,
@@ -322,6 +330,13 @@ pub async fn run(args: &BenchArgs, quic: QuicConfig, config: Option<&Path>) -> a
             anyhow::bail!("stopped by a signal; its child processes were stopped")
         }
     }
+}
+
+/// A proxy's process, as the bench names and places it.
+struct ProxyProcess {
+    name: String,
+    pid: u32,
+    side: pin::Side,
 }
 
 /// What `veil bench tcp` runs against: the targets, the edge and its clients, and, when
@@ -493,38 +508,58 @@ impl Stage {
         }
     }
 
-    /// Every proxy process's name and pid: veil's client(s) and edge, the peers' processes.
-    fn proxy_processes(&self) -> Vec<(String, u32)> {
+    /// Every proxy process: its name, pid and side. veil's client(s) and edge, the peers'
+    /// processes, the floor's.
+    fn proxy_processes(&self) -> Vec<ProxyProcess> {
+        use pin::Side::{Client, Edge};
+        let one = |name: &str, pid: u32, side| ProxyProcess {
+            name: name.to_owned(),
+            pid,
+            side,
+        };
         let mut named = vec![
-            ("veil client".to_owned(), self.procs.client.process.pid()),
-            ("veil edge".to_owned(), self.procs.edge.process.pid()),
+            one("veil client", self.procs.client.process.pid(), Client),
+            one("veil edge", self.procs.edge.process.pid(), Edge),
         ];
-        named.extend(
-            self.procs
-                .client_h2
-                .as_ref()
-                .map(|c| ("veil client (HTTP/2)".to_owned(), c.process.pid())),
-        );
-        named.extend(
-            self.procs
-                .client_optimistic
-                .as_ref()
-                .map(|c| ("veil client (--optimistic)".to_owned(), c.process.pid())),
-        );
+        if let Some(client) = &self.procs.client_h2 {
+            named.push(one("veil client (HTTP/2)", client.process.pid(), Client));
+        }
+        if let Some(client) = &self.procs.client_optimistic {
+            named.push(one(
+                "veil client (--optimistic)",
+                client.process.pid(),
+                Client,
+            ));
+        }
         if let Some((edge, client)) = &self.procs.apart {
-            named.push(("veil client (apart)".to_owned(), client.process.pid()));
-            named.push(("veil edge (apart)".to_owned(), edge.process.pid()));
+            named.push(one("veil client (apart)", client.process.pid(), Client));
+            named.push(one("veil edge (apart)", edge.process.pid(), Edge));
         }
         if let Some(floor) = &self.procs.floor {
-            named.push(("floor: local".to_owned(), floor.local.pid()));
-            named.push(("floor: far".to_owned(), floor.far.pid()));
+            named.push(one("floor: local", floor.local.pid(), Client));
+            named.push(one("floor: far", floor.far.pid(), Edge));
         }
         for peer in &self.procs.peers {
             let [local, server] = peer.pids();
-            named.push((format!("{}: local", peer.kind.label()), local));
-            named.push((format!("{}: server", peer.kind.label()), server));
+            named.push(one(&format!("{}: local", peer.kind.label()), local, Client));
+            named.push(one(&format!("{}: server", peer.kind.label()), server, Edge));
         }
         named
+    }
+
+    /// `--pin`: the bench's threads, and every proxy process by its side.
+    fn pin(&self, placement: pin::Placement) -> anyhow::Result<()> {
+        placement.check()?;
+        pin::pin_process(std::process::id(), placement.bench)?;
+        for process in self.proxy_processes() {
+            let cpu = match process.side {
+                pin::Side::Client => placement.client,
+                pin::Side::Edge => placement.edge,
+            };
+            pin::pin_process(process.pid, cpu)
+                .with_context(|| format!("pinning {}", process.name))?;
+        }
+        Ok(())
     }
 
     /// Stops the processes (clients first, so that the edge sees their connections
@@ -591,6 +626,10 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
             peer.pids()
         );
     }
+    if let Some(placement) = args.pin {
+        stage.pin(placement)?;
+        println!("veil bench tcp: pinned: {placement}");
+    }
     // The proxies named in --paths, veil's own first (latency and connect always measure
     // it: it is what the others are compared with).
     let mut proxies = vec![(Route::Proxied, stage.procs.client.socks)];
@@ -607,7 +646,7 @@ async fn measure(args: &TcpArgs, quic: &QuicConfig, stage: &mut Stage) -> anyhow
         let pids: Vec<u32> = stage
             .proxy_processes()
             .iter()
-            .map(|(_, pid)| *pid)
+            .map(|process| process.pid)
             .collect();
         let goodput = goodput(args, quic, &mut stage.targets, &proxies, &pids).await?;
         report.push_str(&goodput.table(args.bytes));
@@ -1299,10 +1338,15 @@ fn side_by_side(
 }
 
 /// Every proxy process's resident memory at the end of the run.
-fn rss_table(processes: &[(String, u32)]) -> anyhow::Result<String> {
+fn rss_table(processes: &[ProxyProcess]) -> anyhow::Result<String> {
     let mut out = String::from("\n| RSS at the end of the run | KiB |\n|---|---|\n");
-    for (name, pid) in processes {
-        let _ = writeln!(out, "| {name} | {} |", procs::rss_kib(*pid)?);
+    for process in processes {
+        let _ = writeln!(
+            out,
+            "| {} | {} |",
+            process.name,
+            procs::rss_kib(process.pid)?
+        );
     }
     Ok(out)
 }
