@@ -549,7 +549,6 @@ impl Stage {
 
     /// `--pin`: the bench's threads, and every proxy process by its side.
     fn pin(&self, placement: pin::Placement) -> anyhow::Result<()> {
-        placement.check()?;
         pin::pin_process(std::process::id(), placement.bench)?;
         for process in self.proxy_processes() {
             let cpu = match process.side {
@@ -600,6 +599,10 @@ async fn bench_tcp(args: &TcpArgs, quic: &QuicConfig, config: Option<&Path>) -> 
         "--bytes and --rounds must be positive"
     );
     ensure!(args.message > 0, "--message must be positive");
+    if let Some(placement) = args.pin {
+        // Before any process starts: a CPU the run may not use is a usage error.
+        placement.check()?;
+    }
     println!("veil bench tcp: {}", machine());
     let mut stage = Stage::set_up(args, config).await?;
     let report = measure(args, quic, &mut stage).await;
