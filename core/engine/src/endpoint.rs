@@ -625,12 +625,12 @@ impl Endpoint {
         if let Some(Err(error)) = conn.wire.quic_mut().map(|quic| quic.recv(datagram, info)) {
             tracing::debug!(connection = handle, %error, "datagram not accepted");
         }
-        self.refresh_timer(handle);
-        let Some(conn) = self.conns.get_mut(handle) else {
-            return;
-        };
         // HTTP/3 events, writability and the rest wait for the next poll, so that a batch
         // of datagrams (a GRO train, a recvmmsg batch) is processed once, not per packet.
+        // So does the connection's timer: `process` refreshes it, and until then
+        // `poll_timeout` answers `received_at` and `handle_timeout` processes first. (A
+        // refresh here cost about 500 instructions per datagram, ahead of the write that
+        // carries its bytes on.)
         if !conn.unprocessed {
             conn.unprocessed = true;
             self.unprocessed.push(handle);
