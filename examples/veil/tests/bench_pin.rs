@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use support::{Proc, TempDir, run_bounded, veil_bin};
+use support::{Proc, TempDir, bench_child_pids, bench_latency, run_bounded};
 
 /// Bound of the bench's start (its edge and client, debug builds, a busy machine).
 const STARTUP: Duration = Duration::from_secs(60);
@@ -25,34 +24,12 @@ fn every_thread_of_a_pinned_run_is_on_its_cpu() -> anyhow::Result<()> {
         .find(|cpu| allowed.is_set(*cpu).unwrap_or(false))
         .context("no CPU")?;
     let dir = TempDir::new("bench-pin")?;
-    let mut command = Command::new(veil_bin());
     let placement = format!("{cpu},{cpu},{cpu}");
     // Far more round trips than the test waits for: the test stops it.
-    command.args([
-        "bench",
-        "tcp",
-        "--paths",
-        "direct,proxied",
-        "--parts",
-        "latency",
-        "--requests",
-        "100000000",
-        "--pin",
-        &placement,
-    ]);
+    let command = bench_latency("100000000", &["--pin", &placement]);
     let mut bench = Proc::spawn("bench", command, dir.path())?;
     let started = bench.wait_for_line("veil bench tcp: edge pid ", STARTUP)?;
-    let edge: u32 = started
-        .split_whitespace()
-        .next()
-        .context("no edge pid")?
-        .parse()?;
-    let client: u32 = started
-        .split("client pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no client pid")?
-        .parse()?;
+    let [edge, client] = bench_child_pids(&started)?;
     bench.wait_for_line("veil bench tcp: pinned: ", STARTUP)?;
     for (name, pid) in [("bench", bench.pid()), ("edge", edge), ("client", client)] {
         let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?;
@@ -77,19 +54,7 @@ fn every_thread_of_a_pinned_run_is_on_its_cpu() -> anyhow::Result<()> {
 
 #[test]
 fn a_cpu_the_run_may_not_use_is_refused_before_anything_starts() -> anyhow::Result<()> {
-    let mut command = Command::new(veil_bin());
-    command.args([
-        "bench",
-        "tcp",
-        "--paths",
-        "direct,proxied",
-        "--parts",
-        "latency",
-        "--requests",
-        "10",
-        "--pin",
-        "0,0,100000",
-    ]);
+    let command = bench_latency("10", &["--pin", "0,0,100000"]);
     let output = run_bounded(command, STARTUP)?;
     let (stderr, stdout) = (&output.stderr, &output.stdout);
     ensure!(output.code() != 0, "a run on CPU 100000 succeeded");

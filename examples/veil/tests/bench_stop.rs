@@ -5,11 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use support::{Proc, TempDir, veil_bin};
+use support::{Proc, TempDir, bench_child_pids, bench_latency};
 
 /// Bound of the bench's start (its edge and client, debug builds, a busy machine).
 const STARTUP: Duration = Duration::from_secs(60);
@@ -19,21 +18,11 @@ const STOP: Duration = Duration::from_secs(30);
 #[test]
 fn a_bench_stopped_by_sigterm_stops_its_edge_and_client() -> anyhow::Result<()> {
     let dir = TempDir::new("bench-stop")?;
-    let mut command = Command::new(veil_bin());
     // Far more round trips than the test waits for: only the signal ends it.
-    command.args([
-        "bench",
-        "tcp",
-        "--paths",
-        "direct,proxied",
-        "--parts",
-        "latency",
-        "--requests",
-        "100000000",
-    ]);
+    let command = bench_latency("100000000", &[]);
     let mut bench = Proc::spawn("bench", command, dir.path())?;
     let started = bench.wait_for_line("veil bench tcp: edge pid ", STARTUP)?;
-    let children = child_pids(&started).with_context(|| format!("in {started:?}"))?;
+    let children = bench_child_pids(&started).with_context(|| format!("in {started:?}"))?;
     for pid in children {
         ensure!(alive(pid), "child {pid} runs before the signal");
     }
@@ -61,17 +50,6 @@ fn a_bench_stopped_by_sigterm_stops_its_edge_and_client() -> anyhow::Result<()> 
         bench.diagnostics()
     );
     Ok(())
-}
-
-/// The edge's and the client's pids from the rest of `edge pid N on ADDR, client pid M …`.
-fn child_pids(line: &str) -> anyhow::Result<[u32; 2]> {
-    let edge = line.split_whitespace().next().context("no edge pid")?;
-    let client = line
-        .split("client pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no client pid")?;
-    Ok([edge.parse()?, client.parse()?])
 }
 
 fn alive(pid: u32) -> bool {

@@ -32,6 +32,36 @@ pub(crate) const TOKEN: &str = "e2e-token";
 /// The pinned aioquic release `.ci/run` installs.
 pub(crate) const AIOQUIC: &str = "aioquic==1.7.2";
 
+/// `veil bench tcp` timing `requests` round trips over direct TCP and through veil, with
+/// `extra` flags after them.
+pub(crate) fn bench_latency(requests: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(veil_bin());
+    command.args([
+        "bench",
+        "tcp",
+        "--paths",
+        "direct,proxied",
+        "--parts",
+        "latency",
+        "--requests",
+        requests,
+    ]);
+    command.args(extra);
+    command
+}
+
+/// The edge's and the client's pids from what follows `veil bench tcp: edge pid ` in a
+/// bench's banner (`N on ADDR, client pid M …`).
+pub(crate) fn bench_child_pids(line: &str) -> anyhow::Result<[u32; 2]> {
+    let edge = line.split_whitespace().next().context("no edge pid")?;
+    let client = line
+        .split("client pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no client pid")?;
+    Ok([edge.parse()?, client.parse()?])
+}
+
 /// The `veil` binary cargo built for these tests.
 pub(crate) fn veil_bin() -> &'static str {
     env!("CARGO_BIN_EXE_veil")
