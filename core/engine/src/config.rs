@@ -53,6 +53,22 @@ pub enum RoleConfig {
     Edge(EdgeConfig),
 }
 
+/// On which paths an acknowledgement owed for a lone packet waits for the answer to carry
+/// it ([`QuicConfig::ack_delay`], `endpoint::ack_delay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckDelayPaths {
+    /// Connections whose smallest round trip is over
+    /// [`LONG_PATH_RTT`](crate::LONG_PATH_RTT), as across the Internet. On a LAN's or a
+    /// host's own path the ACK goes at once: a small exchange's round trip is about a
+    /// fifth shorter on 2-vCPU hosts, for one more datagram each way per message
+    /// (docs/PERFORMANCE.md, "Acknowledgements at once on short paths").
+    #[default]
+    Long,
+    /// Every path: a busy edge on a LAN spends less CPU per message.
+    All,
+}
+
 /// Congestion controller, as quiche implements them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,6 +127,9 @@ pub struct QuicConfig {
     /// (`endpoint::ack_delay`, docs/PERFORMANCE.md).
     #[serde(rename = "ack_delay_ms", deserialize_with = "duration_ms")]
     pub ack_delay: Duration,
+    /// On which paths the acknowledgement waits ([`QuicConfig::ack_delay`]): long ones
+    /// only by default, where on a short path the ACK goes at once.
+    pub ack_delay_paths: AckDelayPaths,
     /// Path MTU discovery (DPLPMTUD, RFC 8899): once the handshake is confirmed, quiche
     /// sends padded probes and searches for the largest size, up to
     /// `max_send_udp_payload_size`, that gets through, and sends at it. Worth it where the
@@ -176,6 +195,7 @@ impl Default for QuicConfig {
             keep_alive_interval: Some(Duration::from_secs(10)),
             pacing: false,
             ack_delay: Duration::from_millis(1),
+            ack_delay_paths: AckDelayPaths::Long,
             pmtu_discovery: false,
             max_recv_udp_payload_size: 65527,
             max_send_udp_payload_size: 1350,

@@ -169,6 +169,8 @@ pub struct Endpoint {
     pacing: bool,
     /// `QuicConfig::ack_delay` (`endpoint::ack_delay`).
     ack_delay: Duration,
+    /// `QuicConfig::ack_delay_paths`.
+    ack_delay_paths: crate::AckDelayPaths,
     /// Connections whose path is longer than a LAN, and the largest flight one received
     /// (`Endpoint::long_paths`, `Endpoint::received_flight`).
     long_paths: long_paths::LongPaths,
@@ -534,6 +536,7 @@ impl Endpoint {
             idle_timeout: quic.max_idle_timeout,
             pacing: quic.pacing,
             ack_delay: quic.ack_delay,
+            ack_delay_paths: quic.ack_delay_paths,
             long_paths: long_paths::LongPaths::default(),
             role,
             conns: conns::ConnTable::default(),
@@ -1755,7 +1758,15 @@ impl Endpoint {
             && conn.wire.quic().is_some_and(|quic| {
                 quic.is_established() && !quic.is_draining() && quic.local_error().is_none()
             });
-        conn.ack.defer(now, self.ack_delay, quiet)
+        // On a short path the acknowledgement goes at once (`endpoint::ack_delay`, "Long
+        // paths only").
+        let delay =
+            if conn.path_length.is_long() || self.ack_delay_paths == crate::AckDelayPaths::All {
+                self.ack_delay
+            } else {
+                Duration::ZERO
+            };
+        conn.ack.defer(now, delay, quiet)
     }
 
     /// Creates the HTTP/3 layer once the handshake completes.

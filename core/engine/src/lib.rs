@@ -94,8 +94,9 @@ mod wire;
 pub use audit::AuditRecord;
 pub use cid::{CidLayout, GENERATION_BYTE};
 pub use config::{
-    ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig, RetryPolicy, RoleConfig,
-    Secret, Token, Transport, Verify, format_fingerprint, parse_fingerprint,
+    AckDelayPaths, ClientConfig, Config, CongestionControl, EdgeConfig, Pem, QuicConfig,
+    RetryPolicy, RoleConfig, Secret, Token, Transport, Verify, format_fingerprint,
+    parse_fingerprint,
 };
 pub use dns::DnsCacheConfig;
 pub use endpoint::{

@@ -1,14 +1,17 @@
 //! The acknowledgement owed for a lone message waits, up to `QuicConfig::ack_delay`, for
 //! the answer to carry it (`endpoint::ack_delay`): one datagram back instead of two, and
-//! never later than the delay.
+//! never later than the delay. By default only on a long path: on a short one (the
+//! harness's link, unless it delays datagrams) it goes at once, and most tests here ask
+//! for the wait there too (`QuicConfig::ack_delay_paths`) to see how it works.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use veil_engine::{Config, EdgeConfig, Endpoint, Event, TunnelId};
+use veil_engine::{AckDelayPaths, Config, EdgeConfig, Endpoint, Event, LONG_PATH_RTT, TunnelId};
 
 use crate::harness::{Host, Net};
 use crate::hosts::EventReaders;
+use crate::path_length::round_across;
 use crate::{BUDGET, client_config, target};
 
 /// Longer than quiche's largest ACK delay (25 ms) plus its time-threshold wait: every
@@ -57,22 +60,34 @@ impl Host for Edge {
     }
 }
 
-/// A connected pair whose edge waits up to `ack_delay`, with one open tunnel and nothing
-/// left to acknowledge.
+/// A connected pair whose edge waits up to `ack_delay`, on the harness's short link too,
+/// with one open tunnel and nothing left to acknowledge.
 fn quiet_pair(ack_delay: Duration) -> (Net, Edge, TunnelId) {
     quiet_pair_with(ack_delay, ack_delay)
 }
 
 /// [`quiet_pair`], the client waiting up to `client_ack_delay`.
 fn quiet_pair_with(ack_delay: Duration, client_ack_delay: Duration) -> (Net, Edge, TunnelId) {
+    quiet_pair_of(endpoints(ack_delay, client_ack_delay, AckDelayPaths::All))
+}
+
+/// An edge that waits up to `ack_delay` and a client that waits up to `client_ack_delay`,
+/// on `paths`.
+fn endpoints(ack_delay: Duration, client_ack_delay: Duration, paths: AckDelayPaths) -> Net {
     let mut config = Config::edge(EdgeConfig::default());
     config.quic.ack_delay = ack_delay;
+    config.quic.ack_delay_paths = paths;
     let edge = Endpoint::new(config, Instant::now()).expect("edge");
     let pin = edge.certificate_fingerprint().expect("edge fingerprint");
     let mut config = Config::client(client_config(veil_engine::Verify::Pin(pin), None));
     config.quic.ack_delay = client_ack_delay;
+    config.quic.ack_delay_paths = paths;
     let client = Endpoint::new(config, Instant::now()).expect("client");
-    let mut net = Net::new(client, edge);
+    Net::new(client, edge)
+}
+
+/// `net` connected, with one open tunnel and nothing left to acknowledge.
+fn quiet_pair_of(mut net: Net) -> (Net, Edge, TunnelId) {
     let mut readers = EventReaders::default();
     let mut host = Edge::default();
     let tunnel = net
@@ -215,6 +230,62 @@ fn an_acknowledgement_beside_a_message_does_not_count() {
     let now = deliver(&mut net, &mut host, tunnel, b"ping");
     assert!(!net.send_from_edge(now));
 
+    assert_eq!(net.edge.tunnel_send(id, b"pong").expect("answer"), 4);
+    assert!(net.send_from_edge(Instant::now()));
+    assert_eq!(
+        net.take_to_client().len(),
+        1,
+        "answer and acknowledgement in one datagram"
+    );
+}
+
+#[test]
+fn on_a_short_path_the_acknowledgement_goes_at_once_by_default() {
+    let (mut net, _host, tunnel) = quiet_pair_of(endpoints(
+        Duration::from_millis(20),
+        Duration::ZERO,
+        AckDelayPaths::default(),
+    ));
+    assert_eq!(net.edge.long_paths(), 0, "the harness's link is short");
+    let now = Instant::now();
+    net.client.tunnel_send(tunnel, b"ping").expect("send");
+    assert!(net.send_from_client(now));
+    assert!(net.deliver_to_edge(now));
+    assert!(net.send_from_edge(now), "the acknowledgement waited");
+}
+
+/// One way across the slow link of [`on_a_long_path_the_acknowledgement_waits_by_default`]:
+/// every round trip through it, and so every RTT sample, is over `LONG_PATH_RTT`, even one
+/// whose second half the test skips.
+const SLOW_ONE_WAY: Duration = Duration::from_millis(6);
+
+#[test]
+fn on_a_long_path_the_acknowledgement_waits_by_default() {
+    assert!(SLOW_ONE_WAY > LONG_PATH_RTT);
+    let mut net = endpoints(
+        Duration::from_millis(20),
+        Duration::ZERO,
+        AckDelayPaths::default(),
+    );
+    let (mut client, mut host) = (EventReaders::default(), Edge::default());
+    let tunnel = net
+        .client
+        .open_tunnel(Instant::now(), &target("echo.test", 7))
+        .expect("open");
+    let started = Instant::now();
+    while host.order.is_empty() && started.elapsed() < BUDGET {
+        round_across(&mut net, SLOW_ONE_WAY, &mut client, &mut host);
+    }
+    assert_eq!(host.order.len(), 1, "the tunnel never reached the edge");
+    // Until every packet of the setup is acknowledged, still across the slow link.
+    let until = Instant::now() + QUIET;
+    while Instant::now() < until {
+        round_across(&mut net, SLOW_ONE_WAY, &mut client, &mut host);
+    }
+    assert_eq!(net.edge.long_paths(), 1, "the slow link is a long path");
+
+    deliver(&mut net, &mut host, tunnel, b"ping");
+    let id = host.order[0];
     assert_eq!(net.edge.tunnel_send(id, b"pong").expect("answer"), 4);
     assert!(net.send_from_edge(Instant::now()));
     assert_eq!(

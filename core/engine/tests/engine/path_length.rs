@@ -158,7 +158,12 @@ fn a_peer_that_moves_to_a_fast_path_is_counted_short() {
 /// One round trip across a link that delays each datagram by `one_way`: the client's
 /// datagrams to the edge, whose host then reads and writes, the edge's back, whose host
 /// then does the same; then due timers.
-fn round_across(net: &mut Net, one_way: Duration, client: &mut impl Host, edge: &mut impl Host) {
+pub(crate) fn round_across(
+    net: &mut Net,
+    one_way: Duration,
+    client: &mut impl Host,
+    edge: &mut impl Host,
+) {
     net.send_from_client(Instant::now());
     std::thread::sleep(one_way);
     net.deliver_to_edge(Instant::now());
