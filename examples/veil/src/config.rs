@@ -1258,7 +1258,10 @@ mod tests {
         assert_eq!(settings.connect_timeout, Duration::from_millis(1500));
         assert_eq!(settings.drain, Duration::from_millis(DEFAULT_DRAIN_MS));
         assert_eq!(settings.quic.max_idle_timeout, Duration::from_secs(5));
-        assert_eq!(settings.quic.ack_delay_paths, veil_engine::AckDelayPaths::All);
+        assert_eq!(
+            settings.quic.ack_delay_paths,
+            veil_engine::AckDelayPaths::All
+        );
         assert_eq!(settings.cert_key, None);
     }
 

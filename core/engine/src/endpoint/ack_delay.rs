@@ -49,9 +49,11 @@
 //! way to the write that wakes the next process. Sent at once instead, the ACK reaches the
 //! peer while the answer is still being made: the peer handles it off the answer's path,
 //! and is still running when the answer comes. On two vCPUs that took the 64-byte round
-//! trip through a tunnel from 256–283 µs to 192–222 (p50, placement pinned, alternated
-//! runs), for two more datagrams per round trip and, with every process on one CPU, about
-//! a tenth more CPU (docs/PERFORMANCE.md, "Acknowledgements at once on short paths").
+//! trip through a tunnel from a median 216 µs to 196 (p50 of twelve alternated runs in
+//! three placements; 283 to 197 where the client and the edge share a vCPU), for two more
+//! datagrams per round trip and no more CPU per round trip that could be told from the
+//! noise: the wait's own timer is gone (docs/PERFORMANCE.md, "Acknowledgements at once on
+//! short paths").
 //! Across a long path the wait costs nothing a round trip would show, and a busy edge's
 //! CPU is what it saves, so it stays there; `QuicConfig::ack_delay_paths` (`all`) keeps it
 //! on short paths too.
