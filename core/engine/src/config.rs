@@ -125,7 +125,8 @@ pub struct QuicConfig {
     /// acknowledges at once, as quiche does by itself. Under the 25 ms `max_ack_delay`
     /// quiche advertises. In an exchange of small messages it saves each side an ACK-only
     /// packet per message, and the other side a wake-up to read it
-    /// (`endpoint::ack_delay`, docs/PERFORMANCE.md).
+    /// (`endpoint::ack_delay`, docs/PERFORMANCE.md). By default only on long paths
+    /// ([`QuicConfig::ack_delay_paths`]).
     #[serde(rename = "ack_delay_ms", deserialize_with = "duration_ms")]
     pub ack_delay: Duration,
     /// On which paths the acknowledgement waits ([`QuicConfig::ack_delay`]): long ones
