@@ -51,9 +51,9 @@
 //! and is still running when the answer comes. On two vCPUs that took the 64-byte round
 //! trip through a tunnel from a median 216 µs to 196 (p50 of twelve alternated runs in
 //! three placements; 283 to 197 where the client and the edge share a vCPU), for two more
-//! datagrams per round trip and no more CPU per round trip that could be told from the
-//! noise: the wait's own timer is gone (docs/PERFORMANCE.md, "Acknowledgements at once on
-//! short paths").
+//! datagrams per round trip: about a quarter more instructions at the edge, though no
+//! more CPU time per round trip that could be told from the noise (docs/PERFORMANCE.md,
+//! "Acknowledgements at once on short paths").
 //! Across a long path the wait costs nothing a round trip would show, and a busy edge's
 //! CPU is what it saves, so it stays there; `QuicConfig::ack_delay_paths` (`all`) keeps it
 //! on short paths too.
