@@ -981,9 +981,10 @@ enum veil_result veil_config_set_ack_delay(struct veil_config *config, uint64_t 
 
 // Whether the acknowledgement's wait (`veil_config_set_ack_delay`) applies on short paths
 // too: a LAN's, a host's own, any connection whose smallest round trip is under 5 ms.
-// Off by default: there the acknowledgement goes at once, which makes a small exchange's
-// round trip shorter for one more datagram each way; on, a busy endpoint on a LAN spends
-// less CPU per message.
+// On by default. Off, the acknowledgement goes at once there, which makes a small
+// exchange's round trip shorter for one more datagram each way (docs/PERFORMANCE.md,
+// "Acknowledgements at once on short paths", which also says why it is not the
+// default).
 //
 // # Safety
 // `config` must be NULL or a live configuration.

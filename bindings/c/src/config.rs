@@ -1093,9 +1093,10 @@ pub unsafe extern "C" fn veil_config_set_ack_delay(
 
 /// Whether the acknowledgement's wait (`veil_config_set_ack_delay`) applies on short paths
 /// too: a LAN's, a host's own, any connection whose smallest round trip is under 5 ms.
-/// Off by default: there the acknowledgement goes at once, which makes a small exchange's
-/// round trip shorter for one more datagram each way; on, a busy endpoint on a LAN spends
-/// less CPU per message.
+/// On by default. Off, the acknowledgement goes at once there, which makes a small
+/// exchange's round trip shorter for one more datagram each way (docs/PERFORMANCE.md,
+/// "Acknowledgements at once on short paths", which also says why it is not the
+/// default).
 ///
 /// # Safety
 /// `config` must be NULL or a live configuration.
@@ -1396,13 +1397,13 @@ mod tests {
             assert_eq!((*edge).quic.ack_delay, std::time::Duration::ZERO);
             assert_eq!(
                 (*edge).quic.ack_delay_paths,
-                veil_engine::AckDelayPaths::Long,
-                "long paths only by default"
+                veil_engine::AckDelayPaths::All,
+                "every path by default"
             );
-            assert_eq!(veil_config_set_ack_delay_short_paths(edge, true), VEIL_OK);
+            assert_eq!(veil_config_set_ack_delay_short_paths(edge, false), VEIL_OK);
             assert_eq!(
                 (*edge).quic.ack_delay_paths,
-                veil_engine::AckDelayPaths::All
+                veil_engine::AckDelayPaths::Long
             );
             assert_eq!(
                 veil_config_add_token(edge, std::ptr::null()),

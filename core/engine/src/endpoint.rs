@@ -1758,8 +1758,8 @@ impl Endpoint {
             && conn.wire.quic().is_some_and(|quic| {
                 quic.is_established() && !quic.is_draining() && quic.local_error().is_none()
             });
-        // On a short path the acknowledgement goes at once (`endpoint::ack_delay`, "Long
-        // paths only").
+        // With `AckDelayPaths::Long`, on a short path the acknowledgement goes at once
+        // (`endpoint::ack_delay`, "Long paths only").
         let delay =
             if conn.path_length.is_long() || self.ack_delay_paths == crate::AckDelayPaths::All {
                 self.ack_delay

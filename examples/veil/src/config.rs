@@ -1244,7 +1244,7 @@ mod tests {
             connect_timeout_ms = 1500
             [quic]
             max_idle_timeout_ms = 5000
-            ack_delay_paths = "all"
+            ack_delay_paths = "long"
             "#,
         )
         .expect("valid file");
@@ -1260,7 +1260,7 @@ mod tests {
         assert_eq!(settings.quic.max_idle_timeout, Duration::from_secs(5));
         assert_eq!(
             settings.quic.ack_delay_paths,
-            veil_engine::AckDelayPaths::All
+            veil_engine::AckDelayPaths::Long
         );
         assert_eq!(settings.cert_key, None);
     }

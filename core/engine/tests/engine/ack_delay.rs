@@ -1,8 +1,8 @@
 //! The acknowledgement owed for a lone message waits, up to `QuicConfig::ack_delay`, for
 //! the answer to carry it (`endpoint::ack_delay`): one datagram back instead of two, and
-//! never later than the delay. By default only on a long path: on a short one (the
-//! harness's link, unless it delays datagrams) it goes at once, and most tests here ask
-//! for the wait there too (`QuicConfig::ack_delay_paths`) to see how it works.
+//! never later than the delay. On every path by default; with
+//! `QuicConfig::ack_delay_paths` `Long` only on a long one, and on a short one (the
+//! harness's link, unless it delays datagrams) it goes at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -240,11 +240,11 @@ fn an_acknowledgement_beside_a_message_does_not_count() {
 }
 
 #[test]
-fn on_a_short_path_the_acknowledgement_goes_at_once_by_default() {
+fn with_long_paths_only_on_a_short_path_the_acknowledgement_goes_at_once() {
     let (mut net, _host, tunnel) = quiet_pair_of(endpoints(
         Duration::from_millis(20),
         Duration::ZERO,
-        AckDelayPaths::default(),
+        AckDelayPaths::Long,
     ));
     assert_eq!(net.edge.long_paths(), 0, "the harness's link is short");
     let now = Instant::now();
@@ -254,18 +254,18 @@ fn on_a_short_path_the_acknowledgement_goes_at_once_by_default() {
     assert!(net.send_from_edge(now), "the acknowledgement waited");
 }
 
-/// One way across the slow link of [`on_a_long_path_the_acknowledgement_waits_by_default`]:
+/// One way across the slow link of [`with_long_paths_only_on_a_long_path_it_waits`]:
 /// every round trip through it, and so every RTT sample, is over `LONG_PATH_RTT`, even one
 /// whose second half the test skips.
 const SLOW_ONE_WAY: Duration = Duration::from_millis(6);
 
 #[test]
-fn on_a_long_path_the_acknowledgement_waits_by_default() {
+fn with_long_paths_only_on_a_long_path_it_waits() {
     assert!(SLOW_ONE_WAY > LONG_PATH_RTT);
     let mut net = endpoints(
         Duration::from_millis(20),
         Duration::ZERO,
-        AckDelayPaths::default(),
+        AckDelayPaths::Long,
     );
     let (mut client, mut host) = (EventReaders::default(), Edge::default());
     let tunnel = net
