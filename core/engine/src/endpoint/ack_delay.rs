@@ -42,9 +42,8 @@
 //! the peer's RTT estimate does not grow), and only while nothing else is sent.
 //!
 //! Long paths only, when asked (`QuicConfig::ack_delay_paths`, `long`). The wait is a
-//! trade of a packet for time, and on a short path (a LAN,
-//! a host's own: smallest round trip under [`LONG_PATH_RTT`](crate::LONG_PATH_RTT)) the
-//! time is the larger part. There an exchange of small messages takes tens of
+//! trade of a packet for time, and on a short path (a LAN, a host's own: smallest round
+//! trip under [`LONG_PATH_RTT`](crate::LONG_PATH_RTT)) the time is the larger part. There an exchange of small messages takes tens of
 //! microseconds, about what a wake-up of a halted vCPU takes, and an acknowledgement that
 //! rides on the next message is read by the peer ahead of that message's bytes, on its
 //! way to the write that wakes the next process. Sent at once instead, the ACK reaches the
@@ -55,9 +54,10 @@
 //! datagrams per round trip: about a quarter more instructions at the edge, though no
 //! more CPU time per round trip that could be told from the noise (docs/PERFORMANCE.md,
 //! "Acknowledgements at once on short paths").
+//!
 //! Across a long path the wait costs nothing a round trip would show, and a busy edge's
-//! CPU is what it saves, so it stays there. It is not the default: one of three CI runs of
-//! the engine memory test (12,000 tunnels finished and then reset by their target, on one
+//! CPU is what it saves, so it stays there. It is not the default: the fourth of four CI
+//! runs of the engine memory test (12,000 tunnels finished and then reset by their target, on one
 //! connection) saw the client retire its connection for stream credit the edge withheld
 //! for over 5 s, and acknowledgements that arrive before the client's reset are what
 //! makes quiche 0.30 keep such a stream (`Endpoint::tunnel_abort`); until that is
